@@ -1,0 +1,5 @@
+"""diffsolve: fast solvers for inverse problems and guided generation with diffusion models."""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

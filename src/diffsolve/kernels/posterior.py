@@ -1,0 +1,89 @@
+"""C-DPS per-step Gaussian posterior for a diagonal operator A = diag(d), in one elementwise pass.
+
+With prior transition N(m, c⁻¹ I), measurement y_s | x_s ~ N(d ⊙ x_s + b_s, w⁻¹ I) and target
+t = y_s − b_s, the posterior has diagonal precision λ = c + w d² and mean (c m + w d t)/λ.
+A sample by perturb-then-solve: x = (c m + w d t + √c e₁ + √w d e₂)/λ with e₁, e₂ ~ N(0, I).
+For inpainting d is the 0/1 mask; any non-negative diagonal works.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _dispatch
+from ._checks import check_image_like, check_same, per_sample
+from .step import _noise_from_seed
+
+__all__ = ["diagonal_posterior_step", "diagonal_posterior_step_reference"]
+
+_FAMILY = "posterior"
+
+
+def diagonal_posterior_step_reference(
+    mean: torch.Tensor,
+    precision: torch.Tensor,
+    diag: torch.Tensor,
+    target: torch.Tensor,
+    noise_precision: torch.Tensor,
+    noise1: torch.Tensor | None,
+    noise2: torch.Tensor | None,
+    seed: int | None,
+    offset: int,
+) -> torch.Tensor:
+    """Reference. mean, target, noise*: (B, C, H, W); diag: (1|B, 1|C, H, W); precision, noise_precision: (B,)."""
+    view = (-1,) + (1,) * (mean.dim() - 1)
+    c, w = precision.view(view), noise_precision.view(view)
+    if noise1 is None and seed is not None:
+        noise1 = _noise_from_seed(mean, seed, offset)
+        noise2 = _noise_from_seed(mean, seed, offset + mean.numel())
+    numerator = c * mean + w * diag * target
+    if noise1 is not None:
+        numerator = numerator + c.sqrt() * noise1 + w.sqrt() * diag * noise2
+    return numerator / (c + w * diag * diag)
+
+
+def diagonal_posterior_step(
+    mean: torch.Tensor,
+    precision: float | torch.Tensor,
+    diag: torch.Tensor,
+    target: torch.Tensor,
+    noise_precision: float | torch.Tensor,
+    *,
+    noise: tuple[torch.Tensor, torch.Tensor] | None = None,
+    seed: int | None = None,
+    offset: int = 0,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Sample (or, without noise/seed, the mean of) the diagonal C-DPS posterior; see module docstring.
+
+    mean, target: (B, C, H, W); diag: (1|B, 1|C, H, W), non-negative; precision c and noise
+    precision w: positive scalars or (B,) tensors; noise: (e₁, e₂) like ``mean``, or ``seed`` for
+    backend-generated noise (each backend its own stream), or neither for the posterior mean.
+    """
+    check_image_like("mean", mean, min_dim=4)
+    if mean.dim() != 4:
+        raise ValueError(f"mean must be (B, C, H, W), got shape {tuple(mean.shape)}")
+    check_same("target", target, mean, "mean")
+    check_image_like("diag", diag, min_dim=4)
+    if diag.dim() != 4 or any(d not in (1, m) for d, m in zip(diag.shape[:2], mean.shape[:2])) \
+            or diag.shape[2:] != mean.shape[2:]:
+        raise ValueError(f"diag must have shape (1|B, 1|C, H, W) = (1|{mean.shape[0]}, 1|{mean.shape[1]}, "
+                         f"{mean.shape[2]}, {mean.shape[3]}), got {tuple(diag.shape)}")
+    if diag.dtype != mean.dtype or diag.device != mean.device:
+        raise TypeError(f"diag must match mean's dtype/device ({mean.dtype}, {mean.device}), "
+                        f"got ({diag.dtype}, {diag.device})")
+    for name, val in (("precision", precision), ("noise_precision", noise_precision)):
+        if isinstance(val, (int, float)) and val <= 0:
+            raise ValueError(f"{name} must be positive, got {val}")
+    noise1 = noise2 = None
+    if noise is not None:
+        if seed is not None:
+            raise ValueError("give either noise=(e1, e2) or seed, not both")
+        noise1, noise2 = noise
+        check_same("noise[0]", noise1, mean, "mean")
+        check_same("noise[1]", noise2, mean, "mean")
+    c = per_sample("precision", precision, mean)
+    w = per_sample("noise_precision", noise_precision, mean)
+    args = [t.contiguous() if t is not None else None for t in (mean, c, diag, target, w, noise1, noise2)]
+    impl = _dispatch.implementation(backend, "diagonal_posterior_step", _FAMILY, mean.device)
+    return impl(*args, seed, offset)

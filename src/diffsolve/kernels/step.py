@@ -1,0 +1,209 @@
+"""Fused sampler updates: DDIM(η), the gradient-estimation (GE) sampler, and MPGD's guided step.
+
+Every update here is one affine map of the inputs, so one fused op serves them all
+(docs/kernels.md, "step"). With ē = γ ε̂ + (1 − γ) ε̂_prev (ē = ε̂ when there is no ε̂_prev):
+
+    x_s = c_x x_t + c_e ē + c_g g + c_z z,        x̂0 = d_x x_t + d_e ē + d_g g.
+
+The wrappers below only compute the (B, 8) coefficient table ``[γ, c_x, c_e, c_g, c_z, d_x, d_e, d_g]``
+on the device (per sample, no host sync); the backends do the one pass over the pixels.
+
+- DDIM (Song et al. 2021, eq. 12): x̂0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t,
+  σ = η √((1−ᾱ_s)/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_s), x_s = √ᾱ_s x̂0 + √(1−ᾱ_s−σ²) ε̂ + σ z.
+- MPGD (He et al. 2024): x̂0* = x̂0 − λ g (g the loss gradient at x̂0, λ per sample), then DDIM.
+- GE (Permenter & Yuan 2024) in VE coordinates x̃ = x/√ᾱ, σ_t = √(1/ᾱ_t − 1):
+  σ_p = (σ_s/σ_t^μ)^{1/(1−μ)}, x̃_s = x̃_t − (σ_t − σ_p) ē + √(σ_s² − σ_p²) z.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _dispatch
+from ._checks import check_image_like, check_same, per_sample
+
+__all__ = ["ddim_step", "ge_step", "mpgd_step", "fused_step", "fused_step_reference"]
+
+_FAMILY = "step"
+
+
+def _noise_from_seed(like: torch.Tensor, seed: int, offset: int) -> torch.Tensor:
+    """The torch backend's reproducible noise stream for (seed, offset)."""
+    gen = torch.Generator(device=like.device)
+    gen.manual_seed((seed * 0x9E3779B97F4A7C15 + offset) % (2**63))
+    return torch.randn(like.shape, generator=gen, device=like.device, dtype=like.dtype)
+
+
+def fused_step_reference(
+    x: torch.Tensor,
+    eps: torch.Tensor,
+    coefs: torch.Tensor,
+    eps_prev: torch.Tensor | None,
+    guidance: torch.Tensor | None,
+    noise: torch.Tensor | None,
+    seed: int | None,
+    offset: int,
+    want_x0: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Readable reference of the fused step. Shapes: x, eps, ... (B, ...); coefs (B, 8)."""
+    col = coefs.T.reshape(8, -1, *([1] * (x.dim() - 1)))  # col[k]: (B, 1, ..., 1)
+    gamma, c_x, c_e, c_g, c_z, d_x, d_e, d_g = col
+    e = eps if eps_prev is None else gamma * eps + (1 - gamma) * eps_prev
+    x_s = c_x * x + c_e * e
+    x0 = d_x * x + d_e * e if want_x0 else None
+    if guidance is not None:
+        x_s = x_s + c_g * guidance
+        if x0 is not None:
+            x0 = x0 + d_g * guidance
+    if noise is None and seed is not None:
+        noise = _noise_from_seed(x, seed, offset)
+    if noise is not None:
+        x_s = x_s + c_z * noise
+    return x_s, x0
+
+
+def fused_step(
+    x: torch.Tensor,
+    eps: torch.Tensor,
+    coefs: torch.Tensor,
+    *,
+    eps_prev: torch.Tensor | None = None,
+    guidance: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    seed: int | None = None,
+    offset: int = 0,
+    return_x0: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The generic fused update (module docstring); ``coefs`` is (B, 8) in x's dtype/device."""
+    check_image_like("x", x, min_dim=1)
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"x must be float32 or float64 (solver state stays fp32), got {x.dtype}")
+    check_same("eps", eps, x, "x")
+    check_same("eps_prev", eps_prev, x, "x")
+    check_same("guidance", guidance, x, "x")
+    check_same("noise", noise, x, "x")
+    if not isinstance(coefs, torch.Tensor) or coefs.shape != (x.shape[0], 8):
+        raise ValueError(f"coefs must be a tensor of shape ({x.shape[0]}, 8), got {getattr(coefs, 'shape', coefs)}")
+    if noise is not None and seed is not None:
+        raise ValueError("give either noise (a tensor) or seed (in-kernel noise), not both")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+        raise TypeError(f"seed must be a non-negative int, got {seed!r}")
+    if not isinstance(offset, int) or offset < 0:
+        raise TypeError(f"offset must be a non-negative int, got {offset!r}")
+    args = [t.contiguous() if t is not None else None for t in (x, eps, coefs.to(x.dtype), eps_prev, guidance, noise)]
+    impl = _dispatch.implementation(backend, "fused_step", _FAMILY, x.device)
+    x_s, x0 = impl(*args, seed, offset, return_x0)
+    return (x_s, x0) if return_x0 else x_s
+
+
+def _table(ref: torch.Tensor, *columns: torch.Tensor) -> torch.Tensor:
+    return torch.stack(columns, dim=1).to(ref.dtype)
+
+
+def _ddim_coefs(x, alpha_bar_t, alpha_bar_s, eta, scale, gamma):
+    """Coefficient table for DDIM(η) with optional guidance scale λ (MPGD) and GE's γ."""
+    a_t = per_sample("alpha_bar_t", alpha_bar_t, x).double()
+    a_s = per_sample("alpha_bar_s", alpha_bar_s, x).double()
+    eta = per_sample("eta", eta, x).double()
+    lam = per_sample("guidance_scale", scale, x).double()
+    sigma = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).clamp_min(0).sqrt()
+    dir_coef = (1 - a_s - sigma**2).clamp_min(0).sqrt()
+    d_x, d_e = 1 / a_t.sqrt(), -(1 - a_t).sqrt() / a_t.sqrt()
+    c_x, c_e = a_s.sqrt() * d_x, a_s.sqrt() * d_e + dir_coef
+    gam = per_sample("gamma", gamma, x).double()
+    return _table(x, gam, c_x, c_e, -a_s.sqrt() * lam, sigma, d_x, d_e, -lam)
+
+
+def _check_alpha(name: str, value: float | torch.Tensor) -> None:
+    if isinstance(value, (int, float)) and not 0 < value <= 1:
+        raise ValueError(f"{name} must lie in (0, 1], got {value}")
+
+
+def ddim_step(
+    x_t: torch.Tensor,
+    eps: torch.Tensor,
+    alpha_bar_t: float | torch.Tensor,
+    alpha_bar_s: float | torch.Tensor,
+    *,
+    eta: float | torch.Tensor = 0.0,
+    noise: torch.Tensor | None = None,
+    seed: int | None = None,
+    offset: int = 0,
+    guidance: torch.Tensor | None = None,
+    guidance_scale: float | torch.Tensor | None = None,
+    return_x0: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """One DDIM(η) step t → s; with ``guidance`` g, x̂0 is first moved to x̂0 − λ g (λ = guidance_scale).
+
+    x_t, eps, noise, guidance: (B, ...); alpha_bar_*: ᾱ as floats or (B,) tensors; returns x_s
+    (and x̂0*, the guided estimate, when ``return_x0``). Noise is ``noise`` or, from ``seed`` and
+    ``offset``, generated by the backend; without either the stochastic term is dropped.
+    """
+    check_image_like("x_t", x_t)
+    _check_alpha("alpha_bar_t", alpha_bar_t)
+    _check_alpha("alpha_bar_s", alpha_bar_s)
+    if (guidance is None) != (guidance_scale is None):
+        raise ValueError("guidance and guidance_scale go together: give both or neither")
+    coefs = _ddim_coefs(x_t, alpha_bar_t, alpha_bar_s, eta, 0.0 if guidance_scale is None else guidance_scale, 1.0)
+    return fused_step(x_t, eps, coefs, guidance=guidance, noise=noise, seed=seed, offset=offset,
+                      return_x0=return_x0, backend=backend)
+
+
+def mpgd_step(
+    x_t: torch.Tensor,
+    eps: torch.Tensor,
+    grad: torch.Tensor,
+    alpha_bar_t: float | torch.Tensor,
+    alpha_bar_s: float | torch.Tensor,
+    *,
+    step_size: float | torch.Tensor,
+    eta: float | torch.Tensor = 0.5,
+    noise: torch.Tensor | None = None,
+    seed: int | None = None,
+    offset: int = 0,
+    return_x0: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """MPGD: x̂0* = x̂0 − step_size·grad (grad = ∇ loss at x̂0, (B, ...); step_size per sample), then DDIM(η)."""
+    return ddim_step(x_t, eps, alpha_bar_t, alpha_bar_s, eta=eta, noise=noise, seed=seed, offset=offset,
+                     guidance=grad, guidance_scale=step_size, return_x0=return_x0, backend=backend)
+
+
+def ge_step(
+    x_t: torch.Tensor,
+    eps: torch.Tensor,
+    eps_prev: torch.Tensor | None,
+    alpha_bar_t: float | torch.Tensor,
+    alpha_bar_s: float | torch.Tensor,
+    *,
+    gamma: float | torch.Tensor = 2.0,
+    mu: float = 0.0,
+    noise: torch.Tensor | None = None,
+    seed: int | None = None,
+    offset: int = 0,
+    return_x0: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """One gradient-estimation step t → s (Permenter & Yuan): ē = γ ε̂_t + (1 − γ) ε̂_{t+1}.
+
+    ``eps_prev`` is the previous step's ε̂ (None on the first step, where ē = ε̂). ``mu`` ∈ [0, 1)
+    is the stochastic variant (μ = 0: deterministic). Returns x_s (and x̂0 from ē).
+    """
+    check_image_like("x_t", x_t)
+    _check_alpha("alpha_bar_t", alpha_bar_t)
+    _check_alpha("alpha_bar_s", alpha_bar_s)
+    if not isinstance(mu, (int, float)) or not 0 <= mu < 1:
+        raise ValueError(f"mu must be a number in [0, 1), got {mu!r}")
+    a_t = per_sample("alpha_bar_t", alpha_bar_t, x_t).double()
+    a_s = per_sample("alpha_bar_s", alpha_bar_s, x_t).double()
+    sig_t, sig_s = (1 / a_t - 1).clamp_min(0).sqrt(), (1 / a_s - 1).clamp_min(0).sqrt()
+    sig_p = (sig_s / sig_t**mu) ** (1 / (1 - mu)) if mu > 0 else sig_s
+    root_s = a_s.sqrt()
+    zeros = torch.zeros_like(a_t)
+    gam = per_sample("gamma", gamma, x_t).double() if eps_prev is not None else torch.ones_like(a_t)
+    coefs = _table(x_t, gam, root_s / a_t.sqrt(), root_s * (sig_p - sig_t), zeros,
+                   root_s * (sig_s**2 - sig_p**2).clamp_min(0).sqrt(), 1 / a_t.sqrt(), -sig_t, zeros)
+    return fused_step(x_t, eps, coefs, eps_prev=eps_prev, noise=noise, seed=seed, offset=offset,
+                      return_x0=return_x0, backend=backend)

@@ -1,0 +1,3 @@
+"""diffsolve.models."""
+
+__all__: list[str] = []

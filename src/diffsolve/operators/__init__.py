@@ -1,0 +1,3 @@
+"""diffsolve.operators."""
+
+__all__: list[str] = []

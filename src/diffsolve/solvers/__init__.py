@@ -1,0 +1,3 @@
+"""diffsolve.solvers."""
+
+__all__: list[str] = []
