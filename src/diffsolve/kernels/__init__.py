@@ -6,15 +6,30 @@ Triton kernels sit in ``_triton_<family>.py`` and the C++ ones in the ``diffsolv
 """
 
 from ._dispatch import BackendUnavailableError, backends
+from .cg import CGResult, batched_cg, cg_dots, cg_update
+from .correlate import correlate2d, correlate2d_adjoint, separable_correlate2d, separable_correlate2d_adjoint
 from .posterior import diagonal_posterior_step
+from .resample import avg_pool, avg_pool_adjoint, resample, resample_adjoint
 from .step import ddim_step, fused_step, ge_step, mpgd_step
 
 __all__ = [
     "BackendUnavailableError",
+    "CGResult",
+    "avg_pool",
+    "avg_pool_adjoint",
     "backends",
+    "batched_cg",
+    "cg_dots",
+    "cg_update",
+    "correlate2d",
+    "correlate2d_adjoint",
     "ddim_step",
     "diagonal_posterior_step",
     "fused_step",
     "ge_step",
     "mpgd_step",
+    "resample",
+    "resample_adjoint",
+    "separable_correlate2d",
+    "separable_correlate2d_adjoint",
 ]

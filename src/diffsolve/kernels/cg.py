@@ -1,0 +1,154 @@
+"""Batched conjugate gradients for K = shift·I + scale·G, one independent system per sample.
+
+Chronopoulos–Gear CG (Chronopoulos & Gear 1989): both inner products of an iteration come from
+one fused reduction, so an iteration is the operator (G r, user code) plus two launches,
+``cg_dots`` and ``cg_update`` (docs/kernels.md, "cg"). Every scalar is a (B,) tensor and the loop
+runs a fixed number of iterations with an on-device convergence mask: no host synchronisation, so
+the loop can be captured in a CUDA graph.
+
+Per sample, with w = K r, γ = ⟨r, r⟩, δ = ⟨w, r⟩:
+    β = γ/γ_old (0 on the first iteration),  α = γ/(δ − β γ/α_old)  (γ/δ on the first),
+    p = r + β p,  s = w + β s,  x = x + α p,  r = r − α s.
+A sample stops (α = β = 0, p and s frozen) once γ ≤ tol²·‖rhs‖².
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+
+from . import _dispatch
+from ._checks import check_image_like, per_sample
+
+__all__ = ["CGResult", "batched_cg", "cg_dots", "cg_dots_reference", "cg_update", "cg_update_reference"]
+
+_FAMILY = "cg"
+
+
+class CGResult(NamedTuple):
+    """Result of :func:`batched_cg`. Shapes: x like rhs; the rest (B,)."""
+
+    x: torch.Tensor
+    iterations: torch.Tensor  # int64: iterations each sample took before its mask closed
+    residual: torch.Tensor  # true relative residual ‖rhs − K x‖ / ‖rhs‖ (‖K x‖ where rhs = 0)
+    converged: torch.Tensor  # bool: residual <= tol
+
+
+# ----------------------------------------------------------------------------- torch references
+def cg_dots_reference(r: torch.Tensor, gr: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(B, 2) rows [⟨r, r⟩, ⟨w, r⟩], w = shift·r + scale·gr; r, gr (B, ...), shift, scale (B,)."""
+    acc = torch.float64 if r.dtype == torch.float64 else torch.float32
+    r2 = r.reshape(r.shape[0], -1).to(acc)
+    g2 = gr.reshape(r.shape[0], -1).to(acc)
+    rr = (r2 * r2).sum(1)
+    wr = shift.to(acc) * rr + scale.to(acc) * (g2 * r2).sum(1)
+    return torch.stack((rr, wr), 1).to(r.dtype)
+
+
+def cg_update_reference(
+    x: torch.Tensor, r: torch.Tensor, p: torch.Tensor, s: torch.Tensor, gr: torch.Tensor,
+    shift: torch.Tensor, scale: torch.Tensor, dots: torch.Tensor, state: torch.Tensor, tol2: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One CG update. state (B, 5) = [gamma_old, alpha_old, active, iterations, rhs_norm2]."""
+    view = (-1,) + (1,) * (x.dim() - 1)
+    gamma, delta = dots[:, 0], dots[:, 1]
+    gamma_old, alpha_old, active, iters, rhs2 = state.unbind(1)
+    first = gamma_old == 0
+    beta = torch.where(first, torch.zeros_like(gamma), gamma / gamma_old)
+    alpha = torch.where(first, gamma / delta, gamma / (delta - beta * gamma / alpha_old))
+    on = (active > 0) & (gamma > tol2 * rhs2)
+    alpha = torch.where(on, alpha, torch.zeros_like(alpha))
+    beta = torch.where(on, beta, torch.zeros_like(beta))
+    w = shift.view(view) * r + scale.view(view) * gr
+    mask = on.view(view)
+    p = torch.where(mask, r + beta.view(view) * p, p)
+    s = torch.where(mask, w + beta.view(view) * s, s)
+    x = x + alpha.view(view) * p
+    r = r - alpha.view(view) * s
+    state = torch.stack(
+        (torch.where(on, gamma, gamma_old), torch.where(on, alpha, alpha_old), on.to(state.dtype),
+         iters + on.to(state.dtype), rhs2), 1)
+    return x, r, p, s, state
+
+
+# ----------------------------------------------------------------------------- public functions
+def _check_cg_tensor(name: str, t: object, ref: torch.Tensor) -> torch.Tensor:
+    check_image_like(name, t)
+    if t.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} must be float32 or float64, got dtype {t.dtype}")
+    if t.dtype != ref.dtype or t.device != ref.device or t.shape != ref.shape:
+        raise ValueError(
+            f"{name} must match rhs (shape {tuple(ref.shape)}, {ref.dtype}, {ref.device}), got "
+            f"shape {tuple(t.shape)}, {t.dtype}, {t.device}"
+        )
+    return t.contiguous()
+
+
+def cg_dots(r: torch.Tensor, gr: torch.Tensor, shift, scale, *, backend: str = "auto") -> torch.Tensor:
+    """[⟨r, r⟩, ⟨shift·r + scale·gr, r⟩] per sample, (B, 2)."""
+    _check_cg_tensor("r", r, r)
+    gr = _check_cg_tensor("gr", gr, r)
+    shift, scale = per_sample("shift", shift, r), per_sample("scale", scale, r)
+    return _dispatch.implementation(backend, "cg_dots", _FAMILY, r.device)(r.contiguous(), gr, shift, scale)
+
+
+def cg_update(x, r, p, s, gr, shift, scale, dots, state, tol2: float, *, backend: str = "auto"):
+    """One masked Chronopoulos–Gear update; see the module docstring. Use the returned tensors."""
+    x = _check_cg_tensor("x", x, x)
+    r, p, s, gr = (_check_cg_tensor(n, t, x) for n, t in (("r", r), ("p", p), ("s", s), ("gr", gr)))
+    shift, scale = per_sample("shift", shift, x), per_sample("scale", scale, x)
+    impl = _dispatch.implementation(backend, "cg_update", _FAMILY, x.device)
+    return impl(x, r, p, s, gr, shift, scale, dots.contiguous(), state.contiguous(), float(tol2))
+
+
+def batched_cg(
+    gram: Callable[[torch.Tensor], torch.Tensor],
+    rhs: torch.Tensor,
+    shift: float | torch.Tensor = 0.0,
+    scale: float | torch.Tensor = 1.0,
+    *,
+    x0: torch.Tensor | None = None,
+    max_iters: int = 100,
+    tol: float = 1e-6,
+    backend: str = "auto",
+) -> CGResult:
+    """Solve (shift·I + scale·G) x = rhs per sample by CG, G = ``gram`` symmetric PSD.
+
+    rhs (B, ...) float32/float64; shift, scale: numbers or (B,) tensors (K must be positive
+    definite on the samples' Krylov spaces). Runs exactly ``max_iters`` iterations (samples that
+    reached the relative tolerance ``tol`` are masked, not stopped), then applies ``gram`` once
+    more to report the true residual. No host synchronisation.
+    """
+    _check_cg_tensor("rhs", rhs, rhs)
+    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 0:
+        raise ValueError(f"max_iters must be a non-negative int, got {max_iters!r}")
+    if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not tol > 0:
+        raise ValueError(f"tol must be a positive number, got {tol!r}")
+    shift, scale = per_sample("shift", shift, rhs), per_sample("scale", scale, rhs)
+    dots_impl = _dispatch.implementation(backend, "cg_dots", _FAMILY, rhs.device)
+    update_impl = _dispatch.implementation(backend, "cg_update", _FAMILY, rhs.device)
+    view = (-1,) + (1,) * (rhs.dim() - 1)
+
+    def apply_k(v: torch.Tensor) -> torch.Tensor:
+        return shift.view(view) * v + scale.view(view) * gram(v)
+
+    rhs = rhs.contiguous()
+    rhs2 = rhs.reshape(rhs.shape[0], -1).pow(2).sum(1)
+    if x0 is None:
+        x, r = torch.zeros_like(rhs), rhs.clone()
+    else:
+        x = _check_cg_tensor("x0", x0, rhs).clone()
+        r = rhs - apply_k(x)
+    p, s = torch.zeros_like(rhs), torch.zeros_like(rhs)
+    state = torch.zeros(rhs.shape[0], 5, dtype=rhs.dtype, device=rhs.device)
+    state[:, 2] = 1.0
+    state[:, 4] = rhs2
+    for _ in range(max_iters):
+        gr = gram(r).contiguous()
+        dots = dots_impl(r, gr, shift, scale)
+        x, r, p, s, state = update_impl(x, r, p, s, gr, shift, scale, dots, state, tol * tol)
+    res = (rhs - apply_k(x)).reshape(rhs.shape[0], -1).norm(dim=1)
+    rhs_norm = rhs2.sqrt()
+    residual = torch.where(rhs_norm > 0, res / torch.where(rhs_norm > 0, rhs_norm, 1), res)
+    return CGResult(x, state[:, 3].to(torch.int64), residual, residual <= tol)
