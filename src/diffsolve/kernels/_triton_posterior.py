@@ -1,0 +1,80 @@
+"""Triton backend of the diagonal C-DPS posterior step (docs/kernels.md, "posterior").
+
+One elementwise pass: λ = c + w d², x = (c m + w d t + √c e₁ + √w d e₂)/λ with c, w per sample
+(B,) and the diagonal d (1|B, 1|C, H, W) broadcast over batch/channels through zero strides.
+Without noise tensors and with a seed, e₁ = randn(seed, offset + i), e₂ = randn(seed, offset + numel + i)
+(Philox, i the flat index in ``mean``). Grid = (blocks per plane, B·C).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._triton_util import elementwise_config
+
+__all__ = ["diagonal_posterior_step"]
+
+
+@triton.jit
+def _posterior_kernel(
+    m_ptr, c_ptr, d_ptr, t_ptr, w_ptr, n1_ptr, n2_ptr, out_ptr,
+    channels, hw, d_stride_b, d_stride_c, numel, seed, offset,
+    NOISE: tl.constexpr, BLOCK: tl.constexpr,
+):
+    # NOISE: 0 none (posterior mean), 1 given tensors, 2 Philox from (seed, offset)
+    pid = tl.program_id(0)
+    plane = tl.program_id(1)
+    b = plane // channels
+    ch = plane % channels
+    local = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = local < hw
+    flat = plane.to(tl.int64) * hw + local
+    c = tl.load(c_ptr + b)
+    w = tl.load(w_ptr + b)
+    m = tl.load(m_ptr + flat, mask=mask, other=0.0)
+    t = tl.load(t_ptr + flat, mask=mask, other=0.0)
+    d = tl.load(d_ptr + b * d_stride_b + ch * d_stride_c + local, mask=mask, other=0.0)
+    num = c * m + w * d * t
+    if NOISE == 1:
+        e1 = tl.load(n1_ptr + flat, mask=mask, other=0.0)
+        e2 = tl.load(n2_ptr + flat, mask=mask, other=0.0)
+        num += tl.sqrt(c) * e1 + tl.sqrt(w) * d * e2
+    if NOISE == 2:
+        e1 = tl.randn(seed, offset + flat).to(m.dtype)
+        e2 = tl.randn(seed, offset + numel + flat).to(m.dtype)
+        num += tl.sqrt(c) * e1 + tl.sqrt(w) * d * e2
+    tl.store(out_ptr + flat, num / (c + w * d * d), mask=mask)
+
+
+def diagonal_posterior_step(
+    mean: torch.Tensor,
+    precision: torch.Tensor,
+    diag: torch.Tensor,
+    target: torch.Tensor,
+    noise_precision: torch.Tensor,
+    noise1: torch.Tensor | None,
+    noise2: torch.Tensor | None,
+    seed: int | None,
+    offset: int,
+) -> torch.Tensor:
+    """Same signature and result as ``posterior.diagonal_posterior_step_reference``."""
+    batch, channels, height, width = mean.shape
+    out = torch.empty_like(mean)
+    hw = height * width
+    if mean.numel() == 0:
+        return out
+    diag = diag.contiguous()
+    stride_b = 0 if diag.shape[0] == 1 else diag.shape[1] * hw
+    stride_c = 0 if diag.shape[1] == 1 else hw
+    mode = 1 if noise1 is not None else (2 if seed is not None else 0)
+    block, warps = elementwise_config(hw)
+    _posterior_kernel[(triton.cdiv(hw, block), batch * channels)](
+        mean, precision.to(mean.dtype).contiguous(), diag, target,
+        noise_precision.to(mean.dtype).contiguous(),
+        noise1 if noise1 is not None else mean, noise2 if noise2 is not None else mean, out,
+        channels, hw, stride_b, stride_c, mean.numel(), 0 if seed is None else seed, offset,
+        NOISE=mode, BLOCK=block, num_warps=warps,
+    )
+    return out
