@@ -1,3 +1,19 @@
-"""diffsolve.models."""
+"""diffsolve.models: denoisers (diffusers UNets, exact Gaussian/GMM priors, plain callables) and autoencoders."""
 
-__all__: list[str] = []
+from .autoencoder import Autoencoder
+from .denoiser import Denoiser, EpsDenoiser, as_denoiser
+from .diffusers_adapter import DiffusersDenoiser
+from .priors import GaussianMixturePosterior, GaussianMixturePrior, GaussianPosterior, GaussianPrior, operator_matrix
+
+__all__ = [
+    "Autoencoder",
+    "Denoiser",
+    "DiffusersDenoiser",
+    "EpsDenoiser",
+    "GaussianMixturePosterior",
+    "GaussianMixturePrior",
+    "GaussianPosterior",
+    "GaussianPrior",
+    "as_denoiser",
+    "operator_matrix",
+]

@@ -1,3 +1,7 @@
-"""diffsolve.solvers."""
+"""diffsolve.solvers: samplers and inverse solvers sharing one signature (see _loop.py)."""
 
-__all__: list[str] = []
+from .ddim import ddim
+from .ge import ge
+from .ge_scheduler import GEScheduler
+
+__all__ = ["GEScheduler", "ddim", "ge"]

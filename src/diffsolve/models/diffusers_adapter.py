@@ -1,0 +1,166 @@
+"""A diffusers UNet as a :class:`~diffsolve.models.denoiser.Denoiser` (ε-prediction out, always).
+
+``DiffusersDenoiser(unet, scheduler_or_config)`` wraps ``UNet2DModel`` or ``UNet2DConditionModel``
+(with ``encoder_hidden_states`` and classifier-free guidance, Ho & Salimans 2022:
+ε̂ = ε_u + w (ε_c − ε_u)). The model's ``prediction_type`` is converted to ε with ᾱ_t of the table:
+
+- ``epsilon``: ε̂ = output;
+- ``v_prediction`` (Salimans & Ho 2022): ε̂ = √ᾱ_t v + √(1−ᾱ_t) x_t;
+- ``sample``: ε̂ = (x_t − √ᾱ_t x̂0) / √(1−ᾱ_t).
+
+Models that also predict a variance (``out_channels == 2·in_channels``) keep the first half.
+``from_pretrained(path)`` reads a local folder only (never the network).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..schedules import alphas_cumprod_from_config, final_alpha_cumprod_from_config
+from .denoiser import timestep_alphas
+
+__all__ = ["DiffusersDenoiser", "to_epsilon"]
+
+_PREDICTIONS = ("epsilon", "v_prediction", "sample")
+
+
+def to_epsilon(output: torch.Tensor, x: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """The model output as ε̂ (module docstring); alpha_bar (B,) ᾱ_t, output and x (B, ...)."""
+    if prediction_type == "epsilon":
+        return output
+    a = alpha_bar.reshape(-1, *([1] * (x.dim() - 1)))
+    if prediction_type == "v_prediction":
+        return a.sqrt() * output + (1 - a).sqrt() * x
+    if prediction_type == "sample":
+        return (x - a.sqrt() * output) / (1 - a).sqrt()
+    raise ValueError(f"prediction_type must be one of {_PREDICTIONS}, got {prediction_type!r}")
+
+
+def _scheduler_config(scheduler_or_config: Any) -> dict[str, Any]:
+    cfg = getattr(scheduler_or_config, "config", scheduler_or_config)
+    if not hasattr(cfg, "get") or not hasattr(cfg, "items"):
+        raise TypeError("scheduler_or_config must be a diffusers scheduler or its config (a mapping), "
+                        f"got {type(scheduler_or_config).__name__}")
+    return dict(cfg.items())
+
+
+class DiffusersDenoiser(torch.nn.Module):
+    """ε̂(x, t) from a diffusers UNet and the scheduler config it was trained with.
+
+    Args:
+        unet: ``UNet2DModel`` or ``UNet2DConditionModel`` (any module whose forward is
+            ``unet(x, t, [encoder_hidden_states=...]).sample``).
+        scheduler_or_config: the training scheduler (or its config): gives ``alphas_cumprod``,
+            ``final_alpha_cumprod`` (``set_alpha_to_one``) and ``prediction_type``.
+        encoder_hidden_states: (1 | B, L, D) conditioning for ``UNet2DConditionModel``.
+        negative_encoder_hidden_states: (1 | B, L, D) unconditional states for CFG.
+        guidance_scale: CFG weight w; w = 1 (default) runs the conditional branch only.
+        prediction_type: overrides the config's.
+    """
+
+    def __init__(self, unet: torch.nn.Module, scheduler_or_config: Any, *,
+                 encoder_hidden_states: torch.Tensor | None = None,
+                 negative_encoder_hidden_states: torch.Tensor | None = None,
+                 guidance_scale: float = 1.0, prediction_type: str | None = None) -> None:
+        super().__init__()
+        if not isinstance(unet, torch.nn.Module):
+            raise TypeError(f"unet must be a diffusers UNet (torch.nn.Module), got {type(unet).__name__}")
+        cfg = _scheduler_config(scheduler_or_config)
+        self.unet = unet
+        self.scheduler_config = cfg
+        table = alphas_cumprod_from_config(cfg)
+        self.register_buffer("alphas_cumprod", table, persistent=False)
+        self.final_alpha_cumprod = final_alpha_cumprod_from_config(cfg, table)
+        pred = prediction_type or cfg.get("prediction_type", "epsilon")
+        if pred not in _PREDICTIONS:
+            raise ValueError(f"prediction_type must be one of {_PREDICTIONS}, got {pred!r}")
+        self.prediction_type = pred
+        if not isinstance(guidance_scale, (int, float)) or isinstance(guidance_scale, bool):
+            raise TypeError(f"guidance_scale must be a number, got {type(guidance_scale).__name__}")
+        if guidance_scale != 1.0 and negative_encoder_hidden_states is None:
+            raise ValueError(f"guidance_scale={guidance_scale} needs negative_encoder_hidden_states "
+                             "(the unconditional embedding) for classifier-free guidance")
+        if negative_encoder_hidden_states is not None and encoder_hidden_states is None:
+            raise ValueError("negative_encoder_hidden_states given without encoder_hidden_states")
+        self.encoder_hidden_states = encoder_hidden_states
+        self.negative_encoder_hidden_states = negative_encoder_hidden_states
+        self.guidance_scale = float(guidance_scale)
+        ucfg = getattr(unet, "config", {})
+        channels = ucfg.get("in_channels") if hasattr(ucfg, "get") else None
+        self.sample_shape = None if channels is None else (int(channels), None, None)
+        blocks = ucfg.get("block_out_channels") if hasattr(ucfg, "get") else None
+        self.spatial_multiple = 2 ** (len(blocks) - 1) if blocks else 1
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, torch_dtype: torch.dtype | None = None,
+                        device: str | torch.device | None = None, **kwargs: Any) -> "DiffusersDenoiser":
+        """Load a local diffusers folder: a pipeline (``unet/`` + ``scheduler/``) or a model folder
+        holding ``config.json`` and ``scheduler_config.json``. ``kwargs`` go to the constructor."""
+        root = Path(path)
+        if not root.is_dir():
+            raise ValueError(f"path must be a local diffusers folder, got {str(path)!r} (not a directory); "
+                             "download the model first, diffsolve never reaches the network")
+        if (root / "unet" / "config.json").is_file():
+            unet_dir, sched_file = root / "unet", root / "scheduler" / "scheduler_config.json"
+        else:
+            unet_dir, sched_file = root, root / "scheduler_config.json"
+        if not (unet_dir / "config.json").is_file() or not sched_file.is_file():
+            raise ValueError(f"{root} holds neither unet/config.json + scheduler/scheduler_config.json "
+                             "nor config.json + scheduler_config.json")
+        import diffusers
+
+        class_name = json.loads((unet_dir / "config.json").read_text()).get("_class_name", "UNet2DModel")
+        if class_name not in ("UNet2DModel", "UNet2DConditionModel"):
+            raise ValueError(f"{unet_dir / 'config.json'}: unsupported model class {class_name!r}; "
+                             "expected UNet2DModel or UNet2DConditionModel")
+        unet = getattr(diffusers, class_name).from_pretrained(unet_dir, local_files_only=True,
+                                                              torch_dtype=torch_dtype)
+        if device is not None:
+            unet = unet.to(device)
+        unet.eval()
+        sched_cfg = json.loads(sched_file.read_text())
+        return cls(unet, sched_cfg, **kwargs)
+
+    def _unet(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor | None) -> torch.Tensor:
+        if states is None:
+            out = self.unet(x, t)
+        else:
+            out = self.unet(x, t, encoder_hidden_states=states)
+        out = out.sample if hasattr(out, "sample") else out[0]
+        if out.shape[1] == 2 * x.shape[1]:  # learned variance: keep the mean prediction
+            out = out[:, : x.shape[1]]
+        return out
+
+    @staticmethod
+    def _batched(states: torch.Tensor, batch: int) -> torch.Tensor:
+        if states.shape[0] == batch:
+            return states
+        if states.shape[0] == 1:
+            return states.expand(batch, *states.shape[1:])
+        raise ValueError(f"encoder states have batch {states.shape[0]}, expected 1 or {batch}")
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """ε̂ (B, C, H, W) in x's dtype; x (B, C, H, W), t (B,) int64 training timesteps (or an int)."""
+        batch = x.shape[0]
+        dtype = next(self.unet.parameters()).dtype
+        if isinstance(t, int):
+            t = torch.full((batch,), t, dtype=torch.int64, device=x.device)
+        xin = x.to(dtype)
+        cond = self.encoder_hidden_states
+        if cond is not None:
+            cond = self._batched(cond.to(device=x.device, dtype=dtype), batch)
+        if self.negative_encoder_hidden_states is not None and self.guidance_scale != 1.0:
+            neg = self._batched(self.negative_encoder_hidden_states.to(device=x.device, dtype=dtype), batch)
+            both = self._unet(torch.cat([xin, xin]), torch.cat([t, t]), torch.cat([neg, cond]))
+            out_u, out_c = both.chunk(2)
+            out = out_u + self.guidance_scale * (out_c - out_u)
+        else:
+            out = self._unet(xin, t, cond)
+        out = out.to(x.dtype)
+        if self.prediction_type == "epsilon":
+            return out
+        return to_epsilon(out, x, timestep_alphas(self.alphas_cumprod, t, x), self.prediction_type)

@@ -1,0 +1,249 @@
+"""Noise schedules: training tables ᾱ, timestep spacing, and the GE log-linear σ schedule.
+
+VP notation (DESIGN §4): β_t, α_t = 1 − β_t, ᾱ_t = ∏_{i≤t} α_i for training timesteps t = 0..T−1;
+the VE noise level of timestep t is σ_t = √(1/ᾱ_t − 1).
+
+- :func:`alphas_cumprod_from_config` / :func:`make_alphas_cumprod`: the table exactly as diffusers
+  builds it (float32 arithmetic, returned as float64), from a scheduler, its config, or arguments.
+- :func:`spaced_timesteps`: diffusers' ``leading`` / ``trailing`` / ``linspace`` spacing
+  (``DDIMScheduler.set_timesteps``), descending.
+- :func:`loglinear_timesteps`: the GE sampler's schedule (Permenter & Yuan 2024): σ spaced
+  geometrically between σ_max and σ_min, each snapped to the training timestep nearest in log σ.
+- :func:`sampling_schedule`: the (t → s) pairs a sampler walks, with ᾱ_t and ᾱ_s; the last step
+  goes to the "final" ᾱ (1, or ᾱ_0 for diffusers' ``set_alpha_to_one=False``).
+
+Note: diffusers' ``DDIMScheduler.step`` takes the previous timestep as ``t − T // N`` rather than
+the next entry of its own list; the two agree when N divides T (``trailing``/``leading``). We
+always step to the next listed timestep.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "SPACINGS",
+    "SamplingSchedule",
+    "alphas_cumprod_from_config",
+    "final_alpha_cumprod_from_config",
+    "loglinear_timesteps",
+    "make_alphas_cumprod",
+    "sampling_schedule",
+    "sigmas_from_alphas_cumprod",
+    "spaced_timesteps",
+    "validate_alphas_cumprod",
+]
+
+SPACINGS = ("leading", "trailing", "linspace")
+_BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+
+
+def _cosine_betas(num_train_timesteps: int, max_beta: float = 0.999) -> torch.Tensor:
+    """Glide's cosine schedule (Nichol & Dhariwal 2021), as diffusers' ``betas_for_alpha_bar``."""
+
+    def alpha_bar(t: float) -> float:
+        return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+    betas = [min(1 - alpha_bar((i + 1) / num_train_timesteps) / alpha_bar(i / num_train_timesteps), max_beta)
+             for i in range(num_train_timesteps)]
+    return torch.tensor(betas, dtype=torch.float32)
+
+
+def _rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """Lin et al. 2024, Algorithm 1: shift/scale √ᾱ so the last timestep has zero SNR."""
+    root = torch.cumprod(1.0 - betas, dim=0).sqrt()
+    first, last = root[0].clone(), root[-1].clone()
+    root = (root - last) * (first / (first - last))
+    abar = root**2
+    alphas = torch.cat([abar[0:1], abar[1:] / abar[:-1]])
+    return 1 - alphas
+
+
+def make_alphas_cumprod(
+    num_train_timesteps: int = 1000,
+    beta_start: float = 0.0001,
+    beta_end: float = 0.02,
+    beta_schedule: str = "linear",
+    trained_betas: Sequence[float] | torch.Tensor | None = None,
+    rescale_betas_zero_snr: bool = False,
+) -> torch.Tensor:
+    """The training table ᾱ (T,) float64, computed in float32 exactly as diffusers does."""
+    if trained_betas is not None:
+        betas = torch.as_tensor(trained_betas, dtype=torch.float32).flatten()
+    else:
+        if not isinstance(num_train_timesteps, int) or isinstance(num_train_timesteps, bool) or num_train_timesteps < 1:
+            raise ValueError(f"num_train_timesteps must be a positive int, got {num_train_timesteps!r}")
+        if beta_schedule == "linear":
+            betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
+        elif beta_schedule == "scaled_linear":
+            betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float32) ** 2
+        elif beta_schedule == "squaredcos_cap_v2":
+            betas = _cosine_betas(num_train_timesteps)
+        else:
+            raise ValueError(f"beta_schedule must be one of {_BETA_SCHEDULES}, got {beta_schedule!r}")
+    if rescale_betas_zero_snr:
+        betas = _rescale_zero_terminal_snr(betas)
+    return validate_alphas_cumprod(torch.cumprod(1.0 - betas, dim=0).double(), allow_zero_last=rescale_betas_zero_snr)
+
+
+def _config_dict(config: Any) -> Mapping[str, Any]:
+    """A scheduler, its ``FrozenDict`` config, or a plain mapping, as a mapping."""
+    if isinstance(config, Mapping):
+        return config
+    inner = getattr(config, "config", None)
+    if isinstance(inner, Mapping):
+        return inner
+    raise TypeError(f"expected a diffusers scheduler or its config (a mapping), got {type(config).__name__}")
+
+
+def alphas_cumprod_from_config(config: Any) -> torch.Tensor:
+    """ᾱ (T,) float64 from a diffusers scheduler or scheduler config (dict / ``scheduler.config``)."""
+    cfg = _config_dict(config)
+    return make_alphas_cumprod(
+        num_train_timesteps=int(cfg.get("num_train_timesteps", 1000)),
+        beta_start=float(cfg.get("beta_start", 0.0001)),
+        beta_end=float(cfg.get("beta_end", 0.02)),
+        beta_schedule=cfg.get("beta_schedule", "linear"),
+        trained_betas=cfg.get("trained_betas"),
+        rescale_betas_zero_snr=bool(cfg.get("rescale_betas_zero_snr", False)),
+    )
+
+
+def final_alpha_cumprod_from_config(config: Any, alphas_cumprod: torch.Tensor | None = None) -> float:
+    """The ᾱ after the last step: 1.0, or ᾱ_0 when the config says ``set_alpha_to_one=False``."""
+    cfg = _config_dict(config)
+    if cfg.get("set_alpha_to_one", True):
+        return 1.0
+    table = alphas_cumprod_from_config(cfg) if alphas_cumprod is None else alphas_cumprod
+    return float(table[0])
+
+
+def validate_alphas_cumprod(alphas_cumprod: Any, *, allow_zero_last: bool = False) -> torch.Tensor:
+    """Check a table ᾱ: 1-D, float, in (0, 1], non-increasing. Returns it as float64 (CPU kept as given)."""
+    if not isinstance(alphas_cumprod, torch.Tensor):
+        raise TypeError(f"alphas_cumprod must be a torch.Tensor of shape (T,), got {type(alphas_cumprod).__name__}")
+    if alphas_cumprod.dim() != 1 or alphas_cumprod.numel() < 1:
+        raise ValueError(f"alphas_cumprod must have shape (T,) with T >= 1, got {tuple(alphas_cumprod.shape)}")
+    if not alphas_cumprod.is_floating_point():
+        raise TypeError(f"alphas_cumprod must be floating, got dtype {alphas_cumprod.dtype}")
+    a = alphas_cumprod.detach().double()
+    low_ok = bool((a >= 0).all()) if allow_zero_last else bool((a > 0).all())
+    if not low_ok or not bool((a <= 1).all()):
+        raise ValueError("alphas_cumprod must lie in (0, 1] (the cumulative product of 1 − β)")
+    if a.numel() > 1 and not bool((a[1:] <= a[:-1]).all()):
+        raise ValueError("alphas_cumprod must be non-increasing in t (more noise at larger t)")
+    return a
+
+
+def sigmas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """VE noise levels σ_t = √(1/ᾱ_t − 1), same shape."""
+    return (1.0 / alphas_cumprod - 1.0).clamp_min(0).sqrt()
+
+
+def _check_steps(steps: Any, num_train_timesteps: int) -> int:
+    if not isinstance(steps, int) or isinstance(steps, bool):
+        raise TypeError(f"steps must be an int, got {type(steps).__name__} {steps!r}")
+    if not 1 <= steps <= num_train_timesteps:
+        raise ValueError(f"steps must be in [1, {num_train_timesteps}] (the model's training timesteps), got {steps}")
+    return steps
+
+
+def spaced_timesteps(num_train_timesteps: int, steps: int, spacing: str = "trailing",
+                     steps_offset: int = 0) -> torch.Tensor:
+    """Descending int64 timesteps (steps,) as diffusers' ``DDIMScheduler.set_timesteps`` builds them.
+
+    ``linspace``: round(linspace(0, T−1, N)); ``leading``: k·(T // N) + steps_offset;
+    ``trailing``: round(arange(T, 0, −T/N)) − 1 (Lin et al. 2024, Table 2).
+    """
+    _check_steps(steps, num_train_timesteps)
+    total = num_train_timesteps
+    # numpy arithmetic, as diffusers does it, so rounding ties fall the same way
+    if spacing == "linspace":
+        ts = np.linspace(0, total - 1, steps).round()[::-1]
+    elif spacing == "leading":
+        ts = (np.arange(0, steps) * (total // steps)).round()[::-1] + steps_offset
+    elif spacing == "trailing":
+        # diffusers' np.arange(T, 0, -T/N) has an extra entry (timestep -1) for some N (e.g.
+        # T=1000, N=61); we keep the first N, which are the same values.
+        ts = np.round(np.arange(total, 0, -total / steps))[:steps] - 1
+    else:
+        raise ValueError(f"spacing must be one of {SPACINGS} (diffusers' timestep_spacing), got {spacing!r}")
+    ts = torch.from_numpy(np.ascontiguousarray(ts).astype(np.int64))
+    if int(ts.max()) >= num_train_timesteps or int(ts.min()) < 0:
+        raise ValueError(f"steps_offset={steps_offset} puts timesteps outside [0, {num_train_timesteps - 1}]")
+    return ts
+
+
+def loglinear_timesteps(alphas_cumprod: torch.Tensor, steps: int, sigma_max: float | None = None,
+                        sigma_min: float | None = None) -> torch.Tensor:
+    """GE schedule: N timesteps whose σ are log-linear from σ_max down to σ_min, snapped to the table.
+
+    Defaults: σ_max = σ_{T−1} (the first trailing step), σ_min = σ of the last ``trailing`` DDIM
+    timestep for the same N, so both samplers start and end at the same places. Snapping is to the
+    nearest log σ; collisions (the table is coarse at low noise) are resolved by moving the larger
+    timestep up, so the result stays strictly decreasing with exactly N entries.
+    """
+    a = validate_alphas_cumprod(alphas_cumprod)
+    total = a.numel()
+    _check_steps(steps, total)
+    sig = sigmas_from_alphas_cumprod(a)
+    if sigma_max is None:
+        sigma_max = float(sig[-1])
+    if sigma_min is None:
+        sigma_min = float(sig[int(spaced_timesteps(total, steps, "trailing")[-1])])
+    for name, value in (("sigma_max", sigma_max), ("sigma_min", sigma_min)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0 or not math.isfinite(value):
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    if sigma_min > sigma_max:
+        raise ValueError(f"sigma_min ({sigma_min}) must not exceed sigma_max ({sigma_max})")
+    targets = torch.logspace(math.log10(sigma_max), math.log10(sigma_min), steps, dtype=torch.float64)
+    log_sig = sig.clamp_min(1e-30).log()
+    snapped = (log_sig[None, :] - targets.log()[:, None]).abs().argmin(dim=1).tolist()
+    # room for the others: t_i in [N-1-i, T-1-i]; then strictly decreasing from the smallest up
+    snapped = [min(max(t, steps - 1 - i), total - 1 - i) for i, t in enumerate(snapped)]
+    for i in range(steps - 2, -1, -1):
+        snapped[i] = max(snapped[i], snapped[i + 1] + 1)
+    return torch.tensor(snapped, dtype=torch.int64)
+
+
+@dataclass(frozen=True)
+class SamplingSchedule:
+    """The N steps t_i → s_i a sampler walks (s_i = t_{i+1}; the last goes to the final ᾱ).
+
+    timesteps: (N,) int64 training timesteps passed to the model; alpha_t, alpha_s: (N,) float64 ᾱ
+    of source and target (CPU). ``prev_timesteps`` holds s_i, −1 for the final target.
+    """
+
+    timesteps: torch.Tensor
+    prev_timesteps: torch.Tensor
+    alpha_t: torch.Tensor
+    alpha_s: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.timesteps.numel())
+
+
+def sampling_schedule(alphas_cumprod: torch.Tensor, timesteps: Sequence[int] | torch.Tensor,
+                      final_alpha_cumprod: float = 1.0) -> SamplingSchedule:
+    """Pairs (t_i → t_{i+1}) over the given descending timesteps, then t_{N−1} → final ᾱ."""
+    a = validate_alphas_cumprod(alphas_cumprod).cpu()
+    ts = torch.as_tensor(timesteps)
+    if ts.dim() != 1 or ts.numel() < 1 or ts.dtype.is_floating_point or ts.dtype == torch.bool:
+        raise ValueError(f"timesteps must be a non-empty 1-D sequence of ints, got {timesteps!r}")
+    ts = ts.to(torch.int64).cpu()
+    if int(ts.min()) < 0 or int(ts.max()) >= a.numel():
+        raise ValueError(f"timesteps must lie in [0, {a.numel() - 1}] (the training table), got {ts.tolist()}")
+    if ts.numel() > 1 and not bool((ts[1:] < ts[:-1]).all()):
+        raise ValueError(f"timesteps must be strictly decreasing, got {ts.tolist()}")
+    if not isinstance(final_alpha_cumprod, (int, float)) or not 0 < final_alpha_cumprod <= 1:
+        raise ValueError(f"final_alpha_cumprod must be a number in (0, 1], got {final_alpha_cumprod!r}")
+    prev = torch.cat([ts[1:], torch.tensor([-1])])
+    alpha_t = a[ts]
+    alpha_s = torch.cat([a[ts[1:]], torch.tensor([float(final_alpha_cumprod)], dtype=torch.float64)])
+    return SamplingSchedule(ts, prev, alpha_t, alpha_s)

@@ -1,0 +1,56 @@
+"""DDIM(η) sampler (Song et al. 2021, eq. 12), the step every other solver wraps.
+
+x̂0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t, σ = η √((1−ᾱ_s)/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_s),
+x_s = √ᾱ_s x̂0 + √(1−ᾱ_s−σ²) ε̂ + σ z — the fused ``diffsolve.kernels.ddim_step``.
+With the same settings and generator it reproduces diffusers' ``DDIMPipeline`` step by step
+(``timestep_spacing`` = ``spacing``, ``clip_sample=False``; when N divides T for trailing/leading).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..kernels import ddim_step
+from ._loop import Callback, check_number, prepare
+
+__all__ = ["ddim"]
+
+
+def ddim(denoiser: Any, shape: Sequence[int], *, steps: int, eta: float = 0.0, spacing: str = "trailing",
+         generator: torch.Generator | None = None, callback: Callback | None = None, progress: bool = False,
+         return_trajectory: bool = False, backend: str = "auto", x_T: torch.Tensor | None = None,
+         timesteps: Sequence[int] | torch.Tensor | None = None, dtype: torch.dtype = torch.float32,
+         device: str | torch.device | None = None,
+         noise_source: str = "generator") -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Sample (B, C, H, W) = ``shape`` from a denoiser with N = ``steps`` DDIM(η) steps.
+
+    Args:
+        denoiser: ``denoiser(x, t) -> eps`` with ``alphas_cumprod`` (``diffsolve.models``).
+        shape: batch shape (B, C, H, W) (any (B, ...) the denoiser accepts).
+        steps: number of model evaluations N ≤ T; eta: η ∈ [0, 1] (0 deterministic, 1 DDPM-like).
+        spacing: ``leading`` | ``trailing`` | ``linspace`` (diffusers) | ``loglinear`` (GE's σ);
+            ``timesteps`` (descending ints) overrides it.
+        generator: the only source of randomness (x_T and, for η > 0, each step's z).
+        callback: ``callback(i, t, x_s, x̂0)`` after each step; progress: tqdm bar.
+        return_trajectory: also return x̂0 of every step, (N, *shape).
+        backend: kernel backend (``auto`` | ``triton`` | ``cpp`` | ``torch``).
+        x_T: start here instead of drawing N(0, I) (then dtype/device are x_T's).
+        noise_source: ``generator`` (diffusers' draw order) or ``kernel`` (in-kernel noise).
+    Returns:
+        x_0 (B, ...), or (x_0, trajectory) with ``return_trajectory``.
+    """
+    eta = check_number("eta", eta, 0.0, 1.0)
+    loop = prepare(denoiser, shape, steps=steps, spacing=spacing, timesteps=timesteps, generator=generator,
+                   callback=callback, progress=progress, return_trajectory=return_trajectory, x_T=x_T,
+                   dtype=dtype, device=device, noise_source=noise_source, name="ddim")
+    x = loop.x
+    for i in loop.steps():
+        eps = loop.eps(x, i)
+        out = ddim_step(x, eps, loop.alpha_t[i], loop.alpha_s[i], eta=eta, return_x0=loop.want_x0,
+                        backend=backend, **loop.step_noise(i, eta > 0))
+        x, x0 = out if loop.want_x0 else (out, None)
+        loop.record(i, x, x0)
+    return loop.finish(x)
