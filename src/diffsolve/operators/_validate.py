@@ -1,0 +1,63 @@
+"""Input checks for the operators; every message names the argument, what came, and what is expected."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["DTYPES", "check_backend", "check_finite", "check_image", "check_nonneg_number", "per_sample"]
+
+DTYPES = (torch.float32, torch.float64)
+_BACKENDS = ("auto", "triton", "cpp", "torch")
+
+
+def check_image(name: str, x: object) -> torch.Tensor:
+    """``x`` must be a float32/float64 tensor of shape (B, C, H, W)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, C, H, W), got {type(x).__name__}")
+    if x.dtype not in DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got dtype {x.dtype} (convert it with .float())")
+    if x.dim() != 4:
+        raise ValueError(f"{name} must have shape (B, C, H, W) (rank 4), got rank {x.dim()} shape {tuple(x.shape)}")
+    return x
+
+
+def check_finite(name: str, x: torch.Tensor) -> None:
+    """Raise if ``x`` holds NaN or Inf (one host sync: call outside sampling loops only)."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf values; a measurement must be finite")
+
+
+def check_backend(backend: object) -> str:
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    return backend  # type: ignore[return-value]
+
+
+def check_nonneg_number(name: str, value: object) -> None:
+    """Python numbers must be finite and >= 0 (tensors are not inspected: that would sync)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number or a (B,) tensor, got a bool")
+    if isinstance(value, (int, float)) and not (0 <= value < float("inf")):
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+
+
+def per_sample(name: str, value: object, ref: torch.Tensor) -> torch.Tensor:
+    """A number or a tensor of shape () or (B,) as a (B,) tensor on ``ref``'s device and dtype.
+
+    Tensors must already have ``ref``'s dtype and device: nothing is cast or moved silently.
+    """
+    batch = ref.shape[0]
+    check_nonneg_number(name, value)
+    if isinstance(value, (int, float)):
+        return torch.full((batch,), float(value), dtype=ref.dtype, device=ref.device)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a number or a tensor of shape ({batch},), got {type(value).__name__}")
+    if value.device != ref.device:
+        raise ValueError(f"{name} is on {value.device} but the images are on {ref.device}; move it there")
+    if value.dtype != ref.dtype:
+        raise TypeError(f"{name} must have the images' dtype {ref.dtype}, got {value.dtype}")
+    if value.dim() == 0:
+        return value.expand(batch)
+    if value.shape != (batch,):
+        raise ValueError(f"{name} must be a number or have shape ({batch},), got shape {tuple(value.shape)}")
+    return value

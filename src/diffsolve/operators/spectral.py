@@ -1,0 +1,85 @@
+"""Exact solves by diagonalizing AᵀA: per-axis SVDs for Kronecker operators, the DFT for circular blur.
+
+Kronecker (separable blur with any boundary, bicubic down-sampling): per channel A = M_h ⊗ M_w,
+i.e. A x = M_h x M_wᵀ with M_h (h, H), M_w (w, W). With M = U S Vᵀ (full SVD, λ = S² padded with
+zeros to the input size), AᵀA = (V_h ⊗ V_w) diag(λ_h ⊗ λ_w) (V_h ⊗ V_w)ᵀ, so
+    (shift·I + scale·AᵀA)⁻¹ r = V_h [ (V_hᵀ r V_w) / (shift + scale·λ_h λ_wᵀ) ] V_wᵀ,
+four small matrix products per image (the ``resample`` kernel), and A⁺ = M_h⁺ ⊗ M_w⁺.
+
+Circular correlation with k is diagonal in the DFT: A x = F⁻¹(conj(K̂) · F x), K̂ the DFT of the
+kernel wrapped onto the H×W grid, so AᵀA has eigenvalues |K̂|².
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..kernels import resample
+
+__all__ = [
+    "correlation_matrix",
+    "fft_pinv",
+    "fft_solve",
+    "kron_factors",
+    "kron_solve",
+    "wrapped_kernel_spectrum",
+]
+
+
+def correlation_matrix(taps: torch.Tensor, n: int, boundary: str) -> torch.Tensor:
+    """The (n, n) matrix of 1-D correlation with odd ``taps`` after padding by len//2."""
+    p = taps.numel() // 2
+    m = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(n):
+        for u, t in enumerate(taps.tolist()):
+            j = i + u - p
+            if boundary == "circular":
+                j %= n
+            elif boundary == "reflect":  # torch ReflectionPad: mirror about the edge sample
+                j = -j if j < 0 else (2 * (n - 1) - j if j >= n else j)
+            elif not 0 <= j < n:
+                continue
+            m[i, j] += t
+    return m
+
+
+def kron_factors(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For M (out, in) float64: (V (in, in), λ (in,) eigenvalues of MᵀM, M⁺ (in, out))."""
+    _, s, vh = torch.linalg.svd(m, full_matrices=True)
+    lam = torch.zeros(m.shape[1], dtype=m.dtype)
+    lam[: s.numel()] = s * s
+    return vh.T.contiguous(), lam, torch.linalg.pinv(m)
+
+
+def kron_solve(
+    rhs: torch.Tensor, v_h: torch.Tensor, lam_h: torch.Tensor, v_w: torch.Tensor, lam_w: torch.Tensor,
+    shift: torch.Tensor, scale: torch.Tensor, backend: str,
+) -> torch.Tensor:
+    """(shift·I + scale·AᵀA)⁻¹ rhs for A = M_h ⊗ M_w; rhs (B, C, H, W), shift/scale (B,)."""
+    z = resample(rhs, v_h.T, v_w.T, backend=backend)  # V_hᵀ r V_w
+    z = z / (shift.view(-1, 1, 1, 1) + scale.view(-1, 1, 1, 1) * torch.outer(lam_h, lam_w))
+    return resample(z, v_h, v_w, backend=backend)
+
+
+def wrapped_kernel_spectrum(kernel: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """K̂ = rfft2 of g, g[(u − kh//2) mod h, (v − kw//2) mod w] += k[u, v]: (h, w//2 + 1) complex."""
+    kh, kw = kernel.shape
+    rows = (torch.arange(kh) - kh // 2) % h
+    cols = (torch.arange(kw) - kw // 2) % w
+    g = torch.zeros(h, w, dtype=torch.float64)
+    g.index_put_((rows[:, None].expand(kh, kw), cols[None, :].expand(kh, kw)), kernel.double(), accumulate=True)
+    return torch.fft.rfft2(g)
+
+
+def fft_solve(rhs: torch.Tensor, spectrum: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(shift·I + scale·AᵀA)⁻¹ rhs for circular correlation with spectrum K̂."""
+    den = shift.view(-1, 1, 1, 1) + scale.view(-1, 1, 1, 1) * spectrum.abs().square()
+    return torch.fft.irfft2(torch.fft.rfft2(rhs) / den, s=rhs.shape[-2:])
+
+
+def fft_pinv(y: torch.Tensor, spectrum: torch.Tensor) -> torch.Tensor:
+    """A⁺ y for circular correlation; |K̂| below max|K̂|·max(h, w)·eps counts as zero."""
+    mag = spectrum.abs()
+    keep = mag > mag.max() * max(y.shape[-2:]) * torch.finfo(y.dtype).eps
+    inv = torch.where(keep, spectrum / torch.where(keep, mag.square(), 1), torch.zeros_like(spectrum))
+    return torch.fft.irfft2(torch.fft.rfft2(y) * inv, s=y.shape[-2:])
