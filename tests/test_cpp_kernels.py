@@ -1,0 +1,307 @@
+"""The C++ CPU backend (diffsolve._C via kernels/_cpp_ops.py) against the torch references.
+
+float64 results must match to ~1e-12 relative (deterministic ops), float32 to its tolerance; odd
+shapes, shapes that cross the kernels' 4096-element chunks, non-contiguous inputs; results must be
+bit-identical for 1 and 2 threads; in-kernel noise reproducible per (seed, offset) with N(0, 1) moments.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import shutil
+
+import pytest
+import torch
+
+from diffsolve.kernels import _cpp, _dispatch
+# the modules themselves (kernels/__init__ re-exports functions of the same names)
+cg, correlate, posterior, resample, step = (importlib.import_module(f"diffsolve.kernels.{m}")
+                                            for m in ("cg", "correlate", "posterior", "resample", "step"))
+
+AVAILABLE, REASON = _cpp.status()
+
+
+def test_extension_built_when_a_compiler_is_present():
+    """A skip below must not hide a broken build: with a C++ compiler and pybind11 it must load."""
+    if shutil.which("c++") is None or importlib.util.find_spec("pybind11") is None:
+        pytest.skip("no C++ compiler or pybind11 here: the extension is legitimately absent")
+    assert AVAILABLE, REASON
+
+
+pytestmark = pytest.mark.skipif(not AVAILABLE, reason=f"C++ backend unavailable: {REASON}")
+
+if AVAILABLE:
+    from diffsolve.kernels import _cpp_ops as ops
+
+TOL = {torch.float64: dict(rtol=1e-12, atol=1e-12), torch.float32: dict(rtol=2e-5, atol=2e-5)}
+
+
+def close(out, ref, dtype=torch.float64):
+    scale = max(1.0, float(ref.abs().max())) if ref.numel() else 1.0
+    tol = TOL[dtype]
+    torch.testing.assert_close(out, ref, rtol=tol["rtol"], atol=tol["atol"] * scale)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def randn(*shape, dtype=torch.float64, seed=0):
+    return torch.randn(*shape, generator=gen(seed), dtype=dtype)
+
+
+def with_threads(n, fn, *args):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        return fn(*args)
+    finally:
+        torch.set_num_threads(old)
+
+
+def same_for_1_and_2_threads(fn, *args):
+    a, b = with_threads(1, fn, *args), with_threads(2, fn, *args)
+    for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+        assert (u is None and v is None) or torch.equal(u, v)
+
+
+# ----------------------------------------------------------------------------- fused step
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(3, 5, 7, 9), (2, 4101)])
+@pytest.mark.parametrize("terms", ["", "p", "g", "n", "pgn"])
+def test_fused_step_matches_reference(dtype, shape, terms):
+    x, eps = randn(*shape, dtype=dtype, seed=1), randn(*shape, dtype=dtype, seed=2)
+    coefs = randn(shape[0], 8, dtype=dtype, seed=3)
+    prev = randn(*shape, dtype=dtype, seed=4) if "p" in terms else None
+    g = randn(*shape, dtype=dtype, seed=5) if "g" in terms else None
+    z = randn(*shape, dtype=dtype, seed=6) if "n" in terms else None
+    for want_x0 in (False, True):
+        out = ops.fused_step(x, eps, coefs, prev, g, z, None, 0, want_x0)
+        ref = step.fused_step_reference(x, eps, coefs, prev, g, z, None, 0, want_x0)
+        close(out[0], ref[0], dtype)
+        assert (out[1] is None) == (not want_x0)
+        if want_x0:
+            close(out[1], ref[1], dtype)
+    same_for_1_and_2_threads(ops.fused_step, x, eps, coefs, prev, g, z, 7 if z is None else None, 3, True)
+
+
+def _noise(shape, seed, offset, dtype=torch.float64):
+    """The C++ stream itself: x_s = z with c_z = 1 and every other coefficient 0."""
+    coefs = torch.zeros(shape[0], 8, dtype=dtype)
+    coefs[:, 4] = 1
+    zeros = torch.zeros(shape, dtype=dtype)
+    return ops.fused_step(zeros, zeros, coefs, None, None, None, seed, offset, False)[0]
+
+
+def test_noise_reproducible_per_seed_and_offset_with_normal_moments():
+    z = _noise((4, 50_001), seed=123, offset=5)
+    assert torch.equal(z, _noise((4, 50_001), seed=123, offset=5))
+    assert not torch.equal(z, _noise((4, 50_001), seed=124, offset=5))
+    # element i at offset o is element i + k at offset o - k: one stream indexed by offset + i
+    shifted = _noise((1, 1000), seed=123, offset=2)
+    assert torch.equal(shifted[0, 3:], z.flatten()[:997])
+    assert torch.equal(_noise((2, 3), 2**64 + 9, 0), _noise((2, 3), 9, 0))  # seed taken modulo 2**64
+    n = z.numel()
+    assert abs(float(z.mean())) < 5 / n**0.5
+    assert abs(float(z.var()) - 1) < 5 * (2 / n) ** 0.5
+    assert abs(float((z**3).mean())) < 5 * (15 / n) ** 0.5
+    assert abs(float((z**4).mean()) - 3) < 5 * (96 / n) ** 0.5
+    assert abs(float(torch.corrcoef(torch.stack((z.flatten()[:-1], z.flatten()[1:])))[0, 1])) < 5 / n**0.5
+    z32 = _noise((4, 50_001), seed=123, offset=5, dtype=torch.float32)
+    assert torch.equal(z32, z.float())
+    same_for_1_and_2_threads(_noise, (3, 9000), 1, 17)
+
+
+def test_public_ddim_step_on_cpp_uses_the_seeded_stream():
+    x, eps = randn(2, 3, 8, 8, seed=1), randn(2, 3, 8, 8, seed=2)
+    out = step.ddim_step(x, eps, 0.5, 0.7, eta=1.0, seed=3, offset=11, backend="cpp")
+    z = _noise(x.shape, 3, 11)
+    close(out, step.ddim_step(x, eps, 0.5, 0.7, eta=1.0, noise=z, backend="torch"))
+
+
+# ----------------------------------------------------------------------------- posterior
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("diag_shape", [(1, 1), (3, 1), (1, 2), (3, 2)])
+def test_diagonal_posterior_matches_reference(dtype, diag_shape):
+    b, c, h, w = 3, 2, 33, 129  # h*w crosses a 4096 chunk
+    m, t = randn(b, c, h, w, dtype=dtype, seed=1), randn(b, c, h, w, dtype=dtype, seed=2)
+    d = torch.rand(*diag_shape, h, w, generator=gen(3), dtype=dtype)
+    d[..., ::3, :] = 0  # a mask-like diagonal
+    prec, nprec = torch.rand(b, generator=gen(4), dtype=dtype) + 0.1, torch.rand(b, generator=gen(5), dtype=dtype) + 1
+    e1, e2 = randn(b, c, h, w, dtype=dtype, seed=6), randn(b, c, h, w, dtype=dtype, seed=7)
+    for noise in ((None, None), (e1, e2)):
+        out = ops.diagonal_posterior_step(m, prec, d, t, nprec, *noise, None, 0)
+        close(out, posterior.diagonal_posterior_step_reference(m, prec, d, t, nprec, *noise, None, 0), dtype)
+    # seeded: e1 is the stream at offset, e2 at offset + numel
+    seeded = ops.diagonal_posterior_step(m, prec, d, t, nprec, None, None, 9, 4)
+    z = _noise((1, 2 * m.numel()), 9, 4, dtype).view(2, *m.shape)
+    close(seeded, posterior.diagonal_posterior_step_reference(m, prec, d, t, nprec, z[0], z[1], None, 0), dtype)
+    same_for_1_and_2_threads(ops.diagonal_posterior_step, m, prec, d, t, nprec, None, None, 9, 4)
+
+
+# ----------------------------------------------------------------------------- correlate
+KERNELS = [(3, 3), (5, 3), (1, 7), (9, 11)]
+
+
+def _kernel(kh, kw, dtype, sparse=False):
+    k = torch.randn(kh, kw, generator=gen(kh * 100 + kw), dtype=dtype)
+    if sparse:
+        k = k * (torch.rand(kh, kw, generator=gen(1)) < 0.3).to(dtype)
+        k[kh // 2, kw // 2] = 1.0
+    return k
+
+
+@pytest.mark.parametrize("boundary", ["zero", "reflect", "circular"])
+@pytest.mark.parametrize("kshape", KERNELS)
+def test_correlate2d_and_adjoint_match_reference(boundary, kshape):
+    x, y = randn(2, 3, 13, 12, seed=1), randn(2, 3, 13, 12, seed=2)
+    for sparse in (False, True):
+        k = _kernel(*kshape, torch.float64, sparse)
+        out = ops.correlate2d(x, k, boundary)
+        close(out, correlate.correlate2d_reference(x, k, boundary))
+        adj = ops.correlate2d_adjoint(y, k, boundary)
+        close(adj, correlate.correlate2d_adjoint_reference(y, k, boundary))
+        lhs, rhs = (out * y).sum(), (x * adj).sum()
+        assert abs(float(lhs - rhs)) <= 1e-12 * float(out.abs().sum() * y.abs().max())
+    same_for_1_and_2_threads(ops.correlate2d, x, k, boundary)
+    same_for_1_and_2_threads(ops.correlate2d_adjoint, y, k, boundary)
+
+
+@pytest.mark.parametrize("boundary", ["zero", "reflect", "circular"])
+@pytest.mark.parametrize("lengths", [(3, 3), (5, 1), (7, 11), (25, 25)])
+def test_separable_correlate2d_and_adjoint_match_reference(boundary, lengths):
+    h, w = 27, 26  # reflect needs pad < size: fine for 25 taps (pad 12)
+    x, y = randn(2, 3, h, w, seed=1), randn(2, 3, h, w, seed=2)
+    k_h, k_w = randn(lengths[0], seed=3), randn(lengths[1], seed=4)
+    out = ops.separable_correlate2d(x, k_h, k_w, boundary)
+    close(out, correlate.separable_correlate2d_reference(x, k_h, k_w, boundary))
+    adj = ops.separable_correlate2d_adjoint(y, k_h, k_w, boundary)
+    close(adj, correlate.separable_correlate2d_adjoint_reference(y, k_h, k_w, boundary))
+    close(out, ops.correlate2d(x, torch.outer(k_h, k_w), boundary))
+    same_for_1_and_2_threads(ops.separable_correlate2d, x, k_h, k_w, boundary)
+    same_for_1_and_2_threads(ops.separable_correlate2d_adjoint, y, k_h, k_w, boundary)
+
+
+def test_correlate_extreme_padding_and_float32():
+    # circular padding may equal the size, reflect up to size - 1 (the public checks' limits)
+    x = randn(1, 2, 5, 7, seed=1)
+    close(ops.correlate2d(x, _kernel(11, 15, torch.float64), "circular"),
+          correlate.correlate2d_reference(x, _kernel(11, 15, torch.float64), "circular"))
+    close(ops.separable_correlate2d_adjoint(x, randn(9, seed=2), randn(13, seed=3), "reflect"),
+          correlate.separable_correlate2d_adjoint_reference(x, randn(9, seed=2), randn(13, seed=3), "reflect"))
+    x32 = randn(2, 3, 31, 17, dtype=torch.float32)
+    k32 = torch.softmax(randn(25, dtype=torch.float32, seed=5), 0)
+    for boundary in ("zero", "reflect", "circular"):
+        close(ops.separable_correlate2d(x32, k32, k32, boundary),
+              correlate.separable_correlate2d_reference(x32, k32, k32, boundary), torch.float32)
+        close(ops.correlate2d_adjoint(x32, torch.outer(k32[:9], k32[:7]), boundary),
+              correlate.correlate2d_adjoint_reference(x32, torch.outer(k32[:9], k32[:7]), boundary), torch.float32)
+
+
+# ----------------------------------------------------------------------------- resample
+def _banded(rows, cols, taps, dtype=torch.float64, seed=0):
+    m = torch.rand(rows, cols, generator=gen(seed), dtype=dtype)
+    centre = (torch.arange(rows, dtype=torch.float64)[:, None] + 0.5) * cols / rows
+    return m * ((torch.arange(cols)[None, :] + 0.5 - centre).abs() < taps).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("sizes", [((7, 29), (5, 23)), ((16, 16), (9, 31)), ((3, 8), (8, 8))])
+def test_resample_and_adjoint_match_reference(dtype, sizes):
+    (h, big_h), (w, big_w) = sizes
+    m_h, m_w = _banded(h, big_h, 4, dtype, 1), randn(w, big_w, dtype=dtype, seed=2)  # banded and dense
+    x, y = randn(2, 3, big_h, big_w, dtype=dtype, seed=3), randn(2, 3, h, w, dtype=dtype, seed=4)
+    close(ops.resample(x, m_h, m_w), resample.resample_reference(x, m_h, m_w), dtype)
+    close(ops.resample_adjoint(y, m_h, m_w), resample.resample_adjoint_reference(y, m_h, m_w), dtype)
+    same_for_1_and_2_threads(ops.resample, x, m_h, m_w)
+    same_for_1_and_2_threads(ops.resample_adjoint, y, m_h, m_w)
+
+
+@pytest.mark.parametrize("factor", [1, 2, 3])
+def test_avg_pool_and_adjoint_match_reference(factor):
+    x, y = randn(2, 3, 5 * factor, 7 * factor, seed=1), randn(2, 3, 5, 7, seed=2)
+    close(ops.avg_pool(x, factor), resample.avg_pool_reference(x, factor))
+    close(ops.avg_pool_adjoint(y, factor), resample.avg_pool_adjoint_reference(y, factor))
+    same_for_1_and_2_threads(ops.avg_pool, x, factor)
+
+
+# ----------------------------------------------------------------------------- cg
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cg_dots_and_update_match_reference(dtype):
+    b, n = 4, 3 * 41 * 211  # > one 8192-element reduction block
+    r, gr = randn(b, 3, 41, 211, dtype=dtype, seed=1), randn(b, 3, 41, 211, dtype=dtype, seed=2)
+    shift, scale = torch.tensor([0.5, 1.0, 2.0, 0.1], dtype=dtype), torch.tensor([1.0, 0.3, 2.0, 5.0], dtype=dtype)
+    dots = ops.cg_dots(r, gr, shift, scale)
+    close(dots, cg.cg_dots_reference(r, gr, shift, scale), dtype)
+    same_for_1_and_2_threads(ops.cg_dots, r, gr, shift, scale)
+    x, p, s = (randn(b, 3, 41, 211, dtype=dtype, seed=k) for k in (3, 4, 5))
+    # samples: first iteration, a later one, one converging now, one already inactive
+    state = torch.tensor([[0, 0, 1, 0, 1], [2.0, 0.7, 1, 3, 1], [2.0, 0.7, 1, 3, 1e9], [2.0, 0.7, 0, 5, 1]],
+                         dtype=dtype)
+    ref = cg.cg_update_reference(x, r, p, s, gr, shift, scale, dots, state, 1e-6)
+    args = [t.clone() for t in (x, r, p, s, gr, shift, scale, dots, state)]
+    out = ops.cg_update(*args, 1e-6)
+    for o, e in zip(out, ref):
+        close(o, e, dtype)
+    assert out[0].data_ptr() == args[0].data_ptr()  # in place, as the contract allows
+    same_for_1_and_2_threads(lambda: ops.cg_update(*[t.clone() for t in (x, r, p, s, gr, shift, scale, dots, state)],
+                                                   1e-6))
+
+
+def test_batched_cg_same_on_cpp_and_torch():
+    g = randn(3, 40, 40, seed=1)
+    gram_m = g @ g.transpose(1, 2) / 40
+
+    def gram(v):
+        return (gram_m @ v.reshape(3, 40, 1)).reshape(v.shape)
+
+    rhs = randn(3, 2, 20, seed=2)
+    a = cg.batched_cg(gram, rhs, 0.1, 1.0, max_iters=60, tol=1e-10, backend="cpp")
+    b = cg.batched_cg(gram, rhs, 0.1, 1.0, max_iters=60, tol=1e-10, backend="torch")
+    exact = torch.linalg.solve(0.1 * torch.eye(40, dtype=torch.float64) + gram_m, rhs.reshape(3, 40, 1))
+    torch.testing.assert_close(a.x.reshape(3, 40, 1), exact, rtol=1e-8, atol=1e-8)
+    assert bool(a.converged.all()) and (a.iterations - b.iterations).abs().max() <= 1
+
+
+# ----------------------------------------------------------------------------- plumbing
+def test_non_contiguous_inputs_are_made_contiguous():
+    x = randn(2, 3, 12, 13, seed=1).transpose(2, 3)  # (2, 3, 13, 12), non-contiguous
+    k = randn(3, 5, seed=2).T  # (5, 3), non-contiguous
+    assert not x.is_contiguous() and not k.is_contiguous()
+    close(ops.correlate2d(x, k, "reflect"), correlate.correlate2d_reference(x, k, "reflect"))
+    m_h, m_w = randn(13, 4, seed=3).T, randn(12, 6, seed=4).T
+    close(ops.resample(x, m_h, m_w), resample.resample_reference(x, m_h, m_w))
+    eps, coefs = randn(2, 3, 12, 13, seed=5).transpose(2, 3), randn(8, 2, seed=6).T
+    close(ops.fused_step(x, eps, coefs, None, None, None, None, 0, True)[1],
+          step.fused_step_reference(x, eps, coefs, None, None, None, None, 0, True)[1])
+    close(correlate.separable_correlate2d(x, k[:, 0], k[0], boundary="circular", backend="cpp"),
+          correlate.separable_correlate2d_reference(x, k[:, 0].contiguous(), k[0].contiguous(), "circular"))
+
+
+def test_bad_inputs_are_rejected_clearly():
+    x = randn(1, 2, 8, 8)
+    with pytest.raises(TypeError, match="kernel"):
+        ops.correlate2d(x, randn(3, 3, dtype=torch.float32), "zero")
+    with pytest.raises(TypeError, match="float32 or float64"):
+        ops.avg_pool(x.half(), 2)
+    with pytest.raises(ValueError, match="boundary"):
+        ops.correlate2d(x, randn(3, 3), "mirror")
+    with pytest.raises(ValueError, match="coefs"):
+        ops.fused_step(x, x, randn(2, 8), None, None, None, None, 0, False)
+    with pytest.raises(ValueError, match="distinct"):
+        ops.cg_update(x, x, randn(1, 2, 8, 8), randn(1, 2, 8, 8), x, randn(1), randn(1), randn(1, 2),
+                      randn(1, 5), 0.0)
+
+
+def test_autograd_inputs_fall_back_to_the_reference():
+    x = randn(1, 2, 9, 9).requires_grad_()
+    out = ops.separable_correlate2d(x, randn(3), randn(5), "reflect")
+    out.sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape
+
+
+def test_auto_picks_cpp_for_cpu_tensors():
+    assert _dispatch.resolve_backend("auto", "fused_step", "step", torch.device("cpu")) in ("cpp",) or \
+        _dispatch._env_default() != "auto"
+    assert _dispatch.implementation("cpp", "cg_update", "cg", torch.device("cpu")) is ops.cg_update
