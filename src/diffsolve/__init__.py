@@ -2,4 +2,6 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from .solve import solve  # noqa: E402
+
+__all__ = ["__version__", "solve"]

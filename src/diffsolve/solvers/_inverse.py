@@ -1,0 +1,84 @@
+"""Pieces the inverse solvers (DPS, MPGD, C-DPS) share on top of ``_loop``.
+
+- :func:`check_problem`: validate (operator, y) and derive the image batch shape (B, C, H, W)
+  from Aᵀy (or check a given x_T against y);
+- :func:`residual_norm` / :func:`measurement_grad`: per-sample ‖A x − y‖ and the analytic gradient
+  of the non-squared norm, ∇_x ‖A x − y‖ = Aᵀ(A x − y)/‖A x − y‖ — no autograd;
+- :class:`Diagnostics`: per-step (B,) tensors collected without a host sync and stacked at the end.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["Diagnostics", "check_problem", "measurement_grad", "residual_norm"]
+
+
+def _check_operator(operator: object) -> None:
+    for attr in ("A", "A_adjoint"):
+        if not callable(getattr(operator, attr, None)):
+            raise TypeError(f"operator must be a linear operator with A(x) and A_adjoint(y) "
+                            f"(diffsolve.operators), got {type(operator).__name__}")
+
+
+def check_problem(operator: object, y: object, x_T: torch.Tensor | None = None) -> tuple[int, ...]:
+    """The image batch shape for measurement ``y`` (B, ...); raises when y does not fit ``operator``."""
+    _check_operator(operator)
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"y must be a torch.Tensor (the measurement, batch first), got {type(y).__name__}")
+    if y.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"y must be float32 or float64 (solver state), got dtype {y.dtype}")
+    if y.dim() < 2:
+        raise ValueError(f"y must be batched (B, ...), got shape {tuple(y.shape)}")
+    try:
+        with torch.no_grad():
+            if x_T is not None:
+                shape = tuple(x_T.shape)
+                out = operator.A(torch.zeros(shape, dtype=y.dtype, device=y.device))
+            else:
+                shape = tuple(operator.A_adjoint(y).shape)
+                out = operator.A(torch.zeros(shape, dtype=y.dtype, device=y.device))
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(f"y of shape {tuple(y.shape)} does not fit the operator {operator!r}: {err}") from err
+    if tuple(out.shape) != tuple(y.shape):
+        raise ValueError(f"y has shape {tuple(y.shape)} but the operator maps images of shape {shape} to "
+                         f"measurements of shape {tuple(out.shape)}")
+    return shape
+
+
+def _norm(r: torch.Tensor) -> torch.Tensor:
+    return r.flatten(1).norm(dim=1)
+
+
+def residual_norm(operator: object, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B,) ‖A x − y‖ per sample."""
+    return _norm(operator.A(x) - y)
+
+
+def measurement_grad(operator: object, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(g, ‖r‖) with r = A x − y and g = Aᵀ r/‖r‖ = ∇_x ‖A x − y‖ per sample, for linear A.
+
+    Where r = 0 exactly, Aᵀr = 0 and g = 0 (a subgradient); the norm is guarded there only.
+    """
+    r = operator.A(x) - y
+    norm = _norm(r)
+    safe = torch.where(norm > 0, norm, torch.ones_like(norm))
+    g = operator.A_adjoint(r) / safe.view(-1, *([1] * (x.dim() - 1)))
+    return g, norm
+
+
+class Diagnostics:
+    """Per-step records: ``add(name, value)`` with value (B,); ``stacked()`` → {name: (N, B)}."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._data: dict[str, list[torch.Tensor]] = {}
+
+    def add(self, name: str, value: torch.Tensor) -> None:
+        if self.enabled:
+            self._data.setdefault(name, []).append(value.detach())
+
+    def stacked(self, **extra: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {name: torch.stack(values) for name, values in self._data.items()}
+        out.update(extra)
+        return out

@@ -1,0 +1,230 @@
+"""C-DPS: coupled data- and measurement-space diffusion posterior sampling (Hamidi, Yang & Liang 2025,
+"Coupled data and measurement space dynamics for enhanced diffusion posterior sampling").
+Conventions and the measured caveats: DESIGN.md §4.
+
+**Measurement chain** on the sampled levels (y_0 = y at ᾱ = 1): y_k = √ᾱ_k y + u_k with
+u_t = √α_{t|s} u_s + √β_{t|s} ζ, so u_k ~ N(0, (1−ᾱ_k) I). ``chain="markov"`` draws it once per
+solve — generated backwards along the loop by the exact bridge u_s | u_t ~ N(√α_{t|s}(1−ᾱ_s)/(1−ᾱ_t) u_t,
+(1−ᾱ_s)β_{t|s}/(1−ᾱ_t) I), the same joint law as the forward chain, one y-sized state;
+``chain="fresh"`` draws each u_s from its marginal independently.
+
+**Per-step posterior** (t → s). Coupling y_s | x_s ~ N(A x_s + b_s, Σ_s I) with
+b_s = (1−ᾱ_s) A ŝ, ŝ = −ε̂/√(1−ᾱ_t) (the score at x_t standing in for the one at x_s), and
+Σ_s = ᾱ_s σ² + (1−ᾱ_s). Prior transition N(m, c⁻¹ I):
+
+- ``coupling="reverse"`` (default): the model's reverse kernel, m = DDIM mean
+  √ᾱ_s x̂0 + √(1−ᾱ_s−σ_η²) ε̂, c = 1/σ_η² (η > 0). At the last step (ᾱ_s = 1, σ_η = 0) the kernel
+  is a point mass; it is replaced explicitly by the Gaussian approximation of p(x_0 | x_t) with
+  Tweedie's mean x̂0 and variance (1−ᾱ_t)/ᾱ_t (exact for a flat prior, an upper bound otherwise),
+  so the last step is the conditional p(x_0 | x_t, y) under that approximation;
+- ``coupling="forward"`` (the paper's): q(x_t | x_s) read as a density of x_s,
+  m = x_t/√α_{t|s}, c = α_{t|s}/β_{t|s} (the score enters only through b_s).
+
+Posterior: Λ = c I + w AᵀA (w = 1/Σ_s), sampled by perturb-then-solve
+x_s = Λ⁻¹(c m + w Aᵀ(y_s − b_s) + √c e₁ + √w Aᵀe₂), e₁, e₂ ~ N(0, I): one solve of the summed
+right-hand side (the map is linear, so it equals mean + perturbation solved apart, at half the cost).
+``solver``: ``"auto"`` — inpainting (a diagonal A) in the fused elementwise kernel, else the operator's
+exact solve where it has one, else batched CG warm-started at m; ``"exact"``; ``"cg"``.
+CG runs a fixed budget without host syncs; non-convergence is reported once at the end
+(:class:`CGNotConvergedWarning`, and per step in ``return_info``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..kernels import diagonal_posterior_step
+from ._inverse import Diagnostics, check_problem
+from ._loop import Callback, _draw, check_number, prepare
+
+__all__ = ["CHAINS", "COUPLINGS", "SOLVERS", "CGNotConvergedWarning", "MeasurementChain", "cdps", "cdps_step",
+           "transition"]
+
+COUPLINGS = ("reverse", "forward")
+CHAINS = ("markov", "fresh")
+SOLVERS = ("auto", "exact", "cg")
+
+
+class CGNotConvergedWarning(RuntimeWarning):
+    """Some C-DPS step's CG solve stopped at its iteration budget above the tolerance."""
+
+
+def transition(coupling: str, eta: float, alpha_t: float, alpha_s: float) -> tuple[float, float, float]:
+    """Prior transition N(m, c⁻¹ I) of step t → s as (k_x, k_e, c) with m = k_x x_t + k_e ε̂ (host floats)."""
+    a_t, a_s = alpha_t, alpha_s
+    if coupling == "forward":
+        alpha = a_t / a_s
+        return 1 / math.sqrt(alpha), 0.0, alpha / (1 - alpha)
+    var = eta**2 * (1 - a_s) / (1 - a_t) * (1 - a_t / a_s)
+    k_x = math.sqrt(a_s / a_t)
+    if var > 0:  # DDIM(η) mean √ᾱ_s x̂0 + √(1−ᾱ_s−σ²) ε̂, written in x_t and ε̂
+        return k_x, math.sqrt(max(1 - a_s - var, 0.0)) - k_x * math.sqrt(1 - a_t), 1 / var
+    # last step (ᾱ_s = 1): Tweedie mean x̂0 with variance (1−ᾱ_t)/ᾱ_t (module docstring)
+    return 1 / math.sqrt(a_t), -math.sqrt(1 - a_t) / math.sqrt(a_t), a_t / (1 - a_t)
+
+
+class MeasurementChain:
+    """u_k of the measurement chain along the loop's levels (module docstring); ``next(a_t, a_s)`` → u_s."""
+
+    def __init__(self, y: torch.Tensor, chain: str, alpha_first: float, generator: torch.Generator | None) -> None:
+        self.shape, self.dtype, self.device = tuple(y.shape), y.dtype, y.device
+        self.chain, self.generator = chain, generator
+        self.u = math.sqrt(1 - alpha_first) * self._noise() if chain == "markov" else None
+
+    def _noise(self) -> torch.Tensor:
+        return _draw(self.shape, self.generator, self.dtype, self.device)
+
+    def next(self, alpha_t: float, alpha_s: float) -> torch.Tensor | None:
+        """u_s (None where ᾱ_s = 1: u_s = 0 exactly)."""
+        if alpha_s >= 1:
+            self.u = None
+            return None
+        if self.chain == "fresh":
+            return math.sqrt(1 - alpha_s) * self._noise()
+        alpha = alpha_t / alpha_s
+        mean = math.sqrt(alpha) * (1 - alpha_s) / (1 - alpha_t)
+        std = math.sqrt((1 - alpha_s) * (1 - alpha) / (1 - alpha_t))
+        self.u = mean * self.u + std * self._noise()
+        return self.u
+
+
+def cdps_step(operator: Any, x_t: torch.Tensor, eps: torch.Tensor, y_s: torch.Tensor, alpha_t: float,
+              alpha_s: float, *, sigma: float, e1: torch.Tensor | None, e2: torch.Tensor | None,
+              coupling: str = "reverse", eta: float = 1.0, method: str = "exact", diag: torch.Tensor | None = None,
+              cg_iters: int = 100, cg_tol: float | None = None, want_info: bool = False,
+              backend: str = "auto") -> tuple[torch.Tensor, Any]:
+    """One C-DPS step t → s: a draw of x_s from the per-step Gaussian posterior (module docstring).
+
+    x_t, eps, e1: (B, C, H, W); y_s, e2: measurement-shaped (e1 = e2 = None gives the posterior mean);
+    ``method`` "diagonal" (needs ``diag``, the operator's mask (1|B, 1|C, H, W)), "exact" or "cg".
+    Returns (x_s, SolveInfo or None).
+    """
+    k_x, k_e, c = transition(coupling, eta, alpha_t, alpha_s)
+    w = 1.0 / (alpha_s * sigma**2 + (1 - alpha_s))
+    mean = k_x * x_t + k_e * eps
+    target = y_s + ((1 - alpha_s) / math.sqrt(1 - alpha_t)) * operator.A(eps)  # y_s − b_s
+    if method == "diagonal":
+        noise = None if e1 is None else (e1, e2)
+        return diagonal_posterior_step(mean, c, diag, target, w, noise=noise, backend=backend), None
+    if e1 is None:
+        rhs = c * mean + w * operator.A_adjoint(target)
+    else:  # c m + √c e₁ + w Aᵀ(t + e₂/√w)
+        rhs = c * mean + math.sqrt(c) * e1 + w * operator.A_adjoint(target + e2 / math.sqrt(w))
+    out = operator.solve(rhs, c, w, method=method, tol=cg_tol, max_iters=cg_iters, x0=mean, return_info=want_info)
+    return out if want_info else (out, None)
+
+
+def _check_sigma(sigma: object) -> float:
+    noise_sigma = getattr(sigma, "sigma", None)  # a diffsolve.operators.GaussianNoise
+    if noise_sigma is not None and not isinstance(sigma, (int, float)):
+        sigma = noise_sigma
+    if not isinstance(sigma, (int, float)) or isinstance(sigma, bool):
+        raise TypeError(f"sigma must be a number (noise std in [-1, 1] units) or a GaussianNoise, got "
+                        f"{type(sigma).__name__}")
+    if not 0 < sigma < float("inf"):
+        raise ValueError(f"sigma must be a positive finite noise std in [-1, 1] units, got {sigma!r} "
+                         "(for noiseless data use a small positive value)")
+    return float(sigma)
+
+
+def _choose_method(solver: str, operator: Any) -> str:
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    exact = bool(getattr(operator, "exact_solve", False))
+    if solver == "exact" and not exact:
+        raise ValueError(f"solver='exact': {operator!r} has no exact solve; use 'cg' or 'auto'")
+    if not callable(getattr(operator, "solve", None)):
+        raise TypeError(f"operator must have solve(rhs, shift, scale) (diffsolve.operators), got "
+                        f"{type(operator).__name__}")
+    if solver == "auto":
+        if isinstance(getattr(operator, "mask", None), torch.Tensor):
+            return "diagonal"
+        return "exact" if exact else "cg"
+    return solver
+
+
+def cdps(denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: float, coupling: str = "reverse",
+         chain: str = "markov", eta: float = 1.0, solver: str = "auto", cg_iters: int = 100,
+         cg_tol: float | None = None, generator: torch.Generator | None = None, progress: bool = False,
+         return_info: bool = False, callback: Callback | None = None, spacing: str = "trailing",
+         timesteps: Sequence[int] | torch.Tensor | None = None, x_T: torch.Tensor | None = None,
+         backend: str = "auto") -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Sample p(x | y) for y = A x + n, n ~ N(0, σ² I) with N = ``steps`` C-DPS steps (module docstring).
+
+    Args:
+        denoiser: ``denoiser(x, t) -> eps`` with ``alphas_cumprod`` (no backward pass is taken).
+        operator: a linear operator with ``A``, ``A_adjoint``, ``solve`` (``diffsolve.operators``).
+        y: measurement (B, ...), float32/float64; one sample per measurement.
+        sigma: σ > 0, the noise std in [-1, 1] units (or a ``GaussianNoise``).
+        coupling: ``"reverse"`` | ``"forward"``; chain: ``"markov"`` | ``"fresh"``.
+        eta: η ∈ (0, 1] of the reverse kernel (ignored by the forward coupling).
+        solver: ``"auto"`` | ``"exact"`` | ``"cg"``; cg_iters, cg_tol: CG budget and relative
+            tolerance (default 1e-10 float64, 1e-5 float32).
+        generator: the only randomness (x_T, the chain, e₁, e₂); progress, callback
+            (``callback(i, t, x_s, None)``), spacing, timesteps, x_T, backend: as ``ddim``.
+        return_info: also return {"residual": (N, B) ‖A x_s − y‖, and with CG "cg_iterations",
+            "cg_residual", "cg_converged" (N, B), "timesteps": (N,)}.
+    Returns:
+        x (B, C, H, W), or (x, info).
+    """
+    sigma = _check_sigma(sigma)
+    if coupling not in COUPLINGS:
+        raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
+    if chain not in CHAINS:
+        raise ValueError(f"chain must be one of {CHAINS}, got {chain!r}")
+    eta = check_number("eta", eta, 0.0, 1.0)
+    if coupling == "reverse" and eta == 0:
+        raise ValueError("eta must be > 0 for coupling='reverse' (its prior precision is 1/σ_η²)")
+    if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 1:
+        raise ValueError(f"cg_iters must be a positive int, got {cg_iters!r}")
+    if cg_tol is not None:
+        check_number("cg_tol", cg_tol, 0.0)
+    shape = check_problem(operator, y, x_T)
+    method = _choose_method(solver, operator)
+    loop = prepare(denoiser, shape, steps=steps, spacing=spacing, timesteps=timesteps, generator=generator,
+                   callback=callback, progress=progress, x_T=x_T, dtype=y.dtype, device=y.device, name="cdps")
+    if any(a_s <= a_t for a_t, a_s in zip(loop.alpha_t, loop.alpha_s)):
+        raise ValueError("C-DPS needs ᾱ to increase strictly at every step; the schedule ends on a repeated ᾱ "
+                         "(final_alpha_cumprod equal to ᾱ of the last timestep)")
+    diag = operator.mask.to(device=y.device, dtype=y.dtype) if method == "diagonal" else None
+    want_solve_info = method == "cg" or return_info and method == "exact"
+    measurements = MeasurementChain(y, chain, loop.alpha_t[0], generator)
+    info = Diagnostics(return_info)
+    converged = torch.ones(shape[0], dtype=torch.bool, device=y.device)
+    worst = torch.zeros(shape[0], dtype=y.dtype, device=y.device)
+    x = loop.x
+    with torch.no_grad():
+        for i in loop.steps():
+            a_t, a_s = loop.alpha_t[i], loop.alpha_s[i]
+            eps = loop.eps(x, i)
+            u = measurements.next(a_t, a_s)
+            y_s = math.sqrt(a_s) * y if u is None else math.sqrt(a_s) * y + u
+            e1 = _draw(shape, generator, y.dtype, y.device)
+            e2 = _draw(tuple(y.shape), generator, y.dtype, y.device)
+            x, sinfo = cdps_step(operator, x, eps, y_s, a_t, a_s, sigma=sigma, e1=e1, e2=e2, coupling=coupling,
+                                 eta=eta, method=method, diag=diag, cg_iters=cg_iters, cg_tol=cg_tol,
+                                 want_info=want_solve_info, backend=backend)
+            if sinfo is not None and sinfo.method == "cg":
+                converged &= sinfo.converged
+                worst = torch.maximum(worst, sinfo.residual)
+                info.add("cg_iterations", sinfo.iterations)
+                info.add("cg_residual", sinfo.residual)
+                info.add("cg_converged", sinfo.converged)
+            if return_info:
+                info.add("residual", (operator.A(x) - y).flatten(1).norm(dim=1))
+            if loop.callback is not None:
+                loop.record(i, x, None)
+    x = loop.finish(x)
+    if method == "cg" and not bool(converged.all()):  # one sync, after the loop
+        warnings.warn(CGNotConvergedWarning(
+            f"cdps: CG did not reach tol at some steps for {int((~converged).sum())} of {shape[0]} samples "
+            f"(worst relative residual {float(worst.max()):.2e} after cg_iters={cg_iters}); raise cg_iters "
+            "or use an operator with an exact solve"), stacklevel=2)
+    if return_info:
+        return x, info.stacked(timesteps=loop.schedule.timesteps.clone())
+    return x

@@ -1,0 +1,106 @@
+"""MPGD for latent diffusion models (He et al. 2024, §4.3, Algorithm 3): guidance on the latent ẑ0.
+
+The diffusion runs on latents z (a diffusers ``UNet2DConditionModel`` with its text embeddings given
+as tensors, or a ``UNet2DModel`` latent model, wrapped by ``DiffusersDenoiser``). Per step t → s:
+
+    ẑ0  = (z_t − √(1−ᾱ_t) ε̂)/√ᾱ_t                 (ε̂ = ε_θ(z_t, t), no UNet backward)
+    ẑ0* = ẑ0 − (ρ/√ᾱ_s) ∇_{ẑ0} ‖y − A(D(ẑ0))‖      (autograd through the decoder only)
+    z_s = DDIM_η(z_t; ẑ0*, ε̂)
+
+and the image is decoded once at the end, x = D(z_0). The paper's "shortcut preserves the manifold":
+ẑ0* stays in the latent space, so D maps it onto the image manifold. ``loss`` replaces the
+measurement loss by any differentiable ``loss(x) -> (B,)`` of the decoded image.
+Default ρ: :func:`~diffsolve.solvers.mpgd.default_rho` on the latent size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..kernels import mpgd_step
+from ._inverse import Diagnostics, check_problem
+from ._loop import Callback, check_number, prepare
+from .mpgd import Loss, default_rho, loss_grad, measurement_loss
+
+__all__ = ["mpgd_ldm"]
+
+
+def _latent_shape(autoencoder: Any, image_shape: Sequence[int], dtype: torch.dtype,
+                  device: torch.device) -> tuple[int, ...]:
+    """(B, c, h, w) of the latents for images of ``image_shape``: one encoder pass on one zero image."""
+    with torch.no_grad():
+        z = autoencoder.encode(torch.zeros((1, *image_shape[1:]), dtype=dtype, device=device))
+    return (image_shape[0], *z.shape[1:])
+
+
+def mpgd_ldm(latent_denoiser: Any, autoencoder: Any, operator: Any, y: torch.Tensor | None, *, steps: int,
+             rho: float | None = None, eta: float = 0.5, loss: Loss | None = None,
+             shape: Sequence[int] | None = None, latent_shape: Sequence[int] | None = None,
+             generator: torch.Generator | None = None, progress: bool = False, return_info: bool = False,
+             callback: Callback | None = None, spacing: str = "trailing",
+             timesteps: Sequence[int] | torch.Tensor | None = None, z_T: torch.Tensor | None = None,
+             dtype: torch.dtype = torch.float32, device: str | torch.device | None = None,
+             noise_source: str = "generator",
+             backend: str = "auto") -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Reconstruct x from y = A x + n with a latent diffusion model and its autoencoder (module docstring).
+
+    Args:
+        latent_denoiser: ``denoiser(z, t) -> eps`` on latents, with ``alphas_cumprod``.
+        autoencoder: ``encode(x) -> z`` / ``decode(z) -> x`` (``diffsolve.models.Autoencoder``).
+        operator, y: linear operator and measurement (B, ...) on images; None when ``loss`` is given
+            (then ``shape`` (B, C, H, W) of the images, or ``latent_shape``, is required).
+        latent_shape: (B, c, h, w); default: from one encoder pass on a zero image.
+        rho: ρ > 0 (default ``default_rho(steps, latent numel)``); eta: DDIM η ∈ [0, 1].
+        z_T: starting latent noise; the rest as :func:`~diffsolve.solvers.mpgd`.
+        return_info: also return {"residual": (N, B) loss at D(ẑ0), "timesteps": (N,)}.
+    Returns:
+        images x = D(z_0) (B, C, H, W), or (x, info).
+    """
+    if not (callable(getattr(autoencoder, "encode", None)) and callable(getattr(autoencoder, "decode", None))):
+        raise TypeError(f"autoencoder must have encode(x) and decode(z), got {type(autoencoder).__name__}")
+    if loss is not None and not callable(loss):
+        raise TypeError(f"loss must be callable as loss(x) -> (B,), got {type(loss).__name__}")
+    if loss is None and (operator is None or y is None):
+        raise ValueError("give operator and y (the measurement), or loss= (a black-box guidance loss)")
+    eta = check_number("eta", eta, 0.0, 1.0)
+    if y is not None:
+        shape = check_problem(operator, y)
+        dtype, device = y.dtype, y.device
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if z_T is not None:
+        latent_shape = tuple(z_T.shape)
+    if latent_shape is None:
+        if shape is None:
+            raise ValueError("without y, give shape=(B, C, H, W) of the images or latent_shape=(B, c, h, w)")
+        latent_shape = _latent_shape(autoencoder, shape, dtype, device)
+    numel = math.prod(latent_shape[1:])
+    rho = default_rho(steps, numel) if rho is None else check_number("rho", rho, 0.0)
+    loop = prepare(latent_denoiser, latent_shape, steps=steps, spacing=spacing, timesteps=timesteps,
+                   generator=generator, callback=callback, progress=progress, x_T=z_T, dtype=dtype, device=device,
+                   noise_source=noise_source, name="mpgd-ldm")
+    target = loss if loss is not None else measurement_loss(operator, y)
+    info = Diagnostics(return_info)
+    z = loop.x
+    for i in loop.steps():
+        a_t, a_s = loop.alpha_t[i], loop.alpha_s[i]
+        with torch.no_grad():
+            eps = loop.eps(z, i)
+            z0 = (z - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+        grad, value = loss_grad(lambda v: target(autoencoder.decode(v)), z0)
+        info.add("residual", value)
+        with torch.no_grad():
+            out = mpgd_step(z, eps, grad, a_t, a_s, step_size=rho / a_s**0.5, eta=eta,
+                            return_x0=loop.callback is not None, backend=backend, **loop.step_noise(i, eta > 0))
+        z, z0_star = out if loop.callback is not None else (out, None)
+        if loop.callback is not None:
+            loop.record(i, z, z0_star)
+    z = loop.finish(z)
+    with torch.no_grad():
+        x = autoencoder.decode(z)
+    if return_info:
+        return x, info.stacked(timesteps=loop.schedule.timesteps.clone())
+    return x
