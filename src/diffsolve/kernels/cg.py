@@ -111,6 +111,7 @@ def batched_cg(
     x0: torch.Tensor | None = None,
     max_iters: int = 100,
     tol: float = 1e-6,
+    check_every: int | None = None,
     backend: str = "auto",
 ) -> CGResult:
     """Solve (shift·I + scale·G) x = rhs per sample by CG, G = ``gram`` symmetric PSD.
@@ -118,13 +119,17 @@ def batched_cg(
     rhs (B, ...) float32/float64; shift, scale: numbers or (B,) tensors (K must be positive
     definite on the samples' Krylov spaces). Runs exactly ``max_iters`` iterations (samples that
     reached the relative tolerance ``tol`` are masked, not stopped), then applies ``gram`` once
-    more to report the true residual. No host synchronisation.
+    more to report the true residual. No host synchronisation, unless ``check_every`` = k is set:
+    then one sync every k iterations ends the loop once every sample has converged (for use
+    outside sampling loops).
     """
     _check_cg_tensor("rhs", rhs, rhs)
     if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 0:
         raise ValueError(f"max_iters must be a non-negative int, got {max_iters!r}")
     if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not tol > 0:
         raise ValueError(f"tol must be a positive number, got {tol!r}")
+    if check_every is not None and (isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1):
+        raise ValueError(f"check_every must be None or a positive int, got {check_every!r}")
     shift, scale = per_sample("shift", shift, rhs), per_sample("scale", scale, rhs)
     dots_impl = _dispatch.implementation(backend, "cg_dots", _FAMILY, rhs.device)
     update_impl = _dispatch.implementation(backend, "cg_update", _FAMILY, rhs.device)
@@ -144,10 +149,12 @@ def batched_cg(
     state = torch.zeros(rhs.shape[0], 5, dtype=rhs.dtype, device=rhs.device)
     state[:, 2] = 1.0
     state[:, 4] = rhs2
-    for _ in range(max_iters):
+    for it in range(max_iters):
         gr = gram(r).contiguous()
         dots = dots_impl(r, gr, shift, scale)
         x, r, p, s, state = update_impl(x, r, p, s, gr, shift, scale, dots, state, tol * tol)
+        if check_every is not None and (it + 1) % check_every == 0 and not bool(state[:, 2].any()):
+            break
     res = (rhs - apply_k(x)).reshape(rhs.shape[0], -1).norm(dim=1)
     rhs_norm = rhs2.sqrt()
     residual = torch.where(rhs_norm > 0, res / torch.where(rhs_norm > 0, rhs_norm, 1), res)

@@ -63,7 +63,8 @@ class LinearOperator:
         """A⁺y; default: CG on the normal equations AᵀA x = Aᵀy from x = 0 (the minimum-norm
         least-squares solution)."""
         rhs = self._adjoint(y)
-        return batched_cg(self._gram, rhs, 0.0, 1.0, max_iters=max_iters, tol=tol, backend=self.backend).x
+        return batched_cg(self._gram, rhs, 0.0, 1.0, max_iters=max_iters, tol=tol, check_every=10,
+                          backend=self.backend).x
 
     def _check_input(self, x: torch.Tensor) -> None:
         """Raise if the image x (B, C, H, W) does not fit the operator."""
@@ -116,14 +117,17 @@ class LinearOperator:
         tol: float | None = None,
         max_iters: int = 200,
         x0: torch.Tensor | None = None,
+        check_every: int | None = None,
         return_info: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, SolveInfo]:
         """x = (shift·I + scale·AᵀA)⁻¹ rhs per sample; rhs (B, C, H, W), shift/scale numbers or (B,).
 
         ``method``: "auto" (exact where available, else CG), "exact" or "cg". ``tol`` (relative
-        residual, default 1e-10 in float64 and 1e-5 in float32), ``max_iters`` and ``x0`` apply to
-        CG, which runs a fixed budget without host syncs. With ``return_info`` also returns a
-        :class:`SolveInfo` (exact solves report their residual with one extra AᵀA product).
+        residual, default 1e-10 in float64 and 1e-5 in float32), ``max_iters``, ``x0`` and
+        ``check_every`` apply to CG, which runs a fixed budget without host syncs unless
+        ``check_every`` = k asks for one sync every k iterations to stop early. With
+        ``return_info`` also returns a :class:`SolveInfo` (exact solves report their residual
+        with one extra AᵀA product).
         """
         check_image("rhs", rhs)
         self._check_input(rhs)
@@ -148,7 +152,8 @@ class LinearOperator:
             residual = torch.where(norm > 0, res / torch.where(norm > 0, norm, 1), res)
             zeros = torch.zeros(rhs.shape[0], dtype=torch.int64, device=rhs.device)
             return x, SolveInfo("exact", zeros, residual, residual <= tol)
-        out = batched_cg(self._gram, rhs, shift_t, scale_t, x0=x0, max_iters=max_iters, tol=tol, backend=self.backend)
+        out = batched_cg(self._gram, rhs, shift_t, scale_t, x0=x0, max_iters=max_iters, tol=tol,
+                         check_every=check_every, backend=self.backend)
         if return_info:
             return out.x, SolveInfo("cg", out.iterations, out.residual, out.converged)
         return out.x
