@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #ifdef _OPENMP
@@ -128,50 +129,95 @@ inline void combine_rows(const Csr& m, i64 r, const T* in, i64 stride, i64 w, T*
 }
 
 // ----------------------------------------------------------------------------- random numbers
-// Philox4x32-10 (Salmon et al., SC'11): 4 x 32 random bits per 128-bit counter under a 64-bit key.
-inline void philox4x32_10(u32 ctr[4], u32 k0, u32 k1) {
-  const u32 M0 = 0xD2511F53u, M1 = 0xCD9E8D57u, W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
-  for (int round = 0; round < 10; ++round) {
-    const u64 p0 = static_cast<u64>(M0) * ctr[0];
-    const u64 p1 = static_cast<u64>(M1) * ctr[2];
-    const u32 n0 = static_cast<u32>(p1 >> 32) ^ ctr[1] ^ k0;
-    const u32 n2 = static_cast<u32>(p0 >> 32) ^ ctr[3] ^ k1;
-    ctr[0] = n0;
-    ctr[1] = static_cast<u32>(p1);
-    ctr[2] = n2;
-    ctr[3] = static_cast<u32>(p0);
-    k0 += W0;
-    k1 += W1;
-  }
+// Branch-free float math for Box-Muller, so the loops below auto-vectorise (libm calls do not).
+// ln(x) for x in [2^-24, 1]: x = m 2^e with m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh(s), s = (m-1)/(m+1).
+inline float log_unit(float x) {
+  u32 bits;
+  std::memcpy(&bits, &x, 4);
+  const int mant = static_cast<int>(bits & 0x007FFFFFu);
+  const int big = ((0x3504F3 - mant) >> 31) & 1;  // mantissa > sqrt(2): integer select, no branch
+  const int e = static_cast<int>(bits >> 23) - 127 + big;
+  const u32 mbits = static_cast<u32>(mant) | (static_cast<u32>(127 - big) << 23);
+  float m;  // in [sqrt(1/2), sqrt(2))
+  std::memcpy(&m, &mbits, 4);
+  const float s = (m - 1.0f) / (m + 1.0f), s2 = s * s;
+  const float p = s * (2.0f + s2 * (0.666666667f + s2 * (0.4f + s2 * (0.285714286f + s2 * 0.222222222f))));
+  return static_cast<float>(e) * 0.693147181f + p;
 }
 
-// Four standard normals for counter block `block` (elements 4*block .. 4*block+3 of the stream):
-// Philox(counter = (block_lo, block_hi, 0, 0), key = (seed_lo, seed_hi)), uniforms u = (bits+1)/2^32
-// in (0, 1], two Box-Muller pairs. Element n of the stream is normal4(seed, n / 4)[n % 4].
-inline void normal4(u64 seed, u64 block, double z[4]) {
-  u32 c[4] = {static_cast<u32>(block), static_cast<u32>(block >> 32), 0u, 0u};
-  philox4x32_10(c, static_cast<u32>(seed), static_cast<u32>(seed >> 32));
-  const double scale = 2.3283064365386963e-10;  // 2^-32
-  const double two_pi = 6.283185307179586;
-  for (int k = 0; k < 4; k += 2) {
-    const double u1 = (static_cast<double>(c[k]) + 1.0) * scale;
-    const double u2 = (static_cast<double>(c[k + 1]) + 0.5) * scale;
-    const double radius = std::sqrt(-2.0 * std::log(u1));
-    const double angle = two_pi * u2;
-    z[k] = radius * std::cos(angle);
-    z[k + 1] = radius * std::sin(angle);
+// (cos 2πu, sin 2πu) for u in [0, 1): quarter-turn reduction, then Taylor polynomials on [-π/4, π/4].
+inline void sincos_turn(float u, float& c, float& s) {
+  const float v = u - static_cast<float>(static_cast<int>(2.0f * u));  // [-1/2, 1/2), branch-free
+  const int q = static_cast<int>(4.0f * v + 2.5f) - 2;            // nearest quarter, -2..2
+  const float t = 6.28318531f * (v - 0.25f * static_cast<float>(q));  // [-π/4, π/4]
+  const float t2 = t * t;
+  const float sn = t * (1.0f - t2 * (1.0f / 6) * (1.0f - t2 * (1.0f / 20) * (1.0f - t2 * (1.0f / 42) * (1.0f - t2 * (1.0f / 72)))));
+  const float cs = 1.0f - t2 * 0.5f * (1.0f - t2 * (1.0f / 12) * (1.0f - t2 * (1.0f / 30) * (1.0f - t2 * (1.0f / 56) * (1.0f - t2 * (1.0f / 90)))));
+  const int k = q & 3;  // rotate by k quarter turns: (cs, sn), (-sn, cs), (-cs, -sn), (sn, -cs)
+  const float odd = static_cast<float>(k & 1);
+  const float sign_c = 1.0f - 2.0f * static_cast<float>(((k + 1) >> 1) & 1);  // - for k = 1, 2
+  const float sign_s = 1.0f - 2.0f * static_cast<float>(k >> 1);              // - for k = 2, 3
+  c = sign_c * (odd * sn + (1.0f - odd) * cs);
+  s = sign_s * (odd * cs + (1.0f - odd) * sn);
+}
+
+// Normals for counter blocks b0 .. b0+nb-1 (nb <= kGroup): Philox(counter = (block_lo, block_hi, 0, 0),
+// key = (seed_lo, seed_hi)) gives 4 words; (w0, w1) and (w2, w3) make two Box-Muller pairs with
+// u1 = (w>>8 + 1) 2^-24 in (0, 1] and u2 = (w>>8) 2^-24 in [0, 1). Element 4*block + j of the stream
+// is z[j][block - b0], z = (r1 cos, r1 sin, r2 cos, r2 sin). Computed in float32 (|z| <= 5.9).
+constexpr int kGroup = 256;
+inline void normal_blocks(u64 seed, u64 b0, int nb, float z[4][kGroup]) {
+  u32 c0[kGroup], c1[kGroup], c2[kGroup], c3[kGroup];
+  for (int k = 0; k < nb; ++k) {
+    const u64 block = b0 + static_cast<u64>(k);
+    c0[k] = static_cast<u32>(block);
+    c1[k] = static_cast<u32>(block >> 32);
+    c2[k] = 0u;
+    c3[k] = 0u;
+  }
+  u32 k0 = static_cast<u32>(seed), k1 = static_cast<u32>(seed >> 32);
+  for (int round = 0; round < 10; ++round) {  // Philox4x32-10 (Salmon et al., SC'11)
+    for (int k = 0; k < nb; ++k) {
+      const u64 p0 = static_cast<u64>(0xD2511F53u) * c0[k];
+      const u64 p1 = static_cast<u64>(0xCD9E8D57u) * c2[k];
+      const u32 n0 = static_cast<u32>(p1 >> 32) ^ c1[k] ^ k0;
+      const u32 n2 = static_cast<u32>(p0 >> 32) ^ c3[k] ^ k1;
+      c1[k] = static_cast<u32>(p1);
+      c3[k] = static_cast<u32>(p0);
+      c0[k] = n0;
+      c2[k] = n2;
+    }
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  const float scale = 5.9604644775390625e-08f;  // 2^-24
+  for (int k = 0; k < nb; ++k) {
+    const float u1 = static_cast<float>(static_cast<int>(c0[k] >> 8) + 1) * scale;
+    const float u2 = static_cast<float>(static_cast<int>(c1[k] >> 8)) * scale;
+    const float u3 = static_cast<float>(static_cast<int>(c2[k] >> 8) + 1) * scale;
+    const float u4 = static_cast<float>(static_cast<int>(c3[k] >> 8)) * scale;
+    const float r1 = std::sqrt(-2.0f * log_unit(u1)), r2 = std::sqrt(-2.0f * log_unit(u3));
+    float cs1, sn1, cs2, sn2;
+    sincos_turn(u2, cs1, sn1);
+    sincos_turn(u4, cs2, sn2);
+    z[0][k] = r1 * cs1;
+    z[1][k] = r1 * sn1;
+    z[2][k] = r2 * cs2;
+    z[3][k] = r2 * sn2;
   }
 }
 
 // out[i] = element (start + i) of the stream for `seed`, i < count.
 template <class T>
 inline void fill_normal(T* out, u64 start, i64 count, u64 seed) {
-  i64 i = 0;
-  while (i < count) {
-    const u64 n = start + static_cast<u64>(i);
-    double z[4];
-    normal4(seed, n >> 2, z);
-    for (int lane = static_cast<int>(n & 3u); lane < 4 && i < count; ++lane, ++i) out[i] = static_cast<T>(z[lane]);
+  if (count <= 0) return;
+  const u64 stop = start + static_cast<u64>(count);
+  alignas(64) float z[4][kGroup];
+  for (u64 b0 = start >> 2; b0 * 4 < stop; b0 += kGroup) {
+    const int nb = static_cast<int>(std::min<u64>(kGroup, (stop + 3) / 4 - b0));
+    normal_blocks(seed, b0, nb, z);
+    const u64 lo = std::max(start, b0 * 4), hi = std::min(stop, (b0 + nb) * 4);
+    for (u64 n = lo; n < hi; ++n) out[n - start] = static_cast<T>(z[n & 3][(n >> 2) - b0]);
   }
 }
 

@@ -12,6 +12,7 @@ import importlib.util
 import shutil
 
 import pytest
+import scipy.stats
 import torch
 
 from diffsolve.kernels import _cpp, _dispatch
@@ -108,6 +109,8 @@ def test_noise_reproducible_per_seed_and_offset_with_normal_moments():
     assert abs(float((z**3).mean())) < 5 * (15 / n) ** 0.5
     assert abs(float((z**4).mean()) - 3) < 5 * (96 / n) ** 0.5
     assert abs(float(torch.corrcoef(torch.stack((z.flatten()[:-1], z.flatten()[1:])))[0, 1])) < 5 / n**0.5
+    ks = scipy.stats.kstest(z.flatten().numpy(), "norm")
+    assert ks.pvalue > 1e-3, ks  # fixed seed: a deterministic check of the whole distribution
     z32 = _noise((4, 50_001), seed=123, offset=5, dtype=torch.float32)
     assert torch.equal(z32, z.float())
     same_for_1_and_2_threads(_noise, (3, 9000), 1, 17)
