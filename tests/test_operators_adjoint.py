@@ -104,3 +104,15 @@ def test_blur_properties(problem):
 @given(other_problems())
 def test_mask_and_resampling_properties(problem):
     _check_properties(*problem)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
+def test_cuda_matches_cpu_for_every_operator():
+    size = (13, 12)
+    x = torch.randn(2, 2, *size, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    for name, op in operator_cases(size).items():
+        y = op.A(x)
+        torch.testing.assert_close(op.A(x.cuda()).cpu(), y, rtol=1e-10, atol=1e-10, msg=name)
+        torch.testing.assert_close(op.A_adjoint(y.cuda()).cpu(), op.A_adjoint(y), rtol=1e-10, atol=1e-10, msg=name)
+        got = op.solve(x.cuda(), 0.5, 1.0, check_every=10).cpu()
+        torch.testing.assert_close(got, op.solve(x, 0.5, 1.0, check_every=10), rtol=1e-8, atol=1e-8, msg=name)

@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from ..kernels import batched_cg
-from ._validate import check_backend, check_finite, check_image, check_nonneg_number, per_sample
+from ._validate import check_backend, check_finite, check_image, per_sample
 
 __all__ = ["LinearOperator", "Operator", "SolveInfo"]
 
@@ -172,7 +172,7 @@ class LinearOperator:
         check_image("y", y)
         self._check_output(y)
         check_finite("y", y)
-        check_nonneg_number("lam", lam)
+        per_sample("lam", lam, y)  # checks type, shape, dtype and device under its own name
         if isinstance(lam, (int, float)) and lam == 0:
             raise ValueError("lam must be > 0 (lam = 0 is the pseudo-inverse: use pseudo_inverse(y))")
         return self.solve(self._adjoint(y), shift=lam, scale=1.0, **solve_options)
