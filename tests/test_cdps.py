@@ -1,0 +1,198 @@
+"""C-DPS: the per-step posterior from many draws against dense algebra, the measurement chain's law,
+exact / CG / diagonal paths, CG non-convergence, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from diffsolve.models import GaussianPrior, operator_matrix
+from diffsolve.operators import GaussianBlur, GaussianNoise, Inpainting, LinearOperator, SuperResolution
+from diffsolve.solvers import CGNotConvergedWarning, cdps
+from diffsolve.solvers.cdps import MeasurementChain, cdps_step
+
+D = torch.float64
+SHAPE = (1, 4, 5)
+N = 20
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def smooth_prior(c: int, h: int, w: int) -> GaussianPrior:
+    idx = torch.arange(h * w)
+    d2 = ((idx // w)[:, None] - (idx // w)[None]) ** 2 + ((idx % w)[:, None] - (idx % w)[None]) ** 2
+    k = 0.25 * torch.exp(-d2.double() / 4.0)
+    cov = torch.kron(torch.eye(c, dtype=D), k) + 1e-2 * torch.eye(c * h * w, dtype=D)
+    return GaussianPrior(0.1 * torch.randn(c, h, w, generator=gen(3), dtype=D), cov)
+
+
+def dense_operator(mat: torch.Tensor, shape) -> LinearOperator:
+    return LinearOperator.from_callable(lambda v: (v.reshape(v.shape[0], -1) @ mat.T).view(v.shape[0], 1, 1, -1),
+                                        adjoint=lambda u: (u.reshape(u.shape[0], -1) @ mat).view(u.shape[0], *shape),
+                                        input_shape=shape)
+
+
+OPERATORS = {
+    "inpaint-diag": (lambda: Inpainting.random(SHAPE[1:], 0.5, seed=2), "diagonal"),
+    "inpaint-exact": (lambda: Inpainting.random(SHAPE[1:], 0.5, seed=2), "exact"),
+    "sr-exact": (lambda: SuperResolution(2, input_size=SHAPE[1:]), "exact"),
+    "dense-cg": (lambda: dense_operator(torch.randn(12, N, generator=gen(9), dtype=D) / 3, SHAPE), "cg"),
+}
+
+
+def measure(op, batch=1, seed=1):
+    y = op.A(torch.randn(batch, *SHAPE, generator=gen(seed), dtype=D))
+    return y + 0.05 * torch.randn(y.shape, generator=gen(seed + 1), dtype=D)
+
+
+def dense_step(prior, op, x_t, y_s, a_t, a_s, sigma, coupling, eta):
+    """DESIGN §4 written out with dense matrices: (mean, cov) of the per-step posterior."""
+    eps = prior.eps(x_t, a_t)
+    xt, e = x_t.reshape(-1), eps.reshape(-1)
+    mat = operator_matrix(op, SHAPE)
+    if coupling == "forward":
+        alpha = a_t / a_s
+        m, c = xt / math.sqrt(alpha), alpha / (1 - alpha)
+    else:
+        x0 = (xt - math.sqrt(1 - a_t) * e) / math.sqrt(a_t)
+        var = eta**2 * (1 - a_s) / (1 - a_t) * (1 - a_t / a_s)
+        if a_s < 1:
+            m, c = math.sqrt(a_s) * x0 + math.sqrt(1 - a_s - var) * e, 1 / var
+        else:  # the explicit last step: N(x̂0, (1−ᾱ_t)/ᾱ_t)
+            m, c = x0, a_t / (1 - a_t)
+    b = (1 - a_s) * mat @ (-e / math.sqrt(1 - a_t))
+    w = 1 / (a_s * sigma**2 + 1 - a_s)
+    prec = c * torch.eye(N, dtype=D) + w * mat.T @ mat
+    cov = torch.linalg.inv(prec)
+    mean = cov @ (c * m + w * mat.T @ (y_s.reshape(-1) - b))
+    return mean, cov
+
+
+@pytest.mark.parametrize("name", sorted(OPERATORS))
+@pytest.mark.parametrize("coupling, a_t, a_s", [("reverse", 0.5, 0.7), ("reverse", 0.97, 1.0),
+                                                ("forward", 0.8, 0.9)])
+def test_step_posterior_moments_match_dense_algebra(name, coupling, a_t, a_s):
+    make, method = OPERATORS[name]
+    op = make()
+    prior = smooth_prior(*SHAPE)
+    sigma, eta, draws = 0.05, 0.8, 20000
+    x_t = prior.sample(1, gen(4), alpha_bar=a_t)
+    y_s = math.sqrt(a_s) * measure(op) + math.sqrt(1 - a_s) * torch.randn(measure(op).shape, generator=gen(5),
+                                                                         dtype=D)
+    mean, cov = dense_step(prior, op, x_t, y_s, a_t, a_s, sigma, coupling, eta)
+    xb = x_t.expand(draws, *SHAPE).contiguous()
+    yb = y_s.expand(draws, *y_s.shape[1:]).contiguous()
+    eps = prior.eps(xb, a_t)
+    g = gen(6)
+    e1 = torch.randn(xb.shape, generator=g, dtype=D)
+    e2 = torch.randn(yb.shape, generator=g, dtype=D)
+    diag = op.mask.to(D) if method == "diagonal" else None
+    kw = dict(sigma=sigma, coupling=coupling, eta=eta, method=method, diag=diag, cg_iters=60, cg_tol=1e-12)
+    x_s, _ = cdps_step(op, xb, eps, yb, a_t, a_s, e1=e1, e2=e2, **kw)
+    flat = x_s.reshape(draws, -1)
+    emp_mean, emp_cov = flat.mean(0), torch.cov(flat.T)
+    se = (cov.diagonal() / draws).sqrt()
+    assert float(((emp_mean - mean).abs() / se).max()) < 4.5
+    scale = cov.diagonal().sqrt()
+    rel = (emp_cov - cov) / (scale[:, None] * scale[None])  # correlation-scale error
+    assert float(rel.abs().max()) < 6 * math.sqrt(2 / draws)  # ~6 standard errors of a correlation
+    # the noise-free call gives the posterior mean itself
+    x_mean, _ = cdps_step(op, xb[:2], eps[:2], yb[:2], a_t, a_s, e1=None, e2=None, **kw)
+    torch.testing.assert_close(x_mean[0].reshape(-1), mean, rtol=1e-8, atol=1e-9)
+
+
+def test_measurement_chain_law():
+    """Markov: Var u_k = 1 − ᾱ_k, Cov(u_t, u_s) = √(ᾱ_t/ᾱ_s)(1 − ᾱ_s); fresh: independent levels."""
+    levels = [0.1, 0.4, 0.8, 1.0]
+    y = torch.zeros(40000, 1, 1, 1, dtype=D)
+    for chain in ("markov", "fresh"):
+        mc = MeasurementChain(y, chain, levels[0], gen(1))
+        us = [mc.u if chain == "markov" else math.sqrt(1 - levels[0]) * torch.randn(y.shape, generator=gen(2),
+                                                                                   dtype=D)]
+        for a_t, a_s in zip(levels[:-1], levels[1:]):
+            u = mc.next(a_t, a_s)
+            us.append(torch.zeros_like(y) if u is None else u)
+        u = torch.stack([v.reshape(-1) for v in us])
+        cov = torch.cov(u)
+        for k, a in enumerate(levels):
+            assert abs(float(cov[k, k]) - (1 - a)) < 0.03
+        for k in range(3):
+            expect = math.sqrt(levels[k] / levels[k + 1]) * (1 - levels[k + 1]) if chain == "markov" else 0.0
+            assert abs(float(cov[k, k + 1]) - expect) < 0.03
+        assert torch.equal(us[-1], torch.zeros_like(y))  # ᾱ = 1: y_0 = y exactly
+
+
+def test_diagonal_kernel_path_equals_exact_solve_path():
+    prior = smooth_prior(*SHAPE)
+    op = Inpainting.random(SHAPE[1:], 0.5, seed=2)
+    y = measure(op, batch=3)
+    a = cdps(prior, op, y, steps=8, sigma=0.05, generator=gen(1))  # auto → the fused diagonal kernel
+    b = cdps(prior, op, y, steps=8, sigma=0.05, solver="exact", generator=gen(1))
+    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("coupling", ["reverse", "forward"])
+def test_exact_and_cg_paths_agree_to_cg_tolerance(coupling):
+    prior = smooth_prior(1, 6, 7)
+    op = GaussianBlur(3, 0.7)  # separable reflect blur: exact per-axis SVD solve
+    y = op.A(torch.randn(2, 1, 6, 7, generator=gen(1), dtype=D))
+    kw = dict(steps=6, sigma=0.05, coupling=coupling, generator=None)
+    a, ia = cdps(prior, op, y, **{**kw, "generator": gen(3)}, solver="exact", return_info=True)
+    b, ib = cdps(prior, op, y, **{**kw, "generator": gen(3)}, solver="cg", cg_iters=100, cg_tol=1e-10,
+                 return_info=True)
+    assert ib["cg_converged"].all() and ib["cg_iterations"].shape == (6, 2) and "cg_iterations" not in ia
+    scale = float(a.abs().max())
+    torch.testing.assert_close(b, a, rtol=0, atol=1e-8 * scale)
+    torch.testing.assert_close(ib["residual"], ia["residual"], rtol=1e-7, atol=1e-9)
+
+
+def test_cg_non_convergence_is_reported():
+    prior = smooth_prior(*SHAPE)
+    op = OPERATORS["dense-cg"][0]()
+    y = measure(op, batch=2)
+    with pytest.warns(CGNotConvergedWarning, match="cg_iters=1"):
+        _, info = cdps(prior, op, y, steps=4, sigma=0.05, cg_iters=1, generator=gen(0), return_info=True)
+    assert not bool(info["cg_converged"].all()) and bool((info["cg_iterations"] <= 1).all())
+    assert bool((info["cg_residual"] > 0).any())
+
+
+def test_last_step_uses_the_measurement_and_result_is_reproducible():
+    prior = smooth_prior(*SHAPE)
+    op = Inpainting.random(SHAPE[1:], 0.5, seed=2)
+    y = measure(op, batch=2)
+    x, info = cdps(prior, op, y, steps=5, sigma=GaussianNoise(0.05), generator=gen(2), return_info=True)
+    assert info["residual"].shape == (5, 2) and bool(torch.isfinite(x).all())
+    torch.testing.assert_close(cdps(prior, op, y, steps=5, sigma=0.05, generator=gen(2)), x, rtol=0, atol=0)
+    fresh = cdps(prior, op, y, steps=5, sigma=0.05, chain="fresh", generator=gen(2))
+    assert fresh.shape == x.shape and not torch.allclose(fresh, x)
+
+
+def test_bad_inputs():
+    prior = smooth_prior(*SHAPE)
+    op = Inpainting.random(SHAPE[1:], 0.5, seed=2)
+    y = measure(op)
+    with pytest.raises(ValueError, match="sigma"):
+        cdps(prior, op, y, steps=2, sigma=-0.05)
+    with pytest.raises(ValueError, match="sigma"):
+        cdps(prior, op, y, steps=2, sigma=0.0)
+    with pytest.raises(ValueError, match="coupling"):
+        cdps(prior, op, y, steps=2, sigma=0.05, coupling="backward")
+    with pytest.raises(ValueError, match="chain"):
+        cdps(prior, op, y, steps=2, sigma=0.05, chain="once")
+    with pytest.raises(ValueError, match="solver"):
+        cdps(prior, op, y, steps=2, sigma=0.05, solver="lu")
+    with pytest.raises(ValueError, match="eta"):
+        cdps(prior, op, y, steps=2, sigma=0.05, eta=0.0)
+    with pytest.raises(ValueError, match="no exact solve"):
+        cdps(prior, OPERATORS["dense-cg"][0](), measure(OPERATORS["dense-cg"][0]()), steps=2, sigma=0.05,
+             solver="exact")
+    with pytest.raises(ValueError, match="y of shape"):
+        cdps(prior, op, torch.zeros(1, 1, 5, 5, dtype=D), steps=2, sigma=0.05)
+    with pytest.raises(ValueError, match="cg_iters"):
+        cdps(prior, op, y, steps=2, sigma=0.05, cg_iters=0)
+    with pytest.raises(TypeError, match="sigma"):
+        cdps(prior, op, y, steps=2, sigma="0.05")

@@ -1,0 +1,83 @@
+"""diffsolve.solve: dispatch to each method, same results as the direct calls, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import diffsolve
+from diffsolve.models import GaussianPrior
+from diffsolve.operators import Inpainting
+from diffsolve.solvers import cdps, ddim, dps, mpgd, mpgd_ldm
+
+D = torch.float64
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    prior = GaussianPrior(torch.zeros(1, 4, 5, dtype=D), 0.3)
+    op = Inpainting.random((4, 5), 0.5, seed=1)
+    y = op.A(torch.randn(2, 1, 4, 5, generator=gen(0), dtype=D))
+    return prior, op, y
+
+
+@pytest.mark.parametrize("method, fn, options", [
+    ("dps", dps, {"zeta": 0.5}),
+    ("mpgd", mpgd, {"rho": 0.2, "eta": 0.3}),
+    ("cdps", cdps, {"sigma": 0.05, "chain": "fresh"}),
+])
+def test_solve_equals_the_direct_call(setup, method, fn, options):
+    prior, op, y = setup
+    got = diffsolve.solve(method, prior, op, y, steps=4, generator=gen(3), **options)
+    ref = fn(prior, op, y, steps=4, generator=gen(3), **options)
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    x, info = diffsolve.solve(method, prior, op, y, steps=4, generator=gen(3), return_info=True, **options)
+    torch.testing.assert_close(x, ref, rtol=0, atol=0)
+    assert info["residual"].shape == (4, 2)
+
+
+def test_ddim_takes_the_shape_from_y_and_ignores_its_values(setup):
+    prior, op, y = setup
+    a = diffsolve.solve("ddim", prior, op, y, steps=3, generator=gen(1))
+    b = diffsolve.solve("ddim", prior, op, torch.zeros_like(y), steps=3, generator=gen(1))
+    ref = ddim(prior, (2, 1, 4, 5), steps=3, generator=gen(1), dtype=D)
+    torch.testing.assert_close(a, ref, rtol=0, atol=0)
+    torch.testing.assert_close(b, ref, rtol=0, atol=0)
+    c = diffsolve.solve("ddim", prior, None, None, steps=3, generator=gen(1), shape=(2, 1, 4, 5), dtype=D)
+    torch.testing.assert_close(c, ref, rtol=0, atol=0)
+
+
+def test_mpgd_ldm_dispatch(setup):
+    prior, op, y = setup
+
+    class Halve:  # a latent space at twice the image scale
+        def encode(self, x):
+            return 2 * x
+
+        def decode(self, z):
+            return z / 2
+
+    got = diffsolve.solve("mpgd_ldm", prior, op, y, steps=3, generator=gen(2), autoencoder=Halve(), rho=0.1)
+    ref = mpgd_ldm(prior, Halve(), op, y, steps=3, generator=gen(2), rho=0.1)
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+
+
+def test_errors(setup):
+    prior, op, y = setup
+    with pytest.raises(ValueError, match="method must be one of"):
+        diffsolve.solve("ddrm", prior, op, y, steps=2)
+    with pytest.raises(ValueError, match="sigma"):
+        diffsolve.solve("cdps", prior, op, y, steps=2)
+    with pytest.raises(ValueError, match="autoencoder"):
+        diffsolve.solve("mpgd_ldm", prior, op, y, steps=2)
+    with pytest.raises(ValueError, match="shape"):
+        diffsolve.solve("ddim", prior, None, None, steps=2)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        diffsolve.solve("dps", prior, op, y, steps=2, rho=1.0)
+    with pytest.raises(ValueError, match="y of shape"):
+        diffsolve.solve("mpgd", prior, op, y[..., :4], steps=2)
+    assert "solve" in diffsolve.__all__
