@@ -190,9 +190,9 @@ def test_ge_scheduler_config_round_trip(tmp_path):
 
 
 def test_ddim_on_a_gaussian_prior_is_the_closed_form_map():
-    """DDIM(η=0) with the exact ε of N(μ, diag v) is per pixel x̃_s − μ = (x̃_t − μ)(v + σ_s σ_t)/(v + σ_t²)
-    (VE coordinates); at N = 100 the output variance is within 10% of v, below it (DDIM's
-    discretization shrinks the variance: (v + σ_sσ_t)² < (v + σ_s²)(v + σ_t²))."""
+    """DDIM(η=0) with the exact ε of N(μ, diag v) is, per pixel in VE coordinates,
+    x̃_s − μ = (x̃_t − μ)(v + σ_s σ_t)/(v + σ_t²); at N = 100 the output variance is within 10% of v
+    and below it (DDIM's discretization shrinks it: (v + σ_sσ_t)² < (v + σ_s²)(v + σ_t²))."""
     g = torch.Generator().manual_seed(2)
     mean = torch.randn(1, 4, 4, generator=g, dtype=D)
     var = 0.1 + torch.rand(1, 4, 4, generator=g, dtype=D)

@@ -308,7 +308,8 @@ class GaussianMixturePrior:
         out = math.sqrt(a) * mu[idx] + noise
         return out.reshape(num, *self.sample_shape).to(dtype)
 
-    def posterior(self, A: torch.Tensor | Callable | object, y: torch.Tensor, *, sigma: float | torch.Tensor | None = None,
+    def posterior(self, A: torch.Tensor | Callable | object, y: torch.Tensor, *,
+                  sigma: float | torch.Tensor | None = None,
                   noise_cov: torch.Tensor | None = None) -> GaussianMixturePosterior:
         """Exact p(x | y) for y = A x + n, n ~ N(0, diag(sigma²)) or N(0, noise_cov) (module docstring).
 
@@ -374,7 +375,8 @@ class GaussianPrior(GaussianMixturePrior):
     def cov(self) -> torch.Tensor:
         return self.covs[0]
 
-    def posterior(self, A: torch.Tensor | Callable | object, y: torch.Tensor, *, sigma: float | torch.Tensor | None = None,
+    def posterior(self, A: torch.Tensor | Callable | object, y: torch.Tensor, *,
+                  sigma: float | torch.Tensor | None = None,
                   noise_cov: torch.Tensor | None = None) -> GaussianPosterior:  # type: ignore[override]
         """Exact N(mean, cov) of p(x | y) for y = A x + n (see :meth:`GaussianMixturePrior.posterior`)."""
         post = super().posterior(A, y, sigma=sigma, noise_cov=noise_cov)
