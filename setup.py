@@ -34,7 +34,8 @@ class OptionalBuildExt(build_ext):
         unix = self.compiler.compiler_type != "msvc"
         for ext in self.extensions:
             if unix:
-                ext.extra_compile_args += ["-O3", "-std=c++17", "-fopenmp", "-fno-math-errno", "-fvisibility=hidden"]
+                ext.extra_compile_args += ["-O3", "-std=c++17", "-fopenmp", "-fno-math-errno", "-ffp-contract=off",
+                                            "-fvisibility=hidden"]
                 ext.extra_link_args += ["-fopenmp"]
             else:
                 ext.extra_compile_args += ["/O2", "/std:c++17", "/openmp"]

@@ -20,6 +20,66 @@ using i64 = std::int64_t;
 using u32 = std::uint32_t;
 using u64 = std::uint64_t;
 
+// ----------------------------------------------------------------------------- ISA dispatch
+// Hot row/chunk kernels are DS_INLINE templates compiled three times through DS_MULTIVERSION: for
+// the baseline ISA, AVX2 and AVX-512 (target attributes on those wrappers only, so no other code is
+// built for a newer ISA), and the best one the CPU supports is chosen at run time. The build uses
+// -ffp-contract=off, so every version performs the same IEEE operations in the same order: results
+// are bit-identical across ISAs (tested through set_isa_limit) as well as across thread counts.
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define DS_X86 1
+#define DS_AVX2 __attribute__((target("avx2,fma")))
+#define DS_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")))
+#else
+#define DS_AVX2
+#define DS_AVX512
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#define DS_INLINE inline __attribute__((always_inline))
+#else
+#define DS_INLINE inline
+#endif
+
+// 2 = AVX-512 (F, VL, BW, DQ), 1 = AVX2 + FMA, 0 = baseline.
+inline int detected_isa() {
+#ifdef DS_X86
+  static const int level = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
+      return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+    return 0;
+  }();
+  return level;
+#else
+  return 0;
+#endif
+}
+
+inline int& isa_limit() {  // set by diffsolve._C.set_isa_limit (tests); default: no limit
+  static int limit = 2;
+  return limit;
+}
+
+inline int isa_level() { return std::min(detected_isa(), isa_limit()); }
+
+// NAME##_best<T>(args...) runs NAME<T> compiled for the best available ISA.
+#define DS_MULTIVERSION(NAME, PARAMS, ARGS)                               \
+  template <class T>                                                      \
+  DS_AVX512 void NAME##_avx512 PARAMS { NAME<T> ARGS; }                   \
+  template <class T>                                                      \
+  DS_AVX2 void NAME##_avx2 PARAMS { NAME<T> ARGS; }                       \
+  template <class T>                                                      \
+  void NAME##_base PARAMS { NAME<T> ARGS; }                               \
+  template <class T>                                                      \
+  inline void NAME##_best PARAMS {                                        \
+    const int level = isa_level();                                        \
+    if (level == 2) NAME##_avx512<T> ARGS;                                \
+    else if (level == 1) NAME##_avx2<T> ARGS;                             \
+    else NAME##_base<T> ARGS;                                             \
+  }
+
 // Run body(i) for i in [0, n) over `threads` OpenMP threads, static schedule. Every kernel makes the
 // result of item i independent of which thread runs it, so results do not depend on the thread count.
 template <class F>
@@ -116,22 +176,55 @@ inline Csr csr_correlation(const T* k, i64 L, i64 n, int boundary, bool transpos
   return c;
 }
 
-// out[0:w] = sum_e value[e] * in_rows[index[e]][0:w] for CSR row r (rows of length `stride`).
+// Column block of the register-blocked loops: accumulators stay in vector registers.
+constexpr i64 kBlockCols = 32;
+
+// out[0:w] = sum_e value[e] * in_rows[index[e]][0:w] for CSR row r (rows of length `stride`),
+// summed in the order of e for every column.
 template <class T>
-inline void combine_rows(const Csr& m, i64 r, const T* in, i64 stride, i64 w, T* out) {
-  for (i64 j = 0; j < w; ++j) out[j] = T(0);
-  for (i64 e = m.start[r]; e < m.start[r + 1]; ++e) {
-    const T a = static_cast<T>(m.value[e]);
-    const T* __restrict src = in + m.index[e] * stride;
-    T* __restrict dst = out;
-    for (i64 j = 0; j < w; ++j) dst[j] += a * src[j];
+DS_INLINE void combine_rows(const Csr& m, i64 r, const T* in, i64 stride, i64 w, T* out) {
+  const i64 e0 = m.start[r], e1 = m.start[r + 1];
+  i64 j0 = 0;
+  for (; j0 + kBlockCols <= w; j0 += kBlockCols) {
+    T acc[kBlockCols] = {};
+    for (i64 e = e0; e < e1; ++e) {
+      const T a = static_cast<T>(m.value[e]);
+      const T* __restrict src = in + m.index[e] * stride + j0;
+      for (i64 j = 0; j < kBlockCols; ++j) acc[j] += a * src[j];
+    }
+    for (i64 j = 0; j < kBlockCols; ++j) out[j0 + j] = acc[j];
+  }
+  for (i64 j = j0; j < w; ++j) {
+    T acc = T(0);
+    for (i64 e = e0; e < e1; ++e) acc += static_cast<T>(m.value[e]) * in[m.index[e] * stride + j];
+    out[j] = acc;
+  }
+}
+
+// out[j] = sum_{v < L} k[v] * row[j + v] for j < w (valid correlation), summed in the order of v.
+template <class T>
+DS_INLINE void correlate_row(const T* row, const T* k, i64 L, i64 w, T* out) {
+  i64 j0 = 0;
+  for (; j0 + kBlockCols <= w; j0 += kBlockCols) {
+    T acc[kBlockCols] = {};
+    for (i64 v = 0; v < L; ++v) {
+      const T a = k[v];
+      const T* __restrict src = row + j0 + v;
+      for (i64 j = 0; j < kBlockCols; ++j) acc[j] += a * src[j];
+    }
+    for (i64 j = 0; j < kBlockCols; ++j) out[j0 + j] = acc[j];
+  }
+  for (i64 j = j0; j < w; ++j) {
+    T acc = T(0);
+    for (i64 v = 0; v < L; ++v) acc += k[v] * row[j + v];
+    out[j] = acc;
   }
 }
 
 // ----------------------------------------------------------------------------- random numbers
 // Branch-free float math for Box-Muller, so the loops below auto-vectorise (libm calls do not).
 // ln(x) for x in [2^-24, 1]: x = m 2^e with m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh(s), s = (m-1)/(m+1).
-inline float log_unit(float x) {
+DS_INLINE float log_unit(float x) {
   u32 bits;
   std::memcpy(&bits, &x, 4);
   const int mant = static_cast<int>(bits & 0x007FFFFFu);
@@ -146,7 +239,7 @@ inline float log_unit(float x) {
 }
 
 // (cos 2πu, sin 2πu) for u in [0, 1): quarter-turn reduction, then Taylor polynomials on [-π/4, π/4].
-inline void sincos_turn(float u, float& c, float& s) {
+DS_INLINE void sincos_turn(float u, float& c, float& s) {
   const float v = u - static_cast<float>(static_cast<int>(2.0f * u));  // [-1/2, 1/2), branch-free
   const int q = static_cast<int>(4.0f * v + 2.5f) - 2;            // nearest quarter, -2..2
   const float t = 6.28318531f * (v - 0.25f * static_cast<float>(q));  // [-π/4, π/4]
@@ -166,7 +259,7 @@ inline void sincos_turn(float u, float& c, float& s) {
 // u1 = (w>>8 + 1) 2^-24 in (0, 1] and u2 = (w>>8) 2^-24 in [0, 1). Element 4*block + j of the stream
 // is z[j][block - b0], z = (r1 cos, r1 sin, r2 cos, r2 sin). Computed in float32 (|z| <= 5.9).
 constexpr int kGroup = 256;
-inline void normal_blocks(u64 seed, u64 b0, int nb, float z[4][kGroup]) {
+DS_INLINE void normal_blocks(u64 seed, u64 b0, int nb, float z[4][kGroup]) {
   u32 c0[kGroup], c1[kGroup], c2[kGroup], c3[kGroup];
   for (int k = 0; k < nb; ++k) {
     const u64 block = b0 + static_cast<u64>(k);
@@ -209,7 +302,7 @@ inline void normal_blocks(u64 seed, u64 b0, int nb, float z[4][kGroup]) {
 
 // out[i] = element (start + i) of the stream for `seed`, i < count.
 template <class T>
-inline void fill_normal(T* out, u64 start, i64 count, u64 seed) {
+DS_INLINE void fill_normal(T* out, u64 start, i64 count, u64 seed) {
   if (count <= 0) return;
   const u64 stop = start + static_cast<u64>(count);
   alignas(64) float z[4][kGroup];
@@ -220,5 +313,7 @@ inline void fill_normal(T* out, u64 start, i64 count, u64 seed) {
     for (u64 n = lo; n < hi; ++n) out[n - start] = static_cast<T>(z[n & 3][(n >> 2) - b0]);
   }
 }
+
+DS_MULTIVERSION(fill_normal, (T * out, u64 start, i64 count, u64 seed), (out, start, count, seed))
 
 }  // namespace ds

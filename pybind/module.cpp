@@ -43,6 +43,9 @@ std::string build_info() {
 #if defined(__VERSION__)
   s += ", compiler " + std::string(__VERSION__);
 #endif
+  static const char* names[] = {"baseline", "AVX2", "AVX-512"};
+  s += ", kernels for ";
+  s += names[ds::detected_isa()];
   return s;
 }
 
@@ -61,6 +64,11 @@ PYBIND11_MODULE(_C, m) {
   m.attr("ABI_VERSION") = kAbiVersion;
   m.def("build_info", &build_info, "compiler / OpenMP summary");
   m.def("has_openmp", &has_openmp);
+  m.def("isa", [] { return ds::isa_level(); }, "vector ISA in use: 2 AVX-512, 1 AVX2+FMA, 0 baseline");
+  m.def("detected_isa", &ds::detected_isa, "best vector ISA this CPU supports (same coding)");
+  m.def(
+      "set_isa_limit", [](int level) { ds::isa_limit() = std::max(0, std::min(2, level)); },
+      "use at most this ISA level (tests compare the versions; results are bit-identical)");
   auto release = py::call_guard<py::gil_scoped_release>();
 
   m.def(

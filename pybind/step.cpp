@@ -41,7 +41,7 @@ void step_all(const T* x, const T* eps, const T* coefs, const T* prev, const T* 
     const T* z = nullptr;
     if (kNoise) {
       if (has_seed) {
-        fill_normal(buffer, offset + static_cast<u64>(at), len, seed);
+        fill_normal_best(buffer, offset + static_cast<u64>(at), len, seed);
         z = buffer;
       } else {
         z = noise + at;
@@ -94,8 +94,8 @@ void diagonal_posterior_step(const T* mean, const T* precision, const T* diag, i
     const T* z1 = noise1 ? noise1 + at : e1;
     const T* z2 = noise2 ? noise2 + at : e2;
     if (has_seed) {
-      fill_normal(e1, offset + static_cast<u64>(at), len, seed);
-      fill_normal(e2, offset + numel + static_cast<u64>(at), len, seed);
+      fill_normal_best(e1, offset + static_cast<u64>(at), len, seed);
+      fill_normal_best(e2, offset + numel + static_cast<u64>(at), len, seed);
     }
     if (noisy) {
       for (i64 i = 0; i < len; ++i)

@@ -267,6 +267,37 @@ def test_batched_cg_same_on_cpp_and_torch():
     assert bool(a.converged.all()) and (a.iterations - b.iterations).abs().max() <= 1
 
 
+# ----------------------------------------------------------------------------- ISA versions
+def test_every_isa_version_gives_bit_identical_results():
+    """The hot loops are compiled for baseline / AVX2 / AVX-512 and picked at run time; with
+    -ffp-contract=off all versions do the same IEEE operations in the same order."""
+    C = ops._cpp.extension()
+    x, y = randn(2, 3, 37, 45, dtype=torch.float32, seed=1), randn(2, 3, 37, 45, dtype=torch.float32, seed=2)
+    k1, k2 = randn(25, dtype=torch.float32, seed=3), randn(7, dtype=torch.float32, seed=4)
+    m_h, m_w = _banded(9, 37, 4, torch.float32, 5), _banded(11, 45, 4, torch.float32, 6)
+    coefs = randn(2, 8, dtype=torch.float32, seed=7)
+
+    def run():
+        return (ops.separable_correlate2d(x, k1, k2, "reflect"), ops.separable_correlate2d_adjoint(y, k2, k1, "zero"),
+                ops.correlate2d(x, torch.outer(k2, k2[:5]), "circular"), ops.resample(x, m_h, m_w),
+                ops.correlate2d_adjoint(y, torch.outer(k2, k2[:5]), "reflect"),
+                ops.resample_adjoint(ops.resample(x, m_h, m_w), m_h, m_w),
+                ops.fused_step(x, y, coefs, None, None, None, 5, 1, False)[0])
+
+    levels = range(C.detected_isa() + 1)
+    try:
+        results = []
+        for level in levels:
+            C.set_isa_limit(level)
+            assert C.isa() == level
+            results.append(run())
+    finally:
+        C.set_isa_limit(2)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.equal(a, b)
+
+
 # ----------------------------------------------------------------------------- plumbing
 def test_non_contiguous_inputs_are_made_contiguous():
     x = randn(2, 3, 12, 13, seed=1).transpose(2, 3)  # (2, 3, 13, 12), non-contiguous
