@@ -272,3 +272,11 @@ def test_schedule_helpers_agree_with_the_sampler():
     seen = ge_timesteps(prior, 6)
     sched = sampling_schedule(prior.alphas_cumprod, seen)
     assert sched.timesteps.tolist() == seen and seen[0] == 999
+
+
+def test_samplers_build_no_autograd_graph(unet):
+    den = DiffusersDenoiser(unet.float(), DDIMScheduler())
+    assert any(p.requires_grad for p in unet.parameters())
+    for sampler in (ddim, ge):
+        out = sampler(den, (1, 1, 8, 8), steps=2, generator=torch.Generator().manual_seed(0))
+        assert not out.requires_grad

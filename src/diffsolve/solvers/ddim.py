@@ -19,6 +19,7 @@ from ._loop import Callback, check_number, prepare
 __all__ = ["ddim"]
 
 
+@torch.no_grad()
 def ddim(denoiser: Any, shape: Sequence[int], *, steps: int, eta: float = 0.0, spacing: str = "trailing",
          generator: torch.Generator | None = None, callback: Callback | None = None, progress: bool = False,
          return_trajectory: bool = False, backend: str = "auto", x_T: torch.Tensor | None = None,
@@ -39,6 +40,9 @@ def ddim(denoiser: Any, shape: Sequence[int], *, steps: int, eta: float = 0.0, s
         backend: kernel backend (``auto`` | ``triton`` | ``cpp`` | ``torch``).
         x_T: start here instead of drawing N(0, I) (then dtype/device are x_T's).
         noise_source: ``generator`` (diffusers' draw order) or ``kernel`` (in-kernel noise).
+
+    Runs under ``torch.no_grad()`` (sampling needs no graph; guided solvers enable grad locally).
+
     Returns:
         x_0 (B, ...), or (x_0, trajectory) with ``return_trajectory``.
     """

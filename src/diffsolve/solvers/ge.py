@@ -23,6 +23,7 @@ from ._loop import Callback, check_number, prepare
 __all__ = ["ge"]
 
 
+@torch.no_grad()
 def ge(denoiser: Any, shape: Sequence[int], *, steps: int, gamma: float = 2.0, mu: float = 0.0,
        sigma_max: float | None = None, sigma_min: float | None = None, spacing: str = "loglinear",
        generator: torch.Generator | None = None, callback: Callback | None = None, progress: bool = False,
@@ -37,6 +38,9 @@ def ge(denoiser: Any, shape: Sequence[int], *, steps: int, gamma: float = 2.0, m
         mu: μ ∈ [0, 1), the stochastic variant's noise (0: deterministic).
         sigma_max, sigma_min: ends of the log-linear σ schedule (defaults: σ_{T−1}, and σ of the
             last trailing DDIM timestep for the same N); ``spacing`` may also be a diffusers one.
+
+    Runs under ``torch.no_grad()`` (sampling needs no graph; guided solvers enable grad locally).
+
     Returns:
         x_0 (B, ...), or (x_0, trajectory of x̂0 from ε̄) with ``return_trajectory``.
     """
