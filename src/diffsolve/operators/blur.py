@@ -19,7 +19,7 @@ from ._validate import check_backend
 from .base import LinearOperator
 from .blur_kernels import gaussian_taps, motion_kernel
 from .spectral import (
-    correlation_matrix, fft_pinv, fft_solve, kron_factors, kron_solve, wrapped_kernel_spectrum,
+    correlation_matrix, fft_pinv, fft_solve, kron_apply, kron_factors, kron_solve, wrapped_kernel_spectrum,
 )
 
 __all__ = ["Blur", "GaussianBlur", "MotionBlur"]
@@ -125,16 +125,14 @@ class Blur(LinearOperator):
         if self.boundary == "circular":
             return fft_solve(rhs, self._spectrum(rhs), shift, scale)
         v_h, lam_h, v_w, lam_w, _, _ = self._kron(rhs)
-        return kron_solve(rhs, v_h, lam_h, v_w, lam_w, shift, scale, self.backend)
+        return kron_solve(rhs, v_h, lam_h, v_w, lam_w, shift, scale)
 
     def _pinv(self, y: torch.Tensor, tol: float, max_iters: int) -> torch.Tensor:
         if self.boundary == "circular":
             return fft_pinv(y, self._spectrum(y))
         if self.taps is not None:
-            from ..kernels import resample
-
             *_, p_h, p_w = self._kron(y)
-            return resample(y, p_h, p_w, backend=self.backend)
+            return kron_apply(y, p_h, p_w)
         return super()._pinv(y, tol, max_iters)
 
     def __repr__(self) -> str:

@@ -4,7 +4,8 @@ Kronecker (separable blur with any boundary, bicubic down-sampling): per channel
 i.e. A x = M_h x M_wᵀ with M_h (h, H), M_w (w, W). With M = U S Vᵀ (full SVD, λ = S² padded with
 zeros to the input size), AᵀA = (V_h ⊗ V_w) diag(λ_h ⊗ λ_w) (V_h ⊗ V_w)ᵀ, so
     (shift·I + scale·AᵀA)⁻¹ r = V_h [ (V_hᵀ r V_w) / (shift + scale·λ_h λ_wᵀ) ] V_wᵀ,
-four small matrix products per image (the ``resample`` kernel), and A⁺ = M_h⁺ ⊗ M_w⁺.
+four dense matrix products per image (BLAS ``matmul``: the eigenbases are dense, so the banded
+``resample`` kernels would be the wrong tool), and A⁺ = M_h⁺ ⊗ M_w⁺.
 
 Circular correlation with k is diagonal in the DFT: A x = F⁻¹(conj(K̂) · F x), K̂ the DFT of the
 kernel wrapped onto the H×W grid, so AᵀA has eigenvalues |K̂|².
@@ -14,12 +15,11 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels import resample
-
 __all__ = [
     "correlation_matrix",
     "fft_pinv",
     "fft_solve",
+    "kron_apply",
     "kron_factors",
     "kron_solve",
     "wrapped_kernel_spectrum",
@@ -51,14 +51,19 @@ def kron_factors(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     return vh.T.contiguous(), lam, torch.linalg.pinv(m)
 
 
+def kron_apply(x: torch.Tensor, p_h: torch.Tensor, p_w: torch.Tensor) -> torch.Tensor:
+    """P_h x P_wᵀ per image-channel with dense P_h (h, H), P_w (w, W): x (B, C, H, W) -> (B, C, h, w)."""
+    return torch.matmul(torch.matmul(p_h, x), p_w.T)
+
+
 def kron_solve(
     rhs: torch.Tensor, v_h: torch.Tensor, lam_h: torch.Tensor, v_w: torch.Tensor, lam_w: torch.Tensor,
-    shift: torch.Tensor, scale: torch.Tensor, backend: str,
+    shift: torch.Tensor, scale: torch.Tensor,
 ) -> torch.Tensor:
     """(shift·I + scale·AᵀA)⁻¹ rhs for A = M_h ⊗ M_w; rhs (B, C, H, W), shift/scale (B,)."""
-    z = resample(rhs, v_h.T, v_w.T, backend=backend)  # V_hᵀ r V_w
+    z = kron_apply(rhs, v_h.T, v_w.T)  # V_hᵀ r V_w
     z = z / (shift.view(-1, 1, 1, 1) + scale.view(-1, 1, 1, 1) * torch.outer(lam_h, lam_w))
-    return resample(z, v_h, v_w, backend=backend)
+    return kron_apply(z, v_h, v_w)
 
 
 def wrapped_kernel_spectrum(kernel: torch.Tensor, h: int, w: int) -> torch.Tensor:

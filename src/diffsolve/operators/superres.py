@@ -17,7 +17,7 @@ from ..kernels import avg_pool, avg_pool_adjoint, resample, resample_adjoint
 from ._validate import check_backend
 from .base import LinearOperator
 from .bicubic import bicubic_matrix
-from .spectral import kron_factors, kron_solve
+from .spectral import kron_apply, kron_factors, kron_solve
 
 __all__ = ["SuperResolution"]
 
@@ -110,13 +110,13 @@ class SuperResolution(LinearOperator):
             proj = s2 * self._gram(rhs)  # P rhs: block means, replicated
             return rhs / c - (sig / s2) / (c * (c + sig / s2)) * proj
         v_h, lam_h, _, v_w, lam_w, _ = self._kron(rhs, tuple(rhs.shape[-2:]))
-        return kron_solve(rhs, v_h, lam_h, v_w, lam_w, shift, scale, self.backend)
+        return kron_solve(rhs, v_h, lam_h, v_w, lam_w, shift, scale)
 
     def _pinv(self, y: torch.Tensor, tol: float, max_iters: int) -> torch.Tensor:
         if self.kernel == "average":
             return avg_pool_adjoint(y, self.factor, backend=self.backend) * float(self.factor**2)
         _, _, p_h, _, _, p_w = self._kron(y, self._image_size(y))
-        return resample(y, p_h, p_w, backend=self.backend)
+        return kron_apply(y, p_h, p_w)
 
     def __repr__(self) -> str:
         return f"SuperResolution(factor={self.factor}, kernel={self.kernel!r}, input_size={self.input_size})"
