@@ -75,6 +75,7 @@ def test_conditional_unet_with_classifier_free_guidance():
     cfg = DiffusersDenoiser(unet, DDIMScheduler(), encoder_hidden_states=cond,
                             negative_encoder_hidden_states=uncond, guidance_scale=7.5)
     torch.testing.assert_close(cfg(x, t), eps_u + 7.5 * (eps_c - eps_u), rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(cfg(x[:1], torch.tensor(700)), cfg(x[:1], 700), rtol=0, atol=0)
     with pytest.raises(ValueError, match="negative_encoder_hidden_states"):
         DiffusersDenoiser(unet, DDIMScheduler(), encoder_hidden_states=cond, guidance_scale=3.0)
 

@@ -149,6 +149,8 @@ class DiffusersDenoiser(torch.nn.Module):
         dtype = next(self.unet.parameters()).dtype
         if isinstance(t, int):
             t = torch.full((batch,), t, dtype=torch.int64, device=x.device)
+        elif t.dim() == 0:
+            t = t.to(x.device).expand(batch)
         xin = x.to(dtype)
         cond = self.encoder_hidden_states
         if cond is not None:
