@@ -52,21 +52,24 @@ class Blur(LinearOperator):
     """Correlation with a 2-D ``kernel`` (kh, kw odd), boundary "reflect" | "circular" | "zero"."""
 
     def __init__(self, kernel: torch.Tensor, boundary: str = "reflect", *, backend: str = "auto") -> None:
-        super().__init__(backend=check_backend(backend))
+        self._init_common(boundary, backend)
+        full = _as_float64("kernel", kernel, 2)
+        self.kernel = _trim(_trim(full, 0), 1)
+        self.kernel_size = tuple(full.shape)
+
+    def _init_common(self, boundary: str, backend: str) -> None:
+        LinearOperator.__init__(self, backend=check_backend(backend))
         if boundary not in BOUNDARIES:
             raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
         self.boundary = boundary
         self.taps: tuple[torch.Tensor, torch.Tensor] | None = None
-        if kernel is not None:
-            full = _as_float64("kernel", kernel, 2)
-            self.kernel = _trim(_trim(full, 0), 1)
-            self.kernel_size = tuple(full.shape)
 
     @classmethod
     def separable(cls, k_h: torch.Tensor, k_w: torch.Tensor, boundary: str = "reflect",
                   *, backend: str = "auto") -> "Blur":
         """Blur with kernel outer(k_h, k_w): two 1-D passes and an exact solve for every boundary."""
-        op = cls(None, boundary, backend=backend)
+        op = cls.__new__(cls)
+        op._init_common(boundary, backend)
         op._set_taps(k_h, k_w)
         return op
 
@@ -146,7 +149,7 @@ class GaussianBlur(Blur):
 
     def __init__(self, kernel_size: int = 61, std: float = 3.0, boundary: str = "reflect",
                  *, backend: str = "auto") -> None:
-        super().__init__(None, boundary, backend=backend)
+        self._init_common(boundary, backend)
         taps = gaussian_taps(kernel_size, std)
         self.std = float(std)
         self._set_taps(taps, taps)
