@@ -127,9 +127,9 @@ void correlate2d(const T* x, const T* kernel, i64 kh, i64 kw, int boundary, bool
   const auto lists = adjoint ? fold_lists(h, kh / 2, boundary) : std::vector<std::vector<i64>>{};
   parallel_for(planes * h, threads, [&](i64 item) {
     const i64 plane = item / h, i = item % h;
-    std::vector<T> scratch(static_cast<size_t>(2 * wp));
-    dense_row_best<T>(x + plane * h * w, rows, adjoint ? &lists[i] : nullptr, i, h, w, kh, pw, boundary,
-                      scratch.data(), scratch.data() + wp, out + item * w);
+    T* buf = scratch<T>(static_cast<size_t>(2 * wp));
+    dense_row_best<T>(x + plane * h * w, rows, adjoint ? &lists[i] : nullptr, i, h, w, kh, pw, boundary, buf,
+                      buf + wp, out + item * w);
   });
 }
 
@@ -142,8 +142,7 @@ void separable_correlate2d(const T* x, const T* k_h, i64 lh, const T* k_w, i64 l
   std::reverse(flipped.begin(), flipped.end());
   parallel_for(planes * h, threads, [&](i64 item) {
     const i64 plane = item / h, i = item % h;
-    std::vector<T> scratch(static_cast<size_t>(w + (w + 4 * pw) + (w + 2 * pw)));
-    T* t = scratch.data();
+    T* t = scratch<T>(static_cast<size_t>(w + (w + 4 * pw) + (w + 2 * pw)));
     separable_row_best<T>(vertical, i, x + plane * h * w, taps.data(), flipped.data(), lw, w, boundary, adjoint, t,
                           t + w, t + w + (w + 4 * pw), out + item * w);
   });

@@ -213,12 +213,19 @@ def _banded(rows, cols, taps, dtype=torch.float64, seed=0):
 @pytest.mark.parametrize("sizes", [((7, 29), (5, 23)), ((16, 16), (9, 31)), ((3, 8), (8, 8))])
 def test_resample_and_adjoint_match_reference(dtype, sizes):
     (h, big_h), (w, big_w) = sizes
-    m_h, m_w = _banded(h, big_h, 4, dtype, 1), randn(w, big_w, dtype=dtype, seed=2)  # banded and dense
     x, y = randn(2, 3, big_h, big_w, dtype=dtype, seed=3), randn(2, 3, h, w, dtype=dtype, seed=4)
-    close(ops.resample(x, m_h, m_w), resample.resample_reference(x, m_h, m_w), dtype)
-    close(ops.resample_adjoint(y, m_h, m_w), resample.resample_adjoint_reference(y, m_h, m_w), dtype)
-    same_for_1_and_2_threads(ops.resample, x, m_h, m_w)
-    same_for_1_and_2_threads(ops.resample_adjoint, y, m_h, m_w)
+    m_h = _banded(h, big_h, 2, dtype, 1)
+    for m_w in (_banded(w, big_w, 2, dtype, 2), randn(w, big_w, dtype=dtype, seed=2)):  # banded, dense
+        # the C++ kernel itself (the public wrapper sends dense matrices to BLAS)
+        close(ops._resample("resample", x, m_h, m_w, False), resample.resample_reference(x, m_h, m_w), dtype)
+        close(ops._resample("resample_adjoint", y, m_h, m_w, True),
+              resample.resample_adjoint_reference(y, m_h, m_w), dtype)
+        close(ops.resample(x, m_h, m_w), resample.resample_reference(x, m_h, m_w), dtype)
+        close(ops.resample_adjoint(y, m_h, m_w), resample.resample_adjoint_reference(y, m_h, m_w), dtype)
+    m_w = _banded(w, big_w, 2, dtype, 2)
+    assert ops._banded(m_h, m_w) or min(h, w) <= 4  # small sizes may be "dense"
+    same_for_1_and_2_threads(ops._resample, "resample", x, m_h, m_w, False)
+    same_for_1_and_2_threads(ops._resample, "resample_adjoint", y, m_h, m_w, True)
 
 
 @pytest.mark.parametrize("factor", [1, 2, 3])
@@ -279,9 +286,9 @@ def test_every_isa_version_gives_bit_identical_results():
 
     def run():
         return (ops.separable_correlate2d(x, k1, k2, "reflect"), ops.separable_correlate2d_adjoint(y, k2, k1, "zero"),
-                ops.correlate2d(x, torch.outer(k2, k2[:5]), "circular"), ops.resample(x, m_h, m_w),
+                ops.correlate2d(x, torch.outer(k2, k2[:5]), "circular"), ops._resample("r", x, m_h, m_w, False),
                 ops.correlate2d_adjoint(y, torch.outer(k2, k2[:5]), "reflect"),
-                ops.resample_adjoint(ops.resample(x, m_h, m_w), m_h, m_w),
+                ops._resample("a", ops._resample("r", x, m_h, m_w, False), m_h, m_w, True),
                 ops.fused_step(x, y, coefs, None, None, None, 5, 1, False)[0])
 
     levels = range(C.detected_isa() + 1)
@@ -305,7 +312,7 @@ def test_non_contiguous_inputs_are_made_contiguous():
     assert not x.is_contiguous() and not k.is_contiguous()
     close(ops.correlate2d(x, k, "reflect"), correlate.correlate2d_reference(x, k, "reflect"))
     m_h, m_w = randn(13, 4, seed=3).T, randn(12, 6, seed=4).T
-    close(ops.resample(x, m_h, m_w), resample.resample_reference(x, m_h, m_w))
+    close(ops._resample("resample", x, m_h, m_w, False), resample.resample_reference(x, m_h, m_w))
     eps, coefs = randn(2, 3, 12, 13, seed=5).transpose(2, 3), randn(8, 2, seed=6).T
     close(ops.fused_step(x, eps, coefs, None, None, None, None, 0, True)[1],
           step.fused_step_reference(x, eps, coefs, None, None, None, None, 0, True)[1])

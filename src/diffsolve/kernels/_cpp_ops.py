@@ -222,16 +222,25 @@ def _resample(op: str, x, m_h, m_w, adjoint: bool):
     return out
 
 
+_DENSE = 0.25  # above this fraction of non-zeros a BLAS matrix product beats the banded kernel
+
+
+def _banded(m_h: torch.Tensor, m_w: torch.Tensor) -> bool:
+    return all(int(torch.count_nonzero(m)) <= _DENSE * m.numel() for m in (m_h, m_w))
+
+
 def resample(x, m_h, m_w):
-    """See ``resample.resample_reference``: y = M_h x M_wᵀ with the matrices' non-zeros only."""
-    if _needs_autograd(x, m_h, m_w):
+    """See ``resample.resample_reference``: y = M_h x M_wᵀ with the matrices' non-zeros only.
+    Dense matrices (more than a quarter non-zero, e.g. the SVD factors of exact solves) go to
+    torch's BLAS product instead, which is faster for them."""
+    if _needs_autograd(x, m_h, m_w) or not _banded(m_h, m_w):
         return resample_reference(x, m_h, m_w)
     return _resample("resample", x, m_h, m_w, False)
 
 
 def resample_adjoint(y, m_h, m_w):
-    """See ``resample.resample_adjoint_reference``: x = M_hᵀ y M_w."""
-    if _needs_autograd(y, m_h, m_w):
+    """See ``resample.resample_adjoint_reference``: x = M_hᵀ y M_w (dense matrices: as ``resample``)."""
+    if _needs_autograd(y, m_h, m_w) or not _banded(m_h, m_w):
         return resample_adjoint_reference(y, m_h, m_w)
     return _resample("resample_adjoint", y, m_h, m_w, True)
 
