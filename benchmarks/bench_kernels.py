@@ -3,7 +3,9 @@
 Cases at B ∈ {1, 16, 64} × 3 × 256 × 256, float32:
 
 - ``ddim_eta0`` / ``ddim_eta1``: ``ddim_step`` (triton: one pass, in-kernel Philox noise) vs the
-  torch reference vs diffusers ``DDIMScheduler.step``;
+  torch reference vs diffusers ``DDIMScheduler.step``; ``triton_kernel`` is the Triton kernel alone
+  (coefficient table prepared once, as a sampler loop can), ``triton_graph`` the whole public call
+  replayed from a CUDA graph (no Python/host cost);
 - ``ge_step``: the gradient-estimation step (reads ε̂ and ε̂_prev);
 - ``posterior``: diagonal (inpainting) C-DPS posterior sample;
 - ``gauss_blur`` / ``gauss_blur_T``: the DPS Gaussian (61 taps, σ = 3, 25 non-zero) as a separable
@@ -114,9 +116,19 @@ def build_case(name: str, batch: int, device: str) -> tuple[dict[str, Callable[[
             else:
                 impls[be] = lambda be=be: K.ddim_step(x, eps, a_t, a_s, eta=eta, seed=1 if eta else None,
                                                       backend=be)
+        if tri is not None:  # the kernel alone (coefficients prepared once), and the whole call graphed
+            from diffsolve.kernels import _triton_step
+
+            coefs = torch.rand(batch, 8, generator=g, device=device, dtype=dt)
+            prev = eps_prev if name == "ge_step" else None
+            seed = 1 if name == "ddim_eta1" else None
+            impls["triton_kernel"] = lambda: _triton_step.fused_step(x, eps, coefs, prev, None, None, seed, 0,
+                                                                     False)
+            impls["triton_graph"] = _graphed(impls[tri])
         if sched is not None and name != "ge_step":
             gen = torch.Generator(device=device).manual_seed(1)
-            impls["diffusers"] = lambda: sched.step(eps, t, x, eta=eta, generator=gen if eta else None).prev_sample
+            impls["diffusers"] = lambda: sched.step(eps, t, x, eta=eta,
+                                                    generator=gen if eta else None).prev_sample
             peer = "diffusers"
         moved = n_bytes * (4 if name == "ge_step" else 3)
     elif name == "posterior":
@@ -248,9 +260,9 @@ def run_gpu(batches: list[int], cases: list[str]) -> dict:
 def to_markdown(res: dict) -> str:
     lines = [f"## Fused kernels on {res['device']} (torch {res['torch']}, triton {res['triton']})", "",
              f"Per-image shape {tuple(res['shape'])}, {res['dtype']}; median of `triton.testing.do_bench`. "
-             f"Measured device copy bandwidth: **{res['copy_gbs']:.0f} GB/s** (read + write). GB/s counts the "
-             "bytes an ideal single-pass kernel must move (the same for every entry of a case), so it is an "
-             "effective rate.", "",
+             f"Measured device copy bandwidth: **{res['copy_gbs']:.0f} GB/s** (read + write). "
+             "GB/s counts the bytes an ideal single-pass kernel must move (the same for every entry of a "
+             "case), so it is an effective rate.", "",
              "| case | B | impl | time (µs) | GB/s | % copy BW | × vs torch ref | × vs peer |",
              "|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in res["rows"]:
@@ -288,7 +300,8 @@ except ImportError:  # pragma: no cover
     pytest = None
 
 if pytest is not None:
-    _IMPLS = ("torch", "triton", "triton_25taps", "triton_graph", "diffusers", "conv2d_61x61", "eager_cg")
+    _IMPLS = ("torch", "triton", "triton_kernel", "triton_25taps", "triton_graph", "diffusers", "conv2d_61x61",
+              "eager_cg")
 
     @pytest.mark.parametrize("impl", _IMPLS)
     @pytest.mark.parametrize("batch", _bench_batches())

@@ -201,8 +201,8 @@ def test_avg_pool_and_adjoint(device, dtype, factor):
     g = torch.Generator().manual_seed(9)
     x = _rand(g, 2, 3, 4 * factor, 5 * factor, dtype=dtype, device=device)
     y = _rand(g, 2, 3, 4, 5, dtype=dtype, device=device)
-    torch.testing.assert_close(K.avg_pool(x, factor, backend="triton"), K.avg_pool(x, factor, backend="torch"),
-                               **TOL[dtype])
+    torch.testing.assert_close(K.avg_pool(x, factor, backend="triton"),
+                               K.avg_pool(x, factor, backend="torch"), **TOL[dtype])
     torch.testing.assert_close(K.avg_pool_adjoint(y, factor, backend="triton"),
                                K.avg_pool_adjoint(y, factor, backend="torch"), **TOL[dtype])
 

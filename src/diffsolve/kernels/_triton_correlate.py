@@ -1,10 +1,11 @@
 """Triton backend of 2-D correlation and its exact adjoint (docs/kernels.md, "correlate").
 
-One tile kernel serves every case. A program owns a BH×BW tile of one (b, c) plane and loops over
-the kernel's taps (u, v); taps whose weight is 0 are skipped by a uniform branch, so a sparse
-motion kernel costs only its non-zero taps (no host-side tap list, no sync), and a dense kernel all
-of them. Separable kernels run as a vertical then a horizontal 1-D pass (two launches, one
-intermediate of the image's size).
+A program owns a BH×BW tile of one (b, c) plane and loops over the kernel's taps (u, v). For 2-D
+kernels the loop runs over the non-zero taps only, listed on the device (a stable argsort of the
+zero mask and a count: no host sync), so a sparse motion kernel costs only its non-zero taps and a
+dense kernel all of them; taps are processed four at a time so their loads overlap. Separable
+kernels run as a vertical then a horizontal 1-D pass (two launches, one intermediate of the
+image's size), each with its taps unrolled at compile time. Tile sizes are autotuned per shape.
 
 Boundaries map a padded index q ∈ [−p, n−1+p] to its source pixel φ(q) per axis:
 zero (q itself, masked outside [0, n)), reflect (−q below 0, 2(n−1)−q above n−1, as
@@ -23,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton_util import INTERPRET
+from ._triton_util import INTERPRET, TILE_CONFIGS, tuned
 
 __all__ = [
     "correlate2d",
@@ -63,21 +64,27 @@ def _preimage(a, n, CAND: tl.constexpr, MODE: tl.constexpr):
 
 @triton.jit
 def _correlate_kernel(
-    src_ptr, k_ptr, out_ptr, height, width, kh, kw, tiles_w,
-    MODE: tl.constexpr, ADJOINT: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
+    src_ptr, k_ptr, order_ptr, count_ptr, out_ptr, height, width, ph, kw,
+    MODE: tl.constexpr, ADJOINT: tl.constexpr, UNROLL: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
 ):
+    """2-D correlation (or its adjoint) over the kernel's non-zero taps: ``order`` lists the flat
+    tap indices with the non-zero ones first, ``count`` how many (both made on the device)."""
     tile = tl.program_id(0)
+    tiles_w = tl.cdiv(width, BW)
     plane = tl.program_id(1).to(tl.int64) * height * width
     rows = (tile // tiles_w) * BH + tl.arange(0, BH)[:, None]
     cols = (tile % tiles_w) * BW + tl.arange(0, BW)[None, :]
     inside = (rows < height) & (cols < width)
-    ph = kh // 2
+    src = src_ptr + plane
     pw = kw // 2
+    n_taps = tl.load(count_ptr)
     acc = tl.zeros((BH, BW), dtype=src_ptr.dtype.element_ty)
     NC: tl.constexpr = 1 if MODE == 0 else 3
-    for t in range(kh * kw):
-        wt = tl.load(k_ptr + t)
-        if wt != 0:
+    for s0 in range(0, n_taps, UNROLL):
+        for step in tl.static_range(UNROLL):  # independent taps: their loads overlap
+            live = s0 + step < n_taps
+            t = tl.load(order_ptr + s0 + step, mask=live, other=0)
+            wt = tl.load(k_ptr + t, mask=live, other=0.0)
             u = t // kw
             v = t % kw
             if ADJOINT:
@@ -88,21 +95,65 @@ def _correlate_kernel(
                     for cb in tl.static_range(NC):
                         qb, vb = _preimage(cols, width, cb, MODE)
                         j = qb - v + pw
-                        ok = inside & ok_i & vb & (j >= 0) & (j < width)
-                        acc += wt * tl.load(src_ptr + plane + i * width + j, mask=ok, other=0.0)
+                        ok = live & inside & ok_i & vb & (j >= 0) & (j < width)
+                        acc += wt * tl.load(src + i * width + j, mask=ok, other=0.0)
             else:
                 i, ok_i = _source(rows + u - ph, height, MODE)
                 j, ok_j = _source(cols + v - pw, width, MODE)
-                ok = inside & ok_i & ok_j
-                acc += wt * tl.load(src_ptr + plane + i * width + j, mask=ok, other=0.0)
+                acc += wt * tl.load(src + i * width + j, mask=live & inside & ok_i & ok_j, other=0.0)
     tl.store(out_ptr + plane + rows * width + cols, acc, mask=inside)
 
 
-def _tiles(height: int, width: int) -> tuple[int, int, int]:
+@triton.jit
+def _pass1d_kernel(
+    src_ptr, k_ptr, out_ptr, height, width,
+    K: tl.constexpr, AXIS: tl.constexpr, MODE: tl.constexpr, ADJOINT: tl.constexpr,
+    BH: tl.constexpr, BW: tl.constexpr,
+):
+    """1-D correlation (or its adjoint) along AXIS (0: rows/vertical, 1: columns) with K taps,
+    unrolled at compile time so the tap loads issue back to back (no per-tap branch)."""
+    tile = tl.program_id(0)
+    tiles_w = tl.cdiv(width, BW)
+    plane = tl.program_id(1).to(tl.int64) * height * width
+    rows = (tile // tiles_w) * BH + tl.arange(0, BH)[:, None]
+    cols = (tile % tiles_w) * BW + tl.arange(0, BW)[None, :]
+    inside = (rows < height) & (cols < width)
+    src = src_ptr + plane
+    n = height if AXIS == 0 else width
+    pos = rows if AXIS == 0 else cols
+    stride = width if AXIS == 0 else 1
+    base = cols if AXIS == 0 else rows * width
+    acc = tl.zeros((BH, BW), dtype=src_ptr.dtype.element_ty)
+    NC: tl.constexpr = 1 if MODE == 0 else 3
+    for u in tl.static_range(K):
+        wt = tl.load(k_ptr + u)
+        if ADJOINT:
+            for c in tl.static_range(NC):
+                q, ok = _preimage(pos, n, c, MODE)
+                i = q - u + K // 2
+                ok = inside & ok & (i >= 0) & (i < n)
+                acc += wt * tl.load(src + base + i * stride, mask=ok, other=0.0)
+        else:
+            i, ok = _source(pos + u - K // 2, n, MODE)
+            acc += wt * tl.load(src + base + i * stride, mask=inside & ok, other=0.0)
+    tl.store(out_ptr + plane + rows * width + cols, acc, mask=inside)
+
+
+_TILES = ([dict(BH=h, BW=w) for h, w, _ in TILE_CONFIGS], [nw for _, _, nw in TILE_CONFIGS])
+_correlate_tuned = tuned(_correlate_kernel, *_TILES, ["height", "width", "MODE", "ADJOINT"])
+_pass1d_tuned = tuned(_pass1d_kernel, *_TILES, ["height", "width", "K", "AXIS", "MODE", "ADJOINT"])
+
+
+def _launch(plain, autotuned, shape: torch.Size, *args, **flags) -> None:
+    """Interpreter: two tiles per plane (side by side, so the tile arithmetic is exercised).
+    GPU: the tile size autotuned per shape."""
+    batch, channels, height, width = shape
     if INTERPRET:
-        return triton.next_power_of_2(height), triton.next_power_of_2(width), 1
-    bw = min(64, max(16, triton.next_power_of_2(width)))
-    return 16, bw, 4
+        bh, bw = triton.next_power_of_2(height), max(1, triton.next_power_of_2(width) // 2)
+        plain[(triton.cdiv(width, bw), batch * channels)](*args, **flags, BH=bh, BW=bw, num_warps=1)
+    else:
+        autotuned[lambda m: (triton.cdiv(height, m["BH"]) * triton.cdiv(width, m["BW"]), batch * channels)](
+            *args, **flags)
 
 
 def _run(src: torch.Tensor, kernel: torch.Tensor, boundary: str, adjoint: bool) -> torch.Tensor:
@@ -111,13 +162,13 @@ def _run(src: torch.Tensor, kernel: torch.Tensor, boundary: str, adjoint: bool) 
     out = torch.empty_like(src)
     if src.numel() == 0:
         return out
-    bh, bw, warps = _tiles(height, width)
-    tiles_w = triton.cdiv(width, bw)
-    grid = (triton.cdiv(height, bh) * tiles_w, batch * channels)
-    _correlate_kernel[grid](
-        src, kernel.to(src.dtype).contiguous(), out, height, width, kernel.shape[0], kernel.shape[1],
-        tiles_w, MODE=_MODES[boundary], ADJOINT=adjoint, BH=bh, BW=bw, num_warps=warps,
-    )
+    taps = kernel.to(src.dtype).contiguous().view(-1)
+    nonzero = taps != 0
+    # non-zero taps first (stable) and their count: a few tiny launches, no host sync
+    order = torch.argsort(torch.logical_not(nonzero).to(torch.int8), stable=True).to(torch.int32)
+    count = nonzero.sum(dtype=torch.int32).view(1)
+    _launch(_correlate_kernel, _correlate_tuned, src.shape, src, taps, order, count, out, height, width,
+            kernel.shape[0] // 2, kernel.shape[1], MODE=_MODES[boundary], ADJOINT=adjoint, UNROLL=4)
     return out
 
 
@@ -131,13 +182,25 @@ def correlate2d_adjoint(y: torch.Tensor, kernel: torch.Tensor, boundary: str) ->
     return _run(y, kernel, boundary, adjoint=True)
 
 
-def separable_correlate2d(x: torch.Tensor, k_h: torch.Tensor, k_w: torch.Tensor, boundary: str) -> torch.Tensor:
+def _pass1d(src: torch.Tensor, taps: torch.Tensor, axis: int, boundary: str, adjoint: bool) -> torch.Tensor:
+    batch, channels, height, width = src.shape
+    out = torch.empty_like(src)
+    if src.numel() == 0:
+        return out
+    _launch(_pass1d_kernel, _pass1d_tuned, src.shape, src, taps.to(src.dtype).contiguous(), out,
+            height, width, K=taps.numel(), AXIS=axis, MODE=_MODES[boundary], ADJOINT=adjoint)
+    return out
+
+
+def separable_correlate2d(
+    x: torch.Tensor, k_h: torch.Tensor, k_w: torch.Tensor, boundary: str
+) -> torch.Tensor:
     """Correlation with outer(k_h, k_w): vertical pass, then horizontal pass."""
-    t = _run(x, k_h.reshape(-1, 1), boundary, adjoint=False)
-    return _run(t, k_w.reshape(1, -1), boundary, adjoint=False)
+    return _pass1d(_pass1d(x, k_h, 0, boundary, False), k_w, 1, boundary, False)
 
 
-def separable_correlate2d_adjoint(y: torch.Tensor, k_h: torch.Tensor, k_w: torch.Tensor, boundary: str) -> torch.Tensor:
+def separable_correlate2d_adjoint(
+    y: torch.Tensor, k_h: torch.Tensor, k_w: torch.Tensor, boundary: str
+) -> torch.Tensor:
     """Exact transpose of :func:`separable_correlate2d`: horizontal adjoint, then vertical adjoint."""
-    t = _run(y, k_w.reshape(1, -1), boundary, adjoint=True)
-    return _run(t, k_h.reshape(-1, 1), boundary, adjoint=True)
+    return _pass1d(_pass1d(y, k_w, 1, boundary, True), k_h, 0, boundary, True)

@@ -3,7 +3,7 @@
 One elementwise pass: λ = c + w d², x = (c m + w d t + √c e₁ + √w d e₂)/λ with c, w per sample
 (B,) and the diagonal d (1|B, 1|C, H, W) broadcast over batch/channels through zero strides.
 Without noise tensors and with a seed, e₁ = randn(seed, offset + i), e₂ = randn(seed, offset + numel + i)
-(Philox, i the flat index in ``mean``). Grid = (blocks per plane, B·C).
+(Philox, ``_triton_util.randn_at``; i the flat index in ``mean``). Grid = (blocks per plane, B·C).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton_util import elementwise_config
+from ._triton_util import INTERPRET, STREAM_CONFIGS, elementwise_config, randn_at, tuned
 
 __all__ = ["diagonal_posterior_step"]
 
@@ -42,10 +42,14 @@ def _posterior_kernel(
         e2 = tl.load(n2_ptr + flat, mask=mask, other=0.0)
         num += tl.sqrt(c) * e1 + tl.sqrt(w) * d * e2
     if NOISE == 2:
-        e1 = tl.randn(seed, offset + flat).to(m.dtype)
-        e2 = tl.randn(seed, offset + numel + flat).to(m.dtype)
+        e1 = randn_at(seed, offset + flat).to(m.dtype)
+        e2 = randn_at(seed, offset + numel + flat).to(m.dtype)
         num += tl.sqrt(c) * e1 + tl.sqrt(w) * d * e2
     tl.store(out_ptr + flat, num / (c + w * d * d), mask=mask)
+
+
+_posterior_tuned = tuned(_posterior_kernel, [dict(BLOCK=b) for b, _ in STREAM_CONFIGS],
+                         [w for _, w in STREAM_CONFIGS], ["hw", "NOISE"])
 
 
 def diagonal_posterior_step(
@@ -69,12 +73,16 @@ def diagonal_posterior_step(
     stride_b = 0 if diag.shape[0] == 1 else diag.shape[1] * hw
     stride_c = 0 if diag.shape[1] == 1 else hw
     mode = 1 if noise1 is not None else (2 if seed is not None else 0)
-    block, warps = elementwise_config(hw)
-    _posterior_kernel[(triton.cdiv(hw, block), batch * channels)](
+    args = (
         mean, precision.to(mean.dtype).contiguous(), diag, target,
         noise_precision.to(mean.dtype).contiguous(),
         noise1 if noise1 is not None else mean, noise2 if noise2 is not None else mean, out,
         channels, hw, stride_b, stride_c, mean.numel(), 0 if seed is None else seed, offset,
-        NOISE=mode, BLOCK=block, num_warps=warps,
     )
+    if INTERPRET:
+        block, warps = elementwise_config(hw)
+        grid = (triton.cdiv(hw, block), batch * channels)
+        _posterior_kernel[grid](*args, NOISE=mode, BLOCK=block, num_warps=warps)
+    else:
+        _posterior_tuned[lambda meta: (triton.cdiv(hw, meta["BLOCK"]), batch * channels)](*args, NOISE=mode)
     return out

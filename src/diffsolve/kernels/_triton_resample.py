@@ -103,8 +103,10 @@ def resample_adjoint(y: torch.Tensor, m_h: torch.Tensor, m_w: torch.Tensor) -> t
 
 @triton.jit
 def _pool_kernel(src_ptr, out_ptr, out_h, out_w, factor, tiles_w, ADJOINT: tl.constexpr,
-                 BH: tl.constexpr, BW: tl.constexpr):
-    # forward: src (out_h·s, out_w·s) -> out (out_h, out_w); adjoint: src (out_h/s, out_w/s) -> out
+                 BH: tl.constexpr, BW: tl.constexpr, FP: tl.constexpr):
+    # forward: src (out_h·s, out_w·s) -> out (out_h, out_w); adjoint: src (out_h/s, out_w/s) -> out.
+    # FP = next power of 2 >= s: the forward reads each input row segment as one contiguous
+    # (BH, BW, FP) block (coalesced) and sums its last axis.
     tile = tl.program_id(0)
     plane = tl.program_id(1).to(tl.int64) * out_h * out_w
     rows = (tile // tiles_w) * BH + tl.arange(0, BH)[:, None]
@@ -118,12 +120,14 @@ def _pool_kernel(src_ptr, out_ptr, out_h, out_w, factor, tiles_w, ADJOINT: tl.co
     else:
         in_w = out_w * factor
         src = src_ptr + plane * area
-        val = tl.zeros((BH, BW), dtype=src_ptr.dtype.element_ty)
-        for t in range(factor * factor):
-            i = rows * factor + t // factor
-            j = cols * factor + t % factor
-            val += tl.load(src + i * in_w + j, mask=inside, other=0.0)
-        val = val / area
+        sub = tl.arange(0, FP)[None, None, :]
+        col_in = cols[:, :, None] * factor + sub
+        ok = inside[:, :, None] & (sub < factor)
+        block = tl.zeros((BH, BW, FP), dtype=src_ptr.dtype.element_ty)
+        for di in range(factor):
+            row_in = rows[:, :, None] * factor + di
+            block += tl.load(src + row_in * in_w + col_in, mask=ok, other=0.0)
+        val = tl.sum(block, axis=2) / area
     tl.store(out_ptr + plane + rows * out_w + cols, val, mask=inside)
 
 
@@ -135,10 +139,11 @@ def _pool(src: torch.Tensor, factor: int, out_h: int, out_w: int, adjoint: bool)
     if INTERPRET:
         bh, bw, warps = triton.next_power_of_2(out_h), triton.next_power_of_2(out_w), 1
     else:
-        bh, bw, warps = 16, min(64, max(16, triton.next_power_of_2(out_w))), 4
+        bh, bw, warps = (16 if adjoint else 8), min(64, max(16, triton.next_power_of_2(out_w))), 4
     tiles_w = triton.cdiv(out_w, bw)
     _pool_kernel[(triton.cdiv(out_h, bh) * tiles_w, batch * channels)](
-        src, out, out_h, out_w, factor, tiles_w, ADJOINT=adjoint, BH=bh, BW=bw, num_warps=warps)
+        src, out, out_h, out_w, factor, tiles_w, ADJOINT=adjoint, BH=bh, BW=bw,
+        FP=triton.next_power_of_2(factor), num_warps=warps)
     return out
 
 

@@ -1,10 +1,11 @@
 """Triton backend of the fused sampler step (docs/kernels.md, "step"): one pass over the pixels.
 
 ``fused_step(x, eps, coefs, eps_prev, guidance, noise, seed, offset, want_x0)`` reads x_t, ε̂ and
-only the optional inputs that are given, generates z in-kernel when ``seed`` is given
-(Philox: ``tl.randn(seed, offset + flat_index)``, flat_index the element's index in x), and writes
-x_s (and x̂0 when ``want_x0``). Per-sample coefficients come from the (B, 8) table
-``[γ, c_x, c_e, c_g, c_z, d_x, d_e, d_g]``; grid = (blocks per sample, B).
+only the optional inputs that are given, generates z in-kernel when ``seed`` is given (Philox,
+``_triton_util.randn_at(seed, offset + flat_index)``, flat_index the element's index in x), and
+writes x_s (and x̂0 when ``want_x0``). Per-sample coefficients come from the (B, 8) table
+``[γ, c_x, c_e, c_g, c_z, d_x, d_e, d_g]``; grid = (blocks per sample, B), block size autotuned
+per shape on a GPU.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton_util import elementwise_config
+from ._triton_util import INTERPRET, STREAM_CONFIGS, elementwise_config, randn_at, tuned
 
 __all__ = ["fused_step"]
 
@@ -50,11 +51,16 @@ def _fused_step_kernel(
     if NOISE == 1:
         xs += tl.load(row + 4) * tl.load(z_ptr + flat, mask=mask, other=0.0)
     if NOISE == 2:
-        z = tl.randn(seed, offset + flat).to(x.dtype)
+        z = randn_at(seed, offset + flat).to(x.dtype)
         xs += tl.load(row + 4) * z
     tl.store(xs_ptr + flat, xs, mask=mask)
     if WANT_X0:
         tl.store(x0_ptr + flat, x0, mask=mask)
+
+
+_fused_step_tuned = tuned(_fused_step_kernel, [dict(BLOCK=b) for b, _ in STREAM_CONFIGS],
+                          [w for _, w in STREAM_CONFIGS],
+                          ["n_per_sample", "HAS_PREV", "HAS_G", "NOISE", "WANT_X0"])
 
 
 def fused_step(
@@ -76,14 +82,16 @@ def fused_step(
     if x.numel() == 0:
         return x_s, x0
     mode = 1 if noise is not None else (2 if seed is not None else 0)
-    block, warps = elementwise_config(n)
-    grid = (triton.cdiv(n, block), batch)
-    _fused_step_kernel[grid](
+    args = (
         x, eps, coefs.to(x.dtype).contiguous(), eps_prev if eps_prev is not None else x,
         guidance if guidance is not None else x, noise if noise is not None else x,
         x_s, x0 if x0 is not None else x_s,
         n, 0 if seed is None else seed, offset,
-        HAS_PREV=eps_prev is not None, HAS_G=guidance is not None, NOISE=mode, WANT_X0=want_x0,
-        BLOCK=block, num_warps=warps,
     )
+    flags = dict(HAS_PREV=eps_prev is not None, HAS_G=guidance is not None, NOISE=mode, WANT_X0=want_x0)
+    if INTERPRET:
+        block, warps = elementwise_config(n)
+        _fused_step_kernel[(triton.cdiv(n, block), batch)](*args, **flags, BLOCK=block, num_warps=warps)
+    else:
+        _fused_step_tuned[lambda meta: (triton.cdiv(n, meta["BLOCK"]), batch)](*args, **flags)
     return x_s, x0

@@ -1,12 +1,13 @@
-"""Launch settings shared by the Triton kernels (imported only by the ``_triton_*`` modules)."""
+"""Launch settings and the noise stream shared by the Triton kernels (imported by ``_triton_*`` only)."""
 
 from __future__ import annotations
 
 import os
 
 import triton
+import triton.language as tl
 
-__all__ = ["INTERPRET", "elementwise_config"]
+__all__ = ["INTERPRET", "elementwise_config", "randn_at"]
 
 #: under TRITON_INTERPRET=1 one big block per program keeps the (slow) interpreter fast
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -17,3 +18,32 @@ def elementwise_config(n: int) -> tuple[int, int]:
     if INTERPRET:
         return max(16, min(triton.next_power_of_2(n), 1 << 16)), 1
     return 2048, 8
+
+
+@triton.jit
+def randn_at(seed, index):
+    """Standard normal noise at the 64-bit counters ``index`` (the Triton backend's stream).
+
+    Philox-4x32-10 keyed by ``seed`` on the counter (index mod 2³², index >> 32, 0, 0), first two
+    words to uniforms, Box–Muller, first output: the same numbers as ``tl.randn(seed, index)`` for
+    int64 ``index`` in recent Triton, but always with 32-bit Philox arithmetic (64-bit counters
+    would otherwise select the slow 64-bit Philox in some Triton versions).
+    """
+    lo = index.to(tl.uint32)
+    hi = (index >> 32).to(tl.uint32)
+    zero = lo * 0
+    i1, i2, _, _ = tl.philox(seed, lo, hi, zero, zero)
+    n1, _ = tl.pair_uniform_to_normal(tl.uint_to_uniform_float(i1), tl.uint_to_uniform_float(i2))
+    return n1
+
+
+TILE_CONFIGS = [  # (BH, BW, num_warps) for the stencil kernels, tried once per shape on a GPU
+    (8, 64, 4), (16, 64, 4), (32, 64, 8), (16, 128, 8), (32, 32, 4),
+]
+STREAM_CONFIGS = [(1024, 4), (2048, 8), (4096, 8), (8192, 16)]  # (BLOCK, num_warps)
+
+
+def tuned(kernel, configs: list[dict], warps: list[int], key: list[str]):
+    """``kernel`` autotuned over ``configs`` (meta-parameters) on a GPU; unused by the interpreter."""
+    return triton.autotune(
+        configs=[triton.Config(c, num_warps=w) for c, w in zip(configs, warps)], key=key)(kernel)
