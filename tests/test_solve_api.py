@@ -81,3 +81,22 @@ def test_errors(setup):
     with pytest.raises(ValueError, match="y of shape"):
         diffsolve.solve("mpgd", prior, op, y[..., :4], steps=2)
     assert "solve" in diffsolve.__all__
+
+
+@pytest.mark.parametrize("method, options", [("dps", {}), ("mpgd", {}), ("cdps", {"sigma": 0.05})])
+def test_callback_sees_every_step(setup, method, options):
+    prior, op, y = setup
+    seen = []
+    diffsolve.solve(method, prior, op, y, steps=3, generator=gen(0), **options,
+                    callback=lambda i, t, x, x0: seen.append((i, t, tuple(x.shape))))
+    assert [s[0] for s in seen] == [0, 1, 2] and seen[0][1] > seen[-1][1] and seen[0][2] == (2, 1, 4, 5)
+
+
+@pytest.mark.parametrize("method", ["dps", "mpgd"])
+def test_kernel_noise_source_is_reproducible(setup, method):
+    prior, op, y = setup
+    a = diffsolve.solve(method, prior, op, y, steps=3, generator=gen(4), noise_source="kernel")
+    b = diffsolve.solve(method, prior, op, y, steps=3, generator=gen(4), noise_source="kernel")
+    c = diffsolve.solve(method, prior, op, y, steps=3, generator=gen(4))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not torch.allclose(a, c)  # a different (in-kernel) noise stream
