@@ -192,7 +192,6 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: fl
         raise ValueError("C-DPS needs ᾱ to increase strictly at every step; the schedule ends on a repeated ᾱ "
                          "(final_alpha_cumprod equal to ᾱ of the last timestep)")
     diag = operator.mask.to(device=y.device, dtype=y.dtype) if method == "diagonal" else None
-    want_solve_info = method == "cg" or return_info and method == "exact"
     measurements = MeasurementChain(y, chain, loop.alpha_t[0], generator)
     info = Diagnostics(return_info)
     converged = torch.ones(shape[0], dtype=torch.bool, device=y.device)
@@ -208,8 +207,8 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: fl
             e2 = _draw(tuple(y.shape), generator, y.dtype, y.device)
             x, sinfo = cdps_step(operator, x, eps, y_s, a_t, a_s, sigma=sigma, e1=e1, e2=e2, coupling=coupling,
                                  eta=eta, method=method, diag=diag, cg_iters=cg_iters, cg_tol=cg_tol,
-                                 want_info=want_solve_info, backend=backend)
-            if sinfo is not None and sinfo.method == "cg":
+                                 want_info=method == "cg", backend=backend)
+            if sinfo is not None:
                 converged &= sinfo.converged
                 worst = torch.maximum(worst, sinfo.residual)
                 info.add("cg_iterations", sinfo.iterations)

@@ -119,8 +119,11 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, *, steps: int, rh
     eta = check_number("eta", eta, 0.0, 1.0)
     lo, hi = check_window(window)
     if y is not None:
-        shape = check_problem(operator, y, x_T)
-        dtype, device = y.dtype, y.device
+        derived = check_problem(operator, y, x_T)
+        if shape is not None and tuple(shape) != derived:
+            raise ValueError(f"shape={tuple(shape)} disagrees with the measurement: A maps images of shape "
+                             f"{derived} to y; leave shape out when y is given")
+        shape, dtype, device = derived, y.dtype, y.device
     elif shape is None and x_T is None:
         raise ValueError("without y, give shape=(B, C, H, W) (or x_T) for the samples")
     elif shape is None:
