@@ -241,8 +241,8 @@ def run_gpu(batches: list[int], cases: list[str]) -> dict:
             for impl, fn in impls.items():
                 fn()  # compile / warm up
                 torch.cuda.synchronize()
-                slow = impl in ("conv2d_61x61", "torch") and b >= 16 and "blur" in name
-                times[impl] = do_bench(fn, warmup=5 if slow else 25, rep=60 if slow else 100,
+                slow = impl in ("conv2d_61x61", "torch") and "blur" in name
+                times[impl] = do_bench(fn, warmup=2 if slow else 10, rep=30 if slow else 50,
                                        return_mode="median")
             for impl, ms in times.items():
                 gbs = moved / (ms * 1e-3) / 1e9

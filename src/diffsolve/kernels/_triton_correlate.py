@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton_util import INTERPRET, TILE_CONFIGS, tuned
+from ._triton_util import INTERPRET, TILE_CONFIGS, TUNE_MIN_NUMEL, tuned
 
 __all__ = [
     "correlate2d",
@@ -146,11 +146,15 @@ _pass1d_tuned = tuned(_pass1d_kernel, *_TILES, ["height", "width", "K", "AXIS", 
 
 def _launch(plain, autotuned, shape: torch.Size, *args, **flags) -> None:
     """Interpreter: two tiles per plane (side by side, so the tile arithmetic is exercised).
-    GPU: the tile size autotuned per shape."""
+    GPU: the first tile config for small images, else the tile size autotuned per shape."""
     batch, channels, height, width = shape
     if INTERPRET:
         bh, bw = triton.next_power_of_2(height), max(1, triton.next_power_of_2(width) // 2)
         plain[(triton.cdiv(width, bw), batch * channels)](*args, **flags, BH=bh, BW=bw, num_warps=1)
+    elif batch * channels * height * width < TUNE_MIN_NUMEL:
+        bh, bw, warps = TILE_CONFIGS[0]
+        plain[(triton.cdiv(height, bh) * triton.cdiv(width, bw), batch * channels)](
+            *args, **flags, BH=bh, BW=bw, num_warps=warps)
     else:
         autotuned[lambda m: (triton.cdiv(height, m["BH"]) * triton.cdiv(width, m["BW"]), batch * channels)](
             *args, **flags)

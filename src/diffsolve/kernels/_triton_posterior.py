@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton_util import INTERPRET, STREAM_CONFIGS, elementwise_config, randn_at, tuned
+from ._triton_util import INTERPRET, STREAM_CONFIGS, TUNE_MIN_NUMEL, elementwise_config, randn_at, tuned
 
 __all__ = ["diagonal_posterior_step"]
 
@@ -79,7 +79,7 @@ def diagonal_posterior_step(
         noise1 if noise1 is not None else mean, noise2 if noise2 is not None else mean, out,
         channels, hw, stride_b, stride_c, mean.numel(), 0 if seed is None else seed, offset,
     )
-    if INTERPRET:
+    if INTERPRET or mean.numel() < TUNE_MIN_NUMEL:
         block, warps = elementwise_config(hw)
         grid = (triton.cdiv(hw, block), batch * channels)
         _posterior_kernel[grid](*args, NOISE=mode, BLOCK=block, num_warps=warps)

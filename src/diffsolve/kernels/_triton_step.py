@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton_util import INTERPRET, STREAM_CONFIGS, elementwise_config, randn_at, tuned
+from ._triton_util import INTERPRET, STREAM_CONFIGS, TUNE_MIN_NUMEL, elementwise_config, randn_at, tuned
 
 __all__ = ["fused_step"]
 
@@ -89,7 +89,7 @@ def fused_step(
         n, 0 if seed is None else seed, offset,
     )
     flags = dict(HAS_PREV=eps_prev is not None, HAS_G=guidance is not None, NOISE=mode, WANT_X0=want_x0)
-    if INTERPRET:
+    if INTERPRET or x.numel() < TUNE_MIN_NUMEL:
         block, warps = elementwise_config(n)
         _fused_step_kernel[(triton.cdiv(n, block), batch)](*args, **flags, BLOCK=block, num_warps=warps)
     else:

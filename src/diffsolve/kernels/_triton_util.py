@@ -7,17 +7,17 @@ import os
 import triton
 import triton.language as tl
 
-__all__ = ["INTERPRET", "elementwise_config", "randn_at"]
+__all__ = ["INTERPRET", "STREAM_CONFIGS", "TILE_CONFIGS", "TUNE_MIN_NUMEL", "elementwise_config", "randn_at", "tuned"]
 
 #: under TRITON_INTERPRET=1 one big block per program keeps the (slow) interpreter fast
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def elementwise_config(n: int) -> tuple[int, int]:
-    """(BLOCK, num_warps) for a streaming kernel over ``n`` elements per sample."""
+    """(BLOCK, num_warps) for a streaming kernel over ``n`` elements per sample, untuned."""
     if INTERPRET:
         return max(16, min(triton.next_power_of_2(n), 1 << 16)), 1
-    return 2048, 8
+    return STREAM_CONFIGS[0]
 
 
 @triton.jit
@@ -37,10 +37,14 @@ def randn_at(seed, index):
     return n1
 
 
+#: below this many elements a launch uses the first config as is: autotuning (a compile and a timing
+#: per config) would cost more than it saves, and the small shapes of the tests stay quick to compile
+TUNE_MIN_NUMEL = 1 << 20
+
 TILE_CONFIGS = [  # (BH, BW, num_warps) for the stencil kernels, tried once per shape on a GPU
-    (8, 64, 4), (16, 64, 4), (32, 64, 8), (16, 128, 8), (32, 32, 4),
+    (16, 64, 4), (8, 64, 4), (32, 64, 8), (16, 128, 8), (32, 32, 4),
 ]
-STREAM_CONFIGS = [(1024, 4), (2048, 8), (4096, 8), (8192, 16)]  # (BLOCK, num_warps)
+STREAM_CONFIGS = [(2048, 8), (1024, 4), (4096, 8), (8192, 16)]  # (BLOCK, num_warps)
 
 
 def tuned(kernel, configs: list[dict], warps: list[int], key: list[str]):
