@@ -12,7 +12,9 @@ at 20 and 100 steps (``--all-steps`` for every count).
 
 Metrics over ``--samples`` draws for one measurement y (exact posterior: mean μ, covariance Σ):
 - ``mean gap``: ‖x̄ − μ‖ / ‖μ_prior − μ‖, the fraction of the prior-to-posterior mean shift missed;
-- ``var ratio``: tr Ĉ / tr Σ (1 = right spread; > 1 over-dispersed);
+- ``var ratio``: tr Ĉ / tr Σ (1 = right spread; > 1 over-dispersed); ``weak`` / ``strong``: the
+  same restricted to the subspace A barely sees (right singular vectors with singular value < σ,
+  e.g. the missing pixels) and to its complement;
 - ``cov err``: ‖Ĉ − Σ‖_F / ‖Σ‖_F;
 - ``SW2``: sliced Wasserstein-2 distance to as many exact posterior draws (128 fixed directions);
 - ``residual``: mean ‖A x − y‖ / √m (exact posterior draws give the reference value);
@@ -37,7 +39,7 @@ if not __import__("torch").cuda.is_available():
 
 import torch
 
-from diffsolve.models import GaussianMixturePrior, GaussianPrior
+from diffsolve.models import GaussianMixturePrior, GaussianPrior, operator_matrix
 from diffsolve.operators import GaussianBlur, Inpainting, SuperResolution
 from diffsolve.solvers import cdps, dps, mpgd
 
@@ -98,18 +100,34 @@ def _sw2(a: torch.Tensor, b: torch.Tensor, dirs: torch.Tensor) -> float:
     return float(((pa - pb) ** 2).mean().sqrt())
 
 
+def weak_subspace(op, shape: tuple[int, ...]) -> torch.Tensor:
+    """Orthonormal basis (n, k) of the directions A maps to less than σ (singular values < σ)."""
+    _, sv, vh = torch.linalg.svd(operator_matrix(op, shape), full_matrices=True)
+    sv = torch.cat([sv, torch.zeros(vh.shape[0] - sv.numel(), dtype=sv.dtype)])
+    return vh[sv < SIGMA].T
+
+
+def _ratio(emp: torch.Tensor, cov: torch.Tensor, basis: torch.Tensor) -> float:
+    if basis.shape[1] == 0:
+        return float("nan")
+    return float(torch.einsum("ik,ij,jk->", basis, emp, basis) / torch.einsum("ik,ij,jk->", basis, cov, basis))
+
+
 def metrics(samples: torch.Tensor, post, prior_mean: torch.Tensor, reference: torch.Tensor, op, y: torch.Tensor,
-            dirs: torch.Tensor) -> dict[str, float]:
+            dirs: torch.Tensor, weak: torch.Tensor, strong: torch.Tensor) -> dict[str, float]:
     """The module docstring's metrics for samples (N, *shape) against the exact posterior ``post``."""
     x = samples.reshape(samples.shape[0], -1).double()
     mu, cov = post.mean.reshape(-1), post.cov
     if not bool(torch.isfinite(x).all()):
-        return {k: float("nan") for k in ("mean_gap", "var_ratio", "cov_err", "sw2", "residual")}
+        return {k: float("nan") for k in ("mean_gap", "var_ratio", "var_weak", "var_strong", "cov_err", "sw2",
+                                          "residual")}
     emp = torch.cov(x.T)
     resid = (op.A(samples.double()) - y).flatten(1).norm(dim=1) / math.sqrt(y[0].numel())
     return {
         "mean_gap": float((x.mean(0) - mu).norm() / (prior_mean.reshape(-1) - mu).norm()),
         "var_ratio": float(emp.diagonal().sum() / cov.diagonal().sum()),
+        "var_weak": _ratio(emp, cov, weak),
+        "var_strong": _ratio(emp, cov, strong),
         "cov_err": float((emp - cov).norm() / cov.norm()),
         "sw2": _sw2(x, reference.reshape(reference.shape[0], -1), dirs),
         "residual": float(resid.mean()),
@@ -130,11 +148,15 @@ def run(size: int, samples: int, step_list: list[int], method_names: list[str] |
             y1 = op.A(x_true)
             y1 = y1 + SIGMA * torch.randn(y1.shape, generator=g, dtype=D)
             post = prior.posterior(op, y1, sigma=SIGMA)
+            weak = weak_subspace(op, tuple(x_true.shape[1:]))
+            strong = torch.linalg.qr(torch.eye(size * size, dtype=D) - weak @ weak.T).Q[:, : size * size - weak.shape[1]]
+            spaces = (weak, strong)
             y = y1.expand(samples, *y1.shape[1:]).contiguous()
             reference = post.sample(samples, torch.Generator().manual_seed(2))
             floor = metrics(post.sample(samples, torch.Generator().manual_seed(3)), post, prior_mean, reference, op,
-                            y, dirs)
-            rows.append({"prior": pname, "task": tname, "method": "exact", "steps": 0, **floor, "sec": 0.0})
+                            y, dirs, *spaces)
+            rows.append({"prior": pname, "task": tname, "method": "exact", "steps": 0, **floor, "sec": 0.0,
+                         "weak_dim": int(weak.shape[1])})
             for mname in method_names or list(all_methods):
                 for n in step_list:
                     if not all_steps and n not in VARIANT_STEPS.get(mname, (n,)):
@@ -147,10 +169,10 @@ def run(size: int, samples: int, step_list: list[int], method_names: list[str] |
                         out = torch.full((samples, *x_true.shape[1:]), float("nan"), dtype=D)
                     sec = (time.perf_counter() - start) / samples
                     row = {"prior": pname, "task": tname, "method": mname, "steps": n,
-                           **metrics(out, post, prior_mean, reference, op, y, dirs), "sec": sec}
+                           **metrics(out, post, prior_mean, reference, op, y, dirs, *spaces), "sec": sec}
                     rows.append(row)
                     print(f"{pname:8s} {tname:15s} {mname:19s} N={n:3d} gap {row['mean_gap']:.3g} "
-                          f"var {row['var_ratio']:.3g} cov {row['cov_err']:.3g} sw2 {row['sw2']:.3g} "
+                          f"var {row['var_ratio']:.3g} (weak {row['var_weak']:.3g}) cov {row['cov_err']:.3g} sw2 {row['sw2']:.3g} "
                           f"res {row['residual']:.3g} {sec * 1e3:.2f} ms/sample", flush=True)
     return rows
 
@@ -170,18 +192,22 @@ def render(rows: list[dict], size: int, samples: int, elapsed: float) -> str:
            f"1×{size}×{size} images, σ = {SIGMA} ([−1, 1] units), {samples} samples per cell for one "
            f"measurement, float64 on CPU (torch {torch.__version__}, {torch.get_num_threads()} threads, "
            f"shared machine), whole run {elapsed / 60:.1f} min. `exact` = independent exact posterior "
-           "draws (the sampling-noise floor). mean gap = ‖x̄ − μ‖/‖μ_prior − μ‖; var ratio = tr Ĉ / tr Σ; "
+           "draws (the sampling-noise floor). mean gap = ‖x̄ − μ‖/‖μ_prior − μ‖; var ratio = tr Ĉ / tr Σ "
+           "(weak / strong: on the subspace where A's singular values are below / above σ, with its dimension "
+           "in the heading); "
            "cov err = ‖Ĉ − Σ‖_F/‖Σ‖_F; SW2 = sliced Wasserstein-2 to exact draws; residual = mean "
            "‖A x − y‖/√m; ms/sample = wall time / samples.", ""]
     for pname in dict.fromkeys(r["prior"] for r in rows):
         for tname in dict.fromkeys(r["task"] for r in rows):
-            out += [f"### {pname} prior, {tname}", "",
-                    "| method | steps | mean gap | var ratio | cov err | SW2 | residual | ms/sample |",
-                    "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            dims = next((r.get("weak_dim") for r in rows if r["task"] == tname), None)
+            out += [f"### {pname} prior, {tname} (weak subspace: {dims} of {size * size} dims)", "",
+                    "| method | steps | mean gap | var ratio | weak | strong | cov err | SW2 | residual | ms/sample |",
+                    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for r in rows:
                 if r["prior"] == pname and r["task"] == tname:
                     out.append(f"| {r['method']} | {r['steps'] or '—'} | {_fmt(r['mean_gap'])} | "
-                               f"{_fmt(r['var_ratio'])} | {_fmt(r['cov_err'])} | {_fmt(r['sw2'])} | "
+                               f"{_fmt(r['var_ratio'])} | {_fmt(r['var_weak'])} | {_fmt(r['var_strong'])} | "
+                               f"{_fmt(r['cov_err'])} | {_fmt(r['sw2'])} | "
                                f"{_fmt(r['residual'])} | {r['sec'] * 1e3:.2f} |")
             out.append("")
     return "\n".join(out)
