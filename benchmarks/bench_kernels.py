@@ -228,7 +228,8 @@ def _copy_bandwidth() -> float:
     return 2 * src.numel() * 4 / (ms * 1e-3) / 1e9
 
 
-def run_gpu(batches: list[int], cases: list[str]) -> dict:
+def run_gpu(batches: list[int], cases: list[str], out: str | None = None) -> dict:
+    """Time every case; with ``out``, rewrite ``<out>.json``/``.md`` after each case (partial runs keep)."""
     from triton.testing import do_bench
     import triton
 
@@ -253,8 +254,14 @@ def run_gpu(batches: list[int], cases: list[str]) -> dict:
                       + (f"  x{times[peer] / ms:7.2f} vs {peer}" if peer else ""), flush=True)
             del impls
             torch.cuda.empty_cache()
-    return dict(device=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
-                host=platform.node(), copy_gbs=copy_gbs, shape=list(SHAPE), dtype="float32", rows=rows)
+        res = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, triton=triton.__version__,
+                   host=platform.node(), copy_gbs=copy_gbs, shape=list(SHAPE), dtype="float32", rows=rows)
+        if out is not None:
+            with open(out + ".json", "w") as f:
+                json.dump(res, f, indent=1)
+            with open(out + ".md", "w") as f:
+                f.write(to_markdown(res))
+    return res
 
 
 def to_markdown(res: dict) -> str:
@@ -280,11 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("this script times GPU kernels; on CPU use pytest-benchmark (module docstring)")
-    res = run_gpu([int(b) for b in args.batches.split(",")], args.cases.split(","))
-    with open(args.out + ".json", "w") as f:
-        json.dump(res, f, indent=1)
-    with open(args.out + ".md", "w") as f:
-        f.write(to_markdown(res))
+    run_gpu([int(b) for b in args.batches.split(",")], args.cases.split(","), args.out)
     print(f"wrote {args.out}.json and {args.out}.md")
 
 
