@@ -21,8 +21,10 @@ Metrics over ``--samples`` draws for one measurement y (exact posterior: mean μ
 - ``s/sample``: wall time per sample (a shared CPU: compare within one run only).
 The ``exact`` rows score independent exact posterior draws: the sampling-noise floor of each metric.
 
-Run: ``python benchmarks/bench_posterior.py`` (writes ``results/posterior.{md,png,json}``);
-``--quick`` for a smoke run. Not part of the test suite.
+Run: ``python benchmarks/bench_posterior.py`` (writes ``results/posterior.{md,png}`` and
+``posterior_raw.json``); ``--quick`` for a smoke run. The file's pytest-benchmark cases time the
+methods with a small random UNet instead (``python -m pytest benchmarks/bench_posterior.py
+--benchmark-only --benchmark-json=benchmarks/results/posterior_cost.json``). Not part of the tests.
 """
 
 from __future__ import annotations
@@ -277,3 +279,58 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# ----------------------------------------------------------------------------- pytest-benchmark: cost
+# The fidelity run above uses exact priors, whose ε is cheap; the methods' cost with a network is
+# dominated by the UNet (and, for DPS only, its backward pass). A small random diffusers UNet shows
+# the ratio: ``python -m pytest benchmarks/bench_posterior.py --benchmark-only``.
+def _unet_denoiser():
+    from diffusers import UNet2DModel
+
+    from diffsolve.models import DiffusersDenoiser
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(32, 64),
+                       layers_per_block=1, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=8).eval()
+    return DiffusersDenoiser(unet, {"num_train_timesteps": 1000, "beta_schedule": "linear"})
+
+
+def _cost_cases():
+    from diffsolve.solvers import ddim
+
+    return {
+        "ddim": lambda d, op, y, g: ddim(d, tuple(y.shape), steps=10, eta=0.5, generator=g),
+        "dps": lambda d, op, y, g: dps(d, op, y, steps=10, generator=g),
+        "mpgd": lambda d, op, y, g: mpgd(d, op, y, steps=10, generator=g),
+        "cdps": lambda d, op, y, g: cdps(d, op, y, steps=10, sigma=SIGMA, generator=g),
+    }
+
+
+def _bench_cost(benchmark, name: str) -> None:
+    torch.set_num_threads(1)
+    den = _unet_denoiser()
+    op = Inpainting.box(32, box=16, margin=4, seed=0)
+    y = op.A(torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    fn = _cost_cases()[name]
+    benchmark.group = "solvers: 10 steps, random UNet 3x32x32 (32/64 ch), batch 4, box inpainting, CPU 1 thread"
+    benchmark.extra_info["baseline"] = name == "ddim"
+    benchmark.pedantic(lambda: fn(den, op, y, torch.Generator().manual_seed(1)), rounds=3, iterations=1,
+                       warmup_rounds=1)
+
+
+def test_cost_ddim(benchmark):
+    _bench_cost(benchmark, "ddim")
+
+
+def test_cost_dps(benchmark):
+    _bench_cost(benchmark, "dps")
+
+
+def test_cost_mpgd(benchmark):
+    _bench_cost(benchmark, "mpgd")
+
+
+def test_cost_cdps(benchmark):
+    _bench_cost(benchmark, "cdps")
