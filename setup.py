@@ -4,8 +4,10 @@ The extension is C++17 + OpenMP bound with pybind11 and needs no torch headers (
 raw buffers checked in Python), so an isolated build only fetches setuptools and pybind11. It is
 optional: when pybind11, the compiler or OpenMP is missing, or the compile fails, the install still
 succeeds without it and ``diffsolve.kernels._cpp.status()`` (``diffsolve info``) says why.
-Set ``DIFFSOLVE_NO_EXTENSION=1`` to skip it on purpose. Portable flags only: ``-O3`` with the
-compiler's auto-vectorisation for the baseline instruction set (no ``-march=native``).
+Set ``DIFFSOLVE_NO_EXTENSION=1`` to skip it on purpose. Portable flags only (no ``-march=native``):
+``-O3`` auto-vectorisation for the baseline instruction set, plus AVX2 and AVX-512 versions of the
+hot loops (``target`` attributes on those functions only) picked at run time by CPU detection;
+``-ffp-contract=off`` keeps every version bit-identical.
 """
 
 from __future__ import annotations

@@ -191,6 +191,8 @@ def test_correlate_extreme_padding_and_float32():
     x = randn(1, 2, 5, 7, seed=1)
     close(ops.correlate2d(x, _kernel(11, 15, torch.float64), "circular"),
           correlate.correlate2d_reference(x, _kernel(11, 15, torch.float64), "circular"))
+    close(ops.correlate2d_adjoint(x, _kernel(11, 15, torch.float64, sparse=True), "circular"),
+          correlate.correlate2d_adjoint_reference(x, _kernel(11, 15, torch.float64, sparse=True), "circular"))
     close(ops.separable_correlate2d_adjoint(x, randn(9, seed=2), randn(13, seed=3), "reflect"),
           correlate.separable_correlate2d_adjoint_reference(x, randn(9, seed=2), randn(13, seed=3), "reflect"))
     x32 = randn(2, 3, 31, 17, dtype=torch.float32)
