@@ -3,7 +3,7 @@
 // full-size temporaries are made and every row is computed identically whatever the thread count.
 //
 // Forward:  out = correlate_valid(pad(x), k)  -- rows through source_index, columns padded in a
-//           row buffer, then register-blocked tap loops (common.hpp: correlate_row, combine_rows).
+//           row buffer, then tap loops (common.hpp: combine_rows, register-blocked correlate_blocks).
 // Adjoint:  x = pad^T(correlate_full(y, k))   -- per x row, the padded rows that copy it (pad^T
 //           folds them back) are accumulated, then the padded columns are folded back.
 #include "kernels.hpp"
@@ -91,22 +91,28 @@ DS_MULTIVERSION(dense_row,
                 (src, rows, fold, i, h, w, kh, pw, boundary, row, acc, dst))
 
 // One output row of the separable correlation (V then H) or its adjoint (V^T then H^T; the two
-// passes act on different axes, so they commute). Scratch: t (w), row (w + 4 pw), acc (w + 2 pw).
+// passes act on different axes, so they commute). Scratch: t (w), row (R(w + 2 pw) + 2 pw),
+// acc (R(w + 2 pw)), R = round_up_block: the horizontal pass runs in whole register blocks.
 template <class T>
 DS_INLINE void separable_row(const Csr& vertical, i64 i, const T* plane, const T* k_w, const T* k_flip, i64 lw,
                              i64 w, int boundary, bool adjoint, T* t, T* row, T* acc, T* dst) {
   const i64 pw = lw / 2;
   combine_rows(vertical, i, plane, w, w, t);
   if (!adjoint) {
+    const i64 n = round_up_block(w);
     pad_row(t, w, pw, boundary, row);
-    correlate_row(row, k_w, lw, w, dst);
+    for (i64 q = w + 2 * pw; q < n + 2 * pw; ++q) row[q] = T(0);
+    correlate_blocks(row, k_w, lw, n, acc);
+    for (i64 j = 0; j < w; ++j) dst[j] = acc[j];
     return;
   }
   // H^T: acc[q] = sum_v k[v] t[q - v] (t zero outside [0, w)) = correlation of zero-padded t with
   // the flipped taps, on the padded grid (w + 2 pw); then fold the padded columns back.
-  for (i64 q = 0; q < 2 * pw; ++q) row[q] = row[2 * pw + w + q] = T(0);
+  const i64 n = round_up_block(w + 2 * pw);
+  for (i64 q = 0; q < 2 * pw; ++q) row[q] = T(0);
   for (i64 j = 0; j < w; ++j) row[2 * pw + j] = t[j];
-  correlate_row(row, k_flip, lw, w + 2 * pw, acc);
+  for (i64 q = 2 * pw + w; q < n + 2 * pw; ++q) row[q] = T(0);
+  correlate_blocks(row, k_flip, lw, n, acc);
   fold_row(acc, w, pw, boundary, dst);
 }
 DS_MULTIVERSION(separable_row,
@@ -142,9 +148,10 @@ void separable_correlate2d(const T* x, const T* k_h, i64 lh, const T* k_w, i64 l
   std::reverse(flipped.begin(), flipped.end());
   parallel_for(planes * h, threads, [&](i64 item) {
     const i64 plane = item / h, i = item % h;
-    T* t = scratch<T>(static_cast<size_t>(w + (w + 4 * pw) + (w + 2 * pw)));
+    const i64 n = round_up_block(w + 2 * pw);
+    T* t = scratch<T>(static_cast<size_t>(w + (n + 2 * pw) + n));
     separable_row_best<T>(vertical, i, x + plane * h * w, taps.data(), flipped.data(), lw, w, boundary, adjoint, t,
-                          t + w, t + w + (w + 4 * pw), out + item * w);
+                          t + w, t + w + (n + 2 * pw), out + item * w);
   });
 }
 
