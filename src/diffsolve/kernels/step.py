@@ -97,22 +97,48 @@ def fused_step(
     return (x_s, x0) if return_x0 else x_s
 
 
-def _table(ref: torch.Tensor, *columns: torch.Tensor) -> torch.Tensor:
-    return torch.stack(columns, dim=1).to(ref.dtype)
+Scalar = float | torch.Tensor  # a Python float, or a (B,) float64 tensor on the images' device
+
+
+def _value(name: str, value: float | torch.Tensor, ref: torch.Tensor) -> Scalar:
+    """A Python number stays a float (host math); a tensor becomes a (B,) float64 tensor."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return per_sample(name, value, ref).double()
+
+
+def _relu(v: Scalar) -> Scalar:
+    return v.clamp_min(0) if isinstance(v, torch.Tensor) else max(v, 0.0)
+
+
+def _table(ref: torch.Tensor, *columns: Scalar) -> torch.Tensor:
+    """The (B, 8) coefficient table in ref's dtype on ref's device.
+
+    When every coefficient is a Python float (the solvers' case: ᾱ fixed up front) the row is
+    built on the host and sent with one asynchronous copy from pinned memory — no device sync and
+    no chain of tiny kernels per step. Otherwise the per-sample columns are stacked on the device.
+    """
+    if all(isinstance(c, float) for c in columns):
+        row = torch.tensor(columns, dtype=ref.dtype)
+        if ref.device.type == "cuda":
+            row = row.pin_memory().to(ref.device, non_blocking=True)
+        return row.expand(ref.shape[0], 8)
+    full = [c if isinstance(c, torch.Tensor) else torch.full((ref.shape[0],), c, dtype=torch.float64,
+                                                             device=ref.device) for c in columns]
+    return torch.stack(full, dim=1).to(ref.dtype)
 
 
 def _ddim_coefs(x, alpha_bar_t, alpha_bar_s, eta, scale, gamma):
     """Coefficient table for DDIM(η) with optional guidance scale λ (MPGD) and GE's γ."""
-    a_t = per_sample("alpha_bar_t", alpha_bar_t, x).double()
-    a_s = per_sample("alpha_bar_s", alpha_bar_s, x).double()
-    eta = per_sample("eta", eta, x).double()
-    lam = per_sample("guidance_scale", scale, x).double()
-    sigma = eta * ((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)).clamp_min(0).sqrt()
-    dir_coef = (1 - a_s - sigma**2).clamp_min(0).sqrt()
-    d_x, d_e = 1 / a_t.sqrt(), -(1 - a_t).sqrt() / a_t.sqrt()
-    c_x, c_e = a_s.sqrt() * d_x, a_s.sqrt() * d_e + dir_coef
-    gam = per_sample("gamma", gamma, x).double()
-    return _table(x, gam, c_x, c_e, -a_s.sqrt() * lam, sigma, d_x, d_e, -lam)
+    a_t = _value("alpha_bar_t", alpha_bar_t, x)
+    a_s = _value("alpha_bar_s", alpha_bar_s, x)
+    eta = _value("eta", eta, x)
+    lam = _value("guidance_scale", scale, x)
+    sigma = eta * _relu((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5
+    dir_coef = _relu(1 - a_s - sigma**2) ** 0.5
+    d_x, d_e = 1 / a_t**0.5, -((1 - a_t) ** 0.5) / a_t**0.5
+    c_x, c_e = a_s**0.5 * d_x, a_s**0.5 * d_e + dir_coef
+    return _table(x, _value("gamma", gamma, x), c_x, c_e, -(a_s**0.5) * lam, sigma, d_x, d_e, -lam)
 
 
 def _check_alpha(name: str, value: float | torch.Tensor) -> None:
@@ -196,14 +222,13 @@ def ge_step(
     _check_alpha("alpha_bar_s", alpha_bar_s)
     if not isinstance(mu, (int, float)) or not 0 <= mu < 1:
         raise ValueError(f"mu must be a number in [0, 1), got {mu!r}")
-    a_t = per_sample("alpha_bar_t", alpha_bar_t, x_t).double()
-    a_s = per_sample("alpha_bar_s", alpha_bar_s, x_t).double()
-    sig_t, sig_s = (1 / a_t - 1).clamp_min(0).sqrt(), (1 / a_s - 1).clamp_min(0).sqrt()
+    a_t = _value("alpha_bar_t", alpha_bar_t, x_t)
+    a_s = _value("alpha_bar_s", alpha_bar_s, x_t)
+    sig_t, sig_s = _relu(1 / a_t - 1) ** 0.5, _relu(1 / a_s - 1) ** 0.5
     sig_p = (sig_s / sig_t**mu) ** (1 / (1 - mu)) if mu > 0 else sig_s
-    root_s = a_s.sqrt()
-    zeros = torch.zeros_like(a_t)
-    gam = per_sample("gamma", gamma, x_t).double() if eps_prev is not None else torch.ones_like(a_t)
-    coefs = _table(x_t, gam, root_s / a_t.sqrt(), root_s * (sig_p - sig_t), zeros,
-                   root_s * (sig_s**2 - sig_p**2).clamp_min(0).sqrt(), 1 / a_t.sqrt(), -sig_t, zeros)
+    root_s = a_s**0.5
+    gam = _value("gamma", gamma, x_t) if eps_prev is not None else 1.0
+    coefs = _table(x_t, gam, root_s / a_t**0.5, root_s * (sig_p - sig_t), 0.0,
+                   root_s * _relu(sig_s**2 - sig_p**2) ** 0.5, 1 / a_t**0.5, -sig_t, 0.0)
     return fused_step(x_t, eps, coefs, eps_prev=eps_prev, noise=noise, seed=seed, offset=offset,
                       return_x0=return_x0, backend=backend)
