@@ -337,7 +337,17 @@ DS_INLINE void fill_normal(T* out, u64 start, i64 count, u64 seed) {
     const int nb = static_cast<int>(std::min<u64>(kGroup, (stop + 3) / 4 - b0));
     normal_blocks(seed, b0, nb, z);
     const u64 lo = std::max(start, b0 * 4), hi = std::min(stop, (b0 + nb) * 4);
-    for (u64 n = lo; n < hi; ++n) out[n - start] = static_cast<T>(z[n & 3][(n >> 2) - b0]);
+    const u64 full_lo = (lo + 3) / 4, full_hi = hi / 4;  // blocks lying wholly inside [lo, hi)
+    if (full_lo >= full_hi) {
+      for (u64 n = lo; n < hi; ++n) out[n - start] = static_cast<T>(z[n & 3][(n >> 2) - b0]);
+      continue;
+    }
+    for (u64 n = lo; n < 4 * full_lo; ++n) out[n - start] = static_cast<T>(z[n & 3][(n >> 2) - b0]);
+    T* __restrict dst = out + (4 * full_lo - start);
+    const i64 k0 = static_cast<i64>(full_lo - b0), k1 = static_cast<i64>(full_hi - b0);
+    for (i64 k = k0; k < k1; ++k)
+      for (int lane = 0; lane < 4; ++lane) dst[4 * (k - k0) + lane] = static_cast<T>(z[lane][k]);
+    for (u64 n = 4 * full_hi; n < hi; ++n) out[n - start] = static_cast<T>(z[n & 3][(n >> 2) - b0]);
   }
 }
 
