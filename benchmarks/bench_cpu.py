@@ -175,7 +175,7 @@ def test_tikhonov_solve(benchmark, method):
 
 
 # ----------------------------------------------------------------------------- script mode
-TARGETS = {"DDIM step": 3.0, "Gaussian blur": 20.0, "CG iteration": 2.0, "Tikhonov solve": 10.0}
+TARGETS = {"DDIM step": 3.0, "Gaussian blur": 20.0, "one CG iteration": 2.0, "Tikhonov solve": 10.0}
 
 
 def summarize(json_path: Path, load: tuple[str, str]) -> str:
