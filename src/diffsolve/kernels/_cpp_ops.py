@@ -8,9 +8,14 @@ count is ``torch.get_num_threads()`` at the call. Results do not depend on the t
 - The kernels are not differentiable: when autograd is recording and an input requires grad, the
   op runs its torch reference instead, so gradients stay correct.
 - In-kernel noise (``seed``) is element ``offset + i`` of a Philox4x32-10 stream keyed by the seed
-  (64-bit, taken modulo 2**64), turned into normals by Box–Muller (pybind/common.hpp). It is
-  reproducible per (seed, offset) and independent of the thread count, but it is **not** the same
-  stream as the torch or Triton backends'.
+  (64-bit, taken modulo 2**64; counter = element // 4), turned into normals by Box–Muller in
+  float32 (24-bit uniforms, so |z| ≤ 5.9; float64 outputs get the same values cast), see
+  pybind/common.hpp. It is reproducible per (seed, offset), independent of the thread count and of
+  the CPU's vector ISA, but it is **not** the same stream as the torch or Triton backends'.
+- The hot loops exist for baseline x86-64, AVX2 and AVX-512 and the best is picked at run time;
+  all versions give bit-identical results (``diffsolve._C.set_isa_limit`` lowers it, for tests).
+- ``resample`` keeps the C++ banded kernel for sparse matrices (bicubic, box) and hands dense ones
+  (over a quarter non-zero) to torch's BLAS matrix product, which is faster for them.
 """
 
 from __future__ import annotations
