@@ -188,8 +188,8 @@ def summarize(json_path: Path, load: tuple[str, str]) -> str:
         groups.setdefault(b["group"], []).append(b)
     info = run_["benchmarks"][0]["extra_info"]
     lines = ["## CPU backend (diffsolve._C) — summary", "",
-             f"Machine: {info.get('machine', '?')}; torch {info.get('torch', '?')}; threads {info.get('threads', '?')}; "
-             f"commit {info.get('commit', '?')}; saved {run_.get('datetime', '?')[:19]}.",
+             f"Machine: {info.get('machine', '?')}; torch {info.get('torch', '?')}; "
+             f"threads {info.get('threads', '?')}; commit {info.get('commit', '?')}; saved {run_.get('datetime', '?')[:19]}.",
              f"Load average (1/5/15 min) before: {load[0]}; after: {load[1]} (the 2 cores are shared, so "
              "absolute times are noisy; ratios come from one run).", "",
              "| group | entry | median (ms) | speed-up vs baseline | target |", "|---|---|---:|---:|---:|"]

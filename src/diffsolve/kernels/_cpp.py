@@ -25,7 +25,8 @@ except ImportError as err:
 else:
     found = getattr(_module, "ABI_VERSION", None)
     if found != ABI_VERSION:
-        _reason = f"C++ extension diffsolve._C is stale (ABI {found}, need {ABI_VERSION}); rebuild with `pip install -e .`"
+        _reason = (f"C++ extension diffsolve._C is stale (ABI {found}, need {ABI_VERSION}); "
+                   "rebuild with `pip install -e .`")
         _module = None
     else:
         _reason = f"diffsolve._C ({_module.build_info()})"

@@ -132,7 +132,8 @@ def diagonal_posterior_step(mean, precision, diag, target, noise_precision, nois
         raise ValueError(f"{op}: give both noise1 and noise2 or neither")
     _check_shape(op, "precision", t["precision"], (b,))
     _check_shape(op, "noise_precision", t["noise_precision"], (b,))
-    if diag.dim() != 4 or diag.shape[0] not in (1, b) or diag.shape[1] not in (1, c) or diag.shape[2:] != mean.shape[2:]:
+    if diag.dim() != 4 or diag.shape[0] not in (1, b) or diag.shape[1] not in (1, c) \
+            or diag.shape[2:] != mean.shape[2:]:
         raise ValueError(f"{op}: diag must be (1|{b}, 1|{c}, {h}, {w}), got {tuple(diag.shape)}")
     sb = 0 if diag.shape[0] == 1 else diag.shape[1] * h * w
     sc = 0 if diag.shape[1] == 1 else h * w
