@@ -15,7 +15,7 @@ template <class T>
 void cg_dots(const T* r, const T* gr, const T* shift, const T* scale, T* dots, i64 batch, i64 n, int threads) {
   const i64 blocks = std::max<i64>(1, (n + kBlock - 1) / kBlock);
   std::vector<double> partial(static_cast<size_t>(batch * blocks * 2), 0.0);
-  parallel_for(batch * blocks, threads, [&](i64 item) {
+  parallel_for(batch * blocks, threads, 2 * kBlock, [&](i64 item) {
     const i64 b = item / blocks, lo = (item % blocks) * kBlock, len = std::max<i64>(0, std::min(kBlock, n - lo));
     const T* __restrict rv = r + b * n + lo;
     const T* __restrict gv = gr + b * n + lo;
@@ -76,7 +76,7 @@ void cg_update(T* x, T* r, T* p, T* s, const T* gr, const T* shift, const T* sca
     st[3] = st[3] + (live ? T(1) : T(0));
   }
   const i64 chunks = (n + kChunk - 1) / kChunk;
-  parallel_for(batch * chunks, threads, [&](i64 item) {
+  parallel_for(batch * chunks, threads, 6 * kChunk, [&](i64 item) {
     const i64 b = item / chunks, lo = (item % chunks) * kChunk, len = std::min(kChunk, n - lo);
     if (!on[b]) return;  // frozen sample: alpha = beta = 0, p and s kept, so nothing changes
     const i64 at = b * n + lo;

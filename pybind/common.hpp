@@ -80,13 +80,22 @@ inline int isa_level() { return std::min(detected_isa(), isa_limit()); }
     else NAME##_base<T> ARGS;                                             \
   }
 
-// Run body(i) for i in [0, n) over `threads` OpenMP threads, static schedule. Every kernel makes the
-// result of item i independent of which thread runs it, so results do not depend on the thread count.
+// Run body(i) for i in [0, n) over up to `threads` OpenMP threads, static schedule; `work` is a
+// rough count of element operations per item, so small calls stay on one thread (a parallel region
+// costs microseconds, more on a busy machine). Every kernel makes item i's result independent of
+// the thread that runs it, so results do not depend on the thread count.
+inline i64& work_per_thread() {  // set by diffsolve._C.set_parallel_grain (tests force threading)
+  static i64 grain = i64(1) << 16;
+  return grain;
+}
+
 template <class F>
-inline void parallel_for(i64 n, int threads, F body) {
+inline void parallel_for(i64 n, int threads, i64 work, F body) {
 #ifdef _OPENMP
-  if (threads > 1 && n > 1) {
-#pragma omp parallel for num_threads(threads) schedule(static)
+  const i64 useful = std::max<i64>(1, std::min<i64>(n, n * std::max<i64>(work, 1) / std::max<i64>(1, work_per_thread())));
+  const int team = static_cast<int>(std::min<i64>(threads, useful));
+  if (team > 1) {
+#pragma omp parallel for num_threads(team) schedule(static)
     for (i64 i = 0; i < n; ++i) body(i);
     return;
   }

@@ -131,7 +131,9 @@ void correlate2d(const T* x, const T* kernel, i64 kh, i64 kw, int boundary, bool
     for (i64 v = 0; v < kw; ++v)
       if (kernel[u * kw + v] != T(0)) rows[u].push_back({v, static_cast<double>(kernel[u * kw + v])});
   const auto lists = adjoint ? fold_lists(h, kh / 2, boundary) : std::vector<std::vector<i64>>{};
-  parallel_for(planes * h, threads, [&](i64 item) {
+  i64 taps = 0;
+  for (const auto& r : rows) taps += static_cast<i64>(r.size());
+  parallel_for(planes * h, threads, w * taps, [&](i64 item) {
     const i64 plane = item / h, i = item % h;
     T* buf = scratch<T>(static_cast<size_t>(2 * wp));
     dense_row_best<T>(x + plane * h * w, rows, adjoint ? &lists[i] : nullptr, i, h, w, kh, pw, boundary, buf,
@@ -146,7 +148,7 @@ void separable_correlate2d(const T* x, const T* k_h, i64 lh, const T* k_w, i64 l
   const Csr vertical = csr_correlation(k_h, lh, h, boundary, adjoint);  // V or V^T along the height
   std::vector<T> taps(k_w, k_w + lw), flipped(k_w, k_w + lw);
   std::reverse(flipped.begin(), flipped.end());
-  parallel_for(planes * h, threads, [&](i64 item) {
+  parallel_for(planes * h, threads, w * (lh + lw), [&](i64 item) {
     const i64 plane = item / h, i = item % h;
     const i64 n = round_up_block(w + 2 * pw);
     T* t = scratch<T>(static_cast<size_t>(w + (n + 2 * pw) + n));

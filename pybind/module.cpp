@@ -69,6 +69,10 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "set_isa_limit", [](int level) { ds::isa_limit() = std::max(0, std::min(2, level)); },
       "use at most this ISA level (tests compare the versions; results are bit-identical)");
+  m.def(
+      "set_parallel_grain", [](i64 work) { ds::work_per_thread() = std::max<i64>(1, work); },
+      "element operations per extra thread before a call goes parallel (default 65536; tests use 1)");
+  m.def("parallel_grain", [] { return ds::work_per_thread(); });
   auto release = py::call_guard<py::gil_scoped_release>();
 
   m.def(

@@ -110,7 +110,7 @@ void resample(const T* in, const T* m_h, const T* m_w, i64 h_out, i64 h_in, i64 
                                               : std::vector<i64>{};
   const i64 rows_in = adjoint ? h_out : h_in, cols_in = adjoint ? w_out : w_in;
   const i64 rows_out = vertical.rows, cols_out = adjoint ? w_in : w_out;
-  parallel_for(planes * rows_out, threads, [&](i64 item) {
+  parallel_for(planes * rows_out, threads, cols_in * 8 + cols_out * 8, [&](i64 item) {
     const i64 plane = item / rows_out, a = item % rows_out;
     resample_row_best<T>(vertical, a, in + plane * rows_in * cols_in, cols_in, horizontal, m_w, block_rows.data(),
                          adjoint, cols_out,
@@ -122,7 +122,7 @@ template <class T>
 void avg_pool(const T* in, i64 s, bool adjoint, T* out, i64 planes, i64 h_small, i64 w_small, int threads) {
   const i64 w_big = w_small * s;
   const T inv = T(1) / static_cast<T>(s * s);
-  parallel_for(planes * h_small, threads, [&](i64 item) {
+  parallel_for(planes * h_small, threads, 2 * s * w_big, [&](i64 item) {
     const i64 plane = item / h_small, a = item % h_small;
     if (!adjoint) {  // y[a, b] = mean of x[a s .. a s + s, b s .. b s + s]
       T* __restrict sum = scratch<T>(static_cast<size_t>(w_big));

@@ -34,7 +34,7 @@ template <class T, bool kPrev, bool kGuide, bool kNoise, bool kX0>
 void step_all(const T* x, const T* eps, const T* coefs, const T* prev, const T* g, const T* noise, bool has_seed,
               u64 seed, u64 offset, T* xs, T* x0, i64 batch, i64 n, int threads) {
   const i64 chunks = (n + kChunk - 1) / kChunk;
-  parallel_for(batch * chunks, threads, [&](i64 item) {
+  parallel_for(batch * chunks, threads, (has_seed ? 8 : 4) * kChunk, [&](i64 item) {
     const i64 b = item / chunks, lo = (item % chunks) * kChunk, len = std::min(kChunk, n - lo);
     const i64 at = b * n + lo;
     alignas(64) T buffer[kChunk];
@@ -80,7 +80,7 @@ void diagonal_posterior_step(const T* mean, const T* precision, const T* diag, i
   const i64 chunks = (hw + kChunk - 1) / kChunk;
   const u64 numel = static_cast<u64>(batch * channels * hw);
   const bool noisy = has_seed || noise1 != nullptr;
-  parallel_for(batch * channels * chunks, threads, [&](i64 item) {
+  parallel_for(batch * channels * chunks, threads, (has_seed ? 12 : 6) * kChunk, [&](i64 item) {
     const i64 plane = item / chunks, lo = (item % chunks) * kChunk, len = std::min(kChunk, hw - lo);
     const i64 b = plane / channels, ch = plane % channels, at = plane * hw + lo;
     const T c = precision[b], w = noise_precision[b];

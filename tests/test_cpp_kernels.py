@@ -53,12 +53,16 @@ def randn(*shape, dtype=torch.float64, seed=0):
 
 
 def with_threads(n, fn, *args):
-    old = torch.get_num_threads()
+    """fn(*args) on n threads, with every call parallel however small (the kernels' grain at 1)."""
+    old, C = torch.get_num_threads(), ops._cpp.extension()
+    grain = C.parallel_grain()
     torch.set_num_threads(n)
+    C.set_parallel_grain(1)
     try:
         return fn(*args)
     finally:
         torch.set_num_threads(old)
+        C.set_parallel_grain(grain)
 
 
 def same_for_1_and_2_threads(fn, *args):
