@@ -3,6 +3,7 @@
 from .autoencoder import Autoencoder
 from .denoiser import Denoiser, EpsDenoiser, as_denoiser
 from .diffusers_adapter import DiffusersDenoiser
+from .default import load_default
 from .priors import GaussianMixturePosterior, GaussianMixturePrior, GaussianPosterior, GaussianPrior, operator_matrix
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "GaussianPosterior",
     "GaussianPrior",
     "as_denoiser",
+    "load_default",
     "operator_matrix",
 ]

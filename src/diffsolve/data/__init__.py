@@ -1,0 +1,71 @@
+"""Bundled demo data: two held-out photos and the held-out ``digits16`` split (no extra install).
+
+The files are written by ``python -m diffsolve.train bundle`` from what scikit-image and
+scikit-learn ship; SOURCES.md beside them gives their origin and licence. None of them was seen
+when training the shipped models.
+
+- :func:`photo` ``(name, size=None) -> (3, H, W)`` float32 in [-1, 1]; names in :data:`PHOTOS`.
+- :func:`heldout_digits` ``() -> (N, 1, 16, 16)`` float32 in [-1, 1], N = 360, in the order of
+  ``models/weights/digits16/split.json``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import numpy as np
+import torch
+
+__all__ = ["PHOTOS", "DIGITS_PER_ROW", "DIGITS_TILE", "heldout_digits", "photo", "read_image"]
+
+PHOTOS = ("chelsea", "coffee")
+DIGITS_TILE = 16  # the held-out digits are stored row-major as a mosaic of 16x16 tiles
+DIGITS_PER_ROW = 20
+
+
+def read_image(path, mode: str = "RGB") -> torch.Tensor:
+    """Read an image file into a ``(C, H, W)`` float32 tensor in [-1, 1] (C = 3 for RGB, 1 for L).
+
+    Raises ``ValueError`` naming the file when it cannot be read as an image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if mode not in ("RGB", "L"):
+        raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
+    try:
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert(mode), dtype=np.float32)
+    except (OSError, UnidentifiedImageError) as err:
+        raise ValueError(f"cannot read image {str(path)!r}: {err}") from err
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return torch.from_numpy(arr / 127.5 - 1.0).permute(2, 0, 1).contiguous()
+
+
+def _file(name: str):
+    return resources.files(__name__).joinpath(name)
+
+
+def photo(name: str, size: int | None = None) -> torch.Tensor:
+    """A bundled photo (256x256 centre crop) as ``(3, H, W)`` in [-1, 1], resized to ``size``."""
+    if name not in PHOTOS:
+        raise ValueError(f"photo name must be one of {PHOTOS}, got {name!r}")
+    with resources.as_file(_file(f"{name}.png")) as path:
+        img = read_image(path)
+    if size is not None:
+        if not isinstance(size, int) or size < 8:
+            raise ValueError(f"size must be an int >= 8 or None, got {size!r}")
+        img = torch.nn.functional.interpolate(
+            img[None], size=(size, size), mode="bicubic", antialias=True, align_corners=False
+        )[0].clamp(-1, 1)
+    return img
+
+
+def heldout_digits() -> torch.Tensor:
+    """The 360 held-out digits (never trained on) as ``(360, 1, 16, 16)`` in [-1, 1]."""
+    with resources.as_file(_file("digits16_heldout.png")) as path:
+        mosaic = read_image(path, mode="L")[0]
+    t = DIGITS_TILE
+    rows, cols = mosaic.shape[0] // t, mosaic.shape[1] // t
+    tiles = mosaic.reshape(rows, t, cols, t).permute(0, 2, 1, 3).reshape(rows * cols, 1, t, t)
+    return tiles.contiguous()
