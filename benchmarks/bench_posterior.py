@@ -189,10 +189,11 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
-def render(rows: list[dict], size: int, samples: int, elapsed: float) -> str:
+def render(rows: list[dict], size: int, samples: int, elapsed: float, command: str = "") -> str:
     out = ["## Posterior fidelity on exact priors (`bench_posterior.py`)", "",
+           f"Command: `{('python benchmarks/bench_posterior.py ' + command).strip()}`. "
            f"1×{size}×{size} images, σ = {SIGMA} ([−1, 1] units), {samples} samples per cell for one "
-           f"measurement, float64 on CPU (torch {torch.__version__}, {torch.get_num_threads()} threads, "
+           f"measurement, float64 on CPU (torch {torch.__version__}, threads: {torch.get_num_threads()}, "
            f"shared machine), whole run {elapsed / 60:.1f} min. `exact` = independent exact posterior "
            "draws (the sampling-noise floor). mean gap = ‖x̄ − μ‖/‖μ_prior − μ‖; var ratio = tr Ĉ / tr Σ "
            "(weak / strong: on the subspace where A's singular values are below / above σ, with its dimension "
@@ -243,6 +244,9 @@ def plot(rows: list[dict], path: Path) -> None:
                     ax.axhline(1.0 if key == "var_ratio" else floor[0], color="k", ls=style, lw=0.8)
             ax.set_xscale("log")
             ax.set_yscale("log")
+            steps = sorted({r["steps"] for r in rows if r["steps"]})
+            ax.set_xticks(steps, [str(n) for n in steps])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             ax.set_xlabel("steps")
             ax.set_title(f"{tname}: {label}", fontsize=9)
     axes[0][0].legend(fontsize=7)
@@ -270,9 +274,11 @@ def main(argv: list[str] | None = None) -> None:
     elapsed = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "posterior" if not args.quick else "posterior_quick"
-    (args.out / f"{stem}.md").write_text(render(rows, args.size, args.samples, elapsed) + "\n")
+    command = " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    (args.out / f"{stem}.md").write_text(render(rows, args.size, args.samples, elapsed, command) + "\n")
     (args.out / f"{stem}_raw.json").write_text(json.dumps({"size": args.size, "samples": args.samples,
-                                                           "sigma": SIGMA, "rows": rows}, indent=1))
+                                                           "sigma": SIGMA, "command": command,
+                                                           "minutes": elapsed / 60, "rows": rows}, indent=1))
     plot(rows, args.out / f"{stem}.png")
     print(f"wrote {args.out / stem}.md/.png/_raw.json in {elapsed / 60:.1f} min")
 
