@@ -214,15 +214,15 @@ def train(
     name: str, out: str | Path, *, steps: int | None = None, batch_size: int | None = None,
     lr: float | None = None, ema_decay: float | None = None, warmup: int | None = None,
     seed: int = 0, device: str = "cpu", bank: int = 8192, time_limit: float | None = None,
-    budget: float | None = None,
+    budget: float | None = None, n_eval: int | None = None,
     photo_cache: str | None = None, log_every: int = 250, command: str = "",
 ) -> dict:
     """Train model ``name`` ("digits16" or "patches") and save its EMA weights to ``out``.
 
     Returns the summary written to ``out/training.json``. ``budget`` (seconds) lowers ``steps``
     to what fits, measured on steps 10-60 (all in the warm-up, so nothing before depends on it);
-    ``time_limit`` (seconds) stops the loop early. The summary records the steps taken; rerunning
-    with ``steps`` set to that number and no budget repeats the run.
+    ``time_limit`` (seconds) stops the loop early; ``n_eval`` images score the final ε-MSE. The
+    summary records the steps taken; rerunning with ``steps`` set to that and no budget repeats it.
     """
     if name not in DEFAULTS:
         raise ValueError(f"name must be one of {tuple(DEFAULTS)}, got {name!r}")
@@ -321,7 +321,8 @@ def train(
         for p, e in zip(params, ema):
             p.copy_(e)
     unet.eval()
-    n_eval = 512 if dev.type == "cuda" else 128
+    if n_eval is None:
+        n_eval = 512 if dev.type == "cuda" else 128
     summary = {
         "model": name, "config": cfg, "steps_done": done, "seed": seed, "seconds": round(seconds, 1),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
