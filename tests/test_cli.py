@@ -1,0 +1,129 @@
+"""The command line: info, argument and input validation, restore, and a tiny demo run."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffsolve.cli import info, main
+from diffsolve.data import heldout_digits
+
+
+def _png(path, arr):
+    Image.fromarray(np.asarray(arr, dtype=np.uint8)).save(path)
+    return str(path)
+
+
+@pytest.fixture
+def digit_png(tmp_path):
+    d = ((heldout_digits()[0, 0] + 1) * 127.5).round().numpy()
+    return _png(tmp_path / "digit.png", d)
+
+
+def test_info_lists_versions_backends_and_models():
+    buf = io.StringIO()
+    result = info(out=buf)
+    text = buf.getvalue()
+    assert set(result["backends"]) == {"triton", "cpp", "torch"}
+    assert result["backends"]["torch"]["available"] is True
+    for name, b in result["backends"].items():
+        assert b["reason"] and name in text
+    assert result["models"]["digits16"]["in_channels"] == 1
+    assert result["models"]["patches"]["in_channels"] == 3
+    assert "digits16" in text and "patches" in text and result["versions"]["torch"] in text
+
+
+def test_info_command_exit_status(capsys):
+    assert main(["info"]) == 0
+    assert "shipped models" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [
+    ["restore", "--input", "x.png", "--task", "deblur", "--method", "mpgd", "--out", "o.png"],
+    ["restore", "--input", "x.png", "--task", "sr4", "--method", "magic", "--out", "o.png"],
+    ["restore", "--input", "x.png", "--task", "sr4", "--method", "mpgd", "--steps", "0", "--out", "o.png"],
+    ["restore", "--task", "sr4", "--method", "mpgd", "--out", "o.png"],
+    ["demo", "--steps", "-3"],
+    ["frobnicate"],
+])
+def test_bad_arguments_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def _restore(tmp_path, *extra):
+    return main(["restore", "--out", str(tmp_path / "out.png"), "--steps", "2", *extra])
+
+
+def test_unreadable_image(tmp_path, capsys):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    assert _restore(tmp_path, "--input", str(bad), "--task", "gaussian_blur", "--method", "mpgd") == 2
+    assert "cannot read image" in capsys.readouterr().err
+    assert _restore(tmp_path, "--input", str(tmp_path / "missing.png"), "--task", "sr4", "--method", "mpgd") == 2
+    assert "cannot read image" in capsys.readouterr().err
+
+
+def test_model_image_mismatches(tmp_path, digit_png, capsys):
+    grey20 = _png(tmp_path / "g20.png", np.zeros((20, 20)))
+    assert _restore(tmp_path, "--input", grey20, "--task", "gaussian_blur", "--method", "mpgd",
+                    "--model", "digits16", "--simulate") == 2
+    assert "size mismatch" in capsys.readouterr().err
+    rgb = _png(tmp_path / "rgb.png", np.zeros((16, 16, 3)))
+    assert _restore(tmp_path, "--input", rgb, "--task", "gaussian_blur", "--method", "mpgd", "--model", "digits16") == 2
+    assert "1-channel" in capsys.readouterr().err
+    rgb30 = _png(tmp_path / "rgb30.png", np.zeros((30, 30, 3)))
+    assert _restore(tmp_path, "--input", rgb30, "--task", "gaussian_blur", "--method", "mpgd", "--simulate") == 2
+    assert "divisible by 8" in capsys.readouterr().err
+    assert _restore(tmp_path, "--input", digit_png, "--task", "sr4", "--method", "mpgd",
+                    "--model", str(tmp_path / "nowhere")) == 2
+    assert "local diffusers folder" in capsys.readouterr().err
+
+
+def test_mask_rules(tmp_path, digit_png, capsys):
+    common = ["--input", digit_png, "--method", "mpgd", "--model", "digits16"]
+    assert _restore(tmp_path, *common, "--task", "inpaint") == 2
+    assert "needs --mask" in capsys.readouterr().err
+    assert _restore(tmp_path, *common, "--task", "box") == 2
+    assert "--simulate" in capsys.readouterr().err
+    small = _png(tmp_path / "m.png", np.full((8, 8), 255))
+    assert _restore(tmp_path, *common, "--task", "inpaint", "--mask", small) == 2
+    assert "--mask is 8x8" in capsys.readouterr().err
+
+
+def test_restore_simulated_digit(tmp_path, digit_png, capsys):
+    assert _restore(tmp_path, "--input", digit_png, "--task", "box", "--method", "mpgd",
+                    "--model", "digits16", "--simulate") == 0
+    out = capsys.readouterr().out
+    assert "PSNR" in out
+    assert Image.open(tmp_path / "out.png").size == (16, 16)
+    assert (tmp_path / "out_measurement.png").is_file()
+
+
+def test_restore_measurement_sr4_and_mask(tmp_path, capsys):
+    low = _png(tmp_path / "low.png", np.random.default_rng(0).integers(0, 255, (4, 4)))
+    assert _restore(tmp_path, "--input", low, "--task", "sr4", "--method", "tikhonov", "--model", "digits16") == 0
+    assert Image.open(tmp_path / "out.png").size == (16, 16)
+    mask = np.full((16, 16), 255)
+    mask[4:10, 4:10] = 0
+    img = _png(tmp_path / "img.png", np.random.default_rng(1).integers(0, 255, (16, 16)))
+    assert _restore(tmp_path, "--input", img, "--task", "inpaint", "--mask", _png(tmp_path / "mask.png", mask),
+                    "--method", "cdps", "--model", "digits16") == 0
+
+
+def test_tiny_demo(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--steps", "2", "--size", "32", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["suites"]) == {"photos", "digits16"}
+    for suite in metrics["suites"].values():
+        assert set(suite) == {"gaussian_blur", "motion_blur", "box", "random", "sr4"}
+        for task in suite.values():
+            assert set(task) == {"pinv", "tikhonov", "mpgd", "cdps"}
+            assert all(np.isfinite(m["psnr"]) and -1 <= m["ssim"] <= 1 for m in task.values())
+    assert len(list(out.glob("*.png"))) == 10
+    assert Image.open(out / "photos_box.png").size[0] > 6 * 32
