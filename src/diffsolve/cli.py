@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="restore the bundled photos and digits for every task; grids + metrics.json")
     d.add_argument("--out", default="diffsolve-demo", help="output folder (default: %(default)s)")
-    d.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (default 50, --quick 20)")
+    d.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (default 30, --quick 20)")
     d.add_argument("--quick", action="store_true", help="64x64 photos, 4 digits, 20 steps")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--size", type=_positive_int, default=None, help="photo side in pixels, divisible by 8")
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from .demo import run_demo
 
-            steps = args.steps or (20 if args.quick else 50)
+            steps = args.steps or (20 if args.quick else 30)
             if args.size is not None and args.size % 8:
                 raise CLIError(f"--size must be divisible by 8 (the patches model's down-sampling), got {args.size}")
             metrics = run_demo(args.out, steps=steps, quick=args.quick, seed=args.seed, size=args.size,
