@@ -10,6 +10,12 @@ from diffsolve.kernels import BackendUnavailableError, _dispatch, backends, fuse
 
 CPU = torch.device("cpu")
 
+# triton.jit decides compiled vs interpreted when a kernel module is first imported: importing the
+# Triton kernels with TRITON_INTERPRET=1 on a GPU machine would make every later CUDA test run them
+# in the interpreter. The interpreter-dispatch checks therefore run on CPU-only machines (CI).
+cpu_only = pytest.mark.skipif(torch.cuda.is_available(),
+                              reason="would import the Triton kernels in interpreter mode on a GPU machine")
+
 
 @pytest.fixture
 def no_cpp(monkeypatch):
@@ -53,6 +59,7 @@ def test_explicit_cpp_without_extension_raises_with_reason(no_cpp):
         _dispatch.resolve_backend("cpp", "fused_step", "step", CPU)
 
 
+@cpu_only
 def test_explicit_triton_on_cpu_with_interpreter_runs(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     if not _dispatch._triton_status()[0]:
@@ -61,6 +68,7 @@ def test_explicit_triton_on_cpu_with_interpreter_runs(monkeypatch):
     assert _dispatch.implementation("triton", "fused_step", "step", CPU).__module__.endswith("_triton_step")
 
 
+@cpu_only
 def test_missing_op_on_named_backend_raises(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     if not _dispatch._triton_status()[0]:
