@@ -1,0 +1,17 @@
+"""The README's one-minute example runs as written (at a smaller size and step count)."""
+
+import re
+from pathlib import Path
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def test_readme_example_runs(capsys):
+    text = README.read_text()
+    code = re.search(r"## One-minute example.*?```python\n(.*?)```", text, re.S).group(1)
+    small = code.replace("size=128", "size=32").replace("Inpainting.random(128", "Inpainting.random(32")
+    small = small.replace("steps=50", "steps=3").replace("progress=True", "progress=False")
+    assert small.count("32") >= 2 and "steps=3" in small, "the README example changed: update this test"
+    exec(compile(small, str(README), "exec"), {})
+    out = capsys.readouterr().out
+    assert re.search(r"PSNR: pseudo-inverse [\d.]+ dB, MPGD [\d.]+ dB", out), out
