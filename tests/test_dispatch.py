@@ -107,3 +107,17 @@ def test_backends_lists_each_with_reason():
     for name, (ok, why) in info.items():
         assert isinstance(ok, bool) and isinstance(why, str) and why, name
     assert info["torch"][0] is True
+
+
+def test_auto_skips_ops_a_backend_marks_slower_than_torch(monkeypatch):
+    from diffsolve.kernels import _cpp_ops
+
+    monkeypatch.delenv("DIFFSOLVE_BACKEND", raising=False)
+    monkeypatch.setattr(_dispatch, "_cpp_status", lambda: (True, "built (test)"))
+    real_lookup = _dispatch._lookup
+    monkeypatch.setattr(_dispatch, "_lookup", lambda n, f, b: (lambda *a: None) if b == "cpp" else real_lookup(n, f, b))
+    assert _dispatch.resolve_backend("auto", "fused_step", "step", CPU) == "cpp"
+    monkeypatch.setattr(_cpp_ops, "AUTO_EXCLUDE", ("fused_step",), raising=False)
+    assert _dispatch.resolve_backend("auto", "fused_step", "step", CPU) == "torch"
+    assert _dispatch.resolve_backend("cpp", "fused_step", "step", CPU) == "cpp"  # explicit still runs
+

@@ -8,7 +8,9 @@ implementations with one positional signature:
 - cpp:    ``diffsolve.kernels._cpp_ops.<name>``           (the pybind11 extension ``diffsolve._C``)
 
 ``backend="auto"`` picks triton for CUDA tensors, cpp for CPU tensors when the extension is built,
-else torch, quietly; it never picks the Triton interpreter. A backend named explicitly that cannot
+else torch, quietly; it never picks the Triton interpreter. A backend module may name ops in
+``AUTO_EXCLUDE`` that it implements but that measured slower than torch: ``auto`` then uses torch
+for them (an explicit choice still runs them). A backend named explicitly that cannot
 run raises :class:`BackendUnavailableError` with the reason.
 
 Environment (read here only): ``DIFFSOLVE_BACKEND`` replaces ``"auto"`` as the default choice.
@@ -77,11 +79,7 @@ def backends() -> dict[str, tuple[bool, str]]:
 
 @functools.cache
 def _lookup(name: str, family: str, backend: str) -> Callable | None:
-    module = {
-        "torch": f"diffsolve.kernels.{family}",
-        "triton": f"diffsolve.kernels._triton_{family}",
-        "cpp": "diffsolve.kernels._cpp_ops",
-    }[backend]
+    module = _MODULES[backend].format(family=family)
     attr = f"{name}_reference" if backend == "torch" else name
     try:
         mod = importlib.import_module(module)
@@ -90,6 +88,19 @@ def _lookup(name: str, family: str, backend: str) -> Callable | None:
             raise
         return None
     return getattr(mod, attr, None)
+
+
+_MODULES = {
+    "torch": "diffsolve.kernels.{family}",
+    "triton": "diffsolve.kernels._triton_{family}",
+    "cpp": "diffsolve.kernels._cpp_ops",
+}
+
+
+def _auto_allowed(name: str, family: str, backend: str) -> bool:
+    """False when the backend's module lists op ``name`` in ``AUTO_EXCLUDE`` (slower than torch)."""
+    module = importlib.import_module(_MODULES[backend].format(family=family))
+    return name not in getattr(module, "AUTO_EXCLUDE", ())
 
 
 def _why_not(name: str, family: str, backend: str, device: torch.device) -> str | None:
@@ -117,7 +128,7 @@ def resolve_backend(backend: str, name: str, family: str, device: torch.device) 
     if backend == "auto":
         preferred = "triton" if device.type == "cuda" else "cpp"
         if device.type in ("cuda", "cpu") and _why_not(name, family, preferred, device) is None:
-            if not (preferred == "triton" and device.type != "cuda"):
+            if _auto_allowed(name, family, preferred):
                 return preferred
         return "torch"
     reason = _why_not(name, family, backend, device)
