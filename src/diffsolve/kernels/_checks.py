@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_image_like", "check_same", "per_sample"]
+__all__ = ["check_companion", "check_image_like", "check_same", "per_sample"]
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -18,6 +18,14 @@ def check_image_like(name: str, x: object, min_dim: int = 1) -> torch.Tensor:
     if x.dim() < min_dim:
         raise ValueError(f"{name} must have at least {min_dim} dimensions, got shape {tuple(x.shape)}")
     return x
+
+
+def check_companion(name: str, t: torch.Tensor, images: torch.Tensor) -> None:
+    """A tensor used with the images (a kernel, a matrix) must share their dtype and device."""
+    if t.dtype != images.dtype:
+        raise TypeError(f"{name} must have the images' dtype {images.dtype}, got {t.dtype}")
+    if t.device != images.device:
+        raise ValueError(f"{name} is on {t.device} but the images are on {images.device}; move them together")
 
 
 def check_same(name: str, t: torch.Tensor | None, ref: torch.Tensor, ref_name: str) -> None:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _dispatch
-from ._checks import check_image_like
+from ._checks import check_companion, check_image_like
 
 __all__ = [
     "BOUNDARIES",
@@ -119,10 +119,7 @@ def _check_taps(name: str, k: object, ndim: int, x: torch.Tensor) -> torch.Tenso
     if k.dim() != ndim or any(n % 2 == 0 for n in k.shape):
         what = "(kh, kw) with odd kh, kw" if ndim == 2 else "a 1-D tensor of odd length"
         raise ValueError(f"{name} must be {what}, got shape {tuple(k.shape)}")
-    if k.dtype != x.dtype:
-        raise TypeError(f"{name} must have the images' dtype {x.dtype}, got {k.dtype}")
-    if k.device != x.device:
-        raise ValueError(f"{name} is on {k.device} but the images are on {x.device}; move them together")
+    check_companion(name, k, x)
     return k.contiguous()
 
 

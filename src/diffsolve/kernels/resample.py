@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _dispatch
+from ._checks import check_companion
 from .correlate import _check_images
 
 __all__ = [
@@ -63,10 +64,7 @@ def _check_matrix(name: str, m: object, cols: int | None, x: torch.Tensor, axis:
     if m.dim() != 2 or (cols is not None and m.shape[1] != cols):
         want = f"(out, {cols})" if cols is not None else "(out, in)"
         raise ValueError(f"{name} must be a {want} matrix for the image {axis}, got shape {tuple(m.shape)}")
-    if m.dtype != x.dtype:
-        raise TypeError(f"{name} must have the images' dtype {x.dtype}, got {m.dtype}")
-    if m.device != x.device:
-        raise ValueError(f"{name} is on {m.device} but the images are on {x.device}; move them together")
+    check_companion(name, m, x)
     return m.contiguous()
 
 
