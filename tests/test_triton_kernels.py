@@ -155,6 +155,25 @@ def test_separable_correlate2d_and_adjoint(device, dtype, boundary):
         torch.testing.assert_close(op(x, k_h, k_w, boundary=boundary, backend="triton"), want, **TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("boundary", ["zero", "reflect", "circular"])
+@pytest.mark.parametrize("case", ["tiles", "padding_limit"])
+def test_separable_tile_matches_reference(device, dtype, boundary, case):
+    """The one-pass tile (16×16 tiles under the interpreter): 3×3 tiles whose windows overlap, and an
+    image as small as the boundary allows (reflect: pad = n − 1), both directions."""
+    from diffsolve.kernels import _triton_correlate as tri
+
+    g = torch.Generator().manual_seed(16)
+    h, w, kh, kw = (37, 41, 7, 5) if case == "tiles" else (5, 3, 9, 5)
+    x = _rand(g, 1, 2, h, w, dtype=dtype, device=device)
+    k_h, k_w = _rand(g, kh, dtype=dtype, device=device), _rand(g, kw, dtype=dtype, device=device)
+    pairs = ((tri.separable_correlate2d_tile, K.separable_correlate2d),
+             (tri.separable_correlate2d_tile_adjoint, K.separable_correlate2d_adjoint))
+    for tile, op in pairs:
+        want = op(x, k_h, k_w, boundary=boundary, backend="torch")
+        torch.testing.assert_close(tile(x, k_h, k_w, boundary), want, **TOL[dtype])
+
+
 @pytest.mark.parametrize("boundary", ["zero", "reflect", "circular"])
 def test_correlate_adjoint_identity_at_the_padding_limits(device, boundary):
     """<A x, y> = <x, Aᵀ y> where the padding is as wide as the boundary allows (pad = n−1 / n)."""
@@ -315,6 +334,9 @@ def _guard_cases(device):
         ("correlate", "correlate2d", (x[:2, :1], r(3, 5), "reflect")),
         ("correlate", "correlate2d_adjoint", (x[:2, :1], r(3, 3), "circular")),
         ("correlate", "separable_correlate2d_adjoint", (x[:2, :1], r(5), r(3), "reflect")),
+        ("correlate", "separable_correlate2d_tile", (x[:2, :1], r(5), r(3), "zero"), "separable_correlate2d"),
+        ("correlate", "separable_correlate2d_tile_adjoint", (x[:2, :1], r(5), r(3), "circular"),
+         "separable_correlate2d_adjoint"),
         ("resample", "resample", (r(2, 3, 17, 19), r(5, 17), r(6, 19))),
         ("resample", "resample_adjoint", (r(2, 3, 5, 6), r(5, 17), r(6, 19))),
         ("resample", "avg_pool", (r(2, 3, 6, 9), 3)),
@@ -325,11 +347,11 @@ def _guard_cases(device):
     ]
 
 
-@pytest.mark.parametrize("case", range(11))
+@pytest.mark.parametrize("case", range(13))
 def test_guards_nothing_read_or_written_outside(device, case, monkeypatch):
-    family, name, args = _guard_cases(device)[case]
+    family, name, args, *oracle = _guard_cases(device)[case]  # oracle: the reference's op, if named apart
     module = importlib.import_module(f"diffsolve.kernels._triton_{family}")
-    reference = getattr(importlib.import_module(f"diffsolve.kernels.{family}"), f"{name}_reference")
+    reference = getattr(importlib.import_module(f"diffsolve.kernels.{family}"), f"{(oracle or [name])[0]}_reference")
     want = reference(*[a.clone() if isinstance(a, torch.Tensor) else a for a in args])
     guarded, buffers = [], []
     for a in args:
@@ -436,6 +458,13 @@ def test_autotuned_launches_on_large_images():
     d64 = [t.double() for t in (x, e, p, z)]
     for op in (K.separable_correlate2d, K.separable_correlate2d_adjoint):
         close(op(x, taps, taps, backend="triton"), op(d64[0], taps.double(), taps.double(), backend="torch"))
+    from diffsolve.kernels import _triton_correlate as tri
+
+    for tile, op in ((tri.separable_correlate2d_tile, K.separable_correlate2d),
+                     (tri.separable_correlate2d_tile_adjoint, K.separable_correlate2d_adjoint)):
+        for boundary in ("reflect", "circular"):
+            close(tile(x, taps, taps, boundary), op(d64[0], taps.double(), taps.double(), boundary=boundary,
+                                                   backend="torch"))
     for op in (K.correlate2d, K.correlate2d_adjoint):
         close(op(x, motion, backend="triton"), op(d64[0], motion.double(), backend="torch"))
     coefs = torch.randn(6, 8, generator=g, device=dev)

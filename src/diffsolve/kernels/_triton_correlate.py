@@ -7,6 +7,18 @@ dense kernel all of them; taps are processed four at a time so their loads overl
 kernels run as a vertical then a horizontal 1-D pass (two launches, one intermediate of the
 image's size), each with its taps unrolled at compile time. Tile sizes are autotuned per shape.
 
+The one-pass separable tile (``separable_correlate2d_tile`` and its adjoint; not yet the dispatched
+default: it waits for a GPU measurement against the two passes) reads each input once per output
+tile: a program runs the horizontal pass over the BK ≥ BH + kh − 1 window rows its BH×BW tile needs,
+keeps that (BK, BW) block in registers, and applies the vertical pass as one banded (BH, BK) matrix
+times the block (``tl.dot``; tf32×3 in float32, so float32 accuracy). Window row j holds padded row
+q = r0 − p_h + j. Forward: the block reads rows φ(q) and band[i, j] = k_h[j − i]. Adjoint: the block
+holds the rows q of the measurement themselves (wrapped for circular), and band[i, j] sums k_h[u]
+over the preimages of row a = r0 + i that read window row j: u = a + p_h − q, and for reflect also
+u = p_h − a − q (a ≥ 1) and u = 2(n−1) − a + p_h − q (a ≤ n − 2); each lies inside the window.
+A NaN or Inf input spreads over its whole tile column here (the band's zeros still multiply it),
+where the two passes spread it over the kernel's support only; finite inputs give the same result.
+
 Boundaries map a padded index q ∈ [−p, n−1+p] to its source pixel φ(q) per axis:
 zero (q itself, masked outside [0, n)), reflect (−q below 0, 2(n−1)−q above n−1, as
 ``ReflectionPad2d``), circular (q mod n). Forward: out[i, j] = Σ k[u, v] x[φ(i+u−p_h), ψ(j+v−p_w)].
@@ -31,6 +43,8 @@ __all__ = [
     "correlate2d_adjoint",
     "separable_correlate2d",
     "separable_correlate2d_adjoint",
+    "separable_correlate2d_tile",
+    "separable_correlate2d_tile_adjoint",
 ]
 
 _MODES = {"zero": 0, "reflect": 1, "circular": 2}
@@ -139,6 +153,61 @@ def _pass1d_kernel(
     tl.store(out_ptr + plane + rows * width + cols, acc, mask=inside)
 
 
+@triton.jit
+def _separable_tile_kernel(
+    src_ptr, kh_ptr, kw_ptr, out_ptr, height, width,
+    KH: tl.constexpr, KW: tl.constexpr, MODE: tl.constexpr, ADJOINT: tl.constexpr, PRECISION: tl.constexpr,
+    BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr,
+):
+    """Separable correlation (or its adjoint) of one BH×BW tile in one pass (module docstring):
+    horizontal taps over the (BK, BW) window block, then band (BH, BK) @ block."""
+    tile = tl.program_id(0)
+    tiles_w = tl.cdiv(width, BW)
+    plane = tl.program_id(1).to(tl.int64) * height * width
+    r0 = (tile // tiles_w) * BH
+    cols = (tile % tiles_w) * BW + tl.arange(0, BW)[None, :]
+    j = tl.arange(0, BK)
+    src = src_ptr + plane
+    PH: tl.constexpr = KH // 2
+    PW: tl.constexpr = KW // 2
+    q = r0 - PH + j  # padded row of each window row
+    if ADJOINT and MODE != 2:
+        row, ok_row = _source(q, height, 0)  # the measurement's own rows
+    else:
+        row, ok_row = _source(q, height, MODE)
+    ok_row = (ok_row & (j < BH + KH - 1))[:, None]
+    row = row[:, None]
+    block = tl.zeros((BK, BW), dtype=src_ptr.dtype.element_ty)
+    NC: tl.constexpr = 1 if MODE == 0 else 3
+    for v in tl.static_range(KW):
+        wt = tl.load(kw_ptr + v)
+        if ADJOINT:
+            for c in tl.static_range(NC):
+                qc, ok = _preimage(cols, width, c, MODE)
+                col = qc - v + PW
+                ok = ok_row & ok & (cols < width) & (col >= 0) & (col < width)
+                block += wt * tl.load(src + row * width + col, mask=ok, other=0.0)
+        else:
+            col, ok = _source(cols + v - PW, width, MODE)
+            block += wt * tl.load(src + row * width + col, mask=ok_row & ok & (cols < width), other=0.0)
+
+    a = r0 + tl.arange(0, BH)[:, None]  # image row of each output
+    qj = q[None, :]
+    if ADJOINT:
+        u = a + PH - qj
+        band = tl.load(kh_ptr + u, mask=(u >= 0) & (u < KH), other=0.0)
+        if MODE == 1:  # reflect: the mirrored reads fold back onto a
+            u = PH - a - qj
+            band += tl.load(kh_ptr + u, mask=(a >= 1) & (u >= 0) & (u < KH), other=0.0)
+            u = 2 * (height - 1) - a + PH - qj
+            band += tl.load(kh_ptr + u, mask=(a <= height - 2) & (u >= 0) & (u < KH), other=0.0)
+    else:
+        u = qj - a + PH  # = j − i
+        band = tl.load(kh_ptr + u, mask=(u >= 0) & (u < KH), other=0.0)
+    out = tl.dot(band, block, input_precision=PRECISION)
+    tl.store(out_ptr + plane + a * width + cols, out, mask=(a < height) & (cols < width))
+
+
 _TILES = ([dict(BH=h, BW=w) for h, w, _ in TILE_CONFIGS], [nw for _, _, nw in TILE_CONFIGS])
 _correlate_tuned = tuned(_correlate_kernel, *_TILES, ["height", "width", "MODE", "ADJOINT"])
 _pass1d_tuned = tuned(_pass1d_kernel, *_TILES, ["height", "width", "K", "AXIS", "MODE", "ADJOINT"])
@@ -208,3 +277,44 @@ def separable_correlate2d_adjoint(
 ) -> torch.Tensor:
     """Exact transpose of :func:`separable_correlate2d`: horizontal adjoint, then vertical adjoint."""
     return _pass1d(_pass1d(y, k_w, 1, boundary, True), k_h, 0, boundary, True)
+
+#: (BH, BW, num_warps) of the one-pass tile; BK follows from BH and the vertical kernel's length
+_DOT_TILE_CONFIGS = [(32, 64, 4), (64, 64, 8), (32, 128, 8), (16, 64, 4)]
+_tile_kernel = triton.heuristics({"BK": lambda a: triton.next_power_of_2(a["BH"] + a["KH"] - 1)})(
+    _separable_tile_kernel)
+_tile_tuned = tuned(_tile_kernel, [dict(BH=h, BW=w) for h, w, _ in _DOT_TILE_CONFIGS],
+                    [nw for _, _, nw in _DOT_TILE_CONFIGS], ["height", "width", "KH", "KW", "MODE", "ADJOINT"])
+
+
+def _tile(src: torch.Tensor, k_h: torch.Tensor, k_w: torch.Tensor, boundary: str, adjoint: bool) -> torch.Tensor:
+    """One launch of the one-pass separable tile over every plane of src (B, C, H, W).
+    Interpreter: 16×16 tiles, so neighbouring tiles share window rows and columns."""
+    batch, channels, height, width = src.shape
+    out = torch.empty_like(src)
+    if src.numel() == 0:
+        return out
+    args = (src, k_h.to(src.dtype).contiguous(), k_w.to(src.dtype).contiguous(), out, height, width)
+    flags = dict(KH=k_h.numel(), KW=k_w.numel(), MODE=_MODES[boundary], ADJOINT=adjoint,
+                 PRECISION="ieee" if src.dtype == torch.float64 else "tf32x3")
+    planes = batch * channels
+    if INTERPRET or src.numel() < TUNE_MIN_NUMEL:
+        bh, bw, warps = (16, 16, 1) if INTERPRET else _DOT_TILE_CONFIGS[0]
+        _tile_kernel[(triton.cdiv(height, bh) * triton.cdiv(width, bw), planes)](
+            *args, **flags, BH=bh, BW=bw, num_warps=warps)
+    else:
+        _tile_tuned[lambda m: (triton.cdiv(height, m["BH"]) * triton.cdiv(width, m["BW"]), planes)](*args, **flags)
+    return out
+
+
+def separable_correlate2d_tile(
+    x: torch.Tensor, k_h: torch.Tensor, k_w: torch.Tensor, boundary: str
+) -> torch.Tensor:
+    """Correlation with outer(k_h, k_w) in one pass per output tile (module docstring)."""
+    return _tile(x, k_h, k_w, boundary, adjoint=False)
+
+
+def separable_correlate2d_tile_adjoint(
+    y: torch.Tensor, k_h: torch.Tensor, k_w: torch.Tensor, boundary: str
+) -> torch.Tensor:
+    """Exact transpose of :func:`separable_correlate2d_tile`, also in one pass per tile."""
+    return _tile(y, k_h, k_w, boundary, adjoint=True)
