@@ -53,6 +53,28 @@ def test_fused_step_matches_reference(device, dtype, extras):
     torch.testing.assert_close(alone, want[0], **TOL[dtype])
 
 
+@pytest.mark.parametrize("noise", ["tensor", "seed"])
+def test_fused_step_block_loop_is_grid_independent(device, noise):
+    """Programs looping over several blocks (the persistent grids) give the result of one program
+    per block, bit for bit, in-kernel noise included (its counters are the elements' indices)."""
+    from diffsolve.kernels import _triton_step
+
+    g = torch.Generator().manual_seed(17)
+    x, eps, prev, z = (_rand(g, 3, 2, 5, 7, dtype=torch.float32, device=device) for _ in range(4))
+    coefs = _rand(g, 3, 8, dtype=torch.float32, device=device)
+    args = (x, eps, coefs, prev, None, z if noise == "tensor" else None, 9 if noise == "seed" else None, 4, True)
+    one_each = _triton_step._run(*args, launch=(3 * 3, 32))  # 70 elements per sample: 3 blocks of 32
+    for programs in (1, 2, 4):
+        for got, want in zip(_triton_step._run(*args, launch=(programs, 32)), one_each):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+    if noise == "tensor":
+        for got, want in zip(one_each, K.fused_step(x, eps, coefs, eps_prev=prev, noise=z, return_x0=True,
+                                                    backend="torch")):
+            torch.testing.assert_close(got, want, **TOL[torch.float32])
+    else:  # the default launch (one block per sample here) draws the same noise
+        torch.testing.assert_close(_triton_step.fused_step(*args)[0], one_each[0], rtol=0, atol=0)
+
+
 def test_ddim_wrapper_on_triton(device):
     g = torch.Generator().manual_seed(2)
     x, eps, z = (_rand(g, 2, 3, 4, 5, dtype=torch.float64, device=device) for _ in range(3))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
+import torch
 import triton
 import triton.language as tl
 
-__all__ = ["INTERPRET", "STREAM_CONFIGS", "TILE_CONFIGS", "TUNE_MIN_NUMEL", "elementwise_config", "randn_at", "tuned"]
+__all__ = ["INTERPRET", "PERSISTENT_CONFIGS", "STREAM_CONFIGS", "TILE_CONFIGS", "TUNE_MIN_NUMEL", "elementwise_config",
+           "grid_size", "randn_at", "tuned"]
 
 #: under TRITON_INTERPRET=1 one big block per program keeps the (slow) interpreter fast
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -45,6 +48,21 @@ TILE_CONFIGS = [  # (BH, BW, num_warps) for the stencil kernels, tried once per 
     (16, 64, 4), (8, 64, 4), (32, 64, 8), (16, 128, 8), (32, 32, 4),
 ]
 STREAM_CONFIGS = [(2048, 8), (1024, 4), (4096, 8), (8192, 16)]  # (BLOCK, num_warps)
+#: (BLOCK, num_warps, programs per SM) of streaming kernels that loop over their blocks (grid_size)
+PERSISTENT_CONFIGS = [(1024, 4, 16), (2048, 8, 8)]
+
+
+@functools.cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def grid_size(blocks: int, per_sm: int, device: torch.device) -> int:
+    """Programs to launch for ``blocks`` blocks: one per block (per_sm = 0), or at most
+    ``per_sm`` per streaming multiprocessor, each looping over its share (persistent)."""
+    if per_sm == 0 or device.type != "cuda":
+        return blocks
+    return max(1, min(blocks, per_sm * _sm_count(device.index if device.index is not None else 0)))
 
 
 def tuned(kernel, configs: list[dict], warps: list[int], key: list[str]):
