@@ -177,6 +177,27 @@ def test_separable_correlate2d_and_adjoint(device, dtype, boundary):
         torch.testing.assert_close(op(x, k_h, k_w, boundary=boundary, backend="triton"), want, **TOL[dtype])
 
 
+@pytest.mark.parametrize("boundary", ["zero", "reflect", "circular"])
+def test_correlate_interior_tiles(device, boundary):
+    """16×16 tiles on a 40×45 image: the centre tile is interior (constant offsets, no masks), its
+    neighbours are not; the 2-D kernel and both 1-D passes, forward and adjoint."""
+    from diffsolve.kernels import _triton_correlate as tri
+
+    dtype = torch.float64
+    g = torch.Generator().manual_seed(18)
+    x = _rand(g, 1, 1, 40, 45, dtype=dtype, device=device)
+    k = _kernel(g, 5, 7, True, dtype, device)
+    k_h, k_w = _rand(g, 7, dtype=dtype, device=device), _rand(g, 5, dtype=dtype, device=device)
+    for adjoint, op, sep in ((False, K.correlate2d, K.separable_correlate2d),
+                             (True, K.correlate2d_adjoint, K.separable_correlate2d_adjoint)):
+        want = op(x, k, boundary=boundary, backend="torch")
+        torch.testing.assert_close(tri._run(x, k, boundary, adjoint, tile=(16, 16)), want, **TOL[dtype])
+        first, second = ((k_w, 1), (k_h, 0)) if adjoint else ((k_h, 0), (k_w, 1))
+        mid = tri._pass1d(x, first[0], first[1], boundary, adjoint, tile=(16, 16))
+        got = tri._pass1d(mid, second[0], second[1], boundary, adjoint, tile=(16, 16))
+        torch.testing.assert_close(got, sep(x, k_h, k_w, boundary=boundary, backend="torch"), **TOL[dtype])
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("boundary", ["zero", "reflect", "circular"])
 @pytest.mark.parametrize("case", ["tiles", "padding_limit"])

@@ -6,6 +6,8 @@ zero mask and a count: no host sync), so a sparse motion kernel costs only its n
 dense kernel all of them; taps are processed four at a time so their loads overlap. Separable
 kernels run as a vertical then a horizontal 1-D pass (two launches, one intermediate of the
 image's size), each with its taps unrolled at compile time. Tile sizes are autotuned per shape.
+Tiles more than the kernel's half-size inside the image take a path without index maps or masks
+(one offset per tap); only border tiles map every read through the boundary.
 
 The one-pass separable tile (``separable_correlate2d_tile`` and its adjoint; not yet the dispatched
 default: it waits for a GPU measurement against the two passes) reads each input once per output
@@ -77,6 +79,14 @@ def _preimage(a, n, CAND: tl.constexpr, MODE: tl.constexpr):
 
 
 @triton.jit
+def _interior(start, size, n, p):
+    """Whether rows (or columns) [start, start + size) lie inside the image and at least p + 1
+    away from both edges: then every forward read is the plain index and the only preimage of the
+    adjoint is the index itself (reflect: a > p and a < n − 1 − p; circular: p ≤ a < n − p)."""
+    return (start > p) & (start + size + p < n)
+
+
+@triton.jit
 def _correlate_kernel(
     src_ptr, k_ptr, order_ptr, count_ptr, out_ptr, height, width, ph, kw,
     MODE: tl.constexpr, ADJOINT: tl.constexpr, UNROLL: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
@@ -86,35 +96,48 @@ def _correlate_kernel(
     tile = tl.program_id(0)
     tiles_w = tl.cdiv(width, BW)
     plane = tl.program_id(1).to(tl.int64) * height * width
-    rows = (tile // tiles_w) * BH + tl.arange(0, BH)[:, None]
-    cols = (tile % tiles_w) * BW + tl.arange(0, BW)[None, :]
+    r0 = (tile // tiles_w) * BH
+    c0 = (tile % tiles_w) * BW
+    rows = r0 + tl.arange(0, BH)[:, None]
+    cols = c0 + tl.arange(0, BW)[None, :]
     inside = (rows < height) & (cols < width)
     src = src_ptr + plane
     pw = kw // 2
     n_taps = tl.load(count_ptr)
     acc = tl.zeros((BH, BW), dtype=src_ptr.dtype.element_ty)
     NC: tl.constexpr = 1 if MODE == 0 else 3
-    for s0 in range(0, n_taps, UNROLL):
-        for step in tl.static_range(UNROLL):  # independent taps: their loads overlap
-            live = s0 + step < n_taps
-            t = tl.load(order_ptr + s0 + step, mask=live, other=0)
-            wt = tl.load(k_ptr + t, mask=live, other=0.0)
-            u = t // kw
-            v = t % kw
-            if ADJOINT:
-                for ca in tl.static_range(NC):
-                    qa, va = _preimage(rows, height, ca, MODE)
-                    i = qa - u + ph
-                    ok_i = va & (i >= 0) & (i < height)
-                    for cb in tl.static_range(NC):
-                        qb, vb = _preimage(cols, width, cb, MODE)
-                        j = qb - v + pw
-                        ok = live & inside & ok_i & vb & (j >= 0) & (j < width)
-                        acc += wt * tl.load(src + i * width + j, mask=ok, other=0.0)
-            else:
-                i, ok_i = _source(rows + u - ph, height, MODE)
-                j, ok_j = _source(cols + v - pw, width, MODE)
-                acc += wt * tl.load(src + i * width + j, mask=live & inside & ok_i & ok_j, other=0.0)
+    if _interior(r0, BH, height, ph) & _interior(c0, BW, width, pw):
+        here = src + rows * width + cols  # every read in range: a scalar offset per tap, no masks
+        sign = -1 if ADJOINT else 1
+        for s0 in range(0, n_taps, UNROLL):
+            for step in tl.static_range(UNROLL):
+                live = s0 + step < n_taps
+                t = tl.load(order_ptr + s0 + step, mask=live, other=0)
+                wt = tl.load(k_ptr + t, mask=live, other=0.0)
+                shift = sign * ((t // kw - ph) * width + (t % kw - pw))
+                acc += wt * tl.load(here + shift, mask=live, other=0.0)
+    else:
+        for s0 in range(0, n_taps, UNROLL):
+            for step in tl.static_range(UNROLL):  # independent taps: their loads overlap
+                live = s0 + step < n_taps
+                t = tl.load(order_ptr + s0 + step, mask=live, other=0)
+                wt = tl.load(k_ptr + t, mask=live, other=0.0)
+                u = t // kw
+                v = t % kw
+                if ADJOINT:
+                    for ca in tl.static_range(NC):
+                        qa, va = _preimage(rows, height, ca, MODE)
+                        i = qa - u + ph
+                        ok_i = va & (i >= 0) & (i < height)
+                        for cb in tl.static_range(NC):
+                            qb, vb = _preimage(cols, width, cb, MODE)
+                            j = qb - v + pw
+                            ok = live & inside & ok_i & vb & (j >= 0) & (j < width)
+                            acc += wt * tl.load(src + i * width + j, mask=ok, other=0.0)
+                else:
+                    i, ok_i = _source(rows + u - ph, height, MODE)
+                    j, ok_j = _source(cols + v - pw, width, MODE)
+                    acc += wt * tl.load(src + i * width + j, mask=live & inside & ok_i & ok_j, other=0.0)
     tl.store(out_ptr + plane + rows * width + cols, acc, mask=inside)
 
 
@@ -125,12 +148,15 @@ def _pass1d_kernel(
     BH: tl.constexpr, BW: tl.constexpr,
 ):
     """1-D correlation (or its adjoint) along AXIS (0: rows/vertical, 1: columns) with K taps,
-    unrolled at compile time so the tap loads issue back to back (no per-tap branch)."""
+    unrolled at compile time so the tap loads issue back to back (no per-tap branch); interior
+    tiles read at constant offsets, border tiles through the boundary map."""
     tile = tl.program_id(0)
     tiles_w = tl.cdiv(width, BW)
     plane = tl.program_id(1).to(tl.int64) * height * width
-    rows = (tile // tiles_w) * BH + tl.arange(0, BH)[:, None]
-    cols = (tile % tiles_w) * BW + tl.arange(0, BW)[None, :]
+    r0 = (tile // tiles_w) * BH
+    c0 = (tile % tiles_w) * BW
+    rows = r0 + tl.arange(0, BH)[:, None]
+    cols = c0 + tl.arange(0, BW)[None, :]
     inside = (rows < height) & (cols < width)
     src = src_ptr + plane
     n = height if AXIS == 0 else width
@@ -139,17 +165,26 @@ def _pass1d_kernel(
     base = cols if AXIS == 0 else rows * width
     acc = tl.zeros((BH, BW), dtype=src_ptr.dtype.element_ty)
     NC: tl.constexpr = 1 if MODE == 0 else 3
-    for u in tl.static_range(K):
-        wt = tl.load(k_ptr + u)
-        if ADJOINT:
-            for c in tl.static_range(NC):
-                q, ok = _preimage(pos, n, c, MODE)
-                i = q - u + K // 2
-                ok = inside & ok & (i >= 0) & (i < n)
-                acc += wt * tl.load(src + base + i * stride, mask=ok, other=0.0)
-        else:
-            i, ok = _source(pos + u - K // 2, n, MODE)
-            acc += wt * tl.load(src + base + i * stride, mask=inside & ok, other=0.0)
+    if AXIS == 0:
+        interior = _interior(r0, BH, height, K // 2) & (c0 + BW <= width)
+    else:
+        interior = _interior(c0, BW, width, K // 2) & (r0 + BH <= height)
+    if interior:  # every read in range: constant offsets, no index map, no masks
+        for u in tl.static_range(K):
+            shift = K // 2 - u if ADJOINT else u - K // 2
+            acc += tl.load(k_ptr + u) * tl.load(src + base + (pos + shift) * stride)
+    else:
+        for u in tl.static_range(K):
+            wt = tl.load(k_ptr + u)
+            if ADJOINT:
+                for c in tl.static_range(NC):
+                    q, ok = _preimage(pos, n, c, MODE)
+                    i = q - u + K // 2
+                    ok = inside & ok & (i >= 0) & (i < n)
+                    acc += wt * tl.load(src + base + i * stride, mask=ok, other=0.0)
+            else:
+                i, ok = _source(pos + u - K // 2, n, MODE)
+                acc += wt * tl.load(src + base + i * stride, mask=inside & ok, other=0.0)
     tl.store(out_ptr + plane + rows * width + cols, acc, mask=inside)
 
 
@@ -213,11 +248,15 @@ _correlate_tuned = tuned(_correlate_kernel, *_TILES, ["height", "width", "MODE",
 _pass1d_tuned = tuned(_pass1d_kernel, *_TILES, ["height", "width", "K", "AXIS", "MODE", "ADJOINT"])
 
 
-def _launch(plain, autotuned, shape: torch.Size, *args, **flags) -> None:
+def _launch(plain, autotuned, shape: torch.Size, *args, tile: tuple[int, int] | None = None, **flags) -> None:
     """Interpreter: two tiles per plane (side by side, so the tile arithmetic is exercised).
-    GPU: the first tile config for small images, else the tile size autotuned per shape."""
+    GPU: the first tile config for small images, else the tile size autotuned per shape.
+    ``tile`` = (BH, BW) fixes the tiles (tests of the interior path)."""
     batch, channels, height, width = shape
-    if INTERPRET:
+    if tile is not None:
+        plain[(triton.cdiv(height, tile[0]) * triton.cdiv(width, tile[1]), batch * channels)](
+            *args, **flags, BH=tile[0], BW=tile[1], num_warps=1)
+    elif INTERPRET:
         bh, bw = triton.next_power_of_2(height), max(1, triton.next_power_of_2(width) // 2)
         plain[(triton.cdiv(width, bw), batch * channels)](*args, **flags, BH=bh, BW=bw, num_warps=1)
     elif batch * channels * height * width < TUNE_MIN_NUMEL:
@@ -229,7 +268,8 @@ def _launch(plain, autotuned, shape: torch.Size, *args, **flags) -> None:
             *args, **flags)
 
 
-def _run(src: torch.Tensor, kernel: torch.Tensor, boundary: str, adjoint: bool) -> torch.Tensor:
+def _run(src: torch.Tensor, kernel: torch.Tensor, boundary: str, adjoint: bool,
+         tile: tuple[int, int] | None = None) -> torch.Tensor:
     """One launch: correlate (or its adjoint) every plane of src (B, C, H, W) with kernel (kh, kw)."""
     batch, channels, height, width = src.shape
     out = torch.empty_like(src)
@@ -241,7 +281,7 @@ def _run(src: torch.Tensor, kernel: torch.Tensor, boundary: str, adjoint: bool) 
     order = torch.argsort(torch.logical_not(nonzero).to(torch.int8), stable=True).to(torch.int32)
     count = nonzero.sum(dtype=torch.int32).view(1)
     _launch(_correlate_kernel, _correlate_tuned, src.shape, src, taps, order, count, out, height, width,
-            kernel.shape[0] // 2, kernel.shape[1], MODE=_MODES[boundary], ADJOINT=adjoint, UNROLL=4)
+            kernel.shape[0] // 2, kernel.shape[1], tile=tile, MODE=_MODES[boundary], ADJOINT=adjoint, UNROLL=4)
     return out
 
 
@@ -255,13 +295,14 @@ def correlate2d_adjoint(y: torch.Tensor, kernel: torch.Tensor, boundary: str) ->
     return _run(y, kernel, boundary, adjoint=True)
 
 
-def _pass1d(src: torch.Tensor, taps: torch.Tensor, axis: int, boundary: str, adjoint: bool) -> torch.Tensor:
+def _pass1d(src: torch.Tensor, taps: torch.Tensor, axis: int, boundary: str, adjoint: bool,
+            tile: tuple[int, int] | None = None) -> torch.Tensor:
     batch, channels, height, width = src.shape
     out = torch.empty_like(src)
     if src.numel() == 0:
         return out
     _launch(_pass1d_kernel, _pass1d_tuned, src.shape, src, taps.to(src.dtype).contiguous(), out,
-            height, width, K=taps.numel(), AXIS=axis, MODE=_MODES[boundary], ADJOINT=adjoint)
+            height, width, tile=tile, K=taps.numel(), AXIS=axis, MODE=_MODES[boundary], ADJOINT=adjoint)
     return out
 
 
