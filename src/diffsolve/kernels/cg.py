@@ -14,6 +14,7 @@ A sample stops (α = β = 0, p and s frozen) once γ ≤ tol²·‖rhs‖².
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import torch
@@ -21,7 +22,8 @@ import torch
 from . import _dispatch
 from ._checks import check_image_like, per_sample
 
-__all__ = ["CGResult", "batched_cg", "cg_dots", "cg_dots_reference", "cg_update", "cg_update_reference"]
+__all__ = ["CGResult", "batched_cg", "cg_dots", "cg_dots_reference", "cg_iteration_bound", "cg_update",
+           "cg_update_reference"]
 
 _FAMILY = "cg"
 
@@ -73,6 +75,23 @@ def cg_update_reference(
 
 
 # ----------------------------------------------------------------------------- public functions
+def cg_iteration_bound(kappa: float, tol: float) -> int:
+    """Iterations k after which CG is guaranteed ‖r_k‖ ≤ tol·‖r_0‖ for SPD K with condition number κ.
+
+    From the Chebyshev bound ‖e_k‖_K ≤ 2 ρ^k ‖e_0‖_K, ρ = (√κ − 1)/(√κ + 1), and
+    ‖r‖₂/√λmax ≤ ‖e‖_K ≤ ‖r‖₂/√λmin: k = ⌈ln(2√κ/tol) / ln(1/ρ)⌉ (≈ ½√κ·ln(2√κ/tol)), exact
+    arithmetic. ``kappa`` ≥ 1 and ``tol`` > 0 are host floats, so a budget sized with it costs no sync.
+    """
+    if not isinstance(kappa, (int, float)) or isinstance(kappa, bool) or not 1 <= kappa < math.inf:
+        raise ValueError(f"kappa must be a finite number >= 1, got {kappa!r}")
+    if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not 0 < tol < math.inf:
+        raise ValueError(f"tol must be a positive number, got {tol!r}")
+    root = math.sqrt(kappa)
+    if root - 1 <= 1e-12 * root:  # K = λ·I: one step is exact
+        return 1
+    return max(1, math.ceil(math.log(2 * root / tol) / math.log((root + 1) / (root - 1))))
+
+
 def _check_cg_tensor(name: str, t: object, ref: torch.Tensor) -> torch.Tensor:
     check_image_like(name, t)
     if t.dtype not in (torch.float32, torch.float64):

@@ -66,6 +66,12 @@ class LinearOperator:
         return batched_cg(self._gram, rhs, 0.0, 1.0, max_iters=max_iters, tol=tol, check_every=10,
                           backend=self.backend).x
 
+    def gram_norm_bound(self, size: tuple[int, int]) -> float | None:
+        """An upper bound on ‖AᵀA‖₂ = λmax(AᵀA) for images of spatial size ``size`` = (H, W), or
+        None where the operator knows none (this default). With it, κ(shift·I + scale·AᵀA) ≤
+        1 + scale·bound/shift, which sizes CG budgets on the host (C-DPS)."""
+        return None
+
     def _check_input(self, x: torch.Tensor) -> None:
         """Raise if the image x (B, C, H, W) does not fit the operator."""
 

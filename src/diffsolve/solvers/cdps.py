@@ -26,7 +26,12 @@ right-hand side (the map is linear, so it equals mean + perturbation solved apar
 ``solver``: ``"auto"`` — inpainting (a diagonal A) in the fused elementwise kernel, else the operator's
 exact solve where it has one, else batched CG warm-started at m; ``"exact"``; ``"cg"``.
 CG runs a fixed budget without host syncs; non-convergence is reported once at the end
-(:class:`CGNotConvergedWarning`, and per step in ``return_info``).
+(:class:`CGNotConvergedWarning`, and per step in ``return_info``). The default budget is sized per
+step on the host (:func:`cg_budget`): κ(Λ) ≤ 1 + w‖AᵀA‖/c, and the Chebyshev bound turns κ into the
+iterations that guarantee the tolerance (at most ``CG_MAX_ITERS``). κ is large where the prior
+precision c is small against w: the last step of a short schedule (c = ᾱ_t/(1−ᾱ_t), w = 1/σ²; with
+σ = 0.05 and a motion blur, κ ≈ 1000 at 3 steps and 5600 at 2 steps, 130–270 iterations), while the
+steps of a 30-step schedule have κ ≤ 8 and need about 13 (benchmarks/results/cg-motion.md).
 """
 
 from __future__ import annotations
@@ -39,15 +44,21 @@ from typing import Any
 import torch
 
 from ..kernels import diagonal_posterior_step
+from ..kernels.cg import cg_iteration_bound
+from ..operators.base import _default_tol
 from ._inverse import Diagnostics, check_problem
 from ._loop import Callback, _draw, check_number, prepare
 
-__all__ = ["CHAINS", "COUPLINGS", "SOLVERS", "CGNotConvergedWarning", "MeasurementChain", "cdps", "cdps_step",
-           "transition"]
+__all__ = ["CHAINS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_MAX_ITERS", "SOLVERS", "CGNotConvergedWarning",
+           "MeasurementChain", "cdps", "cdps_step", "cg_budget", "precisions", "transition"]
 
 COUPLINGS = ("reverse", "forward")
 CHAINS = ("markov", "fresh")
 SOLVERS = ("auto", "exact", "cg")
+#: CG budget per step where the operator gives no bound on ‖AᵀA‖ (``gram_norm_bound`` is None).
+CG_DEFAULT_ITERS = 100
+#: Cap on the κ-sized CG budget of one step.
+CG_MAX_ITERS = 1000
 
 
 class CGNotConvergedWarning(RuntimeWarning):
@@ -66,6 +77,25 @@ def transition(coupling: str, eta: float, alpha_t: float, alpha_s: float) -> tup
         return k_x, math.sqrt(max(1 - a_s - var, 0.0)) - k_x * math.sqrt(1 - a_t), 1 / var
     # last step (ᾱ_s = 1): Tweedie mean x̂0 with variance (1−ᾱ_t)/ᾱ_t (module docstring)
     return 1 / math.sqrt(a_t), -math.sqrt(1 - a_t) / math.sqrt(a_t), a_t / (1 - a_t)
+
+
+def precisions(coupling: str, eta: float, alpha_t: float, alpha_s: float, sigma: float) -> tuple[float, float]:
+    """(c, w) of step t → s: prior precision c (:func:`transition`) and w = 1/Σ_s = 1/(ᾱ_s σ² + 1 − ᾱ_s)."""
+    return transition(coupling, eta, alpha_t, alpha_s)[2], 1.0 / (alpha_s * sigma**2 + (1 - alpha_s))
+
+
+def cg_budget(operator: Any, size: tuple[int, int], c: float, w: float, tol: float) -> int:
+    """CG iterations for (c·I + w·AᵀA) x = rhs at relative tolerance ``tol`` (host floats, no sync).
+
+    κ ≤ 1 + w·‖AᵀA‖/c with ‖AᵀA‖ ≤ ``operator.gram_norm_bound(size)``; returns
+    min(:func:`~diffsolve.kernels.cg.cg_iteration_bound` (κ, tol), CG_MAX_ITERS), or CG_DEFAULT_ITERS
+    where the operator has no bound.
+    """
+    bound_fn = getattr(operator, "gram_norm_bound", None)
+    bound = bound_fn(tuple(size)) if callable(bound_fn) else None
+    if bound is None:
+        return CG_DEFAULT_ITERS
+    return min(cg_iteration_bound(1.0 + w * float(bound) / c, tol), CG_MAX_ITERS)
 
 
 class MeasurementChain:
@@ -96,16 +126,16 @@ class MeasurementChain:
 def cdps_step(operator: Any, x_t: torch.Tensor, eps: torch.Tensor, y_s: torch.Tensor, alpha_t: float,
               alpha_s: float, *, sigma: float, e1: torch.Tensor | None, e2: torch.Tensor | None,
               coupling: str = "reverse", eta: float = 1.0, method: str = "exact", diag: torch.Tensor | None = None,
-              cg_iters: int = 100, cg_tol: float | None = None, want_info: bool = False,
+              cg_iters: int | None = None, cg_tol: float | None = None, want_info: bool = False,
               backend: str = "auto") -> tuple[torch.Tensor, Any]:
     """One C-DPS step t → s: a draw of x_s from the per-step Gaussian posterior (module docstring).
 
     x_t, eps, e1: (B, C, H, W); y_s, e2: measurement-shaped (e1 = e2 = None gives the posterior mean);
-    ``method`` "diagonal" (needs ``diag``, the operator's mask (1|B, 1|C, H, W)), "exact" or "cg".
-    Returns (x_s, SolveInfo or None).
+    ``method`` "diagonal" (needs ``diag``, the operator's mask (1|B, 1|C, H, W)), "exact" or "cg";
+    ``cg_iters`` None sizes the CG budget from κ (:func:`cg_budget`). Returns (x_s, SolveInfo or None).
     """
-    k_x, k_e, c = transition(coupling, eta, alpha_t, alpha_s)
-    w = 1.0 / (alpha_s * sigma**2 + (1 - alpha_s))
+    k_x, k_e, _ = transition(coupling, eta, alpha_t, alpha_s)
+    c, w = precisions(coupling, eta, alpha_t, alpha_s, sigma)
     mean = k_x * x_t + k_e * eps
     target = y_s + ((1 - alpha_s) / math.sqrt(1 - alpha_t)) * operator.A(eps)  # y_s − b_s
     if method == "diagonal":
@@ -115,7 +145,11 @@ def cdps_step(operator: Any, x_t: torch.Tensor, eps: torch.Tensor, y_s: torch.Te
         rhs = c * mean + w * operator.A_adjoint(target)
     else:  # c m + √c e₁ + w Aᵀ(t + e₂/√w)
         rhs = c * mean + math.sqrt(c) * e1 + w * operator.A_adjoint(target + e2 / math.sqrt(w))
-    out = operator.solve(rhs, c, w, method=method, tol=cg_tol, max_iters=cg_iters, x0=mean, return_info=want_info)
+    if method == "cg" and cg_iters is None:
+        tol = _default_tol(rhs.dtype) if cg_tol is None else cg_tol
+        cg_iters = cg_budget(operator, tuple(rhs.shape[-2:]), c, w, tol)
+    out = operator.solve(rhs, c, w, method=method, tol=cg_tol, max_iters=cg_iters or CG_DEFAULT_ITERS, x0=mean,
+                         return_info=want_info)
     return out if want_info else (out, None)
 
 
@@ -149,7 +183,7 @@ def _choose_method(solver: str, operator: Any) -> str:
 
 
 def cdps(denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: float, coupling: str = "reverse",
-         chain: str = "markov", eta: float = 1.0, solver: str = "auto", cg_iters: int = 100,
+         chain: str = "markov", eta: float = 1.0, solver: str = "auto", cg_iters: int | None = None,
          cg_tol: float | None = None, generator: torch.Generator | None = None, progress: bool = False,
          return_info: bool = False, callback: Callback | None = None, spacing: str = "trailing",
          timesteps: Sequence[int] | torch.Tensor | None = None, x_T: torch.Tensor | None = None,
@@ -163,8 +197,9 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: fl
         sigma: σ > 0, the noise std in [-1, 1] units (or a ``GaussianNoise``).
         coupling: ``"reverse"`` | ``"forward"``; chain: ``"markov"`` | ``"fresh"``.
         eta: η ∈ (0, 1] of the reverse kernel (ignored by the forward coupling).
-        solver: ``"auto"`` | ``"exact"`` | ``"cg"``; cg_iters, cg_tol: CG budget and relative
-            tolerance (default 1e-10 float64, 1e-5 float32).
+        solver: ``"auto"`` | ``"exact"`` | ``"cg"``; cg_iters, cg_tol: CG budget per step (default
+            None: sized from κ per step, :func:`cg_budget`) and relative tolerance (default 1e-10
+            float64, 1e-5 float32).
         generator: the only randomness (x_T, the chain, e₁, e₂); progress, callback
             (``callback(i, t, x_s, None)``), spacing, timesteps, x_T, backend: as ``ddim``.
         return_info: also return {"residual": (N, B) ‖A x_s − y‖, and with CG "cg_iterations",
@@ -180,8 +215,8 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: fl
     eta = check_number("eta", eta, 0.0, 1.0)
     if coupling == "reverse" and eta == 0:
         raise ValueError("eta must be > 0 for coupling='reverse' (its prior precision is 1/σ_η²)")
-    if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 1:
-        raise ValueError(f"cg_iters must be a positive int, got {cg_iters!r}")
+    if cg_iters is not None and (isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 1):
+        raise ValueError(f"cg_iters must be None (budget from κ) or a positive int, got {cg_iters!r}")
     if cg_tol is not None:
         check_number("cg_tol", cg_tol, 0.0)
     shape = check_problem(operator, y, x_T)
@@ -196,6 +231,8 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: fl
     info = Diagnostics(return_info)
     converged = torch.ones(shape[0], dtype=torch.bool, device=y.device)
     worst = torch.zeros(shape[0], dtype=y.dtype, device=y.device)
+    tol = _default_tol(y.dtype) if cg_tol is None else cg_tol
+    most = cg_iters or 0  # the largest CG budget of a step (host int)
     x = loop.x
     with torch.no_grad():
         for i in loop.steps():
@@ -205,8 +242,12 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: fl
             y_s = math.sqrt(a_s) * y if u is None else math.sqrt(a_s) * y + u
             e1 = _draw(shape, generator, y.dtype, y.device)
             e2 = _draw(tuple(y.shape), generator, y.dtype, y.device)
+            budget = cg_iters
+            if method == "cg" and budget is None:
+                budget = cg_budget(operator, shape[-2:], *precisions(coupling, eta, a_t, a_s, sigma), tol)
+                most = max(most, budget)
             x, sinfo = cdps_step(operator, x, eps, y_s, a_t, a_s, sigma=sigma, e1=e1, e2=e2, coupling=coupling,
-                                 eta=eta, method=method, diag=diag, cg_iters=cg_iters, cg_tol=cg_tol,
+                                 eta=eta, method=method, diag=diag, cg_iters=budget, cg_tol=cg_tol,
                                  want_info=method == "cg", backend=backend)
             if sinfo is not None:
                 converged &= sinfo.converged
@@ -222,8 +263,9 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: fl
     if method == "cg" and not bool(converged.all()):  # one sync, after the loop
         warnings.warn(CGNotConvergedWarning(
             f"cdps: CG did not reach tol at some steps for {int((~converged).sum())} of {shape[0]} samples "
-            f"(worst relative residual {float(worst.max()):.2e} after cg_iters={cg_iters}); raise cg_iters "
-            "or use an operator with an exact solve"), stacklevel=2)
+            f"(worst relative residual {float(worst.max()):.2e} after cg_iters={most}"
+            f"{'' if cg_iters else ', the largest budget sized from κ'}); raise cg_iters or use an operator with an "
+            "exact solve"), stacklevel=2)
     if return_info:
         return x, info.stacked(timesteps=loop.schedule.timesteps.clone())
     return x
