@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -92,14 +93,37 @@ def _triton_noise(shape, seed, offset, device, dtype=torch.float32):
     return K.fused_step(zeros, zeros, coefs, seed=seed, offset=offset, backend="triton")
 
 
-def test_step_noise_reproducible_per_seed_and_offset(device):
-    shape = (2, 3, 7, 9)
+def _philox_normals(seed, offset, rows, length):
+    """The documented Triton noise stream in numpy (docs/kernels.md): (rows, length) normals; element
+    i of row r is lane i mod 4 of Philox-4x32-10(key = seed, counter = (i div 4, r, offset mod 2³²,
+    offset div 2³²)), lanes (0, 1) and (2, 3) through Box–Muller (cos, sin)."""
+    mask = np.uint64(0xFFFFFFFF)
+    groups = (length + 3) // 4
+    g, r = np.meshgrid(np.arange(groups, dtype=np.uint64), np.arange(rows, dtype=np.uint64))
+    c = [g, r, np.full_like(g, offset & 0xFFFFFFFF), np.full_like(g, (offset >> 32) & 0xFFFFFFFF)]
+    k0, k1 = np.uint64(seed & 0xFFFFFFFF), np.uint64((seed >> 32) & 0xFFFFFFFF)
+    for _ in range(10):
+        p0, p2 = np.uint64(0xD2511F53) * c[0], np.uint64(0xCD9E8D57) * c[2]
+        c = [((p2 >> np.uint64(32)) ^ c[1] ^ k0) & mask, p2 & mask, ((p0 >> np.uint64(32)) ^ c[3] ^ k1) & mask,
+             p0 & mask]
+        k0, k1 = (k0 + np.uint64(0x9E3779B9)) & mask, (k1 + np.uint64(0xBB67AE85)) & mask
+    ints = [w.astype(np.uint32).view(np.int32) for w in c]
+    u = [np.where(v < 0, ~v, v).astype(np.float32) * np.float32(4.6566127342e-10) for v in ints]
+    out = []
+    for a, b in ((u[0], u[1]), (u[2], u[3])):
+        radius = np.sqrt(np.float32(-2.0) * np.log(np.maximum(np.float32(1e-7), a)))
+        theta = np.float32(6.283185307179586) * b
+        out += [radius * np.cos(theta), radius * np.sin(theta)]
+    return torch.from_numpy(np.stack(out, axis=-1).reshape(rows, 4 * groups)[:, :length].copy())
+
+
+def test_step_noise_is_the_documented_stream(device):
+    shape = (3, 2, 5, 7)  # 70 elements per sample: the last group of 4 is cut
+    for seed, offset in ((5, 11), (2**40 + 3, 2**33 + 70)):
+        got = _triton_noise(shape, seed, offset, device).cpu().view(3, -1)
+        torch.testing.assert_close(got, _philox_normals(seed, offset, 3, 70), rtol=1e-5, atol=1e-5)
     a = _triton_noise(shape, 5, 11, device)
     torch.testing.assert_close(a, _triton_noise(shape, 5, 11, device), rtol=0, atol=0)
-    assert not torch.equal(a, _triton_noise(shape, 6, 11, device))
-    # counter-based: offset k shifts the stream by k flat elements
-    b = _triton_noise(shape, 5, 11 + 4, device)
-    torch.testing.assert_close(b.flatten()[:-4], a.flatten()[4:], rtol=0, atol=0)
 
 
 def test_step_noise_moments(device):
@@ -129,15 +153,14 @@ def test_posterior_matches_reference(device, dtype, diag_shape):
         torch.testing.assert_close(got, want, **TOL[dtype])
 
 
-def test_posterior_seeded_noise_uses_the_step_stream(device):
+def test_posterior_seeded_noise_is_the_documented_stream(device):
     """e₁ = stream(seed, offset), e₂ = stream(seed, offset + numel), as the contract says."""
     g = torch.Generator().manual_seed(4)
     m, t = (_rand(g, 2, 3, 5, 6, dtype=torch.float32, device=device) for _ in range(2))
     d = torch.rand(1, 1, 5, 6, generator=g).to(device)
     c, w = torch.tensor([1.0, 2.0], device=device), torch.tensor([0.5, 4.0], device=device)
     got = K.diagonal_posterior_step(m, c, d, t, w, seed=9, offset=3, backend="triton")
-    e1 = _triton_noise(m.shape, 9, 3, device)
-    e2 = _triton_noise(m.shape, 9, 3 + m.numel(), device)
+    e1, e2 = (_philox_normals(9, off, 6, 30).view(m.shape).to(device) for off in (3, 3 + m.numel()))  # rows: planes
     want = K.diagonal_posterior_step(m, c, d, t, w, noise=(e1, e2), backend="torch")
     torch.testing.assert_close(got, want, **TOL[torch.float32])
     again = K.diagonal_posterior_step(m, c, d, t, w, seed=9, offset=3, backend="triton")

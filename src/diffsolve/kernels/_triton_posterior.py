@@ -2,8 +2,9 @@
 
 One elementwise pass: λ = c + w d², x = (c m + w d t + √c e₁ + √w d e₂)/λ with c, w per sample
 (B,) and the diagonal d (1|B, 1|C, H, W) broadcast over batch/channels through zero strides.
-Without noise tensors and with a seed, e₁ = randn(seed, offset + i), e₂ = randn(seed, offset + numel + i)
-(Philox, ``_triton_util.randn_at``; i the flat index in ``mean``). Grid = (blocks per plane, B·C).
+Without noise tensors and with a seed, e₁ and e₂ are the Triton noise stream
+(``_triton_util.randn_block``) at offsets ``offset`` and ``offset + numel``, row = the (b, c) plane,
+i = the index in the plane. Grid = (blocks per plane, B·C).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton_util import INTERPRET, STREAM_CONFIGS, TUNE_MIN_NUMEL, elementwise_config, randn_at, tuned
+from ._triton_util import (INTERPRET, STREAM_CONFIGS, TUNE_MIN_NUMEL, elementwise_config, randn_block,
+                           split_offset, tuned)
 
 __all__ = ["diagonal_posterior_step"]
 
@@ -20,7 +22,7 @@ __all__ = ["diagonal_posterior_step"]
 @triton.jit
 def _posterior_kernel(
     m_ptr, c_ptr, d_ptr, t_ptr, w_ptr, n1_ptr, n2_ptr, out_ptr,
-    channels, hw, d_stride_b, d_stride_c, numel, seed, offset,
+    channels, hw, d_stride_b, d_stride_c, seed, off1_lo, off1_hi, off2_lo, off2_hi,
     NOISE: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # NOISE: 0 none (posterior mean), 1 given tensors, 2 Philox from (seed, offset)
@@ -42,8 +44,8 @@ def _posterior_kernel(
         e2 = tl.load(n2_ptr + flat, mask=mask, other=0.0)
         num += tl.sqrt(c) * e1 + tl.sqrt(w) * d * e2
     if NOISE == 2:
-        e1 = randn_at(seed, offset + flat).to(m.dtype)
-        e2 = randn_at(seed, offset + numel + flat).to(m.dtype)
+        e1 = randn_block(seed, off1_lo, off1_hi, plane, pid * BLOCK, BLOCK).to(m.dtype)
+        e2 = randn_block(seed, off2_lo, off2_hi, plane, pid * BLOCK, BLOCK).to(m.dtype)
         num += tl.sqrt(c) * e1 + tl.sqrt(w) * d * e2
     tl.store(out_ptr + flat, num / (c + w * d * d), mask=mask)
 
@@ -77,7 +79,8 @@ def diagonal_posterior_step(
         mean, precision.to(mean.dtype).contiguous(), diag, target,
         noise_precision.to(mean.dtype).contiguous(),
         noise1 if noise1 is not None else mean, noise2 if noise2 is not None else mean, out,
-        channels, hw, stride_b, stride_c, mean.numel(), 0 if seed is None else seed, offset,
+        channels, hw, stride_b, stride_c, 0 if seed is None else seed, *split_offset(offset),
+        *split_offset(offset + mean.numel()),
     )
     if INTERPRET or mean.numel() < TUNE_MIN_NUMEL:
         block, warps = elementwise_config(hw)

@@ -2,8 +2,8 @@
 
 ``fused_step(x, eps, coefs, eps_prev, guidance, noise, seed, offset, want_x0)`` reads x_t, ε̂ and
 only the optional inputs that are given, generates z in-kernel when ``seed`` is given (Philox,
-``_triton_util.randn_at(seed, offset + flat_index)``, flat_index the element's index in x), and
-writes x_s (and x̂0 when ``want_x0``). Per-sample coefficients come from the (B, 8) table
+``_triton_util.randn_block``: element i of sample b is lane i mod 4 of the call at counter
+(i div 4, b, offset)), and writes x_s (and x̂0 when ``want_x0``). Per-sample coefficients come from the (B, 8) table
 ``[γ, c_x, c_e, c_g, c_z, d_x, d_e, d_g]``.
 
 The work is B × ⌈n/BLOCK⌉ blocks, block k covering sample k // ⌈n/BLOCK⌉. A program loops over
@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from ._triton_util import (INTERPRET, PERSISTENT_CONFIGS, STREAM_CONFIGS, TUNE_MIN_NUMEL, elementwise_config,
-                           grid_size, randn_at, tuned)
+                           grid_size, randn_block, split_offset, tuned)
 
 __all__ = ["fused_step"]
 
@@ -29,7 +29,7 @@ __all__ = ["fused_step"]
 @triton.jit
 def _fused_step_kernel(
     x_ptr, e_ptr, coef_ptr, ep_ptr, g_ptr, z_ptr, xs_ptr, x0_ptr,
-    n_per_sample, n_samples, seed, offset,
+    n_per_sample, n_samples, seed, offset_lo, offset_hi,
     HAS_PREV: tl.constexpr, HAS_G: tl.constexpr, NOISE: tl.constexpr, WANT_X0: tl.constexpr,
     BLOCK: tl.constexpr, PER_SM: tl.constexpr,
 ):
@@ -37,15 +37,19 @@ def _fused_step_kernel(
     chunks = tl.cdiv(n_per_sample, BLOCK)
     for block in range(tl.program_id(0), chunks * n_samples, tl.num_programs(0)):
         b = block // chunks
-        local = (block % chunks) * BLOCK + tl.arange(0, BLOCK)
-        _step_block(x_ptr, e_ptr, coef_ptr + b * 8, ep_ptr, g_ptr, z_ptr, xs_ptr, x0_ptr, seed, offset,
-                    b.to(tl.int64) * n_per_sample + local, local < n_per_sample, HAS_PREV, HAS_G, NOISE, WANT_X0)
+        start = (block % chunks) * BLOCK
+        local = start + tl.arange(0, BLOCK)
+        _step_block(x_ptr, e_ptr, coef_ptr + b * 8, ep_ptr, g_ptr, z_ptr, xs_ptr, x0_ptr, seed, offset_lo,
+                    offset_hi, b, start, b.to(tl.int64) * n_per_sample + local, local < n_per_sample,
+                    HAS_PREV, HAS_G, NOISE, WANT_X0, BLOCK)
 
 
 @triton.jit
-def _step_block(x_ptr, e_ptr, row, ep_ptr, g_ptr, z_ptr, xs_ptr, x0_ptr, seed, offset, flat, mask,
-                HAS_PREV: tl.constexpr, HAS_G: tl.constexpr, NOISE: tl.constexpr, WANT_X0: tl.constexpr):
-    """The update on the elements ``flat`` (int64, masked) of one sample with coefficient row ``row``."""
+def _step_block(x_ptr, e_ptr, row, ep_ptr, g_ptr, z_ptr, xs_ptr, x0_ptr, seed, offset_lo, offset_hi, b, start,
+                flat, mask, HAS_PREV: tl.constexpr, HAS_G: tl.constexpr, NOISE: tl.constexpr,
+                WANT_X0: tl.constexpr, BLOCK: tl.constexpr):
+    """The update on the elements ``flat`` (int64, masked; local indices start … start + BLOCK − 1)
+    of sample b with coefficient row ``row``."""
     c_x = tl.load(row + 1)
     c_e = tl.load(row + 2)
     x = tl.load(x_ptr + flat, mask=mask, other=0.0)
@@ -64,8 +68,7 @@ def _step_block(x_ptr, e_ptr, row, ep_ptr, g_ptr, z_ptr, xs_ptr, x0_ptr, seed, o
     if NOISE == 1:
         xs += tl.load(row + 4) * tl.load(z_ptr + flat, mask=mask, other=0.0)
     if NOISE == 2:
-        z = randn_at(seed, offset + flat).to(x.dtype)
-        xs += tl.load(row + 4) * z
+        xs += tl.load(row + 4) * randn_block(seed, offset_lo, offset_hi, b, start, BLOCK).to(x.dtype)
     tl.store(xs_ptr + flat, xs, mask=mask)
     if WANT_X0:
         tl.store(x0_ptr + flat, x0, mask=mask)
@@ -109,7 +112,7 @@ def _run(
         x, eps, coefs.to(x.dtype).contiguous(), eps_prev if eps_prev is not None else x,
         guidance if guidance is not None else x, noise if noise is not None else x,
         x_s, x0 if x0 is not None else x_s,
-        n, batch, 0 if seed is None else seed, offset,
+        n, batch, 0 if seed is None else seed, *split_offset(offset),
     )
     flags = dict(HAS_PREV=eps_prev is not None, HAS_G=guidance is not None, NOISE=mode, WANT_X0=want_x0)
     if launch is not None:

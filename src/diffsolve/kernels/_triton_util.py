@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 __all__ = ["INTERPRET", "PERSISTENT_CONFIGS", "STREAM_CONFIGS", "TILE_CONFIGS", "TUNE_MIN_NUMEL", "elementwise_config",
-           "grid_size", "randn_at", "tuned"]
+           "grid_size", "randn_block", "split_offset", "tuned"]
 
 #: under TRITON_INTERPRET=1 one big block per program keeps the (slow) interpreter fast
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -24,20 +24,28 @@ def elementwise_config(n: int) -> tuple[int, int]:
 
 
 @triton.jit
-def randn_at(seed, index):
-    """Standard normal noise at the 64-bit counters ``index`` (the Triton backend's stream).
+def randn_block(seed, offset_lo, offset_hi, row, start, BLOCK: tl.constexpr):
+    """Standard normals of elements start, …, start + BLOCK − 1 (start a multiple of 4) of row ``row``:
+    the Triton backend's noise stream (docs/kernels.md, "step").
 
-    Philox-4x32-10 keyed by ``seed`` on the counter (index mod 2³², index >> 32, 0, 0), first two
-    words to uniforms, Box–Muller, first output: the same numbers as ``tl.randn(seed, index)`` for
-    int64 ``index`` in recent Triton, but always with 32-bit Philox arithmetic (64-bit counters
-    would otherwise select the slow 64-bit Philox in some Triton versions).
+    Element i is lane i mod 4 of Philox-4x32-10 keyed by ``seed`` at the counter
+    (i div 4, row, offset mod 2³², offset div 2³²); lanes (0, 1) and (2, 3) are turned into uniforms
+    and paired through Box–Muller (cos, sin). One Philox call and two Box–Mullers give four normals.
     """
-    lo = index.to(tl.uint32)
-    hi = (index >> 32).to(tl.uint32)
-    zero = lo * 0
-    i1, i2, _, _ = tl.philox(seed, lo, hi, zero, zero)
-    n1, _ = tl.pair_uniform_to_normal(tl.uint_to_uniform_float(i1), tl.uint_to_uniform_float(i2))
-    return n1
+    zero = tl.zeros((BLOCK // 4,), dtype=tl.int64)
+    c0 = (zero + start // 4 + tl.arange(0, BLOCK // 4)).to(tl.uint32)
+    c1 = (zero + row).to(tl.uint32)
+    c2 = (zero + offset_lo).to(tl.uint32)
+    c3 = (zero + offset_hi).to(tl.uint32)
+    i0, i1, i2, i3 = tl.philox(seed, c0, c1, c2, c3)
+    n0, n1 = tl.pair_uniform_to_normal(tl.uint_to_uniform_float(i0), tl.uint_to_uniform_float(i1))
+    n2, n3 = tl.pair_uniform_to_normal(tl.uint_to_uniform_float(i2), tl.uint_to_uniform_float(i3))
+    return tl.reshape(tl.join(tl.join(n0, n2), tl.join(n1, n3)), (BLOCK,))  # n0 n1 n2 n3 n0 n1 …
+
+
+def split_offset(offset: int) -> tuple[int, int]:
+    """(offset mod 2³², offset div 2³² mod 2³²): the two counter words of a noise offset."""
+    return offset & 0xFFFFFFFF, (offset >> 32) & 0xFFFFFFFF
 
 
 #: below this many elements a launch uses the first config as is: autotuning (a compile and a timing
