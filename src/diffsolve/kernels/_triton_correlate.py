@@ -145,11 +145,11 @@ def _correlate_kernel(
 def _pass1d_kernel(
     src_ptr, k_ptr, out_ptr, height, width,
     K: tl.constexpr, AXIS: tl.constexpr, MODE: tl.constexpr, ADJOINT: tl.constexpr,
-    BH: tl.constexpr, BW: tl.constexpr,
+    BH: tl.constexpr, BW: tl.constexpr, TAPS: tl.constexpr = 4,
 ):
-    """1-D correlation (or its adjoint) along AXIS (0: rows/vertical, 1: columns) with K taps,
-    unrolled at compile time so the tap loads issue back to back (no per-tap branch); interior
-    tiles read at constant offsets, border tiles through the boundary map."""
+    """1-D correlation (or its adjoint) along AXIS (0: rows/vertical, 1: columns) with K taps, TAPS
+    of them unrolled per loop iteration so their loads overlap (the last group masked); interior
+    tiles read at one offset per tap, border tiles through the boundary map."""
     tile = tl.program_id(0)
     tiles_w = tl.cdiv(width, BW)
     plane = tl.program_id(1).to(tl.int64) * height * width
@@ -169,22 +169,29 @@ def _pass1d_kernel(
         interior = _interior(r0, BH, height, K // 2) & (c0 + BW <= width)
     else:
         interior = _interior(c0, BW, width, K // 2) & (r0 + BH <= height)
-    if interior:  # every read in range: constant offsets, no index map, no masks
-        for u in tl.static_range(K):
-            shift = K // 2 - u if ADJOINT else u - K // 2
-            acc += tl.load(k_ptr + u) * tl.load(src + base + (pos + shift) * stride)
+    if interior:  # every read in range: one offset per tap, no index map
+        for u0 in range(0, K, TAPS):
+            for du in tl.static_range(TAPS):
+                u = u0 + du
+                live = u < K
+                shift = K // 2 - u if ADJOINT else u - K // 2
+                wt = tl.load(k_ptr + u, mask=live, other=0.0)
+                acc += wt * tl.load(src + base + (pos + shift) * stride, mask=live, other=0.0)
     else:
-        for u in tl.static_range(K):
-            wt = tl.load(k_ptr + u)
-            if ADJOINT:
-                for c in tl.static_range(NC):
-                    q, ok = _preimage(pos, n, c, MODE)
-                    i = q - u + K // 2
-                    ok = inside & ok & (i >= 0) & (i < n)
-                    acc += wt * tl.load(src + base + i * stride, mask=ok, other=0.0)
-            else:
-                i, ok = _source(pos + u - K // 2, n, MODE)
-                acc += wt * tl.load(src + base + i * stride, mask=inside & ok, other=0.0)
+        for u0 in range(0, K, TAPS):
+            for du in tl.static_range(TAPS):
+                u = u0 + du
+                live = u < K
+                wt = tl.load(k_ptr + u, mask=live, other=0.0)
+                if ADJOINT:
+                    for c in tl.static_range(NC):
+                        q, ok = _preimage(pos, n, c, MODE)
+                        i = q - u + K // 2
+                        ok = live & inside & ok & (i >= 0) & (i < n)
+                        acc += wt * tl.load(src + base + i * stride, mask=ok, other=0.0)
+                else:
+                    i, ok = _source(pos + u - K // 2, n, MODE)
+                    acc += wt * tl.load(src + base + i * stride, mask=live & inside & ok, other=0.0)
     tl.store(out_ptr + plane + rows * width + cols, acc, mask=inside)
 
 
@@ -192,7 +199,7 @@ def _pass1d_kernel(
 def _separable_tile_kernel(
     src_ptr, kh_ptr, kw_ptr, out_ptr, height, width,
     KH: tl.constexpr, KW: tl.constexpr, MODE: tl.constexpr, ADJOINT: tl.constexpr, PRECISION: tl.constexpr,
-    BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr,
+    BH: tl.constexpr, BW: tl.constexpr, BK: tl.constexpr, TAPS: tl.constexpr = 2,
 ):
     """Separable correlation (or its adjoint) of one BH×BW tile in one pass (module docstring):
     horizontal taps over the (BK, BW) window block, then band (BH, BK) @ block."""
@@ -214,17 +221,20 @@ def _separable_tile_kernel(
     row = row[:, None]
     block = tl.zeros((BK, BW), dtype=src_ptr.dtype.element_ty)
     NC: tl.constexpr = 1 if MODE == 0 else 3
-    for v in tl.static_range(KW):
-        wt = tl.load(kw_ptr + v)
-        if ADJOINT:
-            for c in tl.static_range(NC):
-                qc, ok = _preimage(cols, width, c, MODE)
-                col = qc - v + PW
-                ok = ok_row & ok & (cols < width) & (col >= 0) & (col < width)
-                block += wt * tl.load(src + row * width + col, mask=ok, other=0.0)
-        else:
-            col, ok = _source(cols + v - PW, width, MODE)
-            block += wt * tl.load(src + row * width + col, mask=ok_row & ok & (cols < width), other=0.0)
+    for v0 in range(0, KW, TAPS):  # TAPS taps in flight: registers against overlapping loads
+        for dv in tl.static_range(TAPS):
+            v = v0 + dv
+            live = v < KW
+            wt = tl.load(kw_ptr + v, mask=live, other=0.0)
+            if ADJOINT:
+                for c in tl.static_range(NC):
+                    qc, ok = _preimage(cols, width, c, MODE)
+                    col = qc - v + PW
+                    ok = live & ok_row & ok & (cols < width) & (col >= 0) & (col < width)
+                    block += wt * tl.load(src + row * width + col, mask=ok, other=0.0)
+            else:
+                col, ok = _source(cols + v - PW, width, MODE)
+                block += wt * tl.load(src + row * width + col, mask=live & ok_row & ok & (cols < width), other=0.0)
 
     a = r0 + tl.arange(0, BH)[:, None]  # image row of each output
     qj = q[None, :]
@@ -245,7 +255,12 @@ def _separable_tile_kernel(
 
 _TILES = ([dict(BH=h, BW=w) for h, w, _ in TILE_CONFIGS], [nw for _, _, nw in TILE_CONFIGS])
 _correlate_tuned = tuned(_correlate_kernel, *_TILES, ["height", "width", "MODE", "ADJOINT"])
-_pass1d_tuned = tuned(_pass1d_kernel, *_TILES, ["height", "width", "K", "AXIS", "MODE", "ADJOINT"])
+#: (BH, BW, num_warps, TAPS) of the 1-D passes: TAPS taps in flight trade registers (occupancy,
+#: 32–250 per thread by ptxas on sm_90) for overlapping loads; the autotuner measures which wins
+_PASS_CONFIGS = [(16, 64, 4, 32), (8, 64, 4, 32), (16, 64, 4, 4), (32, 64, 8, 4), (16, 128, 8, 4),
+                 (16, 64, 4, 1), (32, 64, 8, 1), (32, 32, 4, 1)]
+_pass1d_tuned = tuned(_pass1d_kernel, [dict(BH=h, BW=w, TAPS=t) for h, w, _, t in _PASS_CONFIGS],
+                      [nw for _, _, nw, _ in _PASS_CONFIGS], ["height", "width", "K", "AXIS", "MODE", "ADJOINT"])
 
 
 def _launch(plain, autotuned, shape: torch.Size, *args, tile: tuple[int, int] | None = None, **flags) -> None:
