@@ -79,6 +79,19 @@ def _preimage(a, n, CAND: tl.constexpr, MODE: tl.constexpr):
 
 
 @triton.jit
+def _tile_coords(height, width, BH: tl.constexpr, BW: tl.constexpr):
+    """This program's BH×BW tile of its (b, c) plane: (plane offset, first row, first column,
+    rows (BH, 1), columns (1, BW), inside-the-image mask)."""
+    tile = tl.program_id(0)
+    tiles_w = tl.cdiv(width, BW)
+    r0 = (tile // tiles_w) * BH
+    c0 = (tile % tiles_w) * BW
+    rows = r0 + tl.arange(0, BH)[:, None]
+    cols = c0 + tl.arange(0, BW)[None, :]
+    return tl.program_id(1).to(tl.int64) * height * width, r0, c0, rows, cols, (rows < height) & (cols < width)
+
+
+@triton.jit
 def _interior(start, size, n, p):
     """Whether rows (or columns) [start, start + size) lie inside the image and at least p + 1
     away from both edges: then every forward read is the plain index and the only preimage of the
@@ -93,14 +106,7 @@ def _correlate_kernel(
 ):
     """2-D correlation (or its adjoint) over the kernel's non-zero taps: ``order`` lists the flat
     tap indices with the non-zero ones first, ``count`` how many (both made on the device)."""
-    tile = tl.program_id(0)
-    tiles_w = tl.cdiv(width, BW)
-    plane = tl.program_id(1).to(tl.int64) * height * width
-    r0 = (tile // tiles_w) * BH
-    c0 = (tile % tiles_w) * BW
-    rows = r0 + tl.arange(0, BH)[:, None]
-    cols = c0 + tl.arange(0, BW)[None, :]
-    inside = (rows < height) & (cols < width)
+    plane, r0, c0, rows, cols, inside = _tile_coords(height, width, BH, BW)
     src = src_ptr + plane
     pw = kw // 2
     n_taps = tl.load(count_ptr)
@@ -150,14 +156,7 @@ def _pass1d_kernel(
     """1-D correlation (or its adjoint) along AXIS (0: rows/vertical, 1: columns) with K taps, TAPS
     of them unrolled per loop iteration so their loads overlap (the last group masked); interior
     tiles read at one offset per tap, border tiles through the boundary map."""
-    tile = tl.program_id(0)
-    tiles_w = tl.cdiv(width, BW)
-    plane = tl.program_id(1).to(tl.int64) * height * width
-    r0 = (tile // tiles_w) * BH
-    c0 = (tile % tiles_w) * BW
-    rows = r0 + tl.arange(0, BH)[:, None]
-    cols = c0 + tl.arange(0, BW)[None, :]
-    inside = (rows < height) & (cols < width)
+    plane, r0, c0, rows, cols, inside = _tile_coords(height, width, BH, BW)
     src = src_ptr + plane
     n = height if AXIS == 0 else width
     pos = rows if AXIS == 0 else cols
