@@ -100,6 +100,25 @@ def _interior(start, size, n, p):
 
 
 @triton.jit
+def _tap(line, pos, n, stride, u, K: tl.constexpr, mask, MODE: tl.constexpr, ADJOINT: tl.constexpr):
+    """What tap u of a K-tap 1-D correlation (or its adjoint) reads for positions ``pos`` of a line
+    of n samples at ``line + index·stride``, through the boundary (forward: φ(pos + u − K//2);
+    adjoint: every preimage q of pos with q − u + K//2 inside), zero where ``mask`` is off."""
+    if ADJOINT:
+        q, ok = _preimage(pos, n, 0, MODE)
+        i = q - u + K // 2
+        value = tl.load(line + i * stride, mask=mask & ok & (i >= 0) & (i < n), other=0.0)
+        for c in tl.static_range(1, 1 if MODE == 0 else 3):
+            q, ok = _preimage(pos, n, c, MODE)
+            i = q - u + K // 2
+            value += tl.load(line + i * stride, mask=mask & ok & (i >= 0) & (i < n), other=0.0)
+    else:
+        i, ok = _source(pos + u - K // 2, n, MODE)
+        value = tl.load(line + i * stride, mask=mask & ok, other=0.0)
+    return value
+
+
+@triton.jit
 def _correlate_kernel(
     src_ptr, k_ptr, order_ptr, count_ptr, out_ptr, height, width, ph, kw,
     MODE: tl.constexpr, ADJOINT: tl.constexpr, UNROLL: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
@@ -163,7 +182,6 @@ def _pass1d_kernel(
     stride = width if AXIS == 0 else 1
     base = cols if AXIS == 0 else rows * width
     acc = tl.zeros((BH, BW), dtype=src_ptr.dtype.element_ty)
-    NC: tl.constexpr = 1 if MODE == 0 else 3
     if AXIS == 0:
         interior = _interior(r0, BH, height, K // 2) & (c0 + BW <= width)
     else:
@@ -182,15 +200,7 @@ def _pass1d_kernel(
                 u = u0 + du
                 live = u < K
                 wt = tl.load(k_ptr + u, mask=live, other=0.0)
-                if ADJOINT:
-                    for c in tl.static_range(NC):
-                        q, ok = _preimage(pos, n, c, MODE)
-                        i = q - u + K // 2
-                        ok = live & inside & ok & (i >= 0) & (i < n)
-                        acc += wt * tl.load(src + base + i * stride, mask=ok, other=0.0)
-                else:
-                    i, ok = _source(pos + u - K // 2, n, MODE)
-                    acc += wt * tl.load(src + base + i * stride, mask=live & inside & ok, other=0.0)
+                acc += wt * _tap(src + base, pos, n, stride, u, K, live & inside, MODE, ADJOINT)
     tl.store(out_ptr + plane + rows * width + cols, acc, mask=inside)
 
 
@@ -210,7 +220,6 @@ def _separable_tile_kernel(
     j = tl.arange(0, BK)
     src = src_ptr + plane
     PH: tl.constexpr = KH // 2
-    PW: tl.constexpr = KW // 2
     q = r0 - PH + j  # padded row of each window row
     if ADJOINT and MODE != 2:
         row, ok_row = _source(q, height, 0)  # the measurement's own rows
@@ -219,21 +228,12 @@ def _separable_tile_kernel(
     ok_row = (ok_row & (j < BH + KH - 1))[:, None]
     row = row[:, None]
     block = tl.zeros((BK, BW), dtype=src_ptr.dtype.element_ty)
-    NC: tl.constexpr = 1 if MODE == 0 else 3
     for v0 in range(0, KW, TAPS):  # TAPS taps in flight: registers against overlapping loads
         for dv in tl.static_range(TAPS):
             v = v0 + dv
             live = v < KW
             wt = tl.load(kw_ptr + v, mask=live, other=0.0)
-            if ADJOINT:
-                for c in tl.static_range(NC):
-                    qc, ok = _preimage(cols, width, c, MODE)
-                    col = qc - v + PW
-                    ok = live & ok_row & ok & (cols < width) & (col >= 0) & (col < width)
-                    block += wt * tl.load(src + row * width + col, mask=ok, other=0.0)
-            else:
-                col, ok = _source(cols + v - PW, width, MODE)
-                block += wt * tl.load(src + row * width + col, mask=live & ok_row & ok & (cols < width), other=0.0)
+            block += wt * _tap(src + row * width, cols, width, 1, v, KW, live & ok_row & (cols < width), MODE, ADJOINT)
 
     a = r0 + tl.arange(0, BH)[:, None]  # image row of each output
     qj = q[None, :]
