@@ -100,6 +100,14 @@ def _interior(start, size, n, p):
 
 
 @triton.jit
+def _live(i, n, like):
+    """Whether tap i < n, as a boolean block shaped like ``like`` (int). A scalar condition is never
+    mixed with block masks: Triton 3.9's interpreter splats a scalar comparison as int32, which
+    ``tl.load`` rejects as a mask (the compiled kernel folds the splat back to one compare)."""
+    return (tl.zeros_like(like) + i) < n
+
+
+@triton.jit
 def _tap(line, pos, n, stride, u, K: tl.constexpr, mask, MODE: tl.constexpr, ADJOINT: tl.constexpr):
     """What tap u of a K-tap 1-D correlation (or its adjoint) reads for positions ``pos`` of a line
     of n samples at ``line + index·stride``, through the boundary (forward: φ(pos + u − K//2);
@@ -140,7 +148,7 @@ def _correlate_kernel(
                 t = tl.load(order_ptr + s0 + step, mask=live, other=0)
                 wt = tl.load(k_ptr + t, mask=live, other=0.0)
                 shift = sign * ((t // kw - ph) * width + (t % kw - pw))
-                acc += wt * tl.load(here + shift, mask=live, other=0.0)
+                acc += wt * tl.load(here + shift, mask=_live(s0 + step, n_taps, rows), other=0.0)
     else:
         for s0 in range(0, n_taps, UNROLL):
             for step in tl.static_range(UNROLL):  # independent taps: their loads overlap
@@ -157,12 +165,13 @@ def _correlate_kernel(
                         for cb in tl.static_range(NC):
                             qb, vb = _preimage(cols, width, cb, MODE)
                             j = qb - v + pw
-                            ok = live & inside & ok_i & vb & (j >= 0) & (j < width)
+                            ok = _live(s0 + step, n_taps, rows) & inside & ok_i & vb & (j >= 0) & (j < width)
                             acc += wt * tl.load(src + i * width + j, mask=ok, other=0.0)
                 else:
                     i, ok_i = _source(rows + u - ph, height, MODE)
                     j, ok_j = _source(cols + v - pw, width, MODE)
-                    acc += wt * tl.load(src + i * width + j, mask=live & inside & ok_i & ok_j, other=0.0)
+                    acc += wt * tl.load(src + i * width + j, mask=_live(s0 + step, n_taps, rows) & inside & ok_i & ok_j,
+                                        other=0.0)
     tl.store(out_ptr + plane + rows * width + cols, acc, mask=inside)
 
 
@@ -193,14 +202,14 @@ def _pass1d_kernel(
                 live = u < K
                 shift = K // 2 - u if ADJOINT else u - K // 2
                 wt = tl.load(k_ptr + u, mask=live, other=0.0)
-                acc += wt * tl.load(src + base + (pos + shift) * stride, mask=live, other=0.0)
+                acc += wt * tl.load(src + base + (pos + shift) * stride, mask=_live(u, K, rows), other=0.0)
     else:
         for u0 in range(0, K, TAPS):
             for du in tl.static_range(TAPS):
                 u = u0 + du
                 live = u < K
                 wt = tl.load(k_ptr + u, mask=live, other=0.0)
-                acc += wt * _tap(src + base, pos, n, stride, u, K, live & inside, MODE, ADJOINT)
+                acc += wt * _tap(src + base, pos, n, stride, u, K, _live(u, K, rows) & inside, MODE, ADJOINT)
     tl.store(out_ptr + plane + rows * width + cols, acc, mask=inside)
 
 
@@ -233,7 +242,8 @@ def _separable_tile_kernel(
             v = v0 + dv
             live = v < KW
             wt = tl.load(kw_ptr + v, mask=live, other=0.0)
-            block += wt * _tap(src + row * width, cols, width, 1, v, KW, live & ok_row & (cols < width), MODE, ADJOINT)
+            in_tile = _live(v, KW, row) & ok_row & (cols < width)
+            block += wt * _tap(src + row * width, cols, width, 1, v, KW, in_tile, MODE, ADJOINT)
 
     a = r0 + tl.arange(0, BH)[:, None]  # image row of each output
     qj = q[None, :]
