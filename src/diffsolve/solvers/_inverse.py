@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from ._loop import check_finite_tensor
+
 __all__ = ["Diagnostics", "check_problem", "measurement_grad", "residual_norm"]
 
 
@@ -22,7 +24,9 @@ def _check_operator(operator: object) -> None:
 
 
 def check_problem(operator: object, y: object, x_T: torch.Tensor | None = None) -> tuple[int, ...]:
-    """The image batch shape for measurement ``y`` (B, ...); raises when y does not fit ``operator``."""
+    """The image batch shape for measurement ``y`` (B, ...); raises when y does not fit ``operator``,
+    is empty, or holds NaN/Inf (one host sync, before the loop: a bad y is named here, not blamed on
+    the denoiser after every step). x_T's dtype/device/finiteness are checked by ``_loop.prepare``."""
     _check_operator(operator)
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"y must be a torch.Tensor (the measurement, batch first), got {type(y).__name__}")
@@ -30,6 +34,14 @@ def check_problem(operator: object, y: object, x_T: torch.Tensor | None = None) 
         raise TypeError(f"y must be float32 or float64 (solver state), got dtype {y.dtype}")
     if y.dim() < 2:
         raise ValueError(f"y must be batched (B, ...), got shape {tuple(y.shape)}")
+    if y.shape[0] == 0:
+        raise ValueError(f"y has batch size 0 (shape {tuple(y.shape)}); give at least one measurement")
+    if x_T is not None and not isinstance(x_T, torch.Tensor):
+        raise TypeError(f"x_T must be a floating tensor (B, C, H, W), got {type(x_T).__name__}")
+    if x_T is not None and (x_T.dtype != y.dtype or x_T.device != y.device):
+        raise TypeError(f"x_T ({x_T.dtype}, {x_T.device}) must have y's dtype and device ({y.dtype}, {y.device}); "
+                        f"convert it with x_T.to(y) — nothing is cast silently")
+    check_finite_tensor("y", y)
     try:
         with torch.no_grad():
             if x_T is not None:

@@ -6,14 +6,23 @@ bar) → for each step ``setup.model_t(i)`` / ``setup.step_noise(i)`` / kernel u
 the loop syncs with the device: ᾱ values are Python floats fixed up front, timesteps are indexed
 from a device tensor, noise comes from the explicit generator (or in-kernel from one base seed).
 
-Randomness (``noise_source``):
+Randomness (``noise_source``). ``generator`` is None, one ``torch.Generator``, or a list of B
+generators, one per sample (as diffusers' pipelines take it): then sample b's randomness — x_T, every
+step's z, a solver's extra draws (C-DPS's chain and perturbations) — comes from generator b only, so a
+sample does not depend on the batch it is in.
 
 - ``"generator"`` (default): x_T, then each stochastic step's z, drawn with ``torch.randn`` from
   ``generator`` in that order, on the generator's device and moved to the sample's device —
-  the same draws as diffusers' ``DDIMPipeline`` with the same generator.
+  the same draws as diffusers' ``DDIMPipeline`` with the same generator (a list: one (1, ...) draw
+  per generator, concatenated, as diffusers' ``randn_tensor``).
 - ``"kernel"``: x_T from the generator, then one base seed (one draw from the generator); step i
   asks the kernel for noise at (seed, offset = (i + 1)·numel) — Philox in-kernel on GPU, no tensor
-  of noise materialized. Reproducible per backend, not equal to the "generator" stream.
+  of noise materialized. Reproducible per backend, not equal to the "generator" stream. With a list,
+  one seed per sample (one draw from each generator) and offset (i + 1)·numel/B.
+
+Checks (all before the first step; the loop itself never syncs): every Python number is finite and in
+range, ``steps`` first (before any step size is derived from it), ``device`` exists in this torch,
+x_T is finite and has the problem's dtype/device.
 """
 
 from __future__ import annotations
@@ -22,15 +31,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import math
+
 import torch
 
 from ..models.denoiser import as_denoiser, check_sample_shape
 from ..schedules import (SPACINGS, SamplingSchedule, loglinear_timesteps, sampling_schedule, spaced_timesteps)
 
-__all__ = ["NOISE_SOURCES", "LoopSetup", "check_number", "prepare", "select_schedule"]
+__all__ = ["NOISE_SOURCES", "Generators", "LoopSetup", "check_device", "check_finite_tensor", "check_generator",
+           "check_number", "check_seed", "check_steps", "draw", "prepare", "select_schedule"]
 
 NOISE_SOURCES = ("generator", "kernel")
 Callback = Callable[[int, int, torch.Tensor, torch.Tensor], Any]
+#: None, one generator for the batch, or one generator per sample (B of them).
+Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
 def check_number(name: str, value: object, low: float | None = None, high: float | None = None,
@@ -39,11 +53,69 @@ def check_number(name: str, value: object, low: float | None = None, high: float
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
     value = float(value)
-    if value != value or (low is not None and value < low) or (high is not None and (
+    if not math.isfinite(value) or (low is not None and value < low) or (high is not None and (
             value >= high if high_open else value > high)):
-        bounds = f"[{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must lie in {bounds}, got {value}")
+        bounds = f"[{low}, {'inf' if high is None else high}{')' if high_open or high is None else ']'}"
+        raise ValueError(f"{name} must lie in {bounds} (a finite number), got {value}")
     return value
+
+
+def check_steps(steps: object) -> int:
+    """``steps`` must be a positive int (checked before anything is derived from it)."""
+    if not isinstance(steps, int) or isinstance(steps, bool):
+        raise TypeError(f"steps must be an int, got {type(steps).__name__} {steps!r}")
+    if steps < 1:
+        raise ValueError(f"steps must be in [1, T] (model evaluations, at most the training timesteps T), got {steps}")
+    return steps
+
+
+def check_device(device: object) -> torch.device | None:
+    """``device`` as a torch.device that this torch build can use (a clear error, not an AssertionError)."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but this torch build has no usable CUDA device "
+                         f"(torch {torch.__version__}, CUDA {torch.version.cuda}); use device='cpu' or install a CUDA "
+                         "build of torch")
+    return dev
+
+
+def check_finite_tensor(name: str, t: torch.Tensor) -> None:
+    """One host sync, before a loop: raise if ``t`` holds NaN or Inf, naming where."""
+    bad = ~torch.isfinite(t.detach())
+    if bool(bad.any()):
+        per = bad.flatten(1).any(1).nonzero().flatten().tolist() if t.dim() > 1 else []
+        raise ValueError(f"{name} contains NaN or Inf ({int(bad.sum())} entries; samples {per[:8]}); "
+                         f"pass finite values (mask missing pixels with an Inpainting operator instead)")
+
+
+def check_generator(generator: object, batch: int) -> Generators:
+    """None, a torch.Generator, or a list/tuple of ``batch`` torch.Generators (one per sample)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    if isinstance(generator, (list, tuple)):
+        if not all(isinstance(g, torch.Generator) for g in generator):
+            kinds = sorted({type(g).__name__ for g in generator})
+            raise TypeError(f"generator list must hold torch.Generator objects, got {kinds}")
+        if len(generator) != batch:
+            raise ValueError(f"generator is a list of {len(generator)} generators but the batch has {batch} "
+                             f"samples; give one generator per sample (or a single generator)")
+        return list(generator)
+    raise TypeError(f"generator must be a torch.Generator, a list of B of them, or None, got "
+                    f"{type(generator).__name__}")
+
+
+def check_seed(name: str, seed: object) -> int:
+    """A seed: an int in [0, 2**64) (torch's range; nothing wraps around silently)."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"{name} must be an int, got {type(seed).__name__} {seed!r}")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"{name} must lie in [0, 2**64), got {seed}")
+    return seed
 
 
 def select_schedule(denoiser: Any, steps: int, spacing: str = "trailing", *,
@@ -55,8 +127,7 @@ def select_schedule(denoiser: Any, steps: int, spacing: str = "trailing", *,
     table = denoiser.alphas_cumprod
     total = table.numel()
     final = float(getattr(denoiser, "final_alpha_cumprod", 1.0))
-    if not isinstance(steps, int) or isinstance(steps, bool):
-        raise TypeError(f"steps must be an int, got {type(steps).__name__} {steps!r}")
+    check_steps(steps)
     if not 1 <= steps <= total:
         raise ValueError(f"steps must be in [1, {total}] (the model's training timesteps), got {steps}")
     if timesteps is not None:
@@ -75,14 +146,32 @@ def select_schedule(denoiser: Any, steps: int, spacing: str = "trailing", *,
     return sampling_schedule(table, ts, final)
 
 
-def _draw(shape: tuple[int, ...], generator: torch.Generator | None, dtype: torch.dtype,
-          device: torch.device) -> torch.Tensor:
-    """Standard normal noise from ``generator`` (on its device), then moved — as diffusers' randn_tensor."""
+def _check_generator_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
     gen_device = generator.device if generator is not None else device
     if gen_device.type != device.type and gen_device.type != "cpu":
         raise ValueError(f"generator is on {gen_device} but samples are on {device}; use a CPU generator or "
                          f"one on {device}")
+    return gen_device
+
+
+def draw(shape: tuple[int, ...], generator: Generators, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Standard normal noise (shape) from ``generator`` (on its device), then moved — as diffusers'
+    ``randn_tensor``; a list of B generators draws sample b's (1, ...) slice from generator b."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}; give one per sample")
+        return torch.cat([torch.randn((1, *shape[1:]), generator=g, dtype=dtype,
+                                      device=_check_generator_device(g, device)).to(device) for g in generator])
+    gen_device = _check_generator_device(generator, device)
     return torch.randn(shape, generator=generator, dtype=dtype, device=gen_device).to(device)
+
+
+_draw = draw  # the name the solvers import
+
+
+def _base_seed(generator: torch.Generator | None) -> int:
+    device = generator.device if generator is not None else "cpu"
+    return int(torch.randint(0, 2**62, (1,), generator=generator, device=device))
 
 
 @dataclass
@@ -95,9 +184,9 @@ class LoopSetup:
     alpha_t: list[float]
     alpha_s: list[float]
     timesteps: torch.Tensor  # (N,) int64 on the sample's device
-    generator: torch.Generator | None
+    generator: Generators
     noise_source: str
-    seed: int | None
+    seed: int | list[int] | None
     callback: Callback | None
     return_trajectory: bool
     progress: bool
@@ -134,8 +223,9 @@ class LoopSetup:
         if not stochastic:
             return {}
         if self.noise_source == "kernel":
-            return {"seed": self.seed, "offset": (i + 1) * self.x.numel()}
-        return {"noise": _draw(tuple(self.x.shape), self.generator, self.x.dtype, self.x.device)}
+            per = self.x.numel() if isinstance(self.seed, int) else self.x[0].numel()
+            return {"seed": self.seed, "offset": (i + 1) * per}
+        return {"noise": draw(tuple(self.x.shape), self.generator, self.x.dtype, self.x.device)}
 
     def record(self, i: int, x: torch.Tensor, x0: torch.Tensor | None) -> None:
         """After step i: store x̂0 in the trajectory and call the callback(i, t_i, x_s, x̂0)."""
@@ -148,8 +238,10 @@ class LoopSetup:
         """One NaN/Inf check (one sync), then x or (x, trajectory (N, *x.shape) of x̂0)."""
         if not bool(torch.isfinite(x).all()):
             raise FloatingPointError(
-                f"{self.name}: the sample has NaN/Inf after {len(self.schedule)} steps; check the denoiser's "
-                "output, the dtype (fp16 overflow?) and the schedule (ᾱ near 0 or 1)")
+                f"{self.name}: the sample has NaN/Inf after {len(self.schedule)} steps although the inputs (y, x_T) "
+                "were checked finite before the loop; check the denoiser's output, the dtype (fp16 overflow?), "
+                "the schedule (ᾱ near 0 or 1) and, for guided methods, a step size or noise level so extreme that "
+                "the update overflows")
         if self.return_trajectory:
             return x, torch.stack(self.trajectory)
         return x
@@ -157,16 +249,20 @@ class LoopSetup:
 
 def prepare(denoiser: Any, shape: Sequence[int], *, steps: int, spacing: str = "trailing",
             timesteps: Sequence[int] | torch.Tensor | None = None, sigma_max: float | None = None,
-            sigma_min: float | None = None, generator: torch.Generator | None = None,
+            sigma_min: float | None = None, generator: Generators = None,
             callback: Callback | None = None, progress: bool = False, return_trajectory: bool = False,
-            x_T: torch.Tensor | None = None, dtype: torch.dtype = torch.float32,
+            x_T: torch.Tensor | None = None, dtype: torch.dtype | None = None,
             device: str | torch.device | None = None, noise_source: str = "generator",
             name: str = "sampler") -> LoopSetup:
-    """Validate the shared arguments, choose the timesteps and draw x_T (module docstring)."""
+    """Validate the shared arguments, choose the timesteps and draw x_T (module docstring).
+
+    ``dtype``/``device`` None: x_T's (or float32 on the CPU); given with x_T, they must agree with it
+    (an inverse solver passes y's, so x_T must have the problem's dtype and device)."""
+    check_steps(steps)
     denoiser = as_denoiser(denoiser)
     shape = check_sample_shape(denoiser, shape)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    generator = check_generator(generator, shape[0])
+    dev = check_device(device)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable as callback(i, t, x, x0), got {type(callback).__name__}")
     if noise_source not in NOISE_SOURCES:
@@ -180,16 +276,21 @@ def prepare(denoiser: Any, shape: Sequence[int], *, steps: int, spacing: str = "
             raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={shape}")
         if x_T.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"x_T must be float32 or float64 (solver state), got {x_T.dtype}")
-        x = x_T.clone()
+        if dtype is not None and x_T.dtype != dtype:
+            raise TypeError(f"x_T has dtype {x_T.dtype} but the problem is {dtype} (y's dtype, or dtype=); "
+                            f"convert x_T with x_T.to({dtype}) — nothing is cast silently")
+        if dev is not None and x_T.device != dev and not (dev.index is None and x_T.device.type == dev.type):
+            raise ValueError(f"x_T is on {x_T.device} but the problem is on {dev}; move x_T there")
+        check_finite_tensor("x_T", x_T)
+        x = x_T.detach().clone()
     else:
+        dtype = torch.float32 if dtype is None else dtype
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"dtype must be torch.float32 or torch.float64 (solver state), got {dtype}")
-        dev = torch.device(device) if device is not None else torch.device("cpu")
-        x = _draw(shape, generator, dtype, dev)
+        x = draw(shape, generator, dtype, dev if dev is not None else torch.device("cpu"))
     seed = None
     if noise_source == "kernel":
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=(
-            generator.device if generator is not None else "cpu")))
+        seed = [_base_seed(g) for g in generator] if isinstance(generator, list) else _base_seed(generator)
     return LoopSetup(
         denoiser=denoiser, schedule=schedule, x=x, alpha_t=schedule.alpha_t.tolist(),
         alpha_s=schedule.alpha_s.tolist(), timesteps=schedule.timesteps.to(x.device), generator=generator,

@@ -14,16 +14,16 @@ from typing import Any
 import torch
 
 from ..kernels import ddim_step
-from ._loop import Callback, check_number, prepare
+from ._loop import Callback, Generators, check_number, prepare
 
 __all__ = ["ddim"]
 
 
 @torch.no_grad()
 def ddim(denoiser: Any, shape: Sequence[int], *, steps: int, eta: float = 0.0, spacing: str = "trailing",
-         generator: torch.Generator | None = None, callback: Callback | None = None, progress: bool = False,
+         generator: Generators = None, callback: Callback | None = None, progress: bool = False,
          return_trajectory: bool = False, backend: str = "auto", x_T: torch.Tensor | None = None,
-         timesteps: Sequence[int] | torch.Tensor | None = None, dtype: torch.dtype = torch.float32,
+         timesteps: Sequence[int] | torch.Tensor | None = None, dtype: torch.dtype | None = None,
          device: str | torch.device | None = None,
          noise_source: str = "generator") -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Sample (B, C, H, W) = ``shape`` from a denoiser with N = ``steps`` DDIM(η) steps.
@@ -34,11 +34,12 @@ def ddim(denoiser: Any, shape: Sequence[int], *, steps: int, eta: float = 0.0, s
         steps: number of model evaluations N ≤ T; eta: η ∈ [0, 1] (0 deterministic, 1 DDPM-like).
         spacing: ``leading`` | ``trailing`` | ``linspace`` (diffusers) | ``loglinear`` (GE's σ);
             ``timesteps`` (descending ints) overrides it.
-        generator: the only source of randomness (x_T and, for η > 0, each step's z).
+        generator: the only source of randomness (x_T and, for η > 0, each step's z); a list of B
+            generators gives each sample its own (its result then does not depend on the batch).
         callback: ``callback(i, t, x_s, x̂0)`` after each step; progress: tqdm bar.
         return_trajectory: also return x̂0 of every step, (N, *shape).
         backend: kernel backend (``auto`` | ``triton`` | ``cpp`` | ``torch``).
-        x_T: start here instead of drawing N(0, I) (then dtype/device are x_T's).
+        x_T: start here instead of drawing N(0, I) (finite; dtype/device, if given, must match it).
         noise_source: ``generator`` (diffusers' draw order) or ``kernel`` (in-kernel noise).
 
     Runs under ``torch.no_grad()`` (sampling needs no graph; guided solvers enable grad locally).

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..kernels import ge_step
-from ._loop import Callback, check_number, prepare
+from ._loop import Callback, Generators, check_number, prepare
 
 __all__ = ["ge"]
 
@@ -26,9 +26,9 @@ __all__ = ["ge"]
 @torch.no_grad()
 def ge(denoiser: Any, shape: Sequence[int], *, steps: int, gamma: float = 2.0, mu: float = 0.0,
        sigma_max: float | None = None, sigma_min: float | None = None, spacing: str = "loglinear",
-       generator: torch.Generator | None = None, callback: Callback | None = None, progress: bool = False,
+       generator: Generators = None, callback: Callback | None = None, progress: bool = False,
        return_trajectory: bool = False, backend: str = "auto", x_T: torch.Tensor | None = None,
-       timesteps: Sequence[int] | torch.Tensor | None = None, dtype: torch.dtype = torch.float32,
+       timesteps: Sequence[int] | torch.Tensor | None = None, dtype: torch.dtype | None = None,
        device: str | torch.device | None = None,
        noise_source: str = "generator") -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Sample ``shape`` with N = ``steps`` GE steps; arguments as :func:`~diffsolve.solvers.ddim`, plus

@@ -33,7 +33,7 @@ import torch
 
 from ..kernels import mpgd_step
 from ._inverse import Diagnostics, check_problem, measurement_grad
-from ._loop import Callback, check_number, prepare
+from ._loop import Callback, Generators, check_number, check_steps, prepare
 
 __all__ = ["VARIANTS", "default_rho", "mpgd"]
 
@@ -91,10 +91,10 @@ def _validate(variant: str, autoencoder: Any, loss: Any, operator: Any, y: Any) 
 def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, *, steps: int, rho: float | None = None,
          eta: float = 0.5, variant: str = "none", autoencoder: Any = None,
          window: tuple[float, float] = (0.3, 0.5), proj_scale: float | None = None, loss: Loss | None = None,
-         shape: Sequence[int] | None = None, generator: torch.Generator | None = None, progress: bool = False,
+         shape: Sequence[int] | None = None, generator: Generators = None, progress: bool = False,
          return_info: bool = False, callback: Callback | None = None, spacing: str = "trailing",
          timesteps: Sequence[int] | torch.Tensor | None = None, x_T: torch.Tensor | None = None,
-         dtype: torch.dtype = torch.float32, device: str | torch.device | None = None,
+         dtype: torch.dtype | None = None, device: str | torch.device | None = None,
          noise_source: str = "generator",
          backend: str = "auto") -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Reconstruct x from y = A x + n (or guide by ``loss``) with N = ``steps`` MPGD steps.
@@ -115,6 +115,7 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, *, steps: int, rh
     Returns:
         x (B, C, H, W), or (x, info).
     """
+    check_steps(steps)  # before any step size is derived from it
     _validate(variant, autoencoder, loss, operator, y)
     eta = check_number("eta", eta, 0.0, 1.0)
     lo, hi = check_window(window)

@@ -23,7 +23,7 @@ import torch
 
 from ..kernels import mpgd_step
 from ._inverse import Diagnostics, check_problem
-from ._loop import Callback, check_number, prepare
+from ._loop import Callback, Generators, check_device, check_number, check_steps, prepare
 from .mpgd import Loss, default_rho, loss_grad, measurement_loss
 
 __all__ = ["mpgd_ldm"]
@@ -40,10 +40,10 @@ def _latent_shape(autoencoder: Any, image_shape: Sequence[int], dtype: torch.dty
 def mpgd_ldm(latent_denoiser: Any, autoencoder: Any, operator: Any, y: torch.Tensor | None, *, steps: int,
              rho: float | None = None, eta: float = 0.5, loss: Loss | None = None,
              shape: Sequence[int] | None = None, latent_shape: Sequence[int] | None = None,
-             generator: torch.Generator | None = None, progress: bool = False, return_info: bool = False,
+             generator: Generators = None, progress: bool = False, return_info: bool = False,
              callback: Callback | None = None, spacing: str = "trailing",
              timesteps: Sequence[int] | torch.Tensor | None = None, z_T: torch.Tensor | None = None,
-             dtype: torch.dtype = torch.float32, device: str | torch.device | None = None,
+             dtype: torch.dtype | None = None, device: str | torch.device | None = None,
              noise_source: str = "generator",
              backend: str = "auto") -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Reconstruct x from y = A x + n with a latent diffusion model and its autoencoder (module docstring).
@@ -66,17 +66,18 @@ def mpgd_ldm(latent_denoiser: Any, autoencoder: Any, operator: Any, y: torch.Ten
         raise TypeError(f"loss must be callable as loss(x) -> (B,), got {type(loss).__name__}")
     if loss is None and (operator is None or y is None):
         raise ValueError("give operator and y (the measurement), or loss= (a black-box guidance loss)")
+    check_steps(steps)  # before any step size is derived from it
     eta = check_number("eta", eta, 0.0, 1.0)
     if y is not None:
         shape = check_problem(operator, y)
         dtype, device = y.dtype, y.device
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = check_device(device)
     if z_T is not None:
         latent_shape = tuple(z_T.shape)
     if latent_shape is None:
         if shape is None:
             raise ValueError("without y, give shape=(B, C, H, W) of the images or latent_shape=(B, c, h, w)")
-        latent_shape = _latent_shape(autoencoder, shape, dtype, device)
+        latent_shape = _latent_shape(autoencoder, shape, dtype or torch.float32, device or torch.device("cpu"))
     numel = math.prod(latent_shape[1:])
     rho = default_rho(steps, numel) if rho is None else check_number("rho", rho, 0.0)
     loop = prepare(latent_denoiser, latent_shape, steps=steps, spacing=spacing, timesteps=timesteps,
