@@ -10,6 +10,8 @@ Per sample, with w = K r, γ = ⟨r, r⟩, δ = ⟨w, r⟩:
     β = γ/γ_old (0 on the first iteration),  α = γ/(δ − β γ/α_old)  (γ/δ on the first),
     p = r + β p,  s = w + β s,  x = x + α p,  r = r − α s.
 A sample stops (α = β = 0, p and s frozen) once γ ≤ tol²·‖rhs‖².
+NaN is never turned into a number: a sample whose rhs, x0 or any iteration's inner products are not
+finite returns x = NaN (tracked on the device, no sync), with residual NaN and converged False.
 """
 
 from __future__ import annotations
@@ -89,11 +91,14 @@ def cg_iteration_bound(kappa: float, tol: float) -> int:
     root = math.sqrt(kappa)
     if root - 1 <= 1e-12 * root:  # K = λ·I: one step is exact
         return 1
-    return max(1, math.ceil(math.log(2 * root / tol) / math.log((root + 1) / (root - 1))))
+    # ln(1/ρ) = ln(1 + 2/(√κ − 1)) via log1p: stays > 0 for κ up to the float range (log would round to 0)
+    return max(1, math.ceil(math.log(2 * root / tol) / math.log1p(2 / (root - 1))))
 
 
 def _check_cg_tensor(name: str, t: object, ref: torch.Tensor) -> torch.Tensor:
     check_image_like(name, t)
+    if t.shape[0] == 0:
+        raise ValueError(f"{name} has batch size 0 (shape {tuple(t.shape)}); give at least one system to solve")
     if t.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"{name} must be float32 or float64, got dtype {t.dtype}")
     if t.dtype != ref.dtype or t.device != ref.device or t.shape != ref.shape:
@@ -164,6 +169,7 @@ def batched_cg(
     else:
         x = _check_cg_tensor("x0", x0, rhs).clone()
         r = rhs - apply_k(x)
+    bad = ~torch.isfinite(rhs2) | ~torch.isfinite(r.reshape(r.shape[0], -1).sum(1))  # (B,) NaN/Inf seen
     p, s = torch.zeros_like(rhs), torch.zeros_like(rhs)
     state = torch.zeros(rhs.shape[0], 5, dtype=rhs.dtype, device=rhs.device)
     state[:, 2] = 1.0
@@ -171,9 +177,11 @@ def batched_cg(
     for it in range(max_iters):
         gr = gram(r).contiguous()
         dots = dots_impl(r, gr, shift, scale)
+        bad = bad | ~torch.isfinite(dots).all(1)
         x, r, p, s, state = update_impl(x, r, p, s, gr, shift, scale, dots, state, tol * tol)
         if check_every is not None and (it + 1) % check_every == 0 and not bool(state[:, 2].any()):
             break
+    x = torch.where(bad.view(view), torch.full_like(x, float("nan")), x)
     res = (rhs - apply_k(x)).reshape(rhs.shape[0], -1).norm(dim=1)
     rhs_norm = rhs2.sqrt()
     residual = torch.where(rhs_norm > 0, res / torch.where(rhs_norm > 0, rhs_norm, 1), res)
