@@ -12,7 +12,7 @@ import torch
 
 from . import _dispatch
 from ._checks import check_image_like, check_same, per_sample
-from .step import _noise_from_seed
+from .step import _noise_from_seed, check_offset, check_scalar, check_seeds
 
 __all__ = ["diagonal_posterior_step", "diagonal_posterior_step_reference"]
 
@@ -58,7 +58,8 @@ def diagonal_posterior_step(
 
     mean, target: (B, C, H, W); diag: (1|B, 1|C, H, W), non-negative; precision c and noise
     precision w: positive scalars or (B,) tensors; noise: (e₁, e₂) like ``mean``, or ``seed`` for
-    backend-generated noise (each backend its own stream), or neither for the posterior mean.
+    backend-generated noise (each backend its own stream; a list of B seeds: one stream per sample),
+    or neither for the posterior mean.
     """
     check_image_like("mean", mean, min_dim=4)
     if mean.dim() != 4:
@@ -73,8 +74,9 @@ def diagonal_posterior_step(
         raise TypeError(f"diag must match mean's dtype/device ({mean.dtype}, {mean.device}), "
                         f"got ({diag.dtype}, {diag.device})")
     for name, val in (("precision", precision), ("noise_precision", noise_precision)):
-        if isinstance(val, (int, float)) and val <= 0:
-            raise ValueError(f"{name} must be positive, got {val}")
+        check_scalar(name, val, 0.0, low_open=True)  # finite and > 0 (NaN, inf, 0 and negatives rejected)
+    seed = check_seeds(seed, mean.shape[0])
+    check_offset(offset)
     noise1 = noise2 = None
     if noise is not None:
         if seed is not None:
@@ -86,4 +88,8 @@ def diagonal_posterior_step(
     w = per_sample("noise_precision", noise_precision, mean)
     args = [t.contiguous() if t is not None else None for t in (mean, c, diag, target, w, noise1, noise2)]
     impl = _dispatch.implementation(backend, "diagonal_posterior_step", _FAMILY, mean.device)
+    if isinstance(seed, list):  # one stream per sample (see kernels.step): sample b alone
+        per_b = args[2].shape[0] > 1  # diag (1|B, ...)
+        return torch.cat([impl(*[None if t is None else (t if (k == 2 and not per_b) else t[b:b + 1])
+                                 for k, t in enumerate(args)], s, offset) for b, s in enumerate(seed)])
     return impl(*args, seed, offset)

@@ -13,16 +13,25 @@ on the device (per sample, no host sync); the backends do the one pass over the 
 - MPGD (He et al. 2024): x̂0* = x̂0 − λ g (g the loss gradient at x̂0, λ per sample), then DDIM.
 - GE (Permenter & Yuan 2024) in VE coordinates x̃ = x/√ᾱ, σ_t = √(1/ᾱ_t − 1):
   σ_p = (σ_s/σ_t^μ)^{1/(1−μ)}, x̃_s = x̃_t − (σ_t − σ_p) ē + √(σ_s² − σ_p²) z.
+
+Checks: Python numbers always (finite, in range: ᾱ ∈ (0, 1], ᾱ_t < 1, ᾱ_s ≥ ᾱ_t for a stochastic
+step, η ∈ [0, 1], γ, λ ≥ 0); (B,) tensors are used as given (checking them would sync the device).
+In-kernel noise: ``seed`` is one int in [0, 2**64) for the batch, or a list of B ints — one stream
+per sample at that sample's own offsets, so a sample's noise does not depend on its batch (the
+backends then run one launch per sample).
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import torch
 
 from . import _dispatch
 from ._checks import check_image_like, check_same, per_sample
 
-__all__ = ["ddim_step", "ge_step", "mpgd_step", "fused_step", "fused_step_reference"]
+__all__ = ["check_scalar", "check_seeds", "ddim_step", "ge_step", "mpgd_step", "fused_step", "fused_step_reference"]
 
 _FAMILY = "step"
 
@@ -87,14 +96,61 @@ def fused_step(
         raise ValueError(f"coefs must be a tensor of shape ({x.shape[0]}, 8), got {getattr(coefs, 'shape', coefs)}")
     if noise is not None and seed is not None:
         raise ValueError("give either noise (a tensor) or seed (in-kernel noise), not both")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
-        raise TypeError(f"seed must be a non-negative int, got {seed!r}")
-    if not isinstance(offset, int) or offset < 0:
-        raise TypeError(f"offset must be a non-negative int, got {offset!r}")
+    seed = check_seeds(seed, x.shape[0])
+    check_offset(offset)
     args = [t.contiguous() if t is not None else None for t in (x, eps, coefs.to(x.dtype), eps_prev, guidance, noise)]
     impl = _dispatch.implementation(backend, "fused_step", _FAMILY, x.device)
-    x_s, x0 = impl(*args, seed, offset, return_x0)
+    if isinstance(seed, list):  # one stream per sample: sample b alone, at its own offsets
+        outs = [impl(*[None if t is None else t[b:b + 1] for t in args], s, offset, return_x0)
+                for b, s in enumerate(seed)]
+        x_s = torch.cat([o[0] for o in outs])
+        x0 = torch.cat([o[1] for o in outs]) if return_x0 else None
+    else:
+        x_s, x0 = impl(*args, seed, offset, return_x0)
     return (x_s, x0) if return_x0 else x_s
+
+
+def check_seeds(seed: object, batch: int) -> int | list[int] | None:
+    """None, an int in [0, 2**64), or a list/tuple of ``batch`` such ints (per-sample streams)."""
+    if seed is None:
+        return None
+    if isinstance(seed, (list, tuple)):
+        if len(seed) != batch:
+            raise ValueError(f"seed is a list of {len(seed)} seeds but the batch has {batch} samples; give one "
+                             "per sample (or a single int)")
+        return [check_seeds(s, 1) for s in seed]  # type: ignore[misc]
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int in [0, 2**64) or a list of B of them, got {type(seed).__name__} "
+                        f"{seed!r}")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed must lie in [0, 2**64) (nothing wraps around), got {seed}")
+    return seed
+
+
+def check_offset(offset: object) -> int:
+    if isinstance(offset, bool) or not isinstance(offset, int):
+        raise TypeError(f"offset must be an int in [0, 2**64), got {type(offset).__name__} {offset!r}")
+    if not 0 <= offset < 2**64:
+        raise ValueError(f"offset must lie in [0, 2**64), got {offset}")
+    return offset
+
+
+def check_scalar(name: str, value: object, low: float | None = None, high: float | None = None,
+                 *, low_open: bool = False, high_open: bool = False) -> None:
+    """A Python number must be finite and in range; a tensor is accepted as is (no device sync)."""
+    if isinstance(value, torch.Tensor):
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number or a (B,) tensor, got {type(value).__name__} {value!r}")
+    v = float(value)
+    bad = not math.isfinite(v)
+    bad = bad or (low is not None and (v <= low if low_open else v < low))
+    bad = bad or (high is not None and (v >= high if high_open else v > high))
+    if bad:
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        bounds = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise ValueError(f"{name} must be a finite number in {bounds}, got {value!r}")
 
 
 Scalar = float | torch.Tensor  # a Python float, or a (B,) float64 tensor on the images' device
@@ -142,8 +198,23 @@ def _ddim_coefs(x, alpha_bar_t, alpha_bar_s, eta, scale, gamma):
 
 
 def _check_alpha(name: str, value: float | torch.Tensor) -> None:
-    if isinstance(value, (int, float)) and not 0 < value <= 1:
-        raise ValueError(f"{name} must lie in (0, 1], got {value}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 < value <= 1:
+        raise ValueError(f"{name} must lie in (0, 1] (a finite ᾱ of the training table), got {value}")
+    check_scalar(name, value, 0.0, 1.0, low_open=True)
+
+
+def _check_levels(alpha_bar_t: object, alpha_bar_s: object, stochastic: bool) -> None:
+    """ᾱ_t ∈ (0, 1), ᾱ_s ∈ (0, 1]; a stochastic step needs ᾱ_s ≥ ᾱ_t (host numbers only)."""
+    _check_alpha("alpha_bar_t", alpha_bar_t)
+    _check_alpha("alpha_bar_s", alpha_bar_s)
+    if isinstance(alpha_bar_t, (int, float)) and alpha_bar_t >= 1:
+        raise ValueError("alpha_bar_t must be < 1: ᾱ_t = 1 is the clean end of the chain, there is no step to take "
+                         "from it (x̂0 = x_t)")
+    if (stochastic and isinstance(alpha_bar_t, (int, float)) and isinstance(alpha_bar_s, (int, float))
+            and alpha_bar_s < alpha_bar_t):
+        raise ValueError(f"alpha_bar_s={alpha_bar_s} < alpha_bar_t={alpha_bar_t}: a stochastic step goes from "
+                         "noisy t to less noisy s (ᾱ_s ≥ ᾱ_t); swap them, or use eta=0 / mu=0 for a deterministic "
+                         "inversion step")
 
 
 def ddim_step(
@@ -168,8 +239,10 @@ def ddim_step(
     ``offset``, generated by the backend; without either the stochastic term is dropped.
     """
     check_image_like("x_t", x_t)
-    _check_alpha("alpha_bar_t", alpha_bar_t)
-    _check_alpha("alpha_bar_s", alpha_bar_s)
+    check_scalar("eta", eta, 0.0, 1.0)
+    if guidance_scale is not None:
+        check_scalar("guidance_scale", guidance_scale, 0.0)
+    _check_levels(alpha_bar_t, alpha_bar_s, not (isinstance(eta, (int, float)) and eta == 0))
     if (guidance is None) != (guidance_scale is None):
         raise ValueError("guidance and guidance_scale go together: give both or neither")
     coefs = _ddim_coefs(x_t, alpha_bar_t, alpha_bar_s, eta, 0.0 if guidance_scale is None else guidance_scale, 1.0)
@@ -192,7 +265,8 @@ def mpgd_step(
     return_x0: bool = False,
     backend: str = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """MPGD: x̂0* = x̂0 − step_size·grad (grad = ∇ loss at x̂0, (B, ...); step_size per sample), then DDIM(η)."""
+    """MPGD: x̂0* = x̂0 − step_size·grad (grad = ∇ loss at x̂0, (B, ...); step_size ≥ 0 per sample), then DDIM(η)."""
+    check_scalar("step_size", step_size, 0.0)
     return ddim_step(x_t, eps, alpha_bar_t, alpha_bar_s, eta=eta, noise=noise, seed=seed, offset=offset,
                      guidance=grad, guidance_scale=step_size, return_x0=return_x0, backend=backend)
 
@@ -218,10 +292,10 @@ def ge_step(
     is the stochastic variant (μ = 0: deterministic). Returns x_s (and x̂0 from ē).
     """
     check_image_like("x_t", x_t)
-    _check_alpha("alpha_bar_t", alpha_bar_t)
-    _check_alpha("alpha_bar_s", alpha_bar_s)
-    if not isinstance(mu, (int, float)) or not 0 <= mu < 1:
+    if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not 0 <= mu < 1:
         raise ValueError(f"mu must be a number in [0, 1), got {mu!r}")
+    check_scalar("gamma", gamma, 0.0)
+    _check_levels(alpha_bar_t, alpha_bar_s, mu > 0)
     a_t = _value("alpha_bar_t", alpha_bar_t, x_t)
     a_s = _value("alpha_bar_s", alpha_bar_s, x_t)
     sig_t, sig_s = _relu(1 / a_t - 1) ** 0.5, _relu(1 / a_s - 1) ** 0.5
