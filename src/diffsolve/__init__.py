@@ -23,6 +23,7 @@ def __getattr__(name: str) -> Any:
     if name == "solve":
         from .solve import solve
 
+        globals()["solve"] = solve  # importing the submodule bound diffsolve.solve to the module
         return solve
     if name in _SUBPACKAGES:
         return importlib.import_module(f".{name}", __name__)
