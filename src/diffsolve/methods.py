@@ -1,0 +1,236 @@
+"""The one method registry: every reconstruction method described once, read by ``solve``, ``restore``,
+``demo`` and ``eval``.
+
+``METHODS[name]`` is a :class:`Method`:
+
+=============  ============================================================================================
+field          meaning
+=============  ============================================================================================
+``fn``         the function in :mod:`diffsolve.solvers` (imported on first use), or the baseline's function
+``summary``    one line with the paper
+``required``   keyword arguments ``solve`` must be given (``sigma`` for C-DPS, ``autoencoder`` for MPGD-LDM)
+``uses_model`` whether it calls the denoiser (then the model's size rules apply: sample shape, H and W
+               multiples of ``spatial_multiple``); pinv / tikhonov do not
+``backward``   whether it differentiates through the denoiser (DPS: run it under ``torch.enable_grad``)
+``kind``       ``"sampler"`` (ignores y), ``"inverse"``, ``"latent"`` (needs an autoencoder), ``"baseline"``
+``cli_options`` ``cli_options(problem) -> dict``: the options ``demo`` / ``restore`` / ``eval`` pass
+               (C-DPS's σ is the measurement noise; MPGD's ρ is rescaled for ×s down-sampling)
+``tune``       ``(option, candidates)`` picked by PSNR against the truth when ``restore`` gets x_true
+               (an oracle that favours the baseline: Tikhonov's λ)
+``cli``        whether the command line offers it (MPGD-LDM needs an autoencoder the CLI cannot build)
+=============  ============================================================================================
+
+:func:`Method.defaults` reads the solver's own keyword defaults from its signature, so a default is
+written once, in the solver. :data:`SAMPLING_OPTIONS` names the options every model-based method
+shares (``steps``, ``spacing``, ``timesteps``, ``generator``, …) with one description each.
+
+API for the command line and the demo (``diffsolve.demo`` / ``diffsolve.cli`` switch to it):
+
+- ``METHODS`` (name -> Method), ``CLI_METHODS`` (names the CLI offers, in display order),
+  ``get_method(name) -> Method`` (ValueError listing the names);
+- ``restore(method, denoiser, operator, y, *, steps, sigma, generator=None, x_true=None,
+  progress=False) -> (x (B, C, H, W), info dict)``: one reconstruction with the CLI options,
+  under no_grad unless the method needs the model's backward.
+- ``solve`` (:mod:`diffsolve.solve`) is the library entry point with the solver's own options.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["CLI_METHODS", "METHODS", "SAMPLING_OPTIONS", "Method", "Problem", "get_method", "restore"]
+
+#: Options every model-based method takes, described once (each solver's docstring refers here).
+SAMPLING_OPTIONS: Mapping[str, str] = {
+    "steps": "N, the number of sampling steps (int in [1, T])",
+    "spacing": "timestep spacing on the training table: leading | trailing (default) | linspace | loglinear",
+    "timesteps": "explicit (N,) training timesteps, overriding spacing",
+    "generator": "torch.Generator, or a list of B (one per sample: a sample's result does not depend on "
+                 "its batch), or None; the only source of randomness",
+    "progress": "show a tqdm bar over the steps",
+    "callback": "callback(i, t, x_s, x0_hat) after each step",
+    "x_T": "the starting noise (B, C, H, W)",
+    "noise_source": "'generator' (torch.randn from generator) or 'kernel' (Philox in-kernel)",
+    "backend": "kernel backend: auto | torch | cpp | triton",
+    "return_info": "also return per-step diagnostics (inverse solvers)",
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What ``cli_options`` may read: the step count, measurement noise σ, the operator and y."""
+
+    steps: int
+    sigma: float
+    operator: Any
+    y: torch.Tensor
+
+
+def _no_options(problem: Problem) -> dict[str, Any]:
+    return {}
+
+
+def _cdps_options(problem: Problem) -> dict[str, Any]:
+    return {"sigma": problem.sigma}
+
+
+def _mpgd_options(problem: Problem) -> dict[str, Any]:
+    factor = getattr(problem.operator, "factor", 1)
+    if factor <= 1:
+        return {}
+    # MPGD's default ρ assumes ‖A‖ ≈ 1; ×s down-sampling has ‖A‖ ≈ 1/s, so the unit-norm gradient
+    # Aᵀr/‖r‖ is s times shorter: scale ρ back up (measured: ρ×4 beats ρ×1 and ρ×16 on the demo).
+    from .solvers.mpgd import default_rho
+
+    return {"rho": default_rho(problem.steps, problem.y[0].numel() * factor**2) * factor}
+
+
+def _pinv(denoiser: Any, operator: Any, y: torch.Tensor) -> torch.Tensor:
+    """A⁺ y, the minimum-norm least-squares solution (the operator's exact or CG solve)."""
+    return operator.pseudo_inverse(y)
+
+
+def _tikhonov(denoiser: Any, operator: Any, y: torch.Tensor, *, lam: float = 1e-2) -> torch.Tensor:
+    """argmin_x ‖A x − y‖² + λ‖x‖² (the operator's exact or CG solve)."""
+    return operator.tikhonov(y, lam)
+
+
+def _ddim(denoiser: Any, operator: Any, y: torch.Tensor | None, *, shape: Sequence[int] | None = None,
+          **options: Any) -> Any:
+    """Unconditional DDIM; the batch shape is ``shape`` or taken from (operator, y) (y's values unused)."""
+    from .solvers import ddim
+    from .solvers._inverse import check_problem
+
+    if shape is None:
+        if operator is None or y is None:
+            raise ValueError("method='ddim' needs shape=(B, C, H, W), or an operator and y to take it from")
+        shape = check_problem(operator, y, options.get("x_T"))
+        options.setdefault("dtype", y.dtype)
+        options.setdefault("device", y.device)
+    return ddim(denoiser, shape, **options)
+
+
+def _mpgd_ldm(denoiser: Any, operator: Any, y: torch.Tensor | None, *, autoencoder: Any, **options: Any) -> Any:
+    from .solvers import mpgd_ldm
+
+    return mpgd_ldm(denoiser, autoencoder, operator, y, **options)
+
+
+def _solver_function(name: str) -> Callable[..., Any]:
+    """``diffsolve.solvers.<name>.<name>``, from its module (the package attribute can be shadowed by the
+    submodule of the same name)."""
+    import importlib
+
+    return getattr(importlib.import_module(f"{__package__}.solvers.{name}"), name)
+
+
+def _solver(name: str) -> Callable[..., Any]:
+    def call(denoiser: Any, operator: Any, y: Any, **options: Any) -> Any:
+        return _solver_function(name)(denoiser, operator, y, **options)
+
+    call.__name__ = name
+    call.solver_name = name  # type: ignore[attr-defined]
+    return call
+
+
+@dataclass(frozen=True)
+class Method:
+    """One reconstruction method (module docstring); call it as ``method(denoiser, operator, y, **opts)``."""
+
+    name: str
+    fn: Callable[..., Any]
+    summary: str
+    kind: str
+    uses_model: bool = True
+    backward: bool = False
+    required: tuple[str, ...] = ()
+    cli_options: Callable[[Problem], dict[str, Any]] = _no_options
+    tune: tuple[str, tuple[float, ...]] | None = None
+    cli: bool = True
+    solver: str | None = field(default=None, repr=False)
+
+    def signature_function(self) -> Callable[..., Any]:
+        """The function whose signature holds this method's options (the solver, or the baseline)."""
+        return self.fn if self.solver is None else _solver_function(self.solver)
+
+    def defaults(self) -> dict[str, Any]:
+        """The method's own keyword defaults (from the solver's signature), shared sampling options left out."""
+        params = inspect.signature(self.signature_function()).parameters.values()
+        return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.default is not p.empty
+                and p.name not in SAMPLING_OPTIONS}
+
+    def check_required(self, options: Mapping[str, Any]) -> None:
+        """ValueError naming the first required option missing from ``options``."""
+        hints = {"sigma": "the measurement noise std in [-1, 1] units",
+                 "autoencoder": "the latent model's Autoencoder"}
+        for name in self.required:
+            if name not in options:
+                raise ValueError(f"method={self.name!r} needs {name}= ({hints.get(name, 'required')})")
+
+    def __call__(self, denoiser: Any, operator: Any, y: Any, **options: Any) -> Any:
+        self.check_required(options)
+        return self.fn(denoiser, operator, y, **options)
+
+
+METHODS: Mapping[str, Method] = {m.name: m for m in (
+    Method("mpgd", _solver("mpgd"), "MPGD (He et al. 2024): manifold-preserving guidance, no UNet backward",
+           "inverse", cli_options=_mpgd_options, solver="mpgd"),
+    Method("cdps", _solver("cdps"), "C-DPS (Hamidi, Yang & Liang 2025): coupled data/measurement posterior "
+           "sampling", "inverse", required=("sigma",), cli_options=_cdps_options, solver="cdps"),
+    Method("dps", _solver("dps"), "DPS (Chung et al. 2023): gradient through the UNet of ‖y − A x̂0‖",
+           "inverse", backward=True, solver="dps"),
+    Method("tikhonov", _tikhonov, "Tikhonov: argmin ‖Ax − y‖² + λ‖x‖² (λ picked by PSNR when the truth "
+           "is known)", "baseline", uses_model=False, tune=("lam", (1e-3, 1e-2, 1e-1))),
+    Method("pinv", _pinv, "pseudo-inverse A⁺y", "baseline", uses_model=False),
+    Method("ddim", _ddim, "DDIM (Song et al. 2021): unconditional samples, y only fixes the shape",
+           "sampler", solver="ddim"),
+    Method("mpgd_ldm", _mpgd_ldm, "MPGD on a latent diffusion model (needs autoencoder=)", "latent",
+           required=("autoencoder",), cli=False, solver="mpgd_ldm"),
+)}
+
+#: The methods the command line offers, in display order.
+CLI_METHODS: tuple[str, ...] = tuple(name for name, m in METHODS.items() if m.cli)
+
+
+def get_method(name: object) -> Method:
+    """The registry entry of ``name``; ValueError listing the names otherwise."""
+    if not isinstance(name, str) or name not in METHODS:
+        raise ValueError(f"method must be one of {tuple(METHODS)}, got {name!r}")
+    return METHODS[name]
+
+
+def restore(method: str, denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: float,
+            generator: torch.Generator | list[torch.Generator] | None = None,
+            x_true: torch.Tensor | None = None, progress: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Reconstruct from y = A x + σ n by ``method`` with the command line's options.
+
+    Args:
+        method: a name in :data:`METHODS`; denoiser: ε̂(x, t) (unused by baselines);
+        operator, y: the linear operator and the measurement (B, ...);
+        steps: N (unused by baselines); sigma: the measurement noise std in [-1, 1] units;
+        generator: a torch.Generator or one per sample (see :data:`SAMPLING_OPTIONS`);
+        x_true: (B, C, H, W) truth; only used to pick ``tune`` options by mean PSNR (Tikhonov's λ).
+    Returns:
+        (x (B, C, H, W) detached, info) — info holds the tuned option's value when one was picked.
+    """
+    spec = get_method(method)
+    options = spec.cli_options(Problem(steps=steps, sigma=sigma, operator=operator, y=y))
+    if spec.uses_model:
+        options.update(steps=steps, generator=generator, progress=progress)
+    if spec.tune is not None:
+        key, candidates = spec.tune
+        if x_true is None:
+            return spec(denoiser, operator, y, **options).detach(), {key: spec.defaults()[key]}
+        from .metrics import psnr
+
+        best = max(((spec(denoiser, operator, y, **options, **{key: c}), c) for c in candidates),
+                   key=lambda r: float(psnr(r[0], x_true).mean()))
+        return best[0].detach(), {key: best[1]}
+    with torch.enable_grad() if spec.backward else torch.no_grad():
+        x = spec(denoiser, operator, y, **options)
+    return x.detach(), {}

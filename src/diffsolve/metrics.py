@@ -1,0 +1,48 @@
+"""Per-image quality scores of reconstructions (torchmetrics), shared by ``restore``, ``demo`` and ``eval``.
+
+- :func:`scores` ``(x, x_true) -> {"psnr": (B,), "ssim": (B,)}``: PSNR (dB) and SSIM of images in
+  [−1, 1] mapped to [0, 1], computed in float64 on the CPU; x is clamped to [−1, 1] first (a
+  reconstruction may overshoot; the truth is not touched). SSIM uses an 11-pixel Gaussian window
+  (Wang et al. 2004), shrunk to an odd size ≥ 3 near side − 2 for images smaller than 11 pixels (as the demo).
+- :func:`psnr` ``(x, x_true) -> (B,)``: the PSNR alone.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["psnr", "scores"]
+
+
+def _unit(x: torch.Tensor, clamp: bool) -> torch.Tensor:
+    x = x.detach().double()
+    return ((x.clamp(-1, 1) if clamp else x) + 1).cpu() / 2
+
+
+def _check(x: torch.Tensor, x_true: torch.Tensor) -> None:
+    if not isinstance(x, torch.Tensor) or not isinstance(x_true, torch.Tensor):
+        raise TypeError(f"x and x_true must be tensors, got {type(x).__name__} and {type(x_true).__name__}")
+    if x.shape != x_true.shape or x.dim() != 4:
+        raise ValueError(f"x and x_true must both be (B, C, H, W) of one shape, got {tuple(x.shape)} and "
+                         f"{tuple(x_true.shape)}")
+
+
+def psnr(x: torch.Tensor, x_true: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (B,) in dB of ``x`` against ``x_true`` (both (B, C, H, W) in [−1, 1])."""
+    _check(x, x_true)
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    return peak_signal_noise_ratio(_unit(x, True), _unit(x_true, False), data_range=1.0, reduction="none",
+                                   dim=(1, 2, 3)).float()
+
+
+def scores(x: torch.Tensor, x_true: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image PSNR (dB) and SSIM (B,) of ``x`` against ``x_true`` (module docstring)."""
+    _check(x, x_true)
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    a, b = _unit(x, True), _unit(x_true, False)
+    side = min(a.shape[-2:])
+    k = 11 if side >= 11 else max(3, side - 2 + (side % 2 == 0))  # odd, as the demo's
+    ssim = structural_similarity_index_measure(a, b, data_range=1.0, reduction="none", kernel_size=k)
+    return {"psnr": psnr(x, x_true), "ssim": ssim.float()}
