@@ -57,7 +57,7 @@ def test_prediction_types_give_diffusers_ddim_step(prediction_type):
 @torch.no_grad()
 def test_learned_variance_keeps_the_mean_half():
     unet = _unet(out_channels=2)
-    den = DiffusersDenoiser(unet, DDIMScheduler())
+    den = DiffusersDenoiser(unet, DDIMScheduler(clip_sample=False))
     x, t = _inputs()
     torch.testing.assert_close(den(x, t), unet(x, t).sample[:, :1], rtol=0, atol=0)
 
@@ -70,9 +70,10 @@ def test_conditional_unet_with_classifier_free_guidance():
     x, t = _inputs((2, 2, 8, 8))
     eps_c = unet(x, t, encoder_hidden_states=cond.expand(2, 5, 12)).sample
     eps_u = unet(x, t, encoder_hidden_states=uncond.expand(2, 5, 12)).sample
-    plain = DiffusersDenoiser(unet, DDIMScheduler(), encoder_hidden_states=cond)
+    sched = DDIMScheduler(clip_sample=False)
+    plain = DiffusersDenoiser(unet, sched, encoder_hidden_states=cond)
     torch.testing.assert_close(plain(x, t), eps_c, rtol=1e-10, atol=1e-12)
-    cfg = DiffusersDenoiser(unet, DDIMScheduler(), encoder_hidden_states=cond,
+    cfg = DiffusersDenoiser(unet, sched, encoder_hidden_states=cond,
                             negative_encoder_hidden_states=uncond, guidance_scale=7.5)
     torch.testing.assert_close(cfg(x, t), eps_u + 7.5 * (eps_c - eps_u), rtol=1e-9, atol=1e-10)
     torch.testing.assert_close(cfg(x[:1], torch.tensor(700)), cfg(x[:1], 700), rtol=0, atol=0)

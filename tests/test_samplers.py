@@ -183,8 +183,8 @@ def test_ge_scheduler_config_round_trip(tmp_path):
     assert torch.equal(ddim_cfg.alphas_cumprod.double(), sched.alphas_cumprod)
     with pytest.raises(ValueError, match="set_timesteps"):
         GEScheduler().step(torch.zeros(1, 1, 2, 2), 999, torch.zeros(1, 1, 2, 2))
-    with pytest.raises(ValueError, match="expects timestep"):
-        sched.step(torch.zeros(1, 1, 2, 2), 3, torch.zeros(1, 1, 2, 2))
+    with pytest.raises(ValueError, match="integer training timestep"):  # any t in [0, T) is a valid start
+        sched.step(torch.zeros(1, 1, 2, 2), 300, torch.zeros(1, 1, 2, 2))
     with pytest.raises(ValueError, match="timestep_spacing"):
         GEScheduler(timestep_spacing="karras")
 

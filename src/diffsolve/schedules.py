@@ -13,8 +13,9 @@ the VE noise level of timestep t is σ_t = √(1/ᾱ_t − 1).
   goes to the "final" ᾱ (1, or ᾱ_0 for diffusers' ``set_alpha_to_one=False``).
 
 Note: diffusers' ``DDIMScheduler.step`` takes the previous timestep as ``t − T // N`` rather than
-the next entry of its own list; the two agree when N divides T (``trailing``/``leading``). We
-always step to the next listed timestep.
+the next entry of its own list; the two agree for ``leading`` at every N and for ``trailing`` when
+N divides T. :func:`sampling_schedule` steps to the next listed timestep; :func:`diffusers_ddim_schedule`
+reproduces diffusers' rule (``ddim(..., step_rule="diffusers")``).
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ __all__ = [
     "SPACINGS",
     "SamplingSchedule",
     "alphas_cumprod_from_config",
+    "diffusers_ddim_schedule",
     "final_alpha_cumprod_from_config",
     "loglinear_timesteps",
     "make_alphas_cumprod",
+    "make_betas",
     "sampling_schedule",
     "sigmas_from_alphas_cumprod",
     "spaced_timesteps",
@@ -65,7 +68,7 @@ def _rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
     return 1 - alphas
 
 
-def make_alphas_cumprod(
+def make_betas(
     num_train_timesteps: int = 1000,
     beta_start: float = 0.0001,
     beta_end: float = 0.02,
@@ -73,7 +76,7 @@ def make_alphas_cumprod(
     trained_betas: Sequence[float] | torch.Tensor | None = None,
     rescale_betas_zero_snr: bool = False,
 ) -> torch.Tensor:
-    """The training table ᾱ (T,) float64, computed in float32 exactly as diffusers does."""
+    """β (T,) float32 exactly as diffusers' schedulers build ``self.betas`` (``trained_betas`` wins)."""
     if trained_betas is not None:
         betas = torch.as_tensor(trained_betas, dtype=torch.float32).flatten()
     else:
@@ -89,6 +92,20 @@ def make_alphas_cumprod(
             raise ValueError(f"beta_schedule must be one of {_BETA_SCHEDULES}, got {beta_schedule!r}")
     if rescale_betas_zero_snr:
         betas = _rescale_zero_terminal_snr(betas)
+    return betas
+
+
+def make_alphas_cumprod(
+    num_train_timesteps: int = 1000,
+    beta_start: float = 0.0001,
+    beta_end: float = 0.02,
+    beta_schedule: str = "linear",
+    trained_betas: Sequence[float] | torch.Tensor | None = None,
+    rescale_betas_zero_snr: bool = False,
+) -> torch.Tensor:
+    """The training table ᾱ (T,) float64, computed in float32 exactly as diffusers does."""
+    betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas,
+                       rescale_betas_zero_snr)
     return validate_alphas_cumprod(torch.cumprod(1.0 - betas, dim=0).double(), allow_zero_last=rescale_betas_zero_snr)
 
 
@@ -247,3 +264,19 @@ def sampling_schedule(alphas_cumprod: torch.Tensor, timesteps: Sequence[int] | t
     alpha_t = a[ts]
     alpha_s = torch.cat([a[ts[1:]], torch.tensor([float(final_alpha_cumprod)], dtype=torch.float64)])
     return SamplingSchedule(ts, prev, alpha_t, alpha_s)
+
+
+def diffusers_ddim_schedule(alphas_cumprod: torch.Tensor, timesteps: Sequence[int] | torch.Tensor,
+                            final_alpha_cumprod: float = 1.0) -> SamplingSchedule:
+    """The pairs diffusers' ``DDIMScheduler.step`` walks: t_i → t_i − T // N (T = len(ᾱ), N = len(timesteps)).
+
+    A target below 0 goes to the final ᾱ (``final_alpha_cumprod``, as ``set_alpha_to_one``). Equal to
+    :func:`sampling_schedule` when every t_i − T // N is the next listed timestep (``leading`` at any N,
+    ``trailing`` when N divides T); else the model is still called at the listed t_i but each step lands
+    on t_i − T // N (e.g. ``linspace`` N = 7: 999 → 857 while the next call is at 832), as diffusers does.
+    """
+    listed = sampling_schedule(alphas_cumprod, timesteps, final_alpha_cumprod)
+    a = validate_alphas_cumprod(alphas_cumprod).cpu()
+    prev = listed.timesteps - a.numel() // len(listed)
+    alpha_s = torch.where(prev >= 0, a[prev.clamp_min(0)], torch.tensor(float(final_alpha_cumprod), dtype=torch.float64))
+    return SamplingSchedule(listed.timesteps, torch.where(prev >= 0, prev, torch.tensor(-1)), listed.alpha_t, alpha_s)

@@ -10,6 +10,12 @@
 
 Models that also predict a variance (``out_channels == 2·in_channels``) keep the first half.
 ``from_pretrained(path)`` reads a local folder only (never the network).
+
+``clip_sample`` / ``thresholding`` of the config (with ``clip_sample_range``, ``sample_max_value``,
+``dynamic_thresholding_ratio``) are honoured as diffusers applies them to x̂0
+(:mod:`diffsolve.models.x0_clip`); the returned ε̂ is then the one consistent with the processed x̂0,
+ε̂ = (x_t − √ᾱ_t x̂0)/√(1−ᾱ_t) — diffusers' ``use_clipped_model_output=True``, and exactly diffusers'
+DDPM step. Pass ``clip_sample=False`` (and ``thresholding=False``) to run the raw model.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import torch
 
 from ..schedules import alphas_cumprod_from_config, final_alpha_cumprod_from_config
 from .denoiser import timestep_alphas
+from .x0_clip import X0Clip, clipped_epsilon
 
 __all__ = ["DiffusersDenoiser", "to_epsilon"]
 
@@ -60,12 +67,15 @@ class DiffusersDenoiser(torch.nn.Module):
         negative_encoder_hidden_states: (1 | B, L, D) unconditional states for CFG.
         guidance_scale: CFG weight w; w = 1 (default) runs the conditional branch only.
         prediction_type: overrides the config's.
+        clip_sample, thresholding: override the config's x̂0 clip / dynamic thresholding (None: the
+            config's; module docstring). ``self.x0_clip`` holds what is applied.
     """
 
     def __init__(self, unet: torch.nn.Module, scheduler_or_config: Any, *,
                  encoder_hidden_states: torch.Tensor | None = None,
                  negative_encoder_hidden_states: torch.Tensor | None = None,
-                 guidance_scale: float = 1.0, prediction_type: str | None = None) -> None:
+                 guidance_scale: float = 1.0, prediction_type: str | None = None,
+                 clip_sample: bool | None = None, thresholding: bool | None = None) -> None:
         super().__init__()
         if not isinstance(unet, torch.nn.Module):
             raise TypeError(f"unet must be a diffusers UNet (torch.nn.Module), got {type(unet).__name__}")
@@ -79,6 +89,7 @@ class DiffusersDenoiser(torch.nn.Module):
         if pred not in _PREDICTIONS:
             raise ValueError(f"prediction_type must be one of {_PREDICTIONS}, got {pred!r}")
         self.prediction_type = pred
+        self.x0_clip = X0Clip.from_config(cfg, clip_sample=clip_sample, thresholding=thresholding)
         if not isinstance(guidance_scale, (int, float)) or isinstance(guidance_scale, bool):
             raise TypeError(f"guidance_scale must be a number, got {type(guidance_scale).__name__}")
         if guidance_scale != 1.0 and negative_encoder_hidden_states is None:
@@ -163,6 +174,9 @@ class DiffusersDenoiser(torch.nn.Module):
         else:
             out = self._unet(xin, t, cond)
         out = out.to(x.dtype)
+        if self.x0_clip.active:
+            return clipped_epsilon(out, x, timestep_alphas(self.alphas_cumprod, t, x), self.prediction_type,
+                                   self.x0_clip)
         if self.prediction_type == "epsilon":
             return out
         return to_epsilon(out, x, timestep_alphas(self.alphas_cumprod, t, x), self.prediction_type)
