@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["DTYPES", "check_backend", "check_finite", "check_image", "check_nonneg_number", "per_sample"]
+__all__ = ["DTYPES", "SolveNotConvergedWarning", "check_backend", "check_finite", "check_image", "check_nonneg_number",
+           "check_seed", "per_sample"]
 
 DTYPES = (torch.float32, torch.float64)
 _BACKENDS = ("auto", "triton", "cpp", "torch")
+
+
+class SolveNotConvergedWarning(RuntimeWarning):
+    """An operator's iterative solve stopped at ``max_iters`` above its tolerance (per-sample residuals
+    in the message; ``return_info=True`` returns them instead, without the host sync)."""
 
 
 def check_image(name: str, x: object) -> torch.Tensor:
@@ -18,6 +24,8 @@ def check_image(name: str, x: object) -> torch.Tensor:
         raise TypeError(f"{name} must be float32 or float64, got dtype {x.dtype} (convert it with .float())")
     if x.dim() != 4:
         raise ValueError(f"{name} must have shape (B, C, H, W) (rank 4), got rank {x.dim()} shape {tuple(x.shape)}")
+    if 0 in x.shape:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); give at least one image of positive size")
     return x
 
 
@@ -25,6 +33,15 @@ def check_finite(name: str, x: torch.Tensor) -> None:
     """Raise if ``x`` holds NaN or Inf (one host sync: call outside sampling loops only)."""
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf values; a measurement must be finite")
+
+
+def check_seed(name: str, seed: object) -> int:
+    """A seed: an int in [0, 2**64) — torch's range; nothing wraps around or is reinterpreted silently."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"{name} must be an int, got {type(seed).__name__} {seed!r}")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"{name} must lie in [0, 2**64), got {seed}")
+    return seed
 
 
 def check_backend(backend: object) -> str:

@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from ..kernels import batched_cg
-from ._validate import check_backend, check_finite, check_image, per_sample
+from ._validate import SolveNotConvergedWarning, check_backend, check_finite, check_image, per_sample
 
 __all__ = ["LinearOperator", "Operator", "SolveInfo"]
 
@@ -133,7 +133,9 @@ class LinearOperator:
         ``check_every`` apply to CG, which runs a fixed budget without host syncs unless
         ``check_every`` = k asks for one sync every k iterations to stop early. With
         ``return_info`` also returns a :class:`SolveInfo` (exact solves report their residual
-        with one extra AᵀA product).
+        with one extra AᵀA product); without it, a CG solve that stopped above ``tol`` warns
+        (:class:`SolveNotConvergedWarning` with the per-sample residuals; one host sync).
+        shift = scale = 0 (K = 0) is refused.
         """
         check_image("rhs", rhs)
         self._check_input(rhs)
@@ -146,6 +148,10 @@ class LinearOperator:
                 f"shift must be > 0 for {type(self).__name__}: AᵀA is singular, so shift=0 has no "
                 "unique solution (use pseudo_inverse(y) for the minimum-norm least-squares one)"
             )
+        if (isinstance(shift, (int, float)) and isinstance(scale, (int, float)) and not isinstance(shift, bool)
+                and shift == 0 and scale == 0):
+            raise ValueError("shift = scale = 0 makes K = shift·I + scale·AᵀA zero: there is nothing to invert; "
+                             "give shift > 0 or scale > 0")
         tol = _default_tol(rhs.dtype) if tol is None else tol
         shift_t, scale_t = per_sample("shift", shift, rhs), per_sample("scale", scale, rhs)
         if self.exact_solve and method != "cg":
@@ -162,6 +168,14 @@ class LinearOperator:
                          check_every=check_every, backend=self.backend)
         if return_info:
             return out.x, SolveInfo("cg", out.iterations, out.residual, out.converged)
+        if not bool(out.converged.all()):  # one sync: say so rather than return an unconverged x silently
+            import warnings
+
+            warnings.warn(SolveNotConvergedWarning(
+                f"{type(self).__name__}.solve: CG stopped at max_iters={max_iters} above tol={tol:g} for "
+                f"{int((~out.converged).sum())} of {rhs.shape[0]} samples (relative residual per sample "
+                f"{[float(f'{r:.3g}') for r in out.residual.tolist()[:8]]}); raise max_iters, or pass "
+                "return_info=True to handle it"), stacklevel=2)
         return out.x
 
     def pseudo_inverse(self, y: torch.Tensor, *, tol: float | None = None, max_iters: int = 500) -> torch.Tensor:

@@ -3,9 +3,11 @@ package uses; DPS/MPGD's 0.05) or "[0,1]" (DDRM/DiffPIR's 0.05, which is 0.1 in 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ._validate import check_image
+from ._validate import check_image, check_seed
 
 __all__ = ["GaussianNoise", "UNITS", "convert_sigma"]
 
@@ -17,6 +19,8 @@ def convert_sigma(sigma: float, from_unit: str, to_unit: str) -> float:
     for name, unit in (("from_unit", from_unit), ("to_unit", to_unit)):
         if unit not in UNITS:
             raise ValueError(f"{name} must be one of {UNITS}, got {unit!r}")
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma < math.inf:
+        raise ValueError(f"sigma must be a finite number >= 0 (a noise std), got {sigma!r}")
     scale = {"[-1,1]": 2.0, "[0,1]": 1.0}
     return float(sigma) * scale[to_unit] / scale[from_unit]
 
@@ -44,8 +48,7 @@ class GaussianNoise:
         if generator is not None and seed is not None:
             raise ValueError("pass either generator or seed, not both")
         if generator is None:
-            if isinstance(seed, bool) or not isinstance(seed, int):
-                raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+            check_seed("seed", seed)
             generator = torch.Generator(device=ax.device).manual_seed(seed)
         elif not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")

@@ -2,7 +2,9 @@
 
 - ``kernel="bicubic"``: MATLAB ``imresize(x, 1/s)`` (anti-aliased, a = −0.5) as per-axis matrices,
   A x = M_h x M_wᵀ with h = ceil(H/s); Aᵀ is the exact transpose, onto ``input_size`` if given,
-  else (h·s, w·s) (set ``input_size`` for sizes that are not multiples of s); solves by per-axis SVD
+  else (h·s, w·s). Sizes that are not multiples of s need ``input_size``: without it A refuses them
+  (Aᵀ of an h×w measurement could not know which H in (s(h−1), s·h] it came from, and mapping to
+  s·h would not be the transpose); solves by per-axis SVD
   (``spectral.kron_solve``), A⁺ = M_h⁺ ⊗ M_w⁺.
 - ``kernel="average"``: mean over s×s blocks (H, W multiples of s); Aᵀ replicates / s². A Aᵀ = I/s²,
   so AᵀA = P/s² with P the block-mean projection and Woodbury gives
@@ -58,6 +60,12 @@ class SuperResolution(LinearOperator):
         if self.kernel == "average" and (h % self.factor or w % self.factor):
             raise ValueError(
                 f"image size {(h, w)} must be divisible by factor {self.factor} for kernel='average'"
+            )
+        if self.input_size is None and (h % self.factor or w % self.factor):
+            raise ValueError(
+                f"image size {(h, w)} is not a multiple of factor {self.factor}: A_adjoint could not recover it from "
+                f"the {self.output_size((h, w))} measurement; pass SuperResolution({self.factor}, "
+                f"input_size={(h, w)}) so that Aᵀ is the exact transpose"
             )
 
     def _check_output(self, y: torch.Tensor) -> None:
