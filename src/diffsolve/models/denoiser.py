@@ -20,7 +20,7 @@ import torch
 
 from ..schedules import make_alphas_cumprod, validate_alphas_cumprod
 
-__all__ = ["Denoiser", "EpsDenoiser", "as_denoiser", "check_sample_shape", "timestep_alphas"]
+__all__ = ["Denoiser", "EpsDenoiser", "as_denoiser", "check_sample_shape", "check_timesteps", "timestep_alphas"]
 
 
 @runtime_checkable
@@ -87,14 +87,37 @@ def check_sample_shape(denoiser: object, shape: Sequence[int], name: str = "shap
     return shape
 
 
-def timestep_alphas(alphas_cumprod: torch.Tensor, t: torch.Tensor | int, ref: torch.Tensor) -> torch.Tensor:
-    """ᾱ_t for each sample as a (B,) tensor in ref's dtype/device; t an int or (B,)/() int tensor."""
+def check_timesteps(t: object, total: int, ref: torch.Tensor, name: str = "t") -> torch.Tensor:
+    """Training timesteps as a (B,) int64 tensor on ref's device (B = ref.shape[0]).
+
+    ``t``: an int, or an integer tensor of shape () or (B,), each in [0, total). A float (5.5), a
+    bool, or an out-of-range value (5000, −1: indexing would fail, or silently wrap to the end of the
+    table) is an error naming the range. The range of a CPU tensor is checked here; a tensor on a GPU
+    is not read back (that would sync inside sampling loops, which pass only schedule timesteps).
+    """
     batch = ref.shape[0]
-    if isinstance(t, int) and not isinstance(t, bool):
-        t = torch.full((batch,), t, dtype=torch.int64, device=ref.device)
-    if not isinstance(t, torch.Tensor) or t.is_floating_point() or t.dtype == torch.bool:
-        raise TypeError(f"t must be an int or an integer tensor of training timesteps, got {t!r}")
-    t = t.to(ref.device).reshape(-1).expand(batch) if t.numel() == 1 else t.to(ref.device)
+    if isinstance(t, bool) or not isinstance(t, (int, torch.Tensor)):
+        raise TypeError(f"{name} must be an int or an integer tensor of training timesteps in [0, {total}), got "
+                        f"{type(t).__name__} {t!r}")
+    if isinstance(t, int):
+        if not 0 <= t < total:
+            raise ValueError(f"{name}={t} is outside the model's training timesteps [0, {total - 1}]")
+        return torch.full((batch,), t, dtype=torch.int64, device=ref.device)
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integer training timesteps in [0, {total}), got dtype {t.dtype}; "
+                        "round them explicitly (t.round().long()) if that is what you mean")
+    if t.device.type == "cpu" and t.numel() > 0 and not (int(t.min()) >= 0 and int(t.max()) < total):
+        raise ValueError(f"{name} holds values in [{int(t.min())}, {int(t.max())}], outside the model's training "
+                         f"timesteps [0, {total - 1}]")
+    t = t.to(device=ref.device, dtype=torch.int64)
+    t = t.reshape(-1).expand(batch) if t.numel() == 1 else t
     if t.shape != (batch,):
-        raise ValueError(f"t must be a scalar or have shape ({batch},), got {tuple(t.shape)}")
+        raise ValueError(f"{name} must be a scalar or have shape ({batch},), got {tuple(t.shape)}")
+    return t
+
+
+def timestep_alphas(alphas_cumprod: torch.Tensor, t: torch.Tensor | int, ref: torch.Tensor) -> torch.Tensor:
+    """ᾱ_t for each sample as a (B,) tensor in ref's dtype/device; t an int or (B,)/() int tensor
+    in [0, T) (:func:`check_timesteps`)."""
+    t = check_timesteps(t, alphas_cumprod.numel(), ref)
     return alphas_cumprod.to(device=ref.device, dtype=torch.float64)[t].to(ref.dtype)

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from ..schedules import alphas_cumprod_from_config, final_alpha_cumprod_from_config
-from .denoiser import timestep_alphas
+from .denoiser import check_timesteps, timestep_alphas
 from .x0_clip import X0Clip, clipped_epsilon
 
 __all__ = ["DiffusersDenoiser", "to_epsilon"]
@@ -158,10 +158,7 @@ class DiffusersDenoiser(torch.nn.Module):
         """ε̂ (B, C, H, W) in x's dtype; x (B, C, H, W), t (B,) int64 training timesteps (or an int)."""
         batch = x.shape[0]
         dtype = next(self.unet.parameters()).dtype
-        if isinstance(t, int):
-            t = torch.full((batch,), t, dtype=torch.int64, device=x.device)
-        elif t.dim() == 0:
-            t = t.to(x.device).expand(batch)
+        t = check_timesteps(t, self.alphas_cumprod.numel(), x)  # ints in [0, T): 5000, -1, 5.5 are errors
         xin = x.to(dtype)
         cond = self.encoder_hidden_states
         if cond is not None:
