@@ -1,29 +1,51 @@
-"""The ``diffsolve`` command line (also ``python -m diffsolve``): ``demo``, ``restore``, ``info``.
+"""The ``diffsolve`` command line (also ``python -m diffsolve``): ``demo``, ``restore``, ``eval``, ``info``.
 
 - ``diffsolve demo [--out DIR] [--steps N] [--quick]``: the bundled photos and held-out digits,
-  every task of :mod:`diffsolve.demo`, MPGD and C-DPS beside the pseudo-inverse and Tikhonov;
-  PNG grids and metrics.json in DIR.
+  every task of :mod:`diffsolve.tasks`, MPGD and C-DPS beside the pseudo-inverse and Tikhonov;
+  PNG grids and metrics.json in DIR, one progress bar over the whole run.
 - ``diffsolve restore --input IMG --task TASK --method METHOD [--model M] --out OUT``: restore a
   measurement (or, with ``--simulate``, degrade a clean image first and score the result).
+- ``diffsolve eval --data DIR ...``: evaluate methods over a folder of images (see ``eval --help``).
 - ``diffsolve info``: versions, kernel backends (and why any is unavailable), shipped models.
 
-Errors in the arguments or inputs print one line to stderr and exit with status 2.
+Every argument is checked before torch is imported, a model is loaded or a step runs: an error is
+one line ``diffsolve CMD: error: ...`` naming the argument, the value and the fix, exit status 2
+(argparse's own errors print its usage block first). ``--help``, ``--version`` and these errors
+never import torch. Sizes are written width×height everywhere.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
+import math
+import re
 import sys
-from importlib import metadata
 from pathlib import Path
 
-__all__ = ["main"]
+from . import __version__
+from .tasks import SIGMA, TASKS, TaskParameters, check_parameters, required_multiple
+
+__all__ = ["CLIError", "main"]
+
+#: methods of ``restore`` / ``demo``; the samplers run the diffusion model, the baselines do not
+SAMPLERS = ("mpgd", "cdps", "dps")
+BASELINES = ("tikhonov", "pinv")
+METHODS = SAMPLERS + BASELINES
+DEMO_TASKS = ("gaussian_blur", "motion_blur", "box", "random", "sr4")
+SHIPPED_MODELS = ("digits16", "patches")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+DEVICE_PATTERN = re.compile(r"^(cpu|mps|(cuda|xpu)(:\d+)?)$")
+SIZE_RULES = ("Size rules: the samplers (mpgd, cdps, dps) need image sides that are multiples of the model's "
+              "down-sampling factor (patches: 8; digits16: exactly 16x16); sr4/sr need sides that are "
+              "multiples of the SR factor; the baselines (tikhonov, pinv) need nothing else.")
 
 
 class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
+
+
+# --------------------------------------------------------------------------- argument types
 
 
 def _positive_int(text: str) -> int:
@@ -36,44 +58,258 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed in [0, 2**63), got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer seed in [0, 2**63), got {value}")
+    return value
+
+
+def _number(low: float, high: float | None = None, *, low_open: bool = False, high_open: bool = False):
+    """An argparse type: a finite float in the given range."""
+    lo, hi = ("(" if low_open else "["), ("inf)" if high is None else (f"{high})" if high_open else f"{high}]"))
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in {lo}{low}, {hi}, got {text!r}") from None
+        bad = (not math.isfinite(value) or value < low or (low_open and value == low)
+               or (high is not None and (value > high or (high_open and value == high))))
+        if bad:
+            raise argparse.ArgumentTypeError(f"expected a number in {lo}{low}, {hi}, got {text}")
+        return value
+
+    return parse
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` unless the help already says its default or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+def _add_measurement_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("measurement (y = A x + sigma * noise)")
+    g.add_argument("--sigma", type=_number(0.0), default=SIGMA, help="measurement noise std, in --sigma-unit")
+    g.add_argument("--sigma-unit", choices=("[-1,1]", "[0,1]"), default="[-1,1]",
+                   help="the pixel range --sigma is measured in")
+    g.add_argument("--blur-std", type=_number(0.0, low_open=True), default=None,
+                   help="gaussian_blur: std in pixels (default: 3 * side / 256; 1 on 16x16 digits)")
+    g.add_argument("--motion-size", type=_positive_int, default=None,
+                   help="motion_blur: odd kernel side in pixels (default: 61 * side / 256; 9 on digits)")
+    g.add_argument("--box", type=_positive_int, default=None,
+                   help="box: side of the square hole in pixels (default: side / 2; 6 on digits)")
+    g.add_argument("--missing", type=_number(0.0, 1.0, low_open=True, high_open=True), default=0.7,
+                   help="random: fraction of the pixels lost")
+    g.add_argument("--factor", type=_positive_int, default=4, help="sr: the down-sampling factor (sr4 is 4)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    from .demo import METHODS, SIGMA, TASKS
+    fmt = _HelpFormatter
+    p = argparse.ArgumentParser(prog="diffsolve", formatter_class=fmt,
+                                description="Inverse problems with pretrained diffusion models.",
+                                epilog="Errors print one line naming the argument and the fix; exit status 2.")
+    p.add_argument("--version", action="version", version=f"diffsolve {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{demo,restore,eval,info}")
 
-    p = argparse.ArgumentParser(prog="diffsolve", description="Inverse problems with pretrained diffusion models.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{demo,restore,info}")
-
-    d = sub.add_parser("demo", help="restore the bundled photos and digits for every task; grids + metrics.json")
-    d.add_argument("--out", default="diffsolve-demo", help="output folder (default: %(default)s)")
-    d.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (default 30, --quick 20)")
+    d = sub.add_parser("demo", formatter_class=fmt, epilog=SIZE_RULES,
+                       help="restore the bundled photos and digits for every task; grids + metrics.json")
+    d.add_argument("--out", default="diffsolve-demo", help="output folder")
+    d.add_argument("--steps", type=_positive_int, default=None, help="sampling steps (default 30; --quick: 20)")
     d.add_argument("--quick", action="store_true", help="64x64 photos, 4 digits, 20 steps")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--size", type=_positive_int, default=None, help="photo side in pixels, divisible by 8")
-    d.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
-    d.add_argument("--methods", nargs="+", choices=("mpgd", "cdps", "dps"), default=["mpgd", "cdps"])
+    d.add_argument("--seed", type=_seed, default=0, help="seeds the samplers, the operators and the noise")
+    d.add_argument("--size", type=_positive_int, default=None,
+                   help="photo side in pixels, a multiple of 8 (default 128; --quick: 64)")
+    d.add_argument("--tasks", nargs="+", choices=TASKS, default=list(DEMO_TASKS), help="tasks to run")
+    d.add_argument("--methods", nargs="+", choices=SAMPLERS, default=["mpgd", "cdps"],
+                   help="samplers to run beside the pseudo-inverse and Tikhonov")
+    _add_measurement_args(d)
 
-    r = sub.add_parser("restore", help="restore one image")
-    r.add_argument("--input", required=True, help="the measurement image (PNG/JPEG/...), or the clean image with --simulate")
+    r = sub.add_parser("restore", formatter_class=fmt, epilog=SIZE_RULES, help="restore one image")
+    r.add_argument("--input", required=True,
+                   help="the measurement image (PNG/JPEG/...), or the clean image with --simulate")
     r.add_argument("--task", required=True, choices=TASKS + ("inpaint",),
                    help="the measurement operator; 'inpaint' takes --mask")
     r.add_argument("--method", required=True, choices=METHODS)
     r.add_argument("--model", default=None,
-                   help="'patches' (default for RGB), 'digits16', or a local diffusers folder (unet/ + scheduler/)")
-    r.add_argument("--steps", type=_positive_int, default=50)
-    r.add_argument("--seed", type=int, default=0, help="seeds the sampler, the operator and --simulate's noise")
-    r.add_argument("--mask", help="inpaint: mask image, non-zero = observed pixel")
+                   help="'patches' (default for RGB), 'digits16' (default for grey), or a local diffusers "
+                        "folder (unet/ + scheduler/); unused by tikhonov and pinv")
+    r.add_argument("--steps", type=_positive_int, default=50, help="sampling steps")
+    r.add_argument("--seed", type=_seed, default=0, help="seeds the sampler, the operator and --simulate's noise")
+    r.add_argument("--mask", help="inpaint: mask image of the input's size, non-zero = observed pixel")
     r.add_argument("--simulate", action="store_true",
-                   help=f"treat --input as the clean image: measure it (noise {SIGMA} in [-1,1]) and report PSNR/SSIM")
-    r.add_argument("--device", default="cpu")
-    r.add_argument("--out", required=True, help="output PNG (with --simulate also OUT_measurement.png)")
+                   help="treat --input as the clean image: measure it (noise --sigma) and report PSNR/SSIM")
+    r.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps")
+    r.add_argument("--out", required=True,
+                   help=f"output image, one of {', '.join(IMAGE_SUFFIXES)} (with --simulate also "
+                        "OUT_measurement.EXT)")
+    _add_measurement_args(r)
 
-    sub.add_parser("info", help="versions, backends and shipped models")
+    try:  # the eval subcommand (its module imports nothing heavy)
+        from . import eval_cli
+    except ImportError:  # pragma: no cover - eval_cli is part of the package
+        eval_cli = None
+    if eval_cli is not None and hasattr(eval_cli, "add_parser"):
+        eval_cli.add_parser(sub)
+
+    sub.add_parser("info", formatter_class=fmt, help="versions, backends and shipped models")
     return p
+
+
+# --------------------------------------------------------------------------- checks (no torch)
+
+
+def _params(a: argparse.Namespace) -> TaskParameters:
+    given = {"blur_std": a.blur_std, "motion_size": a.motion_size, "box": a.box}
+    params = TaskParameters(blur_std=a.blur_std, motion_size=a.motion_size, box=a.box, missing=a.missing,
+                            factor=a.factor)
+    try:
+        check_parameters(params)
+    except ValueError as err:
+        raise CLIError(f"--{str(err).replace('_', '-', 1)}") from None
+    tasks = [a.task] if hasattr(a, "task") else list(a.tasks)
+    if a.factor != 4 and "sr" not in tasks:
+        raise CLIError(f"--factor {a.factor} is only read by --task sr (sr4 is always x4); use --task sr")
+    for name, value in given.items():
+        users = [t for t in TASKS if name in _task_reads(t)]
+        if value is not None and not any(t in tasks for t in users):
+            raise CLIError(f"--{name.replace('_', '-')} {value} is only read by --task {'/'.join(users)}, "
+                           f"not {'/'.join(tasks)}; drop it")
+    return params
+
+
+def _task_reads(task: str) -> tuple[str, ...]:
+    from .tasks import TASK_PARAMETERS
+
+    return TASK_PARAMETERS.get(task, ())
+
+
+def _sigma(a: argparse.Namespace) -> float:
+    """--sigma in [-1, 1] units (the solvers' unit)."""
+    return a.sigma * 2.0 if a.sigma_unit == "[0,1]" else a.sigma
+
+
+def _check_device(text: str) -> str:
+    if not DEVICE_PATTERN.match(text):
+        raise CLIError(f"--device must be cpu, cuda, cuda:N or mps, got {text!r}")
+    return text
+
+
+def _check_device_available(device: str) -> None:
+    """Needs torch: call after every torch-free check."""
+    import torch
+
+    kind = device.split(":")[0]
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise CLIError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA device; use --device cpu")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise CLIError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here; "
+                           f"use cuda:0 ... cuda:{torch.cuda.device_count() - 1}")
+    elif kind == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise CLIError(f"--device {device}: MPS is not available in this torch; use --device cpu")
+    elif kind == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        raise CLIError(f"--device {device}: XPU is not available in this torch; use --device cpu")
+
+
+def _check_out_file(text: str) -> Path:
+    out = Path(text)
+    if out.is_dir():
+        raise CLIError(f"--out {text!r} is a directory; give an image file name such as {text.rstrip('/')}/restored.png")
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise CLIError(f"--out {text!r} has no image extension; use one of {', '.join(IMAGE_SUFFIXES)} "
+                       f"(e.g. {out.with_suffix('.png')})")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CLIError(f"--out {text!r}: {str(parent)!r} is a file, not a folder")
+            break
+    return out
+
+
+def _check_out_dir(text: str) -> Path:
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {text!r} is a file; give a folder for the demo's grids and metrics.json")
+    return out
+
+
+def _model_folder(spec: str) -> Path:
+    if spec in SHIPPED_MODELS:
+        return Path(__file__).parent / "models" / "weights" / spec
+    folder = Path(spec)
+    if not folder.is_dir():
+        raise CLIError(f"--model must be one of {SHIPPED_MODELS} or a local diffusers folder, got {spec!r} "
+                       "(no such folder)")
+    return folder
+
+
+def _model_geometry(spec: str) -> dict:
+    """Channels, down-sampling multiple and fixed size (attention models) read from the UNet config."""
+    folder = _model_folder(spec)
+    for cfg_path in (folder / "unet" / "config.json", folder / "config.json"):
+        if cfg_path.is_file():
+            break
+    else:
+        raise CLIError(f"--model {spec!r}: no unet/config.json or config.json in that folder")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, ValueError) as err:
+        raise CLIError(f"--model {spec!r}: cannot read {cfg_path}: {err}") from None
+    blocks = cfg.get("block_out_channels") or ()
+    attn = any("Attn" in b for b in cfg.get("down_block_types", ()))
+    size = cfg.get("sample_size")
+    fixed = None
+    if attn and size:
+        fixed = (size, size) if isinstance(size, int) else (size[1], size[0])  # (W, H)
+    return {"channels": int(cfg.get("in_channels", 3)), "multiple": 2 ** (len(blocks) - 1) if blocks else 1,
+            "fixed": fixed}
+
+
+def _crop_hint(w: int, h: int, m: int) -> str:
+    if w < m or h < m:
+        return f"use an image of at least {m}x{m}"
+    return f"crop it to {w // m * m}x{h // m * m}"
+
+
+def _check_model_size(spec: str, geo: dict, wh: tuple[int, int], what: str) -> None:
+    w, h = wh
+    if geo["fixed"] is not None and (w, h) != geo["fixed"]:
+        fw, fh = geo["fixed"]
+        raise CLIError(f"model/image size mismatch: --model {spec} takes {fw}x{fh} images (width x height), "
+                       f"the {what} is {w}x{h}; resize or crop it to {fw}x{fh}")
+    m = geo["multiple"]
+    if w % m or h % m:
+        raise CLIError(f"model/image size mismatch: --model {spec} needs sides divisible by {m}, the {what} is "
+                       f"{w}x{h} (width x height); {_crop_hint(w, h, m)}")
+
+
+def _image_info(path: str, flag: str) -> tuple[tuple[int, int], int]:
+    """((width, height), channels 1 or 3) of an image file, without reading its pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.size, (1 if len(img.getbands()) in (1, 2) else 3)
+    except (OSError, ValueError) as err:
+        raise CLIError(f"{flag}: cannot read image {path!r}: {err}") from None
 
 
 # --------------------------------------------------------------------------- info
 
 
 def _version(dist: str) -> str:
+    from importlib import metadata
+
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -81,27 +317,35 @@ def _version(dist: str) -> str:
 
 
 def info(out=None) -> dict:
-    """Print (to ``out``, default stdout) and return versions, backends (with why-not), shipped models."""
+    """Print (to ``out``, default stdout) and return versions, backends (with why-not), the kernel
+    dispatch table and the shipped models."""
     out = sys.stdout if out is None else out
+    import platform
+
     import torch
 
-    import diffsolve
-
-    from .kernels import backends
+    from . import kernels
     from .models.default import DEFAULT_MODELS, default_model_info
 
-    versions = {"diffsolve": diffsolve.__version__, "python": platform.python_version()}
+    versions = {"diffsolve": __version__, "python": platform.python_version()}
     versions.update({d: _version(d) for d in ("torch", "triton", "diffusers", "numpy", "scipy", "torchmetrics")})
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available"
-    result = {"versions": versions, "cuda": cuda, "backends": {}, "models": {}}
+    result: dict = {"versions": versions, "cuda": cuda, "backends": {}, "models": {}}
     print("versions:", file=out)
     for k, v in versions.items():
         print(f"  {k:13s} {v}", file=out)
     print(f"  {'cuda':13s} {cuda}", file=out)
     print("backends:", file=out)
-    for name, (ok, why) in backends().items():
+    for name, (ok, why) in kernels.backends().items():
         result["backends"][name] = {"available": ok, "reason": why}
         print(f"  {name:7s} {'yes' if ok else 'no ':3s}  {why}", file=out)
+    table = getattr(kernels, "dispatch_table", None)
+    if table is not None:
+        rows = table()
+        result["dispatch"] = rows
+        print("kernels (implementations; what backend='auto' runs on cpu / cuda):", file=out)
+        for row in rows:
+            print("  " + _dispatch_line(row), file=out)
     print("shipped models:", file=out)
     for name in DEFAULT_MODELS:
         try:
@@ -119,109 +363,122 @@ def info(out=None) -> dict:
     return result
 
 
+def _dispatch_line(row) -> str:
+    if isinstance(row, dict):
+        return "  ".join(f"{k}={v}" for k, v in row.items())
+    return "  ".join(str(v) for v in row)
+
+
 # --------------------------------------------------------------------------- restore
 
 
 def _load_model(spec: str, device: str):
     from .models import DiffusersDenoiser
-    from .models.default import DEFAULT_MODELS, load_default
+    from .models.default import load_default
 
-    if spec in DEFAULT_MODELS:
+    if spec in SHIPPED_MODELS:
         return load_default(spec, device=device)
-    if not Path(spec).is_dir():
-        raise CLIError(f"--model must be one of {DEFAULT_MODELS} or a local diffusers folder, got {spec!r} "
-                       "(no such folder)")
     try:
         return DiffusersDenoiser.from_pretrained(spec, device=device)
     except (ValueError, OSError) as err:
         raise CLIError(f"--model {spec!r}: {err}") from err
 
 
-def _check_size(model, image_hw: tuple[int, int], what: str) -> None:
-    """Raise CLIError when the model cannot run on images of ``image_hw``."""
-    cfg = model.unet.config
-    attn = any("Attn" in b or "CrossAttn" in b for b in cfg.get("down_block_types", ()))
-    mult = model.spatial_multiple
-    size = cfg.get("sample_size")
-    sq = (size, size) if isinstance(size, int) else tuple(size or ())
-    if attn and sq and tuple(image_hw) != sq:
-        raise CLIError(f"model/image size mismatch: the model takes {sq[0]}x{sq[1]} images, the {what} is "
-                       f"{image_hw[0]}x{image_hw[1]}; resize or crop it to {sq[0]}x{sq[1]}")
-    if image_hw[0] % mult or image_hw[1] % mult:
-        raise CLIError(f"model/image size mismatch: the model needs sides divisible by {mult}, the {what} is "
-                       f"{image_hw[0]}x{image_hw[1]}; crop it to "
-                       f"{image_hw[0] // mult * mult}x{image_hw[1] // mult * mult}")
-
-
-def restore_cmd(a: argparse.Namespace) -> dict:
-    import torch
-
-    from .data import read_image
-    from .demo import SIGMA, make_operator, measurement_view, restore, scores
-    from .operators import Inpainting
-
-    from PIL import Image
-
-    try:
-        with Image.open(a.input) as img:
-            bands = len(img.getbands())
-    except (OSError, ValueError) as err:
-        raise CLIError(f"cannot read image {a.input!r}: {err}") from err
-    model_spec = a.model or "patches"
-    model = _load_model(model_spec, a.device)
-    channels = model.unet.config.in_channels
-    if channels not in (1, 3):
-        raise CLIError(f"--model has {channels} input channels; restore handles 1 (grey) or 3 (RGB) images")
-    img_channels = 1 if bands in (1, 2) else 3
-    if img_channels != channels:
-        raise CLIError(f"model/image mismatch: the model takes {channels}-channel images, {a.input!r} has "
-                       f"{img_channels} ({'grey' if img_channels == 1 else 'colour'}); convert it first "
-                       "or choose another --model")
-    try:
-        img = read_image(a.input, mode="L" if channels == 1 else "RGB")[None].to(a.device)
-    except ValueError as err:
-        raise CLIError(str(err)) from err
-    hw = tuple(img.shape[-2:])
-    digits = model_spec == "digits16"
+def _plan_restore(a: argparse.Namespace) -> dict:
+    """Every check of ``restore`` that needs neither torch nor a model; returns the plan."""
+    out = _check_out_file(a.out)
+    device = _check_device(a.device)
+    params = _params(a)
+    sigma = _sigma(a)
+    (w, h), img_channels = _image_info(a.input, "--input")
+    sampler = a.method in SAMPLERS
+    if a.method == "cdps" and sigma <= 0:
+        raise CLIError("--sigma 0: cdps needs the measurement noise level (> 0); give the noise std of your image")
     if a.task == "inpaint":
         if a.mask is None:
             raise CLIError("--task inpaint needs --mask (an image of the same size, non-zero = observed)")
-        try:
-            mask = read_image(a.mask, mode="L")[None]
-        except ValueError as err:
-            raise CLIError(str(err)) from err
-        if tuple(mask.shape[-2:]) != hw:
-            raise CLIError(f"--mask is {mask.shape[-2]}x{mask.shape[-1]} but --input is {hw[0]}x{hw[1]}")
-        op = Inpainting((mask > -1).double())
+        (mw, mh), _ = _image_info(a.mask, "--mask")
+        if (mw, mh) != (w, h):
+            raise CLIError(f"--mask is {mw}x{mh} but --input is {w}x{h} (width x height); give a mask of the same size")
     else:
         if a.mask is not None:
             raise CLIError(f"--mask is only used by --task inpaint, not {a.task!r}")
         if not a.simulate and a.task in ("box", "random"):
             raise CLIError(f"--task {a.task} draws its mask from --seed, so it needs --simulate; to restore "
                            "your own masked image use --task inpaint --mask MASK")
-        x_hw = (hw[0] * 4, hw[1] * 4) if a.task == "sr4" and not a.simulate else hw
+    factor = required_multiple(a.task, params) if a.task != "inpaint" else 1
+    if a.simulate:
+        x_wh = (w, h)
+        if factor > 1 and (w % factor or h % factor):
+            raise CLIError(f"--task {a.task} with --simulate needs image sides that are multiples of {factor}, "
+                           f"--input is {w}x{h} (width x height); {_crop_hint(w, h, factor)}")
+    else:
+        x_wh = (w * factor, h * factor)  # SR: the input is the low-resolution measurement
+    model_spec = a.model or ("digits16" if img_channels == 1 else "patches")
+    if sampler:
+        geo = _model_geometry(model_spec)
+        if geo["channels"] not in (1, 3):
+            raise CLIError(f"--model has {geo['channels']} input channels; restore handles 1 (grey) or 3 (RGB) images")
+        if img_channels != geo["channels"]:
+            kind = "grey" if img_channels == 1 else "colour"
+            raise CLIError(f"model/image mismatch: --model {model_spec} takes {geo['channels']}-channel images, "
+                           f"{a.input!r} has {img_channels} ({kind}); convert it first or choose another --model")
+        what = "image" if a.simulate or factor == 1 else f"restored image (x{factor} the input)"
+        _check_model_size(model_spec, geo, x_wh, what)
+    elif a.model is not None and not Path(a.model).is_dir() and a.model not in SHIPPED_MODELS:
+        _model_folder(a.model)  # a wrong --model is still an error, though the baselines do not use it
+    return {"out": out, "device": device, "params": params, "sigma": sigma, "channels": img_channels,
+            "model": model_spec if sampler else None, "digits": model_spec == "digits16", "x_wh": x_wh}
+
+
+def restore_cmd(a: argparse.Namespace) -> dict:
+    plan = _plan_restore(a)
+    _check_device_available(plan["device"])
+
+    import torch
+
+    from .data import read_image
+    from .demo import measurement_view, restore, scores
+    from .operators import Inpainting
+    from .tasks import make_operator
+
+    device = plan["device"]
+    mode = "L" if plan["channels"] == 1 else "RGB"
+    try:
+        img = read_image(a.input, mode=mode)[None].to(device)
+    except ValueError as err:
+        raise CLIError(f"--input: {err}") from err
+    x_w, x_h = plan["x_wh"]
+    if a.task == "inpaint":
         try:
-            op = make_operator(a.task, x_hw, seed=a.seed, digits=digits)
+            mask = read_image(a.mask, mode="L")[None]
+        except ValueError as err:
+            raise CLIError(f"--mask: {err}") from err
+        op = Inpainting((mask > -1).double())
+    else:
+        try:
+            op = make_operator(a.task, (x_h, x_w), seed=a.seed, digits=plan["digits"],
+                               params=plan["params"])
         except ValueError as err:
             raise CLIError(f"--task {a.task}: {err}") from err
+    model = _load_model(plan["model"], device) if plan["model"] is not None else None
     x_true = None
     if a.simulate:
         x_true = img
-        _check_size(model, hw, "image")
         ax = op.A(img)
-        y = ax + SIGMA * torch.randn(ax.shape, generator=torch.Generator(a.device).manual_seed(a.seed + 1),
-                                     device=a.device)
+        gen = torch.Generator(device).manual_seed(a.seed + 1)
+        y = ax + plan["sigma"] * torch.randn(ax.shape, generator=gen, device=device, dtype=ax.dtype)
     else:
         y = img
-        _check_size(model, tuple(op.A_adjoint(y).shape[-2:]), "restored image")
-    x, _ = restore(a.method, model, op, y, steps=a.steps, seed=a.seed, progress=True, x_true=None)
-    out = Path(a.out)
+    x, _ = restore(a.method, model, op, y, steps=a.steps, seed=a.seed, progress=True, x_true=None,
+                   sigma=plan["sigma"])
+    out = plan["out"]
     out.parent.mkdir(parents=True, exist_ok=True)
-    _save_png(out, x[0])
+    _save_image(out, x[0])
     result: dict = {"out": str(out)}
     if x_true is not None:
-        meas = out.with_name(out.stem + "_measurement.png")
-        _save_png(meas, measurement_view(a.task, y, hw)[0])
+        meas = out.with_name(out.stem + "_measurement" + out.suffix)
+        _save_image(meas, measurement_view(a.task, y, (x_h, x_w))[0])
         s = scores(x, x_true)
         result.update(psnr=round(float(s["psnr"][0]), 2), ssim=round(float(s["ssim"][0]), 4), measurement=str(meas))
         print(f"PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f}")
@@ -229,12 +486,51 @@ def restore_cmd(a: argparse.Namespace) -> dict:
     return result
 
 
-def _save_png(path: Path, img) -> None:
+def _save_image(path: Path, img) -> None:
     from PIL import Image
 
     img = img.detach().float().cpu().clamp(-1, 1)
     arr = ((img + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(path)
+
+
+# --------------------------------------------------------------------------- demo
+
+
+DIGIT_SIDE = 16
+
+
+def _plan_demo(a: argparse.Namespace) -> dict:
+    out = _check_out_dir(a.out)
+    params = _params(a)
+    sigma = _sigma(a)
+    side = a.size or (64 if a.quick else 128)
+    if a.size is not None and (a.size % 8 or a.size < 16):
+        fix = f"use {max(16, a.size // 8 * 8)}"
+        raise CLIError(f"--size must be a multiple of 8 (the patches model's down-sampling) and >= 16, "
+                       f"got {a.size}; {fix}")
+    for task in a.tasks:
+        f = required_multiple(task, params)
+        if side % f:
+            raise CLIError(f"--task {task} needs the photo side to be a multiple of {f}, --size is {side}; "
+                           f"use --size {max(16, side // (8 * f // math.gcd(8, f)) * (8 * f // math.gcd(8, f)))}")
+        if DIGIT_SIDE % f:
+            raise CLIError(f"--factor {f}: the digits are {DIGIT_SIDE}x{DIGIT_SIDE}, so the SR factor must divide "
+                           f"{DIGIT_SIDE} (2, 4, 8 or 16)")
+    if "cdps" in a.methods and sigma <= 0:
+        raise CLIError("--sigma 0: cdps needs a measurement noise level > 0")
+    return {"out": out, "params": params, "sigma": sigma}
+
+
+def demo_cmd(a: argparse.Namespace) -> dict:
+    plan = _plan_demo(a)
+    from .demo import run_demo
+
+    steps = a.steps or (20 if a.quick else 30)
+    metrics = run_demo(plan["out"], steps=steps, quick=a.quick, seed=a.seed, size=a.size,
+                       methods=tuple(a.methods), tasks=tuple(a.tasks), sigma=plan["sigma"], params=plan["params"])
+    print(f"wrote {plan['out']}/metrics.json and {len(metrics['suites']) * len(a.tasks)} grids")
+    return metrics
 
 
 # --------------------------------------------------------------------------- main
@@ -248,15 +544,12 @@ def main(argv: list[str] | None = None) -> int:
             info()
         elif args.command == "restore":
             restore_cmd(args)
+        elif args.command == "demo":
+            demo_cmd(args)
         else:
-            from .demo import run_demo
+            from . import eval_cli
 
-            steps = args.steps or (20 if args.quick else 30)
-            if args.size is not None and args.size % 8:
-                raise CLIError(f"--size must be divisible by 8 (the patches model's down-sampling), got {args.size}")
-            metrics = run_demo(args.out, steps=steps, quick=args.quick, seed=args.seed, size=args.size,
-                               methods=tuple(args.methods), tasks=tuple(args.tasks))
-            print(f"wrote {args.out}/metrics.json and {len(metrics['suites']) * len(args.tasks)} grids")
+            return int(eval_cli.run(args))
     except CLIError as err:
         print(f"diffsolve {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -1,16 +1,6 @@
-"""The restoration tasks of ``diffsolve demo`` / ``restore`` / ``benchmarks/quality.py``, and their scoring.
+"""``diffsolve demo`` / ``restore``: run a method on a measurement, score it, save picture grids.
 
-Tasks (operators from :mod:`diffsolve.operators`, sizes scaled from the DPS 256×256 settings):
-
-=================  ==========================================================================
-``gaussian_blur``  GaussianBlur, std 3·S/256 (S the image side; std 1 on 16×16 digits), reflect
-``motion_blur``    MotionBlur, kernel 61·S/256 (9 on digits), intensity 0.5, seeded
-``box``            Inpainting.box, a (S/2)×(S/2) hole at a seeded position (S/8 on digits: 6 px)
-``random``         Inpainting.random, 70 % of the pixels missing
-``sr4``            SuperResolution ×4, MATLAB bicubic
-=================  ==========================================================================
-
-Measurements are y = A x + σ n with σ = 0.05 in [−1, 1] units (DPS, MPGD). Scores are PSNR and SSIM
+The tasks and their parameters live in :mod:`diffsolve.tasks`. Scores are PSNR and SSIM
 (torchmetrics) on images mapped to [0, 1], outputs clamped to that range.
 """
 
@@ -22,60 +12,33 @@ from pathlib import Path
 
 import torch
 
+from .tasks import SIGMA, TASKS, TaskParameters, make_operator
+
 __all__ = [
     "METHODS", "SIGMA", "TASKS", "measurement_view", "make_operator", "restore", "run_demo", "save_grid", "scores",
 ]  # fmt: skip
 
-TASKS = ("gaussian_blur", "motion_blur", "box", "random", "sr4")
 METHODS = ("mpgd", "cdps", "dps", "tikhonov", "pinv")
-SIGMA = 0.05
 TIKHONOV_LAMBDAS = (1e-3, 1e-2, 1e-1)
-
-
-def _odd(n: float) -> int:
-    n = max(3, int(round(n)))
-    return n if n % 2 else n + 1
-
-
-def make_operator(task: str, size: tuple[int, int], *, seed: int = 0, digits: bool = False):
-    """The linear operator of ``task`` for images of ``size`` = (H, W) (module docstring)."""
-    from . import operators as ops
-
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    h, w = size
-    side = min(h, w)
-    if task == "gaussian_blur":
-        std = 1.0 if digits else 3.0 * side / 256
-        return ops.GaussianBlur(kernel_size=min(_odd(8 * std + 1), _odd(side - 1) - 2), std=std)
-    if task == "motion_blur":
-        k = 9 if digits else min(_odd(61 * side / 256), _odd(side - 1) - 2)
-        return ops.MotionBlur(kernel_size=k, intensity=0.5, seed=seed)
-    if task == "box":
-        box = 6 if digits else side // 2
-        return ops.Inpainting.box((h, w), box=box, margin=max(1, side // 16), seed=seed)
-    if task == "random":
-        return ops.Inpainting.random((h, w), missing=0.7, seed=seed)
-    if h % 4 or w % 4:
-        raise ValueError(f"task 'sr4' needs image sides divisible by 4, got {size}")
-    return ops.SuperResolution(4, "bicubic")
 
 
 def measurement_view(task: str, y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The measurement as a picture of the image's size (SR: nearest-neighbour upsampling)."""
-    if task == "sr4":
+    if task in ("sr4", "sr"):
         return torch.nn.functional.interpolate(y, size=size, mode="nearest")
     return y
 
 
 def restore(method: str, denoiser, operator, y: torch.Tensor, *, steps: int, seed: int = 0,
-            progress: bool = False, x_true: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+            progress: bool = False, x_true: torch.Tensor | None = None, sigma: float = SIGMA,
+            callback=None) -> tuple[torch.Tensor, dict]:
     """Reconstruct from ``y`` by ``method`` (METHODS); returns (x (B, C, H, W), extra info).
 
     ``tikhonov`` picks λ from TIKHONOV_LAMBDAS by mean PSNR against ``x_true`` when given (an
-    oracle choice that favours the baseline), else uses λ = 1e-2.
+    oracle choice that favours the baseline), else uses λ = 1e-2. ``sigma``: the measurement noise
+    std in [−1, 1] units (C-DPS uses it); ``callback(i, t, x, x0)`` runs after every step.
     """
-    import diffsolve
+    from .solve import solve
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -88,7 +51,9 @@ def restore(method: str, denoiser, operator, y: torch.Tensor, *, steps: int, see
                    key=lambda r: float(scores(r[0], x_true)["psnr"].mean()))
         return best[0], {"lam": best[1]}
     gen = torch.Generator(y.device).manual_seed(seed)
-    options = {"sigma": SIGMA} if method == "cdps" else {}
+    options = {"sigma": sigma} if method == "cdps" else {}
+    if callback is not None:
+        options["callback"] = callback
     factor = getattr(operator, "factor", 1)
     if method == "mpgd" and factor > 1:
         # MPGD's default ρ assumes ‖A‖ ≈ 1; ×s down-sampling has ‖A‖ ≈ 1/s, so the unit-norm
@@ -97,7 +62,7 @@ def restore(method: str, denoiser, operator, y: torch.Tensor, *, steps: int, see
 
         options["rho"] = default_rho(steps, y[0].numel() * factor**2) * factor
     with torch.no_grad() if method != "dps" else torch.enable_grad():
-        x = diffsolve.solve(method, denoiser, operator, y, steps=steps, generator=gen, progress=progress, **options)
+        x = solve(method, denoiser, operator, y, steps=steps, generator=gen, progress=progress, **options)
     return x.detach(), {}
 
 
@@ -108,7 +73,8 @@ def scores(x: torch.Tensor, x_true: torch.Tensor) -> dict[str, torch.Tensor]:
     a = ((x.detach().double().clamp(-1, 1) + 1) / 2).cpu()
     b = ((x_true.double() + 1) / 2).cpu()
     psnr = peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=(1, 2, 3))
-    k = 11 if min(a.shape[-2:]) >= 11 else _odd(min(a.shape[-2:]) - 2)
+    side = min(a.shape[-2:])
+    k = 11 if side >= 11 else max(3, side - 2 if side % 2 else side - 1)  # the largest odd window that fits
     ssim = structural_similarity_index_measure(a, b, data_range=1.0, reduction="none", kernel_size=k)
     return {"psnr": psnr.float(), "ssim": ssim.float()}
 
@@ -149,43 +115,62 @@ def _suites(quick: bool, size: int | None) -> list[dict]:
 
 
 def run_demo(out: str | Path, *, steps: int = 30, quick: bool = False, seed: int = 0, size: int | None = None,
-             methods: tuple[str, ...] = ("mpgd", "cdps"), tasks: tuple[str, ...] = TASKS,
-             log=print) -> dict:
+             methods: tuple[str, ...] = ("mpgd", "cdps"), tasks: tuple[str, ...] = TASKS, sigma: float = SIGMA,
+             params: TaskParameters | None = None, progress: bool = True, log=None) -> dict:
     """Restore the bundled photos and held-out digits for every task; write grids and metrics.json.
 
-    Returns the metrics: ``{suite: {task: {method: {"psnr": mean, "ssim": mean, "seconds": s}}}}``.
+    One progress bar runs over the whole demo (suites × tasks × methods × steps, with an ETA);
+    ``log(line)``, when given, also gets one line per result. Returns the metrics:
+    ``{suite: {task: {method: {"psnr": mean, "ssim": mean, "seconds": s}}}}``.
     """
+    from tqdm.auto import tqdm
+
     from .models.default import load_default
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cols = ("pinv", "tikhonov") + tuple(methods)
-    metrics: dict = {"steps": steps, "sigma": SIGMA, "seed": seed, "suites": {}}
-    for suite in _suites(quick, size):
+    suites = _suites(quick, size)
+    # progress units: one per sampling step, one per baseline
+    total = len(suites) * len(tasks) * sum(steps if m in ("mpgd", "cdps", "dps") else 1 for m in cols)
+    bar = tqdm(total=total, desc="diffsolve demo", unit="step", disable=not progress, dynamic_ncols=True)
+    metrics: dict = {"steps": steps, "sigma": sigma, "seed": seed, "suites": {}}
+    for suite in suites:
         model = load_default(suite["model"])
         x = suite["x"]
         size_hw = tuple(x.shape[-2:])
         res: dict = {}
         for task in tasks:
-            op = make_operator(task, size_hw, seed=seed, digits=suite["digits"])
+            op = make_operator(task, size_hw, seed=seed, digits=suite["digits"], params=params)
             noise_gen = torch.Generator().manual_seed(seed + 1)
-            y = op.A(x) + SIGMA * torch.randn(op.A(x).shape, generator=noise_gen)
+            ax = op.A(x)
+            y = ax + sigma * torch.randn(ax.shape, generator=noise_gen)
             row_imgs = {"truth": x, "measurement": measurement_view(task, y, size_hw)}
             res[task] = {}
             for method in cols:
+                bar.set_postfix_str(f"{suite['name']} {task} {method}")
                 t0 = time.perf_counter()
-                xr, info = restore(method, model, op, y, steps=steps, seed=seed, x_true=x)
+                sampler = method in ("mpgd", "cdps", "dps")
+                xr, info = restore(method, model, op, y, steps=steps, seed=seed, x_true=x, sigma=sigma,
+                                   callback=(lambda *_: bar.update(1)) if sampler else None)
+                if not sampler:
+                    bar.update(1)
                 sec = time.perf_counter() - t0
                 s = scores(xr, x)
                 res[task][method] = {"psnr": round(float(s["psnr"].mean()), 2),
                                      "ssim": round(float(s["ssim"].mean()), 4),
                                      "seconds": round(sec, 2), **info}
                 row_imgs[method] = xr
-                log(f"{suite['name']:8s} {task:13s} {method:8s} PSNR {res[task][method]['psnr']:6.2f} "
-                    f"SSIM {res[task][method]['ssim']:.3f} ({sec:.1f}s)")
+                line = (f"{suite['name']:8s} {task:13s} {method:8s} PSNR {res[task][method]['psnr']:6.2f} "
+                        f"SSIM {res[task][method]['ssim']:.3f} ({sec:.1f}s)")
+                if log is not None:
+                    log(line)
+                elif progress:
+                    bar.write(line)
             labels = list(row_imgs)
             rows = [[row_imgs[k][i] for k in labels] for i in range(len(x))]
             save_grid(out / f"{suite['name']}_{task}.png", rows, labels, scale=suite["scale"])
         metrics["suites"][suite["name"]] = res
+    bar.close()
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     return metrics

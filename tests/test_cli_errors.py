@@ -1,0 +1,175 @@
+"""The command line answers every argument error in one line with exit status 2, before torch is
+imported (torch-free checks) or at least before a model is loaded or a step runs."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffsolve import cli
+
+
+def _png(path, arr):
+    Image.fromarray(np.asarray(arr, dtype=np.uint8)).save(path)
+    return str(path)
+
+
+@pytest.fixture
+def rgb16(tmp_path):
+    return _png(tmp_path / "rgb16.png", np.random.default_rng(0).integers(0, 255, (16, 16, 3)))
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Any model load or restoration fails the test: errors must come first."""
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a model was loaded or a solve ran before the argument error")
+
+    monkeypatch.setattr(cli, "_load_model", boom)
+    import diffsolve.demo
+
+    monkeypatch.setattr(diffsolve.demo, "restore", boom)
+    monkeypatch.setattr(diffsolve.demo, "run_demo", boom)
+
+
+def _error(capsys, argv) -> str:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def _restore(tmp_path, image, *extra):
+    return ["restore", "--input", image, "--out", str(tmp_path / "out.png"), *extra]
+
+
+@pytest.mark.parametrize("device, needle", [
+    ("tpu", "--device must be cpu, cuda"),
+    ("cuda:x", "--device must be cpu, cuda"),
+])
+def test_bad_device_syntax(tmp_path, rgb16, capsys, no_compute, device, needle):
+    line = _error(capsys, _restore(tmp_path, rgb16, "--task", "box", "--method", "mpgd", "--simulate",
+                                   "--device", device))
+    assert needle in line and repr(device) in line
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a torch without CUDA devices")
+def test_cuda_on_a_cpu_torch(tmp_path, rgb16, capsys, no_compute):
+    line = _error(capsys, _restore(tmp_path, rgb16, "--task", "box", "--method", "mpgd", "--simulate",
+                                   "--device", "cuda"))
+    assert "--device cuda" in line and "use --device cpu" in line
+
+
+def test_out_checked_before_the_solve(tmp_path, rgb16, capsys, no_compute):
+    argv = ["restore", "--input", rgb16, "--task", "box", "--method", "mpgd", "--simulate"]
+    line = _error(capsys, argv + ["--out", str(tmp_path / "restored")])
+    assert "no image extension" in line and "restored.png" in line
+    line = _error(capsys, argv + ["--out", str(tmp_path)])
+    assert "is a directory" in line
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    line = _error(capsys, argv + ["--out", str(blocker / "x.png")])
+    assert "is a file, not a folder" in line
+
+
+def test_sizes_width_by_height_and_possible_crops(tmp_path, capsys, no_compute):
+    tiny = _png(tmp_path / "tiny.png", np.zeros((1, 1, 3)))
+    line = _error(capsys, _restore(tmp_path, tiny, "--task", "gaussian_blur", "--method", "mpgd", "--simulate"))
+    assert "at least 8x8" in line and "0x0" not in line
+    wide = _png(tmp_path / "wide.png", np.zeros((20, 30, 3)))  # H=20, W=30
+    line = _error(capsys, _restore(tmp_path, wide, "--task", "gaussian_blur", "--method", "mpgd", "--simulate"))
+    assert "30x20" in line and "crop it to 24x16" in line
+    line = _error(capsys, _restore(tmp_path, wide, "--task", "sr4", "--method", "tikhonov", "--simulate"))
+    assert "multiples of 4" in line and "30x20" in line and "28x20" in line
+
+
+def test_baselines_take_any_size(tmp_path, capsys):
+    odd = _png(tmp_path / "odd.png", np.random.default_rng(1).integers(0, 255, (30, 30, 3)))
+    assert cli.main(_restore(tmp_path, odd, "--task", "gaussian_blur", "--method", "tikhonov", "--simulate")) == 0
+    assert "PSNR" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--task", "box", "--blur-std", "2"], "--blur-std 2.0 is only read by --task gaussian_blur"),
+    (["--task", "sr4", "--factor", "2"], "--factor 2 is only read by --task sr"),
+    (["--task", "motion_blur", "--motion-size", "8"], "--motion-size must be an odd int >= 3"),
+])
+def test_measurement_parameters(tmp_path, rgb16, capsys, no_compute, extra, needle):
+    argv = _restore(tmp_path, rgb16, "--method", "mpgd", "--simulate", *extra)
+    assert needle in _error(capsys, argv)
+
+
+@pytest.mark.parametrize("flag, value", [("--missing", "1.5"), ("--missing", "0"), ("--sigma", "nan"),
+                                         ("--sigma", "-1"), ("--blur-std", "0"), ("--seed", "-1"),
+                                         ("--seed", str(2**64)), ("--steps", "0")])
+def test_out_of_range_numbers(tmp_path, rgb16, capsys, flag, value):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(_restore(tmp_path, rgb16, "--task", "random", "--method", "mpgd", "--simulate", flag, value))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and "Traceback" not in err
+
+
+def test_cdps_needs_noise(tmp_path, rgb16, capsys, no_compute):
+    line = _error(capsys, _restore(tmp_path, rgb16, "--task", "box", "--method", "cdps", "--simulate",
+                                   "--sigma", "0"))
+    assert "--sigma 0" in line
+
+
+def test_sigma_unit_is_converted(tmp_path, rgb16, monkeypatch, capsys):
+    seen = {}
+
+    def fake_restore(method, model, op, y, **kwargs):
+        seen["sigma"] = kwargs["sigma"]
+        return op.pseudo_inverse(y), {}
+
+    import diffsolve.demo
+
+    monkeypatch.setattr(diffsolve.demo, "restore", fake_restore)
+    argv = _restore(tmp_path, rgb16, "--task", "box", "--method", "pinv", "--simulate", "--sigma", "0.02",
+                    "--sigma-unit", "[0,1]")
+    assert cli.main(argv) == 0
+    assert seen["sigma"] == pytest.approx(0.04)
+
+
+def test_demo_size_rules(tmp_path, capsys, no_compute):
+    assert "multiple of 8" in _error(capsys, ["demo", "--size", "12", "--out", str(tmp_path / "d")])
+    line = _error(capsys, ["demo", "--size", "64", "--tasks", "sr", "--factor", "3", "--out", str(tmp_path / "d")])
+    assert "multiple of 3" in line and "--size 48" in line
+    f = tmp_path / "f"
+    f.write_text("x")
+    assert "is a file" in _error(capsys, ["demo", "--out", str(f)])
+
+
+def _run_cli(*argv: str) -> subprocess.CompletedProcess:
+    code = ("import sys; from diffsolve.cli import main\n"
+            "try:\n    rc = main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', 'DIFFUSERS' if 'diffusers' in sys.modules "
+            "else 'NO-DIFFUSERS', rc)")
+    return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["restore", "--help"], ["demo", "--steps", "0"],
+                                  ["restore", "--input", "x.png", "--task", "box", "--method", "mpgd",
+                                   "--out", "o.png", "--device", "tpu"],
+                                  ["restore", "--input", "nowhere.png", "--task", "box", "--method", "mpgd",
+                                   "--out", "o.png"]])
+def test_fast_paths_import_neither_torch_nor_diffusers(argv):
+    done = _run_cli(*argv)
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("NO-TORCH NO-DIFFUSERS"), done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    import diffsolve
+
+    assert capsys.readouterr().out.strip() == f"diffsolve {diffsolve.__version__}"
