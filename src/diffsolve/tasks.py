@@ -29,9 +29,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch loads on first use: the command line imports this module for --help
+    import torch
 
 __all__ = ["SIGMA", "TASKS", "TASK_PARAMETERS", "TASK_SPECS", "Task", "TaskParameters", "check_parameters",
            "make_operator", "measurement_view", "required_multiple"]
@@ -179,5 +180,7 @@ def make_operator(task: str, size: tuple[int, int], *, seed: int = 0, digits: bo
 def measurement_view(task: str, y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The measurement as a picture of the image's size (SR: nearest-neighbour upsampling)."""
     if _task(task).upsamples:
+        import torch
+
         return torch.nn.functional.interpolate(y, size=tuple(size), mode="nearest")
     return y
