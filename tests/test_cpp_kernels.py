@@ -8,7 +8,6 @@ bit-identical for 1 and 2 threads; in-kernel noise reproducible per (seed, offse
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import shutil
 
 import pytest
@@ -24,10 +23,16 @@ AVAILABLE, REASON = _cpp.status()
 
 
 def test_extension_built_when_a_compiler_is_present():
-    """A skip below must not hide a broken build: with a C++ compiler and pybind11 it must load."""
-    if shutil.which("c++") is None or importlib.util.find_spec("pybind11") is None:
-        pytest.skip("no C++ compiler or pybind11 here: the extension is legitimately absent")
-    assert AVAILABLE, REASON
+    """A skip below must not hide a broken build: where a C++ compiler is on PATH the extension
+    must load (pybind11 is a build requirement in pyproject.toml, so an isolated build fetches it;
+    it need not be importable at run time)."""
+    if AVAILABLE:
+        assert _cpp.extension().ABI_VERSION == _cpp.ABI_VERSION
+        return
+    compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if compiler is None:
+        pytest.skip(f"no C++ compiler (c++, g++, clang++) on PATH, so the extension was not built: {REASON}")
+    assert AVAILABLE, f"a C++ compiler is present ({compiler}) but the extension does not load: {REASON}"
 
 
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason=f"C++ backend unavailable: {REASON}")
@@ -341,14 +346,24 @@ def test_bad_inputs_are_rejected_clearly():
                       randn(1, 5), 0.0)
 
 
-def test_autograd_inputs_fall_back_to_the_reference():
-    x = randn(1, 2, 9, 9).requires_grad_()
-    out = ops.separable_correlate2d(x, randn(3), randn(5), "reflect")
-    out.sum().backward()
-    assert x.grad is not None and x.grad.shape == x.shape
+def test_gradients_run_the_cpp_adjoint(monkeypatch):
+    """A C++ forward records a backward that is the C++ adjoint (no torch fallback)."""
+    x, k_h, k_w, g = randn(1, 2, 9, 9).requires_grad_(), randn(3), randn(5), randn(1, 2, 9, 9, seed=1)
+    calls = []
+    real = ops.separable_correlate2d_adjoint
+    monkeypatch.setattr(ops, "separable_correlate2d_adjoint", lambda *a: calls.append(1) or real(*a))
+    _dispatch.reset()
+    try:
+        out = correlate.separable_correlate2d(x, k_h, k_w, boundary="reflect", backend="cpp")
+        (grad,) = torch.autograd.grad(out, x, g)
+    finally:
+        monkeypatch.undo()
+        _dispatch.reset()
+    assert calls == [1]
+    close(grad, correlate.separable_correlate2d_adjoint_reference(g, k_h, k_w, "reflect"))
 
 
 def test_auto_picks_cpp_for_cpu_tensors():
     assert _dispatch.resolve_backend("auto", "fused_step", "step", torch.device("cpu")) in ("cpp",) or \
         _dispatch._env_default() != "auto"
-    assert _dispatch.implementation("cpp", "cg_update", "cg", torch.device("cpu")) is ops.cg_update
+    assert _dispatch.implementation("cpp", "cg_update", "cg", torch.device("cpu")).__wrapped__ is ops.cg_update

@@ -1,14 +1,17 @@
-"""Backend choice (kernels/_dispatch.py): auto never picks the interpreter, explicit choices that
-cannot run raise with the reason, bad names raise ValueError, DIFFSOLVE_BACKEND sets the default."""
+"""Backend choice (kernels/_dispatch.py): one explicit table resolved once per (op, backend, device,
+dtype); auto never picks the interpreter; a named backend that cannot run, or a table entry whose
+function is missing, raises at resolution (no silent fallback); DIFFSOLVE_BACKEND is read once."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from diffsolve.kernels import BackendUnavailableError, _dispatch, backends, fused_step
+from diffsolve.kernels import (BackendUnavailableError, NotDifferentiableError, _dispatch, backends,
+                               dispatch_table, fused_step)
 
 CPU = torch.device("cpu")
+F32 = torch.float32
 
 # triton.jit decides compiled vs interpreted when a kernel module is first imported: importing the
 # Triton kernels with TRITON_INTERPRET=1 on a GPU machine would make every later CUDA test run them
@@ -17,38 +20,78 @@ cpu_only = pytest.mark.skipif(torch.cuda.is_available(),
                               reason="would import the Triton kernels in interpreter mode on a GPU machine")
 
 
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    _dispatch.reset()
+    yield
+    _dispatch.reset()
+
+
 @pytest.fixture
 def no_cpp(monkeypatch):
     monkeypatch.setattr(_dispatch, "_cpp_status", lambda: (False, "extension not built (test)"))
 
 
+@pytest.fixture
+def fake_cpp(monkeypatch):
+    """A "built" extension whose fused_step is a marker function."""
+    def fake(*args):
+        return "fake"
+
+    monkeypatch.setattr(_dispatch, "_cpp_status", lambda: (True, "built (test)"))
+    real_load = _dispatch._load
+    monkeypatch.setattr(_dispatch, "_load", lambda loc: fake if loc.startswith("_cpp_ops:") else real_load(loc))
+    return fake
+
+
 def test_auto_picks_torch_on_cpu_without_cpp(no_cpp, monkeypatch):
     monkeypatch.delenv("DIFFSOLVE_BACKEND", raising=False)
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # even with the interpreter on, auto never uses it
-    assert _dispatch.resolve_backend("auto", "fused_step", "step", CPU) == "torch"
-    impl = _dispatch.implementation("auto", "fused_step", "step", CPU)
-    assert impl.__name__ == "fused_step_reference"
+    assert _dispatch.resolve_backend("auto", "fused_step", None, CPU) == "torch"
+    assert _dispatch.implementation("auto", "fused_step", None, CPU).__name__ == "fused_step_reference"
 
 
-def test_auto_picks_cpp_on_cpu_when_built(monkeypatch):
+def test_auto_picks_cpp_on_cpu_when_built(fake_cpp, monkeypatch):
     monkeypatch.delenv("DIFFSOLVE_BACKEND", raising=False)
-    monkeypatch.setattr(_dispatch, "_cpp_status", lambda: (True, "built (test)"))
-    fake = object()
-    real_lookup = _dispatch._lookup
-    monkeypatch.setattr(_dispatch, "_lookup",
-                        lambda n, f, b: fake if b == "cpp" else real_lookup(n, f, b))
-    assert _dispatch.resolve_backend("auto", "fused_step", "step", CPU) == "cpp"
-    assert _dispatch.implementation("auto", "fused_step", "step", CPU) is fake
-    # an op the extension lacks falls back to torch quietly
-    monkeypatch.setattr(_dispatch, "_lookup",
-                        lambda n, f, b: None if b == "cpp" else real_lookup(n, f, b))
-    assert _dispatch.resolve_backend("auto", "fused_step", "step", CPU) == "torch"
+    impl = _dispatch.resolve("fused_step", "auto", CPU, F32)
+    assert impl.backend == "cpp" and impl.fn.__wrapped__ is fake_cpp
+    assert _dispatch.resolve("correlate2d", "auto", CPU, F32).adjoint_fn is fake_cpp
+
+
+def test_resolution_is_cached_per_op_device_dtype(monkeypatch):
+    first = _dispatch.resolve("correlate2d", "torch", CPU, F32)
+    def again(*args):
+        raise LookupError("resolved again")
+
+    monkeypatch.setattr(_dispatch, "_choose", again)
+    monkeypatch.setenv("DIFFSOLVE_BACKEND", "not-a-backend")  # not re-read per call
+    assert _dispatch.resolve("correlate2d", "torch", CPU, F32) is first
+    with pytest.raises(LookupError, match="resolved again"):  # another dtype is another entry
+        _dispatch.resolve("correlate2d", "torch", CPU, torch.float64)
+
+
+def test_a_missing_function_in_the_table_is_an_error_even_for_auto(monkeypatch):
+    """A renamed kernel must not fall back to torch quietly."""
+    row = _dispatch.TABLE["fused_step"]
+    monkeypatch.setitem(_dispatch.TABLE, "fused_step", row._replace(cpp="_cpp_ops:fused_step_renamed"))
+    monkeypatch.delenv("DIFFSOLVE_BACKEND", raising=False)
+    if not _dispatch._cpp_status()[0]:
+        pytest.skip(f"C++ backend unavailable: {_dispatch._cpp_status()[1]}")
+    with pytest.raises(BackendUnavailableError, match="fused_step_renamed.*does not exist"):
+        _dispatch.resolve("fused_step", "auto", CPU, F32)
+
+
+def test_a_backend_must_have_both_halves_of_a_linear_op(fake_cpp, monkeypatch):
+    row = _dispatch.TABLE["avg_pool_adjoint"]
+    monkeypatch.setitem(_dispatch.TABLE, "avg_pool_adjoint", row._replace(cpp=None))
+    with pytest.raises(BackendUnavailableError, match="not its adjoint 'avg_pool_adjoint'"):
+        _dispatch.resolve("avg_pool", "cpp", CPU, F32)
 
 
 def test_explicit_triton_on_cpu_without_interpreter_raises_with_reason(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(BackendUnavailableError, match="TRITON_INTERPRET=1"):
-        _dispatch.resolve_backend("triton", "fused_step", "step", CPU)
+        _dispatch.resolve("fused_step", "triton", CPU, F32)
     x = torch.zeros(2, 3)
     with pytest.raises(BackendUnavailableError, match="fused_step"):
         fused_step(x, x, torch.zeros(2, 8), backend="triton")
@@ -56,7 +99,12 @@ def test_explicit_triton_on_cpu_without_interpreter_raises_with_reason(monkeypat
 
 def test_explicit_cpp_without_extension_raises_with_reason(no_cpp):
     with pytest.raises(BackendUnavailableError, match="extension not built"):
-        _dispatch.resolve_backend("cpp", "fused_step", "step", CPU)
+        _dispatch.resolve("fused_step", "cpp", CPU, F32)
+
+
+def test_cpp_never_runs_cuda_or_meta_tensors(fake_cpp):
+    with pytest.raises(BackendUnavailableError, match="CPU tensors only"):
+        _dispatch.resolve("correlate2d", "cpp", torch.device("meta"), F32)
 
 
 @cpu_only
@@ -64,41 +112,46 @@ def test_explicit_triton_on_cpu_with_interpreter_runs(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     if not _dispatch._triton_status()[0]:
         pytest.skip(f"triton unavailable here: {_dispatch._triton_status()[1]}")
-    assert _dispatch.resolve_backend("triton", "fused_step", "step", CPU) == "triton"
-    assert _dispatch.implementation("triton", "fused_step", "step", CPU).__module__.endswith("_triton_step")
+    impl = _dispatch.resolve("fused_step", "triton", CPU, F32)
+    assert impl.backend == "triton" and impl.fn.__wrapped__.__module__.endswith("_triton_step")
 
 
-@cpu_only
-def test_missing_op_on_named_backend_raises(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    if not _dispatch._triton_status()[0]:
-        pytest.skip(f"triton unavailable here: {_dispatch._triton_status()[1]}")
-    with pytest.raises(BackendUnavailableError, match="no implementation of 'not_an_op'"):
-        _dispatch.resolve_backend("triton", "not_an_op", "step", CPU)
+def test_unknown_op_raises():
+    with pytest.raises(BackendUnavailableError, match="no op named 'not_an_op'"):
+        _dispatch.resolve("not_an_op", "torch", CPU, F32)
+
+
+def test_unsupported_dtype_raises_at_resolution():
+    with pytest.raises(BackendUnavailableError, match="float32 / float64"):
+        _dispatch.resolve("correlate2d", "torch", CPU, torch.float16)
 
 
 @pytest.mark.parametrize("bad", ["cuda", "Torch", "", None, 3])
 def test_unknown_backend_is_value_error(bad):
     with pytest.raises(ValueError, match="backend must be one of"):
-        _dispatch.resolve_backend(bad, "fused_step", "step", CPU)
+        _dispatch.resolve("fused_step", bad, CPU, F32)
     if isinstance(bad, str):
         x = torch.zeros(2, 3)
         with pytest.raises(ValueError, match="backend must be one of"):
             fused_step(x, x, torch.zeros(2, 8), backend=bad)
 
 
-def test_env_default_backend(monkeypatch, no_cpp):
+def test_env_default_backend_read_once_until_reset(monkeypatch, no_cpp):
     monkeypatch.setenv("DIFFSOLVE_BACKEND", "torch")
-    assert _dispatch.resolve_backend("auto", "fused_step", "step", CPU) == "torch"
-    monkeypatch.setenv("DIFFSOLVE_BACKEND", "cpp")  # an env choice is explicit: it raises if impossible
+    assert _dispatch.resolve_backend("auto", "fused_step") == "torch"
+    monkeypatch.setenv("DIFFSOLVE_BACKEND", "cpp")
+    assert _dispatch.resolve_backend("auto", "cg_dots") == "torch"  # still the value read first
+    _dispatch.reset()  # an env choice is explicit: it raises if impossible
     with pytest.raises(BackendUnavailableError, match="cpp"):
-        _dispatch.resolve_backend("auto", "fused_step", "step", CPU)
-    assert _dispatch.resolve_backend("torch", "fused_step", "step", CPU) == "torch"  # named wins
+        _dispatch.resolve_backend("auto", "fused_step")
+    assert _dispatch.resolve_backend("torch", "fused_step") == "torch"  # named wins
     monkeypatch.setenv("DIFFSOLVE_BACKEND", "fastest")
+    _dispatch.reset()
     with pytest.raises(ValueError, match="DIFFSOLVE_BACKEND"):
-        _dispatch.resolve_backend("auto", "fused_step", "step", CPU)
+        _dispatch.resolve_backend("auto", "fused_step")
     monkeypatch.setenv("DIFFSOLVE_BACKEND", " ")
-    assert _dispatch.resolve_backend("auto", "fused_step", "step", CPU) == "torch"
+    _dispatch.reset()
+    assert _dispatch.resolve_backend("auto", "fused_step") == "torch"
 
 
 def test_backends_lists_each_with_reason():
@@ -109,15 +162,30 @@ def test_backends_lists_each_with_reason():
     assert info["torch"][0] is True
 
 
-def test_auto_skips_ops_a_backend_marks_slower_than_torch(monkeypatch):
-    from diffsolve.kernels import _cpp_ops
-
+def test_auto_skips_ops_a_row_marks_slower_than_torch(fake_cpp, monkeypatch):
     monkeypatch.delenv("DIFFSOLVE_BACKEND", raising=False)
-    monkeypatch.setattr(_dispatch, "_cpp_status", lambda: (True, "built (test)"))
-    real_lookup = _dispatch._lookup
-    monkeypatch.setattr(_dispatch, "_lookup", lambda n, f, b: (lambda *a: None) if b == "cpp" else real_lookup(n, f, b))
-    assert _dispatch.resolve_backend("auto", "fused_step", "step", CPU) == "cpp"
-    monkeypatch.setattr(_cpp_ops, "AUTO_EXCLUDE", ("fused_step",), raising=False)
-    assert _dispatch.resolve_backend("auto", "fused_step", "step", CPU) == "torch"
-    assert _dispatch.resolve_backend("cpp", "fused_step", "step", CPU) == "cpp"  # explicit still runs
+    assert _dispatch.resolve_backend("auto", "fused_step") == "cpp"
+    monkeypatch.setitem(_dispatch.TABLE, "fused_step", _dispatch.TABLE["fused_step"]._replace(auto_skip=("cpp",)))
+    _dispatch.reset()
+    assert _dispatch.resolve_backend("auto", "fused_step") == "torch"
+    assert _dispatch.resolve_backend("cpp", "fused_step") == "cpp"  # explicit still runs
 
+
+def test_dispatch_table_rows(fake_cpp):
+    rows = dispatch_table()
+    assert [r["op"] for r in rows] == list(_dispatch.TABLE)
+    for r in rows:
+        assert set(r) == {"op", "torch", "triton", "cpp", "auto_cpu", "auto_cuda"}
+        assert r["torch"] is True and r["cpp"] is True and r["auto_cpu"] == "cpp"
+    by_op = {r["op"]: r for r in rows}
+    assert by_op["resample"]["auto_cuda"] == "torch" and by_op["correlate2d"]["auto_cuda"] == "triton"
+
+
+def test_non_linear_ops_refuse_grad_on_compiled_backends(fake_cpp):
+    impl = _dispatch.resolve("fused_step", "cpp", CPU, F32)
+    x = torch.zeros(2, 3, requires_grad=True)
+    with pytest.raises(NotDifferentiableError, match="fused_step on the cpp backend has no backward"):
+        impl.fn(x)
+    with torch.no_grad():
+        assert impl.fn(x) == "fake"
+    assert impl.fn(x.detach()) == "fake"

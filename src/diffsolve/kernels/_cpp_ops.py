@@ -5,8 +5,9 @@ checks what the extension relies on (CPU tensors, one dtype float32/float64, sha
 contiguous, allocates the outputs and passes raw buffer addresses with their sizes; the thread
 count is ``torch.get_num_threads()`` at the call. Results do not depend on the thread count.
 
-- The kernels are not differentiable: when autograd is recording and an input requires grad, the
-  op runs its torch reference instead, so gradients stay correct.
+- The functions here have no autograd of their own: the dispatch (``_dispatch.TABLE``) wraps the
+  linear ones in ``_autograd.LinearFunction`` (backward = the adjoint here, on C++) and makes the
+  others refuse inputs that require grad.
 - In-kernel noise (``seed``) is element ``offset + i`` of a Philox4x32-10 stream keyed by the seed
   (64-bit, taken modulo 2**64; counter = element // 4), turned into normals by Box–Muller in
   float32 (24-bit uniforms, so |z| ≤ 5.9; float64 outputs get the same values cast), see
@@ -23,13 +24,7 @@ from __future__ import annotations
 import torch
 
 from . import _cpp
-from .cg import cg_dots_reference, cg_update_reference
-from .correlate import (correlate2d_adjoint_reference, correlate2d_reference,
-                        separable_correlate2d_adjoint_reference, separable_correlate2d_reference)
-from .posterior import diagonal_posterior_step_reference
-from .resample import (avg_pool_adjoint_reference, avg_pool_reference, resample_adjoint_reference,
-                       resample_reference)
-from .step import fused_step_reference
+from .resample import resample_adjoint_reference, resample_reference
 
 __all__ = [
     "avg_pool", "avg_pool_adjoint", "cg_dots", "cg_update", "correlate2d", "correlate2d_adjoint",
@@ -63,10 +58,6 @@ def _prepare(op: str, named: dict[str, torch.Tensor | None]) -> tuple[bool, dict
     return dtype == torch.float64, out
 
 
-def _needs_autograd(*tensors: torch.Tensor | None) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
 def _ptr(t: torch.Tensor | None) -> int:
     return 0 if t is None else t.data_ptr()
 
@@ -97,8 +88,6 @@ def _images(op: str, name: str, t: torch.Tensor) -> tuple[int, int, int]:
 # ----------------------------------------------------------------------------- step / posterior
 def fused_step(x, eps, coefs, eps_prev, guidance, noise, seed, offset, want_x0):
     """See ``step.fused_step_reference``; x, eps, ... (B, ...), coefs (B, 8)."""
-    if _needs_autograd(x, eps, coefs, eps_prev, guidance, noise):
-        return fused_step_reference(x, eps, coefs, eps_prev, guidance, noise, seed, offset, want_x0)
     dbl, t = _prepare("fused_step", dict(x=x, eps=eps, coefs=coefs, eps_prev=eps_prev, guidance=guidance, noise=noise))
     x = t["x"]
     for name in ("eps", "eps_prev", "guidance", "noise"):
@@ -118,9 +107,6 @@ def fused_step(x, eps, coefs, eps_prev, guidance, noise, seed, offset, want_x0):
 def diagonal_posterior_step(mean, precision, diag, target, noise_precision, noise1, noise2, seed, offset):
     """See ``posterior.diagonal_posterior_step_reference``; diag (1|B, 1|C, H, W)."""
     op = "diagonal_posterior_step"
-    if _needs_autograd(mean, precision, diag, target, noise_precision, noise1, noise2):
-        return diagonal_posterior_step_reference(mean, precision, diag, target, noise_precision, noise1, noise2,
-                                                 seed, offset)
     dbl, t = _prepare(op, dict(mean=mean, precision=precision, diag=diag, target=target,
                                noise_precision=noise_precision, noise1=noise1, noise2=noise2))
     mean, diag = t["mean"], t["diag"]
@@ -169,15 +155,11 @@ def _correlate(op: str, x, kernel, boundary, adjoint: bool):
 
 def correlate2d(x, kernel, boundary):
     """See ``correlate.correlate2d_reference``: dense or sparse taps (zero taps are skipped)."""
-    if _needs_autograd(x, kernel):
-        return correlate2d_reference(x, kernel, boundary)
     return _correlate("correlate2d", x, kernel, boundary, False)
 
 
 def correlate2d_adjoint(y, kernel, boundary):
     """See ``correlate.correlate2d_adjoint_reference``."""
-    if _needs_autograd(y, kernel):
-        return correlate2d_adjoint_reference(y, kernel, boundary)
     return _correlate("correlate2d_adjoint", y, kernel, boundary, True)
 
 
@@ -198,15 +180,11 @@ def _separable(op: str, x, k_h, k_w, boundary, adjoint: bool):
 
 def separable_correlate2d(x, k_h, k_w, boundary):
     """See ``correlate.separable_correlate2d_reference``: two 1-D passes, no full-size temporary."""
-    if _needs_autograd(x, k_h, k_w):
-        return separable_correlate2d_reference(x, k_h, k_w, boundary)
     return _separable("separable_correlate2d", x, k_h, k_w, boundary, False)
 
 
 def separable_correlate2d_adjoint(y, k_h, k_w, boundary):
     """See ``correlate.separable_correlate2d_adjoint_reference``."""
-    if _needs_autograd(y, k_h, k_w):
-        return separable_correlate2d_adjoint_reference(y, k_h, k_w, boundary)
     return _separable("separable_correlate2d_adjoint", y, k_h, k_w, boundary, True)
 
 
@@ -239,15 +217,11 @@ def resample(x, m_h, m_w):
     """See ``resample.resample_reference``: y = M_h x M_wᵀ with the matrices' non-zeros only.
     Dense matrices (more than a quarter non-zero, e.g. the SVD factors of exact solves) go to
     torch's BLAS product instead, which is faster for them."""
-    if _needs_autograd(x, m_h, m_w) or not _banded(m_h, m_w):
-        return resample_reference(x, m_h, m_w)
     return _resample("resample", x, m_h, m_w, False)
 
 
 def resample_adjoint(y, m_h, m_w):
     """See ``resample.resample_adjoint_reference``: x = M_hᵀ y M_w (dense matrices: as ``resample``)."""
-    if _needs_autograd(y, m_h, m_w) or not _banded(m_h, m_w):
-        return resample_adjoint_reference(y, m_h, m_w)
     return _resample("resample_adjoint", y, m_h, m_w, True)
 
 
@@ -259,8 +233,6 @@ def _factor(op: str, factor) -> int:
 
 def avg_pool(x, factor):
     """See ``resample.avg_pool_reference``; H and W divisible by factor."""
-    if _needs_autograd(x):
-        return avg_pool_reference(x, factor)
     dbl, t = _prepare("avg_pool", dict(x=x))
     x, s = t["x"], _factor("avg_pool", factor)
     planes, h, w = _images("avg_pool", "x", x)
@@ -274,8 +246,6 @@ def avg_pool(x, factor):
 
 def avg_pool_adjoint(y, factor):
     """See ``resample.avg_pool_adjoint_reference``: replicate over blocks, divided by factor²."""
-    if _needs_autograd(y):
-        return avg_pool_adjoint_reference(y, factor)
     dbl, t = _prepare("avg_pool_adjoint", dict(y=y))
     y, s = t["y"], _factor("avg_pool_adjoint", factor)
     planes, h, w = _images("avg_pool_adjoint", "y", y)
@@ -288,8 +258,6 @@ def avg_pool_adjoint(y, factor):
 # ----------------------------------------------------------------------------- cg
 def cg_dots(r, gr, shift, scale):
     """See ``cg.cg_dots_reference``: (B, 2) [⟨r, r⟩, ⟨shift·r + scale·gr, r⟩], summed in float64."""
-    if _needs_autograd(r, gr, shift, scale):
-        return cg_dots_reference(r, gr, shift, scale)
     dbl, t = _prepare("cg_dots", dict(r=r, gr=gr, shift=shift, scale=scale))
     r = t["r"]
     batch = r.shape[0]
@@ -305,8 +273,6 @@ def cg_dots(r, gr, shift, scale):
 
 def cg_update(x, r, p, s, gr, shift, scale, dots, state, tol2):
     """See ``cg.cg_update_reference``; updates x, r, p, s, state in place and returns them."""
-    if _needs_autograd(x, r, p, s, gr, shift, scale, dots, state):
-        return cg_update_reference(x, r, p, s, gr, shift, scale, dots, state, tol2)
     dbl, t = _prepare("cg_update", dict(x=x, r=r, p=p, s=s, gr=gr, shift=shift, scale=scale, dots=dots, state=state))
     x = t["x"]
     batch = x.shape[0]

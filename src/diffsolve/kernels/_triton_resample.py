@@ -21,11 +21,10 @@ import triton.language as tl
 
 from ._triton_util import INTERPRET
 
-__all__ = ["AUTO_EXCLUDE", "avg_pool", "avg_pool_adjoint", "resample", "resample_adjoint"]
+__all__ = ["avg_pool", "avg_pool_adjoint", "resample", "resample_adjoint"]
 
-# Measured at 0.3–0.6× torch's matmul reference on an H100 (benchmarks/results/gpu-kernels.md):
-# backend="auto" uses torch for these until the kernel is faster; backend="triton" still runs it.
-AUTO_EXCLUDE = ("resample", "resample_adjoint")
+# resample measured at 0.3–0.6× torch's matmul reference on an H100 (benchmarks/results/gpu-kernels.md):
+# backend="auto" uses torch for it (``auto_skip`` in _dispatch.TABLE); backend="triton" still runs it.
 
 
 @triton.jit

@@ -27,8 +27,6 @@ from ._checks import check_image_like, per_sample
 __all__ = ["CGResult", "batched_cg", "cg_dots", "cg_dots_reference", "cg_iteration_bound", "cg_update",
            "cg_update_reference"]
 
-_FAMILY = "cg"
-
 
 class CGResult(NamedTuple):
     """Result of :func:`batched_cg`. Shapes: x like rhs; the rest (B,)."""
@@ -114,7 +112,7 @@ def cg_dots(r: torch.Tensor, gr: torch.Tensor, shift, scale, *, backend: str = "
     _check_cg_tensor("r", r, r)
     gr = _check_cg_tensor("gr", gr, r)
     shift, scale = per_sample("shift", shift, r), per_sample("scale", scale, r)
-    return _dispatch.implementation(backend, "cg_dots", _FAMILY, r.device)(r.contiguous(), gr, shift, scale)
+    return _dispatch.resolve("cg_dots", backend, r.device, r.dtype).fn(r.contiguous(), gr, shift, scale)
 
 
 def cg_update(x, r, p, s, gr, shift, scale, dots, state, tol2: float, *, backend: str = "auto"):
@@ -122,7 +120,7 @@ def cg_update(x, r, p, s, gr, shift, scale, dots, state, tol2: float, *, backend
     x = _check_cg_tensor("x", x, x)
     r, p, s, gr = (_check_cg_tensor(n, t, x) for n, t in (("r", r), ("p", p), ("s", s), ("gr", gr)))
     shift, scale = per_sample("shift", shift, x), per_sample("scale", scale, x)
-    impl = _dispatch.implementation(backend, "cg_update", _FAMILY, x.device)
+    impl = _dispatch.resolve("cg_update", backend, x.device, x.dtype).fn
     return impl(x, r, p, s, gr, shift, scale, dots.contiguous(), state.contiguous(), float(tol2))
 
 
@@ -155,8 +153,8 @@ def batched_cg(
     if check_every is not None and (isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1):
         raise ValueError(f"check_every must be None or a positive int, got {check_every!r}")
     shift, scale = per_sample("shift", shift, rhs), per_sample("scale", scale, rhs)
-    dots_impl = _dispatch.implementation(backend, "cg_dots", _FAMILY, rhs.device)
-    update_impl = _dispatch.implementation(backend, "cg_update", _FAMILY, rhs.device)
+    dots_impl = _dispatch.resolve("cg_dots", backend, rhs.device, rhs.dtype).fn
+    update_impl = _dispatch.resolve("cg_update", backend, rhs.device, rhs.dtype).fn
     view = (-1,) + (1,) * (rhs.dim() - 1)
 
     def apply_k(v: torch.Tensor) -> torch.Tensor:

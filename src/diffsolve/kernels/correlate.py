@@ -8,6 +8,9 @@ xpad = x padded by (kh//2, kw//2) with boundary ``"reflect"`` (torch ``Reflectio
 without repeating the edge), ``"circular"`` or ``"zero"``; the output has the size of x. The
 separable form uses k = outer(k_h, k_w) and runs as two 1-D passes.
 
+The public functions dispatch through ``_dispatch.TABLE`` and are differentiable in the image on
+every backend: the backward of each is the other one, on the same backend (``_autograd.py``).
+
 Adjoints are exact transposes: the transposed correlation (``conv_transpose2d``) onto the padded
 grid, then the padding's transpose, which folds the padded border back onto the pixels it copied.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _dispatch
+from ._autograd import apply_linear
 from ._checks import check_companion, check_image_like
 
 __all__ = [
@@ -34,7 +37,8 @@ __all__ = [
 ]
 
 BOUNDARIES = ("reflect", "circular", "zero")
-_FAMILY = "correlate"
+_NAMES = ("kernel",)
+_SEP_NAMES = ("k_h", "k_w")
 _PAD_MODE = {"reflect": "reflect", "circular": "circular", "zero": "constant"}
 
 
@@ -146,8 +150,7 @@ def correlate2d(
     _check_images("x", x)
     kernel = _check_taps("kernel", kernel, 2, x)
     check_boundary(boundary, x.shape[-2:], (kernel.shape[0] // 2, kernel.shape[1] // 2))
-    impl = _dispatch.implementation(backend, "correlate2d", _FAMILY, x.device)
-    return impl(x.contiguous(), kernel, boundary)
+    return apply_linear("correlate2d", backend, x.contiguous(), kernel, boundary, names=_NAMES)
 
 
 def correlate2d_adjoint(
@@ -157,8 +160,7 @@ def correlate2d_adjoint(
     _check_images("y", y)
     kernel = _check_taps("kernel", kernel, 2, y)
     check_boundary(boundary, y.shape[-2:], (kernel.shape[0] // 2, kernel.shape[1] // 2))
-    impl = _dispatch.implementation(backend, "correlate2d_adjoint", _FAMILY, y.device)
-    return impl(y.contiguous(), kernel, boundary)
+    return apply_linear("correlate2d_adjoint", backend, y.contiguous(), kernel, boundary, names=_NAMES)
 
 
 def separable_correlate2d(
@@ -169,8 +171,7 @@ def separable_correlate2d(
     _check_images("x", x)
     k_h, k_w = _check_taps("k_h", k_h, 1, x), _check_taps("k_w", k_w, 1, x)
     check_boundary(boundary, x.shape[-2:], (k_h.numel() // 2, k_w.numel() // 2))
-    impl = _dispatch.implementation(backend, "separable_correlate2d", _FAMILY, x.device)
-    return impl(x.contiguous(), k_h, k_w, boundary)
+    return apply_linear("separable_correlate2d", backend, x.contiguous(), k_h, k_w, boundary, names=_SEP_NAMES)
 
 
 def separable_correlate2d_adjoint(
@@ -181,5 +182,5 @@ def separable_correlate2d_adjoint(
     _check_images("y", y)
     k_h, k_w = _check_taps("k_h", k_h, 1, y), _check_taps("k_w", k_w, 1, y)
     check_boundary(boundary, y.shape[-2:], (k_h.numel() // 2, k_w.numel() // 2))
-    impl = _dispatch.implementation(backend, "separable_correlate2d_adjoint", _FAMILY, y.device)
-    return impl(y.contiguous(), k_h, k_w, boundary)
+    return apply_linear("separable_correlate2d_adjoint", backend, y.contiguous(), k_h, k_w, boundary,
+                        names=_SEP_NAMES)

@@ -7,6 +7,9 @@ Contract (docs/kernels.md, "resample"), per image and channel:
 - ``avg_pool``:          y = mean of each s×s block (H, W divisible by s)    -> (B, C, H/s, W/s)
 - ``avg_pool_adjoint``:  x = each y value replicated over its block, divided by s²
 
+The public functions dispatch through ``_dispatch.TABLE`` and are differentiable in the image on
+every backend: each one's backward is its adjoint on the same backend (``_autograd.py``).
+
 No full-resolution temporaries beyond the output: each matrix product shrinks or grows one axis.
 """
 
@@ -15,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _dispatch
+from ._autograd import apply_linear
 from ._checks import check_companion
 from .correlate import _check_images
 
@@ -30,7 +33,7 @@ __all__ = [
     "resample_reference",
 ]
 
-_FAMILY = "resample"
+_NAMES = ("m_h", "m_w")
 
 
 # ----------------------------------------------------------------------------- torch references
@@ -80,8 +83,7 @@ def resample(x: torch.Tensor, m_h: torch.Tensor, m_w: torch.Tensor, *, backend: 
     _check_images("x", x)
     m_h = _check_matrix("m_h", m_h, x.shape[2], x, "height")
     m_w = _check_matrix("m_w", m_w, x.shape[3], x, "width")
-    impl = _dispatch.implementation(backend, "resample", _FAMILY, x.device)
-    return impl(x.contiguous(), m_h, m_w)
+    return apply_linear("resample", backend, x.contiguous(), m_h, m_w, names=_NAMES)
 
 
 def resample_adjoint(
@@ -96,8 +98,7 @@ def resample_adjoint(
             f"y of size {tuple(y.shape[-2:])} does not match the matrices' output size "
             f"({m_h.shape[0]}, {m_w.shape[0]})"
         )
-    impl = _dispatch.implementation(backend, "resample_adjoint", _FAMILY, y.device)
-    return impl(y.contiguous(), m_h, m_w)
+    return apply_linear("resample_adjoint", backend, y.contiguous(), m_h, m_w, names=_NAMES)
 
 
 def avg_pool(x: torch.Tensor, factor: int, *, backend: str = "auto") -> torch.Tensor:
@@ -106,13 +107,11 @@ def avg_pool(x: torch.Tensor, factor: int, *, backend: str = "auto") -> torch.Te
     s = _check_factor(factor)
     if x.shape[2] % s or x.shape[3] % s:
         raise ValueError(f"x size {tuple(x.shape[-2:])} must be divisible by factor {s} for average pooling")
-    impl = _dispatch.implementation(backend, "avg_pool", _FAMILY, x.device)
-    return impl(x.contiguous(), s)
+    return apply_linear("avg_pool", backend, x.contiguous(), s)
 
 
 def avg_pool_adjoint(y: torch.Tensor, factor: int, *, backend: str = "auto") -> torch.Tensor:
     """Transpose of :func:`avg_pool`: (B, C, h, w) -> (B, C, h·s, w·s), values y/s²."""
     _check_images("y", y)
     s = _check_factor(factor)
-    impl = _dispatch.implementation(backend, "avg_pool_adjoint", _FAMILY, y.device)
-    return impl(y.contiguous(), s)
+    return apply_linear("avg_pool_adjoint", backend, y.contiguous(), s)
