@@ -202,8 +202,8 @@ class GaussianMixturePrior:
         if self.full:
             self.eigvals, self.eigvecs = _psd_eigh("vars", v)
         else:
-            if bool((diag < 0).any()):
-                raise ValueError("vars must be non-negative")
+            if not bool((diag >= 0).all()) or not bool(torch.isfinite(diag).all()):
+                raise ValueError("vars must be finite and non-negative (NaN/Inf/negative variances given)")
             self.eigvals, self.eigvecs = diag, None
         if weights is None:
             w = torch.full((k,), 1.0 / k, dtype=torch.float64)

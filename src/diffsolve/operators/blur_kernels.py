@@ -54,6 +54,8 @@ def motion_kernel(kernel_size: int = 61, intensity: float = 0.5, seed: int = 0) 
         raise ValueError(f"intensity must be in [0, 1], got {intensity!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed must lie in [0, 2**64), got {seed}")
     rng = np.random.default_rng(seed)
     steps = 8 * kernel_size
     spin = rng.normal(0.0, 0.02 + 0.3 * intensity, steps)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ._validate import check_backend
+from ._validate import check_seed, check_backend
 from .base import LinearOperator
 
 __all__ = ["Inpainting"]
@@ -56,7 +56,7 @@ class Inpainting(LinearOperator):
         if seed is None:
             top, left = (h - box) // 2, (w - box) // 2
         else:
-            gen = torch.Generator().manual_seed(seed)
+            gen = torch.Generator().manual_seed(check_seed("seed", seed))
             top = int(torch.randint(margin, h - margin - box + 1, (1,), generator=gen))
             left = int(torch.randint(margin, w - margin - box + 1, (1,), generator=gen))
         mask = torch.ones(1, 1, h, w, dtype=torch.float64)
@@ -70,7 +70,7 @@ class Inpainting(LinearOperator):
         h, w = _size(image_size)
         if not isinstance(missing, (int, float)) or not 0 <= missing <= 1:
             raise ValueError(f"missing must be a fraction in [0, 1], got {missing!r}")
-        gen = torch.Generator().manual_seed(seed)
+        gen = torch.Generator().manual_seed(check_seed("seed", seed))
         drop = torch.randperm(h * w, generator=gen)[: round(missing * h * w)]
         mask = torch.ones(h * w, dtype=torch.float64)
         mask[drop] = 0
