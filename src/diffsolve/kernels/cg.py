@@ -152,6 +152,11 @@ def batched_cg(
         raise ValueError(f"tol must be a positive number, got {tol!r}")
     if check_every is not None and (isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1):
         raise ValueError(f"check_every must be None or a positive int, got {check_every!r}")
+    for name, value in (("shift", shift), ("scale", scale)):  # host numbers: no sync to check them
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 <= value < math.inf:
+            raise ValueError(f"{name} must be a finite number >= 0 (K = shift·I + scale·G is SPD), got {value!r}")
+    if isinstance(shift, (int, float)) and isinstance(scale, (int, float)) and shift == 0 and scale == 0:
+        raise ValueError("shift = scale = 0 makes K zero: nothing to solve; give shift > 0 or scale > 0")
     shift, scale = per_sample("shift", shift, rhs), per_sample("scale", scale, rhs)
     dots_impl = _dispatch.resolve("cg_dots", backend, rhs.device, rhs.dtype).fn
     update_impl = _dispatch.resolve("cg_update", backend, rhs.device, rhs.dtype).fn
