@@ -178,7 +178,7 @@ def batched_cg(
     state[:, 2] = 1.0
     state[:, 4] = rhs2
     for it in range(max_iters):
-        gr = gram(r).contiguous()
+        gr = _check_cg_tensor("gram(r)", gram(r), r)  # shape/dtype/device only: no sync
         dots = dots_impl(r, gr, shift, scale)
         bad = bad | ~torch.isfinite(dots).all(1)
         x, r, p, s, state = update_impl(x, r, p, s, gr, shift, scale, dots, state, tol * tol)
