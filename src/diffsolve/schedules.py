@@ -278,5 +278,6 @@ def diffusers_ddim_schedule(alphas_cumprod: torch.Tensor, timesteps: Sequence[in
     listed = sampling_schedule(alphas_cumprod, timesteps, final_alpha_cumprod)
     a = validate_alphas_cumprod(alphas_cumprod).cpu()
     prev = listed.timesteps - a.numel() // len(listed)
-    alpha_s = torch.where(prev >= 0, a[prev.clamp_min(0)], torch.tensor(float(final_alpha_cumprod), dtype=torch.float64))
+    final = torch.tensor(float(final_alpha_cumprod), dtype=torch.float64)
+    alpha_s = torch.where(prev >= 0, a[prev.clamp_min(0)], final)
     return SamplingSchedule(listed.timesteps, torch.where(prev >= 0, prev, torch.tensor(-1)), listed.alpha_t, alpha_s)

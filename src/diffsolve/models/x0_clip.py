@@ -104,7 +104,7 @@ class X0Clip:
 
 def clipped_epsilon(output: torch.Tensor, x: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str,
                     clip: X0Clip) -> torch.Tensor:
-    """ε̂ = (x − √ᾱ clip(x̂0))/√(1−ᾱ) from a raw model output (module docstring); shapes as :func:`to_x0`."""
+    """ε̂ = (x − √ᾱ clip(x̂0))/√(1−ᾱ) from a raw model output (module docstring); shapes as ``to_x0``."""
     a = alpha_bar.reshape(-1, *([1] * (x.dim() - 1)))
     x0 = clip(to_x0(output, x, alpha_bar, prediction_type))
     return (x - a.sqrt() * x0) / (1 - a).sqrt()

@@ -238,7 +238,7 @@ class GEScheduler(SchedulerMixin, ConfigMixin):
         return a.sqrt() * original_samples + (1 - a).sqrt() * noise
 
     def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """v = √ᾱ_t ε − √(1−ᾱ_t) x0 (Salimans & Ho 2022), the v-prediction training target (as diffusers)."""
+        """v = √ᾱ_t ε − √(1−ᾱ_t) x0 (Salimans & Ho 2022), the v-prediction target (as diffusers)."""
         a = self._table(sample, timesteps)
         return a.sqrt() * noise - (1 - a).sqrt() * sample
 

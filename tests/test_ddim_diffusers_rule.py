@@ -1,0 +1,122 @@
+"""``ddim(step_rule="diffusers")`` reproduces diffusers' ``DDIMScheduler`` loop (t → t − T//N) for every
+spacing and N, η ∈ {0, 1}, the three prediction types, with the same noise; ``step_rule="listed"``
+differs exactly where the rules differ. Models, float64: a one-convolution time-conditioned network for the
+72-case matrix (the sampler's arithmetic is what is compared; it keeps the matrix at a few seconds), a tiny
+random UNet2DModel for the rest."""
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, UNet2DModel
+
+from diffsolve.models import DiffusersDenoiser
+from diffsolve.schedules import SPACINGS, diffusers_ddim_schedule, make_alphas_cumprod, spaced_timesteps
+from diffsolve.solvers import ddim
+
+D = torch.float64
+SHAPE = (2, 1, 8, 8)
+
+
+class TinyModel(torch.nn.Module):
+    """out = tanh(conv3x3(x)) · (1 + t/1000) + 0.1 x: a cheap deterministic f(x, t), returned as diffusers' (out,)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = torch.nn.Conv2d(1, 1, 3, padding=1, dtype=D)
+
+    def forward(self, x, t):
+        t = torch.as_tensor(t, dtype=x.dtype).reshape(-1, 1, 1, 1)
+        return (torch.tanh(self.conv(x)) * (1 + t / 1000) + 0.1 * x,)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return TinyModel().eval()
+
+
+@pytest.fixture(scope="module")
+def unet():
+    torch.manual_seed(0)
+    return UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 8), layers_per_block=1,
+                       norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D")).to(D).eval()
+
+
+@torch.no_grad()
+def _diffusers_loop(unet, sched, steps, eta, seed, **step_kwargs):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(SHAPE, generator=gen, dtype=D)  # as DDIMPipeline: x_T, then each step's z
+    sched.set_timesteps(steps)
+    for t in sched.timesteps:
+        x = sched.step(unet(x, t)[0], t, x, eta=eta, generator=gen, **step_kwargs).prev_sample
+    return x
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+@pytest.mark.parametrize("steps", [1, 7, 10, 50])
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_diffusers_rule_equals_ddim_scheduler(tiny, spacing, steps, eta, prediction_type):
+    sched = DDIMScheduler(timestep_spacing=spacing, prediction_type=prediction_type, clip_sample=False,
+                          set_alpha_to_one=False)
+    den = DiffusersDenoiser(tiny, sched)
+    ours = ddim(den, SHAPE, steps=steps, eta=eta, spacing=spacing, dtype=D, step_rule="diffusers",
+                generator=torch.Generator().manual_seed(steps))
+    # as shipped, diffusers forms √ᾱ, √(1−ᾱ) in float32 from its float32 table: float32 agreement (measured ≤ 9e-7)
+    expected = _diffusers_loop(tiny, sched, steps, eta, seed=steps)
+    assert _rel(ours, expected) < 1e-5, _rel(ours, expected)
+    # with the same table values held in float64, diffusers' arithmetic is float64 too: equal to round-off
+    sched.alphas_cumprod = sched.alphas_cumprod.double()
+    sched.final_alpha_cumprod = sched.final_alpha_cumprod.double()
+    expected64 = _diffusers_loop(tiny, sched, steps, eta, seed=steps)
+    assert _rel(ours, expected64) < 1e-12, _rel(ours, expected64)
+
+
+def test_leading_with_offset_and_alpha_one(unet):
+    """Stable Diffusion's config: leading, steps_offset=1 (timesteps passed as diffusers lists them)."""
+    sched = DDIMScheduler(timestep_spacing="leading", steps_offset=1, clip_sample=False, set_alpha_to_one=True)
+    for steps in (7,):
+        expected = _diffusers_loop(unet, sched, steps, 1.0, seed=1)
+        ours = ddim(DiffusersDenoiser(unet, sched), SHAPE, steps=steps, eta=1.0, timesteps=sched.timesteps,
+                    dtype=D, step_rule="diffusers", generator=torch.Generator().manual_seed(1))
+        assert _rel(ours, expected) < 1e-5
+
+
+def test_listed_rule_differs_only_where_the_rules_differ(tiny):
+    """linspace N = 7: diffusers lands on 857 after 999, the listed rule on 832 — different images."""
+    sched = DDIMScheduler(timestep_spacing="linspace", clip_sample=False, set_alpha_to_one=False)
+    expected = _diffusers_loop(tiny, sched, 7, 0.0, seed=2)
+    den = DiffusersDenoiser(tiny, sched)
+    listed = ddim(den, SHAPE, steps=7, spacing="linspace", dtype=D, generator=torch.Generator().manual_seed(2))
+    assert _rel(listed, expected) > 1e-3
+    table = make_alphas_cumprod()
+    sched_pairs = diffusers_ddim_schedule(table, spaced_timesteps(1000, 7, "linspace"))
+    assert sched_pairs.prev_timesteps.tolist()[:2] == [857, 690]
+    # trailing with N | T and leading: both rules land on the next listed timestep
+    for spacing, steps in (("trailing", 10), ("leading", 7), ("leading", 50)):
+        ts = spaced_timesteps(1000, steps, spacing)
+        assert diffusers_ddim_schedule(table, ts).prev_timesteps.tolist() == ts.tolist()[1:] + [-1]
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_clip_sample_equals_diffusers_with_clipped_model_output(unet, spacing):
+    """The denoiser carries clip_sample in ε̂: diffusers' use_clipped_model_output=True, exactly."""
+    sched = DDIMScheduler(timestep_spacing=spacing, clip_sample=True, clip_sample_range=0.8, set_alpha_to_one=False)
+    expected = _diffusers_loop(unet, sched, 7, 1.0, seed=3, use_clipped_model_output=True)
+    den = DiffusersDenoiser(unet, sched)
+    assert den.x0_clip.clip_sample and den.x0_clip.clip_sample_range == 0.8
+    ours = ddim(den, SHAPE, steps=7, eta=1.0, spacing=spacing, dtype=D, step_rule="diffusers",
+                generator=torch.Generator().manual_seed(3))
+    assert _rel(ours, expected) < 1e-5
+    raw = ddim(DiffusersDenoiser(unet, sched, clip_sample=False), SHAPE, steps=7, eta=1.0, spacing=spacing, dtype=D,
+               step_rule="diffusers", generator=torch.Generator().manual_seed(3))
+    assert _rel(raw, expected) > 1e-3  # the clip is not ignored
+
+
+def test_bad_step_rule(unet):
+    with pytest.raises(ValueError, match="step_rule must be one of"):
+        ddim(DiffusersDenoiser(unet, DDIMScheduler()), SHAPE, steps=2, step_rule="next")
