@@ -1,0 +1,187 @@
+"""diffsolve eval: end to end on small images (records, summary, resume), 2 gloo processes equal to 1,
+bad input answered in one line with exit status 2 before any model is loaded."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from diffsolve import eval_cli, evaluate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="diffsolve")
+    eval_cli.add_parser(p.add_subparsers(dest="command", required=True))
+    return p.parse_args(["eval", *argv])
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def without_time(recs: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in recs]
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    """Three small grey images of different sizes and formats (centre-cropped and resized to 16x16)."""
+    rng = np.random.default_rng(0)
+    d = tmp_path / "imgs"
+    d.mkdir()
+    Image.fromarray(rng.integers(0, 255, (20, 24), dtype=np.uint8)).save(d / "a.png")
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(d / "b.jpg")
+    Image.fromarray(rng.integers(0, 255, (32, 18), dtype=np.uint8)).save(d / "c.jpeg")
+    (d / "notes.txt").write_text("not an image: ignored")
+    return d
+
+
+ARGS = ("--size", "16", "--model", "digits16", "--tasks", "box,sr4", "--methods", "mpgd,tikhonov,pinv",
+        "--steps", "2", "--seeds", "0,1", "--no-progress")
+
+
+def test_eval_end_to_end_records_summary_and_resume(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert eval_cli.run(parse("--data", str(folder), "--out", str(out), *ARGS)) == 0
+    recs = records(out)
+    assert len(recs) == 3 * 2 * 3 * 2  # images x tasks x methods x seeds
+    keys = {evaluate.record_key(r) for r in recs}
+    assert len(keys) == len(recs)
+    assert {r["image"] for r in recs} == {"a.png", "b.jpg", "c.jpeg"}
+    for r in recs:
+        assert {"image", "task", "method", "seed", "psnr", "ssim", "seconds"} <= set(r)
+        assert np.isfinite(r["psnr"]) and -1 <= r["ssim"] <= 1 and r["seconds"] >= 0
+    assert all("lam" in r for r in recs if r["method"] == "tikhonov")
+    # every method saw the same measurement: pinv and tikhonov differ, but both are deterministic
+    rows = list((out / "summary.csv").read_text().splitlines())
+    assert rows[0].startswith("task,method,n,psnr_mean") and len(rows) == 1 + 2 * 3
+    md = (out / "summary.md").read_text()
+    assert "| box | mpgd | 6 |" in md and "LPIPS and FID: not computed" in md
+    assert not list((out / "parts").glob("*.jsonl"))  # merged
+
+    # a rerun skips everything; a lost record (and a line cut by a kill) is recomputed identically
+    before = without_time(recs)
+    assert evaluate.run_eval(eval_cli.check(parse("--data", str(folder), "--out", str(out), *ARGS)))["records"] == 0
+    kept = (out / "results.jsonl").read_text().splitlines()
+    (out / "results.jsonl").write_text("\n".join(kept[:-3]) + "\n")
+    (out / "parts").mkdir(exist_ok=True)
+    (out / "parts" / "rank-0.jsonl").write_text(kept[-3] + "\n" + kept[-2][: len(kept[-2]) // 2])
+    res = evaluate.run_eval(eval_cli.check(parse("--data", str(folder), "--out", str(out), *ARGS)))
+    assert res["records"] == 2
+    assert without_time(records(out)) == before
+
+
+def test_eval_records_do_not_depend_on_the_batch(tmp_path):
+    common = ("--data", "digits16", "--limit", "3", "--tasks", "random", "--methods", "cdps,dps", "--steps", "2",
+              "--no-progress")
+    assert eval_cli.run(parse(*common, "--out", str(tmp_path / "b1"))) == 0
+    assert eval_cli.run(parse(*common, "--batch", "2", "--out", str(tmp_path / "b2"))) == 0
+    a, b = records(tmp_path / "b1"), records(tmp_path / "b2")
+    assert [evaluate.record_key(r) for r in a] == [evaluate.record_key(r) for r in b]
+    # the same random streams per record; batched convolutions round differently in float32
+    np.testing.assert_allclose([r["psnr"] for r in a], [r["psnr"] for r in b], atol=1e-2)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_processes_give_the_records_of_one(tmp_path):
+    common = ["--data", "digits16", "--limit", "3", "--tasks", "box,sr4", "--methods", "mpgd,cdps,pinv",
+              "--steps", "2", "--seeds", "0", "--no-progress"]
+    assert eval_cli.run(parse(*common, "--out", str(tmp_path / "one"))) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={_free_port()}",
+         "-m", "diffsolve.eval_cli", "eval", *common, "--out", str(tmp_path / "two")],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = records(tmp_path / "one"), records(tmp_path / "two")
+    assert len(one) == 3 * 2 * 3
+    assert without_time(two) == without_time(one)  # bit-identical scores, same order
+    assert not list((tmp_path / "two" / "parts").glob("*.jsonl"))
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _error(capsys, *argv: str) -> str:
+    assert eval_cli.run(parse(*argv)) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("diffsolve eval: error: "), err
+    return lines[0]
+
+
+@pytest.fixture()
+def no_model(monkeypatch):
+    def fail(*a, **k):
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(evaluate, "load_model", fail)
+
+
+def test_bad_input_is_one_line_and_exit_2(folder, tmp_path, capsys, no_model):
+    out = str(tmp_path / "o")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "--data:" in _error(capsys, "--data", str(empty), "--size", "16", "--out", out)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.png").write_bytes(b"not a png at all")
+    line = _error(capsys, "--data", str(bad), "--size", "16", "--out", out)
+    assert "--data:" in line and "'x.png'" in line
+    assert "unknown task 'blurr'" in _error(capsys, "--data", str(folder), "--size", "16", "--tasks", "box,blurr",
+                                             "--out", out)
+    assert "unknown method 'ddrm'" in _error(capsys, "--data", str(folder), "--size", "16", "--methods", "ddrm",
+                                              "--out", out)
+    assert "autoencoder" in _error(capsys, "--data", str(folder), "--size", "16", "--methods", "mpgd_ldm",
+                                   "--out", out)
+    assert "--size:" in _error(capsys, "--data", str(folder), "--out", out)  # a folder needs --size
+    assert "use --size 16" in _error(capsys, "--data", str(folder), "--size", "32", "--model", "digits16",
+                                     "--out", out)
+    assert "--data:" in _error(capsys, "--data", str(tmp_path / "nowhere"), "--size", "16", "--out", out)
+    assert "--model:" in _error(capsys, "--data", "digits16", "--model", str(tmp_path / "nowhere"), "--out", out)
+    assert "--seeds:" in _error(capsys, "--data", "digits16", "--seeds", "0,x", "--out", out)
+    assert "--sigma:" in _error(capsys, "--data", "digits16", "--sigma", "0", "--methods", "cdps", "--out", out)
+    (tmp_path / "file").write_text("")
+    assert "--out:" in _error(capsys, "--data", "digits16", "--out", str(tmp_path / "file"))
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert eval_cli.run(parse("--data", "digits16", "--limit", "1", "--tasks", "box", "--methods", "pinv",
+                              "--steps", "2", "--no-progress", "--out", str(out))) == 0
+    capsys.readouterr()
+    line = _error(capsys, "--data", "digits16", "--limit", "1", "--tasks", "box", "--methods", "pinv", "--steps", "3",
+                  "--out", str(out))
+    assert "steps=2" in line and "another --out" in line
+
+
+def test_cli_module_is_light_and_errors_exit_2(tmp_path):
+    """``python -m diffsolve eval`` (the lead's CLI) answers a bad argument in one line, no traceback;
+    importing eval_cli imports neither torch nor diffusers (fast --help)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    code = "import sys, diffsolve.eval_cli; print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))"
+    light = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert light.stdout.strip() == "[]", light.stdout + light.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "diffsolve", "eval", "--data", str(empty), "--size", "16", "--out",
+                           str(tmp_path / "o")], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert proc.stderr.startswith("diffsolve eval: error: --data: ")
