@@ -38,6 +38,8 @@ def check_problem(operator: object, y: object, x_T: torch.Tensor | None = None) 
         raise ValueError(f"y has batch size 0 (shape {tuple(y.shape)}); give at least one measurement")
     if x_T is not None and not isinstance(x_T, torch.Tensor):
         raise TypeError(f"x_T must be a floating tensor (B, C, H, W), got {type(x_T).__name__}")
+    if x_T is not None and x_T.shape[:1] != y.shape[:1]:
+        raise ValueError(f"x_T has batch {x_T.shape[0]} but y has batch {y.shape[0]}; one x_T per measurement")
     if x_T is not None and (x_T.dtype != y.dtype or x_T.device != y.device):
         raise TypeError(f"x_T ({x_T.dtype}, {x_T.device}) must have y's dtype and device ({y.dtype}, {y.device}); "
                         f"convert it with x_T.to(y) — nothing is cast silently")
@@ -53,8 +55,10 @@ def check_problem(operator: object, y: object, x_T: torch.Tensor | None = None) 
     except (ValueError, RuntimeError) as err:
         raise ValueError(f"y of shape {tuple(y.shape)} does not fit the operator {operator!r}: {err}") from err
     if tuple(out.shape) != tuple(y.shape):
-        raise ValueError(f"y has shape {tuple(y.shape)} but the operator maps images of shape {shape} to "
-                         f"measurements of shape {tuple(out.shape)}")
+        hint = (f"; x_T must have the image shape {tuple(operator.A_adjoint(y).shape)} that Aᵀy has"
+                if x_T is not None else "")
+        raise ValueError(f"y has shape {tuple(y.shape)} but the operator maps images of shape {shape}"
+                         f"{' (x_T)' if x_T is not None else ''} to measurements of shape {tuple(out.shape)}{hint}")
     return shape
 
 

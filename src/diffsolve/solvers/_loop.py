@@ -253,7 +253,7 @@ def prepare(denoiser: Any, shape: Sequence[int], *, steps: int, spacing: str = "
             callback: Callback | None = None, progress: bool = False, return_trajectory: bool = False,
             x_T: torch.Tensor | None = None, dtype: torch.dtype | None = None,
             device: str | torch.device | None = None, noise_source: str = "generator",
-            name: str = "sampler") -> LoopSetup:
+            name: str = "sampler", x_name: str = "x_T") -> LoopSetup:
     """Validate the shared arguments, choose the timesteps and draw x_T (module docstring).
 
     ``dtype``/``device`` None: x_T's (or float32 on the CPU); given with x_T, they must agree with it
@@ -270,18 +270,20 @@ def prepare(denoiser: Any, shape: Sequence[int], *, steps: int, spacing: str = "
     schedule = select_schedule(denoiser, steps, spacing, timesteps=timesteps, sigma_max=sigma_max,
                                sigma_min=sigma_min)
     if x_T is not None:
+        xn = x_name
         if not isinstance(x_T, torch.Tensor) or not x_T.is_floating_point():
-            raise TypeError(f"x_T must be a floating tensor of shape {shape}, got {type(x_T).__name__}")
+            raise TypeError(f"{xn} must be a floating tensor of shape {shape}, got {type(x_T).__name__} "
+                            f"{getattr(x_T, 'dtype', '')}")
         if tuple(x_T.shape) != shape:
-            raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={shape}")
+            raise ValueError(f"{xn} has shape {tuple(x_T.shape)} but the samples have shape {shape}")
         if x_T.dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"x_T must be float32 or float64 (solver state), got {x_T.dtype}")
+            raise TypeError(f"{xn} must be float32 or float64 (solver state), got {x_T.dtype}")
         if dtype is not None and x_T.dtype != dtype:
-            raise TypeError(f"x_T has dtype {x_T.dtype} but the problem is {dtype} (y's dtype, or dtype=); "
-                            f"convert x_T with x_T.to({dtype}) — nothing is cast silently")
+            raise TypeError(f"{xn} has dtype {x_T.dtype} but the problem is {dtype} (y's dtype, or dtype=); "
+                            f"convert it with .to({dtype}) — nothing is cast silently")
         if dev is not None and x_T.device != dev and not (dev.index is None and x_T.device.type == dev.type):
-            raise ValueError(f"x_T is on {x_T.device} but the problem is on {dev}; move x_T there")
-        check_finite_tensor("x_T", x_T)
+            raise ValueError(f"{xn} is on {x_T.device} but the problem is on {dev}; move it there")
+        check_finite_tensor(xn, x_T)
         x = x_T.detach().clone()
     else:
         dtype = torch.float32 if dtype is None else dtype

@@ -44,7 +44,7 @@ def ge(denoiser: Any, shape: Sequence[int], *, steps: int, gamma: float = 2.0, m
     Returns:
         x_0 (B, ...), or (x_0, trajectory of x̂0 from ε̄) with ``return_trajectory``.
     """
-    gamma = check_number("gamma", gamma)
+    gamma = check_number("gamma", gamma, 0.0)
     mu = check_number("mu", mu, 0.0, 1.0, high_open=True)
     loop = prepare(denoiser, shape, steps=steps, spacing=spacing, timesteps=timesteps, sigma_max=sigma_max,
                    sigma_min=sigma_min, generator=generator, callback=callback, progress=progress,

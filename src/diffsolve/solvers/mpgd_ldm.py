@@ -72,17 +72,22 @@ def mpgd_ldm(latent_denoiser: Any, autoencoder: Any, operator: Any, y: torch.Ten
         shape = check_problem(operator, y)
         dtype, device = y.dtype, y.device
     device = check_device(device)
+    if z_T is not None and not isinstance(z_T, torch.Tensor):
+        raise TypeError(f"z_T must be a floating tensor (B, c, h, w) of latents, got {type(z_T).__name__}")
+    if latent_shape is None and shape is not None:
+        latent_shape = _latent_shape(autoencoder, shape, dtype or torch.float32, device or torch.device("cpu"))
+    if z_T is not None and latent_shape is not None and tuple(z_T.shape) != tuple(latent_shape):
+        raise ValueError(f"z_T has shape {tuple(z_T.shape)} but the images {tuple(shape or ())} (of y, through Aᵀy, or "
+                         f"shape=) have latents of shape {tuple(latent_shape)}")
     if z_T is not None:
         latent_shape = tuple(z_T.shape)
     if latent_shape is None:
-        if shape is None:
-            raise ValueError("without y, give shape=(B, C, H, W) of the images or latent_shape=(B, c, h, w)")
-        latent_shape = _latent_shape(autoencoder, shape, dtype or torch.float32, device or torch.device("cpu"))
+        raise ValueError("without y, give shape=(B, C, H, W) of the images or latent_shape=(B, c, h, w)")
     numel = math.prod(latent_shape[1:])
     rho = default_rho(steps, numel) if rho is None else check_number("rho", rho, 0.0)
     loop = prepare(latent_denoiser, latent_shape, steps=steps, spacing=spacing, timesteps=timesteps,
                    generator=generator, callback=callback, progress=progress, x_T=z_T, dtype=dtype, device=device,
-                   noise_source=noise_source, name="mpgd-ldm")
+                   noise_source=noise_source, name="mpgd-ldm", x_name="z_T")
     target = loss if loss is not None else measurement_loss(operator, y)
     info = Diagnostics(return_info)
     z = loop.x
