@@ -55,6 +55,32 @@ def test_prediction_types_give_diffusers_ddim_step(prediction_type):
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+@pytest.mark.parametrize("clip", [dict(clip_sample=True, clip_sample_range=0.3),
+                                  dict(thresholding=True, dynamic_thresholding_ratio=0.7, sample_max_value=1.2)])
+def test_clip_and_thresholding_are_honoured(prediction_type, clip):
+    """The config's x̂0 processing reaches ε̂: through ddim_step it equals DDIMScheduler.step with
+    use_clipped_model_output=True (and the processed x̂0), for every prediction type."""
+    unet = _unet()
+    sched = DDIMScheduler(prediction_type=prediction_type, timestep_spacing="trailing", **clip)
+    sched.set_timesteps(10)
+    den = DiffusersDenoiser(unet, sched)
+    assert den.x0_clip.active
+    x, _ = _inputs()
+    x = 3 * x  # large x̂0, so the clip acts
+    t = int(sched.timesteps[2])
+    raw = unet(x, t).sample
+    want = sched.step(raw, t, x, eta=0.0, use_clipped_model_output=True)
+    eps = den(x, torch.tensor([t, t]))
+    a_t, a_s = float(sched.alphas_cumprod[t]), float(sched.alphas_cumprod[t - 100])
+    x_s, x0 = ddim_step(x, eps, a_t, a_s, return_x0=True, backend="torch")
+    torch.testing.assert_close(x0, want.pred_original_sample, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x_s, want.prev_sample, rtol=1e-5, atol=1e-6)
+    unclipped = DiffusersDenoiser(unet, sched, clip_sample=False, thresholding=False)
+    assert not unclipped.x0_clip.active and not torch.allclose(unclipped(x, torch.tensor([t, t])), eps)
+
+
+@torch.no_grad()
 def test_learned_variance_keeps_the_mean_half():
     unet = _unet(out_channels=2)
     den = DiffusersDenoiser(unet, DDIMScheduler(clip_sample=False))
@@ -103,6 +129,10 @@ def test_from_pretrained_local_folder(tmp_path, layout):
 
 
 def test_from_pretrained_rejects_missing_folders(tmp_path):
+    _cond_unet().save_pretrained(tmp_path / "sd" / "unet")
+    DDIMScheduler().save_pretrained(tmp_path / "sd" / "scheduler")
+    with pytest.raises(ValueError, match="encoder_hidden_states=.*load_latent_diffusion"):
+        DiffusersDenoiser.from_pretrained(tmp_path / "sd")
     with pytest.raises(ValueError, match="not a directory"):
         DiffusersDenoiser.from_pretrained(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="holds neither"):

@@ -6,8 +6,9 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from diffsolve.schedules import (SPACINGS, alphas_cumprod_from_config, final_alpha_cumprod_from_config,
-                                 loglinear_timesteps, make_alphas_cumprod, sampling_schedule,
+from diffsolve.schedules import (SPACINGS, alphas_cumprod_from_config, diffusers_ddim_schedule,
+                                 final_alpha_cumprod_from_config, loglinear_timesteps, make_alphas_cumprod,
+                                 make_betas, sampling_schedule,
                                  sigmas_from_alphas_cumprod, spaced_timesteps, validate_alphas_cumprod)
 
 
@@ -21,6 +22,8 @@ def test_table_equals_diffusers(beta_schedule, start, end, zero_snr):
         table = alphas_cumprod_from_config(source)
         assert table.dtype == torch.float64
         assert torch.equal(table, sched.alphas_cumprod.double())
+    betas = make_betas(500, start, end, beta_schedule, rescale_betas_zero_snr=zero_snr)
+    assert betas.dtype == torch.float32 and torch.equal(betas, sched.betas)
 
 
 def test_trained_betas_and_final_alpha():
@@ -68,6 +71,19 @@ def test_loglinear_is_geometric_and_snapped():
     targets = torch.logspace(math.log10(s_max), math.log10(s_min), 10, dtype=torch.float64)
     nearest = (sig.log()[None] - targets.log()[:, None]).abs().argmin(1)
     assert torch.equal(ts, nearest)
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+def test_diffusers_ddim_schedule_is_ddim_schedulers_rule(spacing):
+    """prev = t − T//N (DDIMScheduler.step), ᾱ of it, or the final ᾱ below 0; listed timesteps unchanged."""
+    table = make_alphas_cumprod()
+    for steps in (1, 7, 10, 50, 333):
+        ts = spaced_timesteps(1000, steps, spacing)
+        pairs = diffusers_ddim_schedule(table, ts, final_alpha_cumprod=0.5)
+        prev = ts - 1000 // steps
+        assert torch.equal(pairs.timesteps, ts) and torch.equal(pairs.alpha_t, table[ts])
+        assert pairs.prev_timesteps.tolist() == [p if p >= 0 else -1 for p in prev.tolist()]
+        assert pairs.alpha_s.tolist() == [float(table[p]) if p >= 0 else 0.5 for p in prev.tolist()]
 
 
 def test_sampling_schedule_pairs():

@@ -128,6 +128,10 @@ class DiffusersDenoiser(torch.nn.Module):
         if class_name not in ("UNet2DModel", "UNet2DConditionModel"):
             raise ValueError(f"{unet_dir / 'config.json'}: unsupported model class {class_name!r}; "
                              "expected UNet2DModel or UNet2DConditionModel")
+        if class_name == "UNet2DConditionModel" and kwargs.get("encoder_hidden_states") is None:
+            raise ValueError(f"{unet_dir} holds a text-conditioned UNet2DConditionModel: pass encoder_hidden_states="
+                             "(1|B, L, D), or load the whole folder (unet/, vae/, text encoder) with "
+                             "diffsolve.models.latent_folder.load_latent_diffusion(path, prompt=...)")
         unet = getattr(diffusers, class_name).from_pretrained(unet_dir, local_files_only=True,
                                                               torch_dtype=torch_dtype)
         if device is not None:
