@@ -1,0 +1,91 @@
+"""The method registry: described once, read by solve and restore; baselines, tuned options, errors."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+
+from diffsolve import methods
+from diffsolve.methods import CLI_METHODS, METHODS, get_method, restore
+from diffsolve.models import GaussianPrior
+from diffsolve.operators import Inpainting, SuperResolution
+from diffsolve.solve import solve
+from diffsolve.solvers import cdps, dps, mpgd
+
+D = torch.float64
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    prior = GaussianPrior(torch.zeros(1, 4, 6, dtype=D), 0.4)
+    op = Inpainting.random((4, 6), 0.5, seed=1)
+    x = torch.randn(2, 1, 4, 6, generator=gen(0), dtype=D) * 0.4
+    return prior, op, x, op.A(x) + 0.05 * torch.randn(op.A(x).shape, generator=gen(5), dtype=D)
+
+
+def test_registry_fields_and_defaults_come_from_the_solvers():
+    assert set(CLI_METHODS) == {"mpgd", "cdps", "dps", "tikhonov", "pinv", "ddim"}
+    assert "mpgd_ldm" in METHODS and not METHODS["mpgd_ldm"].cli
+    assert [m for m, s in METHODS.items() if s.backward] == ["dps"]
+    assert {m for m, s in METHODS.items() if not s.uses_model} == {"tikhonov", "pinv"}
+    assert METHODS["cdps"].required == ("sigma",) and METHODS["mpgd_ldm"].required == ("autoencoder",)
+    sig = inspect.signature(mpgd).parameters
+    assert METHODS["mpgd"].defaults()["eta"] == sig["eta"].default == 0.5
+    assert METHODS["dps"].defaults()["zeta"] == inspect.signature(dps).parameters["zeta"].default
+    assert "steps" not in METHODS["cdps"].defaults() and "generator" not in METHODS["cdps"].defaults()
+    assert METHODS["tikhonov"].defaults() == {"lam": 1e-2}
+    assert set(methods.SAMPLING_OPTIONS) >= {"steps", "spacing", "timesteps", "generator", "x_T", "backend"}
+    with pytest.raises(ValueError, match="method must be one of"):
+        get_method("ddrm")
+
+
+@pytest.mark.parametrize("method, fn, needs", [("mpgd", mpgd, {}), ("cdps", cdps, {"sigma": 0.05}),
+                                               ("dps", dps, {})])
+def test_restore_is_the_solver_with_the_cli_options(problem, method, fn, needs):
+    prior, op, x, y = problem
+    got, info = restore(method, prior, op, y, steps=3, sigma=0.05, generator=gen(2))
+    ref = fn(prior, op, y, steps=3, generator=gen(2), **needs)
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    assert info == {} and not got.requires_grad
+
+
+def test_mpgd_cli_rho_is_rescaled_for_superresolution():
+    op = SuperResolution(2, "bicubic")
+    y = torch.zeros(1, 1, 4, 4, dtype=D)
+    from diffsolve.solvers.mpgd import default_rho
+
+    opts = METHODS["mpgd"].cli_options(methods.Problem(steps=10, sigma=0.05, operator=op, y=y))
+    assert opts["rho"] == pytest.approx(default_rho(10, 16 * 4) * 2)
+
+
+def test_baselines_through_solve_and_restore(problem):
+    prior, op, x, y = problem
+    torch.testing.assert_close(solve("pinv", None, op, y), op.pseudo_inverse(y))
+    torch.testing.assert_close(solve("tikhonov", None, op, y, lam=0.1), op.tikhonov(y, 0.1))
+    with pytest.raises(ValueError, match="runs no model"):
+        solve("pinv", None, op, y, steps=3)
+    with pytest.raises(ValueError, match="needs steps"):
+        solve("mpgd", prior, op, y)
+    # Tikhonov's λ: the default without the truth, the best-PSNR candidate with it
+    _, info = restore("tikhonov", None, op, y, steps=3, sigma=0.05)
+    assert info == {"lam": 1e-2}
+    xr, info = restore("tikhonov", None, op, y, steps=3, sigma=0.05, x_true=x)
+    from diffsolve.metrics import psnr
+
+    best = max((1e-3, 1e-2, 1e-1), key=lambda lam: float(psnr(op.tikhonov(y, lam), x).mean()))
+    assert info == {"lam": best}
+    torch.testing.assert_close(xr, op.tikhonov(y, best))
+
+
+def test_required_options_are_named(problem):
+    prior, op, x, y = problem
+    with pytest.raises(ValueError, match="needs sigma="):
+        solve("cdps", prior, op, y, steps=2)
+    with pytest.raises(ValueError, match="needs autoencoder="):
+        solve("mpgd_ldm", prior, op, y, steps=2)
