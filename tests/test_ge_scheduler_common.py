@@ -14,7 +14,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers import DDIMScheduler, DDPMPipeline, DDPMScheduler, DiffusionPipeline, UNet2DModel
+from diffusers.utils.torch_utils import randn_tensor
 
 from diffsolve.models import DiffusersDenoiser
 from diffsolve.models.x0_clip import X0Clip
@@ -168,33 +169,72 @@ def test_from_config_keeps_loglinear_unless_asked(tmp_path, source):
     assert GEScheduler.from_pretrained(tmp_path / "ge").config.timestep_spacing == "loglinear"
 
 
-@torch.no_grad()
+class TinyImg2ImgPipeline(DiffusionPipeline):
+    """The timestep logic of diffusers' StableDiffusionImg2Img/Inpaint pipelines (which need ``transformers``)
+    on a pixel UNet2DModel: get_timesteps(strength), set_begin_index, add_noise at the first timestep and, with
+    a ``mask`` (1 = generate), the inpaint pipelines' re-noising of the known region at the next timestep."""
+
+    def __init__(self, unet, scheduler):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+
+    @torch.no_grad()
+    def __call__(self, image, strength, num_inference_steps, generator, mask=None):
+        self.scheduler.set_timesteps(num_inference_steps, device=image.device)
+        init_timestep = min(int(num_inference_steps * strength), num_inference_steps)
+        t_start = max(num_inference_steps - init_timestep, 0)
+        timesteps = self.scheduler.timesteps[t_start * self.scheduler.order:]
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(t_start * self.scheduler.order)
+        noise = randn_tensor(image.shape, generator=generator, dtype=image.dtype)
+        x = self.scheduler.add_noise(image, noise, timesteps[:1].repeat(image.shape[0]))
+        start = x.clone()
+        for i, t in enumerate(self.progress_bar(timesteps)):
+            model_input = self.scheduler.scale_model_input(x, t)
+            x = self.scheduler.step(self.unet(model_input, t).sample, t, x, generator=generator).prev_sample
+            if mask is not None:
+                known = image
+                if i < len(timesteps) - 1:
+                    known = self.scheduler.add_noise(image, noise, timesteps[i + 1: i + 2])
+                x = (1 - mask) * known + mask * x
+        return x, start, timesteps
+
+
 @pytest.mark.parametrize("strength", [0.6, 0.25, 1.0])
-def test_img2img_loop_starts_mid_schedule(unet, strength):
-    """As diffusers' img2img/inpaint pipelines: set_timesteps(N), start at timesteps[k:], set_begin_index(k)."""
+def test_img2img_pipeline_starts_mid_schedule(unet, strength):
+    """strength < 1 starts at timesteps[k:] (set_begin_index(k)); equals ge() from the same x_T."""
     base = DDIMScheduler(**CONFIG, clip_sample=False, set_alpha_to_one=False)
-    sched = GEScheduler.from_config(base.config, gamma=2.0)
+    pipe = TinyImg2ImgPipeline(unet, base)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = GEScheduler.from_config(pipe.scheduler.config, gamma=2.0)
+    image = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(3), dtype=D) * 2 - 1
     steps = 8
-    sched.set_timesteps(steps)
-    k = steps - min(int(steps * strength), steps)
-    timesteps = sched.timesteps[k:]
-    sched.set_begin_index(k)
-    gen = torch.Generator().manual_seed(3)
-    image = torch.rand(2, 1, 8, 8, generator=gen, dtype=D) * 2 - 1
-    x = sched.add_noise(image, torch.randn(image.shape, generator=gen, dtype=D), timesteps[:1])
-    start = x.clone()
-    for t in timesteps:
-        x = sched.step(unet(x, t).sample, t, x).prev_sample
-    assert sched.step_index == steps
+    x, start, timesteps = pipe(image, strength, steps, torch.Generator().manual_seed(4))
+    assert len(timesteps) == int(steps * strength) and pipe.scheduler.step_index == steps
     ours = ge(DiffusersDenoiser(unet, base), (2, 1, 8, 8), steps=len(timesteps), gamma=2.0, timesteps=timesteps,
               x_T=start)
     torch.testing.assert_close(x, ours, rtol=1e-12, atol=1e-12)
-    # the same loop with diffusers' DDIMScheduler runs too (the reference behaviour)
-    base.set_timesteps(steps)
-    y = start.clone()
-    for t in base.timesteps[k:]:
-        y = base.step(unet(y, t).sample, t, y).prev_sample
-    assert torch.isfinite(y).all()
+    pipe.scheduler = base  # the reference behaviour: diffusers' DDIMScheduler runs the same pipeline
+    y, _, ddim_timesteps = pipe(image, strength, steps, torch.Generator().manual_seed(4))
+    assert len(ddim_timesteps) == len(timesteps) and torch.isfinite(y).all()
+
+
+def test_inpaint_pipeline_keeps_the_known_region():
+    """Inpainting re-noises the known region between steps; GE's chain continues (the timesteps follow on)
+    and the known pixels come back exactly."""
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                       norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D")).to(D).eval()
+    pipe = TinyImg2ImgPipeline(unet, GEScheduler(**CONFIG, clip_sample=True, mu=0.3))
+    pipe.set_progress_bar_config(disable=True)
+    image = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=D) * 2 - 1
+    mask = torch.zeros_like(image)
+    mask[..., 2:6, 2:6] = 1
+    x, _, timesteps = pipe(image, 0.75, 12, torch.Generator().manual_seed(2), mask=mask)
+    assert len(timesteps) == 9 and pipe.scheduler.step_index == 12
+    torch.testing.assert_close(x * (1 - mask), image * (1 - mask), rtol=0, atol=0)
+    assert torch.isfinite(x).all() and float(x[mask.bool()].abs().max()) < 5
 
 
 def test_begin_index_is_checked_and_bad_calls_refused():
