@@ -4,6 +4,7 @@ bad input answered in one line with exit status 2 before any model is loaded."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import socket
@@ -69,6 +70,10 @@ def test_eval_end_to_end_records_summary_and_resume(folder, tmp_path, capsys):
     md = (out / "summary.md").read_text()
     assert "| box | mpgd | 6 |" in md and "LPIPS and FID: not computed" in md
     assert not list((out / "parts").glob("*.jsonl"))  # merged
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (out / "quality_vs_time.png").stat().st_size > 1000
+    else:
+        assert "matplotlib is not installed: skipped quality_vs_time.png" in capsys.readouterr().err
 
     # a rerun skips everything; a lost record (and a line cut by a kill) is recomputed identically
     before = without_time(recs)
