@@ -161,6 +161,7 @@ def test_from_config_keeps_loglinear_unless_asked(tmp_path, source):
     sched.set_timesteps(10)
     assert torch.equal(sched.timesteps, loglinear_timesteps(make_alphas_cumprod(), 10))
     assert int(sched.timesteps[0]) == 999
+    assert GEScheduler.from_config(source.from_pretrained(tmp_path)).config.timestep_spacing == "loglinear"
     asked = GEScheduler.from_config(cfg, timestep_spacing="trailing")
     assert asked.config.timestep_spacing == "trailing"
     again = GEScheduler.from_config(asked.config)  # a GE config keeps its own spacing
@@ -308,6 +309,11 @@ def test_x0_clip_equals_diffusers_threshold_and_clamp():
                                                                                ref.config.clip_sample_range)
         torch.testing.assert_close(X0Clip.from_config(ref.config)(x0), want, rtol=0, atol=0)
     assert not X0Clip.from_config({}).active
+    # guided solvers differentiate through x̂0: the processing has the right gradient (away from the kinks)
+    v = (3 * torch.randn(2, 3, 4, 4, generator=g, dtype=D)).requires_grad_()
+    for clip in (X0Clip(thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=2.0),
+                 X0Clip(clip_sample=True, clip_sample_range=1.5)):
+        assert torch.autograd.gradcheck(clip, (v,))
     with pytest.raises(ValueError, match="dynamic_thresholding_ratio"):
         X0Clip.from_config({"thresholding": True, "dynamic_thresholding_ratio": 1.5})
     with pytest.raises(ValueError, match="clip_sample_range"):

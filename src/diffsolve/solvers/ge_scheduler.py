@@ -110,6 +110,8 @@ class GEScheduler(SchedulerMixin, ConfigMixin):
     def from_config(cls, config: Any = None, return_unused_kwargs: bool = False, **kwargs: Any) -> Any:
         """As ``ConfigMixin.from_config``, but another scheduler's ``timestep_spacing`` is not inherited:
         GE keeps ``loglinear`` unless ``timestep_spacing=`` is passed (module docstring)."""
+        if isinstance(config, ConfigMixin):  # a scheduler object (diffusers accepts it, deprecated): its config
+            config = config.config
         if config is not None and hasattr(config, "items") and "timestep_spacing" not in kwargs:
             own = config.get("_class_name") == cls.__name__ or "gamma" in config
             if not own:
