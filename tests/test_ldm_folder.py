@@ -79,10 +79,15 @@ def test_mpgd_ldm_runs_from_the_folder(sd_folder):
                                negative_prompt_embeds=torch.zeros(1, 5, 8), guidance_scale=3.0)
     op = SuperResolution(2, input_size=(8, 8))
     y = op.A(torch.rand(2, 3, 8, 8, generator=_gen(0)) * 2 - 1)
-    x, info = mpgd_ldm(ld.denoiser, ld.autoencoder, op, y, steps=3, generator=_gen(5), return_info=True)
+    ts = ld.timesteps(3)
+    sched = DDIMScheduler(**SD_SCHEDULER)
+    sched.set_timesteps(3)
+    assert torch.equal(ts, sched.timesteps)  # leading, steps_offset=1: [667, 334, 1]
+    x, info = mpgd_ldm(ld.denoiser, ld.autoencoder, op, y, steps=3, timesteps=ts, generator=_gen(5),
+                       return_info=True)
     assert x.shape == (2, 3, 8, 8) and bool(torch.isfinite(x).all())
-    assert info["residual"].shape == (3, 2)
-    again = mpgd_ldm(ld.denoiser, ld.autoencoder, op, y, steps=3, generator=_gen(5))
+    assert info["residual"].shape == (3, 2) and torch.equal(info["timesteps"], ts)
+    again = mpgd_ldm(ld.denoiser, ld.autoencoder, op, y, steps=3, timesteps=ts, generator=_gen(5))
     torch.testing.assert_close(again, x, rtol=0, atol=0)
 
 

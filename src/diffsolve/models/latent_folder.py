@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ..schedules import SPACINGS, spaced_timesteps
 from .autoencoder import Autoencoder
 from .diffusers_adapter import DiffusersDenoiser
 
@@ -42,6 +43,16 @@ class LatentDiffusion:
     denoiser: DiffusersDenoiser
     autoencoder: Autoencoder
     scheduler_config: dict[str, Any]
+
+    def timesteps(self, steps: int) -> torch.Tensor:
+        """The N timesteps the folder's scheduler would list (its ``timestep_spacing`` and ``steps_offset``,
+        e.g. Stable Diffusion's leading + 1), for ``mpgd_ldm(..., timesteps=...)``; (N,) int64 descending."""
+        cfg = self.scheduler_config
+        spacing = cfg.get("timestep_spacing", "leading")
+        if spacing not in SPACINGS:
+            raise ValueError(f"the folder's timestep_spacing {spacing!r} is not one of {SPACINGS}; pass spacing= "
+                             "to the solver instead")
+        return spaced_timesteps(self.denoiser.alphas_cumprod.numel(), steps, spacing, int(cfg.get("steps_offset", 0)))
 
 
 def _class_name(folder: Path, allowed: tuple[str, ...]) -> str:
