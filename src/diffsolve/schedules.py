@@ -82,6 +82,9 @@ def make_betas(
     else:
         if not isinstance(num_train_timesteps, int) or isinstance(num_train_timesteps, bool) or num_train_timesteps < 1:
             raise ValueError(f"num_train_timesteps must be a positive int, got {num_train_timesteps!r}")
+        for name, beta in (("beta_start", beta_start), ("beta_end", beta_end)):
+            if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < 1:
+                raise ValueError(f"{name} must be a number in [0, 1), got {beta!r}")
         if beta_schedule == "linear":
             betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float32)
         elif beta_schedule == "scaled_linear":
