@@ -484,10 +484,51 @@ def _model_cases(den, prior, x) -> list[Case]:
     return cases
 
 
+def _misc_cases(x) -> list[Case]:
+    """Schedules, the remaining kernels and adapters' constructors."""
+    from diffsolve.kernels import avg_pool, correlate2d, resample, separable_correlate2d
+    from diffsolve.models import Autoencoder, DiffusersDenoiser
+    from diffsolve.operators import LinearOperator
+    from diffsolve.schedules import loglinear_timesteps, make_alphas_cumprod, spaced_timesteps
+
+    cases: list[Case] = []
+
+    def add(entry, arg, value, expect, fn, dtype=None):
+        cases.append(Case(entry, arg, value, fn, expect, dtype))
+
+    k3 = torch.full((3, 3), 1 / 9, dtype=F64)
+    add("correlate2d", "kernel", "4x4", "reject", lambda: correlate2d(x, torch.ones(4, 4, dtype=F64)))
+    add("correlate2d", "kernel", "float32", "reject", lambda: correlate2d(x, k3.float()))
+    add("correlate2d", "boundary", "'wrap'", "reject", lambda: correlate2d(x, k3, boundary="wrap"))
+    add("correlate2d", "x", "NaN", "propagate", lambda: correlate2d(_nan_like(x), k3))
+    add("correlate2d", "x", "int64", "reject", lambda: correlate2d(x.long(), k3))
+    add("correlate2d", "backend", "'gpu'", "reject", lambda: correlate2d(x, k3, backend="gpu"))
+    add("separable_correlate2d", "k_h", "2-D", "reject", lambda: separable_correlate2d(x, k3, k3[0]))
+    add("resample", "m_h", "wrong columns", "reject",
+        lambda: resample(x, torch.ones(4, 5, dtype=F64), torch.ones(4, 8, dtype=F64)))
+    for label, v in [("0", 0), ("3 (8 not divisible)", 3), ("1.5", 1.5)]:
+        add("avg_pool", "factor", label, "reject", lambda v=v: avg_pool(x, v))
+    for label, v in [("0", 0), ("-1", -1), ("1001", 1001), ("2.5", 2.5)]:
+        add("spaced_timesteps", "steps", label, "reject", lambda v=v: spaced_timesteps(1000, v))
+    add("spaced_timesteps", "spacing", "'bogus'", "reject", lambda: spaced_timesteps(1000, 10, "bogus"))
+    table = make_alphas_cumprod()
+    for label, v in [("nan", NAN), ("-1", -1.0), ("inf", INF)]:
+        add("loglinear_timesteps", "sigma_max", label, "reject", lambda v=v: loglinear_timesteps(table, 5, sigma_max=v))
+    for label, v in [("0", 0), ("-5", -5)]:
+        add("make_alphas_cumprod", "num_train_timesteps", label, "reject",
+            lambda v=v: make_alphas_cumprod(num_train_timesteps=v))
+    add("make_alphas_cumprod", "beta_schedule", "'bogus'", "reject", lambda: make_alphas_cumprod(beta_schedule="bogus"))
+    add("make_alphas_cumprod", "beta_end", "nan", "reject", lambda: make_alphas_cumprod(beta_end=NAN))
+    add("LinearOperator.from_callable", "fn", "5", "reject", lambda: LinearOperator.from_callable(5))
+    add("Autoencoder", "vae", "5", "reject", lambda: Autoencoder(5))
+    add("DiffusersDenoiser", "unet", "5", "reject", lambda: DiffusersDenoiser(5, {}))
+    return cases
+
+
 def build_cases() -> list[Case]:
     den, prior, ops, x, ys = _setup()
     return (_solver_cases(den, prior, ops, x, ys) + _kernel_cases(x) + _operator_cases(x, ops, ys)
-            + _model_cases(den, prior, x))
+            + _model_cases(den, prior, x) + _misc_cases(x))
 
 
 CASES = build_cases

@@ -12,7 +12,8 @@ import warnings
 
 import pytest
 import torch
-from _bad_input_cases import GOOD, _kernel_cases, _model_cases, _operator_cases, _setup, _solver_cases, judge
+from _bad_input_cases import (GOOD, _kernel_cases, _misc_cases, _model_cases, _operator_cases, _setup, _solver_cases,
+                              judge)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +36,7 @@ FAMILIES = {
     "kernels": lambda s: _kernel_cases(s[3]),
     "operators": lambda s: _operator_cases(s[3], s[2], s[4]),
     "models": lambda s: _model_cases(s[0], s[1], s[3]),
+    "misc": lambda s: _misc_cases(s[3]),
 }
 
 

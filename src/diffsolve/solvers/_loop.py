@@ -39,7 +39,7 @@ from ..models.denoiser import as_denoiser, check_sample_shape
 from ..schedules import (SPACINGS, SamplingSchedule, loglinear_timesteps, sampling_schedule, spaced_timesteps)
 
 __all__ = ["NOISE_SOURCES", "Generators", "LoopSetup", "check_device", "check_finite_tensor", "check_generator",
-           "check_number", "check_seed", "check_steps", "draw", "prepare", "select_schedule"]
+           "check_number", "check_steps", "draw", "prepare", "select_schedule"]
 
 NOISE_SOURCES = ("generator", "kernel")
 Callback = Callable[[int, int, torch.Tensor, torch.Tensor], Any]
@@ -107,15 +107,6 @@ def check_generator(generator: object, batch: int) -> Generators:
         return list(generator)
     raise TypeError(f"generator must be a torch.Generator, a list of B of them, or None, got "
                     f"{type(generator).__name__}")
-
-
-def check_seed(name: str, seed: object) -> int:
-    """A seed: an int in [0, 2**64) (torch's range; nothing wraps around silently)."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"{name} must be an int, got {type(seed).__name__} {seed!r}")
-    if not 0 <= seed < 2**64:
-        raise ValueError(f"{name} must lie in [0, 2**64), got {seed}")
-    return seed
 
 
 def select_schedule(denoiser: Any, steps: int, spacing: str = "trailing", *,
