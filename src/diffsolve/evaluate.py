@@ -291,7 +291,8 @@ def write_summary(out: Path, rows: list[dict], cfg: EvalConfig, *, log: Callable
              "|---|---|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['task']} | {r['method']} | {r['n']} | {r['psnr_mean']:.2f} ± {r['psnr_std']:.2f} | "
-                     f"{r['ssim_mean']:.4f} ± {r['ssim_std']:.4f} | {r['seconds_mean']:.3g} ± {r['seconds_std']:.2g} |")
+                     f"{r['ssim_mean']:.4f} ± {r['ssim_std']:.4f} | "
+                     f"{r['seconds_mean']:.3g} ± {r['seconds_std']:.2g} |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     _plot(out / "quality_vs_time.png", rows, cfg, log=log)
 

@@ -29,7 +29,7 @@ API for the command line and the demo (``diffsolve.demo`` / ``diffsolve.cli`` sw
 - ``METHODS`` (name -> Method), ``CLI_METHODS`` (names the CLI offers, in display order),
   ``get_method(name) -> Method`` (ValueError listing the names);
 - ``restore(method, denoiser, operator, y, *, steps, sigma, generator=None, x_true=None,
-  progress=False) -> (x (B, C, H, W), info dict)``: one reconstruction with the CLI options,
+  progress=False, callback=None) -> (x (B, C, H, W), info dict)``: one reconstruction with the CLI options,
   under no_grad unless the method needs the model's backward.
 - ``solve`` (:mod:`diffsolve.solve`) is the library entry point with the solver's own options.
 """
@@ -206,7 +206,8 @@ def get_method(name: object) -> Method:
 
 def restore(method: str, denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: float,
             generator: torch.Generator | list[torch.Generator] | None = None,
-            x_true: torch.Tensor | None = None, progress: bool = False) -> tuple[torch.Tensor, dict[str, Any]]:
+            x_true: torch.Tensor | None = None, progress: bool = False,
+            callback: Callable[..., Any] | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
     """Reconstruct from y = A x + σ n by ``method`` with the command line's options.
 
     Args:
@@ -214,7 +215,8 @@ def restore(method: str, denoiser: Any, operator: Any, y: torch.Tensor, *, steps
         operator, y: the linear operator and the measurement (B, ...);
         steps: N (unused by baselines); sigma: the measurement noise std in [-1, 1] units;
         generator: a torch.Generator or one per sample (see :data:`SAMPLING_OPTIONS`);
-        x_true: (B, C, H, W) truth; only used to pick ``tune`` options by mean PSNR (Tikhonov's λ).
+        x_true: (B, C, H, W) truth; only used to pick ``tune`` options by mean PSNR (Tikhonov's λ);
+        progress / callback: as :data:`SAMPLING_OPTIONS` (model-based methods only).
     Returns:
         (x (B, C, H, W) detached, info) — info holds the tuned option's value when one was picked.
     """
@@ -222,6 +224,8 @@ def restore(method: str, denoiser: Any, operator: Any, y: torch.Tensor, *, steps
     options = spec.cli_options(Problem(steps=steps, sigma=sigma, operator=operator, y=y))
     if spec.uses_model:
         options.update(steps=steps, generator=generator, progress=progress)
+        if callback is not None:
+            options["callback"] = callback
     if spec.tune is not None:
         key, candidates = spec.tune
         if x_true is None:
