@@ -153,7 +153,7 @@ BAD_NUMBERS = [("nan", NAN), ("inf", INF), ("-inf", -INF), ("True", True), ("'1'
 
 
 def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
-    from diffsolve import solve
+    from diffsolve.solve import solve  # the function (diffsolve.solve can be shadowed by the submodule)
     from diffsolve.solvers import cdps, ddim, dps, ge, mpgd, mpgd_ldm
 
     y, op = ys["blur"], ops["blur"]
