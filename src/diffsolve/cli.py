@@ -343,9 +343,9 @@ def info(out=None) -> dict:
     if table is not None:
         rows = table()
         result["dispatch"] = rows
-        print("kernels (implementations; what backend='auto' runs on cpu / cuda):", file=out)
-        for row in rows:
-            print("  " + _dispatch_line(row), file=out)
+        print("kernels (implementations usable here; what backend='auto' runs on cpu / cuda):", file=out)
+        for line in _dispatch_lines(rows):
+            print("  " + line, file=out)
     print("shipped models:", file=out)
     for name in DEFAULT_MODELS:
         try:
@@ -363,10 +363,16 @@ def info(out=None) -> dict:
     return result
 
 
-def _dispatch_line(row) -> str:
-    if isinstance(row, dict):
-        return "  ".join(f"{k}={v}" for k, v in row.items())
-    return "  ".join(str(v) for v in row)
+def _dispatch_lines(rows: list) -> list[str]:
+    """The dispatch table as aligned text: one row per op, yes/no for booleans."""
+    if not rows:
+        return []
+    dicts = [row if isinstance(row, dict) else dict(enumerate(row)) for row in rows]
+    keys = list(dicts[0])
+    cells = [[str(k) for k in keys]] + [["yes" if d.get(k) is True else "no" if d.get(k) is False else str(d.get(k, ""))
+                                         for k in keys] for d in dicts]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(keys))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
 
 
 # --------------------------------------------------------------------------- restore
