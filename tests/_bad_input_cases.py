@@ -242,6 +242,8 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
     y32 = ys["motion"].float()
     for s in (1e-30, 1e-8, 1e-6):
         add("cdps", "sigma", f"{s:g} (float32, motion, CG)", "either", sigma=s, operator=ops["motion"], y=y32)
+        add("cdps", "sigma", f"{s:g} (float32, inpaint)", "either", sigma=s, operator=ops["inpaint"],
+            y=ys["inpaint"].float())
     for label, v in [("0", 0), ("-3", -3), ("2.5", 2.5), ("True", True)]:
         add("cdps", "cg_iters", label, "reject", cg_iters=v, operator=ops["motion"], y=ys["motion"])
     add("cdps", "cg_iters", "3 (stops early)", "report", cg_iters=3, operator=ops["motion"], y=ys["motion"])
@@ -300,6 +302,11 @@ def _kernel_cases(x) -> list[Case]:
             add("mpgd_step" + tag, "step_size", label, "reject",
                 lambda v=v: mpgd_step(x, e, e, 0.3, 0.6, step_size=v, backend=be))
             add("ge_step" + tag, "gamma", label, "reject", lambda v=v: ge_step(x, e, e, 0.3, 0.6, gamma=v, backend=be))
+        x32 = x.float()
+        add("ddim_step" + tag, "guidance_scale", "1e300 (float32)", "reject",
+            lambda: ddim_step(x32, x32, 0.3, 0.6, guidance=x32, guidance_scale=1e300, backend=be), F32)
+        add("ddim_step" + tag, "alpha_bar_t", "1e-300 (float32)", "either",
+            lambda: ddim_step(x32, x32, 1e-300, 0.6, backend=be), F32)
         for label, v in [("-1", -1), ("2**64", 2**64), ("1.5", 1.5), ("True", True), ("[1]*3", [1, 2, 3])]:
             add("ddim_step" + tag, "seed", label, "reject", lambda v=v: step(eta=1.0, seed=v))
         add("ddim_step" + tag, "seed", "2**64-1", "accept", lambda: step(eta=1.0, seed=2**64 - 1))

@@ -75,6 +75,10 @@ def diagonal_posterior_step(
                         f"got ({diag.dtype}, {diag.device})")
     for name, val in (("precision", precision), ("noise_precision", noise_precision)):
         check_scalar(name, val, 0.0, low_open=True)  # finite and > 0 (NaN, inf, 0 and negatives rejected)
+        if isinstance(val, (int, float)) and val > torch.finfo(mean.dtype).max:
+            raise ValueError(f"{name}={val:.3g} overflows {mean.dtype} (max {torch.finfo(mean.dtype).max:.3g}); in C-DPS "
+                             f"noise_precision is about 1/sigma², so sigma is too small for {mean.dtype}: use a larger "
+                             "sigma or float64")
     seed = check_seeds(seed, mean.shape[0])
     check_offset(offset)
     noise1 = noise2 = None

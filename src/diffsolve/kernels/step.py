@@ -175,6 +175,11 @@ def _table(ref: torch.Tensor, *columns: Scalar) -> torch.Tensor:
     no chain of tiny kernels per step. Otherwise the per-sample columns are stacked on the device.
     """
     if all(isinstance(c, float) for c in columns):
+        big = torch.finfo(ref.dtype).max
+        if not all(math.isfinite(c) and abs(c) <= big for c in columns):
+            raise ValueError(f"the step's coefficients {[f'{c:.3g}' for c in columns]} overflow {ref.dtype}: "
+                             "guidance_scale / step_size / gamma too large, or alpha_bar_t too close to 0, for this "
+                             "dtype; use smaller values or float64")
         row = torch.tensor(columns, dtype=ref.dtype)
         if ref.device.type == "cuda":
             row = row.pin_memory().to(ref.device, non_blocking=True)
