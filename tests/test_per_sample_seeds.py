@@ -107,3 +107,22 @@ def test_kernel_seed_list_is_per_sample(backend):
     assert torch.equal(post[2:3], post1)
     with pytest.raises(ValueError, match="list of 3 seeds"):
         ddim_step(x, e, 0.3, 0.6, eta=1.0, seed=[1, 2, 3], backend=backend)
+
+
+@torch.no_grad()
+def test_generator_list_draws_as_diffusers(models):
+    """A list of generators gives the draws diffusers gives with the same list: x_T by ``randn_tensor``
+    and each DDIMScheduler.step's noise (η = 1), sample by sample."""
+    from diffusers import DDIMScheduler
+    from diffusers.utils.torch_utils import randn_tensor
+
+    den = models[0]
+    sched = DDIMScheduler(**SCHEDULER, timestep_spacing="trailing", clip_sample=False)  # final ᾱ = 1, as ours
+    shape, steps = (3, 3, 8, 8), 4
+    g = gens([4, 5, 6])
+    x = randn_tensor(shape, generator=g, dtype=D)
+    sched.set_timesteps(steps)
+    for t in sched.timesteps:
+        x = sched.step(den.unet(x, t).sample, t, x, eta=1.0, generator=g).prev_sample
+    ours = ddim(den, shape, steps=steps, eta=1.0, dtype=D, generator=gens([4, 5, 6]))
+    torch.testing.assert_close(ours, x, rtol=1e-5, atol=1e-5)  # diffusers keeps its ᾱ table in float32
