@@ -57,7 +57,7 @@ def _int(low: int):
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+        if "default" in text or action.default in (None, False, True, argparse.SUPPRESS):
             return text
         return super()._get_help_string(action)
 
