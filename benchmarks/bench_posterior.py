@@ -5,10 +5,12 @@ and so is the posterior p(x | y) under y = A x + n, n ~ N(0, σ² I): every gap 
 samples and the true posterior is the method's own error, not the network's.
 
 Problems: 1×S×S images (S = 16 by default), σ = 0.05 in [−1, 1] units; box inpainting (S/2 box),
-random inpainting (70 % missing), Gaussian blur (reflect, (2⌊S/4⌋+1)² taps, std S/10), SR ×4 (bicubic).
-Methods: DPS (ζ = 1, η = 1), MPGD (default ρ, η = 0.5), C-DPS reverse coupling with the Markov
-chain, at steps 20, 50, 100, 250; C-DPS reverse with fresh chain draws and C-DPS forward coupling
-at 20 and 100 steps (``--all-steps`` for every count).
+random inpainting (70 % missing), Gaussian blur (reflect, (2⌊S/4⌋+1)² taps, std S/10), motion blur
+((2⌊S/4⌋+1)² taps, intensity 0.5, CG solves), SR ×4 (bicubic and average).
+Methods at their defaults: DPS (ζ = 1 under the √(T/N) rule, η = 1), MPGD (default ρ, η = 0.5), C-DPS
+(reverse coupling, ``chain="none"``: row ``cdps``) at steps 20, 50, 100, 250; the other C-DPS chains
+(``cdps operator``, ``cdps markov`` = the talk's, ``cdps fresh``) at 20, 50, 100 and the forward coupling
+at 20 and 100 (``--all-steps`` for every count). ``--tasks``/``--priors``/``--methods`` pick subsets.
 
 Metrics over ``--samples`` draws for one measurement y (exact posterior: mean μ, covariance Σ):
 - ``mean gap``: ‖x̄ − μ‖ / ‖μ_prior − μ‖, the fraction of the prior-to-posterior mean shift missed;
@@ -42,8 +44,9 @@ if not __import__("torch").cuda.is_available():
 import torch
 
 from diffsolve.models import GaussianMixturePrior, GaussianPrior, operator_matrix
-from diffsolve.operators import GaussianBlur, Inpainting, SuperResolution
+from diffsolve.operators import GaussianBlur, Inpainting, MotionBlur, SuperResolution
 from diffsolve.solvers import cdps, dps, mpgd
+from diffsolve.solvers.cdps import CHAINS
 
 __all__ = ["main", "metrics", "priors", "tasks"]
 
@@ -79,7 +82,9 @@ def tasks(size: int) -> dict[str, object]:
         "box inpaint": Inpainting.box(size, box=size // 2, margin=size // 8, seed=0),
         "random inpaint": Inpainting.random(size, 0.7, seed=0),
         "gaussian blur": GaussianBlur(kernel_size=2 * (size // 4) + 1, std=size / 10),
+        "motion blur": MotionBlur(kernel_size=2 * (size // 4) + 1, intensity=0.5, seed=0),
         "sr x4": SuperResolution(4, input_size=(size, size)),
+        "sr x4 average": SuperResolution(4, "average", input_size=(size, size)),
     }
 
 
@@ -87,14 +92,17 @@ def methods() -> dict[str, object]:
     return {
         "dps": lambda p, op, y, n, g: dps(p, op, y, steps=n, generator=g),
         "mpgd": lambda p, op, y, n, g: mpgd(p, op, y, steps=n, generator=g),
-        "cdps reverse": lambda p, op, y, n, g: cdps(p, op, y, steps=n, sigma=SIGMA, generator=g),
-        "cdps reverse fresh": lambda p, op, y, n, g: cdps(p, op, y, steps=n, sigma=SIGMA, chain="fresh", generator=g),
+        "cdps": lambda p, op, y, n, g: cdps(p, op, y, steps=n, sigma=SIGMA, generator=g),
+        **{f"cdps {chain}": (lambda chain: lambda p, op, y, n, g: cdps(p, op, y, steps=n, sigma=SIGMA, chain=chain,
+                                                                       generator=g))(chain)
+           for chain in CHAINS if chain != "none"},  # "none" is the default: the "cdps" row
         "cdps forward": lambda p, op, y, n, g: cdps(p, op, y, steps=n, sigma=SIGMA, coupling="forward", generator=g),
     }
 
 
 #: the C-DPS options are measured at two step counts only (the CPU budget); ``--all-steps`` runs all
-VARIANT_STEPS = {"cdps reverse fresh": (20, 100), "cdps forward": (20, 100)}
+VARIANT_STEPS = {"cdps operator": (20, 50, 100), "cdps markov": (20, 50, 100), "cdps fresh": (20, 50, 100),
+                 "cdps forward": (20, 100)}
 
 
 def _sw2(a: torch.Tensor, b: torch.Tensor, dirs: torch.Tensor) -> float:
@@ -138,14 +146,19 @@ def metrics(samples: torch.Tensor, post, prior_mean: torch.Tensor, reference: to
 
 
 def run(size: int, samples: int, step_list: list[int], method_names: list[str] | None = None,
-        all_steps: bool = False) -> list[dict]:
+        all_steps: bool = False, task_names: list[str] | None = None, prior_names: list[str] | None = None
+        ) -> list[dict]:
     rows = []
     dirs = torch.randn(size * size, 128, generator=torch.Generator().manual_seed(11), dtype=D)
     dirs = dirs / dirs.norm(dim=0, keepdim=True)
     all_methods = methods()
     for pname, prior in priors(size).items():
+        if prior_names and pname not in prior_names:
+            continue
         prior_mean = (prior.weights[:, None] * prior.means.reshape(prior.num_components, -1)).sum(0)
         for tname, op in tasks(size).items():
+            if task_names and tname not in task_names:
+                continue
             g = torch.Generator().manual_seed(1)
             x_true = prior.sample(1, g)
             y1 = op.A(x_true)
@@ -263,6 +276,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--steps", type=int, nargs="+", default=[20, 50, 100, 250])
     parser.add_argument("--methods", nargs="+", default=None)
+    parser.add_argument("--tasks", nargs="+", default=None, help=f"a subset of {list(tasks(16))}")
+    parser.add_argument("--priors", nargs="+", default=None, help="a subset of gaussian gmm")
     parser.add_argument("--all-steps", action="store_true", help="the C-DPS options at every step count too")
     parser.add_argument("--quick", action="store_true", help="8×8, 64 samples, steps 20 50 (smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -271,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
         args.size, args.samples, args.steps = 8, 64, [20, 50]
     torch.set_num_threads(1)  # a shared CPU: more threads only contend (measured 10-20× slower at 2)
     start = time.perf_counter()
-    rows = run(args.size, args.samples, args.steps, args.methods, args.all_steps)
+    rows = run(args.size, args.samples, args.steps, args.methods, args.all_steps, args.tasks, args.priors)
     elapsed = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "posterior" if not args.quick else "posterior_quick"

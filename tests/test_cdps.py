@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from diffsolve.models import GaussianPrior, operator_matrix
-from diffsolve.operators import GaussianBlur, GaussianNoise, Inpainting, LinearOperator, SuperResolution
+from diffsolve.kernels.cg import cg_iteration_bound
+from diffsolve.operators import GaussianBlur, GaussianNoise, Inpainting, LinearOperator, MotionBlur, SuperResolution
 from diffsolve.solvers import CGNotConvergedWarning, cdps
-from diffsolve.solvers.cdps import MeasurementChain, cdps_step
+from diffsolve.solvers.cdps import KAPPA_MAX, MeasurementChain, _choose_method, cdps_step, gram_bound, precisions
 
 D = torch.float64
 SHAPE = (1, 4, 5)
@@ -196,3 +197,105 @@ def test_bad_inputs():
         cdps(prior, op, y, steps=2, sigma=0.05, cg_iters=0)
     with pytest.raises(TypeError, match="sigma"):
         cdps(prior, op, y, steps=2, sigma="0.05")
+
+
+def _gap_and_trace(prior, op, samples, seed=1):
+    """(mean gap, trace ratio) of default C-DPS and of the talk's chain on one measurement, 30 steps."""
+    x_true = prior.sample(1, gen(seed))
+    y1 = op.A(x_true)
+    y1 = y1 + 0.05 * torch.randn(y1.shape, generator=gen(seed + 1), dtype=D)
+    post = prior.posterior(op, y1, sigma=0.05)
+    mu, shift = post.mean.reshape(-1), (prior.mean - post.mean).reshape(-1).norm()
+    y = y1.expand(samples, *y1.shape[1:]).contiguous()
+    out = {}
+    for chain in ("none", "markov"):
+        options = {} if chain == "none" else {"chain": chain}
+        x = cdps(prior, op, y, steps=30, sigma=0.05, generator=gen(7), **options).reshape(samples, -1)
+        out[chain] = (float((x.mean(0) - mu).norm() / shift),
+                      float(torch.cov(x.T).diagonal().sum() / post.cov.diagonal().sum()))
+    return out
+
+
+@pytest.mark.parametrize("make_op", [lambda: Inpainting.random((6, 6), 0.7, seed=0), lambda: GaussianBlur(5, 0.8),
+                                     lambda: SuperResolution(2, input_size=(6, 6))], ids=["random", "blur", "sr2"])
+def test_default_chain_approaches_the_posterior(make_op):
+    """The defaults on an exact 6×6 Gaussian prior (64 draws, 30 steps): mean gap under the talk’s
+    chain's and the spread right (16×16, every task: benchmarks/results/posterior.md)."""
+    idx = torch.arange(36)
+    d2 = ((idx // 6)[:, None] - (idx // 6)[None]) ** 2 + ((idx % 6)[:, None] - (idx % 6)[None]) ** 2
+    prior = GaussianPrior(0.1 * torch.ones(1, 6, 6, dtype=D),
+                          0.2 * torch.exp(-d2.double() / 4.5) + 0.01 * torch.eye(36, dtype=D))
+    res = _gap_and_trace(prior, make_op(), 64)
+    gap, trace = res["none"]
+    assert gap < 0.3 and gap < res["markov"][0], res
+    assert 0.7 <= trace <= 1.5, res
+
+
+def test_operator_chain_equals_the_talks_chain_for_a_mask():
+    """chain="operator" sends the chain noise through A; for a 0/1 mask A u = u on the observed pixels."""
+    prior = smooth_prior(*SHAPE)
+    op = Inpainting.random(SHAPE[1:], 0.5, seed=2)
+    y = measure(op, batch=2)
+    a = cdps(prior, op, y, steps=6, sigma=0.05, chain="operator", generator=gen(4))
+    b = cdps(prior, op, y, steps=6, sigma=0.05, chain="markov", generator=gen(4))
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    c = cdps(prior, SuperResolution(2, input_size=SHAPE[1:]), measure(SuperResolution(2, input_size=SHAPE[1:])),
+             steps=6, sigma=0.05, chain="operator", generator=gen(4))
+    assert bool(torch.isfinite(c).all())
+
+
+class _MaskNamedButUndeclared(LinearOperator):
+    """Has a tensor called ``mask`` but declares no structure: must not take the diagonal path."""
+
+    exact_solve = True
+
+    def __init__(self, mask):
+        super().__init__()
+        self.mask = mask
+        self._inner = Inpainting(mask)
+
+    def _forward(self, x):
+        return self._inner.A(x)
+
+    _adjoint = _forward
+
+    def _solve_exact(self, rhs, shift, scale):
+        return self._inner._solve_exact(rhs, shift, scale)
+
+
+class _DeclaredDiagonal(_MaskNamedButUndeclared):
+    structure = "diagonal"
+
+    def diagonal(self):
+        return self._inner.mask
+
+
+def test_structure_is_declared_not_guessed():
+    mask = Inpainting.random(SHAPE[1:], 0.5, seed=2).mask
+    assert Inpainting(mask).structure == "diagonal" and _choose_method("auto", Inpainting(mask)) == "diagonal"
+    assert _choose_method("auto", _MaskNamedButUndeclared(mask)) == "exact"
+    assert _choose_method("auto", _DeclaredDiagonal(mask)) == "diagonal"
+    assert LinearOperator().structure is None and SuperResolution(2).structure is None
+    prior = smooth_prior(*SHAPE)
+    y = measure(Inpainting(mask), batch=2)
+    a = cdps(prior, _DeclaredDiagonal(mask), y, steps=5, sigma=0.05, generator=gen(1))
+    b = cdps(prior, _MaskNamedButUndeclared(mask), y, steps=5, sigma=0.05, generator=gen(1))
+    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_none_chain_caps_kappa_and_motion_blur_cg_converges():
+    """Σ_s's floor keeps κ ≤ KAPPA_MAX at every step, so the κ-sized CG budget converges in float32."""
+    op = MotionBlur(7, 0.5, seed=0)
+    size = (12, 12)
+    levels = [1e-4, 3e-4, 0.01, 0.2, 0.7, 0.99, 1.0]
+    bound = gram_bound(op, size)
+    for a_t, a_s in zip(levels[:-1], levels[1:]):
+        c, w = precisions("reverse", 1.0, a_t, a_s, 0.05, "none", bound)
+        assert 1 + w * bound / c <= KAPPA_MAX * (1 + 1e-12)
+    prior = smooth_prior(3, *size)
+    y = op.A(torch.rand(1, 3, *size, generator=gen(0)) * 2 - 1) + 0.05 * torch.randn(1, 3, *size, generator=gen(1))
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("error", CGNotConvergedWarning)
+        x, info = cdps(prior, op, y.float(), steps=8, sigma=0.05, generator=gen(2), return_info=True)
+    assert bool(info["cg_converged"].all()) and int(info["cg_iterations"].max()) <= cg_iteration_bound(KAPPA_MAX, 1e-5)
+    assert x.dtype == torch.float32 and bool(torch.isfinite(x).all())

@@ -39,6 +39,9 @@ class LinearOperator:
     ``_check_input``/``_check_output``. ``backend`` is passed to every kernel call."""
 
     exact_solve: bool = False
+    #: Declared structure of A: ``"diagonal"`` (A = diag(d), elementwise; :meth:`diagonal` returns d) or None
+    #: (nothing declared, the default). Solvers (C-DPS's fused step) dispatch on this, never on attribute names.
+    structure: str | None = None
     #: AᵀA is known to be singular: solve() refuses shift = 0 (use pseudo_inverse).
     gram_singular: bool = False
 
@@ -65,6 +68,10 @@ class LinearOperator:
         rhs = self._adjoint(y)
         return batched_cg(self._gram, rhs, 0.0, 1.0, max_iters=max_iters, tol=tol, check_every=10,
                           backend=self.backend).x
+
+    def diagonal(self) -> torch.Tensor:
+        """d of a ``structure = "diagonal"`` operator as (1|B, 1|C, H, W) (A x = d ⊙ x)."""
+        raise NotImplementedError(f"{type(self).__name__} declares structure={self.structure!r}, not 'diagonal'")
 
     def gram_norm_bound(self, size: tuple[int, int]) -> float | None:
         """An upper bound on ‖AᵀA‖₂ = λmax(AᵀA) for images of spatial size ``size`` = (H, W), or

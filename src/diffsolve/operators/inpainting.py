@@ -28,6 +28,7 @@ class Inpainting(LinearOperator):
     {1, image channels}; bool or floating, finite. It follows each input's device and dtype."""
 
     exact_solve = True
+    structure = "diagonal"
 
     def __init__(self, mask: torch.Tensor, *, backend: str = "auto") -> None:
         super().__init__(backend=check_backend(backend))
@@ -75,6 +76,10 @@ class Inpainting(LinearOperator):
         mask = torch.ones(h * w, dtype=torch.float64)
         mask[drop] = 0
         return cls(mask.reshape(1, 1, h, w), backend=backend)
+
+    def diagonal(self) -> torch.Tensor:
+        """The mask d (1|B, 1|C, H, W), float64 on the CPU: A x = d ⊙ x."""
+        return self.mask
 
     def _mask(self, x: torch.Tensor) -> torch.Tensor:
         return self._cached(("mask",), x, lambda: (self.mask,))[0]

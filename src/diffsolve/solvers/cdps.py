@@ -1,37 +1,63 @@
 """C-DPS: coupled data- and measurement-space diffusion posterior sampling (Hamidi, Yang & Liang 2025,
 "Coupled data and measurement space dynamics for enhanced diffusion posterior sampling").
-Conventions and the measured caveats: DESIGN.md §4.
+Conventions: DESIGN.md §4; the measurements behind the defaults: benchmarks/results/posterior.md
+and quality_heldout.md.
 
-**Measurement chain** on the sampled levels (y_0 = y at ᾱ = 1): y_k = √ᾱ_k y + u_k with
-u_t = √α_{t|s} u_s + √β_{t|s} ζ, so u_k ~ N(0, (1−ᾱ_k) I). ``chain="markov"`` draws it once per
-solve — generated backwards along the loop by the exact bridge u_s | u_t ~ N(√α_{t|s}(1−ᾱ_s)/(1−ᾱ_t) u_t,
-(1−ᾱ_s)β_{t|s}/(1−ᾱ_t) I), the same joint law as the forward chain, one y-sized state;
-``chain="fresh"`` draws each u_s from its marginal independently.
+**Per-step posterior** (t → s). The prior transition N(m, c⁻¹ I) is combined with a coupling
+y_s | x_s ~ N(A x_s + b_s, Σ_s I), b_s = (1−ᾱ_s) A ŝ, ŝ = −ε̂/√(1−ᾱ_t) (the score at x_t standing in
+for the one at x_s):
 
-**Per-step posterior** (t → s). Coupling y_s | x_s ~ N(A x_s + b_s, Σ_s I) with
-b_s = (1−ᾱ_s) A ŝ, ŝ = −ε̂/√(1−ᾱ_t) (the score at x_t standing in for the one at x_s), and
-Σ_s = ᾱ_s σ² + (1−ᾱ_s). Prior transition N(m, c⁻¹ I):
+    Λ = c I + w AᵀA (w = 1/Σ_s),   x_s = Λ⁻¹(c m + w Aᵀ(y_s − b_s) + √c e₁ + √w Aᵀe₂),  e₁, e₂ ~ N(0, I)
+
+(perturb-then-solve: one solve of the summed right-hand side). Prior transition:
 
 - ``coupling="reverse"`` (default): the model's reverse kernel, m = DDIM mean
   √ᾱ_s x̂0 + √(1−ᾱ_s−σ_η²) ε̂, c = 1/σ_η² (η > 0). At the last step (ᾱ_s = 1, σ_η = 0) the kernel
-  is a point mass; it is replaced explicitly by the Gaussian approximation of p(x_0 | x_t) with
-  Tweedie's mean x̂0 and variance (1−ᾱ_t)/ᾱ_t (exact for a flat prior, an upper bound otherwise),
-  so the last step is the conditional p(x_0 | x_t, y) under that approximation;
+  is a point mass; it is replaced by the Gaussian approximation of p(x_0 | x_t) with Tweedie's mean
+  x̂0 and variance (1−ᾱ_t)/ᾱ_t (exact for a flat prior, an upper bound otherwise);
 - ``coupling="forward"`` (the paper's): q(x_t | x_s) read as a density of x_s,
-  m = x_t/√α_{t|s}, c = α_{t|s}/β_{t|s} (the score enters only through b_s).
+  m = x_t/√α_{t|s}, c = α_{t|s}/β_{t|s} (the score enters only through b_s). It diverges on every
+  benchmark task (posterior.md) and is kept only as the paper's literal reading.
 
-Posterior: Λ = c I + w AᵀA (w = 1/Σ_s), sampled by perturb-then-solve
-x_s = Λ⁻¹(c m + w Aᵀ(y_s − b_s) + √c e₁ + √w Aᵀe₂), e₁, e₂ ~ N(0, I): one solve of the summed
-right-hand side (the map is linear, so it equals mean + perturbation solved apart, at half the cost).
-``solver``: ``"auto"`` — inpainting (a diagonal A) in the fused elementwise kernel, else the operator's
-exact solve where it has one, else batched CG warm-started at m; ``"exact"``; ``"cg"``.
-CG runs a fixed budget without host syncs; non-convergence is reported once at the end
-(:class:`CGNotConvergedWarning`, and per step in ``return_info``). The default budget is sized per
-step on the host (:func:`cg_budget`): κ(Λ) ≤ 1 + w‖AᵀA‖/c, and the Chebyshev bound turns κ into the
-iterations that guarantee the tolerance (at most ``CG_MAX_ITERS``). κ is large where the prior
-precision c is small against w: the last step of a short schedule (c = ᾱ_t/(1−ᾱ_t), w = 1/σ²; with
-σ = 0.05 and a motion blur, κ ≈ 1000 at 3 steps and 5600 at 2 steps, 130–270 iterations), while the
-steps of a 30-step schedule have κ ≤ 8 and need about 13 (benchmarks/results/cg-motion.md).
+**Measurement chain** ``chain`` — what y_s is and the coupling variance Σ_s:
+
+- ``"none"`` (default): no chain; y_s = √ᾱ_s y at every step (so y_s − b_s = √ᾱ_s y + (1−ᾱ_s)/√(1−ᾱ_t)·Aε̂
+  is the flat-prior prediction of A x_s), Σ_s = max(ᾱ_s σ², ‖AᵀA‖/((κ_max − 1) c)). The first term is
+  the measurement noise seen at level s (√ᾱ_s y = √ᾱ_s A x_0 + √ᾱ_s n); the floor, where the operator
+  bounds ‖AᵀA‖ (``gram_norm_bound``), caps κ(Λ) = 1 + w‖AᵀA‖/c at κ_max = :data:`KAPPA_MAX` = 100. It binds
+  only at early steps (ᾱ_s σ² ≪ the prior variance c⁻¹), where the bare weight w = 1/(ᾱ_s σ²) gives
+  κ up to ~10⁶ and CG (motion blur) would need thousands of iterations; with the floor every CG step
+  needs ≤ 61 iterations in float32 (122 in float64). Measured: the floor changes no posterior
+  statistic by more than sampling noise except Gaussian blur, whose mean gap it lowers
+  (N = 50: 0.125 → 0.104, N = 100: 0.155 → 0.136; 128 draws, 16×16 Gaussian prior).
+- ``"operator"``: the chain noise through A, y_k = √ᾱ_k y + A u_k with u_k the Markov chain below in
+  image space (covariance (1−ᾱ_k) AAᵀ); Σ_s as the talk's.
+- ``"markov"`` (the talk's literal reading): y_k = √ᾱ_k y + u_k with u_t = √α_{t|s} u_s + √β_{t|s} ζ,
+  u_k ~ N(0, (1−ᾱ_k) I), drawn once per solve — generated backwards along the loop by the exact
+  bridge u_s | u_t ~ N(√α_{t|s}(1−ᾱ_s)/(1−ᾱ_t) u_t, (1−ᾱ_s)β_{t|s}/(1−ᾱ_t) I); Σ_s = ᾱ_s σ² + (1−ᾱ_s).
+- ``"fresh"``: each u_s drawn from its marginal independently; Σ_s as ``"markov"``.
+
+Why ``"none"``: the talk's chain noise u_s ~ N(0, (1−ᾱ_s) I) is isotropic in *measurement* space
+whatever A's scale; the coupling makes A x_s follow it, so in x-space it is range noise of variance
+≥ (1−ᾱ_s)/s_min(A)² (SR ×4: singular values 0.13–0.25, ≥ 16×). On exact priors (bench_posterior.py,
+16×16, σ = 0.05) the talk's chain leaves mean gaps of 0.25–0.75 that do not shrink with N, while
+``"none"`` reaches 0.03–0.18 at N = 50 (posterior.md). Variants measured and rejected (Gaussian prior,
+N = 50, mean gap / trace ratio): Σ_s = ᾱ_s σ² + (1−ᾱ_s) AAᵀ (the flat-prior Tweedie covariance; box
+0.36/2.3, random 0.41/3.6, blur 0.085/1.02), Σ_s = ᾱ_s σ² + ᾱ_s(1−ᾱ_s) AAᵀ (unit data variance; box
+0.27/1.9, random 0.22/2.7, blur 0.083/0.99), and drawing x_0 from N(x̂0, r_t² I)·N(y; A x_0, σ²) then a
+DDIM step from it (r_t² = 1−ᾱ_t: box 0.32/2.2, random 0.34/3.5, blur 0.081/1.41). All three help blur
+and hurt inpainting, where the missing pixels see y only through the model's ε̂ at x_t — which a
+Jacobian-free step cannot correct (the remaining box-inpainting gap, 0.18 at N = 50).
+
+``solver``: ``"auto"`` — an operator that declares ``structure == "diagonal"`` (inpainting) in the
+fused elementwise kernel, else the operator's exact solve where it has one, else batched CG
+warm-started at m; ``"exact"``; ``"cg"``. CG runs a fixed budget without host syncs; non-convergence
+is reported once at the end (:class:`CGNotConvergedWarning`, and per step in ``return_info``). The
+default budget is sized per step on the host (:func:`cg_budget`): κ(Λ) ≤ 1 + w‖AᵀA‖/c, and the
+Chebyshev bound turns κ into the iterations that guarantee the tolerance (at most ``CG_MAX_ITERS``).
+The talk's chains keep w ≤ 1/σ², so κ is large only at the last step of a short schedule
+(c = ᾱ_t/(1−ᾱ_t), w = 1/σ²: with σ = 0.05 and a motion blur κ ≈ 1000 at 3 steps, 130–270 iterations;
+benchmarks/results/cg-motion.md).
 """
 
 from __future__ import annotations
@@ -50,10 +76,11 @@ from ._inverse import Diagnostics, check_problem
 from ._loop import Callback, _draw, check_number, prepare
 
 __all__ = ["CHAINS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_MAX_ITERS", "SOLVERS", "CGNotConvergedWarning",
-           "MeasurementChain", "cdps", "cdps_step", "cg_budget", "precisions", "transition"]
+           "KAPPA_MAX", "MeasurementChain", "cdps", "cdps_step", "cg_budget", "coupling_variance", "gram_bound",
+           "precisions", "transition"]
 
 COUPLINGS = ("reverse", "forward")
-CHAINS = ("markov", "fresh")
+CHAINS = ("none", "operator", "markov", "fresh")
 SOLVERS = ("auto", "exact", "cg")
 #: CG budget per step where the operator gives no bound on ‖AᵀA‖ (``gram_norm_bound`` is None).
 CG_DEFAULT_ITERS = 100
@@ -79,9 +106,37 @@ def transition(coupling: str, eta: float, alpha_t: float, alpha_s: float) -> tup
     return 1 / math.sqrt(a_t), -math.sqrt(1 - a_t) / math.sqrt(a_t), a_t / (1 - a_t)
 
 
-def precisions(coupling: str, eta: float, alpha_t: float, alpha_s: float, sigma: float) -> tuple[float, float]:
-    """(c, w) of step t → s: prior precision c (:func:`transition`) and w = 1/Σ_s = 1/(ᾱ_s σ² + 1 − ᾱ_s)."""
-    return transition(coupling, eta, alpha_t, alpha_s)[2], 1.0 / (alpha_s * sigma**2 + (1 - alpha_s))
+#: Cap on the condition number of a ``chain="none"`` step's system (module docstring).
+KAPPA_MAX = 100.0
+
+
+def coupling_variance(chain: str, alpha_t: float, alpha_s: float, sigma: float, *, c: float,
+                      gram: float | None) -> float:
+    """Σ_s of the coupling y_s | x_s ~ N(A x_s + b_s, Σ_s I) of step t → s (host float, module docstring).
+
+    ``"markov"``/``"fresh"``/``"operator"``: ᾱ_s σ² + 1 − ᾱ_s (the talk's); ``"none"``:
+    max(ᾱ_s σ², ‖AᵀA‖/((KAPPA_MAX − 1) c)) with c the prior precision and ``gram`` ≥ ‖AᵀA‖ (no floor
+    where ``gram`` is None).
+    """
+    if chain != "none":
+        return alpha_s * sigma**2 + (1 - alpha_s)
+    floor = 0.0 if gram is None else gram / ((KAPPA_MAX - 1) * c)
+    return max(alpha_s * sigma**2, floor)
+
+
+def precisions(coupling: str, eta: float, alpha_t: float, alpha_s: float, sigma: float, chain: str = "markov",
+               gram: float | None = None) -> tuple[float, float]:
+    """(c, w) of step t → s: prior precision c (:func:`transition`) and w = 1/Σ_s
+    (:func:`coupling_variance`; ``gram`` ≥ ‖AᵀA‖ or None)."""
+    c = transition(coupling, eta, alpha_t, alpha_s)[2]
+    return c, 1.0 / coupling_variance(chain, alpha_t, alpha_s, sigma, c=c, gram=gram)
+
+
+def gram_bound(operator: Any, size: tuple[int, int]) -> float | None:
+    """``operator.gram_norm_bound(size)`` (≥ ‖AᵀA‖), or None where the operator gives none."""
+    bound_fn = getattr(operator, "gram_norm_bound", None)
+    bound = bound_fn(tuple(size)) if callable(bound_fn) else None
+    return None if bound is None else float(bound)
 
 
 def cg_budget(operator: Any, size: tuple[int, int], c: float, w: float, tol: float) -> int:
@@ -91,11 +146,10 @@ def cg_budget(operator: Any, size: tuple[int, int], c: float, w: float, tol: flo
     min(:func:`~diffsolve.kernels.cg.cg_iteration_bound` (κ, tol), CG_MAX_ITERS), or CG_DEFAULT_ITERS
     where the operator has no bound.
     """
-    bound_fn = getattr(operator, "gram_norm_bound", None)
-    bound = bound_fn(tuple(size)) if callable(bound_fn) else None
+    bound = gram_bound(operator, size)
     if bound is None:
         return CG_DEFAULT_ITERS
-    return min(cg_iteration_bound(1.0 + w * float(bound) / c, tol), CG_MAX_ITERS)
+    return min(cg_iteration_bound(1.0 + w * bound / c, tol), CG_MAX_ITERS)
 
 
 class MeasurementChain:
@@ -125,17 +179,18 @@ class MeasurementChain:
 
 def cdps_step(operator: Any, x_t: torch.Tensor, eps: torch.Tensor, y_s: torch.Tensor, alpha_t: float,
               alpha_s: float, *, sigma: float, e1: torch.Tensor | None, e2: torch.Tensor | None,
-              coupling: str = "reverse", eta: float = 1.0, method: str = "exact", diag: torch.Tensor | None = None,
-              cg_iters: int | None = None, cg_tol: float | None = None, want_info: bool = False,
-              backend: str = "auto") -> tuple[torch.Tensor, Any]:
+              coupling: str = "reverse", eta: float = 1.0, chain: str = "markov", method: str = "exact",
+              diag: torch.Tensor | None = None, cg_iters: int | None = None, cg_tol: float | None = None,
+              want_info: bool = False, backend: str = "auto") -> tuple[torch.Tensor, Any]:
     """One C-DPS step t → s: a draw of x_s from the per-step Gaussian posterior (module docstring).
 
     x_t, eps, e1: (B, C, H, W); y_s, e2: measurement-shaped (e1 = e2 = None gives the posterior mean);
-    ``method`` "diagonal" (needs ``diag``, the operator's mask (1|B, 1|C, H, W)), "exact" or "cg";
-    ``cg_iters`` None sizes the CG budget from κ (:func:`cg_budget`). Returns (x_s, SolveInfo or None).
+    ``chain`` fixes Σ_s (:func:`coupling_variance`); ``method`` "diagonal" (needs ``diag``, the
+    operator's declared diagonal (1|B, 1|C, H, W)), "exact" or "cg"; ``cg_iters`` None sizes the CG
+    budget from κ (:func:`cg_budget`). Returns (x_s, SolveInfo or None).
     """
     k_x, k_e, _ = transition(coupling, eta, alpha_t, alpha_s)
-    c, w = precisions(coupling, eta, alpha_t, alpha_s, sigma)
+    c, w = precisions(coupling, eta, alpha_t, alpha_s, sigma, chain, gram_bound(operator, tuple(x_t.shape[-2:])))
     mean = k_x * x_t + k_e * eps
     target = y_s + ((1 - alpha_s) / math.sqrt(1 - alpha_t)) * operator.A(eps)  # y_s − b_s
     if method == "diagonal":
@@ -176,14 +231,14 @@ def _choose_method(solver: str, operator: Any) -> str:
         raise TypeError(f"operator must have solve(rhs, shift, scale) (diffsolve.operators), got "
                         f"{type(operator).__name__}")
     if solver == "auto":
-        if isinstance(getattr(operator, "mask", None), torch.Tensor):
+        if getattr(operator, "structure", None) == "diagonal":  # declared (LinearOperator.structure)
             return "diagonal"
         return "exact" if exact else "cg"
     return solver
 
 
 def cdps(denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: float, coupling: str = "reverse",
-         chain: str = "markov", eta: float = 1.0, solver: str = "auto", cg_iters: int | None = None,
+         chain: str = "none", eta: float = 1.0, solver: str = "auto", cg_iters: int | None = None,
          cg_tol: float | None = None, generator: torch.Generator | None = None, progress: bool = False,
          return_info: bool = False, callback: Callback | None = None, spacing: str = "trailing",
          timesteps: Sequence[int] | torch.Tensor | None = None, x_T: torch.Tensor | None = None,
@@ -195,7 +250,8 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: fl
         operator: a linear operator with ``A``, ``A_adjoint``, ``solve`` (``diffsolve.operators``).
         y: measurement (B, ...), float32/float64; one sample per measurement.
         sigma: σ > 0, the noise std in [-1, 1] units (or a ``GaussianNoise``).
-        coupling: ``"reverse"`` | ``"forward"``; chain: ``"markov"`` | ``"fresh"``.
+        coupling: ``"reverse"`` | ``"forward"``; chain: ``"none"`` (default) | ``"operator"`` |
+            ``"markov"`` (the talk's) | ``"fresh"`` (module docstring).
         eta: η ∈ (0, 1] of the reverse kernel (ignored by the forward coupling).
         solver: ``"auto"`` | ``"exact"`` | ``"cg"``; cg_iters, cg_tol: CG budget per step (default
             None: sized from κ per step, :func:`cg_budget`) and relative tolerance (default 1e-10
@@ -226,8 +282,14 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: fl
     if any(a_s <= a_t for a_t, a_s in zip(loop.alpha_t, loop.alpha_s)):
         raise ValueError("C-DPS needs ᾱ to increase strictly at every step; the schedule ends on a repeated ᾱ "
                          "(final_alpha_cumprod equal to ᾱ of the last timestep)")
-    diag = operator.mask.to(device=y.device, dtype=y.dtype) if method == "diagonal" else None
-    measurements = MeasurementChain(y, chain, loop.alpha_t[0], generator)
+    diag = operator.diagonal().to(device=y.device, dtype=y.dtype) if method == "diagonal" else None
+    if chain in ("markov", "fresh"):
+        measurements = MeasurementChain(y, chain, loop.alpha_t[0], generator)
+    elif chain == "operator":  # the Markov chain in image space, seen through A
+        measurements = MeasurementChain(loop.x, "markov", loop.alpha_t[0], generator)
+    else:
+        measurements = None
+    gram = gram_bound(operator, shape[-2:])
     info = Diagnostics(return_info)
     converged = torch.ones(shape[0], dtype=torch.bool, device=y.device)
     worst = torch.zeros(shape[0], dtype=y.dtype, device=y.device)
@@ -238,16 +300,18 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: fl
         for i in loop.steps():
             a_t, a_s = loop.alpha_t[i], loop.alpha_s[i]
             eps = loop.eps(x, i)
-            u = measurements.next(a_t, a_s)
+            u = None if measurements is None else measurements.next(a_t, a_s)
+            if u is not None and chain == "operator":
+                u = operator.A(u)
             y_s = math.sqrt(a_s) * y if u is None else math.sqrt(a_s) * y + u
             e1 = _draw(shape, generator, y.dtype, y.device)
             e2 = _draw(tuple(y.shape), generator, y.dtype, y.device)
             budget = cg_iters
             if method == "cg" and budget is None:
-                budget = cg_budget(operator, shape[-2:], *precisions(coupling, eta, a_t, a_s, sigma), tol)
+                budget = cg_budget(operator, shape[-2:], *precisions(coupling, eta, a_t, a_s, sigma, chain, gram), tol)
                 most = max(most, budget)
             x, sinfo = cdps_step(operator, x, eps, y_s, a_t, a_s, sigma=sigma, e1=e1, e2=e2, coupling=coupling,
-                                 eta=eta, method=method, diag=diag, cg_iters=budget, cg_tol=cg_tol,
+                                 eta=eta, chain=chain, method=method, diag=diag, cg_iters=budget, cg_tol=cg_tol,
                                  want_info=method == "cg", backend=backend)
             if sinfo is not None:
                 converged &= sinfo.converged
