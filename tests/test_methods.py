@@ -45,6 +45,7 @@ def test_registry_fields_and_defaults_come_from_the_solvers():
         get_method("ddrm")
 
 
+@pytest.mark.filterwarnings("ignore:dps. steps=3")  # DPS's few-steps advice
 @pytest.mark.parametrize("method, fn, needs", [("mpgd", mpgd, {}), ("cdps", cdps, {"sigma": 0.05}),
                                                ("dps", dps, {})])
 def test_restore_is_the_solver_with_the_cli_options(problem, method, fn, needs):
