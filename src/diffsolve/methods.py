@@ -39,9 +39,10 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch loads on first use: ``import diffsolve`` (and the CLI's --help) stay light
+    import torch
 
 __all__ = ["CLI_METHODS", "METHODS", "SAMPLING_OPTIONS", "Method", "Problem", "get_method", "restore"]
 
@@ -220,6 +221,8 @@ def restore(method: str, denoiser: Any, operator: Any, y: torch.Tensor, *, steps
     Returns:
         (x (B, C, H, W) detached, info) — info holds the tuned option's value when one was picked.
     """
+    import torch
+
     spec = get_method(method)
     options = spec.cli_options(Problem(steps=steps, sigma=sigma, operator=operator, y=y))
     if spec.uses_model:

@@ -12,11 +12,12 @@ diagnostics for the inverse solvers.
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .methods import METHODS, get_method
+
+if TYPE_CHECKING:  # no torch at import: ``import diffsolve`` imports this module
+    import torch
 
 __all__ = ["METHODS", "solve"]
 
