@@ -173,3 +173,11 @@ def test_version(capsys):
     import diffsolve
 
     assert capsys.readouterr().out.strip() == f"diffsolve {diffsolve.__version__}"
+
+
+def test_cli_method_lists_follow_the_registry():
+    from diffsolve.methods import CLI_METHODS, METHODS
+
+    assert set(cli.METHODS) == set(CLI_METHODS)
+    assert set(cli.SAMPLERS) == {m for m in CLI_METHODS if METHODS[m].uses_model}
+    assert set(cli.BASELINES) == {m for m in CLI_METHODS if not METHODS[m].uses_model}

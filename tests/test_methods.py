@@ -30,7 +30,7 @@ def problem():
 
 
 def test_registry_fields_and_defaults_come_from_the_solvers():
-    assert set(CLI_METHODS) == {"mpgd", "cdps", "dps", "tikhonov", "pinv", "ddim"}
+    assert set(CLI_METHODS) == {"mpgd", "cdps", "dps", "tikhonov", "pinv"}  # ddim ignores y: not a restoration
     assert "mpgd_ldm" in METHODS and not METHODS["mpgd_ldm"].cli
     assert [m for m, s in METHODS.items() if s.backward] == ["dps"]
     assert {m for m, s in METHODS.items() if not s.uses_model} == {"tikhonov", "pinv"}

@@ -24,15 +24,15 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .tasks import SIGMA, TASKS, TaskParameters, check_parameters, required_multiple
+from .tasks import DEMO_TASKS, SIGMA, TASKS, TaskParameters, check_parameters, required_multiple
 
 __all__ = ["CLIError", "main"]
 
-#: methods of ``restore`` / ``demo``; the samplers run the diffusion model, the baselines do not
+#: methods of ``restore`` / ``demo`` (torch-free copies of diffsolve.methods: CLI_METHODS split by
+#: ``uses_model``; tests/test_cli_errors.py checks they agree); the samplers run the model
 SAMPLERS = ("mpgd", "cdps", "dps")
 BASELINES = ("tikhonov", "pinv")
 METHODS = SAMPLERS + BASELINES
-DEMO_TASKS = ("gaussian_blur", "motion_blur", "box", "random", "sr4")
 SHIPPED_MODELS = ("digits16", "patches")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DEVICE_PATTERN = re.compile(r"^(cpu|mps|(cuda|xpu)(:\d+)?)$")

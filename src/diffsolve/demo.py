@@ -12,14 +12,13 @@ from pathlib import Path
 
 import torch
 
-from .tasks import SIGMA, TASKS, TaskParameters, make_operator
+from .methods import CLI_METHODS as METHODS
+from .tasks import DEMO_TASKS, SIGMA, TASKS, TaskParameters, make_operator
 
 __all__ = [
     "METHODS", "SIGMA", "TASKS", "measurement_view", "make_operator", "restore", "run_demo", "save_grid", "scores",
 ]  # fmt: skip
 
-METHODS = ("mpgd", "cdps", "dps", "tikhonov", "pinv")
-TIKHONOV_LAMBDAS = (1e-3, 1e-2, 1e-1)
 
 
 def measurement_view(task: str, y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -32,51 +31,25 @@ def measurement_view(task: str, y: torch.Tensor, size: tuple[int, int]) -> torch
 def restore(method: str, denoiser, operator, y: torch.Tensor, *, steps: int, seed: int = 0,
             progress: bool = False, x_true: torch.Tensor | None = None, sigma: float = SIGMA,
             callback=None) -> tuple[torch.Tensor, dict]:
-    """Reconstruct from ``y`` by ``method`` (METHODS); returns (x (B, C, H, W), extra info).
+    """Reconstruct from ``y`` by ``method`` with the command line's options
+    (:func:`diffsolve.methods.restore`), the sampler seeded by ``seed``; returns (x (B, C, H, W), info).
 
-    ``tikhonov`` picks λ from TIKHONOV_LAMBDAS by mean PSNR against ``x_true`` when given (an
-    oracle choice that favours the baseline), else uses λ = 1e-2. ``sigma``: the measurement noise
-    std in [−1, 1] units (C-DPS uses it); ``callback(i, t, x, x0)`` runs after every step.
+    ``tikhonov`` picks λ by mean PSNR against ``x_true`` when given (an oracle choice that favours
+    the baseline). ``sigma``: the measurement noise std in [−1, 1] units (C-DPS uses it);
+    ``callback(i, t, x, x0)`` runs after every sampling step.
     """
-    from .solve import solve
+    from .methods import restore as restore_method
 
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if method == "pinv":
-        return operator.pseudo_inverse(y), {}
-    if method == "tikhonov":
-        if x_true is None:
-            return operator.tikhonov(y, 1e-2), {"lam": 1e-2}
-        best = max(((operator.tikhonov(y, lam), lam) for lam in TIKHONOV_LAMBDAS),
-                   key=lambda r: float(scores(r[0], x_true)["psnr"].mean()))
-        return best[0], {"lam": best[1]}
-    gen = torch.Generator(y.device).manual_seed(seed)
-    options = {"sigma": sigma} if method == "cdps" else {}
-    if callback is not None:
-        options["callback"] = callback
-    factor = getattr(operator, "factor", 1)
-    if method == "mpgd" and factor > 1:
-        # MPGD's default ρ assumes ‖A‖ ≈ 1; ×s down-sampling has ‖A‖ ≈ 1/s, so the unit-norm
-        # gradient Aᵀr/‖r‖ is s times shorter: scale ρ back up (measured: ρ×4 beats ρ×1 and ρ×16).
-        from .solvers.mpgd import default_rho
-
-        options["rho"] = default_rho(steps, y[0].numel() * factor**2) * factor
-    with torch.no_grad() if method != "dps" else torch.enable_grad():
-        x = solve(method, denoiser, operator, y, steps=steps, generator=gen, progress=progress, **options)
-    return x.detach(), {}
+    generator = torch.Generator(y.device).manual_seed(seed)
+    return restore_method(method, denoiser, operator, y, steps=steps, sigma=sigma, generator=generator,
+                          x_true=x_true, progress=progress, callback=callback)
 
 
 def scores(x: torch.Tensor, x_true: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-image PSNR (dB) and SSIM (B,) of ``x`` against ``x_true``, both in [−1, 1] → [0, 1]."""
-    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+    """Per-image PSNR (dB) and SSIM (B,) of ``x`` against ``x_true`` (:func:`diffsolve.metrics.scores`)."""
+    from .metrics import scores as metric_scores
 
-    a = ((x.detach().double().clamp(-1, 1) + 1) / 2).cpu()
-    b = ((x_true.double() + 1) / 2).cpu()
-    psnr = peak_signal_noise_ratio(a, b, data_range=1.0, reduction="none", dim=(1, 2, 3))
-    side = min(a.shape[-2:])
-    k = 11 if side >= 11 else max(3, side - 2 if side % 2 else side - 1)  # the largest odd window that fits
-    ssim = structural_similarity_index_measure(a, b, data_range=1.0, reduction="none", kernel_size=k)
-    return {"psnr": psnr.float(), "ssim": ssim.float()}
+    return metric_scores(x, x_true)
 
 
 def save_grid(path: str | Path, rows: list[list[torch.Tensor]], labels: list[str], *, scale: int = 1) -> None:
@@ -115,7 +88,7 @@ def _suites(quick: bool, size: int | None) -> list[dict]:
 
 
 def run_demo(out: str | Path, *, steps: int = 30, quick: bool = False, seed: int = 0, size: int | None = None,
-             methods: tuple[str, ...] = ("mpgd", "cdps"), tasks: tuple[str, ...] = TASKS, sigma: float = SIGMA,
+             methods: tuple[str, ...] = ("mpgd", "cdps"), tasks: tuple[str, ...] = DEMO_TASKS, sigma: float = SIGMA,
              params: TaskParameters | None = None, progress: bool = True, log=None) -> dict:
     """Restore the bundled photos and held-out digits for every task; write grids and metrics.json.
 
@@ -125,6 +98,7 @@ def run_demo(out: str | Path, *, steps: int = 30, quick: bool = False, seed: int
     """
     from tqdm.auto import tqdm
 
+    from .methods import get_method
     from .models.default import load_default
 
     out = Path(out)
@@ -132,7 +106,7 @@ def run_demo(out: str | Path, *, steps: int = 30, quick: bool = False, seed: int
     cols = ("pinv", "tikhonov") + tuple(methods)
     suites = _suites(quick, size)
     # progress units: one per sampling step, one per baseline
-    total = len(suites) * len(tasks) * sum(steps if m in ("mpgd", "cdps", "dps") else 1 for m in cols)
+    total = len(suites) * len(tasks) * sum(steps if get_method(m).uses_model else 1 for m in cols)
     bar = tqdm(total=total, desc="diffsolve demo", unit="step", disable=not progress, dynamic_ncols=True)
     metrics: dict = {"steps": steps, "sigma": sigma, "seed": seed, "suites": {}}
     for suite in suites:
@@ -150,7 +124,7 @@ def run_demo(out: str | Path, *, steps: int = 30, quick: bool = False, seed: int
             for method in cols:
                 bar.set_postfix_str(f"{suite['name']} {task} {method}")
                 t0 = time.perf_counter()
-                sampler = method in ("mpgd", "cdps", "dps")
+                sampler = get_method(method).uses_model
                 xr, info = restore(method, model, op, y, steps=steps, seed=seed, x_true=x, sigma=sigma,
                                    callback=(lambda *_: bar.update(1)) if sampler else None)
                 if not sampler:

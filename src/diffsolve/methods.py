@@ -189,7 +189,7 @@ METHODS: Mapping[str, Method] = {m.name: m for m in (
            "is known)", "baseline", uses_model=False, tune=("lam", (1e-3, 1e-2, 1e-1))),
     Method("pinv", _pinv, "pseudo-inverse A⁺y", "baseline", uses_model=False),
     Method("ddim", _ddim, "DDIM (Song et al. 2021): unconditional samples, y only fixes the shape",
-           "sampler", solver="ddim"),
+           "sampler", cli=False, solver="ddim"),  # ignores y: no restoration to offer on the command line
     Method("mpgd_ldm", _mpgd_ldm, "MPGD on a latent diffusion model (needs autoencoder=)", "latent",
            required=("autoencoder",), cli=False, solver="mpgd_ldm"),
 )}

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch loads on first use: the command line imports this module for --help
     import torch
 
-__all__ = ["SIGMA", "TASKS", "TASK_PARAMETERS", "TASK_SPECS", "Task", "TaskParameters", "check_parameters",
+__all__ = ["DEMO_TASKS", "SIGMA", "TASKS", "TASK_PARAMETERS", "TASK_SPECS", "Task", "TaskParameters", "check_parameters",
            "make_operator", "measurement_view", "required_multiple"]
 
 SIGMA = 0.05
@@ -145,6 +145,8 @@ TASK_SPECS: Mapping[str, Task] = {t.name: t for t in (
 )}
 
 TASKS: tuple[str, ...] = tuple(TASK_SPECS)
+#: the tasks ``diffsolve demo`` runs by default (``sr`` is ``sr4`` at another factor)
+DEMO_TASKS: tuple[str, ...] = tuple(t for t in TASKS if t != "sr")
 TASK_PARAMETERS: Mapping[str, tuple[str, ...]] = {name: t.reads for name, t in TASK_SPECS.items()}
 assert all(r in {f.name for f in fields(TaskParameters)} for t in TASK_SPECS.values() for r in t.reads)
 
