@@ -4,7 +4,8 @@ The priors and tasks of ``bench_posterior.py`` (1×16×16, σ = 0.05, Gaussian a
 priors; box and random inpainting, Gaussian and motion blur, SR ×4 bicubic and average), one
 measurement per task, ``--samples`` DPS draws per cell at N = 10, 20, 50, 100, 250, 1000 under
 each step rule (``diffsolve.solvers.dps.STEP_RULES``: ``sqrt`` ζ_N = ζ·√(T/N), the default, and
-``constant`` ζ_N = ζ, DPS's 1000-step setting at every N).
+``constant`` ζ_N = ζ, DPS's 1000-step setting at every N) under one normalisation (``--normalize``:
+``adjoint``, the default, or ``residual``, the paper's; ``constant, residual`` is the old default).
 
 Columns: mean gap ‖x̄ − μ‖/‖μ_prior − μ‖ and var ratio tr Ĉ / tr Σ against the exact posterior, and
 max |x| over all draws (the priors live in about [−1, 1]: a diverging run shows here first).
@@ -20,6 +21,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from pathlib import Path
 
 if not __import__("torch").cuda.is_available():
@@ -29,7 +31,7 @@ import torch
 
 from bench_posterior import SIGMA, priors, tasks
 from diffsolve.solvers import dps
-from diffsolve.solvers.dps import STEP_RULES
+from diffsolve.solvers.dps import NORMALIZATIONS, STEP_RULES, DPSStepsWarning
 
 __all__ = ["main", "run"]
 
@@ -37,7 +39,8 @@ RESULTS = Path(__file__).parent / "results"
 STEPS = (10, 20, 50, 100, 250, 1000)
 
 
-def run(samples: int, steps: tuple[int, ...], rules: tuple[str, ...], log=print) -> list[dict]:
+def run(samples: int, steps: tuple[int, ...], rules: tuple[str, ...], normalize: str = "adjoint",
+        log=print) -> list[dict]:
     rows = []
     for pname, prior in priors(16).items():
         prior_mean = (prior.weights[:, None] * prior.means.reshape(prior.num_components, -1)).sum(0)
@@ -52,14 +55,17 @@ def run(samples: int, steps: tuple[int, ...], rules: tuple[str, ...], log=print)
             for rule in rules:
                 for n in steps:
                     try:
-                        x = dps(prior, op, y, steps=n, step_rule=rule, generator=torch.Generator().manual_seed(n))
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore", DPSStepsWarning)  # N = 10 is measured on purpose
+                            x = dps(prior, op, y, steps=n, step_rule=rule, normalize=normalize,
+                                    generator=torch.Generator().manual_seed(n))
                         x = x.reshape(samples, -1)
                         gap = float((x.mean(0) - mu).norm() / (prior_mean - mu).norm())
                         var = float(torch.cov(x.T).diagonal().sum() / post.cov.diagonal().sum())
                         peak = float(x.abs().max())
                     except FloatingPointError:
                         gap = var = peak = float("nan")
-                    row = dict(prior=pname, task=tname, rule=rule, steps=n, mean_gap=gap, var_ratio=var, max_abs=peak,
+                    row = dict(prior=pname, task=tname, rule=f"{rule}, {normalize}", steps=n, mean_gap=gap, var_ratio=var, max_abs=peak,
                                diverged=not peak <= 10)
                     rows.append(row)
                     log(row)
@@ -91,16 +97,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--steps", type=int, nargs="+", default=list(STEPS))
     parser.add_argument("--rules", nargs="+", default=list(STEP_RULES))
+    parser.add_argument("--normalize", default="adjoint", choices=NORMALIZATIONS)
+    parser.add_argument("--merge", nargs="+", type=Path, default=None,
+                        help="also include the rows of these earlier posterior_dps_steps.json runs")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     start = time.perf_counter()
-    rows = run(args.samples, tuple(args.steps), tuple(args.rules))
+    rows = run(args.samples, tuple(args.steps), tuple(args.rules), args.normalize)
     minutes = (time.perf_counter() - start) / 60
+    command_note = ""
+    for path in args.merge or []:
+        earlier = json.loads(path.read_text())
+        rows += earlier["rows"]
+        command_note += f" Rows of an earlier run merged from {path.name}: {earlier['settings']}"
     command = " ".join(argv if argv is not None else __import__("sys").argv[1:])
     settings = (f"Command: `python benchmarks/bench_dps_steps.py {command}`. 1×16×16, σ = {SIGMA}, {args.samples} draws "
                 f"per cell, float64; machine: {platform.machine()} {os.cpu_count()} cores (shared), torch "
-                f"{torch.__version__}, 1 thread; whole run {minutes:.1f} min.")
+                f"{torch.__version__}, 1 thread; whole run {minutes:.1f} min.{command_note}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "posterior_dps_steps.md").write_text(render(rows, settings))
     (args.out / "posterior_dps_steps.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1) + "\n")

@@ -7,10 +7,11 @@ samples and the true posterior is the method's own error, not the network's.
 Problems: 1×S×S images (S = 16 by default), σ = 0.05 in [−1, 1] units; box inpainting (S/2 box),
 random inpainting (70 % missing), Gaussian blur (reflect, (2⌊S/4⌋+1)² taps, std S/10), motion blur
 ((2⌊S/4⌋+1)² taps, intensity 0.5, CG solves), SR ×4 (bicubic and average).
-Methods at their defaults: DPS (ζ = 1 under the √(T/N) rule, η = 1), MPGD (default ρ, η = 0.5), C-DPS
-(reverse coupling, ``chain="none"``: row ``cdps``) at steps 20, 50, 100, 250; the other C-DPS chains
-(``cdps operator``, ``cdps markov`` = the talk's, ``cdps fresh``) at 20, 50, 100 and the forward coupling
-at 20 and 100 (``--all-steps`` for every count). ``--tasks``/``--priors``/``--methods`` pick subsets.
+Methods at their defaults: C-DPS (reverse coupling, ``chain="none"``: row ``cdps``) at every step
+count given; the other C-DPS chains (``cdps operator``, ``cdps markov`` = the talk's, ``cdps fresh``) at
+20, 50, 100 and the default chain with ``last_step="sample"`` (``cdps sample``) at 50; DPS (ζ = 1 under the √(T/N) rule, η = 1) at 50 and 100, MPGD (default ρ, η = 0.5) at 50
+and the forward coupling at 20 — a CPU budget (``--all-steps`` for every count; DPS from 10 to 1000
+steps: ``bench_dps_steps.py``). ``--tasks``/``--priors``/``--methods`` pick subsets.
 
 Metrics over ``--samples`` draws for one measurement y (exact posterior: mean μ, covariance Σ):
 - ``mean gap``: ‖x̄ − μ‖ / ‖μ_prior − μ‖, the fraction of the prior-to-posterior mean shift missed;
@@ -96,13 +97,14 @@ def methods() -> dict[str, object]:
         **{f"cdps {chain}": (lambda chain: lambda p, op, y, n, g: cdps(p, op, y, steps=n, sigma=SIGMA, chain=chain,
                                                                        generator=g))(chain)
            for chain in CHAINS if chain != "none"},  # "none" is the default: the "cdps" row
+        "cdps sample": lambda p, op, y, n, g: cdps(p, op, y, steps=n, sigma=SIGMA, last_step="sample", generator=g),
         "cdps forward": lambda p, op, y, n, g: cdps(p, op, y, steps=n, sigma=SIGMA, coupling="forward", generator=g),
     }
 
 
 #: the C-DPS options are measured at two step counts only (the CPU budget); ``--all-steps`` runs all
 VARIANT_STEPS = {"cdps operator": (20, 50, 100), "cdps markov": (20, 50, 100), "cdps fresh": (20, 50, 100),
-                 "cdps forward": (20, 100)}
+                 "cdps forward": (20,), "dps": (50, 100), "mpgd": (50,), "cdps sample": (50,)}
 
 
 def _sw2(a: torch.Tensor, b: torch.Tensor, dirs: torch.Tensor) -> float:
@@ -280,14 +282,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--priors", nargs="+", default=None, help="a subset of gaussian gmm")
     parser.add_argument("--all-steps", action="store_true", help="the C-DPS options at every step count too")
     parser.add_argument("--quick", action="store_true", help="8×8, 64 samples, steps 20 50 (smoke run)")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None,
+                        help="render the report from these saved *_raw.json parts instead of running")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.samples, args.steps = 8, 64, [20, 50]
     torch.set_num_threads(1)  # a shared CPU: more threads only contend (measured 10-20× slower at 2)
     start = time.perf_counter()
-    rows = run(args.size, args.samples, args.steps, args.methods, args.all_steps, args.tasks, args.priors)
-    elapsed = time.perf_counter() - start
+    if args.merge:
+        parts = [json.loads(path.read_text()) for path in args.merge]
+        rows = list({(r["prior"], r["task"], r["method"], r["steps"]): r
+                     for part in parts for r in part["rows"]}.values())  # the exact rows repeat per part
+        order = {t: i for i, t in enumerate(tasks(args.size))}
+        rows.sort(key=lambda r: (r["prior"] != "gaussian", order.get(r["task"], 99)))  # stable within a task
+        args.size, args.samples = parts[0]["size"], parts[0]["samples"]
+        elapsed = sum(part["minutes"] for part in parts) * 60
+    else:
+        rows = run(args.size, args.samples, args.steps, args.methods, args.all_steps, args.tasks, args.priors)
+        elapsed = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "posterior" if not args.quick else "posterior_quick"
     command = " ".join(argv if argv is not None else __import__("sys").argv[1:])

@@ -17,7 +17,7 @@ Per crop and seed: y = A x + σ n, σ = 0.05 in [−1, 1] (the seed sets n and t
 ``diffsolve.demo.TASKS``, each method at its defaults through ``diffsolve.demo.restore``:
 Tikhonov (λ picked per task from 1e-3/1e-2/1e-1 by mean PSNR: an oracle that favours the
 baseline), the pseudo-inverse, MPGD, C-DPS (default chain ``"none"``), C-DPS with the talk's
-Markov chain (``cdps-talk``), DPS (default step rule). Scores: PSNR / SSIM on [0, 1] and the colour
+Markov chain (``cdps-talk``, only with ``--methods``), DPS (default step rule). Scores: PSNR / SSIM on [0, 1] and the colour
 cast max_c |mean_c(x̂) − mean_c(x)| in [0, 1] units, per image; the table gives mean ± std over
 crops × seeds. Writes ``quality_heldout.md``, ``.json`` and one picture per task
 (``quality_heldout_<task>.png``: truth, measurement, then each method, for the first crops, seed 0).
@@ -35,14 +35,15 @@ from pathlib import Path
 
 import torch
 
-import diffsolve
 from diffsolve.data import photo
 from diffsolve.demo import SIGMA, TASKS, make_operator, measurement_view, restore, save_grid, scores
 from diffsolve.models import load_default
+from diffsolve.solvers import cdps
 
 __all__ = ["CROPS", "crops", "main"]
 
 METHODS = ("tikhonov", "pinv", "mpgd", "cdps", "cdps-talk", "dps")
+DEFAULT_METHODS = ("tikhonov", "pinv", "mpgd", "cdps", "dps")
 #: (photo, scale, top, left) of each 64×64 crop, interleaving the two photos and the three scales
 CROPS = [(name, scale, top, left)
          for top, left, scale in ((0, 0, 4), (0, 64, 2), (64, 64, 1), (64, 0, 2), (128, 64, 1), (64, 64, 2),
@@ -67,21 +68,22 @@ def cast(x: torch.Tensor, x_true: torch.Tensor) -> torch.Tensor:
     return (a.mean((2, 3)) - b.mean((2, 3))).abs().amax(1).float()
 
 
-def run(count: int, seeds: int, steps: int, out: Path, tasks: tuple[str, ...] = TASKS, log=print) -> list[dict]:
+def run(count: int, seeds: int, steps: int, out: Path, tasks: tuple[str, ...] = TASKS,
+        methods: tuple[str, ...] = DEFAULT_METHODS, first_seed: int = 0, log=print) -> list[dict]:
     model = load_default("patches")
     x, labels = crops(count)
     rows = []
     for task in tasks:
         op = make_operator(task, (64, 64))
         pictures: dict[str, torch.Tensor] = {}
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             ax = op.A(x)
             y = ax + SIGMA * torch.randn(ax.shape, generator=torch.Generator().manual_seed(1000 + seed))
-            for method in METHODS:
+            for method in methods:
                 t0 = time.perf_counter()
                 if method == "cdps-talk":
-                    xr = diffsolve.solve("cdps", model, op, y, steps=steps, sigma=SIGMA, chain="markov",
-                                         generator=torch.Generator().manual_seed(seed))
+                    xr = cdps(model, op, y, steps=steps, sigma=SIGMA, chain="markov",
+                              generator=torch.Generator().manual_seed(seed))
                 else:
                     xr, _ = restore(method, model, op, y, steps=steps, seed=seed, x_true=x)
                 sec = (time.perf_counter() - t0) / len(x)
@@ -98,8 +100,8 @@ def run(count: int, seeds: int, steps: int, out: Path, tasks: tuple[str, ...] = 
                 view = measurement_view(task, y, (64, 64))
                 shown = min(4, len(x))
                 save_grid(out / f"quality_heldout_{task}.png",
-                          [[x[i], view[i]] + [pictures[m][i] for m in METHODS] for i in range(shown)],
-                          ["truth", "measured", *METHODS], scale=2)
+                          [[x[i], view[i]] + [pictures[m][i] for m in methods] for i in range(shown)],
+                          ["truth", "measured", *methods], scale=2)
     return rows
 
 
@@ -155,9 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--crops", type=int, default=6, help=f"how many of the {len(CROPS)} crops")
     p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first..first+seeds-1 (pictures: seed 0)")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS,
+                   help="cdps-talk (the talk's Markov chain) is off by default: a CPU budget choice")
     p.add_argument("--part", default=None, help="write only the rows to quality_heldout_part_<PART>.json")
     p.add_argument("--merge", nargs="+", default=None, help="render the report from saved part files instead")
     p.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -169,9 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.merge:
         parts = [json.loads(Path(f).read_text()) for f in a.merge]
         rows = [r for part in parts for r in part["rows"]]
+        # a later part's (task, method, seed, crop) replaces an earlier one's (re-measured after a change)
+        rows = list({(r["task"], r["method"], r["seed"], r["crop"]): r for r in rows}.values())
         minutes = sum(part["minutes"] for part in parts)
     else:
-        rows = run(a.crops, a.seeds, a.steps, out, tuple(a.tasks))
+        rows = run(a.crops, a.seeds, a.steps, out, tuple(a.tasks), tuple(a.methods), a.first_seed)
         minutes = (time.perf_counter() - start) / 60
     if a.part:
         (out / f"quality_heldout_part_{a.part}.json").write_text(json.dumps({"rows": rows, "minutes": minutes}) + "\n")

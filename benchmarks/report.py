@@ -5,7 +5,8 @@ Inputs, all under ``benchmarks/results/``:
   the median time, the speed-up against the group's baseline (the entry whose ``extra_info`` has
   ``"baseline": true``, else the slowest), and GB/s where ``extra_info["bytes"]`` is recorded;
 - ``*.md`` fragments written by the benchmark scripts that are not pytest-benchmark suites
-  (fidelity and quality tables); they are included as they are, in name order.
+  (fidelity and quality tables); they are included as they are, in name order, with their local
+  picture links (``![..](name.png)``) re-pointed at ``results/``.
 
 Usage: ``python benchmarks/report.py [--out benchmarks/RESULTS.md]``.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -65,7 +67,9 @@ def render(results: Path = RESULTS) -> str:
         for group, benches in sorted(groups.items()):
             out += [f"### {group}", "", *_table(benches), ""]
     for path in sorted(results.glob("*.md")):
-        out += [path.read_text().rstrip(), ""]
+        # a fragment links its pictures beside itself; RESULTS.md sits one folder up
+        text = re.sub(r"!\[([^\]]*)\]\((?!https?:|/|results/)([^)]+\.png)\)", r"![\1](results/\2)", path.read_text())
+        out += [text.rstrip(), ""]
     return "\n".join(out) + "\n"
 
 

@@ -14,7 +14,12 @@ for the one at x_s):
 - ``coupling="reverse"`` (default): the model's reverse kernel, m = DDIM mean
   √ᾱ_s x̂0 + √(1−ᾱ_s−σ_η²) ε̂, c = 1/σ_η² (η > 0). At the last step (ᾱ_s = 1, σ_η = 0) the kernel
   is a point mass; it is replaced by the Gaussian approximation of p(x_0 | x_t) with Tweedie's mean
-  x̂0 and variance (1−ᾱ_t)/ᾱ_t (exact for a flat prior, an upper bound otherwise);
+  x̂0 and variance (1−ᾱ_t)/ᾱ_t (exact for a flat prior, an upper bound otherwise). ``last_step="mean"``
+  (default) returns that step's posterior mean, as DDPM's own last step adds no noise;
+  ``"sample"`` draws from it. The draw adds noise of variance up to (1−ᾱ_t)/ᾱ_t per pixel wherever y
+  is weak — 0.005 at the last level of a 30-step schedule, std 0.035 in [0, 1] units, which capped
+  Gaussian-blur restorations of held-out crops at 24.2 dB (mean: 28.5, Tikhonov 26.6; SR ×4: 20.3 →
+  22.3, Tikhonov 22.7; two crops);
 - ``coupling="forward"`` (the paper's): q(x_t | x_s) read as a density of x_s,
   m = x_t/√α_{t|s}, c = α_{t|s}/β_{t|s} (the score enters only through b_s). It diverges on every
   benchmark task (posterior.md) and is kept only as the paper's literal reading.
@@ -75,13 +80,14 @@ from ..operators.base import _default_tol
 from ._inverse import Diagnostics, check_problem
 from ._loop import Callback, _draw, check_number, prepare
 
-__all__ = ["CHAINS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_MAX_ITERS", "SOLVERS", "CGNotConvergedWarning",
+__all__ = ["CHAINS", "LAST_STEPS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_MAX_ITERS", "SOLVERS", "CGNotConvergedWarning",
            "KAPPA_MAX", "MeasurementChain", "cdps", "cdps_step", "cg_budget", "coupling_variance", "gram_bound",
            "precisions", "transition"]
 
 COUPLINGS = ("reverse", "forward")
 CHAINS = ("none", "operator", "markov", "fresh")
 SOLVERS = ("auto", "exact", "cg")
+LAST_STEPS = ("mean", "sample")
 #: CG budget per step where the operator gives no bound on ‖AᵀA‖ (``gram_norm_bound`` is None).
 CG_DEFAULT_ITERS = 100
 #: Cap on the κ-sized CG budget of one step.
@@ -242,7 +248,7 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: fl
          cg_tol: float | None = None, generator: torch.Generator | None = None, progress: bool = False,
          return_info: bool = False, callback: Callback | None = None, spacing: str = "trailing",
          timesteps: Sequence[int] | torch.Tensor | None = None, x_T: torch.Tensor | None = None,
-         backend: str = "auto") -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+         backend: str = "auto", last_step: str = "mean") -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Sample p(x | y) for y = A x + n, n ~ N(0, σ² I) with N = ``steps`` C-DPS steps (module docstring).
 
     Args:
@@ -258,6 +264,8 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: fl
             float64, 1e-5 float32).
         generator: the only randomness (x_T, the chain, e₁, e₂); progress, callback
             (``callback(i, t, x_s, None)``), spacing, timesteps, x_T, backend: as ``ddim``.
+        last_step: ``"mean"`` (default): the last step (ᾱ_s = 1) returns its posterior's mean, as DDPM's
+            last step adds no noise; ``"sample"``: a draw from it (module docstring).
         return_info: also return {"residual": (N, B) ‖A x_s − y‖, and with CG "cg_iterations",
             "cg_residual", "cg_converged" (N, B), "timesteps": (N,)}.
     Returns:
@@ -268,6 +276,8 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: fl
         raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
     if chain not in CHAINS:
         raise ValueError(f"chain must be one of {CHAINS}, got {chain!r}")
+    if last_step not in LAST_STEPS:
+        raise ValueError(f"last_step must be one of {LAST_STEPS}, got {last_step!r}")
     eta = check_number("eta", eta, 0.0, 1.0)
     if coupling == "reverse" and eta == 0:
         raise ValueError("eta must be > 0 for coupling='reverse' (its prior precision is 1/σ_η²)")
@@ -306,6 +316,8 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: fl
             y_s = math.sqrt(a_s) * y if u is None else math.sqrt(a_s) * y + u
             e1 = _draw(shape, generator, y.dtype, y.device)
             e2 = _draw(tuple(y.shape), generator, y.dtype, y.device)
+            if a_s >= 1 and last_step == "mean":  # DDPM's last step adds no noise either
+                e1 = e2 = None
             budget = cg_iters
             if method == "cg" and budget is None:
                 budget = cg_budget(operator, shape[-2:], *precisions(coupling, eta, a_t, a_s, sigma, chain, gram), tol)
