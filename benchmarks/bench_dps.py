@@ -4,8 +4,9 @@ Not a test. At B×3×256² (default B = 4), ``--steps`` steps (default 20), 2 th
 ε-model (ε̂ = 0.1·tanh(x), pointwise and differentiable, so DPS's backward has a graph) the solver
 cost dominates:
 
-- ``ddim``, ``dps``, ``mpgd`` (diffsolve, backend ``auto``: the C++ kernels; MPGD guides every
-  step, ``window=(0, 1)``, so both guided methods pay their guidance N times) for a Gaussian blur
+- ``ddim``, ``dps``, ``mpgd`` (diffsolve, backend ``auto``: the C++ kernels; all with η = 0 like the
+  eager loop, so no method draws noise; MPGD guides every step, ``window=(0, 1)``, so both guided
+  methods pay their guidance N times) for a Gaussian blur
   (61, σ 3, reflect), a motion blur (61, reflect), a centred 128² box inpainting and bicubic SR×4;
   the cost beyond DDIM per step is (t_method − t_ddim)/steps;
 - ``eager``: DPS written as its reference code does it: diffusers ``DDIMScheduler.step`` for the
@@ -20,7 +21,8 @@ Every figure is the best of ``--repeat`` runs, methods interleaved, so ratios co
 on a machine other processes share. The C++ Gaussian blur A + Aᵀ against a circular ``torch.fft``
 blur at 8×3×256² is timed the same way. Writes ``benchmarks/results/dps-cpu.md`` and ``.json``.
 
-Usage: ``python benchmarks/bench_dps.py [--batch 4] [--steps 20] [--repeat 3] [--unet-steps 20]``.
+Usage: ``python benchmarks/bench_dps.py [--batch 4] [--steps 20] [--repeat 2] [--unet-batch 4]
+[--unet-steps 20] [--unet-operators gaussian,motion,inpaint,sr4]``.
 """
 
 from __future__ import annotations
@@ -138,7 +140,8 @@ def _unet_model():
     return den
 
 
-def run_table(denoiser, batch: int, size: int, steps: int, repeat: int) -> dict:
+def run_table(denoiser, batch: int, size: int, steps: int, repeat: int,
+              operators: tuple[str, ...] = OPERATORS) -> dict:
     """Seconds per whole solve (best of ``repeat``) of each method × operator; see the docstring."""
     from diffsolve.solvers import ddim, dps, mpgd
 
@@ -147,21 +150,21 @@ def run_table(denoiser, batch: int, size: int, steps: int, repeat: int) -> dict:
     x_true = torch.rand(shape, generator=gen) * 2 - 1
     x_T = torch.randn(shape, generator=gen)
     out: dict = {"shape": list(shape), "steps": steps, "operators": {}}
-    t_ddim = _best(lambda: ddim(denoiser, shape, steps=steps, x_T=x_T), repeat)
+    t_ddim = _best(lambda: ddim(denoiser, shape, steps=steps, x_T=x_T, eta=0.0), repeat)
     out["ddim_s"] = t_ddim
     fwd, fwd_bwd = _model_step(denoiser)
     fwd(x_T), fwd_bwd(x_T)  # warm-up
     out["model_fwd_per_step_s"] = _best(lambda: fwd(x_T), repeat)
     out["model_fwd_bwd_per_step_s"] = _best(lambda: fwd_bwd(x_T), repeat)
     out["model_bwd_per_step_s"] = max(0.0, out["model_fwd_bwd_per_step_s"] - out["model_fwd_per_step_s"])
-    for name in OPERATORS:
+    for name in operators:
         op = _operator(name, size)
         y = op.A(x_true)
         a_eager = _eager_forward(name, op, 3, size)
         runs = {
-            "ddim": lambda n: ddim(denoiser, shape, steps=n, x_T=x_T),
-            "dps": lambda n: dps(denoiser, op, y, steps=n, x_T=x_T),
-            "mpgd": lambda n: mpgd(denoiser, op, y, steps=n, x_T=x_T, window=(0.0, 1.0)),
+            "ddim": lambda n: ddim(denoiser, shape, steps=n, x_T=x_T, eta=0.0),
+            "dps": lambda n: dps(denoiser, op, y, steps=n, x_T=x_T, eta=0.0),
+            "mpgd": lambda n: mpgd(denoiser, op, y, steps=n, x_T=x_T, eta=0.0, window=(0.0, 1.0)),
             "eager": lambda n: _eager_dps(denoiser, a_eager, y, x_T, n, 1.0),
         }
         for fn in runs.values():  # warm-up (mkldnn, operator caches) with 2 steps
@@ -263,6 +266,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--unet-size", type=int, default=64)
     parser.add_argument("--unet-steps", type=int, default=20)
+    parser.add_argument("--unet-batch", type=int, default=4)
+    parser.add_argument("--unet-operators", default=",".join(OPERATORS),
+                        help="comma-separated subset of " + ",".join(OPERATORS))
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS / "dps-cpu")
@@ -272,9 +278,12 @@ def main(argv: list[str] | None = None) -> None:
     res = {"machine": _machine()}
     res["blur"] = blur_vs_fft(args.repeat)
     res["cheap"] = run_table(_cheap_model(), args.batch, args.size, args.steps, args.repeat)
-    unet = _unet_model()
-    res["unet"] = run_table(unet, args.batch, args.unet_size, args.unet_steps, args.repeat)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(res, indent=2))  # kept if the UNet table is cut short
+    unet_ops = tuple(o for o in args.unet_operators.split(",") if o)
+    if any(o not in OPERATORS for o in unet_ops):
+        parser.error(f"--unet-operators must be a subset of {OPERATORS}, got {unet_ops}")
+    res["unet"] = run_table(_unet_model(), args.unet_batch, args.unet_size, args.unet_steps, args.repeat, unet_ops)
     args.out.with_suffix(".json").write_text(json.dumps(res, indent=2))
     args.out.with_suffix(".md").write_text(_md(res))
     print(_md(res))
