@@ -285,7 +285,8 @@ def test_structure_is_declared_not_guessed():
 
 
 def test_none_chain_caps_kappa_and_motion_blur_cg_converges():
-    """Σ_s's floor keeps κ ≤ KAPPA_MAX at every step, so the κ-sized CG budget converges in float32."""
+    """Σ_s's floor keeps κ ≤ KAPPA_MAX at every step before the last (whose w = 1/σ² is the talk's), so
+    the κ-sized CG budget converges in float32."""
     op = MotionBlur(7, 0.5, seed=0)
     size = (12, 12)
     levels = [1e-4, 3e-4, 0.01, 0.2, 0.7, 0.99, 1.0]

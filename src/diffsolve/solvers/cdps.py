@@ -29,10 +29,12 @@ for the one at x_s):
 - ``"none"`` (default): no chain; y_s = √ᾱ_s y at every step (so y_s − b_s = √ᾱ_s y + (1−ᾱ_s)/√(1−ᾱ_t)·Aε̂
   is the flat-prior prediction of A x_s), Σ_s = max(ᾱ_s σ², ‖AᵀA‖/((κ_max − 1) c)). The first term is
   the measurement noise seen at level s (√ᾱ_s y = √ᾱ_s A x_0 + √ᾱ_s n); the floor, where the operator
-  bounds ‖AᵀA‖ (``gram_norm_bound``), caps κ(Λ) = 1 + w‖AᵀA‖/c at κ_max = :data:`KAPPA_MAX` = 100. It binds
-  only at early steps (ᾱ_s σ² ≪ the prior variance c⁻¹), where the bare weight w = 1/(ᾱ_s σ²) gives
-  κ up to ~10⁶ and CG (motion blur) would need thousands of iterations; with the floor every CG step
-  needs ≤ 61 iterations in float32 (122 in float64). Measured: the floor changes no posterior
+  bounds ‖AᵀA‖ (``gram_norm_bound``: the blurs), caps κ(Λ) = 1 + w‖AᵀA‖/c at κ_max = :data:`KAPPA_MAX` =
+  100, except at the last step (ᾱ_s = 1: w = 1/σ² as in the talk's chains, κ sized as below).
+  It binds only at early steps (ᾱ_s σ² ≪ the prior variance c⁻¹), where the bare weight
+  w = 1/(ᾱ_s σ²) gives κ up to ~10⁶ and CG (motion blur) would need thousands of iterations (1000-
+  iteration budgets did not converge); with the floor every CG step needs ≤ 73 iterations in float32
+  (130 in float64). Measured: the floor changes no posterior
   statistic by more than sampling noise except Gaussian blur, whose mean gap it lowers
   (N = 50: 0.125 → 0.104, N = 100: 0.155 → 0.136; 128 draws, 16×16 Gaussian prior).
 - ``"operator"``: the chain noise through A, y_k = √ᾱ_k y + A u_k with u_k the Markov chain below in
@@ -45,14 +47,25 @@ for the one at x_s):
 Why ``"none"``: the talk's chain noise u_s ~ N(0, (1−ᾱ_s) I) is isotropic in *measurement* space
 whatever A's scale; the coupling makes A x_s follow it, so in x-space it is range noise of variance
 ≥ (1−ᾱ_s)/s_min(A)² (SR ×4: singular values 0.13–0.25, ≥ 16×). On exact priors (bench_posterior.py,
-16×16, σ = 0.05) the talk's chain leaves mean gaps of 0.25–0.75 that do not shrink with N, while
-``"none"`` reaches 0.03–0.18 at N = 50 (posterior.md). Variants measured and rejected (Gaussian prior,
-N = 50, mean gap / trace ratio): Σ_s = ᾱ_s σ² + (1−ᾱ_s) AAᵀ (the flat-prior Tweedie covariance; box
-0.36/2.3, random 0.41/3.6, blur 0.085/1.02), Σ_s = ᾱ_s σ² + ᾱ_s(1−ᾱ_s) AAᵀ (unit data variance; box
-0.27/1.9, random 0.22/2.7, blur 0.083/0.99), and drawing x_0 from N(x̂0, r_t² I)·N(y; A x_0, σ²) then a
-DDIM step from it (r_t² = 1−ᾱ_t: box 0.32/2.2, random 0.34/3.5, blur 0.081/1.41). All three help blur
-and hurt inpainting, where the missing pixels see y only through the model's ε̂ at x_t — which a
-Jacobian-free step cannot correct (the remaining box-inpainting gap, 0.18 at N = 50).
+16×16, σ = 0.05, 128 draws, Gaussian | Gaussian-mixture prior, N = 50; results/posterior.md) the mean
+gap ‖x̄ − μ_post‖/‖μ_prior − μ_post‖ of the talk's chain is 0.16–0.78 and does not shrink with N
+(SR ×4: 0.53 → 0.69 → 0.74 at N = 20, 50, 100); ``"operator"`` equals it on masks and barely differs
+elsewhere; ``"none"`` reaches 0.05–0.18 | 0.11–0.20 (box 0.18 | 0.16, random 0.07 | 0.12, Gaussian
+blur 0.10 | 0.15, motion blur 0.13 | 0.20, SR ×4 0.05 | 0.12). DPS (its defaults) at N = 100 does
+better on box inpainting and the blurs (0.04–0.13), C-DPS at N = 50 is as good or better on random
+inpainting and SR ×4. Spread (trace ratio tr Ĉ/tr Σ): with ``last_step="sample"`` 0.84–1.40 on
+every task and prior; the default mean last step gives 0.71–1.19 on inpainting and Gaussian-prior SR
+but 0.39–0.64 on the blurs and mixture-prior SR (those directions get their spread from the
+Tweedie last step, whose flat-prior variance is too large on photos: see ``last_step`` above).
+Variants measured and rejected (Gaussian prior, N = 50, mean gap / trace ratio): Σ_s = ᾱ_s σ² +
+(1−ᾱ_s) AAᵀ (the flat-prior Tweedie covariance; box 0.36/2.3, random 0.41/3.6, blur 0.085/1.02),
+Σ_s = ᾱ_s σ² + ᾱ_s(1−ᾱ_s) AAᵀ (unit data variance; box 0.27/1.9, random 0.22/2.7, blur 0.083/0.99),
+and drawing x_0 from N(x̂0, r_t² I)·N(y; A x_0, σ²) then a DDIM step from it (r_t² = 1−ᾱ_t: box
+0.32/2.2, random 0.34/3.5, blur 0.081/1.41; its mean only: box 0.32/1.9, random 0.34/2.8). All help
+blur and hurt inpainting, where the missing pixels see y only through the model's ε̂ at x_t — which
+a Jacobian-free step cannot correct (the remaining box-inpainting gap). On held-out photo crops (30
+steps, results/quality_heldout.md) the default is above Tikhonov on every task (SR ×4 −0.46 dB,
+the others +1.6 to +10.5 dB) with no colour cast (≤ 0.006), where the talk's chain gave 9.8 dB on SR ×4.
 
 ``solver``: ``"auto"`` — an operator that declares ``structure == "diagonal"`` (inpainting) in the
 fused elementwise kernel, else the operator's exact solve where it has one, else batched CG
@@ -60,7 +73,7 @@ warm-started at m; ``"exact"``; ``"cg"``. CG runs a fixed budget without host sy
 is reported once at the end (:class:`CGNotConvergedWarning`, and per step in ``return_info``). The
 default budget is sized per step on the host (:func:`cg_budget`): κ(Λ) ≤ 1 + w‖AᵀA‖/c, and the
 Chebyshev bound turns κ into the iterations that guarantee the tolerance (at most ``CG_MAX_ITERS``).
-The talk's chains keep w ≤ 1/σ², so κ is large only at the last step of a short schedule
+The talk's chains keep w ≤ 1/σ², so κ is large only at the last step of a short schedule (for every chain)
 (c = ᾱ_t/(1−ᾱ_t), w = 1/σ²: with σ = 0.05 and a motion blur κ ≈ 1000 at 3 steps, 130–270 iterations;
 benchmarks/results/cg-motion.md).
 """
@@ -122,11 +135,12 @@ def coupling_variance(chain: str, alpha_t: float, alpha_s: float, sigma: float, 
 
     ``"markov"``/``"fresh"``/``"operator"``: ᾱ_s σ² + 1 − ᾱ_s (the talk's); ``"none"``:
     max(ᾱ_s σ², ‖AᵀA‖/((KAPPA_MAX − 1) c)) with c the prior precision and ``gram`` ≥ ‖AᵀA‖ (no floor
-    where ``gram`` is None).
+    where ``gram`` is None, nor at the last step, ᾱ_s = 1).
     """
     if chain != "none":
         return alpha_s * sigma**2 + (1 - alpha_s)
-    floor = 0.0 if gram is None else gram / ((KAPPA_MAX - 1) * c)
+    # the last step (ᾱ_s = 1) keeps w = 1/σ², as the talk's chains: its κ is sized by cg_budget
+    floor = 0.0 if gram is None or alpha_s >= 1 else gram / ((KAPPA_MAX - 1) * c)
     return max(alpha_s * sigma**2, floor)
 
 
