@@ -38,7 +38,9 @@ for the one at x_s):
   statistic by more than sampling noise except Gaussian blur, whose mean gap it lowers
   (N = 50: 0.125 → 0.104, N = 100: 0.155 → 0.136; 128 draws, 16×16 Gaussian prior).
 - ``"operator"``: the chain noise through A, y_k = √ᾱ_k y + A u_k with u_k the Markov chain below in
-  image space (covariance (1−ᾱ_k) AAᵀ); Σ_s as the talk's.
+  image space (covariance (1−ᾱ_k) AAᵀ, the forward noise of x seen through A); Σ_s as ``"none"`` (were u
+  x's own forward noise, y_s − A x_s would be √ᾱ_s n). With the talk's Σ_s it matched ``"markov"``
+  within sampling noise (Gaussian prior, N = 50: SR ×4 0.71/2.8, blur 0.25/1.26).
 - ``"markov"`` (the talk's literal reading): y_k = √ᾱ_k y + u_k with u_t = √α_{t|s} u_s + √β_{t|s} ζ,
   u_k ~ N(0, (1−ᾱ_k) I), drawn once per solve — generated backwards along the loop by the exact
   bridge u_s | u_t ~ N(√α_{t|s}(1−ᾱ_s)/(1−ᾱ_t) u_t, (1−ᾱ_s)β_{t|s}/(1−ᾱ_t) I); Σ_s = ᾱ_s σ² + (1−ᾱ_s).
@@ -49,8 +51,9 @@ whatever A's scale; the coupling makes A x_s follow it, so in x-space it is rang
 ≥ (1−ᾱ_s)/s_min(A)² (SR ×4: singular values 0.13–0.25, ≥ 16×). On exact priors (bench_posterior.py,
 16×16, σ = 0.05, 128 draws, Gaussian | Gaussian-mixture prior, N = 50; results/posterior.md) the mean
 gap ‖x̄ − μ_post‖/‖μ_prior − μ_post‖ of the talk's chain is 0.16–0.78 and does not shrink with N
-(SR ×4: 0.53 → 0.69 → 0.74 at N = 20, 50, 100); ``"operator"`` equals it on masks and barely differs
-elsewhere; ``"none"`` reaches 0.05–0.18 | 0.11–0.20 (box 0.18 | 0.16, random 0.07 | 0.12, Gaussian
+(SR ×4: 0.53 → 0.69 → 0.74 at N = 20, 50, 100); ``"operator"`` reaches 0.04–0.21 on the blurs and
+SR with trace ratios 0.8–1.3 but spreads inpainting 2–5× too wide (its chain noise is pinned into
+the observed pixels); ``"none"`` reaches 0.05–0.18 | 0.11–0.20 (box 0.18 | 0.16, random 0.07 | 0.12, Gaussian
 blur 0.10 | 0.15, motion blur 0.13 | 0.20, SR ×4 0.05 | 0.12). DPS (its defaults) at N = 100 does
 better on box inpainting and the blurs (0.04–0.13), C-DPS at N = 50 is as good or better on random
 inpainting and SR ×4. Spread (trace ratio tr Ĉ/tr Σ): with ``last_step="sample"`` 0.84–1.40 on
@@ -65,7 +68,10 @@ and drawing x_0 from N(x̂0, r_t² I)·N(y; A x_0, σ²) then a DDIM step from i
 blur and hurt inpainting, where the missing pixels see y only through the model's ε̂ at x_t — which
 a Jacobian-free step cannot correct (the remaining box-inpainting gap). On held-out photo crops (30
 steps, results/quality_heldout.md) the default is above Tikhonov on every task (SR ×4 −0.46 dB,
-the others +1.6 to +10.5 dB) with no colour cast (≤ 0.006), where the talk's chain gave 9.8 dB on SR ×4.
+the others +1.6 to +10.5 dB) with no colour cast (≤ 0.006). Same 4 crops, seed 0, PSNR dB for
+none | operator | markov (all with the mean last step), Tikhonov: Gaussian blur 28.6 | 23.4 | 28.1,
+27.0; motion blur 26.2 | 21.2 | 22.2, 23.5; box 19.5 | 16.1 | 16.5, 17.8; random 24.8 | 14.2 | 16.4,
+14.4; SR ×4 22.7 | 19.6 | 13.6, 23.0.
 
 ``solver``: ``"auto"`` — an operator that declares ``structure == "diagonal"`` (inpainting) in the
 fused elementwise kernel, else the operator's exact solve where it has one, else batched CG
@@ -133,11 +139,11 @@ def coupling_variance(chain: str, alpha_t: float, alpha_s: float, sigma: float, 
                       gram: float | None) -> float:
     """Σ_s of the coupling y_s | x_s ~ N(A x_s + b_s, Σ_s I) of step t → s (host float, module docstring).
 
-    ``"markov"``/``"fresh"``/``"operator"``: ᾱ_s σ² + 1 − ᾱ_s (the talk's); ``"none"``:
+    ``"markov"``/``"fresh"``: ᾱ_s σ² + 1 − ᾱ_s (the talk's); ``"none"``/``"operator"``:
     max(ᾱ_s σ², ‖AᵀA‖/((KAPPA_MAX − 1) c)) with c the prior precision and ``gram`` ≥ ‖AᵀA‖ (no floor
     where ``gram`` is None, nor at the last step, ᾱ_s = 1).
     """
-    if chain != "none":
+    if chain not in ("none", "operator"):
         return alpha_s * sigma**2 + (1 - alpha_s)
     # the last step (ᾱ_s = 1) keeps w = 1/σ², as the talk's chains: its κ is sized by cg_budget
     floor = 0.0 if gram is None or alpha_s >= 1 else gram / ((KAPPA_MAX - 1) * c)
