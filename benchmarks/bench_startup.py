@@ -25,7 +25,7 @@ CASES = {
     "import diffsolve": [sys.executable, "-c", "import diffsolve"],
     "import diffsolve + solvers, operators, models": [
         sys.executable, "-c", "import diffsolve, diffsolve.solvers, diffsolve.operators, diffsolve.models"],
-    "diffsolve.solve (first use)": [sys.executable, "-c", "import diffsolve; diffsolve.solve"],
+    "import diffsolve.cli": [sys.executable, "-c", "import diffsolve.cli"],
     "diffsolve --help": [sys.executable, "-m", "diffsolve", "--help"],
     "diffsolve --version": [sys.executable, "-m", "diffsolve", "--version"],
     "diffsolve restore (argument error)": [sys.executable, "-m", "diffsolve", "restore", "--input", "x.png",
