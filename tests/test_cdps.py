@@ -323,3 +323,15 @@ def test_last_step_mean_is_the_noise_free_last_step():
     torch.testing.assert_close(mean, expect, rtol=1e-10, atol=1e-12)
     sample = cdps(prior, op, y, steps=4, sigma=0.05, generator=gen(5), last_step="sample")
     assert not torch.allclose(mean, sample)
+
+
+def test_sigma_beyond_the_dtype_is_refused_before_the_loop():
+    """float32: σ = 1e-8 with CG (κ ~ 1e16) gave NaN after the loop; σ = 1e-30 overflowed 1/σ²."""
+    prior = smooth_prior(1, 8, 8)
+    op = MotionBlur(5, 0.5, seed=0)
+    y = op.A(torch.rand(1, 1, 8, 8, generator=gen(0)) * 2 - 1)
+    with pytest.raises(ValueError, match="condition number"):
+        cdps(prior, op, y, steps=2, sigma=1e-8)
+    with pytest.raises(ValueError, match="overflows"):
+        cdps(prior, op, y, steps=2, sigma=1e-30)
+    assert bool(torch.isfinite(cdps(prior, op, y, steps=2, sigma=0.05, generator=gen(1))).all())

@@ -247,6 +247,23 @@ def _check_sigma(sigma: object) -> float:
     return float(sigma)
 
 
+def _check_solvable(sigma: float, dtype: torch.dtype, method: str, gram: float | None,
+                    steps: list[tuple[float, float]]) -> None:
+    """ValueError before the loop where σ makes a step's system overflow the dtype or, for CG in float32,
+    exceed what it can solve (κ·eps ≥ 1 with κ ≤ 1 + w‖AᵀA‖/c; ‖AᵀA‖ taken as 1 where unknown: σ = 1e-8
+    with a motion blur gave NaN there)."""
+    info = torch.finfo(dtype)
+    if max(w for _, w in steps) > info.max / 1e6:
+        raise ValueError(f"sigma={sigma:g} is too small for {dtype}: the data weight 1/sigma² overflows it; use a "
+                         "larger sigma or float64")
+    if method == "cg" and dtype != torch.float64:  # float64 CG degrades gracefully (CGNotConvergedWarning)
+        kappa = max(1 + w * (gram or 1.0) / c for c, w in steps)
+        if kappa * info.eps >= 1:
+            raise ValueError(f"sigma={sigma:g}: a C-DPS step's system has condition number up to {kappa:.1e}, beyond "
+                             f"what CG in {dtype} can solve (kappa x eps >= 1); use float64, a larger sigma, or an "
+                             "operator with an exact solve")
+
+
 def _choose_method(solver: str, operator: Any) -> str:
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
@@ -320,6 +337,8 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: fl
     else:
         measurements = None
     gram = gram_bound(operator, shape[-2:])
+    _check_solvable(sigma, y.dtype, method, gram,
+                    [precisions(coupling, eta, a_t, a_s, sigma, chain, gram) for a_t, a_s in zip(loop.alpha_t, loop.alpha_s)])
     info = Diagnostics(return_info)
     converged = torch.ones(shape[0], dtype=torch.bool, device=y.device)
     worst = torch.zeros(shape[0], dtype=y.dtype, device=y.device)
