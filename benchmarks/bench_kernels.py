@@ -41,7 +41,6 @@ import torch
 import torch.nn.functional as F
 
 from diffsolve import kernels as K
-from diffsolve.kernels import cg as cg_mod
 from diffsolve.operators.bicubic import bicubic_matrix
 from diffsolve.operators.blur_kernels import gaussian_taps, motion_kernel
 

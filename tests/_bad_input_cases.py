@@ -19,7 +19,6 @@ Everything runs on tiny CPU shapes with a cheap ε-model (ε = 0.1 x) in well un
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass

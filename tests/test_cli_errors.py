@@ -139,8 +139,10 @@ def test_sigma_unit_is_converted(tmp_path, rgb16, monkeypatch, capsys):
 
 def test_demo_size_rules(tmp_path, capsys, no_compute):
     assert "multiple of 8" in _error(capsys, ["demo", "--size", "12", "--out", str(tmp_path / "d")])
-    line = _error(capsys, ["demo", "--size", "64", "--tasks", "sr", "--factor", "3", "--out", str(tmp_path / "d")])
-    assert "multiple of 3" in line and "--size 48" in line
+    line = _error(capsys, ["demo", "--size", "72", "--tasks", "sr", "--factor", "16", "--out", str(tmp_path / "d")])
+    assert "multiple of 16" in line and "--size 64" in line
+    line = _error(capsys, ["demo", "--tasks", "sr", "--factor", "3", "--out", str(tmp_path / "d")])
+    assert "must divide 16" in line
     f = tmp_path / "f"
     f.write_text("x")
     assert "is a file" in _error(capsys, ["demo", "--out", str(f)])

@@ -250,7 +250,7 @@ def test_avg_pool_and_adjoint_match_reference(factor):
 # ----------------------------------------------------------------------------- cg
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_cg_dots_and_update_match_reference(dtype):
-    b, n = 4, 3 * 41 * 211  # > one 8192-element reduction block
+    b = 4  # 3 * 41 * 211 elements per sample: more than one 8192-element reduction block
     r, gr = randn(b, 3, 41, 211, dtype=dtype, seed=1), randn(b, 3, 41, 211, dtype=dtype, seed=2)
     shift, scale = torch.tensor([0.5, 1.0, 2.0, 0.1], dtype=dtype), torch.tensor([1.0, 0.3, 2.0, 5.0], dtype=dtype)
     dots = ops.cg_dots(r, gr, shift, scale)

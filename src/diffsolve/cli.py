@@ -24,6 +24,10 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from ._cli_types import HelpFormatter
+from ._cli_types import number as _number
+from ._cli_types import positive_int as _positive_int
+from ._cli_types import seed as _seed
 from .tasks import DEMO_TASKS, SIGMA, TASKS, TaskParameters, check_parameters, required_multiple
 
 __all__ = ["CLIError", "main"]
@@ -45,57 +49,6 @@ class CLIError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
-# --------------------------------------------------------------------------- argument types
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer seed in [0, 2**63), got {text!r}") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"expected an integer seed in [0, 2**63), got {value}")
-    return value
-
-
-def _number(low: float, high: float | None = None, *, low_open: bool = False, high_open: bool = False):
-    """An argparse type: a finite float in the given range."""
-    lo, hi = ("(" if low_open else "["), ("inf)" if high is None else (f"{high})" if high_open else f"{high}]"))
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number in {lo}{low}, {hi}, got {text!r}") from None
-        bad = (not math.isfinite(value) or value < low or (low_open and value == low)
-               or (high is not None and (value > high or (high_open and value == high))))
-        if bad:
-            raise argparse.ArgumentTypeError(f"expected a number in {lo}{low}, {hi}, got {text}")
-        return value
-
-    return parse
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows ``(default: X)`` unless the help already says its default or there is none."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
-            return text
-        return super()._get_help_string(action)
-
-
 def _add_measurement_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("measurement (y = A x + sigma * noise)")
     g.add_argument("--sigma", type=_number(0.0), default=SIGMA, help="measurement noise std, in --sigma-unit")
@@ -113,7 +66,7 @@ def _add_measurement_args(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    fmt = _HelpFormatter
+    fmt = HelpFormatter
     p = argparse.ArgumentParser(prog="diffsolve", formatter_class=fmt,
                                 description="Inverse problems with pretrained diffusion models.",
                                 epilog="Errors print one line naming the argument and the fix; exit status 2.")
@@ -517,12 +470,13 @@ def _plan_demo(a: argparse.Namespace) -> dict:
                        f"got {a.size}; {fix}")
     for task in a.tasks:
         f = required_multiple(task, params)
-        if side % f:
-            raise CLIError(f"--task {task} needs the photo side to be a multiple of {f}, --size is {side}; "
-                           f"use --size {max(16, side // (8 * f // math.gcd(8, f)) * (8 * f // math.gcd(8, f)))}")
         if DIGIT_SIDE % f:
-            raise CLIError(f"--factor {f}: the digits are {DIGIT_SIDE}x{DIGIT_SIDE}, so the SR factor must divide "
-                           f"{DIGIT_SIDE} (2, 4, 8 or 16)")
+            raise CLIError(f"--factor {f}: the demo's digits are {DIGIT_SIDE}x{DIGIT_SIDE}, so the SR factor must "
+                           f"divide {DIGIT_SIDE} (2, 4, 8 or 16)")
+        if side % f:
+            both = 8 * f // math.gcd(8, f)  # the model's multiple and the factor's
+            raise CLIError(f"--task {task} needs the photo side to be a multiple of {f}, --size is {side}; "
+                           f"use --size {max(both, side // both * both)}")
     if "cdps" in a.methods and sigma <= 0:
         raise CLIError("--sigma 0: cdps needs a measurement noise level > 0")
     return {"out": out, "params": params, "sigma": sigma}

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ._cli_types import HelpFormatter, int_at_least
+
 __all__ = ["DEFAULT_METHODS", "DEFAULT_TASKS", "IMAGE_SUFFIXES", "UsageError", "add_parser", "check", "main",
            "run"]
 
@@ -41,31 +43,14 @@ class UsageError(ValueError):
         self.argument, self.given, self.fix = argument, given, fix
 
 
-def _int(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
-        return value
-
-    return parse
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default" in text or action.default in (None, False, True, argparse.SUPPRESS):
-            return text
-        return super()._get_help_string(action)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``eval`` subcommand to ``subparsers`` (from ``ArgumentParser.add_subparsers``); return it."""
     e = subparsers.add_parser(
-        "eval", formatter_class=_Formatter,
+        "eval", formatter_class=HelpFormatter,
         help="evaluate methods on a dataset: results.jsonl, summary.md/.csv, a quality-vs-time plot",
         description="Score every (image, task, method, seed) on a folder of images or a bundled set. "
                     "Reruns into the same --out skip finished records. Runs unchanged under "
@@ -76,26 +61,26 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     e.add_argument("--data", required=True,
                    help="a folder of PNG/JPEG images (centre-cropped and resized to --size), or a bundled set: "
                         + ", ".join(BUNDLED))
-    e.add_argument("--size", type=_int(1), default=None,
+    e.add_argument("--size", type=int_at_least(1), default=None,
                    help="image side S in pixels (default: digits16 16, photos 256; required for a folder)")
     e.add_argument("--tasks", default=DEFAULT_TASKS, help="comma-separated tasks (diffsolve.tasks)")
     e.add_argument("--methods", default=DEFAULT_METHODS, help="comma-separated methods (diffsolve.methods)")
-    e.add_argument("--steps", type=_int(1), default=30, help="sampling steps")
+    e.add_argument("--steps", type=int_at_least(1), default=30, help="sampling steps")
     e.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1")
     e.add_argument("--out", required=True, help="output folder (results.jsonl, summary.md, summary.csv, plot)")
     e.add_argument("--model", default=None,
                    help="'digits16', 'patches', a local diffusers folder, or an ADM (guided-diffusion) checkpoint "
                         "file such as ffhq_10m.pt (default: digits16 for the digits16 set, else patches)")
-    e.add_argument("--batch", type=_int(1), default=1, help="images per solver call")
+    e.add_argument("--batch", type=int_at_least(1), default=1, help="images per solver call")
     e.add_argument("--device", default="cpu",
                    help="torch device: cpu, cuda (under torchrun: cuda:LOCAL_RANK), cuda:N")
     e.add_argument("--save-images", action="store_true", help="also write OUT/images/TASK/METHOD/seedS/NAME.png")
     e.add_argument("--sigma", type=float, default=0.05, help="measurement noise std in [-1, 1] units")
-    e.add_argument("--limit", type=_int(1), default=None, help="only the first N images (sorted by name)")
-    e.add_argument("--head-channels", type=_int(1), default=64,
+    e.add_argument("--limit", type=int_at_least(1), default=None, help="only the first N images (sorted by name)")
+    e.add_argument("--head-channels", type=int_at_least(1), default=64,
                    help="ADM checkpoints: channels per attention head (num_head_channels; 64 for the FFHQ and "
                         "ImageNet 256 models)")
-    e.add_argument("--threads", type=_int(1), default=None,
+    e.add_argument("--threads", type=int_at_least(1), default=None,
                    help="torch CPU threads per process (default: torch's; torchrun sets 1 per process)")
     e.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     return e

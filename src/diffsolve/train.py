@@ -237,7 +237,21 @@ def train(
         torch.backends.cudnn.deterministic = True
         torch.use_deterministic_algorithms(True, warn_only=True)
     else:
-        torch.set_flush_denormal(True)  # AdamW's second moments underflow; denormals are ~100x slower
+        # AdamW's second moments underflow; denormals are ~100x slower. Process-wide CPU state:
+        # train turns it back off when training ends (it leaked into later tests).
+        torch.set_flush_denormal(True)
+    try:
+        return _train(name, out, cfg, dev, seed=seed, bank=bank, time_limit=time_limit, budget=budget,
+                      n_eval=n_eval, photo_cache=photo_cache, log_every=log_every, command=command)
+    finally:
+        if dev.type != "cuda":
+            torch.set_flush_denormal(False)
+
+
+def _train(name: str, out: str | Path, cfg: dict, dev: torch.device, *, seed: int, bank: int,
+           time_limit: float | None, budget: float | None, n_eval: int | None, photo_cache: str | None,
+           log_every: int, command: str) -> dict:
+    """The body of :func:`train` with its settings resolved."""
     torch.manual_seed(seed)
     cpu_gen = torch.Generator().manual_seed(seed)
     gen = torch.Generator(dev).manual_seed(seed + 1)

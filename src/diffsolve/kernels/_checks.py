@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_companion", "check_image_like", "check_same", "per_sample"]
+__all__ = ["check_companion", "check_device", "check_image_like", "check_same", "per_sample"]
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -61,3 +61,18 @@ def per_sample(name: str, value: float | torch.Tensor, ref: torch.Tensor) -> tor
     if value.shape != (batch,):
         raise ValueError(f"{name} must be a scalar or have shape ({batch},), got {tuple(value.shape)}")
     return value.to(ref.dtype)
+
+
+def check_device(device: object) -> torch.device | None:
+    """``device`` as a torch.device that this torch build can use (a clear error, not an AssertionError)."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but this torch build has no usable CUDA device "
+                         f"(torch {torch.__version__}, CUDA {torch.version.cuda}); use device='cpu' or install a CUDA "
+                         "build of torch")
+    return dev

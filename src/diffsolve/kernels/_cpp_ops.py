@@ -24,7 +24,6 @@ from __future__ import annotations
 import torch
 
 from . import _cpp
-from .resample import resample_adjoint_reference, resample_reference
 
 __all__ = [
     "avg_pool", "avg_pool_adjoint", "cg_dots", "cg_update", "correlate2d", "correlate2d_adjoint",

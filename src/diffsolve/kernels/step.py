@@ -24,7 +24,6 @@ backends then run one launch per sample).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..kernels._checks import check_device
 from .diffusers_adapter import DiffusersDenoiser
 
 __all__ = ["DEFAULT_MODELS", "default_model_info", "default_model_path", "load_default"]
@@ -61,14 +62,7 @@ def load_default(name: str, *, device: str | torch.device | None = None,
         raise TypeError(f"torch_dtype must be a torch.dtype, got {type(torch_dtype).__name__}")
     if torch_dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise TypeError(f"torch_dtype must be a floating dtype (float32 by default), got {torch_dtype}")
-    if device is not None:
-        try:
-            dev = torch.device(device)
-        except (RuntimeError, TypeError, ValueError) as err:
-            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from err
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={str(device)!r} but this torch build has no usable CUDA device "
-                             f"(torch {torch.__version__}, CUDA {torch.version.cuda}); use device='cpu'")
+    check_device(device)
     path = default_model_path(name)
     from diffusers.utils import logging as dlog
 

@@ -35,6 +35,7 @@ import math
 
 import torch
 
+from ..kernels._checks import check_device
 from ..models.denoiser import as_denoiser, check_sample_shape
 from ..schedules import (SPACINGS, SamplingSchedule, loglinear_timesteps, sampling_schedule, spaced_timesteps)
 
@@ -67,21 +68,6 @@ def check_steps(steps: object) -> int:
     if steps < 1:
         raise ValueError(f"steps must be in [1, T] (model evaluations, at most the training timesteps T), got {steps}")
     return steps
-
-
-def check_device(device: object) -> torch.device | None:
-    """``device`` as a torch.device that this torch build can use (a clear error, not an AssertionError)."""
-    if device is None:
-        return None
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as err:
-        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={str(device)!r} but this torch build has no usable CUDA device "
-                         f"(torch {torch.__version__}, CUDA {torch.version.cuda}); use device='cpu' or install a CUDA "
-                         "build of torch")
-    return dev
 
 
 def check_finite_tensor(name: str, t: torch.Tensor) -> None:
