@@ -183,3 +183,17 @@ def test_cli_method_lists_follow_the_registry():
     assert set(cli.METHODS) == set(CLI_METHODS)
     assert set(cli.SAMPLERS) == {m for m in CLI_METHODS if METHODS[m].uses_model}
     assert set(cli.BASELINES) == {m for m in CLI_METHODS if not METHODS[m].uses_model}
+
+
+@pytest.mark.parametrize("command, needles", [
+    ("restore", ["(default: 50)", "(default: 0)", "(default: cpu)", "(default: 0.05)", "(default: 0.7)"]),
+    ("demo", ["(default: diffsolve-demo)", "(default: 0)"]),
+    ("eval", ["(default: 1)", "(default: 30)"]),
+])
+def test_help_shows_defaults(command, needles, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for needle in needles:
+        assert needle in text, needle

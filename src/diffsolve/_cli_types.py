@@ -60,6 +60,6 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, True, argparse.SUPPRESS):
+        if "default" in text or any(action.default is v for v in (None, False, True, argparse.SUPPRESS)):
             return text
         return super()._get_help_string(action)
