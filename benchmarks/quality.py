@@ -3,7 +3,7 @@
     python benchmarks/quality.py [--steps 20 50] [--photos-size 128] [--digits 32] [--out benchmarks/results]
 
 1. Inverse problems: PSNR / SSIM (torchmetrics, [0, 1] range) and seconds per image for DPS, MPGD,
-   C-DPS (reverse and forward coupling) × task (``diffsolve.demo.TASKS``) × steps, beside the
+   C-DPS (reverse and forward coupling) × task (``diffsolve.tasks.DEMO_TASKS``) × steps, beside the
    pseudo-inverse and Tikhonov (λ picked per task from 1e-3/1e-2/1e-1 by PSNR: an oracle that
    favours the baseline), on the held-out photos (patches) and held-out digits (digits16),
    σ = 0.05 in [−1, 1]. MPGD-AE/Z are left out: no autoencoder ships with the package.
@@ -28,7 +28,8 @@ import torch
 
 import diffsolve
 from diffsolve.data import heldout_digits, photo
-from diffsolve.demo import SIGMA, TASKS, make_operator, restore, scores
+from diffsolve.demo import DEMO_TASKS as TASKS
+from diffsolve.demo import SIGMA, make_operator, restore, scores
 from diffsolve.models import load_default
 from diffsolve.solvers import ddim, ge
 

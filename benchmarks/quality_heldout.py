@@ -14,7 +14,7 @@ ships with the package or its dependencies (matplotlib here carries no sample ph
 datasets need a download).
 
 Per crop and seed: y = A x + σ n, σ = 0.05 in [−1, 1] (the seed sets n and the sampler), tasks of
-``diffsolve.demo.TASKS``, each method at its defaults through ``diffsolve.demo.restore``:
+``diffsolve.tasks.DEMO_TASKS``, each method at its defaults through ``diffsolve.demo.restore``:
 Tikhonov (λ picked per task from 1e-3/1e-2/1e-1 by mean PSNR: an oracle that favours the
 baseline), the pseudo-inverse, MPGD, C-DPS (default chain ``"none"``), C-DPS with the talk's
 Markov chain (``cdps-talk``, only with ``--methods``), DPS (default step rule). Scores: PSNR / SSIM on [0, 1] and the colour
@@ -36,7 +36,8 @@ from pathlib import Path
 import torch
 
 from diffsolve.data import photo
-from diffsolve.demo import SIGMA, TASKS, make_operator, measurement_view, restore, save_grid, scores
+from diffsolve.demo import DEMO_TASKS as TASKS
+from diffsolve.demo import SIGMA, make_operator, measurement_view, restore, save_grid, scores
 from diffsolve.models import load_default
 from diffsolve.solvers import cdps
 

@@ -16,7 +16,7 @@ from .methods import CLI_METHODS as METHODS
 from .tasks import DEMO_TASKS, SIGMA, TASKS, TaskParameters, make_operator
 
 __all__ = [
-    "METHODS", "SIGMA", "TASKS", "measurement_view", "make_operator", "restore", "run_demo", "save_grid", "scores",
+    "DEMO_TASKS", "METHODS", "SIGMA", "TASKS", "measurement_view", "make_operator", "restore", "run_demo", "save_grid", "scores",
 ]  # fmt: skip
 
 

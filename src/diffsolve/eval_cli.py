@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from ._cli_types import HelpFormatter, int_at_least
+from .tasks import DEMO_TASKS
 
 __all__ = ["DEFAULT_METHODS", "DEFAULT_TASKS", "IMAGE_SUFFIXES", "UsageError", "add_parser", "check", "main",
            "run"]
 
-DEFAULT_TASKS = "gaussian_blur,motion_blur,box,random,sr4"
+DEFAULT_TASKS = ",".join(DEMO_TASKS)
 DEFAULT_METHODS = "mpgd,cdps,dps,tikhonov,pinv"
 BUNDLED = {"digits16": 16, "photos": 256}  # bundled set -> its natural side
 SHIPPED = ("digits16", "patches")
