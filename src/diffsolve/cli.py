@@ -28,7 +28,7 @@ from ._cli_types import HelpFormatter
 from ._cli_types import number as _number
 from ._cli_types import positive_int as _positive_int
 from ._cli_types import seed as _seed
-from .tasks import DEMO_TASKS, SIGMA, TASKS, TaskParameters, check_parameters, required_multiple
+from .tasks import DEMO_TASKS, SIGMA, TASK_PARAMETERS, TASKS, TaskParameters, check_parameters, required_multiple
 
 __all__ = ["CLIError", "main"]
 
@@ -132,17 +132,11 @@ def _params(a: argparse.Namespace) -> TaskParameters:
     if a.factor != 4 and "sr" not in tasks:
         raise CLIError(f"--factor {a.factor} is only read by --task sr (sr4 is always x4); use --task sr")
     for name, value in given.items():
-        users = [t for t in TASKS if name in _task_reads(t)]
+        users = [t for t in TASKS if name in TASK_PARAMETERS[t]]
         if value is not None and not any(t in tasks for t in users):
             raise CLIError(f"--{name.replace('_', '-')} {value} is only read by --task {'/'.join(users)}, "
                            f"not {'/'.join(tasks)}; drop it")
     return params
-
-
-def _task_reads(task: str) -> tuple[str, ...]:
-    from .tasks import TASK_PARAMETERS
-
-    return TASK_PARAMETERS.get(task, ())
 
 
 def _sigma(a: argparse.Namespace) -> float:
