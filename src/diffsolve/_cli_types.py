@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 
-__all__ = ["HelpFormatter", "int_at_least", "number", "positive_int", "seed"]
+__all__ = ["DEVICE_PATTERN", "HelpFormatter", "device_unavailable", "int_at_least", "number", "positive_int", "seed"]
+
+#: the device strings the command line accepts (checked without torch)
+DEVICE_PATTERN = re.compile(r"^(cpu|mps|(cuda|xpu)(:\d+)?)$")
 
 
 def int_at_least(low: int):
@@ -63,3 +67,23 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if "default" in text or any(action.default is v for v in (None, False, True, argparse.SUPPRESS)):
             return text
         return super()._get_help_string(action)
+
+
+def device_unavailable(device: str) -> tuple[str, str] | None:
+    """(what is wrong, the fix) when ``device`` (matching DEVICE_PATTERN) cannot run here, else None.
+    Imports torch: call it after every torch-free check."""
+    import torch
+
+    kind = device.split(":")[0]
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return f"{device}: this torch ({torch.__version__}) sees no CUDA device", "use --device cpu"
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= count:
+            return f"{device}: only {count} CUDA device(s) here", f"use cuda:0 ... cuda:{count - 1}"
+    elif kind == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        return f"{device}: MPS is not available in this torch", "use --device cpu"
+    elif kind == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        return f"{device}: XPU is not available in this torch", "use --device cpu"
+    return None

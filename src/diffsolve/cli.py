@@ -19,12 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from pathlib import Path
 
 from . import __version__
-from ._cli_types import HelpFormatter
+from ._cli_types import DEVICE_PATTERN, HelpFormatter, device_unavailable
 from ._cli_types import number as _number
 from ._cli_types import positive_int as _positive_int
 from ._cli_types import seed as _seed
@@ -39,7 +38,6 @@ BASELINES = ("tikhonov", "pinv")
 METHODS = SAMPLERS + BASELINES
 SHIPPED_MODELS = ("digits16", "patches")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-DEVICE_PATTERN = re.compile(r"^(cpu|mps|(cuda|xpu)(:\d+)?)$")
 SIZE_RULES = ("Size rules: the samplers (mpgd, cdps, dps) need image sides that are multiples of the model's "
               "down-sampling factor (patches: 8; digits16: exactly 16x16); sr4/sr need sides that are "
               "multiples of the SR factor; the baselines (tikhonov, pinv) need nothing else.")
@@ -152,20 +150,9 @@ def _check_device(text: str) -> str:
 
 def _check_device_available(device: str) -> None:
     """Needs torch: call after every torch-free check."""
-    import torch
-
-    kind = device.split(":")[0]
-    if kind == "cuda":
-        if not torch.cuda.is_available():
-            raise CLIError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA device; use --device cpu")
-        index = int(device.split(":")[1]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            raise CLIError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here; "
-                           f"use cuda:0 ... cuda:{torch.cuda.device_count() - 1}")
-    elif kind == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise CLIError(f"--device {device}: MPS is not available in this torch; use --device cpu")
-    elif kind == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
-        raise CLIError(f"--device {device}: XPU is not available in this torch; use --device cpu")
+    problem = device_unavailable(device)
+    if problem is not None:
+        raise CLIError(f"--device {problem[0]}; {problem[1]}")
 
 
 def _check_out_file(text: str) -> Path:

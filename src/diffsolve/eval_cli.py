@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._cli_types import HelpFormatter, int_at_least
+from ._cli_types import DEVICE_PATTERN, HelpFormatter, device_unavailable, int_at_least
 from .tasks import DEMO_TASKS
 
 __all__ = ["DEFAULT_METHODS", "DEFAULT_TASKS", "IMAGE_SUFFIXES", "UsageError", "add_parser", "check", "main",
@@ -164,19 +164,11 @@ def _model_geometry(spec: str) -> dict[str, Any] | None:
 
 
 def _check_device(text: str) -> str:
-    import torch
-
-    try:
-        dev = torch.device(text)
-    except RuntimeError:
-        raise UsageError("--device", repr(text), "use cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device", f"{text!r} but CUDA is not available", "use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UsageError("--device", f"{text!r} but there are {torch.cuda.device_count()} CUDA devices",
-                         "use cuda (one device per local rank under torchrun) or an existing index")
-    if dev.type not in ("cpu", "cuda", "mps"):
+    if not DEVICE_PATTERN.match(text):
         raise UsageError("--device", repr(text), "use cpu, cuda, cuda:N or mps")
+    problem = device_unavailable(text)
+    if problem is not None:
+        raise UsageError("--device", *problem)
     return text
 
 
