@@ -5,7 +5,8 @@ benchmarks/bad_inputs_sweep.py (counts per outcome, written to benchmarks/result
 
 Each :class:`Case` is one call as a user would write it, with what a correct library does:
 
-- ``"reject"``: a ValueError/TypeError whose message names the argument (``arg``);
+- ``"reject"``: a ValueError/TypeError (or, for a missing file, FileNotFoundError) whose message names
+  the argument (``arg``);
 - ``"accept"``: a result whose tensors are finite and keep the problem's dtype;
 - ``"propagate"``: NaN in, NaN out (a pointwise kernel or a solve: never a finite number);
 - ``"report"``: a result, with a warning or an info flag saying it is not what was asked (CG stopped early);
@@ -77,7 +78,7 @@ def judge(case: Case) -> tuple[str, str]:
         warnings.simplefilter("always")
         try:
             out = case.call()
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, FileNotFoundError) as err:
             msg = str(err)
             if case.arg.lower() in msg.lower():
                 return "rejected", f"{type(err).__name__}: {msg[:160]}"
@@ -322,6 +323,43 @@ def _kernel_cases(x) -> list[Case]:
         add("ddim_step" + tag, "guidance", "without guidance_scale", "reject", lambda: step(guidance=e))
         add("fused_step" + tag, "coefs", "(B, 7)", "reject",
             lambda: fused_step(x, e, torch.zeros(x.shape[0], 7, dtype=F64), backend=be))
+        add("fused_step" + tag, "coefs", "NaN", "reject",
+            lambda: fused_step(x, e, torch.full((x.shape[0], 8), NAN, dtype=F64), backend=be))
+        add("fused_step" + tag, "coefs", "float32 for float64 images", "reject",
+            lambda: fused_step(x, e, torch.zeros(x.shape[0], 8), backend=be))
+        # (B,) tensors: the same ranges as numbers, per sample (check=True, the default)
+        t64 = lambda *v: torch.tensor(v, dtype=F64)
+        for label, v in [("[0.3, 1.2]", t64(0.3, 1.2)), ("[0.3, 1]", t64(0.3, 1.0)), ("[0.3, 0]", t64(0.3, 0.0)),
+                         ("[-0.2, 0.3]", t64(-0.2, 0.3)), ("[0.3, nan]", t64(0.3, NAN))]:
+            add("ddim_step" + tag, "alpha_bar_t", f"tensor {label}", "reject", lambda v=v: step(alpha_bar_t=v))
+            add("ge_step" + tag, "alpha_bar_t", f"tensor {label}", "reject",
+                lambda v=v: ge_step(x, e, e, v, 0.6, backend=be))
+            add("mpgd_step" + tag, "alpha_bar_t", f"tensor {label}", "reject",
+                lambda v=v: mpgd_step(x, e, e, v, 0.6, step_size=0.1, backend=be))
+        for label, v in [("[0.6, 1.5]", t64(0.6, 1.5)), ("[0.6, 0]", t64(0.6, 0.0)), ("[0.6, -1]", t64(0.6, -1.0))]:
+            add("ddim_step" + tag, "alpha_bar_s", f"tensor {label}", "reject", lambda v=v: step(alpha_bar_s=v))
+            add("ge_step" + tag, "alpha_bar_s", f"tensor {label}", "reject",
+                lambda v=v: ge_step(x, e, e, 0.3, v, backend=be))
+        add("ddim_step" + tag, "alpha_bar_s", "tensor < alpha_bar_t with eta=1", "reject",
+            lambda: step(alpha_bar_t=t64(0.3, 0.7), eta=1.0, seed=1))
+        add("ddim_step" + tag, "alpha_bar_s", "tensor < alpha_bar_t where eta=0 (inversion)", "accept",
+            lambda: step(alpha_bar_t=t64(0.3, 0.7), eta=t64(0.5, 0.0), seed=1))
+        add("ge_step" + tag, "alpha_bar_s", "tensor < alpha_bar_t with mu=0.5", "reject",
+            lambda: ge_step(x, e, None, t64(0.3, 0.7), 0.6, mu=0.5, seed=1, backend=be))
+        add("ddim_step" + tag, "alpha_bar_t", "tensor [0.3, 0.5]", "accept", lambda: step(alpha_bar_t=t64(0.3, 0.5)))
+        add("ddim_step" + tag, "alpha_bar_t", "float64 tensor for float32 images", "reject",
+            lambda: ddim_step(x32, x32, t64(0.3, 0.5), 0.6, backend=be), F32)
+        add("ddim_step" + tag, "alpha_bar_t", "tensor on meta", "reject",
+            lambda: step(alpha_bar_t=torch.full((2,), 0.3, dtype=F64, device="meta")))
+        for label, v in [("[0.5, 1.5]", t64(0.5, 1.5)), ("[-1, 0.5]", t64(-1.0, 0.5)), ("[0.5, nan]", t64(0.5, NAN))]:
+            add("ddim_step" + tag, "eta", f"tensor {label}", "reject", lambda v=v: step(eta=v, seed=1))
+        for label, v in [("[0.1, -1]", t64(0.1, -1.0)), ("[0.1, nan]", t64(0.1, NAN)), ("[0.1, inf]", t64(0.1, INF))]:
+            add("ddim_step" + tag, "guidance_scale", f"tensor {label}", "reject",
+                lambda v=v: step(guidance=e, guidance_scale=v))
+            add("mpgd_step" + tag, "step_size", f"tensor {label}", "reject",
+                lambda v=v: mpgd_step(x, e, e, 0.3, 0.6, step_size=v, backend=be))
+            add("ge_step" + tag, "gamma", f"tensor {label}", "reject",
+                lambda v=v: ge_step(x, e, e, 0.3, 0.6, gamma=v, backend=be))
         post = lambda **k: diagonal_posterior_step(**{"mean": x, "precision": 2.0, "diag": torch.ones(1, 1, 8, 8,
                                                       dtype=F64), "target": e, "noise_precision": 3.0, "backend": be,
                                                       **k})
@@ -332,6 +370,19 @@ def _kernel_cases(x) -> list[Case]:
             lambda: post(diag=torch.ones(1, 1, 4, 4, dtype=F64)))
         add("diagonal_posterior_step" + tag, "diag", "float32", "reject",
             lambda: post(diag=torch.ones(1, 1, 8, 8)))
+        for arg in ("precision", "noise_precision"):
+            for label, v in [("[2, -1]", t64(2.0, -1.0)), ("[2, 0]", t64(2.0, 0.0)), ("[2, nan]", t64(2.0, NAN)),
+                             ("[2, inf]", t64(2.0, INF))]:
+                add("diagonal_posterior_step" + tag, arg, f"tensor {label}", "reject",
+                    lambda arg=arg, v=v: post(**{arg: v}))
+            add("diagonal_posterior_step" + tag, arg, "float32 tensor", "reject",
+                lambda arg=arg: post(**{arg: torch.ones(2)}))
+        add("diagonal_posterior_step" + tag, "precision", "tensor [2, 3]", "accept",
+            lambda: post(precision=t64(2.0, 3.0)))
+        add("diagonal_posterior_step" + tag, "diag", "negative", "reject",
+            lambda: post(diag=torch.full((1, 1, 8, 8), -0.5, dtype=F64)))
+        add("diagonal_posterior_step" + tag, "diag", "zero (all missing)", "accept",
+            lambda: post(diag=torch.zeros(1, 1, 8, 8, dtype=F64)))
         add("diagonal_posterior_step" + tag, "seed", "-1", "reject", lambda: post(seed=-1))
         add("diagonal_posterior_step" + tag, "target", "NaN", "propagate", lambda: post(target=_nan_like(e)))
         gram = lambda v: 0.5 * v
@@ -528,7 +579,52 @@ def _misc_cases(x) -> list[Case]:
     add("LinearOperator.from_callable", "fn", "5", "reject", lambda: LinearOperator.from_callable(5))
     add("Autoencoder", "vae", "5", "reject", lambda: Autoencoder(5))
     add("DiffusersDenoiser", "unet", "5", "reject", lambda: DiffusersDenoiser(5, {}))
+    for damage, arg in [("config.json not JSON", "config.json"), ("config.json a list", "config.json"),
+                        ("scheduler_config.json not JSON", "scheduler_config.json"), ("no weights", "weights"),
+                        ("safetensors garbage", "weights"), ("safetensors truncated", "weights"),
+                        ("config.json disagrees with the weights", "config.json")]:
+        add("DiffusersDenoiser.from_pretrained", arg, damage, "reject", lambda d=damage: _damaged_folder_load(d))
     return cases
+
+
+def _damaged_folder_load(damage: str) -> Any:
+    """Save a tiny UNet2DModel + DDIM scheduler in a temporary folder, damage it, load it."""
+    import json
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from diffusers import DDIMScheduler, UNet2DModel
+
+    from diffsolve.models import DiffusersDenoiser
+
+    root = Path(tempfile.mkdtemp(prefix="diffsolve-bad-folder-"))
+    try:
+        torch.manual_seed(0)
+        UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                    norm_num_groups=4, down_block_types=("DownBlock2D", "DownBlock2D"),
+                    up_block_types=("UpBlock2D", "UpBlock2D")).save_pretrained(root / "unet")
+        DDIMScheduler().save_pretrained(root / "scheduler")
+        cfg, weights = root / "unet" / "config.json", root / "unet" / "diffusion_pytorch_model.safetensors"
+        if damage == "config.json not JSON":
+            cfg.write_text('{"_class_name": "UNet2DModel", ')
+        elif damage == "config.json a list":
+            cfg.write_text("[1, 2]")
+        elif damage == "scheduler_config.json not JSON":
+            (root / "scheduler" / "scheduler_config.json").write_text("{oops")
+        elif damage == "no weights":
+            weights.unlink()
+        elif damage == "safetensors garbage":
+            weights.write_bytes(b"not a safetensors file" * 8)
+        elif damage == "safetensors truncated":
+            weights.write_bytes(weights.read_bytes()[:1000])
+        else:
+            data = json.loads(cfg.read_text())
+            data["block_out_channels"] = [8, 32]
+            cfg.write_text(json.dumps(data))
+        return DiffusersDenoiser.from_pretrained(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def build_cases() -> list[Case]:

@@ -201,3 +201,84 @@ def test_autoencoder_vq_and_gradients():
         ae.encode(x[0])
     with pytest.raises(TypeError, match="AutoencoderKL or VQModel"):
         Autoencoder(torch.nn.Linear(2, 2))
+
+
+def _saved(tmp_path, layout="pipeline"):
+    """A tiny UNet2DModel + DDIM scheduler saved with save_pretrained; returns (root, unet folder, scheduler file)."""
+    root = tmp_path / f"model-{layout}"
+    if layout == "pipeline":
+        _unet().save_pretrained(root / "unet")
+        DDIMScheduler().save_pretrained(root / "scheduler")
+        return root, root / "unet", root / "scheduler" / "scheduler_config.json"
+    _unet().save_pretrained(root)
+    DDIMScheduler().save_config(root)
+    return root, root, root / "scheduler_config.json"
+
+
+def _one_line(err):
+    msg = str(err.value)
+    assert "\n" not in msg and err.value.__cause__ is None
+    return msg
+
+
+@pytest.mark.parametrize("layout", ["pipeline", "model"])
+@pytest.mark.parametrize("which", ["config", "scheduler"])
+@pytest.mark.parametrize("text", ['{"_class_name": "UNet2DModel", ', "", "[1, 2]"])
+def test_from_pretrained_corrupt_config_names_the_file(tmp_path, layout, which, text):
+    root, unet_dir, sched_file = _saved(tmp_path, layout)
+    bad = unet_dir / "config.json" if which == "config" else sched_file
+    bad.write_text(text)
+    with pytest.raises(ValueError, match="re-save the model with save_pretrained") as err:
+        DiffusersDenoiser.from_pretrained(root)
+    msg = _one_line(err)
+    assert msg.startswith(str(bad)) and ("not valid JSON" in msg or "must hold a JSON object" in msg)
+
+
+def test_from_pretrained_binary_config_names_the_file(tmp_path):
+    root, unet_dir, _ = _saved(tmp_path)
+    (unet_dir / "config.json").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ValueError, match="config.json is not") as err:
+        DiffusersDenoiser.from_pretrained(root)
+    _one_line(err)
+
+
+@pytest.mark.parametrize("layout", ["pipeline", "model"])
+def test_from_pretrained_without_weights_is_file_not_found(tmp_path, layout):
+    root, unet_dir, _ = _saved(tmp_path, layout)
+    (unet_dir / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="has a config.json but no weights.*diffusion_pytorch_model"
+                                                ".safetensors") as err:
+        DiffusersDenoiser.from_pretrained(root)
+    assert _one_line(err).startswith(str(unet_dir))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "bin"])
+def test_from_pretrained_corrupt_weights_names_the_file(tmp_path, damage):
+    root, unet_dir, _ = _saved(tmp_path)
+    weights = unet_dir / "diffusion_pytorch_model.safetensors"
+    data = weights.read_bytes()
+    if damage == "garbage":
+        weights.write_bytes(b"not a safetensors file" * 8)
+    elif damage == "truncated":
+        weights.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        weights.write_bytes(b"")
+    else:
+        weights.unlink()
+        weights = unet_dir / "diffusion_pytorch_model.bin"
+        weights.write_bytes(b"junk")
+    with pytest.raises(ValueError, match="corrupt or truncated") as err:
+        DiffusersDenoiser.from_pretrained(root)
+    assert _one_line(err).startswith(str(weights))
+
+
+def test_from_pretrained_weights_that_do_not_fit_the_config(tmp_path):
+    import json
+
+    root, unet_dir, _ = _saved(tmp_path)
+    cfg = json.loads((unet_dir / "config.json").read_text())
+    cfg["block_out_channels"] = [8, 32]
+    (unet_dir / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="does not match .*config.json .*size mismatch") as err:
+        DiffusersDenoiser.from_pretrained(root)
+    _one_line(err)

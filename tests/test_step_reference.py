@@ -105,7 +105,7 @@ def test_bad_input_is_named():
         ddim_step(x.long(), x.long(), 0.5, 0.6)
     with pytest.raises(ValueError, match="alpha_bar_t must lie in"):
         ddim_step(x, x, 1.5, 0.6)
-    with pytest.raises(ValueError, match=r"alpha_bar_s must be a scalar or have shape \(2,\)"):
+    with pytest.raises(ValueError, match=r"alpha_bar_s must be a number or have shape \(2,\)"):
         ddim_step(x, x, 0.5, torch.rand(3))
     with pytest.raises(ValueError, match="backend must be one of"):
         ddim_step(x, x, 0.5, 0.6, backend="cuda")

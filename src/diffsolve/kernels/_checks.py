@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["check_companion", "check_device", "check_image_like", "check_same", "per_sample"]
+__all__ = ["SEED_LIMIT", "check_companion", "check_device", "check_image_like", "check_same", "check_seed",
+           "check_tensor_ranges", "per_sample"]
+
+SEED_LIMIT = 2**64
+"""Seeds and noise offsets lie in [0, SEED_LIMIT) = [0, 2**64), torch's range (``Generator.manual_seed``
+takes any 64-bit unsigned value). The one constant: every seed check should import it."""
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -41,26 +46,64 @@ def check_same(name: str, t: torch.Tensor | None, ref: torch.Tensor, ref_name: s
         raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}; move them together")
 
 
-def per_sample(name: str, value: float | torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """A scalar or a (B,) tensor as a (B,) tensor of ``ref``'s dtype and device (B = ref.shape[0]).
+def per_sample(name: str, value: object, ref: torch.Tensor) -> torch.Tensor:
+    """A number or a tensor of shape () or (B,) as a (B,) tensor of ``ref``'s dtype and device (B = ref.shape[0]).
 
-    Python numbers and 0-dim tensors are expanded; a (B,) tensor must be on ``ref``'s device and
-    floating. Nothing is moved between devices silently.
+    The one implementation (operators/_validate.py imports it). Python numbers must be finite and
+    >= 0 and are expanded; tensors must already have ``ref``'s dtype and device: nothing is cast or
+    moved silently (the message names the argument and the fix). Tensor values are not inspected
+    (that would sync the device): see :func:`check_tensor_ranges`.
     """
     batch = ref.shape[0]
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number or a ({batch},) tensor, got a bool ({value!r})")
+    if isinstance(value, (int, float)):
+        if not 0 <= value < float("inf"):
+            raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
         return torch.full((batch,), float(value), dtype=ref.dtype, device=ref.device)
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a number or a tensor of shape ({batch},), got {type(value).__name__}")
     if value.device != ref.device:
-        raise ValueError(f"{name} is on {value.device} but the images are on {ref.device}")
-    if not value.is_floating_point():
-        raise TypeError(f"{name} must be floating, got dtype {value.dtype}")
+        raise ValueError(f"{name} is on {value.device} but the images are on {ref.device}; move it there "
+                         f"with {name}.to('{ref.device}')")
+    if value.dtype != ref.dtype:
+        raise TypeError(f"{name} must have the images' dtype {ref.dtype}, got {value.dtype}; convert it with "
+                        f"{name}.to({ref.dtype}) (nothing is cast silently)")
     if value.dim() == 0:
-        return value.to(ref.dtype).expand(batch)
+        return value.expand(batch)
     if value.shape != (batch,):
-        raise ValueError(f"{name} must be a scalar or have shape ({batch},), got {tuple(value.shape)}")
-    return value.to(ref.dtype)
+        raise ValueError(f"{name} must be a number or have shape ({batch},), got shape {tuple(value.shape)}")
+    return value
+
+
+def check_tensor_ranges(checks: list[tuple[str, torch.Tensor, torch.Tensor, str, str]]) -> None:
+    """Raise a ValueError for the first ``(name, value, bad, rule, fix)`` whose boolean mask ``bad`` has a
+    True: "<name> <rule>, got <values>; <fix>".
+
+    All masks are reduced on the device and read back with ONE host sync (none at all when
+    ``checks`` is empty); a second read happens only on the error path, to quote the value. The
+    public kernels call this for tensor-valued arguments when ``check=True`` (their default);
+    solvers that pass values they built call the kernels with ``check=False`` instead.
+    """
+    if not checks:
+        return
+    flags = torch.stack([bad.reshape(-1).any().to(device=checks[0][2].device) for _, _, bad, _, _ in checks]).tolist()
+    for (name, value, bad, rule, fix), flag in zip(checks, flags):
+        if flag:
+            shown = value.detach().reshape(-1)[:8].tolist() if value.dim() <= 1 else \
+                value.detach()[bad].reshape(-1)[:8].tolist()
+            more = " ..." if value.numel() > 8 else ""
+            raise ValueError(f"{name} {rule}, got {shown}{more}; {fix}")
+
+
+def check_seed(name: str, seed: object) -> int:
+    """An int in [0, SEED_LIMIT); nothing wraps around or is reinterpreted silently."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"{name} must be an int in [0, 2**64), got {type(seed).__name__} {seed!r}")
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"{name} must lie in [0, 2**64) (nothing wraps around), got {seed}; reduce it, "
+                         f"e.g. {name} % 2**64")
+    return seed
 
 
 def check_device(device: object) -> torch.device | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from . import _dispatch
-from ._checks import check_image_like, check_same, per_sample
+from ._checks import check_image_like, check_same, check_tensor_ranges, per_sample
 from .step import _noise_from_seed, check_offset, check_scalar, check_seeds
 
 __all__ = ["diagonal_posterior_step", "diagonal_posterior_step_reference"]
@@ -53,6 +53,7 @@ def diagonal_posterior_step(
     seed: int | None = None,
     offset: int = 0,
     backend: str = "auto",
+    check: bool = True,
 ) -> torch.Tensor:
     """Sample (or, without noise/seed, the mean of) the diagonal C-DPS posterior; see module docstring.
 
@@ -60,6 +61,12 @@ def diagonal_posterior_step(
     precision w: positive scalars or (B,) tensors; noise: (e₁, e₂) like ``mean``, or ``seed`` for
     backend-generated noise (each backend its own stream; a list of B seeds: one stream per sample),
     or neither for the posterior mean.
+
+    Python numbers are always checked on the host. Tensors must have ``mean``'s dtype and device;
+    with ``check=True`` (the default) the (B,) precisions are checked finite and > 0 and ``diag``
+    non-negative (a negative precision or diagonal gives a silently wrong posterior), with ONE host
+    sync. ``check=False`` skips these (no sync): for solvers passing values they built (C-DPS passes
+    the operator's 0/1 mask and precisions it computed).
     """
     check_image_like("mean", mean, min_dim=4)
     if mean.dim() != 4:
@@ -90,6 +97,15 @@ def diagonal_posterior_step(
         check_same("noise[1]", noise2, mean, "mean")
     c = per_sample("precision", precision, mean)
     w = per_sample("noise_precision", noise_precision, mean)
+    if check:
+        skip = "or pass check=False to skip the tensor checks (and their host sync) for values you built"
+        checks = [(name, val, ~(torch.isfinite(val) & (val > 0)), "must be finite and > 0 per sample",
+                   f"a precision is an inverse variance: give positive values, {skip}")
+                  for name, val, given in (("precision", c, precision), ("noise_precision", w, noise_precision))
+                  if isinstance(given, torch.Tensor)]
+        checks.append(("diag", diag, diag < 0, "must be non-negative (A = diag(d), e.g. a 0/1 inpainting mask)",
+                       f"for a signed diagonal pass diag.abs() and target * diag.sign() (the same posterior), {skip}"))
+        check_tensor_ranges(checks)
     args = [t.contiguous() if t is not None else None for t in (mean, c, diag, target, w, noise1, noise2)]
     impl = _dispatch.implementation(backend, "diagonal_posterior_step", _FAMILY, mean.device)
     if isinstance(seed, list):  # one stream per sample (see kernels.step): sample b alone

@@ -14,10 +14,14 @@ on the device (per sample, no host sync); the backends do the one pass over the 
 - GE (Permenter & Yuan 2024) in VE coordinates x̃ = x/√ᾱ, σ_t = √(1/ᾱ_t − 1):
   σ_p = (σ_s/σ_t^μ)^{1/(1−μ)}, x̃_s = x̃_t − (σ_t − σ_p) ē + √(σ_s² − σ_p²) z.
 
-Checks: Python numbers always (finite, in range: ᾱ ∈ (0, 1], ᾱ_t < 1, ᾱ_s ≥ ᾱ_t for a stochastic
-step, η ∈ [0, 1], γ, λ ≥ 0); (B,) tensors are used as given (checking them would sync the device).
-In-kernel noise: ``seed`` is one int in [0, 2**64) for the batch, or a list of B ints — one stream
-per sample at that sample's own offsets, so a sample's noise does not depend on its batch (the
+Checks: Python numbers always, on the host (finite, in range: ᾱ ∈ (0, 1], ᾱ_t < 1, ᾱ_s ≥ ᾱ_t for a
+stochastic step, η ∈ [0, 1], γ, λ ≥ 0). (B,) tensors must have the images' dtype and device (nothing is
+cast or moved) and, with ``check=True`` (the default), are held to the same ranges per sample — plus
+finite coefficients — read back with ONE host sync per call (none when every value is a Python number).
+``check=False`` skips the tensor-valued checks (no sync): for solvers passing values they built, inside
+a sampling loop. ``fused_step(check=True)`` checks that ``coefs`` is finite (one sync).
+In-kernel noise: ``seed`` is one int in [0, 2**64) (``_checks.SEED_LIMIT``) for the batch, or a list of
+B ints — one stream per sample at that sample's own offsets, so a sample's noise does not depend on its batch (the
 backends then run one launch per sample).
 """
 
@@ -28,7 +32,8 @@ import math
 import torch
 
 from . import _dispatch
-from ._checks import check_image_like, check_same, per_sample
+from ._checks import (check_companion, check_image_like, check_same, check_seed, check_tensor_ranges,
+                      per_sample)
 
 __all__ = ["check_scalar", "check_seeds", "ddim_step", "ge_step", "mpgd_step", "fused_step", "fused_step_reference"]
 
@@ -82,8 +87,12 @@ def fused_step(
     offset: int = 0,
     return_x0: bool = False,
     backend: str = "auto",
+    check: bool = True,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """The generic fused update (module docstring); ``coefs`` is (B, 8) in x's dtype/device."""
+    """The generic fused update (module docstring); ``coefs`` is (B, 8) in x's dtype/device.
+
+    ``check=True`` rejects non-finite ``coefs`` (one host sync); ``check=False`` skips that (no sync).
+    """
     check_image_like("x", x, min_dim=1)
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"x must be float32 or float64 (solver state stays fp32), got {x.dtype}")
@@ -93,11 +102,15 @@ def fused_step(
     check_same("noise", noise, x, "x")
     if not isinstance(coefs, torch.Tensor) or coefs.shape != (x.shape[0], 8):
         raise ValueError(f"coefs must be a tensor of shape ({x.shape[0]}, 8), got {getattr(coefs, 'shape', coefs)}")
+    check_companion("coefs", coefs, x)  # x's dtype and device: nothing cast or moved silently
+    if check:
+        check_tensor_ranges([("coefs", coefs, ~torch.isfinite(coefs), "must be finite",
+                              "NaN/Inf coefficients give a NaN step: build them from finite ᾱ, η, γ, λ")])
     if noise is not None and seed is not None:
         raise ValueError("give either noise (a tensor) or seed (in-kernel noise), not both")
     seed = check_seeds(seed, x.shape[0])
     check_offset(offset)
-    args = [t.contiguous() if t is not None else None for t in (x, eps, coefs.to(x.dtype), eps_prev, guidance, noise)]
+    args = [t.contiguous() if t is not None else None for t in (x, eps, coefs, eps_prev, guidance, noise)]
     impl = _dispatch.implementation(backend, "fused_step", _FAMILY, x.device)
     if isinstance(seed, list):  # one stream per sample: sample b alone, at its own offsets
         outs = [impl(*[None if t is None else t[b:b + 1] for t in args], s, offset, return_x0)
@@ -121,17 +134,12 @@ def check_seeds(seed: object, batch: int) -> int | list[int] | None:
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int in [0, 2**64) or a list of B of them, got {type(seed).__name__} "
                         f"{seed!r}")
-    if not 0 <= seed < 2**64:
-        raise ValueError(f"seed must lie in [0, 2**64) (nothing wraps around), got {seed}")
-    return seed
+    return check_seed("seed", seed)
 
 
 def check_offset(offset: object) -> int:
-    if isinstance(offset, bool) or not isinstance(offset, int):
-        raise TypeError(f"offset must be an int in [0, 2**64), got {type(offset).__name__} {offset!r}")
-    if not 0 <= offset < 2**64:
-        raise ValueError(f"offset must lie in [0, 2**64), got {offset}")
-    return offset
+    """An int in [0, SEED_LIMIT) = [0, 2**64)."""
+    return check_seed("offset", offset)
 
 
 def check_scalar(name: str, value: object, low: float | None = None, high: float | None = None,
@@ -188,17 +196,54 @@ def _table(ref: torch.Tensor, *columns: Scalar) -> torch.Tensor:
     return torch.stack(full, dim=1).to(ref.dtype)
 
 
-def _ddim_coefs(x, alpha_bar_t, alpha_bar_s, eta, scale, gamma):
-    """Coefficient table for DDIM(η) with optional guidance scale λ (MPGD) and GE's γ."""
-    a_t = _value("alpha_bar_t", alpha_bar_t, x)
-    a_s = _value("alpha_bar_s", alpha_bar_s, x)
-    eta = _value("eta", eta, x)
-    lam = _value("guidance_scale", scale, x)
+def _ddim_coefs(x, a_t: Scalar, a_s: Scalar, eta: Scalar, lam: Scalar, gamma: Scalar) -> torch.Tensor:
+    """Coefficient table for DDIM(η) with guidance scale λ (MPGD) and GE's γ (values from :func:`_value`)."""
     sigma = eta * _relu((1 - a_s) / (1 - a_t) * (1 - a_t / a_s)) ** 0.5
     dir_coef = _relu(1 - a_s - sigma**2) ** 0.5
     d_x, d_e = 1 / a_t**0.5, -((1 - a_t) ** 0.5) / a_t**0.5
     c_x, c_e = a_s**0.5 * d_x, a_s**0.5 * d_e + dir_coef
-    return _table(x, _value("gamma", gamma, x), c_x, c_e, -(a_s**0.5) * lam, sigma, d_x, d_e, -lam)
+    return _table(x, gamma, c_x, c_e, -(a_s**0.5) * lam, sigma, d_x, d_e, -lam)
+
+
+_SKIP = "or pass check=False to skip the tensor checks (and their host sync) for values you built"
+_ALPHA_FIX = f"pass ᾱ from the model's alphas_cumprod table (ᾱ > 1 gives NaN, ᾱ <= 0 divides by zero), {_SKIP}"
+
+
+def _range_checks(coefs: torch.Tensor, a_t: Scalar, a_s: Scalar, stochastic: Scalar | bool,
+                  numbers: dict[str, Scalar]) -> None:
+    """Per-sample checks of the tensor-valued arguments (already (B,) float64 tensors), one host sync.
+
+    ᾱ_t ∈ (0, 1), ᾱ_s ∈ (0, 1], ᾱ_s ≥ ᾱ_t where the step is stochastic (``stochastic``: a bool or a
+    (B,) tensor of η / μ, stochastic where > 0), ``numbers`` (name → (value, low, high)) in range, and
+    the coefficient table finite. Nothing runs when every value is a Python number (host-checked).
+    """
+    checks = []
+    if isinstance(a_t, torch.Tensor):
+        checks.append(("alpha_bar_t", a_t, ~((a_t > 0) & (a_t < 1)), "must lie in (0, 1) per sample (ᾱ_t = 1 is "
+                       "the clean end: no step to take)", _ALPHA_FIX))
+    if isinstance(a_s, torch.Tensor):
+        checks.append(("alpha_bar_s", a_s, ~((a_s > 0) & (a_s <= 1)), "must lie in (0, 1] per sample", _ALPHA_FIX))
+    if isinstance(a_t, torch.Tensor) or isinstance(a_s, torch.Tensor) or isinstance(stochastic, torch.Tensor):
+        noisy = stochastic > 0 if isinstance(stochastic, torch.Tensor) else stochastic
+        if not isinstance(noisy, bool) or noisy:
+            back = torch.as_tensor(a_s < a_t, device=coefs.device) & torch.as_tensor(noisy, device=coefs.device)
+            shown = a_s if isinstance(a_s, torch.Tensor) else torch.tensor([a_s], dtype=torch.float64)
+            checks.append(("alpha_bar_s", shown, back,
+                           "must be >= alpha_bar_t per sample for a stochastic step (noisy t to less noisy s)",
+                           f"swap them, or use eta=0 / mu=0 for a deterministic inversion step, {_SKIP}"))
+    for name, (value, low, high) in numbers.items():
+        if isinstance(value, torch.Tensor):
+            ok = torch.isfinite(value) & (value >= low)
+            if high is not None:
+                ok = ok & (value <= high)
+            bounds = f"[{low}, {'inf)' if high is None else f'{high}]'}"
+            checks.append((name, value, ~ok, f"must be finite and in {bounds} per sample",
+                           f"give values in range, {_SKIP}"))
+    if checks:  # a tensor went into the table: its coefficients may overflow x's dtype
+        checks.append(("the step's coefficients", coefs, ~torch.isfinite(coefs), f"overflow {coefs.dtype}",
+                       "alpha_bar_t too close to 0 or guidance_scale / step_size / gamma too large for this dtype; "
+                       f"use smaller values or float64, {_SKIP}"))
+    check_tensor_ranges(checks)
 
 
 def _check_alpha(name: str, value: float | torch.Tensor) -> None:
@@ -221,6 +266,27 @@ def _check_levels(alpha_bar_t: object, alpha_bar_s: object, stochastic: bool) ->
                          "inversion step")
 
 
+def _ddim(x_t, eps, alpha_bar_t, alpha_bar_s, eta, noise, seed, offset, guidance, scale, scale_name,
+          return_x0, backend, check):
+    """ddim_step / mpgd_step: host checks, the coefficient table, the tensor checks, the fused op."""
+    check_image_like("x_t", x_t)
+    check_scalar("eta", eta, 0.0, 1.0)
+    if scale is not None:
+        check_scalar(scale_name, scale, 0.0)
+    _check_levels(alpha_bar_t, alpha_bar_s, not (isinstance(eta, (int, float)) and eta == 0))
+    if (guidance is None) != (scale is None):
+        raise ValueError(f"guidance and {scale_name} go together: give both or neither")
+    a_t, a_s = _value("alpha_bar_t", alpha_bar_t, x_t), _value("alpha_bar_s", alpha_bar_s, x_t)
+    eta_v = _value("eta", eta, x_t)
+    lam = _value(scale_name, 0.0 if scale is None else scale, x_t)
+    coefs = _ddim_coefs(x_t, a_t, a_s, eta_v, lam, 1.0)
+    if check:
+        _range_checks(coefs, a_t, a_s, eta_v if isinstance(eta_v, torch.Tensor) else eta_v > 0,
+                      {"eta": (eta_v, 0.0, 1.0), scale_name: (lam, 0.0, None)})
+    return fused_step(x_t, eps, coefs, guidance=guidance, noise=noise, seed=seed, offset=offset,
+                      return_x0=return_x0, backend=backend, check=False)
+
+
 def ddim_step(
     x_t: torch.Tensor,
     eps: torch.Tensor,
@@ -235,23 +301,18 @@ def ddim_step(
     guidance_scale: float | torch.Tensor | None = None,
     return_x0: bool = False,
     backend: str = "auto",
+    check: bool = True,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """One DDIM(η) step t → s; with ``guidance`` g, x̂0 is first moved to x̂0 − λ g (λ = guidance_scale).
 
-    x_t, eps, noise, guidance: (B, ...); alpha_bar_*: ᾱ as floats or (B,) tensors; returns x_s
-    (and x̂0*, the guided estimate, when ``return_x0``). Noise is ``noise`` or, from ``seed`` and
-    ``offset``, generated by the backend; without either the stochastic term is dropped.
+    x_t, eps, noise, guidance: (B, ...); alpha_bar_*: ᾱ as floats or (B,) tensors of x_t's dtype and
+    device; returns x_s (and x̂0*, the guided estimate, when ``return_x0``). Noise is ``noise`` or,
+    from ``seed`` and ``offset``, generated by the backend; without either the stochastic term is
+    dropped. ``check=False`` skips the per-sample checks of tensor arguments (module docstring): no
+    host sync, for solvers passing values they built.
     """
-    check_image_like("x_t", x_t)
-    check_scalar("eta", eta, 0.0, 1.0)
-    if guidance_scale is not None:
-        check_scalar("guidance_scale", guidance_scale, 0.0)
-    _check_levels(alpha_bar_t, alpha_bar_s, not (isinstance(eta, (int, float)) and eta == 0))
-    if (guidance is None) != (guidance_scale is None):
-        raise ValueError("guidance and guidance_scale go together: give both or neither")
-    coefs = _ddim_coefs(x_t, alpha_bar_t, alpha_bar_s, eta, 0.0 if guidance_scale is None else guidance_scale, 1.0)
-    return fused_step(x_t, eps, coefs, guidance=guidance, noise=noise, seed=seed, offset=offset,
-                      return_x0=return_x0, backend=backend)
+    return _ddim(x_t, eps, alpha_bar_t, alpha_bar_s, eta, noise, seed, offset, guidance, guidance_scale,
+                 "guidance_scale", return_x0, backend, check)
 
 
 def mpgd_step(
@@ -268,11 +329,14 @@ def mpgd_step(
     offset: int = 0,
     return_x0: bool = False,
     backend: str = "auto",
+    check: bool = True,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """MPGD: x̂0* = x̂0 − step_size·grad (grad = ∇ loss at x̂0, (B, ...); step_size ≥ 0 per sample), then DDIM(η)."""
+    """MPGD: x̂0* = x̂0 − step_size·grad (grad = ∇ loss at x̂0, (B, ...); step_size ≥ 0 per sample), then DDIM(η).
+
+    ``check`` as in :func:`ddim_step`."""
     check_scalar("step_size", step_size, 0.0)
-    return ddim_step(x_t, eps, alpha_bar_t, alpha_bar_s, eta=eta, noise=noise, seed=seed, offset=offset,
-                     guidance=grad, guidance_scale=step_size, return_x0=return_x0, backend=backend)
+    return _ddim(x_t, eps, alpha_bar_t, alpha_bar_s, eta, noise, seed, offset, grad, step_size, "step_size",
+                 return_x0, backend, check)
 
 
 def ge_step(
@@ -289,11 +353,13 @@ def ge_step(
     offset: int = 0,
     return_x0: bool = False,
     backend: str = "auto",
+    check: bool = True,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """One gradient-estimation step t → s (Permenter & Yuan): ē = γ ε̂_t + (1 − γ) ε̂_{t+1}.
 
     ``eps_prev`` is the previous step's ε̂ (None on the first step, where ē = ε̂). ``mu`` ∈ [0, 1)
-    is the stochastic variant (μ = 0: deterministic). Returns x_s (and x̂0 from ē).
+    is the stochastic variant (μ = 0: deterministic). Returns x_s (and x̂0 from ē). ``check`` as in
+    :func:`ddim_step`.
     """
     check_image_like("x_t", x_t)
     if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not 0 <= mu < 1:
@@ -302,11 +368,14 @@ def ge_step(
     _check_levels(alpha_bar_t, alpha_bar_s, mu > 0)
     a_t = _value("alpha_bar_t", alpha_bar_t, x_t)
     a_s = _value("alpha_bar_s", alpha_bar_s, x_t)
+    gam_v = _value("gamma", gamma, x_t)
     sig_t, sig_s = _relu(1 / a_t - 1) ** 0.5, _relu(1 / a_s - 1) ** 0.5
     sig_p = (sig_s / sig_t**mu) ** (1 / (1 - mu)) if mu > 0 else sig_s
     root_s = a_s**0.5
-    gam = _value("gamma", gamma, x_t) if eps_prev is not None else 1.0
+    gam = gam_v if eps_prev is not None else 1.0
     coefs = _table(x_t, gam, root_s / a_t**0.5, root_s * (sig_p - sig_t), 0.0,
                    root_s * _relu(sig_s**2 - sig_p**2) ** 0.5, 1 / a_t**0.5, -sig_t, 0.0)
+    if check:
+        _range_checks(coefs, a_t, a_s, mu > 0, {"gamma": (gam_v, 0.0, None)})
     return fused_step(x_t, eps, coefs, eps_prev=eps_prev, noise=noise, seed=seed, offset=offset,
-                      return_x0=return_x0, backend=backend)
+                      return_x0=return_x0, backend=backend, check=False)

@@ -33,6 +33,33 @@ from .x0_clip import X0Clip, clipped_epsilon
 __all__ = ["DiffusersDenoiser", "to_epsilon"]
 
 _PREDICTIONS = ("epsilon", "v_prediction", "sample")
+# the weight files diffusers' ModelMixin.from_pretrained reads from a local folder (no variant)
+_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json",
+                 "diffusion_pytorch_model.bin", "diffusion_pytorch_model.bin.index.json")
+_RESAVE = "re-save the model with save_pretrained or download it again"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A config file as a dict; a one-line ValueError naming the file when it is not a JSON object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not a text JSON file ({err.reason}); {_RESAVE}") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err.msg} at line {err.lineno} column {err.colno}); "
+                         f"{_RESAVE}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object (a config), got a {type(data).__name__}; {_RESAVE}")
+    return data
+
+
+def _weights_file(unet_dir: Path) -> Path:
+    """The weights diffusers will read from ``unet_dir``; FileNotFoundError naming the folder if none."""
+    for name in _WEIGHT_FILES:
+        if (unet_dir / name).is_file():
+            return unet_dir / name
+    raise FileNotFoundError(f"{unet_dir} has a config.json but no weights (expected one of {', '.join(_WEIGHT_FILES)});"
+                            f" {_RESAVE}")
 
 
 def to_epsilon(output: torch.Tensor, x: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str) -> torch.Tensor:
@@ -124,7 +151,9 @@ class DiffusersDenoiser(torch.nn.Module):
                              "nor config.json + scheduler_config.json")
         import diffusers
 
-        class_name = json.loads((unet_dir / "config.json").read_text()).get("_class_name", "UNet2DModel")
+        unet_cfg = _read_json(unet_dir / "config.json")
+        sched_cfg = _read_json(sched_file)
+        class_name = unet_cfg.get("_class_name", "UNet2DModel")
         if class_name not in ("UNet2DModel", "UNet2DConditionModel"):
             raise ValueError(f"{unet_dir / 'config.json'}: unsupported model class {class_name!r}; "
                              "expected UNet2DModel or UNet2DConditionModel")
@@ -132,12 +161,21 @@ class DiffusersDenoiser(torch.nn.Module):
             raise ValueError(f"{unet_dir} holds a text-conditioned UNet2DConditionModel: pass encoder_hidden_states="
                              "(1|B, L, D), or load the whole folder (unet/, vae/, text encoder) with "
                              "diffsolve.models.latent_folder.load_latent_diffusion(path, prompt=...)")
-        unet = getattr(diffusers, class_name).from_pretrained(unet_dir, local_files_only=True,
-                                                              torch_dtype=torch_dtype)
+        weights = _weights_file(unet_dir)
+        try:
+            unet = getattr(diffusers, class_name).from_pretrained(unet_dir, local_files_only=True,
+                                                                  torch_dtype=torch_dtype)
+        except OSError as err:  # diffusers wraps an unreadable (corrupt, truncated) weights file in OSError
+            raise ValueError(f"{weights} cannot be read as {class_name} weights (the file is corrupt or truncated: "
+                             f"{type(err).__name__} from diffusers); {_RESAVE}") from None
+        except RuntimeError as err:  # load_state_dict: the weights do not fit the architecture of config.json
+            first = str(err).strip().splitlines()
+            detail = " ".join(line.strip() for line in first[:2])
+            raise ValueError(f"{weights} does not match {unet_dir / 'config.json'} ({detail[:300]}); "
+                             "use the config.json saved with these weights, or " + _RESAVE) from None
         if device is not None:
             unet = unet.to(device)
         unet.eval()
-        sched_cfg = json.loads(sched_file.read_text())
         return cls(unet, sched_cfg, **kwargs)
 
     def _unet(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor | None) -> torch.Tensor:

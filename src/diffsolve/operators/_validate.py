@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..kernels._checks import per_sample  # the one implementation (no silent cast or move)
+
 __all__ = ["DTYPES", "SolveNotConvergedWarning", "check_backend", "check_finite", "check_image", "check_nonneg_number",
            "check_seed", "per_sample"]
 
@@ -56,25 +58,3 @@ def check_nonneg_number(name: str, value: object) -> None:
         raise TypeError(f"{name} must be a number or a (B,) tensor, got a bool")
     if isinstance(value, (int, float)) and not (0 <= value < float("inf")):
         raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-
-
-def per_sample(name: str, value: object, ref: torch.Tensor) -> torch.Tensor:
-    """A number or a tensor of shape () or (B,) as a (B,) tensor on ``ref``'s device and dtype.
-
-    Tensors must already have ``ref``'s dtype and device: nothing is cast or moved silently.
-    """
-    batch = ref.shape[0]
-    check_nonneg_number(name, value)
-    if isinstance(value, (int, float)):
-        return torch.full((batch,), float(value), dtype=ref.dtype, device=ref.device)
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a number or a tensor of shape ({batch},), got {type(value).__name__}")
-    if value.device != ref.device:
-        raise ValueError(f"{name} is on {value.device} but the images are on {ref.device}; move it there")
-    if value.dtype != ref.dtype:
-        raise TypeError(f"{name} must have the images' dtype {ref.dtype}, got {value.dtype}")
-    if value.dim() == 0:
-        return value.expand(batch)
-    if value.shape != (batch,):
-        raise ValueError(f"{name} must be a number or have shape ({batch},), got shape {tuple(value.shape)}")
-    return value
