@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffsolve.cli import info, main
+from diffsolve.cli import main
+from diffsolve.cli.info import info
 from diffsolve.data import heldout_digits
 
 
@@ -99,7 +100,7 @@ def test_restore_simulated_digit(tmp_path, digit_png, capsys):
     assert _restore(tmp_path, "--input", digit_png, "--task", "box", "--method", "mpgd",
                     "--model", "digits16", "--simulate") == 0
     out = capsys.readouterr().out
-    assert "PSNR" in out
+    assert "PSNR" in out and "data consistency" in out and "work size 16x16" in out
     assert Image.open(tmp_path / "out.png").size == (16, 16)
     assert (tmp_path / "out_measurement.png").is_file()
 
@@ -125,5 +126,6 @@ def test_tiny_demo(tmp_path, capsys):
         for task in suite.values():
             assert set(task) == {"pinv", "tikhonov", "mpgd", "cdps"}
             assert all(np.isfinite(m["psnr"]) and -1 <= m["ssim"] <= 1 for m in task.values())
+            assert all(m["dc"] is not None and m["dc"] >= 0 for m in task.values())  # data consistency
     assert len(list(out.glob("*.png"))) == 10
     assert Image.open(out / "photos_box.png").size[0] > 6 * 32

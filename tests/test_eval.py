@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffsolve import eval_cli, evaluate
+from diffsolve import evaluate
+from diffsolve.cli import eval as eval_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,12 +78,12 @@ def test_eval_end_to_end_records_summary_and_resume(folder, tmp_path, capsys):
 
     # a rerun skips everything; a lost record (and a line cut by a kill) is recomputed identically
     before = without_time(recs)
-    assert evaluate.run_eval(eval_cli.check(parse("--data", str(folder), "--out", str(out), *ARGS)))["records"] == 0
+    assert eval_cli.run_config(eval_cli.check(parse("--data", str(folder), "--out", str(out), *ARGS)))["records"] == 0
     kept = (out / "results.jsonl").read_text().splitlines()
     (out / "results.jsonl").write_text("\n".join(kept[:-3]) + "\n")
     (out / "parts").mkdir(exist_ok=True)
     (out / "parts" / "rank-0.jsonl").write_text(kept[-3] + "\n" + kept[-2][: len(kept[-2]) // 2])
-    res = evaluate.run_eval(eval_cli.check(parse("--data", str(folder), "--out", str(out), *ARGS)))
+    res = eval_cli.run_config(eval_cli.check(parse("--data", str(folder), "--out", str(out), *ARGS)))
     assert res["records"] == 2
     assert without_time(records(out)) == before
 
@@ -115,7 +116,7 @@ def test_two_gloo_processes_give_the_records_of_one(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={_free_port()}",
-         "-m", "diffsolve.eval_cli", "eval", *common, "--out", str(tmp_path / "two")],
+         "-m", "diffsolve", "eval", *common, "--out", str(tmp_path / "two")],
         capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = records(tmp_path / "one"), records(tmp_path / "two")
@@ -140,7 +141,9 @@ def no_model(monkeypatch):
     def fail(*a, **k):
         raise AssertionError("a model was loaded before the arguments were checked")
 
-    monkeypatch.setattr(evaluate, "load_model", fail)
+    import diffsolve.cli.common
+
+    monkeypatch.setattr(diffsolve.cli.common, "load_model", fail)
 
 
 def test_bad_input_is_one_line_and_exit_2(folder, tmp_path, capsys, no_model):
@@ -182,9 +185,9 @@ def test_resume_with_other_settings_is_refused(tmp_path, capsys):
 
 def test_cli_module_is_light_and_errors_exit_2(tmp_path):
     """``python -m diffsolve eval`` (the lead's CLI) answers a bad argument in one line, no traceback;
-    importing eval_cli imports neither torch nor diffusers (fast --help)."""
+    importing diffsolve.cli.eval imports neither torch nor diffusers (fast --help)."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    code = "import sys, diffsolve.eval_cli; print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))"
+    code = "import sys, diffsolve.cli.eval; print(sorted(m for m in ('torch', 'diffusers') if m in sys.modules))"
     light = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert light.stdout.strip() == "[]", light.stdout + light.stderr
     empty = tmp_path / "empty"

@@ -3,10 +3,13 @@ or many (torchrun), resumable.
 
 Records. ``OUT/results.jsonl`` holds one JSON object per (image, task, method, seed) with ``image``
 (file name), ``task``, ``method``, ``seed``, ``psnr`` (dB), ``ssim``, ``seconds`` (the record's share
-of its batch's wall time), ``steps``, ``model``, ``size``, ``sigma`` (and ``lam`` for Tikhonov).
+of its batch's wall time), ``dc`` (data consistency ‖A x̂ − y‖/(σ√m), 1 = the residual matches the
+noise level; null when σ = 0), ``steps``, ``model``, ``size``, ``sigma`` (and ``lam`` for Tikhonov).
 Each process appends its records to ``OUT/parts/rank-R.jsonl`` and flushes after every record, so a
 killed run loses at most the batch in flight; a rerun with the same OUT skips every record already
-in results.jsonl or a part file (``OUT/config.json`` pins the settings records depend on). When all
+in results.jsonl or a part file. ``OUT/config.json`` pins the settings records depend on and the data:
+the SHA-256 of every input file by image name (:func:`data_hashes`); :func:`check_resume` refuses a
+rerun whose settings or files differ (ValueError naming the setting or the file, and the fix). When all
 ranks are done, rank 0 merges the parts into results.jsonl (written to a temporary file, then
 renamed) and writes ``summary.csv``, ``summary.md`` (mean ± std per task × method) and
 ``quality_vs_time.png`` (matplotlib, when installed).
@@ -23,6 +26,11 @@ record's batch is the same for any number of processes K; results are bit-identi
 Scale-out. Under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is gloo on CPU, nccl on CUDA
 (one device per local rank: ``--device cuda`` becomes ``cuda:LOCAL_RANK``).
 
+Steps. :func:`plan_eval` (what this rank computes), :func:`run_batch` (one batch × seed × task ×
+method -> records), :func:`summarise` (merge, summary files); :func:`run_eval` runs the three.
+This module is the library side of ``diffsolve eval``: it imports nothing from the command line and
+raises ValueError for bad input; the model comes from the caller (``load_model(device)``).
+
 Metrics: PSNR and SSIM (:mod:`diffsolve.metrics`, torchmetrics). LPIPS and FID need network weights
 that diffsolve never downloads; they are not computed (the summary says so).
 """
@@ -32,6 +40,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -42,9 +51,10 @@ from typing import Any
 
 import torch
 
-from .eval_cli import UsageError
+from .data import write_image
 
-__all__ = ["EvalConfig", "ImageSet", "load_model", "record_key", "run_eval", "stream_seed", "summarize",
+__all__ = ["EvalConfig", "EvalPlan", "ImageSet", "bundled_images", "check_resume", "data_hashes", "folder_images",
+           "plan_eval", "record_key", "run_batch", "run_eval", "stream_seed", "summarise", "summarize",
            "write_summary"]
 
 RESULTS = "results.jsonl"
@@ -80,28 +90,22 @@ class ImageSet:
     load: Callable[[Sequence[int]], torch.Tensor]
 
 
-def _square(path: Path, size: int, mode: str) -> torch.Tensor:
-    """Read ``path``, centre-crop to a square, resize to size × size (bicubic); (C, S, S) in [−1, 1]."""
-    import numpy as np
-    from PIL import Image
-
-    with Image.open(path) as img:
-        img = img.convert(mode)
-        w, h = img.size
-        side = min(w, h)
-        left, top = (w - side) // 2, (h - side) // 2
-        img = img.crop((left, top, left + side, top + side))
-        if side != size:
-            img = img.resize((size, size), Image.BICUBIC)
-        arr = np.asarray(img, dtype=np.float32)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(arr / 127.5 - 1.0).permute(2, 0, 1).contiguous()
-
-
 def folder_images(paths: Sequence[Path], size: int, channels: int) -> ImageSet:
+    """Files centre-cropped to a square and resized to size × size (:func:`diffsolve.data.read_image`)."""
+    from .data import read_image
+
     mode = "L" if channels == 1 else "RGB"
-    return ImageSet([p.name for p in paths], lambda idx: torch.stack([_square(paths[i], size, mode) for i in idx]))
+    return ImageSet([p.name for p in paths],
+                    lambda idx: torch.stack([read_image(paths[i], mode, (size, size)) for i in idx]))
+
+
+def bundled_names(name: str) -> list[str]:
+    """The image names of a bundled set (without decoding it)."""
+    from . import data
+
+    if name == "digits16":
+        return [f"digit_{i:03d}.png" for i in range(data.HELDOUT_DIGITS)]
+    return [f"{p}.png" for p in data.PHOTOS]
 
 
 def bundled_images(name: str, size: int, channels: int) -> ImageSet:
@@ -113,39 +117,40 @@ def bundled_images(name: str, size: int, channels: int) -> ImageSet:
         if channels == 3:
             digits = digits.expand(-1, 3, -1, -1)
         return ImageSet([f"digit_{i:03d}.png" for i in range(len(digits))], lambda idx: digits[list(idx)])
-    photos = [data.photo(p, size) for p in data.PHOTOS]
+    photos = [data.photo(p, size) for p in data.PHOTOS]  # (3, S, S)
     if channels == 1:
         photos = [p.mean(0, keepdim=True) for p in photos]
     return ImageSet([f"{p}.png" for p in data.PHOTOS], lambda idx: torch.stack([photos[i] for i in idx]))
 
 
-# --------------------------------------------------------------------------- models
+# --------------------------------------------------------------------------- data identity
 
 
-def load_model(spec: str, device: torch.device, *, head_channels: int = 64) -> Any:
-    """A denoiser from ``spec``: a shipped name, a local diffusers folder, or an ADM checkpoint file."""
-    from .models.default import DEFAULT_MODELS, load_default
-
-    if spec in DEFAULT_MODELS:
-        return load_default(spec, device=device)
-    path = Path(spec)
-    if path.is_file():
-        from .models.adm import load_adm
-
-        return load_adm(path, device=device, num_head_channels=head_channels)
-    from .models import DiffusersDenoiser
-
-    return DiffusersDenoiser.from_pretrained(path, device=device)
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
-def check_model_size(model: Any, spec: str, size: int, channels: int) -> None:
-    """UsageError when the model cannot run on (channels, size, size) images."""
-    from .models.denoiser import check_sample_shape
+def data_hashes(data: str, image_paths: Sequence[Path] | None, names: Sequence[str]) -> dict[str, str]:
+    """``{image name: SHA-256}`` of the files the images come from (a bundled set: its bundled file, plus
+    the set's name, so a folder of the same names never matches it)."""
+    if image_paths is not None:
+        return {p.name: file_sha256(Path(p)) for p in image_paths}
+    from importlib import resources
 
-    try:
-        check_sample_shape(model, (1, channels, size, size))
-    except ValueError as err:
-        raise UsageError("--size", f"{size}", f"--model {spec}: {err}") from None
+    from . import data as bundled
+
+    files = {"digits16": ["digits16_heldout.png"], "photos": [f"{p}.png" for p in bundled.PHOTOS]}[data]
+    digests = []
+    for name in files:
+        with resources.as_file(resources.files(bundled.__name__).joinpath(name)) as path:
+            digests.append(file_sha256(path))
+    if data == "photos":
+        return {n: f"bundled:photos:{d}" for n, d in zip(names, digests)}
+    return {n: f"bundled:digits16:{digests[0]}" for n in names}
 
 
 # --------------------------------------------------------------------------- config
@@ -153,7 +158,11 @@ def check_model_size(model: Any, spec: str, size: int, channels: int) -> None:
 
 @dataclass
 class EvalConfig:
-    """A checked ``diffsolve eval`` request (see :func:`diffsolve.eval_cli.check`)."""
+    """A checked ``diffsolve eval`` request (built by ``diffsolve.cli.eval.check``).
+
+    ``image_paths``: a folder's files (already limited); None for the bundled set ``data``.
+    ``hashes``: :func:`data_hashes` of the images (pinned in config.json); ``notes``: lines printed at the
+    start of the run (converted images)."""
 
     data: str
     size: int
@@ -174,10 +183,48 @@ class EvalConfig:
     limit: int | None = None
     progress: bool = True
     threads: int | None = None
+    hashes: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def pinned(self) -> dict[str, Any]:
+        """The settings config.json pins (without the data hashes)."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k in PINNED}
+
+    def describe_data(self) -> str:
+        """Which data this run uses: the folder's path or the bundled set's name, and how many images."""
+        n = len(self.image_paths) if self.image_paths is not None else None
+        if self.image_paths is not None:
+            folder = Path(self.image_paths[0]).parent.resolve() if self.image_paths else Path(self.data).resolve()
+            return f"folder {folder} ({n} image{'s' * (n != 1)})"
+        return f"bundled set {self.data!r}" + (f" (first {self.limit})" if self.limit else "")
+
+
+def check_resume(cfg: EvalConfig) -> None:
+    """ValueError when ``cfg.out`` holds records made with other settings or other input files (one line:
+    the setting or the file, and the fix)."""
+    pinned = read_pinned(cfg.out)
+    if pinned is None:
+        return
+    for key, value in cfg.pinned().items():
+        if key in pinned and pinned[key] != value:
+            raise ValueError(f"--out: {str(cfg.out)!r} holds records made with {key}={pinned[key]!r}, this run has "
+                             f"{key}={value!r}; use the same settings to resume, or another --out")
+    old = pinned.get("data") or {}
+    for name, digest in cfg.hashes.items():
+        if name in old and old[name] != digest:
+            now, then = digest.rsplit(":", 1)[-1][:12], old[name].rsplit(":", 1)[-1][:12]
+            raise ValueError(f"--data: {name!r} is not the file the records in {str(cfg.out)!r} were made from "
+                             f"(sha256 {now}…, pinned {then}…); restore the original file, or use another --out "
+                             "for the new data")
+
+
+def write_config(cfg: EvalConfig) -> None:
+    """config.json: the pinned settings and the data hashes (the union over the runs into this OUT)."""
+    pinned = read_pinned(cfg.out) or {}
+    data = dict(pinned.get("data") or {})
+    data.update(cfg.hashes)
+    _write_atomic(cfg.out / CONFIG, json.dumps({**cfg.pinned(), "data": data}, indent=1) + "\n")
 
 
 def read_pinned(out: Path) -> dict[str, Any] | None:
@@ -254,9 +301,12 @@ class PartWriter:
 
 # --------------------------------------------------------------------------- summary
 
+METRICS = ("psnr", "ssim", "dc", "seconds")
+
 
 def summarize(records: Sequence[dict[str, Any]], tasks: Sequence[str], methods: Sequence[str]) -> list[dict]:
-    """Mean ± std (sample std, 0 for one record) of psnr, ssim, seconds per task × method."""
+    """Mean ± std (sample std, 0 for one record) of psnr, ssim, dc, seconds per task × method (dc: over the
+    records that have it; None when none has)."""
     rows = []
     for task in tasks:
         for method in methods:
@@ -264,64 +314,119 @@ def summarize(records: Sequence[dict[str, Any]], tasks: Sequence[str], methods: 
             if not group:
                 continue
             row: dict[str, Any] = {"task": task, "method": method, "n": len(group)}
-            for key in ("psnr", "ssim", "seconds"):
-                vals = torch.tensor([float(r[key]) for r in group], dtype=torch.float64)
-                row[f"{key}_mean"] = float(vals.mean())
-                row[f"{key}_std"] = float(vals.std()) if len(vals) > 1 else 0.0
+            for key in METRICS:
+                vals = [float(r[key]) for r in group if r.get(key) is not None]
+                if not vals:
+                    row[f"{key}_mean"] = row[f"{key}_std"] = None
+                    continue
+                t = torch.tensor(vals, dtype=torch.float64)
+                row[f"{key}_mean"] = float(t.mean())
+                row[f"{key}_std"] = float(t.std()) if len(t) > 1 else 0.0
             rows.append(row)
     return rows
 
 
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
 def write_summary(out: Path, rows: list[dict], cfg: EvalConfig, *, log: Callable[[str], None]) -> None:
     """summary.csv, summary.md and (with matplotlib) quality_vs_time.png."""
-    keys = ["task", "method", "n", "psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "seconds_mean", "seconds_std"]
+    keys = ["task", "method", "n"] + [f"{k}_{s}" for k in METRICS for s in ("mean", "std")]
     with open(out / "summary.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         for r in rows:
-            w.writerow({k: (round(r[k], 6) if isinstance(r[k], float) else r[k]) for k in keys})
+            w.writerow({k: (round(r[k], 6) if isinstance(r[k], float) else ("" if r[k] is None else r[k]))
+                        for k in keys})
     lines = [f"# diffsolve eval: {cfg.data}",
+             "",
+             f"data: {cfg.describe_data()}.",
              "",
              f"model `{cfg.model}`, {cfg.size}x{cfg.size}, {cfg.steps} steps, sigma {cfg.sigma} (in [-1, 1]), "
              f"seeds {','.join(map(str, cfg.seeds))}. Mean ± std over images × seeds; seconds per record.",
              "",
+             "DC is the data consistency ‖A x̂ − y‖/(σ√m), m = measurement entries per sample: 1 means the "
+             "residual matches the noise level.",
+             "",
              "LPIPS and FID: not computed (they need network weights; diffsolve never downloads them).",
              "",
-             "| task | method | n | PSNR (dB) | SSIM | seconds |",
-             "|---|---|---:|---:|---:|---:|"]
+             "| task | method | n | PSNR (dB) | SSIM | DC | seconds |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
+        dc = "n/a" if r["dc_mean"] is None else f"{r['dc_mean']:.3f} ± {r['dc_std']:.3f}"
         lines.append(f"| {r['task']} | {r['method']} | {r['n']} | {r['psnr_mean']:.2f} ± {r['psnr_std']:.2f} | "
-                     f"{r['ssim_mean']:.4f} ± {r['ssim_std']:.4f} | "
+                     f"{r['ssim_mean']:.4f} ± {r['ssim_std']:.4f} | {dc} | "
                      f"{r['seconds_mean']:.3g} ± {r['seconds_std']:.2g} |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     _plot(out / "quality_vs_time.png", rows, cfg, log=log)
 
 
+def _seconds_label(value: float, _pos: Any = None) -> str:
+    """A tick label for seconds: up to 4 significant digits (the locator's round numbers need no more)."""
+    if value <= 0:
+        return "0"
+    if value >= 1000:
+        return f"{value:.0f}"
+    return f"{value:.4g}"
+
+
+def time_axis(ax: Any, seconds: Sequence[float]) -> None:
+    """Readable seconds axis: log scale (major ticks only, plain labels) when the times span more than
+    a decade; else a linear axis with at most 4 ticks, padded so close timings still get distinct labels."""
+    from matplotlib import ticker
+
+    lo, hi = min(seconds), max(seconds)
+    if hi > 10 * lo > 0:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(ticker.LogLocator(base=10, numticks=5))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(_seconds_label))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_xlim(lo / 2, hi * 3)
+    else:
+        pad = max((hi - lo) * 0.25, hi * 0.05, 1e-6)
+        ax.set_xlim(max(0.0, lo - pad), hi + pad)
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(nbins=3, min_n_ticks=2))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(_seconds_label))
+    ax.tick_params(axis="x", labelsize=7)
+
+
+def plot_quality_vs_time(rows: list[dict], tasks: Sequence[str], title: str) -> Any:
+    """The quality-vs-time figure (one panel per task; each point labelled with its method)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks), 3.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        group = [r for r in rows if r["task"] == task]
+        xs = [max(r["seconds_mean"], 1e-6) for r in group]
+        for x, r in zip(xs, group):
+            ax.errorbar(x, r["psnr_mean"], yerr=r["psnr_std"], fmt="o", capsize=2, label=r["method"])
+            ax.annotate(r["method"], (x, r["psnr_mean"]), textcoords="offset points", xytext=(4, 4), fontsize=6)
+        time_axis(ax, xs)
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("seconds per record", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("PSNR (dB)")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def _plot(path: Path, rows: list[dict], cfg: EvalConfig, *, log: Callable[[str], None]) -> None:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib  # noqa: F401
     except ImportError:
         log("matplotlib is not installed: skipped quality_vs_time.png (pip install 'diffsolve[plot]')")
         return
     tasks = [t for t in cfg.tasks if any(r["task"] == t for r in rows)]
     if not tasks:
         return
-    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.0), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for r in (r for r in rows if r["task"] == task):
-            ax.errorbar(max(r["seconds_mean"], 1e-6), r["psnr_mean"], yerr=r["psnr_std"], fmt="o", capsize=2,
-                        label=r["method"])
-        ax.set_xscale("log")
-        ax.set_title(task, fontsize=9)
-        ax.set_xlabel("seconds per record")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("PSNR (dB)")
-    axes[0][-1].legend(fontsize=7)
-    fig.suptitle(f"{cfg.model}, {cfg.size}x{cfg.size}, {cfg.steps} steps", fontsize=9)
-    fig.tight_layout()
+    import matplotlib.pyplot as plt
+
+    fig = plot_quality_vs_time(rows, tasks, f"{cfg.model}, {cfg.size}x{cfg.size}, {cfg.steps} steps")
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -377,88 +482,144 @@ def setup_distributed(device: str) -> tuple[Dist, torch.device]:
 # --------------------------------------------------------------------------- the run
 
 
-def _save_image(path: Path, img: torch.Tensor) -> None:
-    from PIL import Image
+@dataclass
+class EvalPlan:
+    """What one rank computes: image ``names`` (after --limit), ``batches`` (index lists, formed before
+    sharding), ``todo`` = (batch, seed, task, method) with a missing record, ``done`` keys, ``total``
+    records to compute."""
 
-    img = img.detach().float().cpu().clamp(-1, 1)
-    arr = ((img + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(path)
+    names: list[str]
+    batches: list[list[int]]
+    todo: list[tuple[list[int], int, str, str]]
+    done: set[tuple[str, str, str, int]]
+    total: int
+
+    def pending(self, batch: Sequence[int], seed: int, task: str, method: str) -> list[int]:
+        return [i for i in batch if (self.names[i], task, method, seed) not in self.done]
 
 
-def run_eval(cfg: EvalConfig, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run the evaluation (module docstring); returns {"records": this rank's new count, "rows": summary
-    rows (rank 0; [] elsewhere), "rank", "world", "seconds"}."""
+def plan_eval(cfg: EvalConfig, images: ImageSet, rank: int = 0, world: int = 1) -> EvalPlan:
+    """The records rank ``rank`` of ``world`` still has to compute (module docstring, Randomness)."""
+    n_images = len(images.names) if cfg.limit is None else min(cfg.limit, len(images.names))
+    names = images.names[:n_images]
+    batches = [list(range(i, min(i + cfg.batch, n_images))) for i in range(0, n_images, cfg.batch)]
+    done = {record_key(r) for r in read_records(cfg.out)}
+    plan = EvalPlan(names, batches, [], done, 0)
+    for b in batches[rank::world]:
+        for s in cfg.seeds:
+            for t in cfg.tasks:
+                for m in cfg.methods:
+                    n = len(plan.pending(b, s, t, m))
+                    if n:
+                        plan.todo.append((b, s, t, m))
+                        plan.total += n
+    return plan
+
+
+def run_batch(cfg: EvalConfig, plan: EvalPlan, item: tuple[list[int], int, str, str], x_batch: torch.Tensor,
+              operator: Any, model: Any, device: torch.device) -> tuple[list[dict[str, Any]], torch.Tensor]:
+    """The records of one (batch, seed, task, method): measure (per-image noise streams), restore (per-image
+    sampler streams), score. ``x_batch``: the batch's images on ``device``. Returns (records, x̂ of the
+    pending images)."""
     from .methods import get_method, restore
-    from .metrics import scores
+    from .metrics import data_consistency, scores
+    from .operators import GaussianNoise
+
+    b, seed, task, method = item
+    pending = plan.pending(b, seed, task, method)
+    names = plan.names
+    x = x_batch[[b.index(i) for i in pending]]
+    ax = operator.A(x)
+    noise = GaussianNoise(cfg.sigma)
+    y = torch.cat([noise(ax[j:j + 1].cpu(), generator=_generator(seed, names[i], task)).to(device)
+                   for j, i in enumerate(pending)])
+    uses_model = get_method(method).uses_model
+    gens = [_generator(seed, names[i], task, method) for i in pending]
+    t0 = time.perf_counter()
+    xr, info = restore(method, model, operator, y, steps=cfg.steps, sigma=cfg.sigma,
+                       generator=gens if uses_model else None, x_true=x)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = (time.perf_counter() - t0) / len(pending)
+    sc = scores(xr, x)
+    dc = data_consistency(operator, xr, y, cfg.sigma) if cfg.sigma > 0 else None
+    records = []
+    for j, i in enumerate(pending):
+        records.append({"image": names[i], "task": task, "method": method, "seed": seed,
+                        "psnr": round(float(sc["psnr"][j]), 4), "ssim": round(float(sc["ssim"][j]), 5),
+                        "dc": None if dc is None else round(float(dc[j]), 5),
+                        "seconds": round(seconds, 5), "steps": cfg.steps, "model": cfg.model, "size": cfg.size,
+                        "sigma": cfg.sigma, **info})
+    return records, xr
+
+
+def summarise(cfg: EvalConfig, names: Sequence[str], *, new: int, log: Callable[[str], None]) -> list[dict]:
+    """Merge the parts into results.jsonl, write the summary files of this request; its rows."""
+    out = cfg.out
+    records = merge(out, {n: k for k, n in enumerate(names)})
+    wanted = set(names), set(cfg.tasks), set(cfg.methods), set(cfg.seeds)
+    chosen = [r for r in records if r["image"] in wanted[0] and r["task"] in wanted[1]
+              and r["method"] in wanted[2] and r["seed"] in wanted[3]]
+    rows = summarize(chosen, cfg.tasks, cfg.methods)
+    write_summary(out, rows, cfg, log=log)
+    expected = len(names) * len(cfg.tasks) * len(cfg.methods) * len(cfg.seeds)
+    log(f"wrote {out / RESULTS} ({len(chosen)} of {expected} records of this request, {new} new on rank 0), "
+        f"summary.md, summary.csv")
+    return rows
+
+
+def run_eval(cfg: EvalConfig, *, load_model: Callable[[torch.device], Any] | None = None,
+             log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the evaluation (module docstring): plan, run the batches, summarise. ``load_model(device)``
+    returns the denoiser (called only when a model-based method has records to compute). Returns
+    {"records": this rank's new count, "rows": summary rows (rank 0; [] elsewhere), "rank", "world",
+    "seconds"}. ValueError when ``cfg.out`` holds records of other settings or data."""
+    from .methods import get_method
     from .tasks import make_operator
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     t_start = time.perf_counter()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
+    check_resume(cfg)
     dist, device = setup_distributed(cfg.device)
     out = cfg.out
     try:
         if dist.rank == 0:
+            log(f"eval: data = {cfg.describe_data()}")
+            for line in cfg.notes:
+                log(f"note: {line}")
             out.mkdir(parents=True, exist_ok=True)
-            pinned = read_pinned(out)
-            if pinned is None:
-                _write_atomic(out / CONFIG, json.dumps(cfg.pinned(), indent=1) + "\n")
+            write_config(cfg)
         dist.barrier(device)
         images = (bundled_images(cfg.data, cfg.size, cfg.channels) if cfg.image_paths is None
                   else folder_images(cfg.image_paths, cfg.size, cfg.channels))
-        n_images = len(images.names) if cfg.limit is None else min(cfg.limit, len(images.names))
-        names = images.names[:n_images]
-        batches = [list(range(i, min(i + cfg.batch, n_images))) for i in range(0, n_images, cfg.batch)]
-        mine = batches[dist.rank::dist.world]
-        done = {record_key(r) for r in read_records(out)}
-        specs = {m: get_method(m) for m in cfg.methods}
-        todo = [(b, s, t, m) for b in mine for s in cfg.seeds for t in cfg.tasks for m in cfg.methods
-                if any((names[i], t, m, s) not in done for i in b)]
-        total = sum(sum((names[i], t, m, s) not in done for i in b) for b, s, t, m in todo)
+        plan = plan_eval(cfg, images, dist.rank, dist.world)
         model = None
-        if any(specs[m].uses_model for m in cfg.methods) and total:
-            model = load_model(cfg.model, device, head_channels=cfg.head_channels)
-            check_model_size(model, cfg.model, cfg.size, cfg.channels)
+        if plan.total and any(get_method(m).uses_model for _, _, _, m in plan.todo):
+            if load_model is None:
+                raise ValueError(f"run_eval needs load_model= (a function of the device) for {cfg.methods}")
+            model = load_model(device)
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, unit="rec", desc=f"eval (rank 0 of {dist.world})" if dist.world > 1 else "eval",
+        bar = tqdm(total=plan.total, unit="rec", desc=f"eval (rank 0 of {dist.world})" if dist.world > 1 else "eval",
                    disable=dist.rank != 0 or not cfg.progress, file=sys.stderr, dynamic_ncols=True)
         writer = PartWriter(out / PARTS / f"rank-{dist.rank}.jsonl")
         ops: dict[tuple[int, str], Any] = {}
         new = 0
         loaded: tuple[tuple[int, ...], torch.Tensor] | None = None
         try:
-            for b, seed, task, method in todo:
-                pending = [i for i in b if (names[i], task, method, seed) not in done]
+            for item in plan.todo:
+                b, seed, task, method = item
                 if loaded is None or loaded[0] != tuple(b):
                     loaded = (tuple(b), images.load(b).to(device))
-                x_all = loaded[1]
-                x = x_all[[b.index(i) for i in pending]]
                 if (seed, task) not in ops:
                     ops[(seed, task)] = make_operator(task, (cfg.size, cfg.size), seed=seed, digits=cfg.digits)
-                op = ops[(seed, task)]
-                ax = op.A(x)
-                noise = torch.cat([torch.randn((1, *ax.shape[1:]), generator=_generator(seed, names[i], task),
-                                               dtype=ax.dtype) for i in pending]).to(device)
-                y = ax + cfg.sigma * noise
-                gens = [_generator(seed, names[i], task, method) for i in pending]
-                t0 = time.perf_counter()
-                xr, info = restore(method, model, op, y, steps=cfg.steps, sigma=cfg.sigma,
-                                   generator=gens if specs[method].uses_model else None, x_true=x)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                seconds = (time.perf_counter() - t0) / len(pending)
-                sc = scores(xr, x)
-                for j, i in enumerate(pending):
-                    rec = {"image": names[i], "task": task, "method": method, "seed": seed,
-                           "psnr": round(float(sc["psnr"][j]), 4), "ssim": round(float(sc["ssim"][j]), 5),
-                           "seconds": round(seconds, 5), "steps": cfg.steps, "model": cfg.model, "size": cfg.size,
-                           "sigma": cfg.sigma, **info}
+                records, xr = run_batch(cfg, plan, item, loaded[1], ops[(seed, task)], model, device)
+                for j, rec in enumerate(records):
                     writer.write(rec)
                     if cfg.save_images:
-                        _save_image(out / "images" / task / method / f"seed{seed}" / f"{Path(names[i]).stem}.png",
+                        write_image(out / "images" / task / method / f"seed{seed}" / f"{Path(rec['image']).stem}.png",
                                     xr[j])
                     new += 1
                     bar.update(1)
@@ -466,17 +627,7 @@ def run_eval(cfg: EvalConfig, *, log: Callable[[str], None] | None = None) -> di
             writer.close()
             bar.close()
         dist.barrier(device)
-        rows: list[dict] = []
-        if dist.rank == 0:
-            records = merge(out, {n: k for k, n in enumerate(names)})
-            wanted = set(names), set(cfg.tasks), set(cfg.methods), set(cfg.seeds)
-            chosen = [r for r in records if r["image"] in wanted[0] and r["task"] in wanted[1]
-                      and r["method"] in wanted[2] and r["seed"] in wanted[3]]
-            rows = summarize(chosen, cfg.tasks, cfg.methods)
-            write_summary(out, rows, cfg, log=log)
-            expected = n_images * len(cfg.tasks) * len(cfg.methods) * len(cfg.seeds)
-            log(f"wrote {out / RESULTS} ({len(chosen)} of {expected} records of this request, {new} new on rank 0), "
-                f"summary.md, summary.csv")
+        rows: list[dict] = summarise(cfg, plan.names, new=new, log=log) if dist.rank == 0 else []
         dist.barrier(device)
         return {"records": new, "rows": rows, "rank": dist.rank, "world": dist.world,
                 "seconds": time.perf_counter() - t_start}

@@ -5,13 +5,15 @@
   reconstruction may overshoot; the truth is not touched). SSIM uses an 11-pixel Gaussian window
   (Wang et al. 2004), shrunk to an odd size ≥ 3 near side − 2 for images smaller than 11 pixels (as the demo).
 - :func:`psnr` ``(x, x_true) -> (B,)``: the PSNR alone.
+- :func:`data_consistency` ``(operator, x, y, sigma) -> (B,)``: ‖A x − y‖ / (σ √m) per sample; 1 means
+  the residual matches the noise level.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["psnr", "scores"]
+__all__ = ["data_consistency", "psnr", "scores"]
 
 
 def _unit(x: torch.Tensor, clamp: bool) -> torch.Tensor:
@@ -46,3 +48,26 @@ def scores(x: torch.Tensor, x_true: torch.Tensor) -> dict[str, torch.Tensor]:
     k = 11 if side >= 11 else max(3, side - 2 + (side % 2 == 0))  # odd, as the demo's
     ssim = structural_similarity_index_measure(a, b, data_range=1.0, reduction="none", kernel_size=k)
     return {"psnr": psnr(x, x_true), "ssim": ssim.float()}
+
+
+def data_consistency(operator, x: torch.Tensor, y: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Per-sample data consistency ‖A x − y‖₂ / (σ √m), a (B,) float64 tensor on the CPU.
+
+    ``m`` is the number of entries of one sample's measurement ``y[b]`` and ``sigma`` the measurement noise
+    std in the units of ``y`` ([−1, 1] for the command line). For y = A x_true + σ n, n ~ N(0, I), the truth
+    scores ≈ 1: **1 means the residual matches the noise level**; well below 1 means the reconstruction
+    over-fits the noise, well above 1 that it does not explain the measurement. ``x`` is used as given
+    (not clamped). ValueError for sigma <= 0 or non-finite, or when A x and y differ in shape.
+    """
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (0 < sigma < float("inf")):
+        raise ValueError(f"sigma must be a finite number > 0 (the measurement noise std), got {sigma!r}")
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise TypeError(f"x and y must be tensors, got {type(x).__name__} and {type(y).__name__}")
+    with torch.no_grad():
+        ax = operator.A(x.detach())
+        if ax.shape != y.shape:
+            raise ValueError(f"operator.A(x) has shape {tuple(ax.shape)} but y has {tuple(y.shape)}; give the y "
+                             "measured by this operator")
+        r = (ax.double() - y.detach().double()).reshape(y.shape[0], -1)
+        m = r.shape[1]
+        return (torch.linalg.vector_norm(r, dim=1) / (float(sigma) * m ** 0.5)).cpu()

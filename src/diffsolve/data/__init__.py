@@ -16,17 +16,21 @@ from importlib import resources
 import numpy as np
 import torch
 
-__all__ = ["PHOTOS", "DIGITS_PER_ROW", "DIGITS_TILE", "heldout_digits", "photo", "read_image"]
+__all__ = ["PHOTOS", "DIGITS_PER_ROW", "DIGITS_TILE", "HELDOUT_DIGITS", "heldout_digits", "photo", "read_image",
+           "write_image"]
 
 PHOTOS = ("chelsea", "coffee")
 DIGITS_TILE = 16  # the held-out digits are stored row-major as a mosaic of 16x16 tiles
 DIGITS_PER_ROW = 20
+HELDOUT_DIGITS = 360  # tiles in digits16_heldout.png
 
 
-def read_image(path, mode: str = "RGB") -> torch.Tensor:
+def read_image(path, mode: str = "RGB", size: tuple[int, int] | None = None) -> torch.Tensor:
     """Read an image file into a ``(C, H, W)`` float32 tensor in [-1, 1] (C = 3 for RGB, 1 for L).
 
-    Raises ``ValueError`` naming the file when it cannot be read as an image.
+    Grey files read as RGB are replicated; an alpha channel is dropped (the command line says so).
+    ``size`` = (W, H): centre-crop to that aspect ratio, then resize (bicubic) to it. Raises
+    ``ValueError`` naming the file when it cannot be read as an image.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -34,12 +38,43 @@ def read_image(path, mode: str = "RGB") -> torch.Tensor:
         raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
     try:
         with Image.open(path) as img:
-            arr = np.asarray(img.convert(mode), dtype=np.float32)
+            img = img.convert(mode)
+            if size is not None and img.size != tuple(size):
+                img = img.crop(_centre_box(img.size, size))
+                if img.size != tuple(size):
+                    img = img.resize(tuple(size), Image.BICUBIC)
+            arr = np.asarray(img, dtype=np.float32)
     except (OSError, UnidentifiedImageError) as err:
         raise ValueError(f"cannot read image {str(path)!r}: {err}") from err
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return torch.from_numpy(arr / 127.5 - 1.0).permute(2, 0, 1).contiguous()
+
+
+def write_image(path, img: torch.Tensor) -> None:
+    """Write a ``(C, H, W)`` tensor in [-1, 1] (clamped) as an 8-bit image file (C = 1 or 3); creates
+    the folder."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = img.detach().float().cpu().clamp(-1, 1)
+    arr = ((img + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(path)
+
+
+def _centre_box(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The centre crop (left, top, right, bottom) of a (W, H) image with the aspect ratio of ``target``."""
+    w, h = size
+    tw, th = target
+    if w * th > h * tw:  # wider than the target
+        cw, ch = max(1, round(h * tw / th)), h
+    else:
+        cw, ch = w, max(1, round(w * th / tw))
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return left, top, left + cw, top + ch
 
 
 def _file(name: str):

@@ -1,0 +1,450 @@
+"""What every ``diffsolve`` subcommand shares (torch is imported only inside the functions that need it):
+
+- :class:`UsageError`, the one user-error type: printed as one line ``diffsolve CMD: error: ...``, exit 2;
+  :class:`Parser` prints argparse's own errors the same way (no usage block);
+- argument types (:func:`int_at_least`, :func:`number`, :func:`seed`, :func:`name_list` — lists are
+  accepted comma- or space-separated everywhere) and the :class:`HelpFormatter`;
+- images: :data:`IMAGE_SUFFIXES` (the one list of accepted files), :func:`image_info` (size and
+  colour kind without decoding), :func:`read_image` (grey/RGBA handled with a notice, optional
+  centre-crop + resize to a work size) and :func:`save_image`;
+- models: :func:`model_geometry` (torch-free size rules), :func:`load_model` (shipped name, diffusers
+  folder, or an ADM ``.pt`` checkpoint — everywhere a model is accepted), :func:`check_model_size`;
+- measurement noise through :class:`diffsolve.operators.GaussianNoise` (:func:`measure`);
+- the device check (:func:`check_device` torch-free, :func:`require_device` after the torch-free checks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = [
+    "BUNDLED_SETS", "CHECKPOINT_SUFFIXES", "DEVICE_PATTERN", "HelpFormatter", "IMAGE_SUFFIXES", "ImageInfo",
+    "MAX_PIXELS", "Parser", "SHIPPED_MODELS", "UsageError", "add_measurement_args", "check_device",
+    "check_loaded_size", "check_model_size", "check_out_dir", "check_out_file", "crop_hint", "image_info",
+    "int_at_least", "load_model", "measure", "model_geometry", "name_list", "note", "number", "positive_int",
+    "print_error", "read_image", "require_device", "save_image", "seed", "sigma_in_data_range", "size_spec",
+    "split_names", "task_parameters",
+]
+
+#: the image files every subcommand reads and writes
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: model files read as ADM (guided-diffusion) checkpoints
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
+SHIPPED_MODELS = ("digits16", "patches")
+#: bundled image sets (name -> natural side) of ``eval --data``
+BUNDLED_SETS = {"digits16": 16, "photos": 256}
+#: the largest work image ``restore`` accepts (width x height); larger ones need --size
+MAX_PIXELS = 1024 * 1024
+#: the device strings the command line accepts (checked without torch)
+DEVICE_PATTERN = re.compile(r"^(cpu|mps|(cuda|xpu)(:\d+)?)$")
+
+
+class UsageError(Exception):
+    """A user error, printed as one line ``diffsolve CMD: error: <message>`` with exit status 2.
+
+    ``UsageError(message)`` or ``UsageError(argument, given, fix)`` (``"argument: given; fix"``)."""
+
+    def __init__(self, argument: str, given: str | None = None, fix: str | None = None) -> None:
+        text = argument if given is None else f"{argument}: {given}"
+        if fix:
+            text += f"; {fix}"
+        super().__init__(text)
+        self.argument, self.given, self.fix = argument, given, fix
+
+
+def note(message: str) -> None:
+    """A notice to the user (stdout): what was converted or assumed."""
+    print(f"note: {message}", flush=True)
+
+
+# --------------------------------------------------------------------------- argparse
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's errors as one line ``PROG: error: ...`` (no usage block), exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` unless the help already says its default or there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or any(action.default is v for v in (None, False, True, argparse.SUPPRESS)):
+            return text
+        default = action.default
+        if isinstance(default, (list, tuple)):
+            return f"{text} (default: {','.join(map(str, default))})"
+        return super()._get_help_string(action)
+
+
+def int_at_least(low: int):
+    """An argparse type: an integer >= ``low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = int_at_least(1)
+
+
+def seed(text: str) -> int:
+    """An argparse type: a seed in [0, 2**63)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed in [0, 2**63), got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer seed in [0, 2**63), got {value}")
+    return value
+
+
+def number(low: float, high: float | None = None, *, low_open: bool = False, high_open: bool = False):
+    """An argparse type: a finite float in the given range."""
+    lo, hi = ("(" if low_open else "["), ("inf)" if high is None else (f"{high})" if high_open else f"{high}]"))
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in {lo}{low}, {hi}, got {text!r}") from None
+        bad = (not math.isfinite(value) or value < low or (low_open and value == low)
+               or (high is not None and (value > high or (high_open and value == high))))
+        if bad:
+            raise argparse.ArgumentTypeError(f"expected a number in {lo}{low}, {hi}, got {text}")
+        return value
+
+    return parse
+
+
+def split_names(values: str | Sequence[str]) -> list[str]:
+    """``["a,b", "c"]`` / ``"a, b c"`` -> ``["a", "b", "c"]``: lists are comma- or space-separated."""
+    if isinstance(values, str):
+        values = [values]
+    return [s for v in values for s in re.split(r"[,\s]+", v) if s]
+
+
+def name_list(values: str | Sequence[str], flag: str, allowed: Sequence[str],
+              refused: dict[str, str] | None = None) -> list[str]:
+    """Check a list of names (comma- or space-separated) against ``allowed``; ``refused[name]`` is the fix
+    for a name that exists but is not offered here."""
+    items = split_names(values)
+    what = flag.lstrip("-").rstrip("s")
+    listing = ",".join(allowed)
+    if not items:
+        raise UsageError(flag, "empty", f"give names from {listing} (comma- or space-separated)")
+    for s in items:
+        if refused and s in refused:
+            raise UsageError(flag, s, refused[s])
+        if s not in allowed:
+            raise UsageError(flag, f"unknown {what} {s!r}", f"choose from {listing}")
+    if len(set(items)) != len(items):
+        raise UsageError(flag, " ".join(items), "list each name once")
+    return items
+
+
+# --------------------------------------------------------------------------- images
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """An image file's size (width, height), whether it is grey, and whether it has an alpha channel."""
+
+    path: str
+    size: tuple[int, int]
+    grey: bool
+    alpha: bool
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.grey else 3
+
+
+def image_info(path: str | Path, flag: str) -> ImageInfo:
+    """Size and colour kind of an image file without decoding its pixels (no torch)."""
+    from PIL import Image
+
+    p = Path(path)
+    if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES:
+        raise UsageError(flag, f"{str(path)!r} is not one of {', '.join(IMAGE_SUFFIXES)}",
+                         "convert it to PNG")
+    try:
+        with Image.open(path) as img:
+            bands = img.getbands()
+            alpha = "A" in bands or (img.mode == "P" and "transparency" in img.info)
+            grey = img.mode in ("1", "L", "LA", "I", "I;16", "F") or bands in (("L",), ("L", "A"))
+            return ImageInfo(str(path), img.size, grey, alpha)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{flag}: cannot read image {str(path)!r}: {err}") from None
+
+
+def read_image(path: str | Path, *, channels: int, size: tuple[int, int] | None = None, flag: str = "--input",
+               notify: Any = None):
+    """An image file as ``(C, H, W)`` float32 in [−1, 1], C = ``channels`` (1 or 3)
+    (:func:`diffsolve.data.read_image`, the one pixel reader).
+
+    A grey file read as RGB is converted and an alpha channel dropped, each with a notice to
+    ``notify(message)`` (default :func:`note`); ``size`` = (W, H): centre-crop to its aspect, then resize.
+    A file that cannot be read is a :class:`UsageError`.
+    """
+    from ..data import read_image as read_pixels
+
+    notify = notify or note
+    info = image_info(path, flag)
+    if info.alpha:
+        notify(f"{flag} {Path(path).name} has an alpha channel (transparency): it was dropped")
+    if info.grey and channels == 3:
+        notify(f"{flag} {Path(path).name} is grayscale: converted it to RGB for this colour model")
+    try:
+        return read_pixels(path, mode="L" if channels == 1 else "RGB", size=size)
+    except ValueError as err:
+        raise UsageError(f"{flag}: {err}") from None
+
+
+def save_image(path: str | Path, img) -> None:
+    """Write a (C, H, W) tensor in [−1, 1] (clamped) as an 8-bit image (:func:`diffsolve.data.write_image`)."""
+    from ..data import write_image
+
+    write_image(path, img)
+
+
+def crop_hint(w: int, h: int, m: int) -> str:
+    if w < m or h < m:
+        return f"use an image of at least {m}x{m}"
+    return f"crop it to {w // m * m}x{h // m * m}"
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _shipped_folder(name: str) -> Path:
+    return Path(__file__).resolve().parents[1] / "models" / "weights" / name
+
+
+def model_geometry(spec: str, flag: str = "--model") -> dict[str, Any] | None:
+    """Channels, down-sampling ``multiple`` and ``fixed`` (W, H) size (attention models) of a shipped or
+    diffusers model, read from its config without torch; None for a checkpoint file (known once loaded)."""
+    path = Path(spec)
+    if spec in SHIPPED_MODELS:
+        path = _shipped_folder(spec)
+    elif path.is_file():
+        if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+            raise UsageError(flag, f"{spec!r} is a file but not a checkpoint",
+                             f"give an ADM checkpoint ({', '.join(CHECKPOINT_SUFFIXES)}), a local diffusers folder, "
+                             f"or one of {', '.join(SHIPPED_MODELS)}")
+        return None
+    elif not path.is_dir():
+        raise UsageError(flag, f"{spec!r} is neither a shipped model nor an existing file or folder",
+                         f"use {' or '.join(SHIPPED_MODELS)}, a local diffusers folder, or an ADM checkpoint file "
+                         "(diffsolve never downloads models)")
+    for cfg_path in (path / "unet" / "config.json", path / "config.json"):
+        if cfg_path.is_file():
+            break
+    else:
+        raise UsageError(flag, f"{spec!r} has no unet/config.json or config.json",
+                         "give a diffusers model folder (unet/ + scheduler/) or an ADM .pt checkpoint")
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, ValueError) as err:
+        raise UsageError(flag, f"cannot read {cfg_path} ({err})", "fix or replace that file") from None
+    blocks = cfg.get("block_out_channels") or ()
+    attn = any("Attn" in b for b in cfg.get("down_block_types", ()))
+    size = cfg.get("sample_size")
+    fixed = None
+    if attn and size:
+        fixed = (size, size) if isinstance(size, int) else (size[1], size[0])
+    return {"channels": int(cfg.get("in_channels", 3)), "multiple": 2 ** (len(blocks) - 1) if blocks else 1,
+            "fixed": fixed}
+
+
+def check_model_size(spec: str, geo: dict[str, Any] | None, wh: tuple[int, int], what: str,
+                     flag: str = "--size") -> None:
+    """UsageError when a model of geometry ``geo`` cannot run on a ``wh`` = (W, H) image."""
+    if geo is None:
+        return
+    w, h = wh
+    if geo["fixed"] is not None and (w, h) != tuple(geo["fixed"]):
+        fw, fh = geo["fixed"]
+        raise UsageError(f"model/image size mismatch: --model {spec} takes {fw}x{fh} images (width x height), "
+                         f"the {what} is {w}x{h}; resize or crop it to {fw}x{fh} ({flag} {fw})")
+    m = geo["multiple"]
+    if w % m or h % m:
+        raise UsageError(f"model/image size mismatch: --model {spec} needs sides divisible by {m}, the {what} is "
+                         f"{w}x{h} (width x height); {crop_hint(w, h, m)} (or pass {flag})")
+
+
+def load_model(spec: str, device: Any, *, head_channels: int = 64, flag: str = "--model") -> Any:
+    """A denoiser from ``spec``: a shipped name, a local diffusers folder, or an ADM checkpoint file."""
+    from ..models.default import DEFAULT_MODELS, load_default
+
+    try:
+        if spec in DEFAULT_MODELS:
+            return load_default(spec, device=device)
+        path = Path(spec)
+        if path.is_file():
+            from ..models.adm import load_adm
+
+            return load_adm(path, device=device, num_head_channels=head_channels)
+        from ..models import DiffusersDenoiser
+
+        return DiffusersDenoiser.from_pretrained(path, device=device)
+    except (ValueError, OSError) as err:
+        raise UsageError(flag, f"cannot load {spec!r} ({err})", "give a working model") from None
+
+
+def check_loaded_size(model: Any, spec: str, shape: tuple[int, int, int, int], flag: str = "--size") -> None:
+    """UsageError when the loaded ``model`` cannot run on ``shape`` (B, C, H, W) samples."""
+    from ..models.denoiser import check_sample_shape
+
+    try:
+        check_sample_shape(model, shape)
+    except ValueError as err:
+        raise UsageError(flag, f"{shape[-1]}x{shape[-2]}", f"--model {spec}: {err}") from None
+
+
+# --------------------------------------------------------------------------- noise, device
+
+
+def measure(operator: Any, x: Any, sigma: float, unit: str = "[-1,1]", *, generator: Any) -> Any:
+    """y = A x + σ n through :class:`diffsolve.operators.GaussianNoise` (``sigma`` in ``unit``); ``generator``
+    one torch.Generator, or one per sample (drawn on the generators' device, then moved to x's)."""
+    from ..operators import GaussianNoise
+
+    noise = GaussianNoise(sigma, unit)
+    ax = operator.A(x)
+    if isinstance(generator, (list, tuple)):
+        import torch
+
+        return torch.cat([noise(ax[j:j + 1].to(g.device), generator=g).to(ax.device)
+                          for j, g in enumerate(generator)])
+    return noise(ax, generator=generator)
+
+
+def sigma_in_data_range(sigma: float, unit: str) -> float:
+    """``sigma`` (in ``unit``) in the solvers' [−1, 1] units, without torch."""
+    return sigma * 2.0 if unit == "[0,1]" else sigma
+
+
+def check_device(text: str, flag: str = "--device") -> str:
+    """The device string's syntax (no torch)."""
+    if not DEVICE_PATTERN.match(text):
+        raise UsageError(f"{flag} must be cpu, cuda, cuda:N, xpu or mps, got {text!r}")
+    return text
+
+
+def require_device(device: str, flag: str = "--device") -> None:
+    """UsageError when ``device`` cannot run here. Imports torch: call it after every torch-free check."""
+    import torch
+
+    kind = device.split(":")[0]
+    problem = None
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if count == 0:
+            problem = f"{device}: this torch ({torch.__version__}) sees no CUDA device", "use --device cpu"
+        elif index >= count:
+            problem = f"{device}: only {count} CUDA device(s) here", f"use cuda:0 ... cuda:{count - 1}"
+    elif kind == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        problem = f"{device}: MPS is not available in this torch", "use --device cpu"
+    elif kind == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        problem = f"{device}: XPU is not available in this torch", "use --device cpu"
+    if problem is not None:
+        raise UsageError(f"{flag} {problem[0]}; {problem[1]}")
+
+
+def print_error(command: str, err: UsageError, *, rank0: bool = True) -> None:
+    if rank0:
+        print(f"diffsolve {command}: error: {err}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- shared arguments (demo, restore)
+
+
+def size_spec(text: str) -> tuple[int, int]:
+    """An argparse type: ``S`` (S x S) or ``WxH``, sides >= 1; returns (W, H)."""
+    parts = text.lower().split("x")
+    try:
+        sides = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected S or WxH in pixels, e.g. 256 or 320x240, got {text!r}") from None
+    if len(sides) not in (1, 2) or min(sides) < 1:
+        raise argparse.ArgumentTypeError(f"expected S or WxH in pixels (sides >= 1), got {text!r}")
+    return (sides[0], sides[0]) if len(sides) == 1 else (sides[0], sides[1])
+
+
+def add_measurement_args(p: argparse.ArgumentParser, sigma_default: float) -> None:
+    g = p.add_argument_group("measurement (y = A x + sigma * noise)")
+    g.add_argument("--sigma", type=number(0.0), default=sigma_default, help="measurement noise std, in --sigma-unit")
+    g.add_argument("--sigma-unit", choices=("[-1,1]", "[0,1]"), default="[-1,1]",
+                   help="the pixel range --sigma is measured in")
+    g.add_argument("--blur-std", type=number(0.0, low_open=True), default=None,
+                   help="gaussian_blur: std in pixels (default: 3 * side / 256; 1 on 16x16 digits)")
+    g.add_argument("--motion-size", type=positive_int, default=None,
+                   help="motion_blur: odd kernel side in pixels (default: 61 * side / 256; 9 on digits)")
+    g.add_argument("--box", type=positive_int, default=None,
+                   help="box: side of the square hole in pixels (default: side / 2; 6 on digits)")
+    g.add_argument("--missing", type=number(0.0, 1.0, low_open=True, high_open=True), default=0.7,
+                   help="random: fraction of the pixels lost")
+    g.add_argument("--factor", type=positive_int, default=4, help="sr: the down-sampling factor (sr4 is 4)")
+
+
+def task_parameters(a: argparse.Namespace, tasks: Sequence[str]):
+    """The checked :class:`diffsolve.tasks.TaskParameters` of the measurement arguments (no torch)."""
+    from ..tasks import TASK_PARAMETERS, TASKS, TaskParameters, check_parameters
+
+    given = {"blur_std": a.blur_std, "motion_size": a.motion_size, "box": a.box}
+    params = TaskParameters(blur_std=a.blur_std, motion_size=a.motion_size, box=a.box, missing=a.missing,
+                            factor=a.factor)
+    try:
+        check_parameters(params)
+    except ValueError as err:
+        raise UsageError(f"--{str(err).replace('_', '-', 1)}") from None
+    if a.factor != 4 and "sr" not in tasks:
+        raise UsageError(f"--factor {a.factor} is only read by --task sr (sr4 is always x4); use --task sr")
+    for name, value in given.items():
+        users = [t for t in TASKS if name in TASK_PARAMETERS[t]]
+        if value is not None and not any(t in tasks for t in users):
+            raise UsageError(f"--{name.replace('_', '-')} {value} is only read by --task {'/'.join(users)}, "
+                             f"not {'/'.join(tasks)}; drop it")
+    return params
+
+
+def check_out_file(text: str) -> Path:
+    out = Path(text)
+    if out.is_dir():
+        raise UsageError(f"--out {text!r} is a directory; give an image file name such as "
+                         f"{text.rstrip('/')}/restored.png")
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise UsageError(f"--out {text!r} has no image extension; use one of {', '.join(IMAGE_SUFFIXES)} "
+                         f"(e.g. {out.with_suffix('.png')})")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"--out {text!r}: {str(parent)!r} is a file, not a folder")
+            break
+    return out
+
+
+def check_out_dir(text: str) -> Path:
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {text!r} is a file; give a folder")
+    return out

@@ -1,0 +1,219 @@
+"""``diffsolve eval``: its arguments and their checks (nothing heavy imported until the run; the runner is
+:mod:`diffsolve.evaluate`). Every argument is checked before a model is loaded or anything computed.
+
+Under torchrun: ``torchrun --nproc-per-node=K -m diffsolve eval ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from ..tasks import DEMO_TASKS
+from .common import (BUNDLED_SETS, IMAGE_SUFFIXES, HelpFormatter, UsageError, check_device, image_info,
+                     int_at_least, name_list, number, print_error, require_device, split_names)
+
+__all__ = ["DEFAULT_TASKS", "add_parser", "check", "run", "run_config"]
+
+DEFAULT_TASKS = list(DEMO_TASKS)
+
+
+def _default_methods() -> list[str]:
+    """Every method the command line offers (the registry's CLI_METHODS)."""
+    from ..methods import CLI_METHODS
+
+    return list(CLI_METHODS)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``eval`` subcommand to ``subparsers``; return it."""
+    e = subparsers.add_parser(
+        "eval", formatter_class=HelpFormatter,
+        help="evaluate methods on a dataset: results.jsonl, summary.md/.csv, a quality-vs-time plot",
+        description="Score every (image, task, method, seed) on a folder of images or a bundled set. "
+                    "Reruns into the same --out skip finished records (config.json pins the settings and the "
+                    "SHA-256 of every input file). Runs unchanged under torchrun --nproc-per-node=K -m diffsolve "
+                    "eval ... (images sharded across ranks; the records do not depend on K). Lists (--tasks, "
+                    "--methods, --seeds) are comma- or space-separated.",
+        epilog="Errors print one line naming the argument and the fix; exit status 2. LPIPS/FID are not "
+               "computed (their weights would have to be downloaded).")
+    e.add_argument("--data", required=True,
+                   help=f"a folder of images ({', '.join(IMAGE_SUFFIXES)}; centre-cropped and resized to --size), "
+                        f"or a bundled set: {', '.join(BUNDLED_SETS)} (an existing folder of that name wins)")
+    e.add_argument("--size", type=int_at_least(1), default=None,
+                   help="image side S in pixels (default: digits16 16, photos 256; required for a folder)")
+    e.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS, help="tasks (diffsolve.tasks)")
+    e.add_argument("--methods", nargs="+", default=_default_methods(),
+                   help="methods (diffsolve.methods.CLI_METHODS)")
+    e.add_argument("--steps", type=int_at_least(1), default=30, help="sampling steps")
+    e.add_argument("--seeds", nargs="+", default=["0"], help="seeds, e.g. 0,1 or 0 1")
+    e.add_argument("--out", required=True, help="output folder (results.jsonl, summary.md, summary.csv, plot)")
+    e.add_argument("--model", default=None,
+                   help="'digits16', 'patches', a local diffusers folder, or an ADM (guided-diffusion) checkpoint "
+                        "file such as ffhq_10m.pt (default: digits16 for the digits16 set, else patches)")
+    e.add_argument("--batch", type=int_at_least(1), default=1, help="images per solver call")
+    e.add_argument("--device", default="cpu",
+                   help="torch device: cpu, cuda (under torchrun: cuda:LOCAL_RANK), cuda:N")
+    e.add_argument("--save-images", action="store_true", help="also write OUT/images/TASK/METHOD/seedS/NAME.png")
+    e.add_argument("--sigma", type=number(0.0), default=0.05, help="measurement noise std, in --sigma-unit")
+    e.add_argument("--sigma-unit", choices=("[-1,1]", "[0,1]"), default="[-1,1]",
+                   help="the pixel range --sigma is measured in")
+    e.add_argument("--limit", type=int_at_least(1), default=None, help="only the first N images (sorted by name)")
+    e.add_argument("--head-channels", type=int_at_least(1), default=64,
+                   help="ADM checkpoints: channels per attention head (num_head_channels; 64 for the FFHQ and "
+                        "ImageNet 256 models)")
+    e.add_argument("--threads", type=int_at_least(1), default=None,
+                   help="torch CPU threads per process (default: torch's; torchrun sets 1 per process)")
+    e.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    return e
+
+
+def _seeds(values: Any) -> list[int]:
+    items = split_names(values)
+    try:
+        seeds = [int(s) for s in items]
+    except ValueError:
+        raise UsageError("--seeds", repr(" ".join(items)), "give integers, e.g. 0,1 or 0 1") from None
+    if not seeds or any(s < 0 or s >= 2**63 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise UsageError("--seeds", repr(" ".join(items)), "give distinct integers in [0, 2**63)")
+    return seeds
+
+
+def _folder_images(folder: Path, limit: int | None, channels_wanted: int | None) -> tuple[list[Path], list[str]]:
+    """The folder's image files (sorted, limited), every one readable; notices for converted ones."""
+    from PIL import Image
+
+    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise UsageError("--data", f"{str(folder)!r} holds no image ({', '.join(IMAGE_SUFFIXES)})",
+                         f"put images in it or name a bundled set ({', '.join(BUNDLED_SETS)})")
+    paths = paths[:limit] if limit is not None else paths
+    for p in paths:
+        try:
+            with Image.open(p) as img:
+                img.load()
+        except Exception as err:  # PIL raises many kinds for a corrupt file
+            raise UsageError("--data", f"cannot read image {p.name!r} ({type(err).__name__}: {err})",
+                             "remove or replace that file") from None
+    infos = [image_info(p, "--data") for p in paths]
+    notes = []
+    alpha = [i for i in infos if i.alpha]
+    if alpha:
+        notes.append(f"{len(alpha)} image(s) have an alpha channel; it was dropped: "
+                     + ", ".join(Path(i.path).name for i in alpha[:5]) + (" ..." if len(alpha) > 5 else ""))
+    grey = [i for i in infos if i.grey]
+    if channels_wanted == 3 and grey:
+        notes.append(f"{len(grey)} grayscale image(s) converted to RGB for the colour model: "
+                     + ", ".join(Path(i.path).name for i in grey[:5]) + (" ..." if len(grey) > 5 else ""))
+    return paths, notes
+
+
+def check(args: argparse.Namespace):
+    """Every check that needs no model; returns the :class:`diffsolve.evaluate.EvalConfig`."""
+    from ..methods import METHODS, get_method
+    from ..tasks import TASKS, make_operator, required_multiple
+    from .common import model_geometry, sigma_in_data_range
+
+    data = args.data
+    path = Path(data)
+    if path.exists():  # an existing path always wins over a bundled set's name
+        if not path.is_dir():
+            raise UsageError("--data", f"{data!r} is a file", "give a folder of images or a bundled set name")
+        kind = "folder"
+    elif data in BUNDLED_SETS:
+        kind = "bundled"
+    else:
+        raise UsageError("--data", f"{data!r} is neither a folder nor a bundled set",
+                         f"give a folder of images or one of {', '.join(BUNDLED_SETS)}")
+    tasks = name_list(args.tasks, "--tasks", TASKS)
+    refused = {m: f"{m} needs an autoencoder the command line cannot build; use diffsolve.solve"
+               for m, spec in METHODS.items() if not spec.cli}
+    methods = name_list(args.methods, "--methods", tuple(m for m in METHODS if METHODS[m].cli), refused)
+    seeds = _seeds(args.seeds)
+    sigma = sigma_in_data_range(args.sigma, args.sigma_unit)
+    if any(get_method(m).required == ("sigma",) or "sigma" in get_method(m).required for m in methods) \
+            and sigma == 0:
+        raise UsageError("--sigma", "0 with " + ",".join(m for m in methods if "sigma" in get_method(m).required),
+                         "that method needs the measurement noise level: give --sigma > 0")
+    model = args.model or ("digits16" if data == "digits16" and kind == "bundled" else "patches")
+    uses_model = any(get_method(m).uses_model for m in methods)
+    geo = model_geometry(model)
+    channels = geo["channels"] if geo is not None else 3
+    if channels not in (1, 3):
+        raise UsageError("--model", f"{model!r} takes {channels}-channel images", "use a grey (1) or RGB (3) model")
+    notes: list[str] = []
+    if kind == "bundled":
+        paths = None
+        size = args.size if args.size is not None else BUNDLED_SETS[data]
+        if data == "digits16" and size != 16:
+            raise UsageError("--size", f"{size} with --data digits16",
+                             "the bundled digits are 16x16: use --size 16 (or leave it out)")
+    else:
+        paths, notes = _folder_images(path, args.limit, channels)
+        if args.size is None:
+            raise UsageError("--size", "missing for a folder of images",
+                             "give the side the images are centre-cropped and resized to, e.g. --size 256")
+        size = args.size
+    if uses_model and geo is not None:
+        if geo["fixed"] is not None and (size, size) != tuple(geo["fixed"]):
+            fw = geo["fixed"][0]
+            raise UsageError("--size", f"{size} but --model {model} takes {fw}x{fw} images", f"use --size {fw}")
+        if size % geo["multiple"]:
+            m = geo["multiple"]
+            raise UsageError("--size", f"{size} but --model {model} needs multiples of {m}",
+                             f"use --size {max(m, size // m * m)}")
+    digits = model == "digits16"
+    for task in tasks:
+        f = required_multiple(task)
+        if size % f:
+            raise UsageError("--size", f"{size} but task {task} needs multiples of {f}",
+                             f"use --size {max(f, size // f * f)}")
+        try:
+            make_operator(task, (size, size), seed=seeds[0], digits=digits)
+        except ValueError as err:
+            raise UsageError("--tasks", f"{task} at {size}x{size}: {err}", "use a larger --size") from None
+    check_device(args.device)
+    require_device(args.device)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError("--out", f"{str(out)!r} is a file", "give a folder (it is created if missing)")
+    from .. import evaluate
+
+    cfg = evaluate.EvalConfig(data=data, size=size, tasks=tasks, methods=methods, steps=args.steps, seeds=seeds,
+                              out=out, model=model, channels=channels, batch=args.batch, device=args.device,
+                              save_images=args.save_images, sigma=float(sigma), head_channels=args.head_channels,
+                              digits=digits, image_paths=paths, limit=args.limit if paths is None else None,
+                              progress=args.progress, threads=args.threads, notes=notes)
+    names = ([p.name for p in paths] if paths is not None
+             else evaluate.bundled_names(data)[: args.limit] if args.limit else evaluate.bundled_names(data))
+    cfg.hashes = evaluate.data_hashes(data if kind == "bundled" else str(path), paths, names)
+    try:
+        evaluate.check_resume(cfg)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return cfg
+
+
+def run_config(cfg: Any, *, log: Any = None) -> dict[str, Any]:
+    """Run a checked request, the model loaded (and its size checked) by the command line's loader."""
+    from .. import evaluate
+    from .common import check_loaded_size, load_model
+
+    def loader(device: Any) -> Any:
+        model = load_model(cfg.model, device, head_channels=cfg.head_channels)
+        check_loaded_size(model, cfg.model, (1, cfg.channels, cfg.size, cfg.size))
+        return model
+
+    return evaluate.run_eval(cfg, load_model=loader, log=log)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the arguments, then evaluate; 0 on success, 2 (one line on stderr, rank 0) on a bad argument."""
+    try:
+        run_config(check(args))
+    except UsageError as err:
+        print_error("eval", err, rank0=int(os.environ.get("RANK", "0")) == 0)
+        return 2
+    return 0

@@ -1,0 +1,209 @@
+"""``diffsolve restore``: restore one image (or, with ``--simulate``, measure a clean image first and score
+the result). Every check that needs neither torch nor a model runs first (:func:`plan`)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..tasks import SIGMA, TASKS
+from . import common
+from .common import (MAX_PIXELS, HelpFormatter, UsageError, add_measurement_args, check_device,
+                     check_model_size, check_out_file, crop_hint, image_info, model_geometry, note, positive_int,
+                     seed, sigma_in_data_range, size_spec, task_parameters)
+
+__all__ = ["SIZE_RULES", "add_parser", "plan", "run"]
+
+SIZE_RULES = (f"Size rules: the work image (the restored one) may have at most {MAX_PIXELS:,} pixels "
+              f"({int(MAX_PIXELS ** 0.5)}x{int(MAX_PIXELS ** 0.5)}); larger inputs are refused: pass --size to "
+              "resize them. The model-based methods need image sides that are multiples of the model's "
+              "down-sampling factor (patches: 8; digits16: exactly 16x16); sr4/sr need sides that are multiples "
+              "of the SR factor; the baselines need nothing else.")
+
+
+def _methods() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(model-based, model-free) methods the command line offers, from the registry (no torch)."""
+    from .. import methods
+
+    names = tuple(methods.CLI_METHODS)
+    return (tuple(m for m in names if methods.METHODS[m].uses_model),
+            tuple(m for m in names if not methods.METHODS[m].uses_model))
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    samplers, baselines = _methods()
+    r = subparsers.add_parser("restore", formatter_class=HelpFormatter, epilog=SIZE_RULES, help="restore one image")
+    r.add_argument("--input", required=True,
+                   help="the measurement image (PNG/JPEG/...), or the clean image with --simulate; a grey image "
+                        "is converted to RGB for a colour model, an alpha channel is dropped (both with a notice)")
+    r.add_argument("--task", required=True, choices=TASKS + ("inpaint",),
+                   help="the measurement operator; 'inpaint' takes --mask")
+    r.add_argument("--method", required=True, choices=samplers + baselines,
+                   help=f"model-based: {', '.join(samplers)}; model-free: {', '.join(baselines)}")
+    r.add_argument("--model", default=None,
+                   help="'patches' (default), 'digits16' (default for a 16x16 grey image), a local diffusers "
+                        "folder (unet/ + scheduler/), or an ADM checkpoint file (.pt); unused by the model-free "
+                        "methods")
+    r.add_argument("--head-channels", type=positive_int, default=64,
+                   help="ADM checkpoints: channels per attention head")
+    r.add_argument("--size", type=size_spec, default=None,
+                   help="centre-crop and resize --input to S x S (or WxH) pixels first (default: as it is); "
+                        f"needed for inputs whose work image exceeds {MAX_PIXELS:,} pixels")
+    r.add_argument("--steps", type=positive_int, default=50, help="sampling steps")
+    r.add_argument("--seed", type=seed, default=0, help="seeds the sampler, the operator and --simulate's noise")
+    r.add_argument("--mask", help="inpaint: mask image of the input's size, non-zero = observed pixel")
+    r.add_argument("--simulate", action="store_true",
+                   help="treat --input as the clean image: measure it (noise --sigma) and report PSNR/SSIM")
+    r.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps")
+    r.add_argument("--out", required=True,
+                   help=f"output image, one of {', '.join(common.IMAGE_SUFFIXES)} (with --simulate also "
+                        "OUT_measurement.EXT)")
+    add_measurement_args(r, SIGMA)
+    return r
+
+
+@dataclass
+class RestorePlan:
+    out: Path
+    device: str
+    params: Any
+    sigma: float  # [-1, 1] units
+    channels: int
+    model: str | None  # None: a model-free method
+    digits: bool
+    input_wh: tuple[int, int]  # after --size
+    x_wh: tuple[int, int]  # the work (restored) image
+
+    def describe(self, a: argparse.Namespace) -> str:
+        w, h = self.x_wh
+        src = f"--input {self.input_wh[0]}x{self.input_wh[1]}" + (" after --size" if a.size else "")
+        model = f"model {self.model}, {a.steps} steps" if self.model else "model-free"
+        return (f"restore: {a.method} on task {a.task}, work size {w}x{h} ({src}), {model}, sigma {self.sigma:g} "
+                f"in [-1,1], device {self.device}")
+
+
+def plan(a: argparse.Namespace) -> RestorePlan:
+    """Every check of ``restore`` that needs neither torch nor a model; notices (grey / alpha) come first."""
+    from .. import methods
+
+    out = check_out_file(a.out)
+    device = check_device(a.device)
+    tasks = [a.task]
+    params = task_parameters(a, tasks)
+    sigma = sigma_in_data_range(a.sigma, a.sigma_unit)
+    spec = methods.METHODS[a.method]
+    if "sigma" in spec.required and sigma <= 0:
+        raise UsageError(f"--sigma 0: {a.method} needs the measurement noise level (> 0); give the noise std of "
+                         "your image")
+    info = image_info(a.input, "--input")
+    wh = a.size or info.size
+    # the colour questions first: a grey photo is converted for a colour model before any size complaint
+    if info.alpha:
+        note(f"--input {Path(a.input).name} has an alpha channel (transparency): it is dropped")
+    model_spec = None
+    geo = None
+    if spec.uses_model:
+        model_spec = a.model or ("digits16" if info.grey and wh == (16, 16) else "patches")
+        geo = model_geometry(model_spec)
+        channels = geo["channels"] if geo is not None else 3
+        if channels not in (1, 3):
+            raise UsageError(f"--model has {channels} input channels; restore handles 1 (grey) or 3 (RGB) images")
+        if channels == 1 and not info.grey:
+            raise UsageError(f"model/image mismatch: --model {model_spec} takes 1-channel (grey) images, "
+                             f"{a.input!r} is in colour; convert it to grey first or choose another --model")
+        if channels == 3 and info.grey:
+            note(f"--input {Path(a.input).name} is grayscale: converted it to RGB for --model {model_spec} "
+                 "(a colour model)")
+    else:
+        channels = info.channels
+        if a.model is not None:
+            model_geometry(a.model)  # a wrong --model is still an error, though the method does not use it
+    if a.task == "inpaint":
+        if a.mask is None:
+            raise UsageError("--task inpaint needs --mask (an image of the same size, non-zero = observed)")
+        mw, mh = image_info(a.mask, "--mask").size
+        if (mw, mh) != info.size:
+            raise UsageError(f"--mask is {mw}x{mh} but --input is {info.size[0]}x{info.size[1]} (width x height); "
+                             "give a mask of the same size")
+    else:
+        if a.mask is not None:
+            raise UsageError(f"--mask is only used by --task inpaint, not {a.task!r}")
+        if not a.simulate and a.task in ("box", "random"):
+            raise UsageError(f"--task {a.task} draws its mask from --seed, so it needs --simulate; to restore "
+                             "your own masked image use --task inpaint --mask MASK")
+    from ..tasks import required_multiple
+
+    factor = required_multiple(a.task, params) if a.task != "inpaint" else 1
+    w, h = wh
+    x_wh = (w, h) if a.simulate else (w * factor, h * factor)  # SR: the input is the low-resolution measurement
+    if x_wh[0] * x_wh[1] > MAX_PIXELS:
+        side = int((MAX_PIXELS / (factor * factor if not a.simulate else 1)) ** 0.5) // 8 * 8
+        raise UsageError(f"--input: the work image would be {x_wh[0]}x{x_wh[1]} = {x_wh[0] * x_wh[1]:,} pixels, "
+                         f"above the limit of {MAX_PIXELS:,}; pass --size {side} (or smaller) to resize it")
+    if a.simulate and factor > 1 and (w % factor or h % factor):
+        raise UsageError(f"--task {a.task} with --simulate needs image sides that are multiples of {factor}, "
+                         f"--input is {w}x{h} (width x height); {crop_hint(w, h, factor)} (or pass --size)")
+    if spec.uses_model:
+        what = "image" if a.simulate or factor == 1 else f"restored image (x{factor} the input)"
+        check_model_size(model_spec, geo, x_wh, what)
+    return RestorePlan(out=out, device=device, params=params, sigma=sigma, channels=channels, model=model_spec,
+                       digits=model_spec == "digits16", input_wh=(w, h), x_wh=x_wh)
+
+
+def run(a: argparse.Namespace) -> dict:
+    p = plan(a)
+    common.require_device(p.device)
+    print(p.describe(a), flush=True)
+
+    import torch
+
+    from .. import methods
+    from ..metrics import data_consistency, scores
+    from ..operators import Inpainting
+    from ..tasks import make_operator, measurement_view
+
+    device = p.device
+    img = common.read_image(a.input, channels=p.channels, size=a.size, notify=lambda m: None)[None].to(device)
+    x_w, x_h = p.x_wh
+    if a.task == "inpaint":
+        mask = common.read_image(a.mask, channels=1, size=a.size, flag="--mask", notify=lambda m: None)[None]
+        op = Inpainting((mask > -1).double())
+    else:
+        try:
+            op = make_operator(a.task, (x_h, x_w), seed=a.seed, digits=p.digits, params=p.params)
+        except ValueError as err:
+            raise UsageError(f"--task {a.task}: {err}") from err
+    model = None
+    if p.model is not None:
+        model = common.load_model(p.model, device, head_channels=a.head_channels)
+        common.check_loaded_size(model, p.model, (1, p.channels, x_h, x_w))
+    x_true = None
+    if a.simulate:
+        x_true = img
+        y = common.measure(op, img, a.sigma, a.sigma_unit, generator=torch.Generator(device).manual_seed(a.seed + 1))
+    else:
+        y = img
+    spec = methods.get_method(a.method)
+    if not spec.uses_model:
+        print(f"running {a.method} ({spec.summary.split(':')[0]}): one closed-form solve, no sampling steps",
+              flush=True)
+    generator = torch.Generator(device).manual_seed(a.seed)
+    x, _ = methods.restore(a.method, model, op, y, steps=a.steps, sigma=p.sigma, generator=generator,
+                           x_true=None, progress=spec.uses_model)
+    out = p.out
+    common.save_image(out, x[0])
+    result: dict = {"out": str(out)}
+    if p.sigma > 0:
+        dc = float(data_consistency(op, x, y, p.sigma)[0])
+        result["dc"] = round(dc, 4)
+        print(f"data consistency ||A x - y|| / (sigma sqrt(m)) = {dc:.3f} (1 = residual at the noise level)")
+    if x_true is not None:
+        meas = out.with_name(out.stem + "_measurement" + out.suffix)
+        common.save_image(meas, measurement_view(a.task if a.task != "inpaint" else "box", y, (x_h, x_w))[0])
+        s = scores(x, x_true)
+        result.update(psnr=round(float(s["psnr"][0]), 2), ssim=round(float(s["ssim"][0]), 4), measurement=str(meas))
+        print(f"PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f}")
+    print(f"wrote {out}")
+    return result

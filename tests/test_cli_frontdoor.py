@@ -1,0 +1,289 @@
+"""Front-door bugs of the command line, each pinned by a test that failed before the fix: an existing
+--data path wins over a bundled name; resume pins the data by content; restore --size, the pixel limit,
+the work size and a line for every method; grey / RGBA inputs; one list convention; readable
+quality-vs-time ticks; argparse errors in one line; data consistency everywhere."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffsolve import evaluate
+from diffsolve.cli import eval as cli_eval
+from diffsolve.cli import main
+from diffsolve.metrics import data_consistency
+from diffsolve.operators import Identity, SuperResolution
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _png(path, arr, mode=None):
+    Image.fromarray(np.asarray(arr, dtype=np.uint8), mode=mode).save(path)
+    return str(path)
+
+
+def parse_eval(*argv: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="diffsolve")
+    cli_eval.add_parser(p.add_subparsers(dest="command", required=True))
+    return p.parse_args(["eval", *argv])
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("a model was loaded or a solve ran before the argument error")
+
+    import diffsolve.cli.common
+    import diffsolve.methods
+
+    monkeypatch.setattr(diffsolve.cli.common, "load_model", boom)
+    monkeypatch.setattr(diffsolve.methods, "restore", boom)
+
+
+def _one_line_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+# --------------------------------------------------------------------------- eval --data
+
+
+def test_existing_folder_wins_over_the_bundled_name(tmp_path, monkeypatch, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    _png(photos / "mine.png", rng.integers(0, 255, (16, 16, 3)))
+    monkeypatch.chdir(tmp_path)
+    assert cli_eval.run(parse_eval("--data", "photos", "--size", "16", "--tasks", "box", "--methods", "pinv",
+                                   "--no-progress", "--out", "o")) == 0
+    recs = [json.loads(x) for x in (tmp_path / "o" / "results.jsonl").read_text().splitlines()]
+    assert [r["image"] for r in recs] == ["mine.png"]  # not chelsea.png / coffee.png
+    err = capsys.readouterr().err
+    assert f"eval: data = folder {photos.resolve()} (1 image)" in err
+
+
+def test_bundled_set_is_named_in_the_output(tmp_path, capsys):
+    assert cli_eval.run(parse_eval("--data", "digits16", "--limit", "1", "--tasks", "box", "--methods", "pinv",
+                                   "--no-progress", "--out", str(tmp_path / "o"))) == 0
+    assert "eval: data = bundled set 'digits16'" in capsys.readouterr().err
+    assert "bundled set 'digits16'" in (tmp_path / "o" / "summary.md").read_text()
+
+
+def test_resume_refuses_changed_input_files(tmp_path, capsys):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    _png(d / "a.png", rng.integers(0, 255, (16, 16)))
+    _png(d / "b.png", rng.integers(0, 255, (16, 16)))
+    args = ("--data", str(d), "--size", "16", "--model", "digits16", "--tasks", "box", "--methods", "pinv",
+            "--no-progress", "--out", str(tmp_path / "o"))
+    assert cli_eval.run(parse_eval(*args)) == 0
+    pinned = json.loads((tmp_path / "o" / "config.json").read_text())
+    assert set(pinned["data"]) == {"a.png", "b.png"}
+    capsys.readouterr()
+    _png(d / "a.png", rng.integers(0, 255, (16, 16)))  # same name, other content
+    assert cli_eval.run(parse_eval(*args)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("diffsolve eval: error: --data: 'a.png'"), err
+    assert "another --out" in err[0]
+    # the library refuses too (ValueError), without the command line
+    cfg = evaluate.EvalConfig(data=str(d), size=16, tasks=["box"], methods=["pinv"], steps=30, seeds=[0],
+                              out=tmp_path / "o", model="digits16", channels=1, image_paths=sorted(d.glob("*.png")))
+    cfg.hashes = evaluate.data_hashes(str(d), cfg.image_paths, ["a.png", "b.png"])
+    with pytest.raises(ValueError, match="'a.png'"):
+        evaluate.run_eval(cfg)
+
+
+# --------------------------------------------------------------------------- lists
+
+
+def test_lists_take_commas_or_spaces_everywhere(tmp_path):
+    from diffsolve.cli import demo, parser
+
+    for tasks in (["box,sr4"], ["box", "sr4"], ["box,", "sr4"]):
+        a = parser().parse_args(["demo", "--tasks", *tasks, "--methods", "mpgd,cdps", "--out", str(tmp_path)])
+        assert demo.plan(a)["tasks"] == ["box", "sr4"] and demo.plan(a)["methods"] == ["mpgd", "cdps"]
+        cfg = cli_eval.check(parse_eval("--data", "digits16", "--tasks", *tasks, "--methods", "pinv", "tikhonov",
+                                        "--seeds", "0", "1", "--out", str(tmp_path / "e")))
+        assert cfg.tasks == ["box", "sr4"] and cfg.methods == ["pinv", "tikhonov"] and cfg.seeds == [0, 1]
+
+
+def test_demo_refuses_a_baseline_as_method(tmp_path, capsys):
+    line = _one_line_error(capsys, ["demo", "--methods", "tikhonov", "--out", str(tmp_path / "d")])
+    assert "tikhonov runs in the demo anyway" in line
+
+
+# --------------------------------------------------------------------------- argparse errors
+
+
+@pytest.mark.parametrize("argv", [["restore", "--input", "x.png", "--task", "box", "--method", "mpgd", "--out",
+                                   "o.png", "--steps", "0"],
+                                  ["demo", "--missing", "1.5"],
+                                  ["eval", "--data", "digits16", "--out", "o", "--steps", "-1"]])
+def test_out_of_range_values_are_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "usage:" not in err, err
+    assert err.startswith(f"diffsolve {argv[0]}: error: argument ")
+
+
+# --------------------------------------------------------------------------- restore
+
+
+def test_restore_size_work_size_and_a_line_for_baselines(tmp_path, capsys):
+    img = _png(tmp_path / "big.png", np.random.default_rng(2).integers(0, 255, (40, 48, 3)))
+    out = tmp_path / "o.png"
+    assert main(["restore", "--input", img, "--task", "gaussian_blur", "--method", "tikhonov", "--simulate",
+                 "--size", "24", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert Image.open(out).size == (24, 24)
+    assert "work size 24x24" in text and "running tikhonov" in text
+    assert text.index("work size") < text.index("running tikhonov") < text.index("PSNR")
+    assert "data consistency" in text
+    assert main(["restore", "--input", img, "--task", "sr4", "--method", "pinv", "--simulate",
+                 "--size", "32x16", "--out", str(out)]) == 0
+    assert Image.open(out).size == (32, 16)
+
+
+def test_restore_pixel_limit(tmp_path, capsys, no_compute):
+    from diffsolve.cli.common import MAX_PIXELS
+
+    side = int(MAX_PIXELS ** 0.5) + 8
+    big = _png(tmp_path / "huge.png", np.zeros((side, side, 3)))
+    line = _one_line_error(capsys, ["restore", "--input", big, "--task", "gaussian_blur", "--method", "tikhonov",
+                                    "--simulate", "--out", str(tmp_path / "o.png")])
+    assert f"{side}x{side}" in line and f"{MAX_PIXELS:,}" in line and "--size" in line
+    low = _png(tmp_path / "low.png", np.zeros((300, 300, 3)))  # sr4 measurement: the work image is 1200x1200
+    line = _one_line_error(capsys, ["restore", "--input", low, "--task", "sr4", "--method", "pinv",
+                                    "--out", str(tmp_path / "o.png")])
+    assert "1200x1200" in line and "--size" in line
+    with pytest.raises(SystemExit):
+        main(["restore", "--help"])
+    assert f"{MAX_PIXELS:,} pixels" in " ".join(capsys.readouterr().out.split())
+
+
+def test_grey_input_is_converted_before_any_size_complaint(tmp_path, capsys, no_compute):
+    grey = _png(tmp_path / "grey.png", np.zeros((20, 20)))
+    assert main(["restore", "--input", grey, "--task", "gaussian_blur", "--method", "mpgd", "--simulate",
+                 "--out", str(tmp_path / "o.png")]) == 2
+    captured = capsys.readouterr()
+    assert "grey.png is grayscale: converted it to RGB" in captured.out
+    assert "takes 16x16" not in captured.err and "divisible by 8" in captured.err  # the colour model's rule
+
+
+def test_grey_input_restored_in_rgb(tmp_path, capsys, monkeypatch):
+    seen = {}
+
+    def fake_restore(method, model, op, y, **kwargs):
+        seen["y"] = y
+        return y.clone(), {}
+
+    import diffsolve.cli.common
+    import diffsolve.methods
+
+    monkeypatch.setattr(diffsolve.methods, "restore", fake_restore)
+    monkeypatch.setattr(diffsolve.cli.common, "load_model", lambda *a, **k: object())
+    monkeypatch.setattr(diffsolve.cli.common, "check_loaded_size", lambda *a, **k: None)
+    grey = _png(tmp_path / "grey.png", np.full((16, 16), 100))
+    assert main(["restore", "--input", grey, "--task", "gaussian_blur", "--method", "mpgd", "--model", "patches",
+                 "--simulate", "--steps", "1", "--out", str(tmp_path / "o.png")]) == 0
+    assert "converted it to RGB" in capsys.readouterr().out
+    assert seen["y"].shape[1] == 3
+
+
+def test_rgba_alpha_is_not_dropped_silently(tmp_path, capsys):
+    rgba = np.random.default_rng(3).integers(0, 255, (16, 16, 4))
+    path = _png(tmp_path / "rgba.png", rgba, mode="RGBA")
+    assert main(["restore", "--input", path, "--task", "gaussian_blur", "--method", "pinv", "--simulate",
+                 "--out", str(tmp_path / "o.png")]) == 0
+    assert "rgba.png has an alpha channel (transparency): it is dropped" in capsys.readouterr().out
+    d = tmp_path / "imgs"
+    d.mkdir()
+    _png(d / "t.png", rgba, mode="RGBA")
+    assert cli_eval.run(parse_eval("--data", str(d), "--size", "16", "--tasks", "box", "--methods", "pinv",
+                                   "--no-progress", "--out", str(tmp_path / "e"))) == 0
+    assert "alpha channel; it was dropped: t.png" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- plot
+
+
+def test_quality_vs_time_labels_do_not_overlap():
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    for times in ([0.1012, 0.1018, 0.1031], [0.0021, 0.35, 41.0], [2.0, 2.0, 2.0]):
+        rows = [{"task": "box", "method": m, "seconds_mean": t, "psnr_mean": 20.0 + k, "psnr_std": 0.5}
+                for k, (m, t) in enumerate(zip(("pinv", "tikhonov", "mpgd"), times))]
+        fig = evaluate.plot_quality_vs_time(rows, ["box"], "t")
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        labels = [t for t in ax.get_xticklabels() + ax.get_xticklabels(minor=True)
+                  if t.get_visible() and t.get_text() and ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
+        assert 2 <= len(labels) <= 6, [t.get_text() for t in labels]
+        texts = [t.get_text() for t in labels]
+        assert len(set(texts)) == len(texts), texts
+        boxes = sorted((t.get_window_extent() for t in labels), key=lambda b: b.x0)
+        assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:])), texts
+        annotated = {t.get_text() for t in ax.texts}
+        assert {"pinv", "tikhonov", "mpgd"} <= annotated
+        plt.close(fig)
+
+
+# --------------------------------------------------------------------------- data consistency
+
+
+def test_data_consistency_is_one_at_the_noise_level():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 32, 32, generator=g, dtype=torch.float64) * 2 - 1
+    op = SuperResolution(2, "bicubic")
+    sigma = 0.05
+    ax = op.A(x)
+    y = ax + sigma * torch.randn(ax.shape, generator=g, dtype=ax.dtype)
+    dc = data_consistency(op, x, y, sigma)
+    assert dc.shape == (3,) and torch.allclose(dc, torch.ones(3, dtype=dc.dtype), atol=0.05)
+    assert torch.allclose(data_consistency(Identity(), y, y, sigma), torch.zeros(3, dtype=dc.dtype))
+    # per sample: a sample's value does not depend on the others
+    assert torch.allclose(data_consistency(op, x[1:2], y[1:2], sigma), dc[1:2])
+    with pytest.raises(ValueError, match="sigma"):
+        data_consistency(op, x, y, 0.0)
+    with pytest.raises(ValueError, match="shape"):
+        data_consistency(op, x, x, sigma)
+
+
+def test_eval_records_and_summary_carry_data_consistency(tmp_path):
+    out = tmp_path / "o"
+    assert cli_eval.run(parse_eval("--data", "digits16", "--limit", "2", "--tasks", "random", "--methods",
+                                   "pinv,tikhonov", "--no-progress", "--out", str(out))) == 0
+    recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert all(r["dc"] > 0 for r in recs)
+    assert "dc_mean" in (out / "summary.csv").read_text().splitlines()[0]
+    assert "| DC |" in (out / "summary.md").read_text()
+
+
+def test_python_m_diffsolve_and_cli_module():
+    for module in ("diffsolve", "diffsolve.cli"):
+        done = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True,
+                              timeout=120, env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"})
+        assert done.returncode == 0 and done.stdout.startswith("diffsolve "), done.stderr
+
+
+def test_evaluate_imports_nothing_from_the_cli():
+    done = subprocess.run([sys.executable, "-c", "import sys, diffsolve.evaluate; "
+                           "print(sorted(m for m in sys.modules if m.startswith('diffsolve.cli')))"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+    src = (REPO / "src" / "diffsolve" / "evaluate.py").read_text()
+    assert "from .cli" not in src and "import cli" not in src
