@@ -12,7 +12,7 @@ from diffsolve.methods import CLI_METHODS, METHODS, get_method, restore
 from diffsolve.models import GaussianPrior
 from diffsolve.operators import Inpainting, SuperResolution
 from diffsolve.solve import solve
-from diffsolve.solvers import cdps, dps, mpgd
+from diffsolve.solvers import SAMPLING_FIELDS, cdps, dps, mpgd
 
 D = torch.float64
 
@@ -40,7 +40,7 @@ def test_registry_fields_and_defaults_come_from_the_solvers():
     assert METHODS["dps"].defaults()["zeta"] == inspect.signature(dps).parameters["zeta"].default
     assert "steps" not in METHODS["cdps"].defaults() and "generator" not in METHODS["cdps"].defaults()
     assert METHODS["tikhonov"].defaults() == {"lam": 1e-2}
-    assert set(methods.SAMPLING_OPTIONS) >= {"steps", "spacing", "timesteps", "generator", "x_T", "backend"}
+    assert set(SAMPLING_FIELDS) >= {"steps", "spacing", "timesteps", "generator", "x_T", "backend", "return_info"}
     with pytest.raises(ValueError, match="method must be one of"):
         get_method("ddrm")
 
@@ -69,7 +69,7 @@ def test_baselines_through_solve_and_restore(problem):
     prior, op, x, y = problem
     torch.testing.assert_close(solve("pinv", None, op, y), op.pseudo_inverse(y))
     torch.testing.assert_close(solve("tikhonov", None, op, y, lam=0.1), op.tikhonov(y, 0.1))
-    with pytest.raises(ValueError, match="runs no model"):
+    with pytest.raises(TypeError, match="runs no model"):
         solve("pinv", None, op, y, steps=3)
     with pytest.raises(ValueError, match="needs steps"):
         solve("mpgd", prior, op, y)

@@ -257,7 +257,7 @@ def test_nan_is_reported_once_at_the_end():
     (lambda p: ddim(p, (1, 1, 3, 5), steps=4, noise_source="philox"), ValueError, "noise_source"),
     (lambda p: ddim(p, (1, 1, 3, 5), steps=2, timesteps=[5, 9]), ValueError, "strictly decreasing"),
     (lambda p: ddim(p, (1, 1, 3, 5), steps=3, timesteps=[9, 5]), ValueError, "timesteps has 2 entries"),
-    (lambda p: ddim(p, (1, 1, 3, 5), steps=4, sigma_max=3.0), TypeError, "unexpected keyword"),
+    (lambda p: ddim(p, (1, 1, 3, 5), steps=4, sigma_max=3.0), ValueError, "apply to spacing=.loglinear."),
     (lambda p: ge(p, (1, 1, 3, 5), steps=4, spacing="trailing", sigma_max=3.0), ValueError, "sigma_max/sigma_min"),
     (lambda p: ddim(lambda x, t: x, (1, 1, 3, 5), steps=4), TypeError, "alphas_cumprod"),
     (lambda p: ddim(EpsDenoiser(lambda x, t: x[:, :1]), (1, 2, 3), steps=2), ValueError, "denoiser returned"),

@@ -21,8 +21,9 @@ field          meaning
 =============  ============================================================================================
 
 :func:`Method.defaults` reads the solver's own keyword defaults from its signature, so a default is
-written once, in the solver. :data:`SAMPLING_OPTIONS` names the options every model-based method
-shares (``steps``, ``spacing``, ``timesteps``, ``generator``, …) with one description each.
+written once, in the solver. The options every model-based method shares (``steps``, ``spacing``,
+``generator``, ``backend``, …) are the fields of :class:`diffsolve.solvers.Sampling`, described there once;
+:meth:`Method.check_options` splits flat keywords between the two and names a misplaced one.
 
 API for the command line and the demo (``diffsolve.demo`` / ``diffsolve.cli`` switch to it):
 
@@ -44,23 +45,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch loads on first use: ``import diffsolve`` (and the CLI's --help) stay light
     import torch
 
-__all__ = ["CLI_METHODS", "METHODS", "SAMPLING_OPTIONS", "Method", "Problem", "get_method", "restore"]
-
-#: Options every model-based method takes, described once (each solver's docstring refers here).
-SAMPLING_OPTIONS: Mapping[str, str] = {
-    "steps": "N, the number of sampling steps (int in [1, T])",
-    "spacing": "timestep spacing on the training table: leading | trailing (default) | linspace | loglinear",
-    "timesteps": "explicit (N,) training timesteps, overriding spacing",
-    "generator": "torch.Generator, or a list of B (one per sample: a sample's result does not depend on "
-                 "its batch), or None; the only source of randomness",
-    "progress": "show a tqdm bar over the steps",
-    "callback": "callback(i, t, x_s, x0_hat) after each step",
-    "x_T": "the starting noise (B, C, H, W)",
-    "noise_source": "'generator' (torch.randn from generator) or 'kernel' (Philox in-kernel)",
-    "backend": "kernel backend: auto | torch | cpp | triton",
-    "return_info": "also return per-step diagnostics (inverse solvers)",
-}
-
+__all__ = ["CLI_METHODS", "METHODS", "Method", "Problem", "get_method", "restore"]
 
 @dataclass(frozen=True)
 class Problem:
@@ -154,16 +139,37 @@ class Method:
     tune: tuple[str, tuple[float, ...]] | None = None
     cli: bool = True
     solver: str | None = field(default=None, repr=False)
+    #: options the registry's wrapper adds to the solver's own (``shape`` for ddim, ``autoencoder`` for LDM)
+    extra: tuple[str, ...] = ()
 
     def signature_function(self) -> Callable[..., Any]:
         """The function whose signature holds this method's options (the solver, or the baseline)."""
         return self.fn if self.solver is None else _solver_function(self.solver)
 
     def defaults(self) -> dict[str, Any]:
-        """The method's own keyword defaults (from the solver's signature), shared sampling options left out."""
+        """The method's own keyword defaults (from the solver's signature; the shared ones are Sampling's)."""
         params = inspect.signature(self.signature_function()).parameters.values()
-        return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.default is not p.empty
-                and p.name not in SAMPLING_OPTIONS}
+        return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
+
+    def own_options(self) -> tuple[str, ...]:
+        """The names of the method's own options (keyword-only in its function, plus the wrapper's)."""
+        params = inspect.signature(self.signature_function()).parameters.values()
+        return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY) + self.extra
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """One TypeError naming the method's options where ``options`` holds a name it does not take."""
+        from .solvers import SAMPLING_FIELDS
+
+        own = self.own_options()
+        shared = SAMPLING_FIELDS + ("sampling",) if self.uses_model else ()
+        unknown = [k for k in options if k not in own and k not in shared]
+        if not unknown:
+            return
+        if not self.uses_model and any(k in SAMPLING_FIELDS for k in unknown):
+            raise TypeError(f"method={self.name!r} runs no model: leave out the sampling option(s) "
+                            f"{[k for k in unknown if k in SAMPLING_FIELDS]}; its options are {list(own)}")
+        raise TypeError(f"method={self.name!r} got unknown option(s) {unknown}; its own options are {list(own)}"
+                        + (f" and the shared sampling options are {list(shared)}" if shared else ""))
 
     def check_required(self, options: Mapping[str, Any]) -> None:
         """ValueError naming the first required option missing from ``options``."""
@@ -174,6 +180,7 @@ class Method:
                 raise ValueError(f"method={self.name!r} needs {name}= ({hints.get(name, 'required')})")
 
     def __call__(self, denoiser: Any, operator: Any, y: Any, **options: Any) -> Any:
+        self.check_options(options)
         self.check_required(options)
         return self.fn(denoiser, operator, y, **options)
 
@@ -189,9 +196,9 @@ METHODS: Mapping[str, Method] = {m.name: m for m in (
            "is known)", "baseline", uses_model=False, tune=("lam", (1e-3, 1e-2, 1e-1))),
     Method("pinv", _pinv, "pseudo-inverse A⁺y", "baseline", uses_model=False),
     Method("ddim", _ddim, "DDIM (Song et al. 2021): unconditional samples, y only fixes the shape",
-           "sampler", cli=False, solver="ddim"),  # ignores y: no restoration to offer on the command line
+           "sampler", cli=False, solver="ddim", extra=("shape",)),  # ignores y: no restoration to offer on the command line
     Method("mpgd_ldm", _mpgd_ldm, "MPGD on a latent diffusion model (needs autoencoder=)", "latent",
-           required=("autoencoder",), cli=False, solver="mpgd_ldm"),
+           required=("autoencoder",), cli=False, solver="mpgd_ldm", extra=("autoencoder",)),
 )}
 
 #: The methods the command line offers, in display order.
@@ -215,9 +222,9 @@ def restore(method: str, denoiser: Any, operator: Any, y: torch.Tensor, *, steps
         method: a name in :data:`METHODS`; denoiser: ε̂(x, t) (unused by baselines);
         operator, y: the linear operator and the measurement (B, ...);
         steps: N (unused by baselines); sigma: the measurement noise std in [-1, 1] units;
-        generator: a torch.Generator or one per sample (see :data:`SAMPLING_OPTIONS`);
+        generator: a torch.Generator or one per sample (:class:`diffsolve.solvers.Sampling`);
         x_true: (B, C, H, W) truth; only used to pick ``tune`` options by mean PSNR (Tikhonov's λ);
-        progress / callback: as :data:`SAMPLING_OPTIONS` (model-based methods only).
+        progress / callback: as :class:`diffsolve.solvers.Sampling` (model-based methods only).
     Returns:
         (x (B, C, H, W) detached, info) — info holds the tuned option's value when one was picked.
     """

@@ -6,8 +6,8 @@ once (function, required options, whether it uses the model or its backward): ``
 ``"mpgd_ldm"`` (needs ``autoencoder=``; the denoiser runs on latents), ``"cdps"`` (needs ``sigma=``),
 and the baselines ``"tikhonov"`` (``lam=``) and ``"pinv"`` (no model, no steps). ``options`` go to
 the method's function in ``diffsolve.solvers`` (see each docstring; the shared sampling options are
-listed in :data:`diffsolve.methods.SAMPLING_OPTIONS`); ``return_info=True`` adds per-step
-diagnostics for the inverse solvers.
+are the fields of :class:`diffsolve.solvers.Sampling`); ``return_info=True`` adds per-step
+diagnostics.
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ if TYPE_CHECKING:  # no torch at import: ``import diffsolve`` imports this modul
 __all__ = ["METHODS", "solve"]
 
 
-def solve(method: str, denoiser: Any, operator: Any, y: torch.Tensor | None, *, steps: int | None = None,
-          generator: torch.Generator | list[torch.Generator] | None = None, progress: bool = False,
-          **options: Any) -> Any:
+def solve(method: str, denoiser: Any, operator: Any, y: torch.Tensor | None, **options: Any) -> Any:
     """Run ``method`` on y = A x + n and return the reconstructions (B, C, H, W) (and info if asked).
 
-    ``steps`` is required by every method that runs the model (all but the baselines).
+    ``options`` are flat keywords: the shared sampling options (the fields of
+    :class:`diffsolve.solvers.Sampling`: ``steps`` — required by every method that runs the model —,
+    ``generator``, ``backend``, ``return_info``, …) and the method's own (its solver's docstring). A name
+    the method does not take raises one TypeError listing the method's options.
 
     Example::
 
@@ -35,10 +36,7 @@ def solve(method: str, denoiser: Any, operator: Any, y: torch.Tensor | None, *, 
                             generator=torch.Generator().manual_seed(0))
     """
     spec = get_method(method)
-    if not spec.uses_model:
-        if generator is not None or steps is not None:
-            raise ValueError(f"method={method!r} runs no model: leave out steps= and generator=")
-        return spec(denoiser, operator, y, **options)
-    if steps is None:
+    spec.check_options(options)
+    if spec.uses_model and "steps" not in options and "sampling" not in options:
         raise ValueError(f"method={method!r} needs steps= (the number of sampling steps)")
-    return spec(denoiser, operator, y, steps=steps, generator=generator, progress=progress, **options)
+    return spec(denoiser, operator, y, **options)

@@ -1,4 +1,7 @@
-"""diffsolve.solvers: samplers and inverse solvers sharing one signature (see _loop.py)."""
+"""diffsolve.solvers: samplers and inverse solvers sharing one contract: ``solver(denoiser, operator, y,
+sampling, *, own options)`` with the shared options in one :class:`Sampling` (see _loop.py)."""
+
+from ._loop import SAMPLING_FIELDS, Sampling
 
 from .ddim import ddim
 from .ge import ge
@@ -7,7 +10,7 @@ from .mpgd import mpgd
 from .mpgd_ldm import mpgd_ldm
 from .cdps import CGNotConvergedWarning, cdps
 
-__all__ = ["CGNotConvergedWarning", "GEScheduler", "cdps", "ddim", "dps", "ge", "mpgd", "mpgd_ldm"]
+__all__ = ["SAMPLING_FIELDS", "CGNotConvergedWarning", "Sampling", "GEScheduler", "cdps", "ddim", "dps", "ge", "mpgd", "mpgd_ldm"]
 
 
 def __getattr__(name: str):

@@ -4,7 +4,8 @@
   from Aᵀy (or check a given x_T against y);
 - :func:`residual_norm` / :func:`measurement_grad`: per-sample ‖A x − y‖ and the analytic gradient
   of the non-squared norm, ∇_x ‖A x − y‖ = Aᵀ(A x − y)/‖A x − y‖ — no autograd;
-- :class:`Diagnostics`: per-step (B,) tensors collected without a host sync and stacked at the end.
+- :class:`Diagnostics`: per-step (B,) tensors collected without a host sync and stacked at the end;
+- :func:`route`: the solver's backend reaches the operator's kernels.
 """
 
 from __future__ import annotations
@@ -13,7 +14,16 @@ import torch
 
 from ._loop import check_finite_tensor
 
-__all__ = ["Diagnostics", "check_problem", "measurement_grad", "residual_norm"]
+__all__ = ["Diagnostics", "check_problem", "measurement_grad", "residual_norm", "route"]
+
+
+def route(operator: object, backend: str) -> object:
+    """The operator with every kernel it runs (A, Aᵀ, CG, structured solves, ``gram_norm_bound``) on the
+    solver's ``backend``; ``"auto"`` keeps the operator's own (its constructor's) backend."""
+    if backend == "auto" or operator is None:
+        return operator
+    with_backend = getattr(operator, "with_backend", None)
+    return with_backend(backend) if callable(with_backend) else operator
 
 
 def _check_operator(operator: object) -> None:

@@ -27,11 +27,12 @@ x_T is finite and has the problem's dtype/device.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
-
+import functools
+import inspect
 import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import torch
 
@@ -39,8 +40,9 @@ from ..kernels._checks import check_device
 from ..models.denoiser import as_denoiser, check_sample_shape
 from ..schedules import (SPACINGS, SamplingSchedule, loglinear_timesteps, sampling_schedule, spaced_timesteps)
 
-__all__ = ["NOISE_SOURCES", "Generators", "LoopSetup", "check_device", "check_finite_tensor", "check_generator",
-           "check_number", "check_steps", "draw", "prepare", "select_schedule"]
+__all__ = ["NOISE_SOURCES", "SAMPLING_FIELDS", "Generators", "LoopSetup", "Sampling", "check_device",
+           "check_finite_tensor", "check_generator", "check_number", "check_steps", "draw", "prepare",
+           "select_schedule", "split_options", "takes_sampling"]
 
 NOISE_SOURCES = ("generator", "kernel")
 Callback = Callable[[int, int, torch.Tensor, torch.Tensor], Any]
@@ -224,17 +226,123 @@ class LoopSetup:
         return x
 
 
-def prepare(denoiser: Any, shape: Sequence[int], *, steps: int, spacing: str = "trailing",
-            timesteps: Sequence[int] | torch.Tensor | None = None, sigma_max: float | None = None,
-            sigma_min: float | None = None, generator: Generators = None,
-            callback: Callback | None = None, progress: bool = False, return_trajectory: bool = False,
-            x_T: torch.Tensor | None = None, dtype: torch.dtype | None = None,
-            device: str | torch.device | None = None, noise_source: str = "generator",
-            name: str = "sampler", x_name: str = "x_T") -> LoopSetup:
-    """Validate the shared arguments, choose the timesteps and draw x_T (module docstring).
+@dataclass(frozen=True)
+class Sampling:
+    """The options every model-based method shares, each described once (here).
 
-    ``dtype``/``device`` None: x_T's (or float32 on the CPU); given with x_T, they must agree with it
-    (an inverse solver passes y's, so x_T must have the problem's dtype and device)."""
+    A solver takes ``sampling: Sampling`` beside its own options; :func:`takes_sampling` lets it be called
+    with these fields as flat keywords too (``ddim(den, shape, steps=50, generator=g)``), and
+    ``diffsolve.solve`` splits flat keywords the same way. Checked by :func:`prepare`, before the loop.
+    """
+
+    #: N, the number of sampling steps (model evaluations), an int in [1, T].
+    steps: int
+    #: timestep spacing on the training table: ``leading`` | ``trailing`` | ``linspace`` (diffusers) |
+    #: ``loglinear`` (log-linear in σ); None: the method's own default (``trailing``; GE: ``loglinear``).
+    spacing: str | None = None
+    #: explicit (N,) descending training timesteps, overriding ``spacing``.
+    timesteps: Sequence[int] | torch.Tensor | None = None
+    #: ends of the ``loglinear`` σ schedule (defaults: σ_{T−1}, and σ of the last trailing timestep).
+    sigma_max: float | None = None
+    sigma_min: float | None = None
+    #: the only source of randomness: None, a ``torch.Generator``, or a list of B (one per sample: a
+    #: sample's result then does not depend on its batch).
+    generator: Generators = None
+    #: the starting noise (B, C, H, W) (latents for latent methods); finite, of the problem's dtype/device.
+    x_T: torch.Tensor | None = None
+    #: ``generator`` (torch.randn in diffusers' draw order) or ``kernel`` (Philox in-kernel; module docstring).
+    noise_source: str = "generator"
+    #: dtype / device of the samples where there is no measurement y to take them from (float32/float64).
+    dtype: torch.dtype | None = None
+    device: str | torch.device | None = None
+    #: kernel backend for the whole solve — step kernels and the operator's A/Aᵀ, CG and structured solves:
+    #: ``auto`` | ``torch`` | ``cpp`` | ``triton`` (``auto`` keeps the operator's own backend).
+    backend: str = "auto"
+    #: show a tqdm bar over the steps.
+    progress: bool = False
+    #: ``callback(i, t, x_s, x̂0)`` after each step (x̂0 may be None where a method has none).
+    callback: Callback | None = None
+    #: also return per-step diagnostics: (x, info) with info[name] (N, B) and "timesteps" (N,).
+    return_info: bool = False
+
+
+SAMPLING_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Sampling))
+
+
+def own_options(fn: Callable[..., Any]) -> tuple[str, ...]:
+    """The keyword-only options of solver ``fn`` (its own; the shared ones live in :class:`Sampling`)."""
+    params = inspect.signature(fn).parameters.values()
+    return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
+
+
+def split_options(name: str, fn: Callable[..., Any], options: dict[str, Any],
+                  sampling: Sampling | None = None) -> tuple[Sampling, dict[str, Any]]:
+    """(Sampling, own options) from flat keywords; one TypeError naming the method's options otherwise."""
+    own = own_options(fn)
+    unknown = [k for k in options if k not in own and k not in SAMPLING_FIELDS]
+    if unknown:
+        raise TypeError(f"{name}() got unknown option(s) {unknown}; its own options are {list(own)} and the "
+                        f"shared sampling options are {list(SAMPLING_FIELDS)}")
+    shared = {k: v for k, v in options.items() if k in SAMPLING_FIELDS}
+    if sampling is not None:
+        if not isinstance(sampling, Sampling):
+            raise TypeError(f"sampling must be a diffsolve.solvers.Sampling, got {type(sampling).__name__}")
+        if shared:
+            raise TypeError(f"{name}() got sampling= and the sampling option(s) {sorted(shared)} as keywords; "
+                            "give them in one place (dataclasses.replace(sampling, ...))")
+        return sampling, {k: v for k, v in options.items() if k in own}
+    if "steps" not in shared:
+        raise TypeError(f"{name}() needs steps= (the number of sampling steps), or sampling=Sampling(steps=...)")
+    return Sampling(**shared), {k: v for k, v in options.items() if k in own}
+
+
+def takes_sampling(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Let solver ``fn(..., sampling, *, own options)`` also be called with the sampling options as flat
+    keywords (``dps(den, op, y, steps=50, zeta=1.0)``); unknown keywords raise one TypeError."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, sampling: Sampling | None = None, **options: Any) -> Any:
+        if args and isinstance(args[-1], Sampling):  # given positionally
+            if sampling is not None:
+                raise TypeError(f"{fn.__name__}() got sampling twice (positionally and as a keyword)")
+            args, sampling = args[:-1], args[-1]
+        sampling, own = split_options(fn.__name__, fn, options, sampling)
+        return fn(*args, sampling, **own)
+
+    return call
+
+
+def prepare(denoiser: Any, shape: Sequence[int], sampling: Sampling, *, like: torch.Tensor | None = None,
+            spacing: str = "trailing", return_trajectory: bool = False, name: str = "sampler",
+            x_name: str = "x_T") -> LoopSetup:
+    """Validate ``sampling``, choose the timesteps and draw x_T (module docstring).
+
+    ``like``: the measurement y of an inverse problem, whose dtype/device the samples take (``sampling``'s
+    dtype/device, if given, must agree); ``spacing``: the method's default where ``sampling.spacing`` is
+    None. ``dtype``/``device`` None: x_T's (or float32 on the CPU)."""
+    if not isinstance(sampling, Sampling):
+        raise TypeError(f"sampling must be a diffsolve.solvers.Sampling, got {type(sampling).__name__}")
+    dtype, device = sampling.dtype, sampling.device
+    if like is not None:
+        if dtype is not None and dtype != like.dtype:
+            raise TypeError(f"dtype={dtype} disagrees with y's dtype {like.dtype}; the samples take y's dtype "
+                            "(leave dtype out, or convert y)")
+        if device is not None and check_device(device).type != like.device.type:
+            raise ValueError(f"device={device} disagrees with y's device {like.device}; the samples take y's "
+                             "device (leave device out, or move y)")
+        dtype, device = like.dtype, like.device
+    return _prepare(denoiser, shape, steps=sampling.steps,
+                    spacing=spacing if sampling.spacing is None else sampling.spacing,
+                    timesteps=sampling.timesteps, sigma_max=sampling.sigma_max, sigma_min=sampling.sigma_min,
+                    generator=sampling.generator, callback=sampling.callback, progress=sampling.progress,
+                    return_trajectory=return_trajectory, x_T=sampling.x_T, dtype=dtype, device=device,
+                    noise_source=sampling.noise_source, name=name, x_name=x_name)
+
+
+def _prepare(denoiser: Any, shape: Sequence[int], *, steps: int, spacing: str, timesteps: Any, sigma_max: Any,
+             sigma_min: Any, generator: Generators, callback: Callback | None, progress: bool,
+             return_trajectory: bool, x_T: torch.Tensor | None, dtype: torch.dtype | None,
+             device: str | torch.device | None, noise_source: str, name: str, x_name: str) -> LoopSetup:
     check_steps(steps)
     denoiser = as_denoiser(denoiser)
     shape = check_sample_shape(denoiser, shape)

@@ -1,87 +1,31 @@
 """C-DPS: coupled data- and measurement-space diffusion posterior sampling (Hamidi, Yang & Liang 2025,
 "Coupled data and measurement space dynamics for enhanced diffusion posterior sampling").
-Conventions: DESIGN.md §4; the measurements behind the defaults: benchmarks/results/posterior.md
-and quality_heldout.md.
+Conventions: DESIGN.md §4; measurements behind the defaults and the rejected variants:
+benchmarks/results/cdps-design.md, posterior.md, quality_heldout.md.
 
-**Per-step posterior** (t → s). The prior transition N(m, c⁻¹ I) is combined with a coupling
-y_s | x_s ~ N(A x_s + b_s, Σ_s I), b_s = (1−ᾱ_s) A ŝ, ŝ = −ε̂/√(1−ᾱ_t) (the score at x_t standing in
-for the one at x_s):
+**Per-step posterior** (t → s), x (B, C, H, W), y (B, ...). The prior transition N(m, c⁻¹ I) is combined
+with a coupling y_s | x_s ~ N(A x_s + b_s, Σ_s I), b_s = (1−ᾱ_s) A ŝ, ŝ = −ε̂/√(1−ᾱ_t):
 
     Λ = c I + w AᵀA (w = 1/Σ_s),   x_s = Λ⁻¹(c m + w Aᵀ(y_s − b_s) + √c e₁ + √w Aᵀe₂),  e₁, e₂ ~ N(0, I)
 
-(perturb-then-solve: one solve of the summed right-hand side). Prior transition:
+(perturb-then-solve: one solve of the summed right-hand side).
 
-- ``coupling="reverse"`` (default): the model's reverse kernel, m = DDIM mean
-  √ᾱ_s x̂0 + √(1−ᾱ_s−σ_η²) ε̂, c = 1/σ_η² (η > 0). At the last step (ᾱ_s = 1, σ_η = 0) the kernel
-  is a point mass; it is replaced by the Gaussian approximation of p(x_0 | x_t) with Tweedie's mean
-  x̂0 and variance (1−ᾱ_t)/ᾱ_t (exact for a flat prior, an upper bound otherwise). ``last_step="mean"``
-  (default) returns that step's posterior mean, as DDPM's own last step adds no noise;
-  ``"sample"`` draws from it. The draw adds noise of variance up to (1−ᾱ_t)/ᾱ_t per pixel wherever y
-  is weak — 0.005 at the last level of a 30-step schedule, std 0.035 in [0, 1] units, which capped
-  Gaussian-blur restorations of held-out crops at 24.2 dB (mean: 28.5, Tikhonov 26.6; SR ×4: 20.3 →
-  22.3, Tikhonov 22.7; two crops);
-- ``coupling="forward"`` (the paper's): q(x_t | x_s) read as a density of x_s,
-  m = x_t/√α_{t|s}, c = α_{t|s}/β_{t|s} (the score enters only through b_s). It diverges on every
-  benchmark task (posterior.md) and is kept only as the paper's literal reading.
+- ``coupling="reverse"`` (default): m = DDIM mean √ᾱ_s x̂0 + √(1−ᾱ_s−σ_η²) ε̂, c = 1/σ_η². At the last step
+  (ᾱ_s = 1) the point-mass kernel is replaced by Tweedie's N(x̂0, (1−ᾱ_t)/ᾱ_t); ``last_step="mean"`` returns
+  that posterior's mean (DDPM's last step adds no noise), ``"sample"`` draws from it.
+  ``coupling="forward"`` (the paper's literal reading): m = x_t/√α_{t|s}, c = α_{t|s}/β_{t|s}.
+- ``chain``: what y_s is and Σ_s. ``"none"`` (default): y_s = √ᾱ_s y, Σ_s = max(ᾱ_s σ², ‖AᵀA‖/((κ_max−1) c))
+  (the floor caps κ(Λ) at :data:`KAPPA_MAX` where the operator bounds ‖AᵀA‖, except at the last step);
+  ``"operator"``: y_s = √ᾱ_s y + A u_s with u a Markov chain in image space; ``"markov"`` (the talk's):
+  y_s = √ᾱ_s y + u_s, u ~ N(0, (1−ᾱ_s) I) along one chain, Σ_s = ᾱ_s σ² + 1 − ᾱ_s; ``"fresh"``: u_s
+  drawn independently per step.
+- ``solver``: ``"auto"`` — the fused elementwise kernel where the operator declares
+  ``structure == "diagonal"``, else its exact solve, else batched CG warm-started at m with a budget
+  sized per step on the host from κ(Λ) ≤ 1 + w‖AᵀA‖/c (:func:`cg_budget`; no host sync in the loop;
+  non-convergence reported once at the end, :class:`CGNotConvergedWarning`, and per step in
+  ``return_info``).
 
-**Measurement chain** ``chain`` — what y_s is and the coupling variance Σ_s:
-
-- ``"none"`` (default): no chain; y_s = √ᾱ_s y at every step (so y_s − b_s = √ᾱ_s y + (1−ᾱ_s)/√(1−ᾱ_t)·Aε̂
-  is the flat-prior prediction of A x_s), Σ_s = max(ᾱ_s σ², ‖AᵀA‖/((κ_max − 1) c)). The first term is
-  the measurement noise seen at level s (√ᾱ_s y = √ᾱ_s A x_0 + √ᾱ_s n); the floor, where the operator
-  bounds ‖AᵀA‖ (``gram_norm_bound``: the blurs), caps κ(Λ) = 1 + w‖AᵀA‖/c at κ_max = :data:`KAPPA_MAX` =
-  100, except at the last step (ᾱ_s = 1: w = 1/σ² as in the talk's chains, κ sized as below).
-  It binds only at early steps (ᾱ_s σ² ≪ the prior variance c⁻¹), where the bare weight
-  w = 1/(ᾱ_s σ²) gives κ up to ~10⁶ and CG (motion blur) would need thousands of iterations (1000-
-  iteration budgets did not converge); with the floor every CG step needs ≤ 73 iterations in float32
-  (130 in float64). Measured: the floor changes no posterior
-  statistic by more than sampling noise except Gaussian blur, whose mean gap it lowers
-  (N = 50: 0.125 → 0.104, N = 100: 0.155 → 0.136; 128 draws, 16×16 Gaussian prior).
-- ``"operator"``: the chain noise through A, y_k = √ᾱ_k y + A u_k with u_k the Markov chain below in
-  image space (covariance (1−ᾱ_k) AAᵀ, the forward noise of x seen through A); Σ_s as ``"none"`` (were u
-  x's own forward noise, y_s − A x_s would be √ᾱ_s n). With the talk's Σ_s it matched ``"markov"``
-  within sampling noise (Gaussian prior, N = 50: SR ×4 0.71/2.8, blur 0.25/1.26).
-- ``"markov"`` (the talk's literal reading): y_k = √ᾱ_k y + u_k with u_t = √α_{t|s} u_s + √β_{t|s} ζ,
-  u_k ~ N(0, (1−ᾱ_k) I), drawn once per solve — generated backwards along the loop by the exact
-  bridge u_s | u_t ~ N(√α_{t|s}(1−ᾱ_s)/(1−ᾱ_t) u_t, (1−ᾱ_s)β_{t|s}/(1−ᾱ_t) I); Σ_s = ᾱ_s σ² + (1−ᾱ_s).
-- ``"fresh"``: each u_s drawn from its marginal independently; Σ_s as ``"markov"``.
-
-Why ``"none"``: the talk's chain noise u_s ~ N(0, (1−ᾱ_s) I) is isotropic in *measurement* space
-whatever A's scale; the coupling makes A x_s follow it, so in x-space it is range noise of variance
-≥ (1−ᾱ_s)/s_min(A)² (SR ×4: singular values 0.13–0.25, ≥ 16×). On exact priors (bench_posterior.py,
-16×16, σ = 0.05, 128 draws, Gaussian | Gaussian-mixture prior, N = 50; results/posterior.md) the mean
-gap ‖x̄ − μ_post‖/‖μ_prior − μ_post‖ of the talk's chain is 0.16–0.78 and does not shrink with N
-(SR ×4: 0.53 → 0.69 → 0.74 at N = 20, 50, 100); ``"operator"`` reaches 0.04–0.21 on the blurs and
-SR with trace ratios 0.8–1.3 but spreads inpainting 2–5× too wide (its chain noise is pinned into
-the observed pixels); ``"none"`` reaches 0.05–0.18 | 0.11–0.20 (box 0.18 | 0.16, random 0.07 | 0.12, Gaussian
-blur 0.10 | 0.15, motion blur 0.13 | 0.20, SR ×4 0.05 | 0.12). DPS (its defaults) at N = 100 does
-better on box inpainting and the blurs (0.04–0.13), C-DPS at N = 50 is as good or better on random
-inpainting and SR ×4. Spread (trace ratio tr Ĉ/tr Σ): with ``last_step="sample"`` 0.84–1.40 on
-every task and prior; the default mean last step gives 0.71–1.19 on inpainting and Gaussian-prior SR
-but 0.39–0.64 on the blurs and mixture-prior SR (those directions get their spread from the
-Tweedie last step, whose flat-prior variance is too large on photos: see ``last_step`` above).
-Variants measured and rejected (Gaussian prior, N = 50, mean gap / trace ratio): Σ_s = ᾱ_s σ² +
-(1−ᾱ_s) AAᵀ (the flat-prior Tweedie covariance; box 0.36/2.3, random 0.41/3.6, blur 0.085/1.02),
-Σ_s = ᾱ_s σ² + ᾱ_s(1−ᾱ_s) AAᵀ (unit data variance; box 0.27/1.9, random 0.22/2.7, blur 0.083/0.99),
-and drawing x_0 from N(x̂0, r_t² I)·N(y; A x_0, σ²) then a DDIM step from it (r_t² = 1−ᾱ_t: box
-0.32/2.2, random 0.34/3.5, blur 0.081/1.41; its mean only: box 0.32/1.9, random 0.34/2.8). All help
-blur and hurt inpainting, where the missing pixels see y only through the model's ε̂ at x_t — which
-a Jacobian-free step cannot correct (the remaining box-inpainting gap). On held-out photo crops (30
-steps, results/quality_heldout.md) the default is above Tikhonov on every task (SR ×4 −0.46 dB,
-the others +1.6 to +10.5 dB) with no colour cast (≤ 0.006). Same 4 crops, seed 0, PSNR dB for
-none | operator | markov (all with the mean last step), Tikhonov: Gaussian blur 28.6 | 23.4 | 28.1,
-27.0; motion blur 26.2 | 21.2 | 22.2, 23.5; box 19.5 | 16.1 | 16.5, 17.8; random 24.8 | 14.2 | 16.4,
-14.4; SR ×4 22.7 | 19.6 | 13.6, 23.0.
-
-``solver``: ``"auto"`` — an operator that declares ``structure == "diagonal"`` (inpainting) in the
-fused elementwise kernel, else the operator's exact solve where it has one, else batched CG
-warm-started at m; ``"exact"``; ``"cg"``. CG runs a fixed budget without host syncs; non-convergence
-is reported once at the end (:class:`CGNotConvergedWarning`, and per step in ``return_info``). The
-default budget is sized per step on the host (:func:`cg_budget`): κ(Λ) ≤ 1 + w‖AᵀA‖/c, and the
-Chebyshev bound turns κ into the iterations that guarantee the tolerance (at most ``CG_MAX_ITERS``).
-The talk's chains keep w ≤ 1/σ², so κ is large only at the last step of a short schedule (for every chain)
-(c = ᾱ_t/(1−ᾱ_t), w = 1/σ²: with σ = 0.05 and a motion blur κ ≈ 1000 at 3 steps, 130–270 iterations;
-benchmarks/results/cg-motion.md).
+The per-step coefficients (k_x, k_e, c, w, CG budget) are planned once before the loop (:func:`plan`).
 """
 
 from __future__ import annotations
@@ -89,19 +33,19 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from ..kernels import diagonal_posterior_step
 from ..kernels.cg import cg_iteration_bound
 from ..operators.base import _default_tol
-from ._inverse import Diagnostics, check_problem
-from ._loop import Callback, _draw, check_number, prepare
+from ._inverse import Diagnostics, check_problem, route
+from ._loop import Sampling, _draw, check_number, prepare, takes_sampling
 
 __all__ = ["CHAINS", "LAST_STEPS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_MAX_ITERS", "SOLVERS", "CGNotConvergedWarning",
-           "KAPPA_MAX", "MeasurementChain", "cdps", "cdps_step", "cg_budget", "coupling_variance", "gram_bound",
-           "precisions", "transition"]
+           "KAPPA_MAX", "MeasurementChain", "StepPlan", "cdps", "cdps_step", "cg_budget", "coupling_variance",
+           "gram_bound", "plan", "precisions", "transition"]
 
 COUPLINGS = ("reverse", "forward")
 CHAINS = ("none", "operator", "markov", "fresh")
@@ -172,10 +116,38 @@ def cg_budget(operator: Any, size: tuple[int, int], c: float, w: float, tol: flo
     min(:func:`~diffsolve.kernels.cg.cg_iteration_bound` (κ, tol), CG_MAX_ITERS), or CG_DEFAULT_ITERS
     where the operator has no bound.
     """
-    bound = gram_bound(operator, size)
+    return _budget(gram_bound(operator, size), c, w, tol)
+
+
+def _budget(bound: float | None, c: float, w: float, tol: float) -> int:
     if bound is None:
         return CG_DEFAULT_ITERS
     return min(cg_iteration_bound(1.0 + w * bound / c, tol), CG_MAX_ITERS)
+
+
+class StepPlan(NamedTuple):
+    """Host floats of one step t → s: prior mean m = k_x x_t + k_e ε̂, y_s − b_s = y_s + k_b Aε̂, prior
+    precision c, data weight w = 1/Σ_s, and the CG budget (None where no CG runs)."""
+
+    k_x: float
+    k_e: float
+    k_b: float
+    c: float
+    w: float
+    cg_iters: int | None
+
+
+def plan(gram: float | None, alphas: Sequence[tuple[float, float]], *, sigma: float, coupling: str, eta: float,
+         chain: str, method: str, cg_iters: int | None, tol: float) -> list[StepPlan]:
+    """The :class:`StepPlan` of every step (ᾱ_t, ᾱ_s) in ``alphas``, built once before the loop; ``gram`` ≥ ‖AᵀA‖
+    (:func:`gram_bound`) or None."""
+    steps = []
+    for a_t, a_s in alphas:
+        k_x, k_e, _ = transition(coupling, eta, a_t, a_s)
+        c, w = precisions(coupling, eta, a_t, a_s, sigma, chain, gram)
+        budget = cg_iters if method != "cg" or cg_iters is not None else _budget(gram, c, w, tol)
+        steps.append(StepPlan(k_x, k_e, (1 - a_s) / math.sqrt(1 - a_t), c, w, budget))
+    return steps
 
 
 class MeasurementChain:
@@ -215,10 +187,20 @@ def cdps_step(operator: Any, x_t: torch.Tensor, eps: torch.Tensor, y_s: torch.Te
     operator's declared diagonal (1|B, 1|C, H, W)), "exact" or "cg"; ``cg_iters`` None sizes the CG
     budget from κ (:func:`cg_budget`). Returns (x_s, SolveInfo or None).
     """
-    k_x, k_e, _ = transition(coupling, eta, alpha_t, alpha_s)
-    c, w = precisions(coupling, eta, alpha_t, alpha_s, sigma, chain, gram_bound(operator, tuple(x_t.shape[-2:])))
-    mean = k_x * x_t + k_e * eps
-    target = y_s + ((1 - alpha_s) / math.sqrt(1 - alpha_t)) * operator.A(eps)  # y_s − b_s
+    tol = _default_tol(x_t.dtype) if cg_tol is None else cg_tol
+    (step,) = plan(gram_bound(operator, tuple(x_t.shape[-2:])), [(alpha_t, alpha_s)], sigma=sigma, coupling=coupling, eta=eta,
+                   chain=chain, method=method, cg_iters=cg_iters, tol=tol)
+    return _posterior_step(operator, step, x_t, eps, y_s, e1, e2, method=method, diag=diag, cg_tol=cg_tol,
+                           want_info=want_info, backend=backend)
+
+
+def _posterior_step(operator: Any, step: StepPlan, x_t: torch.Tensor, eps: torch.Tensor, y_s: torch.Tensor,
+                    e1: torch.Tensor | None, e2: torch.Tensor | None, *, method: str, diag: torch.Tensor | None,
+                    cg_tol: float | None, want_info: bool, backend: str) -> tuple[torch.Tensor, Any]:
+    """x_s = Λ⁻¹(c m + w Aᵀ(y_s − b_s) + √c e₁ + √w Aᵀe₂) for one planned step (no host sync)."""
+    c, w = step.c, step.w
+    mean = step.k_x * x_t + step.k_e * eps
+    target = y_s + step.k_b * operator.A(eps)  # y_s − b_s
     if method == "diagonal":
         noise = None if e1 is None else (e1, e2)
         return diagonal_posterior_step(mean, c, diag, target, w, noise=noise, backend=backend), None
@@ -226,11 +208,9 @@ def cdps_step(operator: Any, x_t: torch.Tensor, eps: torch.Tensor, y_s: torch.Te
         rhs = c * mean + w * operator.A_adjoint(target)
     else:  # c m + √c e₁ + w Aᵀ(t + e₂/√w)
         rhs = c * mean + math.sqrt(c) * e1 + w * operator.A_adjoint(target + e2 / math.sqrt(w))
-    if method == "cg" and cg_iters is None:
-        tol = _default_tol(rhs.dtype) if cg_tol is None else cg_tol
-        cg_iters = cg_budget(operator, tuple(rhs.shape[-2:]), c, w, tol)
-    out = operator.solve(rhs, c, w, method=method, tol=cg_tol, max_iters=cg_iters or CG_DEFAULT_ITERS, x0=mean,
-                         return_info=want_info)
+    solve = getattr(operator, "solve_unchecked", operator.solve)  # values built here: no checks, no sync
+    out = solve(rhs, c, w, method=method, tol=cg_tol, max_iters=step.cg_iters or CG_DEFAULT_ITERS, x0=mean,
+                return_info=want_info)
     return out if want_info else (out, None)
 
 
@@ -280,33 +260,27 @@ def _choose_method(solver: str, operator: Any) -> str:
     return solver
 
 
-def cdps(denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: float, coupling: str = "reverse",
-         chain: str = "none", eta: float = 1.0, solver: str = "auto", cg_iters: int | None = None,
-         cg_tol: float | None = None, generator: torch.Generator | None = None, progress: bool = False,
-         return_info: bool = False, callback: Callback | None = None, spacing: str = "trailing",
-         timesteps: Sequence[int] | torch.Tensor | None = None, x_T: torch.Tensor | None = None,
-         backend: str = "auto", last_step: str = "mean") -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Sample p(x | y) for y = A x + n, n ~ N(0, σ² I) with N = ``steps`` C-DPS steps (module docstring).
+@takes_sampling
+def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float,
+         coupling: str = "reverse", chain: str = "none", eta: float = 1.0, solver: str = "auto",
+         cg_iters: int | None = None, cg_tol: float | None = None, last_step: str = "mean") -> Any:
+    """Sample p(x | y) for y = A x + n, n ~ N(0, σ² I) with N = ``sampling.steps`` C-DPS steps (module docstring).
 
     Args:
         denoiser: ``denoiser(x, t) -> eps`` with ``alphas_cumprod`` (no backward pass is taken).
         operator: a linear operator with ``A``, ``A_adjoint``, ``solve`` (``diffsolve.operators``).
         y: measurement (B, ...), float32/float64; one sample per measurement.
+        sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords);
+            the generator also draws the chain and e₁, e₂; the callback gets x̂0 = None.
         sigma: σ > 0, the noise std in [-1, 1] units (or a ``GaussianNoise``).
-        coupling: ``"reverse"`` | ``"forward"``; chain: ``"none"`` (default) | ``"operator"`` |
-            ``"markov"`` (the talk's) | ``"fresh"`` (module docstring).
+        coupling: ``"reverse"`` | ``"forward"``; chain: ``"none"`` | ``"operator"`` | ``"markov"`` | ``"fresh"``.
         eta: η ∈ (0, 1] of the reverse kernel (ignored by the forward coupling).
-        solver: ``"auto"`` | ``"exact"`` | ``"cg"``; cg_iters, cg_tol: CG budget per step (default
-            None: sized from κ per step, :func:`cg_budget`) and relative tolerance (default 1e-10
-            float64, 1e-5 float32).
-        generator: the only randomness (x_T, the chain, e₁, e₂); progress, callback
-            (``callback(i, t, x_s, None)``), spacing, timesteps, x_T, backend: as ``ddim``.
-        last_step: ``"mean"`` (default): the last step (ᾱ_s = 1) returns its posterior's mean, as DDPM's
-            last step adds no noise; ``"sample"``: a draw from it (module docstring).
-        return_info: also return {"residual": (N, B) ‖A x_s − y‖, and with CG "cg_iterations",
-            "cg_residual", "cg_converged" (N, B), "timesteps": (N,)}.
+        solver: ``"auto"`` | ``"exact"`` | ``"cg"``; cg_iters, cg_tol: CG budget per step (None: sized from κ
+            per step, :func:`cg_budget`) and relative tolerance (default 1e-10 float64, 1e-5 float32).
+        last_step: ``"mean"`` (default) returns the last step's posterior mean; ``"sample"`` draws from it.
     Returns:
-        x (B, C, H, W), or (x, info).
+        x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖A x_s − y‖, with CG
+        "cg_iterations", "cg_residual", "cg_converged" (N, B), "timesteps": (N,)}.
     """
     sigma = _check_sigma(sigma)
     if coupling not in COUPLINGS:
@@ -320,12 +294,14 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: fl
         raise ValueError("eta must be > 0 for coupling='reverse' (its prior precision is 1/σ_η²)")
     if cg_iters is not None and (isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 1):
         raise ValueError(f"cg_iters must be None (budget from κ) or a positive int, got {cg_iters!r}")
-    if cg_tol is not None:
-        check_number("cg_tol", cg_tol, 0.0)
-    shape = check_problem(operator, y, x_T)
+    if cg_tol is not None and check_number("cg_tol", cg_tol, 0.0) == 0:
+        raise ValueError("cg_tol must be > 0 (a relative residual CG stops at), got 0; leave it None for the "
+                         "dtype's default (1e-5 float32, 1e-10 float64)")
+    shape = check_problem(operator, y, sampling.x_T)
     method = _choose_method(solver, operator)
-    loop = prepare(denoiser, shape, steps=steps, spacing=spacing, timesteps=timesteps, generator=generator,
-                   callback=callback, progress=progress, x_T=x_T, dtype=y.dtype, device=y.device, name="cdps")
+    operator = route(operator, sampling.backend)
+    generator, backend = sampling.generator, sampling.backend
+    loop = prepare(denoiser, shape, sampling, like=y, name="cdps")
     if any(a_s <= a_t for a_t, a_s in zip(loop.alpha_t, loop.alpha_s)):
         raise ValueError("C-DPS needs ᾱ to increase strictly at every step; the schedule ends on a repeated ᾱ "
                          "(final_alpha_cumprod equal to ᾱ of the last timestep)")
@@ -336,51 +312,51 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: fl
         measurements = MeasurementChain(loop.x, "markov", loop.alpha_t[0], generator)
     else:
         measurements = None
+    tol = _default_tol(y.dtype) if cg_tol is None else cg_tol
     gram = gram_bound(operator, shape[-2:])
-    _check_solvable(sigma, y.dtype, method, gram,
-                    [precisions(coupling, eta, a_t, a_s, sigma, chain, gram) for a_t, a_s in zip(loop.alpha_t, loop.alpha_s)])
-    info = Diagnostics(return_info)
+    steps = plan(gram, list(zip(loop.alpha_t, loop.alpha_s)), sigma=sigma, coupling=coupling, eta=eta, chain=chain,
+                 method=method, cg_iters=cg_iters, tol=tol)
+    _check_solvable(sigma, y.dtype, method, gram, [(p.c, p.w) for p in steps])
+    info = Diagnostics(sampling.return_info)
     converged = torch.ones(shape[0], dtype=torch.bool, device=y.device)
     worst = torch.zeros(shape[0], dtype=y.dtype, device=y.device)
-    tol = _default_tol(y.dtype) if cg_tol is None else cg_tol
-    most = cg_iters or 0  # the largest CG budget of a step (host int)
     x = loop.x
     with torch.no_grad():
         for i in loop.steps():
             a_t, a_s = loop.alpha_t[i], loop.alpha_s[i]
-            eps = loop.eps(x, i)
+            eps = loop.eps(x, i)  # 1. ε̂ = ε_θ(x_t, t)
+            # 2. the measurement at level s: y_s = √ᾱ_s y (+ the chain's u_s)
             u = None if measurements is None else measurements.next(a_t, a_s)
             if u is not None and chain == "operator":
                 u = operator.A(u)
             y_s = math.sqrt(a_s) * y if u is None else math.sqrt(a_s) * y + u
+            # 3. the perturbations e₁, e₂ (none at a "mean" last step: DDPM's last step adds no noise)
             e1 = _draw(shape, generator, y.dtype, y.device)
             e2 = _draw(tuple(y.shape), generator, y.dtype, y.device)
-            if a_s >= 1 and last_step == "mean":  # DDPM's last step adds no noise either
+            if a_s >= 1 and last_step == "mean":
                 e1 = e2 = None
-            budget = cg_iters
-            if method == "cg" and budget is None:
-                budget = cg_budget(operator, shape[-2:], *precisions(coupling, eta, a_t, a_s, sigma, chain, gram), tol)
-                most = max(most, budget)
-            x, sinfo = cdps_step(operator, x, eps, y_s, a_t, a_s, sigma=sigma, e1=e1, e2=e2, coupling=coupling,
-                                 eta=eta, chain=chain, method=method, diag=diag, cg_iters=budget, cg_tol=cg_tol,
-                                 want_info=method == "cg", backend=backend)
+            # 4. x_s from the step's Gaussian posterior (diagonal kernel, exact solve or CG)
+            x, sinfo = _posterior_step(operator, steps[i], x, eps, y_s, e1, e2, method=method, diag=diag,
+                                       cg_tol=cg_tol, want_info=method == "cg", backend=backend)
+            # 5. diagnostics, without a host sync
             if sinfo is not None:
                 converged &= sinfo.converged
                 worst = torch.maximum(worst, sinfo.residual)
                 info.add("cg_iterations", sinfo.iterations)
                 info.add("cg_residual", sinfo.residual)
                 info.add("cg_converged", sinfo.converged)
-            if return_info:
+            if sampling.return_info:
                 info.add("residual", (operator.A(x) - y).flatten(1).norm(dim=1))
             if loop.callback is not None:
                 loop.record(i, x, None)
     x = loop.finish(x)
     if method == "cg" and not bool(converged.all()):  # one sync, after the loop
+        most = max(p.cg_iters or 0 for p in steps)
         warnings.warn(CGNotConvergedWarning(
             f"cdps: CG did not reach tol at some steps for {int((~converged).sum())} of {shape[0]} samples "
             f"(worst relative residual {float(worst.max()):.2e} after cg_iters={most}"
             f"{'' if cg_iters else ', the largest budget sized from κ'}); raise cg_iters or use an operator with an "
-            "exact solve"), stacklevel=2)
-    if return_info:
+            "exact solve"), stacklevel=3)
+    if sampling.return_info:
         return x, info.stacked(timesteps=loop.schedule.timesteps.clone())
     return x

@@ -32,8 +32,8 @@ from typing import Any
 import torch
 
 from ..kernels import mpgd_step
-from ._inverse import Diagnostics, check_problem, measurement_grad
-from ._loop import Callback, Generators, check_number, check_steps, prepare
+from ._inverse import Diagnostics, check_problem, measurement_grad, route
+from ._loop import Sampling, check_number, check_steps, prepare, takes_sampling
 
 __all__ = ["VARIANTS", "default_rho", "mpgd"]
 
@@ -88,64 +88,60 @@ def _validate(variant: str, autoencoder: Any, loss: Any, operator: Any, y: Any) 
         raise ValueError("give operator and y (the measurement), or loss= (a black-box guidance loss)")
 
 
-def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, *, steps: int, rho: float | None = None,
+@takes_sampling
+def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Sampling, *, rho: float | None = None,
          eta: float = 0.5, variant: str = "none", autoencoder: Any = None,
          window: tuple[float, float] = (0.3, 0.5), proj_scale: float | None = None, loss: Loss | None = None,
-         shape: Sequence[int] | None = None, generator: Generators = None, progress: bool = False,
-         return_info: bool = False, callback: Callback | None = None, spacing: str = "trailing",
-         timesteps: Sequence[int] | torch.Tensor | None = None, x_T: torch.Tensor | None = None,
-         dtype: torch.dtype | None = None, device: str | torch.device | None = None,
-         noise_source: str = "generator",
-         backend: str = "auto") -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Reconstruct x from y = A x + n (or guide by ``loss``) with N = ``steps`` MPGD steps.
+         shape: Sequence[int] | None = None) -> Any:
+    """Reconstruct x from y = A x + n (or guide by ``loss``) with N = ``sampling.steps`` MPGD steps.
 
     Args:
         denoiser: ``denoiser(x, t) -> eps`` with ``alphas_cumprod`` (called under no_grad).
         operator, y: linear operator and measurement (B, ...); the image shape follows from Aᵀy.
-            May be None when ``loss`` is given (then ``shape`` (B, C, H, W) is required).
+            May be None when ``loss`` is given (then ``shape`` (B, C, H, W) is required, and
+            ``sampling.dtype``/``device`` set the samples').
+        sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords).
         rho: ρ > 0 (default :func:`default_rho`); eta: DDIM η ∈ [0, 1].
         variant: ``"none"`` | ``"ae"`` | ``"z"``; autoencoder: ``diffsolve.models.Autoencoder``
             (needed for AE/Z); window: (low, high) fractions of T where AE/Z project;
             proj_scale: the projected step's factor on ρ (default 0.0075 AE, 0.01 Z).
         loss: ``loss(x0) -> (B,)`` replacing ‖y − A x0‖ (autograd on x0 only).
-        generator, progress, callback, spacing, timesteps, x_T, noise_source, backend: as ``ddim``;
-        dtype/device: of the samples when there is no y.
-        return_info: also return {"residual": (N, B) the loss at x̂0 of each step (‖y − A x̂0‖),
-            "projected": (N,) bool, "timesteps": (N,)}.
     Returns:
-        x (B, C, H, W), or (x, info).
+        x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) the loss at x̂0 of each step
+        (‖y − A x̂0‖), "projected": (N,) bool, "timesteps": (N,)}.
     """
-    check_steps(steps)  # before any step size is derived from it
+    check_steps(sampling.steps)  # before any step size is derived from it
     _validate(variant, autoencoder, loss, operator, y)
     eta = check_number("eta", eta, 0.0, 1.0)
     lo, hi = check_window(window)
+    x_T = sampling.x_T
     if y is not None:
         derived = check_problem(operator, y, x_T)
         if shape is not None and tuple(shape) != derived:
             raise ValueError(f"shape={tuple(shape)} disagrees with the measurement: A maps images of shape "
                              f"{derived} to y; leave shape out when y is given")
-        shape, dtype, device = derived, y.dtype, y.device
+        shape = derived
     elif shape is None and x_T is None:
         raise ValueError("without y, give shape=(B, C, H, W) (or x_T) for the samples")
     elif shape is None:
         shape = tuple(x_T.shape)
     numel = math.prod(shape[1:])
-    rho = default_rho(steps, numel) if rho is None else check_number("rho", rho, 0.0)
+    rho = default_rho(sampling.steps, numel) if rho is None else check_number("rho", rho, 0.0)
     scale = _PROJ_SCALE[variant] if proj_scale is None else check_number("proj_scale", proj_scale, 0.0)
-    loop = prepare(denoiser, shape, steps=steps, spacing=spacing, timesteps=timesteps, generator=generator,
-                   callback=callback, progress=progress, x_T=x_T, dtype=dtype, device=device,
-                   noise_source=noise_source, name=f"mpgd-{variant}")
+    operator = route(operator, sampling.backend)
+    loop = prepare(denoiser, shape, sampling, like=y, name=f"mpgd-{variant}")
     total = loop.denoiser.alphas_cumprod.numel()
     projected = [variant != "none" and lo < t / total < hi for t in loop.schedule.timesteps.tolist()]
     target = loss if loss is not None else measurement_loss(operator, y)
-    info = Diagnostics(return_info)
+    info = Diagnostics(sampling.return_info)
     x = loop.x
     for i in loop.steps():
         a_t, a_s = loop.alpha_t[i], loop.alpha_s[i]
-        with torch.no_grad():
+        with torch.no_grad():  # 1. ε̂ and x̂0, no UNet backward
             eps = loop.eps(x, i)
             x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
         step = rho / a_s**0.5
+        # 2. the gradient of the loss at x̂0 (through the autoencoder inside the AE/Z window)
         if projected[i] and variant == "ae":
             grad, value = loss_grad(lambda v: target(autoencoder.decode(autoencoder.encode(v))), x0)
             step = step * scale
@@ -164,13 +160,13 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, *, steps: int, rh
         else:
             grad, value = loss_grad(loss, x0)
         info.add("residual", value)
-        with torch.no_grad():
+        with torch.no_grad():  # 3. x̂0* = x̂0 − step·grad, then DDIM_η to s, one fused kernel
             out = mpgd_step(x, eps, grad, a_t, a_s, step_size=step, eta=eta, return_x0=loop.callback is not None,
-                            backend=backend, **loop.step_noise(i, eta > 0))
+                            backend=sampling.backend, **loop.step_noise(i, eta > 0))
         x, x0_star = out if loop.callback is not None else (out, None)
         if loop.callback is not None:
             loop.record(i, x, x0_star)
     x = loop.finish(x)
-    if return_info:
+    if sampling.return_info:
         return x, info.stacked(projected=torch.tensor(projected), timesteps=loop.schedule.timesteps.clone())
     return x

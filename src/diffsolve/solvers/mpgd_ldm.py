@@ -22,8 +22,8 @@ from typing import Any
 import torch
 
 from ..kernels import mpgd_step
-from ._inverse import Diagnostics, check_problem
-from ._loop import Callback, Generators, check_device, check_number, check_steps, prepare
+from ._inverse import Diagnostics, check_problem, route
+from ._loop import Sampling, check_device, check_number, check_steps, prepare, takes_sampling
 from .mpgd import Loss, default_rho, loss_grad, measurement_loss
 
 __all__ = ["mpgd_ldm"]
@@ -37,15 +37,10 @@ def _latent_shape(autoencoder: Any, image_shape: Sequence[int], dtype: torch.dty
     return (image_shape[0], *z.shape[1:])
 
 
-def mpgd_ldm(latent_denoiser: Any, autoencoder: Any, operator: Any, y: torch.Tensor | None, *, steps: int,
+@takes_sampling
+def mpgd_ldm(latent_denoiser: Any, autoencoder: Any, operator: Any, y: torch.Tensor | None, sampling: Sampling, *,
              rho: float | None = None, eta: float = 0.5, loss: Loss | None = None,
-             shape: Sequence[int] | None = None, latent_shape: Sequence[int] | None = None,
-             generator: Generators = None, progress: bool = False, return_info: bool = False,
-             callback: Callback | None = None, spacing: str = "trailing",
-             timesteps: Sequence[int] | torch.Tensor | None = None, z_T: torch.Tensor | None = None,
-             dtype: torch.dtype | None = None, device: str | torch.device | None = None,
-             noise_source: str = "generator",
-             backend: str = "auto") -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+             shape: Sequence[int] | None = None, latent_shape: Sequence[int] | None = None) -> Any:
     """Reconstruct x from y = A x + n with a latent diffusion model and its autoencoder (module docstring).
 
     Args:
@@ -53,12 +48,14 @@ def mpgd_ldm(latent_denoiser: Any, autoencoder: Any, operator: Any, y: torch.Ten
         autoencoder: ``encode(x) -> z`` / ``decode(z) -> x`` (``diffsolve.models.Autoencoder``).
         operator, y: linear operator and measurement (B, ...) on images; None when ``loss`` is given
             (then ``shape`` (B, C, H, W) of the images, or ``latent_shape``, is required).
+        sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; ``x_T`` is the starting
+            latent noise (B, c, h, w)).
         latent_shape: (B, c, h, w); default: from one encoder pass on a zero image.
         rho: ρ > 0 (default ``default_rho(steps, latent numel)``); eta: DDIM η ∈ [0, 1].
-        z_T: starting latent noise; the rest as :func:`~diffsolve.solvers.mpgd`.
-        return_info: also return {"residual": (N, B) loss at D(ẑ0), "timesteps": (N,)}.
+        loss: ``loss(x) -> (B,)`` of the decoded image replacing ‖y − A x‖.
     Returns:
-        images x = D(z_0) (B, C, H, W), or (x, info).
+        images x = D(z_0) (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) loss at
+        D(ẑ0), "timesteps": (N,)}.
     """
     if not (callable(getattr(autoencoder, "encode", None)) and callable(getattr(autoencoder, "decode", None))):
         raise TypeError(f"autoencoder must have encode(x) and decode(z), got {type(autoencoder).__name__}")
@@ -66,12 +63,13 @@ def mpgd_ldm(latent_denoiser: Any, autoencoder: Any, operator: Any, y: torch.Ten
         raise TypeError(f"loss must be callable as loss(x) -> (B,), got {type(loss).__name__}")
     if loss is None and (operator is None or y is None):
         raise ValueError("give operator and y (the measurement), or loss= (a black-box guidance loss)")
-    check_steps(steps)  # before any step size is derived from it
+    check_steps(sampling.steps)  # before any step size is derived from it
     eta = check_number("eta", eta, 0.0, 1.0)
+    z_T, dtype = sampling.x_T, sampling.dtype
+    device = check_device(sampling.device)
     if y is not None:
         shape = check_problem(operator, y)
         dtype, device = y.dtype, y.device
-    device = check_device(device)
     if z_T is not None and not isinstance(z_T, torch.Tensor):
         raise TypeError(f"z_T must be a floating tensor (B, c, h, w) of latents, got {type(z_T).__name__}")
     if latent_shape is None and shape is not None:
@@ -84,29 +82,29 @@ def mpgd_ldm(latent_denoiser: Any, autoencoder: Any, operator: Any, y: torch.Ten
     if latent_shape is None:
         raise ValueError("without y, give shape=(B, C, H, W) of the images or latent_shape=(B, c, h, w)")
     numel = math.prod(latent_shape[1:])
-    rho = default_rho(steps, numel) if rho is None else check_number("rho", rho, 0.0)
-    loop = prepare(latent_denoiser, latent_shape, steps=steps, spacing=spacing, timesteps=timesteps,
-                   generator=generator, callback=callback, progress=progress, x_T=z_T, dtype=dtype, device=device,
-                   noise_source=noise_source, name="mpgd-ldm", x_name="z_T")
+    rho = default_rho(sampling.steps, numel) if rho is None else check_number("rho", rho, 0.0)
+    operator = route(operator, sampling.backend)
+    loop = prepare(latent_denoiser, latent_shape, sampling, like=y, name="mpgd-ldm", x_name="z_T")
     target = loss if loss is not None else measurement_loss(operator, y)
-    info = Diagnostics(return_info)
+    info = Diagnostics(sampling.return_info)
     z = loop.x
     for i in loop.steps():
         a_t, a_s = loop.alpha_t[i], loop.alpha_s[i]
-        with torch.no_grad():
+        with torch.no_grad():  # 1. ε̂ and ẑ0 on the latents
             eps = loop.eps(z, i)
             z0 = (z - (1 - a_t) ** 0.5 * eps) / a_t**0.5
-        grad, value = loss_grad(lambda v: target(autoencoder.decode(v)), z0)
+        grad, value = loss_grad(lambda v: target(autoencoder.decode(v)), z0)  # 2. ∇ through the decoder
         info.add("residual", value)
-        with torch.no_grad():
+        with torch.no_grad():  # 3. ẑ0* and the DDIM step, one fused kernel
             out = mpgd_step(z, eps, grad, a_t, a_s, step_size=rho / a_s**0.5, eta=eta,
-                            return_x0=loop.callback is not None, backend=backend, **loop.step_noise(i, eta > 0))
+                            return_x0=loop.callback is not None, backend=sampling.backend,
+                            **loop.step_noise(i, eta > 0))
         z, z0_star = out if loop.callback is not None else (out, None)
         if loop.callback is not None:
             loop.record(i, z, z0_star)
     z = loop.finish(z)
     with torch.no_grad():
         x = autoencoder.decode(z)
-    if return_info:
+    if sampling.return_info:
         return x, info.stacked(timesteps=loop.schedule.timesteps.clone())
     return x
