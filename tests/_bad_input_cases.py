@@ -179,7 +179,7 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
         cases.append(Case(entry, arg, value, lambda: runs[entry](**kw), expect, dtype))
 
     for entry in runs:
-        x_name = "z_T" if entry == "mpgd_ldm" else "x_T"
+        x_name = "x_T"  # latent methods take their starting latents as the shared x_T too
         xt = torch.randn((2, 1, 4, 4) if entry == "mpgd_ldm" else shape, generator=_gen(1), dtype=F64)
         add(entry, "steps", "1", "accept", steps=1)
         for label, v in [("0", 0), ("-1", -1), ("1.5", 1.5), ("True", True), ("'2'", "2"), ("None", None),

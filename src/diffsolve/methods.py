@@ -195,6 +195,7 @@ METHODS: Mapping[str, Method] = {m.name: m for m in (
     Method("tikhonov", _tikhonov, "Tikhonov: argmin ‖Ax − y‖² + λ‖x‖² (λ picked by PSNR when the truth "
            "is known)", "baseline", uses_model=False, tune=("lam", (1e-3, 1e-2, 1e-1))),
     Method("pinv", _pinv, "pseudo-inverse A⁺y", "baseline", uses_model=False),
+    # --- comparison methods: one line each (solver file src/diffsolve/solvers/<name>.py) ---
     Method("ddim", _ddim, "DDIM (Song et al. 2021): unconditional samples, y only fixes the shape",
            "sampler", cli=False, solver="ddim", extra=("shape",)),  # ignores y: no restoration to offer on the command line
     Method("mpgd_ldm", _mpgd_ldm, "MPGD on a latent diffusion model (needs autoencoder=)", "latent",
