@@ -38,10 +38,10 @@ def _run(label: str, procs: int, threads: int, batch: int, request: list[str], o
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT / "src")}
     args = [*request, "--out", str(out), "--batch", str(batch), "--threads", str(threads), "--no-progress"]
     if procs == 1:
-        cmd = [sys.executable, "-m", "diffsolve.eval_cli", "eval", *args]
+        cmd = [sys.executable, "-m", "diffsolve", "eval", *args]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={procs}",
-               f"--master-port={_free_port()}", "-m", "diffsolve.eval_cli", "eval", *args]
+               f"--master-port={_free_port()}", "-m", "diffsolve", "eval", *args]
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)

@@ -28,12 +28,21 @@ import torch
 
 import diffsolve
 from diffsolve.data import heldout_digits, photo
-from diffsolve.demo import DEMO_TASKS as TASKS
-from diffsolve.demo import SIGMA, make_operator, restore, scores
+from diffsolve.tasks import DEMO_TASKS as TASKS
+from diffsolve.metrics import scores
+from diffsolve.tasks import SIGMA, make_operator
 from diffsolve.models import load_default
 from diffsolve.solvers import ddim, ge
 
 METHODS = ("pinv", "tikhonov", "dps", "mpgd", "cdps", "cdps-forward")
+
+
+def restore(method, model, op, y, *, steps, seed, x_true):
+    """``diffsolve.methods.restore`` with the CLI's options and a generator seeded by ``seed``."""
+    from diffsolve.methods import restore as restore_method
+
+    return restore_method(method, model, op, y, steps=steps, sigma=SIGMA,
+                          generator=torch.Generator(y.device).manual_seed(seed), x_true=x_true)
 
 
 def run_inverse(steps_list, photo_size: int, n_digits: int, seed: int = 0, log=print) -> list[dict]:

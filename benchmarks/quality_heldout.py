@@ -14,7 +14,7 @@ ships with the package or its dependencies (matplotlib here carries no sample ph
 datasets need a download).
 
 Per crop and seed: y = A x + σ n, σ = 0.05 in [−1, 1] (the seed sets n and the sampler), tasks of
-``diffsolve.tasks.DEMO_TASKS``, each method at its defaults through ``diffsolve.demo.restore``:
+``diffsolve.tasks.DEMO_TASKS``, each method at its defaults through ``diffsolve.methods.restore``:
 Tikhonov (λ picked per task from 1e-3/1e-2/1e-1 by mean PSNR: an oracle that favours the
 baseline), the pseudo-inverse, MPGD, C-DPS (default chain ``"none"``), C-DPS with the talk's
 Markov chain (``cdps-talk``, only with ``--methods``), DPS (default step rule). Scores: PSNR / SSIM on [0, 1] and the colour
@@ -36,8 +36,10 @@ from pathlib import Path
 import torch
 
 from diffsolve.data import photo
-from diffsolve.demo import DEMO_TASKS as TASKS
-from diffsolve.demo import SIGMA, make_operator, measurement_view, restore, save_grid, scores
+from diffsolve.tasks import DEMO_TASKS as TASKS
+from diffsolve.cli.demo import save_grid
+from diffsolve.metrics import scores
+from diffsolve.tasks import SIGMA, make_operator, measurement_view
 from diffsolve.models import load_default
 from diffsolve.solvers import cdps
 
@@ -50,6 +52,14 @@ CROPS = [(name, scale, top, left)
          for top, left, scale in ((0, 0, 4), (0, 64, 2), (64, 64, 1), (64, 0, 2), (128, 64, 1), (64, 64, 2),
                                   (64, 128, 1), (0, 0, 2), (128, 128, 1))
          for name in ("chelsea", "coffee")]
+
+
+def restore(method, model, op, y, *, steps, seed, x_true):
+    """``diffsolve.methods.restore`` with the CLI's options and a generator seeded by ``seed``."""
+    from diffsolve.methods import restore as restore_method
+
+    return restore_method(method, model, op, y, steps=steps, sigma=SIGMA,
+                          generator=torch.Generator(y.device).manual_seed(seed), x_true=x_true)
 
 
 def crops(count: int) -> tuple[torch.Tensor, list[str]]:

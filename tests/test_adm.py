@@ -233,7 +233,7 @@ def test_eval_runs_an_adm_checkpoint(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from diffsolve import eval_cli
+    from diffsolve.cli import eval as eval_cli
 
     torch.save({k: v.float() for k, v in adm_state_dict(mc=32, mult=(1, 2), nrb=1, attn_levels=(1,)).items()},
                tmp_path / "tiny.pt")

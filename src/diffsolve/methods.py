@@ -25,7 +25,7 @@ written once, in the solver. The options every model-based method shares (``step
 ``generator``, ``backend``, …) are the fields of :class:`diffsolve.solvers.Sampling`, described there once;
 :meth:`Method.check_options` splits flat keywords between the two and names a misplaced one.
 
-API for the command line and the demo (``diffsolve.demo`` / ``diffsolve.cli`` switch to it):
+API for the command line (``diffsolve.cli``: demo, restore, eval):
 
 - ``METHODS`` (name -> Method), ``CLI_METHODS`` (names the CLI offers, in display order),
   ``get_method(name) -> Method`` (ValueError listing the names);

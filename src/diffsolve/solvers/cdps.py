@@ -203,7 +203,7 @@ def _posterior_step(operator: Any, step: StepPlan, x_t: torch.Tensor, eps: torch
     target = y_s + step.k_b * operator.A(eps)  # y_s − b_s
     if method == "diagonal":
         noise = None if e1 is None else (e1, e2)
-        return diagonal_posterior_step(mean, c, diag, target, w, noise=noise, backend=backend), None
+        return diagonal_posterior_step(mean, c, diag, target, w, noise=noise, backend=backend, check=False), None
     if e1 is None:
         rhs = c * mean + w * operator.A_adjoint(target)
     else:  # c m + √c e₁ + w Aᵀ(t + e₂/√w)
