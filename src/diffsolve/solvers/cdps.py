@@ -297,9 +297,9 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     if cg_tol is not None and check_number("cg_tol", cg_tol, 0.0) == 0:
         raise ValueError("cg_tol must be > 0 (a relative residual CG stops at), got 0; leave it None for the "
                          "dtype's default (1e-5 float32, 1e-10 float64)")
+    operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     shape = check_problem(operator, y, sampling.x_T)
     method = _choose_method(solver, operator)
-    operator = route(operator, sampling.backend)
     generator, backend = sampling.generator, sampling.backend
     loop = prepare(denoiser, shape, sampling, like=y, name="cdps")
     if any(a_s <= a_t for a_t, a_s in zip(loop.alpha_t, loop.alpha_s)):

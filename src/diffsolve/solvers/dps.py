@@ -75,8 +75,8 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
     if step_rule not in STEP_RULES:
         raise ValueError(f"step_rule must be one of {STEP_RULES}, got {step_rule!r}")
     eta = check_number("eta", eta, 0.0, 1.0)
+    operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     shape = check_problem(operator, y, sampling.x_T)
-    operator = route(operator, sampling.backend)
     loop = prepare(denoiser, shape, sampling, like=y, name="dps")
     if len(loop.schedule) < MIN_STEPS:
         warnings.warn(DPSStepsWarning(

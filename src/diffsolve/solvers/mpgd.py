@@ -115,6 +115,7 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
     eta = check_number("eta", eta, 0.0, 1.0)
     lo, hi = check_window(window)
     x_T = sampling.x_T
+    operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     if y is not None:
         derived = check_problem(operator, y, x_T)
         if shape is not None and tuple(shape) != derived:
@@ -128,7 +129,6 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
     numel = math.prod(shape[1:])
     rho = default_rho(sampling.steps, numel) if rho is None else check_number("rho", rho, 0.0)
     scale = _PROJ_SCALE[variant] if proj_scale is None else check_number("proj_scale", proj_scale, 0.0)
-    operator = route(operator, sampling.backend)
     loop = prepare(denoiser, shape, sampling, like=y, name=f"mpgd-{variant}")
     total = loop.denoiser.alphas_cumprod.numel()
     projected = [variant != "none" and lo < t / total < hi for t in loop.schedule.timesteps.tolist()]

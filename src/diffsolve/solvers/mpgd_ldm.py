@@ -66,6 +66,7 @@ def mpgd_ldm(latent_denoiser: Any, autoencoder: Any, operator: Any, y: torch.Ten
     check_steps(sampling.steps)  # before any step size is derived from it
     eta = check_number("eta", eta, 0.0, 1.0)
     z_T, dtype = sampling.x_T, sampling.dtype
+    operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     device = check_device(sampling.device)
     if y is not None:
         shape = check_problem(operator, y)
@@ -83,7 +84,6 @@ def mpgd_ldm(latent_denoiser: Any, autoencoder: Any, operator: Any, y: torch.Ten
         raise ValueError("without y, give shape=(B, C, H, W) of the images or latent_shape=(B, c, h, w)")
     numel = math.prod(latent_shape[1:])
     rho = default_rho(sampling.steps, numel) if rho is None else check_number("rho", rho, 0.0)
-    operator = route(operator, sampling.backend)
     loop = prepare(latent_denoiser, latent_shape, sampling, like=y, name="mpgd-ldm", x_name="z_T")
     target = loss if loss is not None else measurement_loss(operator, y)
     info = Diagnostics(sampling.return_info)

@@ -1,0 +1,157 @@
+"""The one suite every registered model-based inverse method runs through (docs/adding-a-method.md).
+
+Adding a method adds one line to ``CASES``: the options that make a short run meaningful. Each case is
+checked for: an exact-prior sanity bound (the sample mean near the exact posterior mean of a Gaussian
+prior), every kernel backend against torch (float64, the operator routed by the solver's ``backend``),
+the backend reaching every kernel (a spy on the dispatch table), batch independence under a list of
+generators, bad input rejected before the first model call, and the ``return_info`` keys.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import diffsolve
+from diffsolve.kernels import _dispatch
+from diffsolve.methods import METHODS
+from diffsolve.models import GaussianPrior
+from diffsolve.operators import GaussianBlur, Inpainting
+
+D = torch.float64
+SIGMA = 0.05
+SIZE = 6
+
+#: method -> its own options for these tests (the shared sampling options are set by each test)
+CASES: dict[str, dict] = {
+    "dps": {},
+    "mpgd": {},
+    "cdps": {"sigma": SIGMA},
+}
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def smooth_prior() -> GaussianPrior:
+    idx = torch.arange(SIZE * SIZE)
+    d2 = ((idx // SIZE)[:, None] - (idx // SIZE)[None]) ** 2 + ((idx % SIZE)[:, None] - (idx % SIZE)[None]) ** 2
+    cov = 0.25 * torch.exp(-d2.double() / 4.0) + 1e-2 * torch.eye(SIZE * SIZE, dtype=D)
+    return GaussianPrior(0.1 * torch.randn(1, SIZE, SIZE, generator=gen(3), dtype=D), cov)
+
+
+def operators(backend: str = "auto") -> dict:
+    return {"inpaint": Inpainting.random(SIZE, missing=0.5, seed=1, backend=backend),
+            "blur": GaussianBlur(3, 0.8, backend=backend)}
+
+
+class Counting:
+    """A denoiser that counts its calls (to prove a check ran before the loop)."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+        self.alphas_cumprod = inner.alphas_cumprod
+
+    def __call__(self, x, t):
+        self.calls += 1
+        return self.inner(x, t)
+
+
+def measurement(op, prior, batch: int, seed: int = 0) -> torch.Tensor:
+    x = prior.sample(1, generator=gen(seed), dtype=D)
+    y = op.A(x) + SIGMA * torch.randn(op.A(x).shape, generator=gen(seed + 1), dtype=D)
+    return y.expand(batch, *y.shape[1:]).contiguous()
+
+
+def run(name: str, prior, op, y, **sampling):
+    context = torch.enable_grad() if METHODS[name].backward else torch.no_grad()
+    with context:
+        return diffsolve.solve(name, prior, op, y, **CASES[name], **sampling)
+
+
+@pytest.mark.parametrize("task", ["inpaint", "blur"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_exact_prior_sample_mean_near_the_posterior_mean(name, task):
+    prior, op = smooth_prior(), operators()[task]
+    y = measurement(op, prior, batch=64)
+    post = prior.posterior(op, y[0], sigma=SIGMA)
+    x = run(name, prior, op, y, steps=30, generator=gen(5))
+    gap = (x.mean(0).flatten() - post.mean.flatten()).norm() / (prior.means[0].flatten() - post.mean.flatten()).norm()
+    assert torch.isfinite(x).all()
+    assert gap < 0.6, f"{name} on {task}: mean gap {float(gap):.3f} to the exact posterior mean"
+
+
+def _backends() -> list:
+    out = []
+    for backend in ("cpp", "triton"):
+        ok, why = _dispatch.backends()[backend]
+        out.append(backend if ok else pytest.param(backend, marks=pytest.mark.skip(reason=f"{backend}: {why}")))
+    return out
+
+
+@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_backend_agrees_with_torch(name, backend):
+    prior = smooth_prior()
+    results = {}
+    for be in ("torch", backend):
+        op = operators()["blur"]  # built on "auto": the solver's backend must reach it
+        y = measurement(op, prior, batch=2)
+        results[be] = run(name, prior, op, y, steps=4, generator=gen(7), backend=be)
+    torch.testing.assert_close(results[backend], results["torch"], rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("backend", ["torch"] + [b for b in _backends() if b == "cpp"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_backend_reaches_every_kernel(name, backend, monkeypatch):
+    prior, op = smooth_prior(), operators()["blur"]
+    y = measurement(op, prior, batch=2)
+    seen = []
+    original = _dispatch.resolve
+
+    def spy(op, chosen, device, dtype):
+        seen.append((op, chosen))
+        return original(op, chosen, device, dtype)
+
+    monkeypatch.setattr(_dispatch, "resolve", spy)
+    run(name, prior, op, y, steps=3, generator=gen(7), backend=backend)
+    assert seen, f"{name} resolved no kernel"
+    assert {chosen for _, chosen in seen} == {backend}, f"{name}: kernels resolved {sorted(set(seen))}"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_generator_list_makes_each_sample_independent_of_its_batch(name):
+    prior, op = smooth_prior(), operators()["inpaint"]
+    y = measurement(op, prior, batch=3)
+    together = run(name, prior, op, y, steps=5, generator=[gen(10), gen(11), gen(12)])
+    alone = run(name, prior, op, y[1:2], steps=5, generator=[gen(11)])
+    torch.testing.assert_close(together[1:2], alone, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_is_rejected_before_the_first_model_call(name):
+    prior, op = smooth_prior(), operators()["inpaint"]
+    counting = Counting(prior)
+    y = measurement(op, prior, batch=2)
+    bad = y.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="y contains NaN"):
+        run(name, counting, op, bad, steps=5)
+    with pytest.raises(ValueError, match="steps"):
+        run(name, counting, op, y, steps=0)
+    with pytest.raises(TypeError, match="unknown option"):
+        run(name, counting, op, y, steps=5, not_an_option=1)
+    with pytest.raises(ValueError, match="generator"):
+        run(name, counting, op, y, steps=5, generator=[gen(1)])
+    assert counting.calls == 0
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_return_info_has_per_step_residuals(name):
+    prior, op = smooth_prior(), operators()["inpaint"]
+    y = measurement(op, prior, batch=2)
+    x, info = run(name, prior, op, y, steps=5, generator=gen(3), return_info=True)
+    assert x.shape == (2, 1, SIZE, SIZE)
+    assert info["residual"].shape[1:] == (2,) and info["timesteps"].shape == (info["residual"].shape[0],)
+    assert torch.isfinite(info["residual"]).all()
