@@ -85,7 +85,7 @@ def _frechet(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def run_unconditional(n_samples: int = 360, seed: int = 0, log=print) -> list[dict]:
-    from diffsolve.train import digits16_data
+    from diffsolve.models.train import digits16_data
 
     data = digits16_data()
     held = data["heldout"].flatten(1).double().numpy()

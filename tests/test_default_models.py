@@ -85,7 +85,7 @@ def test_bundled_data_shapes_and_split():
 
 def test_bundled_digits_are_the_heldout_split():
     pytest.importorskip("sklearn")
-    from diffsolve.train import digits16_data
+    from diffsolve.models.train import digits16_data
 
     data = digits16_data(0)
     split = json.loads((default_model_path("digits16") / "split.json").read_text())
@@ -96,7 +96,7 @@ def test_bundled_digits_are_the_heldout_split():
 
 def test_training_is_deterministic_and_saves_a_loadable_folder(tmp_path):
     pytest.importorskip("sklearn")
-    from diffsolve.train import train
+    from diffsolve.models.train import train
 
     kw = dict(steps=2, batch_size=4, warmup=1, n_eval=4, log_every=1)
     s1 = train("digits16", tmp_path / "a", **kw)

@@ -1,6 +1,6 @@
 """Bundled demo data: two held-out photos and the held-out ``digits16`` split (no extra install).
 
-The files are written by ``python -m diffsolve.train bundle`` from what scikit-image and
+The files are written by ``python -m diffsolve.models.train bundle`` from what scikit-image and
 scikit-learn ship; SOURCES.md beside them gives their origin and licence. None of them was seen
 when training the shipped models.
 

@@ -5,7 +5,7 @@
 - ``"patches"``: (B, 3, H, W) natural-image prior, fully convolutional, H and W divisible by 8,
   trained on 64×64 crops of scikit-image / scikit-learn photos (not the bundled demo photos).
 
-Both are DDPM ε-predictors (linear β, T = 1000) trained by ``python -m diffsolve.train``; each
+Both are DDPM ε-predictors (linear β, T = 1000) trained by ``python -m diffsolve.models.train``; each
 folder's TRAINING.md says how. The weights are fp16 safetensors, loaded in ``torch_dtype``
 (float32 by default).
 """

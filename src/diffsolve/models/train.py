@@ -1,4 +1,4 @@
-"""Train the two shipped default models (``python -m diffsolve.train {digits16,patches} --out DIR``).
+"""Train the two shipped default models (``python -m diffsolve.models.train {digits16,patches} --out DIR``).
 
 Both are diffusers ``UNet2DModel`` ε-predictors trained as in DDPM (Ho et al. 2020, Alg. 1):
 linear β from 1e-4 to 0.02 over T = 1000 steps, x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε, loss ‖ε − ε_θ(x_t, t)‖²
@@ -12,7 +12,7 @@ what is saved (fp16 safetensors, DDPMPipeline folder layout: ``unet/``, ``schedu
   scikit-learn ship, at scales 1, 1/2, 1/3, 1/4, with the 8 flips/rotations; ``chelsea`` and
   ``coffee`` are held out. No attention layer, so the model runs at any size divisible by 8.
 
-``python -m diffsolve.train bundle`` writes the demo files of ``diffsolve/data``. Training needs
+``python -m diffsolve.models.train bundle`` writes the demo files of ``diffsolve/data``. Training needs
 scikit-learn and scikit-image (the ``train`` extra). Under a seed the run is deterministic on the
 CPU; on CUDA it is as deterministic as cuDNN allows (deterministic algorithms are requested).
 """
@@ -382,7 +382,7 @@ def _write_note(out: Path, s: dict) -> None:
     curve = ", ".join(f"{e['step']}: {e['loss']:.4f}" for e in s["log"][:: max(1, len(s["log"]) // 8)])
     text = f"""# {s['model']} — how it was trained
 
-Written by `diffsolve.train` at the end of the run.
+Written by `diffsolve.models.train` at the end of the run.
 
 - Command: `{s['command']}`
 - Data: {data}
@@ -441,7 +441,7 @@ def bundle(dest: str | Path) -> None:
         img = Image.fromarray(arr[top : top + s, left : left + s]).resize((256, 256), Image.LANCZOS)
         img.save(dest / f"{name}.png", optimize=True)
     x = digits16_data()["heldout"]  # (360, 1, 16, 16)
-    from .data import DIGITS_PER_ROW, DIGITS_TILE
+    from ..data import DIGITS_PER_ROW, DIGITS_TILE
 
     rows = len(x) // DIGITS_PER_ROW
     mosaic = x[:, 0].reshape(rows, DIGITS_PER_ROW, DIGITS_TILE, DIGITS_TILE).permute(0, 2, 1, 3)
@@ -454,8 +454,8 @@ def bundle(dest: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m diffsolve.train {digits16,patches,bundle} ...``"""
-    p = argparse.ArgumentParser(prog="python -m diffsolve.train", description=__doc__.split("\n")[0])
+    """``python -m diffsolve.models.train {digits16,patches,bundle} ...``"""
+    p = argparse.ArgumentParser(prog="python -m diffsolve.models.train", description=__doc__.split("\n")[0])
     p.add_argument("what", choices=("digits16", "patches", "bundle", "preview"))
     p.add_argument("--model", help="preview: the trained folder")
     p.add_argument("--count", type=int, default=16, help="preview: number of samples")
@@ -488,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = train(
         a.what, a.out, steps=a.steps, batch_size=a.batch_size, lr=a.lr, ema_decay=a.ema_decay,
         warmup=a.warmup, seed=a.seed, device=a.device, bank=a.bank, time_limit=a.time_limit,
-        budget=a.budget, photo_cache=a.photo_cache, log_every=a.log_every, command="python -m diffsolve.train " + " ".join(sys.argv[1:] if argv is None else argv),
+        budget=a.budget, photo_cache=a.photo_cache, log_every=a.log_every, command="python -m diffsolve.models.train " + " ".join(sys.argv[1:] if argv is None else argv),
     )  # fmt: skip
     print(json.dumps({k: v for k, v in summary.items() if k != "log"}))
     return 0
