@@ -5,7 +5,7 @@ Not a test. At B×3×256² (default B = 4), ``--steps`` steps (default 20), 2 th
 cost dominates:
 
 - ``ddim``, ``dps``, ``mpgd`` (diffsolve, backend ``auto``: the C++ kernels; all with η = 0 like the
-  eager loop, so no method draws noise; MPGD guides every step, ``window=(0, 1)``, so both guided
+  eager loop, so no method draws noise; MPGD (no projection) guides every step, so both guided
   methods pay their guidance N times) for a Gaussian blur
   (61, σ 3, reflect), a motion blur (61, reflect), a centred 128² box inpainting and bicubic SR×4;
   the cost beyond DDIM per step is (t_method − t_ddim)/steps;
@@ -164,7 +164,7 @@ def run_table(denoiser, batch: int, size: int, steps: int, repeat: int,
         runs = {
             "ddim": lambda n: ddim(denoiser, shape, steps=n, x_T=x_T, eta=0.0),
             "dps": lambda n: dps(denoiser, op, y, steps=n, x_T=x_T, eta=0.0),
-            "mpgd": lambda n: mpgd(denoiser, op, y, steps=n, x_T=x_T, eta=0.0, window=(0.0, 1.0)),
+            "mpgd": lambda n: mpgd(denoiser, op, y, steps=n, x_T=x_T, eta=0.0),
             "eager": lambda n: _eager_dps(denoiser, a_eager, y, x_T, n, 1.0),
         }
         for fn in runs.values():  # warm-up (mkldnn, operator caches) with 2 steps

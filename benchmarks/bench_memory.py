@@ -59,7 +59,7 @@ def run_one(method: str, batch: int, device: str) -> dict:
 
     from diffsolve.models import EpsDenoiser
     from diffsolve.operators import GaussianBlur, Inpainting, MotionBlur, SuperResolution
-    from diffsolve.solvers import cdps, ddim, dps, ge, mpgd, mpgd_ldm
+    from diffsolve.solvers import CG, Projection, cdps, ddim, dps, ge, mpgd, mpgd_ldm
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -87,12 +87,12 @@ def run_one(method: str, batch: int, device: str) -> dict:
         "ge": lambda: ge(den, shape, steps=3, generator=g, device=device),
         "dps": lambda: dps(den, op, y, steps=3, generator=g),
         "mpgd": lambda: mpgd(den, op, y, steps=3, generator=g),
-        "mpgd-ae": lambda: mpgd(den, op, y, steps=3, variant="ae", autoencoder=AE(), window=(0, 1), generator=g),
-        "mpgd-z": lambda: mpgd(den, op, y, steps=3, variant="z", autoencoder=AE(), window=(0, 1), generator=g),
+        "mpgd-ae": lambda: mpgd(den, op, y, steps=3, projection=Projection(AE(), "ae", (0, 1)), generator=g),
+        "mpgd-z": lambda: mpgd(den, op, y, steps=3, projection=Projection(AE(), "z", (0, 1)), generator=g),
         "mpgd_ldm": lambda: mpgd_ldm(den, AE(), op, y, steps=3, generator=g),
         "cdps-inpaint": lambda: cdps(den, op, y, steps=3, sigma=0.05, generator=g),
         "cdps-sr": lambda: cdps(den, op, y, steps=3, sigma=0.05, generator=g),
-        "cdps-cg": lambda: cdps(den, op, y, steps=3, sigma=0.05, cg_iters=3, generator=g),
+        "cdps-cg": lambda: cdps(den, op, y, steps=3, sigma=0.05, solver=CG(iters=3), generator=g),
         # what C-DPS's κ bound for CG costs on its own (once per image size, cached by the operator)
         "motion-gram-bound": lambda: torch.tensor([op.gram_norm_bound((SIZE, SIZE))]),
     }

@@ -133,6 +133,13 @@ class _AE:
         return torch.nn.functional.interpolate(z, scale_factor=2.0)
 
 
+class _Lazy:
+    """An argument built when the case runs (its constructor is what rejects the bad value)."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self.build = build
+
+
 def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
@@ -154,7 +161,7 @@ BAD_NUMBERS = [("nan", NAN), ("inf", INF), ("-inf", -INF), ("True", True), ("'1'
 
 def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
     from diffsolve.solve import solve  # the function (diffsolve.solve can be shadowed by the submodule)
-    from diffsolve.solvers import cdps, ddim, dps, ge, mpgd, mpgd_ldm
+    from diffsolve.solvers import CG, Projection, cdps, ddim, dps, ge, mpgd, mpgd_ldm
 
     y, op = ys["blur"], ops["blur"]
     shape = (2, 1, 8, 8)
@@ -165,9 +172,9 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
         "dps": lambda **k: dps(prior, k.pop("operator", op), k.pop("y", y), **{"steps": 2, **k}),
         "mpgd": lambda **k: mpgd(den, k.pop("operator", op), k.pop("y", y), **{"steps": 2, **k}),
         "mpgd-ae": lambda **k: mpgd(den, k.pop("operator", op), k.pop("y", y),
-                                    **{"steps": 2, "variant": "ae", "autoencoder": ae, "window": (0, 1), **k}),
+                                    **{"steps": 2, "projection": Projection(ae, "ae", (0, 1), k.pop("scale", None)), **k}),
         "mpgd-z": lambda **k: mpgd(den, k.pop("operator", op), k.pop("y", y),
-                                   **{"steps": 2, "variant": "z", "autoencoder": ae, "window": (0, 1), **k}),
+                                   **{"steps": 2, "projection": Projection(ae, "z", (0, 1)), **k}),
         "mpgd_ldm": lambda **k: mpgd_ldm(den, ae, k.pop("operator", op), k.pop("y", y), **{"steps": 2, **k}),
         "cdps": lambda **k: cdps(den, k.pop("operator", op), k.pop("y", y), **{"steps": 2, "sigma": 0.05, **k}),
     }
@@ -176,7 +183,8 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
 
     def add(entry, arg, value, expect, **kw):
         dtype = kw["y"].dtype if isinstance(kw.get("y"), torch.Tensor) and kw["y"].is_floating_point() else F64
-        cases.append(Case(entry, arg, value, lambda: runs[entry](**kw), expect, dtype))
+        cases.append(Case(entry, arg, value, lambda: runs[entry](**{k: v.build() if isinstance(v, _Lazy) else v
+                                                                    for k, v in kw.items()}), expect, dtype))
 
     for entry in runs:
         x_name = "x_T"  # latent methods take their starting latents as the shared x_T too
@@ -232,9 +240,9 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
         add("dps", "zeta", label, "reject", zeta=v)
         add("mpgd", "rho", label, "reject", rho=v)
         add("mpgd_ldm", "rho", label, "reject", rho=v)
-        add("mpgd-ae", "proj_scale", label, "reject", proj_scale=v)
+        add("mpgd-ae", "scale", label, "reject", scale=v)
         add("cdps", "sigma", label, "reject", sigma=v)
-        add("cdps", "cg_tol", label, "reject", cg_tol=v, operator=ops["motion"], y=ys["motion"])
+        add("cdps", "tol", label, "reject", solver=_Lazy(lambda v=v: CG(tol=v)), operator=ops["motion"], y=ys["motion"])
     add("cdps", "sigma", "0", "reject", sigma=0.0)
     for s in (1e-30, 1e-8, 1e-6):
         add("cdps", "sigma", f"{s:g} (motion, CG)", "either", sigma=s, operator=ops["motion"], y=ys["motion"])
@@ -245,17 +253,20 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
         add("cdps", "sigma", f"{s:g} (float32, inpaint)", "either", sigma=s, operator=ops["inpaint"],
             y=ys["inpaint"].float())
     for label, v in [("0", 0), ("-3", -3), ("2.5", 2.5), ("True", True)]:
-        add("cdps", "cg_iters", label, "reject", cg_iters=v, operator=ops["motion"], y=ys["motion"])
-    add("cdps", "cg_iters", "3 (stops early)", "report", cg_iters=3, operator=ops["motion"], y=ys["motion"])
+        add("cdps", "iters", label, "reject", solver=_Lazy(lambda v=v: CG(iters=v)), operator=ops["motion"],
+            y=ys["motion"])
+    add("cdps", "solver", "CG(iters=3) (stops early)", "report", solver=CG(iters=3), operator=ops["motion"],
+        y=ys["motion"])
     add("cdps", "chain", "'bogus'", "reject", chain="bogus")
     add("cdps", "solver", "'bogus'", "reject", solver="bogus")
     add("cdps", "solver", "'exact' on motion blur", "reject", solver="exact", operator=ops["motion"],
         y=ys["motion"])
     add("cdps", "eta", "0 (reverse coupling)", "reject", eta=0.0)
-    add("mpgd", "variant", "'bogus'", "reject", variant="bogus")
-    add("mpgd", "autoencoder", "None for variant='ae'", "reject", variant="ae")
-    add("mpgd", "window", "(0.6, 0.2)", "reject", window=(0.6, 0.2))
-    add("mpgd", "window", "(nan, 1)", "reject", window=(NAN, 1.0))
+    add("mpgd", "projection", "'ae'", "reject", projection="ae")
+    add("mpgd-ae", "space", "'bogus'", "reject", projection=_Lazy(lambda: Projection(ae, "bogus")))
+    add("mpgd-ae", "autoencoder", "None", "reject", projection=_Lazy(lambda: Projection(None, "ae")))
+    add("mpgd-ae", "window", "(0.6, 0.2)", "reject", projection=_Lazy(lambda: Projection(ae, "ae", (0.6, 0.2))))
+    add("mpgd-ae", "window", "(nan, 1)", "reject", projection=_Lazy(lambda: Projection(ae, "ae", (NAN, 1.0))))
     add("mpgd", "loss", "5", "reject", loss=5, operator=None, y=None, shape=shape)
     add("mpgd", "loss", "returns (B, 2)", "reject", loss=lambda v: v.flatten(1)[:, :2], operator=None, y=None,
         shape=shape, dtype=F64)

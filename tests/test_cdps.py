@@ -11,7 +11,7 @@ import torch
 from diffsolve.models import GaussianPrior, operator_matrix
 from diffsolve.kernels.cg import cg_iteration_bound
 from diffsolve.operators import GaussianBlur, GaussianNoise, Inpainting, LinearOperator, MotionBlur, SuperResolution
-from diffsolve.solvers import CGNotConvergedWarning, cdps
+from diffsolve.solvers import CG, CGNotConvergedWarning, cdps
 from diffsolve.solvers.cdps import KAPPA_MAX, MeasurementChain, _choose_method, cdps_step, gram_bound, precisions
 
 D = torch.float64
@@ -143,7 +143,7 @@ def test_exact_and_cg_paths_agree_to_cg_tolerance(coupling):
     y = op.A(torch.randn(2, 1, 6, 7, generator=gen(1), dtype=D))
     kw = dict(steps=6, sigma=0.05, coupling=coupling, generator=None)
     a, ia = cdps(prior, op, y, **{**kw, "generator": gen(3)}, solver="exact", return_info=True)
-    b, ib = cdps(prior, op, y, **{**kw, "generator": gen(3)}, solver="cg", cg_iters=100, cg_tol=1e-10,
+    b, ib = cdps(prior, op, y, **{**kw, "generator": gen(3)}, solver=CG(100, 1e-10),
                  return_info=True)
     assert ib["cg_converged"].all() and ib["cg_iterations"].shape == (6, 2) and "cg_iterations" not in ia
     scale = float(a.abs().max())
@@ -155,8 +155,8 @@ def test_cg_non_convergence_is_reported():
     prior = smooth_prior(*SHAPE)
     op = OPERATORS["dense-cg"][0]()
     y = measure(op, batch=2)
-    with pytest.warns(CGNotConvergedWarning, match="cg_iters=1"):
-        _, info = cdps(prior, op, y, steps=4, sigma=0.05, cg_iters=1, generator=gen(0), return_info=True)
+    with pytest.warns(CGNotConvergedWarning, match=r"iters=1\b"):
+        _, info = cdps(prior, op, y, steps=4, sigma=0.05, solver=CG(iters=1), generator=gen(0), return_info=True)
     assert not bool(info["cg_converged"].all()) and bool((info["cg_iterations"] <= 1).all())
     assert bool((info["cg_residual"] > 0).any())
 
@@ -193,8 +193,10 @@ def test_bad_inputs():
              solver="exact")
     with pytest.raises(ValueError, match="y of shape"):
         cdps(prior, op, torch.zeros(1, 1, 5, 5, dtype=D), steps=2, sigma=0.05)
-    with pytest.raises(ValueError, match="cg_iters"):
-        cdps(prior, op, y, steps=2, sigma=0.05, cg_iters=0)
+    with pytest.raises(ValueError, match="iters"):
+        cdps(prior, op, y, steps=2, sigma=0.05, solver=CG(iters=0))
+    with pytest.raises(ValueError, match="tol must be > 0"):
+        CG(tol=0.0)
     with pytest.raises(ValueError, match="last_step"):
         cdps(prior, op, y, steps=2, sigma=0.05, last_step="median")
     with pytest.raises(TypeError, match="sigma"):

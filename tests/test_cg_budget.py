@@ -14,7 +14,7 @@ from diffsolve.kernels import batched_cg
 from diffsolve.kernels.cg import cg_iteration_bound
 from diffsolve.models import GaussianPrior, operator_matrix
 from diffsolve.operators import GaussianBlur, LinearOperator, MotionBlur
-from diffsolve.solvers import CGNotConvergedWarning, cdps
+from diffsolve.solvers import CG, CGNotConvergedWarning, cdps
 from diffsolve.solvers._loop import select_schedule
 from diffsolve.solvers.cdps import CG_DEFAULT_ITERS, cdps_step, cg_budget, precisions, transition
 
@@ -121,8 +121,8 @@ def test_cdps_motion_blur_short_schedule_converges_float32():
     op, prior = MotionBlur(9, 0.5, seed=0), smooth_prior(16, 16)
     x = prior.mean.expand(2, 1, 16, 16) + 0.3 * torch.randn(2, 1, 16, 16, generator=gen(5), dtype=D)
     y = (op.A(x) + 0.05 * torch.randn(2, 1, 16, 16, generator=gen(6), dtype=D)).float()
-    with pytest.warns(CGNotConvergedWarning, match="cg_iters=100"):
-        cdps(prior, op, y, steps=2, sigma=0.05, cg_iters=100, generator=gen(0))
+    with pytest.warns(CGNotConvergedWarning, match="iters=100"):
+        cdps(prior, op, y, steps=2, sigma=0.05, solver=CG(iters=100), generator=gen(0))
     with warnings.catch_warnings():
         warnings.simplefilter("error", CGNotConvergedWarning)
         out, info = cdps(prior, op, y, steps=2, sigma=0.05, generator=gen(0), return_info=True)

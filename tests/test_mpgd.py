@@ -10,7 +10,7 @@ from _tiny_models import SCHEDULER, tiny_kl, tiny_unet, tiny_unet_cond, tiny_vq
 
 from diffsolve.models import Autoencoder, DiffusersDenoiser, GaussianPrior
 from diffsolve.operators import GaussianBlur, Inpainting, LinearOperator, SuperResolution
-from diffsolve.solvers import mpgd, mpgd_ldm
+from diffsolve.solvers import Projection, mpgd, mpgd_ldm
 from diffsolve.solvers._inverse import measurement_grad
 
 D = torch.float64
@@ -138,8 +138,8 @@ def test_projected_variants_reduce_to_plain_steps_for_an_invertible_ae(variant, 
     op = Inpainting.random((5, 6), 0.5, seed=3)
     y = problem(op, (3, 1, 5, 6))
     ae = ScaledAE()
-    got, info = mpgd(prior, op, y, steps=6, rho=0.4, variant=variant, autoencoder=ae, window=(0.0, 1.0),
-                     proj_scale=0.5, generator=gen(1), return_info=True)
+    got, info = mpgd(prior, op, y, steps=6, rho=0.4, projection=Projection(ae, variant, (0.0, 1.0), 0.5),
+                     generator=gen(1), return_info=True)
     ref = mpgd(prior, op, y, steps=6, rho=0.4 * 0.5 * factor, generator=gen(1))
     torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-12)
     assert bool(info["projected"].all()) and ae.decodes > 0 and info["residual"].shape == (6, 3)
@@ -149,7 +149,7 @@ def test_window_selects_projected_steps():
     prior = smooth_prior(1, 4, 4)
     op = Inpainting.random((4, 4), 0.5, seed=3)
     y = problem(op, (1, 1, 4, 4))
-    _, info = mpgd(prior, op, y, steps=10, variant="ae", autoencoder=ScaledAE(), return_info=True,
+    _, info = mpgd(prior, op, y, steps=10, projection=Projection(ScaledAE()), return_info=True,
                    generator=gen(0))
     frac = info["timesteps"].double() / 1000
     assert torch.equal(info["projected"], (frac > 0.3) & (frac < 0.5)) and int(info["projected"].sum()) == 2
@@ -176,7 +176,7 @@ def test_ae_and_z_with_tiny_diffusers_models_never_backprop_the_unet(kind, varia
     unet_calls, dec_calls = _count_backward(unet), _count_backward(vae.decoder)
     op = Inpainting.box(8, box=4, margin=1)
     y = op.A(torch.rand(2, 3, 8, 8, generator=gen(0)) * 2 - 1)
-    x, info = mpgd(denoiser, op, y, steps=3, variant=variant, autoencoder=ae, window=(0.0, 1.0),
+    x, info = mpgd(denoiser, op, y, steps=3, projection=Projection(ae, variant, (0.0, 1.0)),
                    generator=gen(1), return_info=True)
     assert x.shape == (2, 3, 8, 8) and bool(torch.isfinite(x).all())
     assert unet_calls[0] == 0 and all(p.grad is None for p in unet.parameters())
@@ -211,18 +211,20 @@ def test_bad_inputs():
     prior = smooth_prior(1, 4, 4)
     op = Inpainting.random((4, 4), 0.5, seed=0)
     y = problem(op, (1, 1, 4, 4))
-    with pytest.raises(ValueError, match="variant"):
-        mpgd(prior, op, y, steps=2, variant="latent")
-    with pytest.raises(ValueError, match="autoencoder"):
-        mpgd(prior, op, y, steps=2, variant="z")
+    with pytest.raises(ValueError, match="space"):
+        Projection(ScaledAE(), "latent")
+    with pytest.raises(TypeError, match="projection"):
+        mpgd(prior, op, y, steps=2, projection="z")
     with pytest.raises(TypeError, match="autoencoder"):
-        mpgd(prior, op, y, steps=2, variant="ae", autoencoder=object())
+        Projection(object(), "ae")
+    with pytest.raises(ValueError, match="scale"):
+        Projection(ScaledAE(), "ae", scale=-1.0)
     with pytest.raises(ValueError, match="y of shape"):
         mpgd(prior, op, torch.zeros(1, 1, 5, 4, dtype=D), steps=2)
     with pytest.raises(ValueError, match="rho"):
         mpgd(prior, op, y, steps=2, rho=-1.0)
     with pytest.raises(ValueError, match="window"):
-        mpgd(prior, op, y, steps=2, window=(0.6, 0.2))
+        Projection(ScaledAE(), window=(0.6, 0.2))
     with pytest.raises(ValueError, match="operator and y"):
         mpgd(prior, None, None, steps=2)
     with pytest.raises(ValueError, match=r"\(B,\)"):

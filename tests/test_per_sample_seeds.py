@@ -15,7 +15,7 @@ from _tiny_models import SCHEDULER, tiny_kl, tiny_unet
 from diffsolve.kernels import ddim_step, diagonal_posterior_step
 from diffsolve.models import Autoencoder, DiffusersDenoiser
 from diffsolve.operators import GaussianBlur, Inpainting, MotionBlur, SuperResolution
-from diffsolve.solvers import cdps, ddim, dps, ge, mpgd, mpgd_ldm
+from diffsolve.solvers import Projection, cdps, ddim, dps, ge, mpgd, mpgd_ldm
 
 D = torch.float64
 B, PICK = 4, 2
@@ -50,9 +50,9 @@ def _cases(den, latent, ae):
         "ge": lambda y, g, **k: ge(den, (y.shape[0], 3, 8, 8), steps=3, mu=0.3, gamma=1.5, dtype=D, generator=g, **k),
         "dps": lambda y, g, **k: dps(den, blur, y, steps=3, zeta=0.5, generator=g, **k),
         "mpgd-none": lambda y, g, **k: mpgd(den, blur, y, steps=3, generator=g, **k),
-        "mpgd-ae": lambda y, g, **k: mpgd(den, sr, y, steps=3, variant="ae", autoencoder=ae, window=(0, 1),
+        "mpgd-ae": lambda y, g, **k: mpgd(den, sr, y, steps=3, projection=Projection(ae, "ae", (0, 1)),
                                          generator=g, **k),
-        "mpgd-z": lambda y, g, **k: mpgd(den, sr, y, steps=3, variant="z", autoencoder=ae, window=(0, 1),
+        "mpgd-z": lambda y, g, **k: mpgd(den, sr, y, steps=3, projection=Projection(ae, "z", (0, 1)),
                                         generator=g, **k),
         "mpgd-loss": lambda y, g, **k: mpgd(den, None, None, shape=(y.shape[0], 3, 8, 8), dtype=D, steps=3,
                                            loss=lambda v: v.flatten(1).square().sum(1), generator=g, **k),

@@ -17,7 +17,7 @@ from _tiny_models import SCHEDULER, tiny_kl, tiny_unet
 from diffsolve.kernels import _dispatch
 from diffsolve.models import Autoencoder, DiffusersDenoiser
 from diffsolve.operators import GaussianBlur, Inpainting, SuperResolution
-from diffsolve.solvers import cdps, ddim, dps, ge, mpgd, mpgd_ldm
+from diffsolve.solvers import Projection, cdps, ddim, dps, ge, mpgd, mpgd_ldm
 
 SHAPE = (1, 3, 16, 16)
 STEPS = 3
@@ -64,9 +64,9 @@ def _run(method: str, backend: str, models) -> torch.Tensor:
         variant = method.split("-")[1]
         if variant == "loss":
             return mpgd(den, None, None, loss=lambda x: (y - sr.A(x)).flatten(1).norm(dim=1), shape=SHAPE,
-                        x_T=x_T, window=(0.0, 1.0), **common)
-        return mpgd(den, sr, y, variant=variant, autoencoder=None if variant == "none" else ae, x_T=x_T,
-                    window=(0.0, 1.0), **common)
+                        x_T=x_T, **common)
+        projection = None if variant == "none" else Projection(ae, variant, (0.0, 1.0))
+        return mpgd(den, sr, y, projection=projection, x_T=x_T, **common)
     if method == "mpgd_ldm":
         return mpgd_ldm(latent_den, ae, sr, y, **common)
     if method == "cdps":

@@ -6,11 +6,11 @@ from ._loop import SAMPLING_FIELDS, Sampling
 from .ddim import ddim
 from .ge import ge
 from .dps import dps
-from .mpgd import mpgd
+from .mpgd import Projection, mpgd
 from .mpgd_ldm import mpgd_ldm
-from .cdps import CGNotConvergedWarning, cdps
+from .cdps import CG, CGNotConvergedWarning, cdps
 
-__all__ = ["SAMPLING_FIELDS", "CGNotConvergedWarning", "Sampling", "GEScheduler", "cdps", "ddim", "dps", "ge", "mpgd", "mpgd_ldm"]
+__all__ = ["SAMPLING_FIELDS", "CG", "CGNotConvergedWarning", "Projection", "Sampling", "GEScheduler", "cdps", "ddim", "dps", "ge", "mpgd", "mpgd_ldm"]
 
 
 def __getattr__(name: str):

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
@@ -43,7 +44,7 @@ from ..operators.base import _default_tol
 from ._inverse import Diagnostics, check_problem, route
 from ._loop import Sampling, _draw, check_number, prepare, takes_sampling
 
-__all__ = ["CHAINS", "LAST_STEPS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_MAX_ITERS", "SOLVERS", "CGNotConvergedWarning",
+__all__ = ["CHAINS", "LAST_STEPS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_MAX_ITERS", "SOLVERS", "CG", "CGNotConvergedWarning",
            "KAPPA_MAX", "MeasurementChain", "StepPlan", "cdps", "cdps_step", "cg_budget", "coupling_variance",
            "gram_bound", "plan", "precisions", "transition"]
 
@@ -55,6 +56,24 @@ LAST_STEPS = ("mean", "sample")
 CG_DEFAULT_ITERS = 100
 #: Cap on the κ-sized CG budget of one step.
 CG_MAX_ITERS = 1000
+
+
+@dataclass(frozen=True)
+class CG:
+    """``solver=CG(iters, tol)``: batched CG with its budget, checked when built. ``iters``: iterations per
+    step (None: sized from κ per step, :func:`cg_budget`); ``tol``: relative residual (None: 1e-5 float32,
+    1e-10 float64). ``solver="cg"`` is ``CG()``."""
+
+    iters: int | None = None
+    tol: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.iters is not None and (isinstance(self.iters, bool) or not isinstance(self.iters, int)
+                                       or self.iters < 1):
+            raise ValueError(f"iters must be None (budget from κ) or a positive int, got {self.iters!r}")
+        if self.tol is not None and check_number("tol", self.tol, 0.0) == 0:
+            raise ValueError("tol must be > 0 (the relative residual CG stops at), got 0; leave it None for the "
+                             "dtype's default (1e-5 float32, 1e-10 float64)")
 
 
 class CGNotConvergedWarning(RuntimeWarning):
@@ -244,7 +263,9 @@ def _check_solvable(sigma: float, dtype: torch.dtype, method: str, gram: float |
                              "operator with an exact solve")
 
 
-def _choose_method(solver: str, operator: Any) -> str:
+def _choose_method(solver: str | CG, operator: Any) -> str:
+    if isinstance(solver, CG):
+        solver = "cg"
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     exact = bool(getattr(operator, "exact_solve", False))
@@ -262,8 +283,8 @@ def _choose_method(solver: str, operator: Any) -> str:
 
 @takes_sampling
 def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float,
-         coupling: str = "reverse", chain: str = "none", eta: float = 1.0, solver: str = "auto",
-         cg_iters: int | None = None, cg_tol: float | None = None, last_step: str = "mean") -> Any:
+         coupling: str = "reverse", chain: str = "none", eta: float = 1.0, solver: str | CG = "auto",
+         last_step: str = "mean") -> Any:
     """Sample p(x | y) for y = A x + n, n ~ N(0, σ² I) with N = ``sampling.steps`` C-DPS steps (module docstring).
 
     Args:
@@ -275,8 +296,7 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         sigma: σ > 0, the noise std in [-1, 1] units (or a ``GaussianNoise``).
         coupling: ``"reverse"`` | ``"forward"``; chain: ``"none"`` | ``"operator"`` | ``"markov"`` | ``"fresh"``.
         eta: η ∈ (0, 1] of the reverse kernel (ignored by the forward coupling).
-        solver: ``"auto"`` | ``"exact"`` | ``"cg"``; cg_iters, cg_tol: CG budget per step (None: sized from κ
-            per step, :func:`cg_budget`) and relative tolerance (default 1e-10 float64, 1e-5 float32).
+        solver: ``"auto"`` | ``"exact"`` | ``"cg"`` | :class:`CG` ``(iters, tol)`` (CG with its budget).
         last_step: ``"mean"`` (default) returns the last step's posterior mean; ``"sample"`` draws from it.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖A x_s − y‖, with CG
@@ -292,11 +312,7 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     eta = check_number("eta", eta, 0.0, 1.0)
     if coupling == "reverse" and eta == 0:
         raise ValueError("eta must be > 0 for coupling='reverse' (its prior precision is 1/σ_η²)")
-    if cg_iters is not None and (isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 1):
-        raise ValueError(f"cg_iters must be None (budget from κ) or a positive int, got {cg_iters!r}")
-    if cg_tol is not None and check_number("cg_tol", cg_tol, 0.0) == 0:
-        raise ValueError("cg_tol must be > 0 (a relative residual CG stops at), got 0; leave it None for the "
-                         "dtype's default (1e-5 float32, 1e-10 float64)")
+    cg_iters, cg_tol = (solver.iters, solver.tol) if isinstance(solver, CG) else (None, None)
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     shape = check_problem(operator, y, sampling.x_T)
     method = _choose_method(solver, operator)
@@ -354,9 +370,9 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         most = max(p.cg_iters or 0 for p in steps)
         warnings.warn(CGNotConvergedWarning(
             f"cdps: CG did not reach tol at some steps for {int((~converged).sum())} of {shape[0]} samples "
-            f"(worst relative residual {float(worst.max()):.2e} after cg_iters={most}"
-            f"{'' if cg_iters else ', the largest budget sized from κ'}); raise cg_iters or use an operator with an "
-            "exact solve"), stacklevel=3)
+            f"(worst relative residual {float(worst.max()):.2e} after iters={most}"
+            f"{'' if cg_iters else ', the largest budget sized from κ'}); raise the budget with solver=CG(iters=...) "
+            "or use an operator with an exact solve"), stacklevel=3)
     if sampling.return_info:
         return x, info.stacked(timesteps=loop.schedule.timesteps.clone())
     return x

@@ -8,14 +8,15 @@ Per step t → s, with ε̂ = ε_θ(x_t, t) (no UNet backward, ever) and x̂0 = 
 For linear A the gradient is analytic, Aᵀ(A x̂0 − y)/‖A x̂0 − y‖: no autograd at all. ``loss``
 replaces L by any differentiable ``loss(x0) -> (B,)`` (guidance by a black-box loss; autograd).
 
-On-manifold variants (paper §4.2, Algorithm 2/3), applied while ``window[0] < t/T < window[1]`` (the
-reference code's 0.3–0.5 of the trajectory), plain steps elsewhere:
+On-manifold variants (paper §4.2, Algorithm 2/3), ``projection=Projection(autoencoder, space, window,
+scale)``, applied while ``window[0] < t/T < window[1]`` (the reference code's 0.3–0.5 of the
+trajectory), plain steps elsewhere:
 
-- ``"ae"``: the gradient through the autoencoder, ∇_{x̂0} L(D(E(x̂0))), step ρ·``proj_scale``/√ᾱ_s;
-- ``"z"``: z = E(x̂0), z* = z − ρ·``proj_scale``/√ᾱ_s ∇_z L(D(z)), x̂0* = D(z*) + (x̂0 − D(z)) (the
+- ``space="ae"``: the gradient through the autoencoder, ∇_{x̂0} L(D(E(x̂0))), step ρ·scale/√ᾱ_s;
+- ``space="z"``: z = E(x̂0), z* = z − ρ·scale/√ᾱ_s ∇_z L(D(z)), x̂0* = D(z*) + (x̂0 − D(z)) (the
   autoencoder's residual kept, as the reference code does).
 
-``proj_scale`` defaults to the reference code's factors (0.0075 for AE, 0.01 for Z). Every norm and
+``scale`` defaults to the reference code's factors (0.0075 for AE, 0.01 for Z). Every norm and
 step is per sample. The update runs in the fused ``mpgd_step`` kernel.
 
 Default ρ: the reference code's settings for 3×256×256 images (17.5, 7.5, 4 at 20, 50, 100 steps,
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,10 +37,10 @@ from ..kernels import mpgd_step
 from ._inverse import Diagnostics, check_problem, measurement_grad, route
 from ._loop import Sampling, check_number, check_steps, prepare, takes_sampling
 
-__all__ = ["VARIANTS", "default_rho", "mpgd"]
+__all__ = ["SPACES", "Projection", "default_rho", "mpgd"]
 
-VARIANTS = ("none", "ae", "z")
-_PROJ_SCALE = {"none": 1.0, "ae": 0.0075, "z": 0.01}
+SPACES = ("ae", "z")
+_PROJ_SCALE = {"ae": 0.0075, "z": 0.01}
 Loss = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -73,15 +75,36 @@ def measurement_loss(operator: Any, y: torch.Tensor) -> Loss:
     return lambda x: (y - operator.A(x)).flatten(1).norm(dim=1)
 
 
-def _validate(variant: str, autoencoder: Any, loss: Any, operator: Any, y: Any) -> None:
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    if variant != "none" and autoencoder is None:
-        raise ValueError(f"variant={variant!r} needs autoencoder= (a diffsolve.models.Autoencoder with "
-                         "encode/decode); use variant='none' without one")
-    if autoencoder is not None and not (callable(getattr(autoencoder, "encode", None))
-                                        and callable(getattr(autoencoder, "decode", None))):
-        raise TypeError(f"autoencoder must have encode(x) and decode(z), got {type(autoencoder).__name__}")
+@dataclass(frozen=True)
+class Projection:
+    """MPGD's on-manifold step (module docstring), checked when built.
+
+    autoencoder: ``encode(x) -> z`` / ``decode(z) -> x`` (``diffsolve.models.Autoencoder``);
+    space: ``"ae"`` | ``"z"``; window: (low, high) fractions of T where it applies;
+    scale: the projected step's factor on ρ (None: 0.0075 AE, 0.01 Z).
+    """
+
+    autoencoder: Any
+    space: str = "ae"
+    window: tuple[float, float] = (0.3, 0.5)
+    scale: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.space not in SPACES:
+            raise ValueError(f"space must be one of {SPACES}, got {self.space!r}")
+        ae = self.autoencoder
+        if not (callable(getattr(ae, "encode", None)) and callable(getattr(ae, "decode", None))):
+            raise TypeError(f"autoencoder must have encode(x) and decode(z) (a diffsolve.models.Autoencoder), "
+                            f"got {type(ae).__name__}")
+        object.__setattr__(self, "window", check_window(self.window))
+        scale = _PROJ_SCALE[self.space] if self.scale is None else check_number("scale", self.scale, 0.0)
+        object.__setattr__(self, "scale", scale)
+
+
+def _validate(projection: Any, loss: Any, operator: Any, y: Any) -> None:
+    if projection is not None and not isinstance(projection, Projection):
+        raise TypeError(f"projection must be None or a diffsolve.solvers.mpgd.Projection(autoencoder, space, window, "
+                        f"scale), got {type(projection).__name__}")
     if loss is not None and not callable(loss):
         raise TypeError(f"loss must be callable as loss(x0) -> (B,), got {type(loss).__name__}")
     if loss is None and (operator is None or y is None):
@@ -90,8 +113,7 @@ def _validate(variant: str, autoencoder: Any, loss: Any, operator: Any, y: Any) 
 
 @takes_sampling
 def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Sampling, *, rho: float | None = None,
-         eta: float = 0.5, variant: str = "none", autoencoder: Any = None,
-         window: tuple[float, float] = (0.3, 0.5), proj_scale: float | None = None, loss: Loss | None = None,
+         eta: float = 0.5, projection: Projection | None = None, loss: Loss | None = None,
          shape: Sequence[int] | None = None) -> Any:
     """Reconstruct x from y = A x + n (or guide by ``loss``) with N = ``sampling.steps`` MPGD steps.
 
@@ -102,18 +124,15 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
             ``sampling.dtype``/``device`` set the samples').
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords).
         rho: ρ > 0 (default :func:`default_rho`); eta: DDIM η ∈ [0, 1].
-        variant: ``"none"`` | ``"ae"`` | ``"z"``; autoencoder: ``diffsolve.models.Autoencoder``
-            (needed for AE/Z); window: (low, high) fractions of T where AE/Z project;
-            proj_scale: the projected step's factor on ρ (default 0.0075 AE, 0.01 Z).
+        projection: None (MPGD without projection) or :class:`Projection` (MPGD-AE / MPGD-Z).
         loss: ``loss(x0) -> (B,)`` replacing ‖y − A x0‖ (autograd on x0 only).
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) the loss at x̂0 of each step
         (‖y − A x̂0‖), "projected": (N,) bool, "timesteps": (N,)}.
     """
     check_steps(sampling.steps)  # before any step size is derived from it
-    _validate(variant, autoencoder, loss, operator, y)
+    _validate(projection, loss, operator, y)
     eta = check_number("eta", eta, 0.0, 1.0)
-    lo, hi = check_window(window)
     x_T = sampling.x_T
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     if y is not None:
@@ -128,10 +147,12 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
         shape = tuple(x_T.shape)
     numel = math.prod(shape[1:])
     rho = default_rho(sampling.steps, numel) if rho is None else check_number("rho", rho, 0.0)
-    scale = _PROJ_SCALE[variant] if proj_scale is None else check_number("proj_scale", proj_scale, 0.0)
-    loop = prepare(denoiser, shape, sampling, like=y, name=f"mpgd-{variant}")
+    space = "none" if projection is None else projection.space
+    loop = prepare(denoiser, shape, sampling, like=y, name=f"mpgd-{space}")
     total = loop.denoiser.alphas_cumprod.numel()
-    projected = [variant != "none" and lo < t / total < hi for t in loop.schedule.timesteps.tolist()]
+    lo, hi = (0.0, 0.0) if projection is None else projection.window
+    projected = [projection is not None and lo < t / total < hi for t in loop.schedule.timesteps.tolist()]
+    autoencoder = None if projection is None else projection.autoencoder
     target = loss if loss is not None else measurement_loss(operator, y)
     info = Diagnostics(sampling.return_info)
     x = loop.x
@@ -142,16 +163,16 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
             x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t**0.5
         step = rho / a_s**0.5
         # 2. the gradient of the loss at x̂0 (through the autoencoder inside the AE/Z window)
-        if projected[i] and variant == "ae":
+        if projected[i] and space == "ae":
             grad, value = loss_grad(lambda v: target(autoencoder.decode(autoencoder.encode(v))), x0)
-            step = step * scale
+            step = step * projection.scale
         elif projected[i]:  # "z": step on the latent, decode, keep the autoencoder's residual
             with torch.no_grad():
                 z = autoencoder.encode(x0)
                 recon = autoencoder.decode(z)
             gz, value = loss_grad(lambda v: target(autoencoder.decode(v)), z)
             with torch.no_grad():
-                z_new = z - (step * scale) * gz
+                z_new = z - (step * projection.scale) * gz
                 x0_new = autoencoder.decode(z_new) + (x0 - recon)
             grad, step = x0 - x0_new, 1.0  # x̂0* = x̂0 − 1·(x̂0 − x̂0*)
         elif loss is None:

@@ -72,11 +72,11 @@ def mpgd_ldm(latent_denoiser: Any, autoencoder: Any, operator: Any, y: torch.Ten
         shape = check_problem(operator, y)
         dtype, device = y.dtype, y.device
     if z_T is not None and not isinstance(z_T, torch.Tensor):
-        raise TypeError(f"z_T must be a floating tensor (B, c, h, w) of latents, got {type(z_T).__name__}")
+        raise TypeError(f"x_T (the starting latents) must be a floating tensor (B, c, h, w), got {type(z_T).__name__}")
     if latent_shape is None and shape is not None:
         latent_shape = _latent_shape(autoencoder, shape, dtype or torch.float32, device or torch.device("cpu"))
     if z_T is not None and latent_shape is not None and tuple(z_T.shape) != tuple(latent_shape):
-        raise ValueError(f"z_T has shape {tuple(z_T.shape)} but the images {tuple(shape or ())} (of y, through Aᵀy, or "
+        raise ValueError(f"x_T (the starting latents) has shape {tuple(z_T.shape)} but the images {tuple(shape or ())} (of y, through Aᵀy, or "
                          f"shape=) have latents of shape {tuple(latent_shape)}")
     if z_T is not None:
         latent_shape = tuple(z_T.shape)
@@ -84,7 +84,7 @@ def mpgd_ldm(latent_denoiser: Any, autoencoder: Any, operator: Any, y: torch.Ten
         raise ValueError("without y, give shape=(B, C, H, W) of the images or latent_shape=(B, c, h, w)")
     numel = math.prod(latent_shape[1:])
     rho = default_rho(sampling.steps, numel) if rho is None else check_number("rho", rho, 0.0)
-    loop = prepare(latent_denoiser, latent_shape, sampling, like=y, name="mpgd-ldm", x_name="z_T")
+    loop = prepare(latent_denoiser, latent_shape, sampling, like=y, name="mpgd-ldm", x_name="x_T")
     target = loss if loss is not None else measurement_loss(operator, y)
     info = Diagnostics(sampling.return_info)
     z = loop.x

@@ -1,0 +1,149 @@
+"""DDNM and DDNM+: zero-shot image restoration with the denoising diffusion null-space model (Wang, Yu &
+Zhang 2023, ICLR, "Zero-shot image restoration using denoising diffusion null-space model", Algorithms 1-2,
+eqs. 13-19), on the shared schedule.
+
+Per step t → s, with x_t (B, C, H, W), y (B, ...), ε̂ = ε_θ(x_t, t), x̂0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t. The
+reverse step is the DDPM posterior p(x_s | x_t, x̂0') (the paper's; for skipped steps DDIM with η = 1, the
+option ``eta`` generalises it): σ_t² = η² (1−ᾱ_s)/(1−ᾱ_t) (1 − ᾱ_t/ᾱ_s) its variance and
+a_t = √ᾱ_s − √(1−ᾱ_s−σ_t²) √(ᾱ_t/(1−ᾱ_t)) the weight of x̂0' in its mean (with x_t held fixed):
+
+    1. x̂0' = x̂0 − λ_t A⁺(A x̂0 − y)                       (range-null-space decomposition, eq. 13 / 17)
+       DDNM (σ = 0 or None): λ_t = 1, so A x̂0' = y exactly (A A⁺ A = A).
+       DDNM+ (σ > 0, eq. 19): λ_t = 1 if σ_t ≥ a_t σ, else σ_t/(a_t σ)  (the noise A⁺n carries into x_s must
+       fit the step's noise budget); γ_t = σ_t² − (a_t λ_t σ)²  the fresh noise variance left.
+    2. ε̂' = (x_t − √ᾱ_t x̂0')/√(1−ᾱ_t)
+    3. x_s = √ᾱ_s x̂0' + √(1−ᾱ_s−σ_t²) ε̂' + √γ_t z       (DDNM: γ_t = σ_t²), one fused kernel
+       (``diffpir.reproject_step``).
+
+A⁺ runs through the operator's own pseudo-inverse (exact where the structure allows, CG otherwise) without
+the finiteness check of ``pseudo_inverse`` (no host sync in the loop). As in the paper's simplified DDNM+,
+λ_t is one scalar per step (exact where A⁺ carries the noise unamplified, as for masks and average pooling:
+A⁺n has std σ per pixel; a blur's A⁺ amplifies it, the paper's SVD variant would scale per singular value).
+
+**Time-travel** (§3.3, off by default): with ``travel_length`` = l > 0, after every l-th step the sample is
+sent back l steps by the forward process, x_hi = √(ᾱ_hi/ᾱ_lo) x_lo + √(1−ᾱ_hi/ᾱ_lo) z, and those l steps are
+redone, ``travel_repeat`` − 1 extra times (the reference code's default l = 1, r = 1 means off).
+
+Defaults: η = 1 (the paper's DDPM posterior; the reference code's "simplified" sampler mixes noise with a
+different η convention). Everything is scale-free: A → kA, y → ky, σ → kσ gives the same samples.
+Results: benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ._inverse import Diagnostics, check_problem, route
+from ._loop import Sampling, _draw, check_number, prepare, takes_sampling
+from .diffpir import check_operator_solves, pinv_unchecked, reproject_step
+
+__all__ = ["ddnm", "ddnm_coefficients", "travel_plan"]
+
+
+def ddnm_coefficients(alpha_bar_t: float, alpha_bar_s: float, eta: float, sigma: float) -> tuple[float, float, float]:
+    """(λ_t, k_ε, k_z) of step t → s (host floats, module docstring): x̂0' = x̂0 − λ_t A⁺(A x̂0 − y),
+    x_s = √ᾱ_s x̂0' + k_ε ε̂' + k_z z."""
+    a_t, a_s = alpha_bar_t, alpha_bar_s
+    var = eta**2 * (1 - a_s) / (1 - a_t) * max(1 - a_t / a_s, 0.0)
+    k_eps = math.sqrt(max(1 - a_s - var, 0.0))
+    if sigma == 0:
+        return 1.0, k_eps, math.sqrt(var)
+    weight = math.sqrt(a_s) - k_eps * math.sqrt(a_t / (1 - a_t))  # a_t > 0 for ᾱ_s > ᾱ_t
+    std = math.sqrt(var)
+    lam = 1.0 if std >= weight * sigma else std / (weight * sigma)
+    return lam, k_eps, math.sqrt(max(var - (weight * lam * sigma) ** 2, 0.0))
+
+
+def travel_plan(steps: int, length: int, repeat: int) -> list[tuple[str, int]]:
+    """The order of work: ("step", i) runs step i; ("back", i) re-noises from after step i to before step
+    i − length + 1 (time-travel, module docstring). length 0 or repeat 1: the plain 0..N−1."""
+    plan: list[tuple[str, int]] = []
+    for i in range(steps):
+        plan.append(("step", i))
+        if length > 0 and (i + 1) % length == 0 and i + 1 < steps:
+            for _ in range(repeat - 1):
+                plan.append(("back", i))
+                plan.extend(("step", j) for j in range(i - length + 1, i + 1))
+    return plan
+
+
+def _check_int(name: str, value: object, low: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return value
+
+
+@takes_sampling
+def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float | None = None,
+         eta: float = 1.0, travel_length: int = 0, travel_repeat: int = 1) -> Any:
+    """Reconstruct x from y = A x (DDNM) or y = A x + n, n ~ N(0, σ² I) (DDNM+) with N = ``sampling.steps``
+    steps (module docstring).
+
+    Args:
+        denoiser: ``denoiser(x, t) -> eps`` with ``alphas_cumprod`` (called under no_grad: no UNet backward).
+        operator: a ``diffsolve.operators`` linear operator (needs ``pseudo_inverse``).
+        y: measurement (B, ...) float32/float64; one sample per measurement.
+        sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords).
+        sigma: measurement noise std σ ≥ 0; None or 0: DDNM (A x̂0' = y exactly), > 0: DDNM+.
+        eta: η ∈ [0, 1] of the reverse step (1: the paper's DDPM posterior).
+        travel_length: time-travel length l ≥ 0 (0: off, the default); travel_repeat: r ≥ 1 passes.
+    Returns:
+        x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N', B) ‖y − A x̂0‖ of the denoiser's
+        x̂0 at each step run (N' = N without time-travel), "lambda": (N',) λ_t, "timesteps": (N',)}.
+    """
+    sigma = 0.0 if sigma is None else check_number("sigma", sigma, 0.0)
+    eta = check_number("eta", eta, 0.0, 1.0)
+    travel_length = _check_int("travel_length", travel_length, 0)
+    travel_repeat = _check_int("travel_repeat", travel_repeat, 1)
+    shape = check_problem(operator, y, sampling.x_T)
+    check_operator_solves(operator, 0.0, "ddnm")
+    operator = route(operator, sampling.backend)
+    loop = prepare(denoiser, shape, sampling, like=y, name="ddnm" if sigma == 0 else "ddnm+")
+    n = len(loop.schedule)
+    if travel_length > n:
+        raise ValueError(f"travel_length={travel_length} exceeds steps={n}; use 0 (off) or at most {n}")
+    coefs = [ddnm_coefficients(loop.alpha_t[i], loop.alpha_s[i], eta, sigma) for i in range(n)]
+    per = loop.x.numel() if not isinstance(loop.seed, list) else loop.x[0].numel()
+    all_timesteps = loop.schedule.timesteps.tolist()  # host ints, read once before the loop
+    passes = [0] * n
+    info = Diagnostics(sampling.return_info)
+    lambdas, timesteps = [], []
+    x = loop.x
+    for kind, i in travel_plan(n, travel_length, travel_repeat):
+        if kind == "back":  # time-travel: x_hi = √(ᾱ_hi/ᾱ_lo) x_lo + √(1 − ᾱ_hi/ᾱ_lo) z
+            ratio = loop.alpha_t[i - travel_length + 1] / loop.alpha_s[i]
+            z = _draw(tuple(x.shape), loop.generator, x.dtype, x.device)
+            x = math.sqrt(ratio) * x + math.sqrt(max(1 - ratio, 0.0)) * z
+            continue
+        a_t, a_s = loop.alpha_t[i], loop.alpha_s[i]
+        lam, k_eps, k_z = coefs[i]
+        with torch.no_grad():
+            eps = loop.eps(x, i)  # ε̂ and x̂0, no UNet backward
+            x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+            resid = operator.A(x0) - y
+            correction = pinv_unchecked(operator, resid)  # 1. A⁺(A x̂0 − y); x̂0' = x̂0 − λ_t·this
+            if lam != 1.0:
+                correction = lam * correction
+            noise = loop.step_noise(i, k_z > 0)
+            if "offset" in noise:  # a re-run step draws past every first-pass offset
+                noise["offset"] += passes[i] * (n + 1) * per
+            # 2.-3. x_s = √ᾱ_s x̂0' + k_ε ε̂' + k_z z, one fused kernel
+            out = reproject_step(x, eps, correction, a_t, a_s, k_eps, k_z, backend=sampling.backend,
+                                 return_x0=loop.callback is not None, **noise)
+        passes[i] += 1
+        info.add("residual", resid.flatten(1).norm(dim=1))
+        lambdas.append(lam)
+        timesteps.append(all_timesteps[i])
+        x, x0p = out if loop.callback is not None else (out, None)
+        if loop.callback is not None:
+            loop.record(i, x, x0p)
+    x = loop.finish(x)
+    if sampling.return_info:
+        return x, info.stacked(**{"lambda": torch.tensor(lambdas, dtype=torch.float64),
+                                  "timesteps": torch.tensor(timesteps, dtype=loop.schedule.timesteps.dtype)})
+    return x

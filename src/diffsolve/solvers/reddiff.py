@@ -1,0 +1,120 @@
+"""RED-diff: regularisation by denoising diffusion (Mardani, Song, Kautz & Vahdat 2024, "A variational
+perspective on solving inverse problems with diffusion models", ICLR, Algorithm 1).
+
+RED-diff fits the mean μ (B, C, H, W) of a variational distribution q(x0 | y) = N(μ, σ_q² I) with σ_q → 0 by
+stochastic optimisation of a data term plus a score-matching regulariser, visiting the diffusion timesteps
+from T down (the paper's descending schedule). Per step i, at level ᾱ_t, with ε ~ N(0, I) (B, C, H, W):
+
+    x_t = √ᾱ_t μ + √(1−ᾱ_t) ε,   ε̂ = ε_θ(x_t, t)                                       (no graph)
+    ℓ(μ) = ‖y − A μ‖² / (2m) + λ_t ⟨sg(ε̂ − ε), μ⟩ / n,   λ_t = λ √(1−ᾱ_t)/√ᾱ_t         (per sample)
+    ∇_μ ℓ = −Aᵀ(y − A μ)/m + λ_t (ε̂ − ε)/n                                              (:func:`gradient`)
+    μ ← Adam(μ, ∇_μ ℓ),  lr, β = (0.9, 0.99), ε_Adam = 1e-8
+
+m = numel(y_b), n = numel(μ_b) (the reference code's ``mean()`` normalisation, taken per sample); sg is the
+stop-gradient: the denoiser is never differentiated. λ_t = λ/SNR_t^{1/2} is the paper's "inverse SNR"
+weighting (σ_t/α_t in its notation, α_t = √ᾱ_t, σ_t = √(1−ᾱ_t)). The data term carries no 1/σ²: the paper's
+‖y − f(μ)‖²/(2σ_v²) is folded into λ (observation weight 1 in the reference code), so ``sigma`` is not an
+option. Defaults from the paper and its reference code: λ = 0.25, lr = 0.1, Adam betas (0.9, 0.99), μ
+initialised at A⁺y (``operator.pseudo_inverse``; Aᵀy for operators without one), 1000 steps in the paper.
+
+Numbered steps of the loop:
+
+1. ε ~ N(0, I) from the generator (``_loop.draw``: a list of generators keeps samples independent);
+2. x_t = √ᾱ_t μ + √(1−ᾱ_t) ε and ε̂ = ε_θ(x_t, t) under no_grad;
+3. the gradient of ℓ per sample (A linear: analytic, one A and one Aᵀ);
+4. one Adam step on μ, elementwise (per-sample independent), bias corrections as host floats.
+
+Scale rule: ℓ's two terms are means over the sample's entries, so the default λ does not depend on the image
+or measurement size; Adam's step is invariant to a common rescaling of both terms. The result is μ.
+``sampling.x_T``, if given, replaces A⁺y as the initial μ. ``noise_source="kernel"`` is rejected: ε enters
+the loss, so it must be a tensor. Measurements: benchmarks/results/ (bench_methods.py).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ._inverse import Diagnostics, check_problem, route
+from ._loop import Sampling, check_number, draw, prepare, takes_sampling
+
+__all__ = ["ADAM_BETAS", "ADAM_EPS", "gradient", "reddiff", "weights"]
+
+#: Adam's (β₁, β₂) of the reference code.
+ADAM_BETAS = (0.9, 0.99)
+#: Adam's ε (torch.optim.Adam's default).
+ADAM_EPS = 1e-8
+
+
+def weights(alphas: list[float], lam: float) -> list[float]:
+    """λ_t = λ √(1−ᾱ_t)/√ᾱ_t per step (host floats)."""
+    return [lam * math.sqrt(1 - a) / math.sqrt(a) for a in alphas]
+
+
+def gradient(operator: Any, mu: torch.Tensor, y: torch.Tensor, eps_hat: torch.Tensor, eps: torch.Tensor,
+             lam_t: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∇_μ ℓ, r) with ℓ = ‖y − A μ‖²/(2m) + λ_t ⟨ε̂ − ε, μ⟩/n per sample and r = y − A μ (module docstring)."""
+    r = y - operator.A(mu)
+    m, n = y[0].numel(), mu[0].numel()
+    return operator.A_adjoint(r) * (-1.0 / m) + (eps_hat - eps) * (lam_t / n), r
+
+
+@takes_sampling
+def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, lam: float = 0.25,
+            lr: float = 0.1) -> Any:
+    """Reconstruct x from y = A x + n with N = ``sampling.steps`` RED-diff steps (module docstring).
+
+    Args:
+        denoiser: ``denoiser(x, t) -> eps`` with ``alphas_cumprod`` (no backward pass is taken).
+        operator: linear operator with ``A``/``A_adjoint`` (``pseudo_inverse`` for the start, else Aᵀy).
+        y: measurement (B, ...) float32/float64; one reconstruction per measurement.
+        sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords);
+            x_T, if given, is the initial μ.
+        lam: λ ≥ 0, the regulariser weight (λ_t = λ √(1−ᾱ_t)/√ᾱ_t; default 0.25).
+        lr: Adam learning rate > 0 (default 0.1, in [-1, 1] image units).
+    Returns:
+        μ (B, C, H, W), or (μ, info) with ``return_info``: {"residual": (N, B) ‖y − A μ‖ before each step's
+        update, "timesteps": (N,)}.
+    """
+    lam = check_number("lam", lam, 0.0)
+    lr = check_number("lr", lr, 0.0)
+    if lr == 0:
+        raise ValueError("lr must be > 0 (Adam's learning rate; the paper's default is 0.1), got 0")
+    if sampling.noise_source != "generator":
+        raise ValueError(f"noise_source={sampling.noise_source!r}: RED-diff's ε enters its loss, so it is drawn as "
+                         "a tensor; use noise_source='generator'")
+    shape = check_problem(operator, y, sampling.x_T)
+    operator = route(operator, sampling.backend)
+    loop = prepare(denoiser, shape, sampling, like=y, name="reddiff")
+    if sampling.x_T is not None:
+        mu = loop.x
+    else:
+        with torch.no_grad():
+            pinv = getattr(operator, "pseudo_inverse", None)
+            mu = (pinv(y) if callable(pinv) else operator.A_adjoint(y)).detach().to(y.dtype).clone()
+    lams = weights(loop.alpha_t, lam)
+    b1, b2 = ADAM_BETAS
+    m1 = torch.zeros_like(mu)
+    m2 = torch.zeros_like(mu)
+    info = Diagnostics(sampling.return_info)
+    with torch.no_grad():
+        for i in loop.steps():
+            a_t = loop.alpha_t[i]
+            eps = draw(shape, loop.generator, mu.dtype, mu.device)  # 1. ε ~ N(0, I)
+            x_t = a_t**0.5 * mu + (1 - a_t) ** 0.5 * eps  # 2. x_t and ε̂ (stop-gradient)
+            eps_hat = loop.eps(x_t, i)
+            grad, r = gradient(operator, mu, y, eps_hat, eps, lams[i])  # 3. ∇_μ ℓ per sample
+            info.add("residual", r.flatten(1).norm(dim=1))
+            k = i + 1  # 4. Adam, elementwise, bias corrections on the host
+            m1.mul_(b1).add_(grad, alpha=1 - b1)
+            m2.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            denom = (m2 / (1 - b2**k)).sqrt_().add_(ADAM_EPS)
+            mu = mu - (lr / (1 - b1**k)) * m1 / denom
+            if loop.callback is not None:
+                loop.record(i, mu, mu)
+    mu = loop.finish(mu)
+    if sampling.return_info:
+        return mu, info.stacked(timesteps=loop.schedule.timesteps.clone())
+    return mu
