@@ -108,3 +108,15 @@ class Diagnostics:
         out = {name: torch.stack(values) for name, values in self._data.items()}
         out.update(extra)
         return out
+
+    def finish(self, operator: object, x: torch.Tensor, y: torch.Tensor, timesteps: torch.Tensor,
+               sigma: float | None = None, **extra: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`stacked` plus the result's data consistency: "final_residual" (B,) ‖A x̂ − y‖/√m (m the
+        measurement entries per sample) and, where the method knows σ, "data_consistency" (B,) that over σ
+        (1: the residual matches the noise level)."""
+        with torch.no_grad():
+            final = residual_norm(operator, x, y) / y[0].numel() ** 0.5
+        out = self.stacked(timesteps=timesteps.clone(), final_residual=final, **extra)
+        if sigma is not None:
+            out["data_consistency"] = final / sigma
+        return out

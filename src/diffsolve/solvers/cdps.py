@@ -300,7 +300,8 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         last_step: ``"mean"`` (default) returns the last step's posterior mean; ``"sample"`` draws from it.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖A x_s − y‖, with CG
-        "cg_iterations", "cg_residual", "cg_converged" (N, B), "timesteps": (N,)}.
+        "cg_iterations", "cg_residual", "cg_converged" (N, B), "timesteps": (N,), "final_residual" (B,)
+        ‖A x − y‖/√m and "data_consistency" (B,) that over σ}.
     """
     sigma = _check_sigma(sigma)
     if coupling not in COUPLINGS:
@@ -374,5 +375,5 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             f"{'' if cg_iters else ', the largest budget sized from κ'}); raise the budget with solver=CG(iters=...) "
             "or use an operator with an exact solve"), stacklevel=3)
     if sampling.return_info:
-        return x, info.stacked(timesteps=loop.schedule.timesteps.clone())
+        return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma)
     return x

@@ -67,7 +67,7 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
         normalize: ``"adjoint"`` | ``"residual"``; eta: DDIM η ∈ [0, 1] (1: the paper).
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ at each step,
-        "timesteps": (N,)}.
+        "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m}.
     """
     zeta = check_number("zeta", zeta, 0.0)
     if normalize not in NORMALIZATIONS:
@@ -110,5 +110,5 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
             loop.record(i, x, x0.detach())
     x = loop.finish(x)
     if sampling.return_info:
-        return x, info.stacked(timesteps=loop.schedule.timesteps.clone())
+        return x, info.finish(operator, x, y, loop.schedule.timesteps)
     return x

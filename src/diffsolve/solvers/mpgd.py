@@ -128,7 +128,7 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
         loss: ``loss(x0) -> (B,)`` replacing ‖y − A x0‖ (autograd on x0 only).
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) the loss at x̂0 of each step
-        (‖y − A x̂0‖), "projected": (N,) bool, "timesteps": (N,)}.
+        (‖y − A x̂0‖), "projected": (N,) bool, "timesteps": (N,), and given y "final_residual" (B,) ‖A x − y‖/√m}.
     """
     check_steps(sampling.steps)  # before any step size is derived from it
     _validate(projection, loss, operator, y)
@@ -189,5 +189,7 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
             loop.record(i, x, x0_star)
     x = loop.finish(x)
     if sampling.return_info:
-        return x, info.stacked(projected=torch.tensor(projected), timesteps=loop.schedule.timesteps.clone())
+        if y is None:  # guidance by a loss: no measurement to be consistent with
+            return x, info.stacked(projected=torch.tensor(projected), timesteps=loop.schedule.timesteps.clone())
+        return x, info.finish(operator, x, y, loop.schedule.timesteps, projected=torch.tensor(projected))
     return x

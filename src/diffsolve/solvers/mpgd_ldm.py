@@ -106,5 +106,7 @@ def mpgd_ldm(latent_denoiser: Any, autoencoder: Any, operator: Any, y: torch.Ten
     with torch.no_grad():
         x = autoencoder.decode(z)
     if sampling.return_info:
-        return x, info.stacked(timesteps=loop.schedule.timesteps.clone())
+        if y is None:  # guidance by a loss: no measurement to be consistent with
+            return x, info.stacked(timesteps=loop.schedule.timesteps.clone())
+        return x, info.finish(operator, x, y, loop.schedule.timesteps)
     return x

@@ -1,0 +1,172 @@
+"""DAPS: decoupled annealing posterior sampling (Zhang, Chu, Berner, Meng, Anandkumar & Song, CVPR 2025,
+"Improving diffusion inverse problem solving with decoupled noise annealing").
+
+x (B, C, H, W), y (B, ...) = A x + n, n ~ N(0, σ² I). DAPS anneals over N noise levels σ_0 > … > σ_{N−1}
+(EDM's ρ = 7 spacing between σ_max = 100 and σ_min = 0.1, the paper's, each mapped to the nearest timestep of
+the model's table, σ(t) = √((1−ᾱ_t)/ᾱ_t); ``sampling.sigma_max``/``sigma_min`` move the ends, an explicit
+``sampling.spacing``/``timesteps`` replaces the levels). With VP states x_i = √ᾱ_i (x0 + σ_i z):
+
+1. x̂0 = x̂0(x_i): the probability-flow ODE from σ_i to 0 in ``ode_steps`` Euler steps over EDM ρ = 7 levels
+   σ_i = τ_0 > … > τ_{K−1} ≥ 0.01, then 0 (nearest timesteps). An Euler step of dx^VE/dτ = ε̂ is exactly
+   DDIM(η = 0) in VP variables, run by the fused ``ddim_step`` kernel; the last one (to ᾱ = 1) returns x̂0.
+   NFE per level = ``ode_steps``.
+2. Langevin on x0 for ``langevin_steps`` steps, target ∝ exp(−‖x0 − x̂0‖²/(2 r_i²) − ‖y − A x0‖²/(2σ²)), r_i = σ_i:
+
+       x0 ← x0 − η_i [(x0 − x̂0)/r_i² + Aᵀ(A x0 − y)/σ²] + √(2η_i) z,   z ~ N(0, I),   x0 starts at x̂0,
+
+   η_i = lr·(1 + (i/N)(lr_min_ratio − 1)) (linear decay to lr·lr_min_ratio, the reference code's).
+   Plain torch ops: no fused kernel has this form (``mpgd_step``/``ddim_step`` start from x̂0 of a noisy
+   x_t, ᾱ_t < 1).
+3. x_{i+1} = √ᾱ_{i+1} x0 + √(1−ᾱ_{i+1}) z (plain torch ops); after the last level the result is x0.
+
+Defaults (the paper's pixel-space DAPS-1K: 200 annealing levels, 5 ODE steps, 100 Langevin steps, lr 1e-4,
+lr_min_ratio 0.01). Scale-free: the Langevin gradient is per pixel, so η has the same meaning at every image
+size; its stability, η_0 (1/σ_{N−1}² + ‖AᵀA‖/σ²) < 2, is checked before the loop. The likelihood uses the
+given σ (the reference code's configs use a separate τ = 0.01 for σ = 0.05 data). All step sizes are host
+floats fixed before the loop; every draw comes from ``sampling.generator`` (a list keeps samples
+independent of their batch); ``noise_source="kernel"`` is not supported. Results: benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+
+from ..kernels import ddim_step
+from ..models.denoiser import as_denoiser
+from ._inverse import Diagnostics, check_problem, route
+from ._loop import Sampling, _draw, check_number, check_steps, prepare, takes_sampling
+from .cdps import _check_sigma, gram_bound
+
+__all__ = ["daps", "edm_sigmas", "nearest_timesteps"]
+
+SIGMA_MAX, SIGMA_MIN, ODE_SIGMA_MIN, RHO = 100.0, 0.1, 0.01, 7.0
+
+
+def edm_sigmas(sigma_max: float, sigma_min: float, n: int, rho: float = RHO) -> list[float]:
+    """n levels (σ_max^{1/ρ} + k/(n−1)(σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ, k = 0..n−1 (EDM; n = 1: [σ_max])."""
+    if n == 1:
+        return [sigma_max]
+    a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return [(a + k / (n - 1) * (b - a)) ** rho for k in range(n)]
+
+
+def nearest_timesteps(table_sigmas: torch.Tensor, sigmas: list[float]) -> list[int]:
+    """For each σ the training timestep whose σ(t) is nearest in log σ (host, before the loop)."""
+    logs = table_sigmas.log()
+    return [int((logs - math.log(max(s, 1e-12))).abs().argmin()) for s in sigmas]
+
+
+def _levels(table_sigmas: torch.Tensor, steps: int, sigma_max: float, sigma_min: float) -> list[int]:
+    """N strictly decreasing timesteps nearest the EDM levels (pushed down by one where two coincide)."""
+    ts = nearest_timesteps(table_sigmas, edm_sigmas(sigma_max, sigma_min, steps))
+    out: list[int] = []
+    for t in ts:
+        t = min(t, out[-1] - 1) if out else t
+        out.append(t)
+    if out[-1] < 0:
+        raise ValueError(f"steps={steps} annealing levels do not fit between sigma_max={sigma_max:g} and "
+                         f"sigma_min={sigma_min:g} on the model's {table_sigmas.numel()} timesteps; use fewer steps")
+    return out
+
+
+@takes_sampling
+def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float, ode_steps: int = 5,
+         langevin_steps: int = 100, lr: float = 1e-4, lr_min_ratio: float = 0.01) -> Any:
+    """Sample p(x | y) for y = A x + n, n ~ N(0, σ² I) with N = ``sampling.steps`` annealing levels (module docstring).
+
+    Args:
+        denoiser: ``denoiser(x, t) -> eps`` with ``alphas_cumprod`` (no backward pass is taken).
+        operator: a linear operator with ``A``, ``A_adjoint`` (``diffsolve.operators``).
+        y: measurement (B, ...), float32/float64; one sample per measurement.
+        sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords): ``steps``
+            is the number of annealing levels N (NFE = N·ode_steps); ``sigma_max``/``sigma_min`` the ends of the
+            levels (default 100 and 0.1, clipped to the model's table).
+        sigma: σ > 0, the measurement noise std in [-1, 1] units (or a ``GaussianNoise``).
+        ode_steps: Euler steps of the probability-flow ODE per level (≥ 1); langevin_steps: Langevin steps per
+            level (≥ 0); lr: η_0 > 0, the Langevin step size; lr_min_ratio: η_{N} / η_0 ∈ (0, 1].
+    Returns:
+        x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ of each level's ODE
+        estimate, "timesteps": (N,)}.
+    """
+    check_steps(sampling.steps)
+    sigma = _check_sigma(sigma)
+    for name, value, low in (("ode_steps", ode_steps, 1), ("langevin_steps", langevin_steps, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    lr = check_number("lr", lr, 0.0)
+    if lr == 0:
+        raise ValueError("lr must be > 0 (the Langevin step size), got 0")
+    lr_min_ratio = check_number("lr_min_ratio", lr_min_ratio, 0.0, 1.0)
+    if sampling.noise_source != "generator":
+        raise ValueError(f"daps draws its Langevin and re-noising noise from the generator; noise_source="
+                         f"{sampling.noise_source!r} is not supported, use noise_source='generator'")
+    shape = check_problem(operator, y, sampling.x_T)
+    operator = route(operator, sampling.backend)
+    # 0. the annealing levels, the ODE sub-levels and the step sizes: host numbers, before the loop
+    table = torch.as_tensor(as_denoiser(denoiser).alphas_cumprod).detach().to("cpu", torch.float64)
+    table_sigmas = ((1 - table) / table).sqrt()
+    if sampling.spacing is None and sampling.timesteps is None:
+        hi = min(SIGMA_MAX if sampling.sigma_max is None else check_number("sigma_max", sampling.sigma_max, 0.0),
+                 float(table_sigmas.max()))
+        lo = max(SIGMA_MIN if sampling.sigma_min is None else check_number("sigma_min", sampling.sigma_min, 0.0),
+                 float(table_sigmas.min()))
+        if not lo < hi:
+            raise ValueError(f"sigma_min={lo:g} must be below sigma_max={hi:g} (the annealing range)")
+        sampling = dataclasses.replace(sampling, timesteps=_levels(table_sigmas, sampling.steps, hi, lo),
+                                       sigma_max=None, sigma_min=None)
+    loop = prepare(denoiser, shape, sampling, like=y, name="daps")
+    n = len(loop.schedule)
+    level_sigmas = [math.sqrt((1 - a) / a) for a in loop.alpha_t]
+    sub_t: list[list[int]] = []  # per level: the ODE's K timesteps (the first is the level's own)
+    for i, s_i in enumerate(level_sigmas):
+        ts = [int(loop.schedule.timesteps[i])]
+        if ode_steps > 1:
+            rest = nearest_timesteps(table_sigmas, edm_sigmas(s_i, min(ODE_SIGMA_MIN, s_i), ode_steps)[1:])
+            for t in rest:
+                ts.append(min(t, ts[-1]))
+        sub_t.append(ts)
+    sub_alpha = [[float(table[t]) for t in ts] + [1.0] for ts in sub_t]
+    device = y.device
+    sub_t_dev = torch.tensor(sub_t, dtype=torch.int64, device=device)  # (N, K)
+    rates = [lr * (1 + i / n * (lr_min_ratio - 1)) for i in range(n)]
+    gram = gram_bound(operator, shape[-2:])
+    worst = max(rates[i] * (1 / level_sigmas[i] ** 2 + (1.0 if gram is None else gram) / sigma**2) for i in range(n))
+    if langevin_steps > 0 and worst >= 2:
+        raise ValueError(f"lr={lr:g} makes the Langevin steps unstable (η·(1/r² + ‖AᵀA‖/σ²) = {worst:.3g} >= 2 with "
+                         f"sigma={sigma:g}); use lr < {2 * lr / worst:.3g} or a larger sigma")
+    generator, backend = sampling.generator, sampling.backend
+    den = loop.denoiser
+    info = Diagnostics(sampling.return_info)
+    x = loop.x
+    with torch.no_grad():
+        for i in loop.steps():
+            # 1. x̂0 by the PF-ODE: ode_steps Euler (= DDIM η = 0) steps down to ᾱ = 1
+            z = x
+            for k in range(ode_steps):
+                eps = loop.eps(z, i) if k == 0 else den(z, sub_t_dev[i, k].expand(shape[0])).to(z.dtype)
+                z = ddim_step(z, eps, sub_alpha[i][k], sub_alpha[i][k + 1], eta=0.0, backend=backend, check=False)
+            x0_hat = z
+            if sampling.return_info:
+                info.add("residual", (y - operator.A(x0_hat)).flatten(1).norm(dim=1))
+            # 2. Langevin on x0 around x̂0 with the likelihood: per-pixel step η_i, noise √(2η_i) z
+            rate, inv_r2 = rates[i], 1 / level_sigmas[i] ** 2
+            x0 = x0_hat
+            for _ in range(langevin_steps):
+                grad = (x0 - x0_hat) * inv_r2 + operator.A_adjoint(operator.A(x0) - y) / sigma**2
+                x0 = x0 - rate * grad + math.sqrt(2 * rate) * _draw(shape, generator, y.dtype, device)
+            # 3. re-noise to the next level (none after the last: the result is x0)
+            a_next = loop.alpha_s[i] if i + 1 < n else 1.0
+            if i + 1 < n:
+                x = math.sqrt(a_next) * x0 + math.sqrt(1 - a_next) * _draw(shape, generator, y.dtype, device)
+            else:
+                x = x0
+            if loop.callback is not None:
+                loop.record(i, x, x0)
+    x = loop.finish(x)
+    if sampling.return_info:
+        return x, info.stacked(timesteps=loop.schedule.timesteps.clone())
+    return x
