@@ -196,6 +196,11 @@ METHODS: Mapping[str, Method] = {m.name: m for m in (
            "is known)", "baseline", uses_model=False, tune=("lam", (1e-3, 1e-2, 1e-1))),
     Method("pinv", _pinv, "pseudo-inverse A⁺y", "baseline", uses_model=False),
     # --- comparison methods: one line each (solver file src/diffsolve/solvers/<name>.py) ---
+    Method("pigdm", _solver("pigdm"), "ΠGDM (Song et al. 2023): pseudoinverse guidance, a VJP through the UNet of Aᵀ(σ²I + r_t²AAᵀ)⁻¹(y − A x̂0)", "inverse", backward=True, required=("sigma",), cli_options=_cdps_options, solver="pigdm"),
+    Method("diffpir", _solver("diffpir"), "DiffPIR (Zhu et al. 2023): plug-and-play proximal data step on x̂0, re-noised with ζ, no UNet backward", "inverse", required=("sigma",), cli_options=_cdps_options, solver="diffpir"),
+    Method("ddnm", _solver("ddnm"), "DDNM / DDNM+ (Wang, Yu & Zhang 2023): range-null-space projection of x̂0 (σ > 0: scaled for noise), no UNet backward", "inverse", cli_options=_cdps_options, solver="ddnm"),
+    Method("reddiff", _solver("reddiff"), "RED-diff (Mardani et al. 2024): variational mean fitted by Adam, score-matching regulariser, no UNet backward", "inverse", solver="reddiff"),
+    Method("mmps", _solver("mmps"), "MMPS (Rozet et al. 2024): moment-matching posterior mean by CG with the Tweedie covariance (UNet VJPs)", "inverse", backward=True, required=("sigma",), cli_options=_cdps_options, solver="mmps"),
     Method("ddim", _ddim, "DDIM (Song et al. 2021): unconditional samples, y only fixes the shape",
            "sampler", cli=False, solver="ddim", extra=("shape",)),  # ignores y: no restoration to offer on the command line
     Method("mpgd_ldm", _mpgd_ldm, "MPGD on a latent diffusion model (needs autoencoder=)", "latent",

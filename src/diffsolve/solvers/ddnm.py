@@ -18,7 +18,9 @@ a_t = √ᾱ_s − √(1−ᾱ_s−σ_t²) √(ᾱ_t/(1−ᾱ_t)) the weight of 
 A⁺ runs through the operator's own pseudo-inverse (exact where the structure allows, CG otherwise) without
 the finiteness check of ``pseudo_inverse`` (no host sync in the loop). As in the paper's simplified DDNM+,
 λ_t is one scalar per step (exact where A⁺ carries the noise unamplified, as for masks and average pooling:
-A⁺n has std σ per pixel; a blur's A⁺ amplifies it, the paper's SVD variant would scale per singular value).
+A⁺n has std σ per pixel; a blur's A⁺ amplifies it by 1/s_min, the paper's SVD variant would scale λ per
+singular value, and the reference code truncates singular values below 3e-2: neither is offered here, so noisy
+deblurring with an ill-conditioned blur is outside what this DDNM+ handles; use pigdm / diffpir there).
 
 **Time-travel** (§3.3, off by default): with ``travel_length`` = l > 0, after every l-th step the sample is
 sent back l steps by the forward process, x_hi = √(ᾱ_hi/ᾱ_lo) x_lo + √(1−ᾱ_hi/ᾱ_lo) z, and those l steps are
