@@ -118,6 +118,8 @@ def test_travel_plan_and_run():
         out, info = ddnm(prior(), op, y, steps=4, generator=gen(2), travel_length=2, travel_repeat=2,
                          noise_source=source, return_info=True)
         assert info["residual"].shape == (6, 2) and info["timesteps"].shape == (6,)
+        assert "data_consistency" not in info and torch.allclose(info["final_residual"], torch.zeros(2, dtype=D),
+                                                                 atol=1e-8)
         assert torch.allclose(op.A(out), y, atol=1e-8)
 
 

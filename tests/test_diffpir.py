@@ -106,7 +106,8 @@ def test_return_info_and_scale_free():
     pr, op = prior(), OPS["sr"]()
     y = measure(op)
     x, info = diffpir(pr, op, y, steps=3, sigma=0.05, generator=gen(0), return_info=True)
-    assert set(info) == {"residual", "timesteps"} and info["residual"].shape == (3, 2)
+    assert set(info) == {"residual", "timesteps", "final_residual", "data_consistency"}
+    assert info["residual"].shape == (3, 2)
     # A → kA, y → ky, σ → kσ: the same samples
     k = 3.0
 

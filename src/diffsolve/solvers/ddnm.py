@@ -96,15 +96,16 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         travel_length: time-travel length l ≥ 0 (0: off, the default); travel_repeat: r ≥ 1 passes.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N', B) ‖y − A x̂0‖ of the denoiser's
-        x̂0 at each step run (N' = N without time-travel), "lambda": (N',) λ_t, "timesteps": (N',)}.
+        x̂0 at each step run (N' = N without time-travel), "lambda": (N',) λ_t, "timesteps": (N',),
+        "final_residual": (B,) ‖A x − y‖/√m, and for σ > 0 "data_consistency": (B,) that over σ}.
     """
     sigma = 0.0 if sigma is None else check_number("sigma", sigma, 0.0)
     eta = check_number("eta", eta, 0.0, 1.0)
     travel_length = _check_int("travel_length", travel_length, 0)
     travel_repeat = _check_int("travel_repeat", travel_repeat, 1)
+    operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     shape = check_problem(operator, y, sampling.x_T)
     check_operator_solves(operator, 0.0, "ddnm")
-    operator = route(operator, sampling.backend)
     loop = prepare(denoiser, shape, sampling, like=y, name="ddnm" if sigma == 0 else "ddnm+")
     n = len(loop.schedule)
     if travel_length > n:
@@ -146,6 +147,7 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             loop.record(i, x, x0p)
     x = loop.finish(x)
     if sampling.return_info:
-        return x, info.stacked(**{"lambda": torch.tensor(lambdas, dtype=torch.float64),
-                                  "timesteps": torch.tensor(timesteps, dtype=loop.schedule.timesteps.dtype)})
+        return x, info.finish(operator, x, y, torch.tensor(timesteps, dtype=loop.schedule.timesteps.dtype),
+                              sigma=sigma if sigma > 0 else None,
+                              **{"lambda": torch.tensor(lambdas, dtype=torch.float64)})
     return x

@@ -104,7 +104,8 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         lam: λ > 0 of ρ_t = λσ²/σ̄_t²; zeta: ζ ∈ [0, 1], the fresh-noise share of the re-noising.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ of the denoiser's x̂0
-        at each step, "timesteps": (N,)}.
+        at each step, "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, and for σ > 0
+        "data_consistency": (B,) that over σ}.
     """
     sigma = check_number("sigma", sigma, 0.0)
     lam = check_number("lam", lam, 0.0)
@@ -112,9 +113,9 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         raise ValueError("lam must be > 0 (ρ_t = λσ²/σ̄_t²; λ = 0 ignores the prior step); the default is "
                          f"{DEFAULT_LAM}")
     zeta = check_number("zeta", zeta, 0.0, 1.0)
+    operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     shape = check_problem(operator, y, sampling.x_T)
     check_operator_solves(operator, sigma, "diffpir")
-    operator = route(operator, sampling.backend)
     loop = prepare(denoiser, shape, sampling, like=y, name="diffpir")
     solve = solver_of(operator) if sigma > 0 else None
     aty = operator.A_adjoint(y) if sigma > 0 else None
@@ -143,5 +144,5 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
             loop.record(i, x, x0p)
     x = loop.finish(x)
     if sampling.return_info:
-        return x, info.stacked(timesteps=loop.schedule.timesteps.clone())
+        return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma if sigma > 0 else None)
     return x

@@ -57,13 +57,14 @@ def pigdm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, 
         eta: DDIM η ∈ [0, 1] (1: the paper).
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ at each step,
-        "timesteps": (N,)}.
+        "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, and for σ > 0
+        "data_consistency": (B,) that over σ}.
     """
     sigma = check_number("sigma", sigma, 0.0)
     eta = check_number("eta", eta, 0.0, 1.0)
+    operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     shape = check_problem(operator, y, sampling.x_T)
     check_operator_solves(operator, sigma, "pigdm")
-    operator = route(operator, sampling.backend)
     loop = prepare(denoiser, shape, sampling, like=y, name="pigdm")
     solve = solver_of(operator) if sigma > 0 else None
     info = Diagnostics(sampling.return_info)
@@ -88,5 +89,5 @@ def pigdm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, 
             loop.record(i, x, x0g)
     x = loop.finish(x)
     if sampling.return_info:
-        return x, info.stacked(timesteps=loop.schedule.timesteps.clone())
+        return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma if sigma > 0 else None)
     return x
