@@ -196,6 +196,8 @@ METHODS: Mapping[str, Method] = {m.name: m for m in (
            "is known)", "baseline", uses_model=False, tune=("lam", (1e-3, 1e-2, 1e-1))),
     Method("pinv", _pinv, "pseudo-inverse A⁺y", "baseline", uses_model=False),
     # --- comparison methods: one line each (solver file src/diffsolve/solvers/<name>.py) ---
+    Method("ddrm", _solver("ddrm"), "DDRM (Kawar et al. 2022): DDIM-like sampling in the SVD space of A, y imposed per singular direction (eta=0.85, eta_b=1)", "inverse", required=("sigma",), cli_options=_cdps_options, solver="ddrm"),
+    Method("daps", _solver("daps"), "DAPS (Zhang et al. 2025): decoupled noise annealing, PF-ODE x0 estimate + Langevin on x0 per level", "inverse", required=("sigma",), cli_options=_cdps_options, solver="daps"),
     Method("pigdm", _solver("pigdm"), "ΠGDM (Song et al. 2023): pseudoinverse guidance, a VJP through the UNet of Aᵀ(σ²I + r_t²AAᵀ)⁻¹(y − A x̂0)", "inverse", backward=True, required=("sigma",), cli_options=_cdps_options, solver="pigdm"),
     Method("diffpir", _solver("diffpir"), "DiffPIR (Zhu et al. 2023): plug-and-play proximal data step on x̂0, re-noised with ζ, no UNet backward", "inverse", required=("sigma",), cli_options=_cdps_options, solver="diffpir"),
     Method("ddnm", _solver("ddnm"), "DDNM / DDNM+ (Wang, Yu & Zhang 2023): range-null-space projection of x̂0 (σ > 0: scaled for noise), no UNet backward", "inverse", cli_options=_cdps_options, solver="ddnm"),

@@ -158,6 +158,21 @@ class Blur(LinearOperator):
             return kron_apply(y, p_h, p_w)
         return super()._pinv(y, tol, max_iters)
 
+    def svd(self, size: tuple[int, int]) -> "object":
+        """A = U S Vᵀ for images of ``size`` (``operators.svd``: KroneckerSVD for separable kernels, FourierSVD
+        for circular boundaries; DDRM); ValueError for a dense kernel with another boundary."""
+        from .svd import SUPPORTED, FourierSVD, KroneckerSVD
+
+        self._check_input(torch.zeros(1, 1, *size))
+        if self.taps is not None:
+            return KroneckerSVD(correlation_matrix(self.taps[0], size[0], self.boundary),
+                                correlation_matrix(self.taps[1], size[1], self.boundary))
+        if self.boundary == "circular":
+            half = wrapped_kernel_spectrum(self.kernel, *size)
+            return FourierSVD(torch.fft.fft2(torch.fft.irfft2(half, s=tuple(size))))
+        raise ValueError(f"{self!r} has no cheap SVD (a dense kernel with boundary={self.boundary!r}); supported: "
+                         f"{'; '.join(SUPPORTED)}. Use boundary='circular' or a separable kernel")
+
     def __repr__(self) -> str:
         kind = "separable" if self.taps is not None else "dense"
         return f"{type(self).__name__}({kind} kernel {self.kernel_size}, support {self.support}, boundary={self.boundary!r})"

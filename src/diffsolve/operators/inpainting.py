@@ -81,6 +81,13 @@ class Inpainting(LinearOperator):
         """The mask d (1|B, 1|C, H, W), float64 on the CPU: A x = d ⊙ x."""
         return self.mask
 
+    def svd(self, size: tuple[int, int]) -> "object":
+        """A = U S Vᵀ with V = I, s = |mask| (``operators.svd.DiagonalSVD``; DDRM)."""
+        from .svd import DiagonalSVD
+
+        self._check_input(torch.zeros(1, 1, *size))
+        return DiagonalSVD(self.mask)
+
     def _mask(self, x: torch.Tensor) -> torch.Tensor:
         return self._cached(("mask",), x, lambda: (self.mask,))[0]
 

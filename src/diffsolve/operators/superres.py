@@ -126,5 +126,14 @@ class SuperResolution(LinearOperator):
         _, _, p_h, _, _, p_w = self._kron(y, self._image_size(y))
         return kron_apply(y, p_h, p_w)
 
+    def svd(self, size: tuple[int, int]) -> "object":
+        """A = U S Vᵀ for images of ``size`` (``operators.svd``: BlockMeanSVD / KroneckerSVD; DDRM)."""
+        from .svd import BlockMeanSVD, KroneckerSVD
+
+        self._check_input(torch.zeros(1, 1, *size))
+        if self.kernel == "average":
+            return BlockMeanSVD(self.factor)
+        return KroneckerSVD(bicubic_matrix(size[0], self.factor), bicubic_matrix(size[1], self.factor))
+
     def __repr__(self) -> str:
         return f"SuperResolution(factor={self.factor}, kernel={self.kernel!r}, input_size={self.input_size})"

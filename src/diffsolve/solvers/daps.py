@@ -90,7 +90,7 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             level (≥ 0); lr: η_0 > 0, the Langevin step size; lr_min_ratio: η_{N} / η_0 ∈ (0, 1].
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ of each level's ODE
-        estimate, "timesteps": (N,)}.
+        estimate, "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, "data_consistency": (B,) that over σ}.
     """
     check_steps(sampling.steps)
     sigma = _check_sigma(sigma)
@@ -168,5 +168,5 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                 loop.record(i, x, x0)
     x = loop.finish(x)
     if sampling.return_info:
-        return x, info.stacked(timesteps=loop.schedule.timesteps.clone())
+        return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma)
     return x

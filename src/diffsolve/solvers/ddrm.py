@@ -94,7 +94,7 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         eta_b: η_b ∈ [0, 1], the weight of ȳ on the coefficients noisier than y.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ per step,
-        "timesteps": (N,)}.
+        "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, "data_consistency": (B,) that over σ (σ > 0)}.
     """
     check_steps(sampling.steps)
     sigma_y = _check_sigma_y(sigma)
@@ -141,5 +141,5 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                 loop.record(i, x, x0)
     x = loop.finish(x)
     if sampling.return_info:
-        return x, info.stacked(timesteps=loop.schedule.timesteps.clone())
+        return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma_y if sigma_y > 0 else None)
     return x

@@ -1,0 +1,111 @@
+"""DAPS (solvers/daps.py): levels, the exact-prior sanity check, backends, batch independence, bad inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffsolve.models import GaussianPrior
+from diffsolve.operators import GaussianBlur, Inpainting, SuperResolution
+from diffsolve.solvers.daps import daps, edm_sigmas
+
+D = torch.float64
+
+
+def _prior(shape=(1, 6, 6)):
+    mean = 0.3 * torch.randn(*shape, dtype=D, generator=torch.Generator().manual_seed(5))
+    return GaussianPrior(mean, 0.25)
+
+
+def _problem(op, prior, sigma, batch, seed=1):
+    x = prior.sample(1, torch.Generator().manual_seed(seed))
+    y = op.A(x)
+    y = y + sigma * torch.randn(y.shape, dtype=D, generator=torch.Generator().manual_seed(seed + 1))
+    return y, y.expand(batch, *y.shape[1:]).contiguous()
+
+
+def test_edm_levels():
+    s = edm_sigmas(100.0, 0.1, 200)
+    assert s[0] == pytest.approx(100.0) and s[-1] == pytest.approx(0.1)
+    assert all(a > b for a, b in zip(s, s[1:]))
+
+
+def test_levels_and_nfe():
+    prior, op = _prior(), Inpainting.random((6, 6), 0.5)
+    _, y = _problem(op, prior, 0.1, 1)
+    calls = []
+
+    class Counting:
+        alphas_cumprod = prior.alphas_cumprod
+
+        def __call__(self, x, t):
+            calls.append(t[0].item())
+            return prior(x, t)
+
+    out, info = daps(Counting(), op, y, steps=7, sigma=0.1, ode_steps=3, langevin_steps=2, return_info=True)
+    assert len(calls) == 7 * 3
+    ts = info["timesteps"]
+    assert ts.shape == (7,) and bool((ts[1:] < ts[:-1]).all())
+    sig = ((1 - prior.alphas_cumprod) / prior.alphas_cumprod).sqrt()
+    assert float(sig[ts[0]]) == pytest.approx(100.0, rel=0.05) and float(sig[ts[-1]]) == pytest.approx(0.1, rel=0.05)
+    assert info["residual"].shape == (7, 1)
+
+
+@pytest.mark.parametrize("op", [Inpainting.random((6, 6), 0.5), GaussianBlur(3, 0.8)], ids=["inpaint", "blur"])
+def test_mean_near_exact_posterior(op):
+    prior, sigma = _prior(), 0.1
+    y1, y = _problem(op, prior, sigma, 200)
+    post = prior.posterior(op, y1[0], sigma=sigma)
+    out = daps(prior, op, y, steps=20, sigma=sigma, ode_steps=2, langevin_steps=40, lr=2e-3,
+               generator=torch.Generator().manual_seed(0))
+    err = (out.mean(0) - post.mean).norm() / post.mean.norm()
+    assert err < 0.25, err
+
+
+def test_backends_agree():
+    prior, op = _prior(), GaussianBlur(3, 0.8)
+    _, y = _problem(op, prior, 0.05, 2)
+    out = {b: daps(prior, op, y, steps=4, sigma=0.05, langevin_steps=3, backend=b,
+                   generator=torch.Generator().manual_seed(0)) for b in ("torch", "cpp")}
+    assert torch.allclose(out["torch"], out["cpp"], atol=1e-10)
+
+
+def test_generator_list_batch_independence():
+    prior, op = _prior(), SuperResolution(2, "average")
+    _, y = _problem(op, prior, 0.05, 3)
+    gens = lambda: [torch.Generator().manual_seed(10 + b) for b in range(3)]  # noqa: E731
+    full = daps(prior, op, y, steps=4, sigma=0.05, langevin_steps=3, generator=gens())
+    alone = daps(prior, op, y[1:2], steps=4, sigma=0.05, langevin_steps=3, generator=[gens()[1]])
+    assert torch.allclose(full[1:2], alone, atol=1e-12)
+
+
+def test_bad_inputs():
+    prior, op = _prior(), Inpainting.random((6, 6), 0.5)
+    y = torch.zeros(1, 1, 6, 6, dtype=D)
+    with pytest.raises(ValueError, match="sigma must be"):
+        daps(prior, op, y, steps=3, sigma=0.0)
+    with pytest.raises(ValueError, match="ode_steps must be an int >= 1"):
+        daps(prior, op, y, steps=3, sigma=0.1, ode_steps=0)
+    with pytest.raises(ValueError, match="langevin_steps must be an int >= 0"):
+        daps(prior, op, y, steps=3, sigma=0.1, langevin_steps=1.5)
+    with pytest.raises(ValueError, match="lr must be > 0"):
+        daps(prior, op, y, steps=3, sigma=0.1, lr=0.0)
+    with pytest.raises(ValueError, match="lr_min_ratio must lie"):
+        daps(prior, op, y, steps=3, sigma=0.1, lr_min_ratio=2.0)
+    with pytest.raises(ValueError, match="unstable.*use lr <"):
+        daps(prior, op, y, steps=3, sigma=1e-4)
+    with pytest.raises(ValueError, match="noise_source"):
+        daps(prior, op, y, steps=3, sigma=0.1, noise_source="kernel")
+    with pytest.raises(ValueError, match="sigma_min=.*below sigma_max"):
+        daps(prior, op, y, steps=3, sigma=0.1, sigma_max=0.05, sigma_min=0.1)
+    with pytest.raises(TypeError, match="own options"):
+        daps(prior, op, y, steps=3, sigma=0.1, eta=1.0)
+
+
+def test_return_info_data_consistency():
+    prior, op = _prior(), SuperResolution(2, "average")
+    _, y = _problem(op, prior, 0.05, 2)
+    out, info = daps(prior, op, y, steps=4, sigma=0.05, langevin_steps=3, return_info=True)
+    final = (op.A(out) - y).flatten(1).norm(dim=1) / y[0].numel() ** 0.5
+    torch.testing.assert_close(info["final_residual"], final)
+    torch.testing.assert_close(info["data_consistency"], final / 0.05)

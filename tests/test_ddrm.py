@@ -1,0 +1,143 @@
+"""DDRM (solvers/ddrm.py) and the SVD protocol it needs (operators/svd.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffsolve.models import GaussianPrior
+from diffsolve.operators import Blur, GaussianBlur, Inpainting, SuperResolution
+from diffsolve.operators.callable import CallableOperator
+from diffsolve.operators.svd import DiagonalSVD, helmert, operator_svd
+from diffsolve.solvers.ddrm import ddrm
+
+D = torch.float64
+
+
+def _ops():
+    """(operator, image size) pairs: every supported structure, odd sizes."""
+    weights = torch.rand(5, 7, generator=torch.Generator().manual_seed(3), dtype=D) - 0.3  # signed weights
+    return [
+        (Inpainting.random((5, 7), 0.5, seed=1), (5, 7)),
+        (Inpainting(weights), (5, 7)),
+        (SuperResolution(3, "average"), (6, 9)),
+        (SuperResolution(2, "bicubic", input_size=(7, 9)), (7, 9)),
+        (GaussianBlur(5, 1.0), (7, 9)),
+        (GaussianBlur(5, 1.0, boundary="zero"), (7, 9)),
+        (Blur.separable(torch.tensor([0.2, 0.5, 0.3], dtype=D), torch.tensor([0.1, 0.9, 0.2], dtype=D), "circular"), (5, 7)),
+        (Blur(torch.rand(3, 5, generator=torch.Generator().manual_seed(2), dtype=D), "circular"), (5, 7)),
+    ]
+
+
+@pytest.mark.parametrize("op, size", _ops(), ids=lambda v: type(v).__name__ if not isinstance(v, tuple) else "")
+def test_svd_identities(op, size):
+    svd = op.svd(size)
+    n = 2 * size[0] * size[1]
+    basis = torch.eye(n, dtype=D).reshape(n, 2, *size)
+    vt = svd.Vt(basis).reshape(n, -1)  # row j: Vᵀ e_j, i.e. Vt's matrix transposed
+    assert vt.shape[1] == n
+    eye = vt.conj().T @ vt  # (Vᵀ)(Vᵀ)ᴴ... as a matrix: Vᵀ V = I
+    assert torch.allclose(eye, torch.eye(n, dtype=eye.dtype), atol=1e-12)
+    x = torch.randn(3, 2, *size, dtype=D, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(svd.V(svd.Vt(x)), x, atol=1e-12)
+    s = svd.singulars(x)
+    assert bool((s >= 0).all())
+    y = op.A(x)
+    assert torch.allclose(svd.U(s * svd.Vt(x)), y, atol=1e-12)  # A = U S Vᵀ
+    assert torch.allclose(svd.U(svd.Ut(y)), y, atol=1e-12)
+    assert torch.allclose(svd.V(s * svd.Ut(y)), op.A_adjoint(y), atol=1e-12)  # Aᵀ = V S Uᵀ
+    assert svd.singulars(x.float()).dtype == torch.float32
+
+
+def test_helmert_and_block_singular_value():
+    q = helmert(9)
+    assert torch.allclose(q.T @ q, torch.eye(9, dtype=D), atol=1e-14)
+    assert torch.allclose(q[:, 0], torch.full((9,), 1 / 3, dtype=D))
+    assert float(SuperResolution(3, "average").svd((6, 6)).s[0]) == pytest.approx(1 / 3)
+
+
+def _prior(shape=(1, 6, 6)):
+    mean = 0.3 * torch.randn(*shape, dtype=D, generator=torch.Generator().manual_seed(5))
+    return GaussianPrior(mean, 0.25)
+
+
+def _problem(op, prior, sigma, batch, seed=1):
+    x = prior.sample(1, torch.Generator().manual_seed(seed))
+    y = op.A(x)
+    y = y + sigma * torch.randn(y.shape, dtype=D, generator=torch.Generator().manual_seed(seed + 1))
+    return y, y.expand(batch, *y.shape[1:]).contiguous()
+
+
+@pytest.mark.parametrize("op", [GaussianBlur(3, 0.8), SuperResolution(2, "average"), Inpainting.random((6, 6), 0.5)],
+                         ids=["blur", "sr", "inpaint"])
+def test_noiseless_reproduces_y(op):
+    prior = _prior()
+    _, y = _problem(op, prior, 0.0, 2)
+    out = ddrm(prior, op, y, steps=8, sigma=0.0, eta_b=1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(op.A(out), y, atol=1e-10)
+
+
+@pytest.mark.parametrize("op", [Inpainting.random((6, 6), 0.5), SuperResolution(2, "average")], ids=["inpaint", "sr"])
+def test_mean_near_exact_posterior(op):
+    prior, sigma = _prior(), 0.1
+    y1, y = _problem(op, prior, sigma, 300)
+    post = prior.posterior(op, y1[0], sigma=sigma)
+    out, info = ddrm(prior, op, y, steps=20, sigma=sigma, generator=torch.Generator().manual_seed(0), return_info=True)
+    assert info["residual"].shape == (20, 300) and info["timesteps"].shape == (20,)
+    err = (out.mean(0) - post.mean).norm() / post.mean.norm()
+    assert err < 0.15, err
+    ratio = (out.var(0).sum() / post.cov.diagonal().sum()).sqrt()
+    assert 0.6 < ratio < 1.2, ratio
+
+
+def test_backends_agree():
+    prior, op = _prior(), GaussianBlur(3, 0.8)
+    _, y = _problem(op, prior, 0.05, 2)
+    out = {b: ddrm(prior, op, y, steps=5, sigma=0.05, backend=b, generator=torch.Generator().manual_seed(0))
+           for b in ("torch", "cpp")}
+    assert torch.allclose(out["torch"], out["cpp"], atol=1e-10)
+
+
+def test_generator_list_batch_independence():
+    prior, op = _prior(), SuperResolution(2, "average")
+    _, y = _problem(op, prior, 0.05, 3)
+    gens = lambda: [torch.Generator().manual_seed(10 + b) for b in range(3)]  # noqa: E731
+    full = ddrm(prior, op, y, steps=5, sigma=0.05, generator=gens())
+    alone = ddrm(prior, op, y[1:2], steps=5, sigma=0.05, generator=[gens()[1]])
+    assert torch.allclose(full[1:2], alone, atol=1e-12)
+
+
+def test_bad_inputs():
+    prior = _prior()
+    y = torch.zeros(1, 1, 6, 6, dtype=D)
+    callable_op = CallableOperator(lambda x: 2 * x)
+    with pytest.raises(ValueError, match="supported operators.*Inpainting"):
+        ddrm(prior, callable_op, y, steps=3, sigma=0.1)
+    with pytest.raises(ValueError, match="no cheap SVD"):
+        ddrm(prior, Blur(torch.rand(3, 3, dtype=D)), y, steps=3, sigma=0.1)
+    op = Inpainting.random((6, 6), 0.5)
+    with pytest.raises(ValueError, match="eta must lie"):
+        ddrm(prior, op, y, steps=3, sigma=0.1, eta=1.5)
+    with pytest.raises(ValueError, match="eta_b must lie"):
+        ddrm(prior, op, y, steps=3, sigma=0.1, eta_b=-0.1)
+    with pytest.raises(ValueError, match="sigma must be"):
+        ddrm(prior, op, y, steps=3, sigma=-1.0)
+    with pytest.raises(TypeError, match="sigma must be"):
+        ddrm(prior, op, y, steps=3, sigma="0.1")
+    with pytest.raises(ValueError, match="noise_source"):
+        ddrm(prior, op, y, steps=3, sigma=0.1, noise_source="kernel")
+    with pytest.raises(TypeError, match="own options"):
+        ddrm(prior, op, y, steps=3, sigma=0.1, rho=1.0)
+    with pytest.raises(TypeError, match="DiagonalSVD|SVD"):
+        operator_svd(type("Op", (), {"svd": lambda self, size: DiagonalSVD})(), (6, 6))
+
+
+def test_return_info_data_consistency():
+    prior, op = _prior(), SuperResolution(2, "average")
+    _, y = _problem(op, prior, 0.05, 2)
+    out, info = ddrm(prior, op, y, steps=4, sigma=0.05, return_info=True)
+    final = (op.A(out) - y).flatten(1).norm(dim=1) / y[0].numel() ** 0.5
+    torch.testing.assert_close(info["final_residual"], final)
+    torch.testing.assert_close(info["data_consistency"], final / 0.05)
+    _, info0 = ddrm(prior, op, y, steps=4, sigma=0.0, return_info=True)
+    assert "data_consistency" not in info0 and info0["final_residual"].shape == (2,)
