@@ -125,7 +125,8 @@ def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         eta: DDIM η ∈ [0, 1] of the step taken with the corrected x̂0 (default 1).
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ of the denoiser's x̂0,
-        "residual_posterior": (N, B) ‖y − A x̂0_y‖ of the corrected one, "timesteps": (N,)}.
+        "residual_posterior": (N, B) ‖y − A x̂0_y‖ of the corrected one, "timesteps": (N,), "final_residual" (B,)
+        ‖A x − y‖/√m and "data_consistency" (B,) that over σ}.
     """
     sigma = _check_sigma(sigma)
     if isinstance(cg_iters, bool) or not isinstance(cg_iters, int):
@@ -134,8 +135,8 @@ def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     if cg_iters < 1:
         raise ValueError(f"cg_iters must be >= 1 (CG iterations per step; 1 is the default), got {cg_iters}")
     eta = check_number("eta", eta, 0.0, 1.0)
-    shape = check_problem(operator, y, sampling.x_T)  # 1. (operator, y) → image shape
-    operator = route(operator, sampling.backend)  # 2. the backend reaches A, Aᵀ
+    operator = route(operator, sampling.backend)  # 1. the backend reaches A, Aᵀ (the shape check's included)
+    shape = check_problem(operator, y, sampling.x_T)  # 2. (operator, y) → image shape
     loop = prepare(denoiser, shape, sampling, like=y, name="mmps")  # 3. schedule, x_T, generator
     gammas = [(1 - a) / a**0.5 for a in loop.alpha_t]  # γ_t = (1−ᾱ_t)/√ᾱ_t, host floats
     info = Diagnostics(sampling.return_info)
@@ -158,5 +159,5 @@ def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             loop.record(i, x, x0y)
     x = loop.finish(x)
     if sampling.return_info:
-        return x, info.stacked(timesteps=loop.schedule.timesteps.clone())
+        return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma)
     return x

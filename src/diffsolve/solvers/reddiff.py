@@ -14,8 +14,11 @@ m = numel(y_b), n = numel(μ_b) (the reference code's ``mean()`` normalisation, 
 stop-gradient: the denoiser is never differentiated. λ_t = λ/SNR_t^{1/2} is the paper's "inverse SNR"
 weighting (σ_t/α_t in its notation, α_t = √ᾱ_t, σ_t = √(1−ᾱ_t)). The data term carries no 1/σ²: the paper's
 ‖y − f(μ)‖²/(2σ_v²) is folded into λ (observation weight 1 in the reference code), so ``sigma`` is not an
-option. Defaults from the paper and its reference code: λ = 0.25, lr = 0.1, Adam betas (0.9, 0.99), μ
-initialised at A⁺y (``operator.pseudo_inverse``; Aᵀy for operators without one), 1000 steps in the paper.
+option. Defaults from the paper and its reference code: λ = 0.25, lr = 0.1, Adam betas (0.9, 0.99), 1000 steps
+in the paper. Start: the paper initialises μ at A⁺y; here μ0 = c Aᵀy with c = ⟨y, A Aᵀy⟩/‖A Aᵀy‖² per sample
+(:func:`initial_mean`, the least-squares scaling of Aᵀy), which is A⁺y wherever A Aᵀ = I (inpainting) and stays
+bounded where A⁺ amplifies the noise (blur: A⁺y of a noisy y is dominated by amplified noise that Adam's
+lr-bounded steps cannot undo in a few steps).
 
 Numbered steps of the loop:
 
@@ -26,7 +29,7 @@ Numbered steps of the loop:
 
 Scale rule: ℓ's two terms are means over the sample's entries, so the default λ does not depend on the image
 or measurement size; Adam's step is invariant to a common rescaling of both terms. The result is μ.
-``sampling.x_T``, if given, replaces A⁺y as the initial μ. ``noise_source="kernel"`` is rejected: ε enters
+``sampling.x_T``, if given, replaces the start μ0. ``noise_source="kernel"`` is rejected: ε enters
 the loss, so it must be a tensor. Measurements: benchmarks/results/ (bench_methods.py).
 """
 
@@ -40,7 +43,7 @@ import torch
 from ._inverse import Diagnostics, check_problem, route
 from ._loop import Sampling, check_number, draw, prepare, takes_sampling
 
-__all__ = ["ADAM_BETAS", "ADAM_EPS", "gradient", "reddiff", "weights"]
+__all__ = ["ADAM_BETAS", "ADAM_EPS", "gradient", "initial_mean", "reddiff", "weights"]
 
 #: Adam's (β₁, β₂) of the reference code.
 ADAM_BETAS = (0.9, 0.99)
@@ -61,6 +64,19 @@ def gradient(operator: Any, mu: torch.Tensor, y: torch.Tensor, eps_hat: torch.Te
     return operator.A_adjoint(r) * (-1.0 / m) + (eps_hat - eps) * (lam_t / n), r
 
 
+def initial_mean(operator: Any, y: torch.Tensor) -> torch.Tensor:
+    """μ0 = c Aᵀy, c = ⟨y, A Aᵀy⟩/‖A Aᵀy‖² per sample (0 where Aᵀy = 0): the exact line-search step of steepest
+    descent on ½‖y − A μ‖² from μ = 0 — A⁺y wherever A Aᵀ = I (inpainting masks), bounded where A⁺ amplifies
+    noise (module docstring)."""
+    with torch.no_grad():
+        aty = operator.A_adjoint(y)
+        aaty = operator.A(aty)
+        num = (y.flatten(1) * aaty.flatten(1)).sum(1)
+        den = aaty.flatten(1).pow(2).sum(1)
+        c = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
+        return aty * c.view(-1, *([1] * (aty.dim() - 1)))
+
+
 @takes_sampling
 def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, lam: float = 0.25,
             lr: float = 0.1) -> Any:
@@ -68,7 +84,7 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
 
     Args:
         denoiser: ``denoiser(x, t) -> eps`` with ``alphas_cumprod`` (no backward pass is taken).
-        operator: linear operator with ``A``/``A_adjoint`` (``pseudo_inverse`` for the start, else Aᵀy).
+        operator: linear operator with ``A``/``A_adjoint``.
         y: measurement (B, ...) float32/float64; one reconstruction per measurement.
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords);
             x_T, if given, is the initial μ.
@@ -76,7 +92,7 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         lr: Adam learning rate > 0 (default 0.1, in [-1, 1] image units).
     Returns:
         μ (B, C, H, W), or (μ, info) with ``return_info``: {"residual": (N, B) ‖y − A μ‖ before each step's
-        update, "timesteps": (N,)}.
+        update, "timesteps": (N,), "final_residual" (B,) ‖A μ − y‖/√m}.
     """
     lam = check_number("lam", lam, 0.0)
     lr = check_number("lr", lr, 0.0)
@@ -85,15 +101,10 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
     if sampling.noise_source != "generator":
         raise ValueError(f"noise_source={sampling.noise_source!r}: RED-diff's ε enters its loss, so it is drawn as "
                          "a tensor; use noise_source='generator'")
+    operator = route(operator, sampling.backend)  # the backend reaches A, Aᵀ (the shape check's included)
     shape = check_problem(operator, y, sampling.x_T)
-    operator = route(operator, sampling.backend)
     loop = prepare(denoiser, shape, sampling, like=y, name="reddiff")
-    if sampling.x_T is not None:
-        mu = loop.x
-    else:
-        with torch.no_grad():
-            pinv = getattr(operator, "pseudo_inverse", None)
-            mu = (pinv(y) if callable(pinv) else operator.A_adjoint(y)).detach().to(y.dtype).clone()
+    mu = loop.x if sampling.x_T is not None else initial_mean(operator, y)
     lams = weights(loop.alpha_t, lam)
     b1, b2 = ADAM_BETAS
     m1 = torch.zeros_like(mu)
@@ -116,5 +127,5 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
                 loop.record(i, mu, mu)
     mu = loop.finish(mu)
     if sampling.return_info:
-        return mu, info.stacked(timesteps=loop.schedule.timesteps.clone())
+        return mu, info.finish(operator, mu, y, loop.schedule.timesteps)
     return mu

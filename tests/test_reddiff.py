@@ -1,0 +1,145 @@
+"""RED-diff: the loss gradient against autograd and a hand-computed one, the loop against torch.optim.Adam on the
+per-sample loss, the weighting, backends, batch independence, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from diffsolve.kernels import _dispatch
+from diffsolve.methods import METHODS
+from diffsolve.models import GaussianPrior
+from diffsolve.operators import Inpainting, SuperResolution
+from diffsolve.solvers._loop import select_schedule
+from diffsolve.solvers.reddiff import gradient, initial_mean, reddiff, weights
+
+D = torch.float64
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def problem(b: int = 2):
+    p = GaussianPrior(torch.zeros(3, 8, 8, dtype=D), 0.3)
+    x = p.sample(b, generator=gen(12))
+    op = SuperResolution(2)
+    y = op.A(x) + 0.05 * torch.randn(op.A(x).shape, generator=gen(13), dtype=D)
+    return p, op, x, y
+
+
+def loss(op, mu, y, eps_hat, eps, lam_t):
+    m, n = y[0].numel(), mu[0].numel()
+    data = (y - op.A(mu)).flatten(1).pow(2).sum(1) / (2 * m)
+    reg = lam_t * ((eps_hat - eps).flatten(1) * mu.flatten(1)).sum(1) / n
+    return data + reg
+
+
+def test_gradient_matches_autograd_and_hand_formula():
+    p, op, x, y = problem()
+    g = gen(1)
+    mu = torch.randn(x.shape, generator=g, dtype=D)
+    eps_hat, eps = torch.randn(x.shape, generator=g, dtype=D), torch.randn(x.shape, generator=g, dtype=D)
+    grad, r = gradient(op, mu, y, eps_hat, eps, 0.7)
+    mug = mu.clone().requires_grad_(True)
+    (auto,) = torch.autograd.grad(loss(op, mug, y, eps_hat, eps, 0.7).sum(), mug)
+    assert torch.allclose(grad, auto, atol=1e-12)
+    # by hand: −Aᵀ(y − Aμ)/m + λ_t(ε̂ − ε)/n
+    hand = -op.A_adjoint(y - op.A(mu)) / y[0].numel() + 0.7 * (eps_hat - eps) / mu[0].numel()
+    assert torch.allclose(grad, hand, atol=1e-14)
+    assert torch.allclose(r, y - op.A(mu))
+
+
+def test_weights_are_inverse_sqrt_snr():
+    assert weights([0.25, 0.5], 0.25) == pytest.approx([0.25 * math.sqrt(3), 0.25])
+
+
+def test_loop_equals_adam_on_the_per_sample_loss():
+    p, op, x, y = problem()
+    steps, lam, lr = 4, 0.25, 0.1
+    out = reddiff(p, op, y, steps=steps, generator=gen(5))
+    # by hand: μ0 = c Aᵀy, x_T drawn first (unused), then one ε per step; torch.optim.Adam(betas=(0.9, 0.99))
+    g = gen(5)
+    torch.randn(x.shape, generator=g, dtype=D)
+    sched = select_schedule(p, steps, "trailing")
+    aty = op.A_adjoint(y)
+    c = [float((y[b] * op.A(aty)[b]).sum() / op.A(aty)[b].pow(2).sum()) for b in range(y.shape[0])]
+    mu = (aty * torch.tensor(c, dtype=D).view(-1, 1, 1, 1)).clone().requires_grad_(True)
+    opt = torch.optim.Adam([mu], lr=lr, betas=(0.9, 0.99))
+    for i in range(steps):
+        a = float(sched.alpha_t[i])
+        eps = torch.randn(x.shape, generator=g, dtype=D)
+        x_t = a**0.5 * mu.detach() + (1 - a) ** 0.5 * eps
+        eps_hat = p(x_t, sched.timesteps[i].expand(x.shape[0]))
+        opt.zero_grad()
+        loss(op, mu, y, eps_hat, eps, lam * math.sqrt((1 - a) / a)).sum().backward()
+        opt.step()
+    assert torch.allclose(out, mu.detach(), atol=1e-12), (out - mu).abs().max()
+
+
+def test_initial_mean_is_pinv_for_a_mask_and_least_squares_scaled():
+    p, _, x, _ = problem()
+    op = Inpainting.box(8, box=4, margin=2)
+    y = op.A(x)
+    assert torch.allclose(initial_mean(op, y), op.pseudo_inverse(y), atol=1e-12)
+    op = SuperResolution(2)
+    y = op.A(x)
+    mu = initial_mean(op, y)
+    for c in (0.9, 1.1):  # c minimises ‖y − A(c Aᵀy)‖ per sample
+        assert ((y - op.A(mu)).flatten(1).norm(dim=1) <= (y - op.A(c * mu)).flatten(1).norm(dim=1)).all()
+    assert torch.equal(initial_mean(op, torch.zeros_like(y)), torch.zeros_like(mu))
+
+
+def test_x_T_is_the_initial_mean_and_info():
+    p, op, x, y = problem()
+    start = torch.zeros(x.shape, dtype=D)
+    out, info = reddiff(p, op, y, steps=3, x_T=start, generator=gen(2), return_info=True)
+    assert torch.allclose(info["residual"][0], y.flatten(1).norm(dim=1))  # μ0 = 0: ‖y‖
+    assert info["residual"].shape == (3, 2) and info["timesteps"].shape == (3,)
+    assert torch.allclose(info["final_residual"], (op.A(out) - y).flatten(1).norm(dim=1) / y[0].numel() ** 0.5)
+    m = METHODS["reddiff"]
+    assert not m.backward and m.required == () and m.kind == "inverse"
+
+
+def test_cpp_backend_agrees_with_torch():
+    ok, why = _dispatch.backends()["cpp"]
+    if not ok:
+        pytest.skip(why)
+    p, _, x, _ = problem()
+    outs = []
+    for be in ("torch", "cpp"):
+        op = Inpainting.box(8, box=4, margin=2, backend=be)
+        outs.append(reddiff(p, op, op.A(x), steps=4, generator=gen(3), backend=be))
+    assert torch.allclose(outs[0], outs[1], atol=1e-10)
+
+
+def test_generator_list_gives_batch_independence():
+    p, op, x, _ = problem(3)
+    y = op.A(torch.cat([x[:2], x[:1]]))
+    full = reddiff(p, op, y, steps=5, generator=[gen(20), gen(21), gen(22)])
+    one = reddiff(p, op, y[1:2], steps=5, generator=[gen(21)])
+    assert torch.allclose(full[1:2], one, atol=1e-12)
+    assert not torch.allclose(full[0], full[2])
+
+
+@pytest.mark.parametrize("options, error, words", [
+    (dict(lam=-1.0), ValueError, "lam"),
+    (dict(lam="x"), TypeError, "lam"),
+    (dict(lr=0.0), ValueError, "lr"),
+    (dict(lr=float("inf")), ValueError, "lr"),
+    (dict(noise_source="kernel"), ValueError, "noise_source"),
+])
+def test_bad_input_rejected_before_the_loop(options, error, words):
+    p, op, x, y = problem()
+    calls = []
+
+    def den(x_t, t):
+        calls.append(1)
+        return p(x_t, t)
+
+    den.alphas_cumprod = p.alphas_cumprod
+    with pytest.raises(error, match=words):
+        reddiff(den, op, y, steps=3, **options)
+    assert not calls
