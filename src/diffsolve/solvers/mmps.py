@@ -24,7 +24,11 @@ exact for a Gaussian prior). Per step t → s:
 5. x_s = DDIM_η(x_t, ε̂_y) with ε̂_y = (x_t − √ᾱ_t x̂0_y)/√(1−ᾱ_t), the noise prediction of x̂0_y (the paper
    plugs the posterior denoiser into the sampler), one fused kernel.
 
-A step costs one forward and ``cg_iters`` + 1 backward passes of the denoiser. Defaults: ``cg_iters=1`` (the
+A step costs one forward and ``cg_iters`` + 1 backward passes of the denoiser. CG assumes σ² I + A Σ_t Aᵀ
+symmetric positive definite: exact for an exact prior (Gaussian: Σ_t is the true covariance), only approximate
+for a learned denoiser, whose Jacobian is neither exactly symmetric nor PSD — more iterations are then not
+guaranteed to help (azula's MMPS uses GMRES by default for this reason); a direction with ⟨p, K p⟩ ≤ 0 is
+skipped per sample. Defaults: ``cg_iters=1`` (the
 paper reports that one to a few iterations suffice; azula's default is 1), η = 1. Scale rule: the update is
 invariant to A → kA, y → ky, σ → kσ (A Σ Aᵀ, σ² and r scale alike); the image size enters nowhere.
 Measurements: benchmarks/results/ (bench_methods.py).
