@@ -47,8 +47,8 @@ def fake_cpp(monkeypatch):
 def test_auto_picks_torch_on_cpu_without_cpp(no_cpp, monkeypatch):
     monkeypatch.delenv("DIFFSOLVE_BACKEND", raising=False)
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # even with the interpreter on, auto never uses it
-    assert _dispatch.resolve_backend("auto", "fused_step", None, CPU) == "torch"
-    assert _dispatch.implementation("auto", "fused_step", None, CPU).__name__ == "fused_step_reference"
+    assert _dispatch.resolve("fused_step", "auto", CPU, F32).backend == "torch"
+    assert _dispatch.resolve("fused_step", "auto", CPU, F32).fn.__name__ == "fused_step_reference"
 
 
 def test_auto_picks_cpp_on_cpu_when_built(fake_cpp, monkeypatch):
@@ -138,20 +138,20 @@ def test_unknown_backend_is_value_error(bad):
 
 def test_env_default_backend_read_once_until_reset(monkeypatch, no_cpp):
     monkeypatch.setenv("DIFFSOLVE_BACKEND", "torch")
-    assert _dispatch.resolve_backend("auto", "fused_step") == "torch"
+    assert _dispatch.resolve("fused_step", "auto", CPU, F32).backend == "torch"
     monkeypatch.setenv("DIFFSOLVE_BACKEND", "cpp")
-    assert _dispatch.resolve_backend("auto", "cg_dots") == "torch"  # still the value read first
+    assert _dispatch.resolve("cg_dots", "auto", CPU, F32).backend == "torch"  # still the value read first
     _dispatch.reset()  # an env choice is explicit: it raises if impossible
     with pytest.raises(BackendUnavailableError, match="cpp"):
-        _dispatch.resolve_backend("auto", "fused_step")
-    assert _dispatch.resolve_backend("torch", "fused_step") == "torch"  # named wins
+        _dispatch.resolve("fused_step", "auto", CPU, F32).backend
+    assert _dispatch.resolve("fused_step", "torch", CPU, F32).backend == "torch"  # named wins
     monkeypatch.setenv("DIFFSOLVE_BACKEND", "fastest")
     _dispatch.reset()
     with pytest.raises(ValueError, match="DIFFSOLVE_BACKEND"):
-        _dispatch.resolve_backend("auto", "fused_step")
+        _dispatch.resolve("fused_step", "auto", CPU, F32).backend
     monkeypatch.setenv("DIFFSOLVE_BACKEND", " ")
     _dispatch.reset()
-    assert _dispatch.resolve_backend("auto", "fused_step") == "torch"
+    assert _dispatch.resolve("fused_step", "auto", CPU, F32).backend == "torch"
 
 
 def test_backends_lists_each_with_reason():
@@ -164,11 +164,11 @@ def test_backends_lists_each_with_reason():
 
 def test_auto_skips_ops_a_row_marks_slower_than_torch(fake_cpp, monkeypatch):
     monkeypatch.delenv("DIFFSOLVE_BACKEND", raising=False)
-    assert _dispatch.resolve_backend("auto", "fused_step") == "cpp"
+    assert _dispatch.resolve("fused_step", "auto", CPU, F32).backend == "cpp"
     monkeypatch.setitem(_dispatch.TABLE, "fused_step", _dispatch.TABLE["fused_step"]._replace(auto_skip=("cpp",)))
     _dispatch.reset()
-    assert _dispatch.resolve_backend("auto", "fused_step") == "torch"
-    assert _dispatch.resolve_backend("cpp", "fused_step") == "cpp"  # explicit still runs
+    assert _dispatch.resolve("fused_step", "auto", CPU, F32).backend == "torch"
+    assert _dispatch.resolve("fused_step", "cpp", CPU, F32).backend == "cpp"  # explicit still runs
 
 
 def test_dispatch_table_rows(fake_cpp):

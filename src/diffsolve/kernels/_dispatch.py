@@ -50,7 +50,6 @@ __all__ = [
     "implementation",
     "reset",
     "resolve",
-    "resolve_backend",
 ]
 
 BACKENDS = ("triton", "cpp", "torch")
@@ -284,13 +283,6 @@ def resolve(op: str, backend: str, device: torch.device, dtype: torch.dtype) -> 
         fn = _no_backward(op, chosen, fn)
     impl = _CACHE[key] = Impl(op, chosen, fn, adjoint_fn)
     return impl
-
-
-def resolve_backend(backend: str, name: str, family: str | None = None,
-                    device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32) -> str:
-    """The concrete backend that runs op ``name`` for ``dtype`` tensors on ``device`` (``family``:
-    ignored, kept for callers of the earlier API)."""
-    return resolve(name, backend, device, dtype).backend
 
 
 def implementation(backend: str, name: str, family: str | None = None,

@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 _NAMES = ("m_h", "m_w")
+#: Most elements an avg_pool_adjoint output may hold (int32 indexing in the kernels: 2**31 - 1)
+_MAX_ELEMENTS = 2**31 - 1
 
 
 # ----------------------------------------------------------------------------- torch references
@@ -114,4 +116,12 @@ def avg_pool_adjoint(y: torch.Tensor, factor: int, *, backend: str = "auto") -> 
     """Transpose of :func:`avg_pool`: (B, C, h, w) -> (B, C, h·s, w·s), values y/s²."""
     _check_images("y", y)
     s = _check_factor(factor)
+    b, c, h, w = y.shape
+    if b * c * (h * s) * (w * s) > _MAX_ELEMENTS:  # Python ints: no overflow, nothing allocated yet
+        most = max(1, int((_MAX_ELEMENTS / max(1, b * c * h * w)) ** 0.5))
+        raise ValueError(
+            f"factor={s} is too large for y of shape {tuple(y.shape)}: the adjoint's output "
+            f"({b}, {c}, {h * s}, {w * s}) would hold {b * c * h * s * w * s:.3g} elements (more than the "
+            f"{_MAX_ELEMENTS:.3g} the kernels index); factor must be at most {most} here (it is the "
+            "down-sampling factor of the avg_pool that produced y)")
     return apply_linear("avg_pool_adjoint", backend, y.contiguous(), s)

@@ -10,6 +10,8 @@ are built on the same pieces.
 
 from __future__ import annotations
 
+import copy
+import warnings
 from typing import Callable, NamedTuple
 
 import torch
@@ -31,6 +33,87 @@ class SolveInfo(NamedTuple):
 
 def _default_tol(dtype: torch.dtype) -> float:
     return 1e-10 if dtype == torch.float64 else 1e-5
+
+
+def _check_solve_values(names: tuple[str, str], shift: object, scale: object, shift_t: torch.Tensor,
+                        scale_t: torch.Tensor, gram_singular: bool, op_name: str) -> None:
+    """Value checks of tensor-valued shift / scale (numbers were checked on the host): finite and >= 0,
+    not both 0 for a sample, shift > 0 where AᵀA is singular. All masks are read back in ONE host sync."""
+    if not isinstance(shift, torch.Tensor) and not isinstance(scale, torch.Tensor):
+        return
+    sh, sc = shift_t.detach(), scale_t.detach()
+    checks = [
+        (sh, ~torch.isfinite(sh) | (sh < 0), f"{names[0]} must be finite and >= 0 (K = shift·I + scale·AᵀA must be "
+         "positive definite; a negative or NaN value would solve an indefinite system silently)"),
+        (sc, ~torch.isfinite(sc) | (sc < 0), f"{names[1]} must be finite and >= 0 (K = shift·I + scale·AᵀA must be "
+         "positive definite; a negative or NaN value would solve an indefinite system silently)"),
+        (sh, (sh == 0) & (sc == 0), f"{names[0]} and {names[1]} are both 0 for some samples (K = 0: nothing to "
+         f"invert); give {names[0]} > 0 or {names[1]} > 0"),
+    ]
+    if gram_singular:
+        checks.append((sh, sh == 0, f"{names[0]} must be > 0 for {op_name}: AᵀA is singular, so {names[0]}=0 has no "
+                       "unique solution (use pseudo_inverse(y) for the minimum-norm least-squares one)"))
+    flags = torch.stack([bad.any() for _, bad, _ in checks]).tolist()  # the one host sync
+    for (value, bad, rule), flag in zip(checks, flags):
+        if flag:
+            idx = bad.nonzero().flatten()[:8].tolist()
+            shown = ", ".join(f"sample {i}: {float(value[i]):g}" for i in idx)
+            raise ValueError(f"{rule}; got {shown}")
+
+
+def _warn_unconverged(op_name: str, info: "SolveInfo", tol: float, max_iters: int, stacklevel: int) -> None:
+    """SolveNotConvergedWarning listing the samples above ``tol`` with their residuals (one host sync)."""
+    if bool(info.converged.all()):
+        return
+    failing = (~info.converged).nonzero().flatten()
+    idx = failing[:8].tolist()
+    res = info.residual[failing[:8]].tolist()
+    listed = ", ".join(f"sample {i}: {r:.3g}" for i, r in zip(idx, res)) + (" ..." if failing.numel() > 8 else "")
+    dtype = info.residual.dtype
+    if info.method == "cg":
+        what, fix = (f"CG stopped at max_iters={max_iters}", "raise max_iters")
+    else:
+        what, fix = ("the exact solve (rounding: K = shift·I + scale·AᵀA is ill-conditioned)", "raise shift")
+    if dtype == torch.float32:
+        fix += ", solve in float64"
+    warnings.warn(SolveNotConvergedWarning(
+        f"{op_name}.solve: {what} did not reach tol={tol:g} for {failing.numel()} of {info.converged.numel()} "
+        f"samples (relative residual of the failing samples: {listed}); {fix}, or pass return_info=True to "
+        "handle it"), stacklevel=stacklevel + 1)
+
+
+class _LinearSolve(torch.autograd.Function):
+    """x = K⁻¹ rhs, K = shift·I + scale·AᵀA (symmetric), with the exact backward by the same solve:
+    grad_rhs = K⁻¹ g, grad_shift = −⟨grad_rhs, x⟩, grad_scale = −⟨A grad_rhs, A x⟩ per sample.
+    ``run(rhs, shift, scale, x0) -> (x, SolveInfo | None)`` is the operator's solve (any backend);
+    ``holder`` receives the forward's info."""
+
+    @staticmethod
+    def forward(ctx, rhs, shift, scale, op, run, x0, holder):  # type: ignore[override]
+        x, info = run(rhs, shift, scale, x0)
+        holder.append(info)
+        ctx.op, ctx.run = op, run
+        ctx.save_for_backward(x, shift, scale)
+        return x
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        x, shift, scale = ctx.saved_tensors
+        u = _differentiable_solve(ctx.op, ctx.run, g.contiguous(), shift, scale, None)[0]
+        need_shift, need_scale = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        grad_shift = -(u * x).flatten(1).sum(1) if need_shift else None
+        grad_scale = -(u * ctx.op._gram(x)).flatten(1).sum(1) if need_scale else None  # ⟨A u, A x⟩ = ⟨u, AᵀA x⟩
+        return u, grad_shift, grad_scale, None, None, None, None
+
+
+def _differentiable_solve(op: "LinearOperator", run: Callable, rhs: torch.Tensor, shift: torch.Tensor,
+                          scale: torch.Tensor, x0: torch.Tensor | None):
+    """``run`` directly when no gradient is recorded, else through :class:`_LinearSolve`: (x, info)."""
+    if not torch.is_grad_enabled() or not (rhs.requires_grad or shift.requires_grad or scale.requires_grad):
+        return run(rhs, shift, scale, x0)
+    holder: list = []
+    x = _LinearSolve.apply(rhs, shift, scale, op, run, None if x0 is None else x0.detach(), holder)
+    return x, holder[0]
 
 
 class LinearOperator:
@@ -66,12 +149,25 @@ class LinearOperator:
         """A⁺y; default: CG on the normal equations AᵀA x = Aᵀy from x = 0 (the minimum-norm
         least-squares solution)."""
         rhs = self._adjoint(y)
-        return batched_cg(self._gram, rhs, 0.0, 1.0, max_iters=max_iters, tol=tol, check_every=10,
-                          backend=self.backend).x
+        zero = torch.zeros(rhs.shape[0], dtype=rhs.dtype, device=rhs.device)
+        run = self._solve_runner(False, tol, max_iters, 10, info=False)  # differentiable (exact backward)
+        return _differentiable_solve(self, run, rhs, zero, zero + 1, None)[0]
 
     def diagonal(self) -> torch.Tensor:
         """d of a ``structure = "diagonal"`` operator as (1|B, 1|C, H, W) (A x = d ⊙ x)."""
         raise NotImplementedError(f"{type(self).__name__} declares structure={self.structure!r}, not 'diagonal'")
+
+    def cg_preconditioner(self, shift: torch.Tensor, scale: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """v ↦ M⁻¹ v for an SPD M ≈ shift·I + scale·AᵀA (shift, scale (B,) tensors), used by the CG path
+        of :meth:`solve`; None (this default): plain CG."""
+        return None
+
+    def cg_iterations(self, size: tuple[int, int], shift: float, scale: float, tol: float) -> int | None:
+        """CG iterations (with :meth:`cg_preconditioner`) that reach relative residual ``tol`` for
+        shift·I + scale·AᵀA on H×W = ``size`` images, from host numbers only (no device sync), or None
+        where the operator knows none (this default): the caller then sizes the budget itself
+        (e.g. from :meth:`gram_norm_bound`)."""
+        return None
 
     def gram_norm_bound(self, size: tuple[int, int]) -> float | None:
         """An upper bound on ‖AᵀA‖₂ = λmax(AᵀA) for images of spatial size ``size`` = (H, W), or
@@ -100,6 +196,18 @@ class LinearOperator:
         return self._cache[full]
 
     # ------------------------------------------------------------------ public API
+    def with_backend(self, backend: str) -> "LinearOperator":
+        """This operator with every kernel call (A, Aᵀ, AᵀA, exact solves, CG, pseudo_inverse,
+        gram_norm_bound) on ``backend``: ``self`` when ``backend`` is "auto" or already
+        ``self.backend``, else a shallow copy that shares the cached tensors (masks, matrices,
+        spectra) with ``self``."""
+        backend = check_backend(backend)
+        if backend == "auto" or backend == self.backend:
+            return self
+        op = copy.copy(self)
+        op.backend = backend
+        return op
+
     def A(self, x: torch.Tensor) -> torch.Tensor:
         """y = A x."""
         check_image("x", x)
@@ -140,10 +248,48 @@ class LinearOperator:
         ``check_every`` apply to CG, which runs a fixed budget without host syncs unless
         ``check_every`` = k asks for one sync every k iterations to stop early. With
         ``return_info`` also returns a :class:`SolveInfo` (exact solves report their residual
-        with one extra AᵀA product); without it, a CG solve that stopped above ``tol`` warns
-        (:class:`SolveNotConvergedWarning` with the per-sample residuals; one host sync).
-        shift = scale = 0 (K = 0) is refused.
+        with one extra AᵀA product); without it, a solve that ended above ``tol`` warns
+        (:class:`SolveNotConvergedWarning` listing the failing samples' residuals; one host sync;
+        exact solves check their residual with one extra AᵀA product: in float32 rounding leaves
+        ~eps·κ(K) when shift is small against scale·‖AᵀA‖).
+
+        Values: shift and scale must be finite and >= 0 (tensors too: one host sync reads them),
+        not both 0 for a sample, and shift > 0 where AᵀA is singular; anything else raises
+        ValueError. Solvers passing values they built use :meth:`solve_unchecked` (no sync).
+
+        Differentiable in rhs, shift and scale on every backend (exact and CG paths): the backward
+        is the same solve, grad_rhs = K⁻¹g, grad_shift = −⟨grad_rhs, x⟩, grad_scale =
+        −⟨A grad_rhs, A x⟩ per sample (gradients do not reach parameters captured inside a
+        :class:`~diffsolve.operators.CallableOperator`'s function, nor ``x0``).
         """
+        return self._solve(rhs, shift, scale, method=method, tol=tol, max_iters=max_iters, x0=x0,
+                           check_every=check_every, return_info=return_info, checked=True)
+
+    def solve_unchecked(
+        self,
+        rhs: torch.Tensor,
+        shift: float | torch.Tensor = 0.0,
+        scale: float | torch.Tensor = 1.0,
+        *,
+        method: str = "auto",
+        tol: float | None = None,
+        max_iters: int = 200,
+        x0: torch.Tensor | None = None,
+        check_every: int | None = None,
+        return_info: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, SolveInfo]:
+        """:meth:`solve` without its value checks, for solvers that pass shift / scale they built:
+        tensor values are not inspected (negative or NaN ones are the caller's responsibility), an
+        unconverged solve does not warn and an exact solve's residual is not verified unless
+        ``return_info`` asks for it. Nothing here syncs the host with the device (except CG's
+        ``check_every``); shapes, dtypes, devices and Python numbers are still checked.
+        Differentiable like :meth:`solve`."""
+        return self._solve(rhs, shift, scale, method=method, tol=tol, max_iters=max_iters, x0=x0,
+                           check_every=check_every, return_info=return_info, checked=False)
+
+    def _solve(self, rhs, shift, scale, *, method: str = "auto", tol: float | None = None, max_iters: int = 200,
+               x0: torch.Tensor | None = None, check_every: int | None = None, return_info: bool = False,
+               checked: bool = True, names: tuple[str, str] = ("shift", "scale"), stacklevel: int = 3):
         check_image("rhs", rhs)
         self._check_input(rhs)
         if method not in ("auto", "exact", "cg"):
@@ -152,38 +298,48 @@ class LinearOperator:
             raise ValueError(f"method='exact': {type(self).__name__} has no exact solve here; use 'cg' or 'auto'")
         if self.gram_singular and isinstance(shift, (int, float)) and shift == 0:
             raise ValueError(
-                f"shift must be > 0 for {type(self).__name__}: AᵀA is singular, so shift=0 has no "
+                f"{names[0]} must be > 0 for {type(self).__name__}: AᵀA is singular, so {names[0]}=0 has no "
                 "unique solution (use pseudo_inverse(y) for the minimum-norm least-squares one)"
             )
         if (isinstance(shift, (int, float)) and isinstance(scale, (int, float)) and not isinstance(shift, bool)
                 and shift == 0 and scale == 0):
-            raise ValueError("shift = scale = 0 makes K = shift·I + scale·AᵀA zero: there is nothing to invert; "
-                             "give shift > 0 or scale > 0")
+            raise ValueError(f"{names[0]} = {names[1]} = 0 makes K = shift·I + scale·AᵀA zero: there is nothing to "
+                             f"invert; give {names[0]} > 0 or {names[1]} > 0")
         tol = _default_tol(rhs.dtype) if tol is None else tol
-        shift_t, scale_t = per_sample("shift", shift, rhs), per_sample("scale", scale, rhs)
-        if self.exact_solve and method != "cg":
-            x = self._solve_exact(rhs, shift_t, scale_t)
-            if not return_info:
-                return x
-            view = (-1, 1, 1, 1)
-            res = (rhs - shift_t.view(view) * x - scale_t.view(view) * self._gram(x)).flatten(1).norm(dim=1)
-            norm = rhs.flatten(1).norm(dim=1)
-            residual = torch.where(norm > 0, res / torch.where(norm > 0, norm, 1), res)
-            zeros = torch.zeros(rhs.shape[0], dtype=torch.int64, device=rhs.device)
-            return x, SolveInfo("exact", zeros, residual, residual <= tol)
-        out = batched_cg(self._gram, rhs, shift_t, scale_t, x0=x0, max_iters=max_iters, tol=tol,
-                         check_every=check_every, backend=self.backend)
+        shift_t, scale_t = per_sample(names[0], shift, rhs), per_sample(names[1], scale, rhs)
+        if checked:  # one host sync, only for tensor values
+            _check_solve_values(names, shift, scale, shift_t, scale_t, self.gram_singular, type(self).__name__)
+        exact = self.exact_solve and method != "cg"
+        # checked exact solves verify their residual (one AᵀA product, one sync): rounding can leave it above tol
+        run = self._solve_runner(exact, tol, max_iters, check_every, info=return_info or checked)
+        x, info = _differentiable_solve(self, run, rhs, shift_t, scale_t, x0)
         if return_info:
-            return out.x, SolveInfo("cg", out.iterations, out.residual, out.converged)
-        if not bool(out.converged.all()):  # one sync: say so rather than return an unconverged x silently
-            import warnings
+            return x, info
+        if checked:  # one sync: say so rather than return an unconverged x silently
+            _warn_unconverged(type(self).__name__, info, tol, max_iters, stacklevel)
+        return x
 
-            warnings.warn(SolveNotConvergedWarning(
-                f"{type(self).__name__}.solve: CG stopped at max_iters={max_iters} above tol={tol:g} for "
-                f"{int((~out.converged).sum())} of {rhs.shape[0]} samples (relative residual per sample "
-                f"{[float(f'{r:.3g}') for r in out.residual.tolist()[:8]]}); raise max_iters, or pass "
-                "return_info=True to handle it"), stacklevel=2)
-        return out.x
+    def _solve_runner(self, exact: bool, tol: float, max_iters: int, check_every: int | None, info: bool):
+        """``run(rhs, shift, scale, x0) -> (x, SolveInfo | None)``: the solve itself, no autograd (the
+        backward of :class:`_LinearSolve` calls it again with the incoming gradient as rhs)."""
+
+        def run(rhs: torch.Tensor, shift_t: torch.Tensor, scale_t: torch.Tensor, x0: torch.Tensor | None):
+            if exact:
+                x = self._solve_exact(rhs, shift_t, scale_t)
+                if not info:
+                    return x, None
+                view = (-1, 1, 1, 1)
+                res = (rhs - shift_t.view(view) * x - scale_t.view(view) * self._gram(x)).flatten(1).norm(dim=1)
+                norm = rhs.flatten(1).norm(dim=1)
+                residual = torch.where(norm > 0, res / torch.where(norm > 0, norm, 1), res)
+                zeros = torch.zeros(rhs.shape[0], dtype=torch.int64, device=rhs.device)
+                return x, SolveInfo("exact", zeros, residual, residual <= tol)
+            out = batched_cg(self._gram, rhs, shift_t, scale_t, x0=x0, max_iters=max_iters, tol=tol,
+                             check_every=check_every, backend=self.backend,
+                             preconditioner=self.cg_preconditioner(shift_t, scale_t))
+            return out.x, SolveInfo("cg", out.iterations, out.residual, out.converged)
+
+        return run
 
     def pseudo_inverse(self, y: torch.Tensor, *, tol: float | None = None, max_iters: int = 500) -> torch.Tensor:
         """A⁺ y, the minimum-norm least-squares solution (exact where the structure allows; singular
@@ -195,14 +351,24 @@ class LinearOperator:
 
     def tikhonov(self, y: torch.Tensor, lam: float | torch.Tensor, **solve_options) -> torch.Tensor:
         """argmin_x ‖A x − y‖² + lam·‖x‖² = (lam·I + AᵀA)⁻¹ Aᵀ y (Wiener filter for blurs);
-        lam > 0, a number or a (B,) tensor. Checks y is finite (one sync)."""
+        lam > 0, a number or a (B,) tensor. Checks y is finite (one sync). ``solve_options``: those of
+        :meth:`solve`. Differentiable in y and lam on every backend."""
         check_image("y", y)
         self._check_output(y)
         check_finite("y", y)
-        per_sample("lam", lam, y)  # checks type, shape, dtype and device under its own name
+        lam_t = per_sample("lam", lam, y)  # checks type, shape, dtype and device under its own name
         if isinstance(lam, (int, float)) and lam == 0:
             raise ValueError("lam must be > 0 (lam = 0 is the pseudo-inverse: use pseudo_inverse(y))")
-        return self.solve(self._adjoint(y), shift=lam, scale=1.0, **solve_options)
+        if isinstance(lam, torch.Tensor):  # one sync: finite and > 0
+            bad = ~torch.isfinite(lam_t.detach()) | (lam_t.detach() <= 0)
+            if bool(bad.any()):
+                idx = bad.nonzero().flatten()[:8].tolist()
+                raise ValueError("lam must be finite and > 0 (lam = 0 is the pseudo-inverse: use pseudo_inverse(y)); "
+                                 "got " + ", ".join(f"sample {i}: {float(lam_t[i]):g}" for i in idx))
+        unknown = set(solve_options) - {"method", "tol", "max_iters", "x0", "check_every", "return_info"}
+        if unknown:
+            raise TypeError(f"tikhonov got unexpected solve options {sorted(unknown)}")
+        return self._solve(self._adjoint(y), lam, 1.0, names=("lam", "scale"), **solve_options)
 
     @staticmethod
     def from_callable(
