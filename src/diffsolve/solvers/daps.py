@@ -104,8 +104,8 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     if sampling.noise_source != "generator":
         raise ValueError(f"daps draws its Langevin and re-noising noise from the generator; noise_source="
                          f"{sampling.noise_source!r} is not supported, use noise_source='generator'")
+    operator = route(operator, sampling.backend)  # before the shape check: every A runs on the backend
     shape = check_problem(operator, y, sampling.x_T)
-    operator = route(operator, sampling.backend)
     # 0. the annealing levels, the ODE sub-levels and the step sizes: host numbers, before the loop
     table = torch.as_tensor(as_denoiser(denoiser).alphas_cumprod).detach().to("cpu", torch.float64)
     table_sigmas = ((1 - table) / table).sqrt()

@@ -103,8 +103,8 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     if sampling.noise_source != "generator":
         raise ValueError(f"ddrm draws its noise in image space and maps it to A's spectral space; "
                          f"noise_source={sampling.noise_source!r} is not supported, use noise_source='generator'")
+    operator = route(operator, sampling.backend)  # before the shape check: every A runs on the backend
     shape = check_problem(operator, y, sampling.x_T)
-    operator = route(operator, sampling.backend)
     svd = operator_svd(operator, shape[-2:], "ddrm")
     loop = prepare(denoiser, shape, sampling, like=y, name="ddrm")
     generator = sampling.generator
@@ -135,8 +135,7 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             if sigmas_next[i] > 0:  # no noise at σ_s = 0 (host float, no sync)
                 z_bar = z_bar + d * svd.Vt(_draw(shape, generator, y.dtype, y.device))
             x = math.sqrt(a_s) * svd.V(z_bar)  # 4. back to image space, VP scaling
-            if sampling.return_info:
-                info.add("residual", (y - operator.A(x0)).flatten(1).norm(dim=1))
+            info.add("residual", (y - operator.A(x0)).flatten(1).norm(dim=1))  # 5. ‖y − A x̂0‖ (B,)
             if loop.callback is not None:
                 loop.record(i, x, x0)
     x = loop.finish(x)
