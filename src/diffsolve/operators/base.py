@@ -157,6 +157,18 @@ class LinearOperator:
         """d of a ``structure = "diagonal"`` operator as (1|B, 1|C, H, W) (A x = d ⊙ x)."""
         raise NotImplementedError(f"{type(self).__name__} declares structure={self.structure!r}, not 'diagonal'")
 
+    def cg_preconditioner(self, shift: torch.Tensor, scale: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """v ↦ M⁻¹ v for an SPD M ≈ shift·I + scale·AᵀA (shift, scale (B,) tensors), used by the CG path
+        of :meth:`solve`; None (this default): plain CG."""
+        return None
+
+    def cg_iterations(self, size: tuple[int, int], shift: float, scale: float, tol: float) -> int | None:
+        """CG iterations (with :meth:`cg_preconditioner`) that reach relative residual ``tol`` for
+        shift·I + scale·AᵀA on H×W = ``size`` images, from host numbers only (no device sync), or None
+        where the operator knows none (this default): the caller then sizes the budget itself
+        (e.g. from :meth:`gram_norm_bound`)."""
+        return None
+
     def gram_norm_bound(self, size: tuple[int, int]) -> float | None:
         """An upper bound on ‖AᵀA‖₂ = λmax(AᵀA) for images of spatial size ``size`` = (H, W), or
         None where the operator knows none (this default). With it, κ(shift·I + scale·AᵀA) ≤
@@ -323,7 +335,8 @@ class LinearOperator:
                 zeros = torch.zeros(rhs.shape[0], dtype=torch.int64, device=rhs.device)
                 return x, SolveInfo("exact", zeros, residual, residual <= tol)
             out = batched_cg(self._gram, rhs, shift_t, scale_t, x0=x0, max_iters=max_iters, tol=tol,
-                             check_every=check_every, backend=self.backend)
+                             check_every=check_every, backend=self.backend,
+                             preconditioner=self.cg_preconditioner(shift_t, scale_t))
             return out.x, SolveInfo("cg", out.iterations, out.residual, out.converged)
 
         return run
