@@ -550,4 +550,4 @@ def test_autotuned_launches_on_large_images():
 def test_auto_backend_picks_triton_on_cuda():
     from diffsolve.kernels import _dispatch
 
-    assert _dispatch.resolve_backend("auto", "fused_step", "step", torch.device("cuda")) == "triton"
+    assert _dispatch.resolve("fused_step", "auto", torch.device("cuda"), torch.float32).backend == "triton"
