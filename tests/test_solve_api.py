@@ -69,7 +69,7 @@ def test_mpgd_ldm_dispatch(setup):
 def test_errors(setup):
     prior, op, y = setup
     with pytest.raises(ValueError, match="method must be one of"):
-        diffsolve.solve("ddrm", prior, op, y, steps=2)
+        diffsolve.solve("not_a_method", prior, op, y, steps=2)
     with pytest.raises(ValueError, match="sigma"):
         diffsolve.solve("cdps", prior, op, y, steps=2)
     with pytest.raises(ValueError, match="autoencoder"):
