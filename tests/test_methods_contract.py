@@ -27,6 +27,12 @@ CASES: dict[str, dict] = {
     "dps": {},
     "mpgd": {},
     "cdps": {"sigma": SIGMA},
+    "pigdm": {"sigma": SIGMA},
+    "diffpir": {"sigma": SIGMA},
+    "ddrm": {"sigma": SIGMA},
+    "daps": {"sigma": SIGMA},
+    "reddiff": {},
+    "mmps": {"sigma": SIGMA},
 }
 
 
