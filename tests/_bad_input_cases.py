@@ -556,7 +556,7 @@ def _misc_cases(x) -> list[Case]:
     """Schedules, the remaining kernels and adapters' constructors."""
     from diffsolve.kernels import avg_pool, correlate2d, resample, separable_correlate2d
     from diffsolve.models import Autoencoder, DiffusersDenoiser
-    from diffsolve.operators import LinearOperator
+    from diffsolve.operators import CallableOperator, LinearOperator
     from diffsolve.schedules import loglinear_timesteps, make_alphas_cumprod, spaced_timesteps
 
     cases: list[Case] = []
@@ -587,7 +587,7 @@ def _misc_cases(x) -> list[Case]:
             lambda v=v: make_alphas_cumprod(num_train_timesteps=v))
     add("make_alphas_cumprod", "beta_schedule", "'bogus'", "reject", lambda: make_alphas_cumprod(beta_schedule="bogus"))
     add("make_alphas_cumprod", "beta_end", "nan", "reject", lambda: make_alphas_cumprod(beta_end=NAN))
-    add("LinearOperator.from_callable", "fn", "5", "reject", lambda: LinearOperator.from_callable(5))
+    add("CallableOperator", "fn", "5", "reject", lambda: CallableOperator(5))
     add("Autoencoder", "vae", "5", "reject", lambda: Autoencoder(5))
     add("DiffusersDenoiser", "unet", "5", "reject", lambda: DiffusersDenoiser(5, {}))
     for damage, arg in [("config.json not JSON", "config.json"), ("config.json a list", "config.json"),

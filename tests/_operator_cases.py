@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from diffsolve.operators import (
-    Blur, GaussianBlur, Identity, Inpainting, MotionBlur, Operator, SuperResolution,
+    Blur, CallableOperator, GaussianBlur, Identity, Inpainting, MotionBlur, Operator, SuperResolution,
 )
 
 BOUNDARIES = ("reflect", "circular", "zero")
@@ -29,7 +29,7 @@ def operator_cases(size: tuple[int, int], channels: int = 2) -> dict[str, Operat
         "inpaint_channel_mask": Inpainting((torch.rand(channels, h, w, generator=torch.Generator().manual_seed(2)) > 0.4)),
         "sr_bicubic_2": SuperResolution(2, "bicubic", input_size=size),
         "sr_bicubic_3": SuperResolution(3, "bicubic", input_size=size),
-        "user_callable": Operator.from_callable(_user_fn, input_shape=(channels, h, w)),
+        "user_callable": CallableOperator(_user_fn, input_shape=(channels, h, w)),
     }
     if h % 2 == 0 and w % 2 == 0:
         cases["sr_average_2"] = SuperResolution(2, "average")

@@ -10,7 +10,7 @@ import torch
 
 from diffsolve.models import GaussianPrior, operator_matrix
 from diffsolve.kernels.cg import cg_iteration_bound
-from diffsolve.operators import GaussianBlur, GaussianNoise, Inpainting, LinearOperator, MotionBlur, SuperResolution
+from diffsolve.operators import CallableOperator, GaussianBlur, GaussianNoise, Inpainting, LinearOperator, MotionBlur, SuperResolution
 from diffsolve.solvers import CG, CGNotConvergedWarning, cdps
 from diffsolve.solvers.cdps import KAPPA_MAX, MeasurementChain, _choose_method, cdps_step, gram_bound, precisions
 
@@ -32,7 +32,7 @@ def smooth_prior(c: int, h: int, w: int) -> GaussianPrior:
 
 
 def dense_operator(mat: torch.Tensor, shape) -> LinearOperator:
-    return LinearOperator.from_callable(lambda v: (v.reshape(v.shape[0], -1) @ mat.T).view(v.shape[0], 1, 1, -1),
+    return CallableOperator(lambda v: (v.reshape(v.shape[0], -1) @ mat.T).view(v.shape[0], 1, 1, -1),
                                         adjoint=lambda u: (u.reshape(u.shape[0], -1) @ mat).view(u.shape[0], *shape),
                                         input_shape=shape)
 

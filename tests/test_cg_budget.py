@@ -13,7 +13,7 @@ import torch
 from diffsolve.kernels import batched_cg
 from diffsolve.kernels.cg import cg_iteration_bound
 from diffsolve.models import GaussianPrior, operator_matrix
-from diffsolve.operators import GaussianBlur, LinearOperator, MotionBlur
+from diffsolve.operators import CallableOperator, GaussianBlur, LinearOperator, MotionBlur
 from diffsolve.solvers import CG, CGNotConvergedWarning, cdps
 from diffsolve.solvers._loop import select_schedule
 from diffsolve.solvers.cdps import CG_DEFAULT_ITERS, cdps_step, cg_budget, precisions, transition
@@ -55,7 +55,7 @@ def test_gram_norm_bound_is_an_upper_bound_within_2x(op):
 
 
 def test_gram_norm_bound_default_and_errors():
-    op = LinearOperator.from_callable(lambda v: 2 * v, input_shape=(1, *SIZE))
+    op = CallableOperator(lambda v: 2 * v, input_shape=(1, *SIZE))
     assert op.gram_norm_bound(SIZE) is None
     assert cg_budget(op, SIZE, 1.0, 400.0, 1e-5) == CG_DEFAULT_ITERS
     with pytest.raises(ValueError, match="size"):

@@ -10,7 +10,7 @@ import torch
 from _tiny_models import SCHEDULER, tiny_unet
 
 from diffsolve.models import DiffusersDenoiser, GaussianPrior, operator_matrix
-from diffsolve.operators import GaussianBlur, Inpainting, LinearOperator, SuperResolution
+from diffsolve.operators import CallableOperator, GaussianBlur, Inpainting, LinearOperator, SuperResolution
 from diffsolve.solvers import dps
 from diffsolve.solvers.dps import MIN_STEPS, DPSStepsWarning, step_size
 
@@ -109,7 +109,7 @@ def test_adjoint_normalisation_ignores_the_operator_scale():
     prior = smooth_prior(4, 4)
     op = SuperResolution(2, input_size=(4, 4))
     k = 0.25
-    scaled = LinearOperator.from_callable(lambda v: k * op.A(v), adjoint=lambda u: k * op.A_adjoint(u),
+    scaled = CallableOperator(lambda v: k * op.A(v), adjoint=lambda u: k * op.A_adjoint(u),
                                           input_shape=(1, 4, 4))
     y = measure(op, (2, 1, 4, 4))
     a = dps(prior, op, y, steps=4, generator=gen(3))

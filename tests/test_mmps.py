@@ -9,7 +9,7 @@ import torch
 from diffsolve.kernels import _dispatch
 from diffsolve.methods import METHODS
 from diffsolve.models import GaussianPrior
-from diffsolve.operators import Inpainting, LinearOperator, SuperResolution
+from diffsolve.operators import CallableOperator, Inpainting, LinearOperator, SuperResolution
 from diffsolve.solvers.mmps import measurement_cg, mmps, posterior_mean
 
 D = torch.float64
@@ -34,7 +34,7 @@ def matrix() -> torch.Tensor:
 
 
 def dense_operator(mat: torch.Tensor) -> LinearOperator:
-    return LinearOperator.from_callable(lambda v: (v.reshape(v.shape[0], -1) @ mat.T).view(v.shape[0], 1, 1, -1),
+    return CallableOperator(lambda v: (v.reshape(v.shape[0], -1) @ mat.T).view(v.shape[0], 1, 1, -1),
                                         adjoint=lambda u: (u.reshape(u.shape[0], -1) @ mat).view(u.shape[0], *SHAPE),
                                         input_shape=SHAPE)
 

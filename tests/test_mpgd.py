@@ -9,7 +9,7 @@ import torch
 from _tiny_models import SCHEDULER, tiny_kl, tiny_unet, tiny_unet_cond, tiny_vq
 
 from diffsolve.models import Autoencoder, DiffusersDenoiser, GaussianPrior
-from diffsolve.operators import GaussianBlur, Inpainting, LinearOperator, SuperResolution
+from diffsolve.operators import CallableOperator, GaussianBlur, Inpainting, LinearOperator, SuperResolution
 from diffsolve.solvers import Projection, mpgd, mpgd_ldm
 from diffsolve.solvers._inverse import measurement_grad
 
@@ -46,7 +46,7 @@ OPERATORS = {
 
 def dense_operator(mat: torch.Tensor, shape: tuple[int, int, int]) -> LinearOperator:
     """A user operator y = M vec(x), measurements (B, 1, 1, m); adjoint by autograd."""
-    return LinearOperator.from_callable(lambda v: (v.reshape(v.shape[0], -1) @ mat.T).view(v.shape[0], 1, 1, -1),
+    return CallableOperator(lambda v: (v.reshape(v.shape[0], -1) @ mat.T).view(v.shape[0], 1, 1, -1),
                                         input_shape=shape)
 
 

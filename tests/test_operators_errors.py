@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from diffsolve.operators import (
-    Blur, GaussianBlur, GaussianNoise, Identity, Inpainting, MotionBlur, Operator, SuperResolution,
+    Blur, CallableOperator, GaussianBlur, GaussianNoise, Identity, Inpainting, MotionBlur, Operator, SuperResolution,
 )
 
 F64 = torch.float64
@@ -103,11 +103,11 @@ def test_nan_in_measurement():
 
 def test_callable_operator_checks():
     with pytest.raises(TypeError, match="fn must be callable"):
-        Operator.from_callable(3)
-    op = Operator.from_callable(lambda x: x[..., ::2, ::2])
+        CallableOperator(3)
+    op = CallableOperator(lambda x: x[..., ::2, ::2])
     with pytest.raises(ValueError, match="pass input_shape"):
         op.A_adjoint(torch.zeros(1, 3, 8, 8, dtype=F64))
-    bad = Operator.from_callable(lambda x: x.float())
+    bad = CallableOperator(lambda x: x.float())
     with pytest.raises(TypeError, match="fn must return a tensor of dtype torch.float64"):
         bad.A(X)
 

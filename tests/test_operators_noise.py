@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from diffsolve.operators import GaussianNoise, Operator, convert_sigma
+from diffsolve.operators import CallableOperator, GaussianNoise, Operator, convert_sigma
 
 F64 = torch.float64
 
@@ -33,10 +33,10 @@ def test_callable_adjoint_by_vjp_equals_the_explicit_transpose():
     def fn(x):  # (B, 1, 3, 4) -> (B, 1, 1, 5): a dense matrix on the flattened image
         return (x.flatten(1) @ w.T).reshape(-1, 1, 1, 5)
 
-    op = Operator.from_callable(fn, input_shape=(1, 3, 4))
+    op = CallableOperator(fn, input_shape=(1, 3, 4))
     y = torch.randn(2, 1, 1, 5, dtype=F64)
     torch.testing.assert_close(op.A_adjoint(y), (y.flatten(1) @ w).reshape(2, 1, 3, 4))
-    given = Operator.from_callable(fn, adjoint=lambda v: (v.flatten(1) @ w).reshape(-1, 1, 3, 4))
+    given = CallableOperator(fn, adjoint=lambda v: (v.flatten(1) @ w).reshape(-1, 1, 3, 4))
     x = torch.randn(2, 1, 3, 4, dtype=F64)
     torch.testing.assert_close(given.gram(x), op.gram(x))
     sol = op.solve(x, 0.5, 1.0, check_every=5)

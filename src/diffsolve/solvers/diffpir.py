@@ -87,7 +87,7 @@ def check_operator_solves(operator: Any, sigma: float, name: str) -> None:
     need = "solve" if sigma > 0 else "pseudo_inverse"
     if not callable(getattr(operator, need, None)):
         raise TypeError(f"{name} with sigma={sigma} needs operator.{need} (a diffsolve.operators.LinearOperator; "
-                        f"wrap a function with LinearOperator.from_callable), got {type(operator).__name__}")
+                        f"wrap a function with diffsolve.operators.CallableOperator), got {type(operator).__name__}")
 
 
 @takes_sampling
