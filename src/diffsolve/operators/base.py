@@ -370,20 +370,6 @@ class LinearOperator:
             raise TypeError(f"tikhonov got unexpected solve options {sorted(unknown)}")
         return self._solve(self._adjoint(y), lam, 1.0, names=("lam", "scale"), **solve_options)
 
-    @staticmethod
-    def from_callable(
-        fn: Callable[[torch.Tensor], torch.Tensor],
-        *,
-        adjoint: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        input_shape: tuple[int, int, int] | None = None,
-        backend: str = "auto",
-    ) -> "LinearOperator":
-        """An operator from a linear function ``fn``; the adjoint by autograd (vjp) unless given.
-        See :class:`diffsolve.operators.CallableOperator`."""
-        from .callable import CallableOperator
-
-        return CallableOperator(fn, adjoint=adjoint, input_shape=input_shape, backend=backend)
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
