@@ -158,7 +158,7 @@ def test_bad_input_is_one_line_and_exit_2(folder, tmp_path, capsys, no_model):
     assert "--data:" in line and "'x.png'" in line
     assert "unknown task 'blurr'" in _error(capsys, "--data", str(folder), "--size", "16", "--tasks", "box,blurr",
                                              "--out", out)
-    assert "unknown method 'ddrm'" in _error(capsys, "--data", str(folder), "--size", "16", "--methods", "ddrm",
+    assert "unknown method 'bogus'" in _error(capsys, "--data", str(folder), "--size", "16", "--methods", "bogus",
                                               "--out", out)
     assert "autoencoder" in _error(capsys, "--data", str(folder), "--size", "16", "--methods", "mpgd_ldm",
                                    "--out", out)

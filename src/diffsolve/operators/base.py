@@ -169,6 +169,12 @@ class LinearOperator:
         (e.g. from :meth:`gram_norm_bound`)."""
         return None
 
+    def measured_entries(self, y: torch.Tensor) -> torch.Tensor:
+        """(B,) how many entries of each sample's measurement y carry data: m in the data consistency
+        ‖A x − y‖/(σ√m). Default: all of y's entries; operators that zero some entries out (masks) count
+        only the measured ones."""
+        return torch.full((y.shape[0],), float(y[0].numel()), dtype=torch.float64)
+
     def gram_norm_bound(self, size: tuple[int, int]) -> float | None:
         """An upper bound on ‖AᵀA‖₂ = λmax(AᵀA) for images of spatial size ``size`` = (H, W), or
         None where the operator knows none (this default). With it, κ(shift·I + scale·AᵀA) ≤

@@ -81,6 +81,11 @@ class Inpainting(LinearOperator):
         """The mask d (1|B, 1|C, H, W), float64 on the CPU: A x = d ⊙ x."""
         return self.mask
 
+    def measured_entries(self, y: torch.Tensor) -> torch.Tensor:
+        """(B,) the observed entries per sample (mask ≠ 0, over y's channels): the missing pixels carry no data."""
+        seen = (self.mask != 0).to(torch.float64).expand(y.shape[0], y.shape[1], *self.mask.shape[-2:])
+        return seen.flatten(1).sum(1)
+
     def svd(self, size: tuple[int, int]) -> "object":
         """A = U S Vᵀ with V = I, s = |mask| (``operators.svd.DiagonalSVD``; DDRM)."""
         from .svd import DiagonalSVD

@@ -14,7 +14,7 @@ import torch
 
 from ._loop import check_finite_tensor
 
-__all__ = ["Diagnostics", "check_problem", "measurement_grad", "residual_norm", "route"]
+__all__ = ["Diagnostics", "check_problem", "measured_entries", "measurement_grad", "residual_norm", "route"]
 
 
 def route(operator: object, backend: str) -> object:
@@ -72,6 +72,14 @@ def check_problem(operator: object, y: object, x_T: torch.Tensor | None = None) 
     return shape
 
 
+def measured_entries(operator: object, y: torch.Tensor) -> torch.Tensor:
+    """(B,) float64 measured entries per sample (``operator.measured_entries``, else all of y's)."""
+    count = getattr(operator, "measured_entries", None)
+    if callable(count):
+        return count(y)
+    return torch.full((y.shape[0],), float(y[0].numel()), dtype=torch.float64)
+
+
 def _norm(r: torch.Tensor) -> torch.Tensor:
     return r.flatten(1).norm(dim=1)
 
@@ -112,10 +120,10 @@ class Diagnostics:
     def finish(self, operator: object, x: torch.Tensor, y: torch.Tensor, timesteps: torch.Tensor,
                sigma: float | None = None, **extra: torch.Tensor) -> dict[str, torch.Tensor]:
         """:meth:`stacked` plus the result's data consistency: "final_residual" (B,) ‖A x̂ − y‖/√m (m the
-        measurement entries per sample) and, where the method knows σ, "data_consistency" (B,) that over σ
-        (1: the residual matches the noise level)."""
+        measured entries per sample, ``operator.measured_entries``: a mask's observed pixels) and, where the
+        method knows σ, "data_consistency" (B,) that over σ (1: the residual matches the noise level)."""
         with torch.no_grad():
-            final = residual_norm(operator, x, y) / y[0].numel() ** 0.5
+            final = residual_norm(operator, x, y) / measured_entries(operator, y).to(y).sqrt()
         out = self.stacked(timesteps=timesteps.clone(), final_residual=final, **extra)
         if sigma is not None:
             out["data_consistency"] = final / sigma
