@@ -1,10 +1,12 @@
-"""Bundled demo data: two held-out photos and the held-out ``digits16`` split (no extra install).
+"""Bundled data: the demo's two photos, three benchmark photos and the held-out ``digits16`` split.
 
 The files are written by ``python -m diffsolve.models.train bundle`` from what scikit-image and
 scikit-learn ship; SOURCES.md beside them gives their origin and licence. None of them was seen
 when training the shipped models.
 
-- :func:`photo` ``(name, size=None) -> (3, H, W)`` float32 in [-1, 1]; names in :data:`PHOTOS`.
+- :func:`photo` ``(name, size=None) -> (3, H, W)`` float32 in [-1, 1]; names in :data:`PHOTOS` (the demo's
+  and ``eval``'s bundled set) and :data:`HELDOUT` (the benchmarks' held-out set: kept out of training and
+  out of every run that tuned a default).
 - :func:`heldout_digits` ``() -> (N, 1, 16, 16)`` float32 in [-1, 1], N = 360, in the order of
   ``models/weights/digits16/split.json``.
 """
@@ -16,10 +18,11 @@ from importlib import resources
 import numpy as np
 import torch
 
-__all__ = ["PHOTOS", "DIGITS_PER_ROW", "DIGITS_TILE", "HELDOUT_DIGITS", "heldout_digits", "photo", "read_image",
+__all__ = ["HELDOUT", "PHOTOS", "DIGITS_PER_ROW", "DIGITS_TILE", "HELDOUT_DIGITS", "heldout_digits", "photo", "read_image",
            "write_image"]
 
 PHOTOS = ("chelsea", "coffee")
+HELDOUT = ("camera", "grass", "hopper")
 DIGITS_TILE = 16  # the held-out digits are stored row-major as a mosaic of 16x16 tiles
 DIGITS_PER_ROW = 20
 HELDOUT_DIGITS = 360  # tiles in digits16_heldout.png
@@ -83,8 +86,8 @@ def _file(name: str):
 
 def photo(name: str, size: int | None = None) -> torch.Tensor:
     """A bundled photo (256x256 centre crop) as ``(3, H, W)`` in [-1, 1], resized to ``size``."""
-    if name not in PHOTOS:
-        raise ValueError(f"photo name must be one of {PHOTOS}, got {name!r}")
+    if name not in PHOTOS + HELDOUT:
+        raise ValueError(f"photo name must be one of {PHOTOS + HELDOUT}, got {name!r}")
     with resources.as_file(_file(f"{name}.png")) as path:
         img = read_image(path)
     if size is not None:

@@ -46,6 +46,9 @@ __all__ = [
 
 DIGITS_HELDOUT = 360
 HELDOUT_PHOTOS = ("chelsea", "coffee")
+#: photos kept out of training and out of every tuning run (the benchmarks' held-out set): skimage's camera
+#: and grass (CC0, grey), and matplotlib's sample grace_hopper.jpg (US Navy photograph, public domain)
+BENCHMARK_PHOTOS = ("camera", "grass", "hopper")
 # skimage.data names (stereo_motorcycle gives two views) and sklearn sample images; skimage's
 # "cat" is chelsea and is left out with it.
 TRAIN_PHOTOS = (
@@ -125,11 +128,18 @@ def _load_photo(name: str, cache: dict | None = None) -> list[np.ndarray]:
         from sklearn.datasets import load_sample_image
 
         return [load_sample_image(name)]
+    if name == "hopper":
+        import matplotlib.cbook
+
+        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+            from PIL import Image
+
+            return [np.asarray(Image.open(f).convert("RGB"))]
     import skimage.data
 
     img = getattr(skimage.data, name)()
     imgs = list(img[:2]) if isinstance(img, tuple) else [img]
-    return [im[..., :3] for im in imgs]
+    return [np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im[..., :3] for im in imgs]
 
 
 def photo_arrays(names=TRAIN_PHOTOS, cache: str | None = None) -> list[np.ndarray]:
@@ -428,12 +438,13 @@ def preview(model_dir: str | Path, out_png: str | Path, *, count: int = 16, size
 
 
 def bundle(dest: str | Path) -> None:
-    """Write diffsolve/data: the held-out photos (256×256 centre crops) and held-out digits."""
+    """Write diffsolve/data: the held-out photos (256×256 centre crops, the demo's and the benchmarks') and
+    held-out digits."""
     from PIL import Image
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    for name in HELDOUT_PHOTOS:
+    for name in HELDOUT_PHOTOS + BENCHMARK_PHOTOS:
         (arr,) = _load_photo(name)
         h, w = arr.shape[:2]
         s = min(h, w)
