@@ -37,9 +37,10 @@ void avg_pool(const T* in, i64 factor, bool adjoint, T* out, i64 planes, i64 h_s
 
 // cg.cpp
 template <class T>
-void cg_dots(const T* r, const T* gr, const T* shift, const T* scale, T* dots, i64 batch, i64 n, int threads);
+void cg_dots(const T* r, const T* gr, const T* shift, const T* scale, T* dots, i64 batch, i64 n, int threads,
+             const T* z = nullptr);
 template <class T>
 void cg_update(T* x, T* r, T* p, T* s, const T* gr, const T* shift, const T* scale, const T* dots, T* state,
-               double tol2, i64 batch, i64 n, int threads);
+               double tol2, i64 batch, i64 n, int threads, const T* z = nullptr);
 
 }  // namespace ds

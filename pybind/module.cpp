@@ -15,7 +15,7 @@ using Ptr = std::uintptr_t;
 
 namespace {
 
-constexpr int kAbiVersion = 1;  // bump when a signature below changes; _cpp.py checks it
+constexpr int kAbiVersion = 2;  // bump when a signature below changes; _cpp.py checks it
 
 template <class T>
 T* as(Ptr p) {
@@ -124,17 +124,18 @@ PYBIND11_MODULE(_C, m) {
       release);
   m.def(
       "cg_dots",
-      [](bool dbl, Ptr r, Ptr gr, Ptr shift, Ptr scale, Ptr dots, i64 batch, i64 n, int threads) {
+      [](bool dbl, Ptr r, Ptr gr, Ptr shift, Ptr scale, Ptr dots, i64 batch, i64 n, int threads, Ptr z) {
         DS_DISPATCH(dbl, ds::cg_dots<T>(as<T>(r), as<T>(gr), as<T>(shift), as<T>(scale), as<T>(dots), batch, n,
-                                        threads));
+                                        threads, as<T>(z)));
       },
       release);
   m.def(
       "cg_update",
       [](bool dbl, Ptr x, Ptr r, Ptr p, Ptr s, Ptr gr, Ptr shift, Ptr scale, Ptr dots, Ptr state, double tol2,
-         i64 batch, i64 n, int threads) {
+         i64 batch, i64 n, int threads, Ptr z) {
         DS_DISPATCH(dbl, ds::cg_update<T>(as<T>(x), as<T>(r), as<T>(p), as<T>(s), as<T>(gr), as<T>(shift),
-                                          as<T>(scale), as<T>(dots), as<T>(state), tol2, batch, n, threads));
+                                          as<T>(scale), as<T>(dots), as<T>(state), tol2, batch, n, threads,
+                                          as<T>(z)));
       },
       release);
 }

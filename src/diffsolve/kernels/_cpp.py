@@ -12,7 +12,7 @@ from types import ModuleType
 
 __all__ = ["ABI_VERSION", "extension", "status"]
 
-ABI_VERSION = 1  # must equal kAbiVersion in pybind/module.cpp
+ABI_VERSION = 2  # must equal kAbiVersion in pybind/module.cpp
 
 _module: ModuleType | None = None
 _reason: str

@@ -255,29 +255,34 @@ def avg_pool_adjoint(y, factor):
 
 
 # ----------------------------------------------------------------------------- cg
-def cg_dots(r, gr, shift, scale):
-    """See ``cg.cg_dots_reference``: (B, 2) [⟨r, r⟩, ⟨shift·r + scale·gr, r⟩], summed in float64."""
-    dbl, t = _prepare("cg_dots", dict(r=r, gr=gr, shift=shift, scale=scale))
+def cg_dots(r, gr, shift, scale, z=None):
+    """See ``cg.cg_dots_reference``: (B, 2) [⟨r, r⟩, ⟨shift·r + scale·gr, r⟩], or with z (B, 3)
+    [⟨r, z⟩, ⟨shift·z + scale·gr, z⟩, ⟨r, r⟩]; summed in float64."""
+    dbl, t = _prepare("cg_dots", dict(r=r, gr=gr, shift=shift, scale=scale, z=z))
     r = t["r"]
     batch = r.shape[0]
     _check_shape("cg_dots", "gr", t["gr"], r.shape)
+    if z is not None:
+        _check_shape("cg_dots", "z", t["z"], r.shape)
     _check_shape("cg_dots", "shift", t["shift"], (batch,))
     _check_shape("cg_dots", "scale", t["scale"], (batch,))
-    dots = r.new_empty(batch, 2)
+    dots = r.new_empty(batch, 2 if z is None else 3)
     if batch:
         _cpp.extension().cg_dots(dbl, _ptr(r), _ptr(t["gr"]), _ptr(t["shift"]), _ptr(t["scale"]), _ptr(dots), batch,
-                                 r.numel() // batch, _threads())
+                                 r.numel() // batch, _threads(), _ptr(t["z"]))
     return dots
 
 
-def cg_update(x, r, p, s, gr, shift, scale, dots, state, tol2):
+def cg_update(x, r, p, s, gr, shift, scale, dots, state, tol2, z=None):
     """See ``cg.cg_update_reference``; updates x, r, p, s, state in place and returns them."""
-    dbl, t = _prepare("cg_update", dict(x=x, r=r, p=p, s=s, gr=gr, shift=shift, scale=scale, dots=dots, state=state))
+    dbl, t = _prepare("cg_update", dict(x=x, r=r, p=p, s=s, gr=gr, shift=shift, scale=scale, dots=dots, state=state,
+                                        z=z))
     x = t["x"]
     batch = x.shape[0]
-    for name in ("r", "p", "s", "gr"):
+    for name in ("r", "p", "s", "gr") + (() if z is None else ("z",)):
         _check_shape("cg_update", name, t[name], x.shape)
-    for name, shape in (("shift", (batch,)), ("scale", (batch,)), ("dots", (batch, 2)), ("state", (batch, 5))):
+    cols = 2 if z is None else 3
+    for name, shape in (("shift", (batch,)), ("scale", (batch,)), ("dots", (batch, cols)), ("state", (batch, 5))):
         _check_shape("cg_update", name, t[name], shape)
     written = [t[n] for n in ("x", "r", "p", "s", "state")]
     if len({w.data_ptr() for w in written}) != len(written):
@@ -285,5 +290,5 @@ def cg_update(x, r, p, s, gr, shift, scale, dots, state, tol2):
     if batch:
         _cpp.extension().cg_update(dbl, *(_ptr(t[n]) for n in ("x", "r", "p", "s", "gr", "shift", "scale", "dots",
                                                                  "state")),
-                                   float(tol2), batch, x.numel() // batch, _threads())
+                                   float(tol2), batch, x.numel() // batch, _threads(), _ptr(t["z"]))
     return t["x"], t["r"], t["p"], t["s"], t["state"]

@@ -9,7 +9,12 @@ the loop can be captured in a CUDA graph.
 Per sample, with w = K r, γ = ⟨r, r⟩, δ = ⟨w, r⟩:
     β = γ/γ_old (0 on the first iteration),  α = γ/(δ − β γ/α_old)  (γ/δ on the first),
     p = r + β p,  s = w + β s,  x = x + α p,  r = r − α s.
-A sample stops (α = β = 0, p and s frozen) once γ ≤ tol²·‖rhs‖².
+A sample stops (α = β = 0, p and s frozen) once ‖r‖² ≤ tol²·‖rhs‖².
+
+Preconditioned (``preconditioner`` = M⁻¹, SPD, applied in torch between the kernel launches): with
+z = M⁻¹ r, w = K z, γ = ⟨r, z⟩, δ = ⟨w, z⟩ the same recurrences run with p = z + β p, s = w + β s;
+``cg_dots`` then returns a third column ⟨r, r⟩, on which the stopping test stays (the true residual
+norm, not the M⁻¹ one). One M⁻¹ application per iteration; the kernels take z as an extra input.
 NaN is never turned into a number: a sample whose rhs, x0 or any iteration's inner products are not
 finite returns x = NaN (tracked on the device, no sync), with residual NaN and converged False.
 """
@@ -38,33 +43,46 @@ class CGResult(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- torch references
-def cg_dots_reference(r: torch.Tensor, gr: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """(B, 2) rows [⟨r, r⟩, ⟨w, r⟩], w = shift·r + scale·gr; r, gr (B, ...), shift, scale (B,)."""
+def cg_dots_reference(r: torch.Tensor, gr: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor,
+                      z: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 2) rows [⟨r, r⟩, ⟨w, r⟩], w = shift·r + scale·gr; r, gr (B, ...), shift, scale (B,).
+
+    Preconditioned (z = M⁻¹ r given, gr = G z): (B, 3) rows [⟨r, z⟩, ⟨w, z⟩, ⟨r, r⟩], w = shift·z + scale·gr."""
     acc = torch.float64 if r.dtype == torch.float64 else torch.float32
     r2 = r.reshape(r.shape[0], -1).to(acc)
     g2 = gr.reshape(r.shape[0], -1).to(acc)
     rr = (r2 * r2).sum(1)
-    wr = shift.to(acc) * rr + scale.to(acc) * (g2 * r2).sum(1)
-    return torch.stack((rr, wr), 1).to(r.dtype)
+    if z is None:
+        wr = shift.to(acc) * rr + scale.to(acc) * (g2 * r2).sum(1)
+        return torch.stack((rr, wr), 1).to(r.dtype)
+    z2 = z.reshape(r.shape[0], -1).to(acc)
+    wz = shift.to(acc) * (z2 * z2).sum(1) + scale.to(acc) * (g2 * z2).sum(1)
+    return torch.stack(((r2 * z2).sum(1), wz, rr), 1).to(r.dtype)
 
 
 def cg_update_reference(
     x: torch.Tensor, r: torch.Tensor, p: torch.Tensor, s: torch.Tensor, gr: torch.Tensor,
     shift: torch.Tensor, scale: torch.Tensor, dots: torch.Tensor, state: torch.Tensor, tol2: float,
+    z: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One CG update. state (B, 5) = [gamma_old, alpha_old, active, iterations, rhs_norm2]."""
+    """One CG update. state (B, 5) = [gamma_old, alpha_old, active, iterations, rhs_norm2].
+
+    Preconditioned: z = M⁻¹ r, gr = G z and dots (B, 3) from ``cg_dots_reference(r, gr, ..., z)``;
+    the directions are built from z and the stopping test uses dots[:, 2] = ⟨r, r⟩."""
     view = (-1,) + (1,) * (x.dim() - 1)
-    gamma, delta = dots[:, 0], dots[:, 1]
+    gamma, delta, rnorm2 = dots[:, 0], dots[:, 1], dots[:, -1]
+    if z is None:
+        rnorm2, z = gamma, r
     gamma_old, alpha_old, active, iters, rhs2 = state.unbind(1)
     first = gamma_old == 0
     beta = torch.where(first, torch.zeros_like(gamma), gamma / gamma_old)
     alpha = torch.where(first, gamma / delta, gamma / (delta - beta * gamma / alpha_old))
-    on = (active > 0) & (gamma > tol2 * rhs2)
+    on = (active > 0) & (rnorm2 > tol2 * rhs2)
     alpha = torch.where(on, alpha, torch.zeros_like(alpha))
     beta = torch.where(on, beta, torch.zeros_like(beta))
-    w = shift.view(view) * r + scale.view(view) * gr
+    w = shift.view(view) * z + scale.view(view) * gr
     mask = on.view(view)
-    p = torch.where(mask, r + beta.view(view) * p, p)
+    p = torch.where(mask, z + beta.view(view) * p, p)
     s = torch.where(mask, w + beta.view(view) * s, s)
     x = x + alpha.view(view) * p
     r = r - alpha.view(view) * s
@@ -107,21 +125,29 @@ def _check_cg_tensor(name: str, t: object, ref: torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
-def cg_dots(r: torch.Tensor, gr: torch.Tensor, shift, scale, *, backend: str = "auto") -> torch.Tensor:
-    """[⟨r, r⟩, ⟨shift·r + scale·gr, r⟩] per sample, (B, 2)."""
+def cg_dots(r: torch.Tensor, gr: torch.Tensor, shift, scale, *, z: torch.Tensor | None = None,
+            backend: str = "auto") -> torch.Tensor:
+    """[⟨r, r⟩, ⟨shift·r + scale·gr, r⟩] per sample, (B, 2); with z = M⁻¹ r (gr = G z):
+    [⟨r, z⟩, ⟨shift·z + scale·gr, z⟩, ⟨r, r⟩], (B, 3)."""
     _check_cg_tensor("r", r, r)
     gr = _check_cg_tensor("gr", gr, r)
     shift, scale = per_sample("shift", shift, r), per_sample("scale", scale, r)
-    return _dispatch.resolve("cg_dots", backend, r.device, r.dtype).fn(r.contiguous(), gr, shift, scale)
+    impl = _dispatch.resolve("cg_dots", backend, r.device, r.dtype).fn
+    if z is None:
+        return impl(r.contiguous(), gr, shift, scale)
+    return impl(r.contiguous(), gr, shift, scale, _check_cg_tensor("z", z, r))
 
 
-def cg_update(x, r, p, s, gr, shift, scale, dots, state, tol2: float, *, backend: str = "auto"):
-    """One masked Chronopoulos–Gear update; see the module docstring. Use the returned tensors."""
+def cg_update(x, r, p, s, gr, shift, scale, dots, state, tol2: float, *, z: torch.Tensor | None = None,
+              backend: str = "auto"):
+    """One masked Chronopoulos–Gear update; see the module docstring. Use the returned tensors.
+    With z (preconditioned: gr = G z, dots (B, 3) from ``cg_dots(..., z=z)``) the directions come from z."""
     x = _check_cg_tensor("x", x, x)
     r, p, s, gr = (_check_cg_tensor(n, t, x) for n, t in (("r", r), ("p", p), ("s", s), ("gr", gr)))
     shift, scale = per_sample("shift", shift, x), per_sample("scale", scale, x)
     impl = _dispatch.resolve("cg_update", backend, x.device, x.dtype).fn
-    return impl(x, r, p, s, gr, shift, scale, dots.contiguous(), state.contiguous(), float(tol2))
+    args = (x, r, p, s, gr, shift, scale, dots.contiguous(), state.contiguous(), float(tol2))
+    return impl(*args) if z is None else impl(*args, _check_cg_tensor("z", z, x))
 
 
 def batched_cg(
@@ -135,6 +161,7 @@ def batched_cg(
     tol: float = 1e-6,
     check_every: int | None = None,
     backend: str = "auto",
+    preconditioner: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> CGResult:
     """Solve (shift·I + scale·G) x = rhs per sample by CG, G = ``gram`` symmetric PSD.
 
@@ -143,13 +170,17 @@ def batched_cg(
     reached the relative tolerance ``tol`` are masked, not stopped), then applies ``gram`` once
     more to report the true residual. No host synchronisation, unless ``check_every`` = k is set:
     then one sync every k iterations ends the loop once every sample has converged (for use
-    outside sampling loops).
+    outside sampling loops). ``preconditioner``: None, or v ↦ M⁻¹ v for an SPD M ≈ K (per sample,
+    same shape, dtype and device; it must not modify v): preconditioned CG, one application per
+    iteration, the stopping test still on the true ‖r‖ (module docstring).
     """
     _check_cg_tensor("rhs", rhs, rhs)
     if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 0:
         raise ValueError(f"max_iters must be a non-negative int, got {max_iters!r}")
     if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not tol > 0:
         raise ValueError(f"tol must be a positive number, got {tol!r}")
+    if preconditioner is not None and not callable(preconditioner):
+        raise TypeError(f"preconditioner must be None or callable v -> M⁻¹ v, got {type(preconditioner).__name__}")
     if check_every is not None and (isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1):
         raise ValueError(f"check_every must be None or a positive int, got {check_every!r}")
     for name, value in (("shift", shift), ("scale", scale)):  # host numbers: no sync to check them
@@ -178,10 +209,19 @@ def batched_cg(
     state[:, 2] = 1.0
     state[:, 4] = rhs2
     for it in range(max_iters):
-        gr = _check_cg_tensor("gram(r)", gram(r), r)  # shape/dtype/device only: no sync
-        dots = dots_impl(r, gr, shift, scale)
-        bad = bad | ~torch.isfinite(dots).all(1)
-        x, r, p, s, state = update_impl(x, r, p, s, gr, shift, scale, dots, state, tol * tol)
+        if preconditioner is None:
+            gr = _check_cg_tensor("gram(r)", gram(r), r)  # shape/dtype/device only: no sync
+            dots = dots_impl(r, gr, shift, scale)
+            bad = bad | ~torch.isfinite(dots).all(1)
+            x, r, p, s, state = update_impl(x, r, p, s, gr, shift, scale, dots, state, tol * tol)
+        else:
+            z = _check_cg_tensor("preconditioner(r)", preconditioner(r), r)
+            if z.data_ptr() == r.data_ptr():  # r is updated in place by the kernels: z must not alias it
+                z = z.clone()
+            gz = _check_cg_tensor("gram(z)", gram(z), r)
+            dots = dots_impl(r, gz, shift, scale, z)
+            bad = bad | ~torch.isfinite(dots).all(1)
+            x, r, p, s, state = update_impl(x, r, p, s, gz, shift, scale, dots, state, tol * tol, z)
         if check_every is not None and (it + 1) % check_every == 0 and not bool(state[:, 2].any()):
             break
     x = torch.where(bad.view(view), torch.full_like(x, float("nan")), x)

@@ -18,6 +18,7 @@ import torch
 __all__ = [
     "correlation_matrix",
     "fft_pinv",
+    "fft_preconditioner",
     "fft_solve",
     "kron_apply",
     "kron_factors",
@@ -80,6 +81,19 @@ def fft_solve(rhs: torch.Tensor, spectrum: torch.Tensor, shift: torch.Tensor, sc
     """(shift·I + scale·AᵀA)⁻¹ rhs for circular correlation with spectrum K̂."""
     den = shift.view(-1, 1, 1, 1) + scale.view(-1, 1, 1, 1) * spectrum.abs().square()
     return torch.fft.irfft2(torch.fft.rfft2(rhs) / den, s=rhs.shape[-2:])
+
+
+def fft_preconditioner(spectrum: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor):
+    """v ↦ (shift·I + scale·ĀᵀĀ)⁻¹ v with Ā the circular correlation of spectrum K̂ (one rfft2/irfft2
+    pair): SPD for shift > 0, the exact inverse for circular blur and a preconditioner for CG on the
+    same kernel with another boundary. shift, scale (B,); the denominator is built once."""
+    den = shift.view(-1, 1, 1, 1) + scale.view(-1, 1, 1, 1) * spectrum.abs().square()
+    inv = 1 / den
+
+    def apply(v: torch.Tensor) -> torch.Tensor:
+        return torch.fft.irfft2(torch.fft.rfft2(v) * inv, s=v.shape[-2:])
+
+    return apply
 
 
 def fft_pinv(y: torch.Tensor, spectrum: torch.Tensor) -> torch.Tensor:
