@@ -84,27 +84,67 @@ def test_noise_budget(eta, sigma):
     assert ddnm_coefficients(0.5, 0.9, 1.0, 0.0)[0] == 1.0
 
 
-def test_ddnm_plus_step_matches_dense():
-    """One DDNM+ run with noise from the generator against the dense update."""
-    pr, op, sigma = prior(), OPS["sr"](), 0.2
-    y = clean(op) + sigma * torch.randn(2, 1, 2, 2, generator=gen(9), dtype=D)
+@pytest.mark.parametrize("name", ["sr", "blur", "inpaint"])
+def test_ddnm_plus_step_matches_dense(name):
+    """DDNM+ (eqs. 17-19 per singular value) with noise from the generator against the dense SVD A = U S Vᵀ:
+    x̂0' = x̂0 − V diag(λ/s) Uᵀ(A x̂0 − y), x_s = √ᾱ_s x̂0' + k_ε ε̂' + V diag(√γ) Vᵀ z."""
+    pr, op, sigma = prior(), OPS[name](), 0.2
+    y0 = clean(op)
+    y = y0 + sigma * torch.randn(y0.shape, generator=gen(9), dtype=D)
     x_T = torch.randn(2, *SHAPE, generator=gen(7), dtype=D)
     out, info = ddnm(pr, op, y, steps=3, x_T=x_T, sigma=sigma, generator=gen(4), return_info=True)
     g = gen(4)
     a = operator_matrix(op, SHAPE)
-    pinv = torch.linalg.pinv(a)
+    u, s_m, vh = torch.linalg.svd(a, full_matrices=True)
+    k, v = s_m.numel(), vh.T
+    s = torch.zeros(a.shape[1], dtype=D)
+    s[:k] = s_m
+    seen = s > sigma  # the observed coefficients; the rest (the blur's small s_i) follow the prior as null ones
     sched = select_schedule(pr, 3, "trailing")
     x = x_T.clone()
+    assert 0 < int(seen.sum()) < 16 or name == "inpaint"
     for i, (a_t, a_s) in enumerate(zip(sched.alpha_t.tolist(), sched.alpha_s.tolist())):
-        lam, k_eps, k_z = ddnm_coefficients(a_t, a_s, 1.0, sigma)
-        assert info["lambda"][i] == lam
+        var = (1 - a_s) / (1 - a_t) * (1 - a_t / a_s)
+        k_eps = math.sqrt(max(1 - a_s - var, 0.0))
+        weight = math.sqrt(a_s) * (1 - a_t / a_s) / (1 - a_t)  # η = 1: the DDPM posterior's weight of x̂0
+        carried = weight * sigma / torch.where(seen, s, 1.0)
+        lam = torch.where(seen, torch.clamp(math.sqrt(var) / carried, max=1.0), 0.0)
+        gamma = torch.where(seen, (var - (lam * carried) ** 2).clamp_min(0), var)
+        assert (gamma[seen & (lam < 1)].abs() < 1e-12).all()
+        assert info["lambda"][i] == pytest.approx(float(lam[seen].mean()))
         eps = pr(x, sched.timesteps[i].expand(2))
         x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
-        x0p = x0 - lam * ((x0.flatten(1) @ a.T - y.flatten(1)) @ pinv.T).view_as(x)
+        filt = v[:, :k] @ torch.diag(torch.where(seen, lam / torch.where(seen, s, 1.0), 0.0)[:k]) @ u[:, :k].T
+        x0p = x0 - ((x0.flatten(1) @ a.T - y.flatten(1)) @ filt.T).view_as(x)
         eps_p = (x - math.sqrt(a_t) * x0p) / math.sqrt(1 - a_t)
-        z = torch.randn(2, *SHAPE, generator=g, dtype=D) if k_z > 0 else 0.0
-        x = math.sqrt(a_s) * x0p + k_eps * eps_p + k_z * z
+        if var > 0:
+            z = torch.randn(2, *SHAPE, generator=g, dtype=D).flatten(1)
+            x = math.sqrt(a_s) * x0p + k_eps * eps_p + (z @ (v @ torch.diag(gamma.sqrt()) @ v.T).T).view_as(x)
+        else:
+            x = math.sqrt(a_s) * x0p + k_eps * eps_p
     assert torch.allclose(out, x, atol=1e-8)
+
+
+def test_ddnm_plus_kernel_noise():
+    """DDNM+ on a blur with noise_source="kernel": the kernel's z, shaped per coefficient, same seed same sample."""
+    pr, op = prior(), OPS["blur"]()
+    y = clean(op) + 0.05 * torch.randn(2, *SHAPE, generator=gen(9), dtype=D)
+    k1 = ddnm(pr, op, y, steps=4, sigma=0.05, noise_source="kernel", generator=gen(1))
+    k2 = ddnm(pr, op, y, steps=4, sigma=0.05, noise_source="kernel", generator=gen(1))
+    assert torch.isfinite(k1).all() and torch.equal(k1, k2)
+
+
+def test_ddnm_plus_needs_an_svd():
+    """σ > 0 without an SVD: a ValueError naming the supported operators (σ = 0 still runs)."""
+    op = OPS["sr"]()
+    y = clean(op)
+
+    class NoSVD:  # A, Aᵀ and a pseudo-inverse, but no spectrum
+        A, A_adjoint, pseudo_inverse, solve = op.A, op.A_adjoint, op.pseudo_inverse, op.solve
+
+    with pytest.raises(ValueError, match="Inpainting"):
+        ddnm(prior(), NoSVD(), y, steps=3, sigma=0.05)
+    assert torch.allclose(op.A(ddnm(prior(), NoSVD(), y, steps=3, generator=gen(1))), y, atol=1e-8)
 
 
 def test_travel_plan_and_run():

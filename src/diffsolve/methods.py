@@ -200,7 +200,7 @@ METHODS: Mapping[str, Method] = {m.name: m for m in (
     Method("daps", _solver("daps"), "DAPS (Zhang et al. 2025): decoupled noise annealing, PF-ODE x0 estimate + Langevin on x0 per level", "inverse", required=("sigma",), cli_options=_cdps_options, solver="daps"),
     Method("pigdm", _solver("pigdm"), "ΠGDM (Song et al. 2023): pseudoinverse guidance, a VJP through the UNet of Aᵀ(σ²I + r_t²AAᵀ)⁻¹(y − A x̂0)", "inverse", backward=True, required=("sigma",), cli_options=_cdps_options, solver="pigdm"),
     Method("diffpir", _solver("diffpir"), "DiffPIR (Zhu et al. 2023): plug-and-play proximal data step on x̂0, re-noised with ζ, no UNet backward", "inverse", required=("sigma",), cli_options=_cdps_options, solver="diffpir"),
-    Method("ddnm", _solver("ddnm"), "DDNM / DDNM+ (Wang, Yu & Zhang 2023): range-null-space projection of x̂0 (σ > 0: scaled for noise), no UNet backward", "inverse", cli_options=_cdps_options, solver="ddnm"),
+    Method("ddnm", _solver("ddnm"), "DDNM / DDNM+ (Wang, Yu & Zhang 2023): range-null-space projection of x̂0 (σ > 0: scaled per singular value, needs an SVD), no UNet backward", "inverse", cli_options=_cdps_options, solver="ddnm"),
     Method("reddiff", _solver("reddiff"), "RED-diff (Mardani et al. 2024): variational mean fitted by Adam, score-matching regulariser, no UNet backward", "inverse", solver="reddiff"),
     Method("mmps", _solver("mmps"), "MMPS (Rozet et al. 2024): moment-matching posterior mean by CG with the Tweedie covariance (UNet VJPs)", "inverse", backward=True, required=("sigma",), cli_options=_cdps_options, solver="mmps"),
     Method("ddim", _ddim, "DDIM (Song et al. 2021): unconditional samples, y only fixes the shape",

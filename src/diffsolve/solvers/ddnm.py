@@ -9,18 +9,34 @@ a_t = √ᾱ_s − √(1−ᾱ_s−σ_t²) √(ᾱ_t/(1−ᾱ_t)) the weight of 
 
     1. x̂0' = x̂0 − λ_t A⁺(A x̂0 − y)                       (range-null-space decomposition, eq. 13 / 17)
        DDNM (σ = 0 or None): λ_t = 1, so A x̂0' = y exactly (A A⁺ A = A).
-       DDNM+ (σ > 0, eq. 19): λ_t = 1 if σ_t ≥ a_t σ, else σ_t/(a_t σ)  (the noise A⁺n carries into x_s must
-       fit the step's noise budget); γ_t = σ_t² − (a_t λ_t σ)²  the fresh noise variance left.
     2. ε̂' = (x_t − √ᾱ_t x̂0')/√(1−ᾱ_t)
-    3. x_s = √ᾱ_s x̂0' + √(1−ᾱ_s−σ_t²) ε̂' + √γ_t z       (DDNM: γ_t = σ_t²), one fused kernel
-       (``diffpir.reproject_step``).
+    3. x_s = √ᾱ_s x̂0' + √(1−ᾱ_s−σ_t²) ε̂' + σ_t z           one fused kernel (``diffpir.reproject_step``).
 
-A⁺ runs through the operator's own pseudo-inverse (exact where the structure allows, CG otherwise) without
-the finiteness check of ``pseudo_inverse`` (no host sync in the loop). As in the paper's simplified DDNM+,
-λ_t is one scalar per step (exact where A⁺ carries the noise unamplified, as for masks and average pooling:
-A⁺n has std σ per pixel; a blur's A⁺ amplifies it by 1/s_min, the paper's SVD variant would scale λ per
-singular value, and the reference code truncates singular values below 3e-2: neither is offered here, so noisy
-deblurring with an ill-conditioned blur is outside what this DDNM+ handles; use pigdm / diffpir there).
+**DDNM+** (σ > 0, eqs. 17-19), per singular value in the spectral space of A = U S Vᵀ
+(``diffsolve.operators.svd``; the operator declares ``svd(size)``), x̄ = Vᵀx (B, C, *spectral), ȳ = Uᵀy:
+
+    1. x̄0'_i = x̄0_i − λ_{t,i} (s_i x̄0_i − ȳ_i)/s_i  on the observed coefficients s_i > σ; the others are left
+       as x̂0 has them (λ = 0, γ = σ_t²: treated as null directions, module note below)
+       The correction carries the noise n̄_i/s_i (std σ/s_i) into x_s with weight a_t, so eq. 19 reads
+       λ_{t,i} = 1 where σ_t ≥ a_t σ/s_i, else σ_t s_i/(a_t σ)   (the carried noise fits the step's budget σ_t);
+    2. as above;
+    3. x_s = √ᾱ_s x̂0' + √(1−ᾱ_s−σ_t²) ε̂' + V(√γ_t ⊙ Vᵀz),  γ_{t,i} = σ_t² − (a_t λ_{t,i} σ/s_i)²  (σ_t² where
+       s_i = 0): the fresh noise per coefficient tops the carried noise up to the DDPM posterior's σ_t², so no
+       coefficient of x_s is noisier than the step allows (γ_{t,i} = 0 wherever λ_{t,i} < 1). z is drawn in
+       image space (generator or kernel, ``noise_source``) and mapped by Vᵀ, so a list of generators keeps
+       each sample independent of its batch. At the last step (σ_t = 0) λ = 0: x̂0 is returned as denoised.
+
+Observed coefficients: s_i > σ, i.e. a unit-size image coefficient rises above the noise there (scale-free: s/σ
+is invariant under A → kA, σ → kσ; the reference code's fixed truncation at 3e-2 plays the same role). Where
+s_i ≤ σ the measurement is noise-dominated and eq. 19 would set λ < 1, γ = 0 at every step: the same noise n̄_i
+is then injected at every step as if it were fresh, adds up coherently instead of in quadrature, and x_t
+leaves the schedule's noise level (a Gaussian blur's thousands of tiny s_i ruin the sample); as null
+directions they follow the prior instead. This is the paper's SVD form, not its simplified per-pixel one: for a blur, A⁺ amplifies the noise by
+1/s_min and a single λ_t would have to be either useless or noise-amplifying. Operators without an SVD
+raise a ValueError for σ > 0 (their conditioning is unknown before the loop, so a pinv fallback cannot be
+shown to carry the noise unamplified); σ = 0 works with any operator that has a pseudo-inverse.
+A⁺ (σ = 0) runs through the operator's own pseudo-inverse (exact where the structure allows, CG otherwise)
+without the finiteness check of ``pseudo_inverse`` (no host sync in the loop).
 
 **Time-travel** (§3.3, off by default): with ``travel_length`` = l > 0, after every l-th step the sample is
 sent back l steps by the forward process, x_hi = √(ᾱ_hi/ᾱ_lo) x_lo + √(1−ᾱ_hi/ᾱ_lo) z, and those l steps are
@@ -38,11 +54,12 @@ from typing import Any
 
 import torch
 
+from ..operators.svd import SUPPORTED, SVD
 from ._inverse import Diagnostics, check_problem, route
 from ._loop import Sampling, _draw, check_number, prepare, takes_sampling
 from .diffpir import check_operator_solves, pinv_unchecked, reproject_step
 
-__all__ = ["ddnm", "ddnm_coefficients", "travel_plan"]
+__all__ = ["ddnm", "ddnm_coefficients", "ddnm_plus_coefficients", "travel_plan"]
 
 
 def ddnm_coefficients(alpha_bar_t: float, alpha_bar_s: float, eta: float, sigma: float) -> tuple[float, float, float]:
@@ -57,6 +74,44 @@ def ddnm_coefficients(alpha_bar_t: float, alpha_bar_s: float, eta: float, sigma:
     std = math.sqrt(var)
     lam = 1.0 if std >= weight * sigma else std / (weight * sigma)
     return lam, k_eps, math.sqrt(max(var - (weight * lam * sigma) ** 2, 0.0))
+
+
+#: DDNM+ treats a spectral coefficient as observed where s_i > OBSERVED·σ (module docstring).
+OBSERVED = 1.0
+
+
+def ddnm_plus_coefficients(alpha_bar_t: float, alpha_bar_s: float, eta: float, sigma: float, s: torch.Tensor
+                           ) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """(λ_{t,i}, k_ε, √γ_{t,i}) of DDNM+ step t → s per singular value s_i (module docstring), s ≥ 0 any shape:
+    x̄0' = x̄0 − λ (s x̄0 − ȳ)/s, x_s = √ᾱ_s x̂0' + k_ε ε̂' + V(√γ ⊙ Vᵀz); λ = 0 and γ = σ_t² where s_i = 0."""
+    a_t, a_s = alpha_bar_t, alpha_bar_s
+    var = eta**2 * (1 - a_s) / (1 - a_t) * max(1 - a_t / a_s, 0.0)
+    k_eps = math.sqrt(max(1 - a_s - var, 0.0))
+    weight = math.sqrt(a_s) - k_eps * math.sqrt(a_t / (1 - a_t))  # a_t > 0 for ᾱ_s > ᾱ_t
+    observed = s > OBSERVED * sigma
+    carried = weight * sigma / torch.where(observed, s, 1.0)  # std of the noise λ = 1 carries into x_s
+    lam = torch.where(observed, (math.sqrt(var) / carried).clamp(max=1.0), 0.0)
+    gamma = torch.where(observed, (var - (lam * carried) ** 2).clamp_min(0.0), var)
+    return lam, k_eps, gamma.sqrt()
+
+
+def _spectral_svd(operator: Any, size: tuple[int, int]) -> SVD:
+    """The operator's SVD for DDNM+ (σ > 0), or a ValueError naming the operators that have one."""
+    hook = getattr(operator, "svd", None)
+    why = f"{type(operator).__name__} does not declare one"
+    if callable(hook):
+        try:
+            out = hook(tuple(size))
+        except ValueError as err:
+            why = str(err)
+        else:
+            if isinstance(out, SVD):
+                return out
+            why = f"{type(operator).__name__}.svd returned {type(out).__name__}, not an operators.svd.SVD"
+    raise ValueError(f"ddnm with sigma > 0 (DDNM+) scales its correction per singular value and needs the SVD of A "
+                     f"(operator.svd(size)): {why}. Supported with noise: {'; '.join(SUPPORTED)}. Without an SVD "
+                     "the noise A⁺ carries cannot be bounded (an ill-conditioned A amplifies it by 1/s_min); use "
+                     "sigma=0 (plain DDNM) for noiseless data, or pigdm / diffpir for noisy data with this operator")
 
 
 def travel_plan(steps: int, length: int, repeat: int) -> list[tuple[str, int]]:
@@ -106,11 +161,27 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     shape = check_problem(operator, y, sampling.x_T)
     check_operator_solves(operator, 0.0, "ddnm")
+    svd = _spectral_svd(operator, shape[-2:]) if sigma > 0 else None
     loop = prepare(denoiser, shape, sampling, like=y, name="ddnm" if sigma == 0 else "ddnm+")
     n = len(loop.schedule)
     if travel_length > n:
         raise ValueError(f"travel_length={travel_length} exceeds steps={n}; use 0 (off) or at most {n}")
-    coefs = [ddnm_coefficients(loop.alpha_t[i], loop.alpha_s[i], eta, sigma) for i in range(n)]
+    if svd is None:
+        coefs = [ddnm_coefficients(loop.alpha_t[i], loop.alpha_s[i], eta, sigma) for i in range(n)]
+    else:  # DDNM+: per-coefficient (λ, √γ) of every step, before the loop; λ_t reported as the mean over s_i > 0
+        s_host = svd.s
+        s_dev = svd.singulars(y)
+        y_bar = svd.Ut(y)  # ȳ = Uᵀy, zero on the null directions
+        inv_s = torch.where(s_dev > 0, 1 / torch.where(s_dev > 0, s_dev, 1), 0)  # λ = 0 wherever s is not observed
+        coefs, plus = [], []
+        for i in range(n):
+            lam_h, k_eps, _ = ddnm_plus_coefficients(loop.alpha_t[i], loop.alpha_s[i], eta, sigma, s_host)
+            lam_d, _, root_d = ddnm_plus_coefficients(loop.alpha_t[i], loop.alpha_s[i], eta, sigma, s_dev)
+            seen = s_host > OBSERVED * sigma
+            lam_mean = float(lam_h[seen].mean()) if bool(seen.any()) else 0.0
+            k_z = 1.0 if ddnm_coefficients(loop.alpha_t[i], loop.alpha_s[i], eta, 0.0)[2] > 0 else 0.0  # σ_t > 0
+            coefs.append((lam_mean, k_eps, k_z))
+            plus.append((lam_d * inv_s, root_d))
     per = loop.x.numel() if not isinstance(loop.seed, list) else loop.x[0].numel()
     all_timesteps = loop.schedule.timesteps.tolist()  # host ints, read once before the loop
     passes = [0] * n
@@ -129,12 +200,23 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             eps = loop.eps(x, i)  # ε̂ and x̂0, no UNet backward
             x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
             resid = operator.A(x0) - y
-            correction = pinv_unchecked(operator, resid)  # 1. A⁺(A x̂0 − y); x̂0' = x̂0 − λ_t·this
-            if lam != 1.0:
-                correction = lam * correction
             noise = loop.step_noise(i, k_z > 0)
             if "offset" in noise:  # a re-run step draws past every first-pass offset
                 noise["offset"] += passes[i] * (n + 1) * per
+            if svd is None:
+                correction = pinv_unchecked(operator, resid)  # 1. A⁺(A x̂0 − y); x̂0' = x̂0 − λ_t·this
+                if lam != 1.0:
+                    correction = lam * correction
+            else:  # 1. DDNM+: V(λ/s ⊙ (S Vᵀx̂0 − Uᵀy)), 3. the noise V(√γ ⊙ Vᵀz)
+                lam_over_s, root_gamma = plus[i]
+                x0_bar = svd.Vt(x0)
+                correction = svd.V(lam_over_s * (svd.singulars(y) * x0_bar - y_bar))
+                if k_z > 0:
+                    z = noise.get("noise")
+                    if z is None:  # kernel noise: the fused kernel's own z (x = ε = correction = 0, k_z = 1)
+                        zero = torch.zeros_like(x)
+                        z = reproject_step(zero, zero, zero, a_t, a_s, 0.0, 1.0, backend=sampling.backend, **noise)
+                    noise = {"noise": svd.V(root_gamma * svd.Vt(z))}
             # 2.-3. x_s = √ᾱ_s x̂0' + k_ε ε̂' + k_z z, one fused kernel
             out = reproject_step(x, eps, correction, a_t, a_s, k_eps, k_z, backend=sampling.backend,
                                  return_x0=loop.callback is not None, **noise)
