@@ -31,7 +31,7 @@ CASES: dict[str, dict] = {
     "diffpir": {"sigma": SIGMA},
     "ddnm": {"sigma": SIGMA},
     "ddrm": {"sigma": SIGMA},
-    "daps": {"sigma": SIGMA},
+    "daps": {"sigma": SIGMA, "ode_steps": 1, "langevin_steps": 5, "lr": 2e-3},  # a short inner loop
     "reddiff": {},
     "mmps": {"sigma": SIGMA},
 }
