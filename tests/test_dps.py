@@ -12,7 +12,7 @@ from _tiny_models import SCHEDULER, tiny_unet
 from diffsolve.models import DiffusersDenoiser, GaussianPrior, operator_matrix
 from diffsolve.operators import CallableOperator, GaussianBlur, Inpainting, LinearOperator, SuperResolution
 from diffsolve.solvers import dps
-from diffsolve.solvers.dps import MIN_STEPS, DPSStepsWarning, step_size
+from diffsolve.solvers.dps import MIN_STEPS, REFERENCE_NUMEL, DPSStepsWarning, step_size
 
 D = torch.float64
 # few-step runs below test mechanics, not quality: the warning is checked where it is meant
@@ -39,7 +39,7 @@ def measure(op, shape, seed=1):
 @pytest.mark.parametrize("make_op", [lambda: GaussianBlur(3, 0.8), lambda: SuperResolution(2, input_size=(5, 6))])
 def test_single_step_matches_dense_jacobian(make_op, normalize):
     """steps=1 to ᾱ_s = 1: x_0 = x̂0 − ζ_N Jᵀ Aᵀ(A x̂0 − y)/n, n = ‖A x̂0 − y‖ (residual) or ‖Aᵀ(A x̂0 − y)‖
-    (adjoint), ζ_N = ζ√(1000/1), with J = ∂x̂0/∂x_t in closed form for a Gaussian prior:
+    (adjoint), ζ_N = ζ√(1000/1)·√(d/d_ref), with J = ∂x̂0/∂x_t in closed form for a Gaussian prior:
     x̂0 = (x_t − (1−ᾱ) C⁻¹(x_t − √ᾱ μ))/√ᾱ, C = ᾱ Σ + (1−ᾱ) I."""
     prior = smooth_prior(5, 6)
     op = make_op()
@@ -58,7 +58,8 @@ def test_single_step_matches_dense_jacobian(make_op, normalize):
     r = x0 @ mat.T - y.reshape(2, -1)
     n = r.norm(dim=1, keepdim=True) if normalize == "residual" else (r @ mat).norm(dim=1, keepdim=True)
     grad = (r @ mat @ jac) / n
-    torch.testing.assert_close(out.reshape(2, -1), x0 - zeta * grad, rtol=1e-9, atol=1e-11)
+    size = math.sqrt(30 / REFERENCE_NUMEL)  # the step per pixel is the same at every image size
+    torch.testing.assert_close(out.reshape(2, -1), x0 - zeta * size * grad, rtol=1e-9, atol=1e-11)
 
 
 def test_eta0_batch_of_four_equals_each_alone():
@@ -102,6 +103,9 @@ def test_dps_backpropagates_through_the_unet():
 def test_step_size_rules():
     assert step_size("sqrt", 0.5, 10, 1000) == pytest.approx(5.0)
     assert step_size("sqrt", 0.5, 1000, 1000) == 0.5 and step_size("constant", 0.5, 10, 1000) == 0.5
+    # scale-free in the image size: the same step per pixel (x2 per side doubles the total step)
+    assert step_size("sqrt", 0.5, 10, 1000, numel=4 * 3 * 64 * 64) == pytest.approx(10.0)
+    assert step_size("constant", 0.5, 10, 1000, numel=3 * 32 * 32) == pytest.approx(0.25)
 
 
 def test_adjoint_normalisation_ignores_the_operator_scale():

@@ -11,8 +11,12 @@ r = y − A(x̂0(x_t)) (measurement-shaped):
 for a linear A, which makes the step independent of how far off x̂0 is and of A's scale (A → kA,
 y → ky gives the same samples); ``"residual"`` n = ‖r‖ (the paper's ζ_i = ζ/‖r‖, i.e. g = ∇‖r‖).
 
-**Step size** ζ_N (``step_rule``): ``"sqrt"`` (default) ζ_N = ζ·√(T/N) with T the model's training steps,
-so N = T is the paper's setting; ``"constant"`` ζ_N = ζ. Below :data:`MIN_STEPS` steps ``dps`` warns
+**Step size** ζ_N (``step_rule``): ``"sqrt"`` (default) ζ_N = ζ·√(T/N)·√(d/d_ref) with T the model's
+training steps (N = T is the paper's setting) and d the per-sample image size, d_ref = 3·64·64
+(:data:`REFERENCE_NUMEL`, where ζ = 1 was tuned); ``"constant"`` ζ_N = ζ·√(d/d_ref). The size factor is
+the scale-free rule: the normalised gradient g has unit length over d pixels, so a step of fixed length
+shrinks per pixel as 1/√d (at 128² DPS took half the per-pixel step it was tuned with and ignored the
+measurement); ζ_N ∝ √d keeps the per-pixel step, i.e. the step is normalised by the RMS ‖Aᵀr‖/√d. Below :data:`MIN_STEPS` steps ``dps`` warns
 (:class:`DPSStepsWarning`). The step is taken per sample (the reference code takes one norm over the
 whole batch). Both terms go through one fused kernel (``ddim_step`` with guidance g and scale
 ζ_N/√ᾱ_s). Measurements behind the defaults: benchmarks/results/posterior_dps_steps.md,
@@ -31,7 +35,7 @@ from ..kernels import ddim_step
 from ._inverse import Diagnostics, check_problem, route
 from ._loop import Sampling, check_number, prepare, takes_sampling
 
-__all__ = ["MIN_STEPS", "NORMALIZATIONS", "STEP_RULES", "DPSStepsWarning", "dps", "step_size"]
+__all__ = ["MIN_STEPS", "NORMALIZATIONS", "REFERENCE_NUMEL", "STEP_RULES", "DPSStepsWarning", "dps", "step_size"]
 
 #: how ``zeta`` becomes the step ζ_N of an N-step run (:func:`step_size`)
 STEP_RULES = ("sqrt", "constant")
@@ -39,17 +43,21 @@ STEP_RULES = ("sqrt", "constant")
 NORMALIZATIONS = ("adjoint", "residual")
 #: fewer steps than this draw a :class:`DPSStepsWarning` (module docstring)
 MIN_STEPS = 20
+#: the per-sample image size d_ref at which ``zeta = 1`` was tuned (3×64×64; module docstring)
+REFERENCE_NUMEL = 3 * 64 * 64
 
 
 class DPSStepsWarning(UserWarning):
     """DPS was asked for fewer than :data:`MIN_STEPS` steps, where it was measured not to work."""
 
 
-def step_size(rule: str, zeta: float, steps: int, train_steps: int) -> float:
-    """ζ_N (host float): ``"sqrt"`` ζ·√(T/N) with T = ``train_steps``; ``"constant"`` ζ (module docstring)."""
+def step_size(rule: str, zeta: float, steps: int, train_steps: int, numel: int = REFERENCE_NUMEL) -> float:
+    """ζ_N (host float): ``"sqrt"`` ζ·√(T/N)·√(d/d_ref), ``"constant"`` ζ·√(d/d_ref), with T = ``train_steps``
+    and d = ``numel`` the per-sample image size (module docstring)."""
+    size = math.sqrt(numel / REFERENCE_NUMEL)
     if rule == "constant":
-        return zeta
-    return zeta * math.sqrt(train_steps / steps)
+        return zeta * size
+    return zeta * math.sqrt(train_steps / steps) * size
 
 
 @takes_sampling
@@ -83,7 +91,8 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
             f"dps: steps={len(loop.schedule)} < {MIN_STEPS}; DPS was measured to fall far below a Tikhonov "
             f"restoration at 10 steps (SR x4: 11.6 vs 25.0 dB); use steps >= {MIN_STEPS}, or mpgd/cdps for few steps"),
             stacklevel=3)
-    step = step_size(step_rule, zeta, len(loop.schedule), int(loop.denoiser.alphas_cumprod.numel()))
+    step = step_size(step_rule, zeta, len(loop.schedule), int(loop.denoiser.alphas_cumprod.numel()),
+                     math.prod(shape[1:]))
     info = Diagnostics(sampling.return_info)
     x = loop.x
     for i in loop.steps():
