@@ -30,9 +30,10 @@ def problem():
 
 
 def test_registry_fields_and_defaults_come_from_the_solvers():
-    assert set(CLI_METHODS) == {"mpgd", "cdps", "dps", "tikhonov", "pinv"}  # ddim ignores y: not a restoration
+    assert set(CLI_METHODS) == {"mpgd", "cdps", "dps", "tikhonov", "pinv", "pigdm", "diffpir", "ddnm", "ddrm", "daps",
+                                "reddiff", "mmps"}  # ddim ignores y: not a restoration
     assert "mpgd_ldm" in METHODS and not METHODS["mpgd_ldm"].cli
-    assert [m for m, s in METHODS.items() if s.backward] == ["dps"]
+    assert {m for m, s in METHODS.items() if s.backward} == {"dps", "pigdm", "mmps"}
     assert {m for m, s in METHODS.items() if not s.uses_model} == {"tikhonov", "pinv"}
     assert METHODS["cdps"].required == ("sigma",) and METHODS["mpgd_ldm"].required == ("autoencoder",)
     sig = inspect.signature(mpgd).parameters
@@ -42,11 +43,11 @@ def test_registry_fields_and_defaults_come_from_the_solvers():
     assert METHODS["tikhonov"].defaults() == {"lam": 1e-2}
     assert set(SAMPLING_FIELDS) >= {"steps", "spacing", "timesteps", "generator", "x_T", "backend", "return_info"}
     with pytest.raises(ValueError, match="method must be one of"):
-        get_method("ddrm")
+        get_method("not_a_method")
 
 
 @pytest.mark.filterwarnings("ignore:dps. steps=3")  # DPS's few-steps advice
-@pytest.mark.parametrize("method, fn, needs", [("mpgd", mpgd, {}), ("cdps", cdps, {"sigma": 0.05}),
+@pytest.mark.parametrize("method, fn, needs", [("mpgd", mpgd, {"sigma": 0.05}), ("cdps", cdps, {"sigma": 0.05}),
                                                ("dps", dps, {})])
 def test_restore_is_the_solver_with_the_cli_options(problem, method, fn, needs):
     prior, op, x, y = problem
@@ -56,13 +57,11 @@ def test_restore_is_the_solver_with_the_cli_options(problem, method, fn, needs):
     assert info == {} and not got.requires_grad
 
 
-def test_mpgd_cli_rho_is_rescaled_for_superresolution():
+def test_mpgd_cli_passes_the_noise_level():
+    """σ sets MPGD's scale-free ρ and its discrepancy cap (no per-operator special case)."""
     op = SuperResolution(2, "bicubic")
     y = torch.zeros(1, 1, 4, 4, dtype=D)
-    from diffsolve.solvers.mpgd import default_rho
-
-    opts = METHODS["mpgd"].cli_options(methods.Problem(steps=10, sigma=0.05, operator=op, y=y))
-    assert opts["rho"] == pytest.approx(default_rho(10, 16 * 4) * 2)
+    assert METHODS["mpgd"].cli_options(methods.Problem(steps=10, sigma=0.05, operator=op, y=y)) == {"sigma": 0.05}
 
 
 def test_baselines_through_solve_and_restore(problem):

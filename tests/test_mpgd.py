@@ -233,3 +233,32 @@ def test_bad_inputs():
         mpgd(prior, op, y.float().numpy(), steps=2)
     with pytest.raises(TypeError, match="autoencoder"):
         mpgd_ldm(prior, None, op, y, steps=2)
+
+
+def test_capped_step_stops_at_the_noise_level():
+    """κ = min(limit, κ_σ): the step never takes ‖A x̂0* − y‖ below σ√m, and never exceeds the limit."""
+    from diffsolve.solvers.mpgd import capped_grad
+
+    op = Inpainting.random((6, 7), 0.4, seed=1)
+    x0 = torch.randn(3, 1, 6, 7, generator=gen(1), dtype=D)
+    y = op.A(torch.randn(3, 1, 6, 7, generator=gen(2), dtype=D))
+    m = op.measured_entries(y)
+    floor = torch.tensor([0.5, 100.0, 0.01], dtype=D) * m.sqrt() / 10
+    limit = torch.tensor([1e3, 1e3, 1e-3], dtype=D)
+    step, norm = capped_grad(op, x0, y, limit, floor)
+    after = (op.A(x0 - step) - y).flatten(1).norm(dim=1)
+    torch.testing.assert_close(after[0], floor[0])  # stopped exactly at the noise level
+    assert torch.equal(step[1], torch.zeros_like(step[1]))  # already below it: no step
+    kappa = step[2].norm() / (op.A_adjoint(op.A(x0[2:]) - y[2:]).norm() / norm[2])
+    torch.testing.assert_close(kappa, limit[2])  # the limit binds
+
+
+def test_mpgd_with_sigma_fits_the_data_to_the_noise_level():
+    prior = smooth_prior(1, 8, 8)
+    op = Inpainting.random((8, 8), 0.5, seed=3)
+    x_true = prior.sample(4, gen(4))
+    y = op.A(x_true + 0.05 * torch.randn(x_true.shape, generator=gen(5), dtype=D))  # noise on observed pixels
+    x, info = mpgd(prior, op, y, steps=30, sigma=0.05, generator=gen(0), return_info=True)
+    assert bool((info["data_consistency"] > 0.9).all()) and bool((info["data_consistency"] < 1.5).all())
+    with pytest.raises(ValueError, match="sigma"):
+        mpgd(prior, None, None, steps=2, sigma=0.05, loss=lambda v: v.flatten(1).sum(1), shape=(1, 1, 8, 8))

@@ -66,14 +66,8 @@ def _cdps_options(problem: Problem) -> dict[str, Any]:
 
 
 def _mpgd_options(problem: Problem) -> dict[str, Any]:
-    factor = getattr(problem.operator, "factor", 1)
-    if factor <= 1:
-        return {}
-    # MPGD's default ρ assumes ‖A‖ ≈ 1; ×s down-sampling has ‖A‖ ≈ 1/s, so the unit-norm gradient
-    # Aᵀr/‖r‖ is s times shorter: scale ρ back up (measured: ρ×4 beats ρ×1 and ρ×16 on the demo).
-    from .solvers.mpgd import default_rho
-
-    return {"rho": default_rho(problem.steps, problem.y[0].numel() * factor**2) * factor}
+    # σ sets MPGD's default ρ (scale-free in size, operator scale and steps) and its discrepancy cap
+    return {"sigma": problem.sigma} if problem.sigma > 0 else {}
 
 
 def _pinv(denoiser: Any, operator: Any, y: torch.Tensor) -> torch.Tensor:

@@ -19,9 +19,17 @@ trajectory), plain steps elsewhere:
 ``scale`` defaults to the reference code's factors (0.0075 for AE, 0.01 for Z). Every norm and
 step is per sample. The update runs in the fused ``mpgd_step`` kernel.
 
-Default ρ: the reference code's settings for 3×256×256 images (17.5, 7.5, 4 at 20, 50, 100 steps,
-≈ 375/N) rescaled by √(d/196608), d the per-sample size: the gradient of the non-squared norm has
-unit length, so equal per-pixel steps need ρ ∝ √d.
+Default ρ, given the measurement noise σ (``sigma``; the command line passes it): ρ = (120/N)·σ√m/L with
+m the measured entries per sample and L ≥ ‖AᵀA‖ — scale-free in the image size (√m), the operator's
+scale (L) and the step count (1/N) — and each step on x̂0 capped by the discrepancy principle:
+
+    x̂0* = x̂0 − κ u,  u = Aᵀr/‖r‖,  κ = min(ρ/√ᾱ_s, κ_σ),  r = A x̂0 − y   (per sample)
+
+κ_σ the smallest κ ≥ 0 with ‖r − κ A u‖ = σ√m (the line minimum ⟨r, Au⟩/‖Au‖² where the residual never
+gets that low along u; 0 where ‖r‖ ≤ σ√m already): no step fits y below its noise (one extra A per step).
+Without σ (a black-box ``loss``, or σ unknown): the reference code's settings for 3×256×256 images (17.5,
+7.5, 4 at 20, 50, 100 steps, ≈ 375/N) rescaled by √(d/196608), d the per-sample size, and no cap.
+Measurements: benchmarks/results/quality_sizes.md.
 """
 
 from __future__ import annotations
@@ -34,10 +42,10 @@ from typing import Any
 import torch
 
 from ..kernels import mpgd_step
-from ._inverse import Diagnostics, check_problem, measurement_grad, route
+from ._inverse import Diagnostics, check_problem, measured_entries, measurement_grad, route
 from ._loop import Sampling, check_number, check_steps, prepare, takes_sampling
 
-__all__ = ["SPACES", "Projection", "default_rho", "mpgd"]
+__all__ = ["SPACES", "Projection", "capped_grad", "default_rho", "mpgd", "noise_rho", "operator_gain"]
 
 SPACES = ("ae", "z")
 _PROJ_SCALE = {"ae": 0.0075, "z": 0.01}
@@ -45,8 +53,52 @@ Loss = Callable[[torch.Tensor], torch.Tensor]
 
 
 def default_rho(steps: int, numel: int) -> float:
-    """ρ = (375/N)·√(d/(3·256·256)) (module docstring), d = per-sample numel."""
+    """ρ = (375/N)·√(d/(3·256·256)) (module docstring, without σ), d = per-sample numel."""
     return 375.0 / steps * math.sqrt(numel / (3 * 256 * 256))
+
+
+def noise_rho(steps: int, sigma: float, measured: torch.Tensor, gain: float) -> torch.Tensor:
+    """(B,) ρ = (120/N)·σ√m/L (module docstring): m = ``measured`` (B,), L = ``gain`` ≥ ‖AᵀA‖. With the
+    discrepancy cap ρ is an upper bound on the step; 4·(30/N) (rather than 30/N) let Gaussian blur reach the
+    noise level at 30 steps and changed nothing where the cap binds (benchmarks/results/quality_sizes.md)."""
+    return (120.0 / steps) * sigma * measured.sqrt() / gain
+
+
+def operator_gain(operator: Any, x: torch.Tensor, iters: int = 30) -> float:
+    """L ≥ ‖AᵀA‖ for images shaped like x[:1]: the operator's ``gram_norm_bound`` where it has one, else
+    power iteration from a fixed start (host floats, before the loop)."""
+    bound_fn = getattr(operator, "gram_norm_bound", None)
+    bound = bound_fn(tuple(x.shape[-2:])) if callable(bound_fn) else None
+    if bound is not None:
+        return float(bound)
+    v = torch.randn(x[:1].shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype).to(x.device)
+    lam = 0.0
+    with torch.no_grad():
+        for _ in range(iters):
+            w = operator.A_adjoint(operator.A(v))
+            lam = float(w.norm())  # ‖AᵀA v‖ with ‖v‖ = 1
+            if lam == 0:
+                break
+            v = w / lam
+    return lam * 1.01 if lam > 0 else 1.0  # a Rayleigh estimate from below: 1 % margin
+
+
+def capped_grad(operator: Any, x0: torch.Tensor, y: torch.Tensor, limit: torch.Tensor,
+                floor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(κ·u, ‖r‖): the step on x̂0 with κ = min(``limit``, κ_σ) per sample (module docstring); ``floor`` (B,)
+    = σ√m. No host sync."""
+    view = (-1,) + (1,) * (x0.dim() - 1)
+    u, norm = measurement_grad(operator, x0, y)
+    r = (operator.A(x0) - y).flatten(1)
+    au = operator.A(u).flatten(1)
+    qa = au.pow(2).sum(1).clamp(min=torch.finfo(x0.dtype).tiny)
+    qb = -2 * (r * au).sum(1)
+    qc = norm.pow(2) - floor.pow(2)
+    disc = qb.pow(2) - 4 * qa * qc
+    root = (-qb - disc.clamp(min=0).sqrt()) / (2 * qa)
+    kappa_sigma = torch.where(qc <= 0, torch.zeros_like(qc), torch.where(disc >= 0, root, -qb / (2 * qa)))
+    kappa = torch.minimum(limit, kappa_sigma.clamp(min=0))
+    return u * kappa.view(view), norm
 
 
 def check_window(window: object) -> tuple[float, float]:
@@ -113,8 +165,8 @@ def _validate(projection: Any, loss: Any, operator: Any, y: Any) -> None:
 
 @takes_sampling
 def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Sampling, *, rho: float | None = None,
-         eta: float = 0.5, projection: Projection | None = None, loss: Loss | None = None,
-         shape: Sequence[int] | None = None) -> Any:
+         eta: float = 0.5, sigma: float | None = None, projection: Projection | None = None,
+         loss: Loss | None = None, shape: Sequence[int] | None = None) -> Any:
     """Reconstruct x from y = A x + n (or guide by ``loss``) with N = ``sampling.steps`` MPGD steps.
 
     Args:
@@ -123,7 +175,9 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
             May be None when ``loss`` is given (then ``shape`` (B, C, H, W) is required, and
             ``sampling.dtype``/``device`` set the samples').
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords).
-        rho: ρ > 0 (default :func:`default_rho`); eta: DDIM η ∈ [0, 1].
+        rho: ρ > 0 (default: from σ, or :func:`default_rho` without it); eta: DDIM η ∈ [0, 1].
+        sigma: the measurement noise std σ ≥ 0 in y's units, or None (module docstring: the default ρ and
+            the discrepancy cap need it; None keeps the σ-free default and no cap).
         projection: None (MPGD without projection) or :class:`Projection` (MPGD-AE / MPGD-Z).
         loss: ``loss(x0) -> (B,)`` replacing ‖y − A x0‖ (autograd on x0 only).
     Returns:
@@ -145,8 +199,13 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
         raise ValueError("without y, give shape=(B, C, H, W) (or x_T) for the samples")
     elif shape is None:
         shape = tuple(x_T.shape)
+    if sigma is not None:
+        sigma = check_number("sigma", sigma, 0.0)
+        if y is None or loss is not None:
+            raise ValueError("sigma (the measurement noise) goes with operator and y, not with loss=; leave it out")
     numel = math.prod(shape[1:])
-    rho = default_rho(sampling.steps, numel) if rho is None else check_number("rho", rho, 0.0)
+    rho_given = None if rho is None else check_number("rho", rho, 0.0)
+    rho = default_rho(sampling.steps, numel) if rho is None else rho_given
     space = "none" if projection is None else projection.space
     loop = prepare(denoiser, shape, sampling, like=y, name=f"mpgd-{space}")
     total = loop.denoiser.alphas_cumprod.numel()
@@ -154,6 +213,11 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
     projected = [projection is not None and lo < t / total < hi for t in loop.schedule.timesteps.tolist()]
     autoencoder = None if projection is None else projection.autoencoder
     target = loss if loss is not None else measurement_loss(operator, y)
+    if sigma is not None:  # per-sample ρ from the noise level and the discrepancy floor σ√m (module docstring)
+        measured = measured_entries(operator, y).to(device=y.device, dtype=y.dtype)
+        rho_b = noise_rho(sampling.steps, sigma, measured, operator_gain(operator, y.new_zeros(shape)))
+        rho_b = rho_b if rho_given is None else torch.full_like(rho_b, rho_given)
+        floor = sigma * measured.sqrt()
     info = Diagnostics(sampling.return_info)
     x = loop.x
     for i in loop.steps():
@@ -175,6 +239,10 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
                 z_new = z - (step * projection.scale) * gz
                 x0_new = autoencoder.decode(z_new) + (x0 - recon)
             grad, step = x0 - x0_new, 1.0  # x̂0* = x̂0 − 1·(x̂0 − x̂0*)
+        elif loss is None and sigma is not None:  # κ·u with the discrepancy cap; the step is in κ
+            with torch.no_grad():
+                grad, value = capped_grad(operator, x0, y, rho_b / a_s**0.5, floor)
+            step = 1.0
         elif loss is None:
             with torch.no_grad():
                 grad, value = measurement_grad(operator, x0, y)
@@ -191,5 +259,6 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
     if sampling.return_info:
         if y is None:  # guidance by a loss: no measurement to be consistent with
             return x, info.stacked(projected=torch.tensor(projected), timesteps=loop.schedule.timesteps.clone())
-        return x, info.finish(operator, x, y, loop.schedule.timesteps, projected=torch.tensor(projected))
+        return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma or None,
+                              projected=torch.tensor(projected))
     return x
