@@ -162,7 +162,9 @@ class Blur(LinearOperator):
             gen = torch.Generator().manual_seed(0)
             rhs = torch.randn(1, 1, *size, generator=gen, dtype=torch.float64)
             self._check_input(rhs)
-            cpu_backend = "cpp" if kernel_backends()["cpp"][0] else "torch"
+            # the calibration runs on the CPU: on the operator's backend where that is a CPU one
+            cpu_backend = self.backend if self.backend in ("torch", "cpp") else (
+                "cpp" if kernel_backends()["cpp"][0] else "torch")
             probe = Blur(self.kernel, self.boundary, backend=cpu_backend)
             one = torch.ones(1, dtype=torch.float64)
             out = batched_cg(probe._gram, rhs, one, one * ratio, max_iters=2000, tol=float(tol), check_every=1,

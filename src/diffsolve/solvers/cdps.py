@@ -131,14 +131,19 @@ def gram_bound(operator: Any, size: tuple[int, int]) -> float | None:
 def cg_budget(operator: Any, size: tuple[int, int], c: float, w: float, tol: float) -> int:
     """CG iterations for (c·I + w·AᵀA) x = rhs at relative tolerance ``tol`` (host floats, no sync).
 
-    κ ≤ 1 + w·‖AᵀA‖/c with ‖AᵀA‖ ≤ ``operator.gram_norm_bound(size)``; returns
-    min(:func:`~diffsolve.kernels.cg.cg_iteration_bound` (κ, tol), CG_MAX_ITERS), or CG_DEFAULT_ITERS
-    where the operator has no bound.
+    The operator's own count where it sizes its (preconditioned) CG (``operator.cg_iterations``: the blurs'
+    circulant preconditioner), else κ ≤ 1 + w·‖AᵀA‖/c with ‖AᵀA‖ ≤ ``operator.gram_norm_bound(size)``
+    through :func:`~diffsolve.kernels.cg.cg_iteration_bound` (κ, tol), or CG_DEFAULT_ITERS where the
+    operator has no bound; at most CG_MAX_ITERS.
     """
-    return _budget(gram_bound(operator, size), c, w, tol)
+    return _budget(operator, tuple(size), gram_bound(operator, size), c, w, tol)
 
 
-def _budget(bound: float | None, c: float, w: float, tol: float) -> int:
+def _budget(operator: Any, size: tuple[int, int], bound: float | None, c: float, w: float, tol: float) -> int:
+    iterations = getattr(operator, "cg_iterations", None)
+    count = iterations(size, c, w, tol) if callable(iterations) else None
+    if count is not None:
+        return min(int(count), CG_MAX_ITERS)
     if bound is None:
         return CG_DEFAULT_ITERS
     return min(cg_iteration_bound(1.0 + w * bound / c, tol), CG_MAX_ITERS)
@@ -156,15 +161,16 @@ class StepPlan(NamedTuple):
     cg_iters: int | None
 
 
-def plan(gram: float | None, alphas: Sequence[tuple[float, float]], *, sigma: float, coupling: str, eta: float,
-         chain: str, method: str, cg_iters: int | None, tol: float) -> list[StepPlan]:
-    """The :class:`StepPlan` of every step (ᾱ_t, ᾱ_s) in ``alphas``, built once before the loop; ``gram`` ≥ ‖AᵀA‖
-    (:func:`gram_bound`) or None."""
+def plan(operator: Any, size: tuple[int, int], gram: float | None, alphas: Sequence[tuple[float, float]], *,
+         sigma: float, coupling: str, eta: float, chain: str, method: str, cg_iters: int | None,
+         tol: float) -> list[StepPlan]:
+    """The :class:`StepPlan` of every step (ᾱ_t, ᾱ_s) in ``alphas`` for images of ``size``, built once before
+    the loop; ``gram`` ≥ ‖AᵀA‖ (:func:`gram_bound`) or None."""
     steps = []
     for a_t, a_s in alphas:
         k_x, k_e, _ = transition(coupling, eta, a_t, a_s)
         c, w = precisions(coupling, eta, a_t, a_s, sigma, chain, gram)
-        budget = cg_iters if method != "cg" or cg_iters is not None else _budget(gram, c, w, tol)
+        budget = cg_iters if method != "cg" or cg_iters is not None else _budget(operator, size, gram, c, w, tol)
         steps.append(StepPlan(k_x, k_e, (1 - a_s) / math.sqrt(1 - a_t), c, w, budget))
     return steps
 
@@ -207,7 +213,8 @@ def cdps_step(operator: Any, x_t: torch.Tensor, eps: torch.Tensor, y_s: torch.Te
     budget from κ (:func:`cg_budget`). Returns (x_s, SolveInfo or None).
     """
     tol = _default_tol(x_t.dtype) if cg_tol is None else cg_tol
-    (step,) = plan(gram_bound(operator, tuple(x_t.shape[-2:])), [(alpha_t, alpha_s)], sigma=sigma, coupling=coupling, eta=eta,
+    size = tuple(x_t.shape[-2:])
+    (step,) = plan(operator, size, gram_bound(operator, size), [(alpha_t, alpha_s)], sigma=sigma, coupling=coupling, eta=eta,
                    chain=chain, method=method, cg_iters=cg_iters, tol=tol)
     return _posterior_step(operator, step, x_t, eps, y_s, e1, e2, method=method, diag=diag, cg_tol=cg_tol,
                            want_info=want_info, backend=backend)
@@ -331,7 +338,7 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         measurements = None
     tol = _default_tol(y.dtype) if cg_tol is None else cg_tol
     gram = gram_bound(operator, shape[-2:])
-    steps = plan(gram, list(zip(loop.alpha_t, loop.alpha_s)), sigma=sigma, coupling=coupling, eta=eta, chain=chain,
+    steps = plan(operator, tuple(shape[-2:]), gram, list(zip(loop.alpha_t, loop.alpha_s)), sigma=sigma, coupling=coupling, eta=eta, chain=chain,
                  method=method, cg_iters=cg_iters, tol=tol)
     _check_solvable(sigma, y.dtype, method, gram, [(p.c, p.w) for p in steps])
     info = Diagnostics(sampling.return_info)
