@@ -89,3 +89,15 @@ def test_required_options_are_named(problem):
         solve("cdps", prior, op, y, steps=2)
     with pytest.raises(ValueError, match="needs autoencoder="):
         solve("mpgd_ldm", prior, op, y, steps=2)
+
+
+def test_info_lists_every_method_with_what_it_needs():
+    import io
+
+    from diffsolve.cli.info import info
+
+    out = io.StringIO()
+    result = info(out)
+    assert set(result["methods"]) == set(METHODS)
+    for name, m in METHODS.items():
+        assert f"  {name:9s} {m.needs}; {m.nfe} per step" in out.getvalue()

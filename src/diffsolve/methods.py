@@ -135,6 +135,10 @@ class Method:
     solver: str | None = field(default=None, repr=False)
     #: options the registry's wrapper adds to the solver's own (``shape`` for ddim, ``autoencoder`` for LDM)
     extra: tuple[str, ...] = ()
+    #: what it needs of the operator (structure) — shown by ``diffsolve info``
+    needs: str = "—"
+    #: model evaluations per step (forward, and backward where the method differentiates through it)
+    nfe: str = "1"
 
     def signature_function(self) -> Callable[..., Any]:
         """The function whose signature holds this method's options (the solver, or the baseline)."""
@@ -181,26 +185,43 @@ class Method:
 
 METHODS: Mapping[str, Method] = {m.name: m for m in (
     Method("mpgd", _solver("mpgd"), "MPGD (He et al. 2024): manifold-preserving guidance, no UNet backward",
-           "inverse", cli_options=_mpgd_options, solver="mpgd"),
+           "inverse", cli_options=_mpgd_options, solver="mpgd", needs="any operator (σ sets ρ and its cap)"),
     Method("cdps", _solver("cdps"), "C-DPS (Hamidi, Yang & Liang 2025): coupled data/measurement posterior "
-           "sampling", "inverse", required=("sigma",), cli_options=_cdps_options, solver="cdps"),
+           "sampling", "inverse", required=("sigma",), cli_options=_cdps_options, solver="cdps",
+           needs="A's structured solve, else CG"),
     Method("dps", _solver("dps"), "DPS (Chung et al. 2023): gradient through the UNet of ‖y − A x̂0‖",
-           "inverse", backward=True, solver="dps"),
+           "inverse", backward=True, solver="dps", needs="any differentiable A", nfe="1 + 1 backward"),
+    Method("pigdm", _solver("pigdm"), "ΠGDM (Song et al. 2023): pseudoinverse guidance, a VJP through the UNet of "
+           "Aᵀ(σ²I + r_t²AAᵀ)⁻¹(y − A x̂0)", "inverse", backward=True, required=("sigma",),
+           cli_options=_cdps_options, solver="pigdm", needs="A's structured solve, else CG", nfe="1 + 1 backward"),
+    Method("diffpir", _solver("diffpir"), "DiffPIR (Zhu et al. 2023): plug-and-play proximal data step on x̂0, "
+           "re-noised with ζ, no UNet backward", "inverse", required=("sigma",), cli_options=_cdps_options,
+           solver="diffpir", needs="A's structured solve, else CG"),
+    Method("ddrm", _solver("ddrm"), "DDRM (Kawar et al. 2022): DDIM-like sampling in the SVD space of A, y imposed "
+           "per singular direction (eta=0.85, eta_b=1)", "inverse", required=("sigma",), cli_options=_cdps_options,
+           solver="ddrm", needs="A's SVD (masks, SR, separable or circular blur)"),
+    Method("ddnm", _solver("ddnm"), "DDNM / DDNM+ (Wang, Yu & Zhang 2023): range-null-space projection of x̂0 "
+           "(σ > 0: scaled per singular value, needs an SVD), no UNet backward", "inverse",
+           cli_options=_cdps_options, solver="ddnm", needs="A⁺; with σ > 0 A's SVD"),
+    Method("daps", _solver("daps"), "DAPS (Zhang et al. 2025): decoupled noise annealing, PF-ODE x0 estimate + "
+           "Langevin on x0 per level", "inverse", required=("sigma",), cli_options=_cdps_options, solver="daps",
+           needs="any operator (Langevin on A, Aᵀ)", nfe="ode_steps (5)"),
+    Method("reddiff", _solver("reddiff"), "RED-diff (Mardani et al. 2024): variational mean fitted by Adam, "
+           "score-matching regulariser, no UNet backward", "inverse", solver="reddiff", needs="any operator"),
+    Method("mmps", _solver("mmps"), "MMPS (Rozet et al. 2024): moment-matching posterior mean by CG with the "
+           "Tweedie covariance (UNet VJPs)", "inverse", backward=True, required=("sigma",),
+           cli_options=_cdps_options, solver="mmps", needs="any operator (CG in measurement space)",
+           nfe="1 + (cg_iters + 1) backward"),
     Method("tikhonov", _tikhonov, "Tikhonov: argmin ‖Ax − y‖² + λ‖x‖² (λ picked by PSNR when the truth "
-           "is known)", "baseline", uses_model=False, tune=("lam", (1e-3, 1e-2, 1e-1))),
-    Method("pinv", _pinv, "pseudo-inverse A⁺y", "baseline", uses_model=False),
-    # --- comparison methods: one line each (solver file src/diffsolve/solvers/<name>.py) ---
-    Method("ddrm", _solver("ddrm"), "DDRM (Kawar et al. 2022): DDIM-like sampling in the SVD space of A, y imposed per singular direction (eta=0.85, eta_b=1)", "inverse", required=("sigma",), cli_options=_cdps_options, solver="ddrm"),
-    Method("daps", _solver("daps"), "DAPS (Zhang et al. 2025): decoupled noise annealing, PF-ODE x0 estimate + Langevin on x0 per level", "inverse", required=("sigma",), cli_options=_cdps_options, solver="daps"),
-    Method("pigdm", _solver("pigdm"), "ΠGDM (Song et al. 2023): pseudoinverse guidance, a VJP through the UNet of Aᵀ(σ²I + r_t²AAᵀ)⁻¹(y − A x̂0)", "inverse", backward=True, required=("sigma",), cli_options=_cdps_options, solver="pigdm"),
-    Method("diffpir", _solver("diffpir"), "DiffPIR (Zhu et al. 2023): plug-and-play proximal data step on x̂0, re-noised with ζ, no UNet backward", "inverse", required=("sigma",), cli_options=_cdps_options, solver="diffpir"),
-    Method("ddnm", _solver("ddnm"), "DDNM / DDNM+ (Wang, Yu & Zhang 2023): range-null-space projection of x̂0 (σ > 0: scaled per singular value, needs an SVD), no UNet backward", "inverse", cli_options=_cdps_options, solver="ddnm"),
-    Method("reddiff", _solver("reddiff"), "RED-diff (Mardani et al. 2024): variational mean fitted by Adam, score-matching regulariser, no UNet backward", "inverse", solver="reddiff"),
-    Method("mmps", _solver("mmps"), "MMPS (Rozet et al. 2024): moment-matching posterior mean by CG with the Tweedie covariance (UNet VJPs)", "inverse", backward=True, required=("sigma",), cli_options=_cdps_options, solver="mmps"),
+           "is known)", "baseline", uses_model=False, tune=("lam", (1e-3, 1e-2, 1e-1)),
+           needs="A's structured solve, else CG", nfe="0"),
+    Method("pinv", _pinv, "pseudo-inverse A⁺y", "baseline", uses_model=False, needs="A's structured solve, else CG",
+           nfe="0"),
     Method("ddim", _ddim, "DDIM (Song et al. 2021): unconditional samples, y only fixes the shape",
-           "sampler", cli=False, solver="ddim", extra=("shape",)),  # ignores y: no restoration to offer on the command line
+           "sampler", cli=False, solver="ddim", extra=("shape",)),  # ignores y: no restoration to offer
     Method("mpgd_ldm", _mpgd_ldm, "MPGD on a latent diffusion model (needs autoencoder=)", "latent",
-           required=("autoencoder",), cli=False, solver="mpgd_ldm", extra=("autoencoder",)),
+           required=("autoencoder",), cli=False, solver="mpgd_ldm", extra=("autoencoder",),
+           needs="an autoencoder; the decoder's backward"),
 )}
 
 #: The methods the command line offers, in display order.

@@ -45,9 +45,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     d.add_argument("--size", type=positive_int, default=None,
                    help="photo side in pixels, a multiple of 8 (default 128; --quick: 64)")
     d.add_argument("--tasks", nargs="+", default=list(DEMO_TASKS),
-                   help=f"tasks to run, comma- or space-separated, from {','.join(TASKS)}")
+                   help=f"tasks to run, comma- or space-separated, from {', '.join(TASKS)}")
     d.add_argument("--methods", nargs="+", default=[m for m in ("mpgd", "cdps") if m in samplers],
-                   help=f"model-based methods to run beside {' and '.join(_baselines())}, from {','.join(samplers)}")
+                   help=f"model-based methods to run beside {' and '.join(_baselines())}, from {', '.join(samplers)}")
     add_measurement_args(d, SIGMA)
     return d
 

@@ -60,6 +60,15 @@ def info(out=None) -> dict:
         print("kernels (implementations usable here; what backend='auto' runs on cpu / cuda):", file=out)
         for line in _dispatch_lines(rows):
             print("  " + line, file=out)
+    from ..methods import METHODS
+
+    print("methods (what each needs; model calls per step):", file=out)
+    result["methods"] = {}
+    for name, m in METHODS.items():
+        result["methods"][name] = {"summary": m.summary, "needs": m.needs, "nfe": m.nfe, "backward": m.backward,
+                                   "required": list(m.required)}
+        req = f" [needs {', '.join(o + '=' for o in m.required)}]" if m.required else ""
+        print(f"  {name:9s} {m.needs}; {m.nfe} per step{req}", file=out)
     print("shipped models:", file=out)
     for name in DEFAULT_MODELS:
         try:
