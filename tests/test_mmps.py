@@ -125,8 +125,8 @@ def test_return_info_and_registry():
     out, info = mmps(p, op, op.A(x), steps=3, sigma=0.05, generator=gen(1), return_info=True)
     assert info["residual"].shape == (3, 2) and info["residual_posterior"].shape == (3, 2)
     assert info["timesteps"].shape == (3,)
-    m_y = op.A(x)[0].numel()
-    assert torch.allclose(info["final_residual"], (op.A(out) - op.A(x)).flatten(1).norm(dim=1) / m_y**0.5)
+    m_y = op.measured_entries(op.A(x))  # the observed pixels
+    assert torch.allclose(info["final_residual"], (op.A(out) - op.A(x)).flatten(1).norm(dim=1) / m_y.sqrt())
     assert torch.allclose(info["data_consistency"], info["final_residual"] / 0.05)
     m = METHODS["mmps"]
     assert m.backward and m.required == ("sigma",) and m.kind == "inverse"
