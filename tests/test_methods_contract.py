@@ -166,3 +166,22 @@ def test_return_info_has_per_step_residuals(name):
     torch.testing.assert_close(info["final_residual"], expected)
     if "sigma" in CASES[name]:
         torch.testing.assert_close(info["data_consistency"], expected / CASES[name]["sigma"])
+
+
+def test_measurements_that_cannot_be_right_are_named():
+    """A numpy y, a channel-last y, a 0–255 y: refused before the loop with the conversion; a [0, 1] y warns."""
+    import numpy as np
+
+    prior = GaussianPrior(torch.zeros(3, 8, 8, dtype=D), 0.2)
+    op = GaussianBlur(3, 0.8)
+    x = torch.rand(1, 3, 8, 8, generator=gen(0), dtype=D) * 2 - 1
+    y = op.A(x)
+    with pytest.raises(TypeError, match=r"torch.from_numpy\(y\)"):
+        diffsolve.solve("mpgd", prior, op, y.numpy(), steps=2)
+    with pytest.raises(ValueError, match=r"channel-last .* y.permute\(0, 3, 1, 2\)"):
+        diffsolve.solve("mpgd", prior, op, y.permute(0, 2, 3, 1).contiguous(), steps=2)
+    with pytest.raises(ValueError, match=r"y / 127.5 - 1"):
+        diffsolve.solve("mpgd", prior, op, (y + 1) * 127.5, steps=2)
+    with pytest.warns(UserWarning, match=r"2 \* y - 1"):
+        diffsolve.solve("mpgd", prior, op, (y + 1) / 2 * 0.9, steps=2)
+    assert isinstance(np.zeros(1), np.ndarray)

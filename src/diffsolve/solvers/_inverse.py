@@ -38,6 +38,9 @@ def check_problem(operator: object, y: object, x_T: torch.Tensor | None = None) 
     is empty, or holds NaN/Inf (one host sync, before the loop: a bad y is named here, not blamed on
     the denoiser after every step). x_T's dtype/device/finiteness are checked by ``_loop.prepare``."""
     _check_operator(operator)
+    if type(y).__module__ == "numpy":
+        raise TypeError(f"y must be a torch.Tensor (the measurement, batch first), got a numpy {type(y).__name__}; "
+                        "convert it with torch.from_numpy(y).float() (channels first: (B, C, H, W))")
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"y must be a torch.Tensor (the measurement, batch first), got {type(y).__name__}")
     if y.dtype not in (torch.float32, torch.float64):
@@ -54,6 +57,9 @@ def check_problem(operator: object, y: object, x_T: torch.Tensor | None = None) 
         raise TypeError(f"x_T ({x_T.dtype}, {x_T.device}) must have y's dtype and device ({y.dtype}, {y.device}); "
                         f"convert it with x_T.to(y) — nothing is cast silently")
     check_finite_tensor("y", y)
+    _check_range(y)
+    if _channel_last_hint(y) and y.shape[1] not in (1, 3, 4):  # no image model takes that many channels
+        raise ValueError(f"y of shape {tuple(y.shape)} has {y.shape[1]} channels{_channel_last_hint(y)}")
     try:
         with torch.no_grad():
             if x_T is not None:
@@ -63,12 +69,14 @@ def check_problem(operator: object, y: object, x_T: torch.Tensor | None = None) 
                 shape = tuple(operator.A_adjoint(y).shape)
                 out = operator.A(torch.zeros(shape, dtype=y.dtype, device=y.device))
     except (ValueError, RuntimeError) as err:
-        raise ValueError(f"y of shape {tuple(y.shape)} does not fit the operator {operator!r}: {err}") from err
+        raise ValueError(f"y of shape {tuple(y.shape)} does not fit the operator {operator!r}: {err}"
+                         f"{_channel_last_hint(y)}") from err
     if tuple(out.shape) != tuple(y.shape):
         hint = (f"; x_T must have the image shape {tuple(operator.A_adjoint(y).shape)} that Aᵀy has"
                 if x_T is not None else "")
         raise ValueError(f"y has shape {tuple(y.shape)} but the operator maps images of shape {shape}"
-                         f"{' (x_T)' if x_T is not None else ''} to measurements of shape {tuple(out.shape)}{hint}")
+                         f"{' (x_T)' if x_T is not None else ''} to measurements of shape {tuple(out.shape)}{hint}"
+                         f"{_channel_last_hint(y)}")
     return shape
 
 
@@ -78,6 +86,30 @@ def measured_entries(operator: object, y: torch.Tensor) -> torch.Tensor:
     if callable(count):
         return count(y)
     return torch.full((y.shape[0],), float(y[0].numel()), dtype=torch.float64)
+
+
+#: |y| above this cannot be a measurement of images in [-1, 1] plus noise (a 0–255 image is)
+Y_LIMIT = 50.0
+
+
+def _check_range(y: torch.Tensor) -> None:
+    """Measurements of images in [-1, 1]: refuse |y| > Y_LIMIT (a 0–255 image), warn on y inside [0, 1] (one
+    host sync, before the loop)."""
+    low, high = float(y.min()), float(y.max())
+    if max(-low, high) > Y_LIMIT:
+        raise ValueError(f"y has values in [{low:.3g}, {high:.3g}]: measurements are in the images' [-1, 1] units "
+                         "plus noise; for a 0–255 image use y / 127.5 - 1 (and sigma / 127.5)")
+    if 0 <= low and high <= 1 and y[0].numel() >= 64:
+        import warnings
+
+        warnings.warn(f"y lies in [{low:.3g}, {high:.3g}] ⊂ [0, 1]: measurements are expected in the images' [-1, 1] "
+                      "units; if y came from [0, 1] images, use 2 * y - 1 (and 2 * sigma)", stacklevel=4)
+
+
+def _channel_last_hint(y: torch.Tensor) -> str:
+    if y.dim() == 4 and y.shape[-1] in (1, 3) and y.shape[1] not in (1, 3):
+        return f"; y looks channel-last (B, H, W, C) = {tuple(y.shape)}: use y.permute(0, 3, 1, 2)"
+    return ""
 
 
 def _norm(r: torch.Tensor) -> torch.Tensor:
