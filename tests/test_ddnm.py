@@ -7,31 +7,13 @@ import math
 
 import pytest
 import torch
+from _small_problem import D, OPS, SHAPE, gen, prior
 
 from diffsolve.kernels import _dispatch
-from diffsolve.models import GaussianPrior
 from diffsolve.models.priors import operator_matrix
-from diffsolve.operators import GaussianBlur, Inpainting, SuperResolution
+from diffsolve.operators import Inpainting, SuperResolution
 from diffsolve.solvers._loop import select_schedule
 from diffsolve.solvers.ddnm import ddnm, ddnm_coefficients, travel_plan
-
-D = torch.float64
-SHAPE = (1, 4, 4)
-
-
-def gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def prior() -> GaussianPrior:
-    idx = torch.arange(16)
-    d2 = ((idx // 4)[:, None] - (idx // 4)[None]) ** 2 + ((idx % 4)[:, None] - (idx % 4)[None]) ** 2
-    cov = 0.3 * torch.exp(-d2.double() / 3.0) + 1e-2 * torch.eye(16, dtype=D)
-    return GaussianPrior(0.1 * torch.randn(SHAPE, generator=gen(3), dtype=D), cov)
-
-
-OPS = {"inpaint": lambda: Inpainting.random((4, 4), 0.5, seed=2), "blur": lambda: GaussianBlur(3, 0.8),
-       "sr": lambda: SuperResolution(2, input_size=(4, 4))}
 
 
 def clean(op, batch=2, seed=5):
