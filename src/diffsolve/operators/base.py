@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 
@@ -271,27 +271,18 @@ class LinearOperator:
         return self._solve(rhs, shift, scale, method=method, tol=tol, max_iters=max_iters, x0=x0,
                            check_every=check_every, return_info=return_info, checked=True)
 
-    def solve_unchecked(
-        self,
-        rhs: torch.Tensor,
-        shift: float | torch.Tensor = 0.0,
-        scale: float | torch.Tensor = 1.0,
-        *,
-        method: str = "auto",
-        tol: float | None = None,
-        max_iters: int = 200,
-        x0: torch.Tensor | None = None,
-        check_every: int | None = None,
-        return_info: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, SolveInfo]:
-        """:meth:`solve` without its value checks, for solvers that pass shift / scale they built:
-        tensor values are not inspected (negative or NaN ones are the caller's responsibility), an
-        unconverged solve does not warn and an exact solve's residual is not verified unless
+    def solve_unchecked(self, rhs: torch.Tensor, shift: float | torch.Tensor = 0.0, scale: float | torch.Tensor = 1.0,
+                        **options: Any) -> torch.Tensor | tuple[torch.Tensor, SolveInfo]:
+        """:meth:`solve` (the same ``options``) without its value checks, for solvers that pass shift / scale
+        they built: tensor values are not inspected (negative or NaN ones are the caller's responsibility),
+        an unconverged solve does not warn and an exact solve's residual is not verified unless
         ``return_info`` asks for it. Nothing here syncs the host with the device (except CG's
         ``check_every``); shapes, dtypes, devices and Python numbers are still checked.
         Differentiable like :meth:`solve`."""
-        return self._solve(rhs, shift, scale, method=method, tol=tol, max_iters=max_iters, x0=x0,
-                           check_every=check_every, return_info=return_info, checked=False)
+        unknown = set(options) - {"method", "tol", "max_iters", "x0", "check_every", "return_info"}
+        if unknown:
+            raise TypeError(f"solve_unchecked got unexpected options {sorted(unknown)}; it takes solve()'s")
+        return self._solve(rhs, shift, scale, checked=False, **options)
 
     def _solve(self, rhs, shift, scale, *, method: str = "auto", tol: float | None = None, max_iters: int = 200,
                x0: torch.Tensor | None = None, check_every: int | None = None, return_info: bool = False,
