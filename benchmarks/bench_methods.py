@@ -14,8 +14,8 @@ size, the demo's five tasks (``diffsolve.tasks``), σ = 0.05 (inpainting noise o
 each method at its defaults through ``diffsolve.methods.restore`` at each step count: PSNR / SSIM, data
 consistency ‖A x̂ − y‖/(σ√m) (m measured entries), colour cast (worst per-channel mean shift in [0, 1]),
 seconds per image and NFE (denoiser forward calls per image). Tikhonov (λ picked by PSNR, an oracle that
-favours it) is the reference. Writes ``results/methods_photos.{md,json}`` and one quality-versus-time
-picture per task, ``results/methods_pareto_<task>.png`` (PSNR against seconds, the Pareto front drawn).
+favours it) is the reference. Writes ``results/methods_photos<tag>.{md,json}`` and one quality-versus-time
+picture per task, ``results/methods_pareto_<task><tag>.png`` (PSNR against seconds, the Pareto front drawn).
 
 Timings are wall time on the machine named in the output (2 shared CPU cores here: compare within a run).
 """
@@ -222,7 +222,8 @@ def run_photos(sizes: list[int], step_list: list[int], images: list[str], task_n
 
 def write_photos(rows: list[dict], args) -> None:
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "methods_photos.json").write_text(json.dumps({"machine": machine(), "args": vars(args),
+    tag = getattr(args, "tag", "") or ""
+    (RESULTS / f"methods_photos{tag}.json").write_text(json.dumps({"machine": machine(), "args": vars(args),
                                                              "rows": rows}, indent=1))
     lines = ["# Every method on held-out photos", "",
              f"`python benchmarks/bench_methods.py photos` ({machine()}); images {', '.join(args.images)} "
@@ -243,8 +244,9 @@ def write_photos(rows: list[dict], args) -> None:
                 psnr = f"**{r['psnr']:.2f}**" if ok and r["method"] != "tikhonov" else f"{r['psnr']:.2f}"
                 lines.append(f"| {r['method']} | {r['steps'] or '—'} | {psnr} | {r['ssim']:.3f} | {r['dc']:.2f} | "
                              f"{r['cast']:.3f} | {r['sec']:.2f} | {r['nfe']} |")
+            lines.append(f"![quality against time, {task}](methods_pareto_{task}{tag}.png)")
             lines.append("")
-    (RESULTS / "methods_photos.md").write_text("\n".join(lines))
+    (RESULTS / f"methods_photos{tag}.md").write_text("\n".join(lines))
     try:
         import matplotlib
 
@@ -253,6 +255,8 @@ def write_photos(rows: list[dict], args) -> None:
     except ImportError:
         print("matplotlib not installed: no plots (pip install matplotlib)")
         return
+    import matplotlib.ticker
+
     for task in dict.fromkeys(r["task"] for r in rows):
         sizes = list(dict.fromkeys(r["size"] for r in rows))
         fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False)
@@ -271,12 +275,14 @@ def write_photos(rows: list[dict], args) -> None:
             ax.step(*zip(*front), where="post", color="k", lw=2, alpha=0.4, label="Pareto front")
             ax.axhline(ref["psnr"], color="gray", ls="--", label="Tikhonov (oracle λ)")
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
             ax.set_xlabel("seconds per image (log)")
             ax.set_ylabel("PSNR (dB)")
             ax.set_title(f"{task}, {size}×{size}")
         axes[0][-1].legend(fontsize=7, loc="lower right")
         fig.tight_layout()
-        fig.savefig(RESULTS / f"methods_pareto_{task}.png", dpi=100)
+        fig.savefig(RESULTS / f"methods_pareto_{task}{tag}.png", dpi=100)
         plt.close(fig)
 
 
@@ -294,6 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     ph.add_argument("--images", nargs="+", default=None)
     ph.add_argument("--tasks", nargs="+", default=None)
     ph.add_argument("--methods", nargs="+", default=None)
+    ph.add_argument("--tag", default="", help="suffix of the output files (e.g. _64)")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     names = args.methods or inverse_methods()
