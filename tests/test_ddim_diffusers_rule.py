@@ -105,14 +105,18 @@ def test_listed_rule_differs_only_where_the_rules_differ(tiny):
 
 @pytest.mark.parametrize("spacing", SPACINGS)
 def test_clip_sample_equals_diffusers_with_clipped_model_output(unet, spacing):
-    """The denoiser carries clip_sample in ε̂: diffusers' use_clipped_model_output=True, exactly."""
+    """clipped_model_output=True: diffusers' use_clipped_model_output=True, exactly; the default (None, a
+    DDIMScheduler config) is DDIMScheduler.step's default, use_clipped_model_output=False."""
     sched = DDIMScheduler(timestep_spacing=spacing, clip_sample=True, clip_sample_range=0.8, set_alpha_to_one=False)
     expected = _diffusers_loop(unet, sched, 7, 1.0, seed=3, use_clipped_model_output=True)
     den = DiffusersDenoiser(unet, sched)
     assert den.x0_clip.clip_sample and den.x0_clip.clip_sample_range == 0.8
     ours = ddim(den, SHAPE, steps=7, eta=1.0, spacing=spacing, dtype=D, step_rule="diffusers",
-                generator=torch.Generator().manual_seed(3))
+                clipped_model_output=True, generator=torch.Generator().manual_seed(3))
     assert _rel(ours, expected) < 1e-5
+    default = ddim(den, SHAPE, steps=7, eta=1.0, spacing=spacing, dtype=D, step_rule="diffusers",
+                   generator=torch.Generator().manual_seed(3))
+    assert _rel(default, _diffusers_loop(unet, sched, 7, 1.0, seed=3)) < 1e-5
     raw = ddim(DiffusersDenoiser(unet, sched, clip_sample=False), SHAPE, steps=7, eta=1.0, spacing=spacing, dtype=D,
                step_rule="diffusers", generator=torch.Generator().manual_seed(3))
     assert _rel(raw, expected) > 1e-3  # the clip is not ignored
@@ -121,3 +125,88 @@ def test_clip_sample_equals_diffusers_with_clipped_model_output(unet, spacing):
 def test_bad_step_rule(unet):
     with pytest.raises(ValueError, match="step_rule must be one of"):
         ddim(DiffusersDenoiser(unet, DDIMScheduler()), SHAPE, steps=2, step_rule="next")
+
+
+# --- clip_sample / thresholding: which ε̂ the direction term uses (diffusers' use_clipped_model_output) ---
+
+def _tiny_unet_loop(unet, sched, steps, eta, seed, shape, dtype, **step_kwargs):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=gen, dtype=dtype)
+    sched.set_timesteps(steps)
+    with torch.no_grad():
+        for t in sched.timesteps:
+            x = sched.step(unet(x, t).sample, t, x, eta=eta, generator=gen, **step_kwargs).prev_sample
+    return x
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+@pytest.mark.parametrize("eta", [0.0, 0.7])
+@pytest.mark.parametrize("clip", [dict(clip_sample=True), dict(clip_sample=True, clip_sample_range=0.5),
+                                  dict(thresholding=True, dynamic_thresholding_ratio=0.8, sample_max_value=1.5)])
+def test_clipped_x0_with_raw_model_eps_equals_ddim_scheduler(dtype, tol, eta, clip):
+    """DDIMScheduler.step's default (use_clipped_model_output=False): clip(x̂0) in the mean term, the raw ε̂ in
+    the direction term; ddim follows the config's scheduler class (None), and True gives the clipped ε̂."""
+    from _tiny_models import tiny_unet
+
+    unet = tiny_unet(channels=3).to(dtype)
+    shape = (2, 3, 8, 8)
+    sched = DDIMScheduler(timestep_spacing="trailing", set_alpha_to_one=False, **clip)
+    if dtype == torch.float64:  # diffusers' arithmetic in float64 too (its table is float32 as shipped)
+        sched.alphas_cumprod = sched.alphas_cumprod.double()
+        sched.final_alpha_cumprod = sched.final_alpha_cumprod.double()
+    den = DiffusersDenoiser(unet, sched)
+    assert den.scheduler_class == "DDIMScheduler" and den.clipped_model_output is False
+    for steps in (5, 10):
+        run = dict(steps=steps, eta=eta, dtype=dtype, step_rule="diffusers")
+        expected = _tiny_unet_loop(unet, sched, steps, eta, steps, shape, dtype)
+        ours = ddim(den, shape, generator=torch.Generator().manual_seed(steps), **run)
+        assert _rel(ours, expected) < tol, (steps, _rel(ours, expected))
+        explicit = ddim(den, shape, generator=torch.Generator().manual_seed(steps), clipped_model_output=False, **run)
+        torch.testing.assert_close(explicit, ours, rtol=0, atol=0)
+        clipped = _tiny_unet_loop(unet, sched, steps, eta, steps, shape, dtype, use_clipped_model_output=True)
+        assert _rel(clipped, expected) > 1e-3  # the two rules differ on this model
+        ours_c = ddim(den, shape, generator=torch.Generator().manual_seed(steps), clipped_model_output=True, **run)
+        assert _rel(ours_c, clipped) < tol, (steps, _rel(ours_c, clipped))
+    # the trajectory's x̂0 is the processed one (diffusers' pred_original_sample)
+    _, traj = ddim(den, shape, steps=5, eta=eta, dtype=dtype, step_rule="diffusers", return_trajectory=True,
+                   generator=torch.Generator().manual_seed(5))
+    bound = clip.get("clip_sample_range", 1.0) if "clip_sample" in clip else 1.0
+    assert float(traj.abs().max()) <= bound  # the processed x̂0 itself, as diffusers' pred_original_sample
+
+
+def test_ddpm_config_keeps_the_clipped_eps():
+    """A DDPMScheduler config: the clipped ε̂ (exactly DDPM's step, x̂0 alone) — ddim as before the option."""
+    from diffusers import DDPMScheduler
+    from _tiny_models import tiny_unet
+
+    unet = tiny_unet(channels=3).to(D)
+    shape = (2, 3, 8, 8)
+    for den in (DiffusersDenoiser(unet, DDPMScheduler(clip_sample=True)),
+                DiffusersDenoiser(unet, dict(DDPMScheduler(clip_sample=True).config, _class_name="DDPMScheduler"))):
+        assert den.scheduler_class == "DDPMScheduler" and den.clipped_model_output is True
+        run = dict(steps=6, eta=1.0, dtype=D, step_rule="diffusers")
+        ours = ddim(den, shape, generator=torch.Generator().manual_seed(4), **run)
+        forced = ddim(den, shape, generator=torch.Generator().manual_seed(4), clipped_model_output=True, **run)
+        torch.testing.assert_close(ours, forced, rtol=0, atol=0)
+        raw = ddim(den, shape, generator=torch.Generator().manual_seed(4), clipped_model_output=False, **run)
+        assert _rel(raw, ours) > 1e-3
+    # a scheduler's config mapping carries no class name: a DDIM config is told by its keys
+    for config, rule in ((DDIMScheduler().config, False), (DDPMScheduler().config, True), ({}, True)):
+        den = DiffusersDenoiser(unet, config)
+        assert den.scheduler_class is None and den.clipped_model_output is rule
+
+
+def test_x0_and_eps_and_clipped_model_output_option(unet):
+    sched = DDIMScheduler(clip_sample=True, clip_sample_range=0.5)
+    den = DiffusersDenoiser(unet, sched)
+    x = 3 * torch.randn(SHAPE, generator=torch.Generator().manual_seed(0), dtype=D)
+    t = torch.tensor([700, 120])
+    with torch.no_grad():
+        x0, eps_raw = den.x0_and_eps(x, t)
+        torch.testing.assert_close(eps_raw, unet(x, t).sample, rtol=0, atol=0)
+        a = sched.alphas_cumprod.double()[t].reshape(-1, 1, 1, 1)
+        torch.testing.assert_close(x0, ((x - (1 - a).sqrt() * eps_raw) / a.sqrt()).clamp(-0.5, 0.5), rtol=0, atol=0)
+        torch.testing.assert_close(den(x, t), (x - a.sqrt() * x0) / (1 - a).sqrt(), rtol=1e-12, atol=1e-12)
+    assert float(x0.abs().max()) == 0.5
+    with pytest.raises(TypeError, match="clipped_model_output"):
+        ddim(den, SHAPE, steps=2, clipped_model_output=1)

@@ -16,6 +16,10 @@ Models that also predict a variance (``out_channels == 2·in_channels``) keep th
 (:mod:`diffsolve.models.x0_clip`); the returned ε̂ is then the one consistent with the processed x̂0,
 ε̂ = (x_t − √ᾱ_t x̂0)/√(1−ᾱ_t) — diffusers' ``use_clipped_model_output=True``, and exactly diffusers'
 DDPM step. Pass ``clip_sample=False`` (and ``thresholding=False``) to run the raw model.
+``x0_and_eps(x, t)`` returns (the processed x̂0, the raw model's ε̂) from one model call, and
+``clipped_model_output`` says which one the config's scheduler puts in DDIM's direction term:
+False for the DDIM schedulers (``DDIMScheduler.step``'s default: clip(x̂0) in the mean, the raw ε̂ in
+the direction), True otherwise (DDPM: x̂0 alone). ``diffsolve.solvers.ddim`` follows it.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import torch
 
 from ..schedules import alphas_cumprod_from_config, final_alpha_cumprod_from_config
 from .denoiser import check_timesteps, timestep_alphas
-from .x0_clip import X0Clip, clipped_epsilon
+from .x0_clip import X0Clip, clipped_epsilon, to_x0
 
 __all__ = ["DiffusersDenoiser", "to_epsilon"]
 
@@ -74,6 +78,26 @@ def to_epsilon(output: torch.Tensor, x: torch.Tensor, alpha_bar: torch.Tensor, p
     raise ValueError(f"prediction_type must be one of {_PREDICTIONS}, got {prediction_type!r}")
 
 
+def _scheduler_class(scheduler_or_config: Any, cfg: dict[str, Any]) -> str | None:
+    """The scheduler's class name: the config's ``_class_name`` (a saved config), else the object's type
+    when a scheduler was passed; None for a bare mapping without one."""
+    name = cfg.get("_class_name")
+    if isinstance(name, str):
+        return name
+    if hasattr(scheduler_or_config, "config"):
+        return type(scheduler_or_config).__name__
+    return None
+
+
+def _clipped_model_output(class_name: str | None, cfg: dict[str, Any]) -> bool:
+    """Which ε̂ the scheduler's step puts in DDIM's direction term when x̂0 is clipped (module docstring):
+    False for DDIM schedulers (``use_clipped_model_output=False`` default), True otherwise. Without a
+    class name, a DDIM config is told by its keys (``set_alpha_to_one`` without DDPM's ``variance_type``)."""
+    if class_name is not None:
+        return "DDIM" not in class_name
+    return not ("set_alpha_to_one" in cfg and "variance_type" not in cfg)
+
+
 def _scheduler_config(scheduler_or_config: Any) -> dict[str, Any]:
     cfg = getattr(scheduler_or_config, "config", scheduler_or_config)
     if not hasattr(cfg, "get") or not hasattr(cfg, "items"):
@@ -96,6 +120,9 @@ class DiffusersDenoiser(torch.nn.Module):
         prediction_type: overrides the config's.
         clip_sample, thresholding: override the config's x̂0 clip / dynamic thresholding (None: the
             config's; module docstring). ``self.x0_clip`` holds what is applied.
+
+    Attributes: ``scheduler_class`` (the config's scheduler class name, None if unknown) and
+    ``clipped_model_output`` (which ε̂ a DDIM step uses with a clipped x̂0; module docstring).
     """
 
     def __init__(self, unet: torch.nn.Module, scheduler_or_config: Any, *,
@@ -117,6 +144,8 @@ class DiffusersDenoiser(torch.nn.Module):
             raise ValueError(f"prediction_type must be one of {_PREDICTIONS}, got {pred!r}")
         self.prediction_type = pred
         self.x0_clip = X0Clip.from_config(cfg, clip_sample=clip_sample, thresholding=thresholding)
+        self.scheduler_class = _scheduler_class(scheduler_or_config, cfg)
+        self.clipped_model_output = _clipped_model_output(self.scheduler_class, cfg)
         if not isinstance(guidance_scale, (int, float)) or isinstance(guidance_scale, bool):
             raise TypeError(f"guidance_scale must be a number, got {type(guidance_scale).__name__}")
         if guidance_scale != 1.0 and negative_encoder_hidden_states is None:
@@ -198,6 +227,26 @@ class DiffusersDenoiser(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """ε̂ (B, C, H, W) in x's dtype; x (B, C, H, W), t (B,) int64 training timesteps (or an int)."""
+        out, t = self._output(x, t)
+        if self.x0_clip.active:
+            return clipped_epsilon(out, x, timestep_alphas(self.alphas_cumprod, t, x), self.prediction_type,
+                                   self.x0_clip)
+        if self.prediction_type == "epsilon":
+            return out
+        return to_epsilon(out, x, timestep_alphas(self.alphas_cumprod, t, x), self.prediction_type)
+
+    def x0_and_eps(self, x: torch.Tensor, t: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the processed x̂0, the raw model's ε̂) from one model call, shapes as ``forward``: what
+        ``DDIMScheduler.step`` combines by default. The x̂0 itself, not an ε̂ recomputed from it, so a step
+        need not divide by √ᾱ_t again (float32 round-off × 1/√ᾱ_t ≈ 160 at t = T − 1)."""
+        out, t = self._output(x, t)
+        alpha = timestep_alphas(self.alphas_cumprod, t, x)
+        x0 = to_x0(out, x, alpha, self.prediction_type)
+        return self.x0_clip(x0), (out if self.prediction_type == "epsilon" else to_epsilon(out, x, alpha,
+                                                                                            self.prediction_type))
+
+    def _output(self, x: torch.Tensor, t: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model output (B, C, H, W) in x's dtype (CFG applied) and the checked (B,) timesteps."""
         batch = x.shape[0]
         dtype = next(self.unet.parameters()).dtype
         t = check_timesteps(t, self.alphas_cumprod.numel(), x)  # ints in [0, T): 5000, -1, 5.5 are errors
@@ -212,10 +261,4 @@ class DiffusersDenoiser(torch.nn.Module):
             out = out_u + self.guidance_scale * (out_c - out_u)
         else:
             out = self._unet(xin, t, cond)
-        out = out.to(x.dtype)
-        if self.x0_clip.active:
-            return clipped_epsilon(out, x, timestep_alphas(self.alphas_cumprod, t, x), self.prediction_type,
-                                   self.x0_clip)
-        if self.prediction_type == "epsilon":
-            return out
-        return to_epsilon(out, x, timestep_alphas(self.alphas_cumprod, t, x), self.prediction_type)
+        return out.to(x.dtype), t

@@ -11,9 +11,12 @@ Scheduler configs of DDPM/DDIM checkpoints carry (defaults in brackets)
 
 :class:`X0Clip` applies them exactly as ``DDIMScheduler._threshold_sample`` / ``.clamp`` do.
 :func:`clipped_epsilon` turns a model output into the ε̂ consistent with the processed x̂0,
-ε̂ = (x_t − √ᾱ_t x̂0)/√(1−ᾱ_t) — diffusers' ``use_clipped_model_output=True`` — which is the only
-way a denoiser that returns ε̂ can carry the clip (DDPM's posterior mean uses x̂0 alone, so there
-it is exactly diffusers' step). No host sync: the per-sample threshold stays on the device.
+ε̂ = (x_t − √ᾱ_t x̂0)/√(1−ᾱ_t) — diffusers' ``use_clipped_model_output=True`` — which is how a
+denoiser that returns one ε̂ carries the clip (DDPM's posterior mean uses x̂0 alone, so there it is
+exactly diffusers' step). ``DDIMScheduler.step``'s default (``use_clipped_model_output=False``) instead
+keeps the raw ε̂ in the direction term, x_s = √ᾱ_s clip(x̂0) + √(1−ᾱ_s−σ²) ε̂_raw + σz: the adapter's
+``x0_and_eps`` gives x̂0 and the raw ε̂, and ``diffsolve.solvers.ddim(clipped_model_output=...)`` chooses.
+No host sync: the per-sample threshold stays on the device.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ With the same settings and generator it reproduces diffusers' ``DDIMPipeline`` s
 (``timestep_spacing`` = ``spacing``). ``step_rule="listed"`` (default) steps to the next listed timestep;
 ``step_rule="diffusers"`` steps t → t − T//N as ``DDIMScheduler.step`` does, equal to diffusers for
 every spacing and N (the two rules differ for ``linspace``, and ``trailing`` when N does not divide T).
-A config's ``clip_sample``/``thresholding`` reach the step through the denoiser's ε̂ (diffusers'
-``use_clipped_model_output=True``; see ``diffsolve.models.x0_clip``).
+A config's ``clip_sample``/``thresholding`` reach the step through the denoiser (``diffsolve.models.x0_clip``);
+which ε̂ then drives the direction term is ddim's ``clipped_model_output`` (see :func:`ddim`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..kernels import ddim_step
+from ..kernels import ddim_step, fused_step
 from ..schedules import diffusers_ddim_schedule
 from ._loop import LoopSetup, Sampling, check_number, prepare, takes_sampling
 
@@ -28,14 +28,17 @@ STEP_RULES = ("listed", "diffusers")
 Step = Callable[[LoopSetup, int, torch.Tensor, torch.Tensor, "torch.Tensor | None", bool], Any]
 
 
-def sample(loop: LoopSetup, step: Step, return_info: bool) -> Any:
+def sample(loop: LoopSetup, step: Step, return_info: bool,
+           model: Callable[[torch.Tensor, int], Any] | None = None) -> Any:
     """The unconditional loop DDIM and GE share (as smalldiffusion's ``samples``): ε̂ → ``step`` → record.
 
-    Returns x_0, or (x_0, {"x0": (N, *shape) x̂0 of every step, "timesteps": (N,)}) with ``return_info``.
+    ``model(x, i)`` replaces ``loop.eps`` (ddim's (x̂0, ε̂_raw) pair). Returns x_0, or
+    (x_0, {"x0": (N, *shape) x̂0 of every step, "timesteps": (N,)}) with ``return_info``.
     """
+    model = loop.eps if model is None else model
     x, eps_prev = loop.x, None
     for i in loop.steps():
-        eps = loop.eps(x, i)  # 1. ε̂ = ε_θ(x_t, t)
+        eps = model(x, i)  # 1. ε̂ = ε_θ(x_t, t)
         out = step(loop, i, x, eps, eps_prev, loop.want_x0)  # 2. the fused update
         x, x0 = out if loop.want_x0 else (out, None)
         eps_prev = eps
@@ -50,7 +53,8 @@ def sample(loop: LoopSetup, step: Step, return_info: bool) -> Any:
 @takes_sampling
 @torch.no_grad()
 def ddim(denoiser: Any, shape: Sequence[int], sampling: Sampling, *, eta: float = 0.0,
-         step_rule: str = "listed", return_trajectory: bool = False) -> Any:
+         step_rule: str = "listed", clipped_model_output: bool | None = None,
+         return_trajectory: bool = False) -> Any:
     """Sample (B, C, H, W) = ``shape`` from a denoiser with N = ``sampling.steps`` DDIM(η) steps.
 
     Args:
@@ -59,6 +63,13 @@ def ddim(denoiser: Any, shape: Sequence[int], sampling: Sampling, *, eta: float 
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords).
         eta: η ∈ [0, 1] (0 deterministic, 1 DDPM-like).
         step_rule: ``listed`` (t_i → t_{i+1}) or ``diffusers`` (t_i → t_i − T//N; module docstring).
+        clipped_model_output: which ε̂ drives the direction term when the denoiser clips x̂0 (a config's
+            ``clip_sample`` / ``thresholding``; the mean term always uses the processed x̂0). True: the ε̂
+            recomputed from the processed x̂0 (diffusers' ``use_clipped_model_output=True``, DDPM's step);
+            False: the raw model ε̂, x_s = √ᾱ_s clip(x̂0) + √(1−ᾱ_s−σ²) ε̂_raw + σz (``DDIMScheduler.step``'s
+            default; needs a denoiser with ``x0_and_eps(x, t)``, as ``DiffusersDenoiser``); None (default): the
+            denoiser's ``clipped_model_output``, i.e. its config's scheduler (DDIMScheduler → False,
+            DDPMScheduler → True; True for denoisers without one). No effect when nothing is clipped.
         return_trajectory: also return x̂0 of every step, (N, *shape).
 
     Runs under ``torch.no_grad()`` (sampling needs no graph; guided solvers enable grad locally).
@@ -69,6 +80,9 @@ def ddim(denoiser: Any, shape: Sequence[int], sampling: Sampling, *, eta: float 
     eta = check_number("eta", eta, 0.0, 1.0)
     if step_rule not in STEP_RULES:
         raise ValueError(f"step_rule must be one of {STEP_RULES}, got {step_rule!r}")
+    if clipped_model_output is not None and not isinstance(clipped_model_output, bool):
+        raise TypeError(f"clipped_model_output must be True, False or None, got "
+                        f"{type(clipped_model_output).__name__} {clipped_model_output!r}")
     loop = prepare(denoiser, shape, sampling, return_trajectory=return_trajectory or sampling.return_info,
                    name="ddim")
     if step_rule == "diffusers":
@@ -76,8 +90,45 @@ def ddim(denoiser: Any, shape: Sequence[int], sampling: Sampling, *, eta: float 
                                                 float(getattr(loop.denoiser, "final_alpha_cumprod", 1.0)))
         loop.alpha_s = loop.schedule.alpha_s.tolist()
 
+    den = loop.denoiser
+    use_clipped = getattr(den, "clipped_model_output", True) if clipped_model_output is None else clipped_model_output
+    clip = getattr(den, "x0_clip", None)
+    if not use_clipped and callable(getattr(den, "x0_and_eps", None)) and bool(getattr(clip, "active", False)):
+        return _sample_raw_direction(loop, den, eta, sampling, sampling.return_info and not return_trajectory)
+
     def step(loop: LoopSetup, i: int, x: torch.Tensor, eps: torch.Tensor, eps_prev: Any, want_x0: bool) -> Any:
         return ddim_step(x, eps, loop.alpha_t[i], loop.alpha_s[i], eta=eta, return_x0=want_x0,
                          backend=sampling.backend, **loop.step_noise(i, eta > 0))
 
     return sample(loop, step, sampling.return_info and not return_trajectory)
+
+
+def _sample_raw_direction(loop: LoopSetup, den: Any, eta: float, sampling: Sampling, return_info: bool) -> Any:
+    """DDIM with the processed x̂0 in the mean term and the raw ε̂ in the direction term (``clipped_model_output``
+    False): x_s = √ᾱ_s x̂0 + √(1−ᾱ_s−σ²) ε̂_raw + σz — one ``fused_step`` with x̂0 in its ε input and ε̂_raw in
+    its guidance input, exactly diffusers' arithmetic (no x̂0 recovered through 1/√ᾱ_t). The (N, 8) coefficient
+    table is built on the host up front and sent once: no sync in the loop."""
+    rows = []
+    for a_t, a_s in zip(loop.alpha_t, loop.alpha_s):
+        sigma = eta * max((1 - a_s) / (1 - a_t) * (1 - a_t / a_s), 0.0) ** 0.5
+        direction = max(1 - a_s - sigma**2, 0.0) ** 0.5
+        rows.append([1.0, 0.0, a_s**0.5, direction, sigma, 0.0, 1.0, 0.0])  # [γ, c_x, c_e, c_g, c_z, d_x, d_e, d_g]
+    table = torch.tensor(rows, dtype=loop.x.dtype)
+    if not bool(torch.isfinite(table).all()):  # on the host, before the one copy: no device sync
+        raise ValueError(f"the DDIM coefficients are not finite in {loop.x.dtype}; check the schedule's ᾱ")
+    table = table.to(loop.x.device)
+    batch = loop.x.shape[0]
+
+    def model(x: torch.Tensor, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pair = den.x0_and_eps(x, loop.model_t(i))
+        if not (isinstance(pair, tuple) and len(pair) == 2 and all(
+                isinstance(e, torch.Tensor) and e.shape == x.shape for e in pair)):
+            raise ValueError(f"denoiser.x0_and_eps must return (x0, eps_raw) of shape {tuple(x.shape)}")
+        return pair[0].to(x.dtype), pair[1].to(x.dtype)
+
+    def step(loop: LoopSetup, i: int, x: torch.Tensor, eps: Any, eps_prev: Any, want_x0: bool) -> Any:
+        x0, eps_raw = eps
+        return fused_step(x, x0, table[i].expand(batch, 8), guidance=eps_raw, return_x0=want_x0,
+                          backend=sampling.backend, check=False, **loop.step_noise(i, eta > 0))
+
+    return sample(loop, step, return_info, model)
