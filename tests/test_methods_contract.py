@@ -185,3 +185,10 @@ def test_measurements_that_cannot_be_right_are_named():
     with pytest.warns(UserWarning, match=r"2 \* y - 1"):
         diffsolve.solve("mpgd", prior, op, (y + 1) / 2 * 0.9, steps=2)
     assert isinstance(np.zeros(1), np.ndarray)
+
+
+@pytest.mark.parametrize("device", ["meta", "mps", "xla"])
+def test_an_unsupported_device_is_named(device):
+    prior = GaussianPrior(torch.zeros(1, 4, 4, dtype=D), 0.3)
+    with pytest.raises(ValueError, match=rf"device='{device}': diffsolve runs on 'cpu' and 'cuda'"):
+        diffsolve.solvers.ddim(prior, (1, 1, 4, 4), steps=2, device=device)

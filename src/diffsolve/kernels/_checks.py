@@ -114,6 +114,9 @@ def check_device(device: object) -> torch.device | None:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError) as err:
         raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from err
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={str(device)!r}: diffsolve runs on 'cpu' and 'cuda' devices, not {dev.type!r}; use "
+                         "device='cpu' (or a CUDA device)")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(device)!r} but this torch build has no usable CUDA device "
                          f"(torch {torch.__version__}, CUDA {torch.version.cuda}); use device='cpu' or install a CUDA "
