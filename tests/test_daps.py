@@ -47,16 +47,18 @@ def test_levels_and_nfe():
     ts = info["timesteps"]
     assert ts.shape == (7,) and bool((ts[1:] < ts[:-1]).all())
     sig = ((1 - prior.alphas_cumprod) / prior.alphas_cumprod).sqrt()
-    assert float(sig[ts[0]]) == pytest.approx(100.0, rel=0.05) and float(sig[ts[-1]]) == pytest.approx(0.1, rel=0.05)
+    low = max(0.01, float(sig.min()))  # the default σ_min, clipped to the table
+    assert float(sig[ts[0]]) == pytest.approx(100.0, rel=0.05) and float(sig[ts[-1]]) == pytest.approx(low, rel=0.05)
     assert info["residual"].shape == (7, 1)
 
 
+@pytest.mark.parametrize("lr", [2e-3, None], ids=["lr", "default-step"])
 @pytest.mark.parametrize("op", [Inpainting.random((6, 6), 0.5), GaussianBlur(3, 0.8)], ids=["inpaint", "blur"])
-def test_mean_near_exact_posterior(op):
+def test_mean_near_exact_posterior(op, lr):
     prior, sigma = _prior(), 0.1
     y1, y = _problem(op, prior, sigma, 200)
     post = prior.posterior(op, y1[0], sigma=sigma)
-    out = daps(prior, op, y, steps=20, sigma=sigma, ode_steps=2, langevin_steps=40, lr=2e-3,
+    out = daps(prior, op, y, steps=20, sigma=sigma, ode_steps=2, langevin_steps=40, lr=lr,
                generator=torch.Generator().manual_seed(0))
     err = (out.mean(0) - post.mean).norm() / post.mean.norm()
     assert err < 0.25, err
@@ -93,7 +95,7 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="lr_min_ratio must lie"):
         daps(prior, op, y, steps=3, sigma=0.1, lr_min_ratio=2.0)
     with pytest.raises(ValueError, match="unstable.*use lr <"):
-        daps(prior, op, y, steps=3, sigma=1e-4)
+        daps(prior, op, y, steps=3, sigma=1e-4, lr=1e-4)
     with pytest.raises(ValueError, match="noise_source"):
         daps(prior, op, y, steps=3, sigma=0.1, noise_source="kernel")
     with pytest.raises(ValueError, match="sigma_min=.*below sigma_max"):
@@ -109,3 +111,24 @@ def test_return_info_data_consistency():
     final = (op.A(out) - y).flatten(1).norm(dim=1) / y[0].numel() ** 0.5
     torch.testing.assert_close(info["final_residual"], final)
     torch.testing.assert_close(info["data_consistency"], final / 0.05)
+
+
+@pytest.mark.parametrize("steps", [20, 50, 200])
+def test_default_levels_fit(steps):
+    prior, op = _prior(), Inpainting.random((6, 6), 0.5)
+    _, y = _problem(op, prior, 0.1, 1)
+    _, info = daps(prior, op, y, steps=steps, sigma=0.1, ode_steps=1, langevin_steps=0, return_info=True)
+    ts = info["timesteps"]
+    assert ts.shape == (steps,) and bool((ts[1:] < ts[:-1]).all()) and int(ts[-1]) >= 0
+
+
+def test_default_step_scale_free():
+    """The default step is a fixed fraction of each level's stability bound, so a 1/16-scale operator (SR x4)
+    fits y as closely as a unit-scale one: data consistency near 1 on the exact prior."""
+    prior = _prior((1, 8, 8))
+    for op in (SuperResolution(4, "average"), Inpainting.random((8, 8), 0.5)):
+        _, y = _problem(op, prior, 0.05, 8)
+        _, info = daps(prior, op, y, steps=10, sigma=0.05, ode_steps=1, langevin_steps=30, return_info=True,
+                       generator=torch.Generator().manual_seed(3))
+        dc = info["data_consistency"]
+        assert bool((dc > 0.3).all()) and bool((dc < 2.0).all()), dc

@@ -2,9 +2,13 @@
 "Improving diffusion inverse problem solving with decoupled noise annealing").
 
 x (B, C, H, W), y (B, ...) = A x + n, n ~ N(0, σ² I). DAPS anneals over N noise levels σ_0 > … > σ_{N−1}
-(EDM's ρ = 7 spacing between σ_max = 100 and σ_min = 0.1, the paper's, each mapped to the nearest timestep of
-the model's table, σ(t) = √((1−ᾱ_t)/ᾱ_t); ``sampling.sigma_max``/``sigma_min`` move the ends, an explicit
-``sampling.spacing``/``timesteps`` replaces the levels). With VP states x_i = √ᾱ_i (x0 + σ_i z):
+(EDM's ρ = 7 spacing between σ_max = 100 and σ_min = 0.01, each mapped to the nearest timestep of the model's
+table, σ(t) = √((1−ᾱ_t)/ᾱ_t), both ends clipped to the table; σ_min is raised in 25 % steps where N distinct
+timesteps do not fit above it; ``sampling.sigma_max``/``sigma_min`` move the ends, an explicit
+``sampling.spacing``/``timesteps`` replaces the levels). The paper's σ_min = 0.1 (still the default with a
+given ``lr``, whose stability it sets) leaves the result with the last level's Langevin noise, std
+r_{N−1} = σ_min, in every direction the data does not pin. With VP states
+x_i = √ᾱ_i (x0 + σ_i z):
 
 1. x̂0 = x̂0(x_i): the probability-flow ODE from σ_i to 0 in ``ode_steps`` Euler steps over EDM ρ = 7 levels
    σ_i = τ_0 > … > τ_{K−1} ≥ 0.01, then 0 (nearest timesteps). An Euler step of dx^VE/dτ = ε̂ is exactly
@@ -14,17 +18,22 @@ the model's table, σ(t) = √((1−ᾱ_t)/ᾱ_t); ``sampling.sigma_max``/``sigm
 
        x0 ← x0 − η_i [(x0 − x̂0)/r_i² + Aᵀ(A x0 − y)/σ²] + √(2η_i) z,   z ~ N(0, I),   x0 starts at x̂0,
 
-   η_i = lr·(1 + (i/N)(lr_min_ratio − 1)) (linear decay to lr·lr_min_ratio, the reference code's).
-   Plain torch ops: no fused kernel has this form (``mpgd_step``/``ddim_step`` start from x̂0 of a noisy
-   x_t, ᾱ_t < 1).
+   Default step (``lr=None``): η_i = f · 2/(1/r_i² + L/σ²), f = ``LANGEVIN_FRACTION``, L ≥ ‖AᵀA‖ (the
+   operator's ``gram_norm_bound``, else power iteration before the loop): a fixed fraction of the stability
+   bound of the level's target, so every direction whose curvature is within 1/f of the largest one relaxes
+   at the same rate per step whatever the image size, operator scale ‖AᵀA‖, σ or N; ULA's variance
+   inflation in the stiffest direction is 1/(1 − f). A given ``lr``: η_i = lr·(1 + (i/N)(lr_min_ratio − 1))
+   (the reference code's linear decay to lr·lr_min_ratio; a fixed per-pixel step, so it fits y loosely
+   where L/σ² is small). Plain torch ops: no fused kernel has this form (``mpgd_step``/``ddim_step`` start
+   from x̂0 of a noisy x_t, ᾱ_t < 1).
 3. x_{i+1} = √ᾱ_{i+1} x0 + √(1−ᾱ_{i+1}) z (plain torch ops); after the last level the result is x0.
 
-Defaults (the paper's pixel-space DAPS-1K: 200 annealing levels, 5 ODE steps, 100 Langevin steps, lr 1e-4,
-lr_min_ratio 0.01). Scale-free: the Langevin gradient is per pixel, so η has the same meaning at every image
-size; its stability, η_0 (1/σ_{N−1}² + ‖AᵀA‖/σ²) < 2, is checked before the loop. The likelihood uses the
-given σ (the reference code's configs use a separate τ = 0.01 for σ = 0.05 data). All step sizes are host
-floats fixed before the loop; every draw comes from ``sampling.generator`` (a list keeps samples
-independent of their batch); ``noise_source="kernel"`` is not supported. Results: benchmarks/results/.
+Defaults: 5 ODE steps and 100 Langevin steps per level (the paper's pixel-space DAPS-1K), the step rule
+above. Stability, max_i η_i (1/r_i² + L/σ²) < 2, is checked before the loop (it holds for the default rule by
+construction). The likelihood uses the given σ (the reference code's configs use a separate τ = 0.01 for
+σ = 0.05 data). All step sizes are host floats fixed before the loop; every draw comes from
+``sampling.generator`` (a list keeps samples independent of their batch); ``noise_source="kernel"`` is not
+supported. Results: benchmarks/results/ (daps-defaults.md: the step rule and σ_min against the old defaults).
 """
 
 from __future__ import annotations
@@ -39,11 +48,15 @@ from ..kernels import ddim_step
 from ..models.denoiser import as_denoiser
 from ._inverse import Diagnostics, check_problem, route
 from ._loop import Sampling, _draw, check_number, check_steps, prepare, takes_sampling
-from .cdps import _check_sigma, gram_bound
+from .cdps import _check_sigma
+from .mpgd import operator_gain
 
 __all__ = ["daps", "edm_sigmas", "nearest_timesteps"]
 
-SIGMA_MAX, SIGMA_MIN, ODE_SIGMA_MIN, RHO = 100.0, 0.1, 0.01, 7.0
+SIGMA_MAX, SIGMA_MIN, ODE_SIGMA_MIN, RHO = 100.0, 0.01, 0.01, 7.0
+PAPER_SIGMA_MIN = 0.1  #: the default σ_min with a given ``lr`` (the paper's, which its per-pixel lr is tuned to)
+#: the default Langevin step: this fraction of the stability bound 2/(1/r_i² + L/σ²) at every level
+LANGEVIN_FRACTION = 0.05
 
 
 def edm_sigmas(sigma_max: float, sigma_min: float, n: int, rho: float = RHO) -> list[float]:
@@ -73,9 +86,18 @@ def _levels(table_sigmas: torch.Tensor, steps: int, sigma_max: float, sigma_min:
     return out
 
 
+def _fits(table_sigmas: torch.Tensor, steps: int, sigma_max: float, sigma_min: float) -> bool:
+    """Whether :func:`_levels` finds N distinct timesteps between the ends."""
+    try:
+        _levels(table_sigmas, steps, sigma_max, sigma_min)
+    except ValueError:
+        return False
+    return True
+
+
 @takes_sampling
 def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float, ode_steps: int = 5,
-         langevin_steps: int = 100, lr: float = 1e-4, lr_min_ratio: float = 0.01) -> Any:
+         langevin_steps: int = 100, lr: float | None = None, lr_min_ratio: float = 0.01) -> Any:
     """Sample p(x | y) for y = A x + n, n ~ N(0, σ² I) with N = ``sampling.steps`` annealing levels (module docstring).
 
     Args:
@@ -84,10 +106,12 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         y: measurement (B, ...), float32/float64; one sample per measurement.
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords): ``steps``
             is the number of annealing levels N (NFE = N·ode_steps); ``sigma_max``/``sigma_min`` the ends of the
-            levels (default 100 and 0.1, clipped to the model's table).
+            levels (default 100 and 0.01, 0.1 with a given ``lr``, clipped to the model's table; the default
+            σ_min rises where N levels do not fit).
         sigma: σ > 0, the measurement noise std in [-1, 1] units (or a ``GaussianNoise``).
         ode_steps: Euler steps of the probability-flow ODE per level (≥ 1); langevin_steps: Langevin steps per
-            level (≥ 0); lr: η_0 > 0, the Langevin step size; lr_min_ratio: η_{N} / η_0 ∈ (0, 1].
+            level (≥ 0); lr: None (η_i a fixed fraction of each level's stability bound) or η_0 > 0, a fixed
+            per-pixel Langevin step size; lr_min_ratio: η_{N} / η_0 ∈ (0, 1] (only with a given ``lr``).
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ of each level's ODE
         estimate, "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, "data_consistency": (B,) that over σ}.
@@ -97,9 +121,10 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     for name, value, low in (("ode_steps", ode_steps, 1), ("langevin_steps", langevin_steps, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    lr = check_number("lr", lr, 0.0)
-    if lr == 0:
-        raise ValueError("lr must be > 0 (the Langevin step size), got 0")
+    if lr is not None:
+        lr = check_number("lr", lr, 0.0)
+        if lr == 0:
+            raise ValueError("lr must be > 0 (the Langevin step size), got 0")
     lr_min_ratio = check_number("lr_min_ratio", lr_min_ratio, 0.0, 1.0)
     if sampling.noise_source != "generator":
         raise ValueError(f"daps draws its Langevin and re-noising noise from the generator; noise_source="
@@ -112,10 +137,14 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     if sampling.spacing is None and sampling.timesteps is None:
         hi = min(SIGMA_MAX if sampling.sigma_max is None else check_number("sigma_max", sampling.sigma_max, 0.0),
                  float(table_sigmas.max()))
-        lo = max(SIGMA_MIN if sampling.sigma_min is None else check_number("sigma_min", sampling.sigma_min, 0.0),
+        low_default = SIGMA_MIN if lr is None else PAPER_SIGMA_MIN
+        lo = max(low_default if sampling.sigma_min is None else check_number("sigma_min", sampling.sigma_min, 0.0),
                  float(table_sigmas.min()))
         if not lo < hi:
             raise ValueError(f"sigma_min={lo:g} must be below sigma_max={hi:g} (the annealing range)")
+        if sampling.sigma_min is None:  # the default end: raised by 25 % steps until N distinct levels fit
+            while lo * 1.25 < hi and not _fits(table_sigmas, sampling.steps, hi, lo):
+                lo *= 1.25
         sampling = dataclasses.replace(sampling, timesteps=_levels(table_sigmas, sampling.steps, hi, lo),
                                        sigma_max=None, sigma_min=None)
     loop = prepare(denoiser, shape, sampling, like=y, name="daps")
@@ -132,9 +161,13 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     sub_alpha = [[float(table[t]) for t in ts] + [1.0] for ts in sub_t]
     device = y.device
     sub_t_dev = torch.tensor(sub_t, dtype=torch.int64, device=device)  # (N, K)
-    rates = [lr * (1 + i / n * (lr_min_ratio - 1)) for i in range(n)]
-    gram = gram_bound(operator, shape[-2:])
-    worst = max(rates[i] * (1 / level_sigmas[i] ** 2 + (1.0 if gram is None else gram) / sigma**2) for i in range(n))
+    gram = operator_gain(operator, y.new_zeros(shape[1:]).unsqueeze(0))  # L >= ||A^T A|| (host float)
+    stiff = [1 / r**2 + gram / sigma**2 for r in level_sigmas]  # the largest curvature of each level's target
+    if lr is None:
+        rates = [LANGEVIN_FRACTION * 2 / c for c in stiff]
+    else:
+        rates = [lr * (1 + i / n * (lr_min_ratio - 1)) for i in range(n)]
+    worst = max(rate * c for rate, c in zip(rates, stiff))
     if langevin_steps > 0 and worst >= 2:
         raise ValueError(f"lr={lr:g} makes the Langevin steps unstable (η·(1/r² + ‖AᵀA‖/σ²) = {worst:.3g} >= 2 with "
                          f"sigma={sigma:g}); use lr < {2 * lr / worst:.3g} or a larger sigma")
