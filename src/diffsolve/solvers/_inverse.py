@@ -14,7 +14,7 @@ import torch
 
 from ._loop import check_finite_tensor
 
-__all__ = ["Diagnostics", "check_problem", "measured_entries", "measurement_grad", "residual_norm", "route"]
+__all__ = ["Diagnostics", "check_problem", "check_sigma", "measured_entries", "measurement_grad", "residual_norm", "route"]
 
 
 def route(operator: object, backend: str) -> object:
@@ -86,6 +86,23 @@ def measured_entries(operator: object, y: torch.Tensor) -> torch.Tensor:
     if callable(count):
         return count(y)
     return torch.full((y.shape[0],), float(y[0].numel()), dtype=torch.float64)
+
+
+def check_sigma(sigma: object, *, positive: bool = True, why: str = "for noiseless data use a small positive value"
+                ) -> float:
+    """The measurement noise std σ (a number or a ``GaussianNoise``) in [-1, 1] units: finite, > 0 (or ≥ 0 where
+    ``positive`` is False: 0 means noiseless); ``why`` says why 0 is refused."""
+    noise_sigma = getattr(sigma, "sigma", None)  # a diffsolve.operators.GaussianNoise
+    if noise_sigma is not None and not isinstance(sigma, (int, float)):
+        sigma = noise_sigma
+    if not isinstance(sigma, (int, float)) or isinstance(sigma, bool):
+        raise TypeError(f"sigma must be a number (the measurement noise std in [-1, 1] units) or a GaussianNoise, "
+                        f"got {type(sigma).__name__}")
+    if positive and not 0 < sigma < float("inf"):
+        raise ValueError(f"sigma must be a positive finite noise std in [-1, 1] units, got {sigma!r} ({why})")
+    if not 0 <= sigma < float("inf"):
+        raise ValueError(f"sigma must be a finite noise std >= 0 in [-1, 1] units (0: noiseless), got {sigma!r}")
+    return float(sigma)
 
 
 #: |y| above this cannot be a measurement of images in [-1, 1] plus noise (a 0–255 image is)

@@ -41,7 +41,7 @@ import torch
 from ..kernels import diagonal_posterior_step
 from ..kernels.cg import cg_iteration_bound
 from ..operators.base import _default_tol
-from ._inverse import Diagnostics, check_problem, route
+from ._inverse import Diagnostics, check_problem, check_sigma, route
 from ._loop import Sampling, _draw, check_number, prepare, takes_sampling
 
 __all__ = ["CHAINS", "LAST_STEPS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_MAX_ITERS", "SOLVERS", "CG", "CGNotConvergedWarning",
@@ -240,19 +240,6 @@ def _posterior_step(operator: Any, step: StepPlan, x_t: torch.Tensor, eps: torch
     return out if want_info else (out, None)
 
 
-def _check_sigma(sigma: object) -> float:
-    noise_sigma = getattr(sigma, "sigma", None)  # a diffsolve.operators.GaussianNoise
-    if noise_sigma is not None and not isinstance(sigma, (int, float)):
-        sigma = noise_sigma
-    if not isinstance(sigma, (int, float)) or isinstance(sigma, bool):
-        raise TypeError(f"sigma must be a number (noise std in [-1, 1] units) or a GaussianNoise, got "
-                        f"{type(sigma).__name__}")
-    if not 0 < sigma < float("inf"):
-        raise ValueError(f"sigma must be a positive finite noise std in [-1, 1] units, got {sigma!r} "
-                         "(for noiseless data use a small positive value)")
-    return float(sigma)
-
-
 def _check_solvable(sigma: float, dtype: torch.dtype, method: str, gram: float | None,
                     steps: list[tuple[float, float]]) -> None:
     """ValueError before the loop where σ makes a step's system overflow the dtype or, for CG in float32,
@@ -310,7 +297,7 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         "cg_iterations", "cg_residual", "cg_converged" (N, B), "timesteps": (N,), "final_residual" (B,)
         ‖A x − y‖/√m and "data_consistency" (B,) that over σ}.
     """
-    sigma = _check_sigma(sigma)
+    sigma = check_sigma(sigma)
     if coupling not in COUPLINGS:
         raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
     if chain not in CHAINS:

@@ -46,9 +46,8 @@ import torch
 
 from ..kernels import ddim_step
 from ..models.denoiser import as_denoiser
-from ._inverse import Diagnostics, check_problem, route
+from ._inverse import Diagnostics, check_problem, check_sigma, route
 from ._loop import Sampling, _draw, check_number, check_steps, prepare, takes_sampling
-from .cdps import _check_sigma
 from .mpgd import operator_gain
 
 __all__ = ["daps", "edm_sigmas", "nearest_timesteps"]
@@ -117,7 +116,7 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         estimate, "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, "data_consistency": (B,) that over σ}.
     """
     check_steps(sampling.steps)
-    sigma = _check_sigma(sigma)
+    sigma = check_sigma(sigma)
     for name, value, low in (("ode_steps", ode_steps, 1), ("langevin_steps", langevin_steps, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}")

@@ -38,22 +38,10 @@ from typing import Any
 import torch
 
 from ..operators.svd import operator_svd
-from ._inverse import Diagnostics, check_problem, route
+from ._inverse import Diagnostics, check_problem, check_sigma, route
 from ._loop import Sampling, _draw, check_number, check_steps, prepare, takes_sampling
 
 __all__ = ["ddrm"]
-
-
-def _check_sigma_y(sigma: object) -> float:
-    noise_sigma = getattr(sigma, "sigma", None)  # a diffsolve.operators.GaussianNoise
-    if noise_sigma is not None and not isinstance(sigma, (int, float)):
-        sigma = noise_sigma
-    if not isinstance(sigma, (int, float)) or isinstance(sigma, bool):
-        raise TypeError(f"sigma must be a number (the measurement noise std in [-1, 1] units) or a GaussianNoise, "
-                        f"got {type(sigma).__name__}")
-    if not 0 <= sigma < float("inf"):
-        raise ValueError(f"sigma must be a finite noise std >= 0 in [-1, 1] units (0: noiseless), got {sigma!r}")
-    return float(sigma)
 
 
 def _vp_sigma(alpha: float) -> float:
@@ -97,7 +85,7 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, "data_consistency": (B,) that over σ (σ > 0)}.
     """
     check_steps(sampling.steps)
-    sigma_y = _check_sigma_y(sigma)
+    sigma_y = check_sigma(sigma, positive=False)
     eta = check_number("eta", eta, 0.0, 1.0)
     eta_b = check_number("eta_b", eta_b, 0.0, 1.0)
     if sampling.noise_source != "generator":

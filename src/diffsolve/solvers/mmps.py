@@ -41,7 +41,7 @@ from typing import Any, Callable
 import torch
 
 from ..kernels import ddim_step
-from ._inverse import Diagnostics, check_problem, route
+from ._inverse import Diagnostics, check_problem, check_sigma, route
 from ._loop import Sampling, check_number, prepare, takes_sampling
 
 __all__ = ["measurement_cg", "mmps", "posterior_mean"]
@@ -100,20 +100,6 @@ def posterior_mean(operator: Any, x_t: torch.Tensor, x0: torch.Tensor, y: torch.
     return x0y, r
 
 
-def _check_sigma(sigma: object) -> float:
-    noise_sigma = getattr(sigma, "sigma", None)  # a diffsolve.operators.GaussianNoise
-    if noise_sigma is not None and not isinstance(sigma, (int, float)):
-        sigma = noise_sigma
-    if not isinstance(sigma, (int, float)) or isinstance(sigma, bool):
-        raise TypeError(f"sigma must be a number (the measurement noise std in [-1, 1] units) or a GaussianNoise, "
-                        f"got {type(sigma).__name__}")
-    if not 0 < sigma < float("inf"):
-        raise ValueError(f"sigma must be a positive finite noise std in [-1, 1] units, got {sigma!r} "
-                         "(σ² I keeps the measurement-space system positive definite; for noiseless data use a "
-                         "small positive value)")
-    return float(sigma)
-
-
 @takes_sampling
 def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float, cg_iters: int = 1,
          eta: float = 1.0) -> Any:
@@ -132,7 +118,8 @@ def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         "residual_posterior": (N, B) ‖y − A x̂0_y‖ of the corrected one, "timesteps": (N,), "final_residual" (B,)
         ‖A x − y‖/√m and "data_consistency" (B,) that over σ}.
     """
-    sigma = _check_sigma(sigma)
+    sigma = check_sigma(sigma, why="σ² I keeps the measurement-space system positive definite; for noiseless data "
+                        "use a small positive value")
     if isinstance(cg_iters, bool) or not isinstance(cg_iters, int):
         raise TypeError(f"cg_iters must be an int (CG iterations per step), got {type(cg_iters).__name__} "
                         f"{cg_iters!r}")
