@@ -1,4 +1,4 @@
-"""DAPS (solvers/daps.py): levels, the exact-prior sanity check, backends, batch independence, bad inputs."""
+"""DAPS (solvers/daps.py): levels, the exact-prior sanity check, bad inputs (every backend and batch independence: tests/test_methods_contract.py)."""
 
 from __future__ import annotations
 
@@ -62,23 +62,6 @@ def test_mean_near_exact_posterior(op, lr):
                generator=torch.Generator().manual_seed(0))
     err = (out.mean(0) - post.mean).norm() / post.mean.norm()
     assert err < 0.25, err
-
-
-def test_backends_agree():
-    prior, op = _prior(), GaussianBlur(3, 0.8)
-    _, y = _problem(op, prior, 0.05, 2)
-    out = {b: daps(prior, op, y, steps=4, sigma=0.05, langevin_steps=3, backend=b,
-                   generator=torch.Generator().manual_seed(0)) for b in ("torch", "cpp")}
-    assert torch.allclose(out["torch"], out["cpp"], atol=1e-10)
-
-
-def test_generator_list_batch_independence():
-    prior, op = _prior(), SuperResolution(2, "average")
-    _, y = _problem(op, prior, 0.05, 3)
-    gens = lambda: [torch.Generator().manual_seed(10 + b) for b in range(3)]  # noqa: E731
-    full = daps(prior, op, y, steps=4, sigma=0.05, langevin_steps=3, generator=gens())
-    alone = daps(prior, op, y[1:2], steps=4, sigma=0.05, langevin_steps=3, generator=[gens()[1]])
-    assert torch.allclose(full[1:2], alone, atol=1e-12)
 
 
 def test_bad_inputs():

@@ -1,5 +1,5 @@
 """DDNM / DDNM+: range-null-space step against dense linear algebra on an exact Gaussian prior, A x = y exactly
-without noise, the DDNM+ noise budget, time-travel, cpp vs torch, batch independence, bad inputs."""
+without noise, the DDNM+ noise budget, time-travel, bad inputs (every backend and batch independence: tests/test_methods_contract.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 import torch
 from _small_problem import D, OPS, SHAPE, gen, prior
 
-from diffsolve.kernels import _dispatch
 from diffsolve.models.priors import operator_matrix
 from diffsolve.operators import Inpainting, SuperResolution
 from diffsolve.solvers._loop import select_schedule
@@ -143,26 +142,6 @@ def test_travel_plan_and_run():
         assert "data_consistency" not in info and torch.allclose(info["final_residual"], torch.zeros(2, dtype=D),
                                                                  atol=1e-8)
         assert torch.allclose(op.A(out), y, atol=1e-8)
-
-
-def test_cpp_matches_torch():
-    ok, why = _dispatch.backends()["cpp"]
-    if not ok:
-        pytest.skip(f"cpp unavailable: {why}")
-    outs = []
-    for backend in ("torch", "cpp"):
-        op = SuperResolution(2, input_size=(4, 4), backend=backend)
-        y = clean(op) + 0.05 * torch.randn(2, 1, 2, 2, generator=gen(9), dtype=D)
-        outs.append(ddnm(prior(), op, y, steps=3, sigma=0.05, generator=gen(0), backend=backend))
-    assert torch.allclose(outs[0], outs[1], atol=1e-10)
-
-
-def test_generator_list_batch_independence():
-    op = OPS["blur"]()
-    y = clean(op, batch=3) + 0.05 * torch.randn(3, *SHAPE, generator=gen(9), dtype=D)
-    full = ddnm(prior(), op, y, steps=3, sigma=0.05, generator=[gen(10), gen(11), gen(12)])
-    one = ddnm(prior(), op, y[1:2], steps=3, sigma=0.05, generator=[gen(11)])
-    assert torch.allclose(full[1:2], one, atol=1e-12)
 
 
 def test_bad_inputs():

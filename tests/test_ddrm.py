@@ -90,23 +90,6 @@ def test_mean_near_exact_posterior(op):
     assert 0.6 < ratio < 1.2, ratio
 
 
-def test_backends_agree():
-    prior, op = _prior(), GaussianBlur(3, 0.8)
-    _, y = _problem(op, prior, 0.05, 2)
-    out = {b: ddrm(prior, op, y, steps=5, sigma=0.05, backend=b, generator=torch.Generator().manual_seed(0))
-           for b in ("torch", "cpp")}
-    assert torch.allclose(out["torch"], out["cpp"], atol=1e-10)
-
-
-def test_generator_list_batch_independence():
-    prior, op = _prior(), SuperResolution(2, "average")
-    _, y = _problem(op, prior, 0.05, 3)
-    gens = lambda: [torch.Generator().manual_seed(10 + b) for b in range(3)]  # noqa: E731
-    full = ddrm(prior, op, y, steps=5, sigma=0.05, generator=gens())
-    alone = ddrm(prior, op, y[1:2], steps=5, sigma=0.05, generator=[gens()[1]])
-    assert torch.allclose(full[1:2], alone, atol=1e-12)
-
-
 def test_bad_inputs():
     prior = _prior()
     y = torch.zeros(1, 1, 6, 6, dtype=D)

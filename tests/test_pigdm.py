@@ -1,5 +1,5 @@
 """ΠGDM: the guidance against dense linear algebra on an exact Gaussian prior (the Jacobian of x̂0 is the dense
-affine map), the whole loop against a dense re-implementation, cpp vs torch, batch independence, bad inputs."""
+affine map), the whole loop against a dense re-implementation, bad inputs (every backend and batch independence: tests/test_methods_contract.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 import torch
 from _small_problem import D, OPS, SHAPE, gen, measure, prior
 
-from diffsolve.kernels import _dispatch
 from diffsolve.models.priors import operator_matrix
 from diffsolve.operators import SuperResolution
 from diffsolve.solvers._loop import select_schedule
@@ -64,25 +63,6 @@ def test_return_info_and_callback():
                     callback=lambda i, t, xs, x0: seen.append(i))
     assert set(info) == {"residual", "timesteps", "final_residual", "data_consistency"}
     assert info["residual"].shape == (3, 2) and seen == [0, 1, 2]
-
-
-def test_cpp_matches_torch():
-    ok, why = _dispatch.backends()["cpp"]
-    if not ok:
-        pytest.skip(f"cpp unavailable: {why}")
-    outs = []
-    for backend in ("torch", "cpp"):
-        op = SuperResolution(2, input_size=(4, 4), backend=backend)
-        outs.append(pigdm(prior(), op, measure(op), steps=3, sigma=0.05, generator=gen(0), backend=backend))
-    assert torch.allclose(outs[0], outs[1], atol=1e-10)
-
-
-def test_generator_list_batch_independence():
-    op = OPS["inpaint"]()
-    y = measure(op, batch=3)
-    full = pigdm(prior(), op, y, steps=3, sigma=0.05, generator=[gen(10), gen(11), gen(12)])
-    one = pigdm(prior(), op, y[1:2], steps=3, sigma=0.05, generator=[gen(11)])
-    assert torch.allclose(full[1:2], one, atol=1e-12)
 
 
 def test_bad_inputs():

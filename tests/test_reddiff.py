@@ -1,5 +1,5 @@
 """RED-diff: the loss gradient against autograd and a hand-computed one, the loop against torch.optim.Adam on the
-per-sample loss, the weighting, backends, batch independence, bad input."""
+per-sample loss, the weighting, bad input (every backend and batch independence: tests/test_methods_contract.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-from diffsolve.kernels import _dispatch
 from diffsolve.methods import METHODS
 from diffsolve.models import GaussianPrior
 from diffsolve.operators import Inpainting, SuperResolution
@@ -101,27 +100,6 @@ def test_x_T_is_the_initial_mean_and_info():
     assert torch.allclose(info["final_residual"], (op.A(out) - y).flatten(1).norm(dim=1) / y[0].numel() ** 0.5)
     m = METHODS["reddiff"]
     assert not m.backward and m.required == () and m.kind == "inverse"
-
-
-def test_cpp_backend_agrees_with_torch():
-    ok, why = _dispatch.backends()["cpp"]
-    if not ok:
-        pytest.skip(why)
-    p, _, x, _ = problem()
-    outs = []
-    for be in ("torch", "cpp"):
-        op = Inpainting.box(8, box=4, margin=2, backend=be)
-        outs.append(reddiff(p, op, op.A(x), steps=4, generator=gen(3), backend=be))
-    assert torch.allclose(outs[0], outs[1], atol=1e-10)
-
-
-def test_generator_list_gives_batch_independence():
-    p, op, x, _ = problem(3)
-    y = op.A(torch.cat([x[:2], x[:1]]))
-    full = reddiff(p, op, y, steps=5, generator=[gen(20), gen(21), gen(22)])
-    one = reddiff(p, op, y[1:2], steps=5, generator=[gen(21)])
-    assert torch.allclose(full[1:2], one, atol=1e-12)
-    assert not torch.allclose(full[0], full[2])
 
 
 @pytest.mark.parametrize("options, error, words", [
