@@ -61,6 +61,19 @@ def machine() -> str:
             f"{torch.__version__}, {time.strftime('%Y-%m-%d')}")
 
 
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend, or None (with a message) where matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plots (pip install 'diffsolve[plot]')")
+        return None
+    return plt
+
+
 # ----------------------------------------------------------------------------------------- posterior
 def run_posterior(size: int, samples: int, step_list: list[int], names: list[str]) -> list[dict]:
     rows = []
@@ -124,13 +137,8 @@ def write_posterior(rows: list[dict], args) -> None:
                 lines.append(f"| {tname} | {name} | " + " | ".join(cells) + " |")
         lines.append("")
     (RESULTS / "methods_posterior.md").write_text("\n".join(lines))
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot (pip install matplotlib)")
+    plt = _pyplot()
+    if plt is None:
         return
     import matplotlib.ticker
 
@@ -247,13 +255,8 @@ def write_photos(rows: list[dict], args) -> None:
             lines.append(f"![quality against time, {task}](methods_pareto_{task}{tag}.png)")
             lines.append("")
     (RESULTS / f"methods_photos{tag}.md").write_text("\n".join(lines))
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plots (pip install matplotlib)")
+    plt = _pyplot()
+    if plt is None:
         return
     import matplotlib.ticker
 
