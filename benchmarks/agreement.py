@@ -201,20 +201,19 @@ def run_azula() -> None:
             mine = ds("pigdm", model, sigma=0.0, eta=eta)
             row("azula", "pigdm", f"{model}: σ=0, η={eta} (azula eta={eta**2:g}), shared noise", rel(mine, ref))
 
-        # MMPS: same γ_t = σ_t²/α_t; solver CG (azula default GMRES)
+        # MMPS: same γ_t = σ_t²/α_t; CG and GMRES (the default of both)
         for it in (1, 3):
             for eta in (0.0, 1.0):
                 mm = MMPSDenoiser(den, y_vec, A_vec, IsotropicCovariance(torch.tensor(SIGMA**2, dtype=DT)),
                                   solver="cg", iterations=it)
                 with randn_like_from(tape(STEPS)):
                     ref = DDIMSampler(mm, eta=eta**2, **samp)(P["x_T"].clone())
-                mine = ds("mmps", model, sigma=SIGMA, cg_iters=it, eta=eta)
+                mine = ds("mmps", model, sigma=SIGMA, solver="cg", iters=it, eta=eta)
                 row("azula", "mmps", f"{model}: CG×{it}, η={eta}", rel(mine, ref))
         mm = MMPSDenoiser(den, y_vec, A_vec, IsotropicCovariance(torch.tensor(SIGMA**2, dtype=DT)))
         ref = DDIMSampler(mm, eta=0.0, **samp)(P["x_T"].clone())
-        mine = ds("mmps", model, sigma=SIGMA, cg_iters=1, eta=0.0)
-        row("azula", "mmps", f"{model}: azula default GMRES×1 vs diffsolve CG×1, η=0", rel(mine, ref),
-            "azula's default solver (both exact when the system is c·I)")
+        mine = ds("mmps", model, sigma=SIGMA, eta=0.0)
+        row("azula", "mmps", f"{model}: defaults (GMRES×1), η=0", rel(mine, ref))
 
         # DPS: azula = DDPM step − ζ ∇‖y − A x̂0‖ (one norm over the batch; B = 1 here)
         zeta_a = 0.5
@@ -254,13 +253,12 @@ def run_azula() -> None:
             mm = MMPSDenoiser(den, yb_vec, A_blur, IsotropicCovariance(torch.tensor(SIGMA**2, dtype=DT)),
                               solver="cg", iterations=it)
             ref = DDIMSampler(mm, eta=0.0, **samp)(x_T_flat.clone()).view(SHAPE)
-            mine = ds("mmps", model, op=blur, y=yb, sigma=SIGMA, cg_iters=it, eta=0.0)
+            mine = ds("mmps", model, op=blur, y=yb, sigma=SIGMA, solver="cg", iters=it, eta=0.0)
             row("azula", "mmps", f"{model}, blur: CG×{it}, η=0", rel(mine, ref))
         mm = MMPSDenoiser(den, yb_vec, A_blur, IsotropicCovariance(torch.tensor(SIGMA**2, dtype=DT)))
         ref = DDIMSampler(mm, eta=0.0, **samp)(x_T_flat.clone()).view(SHAPE)
-        mine = ds("mmps", model, op=blur, y=yb, sigma=SIGMA, cg_iters=1, eta=0.0)
-        row("azula", "mmps", f"{model}, blur: azula default GMRES×1 vs diffsolve CG×1", rel(mine, ref),
-            "different solver (documented)")
+        mine = ds("mmps", model, op=blur, y=yb, sigma=SIGMA, eta=0.0)
+        row("azula", "mmps", f"{model}, blur: defaults (GMRES×1), η=0", rel(mine, ref))
         dp = DiffPIRDenoiser(den, yb_vec, A_blur, var_y=SIGMA**2, lmbda=1.75, solver="cg", iterations=CG_IT)
         ref = DDIMSampler(dp, eta=0.0, **samp)(x_T_flat.clone()).view(SHAPE)
         mine = ds("diffpir", model, op=blur, y=yb, sigma=SIGMA, lam=1.75, zeta=0.0)

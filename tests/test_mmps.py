@@ -9,7 +9,7 @@ import torch
 from diffsolve.methods import METHODS
 from diffsolve.models import GaussianPrior
 from diffsolve.operators import CallableOperator, Inpainting, LinearOperator, SuperResolution
-from diffsolve.solvers.mmps import measurement_cg, mmps, posterior_mean
+from diffsolve.solvers.mmps import measurement_cg, measurement_gmres, mmps, posterior_mean
 
 D = torch.float64
 SHAPE = (1, 3, 4)  # per-sample (C, H, W), n = 12
@@ -46,8 +46,9 @@ def exact_mean_given_xt(p: GaussianPrior, mat, x_t, y, a, sigma):
     return torch.linalg.solve(prec, rhs.T).T.reshape(x_t.shape)
 
 
+@pytest.mark.parametrize("solver", ["gmres", "cg"])
 @pytest.mark.parametrize("t", [100, 500, 900])
-def test_corrected_mean_is_exact_gaussian_posterior_mean(t):
+def test_corrected_mean_is_exact_gaussian_posterior_mean(t, solver):
     p, mat, op, sigma = prior(), matrix(), None, 0.1
     op = dense_operator(mat)
     a = float(p.alphas_cumprod[t])
@@ -56,7 +57,7 @@ def test_corrected_mean_is_exact_gaussian_posterior_mean(t):
     xg = x_t.clone().requires_grad_(True)
     eps = p(xg, torch.full((2,), t))
     x0 = (xg - (1 - a) ** 0.5 * eps) / a**0.5
-    x0y, r = posterior_mean(op, xg, x0, y, (1 - a) / a**0.5, sigma, cg_iters=M)
+    x0y, r = posterior_mean(op, xg, x0, y, (1 - a) / a**0.5, sigma, iters=M, solver=solver)
     ref = exact_mean_given_xt(p, mat, x_t, y, a, sigma)
     assert torch.allclose(x0y, ref, atol=1e-8, rtol=0), (x0y - ref).abs().max()
     assert torch.allclose(r, y - op.A(x0.detach()))
@@ -79,7 +80,7 @@ def test_sample_mean_near_exact_posterior_mean():
     x = p.sample(1, generator=gen(9))
     y1 = op.A(x) + sigma * torch.randn(1, 1, 1, M, generator=gen(10), dtype=D)
     b = 400
-    out = mmps(p, op, y1.expand(b, 1, 1, M).contiguous(), steps=50, sigma=sigma, cg_iters=M, generator=gen(11))
+    out = mmps(p, op, y1.expand(b, 1, 1, M).contiguous(), steps=50, sigma=sigma, iters=M, generator=gen(11))
     post = p.posterior(mat, y1.reshape(-1), sigma=sigma)
     std = post.cov.diagonal().sqrt().reshape(SHAPE)
     err = ((out.mean(0) - post.mean.reshape(SHAPE)) / std).abs().max()
@@ -109,8 +110,11 @@ def test_return_info_and_registry():
 @pytest.mark.parametrize("options, error, words", [
     (dict(sigma=0.0), ValueError, "sigma"),
     (dict(sigma="a"), TypeError, "sigma"),
-    (dict(sigma=0.1, cg_iters=0), ValueError, "cg_iters"),
-    (dict(sigma=0.1, cg_iters=1.5), TypeError, "cg_iters"),
+    (dict(sigma=0.1, iters=0), ValueError, "iters must be >= 1.*got 0"),
+    (dict(sigma=0.1, iters=1.5), TypeError, "iters must be an int.*1.5"),
+    (dict(sigma=0.1, iters=True), TypeError, "iters"),
+    (dict(sigma=0.1, solver="bicg"), ValueError, "solver must be one of.*'bicg'"),
+    (dict(sigma=0.1, solver=None), TypeError, "solver must be a str"),
     (dict(sigma=0.1, eta=2.0), ValueError, "eta"),
 ])
 def test_bad_input_rejected_before_the_loop(options, error, words):
@@ -133,3 +137,130 @@ def test_sigma_is_required():
     op = Inpainting.box(8, box=4, margin=2)
     with pytest.raises(TypeError, match="sigma"):
         mmps(p, op, op.A(x), steps=3)
+
+
+# ------------------------------------------------------------------ measurement-space GMRES
+def _batched(mats: torch.Tensor):
+    return lambda v: torch.einsum("bij,bj->bi", mats, v)
+
+
+def _nonsymmetric(b: int, n: int, seed: int) -> torch.Tensor:
+    g = gen(seed)
+    return torch.eye(n, dtype=D) + 0.6 * torch.randn(b, n, n, generator=g, dtype=D) / n**0.5
+
+
+def test_gmres_full_iterations_is_the_dense_solve():
+    mats = _nonsymmetric(3, 7, 20)  # per-sample different nonsymmetric systems
+    assert (mats - mats.transpose(1, 2)).abs().max() > 0.1
+    rhs = torch.randn(3, 7, generator=gen(21), dtype=D)
+    u = measurement_gmres(_batched(mats), rhs, 7)
+    ref = torch.linalg.solve(mats, rhs)
+    assert (u - ref).abs().max() < 1e-10, (u - ref).abs().max()
+    # CG on the same nonsymmetric systems is not the solve
+    assert (measurement_cg(_batched(mats), rhs, 7) - ref).abs().max() > 1e-3
+
+
+def test_gmres_residual_never_grows_and_keeps_the_shape():
+    mats = _nonsymmetric(2, 6, 22)
+    rhs = torch.randn(2, 1, 2, 3, generator=gen(23), dtype=D)  # (B, ...) measurement shape
+
+    def apply(v):
+        return torch.einsum("bij,bj->bi", mats, v.flatten(1)).view_as(v)
+
+    last = rhs.flatten(1).norm(dim=1)
+    for k in range(1, 7):
+        u = measurement_gmres(apply, rhs, k)
+        assert u.shape == rhs.shape
+        res = (rhs - apply(u)).flatten(1).norm(dim=1)
+        assert (res <= last * (1 + 1e-12)).all(), (k, res, last)
+        last = res
+    assert (last < 1e-10).all()
+
+
+def test_gmres_equals_cg_on_spd_systems():
+    g = gen(24)
+    root = torch.randn(3, 6, 6, generator=g, dtype=D)
+    spd = root @ root.transpose(1, 2) + torch.eye(6, dtype=D)
+    rhs = torch.randn(3, 6, generator=g, dtype=D)
+    gm = measurement_gmres(_batched(spd), rhs, 6)
+    cg = measurement_cg(_batched(spd), rhs, 6)
+    assert (gm - cg).abs().max() < 1e-10
+    # one iteration on c·I: both exact
+    assert torch.allclose(measurement_gmres(lambda v: 3 * v, rhs, 1), rhs / 3, atol=1e-14)
+
+
+def test_gmres_batch_independence():
+    mats = _nonsymmetric(4, 5, 25)
+    rhs = torch.randn(4, 5, generator=gen(26), dtype=D)
+    for k in (1, 3, 5):
+        full = measurement_gmres(_batched(mats), rhs, k)
+        for i in range(4):
+            alone = measurement_gmres(_batched(mats[i:i + 1]), rhs[i:i + 1], k)
+            assert torch.allclose(full[i:i + 1], alone, atol=1e-13, rtol=0), (k, i)
+
+
+def test_gmres_early_closure_zero_rhs_and_nan():
+    # rhs = 0 → u = 0; an eigenvector rhs closes the Krylov space after one step (exact answer, no NaN)
+    mats = _nonsymmetric(2, 4, 27)
+    mats[1] = torch.diag(torch.tensor([2.0, 3.0, 4.0, 5.0], dtype=D))
+    rhs = torch.zeros(2, 4, dtype=D)
+    rhs[1, 2] = 1.0
+    u = measurement_gmres(_batched(mats), rhs, 4)
+    assert torch.equal(u[0], torch.zeros(4, dtype=D))
+    assert torch.allclose(u[1], rhs[1] / 4.0, atol=1e-15)
+    # NaN from the operator propagates to that sample only, not hidden as "closed"
+    rhs = torch.randn(2, 4, generator=gen(28), dtype=D)
+
+    def bad(v):
+        out = _batched(mats)(v)
+        return torch.cat([out[:1], torch.full_like(out[1:], float("nan"))])
+
+    u = measurement_gmres(bad, rhs, 3)
+    assert torch.isfinite(u[0]).all() and torch.isnan(u[1]).all()
+    rhs[0, 0] = float("nan")
+    assert torch.isnan(measurement_gmres(_batched(mats), rhs, 2)[0]).all()
+
+
+def test_gmres_float32_input():
+    mats = _nonsymmetric(2, 5, 29).float()
+    rhs = torch.randn(2, 5, generator=gen(30)).float()
+    u = measurement_gmres(_batched(mats), rhs, 5)
+    assert u.dtype == torch.float32
+    assert torch.allclose(u, torch.linalg.solve(mats, rhs), atol=1e-4)
+
+
+def test_mmps_gmres_converges_to_the_exact_posterior_mean():
+    """The corrected x̂0_y on the exact Gaussian prior (tests/_small_problem.py, blur) approaches E[x0 | x_t, y]
+    as the GMRES iterations grow, exact at m = 16 (pixels measured by the 4×4 blur)."""
+    from _small_problem import OPS, SHAPE as S, measure, prior as small_prior
+
+    p, op = small_prior(), OPS["blur"]()
+    y = measure(op)
+    n = 16
+    mat = torch.stack([op.A(e.view(1, *S)).flatten() for e in torch.eye(n, dtype=D)], 1)  # (m, n)
+    t = 500
+    a = float(p.alphas_cumprod[t])
+    x_t = torch.randn(2, *S, generator=gen(31), dtype=D)
+    s_inv = torch.linalg.inv(p.cov)
+    prec = s_inv + a / (1 - a) * torch.eye(n, dtype=D) + mat.T @ mat / 0.05**2
+    rhs = (s_inv @ p.mean.reshape(-1))[None] + a**0.5 / (1 - a) * x_t.flatten(1) + y.flatten(1) @ mat / 0.05**2
+    ref = torch.linalg.solve(prec, rhs.T).T.reshape(x_t.shape)
+    gaps = []
+    for k in (1, 2, 4, 8, 16):
+        xg = x_t.clone().requires_grad_(True)
+        x0 = (xg - (1 - a) ** 0.5 * p(xg, torch.full((2,), t))) / a**0.5
+        x0y, _ = posterior_mean(op, xg, x0, y, (1 - a) / a**0.5, 0.05, iters=k, solver="gmres")
+        gaps.append(float((x0y - ref).norm() / ref.norm()))
+    assert all(b <= a_ * 1.01 for a_, b in zip(gaps, gaps[1:])), gaps
+    assert gaps[0] > 1e-3 and gaps[-1] < 1e-9, gaps
+
+
+@pytest.mark.parametrize("dtype, tol", [(D, 1e-10), (torch.float32, 1e-4)])
+def test_gmres_more_iterations_than_the_dimension_stays_the_solve(dtype, tol):
+    # past n iterations w is rounding noise: the space closes instead of adding a spurious direction
+    mats = _nonsymmetric(3, 4, 32).to(dtype)
+    rhs = torch.randn(3, 4, generator=gen(33), dtype=D).to(dtype)
+    ref = torch.linalg.solve(mats.double(), rhs.double())
+    for k in (4, 5, 8, 12):
+        u = measurement_gmres(_batched(mats), rhs, k)
+        assert (u.double() - ref).abs().max() < tol * ref.abs().max(), (k, (u.double() - ref).abs().max())

@@ -18,19 +18,23 @@ exact for a Gaussian prior). Per step t → s:
 
 1. ε̂ = ε_θ(x_t, t) with a graph, x̂0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t;
 2. r = y − A x̂0 (B, ...);
-3. u ≈ (σ² I + γ_t A J Aᵀ)⁻¹ r by ``cg_iters`` conjugate-gradient iterations in measurement space, started
-   at 0, one VJP each, every inner product and step per sample, fixed budget (no host sync);
+3. u ≈ K⁻¹ r, K = σ² I + γ_t A Jᵀ Aᵀ (the operator actually applied), by ``iters`` iterations of ``solver`` in
+   measurement space, started at 0, one VJP each, every inner product per sample, fixed budget (no host sync):
+   "gmres" (default) minimises ‖r − K u‖ over the Krylov space (``measurement_gmres``: Arnoldi with modified
+   Gram–Schmidt, the (k+1)×k least squares per sample by torch.linalg), "cg" (``measurement_cg``) assumes K
+   symmetric positive definite;
 4. x̂0_y = x̂0 + γ_t Jᵀ Aᵀ u (one more VJP);
 5. x_s = DDIM_η(x_t, ε̂_y) with ε̂_y = (x_t − √ᾱ_t x̂0_y)/√(1−ᾱ_t), the noise prediction of x̂0_y (the paper
    plugs the posterior denoiser into the sampler), one fused kernel.
 
-A step costs one forward and ``cg_iters`` + 1 backward passes of the denoiser. CG assumes σ² I + A Σ_t Aᵀ
-symmetric positive definite: exact for an exact prior (Gaussian: Σ_t is the true covariance), only approximate
-for a learned denoiser, whose Jacobian is neither exactly symmetric nor PSD — more iterations are then not
-guaranteed to help (azula's MMPS uses GMRES by default for this reason); a direction with ⟨p, K p⟩ ≤ 0 is
-skipped per sample. Defaults: ``cg_iters=1`` (the
-paper reports that one to a few iterations suffice; azula's default is 1), η = 1. Scale rule: the update is
-invariant to A → kA, y → ky, σ → kσ (A Σ Aᵀ, σ² and r scale alike); the image size enters nowhere.
+A step costs one forward and ``iters`` + 1 backward passes of the denoiser. K is symmetric positive definite
+for an exact prior (Gaussian: Σ_t is the true covariance), where CG and GMRES both reach the exact solve at
+``iters`` = m; for a learned denoiser J is neither exactly symmetric nor PSD, CG's ⟨p, K p⟩ can be ≤ 0 (such a
+direction is skipped per sample) and more CG iterations are not guaranteed to help, while GMRES's residual
+‖r − K u‖ cannot grow with ``iters``. Defaults: ``solver="gmres"``, ``iters=1``, as azula's MMPSDenoiser (the
+paper reports that one to a few iterations suffice), η = 1; measured in benchmarks/results/mmps-inner.md.
+Scale rule: the update is invariant to A → kA, y → ky, σ → kσ (A Σ Aᵀ, σ² and r scale alike, and both solvers
+are invariant to K → k²K, r → k²r); the image size enters nowhere.
 Measurements: benchmarks/results/ (bench_methods.py).
 """
 
@@ -44,7 +48,7 @@ from ..kernels import ddim_step
 from ._inverse import Diagnostics, check_problem, check_sigma, route
 from ._loop import Sampling, check_number, prepare, takes_sampling
 
-__all__ = ["measurement_cg", "mmps", "posterior_mean"]
+__all__ = ["SOLVERS", "measurement_cg", "measurement_gmres", "mmps", "posterior_mean"]
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -80,10 +84,75 @@ def measurement_cg(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Ten
     return u
 
 
+def measurement_gmres(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, iters: int) -> torch.Tensor:
+    """u ≈ K⁻¹ rhs by ``iters`` GMRES iterations from u = 0, K = ``apply`` any (nonsymmetric) linear map per
+    sample; rhs (B, ...), ``apply`` maps (B, ...) → (B, ...) sample by sample.
+
+    Per sample b (no restart, a fixed budget k = ``iters``, no host sync):
+
+    1. β = ‖rhs‖, v₀ = rhs/β;
+    2. Arnoldi with modified Gram–Schmidt, j = 0 … k−1: w = K v_j; for i ≤ j: h_ij = ⟨w, v_i⟩, w ← w − h_ij v_i;
+       h_{j+1,j} = ‖w‖, v_{j+1} = w/h_{j+1,j} (one ``apply`` per iteration);
+    3. c = argmin_c ‖β e₁ − H c‖ with H (B, k+1, k) upper Hessenberg, by a batched QR (torch.linalg, float64);
+    4. u = Σ_j c_j v_j: the minimiser of ‖rhs − K u‖ over the Krylov space span{rhs, K rhs, …, K^{k−1} rhs}.
+
+    With k = dim the result is the exact solve; on an SPD K it equals CG in exact arithmetic (same Krylov space,
+    residual instead of K-norm optimality, so it differs before convergence). A sample whose Krylov space closes
+    early (rhs = 0, solved, or h_{j+1,j} ≤ 1000·ε·‖K v_j‖ with ε of rhs's dtype) gets h_{j+1,j} = 0, v_{j+1} = 0
+    and a unit diagonal in H for the unused columns, whose coefficients are then 0, so H stays full rank and the
+    answer is the one of the closed space (rhs = 0 → u = 0). The tolerance matters: past the dimension (more
+    iterations than measurements, or an invariant subspace reached) w is rounding noise, and normalising it
+    would add a spurious direction whose least-squares coefficient can be huge (seen: 8 iterations on a
+    4-measurement SR×4 blew the sampler up). NaN compares false there: a NaN or inf from ``apply`` or ``rhs``
+    propagates to that sample's u."""
+    k = iters
+    flat = rhs.flatten(1)
+    batch = flat.shape[0]
+    hd = torch.float64
+    h = torch.zeros(batch, k + 1, k, dtype=hd, device=rhs.device)
+
+    rtol = 1000 * torch.finfo(rhs.dtype).eps
+
+    def unit(w: torch.Tensor, floor: torch.Tensor | float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        norm = w.norm(dim=1)
+        gone = norm <= floor  # False for NaN: it propagates
+        norm = torch.where(gone, torch.zeros_like(norm), norm)
+        return w / torch.where(gone, torch.ones_like(norm), norm)[:, None] * (~gone)[:, None], norm, gone
+
+    v0, beta, gone = unit(flat)
+    basis = [v0]
+    closed = [gone]  # closed[j]: v_j = 0 (the Krylov space ended before j)
+    for j in range(k):
+        w = apply(basis[j].view_as(rhs)).flatten(1)
+        before = w.norm(dim=1)
+        for i in range(j + 1):  # modified Gram–Schmidt
+            hij = (w * basis[i]).sum(1)
+            h[:, i, j] = hij.to(hd)
+            w = w - hij[:, None] * basis[i]
+        v, norm, gone = unit(w, rtol * before)
+        h[:, j + 1, j] = norm.to(hd)
+        basis.append(v)
+        closed.append(closed[j] | gone)
+    dead = torch.stack(closed[:k], 1)  # (B, k): column j unused where v_j = 0
+    eye = torch.eye(k + 1, k, dtype=hd, device=rhs.device)
+    h = h + dead[:, None, :].to(hd) * eye  # unit diagonal on unused columns (their rows are zero elsewhere)
+    g = torch.zeros(batch, k + 1, 1, dtype=hd, device=rhs.device)
+    g[:, 0, 0] = beta.to(hd)
+    q, r = torch.linalg.qr(h)  # (B, k+1, k), (B, k, k)
+    c = torch.linalg.solve_triangular(r, q.transpose(1, 2) @ g, upper=True)[..., 0].to(flat.dtype)  # (B, k)
+    u = (c[:, :, None] * torch.stack(basis[:k], 1)).sum(1)
+    return u.view_as(rhs)
+
+
+SOLVERS: dict[str, Callable[..., torch.Tensor]] = {"gmres": measurement_gmres, "cg": measurement_cg}
+
+
 def posterior_mean(operator: Any, x_t: torch.Tensor, x0: torch.Tensor, y: torch.Tensor, gamma: float,
-                   sigma: float, cg_iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+                   sigma: float, iters: int, solver: str = "gmres") -> tuple[torch.Tensor, torch.Tensor]:
     """(x̂0_y, r): steps 2–4 of the module docstring. x0 = x̂0(x_t) must carry a graph to x_t (requires_grad);
-    gamma = γ_t = (1−ᾱ_t)/√ᾱ_t; returns x̂0_y detached and r = y − A x̂0."""
+    gamma = γ_t = (1−ᾱ_t)/√ᾱ_t; ``iters`` iterations of ``solver`` ("gmres" or "cg") for step 3; returns x̂0_y
+    detached and r = y − A x̂0."""
+    solve = SOLVERS[solver]
 
     def sigma_t(v: torch.Tensor, last: bool = False) -> torch.Tensor:  # Σ_t v = γ_t Jᵀ v (VJP)
         (g,) = torch.autograd.grad(x0, x_t, v, retain_graph=not last)
@@ -94,15 +163,15 @@ def posterior_mean(operator: Any, x_t: torch.Tensor, x0: torch.Tensor, y: torch.
     var = sigma * sigma
     with torch.no_grad():
         # 3. (σ² I + A Σ_t Aᵀ) u = r
-        u = measurement_cg(lambda v: var * v + operator.A(sigma_t(operator.A_adjoint(v))), r, cg_iters)
+        u = solve(lambda v: var * v + operator.A(sigma_t(operator.A_adjoint(v))), r, iters)
         # 4. x̂0_y = x̂0 + Σ_t Aᵀ u
         x0y = x0d + sigma_t(operator.A_adjoint(u), last=True)
     return x0y, r
 
 
 @takes_sampling
-def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float, cg_iters: int = 1,
-         eta: float = 1.0) -> Any:
+def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float, solver: str = "gmres",
+         iters: int = 1, eta: float = 1.0) -> Any:
     """Sample p(x | y) for y = A x + n, n ~ N(0, σ² I) with N = ``sampling.steps`` MMPS steps (module docstring).
 
     Args:
@@ -111,7 +180,9 @@ def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         y: measurement (B, ...) float32/float64; one sample per measurement.
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords).
         sigma: σ > 0, the measurement noise std (or a ``GaussianNoise``).
-        cg_iters: CG iterations per step for (σ² I + A Σ_t Aᵀ) u = r, an int ≥ 1 (default 1).
+        solver: the Krylov solver of (σ² I + A Σ_t Aᵀ) u = r, "gmres" (default, as azula: K is not symmetric
+            for a learned denoiser) or "cg" (exact only for a symmetric PSD Σ_t).
+        iters: solver iterations per step, an int ≥ 1 (default 1, as azula; each costs one backward pass).
         eta: DDIM η ∈ [0, 1] of the step taken with the corrected x̂0 (default 1).
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ of the denoiser's x̂0,
@@ -120,11 +191,16 @@ def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     """
     sigma = check_sigma(sigma, why="σ² I keeps the measurement-space system positive definite; for noiseless data "
                         "use a small positive value")
-    if isinstance(cg_iters, bool) or not isinstance(cg_iters, int):
-        raise TypeError(f"cg_iters must be an int (CG iterations per step), got {type(cg_iters).__name__} "
-                        f"{cg_iters!r}")
-    if cg_iters < 1:
-        raise ValueError(f"cg_iters must be >= 1 (CG iterations per step; 1 is the default), got {cg_iters}")
+    if not isinstance(solver, str):
+        raise TypeError(f"solver must be a str, one of {sorted(SOLVERS)}, got {type(solver).__name__} {solver!r}")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {sorted(SOLVERS)} (the measurement-space Krylov solver; "
+                         f"'gmres' is the default), got {solver!r}")
+    if isinstance(iters, bool) or not isinstance(iters, int):
+        raise TypeError(f"iters must be an int (solver iterations per step), got {type(iters).__name__} "
+                        f"{iters!r}; pass e.g. iters=1")
+    if iters < 1:
+        raise ValueError(f"iters must be >= 1 (solver iterations per step; 1 is the default), got {iters}")
     eta = check_number("eta", eta, 0.0, 1.0)
     operator = route(operator, sampling.backend)  # 1. the backend reaches A, Aᵀ (the shape check's included)
     shape = check_problem(operator, y, sampling.x_T)  # 2. (operator, y) → image shape
@@ -138,8 +214,8 @@ def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             xg = x.detach().requires_grad_(True)
             eps = loop.eps(xg, i)
             x0 = (xg - (1 - a_t) ** 0.5 * eps) / a_t**0.5
-            # steps 2–4: r, the measurement-space CG and the corrected x̂0_y
-            x0y, r = posterior_mean(operator, xg, x0, y, gammas[i], sigma, cg_iters)
+            # steps 2–4: r, the measurement-space solve and the corrected x̂0_y
+            x0y, r = posterior_mean(operator, xg, x0, y, gammas[i], sigma, iters, solver)
         info.add("residual", r.flatten(1).norm(dim=1))
         if sampling.return_info:
             info.add("residual_posterior", (y - operator.A(x0y)).flatten(1).norm(dim=1))
