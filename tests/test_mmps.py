@@ -1,5 +1,7 @@
-"""MMPS: the corrected x̂0 against the exact Gaussian posterior mean E[x0 | x_t, y] (dense algebra), the sample
-mean against the exact posterior mean, bad input (every backend and batch independence: tests/test_methods_contract.py)."""
+"""MMPS: the corrected x̂0 against the exact Gaussian posterior mean E[x0 | x_t, y] (dense algebra, GMRES and
+CG), the sample mean against the exact posterior mean, bad input, and the measurement-space GMRES against dense
+solves, CG, itself batched, closed Krylov spaces and NaN (every backend and MMPS's batch independence:
+tests/test_methods_contract.py)."""
 
 from __future__ import annotations
 
