@@ -303,7 +303,8 @@ def test_none_chain_caps_kappa_and_motion_blur_cg_converges():
     y = op.A(torch.rand(1, 3, *size, generator=gen(0)) * 2 - 1) + 0.05 * torch.randn(1, 3, *size, generator=gen(1))
     with __import__("warnings").catch_warnings():
         __import__("warnings").simplefilter("error", CGNotConvergedWarning)
-        x, info = cdps(prior, op, y.float(), steps=8, sigma=0.05, generator=gen(2), return_info=True)
+        x, info = cdps(prior, op, y.float(), steps=8, sigma=0.05, generator=gen(2), solver=CG(step_iters=None),
+                       return_info=True)
     assert bool(info["cg_converged"].all()) and int(info["cg_iterations"].max()) <= cg_iteration_bound(KAPPA_MAX, 1e-5)
     assert x.dtype == torch.float32 and bool(torch.isfinite(x).all())
 
@@ -337,3 +338,33 @@ def test_sigma_beyond_the_dtype_is_refused_before_the_loop():
     with pytest.raises(ValueError, match="overflows"):
         cdps(prior, op, y, steps=2, sigma=1e-30)
     assert bool(torch.isfinite(cdps(prior, op, y, steps=2, sigma=0.05, generator=gen(1))).all())
+
+
+def test_truncated_steps_are_the_converged_solve_in_the_limit():
+    """Steps before the last solve Λ δ = √c e₁ + w Aᵀ(y_s − b_s − A m + e₂/√w) from δ = 0 (x_s = m + δ):
+    given enough iterations, the same x_s as the tol-solved path warm-started at m."""
+    prior = smooth_prior(1, 6, 7)
+    op = MotionBlur(5, 0.5, seed=0)
+    y = op.A(torch.randn(2, 1, 6, 7, generator=gen(1), dtype=D))
+    kw = dict(steps=5, sigma=0.05, return_info=True)
+    a, ia = cdps(prior, op, y, generator=gen(3), solver=CG(tol=1e-12, step_iters=None), **kw)
+    b, ib = cdps(prior, op, y, generator=gen(3), solver=CG(tol=1e-12, step_iters=200), **kw)
+    torch.testing.assert_close(b, a, rtol=0, atol=1e-9 * float(a.abs().max()))
+    assert bool(ib["cg_converged"].all())
+
+
+def test_default_cg_truncates_the_steps_before_the_last():
+    from diffsolve.solvers.cdps import STEP_CG_ITERS
+    prior = smooth_prior(1, 10, 10)
+    op = MotionBlur(7, 0.5, seed=0)
+    y = (op.A(torch.randn(2, 1, 10, 10, generator=gen(1), dtype=D)) + 0.05 * torch.randn(2, 1, 10, 10, generator=gen(2),
+                                                                                          dtype=D)).float()
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("error", CGNotConvergedWarning)
+        x, info = cdps(prior, op, y, steps=6, sigma=0.05, generator=gen(0), return_info=True)
+    its = info["cg_iterations"]
+    assert bool((its[:-1] <= STEP_CG_ITERS).all()) and bool((its[:-1] >= 1).all())
+    assert bool(info["cg_converged"][-1].all()) and bool((info["cg_residual"][-1] <= 1e-5).all())
+    assert bool(torch.isfinite(x).all()) and 0.3 < float(info["data_consistency"].mean()) < 3
+    with pytest.raises(ValueError, match="step_iters"):
+        CG(step_iters=0)

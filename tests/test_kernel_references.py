@@ -7,6 +7,8 @@ import importlib
 import itertools
 
 import pytest
+import math
+
 import torch
 
 from diffsolve import kernels as K
@@ -168,6 +170,14 @@ def test_batched_cg_masks_converged_samples_and_accepts_x0():
     assert warm.iterations.tolist() == [0, 0] and warm.converged.all()
     capped = K.batched_cg(lambda v: v @ a, rhs, 0.0, 1.0, max_iters=2, tol=1e-12, backend="torch")
     assert capped.converged.tolist() == [False, True] and capped.residual[0] > 1e-3
+    recursive = K.batched_cg(lambda v: v @ a, rhs, 0.5, 1.0, max_iters=2, tol=1e-12, backend="torch",
+                             true_residual=False)
+    true = K.batched_cg(lambda v: v @ a, rhs, 0.5, 1.0, max_iters=2, tol=1e-12, backend="torch")
+    torch.testing.assert_close(recursive.residual, true.residual, rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(recursive.x, true.x, rtol=0, atol=0)
+    nan = K.batched_cg(lambda v: v @ a, rhs * torch.tensor([[float("nan")], [1.0]], dtype=F64), 0.5, 1.0, max_iters=2,
+                       tol=1e-12, backend="torch", true_residual=False)
+    assert math.isnan(float(nan.residual[0])) and not bool(nan.converged[0]) and bool(torch.isfinite(nan.x[1]).all())
 
 
 def test_batched_cg_float32_accumulates_and_converges():

@@ -162,6 +162,7 @@ def batched_cg(
     check_every: int | None = None,
     backend: str = "auto",
     preconditioner: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    true_residual: bool = True,
 ) -> CGResult:
     """Solve (shift·I + scale·G) x = rhs per sample by CG, G = ``gram`` symmetric PSD.
 
@@ -172,7 +173,9 @@ def batched_cg(
     then one sync every k iterations ends the loop once every sample has converged (for use
     outside sampling loops). ``preconditioner``: None, or v ↦ M⁻¹ v for an SPD M ≈ K (per sample,
     same shape, dtype and device; it must not modify v): preconditioned CG, one application per
-    iteration, the stopping test still on the true ‖r‖ (module docstring).
+    iteration, the stopping test still on the true ‖r‖ (module docstring). ``true_residual``: report
+    ‖rhs − K x‖ (one more ``gram``), or False: the recursion's ‖r‖ (free; equal in exact arithmetic, for
+    short fixed budgets where rounding drift cannot build up).
     """
     _check_cg_tensor("rhs", rhs, rhs)
     if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 0:
@@ -181,6 +184,8 @@ def batched_cg(
         raise ValueError(f"tol must be a positive number, got {tol!r}")
     if preconditioner is not None and not callable(preconditioner):
         raise TypeError(f"preconditioner must be None or callable v -> M⁻¹ v, got {type(preconditioner).__name__}")
+    if not isinstance(true_residual, bool):
+        raise TypeError(f"true_residual must be a bool, got {type(true_residual).__name__} {true_residual!r}")
     if check_every is not None and (isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1):
         raise ValueError(f"check_every must be None or a positive int, got {check_every!r}")
     for name, value in (("shift", shift), ("scale", scale)):  # host numbers: no sync to check them
@@ -225,7 +230,8 @@ def batched_cg(
         if check_every is not None and (it + 1) % check_every == 0 and not bool(state[:, 2].any()):
             break
     x = torch.where(bad.view(view), torch.full_like(x, float("nan")), x)
-    res = (rhs - apply_k(x)).reshape(rhs.shape[0], -1).norm(dim=1)
+    res = (rhs - apply_k(x) if true_residual else r).reshape(rhs.shape[0], -1).norm(dim=1)
+    res = torch.where(bad, torch.full_like(res, float("nan")), res)
     rhs_norm = rhs2.sqrt()
     residual = torch.where(rhs_norm > 0, res / torch.where(rhs_norm > 0, rhs_norm, 1), res)
     return CGResult(x, state[:, 3].to(torch.int64), residual, residual <= tol)

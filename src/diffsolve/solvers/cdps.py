@@ -20,10 +20,17 @@ with a coupling y_s | x_s ~ N(A x_s + b_s, Σ_s I), b_s = (1−ᾱ_s) A ŝ, ŝ =
   y_s = √ᾱ_s y + u_s, u ~ N(0, (1−ᾱ_s) I) along one chain, Σ_s = ᾱ_s σ² + 1 − ᾱ_s; ``"fresh"``: u_s
   drawn independently per step.
 - ``solver``: ``"auto"`` — the fused elementwise kernel where the operator declares
-  ``structure == "diagonal"``, else its exact solve, else batched CG warm-started at m with a budget
-  sized per step on the host from κ(Λ) ≤ 1 + w‖AᵀA‖/c (:func:`cg_budget`; no host sync in the loop;
-  non-convergence reported once at the end, :class:`CGNotConvergedWarning`, and per step in
-  ``return_info``).
+  ``structure == "diagonal"``, else its exact solve, else batched CG (:class:`CG`). CG, every step but the
+  last: the correction δ = x_s − m from ``step_iters`` (default :data:`STEP_CG_ITERS`) plain CG iterations
+  started at δ = 0, i.e. Λ δ = √c e₁ + w Aᵀ(y_s − b_s − A m + e₂/√w) solved in the Krylov space of degree 3
+  (one A, one Aᵀ and three AᵀA products a step). Truncated, not converged, on purpose: the coupling's Σ_s
+  leaves out the prior's own uncertainty (1−ᾱ_s) A Cov[ε | x_s] Aᵀ, so the converged step over-weights y,
+  and the measured truncated step is both ~15× cheaper on a 256² motion blur and closer to the exact
+  posterior (benchmarks/results/cdps-truncated.md). The last step (the returned mean or draw) is solved to
+  ``tol`` from m with the operator's preconditioner and a budget sized on the host (:func:`cg_budget`; no
+  host sync in the loop; non-convergence reported once at the end, :class:`CGNotConvergedWarning`, and per
+  step in ``return_info``); ``CG(step_iters=None)`` solves every step that way, ``CG(iters=k)`` gives every
+  step k iterations.
 
 The per-step coefficients (k_x, k_e, c, w, CG budget) are planned once before the loop (:func:`plan`).
 """
@@ -39,12 +46,12 @@ from typing import Any, NamedTuple
 import torch
 
 from ..kernels import diagonal_posterior_step
-from ..kernels.cg import cg_iteration_bound
-from ..operators.base import _default_tol
+from ..kernels.cg import batched_cg, cg_iteration_bound
+from ..operators.base import SolveInfo, _default_tol
 from ._inverse import Diagnostics, check_problem, check_sigma, route
 from ._loop import Sampling, _draw, check_number, prepare, takes_sampling
 
-__all__ = ["CHAINS", "LAST_STEPS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_MAX_ITERS", "SOLVERS", "CG", "CGNotConvergedWarning",
+__all__ = ["CHAINS", "LAST_STEPS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_MAX_ITERS", "STEP_CG_ITERS", "SOLVERS", "CG", "CGNotConvergedWarning",
            "KAPPA_MAX", "MeasurementChain", "StepPlan", "cdps", "cdps_step", "cg_budget", "coupling_variance",
            "gram_bound", "plan", "precisions", "transition"]
 
@@ -56,21 +63,27 @@ LAST_STEPS = ("mean", "sample")
 CG_DEFAULT_ITERS = 100
 #: Cap on the κ-sized CG budget of one step.
 CG_MAX_ITERS = 1000
+#: CG iterations of each step before the last (module docstring, ``CG.step_iters``).
+STEP_CG_ITERS = 3
 
 
 @dataclass(frozen=True)
 class CG:
-    """``solver=CG(iters, tol)``: batched CG with its budget, checked when built. ``iters``: iterations per
-    step (None: sized from κ per step, :func:`cg_budget`); ``tol``: relative residual (None: 1e-5 float32,
-    1e-10 float64). ``solver="cg"`` is ``CG()``."""
+    """``solver=CG(iters, tol, step_iters)``: batched CG with its budget, checked when built (module docstring).
+    ``step_iters``: plain CG iterations of every step before the last (truncated, from δ = 0), or None: those
+    steps are solved to ``tol`` like the last; ``iters``: the budget of the steps solved to ``tol`` (None: sized
+    per step, :func:`cg_budget`), or, given, of every step (``step_iters`` then unused); ``tol``: relative
+    residual (None: 1e-5 float32, 1e-10 float64). ``solver="cg"`` is ``CG()``."""
 
     iters: int | None = None
     tol: float | None = None
+    step_iters: int | None = STEP_CG_ITERS
 
     def __post_init__(self) -> None:
-        if self.iters is not None and (isinstance(self.iters, bool) or not isinstance(self.iters, int)
-                                       or self.iters < 1):
-            raise ValueError(f"iters must be None (budget from κ) or a positive int, got {self.iters!r}")
+        for name in ("iters", "step_iters"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be None or a positive int (CG iterations), got {value!r}")
         if self.tol is not None and check_number("tol", self.tol, 0.0) == 0:
             raise ValueError("tol must be > 0 (the relative residual CG stops at), got 0; leave it None for the "
                              "dtype's default (1e-5 float32, 1e-10 float64)")
@@ -151,7 +164,8 @@ def _budget(operator: Any, size: tuple[int, int], bound: float | None, c: float,
 
 class StepPlan(NamedTuple):
     """Host floats of one step t → s: prior mean m = k_x x_t + k_e ε̂, y_s − b_s = y_s + k_b Aε̂, prior
-    precision c, data weight w = 1/Σ_s, and the CG budget (None where no CG runs)."""
+    precision c, data weight w = 1/Σ_s, the CG budget (None where no CG runs) and whether that budget is a
+    truncation (``CG.step_iters``) rather than sized to the tolerance."""
 
     k_x: float
     k_e: float
@@ -159,19 +173,24 @@ class StepPlan(NamedTuple):
     c: float
     w: float
     cg_iters: int | None
+    truncated: bool = False
 
 
 def plan(operator: Any, size: tuple[int, int], gram: float | None, alphas: Sequence[tuple[float, float]], *,
          sigma: float, coupling: str, eta: float, chain: str, method: str, cg_iters: int | None,
-         tol: float) -> list[StepPlan]:
+         tol: float, step_iters: int | None = None) -> list[StepPlan]:
     """The :class:`StepPlan` of every step (ᾱ_t, ᾱ_s) in ``alphas`` for images of ``size``, built once before
-    the loop; ``gram`` ≥ ‖AᵀA‖ (:func:`gram_bound`) or None."""
+    the loop; ``gram`` ≥ ‖AᵀA‖ (:func:`gram_bound`) or None; ``cg_iters``, ``step_iters``: :class:`CG`'s."""
     steps = []
     for a_t, a_s in alphas:
         k_x, k_e, _ = transition(coupling, eta, a_t, a_s)
         c, w = precisions(coupling, eta, a_t, a_s, sigma, chain, gram)
-        budget = cg_iters if method != "cg" or cg_iters is not None else _budget(operator, size, gram, c, w, tol)
-        steps.append(StepPlan(k_x, k_e, (1 - a_s) / math.sqrt(1 - a_t), c, w, budget))
+        truncated = method == "cg" and cg_iters is None and step_iters is not None and a_s < 1
+        if method != "cg" or cg_iters is not None:
+            budget = cg_iters
+        else:
+            budget = step_iters if truncated else _budget(operator, size, gram, c, w, tol)
+        steps.append(StepPlan(k_x, k_e, (1 - a_s) / math.sqrt(1 - a_t), c, w, budget, truncated))
     return steps
 
 
@@ -226,10 +245,22 @@ def _posterior_step(operator: Any, step: StepPlan, x_t: torch.Tensor, eps: torch
     """x_s = Λ⁻¹(c m + w Aᵀ(y_s − b_s) + √c e₁ + √w Aᵀe₂) for one planned step (no host sync)."""
     c, w = step.c, step.w
     mean = step.k_x * x_t + step.k_e * eps
-    target = y_s + step.k_b * operator.A(eps)  # y_s − b_s
     if method == "diagonal":
+        target = y_s + step.k_b * operator.A(eps)  # y_s − b_s
         noise = None if e1 is None else (e1, e2)
         return diagonal_posterior_step(mean, c, diag, target, w, noise=noise, backend=backend, check=False), None
+    if step.truncated:  # Λ δ = √c e₁ + w Aᵀ(y_s − b_s − A m + e₂/√w), x_s = m + δ (module docstring)
+        data = y_s + operator.A(step.k_b * eps - mean)
+        if e1 is None:
+            rhs = w * operator.A_adjoint(data)
+        else:
+            rhs = math.sqrt(c) * e1 + w * operator.A_adjoint(data + e2 / math.sqrt(w))
+        gram = getattr(operator, "gram", None) or (lambda v: operator.A_adjoint(operator.A(v)))
+        tol = _default_tol(x_t.dtype) if cg_tol is None else cg_tol
+        out = batched_cg(gram, rhs, c, w, max_iters=step.cg_iters, tol=tol, backend=backend, true_residual=False)
+        info = SolveInfo("cg", out.iterations, out.residual, out.converged) if want_info else None
+        return mean + out.x, info
+    target = y_s + step.k_b * operator.A(eps)  # y_s − b_s
     if e1 is None:
         rhs = c * mean + w * operator.A_adjoint(target)
     else:  # c m + √c e₁ + w Aᵀ(t + e₂/√w)
@@ -290,11 +321,12 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         sigma: σ > 0, the noise std in [-1, 1] units (or a ``GaussianNoise``).
         coupling: ``"reverse"`` | ``"forward"``; chain: ``"none"`` | ``"operator"`` | ``"markov"`` | ``"fresh"``.
         eta: η ∈ (0, 1] of the reverse kernel (ignored by the forward coupling).
-        solver: ``"auto"`` | ``"exact"`` | ``"cg"`` | :class:`CG` ``(iters, tol)`` (CG with its budget).
+        solver: ``"auto"`` | ``"exact"`` | ``"cg"`` | :class:`CG` ``(iters, tol, step_iters)`` (CG with its budget).
         last_step: ``"mean"`` (default) returns the last step's posterior mean; ``"sample"`` draws from it.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖A x_s − y‖, with CG
-        "cg_iterations", "cg_residual", "cg_converged" (N, B), "timesteps": (N,), "final_residual" (B,)
+        "cg_iterations", "cg_residual", "cg_converged" (N, B) (a truncated step's residual is the recursion's,
+        relative to its correction's right-hand side), "timesteps": (N,), "final_residual" (B,)
         ‖A x − y‖/√m and "data_consistency" (B,) that over σ}.
     """
     sigma = check_sigma(sigma)
@@ -307,7 +339,7 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     eta = check_number("eta", eta, 0.0, 1.0)
     if coupling == "reverse" and eta == 0:
         raise ValueError("eta must be > 0 for coupling='reverse' (its prior precision is 1/σ_η²)")
-    cg_iters, cg_tol = (solver.iters, solver.tol) if isinstance(solver, CG) else (None, None)
+    cg = solver if isinstance(solver, CG) else CG()
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     shape = check_problem(operator, y, sampling.x_T)
     method = _choose_method(solver, operator)
@@ -323,10 +355,12 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         measurements = MeasurementChain(loop.x, "markov", loop.alpha_t[0], generator)
     else:
         measurements = None
+    cg_tol = cg.tol
     tol = _default_tol(y.dtype) if cg_tol is None else cg_tol
     gram = gram_bound(operator, shape[-2:])
-    steps = plan(operator, tuple(shape[-2:]), gram, list(zip(loop.alpha_t, loop.alpha_s)), sigma=sigma, coupling=coupling, eta=eta, chain=chain,
-                 method=method, cg_iters=cg_iters, tol=tol)
+    steps = plan(operator, tuple(shape[-2:]), gram, list(zip(loop.alpha_t, loop.alpha_s)), sigma=sigma,
+                 coupling=coupling, eta=eta, chain=chain, method=method, cg_iters=cg.iters, tol=tol,
+                 step_iters=cg.step_iters)
     _check_solvable(sigma, y.dtype, method, gram, [(p.c, p.w) for p in steps])
     info = Diagnostics(sampling.return_info)
     converged = torch.ones(shape[0], dtype=torch.bool, device=y.device)
@@ -349,10 +383,11 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             # 4. x_s from the step's Gaussian posterior (diagonal kernel, exact solve or CG)
             x, sinfo = _posterior_step(operator, steps[i], x, eps, y_s, e1, e2, method=method, diag=diag,
                                        cg_tol=cg_tol, want_info=method == "cg", backend=backend)
-            # 5. diagnostics, without a host sync
+            # 5. diagnostics, without a host sync (a truncated step is not meant to reach tol)
             if sinfo is not None:
-                converged &= sinfo.converged
-                worst = torch.maximum(worst, sinfo.residual)
+                if not steps[i].truncated:
+                    converged &= sinfo.converged
+                    worst = torch.maximum(worst, sinfo.residual)
                 info.add("cg_iterations", sinfo.iterations)
                 info.add("cg_residual", sinfo.residual)
                 info.add("cg_converged", sinfo.converged)
@@ -362,11 +397,11 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                 loop.record(i, x, None)
     x = loop.finish(x)
     if method == "cg" and not bool(converged.all()):  # one sync, after the loop
-        most = max(p.cg_iters or 0 for p in steps)
+        most = max(p.cg_iters or 0 for p in steps if not p.truncated)
         warnings.warn(CGNotConvergedWarning(
             f"cdps: CG did not reach tol at some steps for {int((~converged).sum())} of {shape[0]} samples "
             f"(worst relative residual {float(worst.max()):.2e} after iters={most}"
-            f"{'' if cg_iters else ', the largest budget sized from κ'}); raise the budget with solver=CG(iters=...) "
+            f"{'' if cg.iters else ', the largest budget sized from κ'}); raise the budget with solver=CG(iters=...) "
             "or use an operator with an exact solve"), stacklevel=3)
     if sampling.return_info:
         return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma)
