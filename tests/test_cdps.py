@@ -141,7 +141,7 @@ def test_exact_and_cg_paths_agree_to_cg_tolerance(coupling):
     prior = smooth_prior(1, 6, 7)
     op = GaussianBlur(3, 0.7)  # separable reflect blur: exact per-axis SVD solve
     y = op.A(torch.randn(2, 1, 6, 7, generator=gen(1), dtype=D))
-    kw = dict(steps=6, sigma=0.05, coupling=coupling, generator=None)
+    kw = dict(steps=6, sigma=0.05, coupling=coupling, generator=None, last_step="mean")
     a, ia = cdps(prior, op, y, **{**kw, "generator": gen(3)}, solver="exact", return_info=True)
     b, ib = cdps(prior, op, y, **{**kw, "generator": gen(3)}, solver=CG(100, 1e-10),
                  return_info=True)
@@ -309,23 +309,29 @@ def test_none_chain_caps_kappa_and_motion_blur_cg_converges():
     assert x.dtype == torch.float32 and bool(torch.isfinite(x).all())
 
 
-def test_last_step_mean_is_the_noise_free_last_step():
-    """last_step="mean" (default): the last step is cdps_step without e₁, e₂; "sample" draws around it."""
+def test_last_steps_denoise_mean_and_sample():
+    """last_step="denoise" (default) returns Tweedie's x̂0 of the last step; "mean" is cdps_step without e₁, e₂;
+    "sample" draws around it; all three share the loop before the last step."""
     from diffsolve.solvers._loop import select_schedule
 
     prior = smooth_prior(*SHAPE)
     op = SuperResolution(2, input_size=SHAPE[1:])
     y = measure(op, batch=2)
     seen = {}
-    mean = cdps(prior, op, y, steps=4, sigma=0.05, generator=gen(5), callback=lambda i, t, x, _: seen.update({i: x}))
+    kw = dict(steps=4, sigma=0.05, generator=gen(5))
+    denoised = cdps(prior, op, y, **kw, callback=lambda i, t, x, _: seen.update({i: x}))
+    mean = cdps(prior, op, y, steps=4, sigma=0.05, generator=gen(5), last_step="mean")
     schedule = select_schedule(prior, 4)
     a_t, t = float(schedule.alpha_t[3]), int(schedule.timesteps[3])
     assert float(schedule.alpha_s[3]) == 1.0
     eps = prior(seen[2], torch.full((2,), t))
+    torch.testing.assert_close(denoised, (seen[2] - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t), rtol=1e-10, atol=1e-12)
     expect, _ = cdps_step(op, seen[2], eps, y, a_t, 1.0, sigma=0.05, e1=None, e2=None, chain="none")
     torch.testing.assert_close(mean, expect, rtol=1e-10, atol=1e-12)
     sample = cdps(prior, op, y, steps=4, sigma=0.05, generator=gen(5), last_step="sample")
-    assert not torch.allclose(mean, sample)
+    assert not torch.allclose(mean, sample) and not torch.allclose(mean, denoised)
+    with pytest.raises(ValueError, match="last_step"):
+        cdps(prior, op, y, steps=4, sigma=0.05, last_step="tweedie")
 
 
 def test_sigma_beyond_the_dtype_is_refused_before_the_loop():
@@ -361,7 +367,9 @@ def test_default_cg_truncates_the_steps_before_the_last():
                                                                                           dtype=D)).float()
     with __import__("warnings").catch_warnings():
         __import__("warnings").simplefilter("error", CGNotConvergedWarning)
-        x, info = cdps(prior, op, y, steps=6, sigma=0.05, generator=gen(0), return_info=True)
+        x, info = cdps(prior, op, y, steps=6, sigma=0.05, generator=gen(0), last_step="mean", return_info=True)
+        _, default = cdps(prior, op, y, steps=6, sigma=0.05, generator=gen(0), return_info=True)
+    assert default["cg_iterations"].shape == (5, 2)  # the "denoise" last step solves nothing
     its = info["cg_iterations"]
     assert bool((its[:-1] <= STEP_CG_ITERS).all()) and bool((its[:-1] >= 1).all())
     assert bool(info["cg_converged"][-1].all()) and bool((info["cg_residual"][-1] <= 1e-5).all())
