@@ -124,3 +124,12 @@ def test_return_info_data_consistency():
     torch.testing.assert_close(info["data_consistency"], final / 0.05)
     _, info0 = ddrm(prior, op, y, steps=4, sigma=0.0, return_info=True)
     assert "data_consistency" not in info0 and info0["final_residual"].shape == (2,)
+
+
+@pytest.mark.parametrize("op", [GaussianBlur(5, 1.0), Blur(torch.rand(3, 3, dtype=torch.float64), "circular"),
+                                SuperResolution(2, "bicubic"), SuperResolution(2, "average")])
+def test_svd_is_built_once_per_size(op):
+    """DDRM/DDNM+ ask for the SVD on every call: it is kept per size, shared with ``with_backend`` copies."""
+    first = op.svd((8, 10))
+    assert op.svd((8, 10)) is first and op.with_backend("torch").svd((8, 10)) is first
+    assert op.svd((10, 8)) is not first

@@ -224,16 +224,21 @@ class Blur(LinearOperator):
 
     def svd(self, size: tuple[int, int]) -> "object":
         """A = U S Vᵀ for images of ``size`` (``operators.svd``: KroneckerSVD for separable kernels, FourierSVD
-        for circular boundaries; DDRM); ValueError for a dense kernel with another boundary."""
+        for circular boundaries; DDRM), built once per size and kept; ValueError for a dense kernel with another
+        boundary."""
         from .svd import SUPPORTED, FourierSVD, KroneckerSVD
 
         self._check_input(torch.zeros(1, 1, *size))
+        cache = self.__dict__.setdefault("_svds", {})  # built once per size: two float64 SVDs at 256²
+        if tuple(size) in cache:
+            return cache[tuple(size)]
         if self.taps is not None:
-            return KroneckerSVD(correlation_matrix(self.taps[0], size[0], self.boundary),
-                                correlation_matrix(self.taps[1], size[1], self.boundary))
+            out = KroneckerSVD(correlation_matrix(self.taps[0], size[0], self.boundary),
+                               correlation_matrix(self.taps[1], size[1], self.boundary))
+            return cache.setdefault(tuple(size), out)
         if self.boundary == "circular":
             half = wrapped_kernel_spectrum(self.kernel, *size)
-            return FourierSVD(torch.fft.fft2(torch.fft.irfft2(half, s=tuple(size))))
+            return cache.setdefault(tuple(size), FourierSVD(torch.fft.fft2(torch.fft.irfft2(half, s=tuple(size)))))
         raise ValueError(f"{self!r} has no cheap SVD (a dense kernel with boundary={self.boundary!r}); supported: "
                          f"{'; '.join(SUPPORTED)}. Use boundary='circular' or a separable kernel")
 

@@ -127,13 +127,16 @@ class SuperResolution(LinearOperator):
         return kron_apply(y, p_h, p_w)
 
     def svd(self, size: tuple[int, int]) -> "object":
-        """A = U S Vᵀ for images of ``size`` (``operators.svd``: BlockMeanSVD / KroneckerSVD; DDRM)."""
+        """A = U S Vᵀ for images of ``size`` (``operators.svd``: BlockMeanSVD / KroneckerSVD; DDRM), built once per
+        size and kept."""
         from .svd import BlockMeanSVD, KroneckerSVD
 
         self._check_input(torch.zeros(1, 1, *size))
-        if self.kernel == "average":
-            return BlockMeanSVD(self.factor)
-        return KroneckerSVD(bicubic_matrix(size[0], self.factor), bicubic_matrix(size[1], self.factor))
+        cache = self.__dict__.setdefault("_svds", {})  # built once per size and kept
+        if tuple(size) not in cache:
+            cache[tuple(size)] = BlockMeanSVD(self.factor) if self.kernel == "average" else KroneckerSVD(
+                bicubic_matrix(size[0], self.factor), bicubic_matrix(size[1], self.factor))
+        return cache[tuple(size)]
 
     def __repr__(self) -> str:
         return f"SuperResolution(factor={self.factor}, kernel={self.kernel!r}, input_size={self.input_size})"
