@@ -1,13 +1,14 @@
 """C-DPS on operators without an exact solve: truncated steps (the default) against steps solved to tol.
 
 Not a test. Three parts, each against ``CG(step_iters=None)`` (every step solved to tol, preconditioned, the
-previous default) and ``CG(step_iters=k)`` (every step before the last: k plain CG iterations from δ = 0):
+previous default) and ``CG(step_iters=k)`` (every step before the last: k plain CG iterations from δ = 0;
+the default k = ⌈90/N⌉):
 
 - ``cost``: per-step cost beyond DDIM at B×3×256² (default B = 4), cheap ε-model (bench_dps's), motion
-  blur (61, reflect), ``--cost-steps`` steps, η = 1 as C-DPS's default; MPGD (no projection, its default
+  blur (61, reflect), ``--cost-steps`` steps (default 30: k = 3), η = 1 as C-DPS's default; MPGD (no projection, its default
   σ rule) in the same run, methods interleaved, best of ``--repeat``; ratio to MPGD's cost beyond DDIM.
 - ``photos``: the held-out photos (``diffsolve.data.HELDOUT``) with the demo's motion blur at 64², 128²,
-  256², σ = 0.05, the shipped ``patches`` model, N ∈ {10, 30, 100} (256²: 30 only), the default last step:
+  256², σ = 0.05, the shipped ``patches`` model, N ∈ {10, 20, 30, 50, 100} (256²: 30 only), the default last step:
   PSNR, SSIM, data consistency ‖A x̂ − y‖/(σ√m) per k.
 - ``posterior``: bench_posterior's exact Gaussian prior, 16², motion blur, 128 draws: mean gap to the
   exact posterior mean and trace ratio, ``last_step`` "denoise" (default) and "sample", N ∈ {20, 50, 100}.
@@ -35,8 +36,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_dps import RESULTS, _best, _cheap_model, _machine, _operator  # noqa: E402
 
-VARIANTS = {"solved to tol": dict(step_iters=None), "k=2": dict(step_iters=2), "k=3 (default)": dict(step_iters=3),
-            "k=4": dict(step_iters=4)}
+VARIANTS = {"solved to tol": dict(step_iters=None), "k=2": dict(step_iters=2), "k=3": dict(step_iters=3),
+            "k=⌈90/N⌉ (default)": dict(step_iters="auto")}
 SIGMA = 0.05
 
 
@@ -55,7 +56,7 @@ def run_cost(batch: int, steps: int, repeat: int) -> dict:
     y = op.A(x) + SIGMA * torch.randn(op.A(x).shape, generator=torch.Generator().manual_seed(1))
     runs = {"ddim": lambda: ddim(den, (batch, 3, 256, 256), steps=steps, generator=torch.Generator().manual_seed(2)),
             "mpgd": lambda: mpgd(den, op, y, steps=steps, sigma=SIGMA, generator=torch.Generator().manual_seed(2))}
-    for name in ("solved to tol", "k=3 (default)"):
+    for name in ("solved to tol", "k=⌈90/N⌉ (default)"):
         fn = _cdps(name)
         runs[f"cdps {name}"] = lambda fn=fn: fn(den, op, y, steps=steps, sigma=SIGMA,
                                                 generator=torch.Generator().manual_seed(2))
@@ -83,7 +84,7 @@ def run_photos() -> list[dict]:
 
     model = load_default("patches")
     rows = []
-    for size, step_list in ((64, (10, 30, 100)), (128, (10, 30, 100)), (256, (30,))):
+    for size, step_list in ((64, (10, 20, 30, 50, 100)), (128, (10, 20, 30, 50, 100)), (256, (30,))):
         x = torch.stack([photo(name, size=size) for name in HELDOUT])
         op = make_operator("motion_blur", (size, size))
         y = measure(op, x, seed=size)
@@ -170,7 +171,7 @@ def _mean(v: list[float]) -> float:
 def render(res: dict) -> str:
     lines = ["# C-DPS without an exact solve: truncated steps against steps solved to tol", "",
              f"`python benchmarks/bench_cdps_truncated.py` — {res['machine']}.", "",
-             "Truncated (`CG(step_iters=k)`, k = 3 the default): every step before the last takes k plain CG "
+             "Truncated (`CG(step_iters=k)`, the default k = ⌈90/N⌉): every step before the last takes k plain CG "
              "iterations on Λ δ = √c e₁ + w Aᵀ(y_s − b_s − A m + e₂/√w) from δ = 0; the last step is solved to tol. "
              "Solved to tol (`CG(step_iters=None)`, the previous default): every step warm-started at m, circulant "
              "preconditioner, calibrated budget to 1e-5.", ""]
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--parts", nargs="+", default=["cost", "photos", "posterior", "last"],
                    choices=["cost", "photos", "posterior", "last"])
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--cost-steps", type=int, default=10)
+    p.add_argument("--cost-steps", type=int, default=30)
     p.add_argument("--repeat", type=int, default=2)
     args = p.parse_args(argv)
     res: dict = {"machine": _machine()}

@@ -24,12 +24,13 @@ with a coupling y_s | x_s ~ N(A x_s + b_s, Σ_s I), b_s = (1−ᾱ_s) A ŝ, ŝ =
   drawn independently per step.
 - ``solver``: ``"auto"`` — the fused elementwise kernel where the operator declares
   ``structure == "diagonal"``, else its exact solve, else batched CG (:class:`CG`). CG, every step but the
-  last: the correction δ = x_s − m from ``step_iters`` (default :data:`STEP_CG_ITERS`) plain CG iterations
-  started at δ = 0, i.e. Λ δ = √c e₁ + w Aᵀ(y_s − b_s − A m + e₂/√w) solved in the Krylov space of degree 3
-  (one A, one Aᵀ and three AᵀA products a step). Truncated, not converged, on purpose: the coupling's Σ_s
-  leaves out the prior's own uncertainty (1−ᾱ_s) A Cov[ε | x_s] Aᵀ, so the converged step over-weights y,
-  and the measured truncated step is both ~15× cheaper on a 256² motion blur and closer to the exact
-  posterior (benchmarks/results/cdps-truncated.md). The last step (the returned mean or draw) is solved to
+  last: the correction δ = x_s − m from k_N = ⌈:data:`RUN_CG_ITERS`/N⌉ plain CG iterations (``step_iters``,
+  "auto") started at δ = 0, i.e. Λ δ = √c e₁ + w Aᵀ(y_s − b_s − A m + e₂/√w) solved in the Krylov space of
+  degree k_N (one A, one Aᵀ and k_N AᵀA products a step; a run's CG work is ~90 AᵀA products whatever N:
+  the step-count rule). Truncated, not converged, on purpose: the coupling's Σ_s leaves out the prior's own
+  uncertainty (1−ᾱ_s) A Cov[ε | x_s] Aᵀ, so the converged step over-weights y; measured on motion blur,
+  the truncated steps are as good or better than converged ones at N = 10…100 and 64²–256² (photos and
+  the exact prior) and ~6× cheaper per step at N = 30 (benchmarks/results/cdps-truncated.md). The last step (the returned mean or draw) is solved to
   ``tol`` from m with the operator's preconditioner and a budget sized on the host (:func:`cg_budget`; no
   host sync in the loop; non-convergence reported once at the end, :class:`CGNotConvergedWarning`, and per
   step in ``return_info``); ``CG(step_iters=None)`` solves every step that way, ``CG(iters=k)`` gives every
@@ -54,7 +55,7 @@ from ..operators.base import SolveInfo, _default_tol
 from ._inverse import Diagnostics, check_problem, check_sigma, route
 from ._loop import Sampling, _draw, check_number, prepare, takes_sampling
 
-__all__ = ["CHAINS", "LAST_STEPS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_MAX_ITERS", "STEP_CG_ITERS", "SOLVERS", "CG", "CGNotConvergedWarning",
+__all__ = ["CHAINS", "LAST_STEPS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_MAX_ITERS", "RUN_CG_ITERS", "SOLVERS", "CG", "CGNotConvergedWarning",
            "KAPPA_MAX", "MeasurementChain", "StepPlan", "cdps", "cdps_step", "cg_budget", "coupling_variance",
            "gram_bound", "plan", "precisions", "transition"]
 
@@ -66,30 +67,40 @@ LAST_STEPS = ("denoise", "mean", "sample")
 CG_DEFAULT_ITERS = 100
 #: Cap on the κ-sized CG budget of one step.
 CG_MAX_ITERS = 1000
-#: CG iterations of each step before the last (module docstring, ``CG.step_iters``).
-STEP_CG_ITERS = 3
+#: CG iterations of a whole run's steps before the last: k_N = ⌈RUN_CG_ITERS/N⌉ each (module docstring).
+RUN_CG_ITERS = 90
 
 
 @dataclass(frozen=True)
 class CG:
     """``solver=CG(iters, tol, step_iters)``: batched CG with its budget, checked when built (module docstring).
-    ``step_iters``: plain CG iterations of every step before the last (truncated, from δ = 0), or None: those
-    steps are solved to ``tol`` like the last; ``iters``: the budget of the steps solved to ``tol`` (None: sized
-    per step, :func:`cg_budget`), or, given, of every step (``step_iters`` then unused); ``tol``: relative
-    residual (None: 1e-5 float32, 1e-10 float64). ``solver="cg"`` is ``CG()``."""
+    ``step_iters``: plain CG iterations of every step before the last (truncated, from δ = 0): ``"auto"``
+    ⌈RUN_CG_ITERS/N⌉ for N steps, an int, or None: those steps are solved to ``tol`` like the last;
+    ``iters``: the budget of the steps solved to ``tol`` (None: sized per step, :func:`cg_budget`), or, given,
+    of every step (``step_iters`` then unused); ``tol``: relative residual (None: 1e-5 float32, 1e-10
+    float64). ``solver="cg"`` is ``CG()``."""
 
     iters: int | None = None
     tol: float | None = None
-    step_iters: int | None = STEP_CG_ITERS
+    step_iters: int | str | None = "auto"
 
     def __post_init__(self) -> None:
         for name in ("iters", "step_iters"):
             value = getattr(self, name)
+            if name == "step_iters" and value == "auto":
+                continue
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be None or a positive int (CG iterations), got {value!r}")
+                allowed = "'auto', None or a positive int" if name == "step_iters" else "None or a positive int"
+                raise ValueError(f"{name} must be {allowed} (CG iterations), got {value!r}")
         if self.tol is not None and check_number("tol", self.tol, 0.0) == 0:
             raise ValueError("tol must be > 0 (the relative residual CG stops at), got 0; leave it None for the "
                              "dtype's default (1e-5 float32, 1e-10 float64)")
+
+    def steps_before_last(self, steps: int) -> int | None:
+        """The CG iterations of each step before the last in an N = ``steps`` run (None: solved to tol)."""
+        if self.step_iters == "auto":
+            return max(1, math.ceil(RUN_CG_ITERS / steps))
+        return self.step_iters
 
 
 class CGNotConvergedWarning(RuntimeWarning):
@@ -364,7 +375,7 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     gram = gram_bound(operator, shape[-2:])
     steps = plan(operator, tuple(shape[-2:]), gram, list(zip(loop.alpha_t, loop.alpha_s)), sigma=sigma,
                  coupling=coupling, eta=eta, chain=chain, method=method, cg_iters=cg.iters, tol=tol,
-                 step_iters=cg.step_iters)
+                 step_iters=cg.steps_before_last(len(loop.alpha_t)))
     _check_solvable(sigma, y.dtype, method, gram, [(p.c, p.w) for p in steps])
     info = Diagnostics(sampling.return_info)
     converged = torch.ones(shape[0], dtype=torch.bool, device=y.device)
