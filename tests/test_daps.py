@@ -7,7 +7,8 @@ import torch
 
 from diffsolve.models import GaussianPrior
 from diffsolve.operators import GaussianBlur, Inpainting, SuperResolution
-from diffsolve.solvers.daps import daps, edm_sigmas
+from diffsolve.solvers import daps as daps_module
+from diffsolve.solvers.daps import daps, edm_sigmas, langevin_rates
 
 D = torch.float64
 
@@ -106,8 +107,8 @@ def test_default_levels_fit(steps):
 
 
 def test_default_step_scale_free():
-    """The default step is a fixed fraction of each level's stability bound, so a 1/16-scale operator (SR x4)
-    fits y as closely as a unit-scale one: data consistency near 1 on the exact prior."""
+    """The default step (a fraction of each level's stability bound under the noise budget, τ = σ/4) fits y
+    with a 1/16-scale operator (SR x4) as with a unit-scale one: data consistency near 1 on the exact prior."""
     prior = _prior((1, 8, 8))
     for op in (SuperResolution(4, "average"), Inpainting.random((8, 8), 0.5)):
         _, y = _problem(op, prior, 0.05, 8)
@@ -115,3 +116,45 @@ def test_default_step_scale_free():
                        generator=torch.Generator().manual_seed(3))
         dc = info["data_consistency"]
         assert bool((dc > 0.3).all()) and bool((dc < 2.0).all()), dc
+
+
+@pytest.mark.parametrize("steps", [20, 50])
+def test_default_rates_noise_budget(steps):
+    """Every level's K default steps add variance 2Kη_i <= c·σ_{i+1}² in a direction the target barely pins and
+    stay within f of the stability bound, for SR x4's ||AᵀA|| = 1/16 as for a blur's 1. The old rule (the
+    stability term alone, τ = σ) let SR x4's null space diffuse 16 times farther than a blur's, up to ~0.8."""
+    levels, sigma, k = edm_sigmas(100.0, 0.01, steps), 0.05, 100
+    tau = daps_module.LIKELIHOOD_RATIO * sigma
+    nxt = levels[1:] + levels[-1:]
+    for gram in (1 / 16, 1.0):
+        rates = langevin_rates(levels, gram, tau, k)
+        for r, s, eta in zip(levels, nxt, rates):
+            assert 2 * k * eta <= daps_module.NOISE_BUDGET * s**2 * (1 + 1e-12)
+            assert eta * (1 / r**2 + gram / tau**2) <= 2 * daps_module.LANGEVIN_FRACTION * (1 + 1e-12)
+
+    def old_spread(gram):
+        return max(2 * k * daps_module.LANGEVIN_FRACTION * 2 / (1 / r**2 + gram / sigma**2) for r in levels)
+
+    assert old_spread(1 / 16) == pytest.approx(16 * old_spread(1.0), rel=0.01) and old_spread(1 / 16) > 0.5
+
+
+def test_default_rates_scale_free():
+    """Rescaling the operator and σ together (A -> sA, σ -> sσ: the same problem) leaves the steps unchanged;
+    no image size enters; K enters only through the budget c·σ_{i+1}²/(2K)."""
+    levels = edm_sigmas(100.0, 0.01, 30)
+    base = langevin_rates(levels, 1 / 16, 0.0125, 100)
+    for s in (0.25, 4.0):
+        assert langevin_rates(levels, s**2 / 16, s * 0.0125, 100) == pytest.approx(base, rel=1e-12)
+    half = langevin_rates(levels, 1 / 16, 0.0125, 50)
+    assert all(h <= 2 * b * (1 + 1e-12) and h >= b for h, b in zip(half, base))
+
+
+def test_explicit_lr_keeps_tau_sigma():
+    """A given lr keeps the old likelihood (τ = σ): its stability check still reads σ."""
+    prior, op = _prior(), Inpainting.random((6, 6), 0.5)
+    y = torch.zeros(1, 1, 6, 6, dtype=D)
+    # η (1/r² + L/σ²) with L = 1, 1/σ² = 1e4 (1/r² <= 100): 2e-4 crosses 2, 1.9e-4 does not; with τ = σ/4
+    # (L/τ² = 1.6e5) 1.9e-4 would be unstable too
+    with pytest.raises(ValueError, match="unstable"):
+        daps(prior, op, y, steps=3, sigma=0.01, lr=2e-4)
+    daps(prior, op, y, steps=3, sigma=0.01, lr=1.9e-4, ode_steps=1, langevin_steps=1)

@@ -14,26 +14,38 @@ x_i = √ᾱ_i (x0 + σ_i z):
    σ_i = τ_0 > … > τ_{K−1} ≥ 0.01, then 0 (nearest timesteps). An Euler step of dx^VE/dτ = ε̂ is exactly
    DDIM(η = 0) in VP variables, run by the fused ``ddim_step`` kernel; the last one (to ᾱ = 1) returns x̂0.
    NFE per level = ``ode_steps``.
-2. Langevin on x0 for ``langevin_steps`` steps, target ∝ exp(−‖x0 − x̂0‖²/(2 r_i²) − ‖y − A x0‖²/(2σ²)), r_i = σ_i:
+2. Langevin on x0 for ``langevin_steps`` = K steps, target ∝ exp(−‖x0 − x̂0‖²/(2 r_i²) − ‖y − A x0‖²/(2τ²)),
+   r_i = σ_i (the paper's Gaussian p(x0 | x_i)):
 
-       x0 ← x0 − η_i [(x0 − x̂0)/r_i² + Aᵀ(A x0 − y)/σ²] + √(2η_i) z,   z ~ N(0, I),   x0 starts at x̂0,
+       x0 ← x0 − η_i [(x0 − x̂0)/r_i² + Aᵀ(A x0 − y)/τ²] + √(2η_i) z,   z ~ N(0, I),   x0 starts at x̂0,
 
-   Default step (``lr=None``): η_i = f · 2/(1/r_i² + L/σ²), f = ``LANGEVIN_FRACTION``, L ≥ ‖AᵀA‖ (the
-   operator's ``gram_norm_bound``, else power iteration before the loop): a fixed fraction of the stability
-   bound of the level's target, so every direction whose curvature is within 1/f of the largest one relaxes
-   at the same rate per step whatever the image size, operator scale ‖AᵀA‖, σ or N; ULA's variance
-   inflation in the stiffest direction is 1/(1 − f). A given ``lr``: η_i = lr·(1 + (i/N)(lr_min_ratio − 1))
-   (the reference code's linear decay to lr·lr_min_ratio; a fixed per-pixel step, so it fits y loosely
-   where L/σ² is small). Plain torch ops: no fused kernel has this form (``mpgd_step``/``ddim_step`` start
-   from x̂0 of a noisy x_t, ᾱ_t < 1).
+   Default step (``lr=None``), with τ = κσ, κ = ``LIKELIHOOD_RATIO`` = 1/4, L ≥ ‖AᵀA‖ (the operator's
+   ``gram_norm_bound``, else power iteration before the loop):
+
+       η_i = min(f · 2/(1/r_i² + L/τ²),  c · σ_{i+1}²/(2K)),   f = ``LANGEVIN_FRACTION``, c = ``NOISE_BUDGET`` = 1/4
+
+   (σ_N := σ_{N−1} for the last level). The first term is a fixed fraction of the level's stability bound
+   (ULA's variance inflation in the stiffest direction ≤ 1/(1 − f)). The second is the noise budget: in a
+   direction the target barely constrains (the null space of A, weak blur frequencies) K steps add
+   variance ≈ 2Kη_i, which step 3 passes to the next level on top of its σ_{i+1}² — so the ODE there sees
+   noise ≤ √(1 + c) σ_{i+1}, not the ≈ √(σ_i² + σ_{i+1}²) of a fully relaxed r_i = σ_i Gaussian. Without
+   it the stability term alone lets this variance reach min(r_i², 4fK σ²/L) for r_i above σ/√L: for SR×4
+   (L ≈ 1/16) up to 0.8 at σ = 0.05, 16 times a blur's (L ≈ 1), and the excess survives as texture
+   (daps-defaults.md, SR×4). τ < σ (the reference code: τ = 0.01 for σ = 0.05 data, κ = 1/5) stiffens the
+   data directions by 1/κ², so they relax within the budget; with κ = 1/4 the result's ‖A x̂ − y‖/(σ√m)
+   stays ≈ 1. Both terms depend only on the levels σ_i, K, L/σ² and the two ratios κ, c: rescaling A and σ
+   together leaves η_i unchanged, no image size enters, and N only through the levels.
+   A given ``lr``: τ = σ, η_i = lr·(1 + (i/N)(lr_min_ratio − 1)) (the reference code's linear decay to
+   lr·lr_min_ratio; a fixed per-pixel step, so it fits y loosely where L/σ² is small). Plain torch ops: no
+   fused kernel has this form (``mpgd_step``/``ddim_step`` start from x̂0 of a noisy x_t, ᾱ_t < 1).
 3. x_{i+1} = √ᾱ_{i+1} x0 + √(1−ᾱ_{i+1}) z (plain torch ops); after the last level the result is x0.
 
 Defaults: 5 ODE steps and 100 Langevin steps per level (the paper's pixel-space DAPS-1K), the step rule
-above. Stability, max_i η_i (1/r_i² + L/σ²) < 2, is checked before the loop (it holds for the default rule by
-construction). The likelihood uses the given σ (the reference code's configs use a separate τ = 0.01 for
-σ = 0.05 data). All step sizes are host floats fixed before the loop; every draw comes from
+above. Stability, max_i η_i (1/r_i² + L/τ²) < 2, is checked before the loop (it holds for the default rule by
+construction). All step sizes are host floats fixed before the loop; every draw comes from
 ``sampling.generator`` (a list keeps samples independent of their batch); ``noise_source="kernel"`` is not
-supported. Results: benchmarks/results/ (daps-defaults.md: the step rule and σ_min against the old defaults).
+supported. Results: benchmarks/results/ (daps-defaults.md: the step rule, σ_min and
+the noise budget against the old defaults; benchmarks/bench_daps_sr.py).
 """
 
 from __future__ import annotations
@@ -50,12 +62,16 @@ from ._inverse import Diagnostics, check_problem, check_sigma, route
 from ._loop import Sampling, _draw, check_number, check_steps, prepare, takes_sampling
 from .mpgd import operator_gain
 
-__all__ = ["daps", "edm_sigmas", "nearest_timesteps"]
+__all__ = ["daps", "edm_sigmas", "langevin_rates", "nearest_timesteps"]
 
 SIGMA_MAX, SIGMA_MIN, ODE_SIGMA_MIN, RHO = 100.0, 0.01, 0.01, 7.0
 PAPER_SIGMA_MIN = 0.1  #: the default σ_min with a given ``lr`` (the paper's, which its per-pixel lr is tuned to)
-#: the default Langevin step: this fraction of the stability bound 2/(1/r_i² + L/σ²) at every level
+#: the default Langevin step is at most this fraction of the stability bound 2/(1/r_i² + L/τ²) at every level
 LANGEVIN_FRACTION = 0.05
+#: ... and at most c·σ_{i+1}²/(2K): K steps add variance ≤ c·σ_{i+1}² where the target barely constrains x0
+NOISE_BUDGET = 0.25
+#: the default Langevin likelihood's std τ = this · σ (the reference code: τ = 0.01 for σ = 0.05 data, 0.2)
+LIKELIHOOD_RATIO = 0.25
 
 
 def edm_sigmas(sigma_max: float, sigma_min: float, n: int, rho: float = RHO) -> list[float]:
@@ -64,6 +80,15 @@ def edm_sigmas(sigma_max: float, sigma_min: float, n: int, rho: float = RHO) -> 
         return [sigma_max]
     a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
     return [(a + k / (n - 1) * (b - a)) ** rho for k in range(n)]
+
+
+def langevin_rates(level_sigmas: list[float], gram: float, tau: float, langevin_steps: int) -> list[float]:
+    """The default step η_i = min(f·2/(1/σ_i² + L/τ²), c·σ_{i+1}²/(2K)) per level (module docstring, step 2; σ_N :=
+    σ_{N−1}); ``level_sigmas`` σ_0 > … > σ_{N−1}, ``gram`` L ≥ ‖AᵀA‖, ``tau`` the likelihood std, K ≥ 0."""
+    nxt = list(level_sigmas[1:]) + list(level_sigmas[-1:])
+    k = max(langevin_steps, 1)
+    return [min(LANGEVIN_FRACTION * 2 / (1 / r**2 + gram / tau**2), NOISE_BUDGET * s**2 / (2 * k))
+            for r, s in zip(level_sigmas, nxt)]
 
 
 def nearest_timesteps(table_sigmas: torch.Tensor, sigmas: list[float]) -> list[int]:
@@ -109,8 +134,9 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             σ_min rises where N levels do not fit).
         sigma: σ > 0, the measurement noise std in [-1, 1] units (or a ``GaussianNoise``).
         ode_steps: Euler steps of the probability-flow ODE per level (≥ 1); langevin_steps: Langevin steps per
-            level (≥ 0); lr: None (η_i a fixed fraction of each level's stability bound) or η_0 > 0, a fixed
-            per-pixel Langevin step size; lr_min_ratio: η_{N} / η_0 ∈ (0, 1] (only with a given ``lr``).
+            level (≥ 0); lr: None (the default rule: τ = σ/4, η_i the smaller of a fraction of each level's
+            stability bound and the noise budget) or η_0 > 0, a fixed per-pixel Langevin step size (τ = σ);
+            lr_min_ratio: η_{N} / η_0 ∈ (0, 1] (only with a given ``lr``).
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ of each level's ODE
         estimate, "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, "data_consistency": (B,) that over σ}.
@@ -161,9 +187,10 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     device = y.device
     sub_t_dev = torch.tensor(sub_t, dtype=torch.int64, device=device)  # (N, K)
     gram = operator_gain(operator, y.new_zeros(shape[1:]).unsqueeze(0))  # L >= ||A^T A|| (host float)
-    stiff = [1 / r**2 + gram / sigma**2 for r in level_sigmas]  # the largest curvature of each level's target
-    if lr is None:
-        rates = [LANGEVIN_FRACTION * 2 / c for c in stiff]
+    tau = sigma * (LIKELIHOOD_RATIO if lr is None else 1.0)  # the Langevin likelihood's std
+    stiff = [1 / r**2 + gram / tau**2 for r in level_sigmas]  # the largest curvature of each level's target
+    if lr is None:  # the default rule: a fraction of the stability bound, capped by the noise budget
+        rates = langevin_rates(level_sigmas, gram, tau, langevin_steps)
     else:
         rates = [lr * (1 + i / n * (lr_min_ratio - 1)) for i in range(n)]
     worst = max(rate * c for rate, c in zip(rates, stiff))
@@ -188,7 +215,7 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             rate, inv_r2 = rates[i], 1 / level_sigmas[i] ** 2
             x0 = x0_hat
             for _ in range(langevin_steps):
-                grad = (x0 - x0_hat) * inv_r2 + operator.A_adjoint(operator.A(x0) - y) / sigma**2
+                grad = (x0 - x0_hat) * inv_r2 + operator.A_adjoint(operator.A(x0) - y) / tau**2
                 x0 = x0 - rate * grad + math.sqrt(2 * rate) * _draw(shape, generator, y.dtype, device)
             # 3. re-noise to the next level (none after the last: the result is x0)
             a_next = loop.alpha_s[i] if i + 1 < n else 1.0
