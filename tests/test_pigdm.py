@@ -84,3 +84,17 @@ def test_bad_inputs():
 
     with pytest.raises(TypeError, match="operator.solve"):
         pigdm(pr, Bare(), y, steps=3, sigma=0.1)
+
+
+def test_operators_without_an_exact_solve_take_cg_iters(monkeypatch):
+    """Step 2 by CG: CG_ITERS iterations a step (the solve's default 200 cost ~90x MPGD on a 256² motion blur)."""
+    from diffsolve.operators import MotionBlur
+    from diffsolve.solvers.pigdm import CG_ITERS
+
+    op = MotionBlur(3, seed=0)
+    seen = []
+    solve = op.solve_unchecked
+    monkeypatch.setattr(op, "solve_unchecked", lambda *a, **k: seen.append(k.get("max_iters")) or solve(*a, **k))
+    y = op.A(torch.randn(2, *SHAPE, generator=gen(3), dtype=D))
+    out = pigdm(prior(), op, y, steps=3, sigma=0.05, generator=gen(1))
+    assert seen == [CG_ITERS] * 3 and bool(torch.isfinite(out).all())

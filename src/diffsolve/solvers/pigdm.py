@@ -8,7 +8,9 @@ paper's r_t² = σ_t²/(1+σ_t²) = 1 − ᾱ_t (the VE σ_t² = (1−ᾱ_t)/ᾱ
     1. r = y − A x̂0                                                     (B, ...)
     2. v = r_t² Aᵀ(σ² I + r_t² AAᵀ)⁻¹ r = r_t² (σ² I + r_t² AᵀA)⁻¹ Aᵀ r      (B, C, H, W), push-through
        identity; ``operator.solve(Aᵀr, shift=σ², scale=r_t²)`` (exact for masks, average pooling, circular /
-       separable blur; CG otherwise). σ = 0: v = A⁺ r (the paper's noiseless h†(y) − h†(h(x̂0))).
+       separable blur; otherwise :data:`CG_ITERS` CG iterations from 0: within 0.02 dB of 200 on motion-blurred
+       photos at 64² and 128², N = 20…100, at a tenth of the cost; results/method-cost.md). σ = 0: v = A⁺ r
+       (the paper's noiseless h†(y) − h†(h(x̂0))).
     3. g = (∂x̂0/∂x_t)ᵀ v, one vector-Jacobian product through the denoiser          (B, C, H, W)
        (g/r_t² is the paper's likelihood score ∇_{x_t} log p(y | x_t), eq. 5 / 8)
     4. x_s = DDIM_η(x_t, ε̂) + √ᾱ_s √ᾱ_t g,  i.e. x̂0 moved to x̂0 + √ᾱ_t g before the DDIM step (the paper's
@@ -32,7 +34,10 @@ from ._inverse import Diagnostics, check_problem, route
 from ._loop import Sampling, check_number, prepare, takes_sampling
 from .diffpir import check_operator_solves, pinv_unchecked, solver_of
 
-__all__ = ["guidance_vector", "pigdm"]
+__all__ = ["CG_ITERS", "guidance_vector", "pigdm"]
+
+#: CG iterations of step 2 where the operator has no exact solve (module docstring).
+CG_ITERS = 20
 
 
 def guidance_vector(operator: Any, resid: torch.Tensor, sigma: float, r2: float, solve: Any = None) -> torch.Tensor:
@@ -41,6 +46,15 @@ def guidance_vector(operator: Any, resid: torch.Tensor, sigma: float, r2: float,
         return pinv_unchecked(operator, resid)
     solve = solver_of(operator) if solve is None else solve
     return r2 * solve(operator.A_adjoint(resid), shift=sigma**2, scale=r2)
+
+
+def _budgeted(operator: Any) -> Any:
+    """``operator.solve_unchecked`` with :data:`CG_ITERS` CG iterations (step 2, no exact solve)."""
+
+    def solve(rhs: torch.Tensor, shift: float, scale: float) -> torch.Tensor:
+        return operator.solve_unchecked(rhs, shift=shift, scale=scale, max_iters=CG_ITERS)
+
+    return solve
 
 
 @takes_sampling
@@ -67,6 +81,8 @@ def pigdm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, 
     check_operator_solves(operator, sigma, "pigdm")
     loop = prepare(denoiser, shape, sampling, like=y, name="pigdm")
     solve = solver_of(operator) if sigma > 0 else None
+    if solve is not None and hasattr(operator, "solve_unchecked") and not getattr(operator, "exact_solve", False):
+        solve = _budgeted(operator)
     info = Diagnostics(sampling.return_info)
     x = loop.x
     for i in loop.steps():
