@@ -14,8 +14,8 @@ with a coupling y_s | x_s ~ N(A x_s + b_s, Σ_s I), b_s = (1−ᾱ_s) A ŝ, ŝ =
   (ᾱ_s = 1) ``last_step="denoise"`` (default) returns Tweedie's x̂0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t, as DDIM and
   DDPM do: y is already in x_t. ``"mean"`` combines N(x̂0, (1−ᾱ_t)/ᾱ_t) with y once more and returns that
   posterior's mean, ``"sample"`` draws from it. (1−ᾱ_t)/ᾱ_t only bounds Cov[x0 | x_t] from above, so "mean"
-  over-trusts y: on inpainting it keeps ~80 % of y's noise on the observed pixels (data consistency
-  0.15–0.2 against 1.0–1.3 for "denoise", same PSNR; results/cdps-truncated.md).
+  over-trusts y: on inpainting it keeps most of y's noise on the observed pixels (measured:
+  benchmarks/results/cdps-truncated.md).
   ``coupling="forward"`` (the paper's literal reading): m = x_t/√α_{t|s}, c = α_{t|s}/β_{t|s}.
 - ``chain``: what y_s is and Σ_s. ``"none"`` (default): y_s = √ᾱ_s y, Σ_s = max(ᾱ_s σ², ‖AᵀA‖/((κ_max−1) c))
   (the floor caps κ(Λ) at :data:`KAPPA_MAX` where the operator bounds ‖AᵀA‖, except at the last step);
@@ -28,13 +28,12 @@ with a coupling y_s | x_s ~ N(A x_s + b_s, Σ_s I), b_s = (1−ᾱ_s) A ŝ, ŝ =
   "auto") started at δ = 0, i.e. Λ δ = √c e₁ + w Aᵀ(y_s − b_s − A m + e₂/√w) solved in the Krylov space of
   degree k_N (one A, one Aᵀ and k_N AᵀA products a step; a run's CG work is ~90 AᵀA products whatever N:
   the step-count rule). Truncated, not converged, on purpose: the coupling's Σ_s leaves out the prior's own
-  uncertainty (1−ᾱ_s) A Cov[ε | x_s] Aᵀ, so the converged step over-weights y; measured on motion blur,
-  the truncated steps are as good or better than converged ones at N = 10…100 and 64²–256² (photos and
-  the exact prior) and ~6× cheaper per step at N = 30 (benchmarks/results/cdps-truncated.md). The last step (the returned mean or draw) is solved to
-  ``tol`` from m with the operator's preconditioner and a budget sized on the host (:func:`cg_budget`; no
-  host sync in the loop; non-convergence reported once at the end, :class:`CGNotConvergedWarning`, and per
-  step in ``return_info``); ``CG(step_iters=None)`` solves every step that way, ``CG(iters=k)`` gives every
-  step k iterations.
+  uncertainty (1−ᾱ_s) A Cov[ε | x_s] Aᵀ, so the converged step over-weights y (photos and the exact prior,
+  N = 10…100, 64²–256², and the cost: benchmarks/results/cdps-truncated.md). A last step that solves
+  (``last_step`` "mean" or "sample") is solved to ``tol`` from m with the operator's preconditioner and a
+  budget sized on the host (:func:`cg_budget`; no host sync in the loop; non-convergence reported once at
+  the end, :class:`CGNotConvergedWarning`, and per step in ``return_info``); ``CG(step_iters=None)`` solves
+  every step that way, ``CG(iters=k)`` gives every step k iterations.
 
 The per-step coefficients (k_x, k_e, c, w, CG budget) are planned once before the loop (:func:`plan`).
 """
