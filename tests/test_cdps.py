@@ -380,3 +380,20 @@ def test_default_cg_truncates_the_steps_before_the_last():
         CG(step_iters="fast")
     assert CG().steps_before_last(30) == 3 and CG().steps_before_last(10) == 9 and CG().steps_before_last(1000) == 1
     assert CG(step_iters=2).steps_before_last(10) == 2 and CG(step_iters=None).steps_before_last(10) is None
+
+
+def test_auto_truncates_before_the_last_step_even_with_an_exact_solve():
+    """"auto" on a separable blur (exact solve): steps before the last by truncated CG, the last ("mean") by the
+    exact solve; "exact" solves every step exactly."""
+    prior = smooth_prior(1, 6, 7)
+    op = GaussianBlur(3, 0.7)
+    y = op.A(torch.randn(2, 1, 6, 7, generator=gen(1), dtype=D))
+    _, auto = cdps(prior, op, y, steps=6, sigma=0.05, generator=gen(3), last_step="mean", return_info=True)
+    _, exact = cdps(prior, op, y, steps=6, sigma=0.05, generator=gen(3), solver="exact", last_step="mean",
+                    return_info=True)
+    assert auto["cg_iterations"].shape == (5, 2) and bool((auto["cg_iterations"] <= 15).all())
+    assert "cg_iterations" not in exact
+    full, _ = cdps(prior, op, y, steps=6, sigma=0.05, generator=gen(3), solver=CG(tol=1e-12, step_iters=500),
+                   last_step="mean", return_info=True)
+    torch.testing.assert_close(full, cdps(prior, op, y, steps=6, sigma=0.05, generator=gen(3), solver="exact",
+                                          last_step="mean"), rtol=0, atol=1e-8)

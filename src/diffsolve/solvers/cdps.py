@@ -23,13 +23,15 @@ with a coupling y_s | x_s ~ N(A x_s + b_s, Σ_s I), b_s = (1−ᾱ_s) A ŝ, ŝ =
   y_s = √ᾱ_s y + u_s, u ~ N(0, (1−ᾱ_s) I) along one chain, Σ_s = ᾱ_s σ² + 1 − ᾱ_s; ``"fresh"``: u_s
   drawn independently per step.
 - ``solver``: ``"auto"`` — the fused elementwise kernel where the operator declares
-  ``structure == "diagonal"``, else its exact solve, else batched CG (:class:`CG`). CG, every step but the
-  last: the correction δ = x_s − m from k_N = ⌈:data:`RUN_CG_ITERS`/N⌉ plain CG iterations (``step_iters``,
+  ``structure == "diagonal"``; otherwise every step but the last by truncated CG (below) and the last by the
+  operator's exact solve where it has one, else by CG; ``"exact"``: every step by the exact solve;
+  ``"cg"`` / :class:`CG`: batched CG. CG, every step but the last: the correction δ = x_s − m from k_N = ⌈:data:`RUN_CG_ITERS`/N⌉ plain CG iterations (``step_iters``,
   "auto") started at δ = 0, i.e. Λ δ = √c e₁ + w Aᵀ(y_s − b_s − A m + e₂/√w) solved in the Krylov space of
   degree k_N (one A, one Aᵀ and k_N AᵀA products a step; a run's CG work is ~90 AᵀA products whatever N:
   the step-count rule). Truncated, not converged, on purpose: the coupling's Σ_s leaves out the prior's own
-  uncertainty (1−ᾱ_s) A Cov[ε | x_s] Aᵀ, so the converged step over-weights y (photos and the exact prior,
-  N = 10…100, 64²–256², and the cost: benchmarks/results/cdps-truncated.md). A last step that solves
+  uncertainty (1−ᾱ_s) A Cov[ε | x_s] Aᵀ, so the converged (or exact) step over-weights y, more so as N grows
+  (photos and the exact prior, N = 10…100, 64²–256², for motion blur, Gaussian blur and SR ×4, and the
+  cost: benchmarks/results/cdps-truncated.md). A last step that solves
   (``last_step`` "mean" or "sample") is solved to ``tol`` from m with the operator's preconditioner and a
   budget sized on the host (:func:`cg_budget`; no host sync in the loop; non-convergence reported once at
   the end, :class:`CGNotConvergedWarning`, and per step in ``return_info``); ``CG(step_iters=None)`` solves
@@ -198,11 +200,13 @@ def plan(operator: Any, size: tuple[int, int], gram: float | None, alphas: Seque
     for a_t, a_s in alphas:
         k_x, k_e, _ = transition(coupling, eta, a_t, a_s)
         c, w = precisions(coupling, eta, a_t, a_s, sigma, chain, gram)
-        truncated = method == "cg" and cg_iters is None and step_iters is not None and a_s < 1
-        if method != "cg" or cg_iters is not None:
+        truncated = method in ("cg", "exact") and cg_iters is None and step_iters is not None and a_s < 1
+        if truncated:
+            budget = step_iters
+        elif method != "cg" or cg_iters is not None:
             budget = cg_iters
         else:
-            budget = step_iters if truncated else _budget(operator, size, gram, c, w, tol)
+            budget = _budget(operator, size, gram, c, w, tol)
         steps.append(StepPlan(k_x, k_e, (1 - a_s) / math.sqrt(1 - a_t), c, w, budget, truncated))
     return steps
 
@@ -357,6 +361,7 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     shape = check_problem(operator, y, sampling.x_T)
     method = _choose_method(solver, operator)
+    truncate = method == "cg" or (method == "exact" and solver == "auto")  # steps before the last (docstring)
     generator, backend = sampling.generator, sampling.backend
     loop = prepare(denoiser, shape, sampling, like=y, name="cdps")
     if any(a_s <= a_t for a_t, a_s in zip(loop.alpha_t, loop.alpha_s)):
@@ -374,7 +379,7 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     gram = gram_bound(operator, shape[-2:])
     steps = plan(operator, tuple(shape[-2:]), gram, list(zip(loop.alpha_t, loop.alpha_s)), sigma=sigma,
                  coupling=coupling, eta=eta, chain=chain, method=method, cg_iters=cg.iters, tol=tol,
-                 step_iters=cg.steps_before_last(len(loop.alpha_t)))
+                 step_iters=cg.steps_before_last(len(loop.alpha_t)) if truncate else None)
     _check_solvable(sigma, y.dtype, method, gram, [(p.c, p.w) for p in steps])
     info = Diagnostics(sampling.return_info)
     converged = torch.ones(shape[0], dtype=torch.bool, device=y.device)
@@ -400,7 +405,8 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                 x, sinfo = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t), None
             else:
                 x, sinfo = _posterior_step(operator, steps[i], x, eps, y_s, e1, e2, method=method, diag=diag,
-                                           cg_tol=cg_tol, want_info=method == "cg", backend=backend)
+                                           cg_tol=cg_tol, want_info=method == "cg" or steps[i].truncated,
+                                           backend=backend)
             # 5. diagnostics, without a host sync (a truncated step is not meant to reach tol)
             if sinfo is not None:
                 if not steps[i].truncated:
