@@ -109,22 +109,14 @@ def run_photos() -> list[dict]:
 
 
 def run_posterior(samples: int = 128) -> list[dict]:
-    from bench_methods import D
-    from bench_posterior import metrics, priors, subspaces, tasks
+    from bench_posterior import exact_problem, metrics, mixture_mean, priors, probe_directions, tasks
 
     size = 16
-    dirs = torch.randn(size * size, 128, generator=torch.Generator().manual_seed(11), dtype=D)
-    dirs = dirs / dirs.norm(dim=0, keepdim=True)
+    dirs = probe_directions(size)
     prior = priors(size)["gaussian"]
-    prior_mean = (prior.weights[:, None] * prior.means.reshape(prior.num_components, -1)).sum(0)
+    prior_mean = mixture_mean(prior)
     op = tasks(size)["motion blur"]
-    g = torch.Generator().manual_seed(1)
-    x_true = prior.sample(1, g)
-    y1 = op.A(x_true) + SIGMA * torch.randn(op.A(x_true).shape, generator=g, dtype=D)
-    post = prior.posterior(op, y1, sigma=SIGMA)
-    spaces = subspaces(op, tuple(x_true.shape[1:]))
-    y = y1.expand(samples, *y1.shape[1:]).contiguous()
-    reference = post.sample(samples, torch.Generator().manual_seed(2))
+    y, post, reference, spaces = exact_problem(prior, op, samples)
     rows = []
     for n in (20, 50, 100):
         for variant in VARIANTS:
@@ -169,8 +161,8 @@ def run_last() -> list[dict]:
 
 
 def run_exact() -> list[dict]:
-    from bench_methods import D, measure
-    from bench_posterior import metrics, priors, subspaces, tasks
+    from bench_methods import measure
+    from bench_posterior import exact_problem, metrics, mixture_mean, priors, probe_directions, tasks
 
     from diffsolve.data import HELDOUT, photo
     from diffsolve.metrics import scores
@@ -191,19 +183,12 @@ def run_exact() -> list[dict]:
                 rows.append({"kind": "photos", "task": task, "steps": n, "solver": solver,
                              "psnr": float(scores(xr, x)["psnr"].mean()), "dc": float(info["data_consistency"].mean())})
     size, samples = 16, 64
-    dirs = torch.randn(size * size, 128, generator=torch.Generator().manual_seed(11), dtype=D)
-    dirs = dirs / dirs.norm(dim=0, keepdim=True)
+    dirs = probe_directions(size)
     prior = priors(size)["gaussian"]
-    prior_mean = (prior.weights[:, None] * prior.means.reshape(prior.num_components, -1)).sum(0)
+    prior_mean = mixture_mean(prior)
     for task in ("gaussian blur", "sr x4", "box inpaint"):
         op = tasks(size)[task]
-        g = torch.Generator().manual_seed(1)
-        x_true = prior.sample(1, g)
-        y1 = op.A(x_true) + SIGMA * torch.randn(op.A(x_true).shape, generator=g, dtype=D)
-        post = prior.posterior(op, y1, sigma=SIGMA)
-        spaces = subspaces(op, tuple(x_true.shape[1:]))
-        y = y1.expand(samples, *y1.shape[1:]).contiguous()
-        reference = post.sample(samples, torch.Generator().manual_seed(2))
+        y, post, reference, spaces = exact_problem(prior, op, samples)
         for n in (20, 50, 100):
             for solver in ("exact", "auto"):
                 out = cdps(prior, op, y, steps=n, sigma=SIGMA, solver=solver,

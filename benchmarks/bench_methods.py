@@ -37,14 +37,13 @@ if not __import__("torch").cuda.is_available():
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_posterior import metrics, priors, subspaces, tasks  # noqa: E402
+from bench_posterior import exact_problem, metrics, mixture_mean, priors, probe_directions, tasks  # noqa: E402
 
 import diffsolve  # noqa: E402
 from diffsolve.methods import METHODS, restore  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 SIGMA = 0.05
-D = torch.float64
 
 
 def inverse_methods() -> list[str]:
@@ -77,19 +76,11 @@ def _pyplot():
 # ----------------------------------------------------------------------------------------- posterior
 def run_posterior(size: int, samples: int, step_list: list[int], names: list[str]) -> list[dict]:
     rows = []
-    dirs = torch.randn(size * size, 128, generator=torch.Generator().manual_seed(11), dtype=D)
-    dirs = dirs / dirs.norm(dim=0, keepdim=True)
+    dirs = probe_directions(size)
     for pname, prior in priors(size).items():
-        prior_mean = (prior.weights[:, None] * prior.means.reshape(prior.num_components, -1)).sum(0)
+        prior_mean = mixture_mean(prior)
         for tname, op in tasks(size).items():
-            g = torch.Generator().manual_seed(1)
-            x_true = prior.sample(1, g)
-            y1 = op.A(x_true)
-            y1 = y1 + SIGMA * torch.randn(y1.shape, generator=g, dtype=D)
-            post = prior.posterior(op, y1, sigma=SIGMA)
-            spaces = subspaces(op, tuple(x_true.shape[1:]))
-            y = y1.expand(samples, *y1.shape[1:]).contiguous()
-            reference = post.sample(samples, torch.Generator().manual_seed(2))
+            y, post, reference, spaces = exact_problem(prior, op, samples)
             for name in names:
                 for n in step_list:
                     start = time.perf_counter()

@@ -147,29 +147,45 @@ def metrics(samples: torch.Tensor, post, prior_mean: torch.Tensor, reference: to
     }
 
 
+def probe_directions(size: int) -> torch.Tensor:
+    """128 unit directions in R^(size²) for the sliced distances (seed 11)."""
+    dirs = torch.randn(size * size, 128, generator=torch.Generator().manual_seed(11), dtype=D)
+    return dirs / dirs.norm(dim=0, keepdim=True)
+
+
+def mixture_mean(prior: GaussianMixturePrior) -> torch.Tensor:
+    """The mixture's mean, flattened."""
+    return (prior.weights[:, None] * prior.means.reshape(prior.num_components, -1)).sum(0)
+
+
+def exact_problem(prior: GaussianMixturePrior, op, samples: int):
+    """One x ~ prior and y = A x + σ n (seed 1), its exact posterior, y repeated ``samples`` times, ``samples``
+    reference posterior draws (seed 2) and the operator's subspaces: (y, post, reference, spaces)."""
+    g = torch.Generator().manual_seed(1)
+    x_true = prior.sample(1, g)
+    y1 = op.A(x_true)
+    y1 = y1 + SIGMA * torch.randn(y1.shape, generator=g, dtype=D)
+    post = prior.posterior(op, y1, sigma=SIGMA)
+    spaces = subspaces(op, tuple(x_true.shape[1:]))
+    y = y1.expand(samples, *y1.shape[1:]).contiguous()
+    return y, post, post.sample(samples, torch.Generator().manual_seed(2)), spaces
+
+
 def run(size: int, samples: int, step_list: list[int], method_names: list[str] | None = None,
         all_steps: bool = False, task_names: list[str] | None = None, prior_names: list[str] | None = None
         ) -> list[dict]:
     rows = []
-    dirs = torch.randn(size * size, 128, generator=torch.Generator().manual_seed(11), dtype=D)
-    dirs = dirs / dirs.norm(dim=0, keepdim=True)
+    dirs = probe_directions(size)
     all_methods = methods()
     for pname, prior in priors(size).items():
         if prior_names and pname not in prior_names:
             continue
-        prior_mean = (prior.weights[:, None] * prior.means.reshape(prior.num_components, -1)).sum(0)
+        prior_mean = mixture_mean(prior)
         for tname, op in tasks(size).items():
             if task_names and tname not in task_names:
                 continue
-            g = torch.Generator().manual_seed(1)
-            x_true = prior.sample(1, g)
-            y1 = op.A(x_true)
-            y1 = y1 + SIGMA * torch.randn(y1.shape, generator=g, dtype=D)
-            post = prior.posterior(op, y1, sigma=SIGMA)
-            spaces = subspaces(op, tuple(x_true.shape[1:]))
+            y, post, reference, spaces = exact_problem(prior, op, samples)
             weak = spaces[0]
-            y = y1.expand(samples, *y1.shape[1:]).contiguous()
-            reference = post.sample(samples, torch.Generator().manual_seed(2))
             floor = metrics(post.sample(samples, torch.Generator().manual_seed(3)), post, prior_mean, reference, op,
                             y, dirs, *spaces)
             rows.append({"prior": pname, "task": tname, "method": "exact", "steps": 0, **floor, "sec": 0.0,
@@ -183,7 +199,7 @@ def run(size: int, samples: int, step_list: list[int], method_names: list[str] |
                     try:
                         out = all_methods[mname](prior, op, y, n, gen)
                     except FloatingPointError:
-                        out = torch.full((samples, *x_true.shape[1:]), float("nan"), dtype=D)
+                        out = torch.full((samples, *reference.shape[1:]), float("nan"), dtype=D)
                     sec = (time.perf_counter() - start) / samples
                     row = {"prior": pname, "task": tname, "method": mname, "steps": n,
                            **metrics(out, post, prior_mean, reference, op, y, dirs, *spaces), "sec": sec}
