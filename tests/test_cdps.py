@@ -12,7 +12,7 @@ from diffsolve.models import GaussianPrior, operator_matrix
 from diffsolve.kernels.cg import cg_iteration_bound
 from diffsolve.operators import CallableOperator, GaussianBlur, GaussianNoise, Inpainting, LinearOperator, MotionBlur, SuperResolution
 from diffsolve.solvers import CG, CGNotConvergedWarning, cdps
-from diffsolve.solvers.cdps import KAPPA_MAX, MeasurementChain, _choose_method, cdps_step, gram_bound, precisions
+from diffsolve.solvers.cdps import CG_STARTS, KAPPA_MAX, MeasurementChain, _choose_method, cdps_step, gram_bound, precisions
 
 D = torch.float64
 SHAPE = (1, 4, 5)
@@ -380,6 +380,31 @@ def test_default_cg_truncates_the_steps_before_the_last():
         CG(step_iters="fast")
     assert CG().steps_before_last(30) == 3 and CG().steps_before_last(10) == 9 and CG().steps_before_last(1000) == 1
     assert CG(step_iters=2).steps_before_last(10) == 2 and CG(step_iters=None).steps_before_last(10) is None
+
+
+def test_prior_start_keeps_the_spread_the_truncation_drops():
+    """CG(start="prior") starts each truncated step at the prior transition's draw e₁/√c: with one CG iteration
+    a step, the spread of "sample" draws on an exact Gaussian posterior is nearer the posterior's than from
+    δ = 0 (which leaves the unreached directions at no spread); converged, both are the same step."""
+    prior = smooth_prior(1, 6, 7)
+    op = MotionBlur(5, 0.5, seed=0)
+    x_true = prior.sample(1, gen(1))
+    y1 = op.A(x_true) + 0.05 * torch.randn(op.A(x_true).shape, generator=gen(2), dtype=D)
+    post = prior.posterior(op, y1, sigma=0.05)
+    y = y1.expand(256, *y1.shape[1:]).contiguous()
+    ratio = {}
+    for start in CG_STARTS:
+        x = cdps(prior, op, y, steps=30, sigma=0.05, generator=gen(4), last_step="sample",
+                 solver=CG(step_iters=1, start=start)).reshape(256, -1)
+        ratio[start] = float(torch.cov(x.T).diagonal().sum() / post.cov.diagonal().sum())
+    assert abs(math.log(ratio["prior"])) < abs(math.log(ratio["zero"])), ratio
+    kw = dict(steps=5, sigma=0.05, last_step="sample")
+    zero = cdps(prior, op, y[:2], generator=gen(3), solver=CG(tol=1e-12, step_iters=300), **kw)
+    torch.testing.assert_close(cdps(prior, op, y[:2], generator=gen(3),
+                                    solver=CG(tol=1e-12, step_iters=300, start="prior"), **kw),
+                               zero, rtol=0, atol=1e-8 * float(zero.abs().max()))
+    with pytest.raises(ValueError, match="start"):
+        CG(start="mean")
 
 
 def test_auto_truncates_before_the_last_step_even_with_an_exact_solve():

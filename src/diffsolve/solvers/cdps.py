@@ -26,7 +26,8 @@ with a coupling y_s | x_s ~ N(A x_s + b_s, Σ_s I), b_s = (1−ᾱ_s) A ŝ, ŝ =
   ``structure == "diagonal"``; otherwise every step but the last by truncated CG (below) and the last by the
   operator's exact solve where it has one, else by CG; ``"exact"``: every step by the exact solve;
   ``"cg"`` / :class:`CG`: batched CG. CG, every step but the last: the correction δ = x_s − m from k_N = ⌈:data:`RUN_CG_ITERS`/N⌉ plain CG iterations (``step_iters``,
-  "auto") started at δ = 0, i.e. Λ δ = √c e₁ + w Aᵀ(y_s − b_s − A m + e₂/√w) solved in the Krylov space of
+  "auto") started at δ = 0 (``CG(start="prior")``: at the prior transition's draw e₁/√c, which leaves the
+  directions the truncation does not reach at the prior's spread instead of at none), i.e. Λ δ = √c e₁ + w Aᵀ(y_s − b_s − A m + e₂/√w) solved in the Krylov space of
   degree k_N (one A, one Aᵀ and k_N AᵀA products a step; a run's CG work is ~90 AᵀA products whatever N:
   the step-count rule). Truncated, not converged, on purpose: the coupling's Σ_s leaves out the prior's own
   uncertainty (1−ᾱ_s) A Cov[ε | x_s] Aᵀ, so the converged (or exact) step over-weights y, more so as N grows
@@ -56,7 +57,7 @@ from ..operators.base import SolveInfo, _default_tol
 from ._inverse import Diagnostics, check_problem, check_sigma, route
 from ._loop import Sampling, _draw, check_number, prepare, takes_sampling
 
-__all__ = ["CHAINS", "LAST_STEPS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_MAX_ITERS", "RUN_CG_ITERS", "SOLVERS", "CG", "CGNotConvergedWarning",
+__all__ = ["CHAINS", "LAST_STEPS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_STARTS", "CG_MAX_ITERS", "RUN_CG_ITERS", "SOLVERS", "CG", "CGNotConvergedWarning",
            "KAPPA_MAX", "MeasurementChain", "StepPlan", "cdps", "cdps_step", "cg_budget", "coupling_variance",
            "gram_bound", "plan", "precisions", "transition"]
 
@@ -70,6 +71,8 @@ CG_DEFAULT_ITERS = 100
 CG_MAX_ITERS = 1000
 #: CG iterations of a whole run's steps before the last: k_N = ⌈RUN_CG_ITERS/N⌉ each (module docstring).
 RUN_CG_ITERS = 90
+#: where a truncated step's CG starts (:class:`CG` ``start``)
+CG_STARTS = ("zero", "prior")
 
 
 @dataclass(frozen=True)
@@ -79,13 +82,20 @@ class CG:
     ⌈RUN_CG_ITERS/N⌉ for N steps, an int, or None: those steps are solved to ``tol`` like the last;
     ``iters``: the budget of the steps solved to ``tol`` (None: sized per step, :func:`cg_budget`), or, given,
     of every step (``step_iters`` then unused); ``tol``: relative residual (None: 1e-5 float32, 1e-10
-    float64). ``solver="cg"`` is ``CG()``."""
+    float64); ``start``: where a truncated step's CG starts, ``"zero"`` (δ₀ = 0, the better point estimate)
+    or ``"prior"`` (δ₀ = e₁/√c, the prior transition's own draw: the truncation then leaves the directions
+    CG has not reached at the prior's variance instead of at zero, so the spread is calibrated, at some
+    cost in PSNR; same cost per step). ``solver="cg"`` is ``CG()``."""
 
     iters: int | None = None
     tol: float | None = None
     step_iters: int | str | None = "auto"
+    start: str = "zero"
 
     def __post_init__(self) -> None:
+        if self.start not in CG_STARTS:
+            raise ValueError(f"start must be one of {CG_STARTS} (where a truncated step's CG starts), got "
+                             f"{self.start!r}")
         for name in ("iters", "step_iters"):
             value = getattr(self, name)
             if name == "step_iters" and value == "auto":
@@ -258,8 +268,10 @@ def cdps_step(operator: Any, x_t: torch.Tensor, eps: torch.Tensor, y_s: torch.Te
 
 def _posterior_step(operator: Any, step: StepPlan, x_t: torch.Tensor, eps: torch.Tensor, y_s: torch.Tensor,
                     e1: torch.Tensor | None, e2: torch.Tensor | None, *, method: str, diag: torch.Tensor | None,
-                    cg_tol: float | None, want_info: bool, backend: str) -> tuple[torch.Tensor, Any]:
-    """x_s = Λ⁻¹(c m + w Aᵀ(y_s − b_s) + √c e₁ + √w Aᵀe₂) for one planned step (no host sync)."""
+                    cg_tol: float | None, want_info: bool, backend: str, start: str = "zero"
+                    ) -> tuple[torch.Tensor, Any]:
+    """x_s = Λ⁻¹(c m + w Aᵀ(y_s − b_s) + √c e₁ + √w Aᵀe₂) for one planned step (no host sync); ``start``:
+    where a truncated step's CG starts (:class:`CG`)."""
     c, w = step.c, step.w
     mean = step.k_x * x_t + step.k_e * eps
     if method == "diagonal":
@@ -267,9 +279,13 @@ def _posterior_step(operator: Any, step: StepPlan, x_t: torch.Tensor, eps: torch
         noise = None if e1 is None else (e1, e2)
         return diagonal_posterior_step(mean, c, diag, target, w, noise=noise, backend=backend, check=False), None
     if step.truncated:  # Λ δ = √c e₁ + w Aᵀ(y_s − b_s − A m + e₂/√w), x_s = m + δ (module docstring)
+        if e1 is not None and start == "prior":  # δ₀ = e₁/√c, the prior's draw: the residual is in range(Aᵀ)
+            mean = mean + e1 / math.sqrt(c)
         data = y_s + operator.A(step.k_b * eps - mean)
         if e1 is None:
             rhs = w * operator.A_adjoint(data)
+        elif start == "prior":
+            rhs = w * operator.A_adjoint(data + e2 / math.sqrt(w))
         else:
             rhs = math.sqrt(c) * e1 + w * operator.A_adjoint(data + e2 / math.sqrt(w))
         gram = getattr(operator, "gram", None) or (lambda v: operator.A_adjoint(operator.A(v)))
@@ -406,7 +422,7 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             else:
                 x, sinfo = _posterior_step(operator, steps[i], x, eps, y_s, e1, e2, method=method, diag=diag,
                                            cg_tol=cg_tol, want_info=method == "cg" or steps[i].truncated,
-                                           backend=backend)
+                                           backend=backend, start=cg.start)
             # 5. diagnostics, without a host sync (a truncated step is not meant to reach tol)
             if sinfo is not None:
                 if not steps[i].truncated:
