@@ -255,6 +255,9 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
     for label, v in [("0", 0), ("-3", -3), ("2.5", 2.5), ("True", True)]:
         add("cdps", "iters", label, "reject", solver=_Lazy(lambda v=v: CG(iters=v)), operator=ops["motion"],
             y=ys["motion"])
+    for label, v in [("'mean'", "mean"), ("None", None), ("0", 0)]:
+        add("cdps", "start", label, "reject", solver=_Lazy(lambda v=v: CG(start=v)), operator=ops["motion"],
+            y=ys["motion"])
     add("cdps", "solver", "CG(iters=3) (stops early)", "report", solver=CG(iters=3), operator=ops["motion"],
         y=ys["motion"])
     add("cdps", "chain", "'bogus'", "reject", chain="bogus")
