@@ -212,8 +212,12 @@ def run_azula() -> None:
                 row("azula", "mmps", f"{model}: CG×{it}, η={eta}", rel(mine, ref))
         mm = MMPSDenoiser(den, y_vec, A_vec, IsotropicCovariance(torch.tensor(SIGMA**2, dtype=DT)))
         ref = DDIMSampler(mm, eta=0.0, **samp)(P["x_T"].clone())
+        mine = ds("mmps", model, sigma=SIGMA, iters=1, eta=0.0)
+        row("azula", "mmps", f"{model}: azula's default (GMRES×1) vs iters=1, η=0", rel(mine, ref))
+        mm = MMPSDenoiser(den, y_vec, A_vec, IsotropicCovariance(torch.tensor(SIGMA**2, dtype=DT)), iterations=4)
+        ref = DDIMSampler(mm, eta=0.0, **samp)(P["x_T"].clone())
         mine = ds("mmps", model, sigma=SIGMA, eta=0.0)
-        row("azula", "mmps", f"{model}: defaults (GMRES×1), η=0", rel(mine, ref))
+        row("azula", "mmps", f"{model}: GMRES×4 vs diffsolve's default, η=0", rel(mine, ref))
 
         # DPS: azula = DDPM step − ζ ∇‖y − A x̂0‖ (one norm over the batch; B = 1 here)
         zeta_a = 0.5
@@ -257,8 +261,12 @@ def run_azula() -> None:
             row("azula", "mmps", f"{model}, blur: CG×{it}, η=0", rel(mine, ref))
         mm = MMPSDenoiser(den, yb_vec, A_blur, IsotropicCovariance(torch.tensor(SIGMA**2, dtype=DT)))
         ref = DDIMSampler(mm, eta=0.0, **samp)(x_T_flat.clone()).view(SHAPE)
+        mine = ds("mmps", model, op=blur, y=yb, sigma=SIGMA, iters=1, eta=0.0)
+        row("azula", "mmps", f"{model}, blur: azula's default (GMRES×1) vs iters=1, η=0", rel(mine, ref))
+        mm = MMPSDenoiser(den, yb_vec, A_blur, IsotropicCovariance(torch.tensor(SIGMA**2, dtype=DT)), iterations=4)
+        ref = DDIMSampler(mm, eta=0.0, **samp)(x_T_flat.clone()).view(SHAPE)
         mine = ds("mmps", model, op=blur, y=yb, sigma=SIGMA, eta=0.0)
-        row("azula", "mmps", f"{model}, blur: defaults (GMRES×1), η=0", rel(mine, ref))
+        row("azula", "mmps", f"{model}, blur: GMRES×4 vs diffsolve's default, η=0", rel(mine, ref))
         dp = DiffPIRDenoiser(den, yb_vec, A_blur, var_y=SIGMA**2, lmbda=1.75, solver="cg", iterations=CG_IT)
         ref = DDIMSampler(dp, eta=0.0, **samp)(x_T_flat.clone()).view(SHAPE)
         mine = ds("diffpir", model, op=blur, y=yb, sigma=SIGMA, lam=1.75, zeta=0.0)
@@ -451,10 +459,9 @@ r_t²(σ²I + r_t² AᵀA)⁻¹Aᵀr has no azula counterpart, so only σ = 0 is
 
 **MMPS vs azula `MMPSDenoiser` + `DDIMSampler`** — match with the same solver: CG×1 and CG×3, η ∈ {0, 1},
 mask and blur, ≤ 5e-14. Same γ_t = σ_t²/α_t = (1−ᾱ_t)/√ᾱ_t, same Σ_t = γ_t Jᵀ (VJP) and the same
-posterior-mean correction. Differences: azula's default solver is **GMRES** (1 iteration), diffsolve's is CG
-(1 iteration): with GMRES×1 the results differ by 0.55 (mlp, mask), 0.14 / 0.21 (gauss / mlp, blur); with an
-exact Gaussian prior and a mask the system is a multiple of I on the observed pixels and both 1-iteration
-solvers are exact (2.7e-15). azula's CG runs its inner products in float64 and over the **last dimension**
+posterior-mean correction. Both default to **GMRES**; azula's default takes 1 iteration, diffsolve's 4
+(benchmarks/results/mmps-inner.md): the rows compare azula's default with `iters=1` and azula's
+`iterations=4` with diffsolve's default. azula's CG runs its inner products in float64 and over the **last dimension**
 (images must be flattened to (B, D) or each row becomes its own CG); diffsolve's are per sample over all
 entries.
 

@@ -101,8 +101,21 @@ def run_posterior(size: int, samples: int, step_list: list[int], names: list[str
     return rows
 
 
+def merged(path: Path, rows: list[dict], args) -> list[dict]:
+    """With ``--merge``: the rows of ``path`` (a previous run) with those of the methods rerun replaced by
+    ``rows``, in the previous run's method order; otherwise ``rows``."""
+    if not getattr(args, "merge", False) or not path.exists():
+        return rows
+    old = json.loads(path.read_text())["rows"]
+    rerun = {r["method"] for r in rows}
+    order = list(dict.fromkeys([r["method"] for r in old] + [r["method"] for r in rows]))
+    kept = [r for r in old if r["method"] not in rerun] + rows
+    return sorted(kept, key=lambda r: order.index(r["method"]))  # stable: sizes, tasks, steps keep their order
+
+
 def write_posterior(rows: list[dict], args) -> None:
     RESULTS.mkdir(exist_ok=True)
+    rows = merged(RESULTS / "methods_posterior.json", rows, args)
     (RESULTS / "methods_posterior.json").write_text(json.dumps({"machine": machine(), "args": vars(args),
                                                                 "rows": rows}, indent=1))
     steps = sorted({r["steps"] for r in rows})
@@ -222,6 +235,7 @@ def run_photos(sizes: list[int], step_list: list[int], images: list[str], task_n
 def write_photos(rows: list[dict], args) -> None:
     RESULTS.mkdir(exist_ok=True)
     tag = getattr(args, "tag", "") or ""
+    rows = merged(RESULTS / f"methods_photos{tag}.json", rows, args)
     (RESULTS / f"methods_photos{tag}.json").write_text(json.dumps({"machine": machine(), "args": vars(args),
                                                              "rows": rows}, indent=1))
     lines = ["# Every method on held-out photos", "",
@@ -295,6 +309,9 @@ def main(argv: list[str] | None = None) -> None:
     ph.add_argument("--tasks", nargs="+", default=None)
     ph.add_argument("--methods", nargs="+", default=None)
     ph.add_argument("--tag", default="", help="suffix of the output files (e.g. _64)")
+    for sub_parser in (post, ph):
+        sub_parser.add_argument("--merge", action="store_true",
+                                help="replace only the rerun methods' rows in the previous results")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     names = args.methods or inverse_methods()
