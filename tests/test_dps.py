@@ -35,11 +35,11 @@ def measure(op, shape, seed=1):
     return y + 0.05 * torch.randn(y.shape, generator=gen(seed + 1), dtype=D)
 
 
-@pytest.mark.parametrize("normalize", ["residual", "adjoint"])
+@pytest.mark.parametrize("normalize", ["residual", "adjoint", "gradient"])
 @pytest.mark.parametrize("make_op", [lambda: GaussianBlur(3, 0.8), lambda: SuperResolution(2, input_size=(5, 6))])
 def test_single_step_matches_dense_jacobian(make_op, normalize):
-    """steps=1 to ᾱ_s = 1: x_0 = x̂0 − ζ_N Jᵀ Aᵀ(A x̂0 − y)/n, n = ‖A x̂0 − y‖ (residual) or ‖Aᵀ(A x̂0 − y)‖
-    (adjoint), ζ_N = ζ√(1000/1)·√(d/d_ref), with J = ∂x̂0/∂x_t in closed form for a Gaussian prior:
+    """steps=1 to ᾱ_s = 1: x_0 = x̂0 − ζ_N Jᵀ Aᵀ(A x̂0 − y)/n, n = ‖A x̂0 − y‖ (residual), ‖Aᵀ(A x̂0 − y)‖
+    (adjoint) or ‖Jᵀ Aᵀ(A x̂0 − y)‖ (gradient), ζ_N = ζ√(1000/1)·√(d/d_ref), with J = ∂x̂0/∂x_t in closed form for a Gaussian prior:
     x̂0 = (x_t − (1−ᾱ) C⁻¹(x_t − √ᾱ μ))/√ᾱ, C = ᾱ Σ + (1−ᾱ) I."""
     prior = smooth_prior(5, 6)
     op = make_op()
@@ -56,7 +56,7 @@ def test_single_step_matches_dense_jacobian(make_op, normalize):
     xt = x_T.reshape(2, -1)
     x0 = (xt - (1 - a) * (xt - math.sqrt(a) * mu) @ cinv.T) / math.sqrt(a)
     r = x0 @ mat.T - y.reshape(2, -1)
-    n = r.norm(dim=1, keepdim=True) if normalize == "residual" else (r @ mat).norm(dim=1, keepdim=True)
+    n = {"residual": r, "adjoint": r @ mat, "gradient": r @ mat @ jac}[normalize].norm(dim=1, keepdim=True)
     grad = (r @ mat @ jac) / n
     size = math.sqrt(30 / REFERENCE_NUMEL)  # the step per pixel is the same at every image size
     torch.testing.assert_close(out.reshape(2, -1), x0 - zeta * size * grad, rtol=1e-9, atol=1e-11)
@@ -108,19 +108,39 @@ def test_step_size_rules():
     assert step_size("constant", 0.5, 10, 1000, numel=3 * 32 * 32) == pytest.approx(0.25)
 
 
-def test_adjoint_normalisation_ignores_the_operator_scale():
-    """A → kA, y → ky leaves ∇½‖r‖²/‖Aᵀr‖ unchanged: the same samples (the paper's ∇‖r‖ shrinks by k)."""
+@pytest.mark.parametrize("normalize", ["adjoint", "gradient"])
+def test_scale_free_normalisations_ignore_the_operator_scale(normalize):
+    """A → kA, y → ky leaves ∇½‖r‖²/‖Aᵀr‖ and ∇½‖r‖²/‖∇½‖r‖²‖ unchanged: the same samples (the paper's
+    ∇‖r‖ shrinks by k)."""
     prior = smooth_prior(4, 4)
     op = SuperResolution(2, input_size=(4, 4))
     k = 0.25
     scaled = CallableOperator(lambda v: k * op.A(v), adjoint=lambda u: k * op.A_adjoint(u),
                                           input_shape=(1, 4, 4))
     y = measure(op, (2, 1, 4, 4))
-    a = dps(prior, op, y, steps=4, generator=gen(3))
-    b = dps(prior, scaled, k * y, steps=4, generator=gen(3))
+    a = dps(prior, op, y, steps=4, normalize=normalize, generator=gen(3))
+    b = dps(prior, scaled, k * y, steps=4, normalize=normalize, generator=gen(3))
     torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
     c = dps(prior, scaled, k * y, steps=4, normalize="residual", generator=gen(3))
     assert not torch.allclose(a, c, atol=1e-3)
+
+
+@pytest.mark.parametrize("var", [1.0, 1e-3])
+def test_gradient_normalisation_steps_a_fixed_length_whatever_the_jacobian(var):
+    """``"gradient"``: the step in x_t is ζ_N long per sample, also where the denoiser's Jacobian
+    (here a prior of small variance, which shrinks every direction) nearly cancels Aᵀr; ``"adjoint"``'s
+    step shrinks with the Jacobian."""
+    prior = GaussianPrior(torch.zeros(1, 4, 4, dtype=D), var * torch.eye(16, dtype=D))
+    op = Inpainting.random((4, 4), 0.7, seed=1)
+    y = measure(op, (2, 1, 4, 4))
+    x_T = torch.randn(2, 1, 4, 4, generator=gen(2), dtype=D)
+    kw = dict(steps=1, timesteps=[400], x_T=x_T, zeta=0.3 / math.sqrt(1000))
+    x0 = dps(prior, op, y, **{**kw, "zeta": 0.0})
+    zeta_n = 0.3 * math.sqrt(16 / REFERENCE_NUMEL)
+    moved = (dps(prior, op, y, normalize="gradient", **kw) - x0).flatten(1).norm(dim=1)
+    torch.testing.assert_close(moved, torch.full((2,), zeta_n, dtype=D), rtol=1e-9, atol=0)
+    adjoint = (dps(prior, op, y, normalize="adjoint", **kw) - x0).flatten(1).norm(dim=1)
+    assert bool((adjoint < (0.01 if var < 1 else 1.0) * zeta_n).all())
 
 
 def test_defaults_never_diverge_from_10_to_1000_steps():

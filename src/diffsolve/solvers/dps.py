@@ -7,20 +7,29 @@ r = y − A(x̂0(x_t)) (measurement-shaped):
     x'_s = DDIM_η(x_t, ε̂)                        (η = 1: the ancestral DDPM-like step)
     x_s  = x'_s − ζ_N g,   g = ∇_{x_t} ½‖r‖² / n   (gradient through the UNet)
 
-**Normalisation** n, per sample (``normalize``): ``"adjoint"`` (default) n = ‖∇_{x̂0} ½‖r‖²‖ = ‖Aᵀr‖
-for a linear A, which makes the step independent of how far off x̂0 is and of A's scale (A → kA,
-y → ky gives the same samples); ``"residual"`` n = ‖r‖ (the paper's ζ_i = ζ/‖r‖, i.e. g = ∇‖r‖).
+**Normalisation** n, per sample (``normalize``): ``"gradient"`` (default) n = ‖∇_{x_t} ½‖r‖²‖, the norm
+of the gradient actually stepped along, so g has unit length: every step moves x_t by exactly ζ_N (a fixed
+RMS per pixel), whatever the denoiser's Jacobian J = ∂x̂0/∂x_t does to the residual. ``"adjoint"`` n =
+‖∇_{x̂0} ½‖r‖²‖ = ‖Aᵀr‖ for a linear A (the earlier default): the step in x_t is then ζ_N‖JᵀAᵀr‖/‖Aᵀr‖,
+which depends on the operator through J: √ᾱ_t·J smooths (the more so the higher the noise), so it passes a
+smooth residual (blur, SR: Aᵀ itself smooths) far better than a scattered one (random inpainting: Aᵀr
+lives on isolated observed pixels and carries the white measurement noise), and on masks the adjoint
+rule's steps came out too short to fit the measurement; dividing by the norm of what is stepped along
+removes that dependence. Both are scale-free: A → kA, y → ky gives the same samples, as does the image
+size with the step-size rule below. ``"residual"`` n = ‖r‖ (the paper's ζ_i = ζ/‖r‖, i.e. g = ∇‖r‖; not
+scale-free).
 
 **Step size** ζ_N (``step_rule``): ``"sqrt"`` (default) ζ_N = ζ·√(T/N)·√(d/d_ref) with T the model's
 training steps (N = T is the paper's setting) and d the per-sample image size, d_ref = 3·64·64
 (:data:`REFERENCE_NUMEL`, where ζ = 1 was tuned); ``"constant"`` ζ_N = ζ·√(d/d_ref). The size factor is
-the scale-free rule: the normalised gradient g has unit length over d pixels, so a step of fixed length
-shrinks per pixel as 1/√d (at 128² DPS took half the per-pixel step it was tuned with and ignored the
-measurement); ζ_N ∝ √d keeps the per-pixel step, i.e. the step is normalised by the RMS ‖Aᵀr‖/√d. Below :data:`MIN_STEPS` steps ``dps`` warns
+the scale-free rule: the normalised gradient g has unit length over d pixels (exactly with
+``"gradient"``), so a step of fixed length shrinks per pixel as 1/√d (at 128² DPS took half the per-pixel
+step it was tuned with and ignored the measurement); ζ_N ∝ √d keeps the per-pixel step, i.e. the step is
+normalised by the RMS n/√d. Below :data:`MIN_STEPS` steps ``dps`` warns
 (:class:`DPSStepsWarning`). The step is taken per sample (the reference code takes one norm over the
 whole batch). Both terms go through one fused kernel (``ddim_step`` with guidance g and scale
 ζ_N/√ᾱ_s). Measurements behind the defaults: benchmarks/results/posterior_dps_steps.md,
-quality_heldout.md, quality_sizes.md.
+quality_heldout.md, quality_sizes.md, dps-normalisation.md (the normalisation).
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ __all__ = ["MIN_STEPS", "NORMALIZATIONS", "REFERENCE_NUMEL", "STEP_RULES", "DPSS
 #: how ``zeta`` becomes the step ζ_N of an N-step run (:func:`step_size`)
 STEP_RULES = ("sqrt", "constant")
 #: what the gradient of ½‖y − A x̂0‖² is divided by, per sample (module docstring)
-NORMALIZATIONS = ("adjoint", "residual")
+NORMALIZATIONS = ("gradient", "adjoint", "residual")
 #: fewer steps than this draw a :class:`DPSStepsWarning` (module docstring)
 MIN_STEPS = 20
 #: the per-sample image size d_ref at which ``zeta = 1`` was tuned (3×64×64; module docstring)
@@ -62,7 +71,7 @@ def step_size(rule: str, zeta: float, steps: int, train_steps: int, numel: int =
 
 @takes_sampling
 def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, zeta: float = 1.0, eta: float = 1.0,
-        step_rule: str = "sqrt", normalize: str = "adjoint") -> Any:
+        step_rule: str = "sqrt", normalize: str = "gradient") -> Any:
     """Reconstruct x from y = A x + n with N = ``sampling.steps`` DPS steps (module docstring).
 
     Args:
@@ -72,7 +81,7 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
         y: measurement (B, ...) float32/float64; one sample per measurement.
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords).
         zeta: ζ ≥ 0; step_rule: ``"sqrt"`` ζ_N = ζ·√(T/N) | ``"constant"`` ζ_N = ζ;
-        normalize: ``"adjoint"`` | ``"residual"``; eta: DDIM η ∈ [0, 1] (1: the paper).
+        normalize: ``"gradient"`` | ``"adjoint"`` | ``"residual"``; eta: DDIM η ∈ [0, 1] (1: the paper).
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ at each step,
         "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m}.
@@ -105,10 +114,15 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
             if normalize == "residual":  # 2. g = ∇‖r‖ = ∇½‖r‖² / ‖r‖
                 norm = resid.flatten(1).norm(dim=1)
                 (grad,) = torch.autograd.grad(norm.sum(), xg)  # samples are independent: per-sample ∇
-            else:  # 2. g = ∇½‖r‖² / ‖∇_{x̂0}½‖r‖²‖, one backward pass for both
+            else:  # 2. g = ∇½‖r‖² / n, n = ‖∇_{x̂0}½‖r‖²‖ (adjoint) or ‖∇_{x_t}½‖r‖²‖ (gradient)
                 half_sq = 0.5 * resid.flatten(1).pow(2).sum(dim=1)
-                grad, g0 = torch.autograd.grad(half_sq.sum(), (xg, x0))
-                size = g0.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
+                if normalize == "gradient":
+                    (grad,) = torch.autograd.grad(half_sq.sum(), xg)
+                    size = grad.flatten(1).norm(dim=1)
+                else:  # one backward pass for both
+                    grad, g0 = torch.autograd.grad(half_sq.sum(), (xg, x0))
+                    size = g0.flatten(1).norm(dim=1)
+                size = size.view(-1, *([1] * (x.dim() - 1)))
                 grad = grad / torch.where(size > 0, size, torch.ones_like(size))
                 norm = (2 * half_sq.detach()).sqrt()
         info.add("residual", norm)
