@@ -25,11 +25,12 @@ with a coupling y_s | x_s ~ N(A x_s + b_s, Σ_s I), b_s = (1−ᾱ_s) A ŝ, ŝ =
 - ``solver``: ``"auto"`` — the fused elementwise kernel where the operator declares
   ``structure == "diagonal"``; otherwise every step but the last by truncated CG (below) and the last by the
   operator's exact solve where it has one, else by CG; ``"exact"``: every step by the exact solve;
-  ``"cg"`` / :class:`CG`: batched CG. CG, every step but the last: the correction δ = x_s − m from k_N = ⌈:data:`RUN_CG_ITERS`/N⌉ plain CG iterations (``step_iters``,
-  "auto") started at δ = 0 (``CG(start="prior")``: at the prior transition's draw e₁/√c, which leaves the
-  directions the truncation does not reach at the prior's spread instead of at none), i.e. Λ δ = √c e₁ + w Aᵀ(y_s − b_s − A m + e₂/√w) solved in the Krylov space of
-  degree k_N (one A, one Aᵀ and k_N AᵀA products a step; a run's CG work is ~90 AᵀA products whatever N:
-  the step-count rule). Truncated, not converged, on purpose: the coupling's Σ_s leaves out the prior's own
+  ``"cg"`` / :class:`CG`: batched CG. CG, every step but the last: the correction δ = x_s − m from
+  k_N = ⌈:data:`RUN_CG_ITERS`/N⌉ plain CG iterations (``step_iters``, "auto") started at δ = 0
+  (``CG(start="prior")``: at the prior transition's draw e₁/√c, which leaves the directions the truncation
+  does not reach at the prior's spread instead of at none), i.e. Λ δ = √c e₁ + w Aᵀ(y_s − b_s − A m + e₂/√w)
+  solved in the Krylov space of degree k_N (one A, one Aᵀ and k_N AᵀA products a step; a run's CG work is
+  ~90 AᵀA products whatever N: the step-count rule). Truncated, not converged, on purpose: the coupling's Σ_s leaves out the prior's own
   uncertainty (1−ᾱ_s) A Cov[ε | x_s] Aᵀ, so the converged (or exact) step over-weights y, more so as N grows
   (photos and the exact prior, N = 10…100, 64²–256², for motion blur, Gaussian blur and SR ×4, and the
   cost: benchmarks/results/cdps-truncated.md). A last step that solves
