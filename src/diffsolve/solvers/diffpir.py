@@ -5,7 +5,8 @@ Per step t → s, with x_t (B, C, H, W), y (B, ...), ε̂ = ε_θ(x_t, t), x̂0 
 σ̄_t² = (1−ᾱ_t)/ᾱ_t and ρ_t = λ σ²/σ̄_t² (σ the measurement noise std):
 
     1. x̂0' = argmin_z ‖y − A z‖² + ρ_t ‖z − x̂0‖²  =  (ρ_t I + AᵀA)⁻¹ (Aᵀy + ρ_t x̂0)      (B, C, H, W)
-       (``operator.solve``: exact for masks, average pooling, circular / separable blur; CG otherwise).
+       (``operator.solve``: exact for masks, average pooling, circular / separable blur; otherwise
+       :data:`CG_ITERS` iterations of the operator's preconditioned CG started at x̂0, the prox centre).
        σ = 0 takes the ρ → 0 limit, x̂0' = x̂0 − A⁺(A x̂0 − y) (hard data consistency).
     2. ε̂' = (x_t − √ᾱ_t x̂0')/√(1−ᾱ_t)                                   (the noise x̂0' implies)
     3. x_s = √ᾱ_s x̂0' + √(1−ᾱ_s) (√(1−ζ) ε̂' + √ζ z),   z ~ N(0, I)
@@ -34,12 +35,16 @@ from ..operators.base import _default_tol
 from ._inverse import Diagnostics, check_problem, route
 from ._loop import Sampling, check_number, prepare, takes_sampling
 
-__all__ = ["DEFAULT_LAM", "DEFAULT_ZETA", "data_rho", "diffpir", "pinv_unchecked", "reproject_step"]
+__all__ = ["CG_ITERS", "DEFAULT_LAM", "DEFAULT_ZETA", "data_rho", "diffpir", "pinv_unchecked", "reproject_step"]
 
 #: λ of ρ_t = λσ²/σ̄_t² with σ and σ̄_t on one scale (the reference code's 7, module docstring)
 DEFAULT_LAM = 7.0 / 4.0
 #: ζ, the share of fresh noise in the re-noising (reference code, deblurring)
 DEFAULT_ZETA = 0.3
+#: CG iterations of the data step where the operator has no exact solve, started at x̂0 (the prox centre
+#: is where the solution is for large ρ_t; from zero, 20 iterations cost 1-2 dB): measured in
+#: benchmarks/results/diffpir-cg.md
+CG_ITERS = 50
 
 
 def data_rho(lam: float, sigma: float, alpha_bar_t: float) -> float:
@@ -118,6 +123,7 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
     check_operator_solves(operator, sigma, "diffpir")
     loop = prepare(denoiser, shape, sampling, like=y, name="diffpir")
     solve = solver_of(operator) if sigma > 0 else None
+    takes_cg_options = hasattr(operator, "solve_unchecked")  # a LinearOperator; a bare solve() may not
     aty = operator.A_adjoint(y) if sigma > 0 else None
     info = Diagnostics(sampling.return_info)
     x = loop.x
@@ -129,7 +135,8 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
             resid = operator.A(x0) - y
             if sigma > 0:  # 2. the proximal data step (ρ_t I + AᵀA) x̂0' = Aᵀy + ρ_t x̂0
                 rho = data_rho(lam, sigma, a_t)
-                x0p = solve(aty + rho * x0, shift=rho, scale=1.0)
+                start = {"max_iters": CG_ITERS, "x0": x0} if takes_cg_options else {}
+                x0p = solve(aty + rho * x0, shift=rho, scale=1.0, **start)
                 correction = x0 - x0p
             else:  # ρ → 0: x̂0' = x̂0 − A⁺(A x̂0 − y)
                 correction = pinv_unchecked(operator, resid)
