@@ -57,8 +57,9 @@ def test_weights_are_inverse_sqrt_snr():
 
 def test_loop_equals_adam_on_the_per_sample_loss():
     p, op, x, y = problem()
-    steps, lam, lr = 4, 0.25, 0.1
+    steps, lam, lr = 4, 0.25 * 4 / 50, 0.1  # the default λ_N = 0.25·N/50
     out = reddiff(p, op, y, steps=steps, generator=gen(5))
+    assert torch.equal(reddiff(p, op, y, steps=steps, generator=gen(5), lam=lam, lam_rule="constant"), out)
     # by hand: μ0 = c Aᵀy, x_T drawn first (unused), then one ε per step; torch.optim.Adam(betas=(0.9, 0.99))
     g = gen(5)
     torch.randn(x.shape, generator=g, dtype=D)
@@ -104,6 +105,7 @@ def test_x_T_is_the_initial_mean_and_info():
 
 @pytest.mark.parametrize("options, error, words", [
     (dict(lam=-1.0), ValueError, "lam"),
+    (dict(lam_rule="linear"), ValueError, "lam_rule"),
     (dict(lam="x"), TypeError, "lam"),
     (dict(lr=0.0), ValueError, "lr"),
     (dict(lr=float("inf")), ValueError, "lr"),

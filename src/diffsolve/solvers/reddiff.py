@@ -29,6 +29,13 @@ Numbered steps of the loop:
 
 Scale rule: ℓ's two terms are means over the sample's entries, so the default λ does not depend on the image
 or measurement size; Adam's step is invariant to a common rescaling of both terms. The result is μ.
+
+**Step-count rule** (``lam_rule``): ``"steps"`` (default) λ_N = λ·N/N_ref, N_ref = :data:`REFERENCE_STEPS`;
+``"constant"`` λ_N = λ (the paper's, at its 1000 steps). Adam moves μ by about ``lr`` per entry and step
+whatever the gradient's scale, and the late steps, where λ_t = λ√(1−ᾱ_t)/√ᾱ_t → 0, are pure data fitting: at a
+fixed λ the fit to y, noise included, grows with N (the residual ends above σ at few steps and far below it
+at the paper's 1000). Weighting the regulariser ∝ N keeps the fitted residual near the noise level at every N
+(benchmarks/results/reddiff-steps.md); λ = 0.25 is the reference code's value, here the one at N_ref.
 ``sampling.x_T``, if given, replaces the start μ0. ``noise_source="kernel"`` is rejected: ε enters
 the loss, so it must be a tensor. Measurements: benchmarks/results/ (bench_methods.py).
 """
@@ -43,12 +50,22 @@ import torch
 from ._inverse import Diagnostics, check_problem, route
 from ._loop import Sampling, check_number, draw, prepare, takes_sampling
 
-__all__ = ["ADAM_BETAS", "ADAM_EPS", "gradient", "initial_mean", "reddiff", "weights"]
+__all__ = ["ADAM_BETAS", "ADAM_EPS", "LAM_RULES", "REFERENCE_STEPS", "gradient", "initial_mean", "reddiff",
+           "step_lam", "weights"]
 
 #: Adam's (β₁, β₂) of the reference code.
 ADAM_BETAS = (0.9, 0.99)
 #: Adam's ε (torch.optim.Adam's default).
 ADAM_EPS = 1e-8
+#: how ``lam`` becomes the λ of an N-step run (:func:`step_lam`, module docstring)
+LAM_RULES = ("steps", "constant")
+#: the step count N_ref at which ``lam`` is used as given under ``lam_rule="steps"``
+REFERENCE_STEPS = 50
+
+
+def step_lam(rule: str, lam: float, steps: int) -> float:
+    """λ_N: ``"steps"`` λ·N/N_ref, ``"constant"`` λ (host float, module docstring)."""
+    return lam * steps / REFERENCE_STEPS if rule == "steps" else lam
 
 
 def weights(alphas: list[float], lam: float) -> list[float]:
@@ -79,7 +96,7 @@ def initial_mean(operator: Any, y: torch.Tensor) -> torch.Tensor:
 
 @takes_sampling
 def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, lam: float = 0.25,
-            lr: float = 0.1) -> Any:
+            lr: float = 0.1, lam_rule: str = "steps") -> Any:
     """Reconstruct x from y = A x + n with N = ``sampling.steps`` RED-diff steps (module docstring).
 
     Args:
@@ -88,14 +105,17 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         y: measurement (B, ...) float32/float64; one reconstruction per measurement.
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords);
             x_T, if given, is the initial μ.
-        lam: λ ≥ 0, the regulariser weight (λ_t = λ √(1−ᾱ_t)/√ᾱ_t; default 0.25).
+        lam: λ ≥ 0, the regulariser weight (λ_t = λ_N √(1−ᾱ_t)/√ᾱ_t; default 0.25).
         lr: Adam learning rate > 0 (default 0.1, in [-1, 1] image units).
+        lam_rule: ``"steps"`` λ_N = λ·N/50 (default) | ``"constant"`` λ_N = λ, the paper's (module docstring).
     Returns:
         μ (B, C, H, W), or (μ, info) with ``return_info``: {"residual": (N, B) ‖y − A μ‖ before each step's
         update, "timesteps": (N,), "final_residual" (B,) ‖A μ − y‖/√m}.
     """
     lam = check_number("lam", lam, 0.0)
     lr = check_number("lr", lr, 0.0)
+    if lam_rule not in LAM_RULES:
+        raise ValueError(f"lam_rule must be one of {LAM_RULES}, got {lam_rule!r}")
     if lr == 0:
         raise ValueError("lr must be > 0 (Adam's learning rate; the paper's default is 0.1), got 0")
     if sampling.noise_source != "generator":
@@ -105,7 +125,7 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
     shape = check_problem(operator, y, sampling.x_T)
     loop = prepare(denoiser, shape, sampling, like=y, name="reddiff")
     mu = loop.x if sampling.x_T is not None else initial_mean(operator, y)
-    lams = weights(loop.alpha_t, lam)
+    lams = weights(loop.alpha_t, step_lam(lam_rule, lam, len(loop.alpha_t)))
     b1, b2 = ADAM_BETAS
     m1 = torch.zeros_like(mu)
     m2 = torch.zeros_like(mu)

@@ -1,0 +1,87 @@
+"""RED-diff's λ against the step count: ``lam_rule="steps"`` (λ_N = λ·N/50, the default) against
+``"constant"`` (λ_N = λ, the paper's).
+
+Not a test. The demo photos chelsea and coffee (the tuning set; the held-out photos are left to
+``bench_methods.py photos``) at 64², σ = 0.05, the shipped ``patches`` model, the five demo tasks, N ∈ {20, 50,
+100, 1000} (1000: the paper's step count), λ = 0.25, lr = 0.1: mean PSNR and data consistency
+‖A x̂ − y‖/(σ√m), with Tikhonov (λ picked by PSNR, an oracle) for the bar.
+
+Writes ``benchmarks/results/reddiff-steps.{md,json}``. Usage: ``python benchmarks/bench_reddiff_steps.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_dps import RESULTS, _machine  # noqa: E402
+
+STEPS = (20, 50, 100, 1000)
+RULES = ("constant", "steps")
+
+
+def run() -> list[dict]:
+    from bench_methods import measure
+
+    from diffsolve.data import photo
+    from diffsolve.methods import restore
+    from diffsolve.metrics import data_consistency, scores
+    from diffsolve.models import load_default
+    from diffsolve.solvers.reddiff import reddiff
+    from diffsolve.tasks import DEMO_TASKS, make_operator
+
+    model = load_default("patches")
+    names = ("chelsea", "coffee")
+    x = torch.stack([photo(name, size=64) for name in names])
+    rows = []
+    for task in DEMO_TASKS:
+        op = make_operator(task, (64, 64))
+        y = measure(op, x, seed=64)
+        xt, _ = restore("tikhonov", model, op, y, steps=1, sigma=0.05, x_true=x)
+        rows.append({"task": task, "rule": "tikhonov", "steps": 0, "psnr": float(scores(xt, x)["psnr"].mean()),
+                     "dc": float(data_consistency(op, xt, y, 0.05).mean())})
+        for n in STEPS:
+            for rule in RULES:
+                gens = [torch.Generator().manual_seed(i) for i in range(len(names))]
+                xr = reddiff(model, op, y, steps=n, lam_rule=rule, generator=gens)
+                rows.append({"task": task, "rule": rule, "steps": n, "psnr": float(scores(xr, x)["psnr"].mean()),
+                             "dc": float(data_consistency(op, xr, y, 0.05).mean())})
+                print(rows[-1], flush=True)
+    return rows
+
+
+def render(res: dict) -> str:
+    lines = ["# RED-diff: λ against the step count", "",
+             f"`python benchmarks/bench_reddiff_steps.py` — {res['machine']}. Demo photos chelsea and coffee (the "
+             "tuning set), 64², σ = 0.05, `patches` model, λ = 0.25, lr = 0.1. Cell: mean PSNR dB / data "
+             "consistency; **bold**: PSNR ≥ Tikhonov − 0.5 dB and consistency in [0.5, 1.5].", "",
+             "| task | Tikhonov | " + " | ".join(f"N={n} {r}" for n in STEPS for r in RULES) + " |",
+             "|---|---|" + "---|" * (len(STEPS) * len(RULES))]
+    for task in dict.fromkeys(r["task"] for r in res["rows"]):
+        ref = next(r for r in res["rows"] if r["task"] == task and r["rule"] == "tikhonov")
+        cells = []
+        for n in STEPS:
+            for rule in RULES:
+                r = next(q for q in res["rows"] if (q["task"], q["steps"], q["rule"]) == (task, n, rule))
+                cell = f"{r['psnr']:.2f} / {r['dc']:.2f}"
+                cells.append(f"**{cell}**" if r["psnr"] >= ref["psnr"] - 0.5 and 0.5 <= r["dc"] <= 1.5 else cell)
+        lines.append(f"| {task} | {ref['psnr']:.2f} / {ref['dc']:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    res = {"machine": _machine(), "rows": run()}
+    (RESULTS / "reddiff-steps.json").write_text(json.dumps(res, indent=1))
+    md = RESULTS / "reddiff-steps.md"
+    reading = md.read_text().partition("\n## Reading")[2] if md.exists() else ""  # hand-written: kept
+    md.write_text(render(res) + ("\n## Reading" + reading if reading else ""))
+    print(md.read_text())
+
+
+if __name__ == "__main__":
+    main()
