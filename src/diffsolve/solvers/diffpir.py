@@ -41,9 +41,8 @@ __all__ = ["CG_ITERS", "DEFAULT_LAM", "DEFAULT_ZETA", "data_rho", "diffpir", "pi
 DEFAULT_LAM = 7.0 / 4.0
 #: ζ, the share of fresh noise in the re-noising (reference code, deblurring)
 DEFAULT_ZETA = 0.3
-#: CG iterations of the data step where the operator has no exact solve, started at x̂0 (the prox centre
-#: is where the solution is for large ρ_t; from zero, 20 iterations cost 1-2 dB): measured in
-#: benchmarks/results/diffpir-cg.md
+#: CG iterations of the data step where the operator has no exact solve, started at x̂0 (the prox centre,
+#: near the solution wherever ρ_t is large; measured against 200 from zero in benchmarks/results/diffpir-cg.md)
 CG_ITERS = 50
 
 
