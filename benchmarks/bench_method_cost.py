@@ -6,13 +6,14 @@ pointwise and differentiable), so the solvers' own work dominates:
 - **diffsolve table**: ``ddim``, ``mpgd``, ``dps``, ``cdps`` (context) and ``pigdm``, ``diffpir``, ``ddnm``,
   ``ddrm``, ``daps``, ``reddiff``, ``mmps`` run through the registry (:mod:`diffsolve.methods`) with the command
   line's options (σ = ``SIGMA`` = 0.05 passed where the method takes σ; so ``ddnm`` runs DDNM+), every other
-  option at the solver's default (η, ζ, λ, MMPS's GMRES with iters = 1, ode_steps = 5, langevin_steps = 100,
+  option at the solver's default (η, ζ, λ, MMPS's GMRES with iters = 4, ode_steps = 5, langevin_steps = 100,
   …), backend ``auto`` (the C++ kernels), ``--steps`` steps (DAPS: ``--daps-steps`` annealing levels, 5 NFE
   each), for a Gaussian blur (61, σ 3, reflect), a motion blur (61, reflect), a centred 128² box inpainting and bicubic
   SR×4; DDRM and DDNM+ only where the operator has an SVD (not the reflect motion blur).
   The model is timed in the same interleaved run: ``t_fwd`` one ε forward (no_grad), ``t_fwdbwd`` one forward
   + the backward a VJP through it costs, ``t_bwd = t_fwdbwd − t_fwd``. With F forward and K backward model
-  calls per solve (F = steps, DAPS 5·levels; K = steps for DPS, ΠGDM, 2·steps for MMPS (iters + 1), else 0):
+  calls per solve (F = steps, DAPS 5·levels; K = steps for DPS, ΠGDM, (iters + 1)·steps for MMPS at its
+  default iters, else 0):
 
       cost beyond the model per NFE = (t_method − F·t_fwd − K·t_bwd) / F
 
@@ -47,6 +48,7 @@ Usage: ``nice python benchmarks/bench_method_cost.py [--batch 4] [--size 256] [-
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -79,8 +81,10 @@ def model_calls(method: str, steps: int) -> tuple[int, int]:
         return 5 * steps, 0
     if method in ("dps", "pigdm"):
         return steps, steps
-    if method == "mmps":
-        return steps, 2 * steps
+    if method == "mmps":  # (iters + 1) VJPs a step at its default iters
+        from diffsolve.solvers.mmps import mmps
+
+        return steps, (inspect.signature(mmps).parameters["iters"].default + 1) * steps
     return steps, 0
 
 
@@ -412,10 +416,11 @@ def _gmres(apply, rhs, iters):
     return sum(c[:, j, None] * basis[j] for j in range(iters)).view_as(rhs)
 
 
-def eager_mmps(den, ctx, x_T, steps, gen, eta=1.0, iters=1):
-    """MMPS as azula writes it: x̂0 with a graph, GMRES (``iters`` = 1, azula's default) on σ²I + A Σ Aᵀ with
+def eager_mmps(den, ctx, x_T, steps, gen, eta=1.0, iters=None):
+    """MMPS as azula writes it: x̂0 with a graph, GMRES (``iters``: diffsolve's default) on σ²I + A Σ Aᵀ with
     Σ v = γ Jᵀv by autograd VJPs, A eager, Aᵀ its autograd VJP; the DDIM step on ε̂ of x̂0_y."""
     a_fn, at_fn, y = ctx["A"], ctx["At"], ctx["y"]
+    iters = model_calls("mmps", 1)[1] - 1 if iters is None else iters
     x = x_T
     for t, a_t, a_s in _schedule(den, steps):
         gamma = (1 - a_t) / math.sqrt(a_t)
@@ -578,7 +583,7 @@ def _md(res: dict) -> str:
              f"interleaved repeats (runs listed below the tables); load average at the end {res.get('load_end', '?')}.",
              "",
              "Cost beyond the model per NFE = (t_method − F·t_fwd − K·t_bwd)/F, F forward and K backward model calls "
-             "(F = steps, DAPS 5·levels; K = steps for DPS/ΠGDM, 2·steps for MMPS), t_bwd = t_fwdbwd − t_fwd. "
+             "(F = steps, DAPS 5·levels; K = steps for DPS/ΠGDM, (iters + 1)·steps for MMPS), t_bwd = t_fwdbwd − t_fwd. "
              "vs MPGD = that over MPGD's for the same operator (target ≤ 2).", ""]
     for name, row in res["cost"].items():
         lines += [f"## {name}: {row['steps']} steps (DAPS {row['daps_steps']} level(s))", "",
