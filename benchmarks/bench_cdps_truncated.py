@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_dps import RESULTS, _best, _cheap_model, _machine, _operator  # noqa: E402
+from bench_dps import RESULTS, _best, _cheap_model, _machine, _operator, write_results  # noqa: E402
 
 VARIANTS = {"solved to tol": dict(step_iters=None), "k=2": dict(step_iters=2), "k=3": dict(step_iters=3),
             "k=⌈90/N⌉ (default)": dict(step_iters="auto")}
@@ -365,11 +365,7 @@ def main(argv: list[str] | None = None) -> None:
         res["exact"] = run_exact()
     if "start" in args.parts:
         res["start"] = run_start()
-    path.write_text(json.dumps(res, indent=1))
-    md = RESULTS / "cdps-truncated.md"
-    reading = md.read_text().partition("\n## Reading")[2] if md.exists() else ""  # hand-written: kept
-    md.write_text(render(res) + ("\n## Reading" + reading if reading else ""))
-    print(render(res))
+    print(write_results("cdps-truncated", res, render(res)))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Writes ``benchmarks/results/diffpir-cg.{md,json}``. Usage: ``python benchmarks/b
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_dps import RESULTS, _machine  # noqa: E402
+from bench_dps import _machine, write_results  # noqa: E402
 
 VARIANTS = ((200, False), (50, True), (30, True), (20, True), (20, False))
 SIZES = {64: (20, 50, 100), 128: (20, 50)}
@@ -41,21 +40,17 @@ class _FromZero:
 
 
 def run() -> list[dict]:
-    from bench_methods import measure
+    from bench_methods import photo_problems
 
-    from diffsolve.data import photo
     from diffsolve.metrics import scores
     from diffsolve.models import load_default
-    from diffsolve.tasks import make_operator
 
     module = importlib.import_module("diffsolve.solvers.diffpir")
     model = load_default("patches")
     names = ("chelsea", "coffee")
     rows = []
     for size, step_list in SIZES.items():
-        x = torch.stack([photo(name, size=size) for name in names])
-        op = make_operator("motion_blur", (size, size))
-        y = measure(op, x, seed=size)
+        ((_, op, x, y),) = photo_problems(names, size, ("motion_blur",))
         for n in step_list:
             for iters, warm in VARIANTS:
                 module.CG_ITERS = iters
@@ -87,11 +82,7 @@ def render(res: dict) -> str:
 def main() -> None:
     torch.set_num_threads(1)
     res = {"machine": _machine(), "rows": run()}
-    (RESULTS / "diffpir-cg.json").write_text(json.dumps(res, indent=1))
-    md = RESULTS / "diffpir-cg.md"
-    reading = md.read_text().partition("\n## Reading")[2] if md.exists() else ""  # hand-written: kept
-    md.write_text(render(res) + ("\n## Reading" + reading if reading else ""))
-    print(md.read_text())
+    print(write_results("diffpir-cg", res, render(res)))
 
 
 if __name__ == "__main__":

@@ -44,6 +44,17 @@ RESULTS = Path(__file__).parent / "results"
 OPERATORS = ("gaussian", "motion", "inpaint", "sr4")
 
 
+def write_results(stem: str, res: dict, markdown: str) -> str:
+    """Write ``results/<stem>.json`` (``res``) and ``results/<stem>.md`` (``markdown``), keeping the hand-written
+    "## Reading" section of the previous .md; returns the .md's text."""
+    (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1))
+    md = RESULTS / f"{stem}.md"
+    reading = md.read_text().partition("\n## Reading")[2] if md.exists() else ""
+    text = markdown + ("\n## Reading" + reading if reading else "")
+    md.write_text(text)
+    return text
+
+
 def _best(fn: Callable[[], object], repeat: int) -> float:
     times = []
     for _ in range(repeat):

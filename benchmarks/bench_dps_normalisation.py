@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -39,7 +38,7 @@ if not __import__("torch").cuda.is_available():
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_methods import SIGMA, measure  # noqa: E402
+from bench_methods import SIGMA, photo_problems  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "dps-normalisation"
@@ -101,27 +100,17 @@ def save(data: dict) -> None:
     OUT.with_suffix(".md").write_text(render(data))
 
 
-def images(names: list[str], size: int) -> torch.Tensor:
-    from diffsolve.data import photo
-
-    return torch.stack([photo(n, size=size) for n in names])
-
-
 def diagnose(sizes: list[int]) -> list[dict]:
     from diffsolve.models import load_default
     from diffsolve.operators import Inpainting
     from diffsolve.solvers._loop import select_schedule
-    from diffsolve.tasks import make_operator
 
     model = load_default("patches")
     table = model.alphas_cumprod.double()
     ts = select_schedule(model, 30).timesteps.tolist()
     rows = []
     for size in sizes:
-        x = images(TUNING, size)
-        for task in TASKS:
-            op = make_operator(task, (size, size))
-            y = measure(op, x, seed=size)
+        for task, op, x, y in photo_problems(TUNING, size, TASKS):
             for k, t in enumerate(ts):
                 if size > 64 and k % 5:  # 256²: every 5th step
                     continue
@@ -152,15 +141,11 @@ def run(names: list[str], sizes: list[int], rules: list[str], split: str) -> lis
     from diffsolve.metrics import data_consistency, scores
     from diffsolve.models import load_default
     from diffsolve.solvers import dps
-    from diffsolve.tasks import make_operator
 
     model = load_default("patches")
     rows = []
     for size in sizes:
-        x = images(names, size)
-        for task in TASKS:
-            op = make_operator(task, (size, size))
-            y = measure(op, x, seed=size)
+        for task, op, x, y in photo_problems(names, size, TASKS):
             for rule in ["tikhonov"] + rules:
                 start = time.perf_counter()
                 if rule == "tikhonov":

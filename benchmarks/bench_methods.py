@@ -192,6 +192,18 @@ def measure(op, x: torch.Tensor, seed: int) -> torch.Tensor:
     return ax + SIGMA * (op.A(noise) if isinstance(op, Inpainting) else noise)
 
 
+def photo_problems(images, size: int, task_names):
+    """(task, operator, x, y) per task for the bundled photos ``images`` at ``size``² (y as :func:`measure`
+    makes it, seed ``size``)."""
+    from diffsolve.data import photo
+    from diffsolve.tasks import make_operator
+
+    x = torch.stack([photo(name, size=size) for name in images])
+    for task in task_names:
+        op = make_operator(task, (size, size))
+        yield task, op, x, measure(op, x, seed=size)
+
+
 def run_photos(sizes: list[int], step_list: list[int], images: list[str], task_names: list[str],
                names: list[str]) -> list[dict]:
     from diffsolve.data import photo

@@ -13,7 +13,6 @@ Writes ``benchmarks/results/mmps-iters.{md,json}``. Usage: ``python benchmarks/b
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,27 +20,23 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_dps import RESULTS, _machine  # noqa: E402
+from bench_dps import _machine, write_results  # noqa: E402
 
 SIGMA, STEPS = 0.05, 50
 
 
 def run_photos() -> list[dict]:
-    from bench_methods import measure
+    from bench_methods import photo_problems
 
-    from diffsolve.data import photo
     from diffsolve.metrics import scores
     from diffsolve.models import load_default
     from diffsolve.solvers.mmps import mmps
-    from diffsolve.tasks import DEMO_TASKS, make_operator
+    from diffsolve.tasks import DEMO_TASKS
 
     model = load_default("patches")
     names = ("chelsea", "coffee")
-    x = torch.stack([photo(name, size=64) for name in names])
     rows = []
-    for task in DEMO_TASKS:
-        op = make_operator(task, (64, 64))
-        y = measure(op, x, seed=64)
+    for task, op, x, y in photo_problems(names, 64, DEMO_TASKS):
         for iters in (1, 2, 4):
             gens = [torch.Generator().manual_seed(i) for i in range(len(names))]
             start = time.perf_counter()
@@ -96,11 +91,7 @@ def render(res: dict) -> str:
 
 def main() -> None:
     res = {"machine": _machine(), "prior": run_prior(), "photos": run_photos()}
-    (RESULTS / "mmps-iters.json").write_text(json.dumps(res, indent=1))
-    md = RESULTS / "mmps-iters.md"
-    reading = md.read_text().partition("\n## Reading")[2] if md.exists() else ""  # hand-written: kept
-    md.write_text(render(res) + ("\n## Reading" + reading if reading else ""))
-    print(md.read_text())
+    print(write_results("mmps-iters", res, render(res)))
 
 
 if __name__ == "__main__":

@@ -11,36 +11,31 @@ Writes ``benchmarks/results/reddiff-steps.{md,json}``. Usage: ``python benchmark
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_dps import RESULTS, _machine  # noqa: E402
+from bench_dps import _machine, write_results  # noqa: E402
 
 STEPS = (20, 50, 100, 1000)
 RULES = ("constant", "steps")
 
 
 def run() -> list[dict]:
-    from bench_methods import measure
+    from bench_methods import photo_problems
 
-    from diffsolve.data import photo
     from diffsolve.methods import restore
     from diffsolve.metrics import data_consistency, scores
     from diffsolve.models import load_default
     from diffsolve.solvers.reddiff import reddiff
-    from diffsolve.tasks import DEMO_TASKS, make_operator
+    from diffsolve.tasks import DEMO_TASKS
 
     model = load_default("patches")
     names = ("chelsea", "coffee")
-    x = torch.stack([photo(name, size=64) for name in names])
     rows = []
-    for task in DEMO_TASKS:
-        op = make_operator(task, (64, 64))
-        y = measure(op, x, seed=64)
+    for task, op, x, y in photo_problems(names, 64, DEMO_TASKS):
         xt, _ = restore("tikhonov", model, op, y, steps=1, sigma=0.05, x_true=x)
         rows.append({"task": task, "rule": "tikhonov", "steps": 0, "psnr": float(scores(xt, x)["psnr"].mean()),
                      "dc": float(data_consistency(op, xt, y, 0.05).mean())})
@@ -76,11 +71,7 @@ def render(res: dict) -> str:
 def main() -> None:
     torch.set_num_threads(1)
     res = {"machine": _machine(), "rows": run()}
-    (RESULTS / "reddiff-steps.json").write_text(json.dumps(res, indent=1))
-    md = RESULTS / "reddiff-steps.md"
-    reading = md.read_text().partition("\n## Reading")[2] if md.exists() else ""  # hand-written: kept
-    md.write_text(render(res) + ("\n## Reading" + reading if reading else ""))
-    print(md.read_text())
+    print(write_results("reddiff-steps", res, render(res)))
 
 
 if __name__ == "__main__":
