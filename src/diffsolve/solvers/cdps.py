@@ -30,8 +30,8 @@ with a coupling y_s | x_s ~ N(A x_s + b_s, Σ_s I), b_s = (1−ᾱ_s) A ŝ, ŝ =
   (``CG(start="prior")``: at the prior transition's draw e₁/√c, which leaves the directions the truncation
   does not reach at the prior's spread instead of at none), i.e. Λ δ = √c e₁ + w Aᵀ(y_s − b_s − A m + e₂/√w)
   solved in the Krylov space of degree k_N (one A, one Aᵀ and k_N AᵀA products a step; a run's CG work is
-  ~90 AᵀA products whatever N: the step-count rule). Truncated, not converged, on purpose: the coupling's Σ_s leaves out the prior's own
-  uncertainty (1−ᾱ_s) A Cov[ε | x_s] Aᵀ, so the converged (or exact) step over-weights y, more so as N grows
+  ~90 AᵀA products whatever N: the step-count rule). Truncated, not converged, on purpose: the coupling's
+  Σ_s leaves out the prior's own uncertainty (1−ᾱ_s) A Cov[ε | x_s] Aᵀ, so the converged (or exact) step over-weights y, more so as N grows
   (photos and the exact prior, N = 10…100, 64²–256², for motion blur, Gaussian blur and SR ×4, and the
   cost: benchmarks/results/cdps-truncated.md). A last step that solves
   (``last_step`` "mean" or "sample") is solved to ``tol`` from m with the operator's preconditioner and a
@@ -58,8 +58,8 @@ from ..operators.base import SolveInfo, _default_tol
 from ._inverse import Diagnostics, check_problem, check_sigma, route
 from ._loop import Sampling, _draw, check_number, prepare, takes_sampling
 
-__all__ = ["CHAINS", "LAST_STEPS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_STARTS", "CG_MAX_ITERS", "RUN_CG_ITERS", "SOLVERS", "CG", "CGNotConvergedWarning",
-           "KAPPA_MAX", "MeasurementChain", "StepPlan", "cdps", "cdps_step", "cg_budget", "coupling_variance",
+__all__ = ["CHAINS", "LAST_STEPS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_STARTS", "CG_MAX_ITERS", "RUN_CG_ITERS",
+           "SOLVERS", "CG", "CGNotConvergedWarning", "KAPPA_MAX", "MeasurementChain", "StepPlan", "cdps", "cdps_step", "cg_budget", "coupling_variance",
            "gram_bound", "plan", "precisions", "transition"]
 
 COUPLINGS = ("reverse", "forward")
@@ -85,8 +85,8 @@ class CG:
     of every step (``step_iters`` then unused); ``tol``: relative residual (None: 1e-5 float32, 1e-10
     float64); ``start``: where a truncated step's CG starts, ``"zero"`` (δ₀ = 0, the better point estimate)
     or ``"prior"`` (δ₀ = e₁/√c, the prior transition's own draw: the truncation then leaves the directions
-    CG has not reached at the prior's variance instead of at zero, so the spread is calibrated, at some
-    cost in PSNR; same cost per step). ``solver="cg"`` is ``CG()``."""
+    CG has not reached at the prior's variance instead of at zero: a spread nearer the posterior's, a
+    point estimate further from its mean; same cost per step). ``solver="cg"`` is ``CG()``."""
 
     iters: int | None = None
     tol: float | None = None
