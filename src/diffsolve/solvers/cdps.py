@@ -59,8 +59,8 @@ from ._inverse import Diagnostics, check_problem, check_sigma, route
 from ._loop import Sampling, _draw, check_number, prepare, takes_sampling
 
 __all__ = ["CHAINS", "LAST_STEPS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_STARTS", "CG_MAX_ITERS", "RUN_CG_ITERS",
-           "SOLVERS", "CG", "CGNotConvergedWarning", "KAPPA_MAX", "MeasurementChain", "StepPlan", "cdps", "cdps_step", "cg_budget", "coupling_variance",
-           "gram_bound", "plan", "precisions", "transition"]
+           "SOLVERS", "CG", "CGNotConvergedWarning", "KAPPA_MAX", "MeasurementChain", "StepPlan", "cdps", "cdps_step",
+           "cg_budget", "coupling_variance", "gram_bound", "plan", "precisions", "transition"]
 
 COUPLINGS = ("reverse", "forward")
 CHAINS = ("none", "operator", "markov", "fresh")
@@ -261,8 +261,8 @@ def cdps_step(operator: Any, x_t: torch.Tensor, eps: torch.Tensor, y_s: torch.Te
     """
     tol = _default_tol(x_t.dtype) if cg_tol is None else cg_tol
     size = tuple(x_t.shape[-2:])
-    (step,) = plan(operator, size, gram_bound(operator, size), [(alpha_t, alpha_s)], sigma=sigma, coupling=coupling, eta=eta,
-                   chain=chain, method=method, cg_iters=cg_iters, tol=tol)
+    (step,) = plan(operator, size, gram_bound(operator, size), [(alpha_t, alpha_s)], sigma=sigma, coupling=coupling,
+                   eta=eta, chain=chain, method=method, cg_iters=cg_iters, tol=tol)
     return _posterior_step(operator, step, x_t, eps, y_s, e1, e2, method=method, diag=diag, cg_tol=cg_tol,
                            want_info=want_info, backend=backend)
 
