@@ -60,9 +60,19 @@ def pinv_unchecked(operator: Any, r: torch.Tensor, max_iters: int = 500) -> torc
     return operator.pseudo_inverse(r)
 
 
-def solver_of(operator: Any):
-    """``operator.solve_unchecked`` (no host sync) where it exists, else ``operator.solve``."""
-    return getattr(operator, "solve_unchecked", operator.solve)
+def solver_of(operator: Any, max_iters: int | None = None):
+    """``solve(rhs, shift, scale, x0=None)``: ``operator.solve_unchecked`` (no host sync) where it exists, with
+    CG's budget ``max_iters`` and start ``x0`` where given (an exact solve ignores both), else ``operator.solve``
+    (a bare ``solve(rhs, shift, scale)``: no CG options)."""
+    unchecked = getattr(operator, "solve_unchecked", None)
+    if unchecked is None:
+        return lambda rhs, shift, scale, x0=None: operator.solve(rhs, shift=shift, scale=scale)
+    budget = {} if max_iters is None else {"max_iters": max_iters}
+
+    def solve(rhs: torch.Tensor, shift: Any, scale: Any, x0: torch.Tensor | None = None) -> torch.Tensor:
+        return unchecked(rhs, shift=shift, scale=scale, **budget, **({} if x0 is None else {"x0": x0}))
+
+    return solve
 
 
 def reproject_step(x: torch.Tensor, eps: torch.Tensor, correction: torch.Tensor, alpha_bar_t: float,
@@ -121,8 +131,7 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
     shape = check_problem(operator, y, sampling.x_T)
     check_operator_solves(operator, sigma, "diffpir")
     loop = prepare(denoiser, shape, sampling, like=y, name="diffpir")
-    solve = solver_of(operator) if sigma > 0 else None
-    takes_cg_options = hasattr(operator, "solve_unchecked")  # a LinearOperator; a bare solve() may not
+    solve = solver_of(operator, CG_ITERS) if sigma > 0 else None
     aty = operator.A_adjoint(y) if sigma > 0 else None
     info = Diagnostics(sampling.return_info)
     x = loop.x
@@ -134,8 +143,7 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
             resid = operator.A(x0) - y
             if sigma > 0:  # 2. the proximal data step (ρ_t I + AᵀA) x̂0' = Aᵀy + ρ_t x̂0
                 rho = data_rho(lam, sigma, a_t)
-                start = {"max_iters": CG_ITERS, "x0": x0} if takes_cg_options else {}
-                x0p = solve(aty + rho * x0, shift=rho, scale=1.0, **start)
+                x0p = solve(aty + rho * x0, shift=rho, scale=1.0, x0=x0)
                 correction = x0 - x0p
             else:  # ρ → 0: x̂0' = x̂0 − A⁺(A x̂0 − y)
                 correction = pinv_unchecked(operator, resid)

@@ -34,7 +34,7 @@ direction is skipped per sample) and more CG iterations are not guaranteed to he
 ‖r − K u‖ cannot grow with ``iters``. Defaults: ``solver="gmres"`` as azula's MMPSDenoiser, ``iters=4``
 (azula's default is 1: the paper uses one to a few), η = 1. One iteration leaves the step far from the exact
 moment-matching update on blurs and large holes; four reach it closely on the exact prior and gain on
-photos at ~1.8× the time per step (benchmarks/results/mmps-inner.md); ``iters=1`` is azula's setting.
+photos, at about twice the time per step (benchmarks/results/mmps-iters.md); ``iters=1`` is azula's setting.
 Scale rule: the update is invariant to A → kA, y → ky, σ → kσ (A Σ Aᵀ, σ² and r scale alike, and both solvers
 are invariant to K → k²K, r → k²r); the image size enters nowhere.
 Measurements: benchmarks/results/ (bench_methods.py).

@@ -48,15 +48,6 @@ def guidance_vector(operator: Any, resid: torch.Tensor, sigma: float, r2: float,
     return r2 * solve(operator.A_adjoint(resid), shift=sigma**2, scale=r2)
 
 
-def _budgeted(operator: Any) -> Any:
-    """``operator.solve_unchecked`` with :data:`CG_ITERS` CG iterations (step 2, no exact solve)."""
-
-    def solve(rhs: torch.Tensor, shift: float, scale: float) -> torch.Tensor:
-        return operator.solve_unchecked(rhs, shift=shift, scale=scale, max_iters=CG_ITERS)
-
-    return solve
-
-
 @takes_sampling
 def pigdm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float,
           eta: float = 1.0) -> Any:
@@ -80,9 +71,7 @@ def pigdm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, 
     shape = check_problem(operator, y, sampling.x_T)
     check_operator_solves(operator, sigma, "pigdm")
     loop = prepare(denoiser, shape, sampling, like=y, name="pigdm")
-    solve = solver_of(operator) if sigma > 0 else None
-    if solve is not None and hasattr(operator, "solve_unchecked") and not getattr(operator, "exact_solve", False):
-        solve = _budgeted(operator)
+    solve = solver_of(operator, CG_ITERS) if sigma > 0 else None  # CG_ITERS where the solve is CG
     info = Diagnostics(sampling.return_info)
     x = loop.x
     for i in loop.steps():
