@@ -76,6 +76,11 @@ def ddnm_coefficients(alpha_bar_t: float, alpha_bar_s: float, eta: float, sigma:
     return lam, k_eps, math.sqrt(max(var - (weight * lam * sigma) ** 2, 0.0))
 
 
+#: DDNM+ folds its fresh noise into the correction's transform where a_t ≥ FOLD·√ᾱ_s (the noise is divided by
+#: a_t and multiplied back: float32 round-off grows like √ᾱ_s/a_t, at most 100×; fine schedules with η < 1 have
+#: smaller a_t and take the two transforms).
+FOLD = 0.01
+
 #: DDNM+ treats a spectral coefficient as observed where s_i > OBSERVED·σ (module docstring).
 OBSERVED = 1.0
 
@@ -173,7 +178,7 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         s_dev = svd.singulars(y)
         y_bar = svd.Ut(y)  # ȳ = Uᵀy, zero on the null directions
         inv_s = torch.where(s_dev > 0, 1 / torch.where(s_dev > 0, s_dev, 1), 0)  # λ = 0 wherever s is not observed
-        coefs, plus = [], []
+        coefs, plus, folds = [], [], []  # folds: a_t of x̂0' in x_s where the noise is folded in, else None
         for i in range(n):
             lam_h, k_eps, _ = ddnm_plus_coefficients(loop.alpha_t[i], loop.alpha_s[i], eta, sigma, s_host)
             lam_d, _, root_d = ddnm_plus_coefficients(loop.alpha_t[i], loop.alpha_s[i], eta, sigma, s_dev)
@@ -182,6 +187,8 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             k_z = 1.0 if ddnm_coefficients(loop.alpha_t[i], loop.alpha_s[i], eta, 0.0)[2] > 0 else 0.0  # σ_t > 0
             coefs.append((lam_mean, k_eps, k_z))
             plus.append((lam_d * inv_s, root_d))
+            weight = math.sqrt(loop.alpha_s[i]) - k_eps * math.sqrt(loop.alpha_t[i] / (1 - loop.alpha_t[i]))
+            folds.append(weight if weight >= FOLD * math.sqrt(loop.alpha_s[i]) else None)
     per = loop.x.numel() if not isinstance(loop.seed, list) else loop.x[0].numel()
     all_timesteps = loop.schedule.timesteps.tolist()  # host ints, read once before the loop
     passes = [0] * n
@@ -199,7 +206,7 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         with torch.no_grad():
             eps = loop.eps(x, i)  # ε̂ and x̂0, no UNet backward
             x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
-            resid = operator.A(x0) - y
+            resid = operator.A(x0) - y if svd is None or sampling.return_info else None
             noise = loop.step_noise(i, k_z > 0)
             if "offset" in noise:  # a re-run step draws past every first-pass offset
                 noise["offset"] += passes[i] * (n + 1) * per
@@ -209,19 +216,25 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                     correction = lam * correction
             else:  # 1. DDNM+: V(λ/s ⊙ (S Vᵀx̂0 − Uᵀy)), 3. the noise V(√γ ⊙ Vᵀz)
                 lam_over_s, root_gamma = plus[i]
-                x0_bar = svd.Vt(x0)
-                correction = svd.V(lam_over_s * (svd.singulars(y) * x0_bar - y_bar))
-                if k_z > 0:
-                    z = noise.get("noise")
+                spectral = lam_over_s * (svd.singulars(y) * svd.Vt(x0) - y_bar)
+                z = noise.get("noise") if k_z > 0 else None
+                if z is not None and folds[i] is not None and loop.callback is None:
+                    # x̂0' enters x_s with weight a_t > 0 (module docstring), so −a_t·V(c) + V(√γ z̄) is
+                    # −a_t·V(c − √γ z̄/a_t): one transform back instead of two (x̂0' itself is not reported)
+                    spectral = spectral - root_gamma / folds[i] * svd.Vt(z)
+                    noise, k_z = {}, 0.0
+                elif k_z > 0:
                     if z is None:  # kernel noise: the fused kernel's own z (x = ε = correction = 0, k_z = 1)
                         zero = torch.zeros_like(x)
                         z = reproject_step(zero, zero, zero, a_t, a_s, 0.0, 1.0, backend=sampling.backend, **noise)
                     noise = {"noise": svd.V(root_gamma * svd.Vt(z))}
+                correction = svd.V(spectral)
             # 2.-3. x_s = √ᾱ_s x̂0' + k_ε ε̂' + k_z z, one fused kernel
             out = reproject_step(x, eps, correction, a_t, a_s, k_eps, k_z, backend=sampling.backend,
                                  return_x0=loop.callback is not None, **noise)
         passes[i] += 1
-        info.add("residual", resid.flatten(1).norm(dim=1))
+        if resid is not None:
+            info.add("residual", resid.flatten(1).norm(dim=1))
         lambdas.append(lam)
         timesteps.append(all_timesteps[i])
         x, x0p = out if loop.callback is not None else (out, None)

@@ -18,7 +18,8 @@ noise std is σ_y/s_i. The VP model is used in DDRM's variance-exploding variabl
     s_i > 0, σ ≥ σ_y/s_i:   x̄_s,i = (1−η_b) x̄θ_i + η_b ȳ_i + √(σ² − η_b² σ_y²/s_i²) z̄_i
     x_s = √ᾱ_s V x̄_s.
 
-Each case is a per-coefficient affine map x̄_s = a x̄θ + b ȳ + c ê + d z̄ whose (a, b, c, d) depend only on
+Vᵀx_t is carried from step to step (V is orthogonal), so a step maps ε̂ and its noise into the
+spectral space and the result back: three transforms. Each case is a per-coefficient affine map x̄_s = a x̄θ + b ȳ + c ê + d z̄ whose (a, b, c, d) depend only on
 (s, σ, σ_y, η, η_b): they are built before the loop, once per step. With σ_y = 0 and η_b = 1 every observed
 coefficient equals ȳ at every step (y is reproduced on the observed directions). At the last step (ᾱ_s = 1,
 σ = 0) no noise is drawn and the result is x̂0 with the observed coefficients set by the cases above.
@@ -108,22 +109,28 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     init = observed & (s * sigma_T > sigma_y)
     spread = (sigma_T**2 - (sigma_y / torch.where(init, s, 1)) ** 2).clamp_min(0).sqrt()
     e_bar = svd.Vt(loop.x)
-    x = math.sqrt(a_T) * svd.V(torch.where(init, y_bar + spread * e_bar, sigma_T * e_bar))
+    x_bar = math.sqrt(a_T) * torch.where(init, y_bar + spread * e_bar, sigma_T * e_bar)  # Vᵀx_t, carried
+    x = svd.V(x_bar)
     info = Diagnostics(sampling.return_info)
     with torch.no_grad():
         for i in loop.steps():
             a_t, a_s = loop.alpha_t[i], loop.alpha_s[i]
-            eps = loop.eps(x, i)  # 2. ε̂ = ε_θ(x_t, t) and x̂0 (Tweedie)
-            x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+            eps = loop.eps(x, i)  # 2. ε̂ = ε_θ(x_t, t) and Vᵀx̂0 = (Vᵀx_t − √(1−ᾱ_t) ê)/√ᾱ_t (Tweedie; V orthogonal)
+            eps_bar = svd.Vt(eps)
+            x0_bar = (x_bar - math.sqrt(1 - a_t) * eps_bar) / math.sqrt(a_t)
+            if sampling.return_info or loop.callback is not None:
+                x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)  # image-space x̂0, only for the records
             # 3. the three cases per coefficient, as one affine map in the spectral space
             a, b, c, d = coefs[i]
-            z_bar = a * svd.Vt(x0) + b * y_bar
+            z_bar = a * x0_bar + b * y_bar
             if eta < 1:
-                z_bar = z_bar + c * svd.Vt(eps)
+                z_bar = z_bar + c * eps_bar
             if sigmas_next[i] > 0:  # no noise at σ_s = 0 (host float, no sync)
                 z_bar = z_bar + d * svd.Vt(_draw(shape, generator, y.dtype, y.device))
-            x = math.sqrt(a_s) * svd.V(z_bar)  # 4. back to image space, VP scaling
-            info.add("residual", (y - operator.A(x0)).flatten(1).norm(dim=1))  # 5. ‖y − A x̂0‖ (B,)
+            x_bar = math.sqrt(a_s) * z_bar
+            x = svd.V(x_bar)  # 4. back to image space, VP scaling
+            if sampling.return_info:
+                info.add("residual", (y - operator.A(x0)).flatten(1).norm(dim=1))  # 5. ‖y − A x̂0‖ (B,)
             if loop.callback is not None:
                 loop.record(i, x, x0)
     x = loop.finish(x)
