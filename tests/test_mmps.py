@@ -59,7 +59,7 @@ def test_corrected_mean_is_exact_gaussian_posterior_mean(t, solver):
     xg = x_t.clone().requires_grad_(True)
     eps = p(xg, torch.full((2,), t))
     x0 = (xg - (1 - a) ** 0.5 * eps) / a**0.5
-    x0y, r = posterior_mean(op, xg, x0, y, (1 - a) / a**0.5, sigma, iters=M, solver=solver)
+    x0y, r = posterior_mean(op, xg, eps, y, a, sigma, iters=M, solver=solver)
     ref = exact_mean_given_xt(p, mat, x_t, y, a, sigma)
     assert torch.allclose(x0y, ref, atol=1e-8, rtol=0), (x0y - ref).abs().max()
     assert torch.allclose(r, y - op.A(x0.detach()))
@@ -250,8 +250,7 @@ def test_mmps_gmres_converges_to_the_exact_posterior_mean():
     gaps = []
     for k in (1, 2, 4, 8, 16):
         xg = x_t.clone().requires_grad_(True)
-        x0 = (xg - (1 - a) ** 0.5 * p(xg, torch.full((2,), t))) / a**0.5
-        x0y, _ = posterior_mean(op, xg, x0, y, (1 - a) / a**0.5, 0.05, iters=k, solver="gmres")
+        x0y, _ = posterior_mean(op, xg, p(xg, torch.full((2,), t)), y, a, 0.05, iters=k, solver="gmres")
         gaps.append(float((x0y - ref).norm() / ref.norm()))
     assert all(b <= a_ * 1.01 for a_, b in zip(gaps, gaps[1:])), gaps
     assert gaps[0] > 1e-3 and gaps[-1] < 1e-9, gaps

@@ -55,7 +55,7 @@ __all__ = ["SOLVERS", "measurement_cg", "measurement_gmres", "mmps", "posterior_
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(B,) per-sample inner products."""
-    return (a.flatten(1) * b.flatten(1)).sum(1)
+    return torch.linalg.vecdot(a.flatten(1), b.flatten(1), dim=1)
 
 
 def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -119,7 +119,8 @@ def measurement_gmres(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.
         norm = w.norm(dim=1)
         gone = norm <= floor  # False for NaN: it propagates
         norm = torch.where(gone, torch.zeros_like(norm), norm)
-        return w / torch.where(gone, torch.ones_like(norm), norm)[:, None] * (~gone)[:, None], norm, gone
+        scale = torch.where(gone, torch.zeros_like(norm), 1 / torch.where(gone, torch.ones_like(norm), norm))
+        return w * scale[:, None], norm, gone
 
     v0, beta, gone = unit(flat)
     basis = [v0]
@@ -128,9 +129,9 @@ def measurement_gmres(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.
         w = apply(basis[j].view_as(rhs)).flatten(1)
         before = w.norm(dim=1)
         for i in range(j + 1):  # modified Gram–Schmidt
-            hij = (w * basis[i]).sum(1)
+            hij = torch.linalg.vecdot(w, basis[i], dim=1)
             h[:, i, j] = hij.to(hd)
-            w = w - hij[:, None] * basis[i]
+            w = torch.addcmul(w, hij[:, None], basis[i], value=-1)
         v, norm, gone = unit(w, rtol * before)
         h[:, j + 1, j] = norm.to(hd)
         basis.append(v)
@@ -142,32 +143,38 @@ def measurement_gmres(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.
     g[:, 0, 0] = beta.to(hd)
     q, r = torch.linalg.qr(h)  # (B, k+1, k), (B, k, k)
     c = torch.linalg.solve_triangular(r, q.transpose(1, 2) @ g, upper=True)[..., 0].to(flat.dtype)  # (B, k)
-    u = (c[:, :, None] * torch.stack(basis[:k], 1)).sum(1)
+    u = basis[0] * c[:, :1]
+    for j in range(1, k):
+        u = torch.addcmul(u, c[:, j:j + 1], basis[j])
     return u.view_as(rhs)
 
 
 SOLVERS: dict[str, Callable[..., torch.Tensor]] = {"gmres": measurement_gmres, "cg": measurement_cg}
 
 
-def posterior_mean(operator: Any, x_t: torch.Tensor, x0: torch.Tensor, y: torch.Tensor, gamma: float,
+def posterior_mean(operator: Any, x_t: torch.Tensor, eps: torch.Tensor, y: torch.Tensor, alpha_t: float,
                    sigma: float, iters: int, solver: str = "gmres") -> tuple[torch.Tensor, torch.Tensor]:
-    """(x̂0_y, r): steps 2–4 of the module docstring. x0 = x̂0(x_t) must carry a graph to x_t (requires_grad);
-    gamma = γ_t = (1−ᾱ_t)/√ᾱ_t; ``iters`` iterations of ``solver`` ("gmres" or "cg") for step 3; returns x̂0_y
-    detached and r = y − A x̂0."""
+    """(x̂0_y, r): steps 2–4 of the module docstring. eps = ε_θ(x_t) must carry a graph to x_t (requires_grad);
+    alpha_t = ᾱ_t; ``iters`` iterations of ``solver`` ("gmres" or "cg") for step 3; returns x̂0_y detached and
+    r = y − A x̂0.
+
+    The VJP is taken through the denoiser alone: x̂0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t gives
+    Σ_t v = γ_t Jᵀ v = ((1−ᾱ_t)/ᾱ_t) (v − √(1−ᾱ_t) (∂ε̂/∂x_t)ᵀ v)."""
     solve = SOLVERS[solver]
+    scale, root = (1 - alpha_t) / alpha_t, (1 - alpha_t) ** 0.5
 
-    def sigma_t(v: torch.Tensor, last: bool = False) -> torch.Tensor:  # Σ_t v = γ_t Jᵀ v (VJP)
-        (g,) = torch.autograd.grad(x0, x_t, v, retain_graph=not last)
-        return gamma * g
+    def sigma_t(v: torch.Tensor, last: bool = False) -> torch.Tensor:  # Σ_t v by one VJP through ε_θ
+        (g,) = torch.autograd.grad(eps, x_t, v, retain_graph=not last)
+        return torch.add(v, g, alpha=-root).mul_(scale)
 
-    x0d = x0.detach()
-    r = y - operator.A(x0d)  # 2.
+    x0 = (x_t.detach() - root * eps.detach()) / alpha_t**0.5
+    r = y - operator.A(x0)  # 2.
     var = sigma * sigma
     with torch.no_grad():
         # 3. (σ² I + A Σ_t Aᵀ) u = r
-        u = solve(lambda v: var * v + operator.A(sigma_t(operator.A_adjoint(v))), r, iters)
+        u = solve(lambda v: torch.add(operator.A(sigma_t(operator.A_adjoint(v))), v, alpha=var), r, iters)
         # 4. x̂0_y = x̂0 + Σ_t Aᵀ u
-        x0y = x0d + sigma_t(operator.A_adjoint(u), last=True)
+        x0y = x0.add_(sigma_t(operator.A_adjoint(u), last=True))
     return x0y, r
 
 
@@ -207,17 +214,15 @@ def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     operator = route(operator, sampling.backend)  # 1. the backend reaches A, Aᵀ (the shape check's included)
     shape = check_problem(operator, y, sampling.x_T)  # 2. (operator, y) → image shape
     loop = prepare(denoiser, shape, sampling, like=y, name="mmps")  # 3. schedule, x_T, generator
-    gammas = [(1 - a) / a**0.5 for a in loop.alpha_t]  # γ_t = (1−ᾱ_t)/√ᾱ_t, host floats
     info = Diagnostics(sampling.return_info)
     x = loop.x
     for i in loop.steps():
         a_t, a_s = loop.alpha_t[i], loop.alpha_s[i]
-        with torch.enable_grad():  # step 1: ε̂ and x̂0 with a graph through the denoiser
+        with torch.enable_grad():  # step 1: ε̂ with a graph through the denoiser
             xg = x.detach().requires_grad_(True)
             eps = loop.eps(xg, i)
-            x0 = (xg - (1 - a_t) ** 0.5 * eps) / a_t**0.5
-            # steps 2–4: r, the measurement-space solve and the corrected x̂0_y
-            x0y, r = posterior_mean(operator, xg, x0, y, gammas[i], sigma, iters, solver)
+            # steps 2–4: x̂0, r, the measurement-space solve and the corrected x̂0_y
+            x0y, r = posterior_mean(operator, xg, eps, y, a_t, sigma, iters, solver)
         info.add("residual", r.flatten(1).norm(dim=1))
         if sampling.return_info:
             info.add("residual_posterior", (y - operator.A(x0y)).flatten(1).norm(dim=1))
