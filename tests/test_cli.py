@@ -105,6 +105,27 @@ def test_restore_simulated_digit(tmp_path, digit_png, capsys):
     assert (tmp_path / "out_measurement.png").is_file()
 
 
+def test_restore_draws_writes_mean_and_spread(tmp_path, digit_png, capsys):
+    """--draws K: K draws one after another; --out is their mean, OUT_std the per-pixel spread; both consistency
+    figures and the draws' PSNR are printed. A model-free method refuses --draws (nothing to average)."""
+    args = ("--input", digit_png, "--task", "box", "--method", "mpgd", "--model", "digits16", "--simulate")
+    assert _restore(tmp_path, *args) == 0
+    single = np.asarray(Image.open(tmp_path / "out.png"), dtype=float)
+    capsys.readouterr()
+    assert _restore(tmp_path, *args, "--draws", "3") == 0
+    out = capsys.readouterr().out
+    assert "mean of 3 draws" in out and "draw 3/3 (seed 2)" in out
+    assert "data consistency of the draws" in out and "PSNR of the draws" in out and "(of the mean)" in out
+    mean = np.asarray(Image.open(tmp_path / "out.png"), dtype=float)
+    std = np.asarray(Image.open(tmp_path / "out_std.png"), dtype=float)
+    assert mean.shape == single.shape == std.shape[:2] and np.abs(mean - single).max() > 0
+    assert std.max() > 0 and std.min() >= 0  # the draws differ somewhere (the hole at least)
+    assert _restore(tmp_path, *args[:4], "--method", "tikhonov", "--simulate", "--draws", "2") == 2
+    assert "--draws 2: tikhonov is a deterministic" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: "expected an integer >= 1"
+        _restore(tmp_path, *args, "--draws", "0")
+
+
 def test_restore_measurement_sr4_and_mask(tmp_path, capsys):
     low = _png(tmp_path / "low.png", np.random.default_rng(0).integers(0, 255, (4, 4)))
     assert _restore(tmp_path, "--input", low, "--task", "sr4", "--method", "tikhonov", "--model", "digits16") == 0

@@ -53,13 +53,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         f"needed for inputs whose work image exceeds {MAX_PIXELS:,} pixels")
     r.add_argument("--steps", type=positive_int, default=50, help="sampling steps")
     r.add_argument("--seed", type=seed, default=0, help="seeds the sampler, the operator and --simulate's noise")
+    r.add_argument("--draws", type=positive_int, default=1,
+                   help="model-based methods: draw K samples of the posterior (one after another, seeds --seed, "
+                        "--seed+1, ...) and write their mean to --out and their per-pixel standard deviation to "
+                        "OUT_std.EXT (black 0, white 0.5 in [-1,1] units); the mean is the better estimate where "
+                        "y leaves the image uncertain (a draw's squared error is about twice the posterior "
+                        "mean's: benchmarks/results/box-spread.md)")
     r.add_argument("--mask", help="inpaint: mask image of the input's size, non-zero = observed pixel")
     r.add_argument("--simulate", action="store_true",
                    help="treat --input as the clean image: measure it (noise --sigma) and report PSNR/SSIM")
     r.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps")
     r.add_argument("--out", required=True,
                    help=f"output image, one of {', '.join(common.IMAGE_SUFFIXES)} (with --simulate also "
-                        "OUT_measurement.EXT)")
+                        "OUT_measurement.EXT, with --draws K > 1 also OUT_std.EXT)")
     add_measurement_args(r, SIGMA)
     return r
 
@@ -80,6 +86,8 @@ class RestorePlan:
         w, h = self.x_wh
         src = f"--input {self.input_wh[0]}x{self.input_wh[1]}" + (" after --size" if a.size else "")
         model = f"model {self.model}, {a.steps} steps" if self.model else "model-free"
+        if a.draws > 1:
+            model += f", mean of {a.draws} draws"
         return (f"restore: {a.method} on task {a.task}, work size {w}x{h} ({src}), {model}, sigma {self.sigma:g} "
                 f"in [-1,1], device {self.device}")
 
@@ -94,6 +102,9 @@ def plan(a: argparse.Namespace) -> RestorePlan:
     params = task_parameters(a, tasks)
     sigma = sigma_in_data_range(a.sigma, a.sigma_unit)
     spec = methods.METHODS[a.method]
+    if a.draws > 1 and not spec.uses_model:
+        raise UsageError(f"--draws {a.draws}: {a.method} is a deterministic closed-form solve (one answer, nothing "
+                         "to average); --draws needs a model-based method, e.g. --method cdps")
     if "sigma" in spec.required and sigma <= 0:
         raise UsageError(f"--sigma 0: {a.method} needs the measurement noise level (> 0); give the noise std of "
                          "your image")
@@ -189,21 +200,44 @@ def run(a: argparse.Namespace) -> dict:
     if not spec.uses_model:
         print(f"running {a.method} ({spec.summary.split(':')[0]}): one closed-form solve, no sampling steps",
               flush=True)
-    generator = torch.Generator(device).manual_seed(a.seed)
-    x, _ = methods.restore(a.method, model, op, y, steps=a.steps, sigma=p.sigma, generator=generator,
-                           x_true=None, progress=spec.uses_model)
+    draws = []
+    for k in range(a.draws):  # one draw at a time: the memory of a single solve
+        if a.draws > 1:
+            print(f"draw {k + 1}/{a.draws} (seed {a.seed + k})", flush=True)
+        generator = torch.Generator(device).manual_seed(a.seed + k)
+        xk, _ = methods.restore(a.method, model, op, y, steps=a.steps, sigma=p.sigma, generator=generator,
+                                x_true=None, progress=spec.uses_model)
+        draws.append(xk)
+    stack = torch.cat(draws)  # (K, C, H, W)
+    x = stack.mean(0, keepdim=True)
     out = p.out
     common.save_image(out, x[0])
     result: dict = {"out": str(out)}
+    if a.draws > 1:
+        std_path = out.with_name(out.stem + "_std" + out.suffix)
+        spread = stack.std(0, unbiased=True)  # per-pixel, [-1, 1] units
+        common.save_image(std_path, (4 * spread - 1).clamp(-1, 1))  # 0 → black, 0.5 → white
+        result.update(std=str(std_path), draws=a.draws, mean_std=round(float(spread.mean()), 4))
+        print(f"per-pixel std of the {a.draws} draws: mean {result['mean_std']:.4f} in [-1,1] units "
+              f"(wrote {std_path})")
     if p.sigma > 0:
         dc = float(data_consistency(op, x, y, p.sigma)[0])
         result["dc"] = round(dc, 4)
-        print(f"data consistency ||A x - y|| / (sigma sqrt(m)) = {dc:.3f} (1 = residual at the noise level)")
+        print(f"data consistency ||A x - y|| / (sigma sqrt(m)) = {dc:.3f} (1 = residual at the noise level)"
+              + (" (of the mean)" if a.draws > 1 else ""))
+        if a.draws > 1:
+            each = data_consistency(op, stack, y.expand(a.draws, *y.shape[1:]), p.sigma)
+            result["dc_draws"] = round(float(each.mean()), 4)
+            print(f"data consistency of the draws: {result['dc_draws']:.3f} on average")
     if x_true is not None:
         meas = out.with_name(out.stem + "_measurement" + out.suffix)
         common.save_image(meas, measurement_view(a.task if a.task != "inpaint" else "box", y, (x_h, x_w))[0])
         s = scores(x, x_true)
         result.update(psnr=round(float(s["psnr"][0]), 2), ssim=round(float(s["ssim"][0]), 4), measurement=str(meas))
-        print(f"PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f}")
+        print(f"PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f}" + (" (of the mean)" if a.draws > 1 else ""))
+        if a.draws > 1:
+            each = scores(stack, x_true.expand_as(stack))["psnr"]
+            result.update(psnr_draws=round(float(each.mean()), 2), psnr_draws_std=round(float(each.std()), 2))
+            print(f"PSNR of the draws: {result['psnr_draws']:.2f} ± {result['psnr_draws_std']:.2f} dB")
     print(f"wrote {out}")
     return result
