@@ -110,14 +110,18 @@ def run_posterior(size: int, samples: int, step_list: list[int], names: list[str
 
 
 def merged(path: Path, rows: list[dict], args) -> list[dict]:
-    """With ``--merge``: the rows of ``path`` (a previous run) with those of the methods rerun replaced by
-    ``rows``, in the previous run's method order; otherwise ``rows``."""
+    """With ``--merge``: the rows of ``path`` (a previous run) with the cells rerun replaced by ``rows`` (a cell:
+    prior or size, task, method, steps; new cells added), in the previous run's method order; otherwise ``rows``."""
     if not getattr(args, "merge", False) or not path.exists():
         return rows
+
+    def cell(r: dict) -> tuple:
+        return tuple(r.get(k) for k in ("prior", "size", "task", "method", "steps"))
+
     old = json.loads(path.read_text())["rows"]
-    rerun = {r["method"] for r in rows}
+    rerun = {cell(r) for r in rows}
     order = list(dict.fromkeys([EXACT] + [r["method"] for r in old] + [r["method"] for r in rows]))
-    kept = [r for r in old if r["method"] not in rerun] + rows
+    kept = [r for r in old if cell(r) not in rerun] + rows
     return sorted(kept, key=lambda r: order.index(r["method"]))  # stable: sizes, tasks, steps keep their order
 
 
@@ -333,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     ph.add_argument("--tag", default="", help="suffix of the output files (e.g. _64)")
     for sub_parser in (post, ph):
         sub_parser.add_argument("--merge", action="store_true",
-                                help="replace only the rerun methods' rows in the previous results")
+                                help="replace only the rerun cells (method × steps × task × size or prior) in the previous results")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     names = args.methods or inverse_methods()
