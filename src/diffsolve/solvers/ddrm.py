@@ -18,9 +18,10 @@ noise std is σ_y/s_i. The VP model is used in DDRM's variance-exploding variabl
     s_i > 0, σ ≥ σ_y/s_i:   x̄_s,i = (1−η_b) x̄θ_i + η_b ȳ_i + √(σ² − η_b² σ_y²/s_i²) z̄_i
     x_s = √ᾱ_s V x̄_s.
 
-Vᵀx_t is carried from step to step (V is orthogonal), so a step maps ε̂ and its noise into the
-spectral space and the result back: three transforms. Each case is a per-coefficient affine map x̄_s = a x̄θ + b ȳ + c ê + d z̄ whose (a, b, c, d) depend only on
-(s, σ, σ_y, η, η_b): they are built before the loop, once per step. With σ_y = 0 and η_b = 1 every observed
+Each case is a per-coefficient affine map x̄_s = a x̄θ + b ȳ + c ê + d z̄ whose (a, b, c, d) depend only on
+(s, σ, σ_y, η, η_b): they are built before the loop, once per step. Vᵀx_t is carried from step to step (V is
+orthogonal), so x̄θ = (Vᵀx_t − √(1−ᾱ_t) ê)/√ᾱ_t and a step maps only ε̂ and its noise into the spectral space
+and the result back: three transforms. With σ_y = 0 and η_b = 1 every observed
 coefficient equals ȳ at every step (y is reproduced on the observed directions). At the last step (ᾱ_s = 1,
 σ = 0) no noise is drawn and the result is x̂0 with the observed coefficients set by the cases above.
 
