@@ -114,7 +114,8 @@ def render(rows: list[dict], args, elapsed: float) -> str:
             if r["size"] != size or r["method"] == "tikhonov":
                 continue
             mark = (lambda v: f"**{v:.2f}**" if v >= bar else f"{v:.2f}")
-            out.append(f"| {size}² | {r['method']} | {mark(r['psnr_draw0'])} | {mark(r['psnr_draws'])} ± {r['psnr_draws_std']:.2f} | "
+            out.append(f"| {size}² | {r['method']} | {mark(r['psnr_draw0'])} | {mark(r['psnr_draws'])}"
+                       + (f" ± {r['psnr_draws_std']:.2f}" if "psnr_draws_std" in r else "") + " | "
                        f"{mark(r['psnr_average'])} | {bar:.2f} | {r['psnr_hole_draw0']:.2f} / {r['psnr_hole_draws']:.2f}"
                        f" / {r['psnr_hole_average']:.2f} | {r['psnr_observed_draws']:.2f} | "
                        f"{r['hole_spread']:.4f} / {r['hole_mse_average']:.4f} | "
