@@ -104,6 +104,11 @@ def test_ddnm_plus_step_matches_dense(name):
         else:
             x = math.sqrt(a_s) * x0p + k_eps * eps_p
     assert torch.allclose(out, x, atol=1e-8)
+    # with a callback the fresh noise is not folded into the correction's transform (x̂0' is reported): same x
+    seen_x0 = []
+    out_cb = ddnm(pr, op, y, steps=3, x_T=x_T, sigma=sigma, generator=gen(4),
+                  callback=lambda *args, **kw: seen_x0.append(args))
+    assert len(seen_x0) == 3 and torch.allclose(out_cb, out, atol=1e-12)
 
 
 def test_ddnm_plus_kernel_noise():
