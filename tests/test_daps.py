@@ -106,6 +106,22 @@ def test_default_levels_fit(steps):
     assert ts.shape == (steps,) and bool((ts[1:] < ts[:-1]).all()) and int(ts[-1]) >= 0
 
 
+def test_too_many_levels_names_the_most_that_fit():
+    """N levels need N distinct timesteps: past the most that fit, the error names that count, and it runs."""
+    import re
+
+    prior, op = _prior(), Inpainting.random((6, 6), 0.5)
+    _, y = _problem(op, prior, 0.1, 1)
+    with pytest.raises(ValueError, match=r"steps=1000 annealing levels do not fit .* use steps <= \d+") as err:
+        daps(prior, op, y, steps=1000, sigma=0.1, ode_steps=1, langevin_steps=0)
+    most = int(re.search(r"use steps <= (\d+)", str(err.value)).group(1))
+    assert 200 <= most < 1000
+    _, info = daps(prior, op, y, steps=most, sigma=0.1, ode_steps=1, langevin_steps=0, return_info=True)
+    assert info["timesteps"].shape == (most,)
+    with pytest.raises(ValueError, match=f"use steps <= {most}"):
+        daps(prior, op, y, steps=most + 1, sigma=0.1, ode_steps=1, langevin_steps=0)
+
+
 def test_default_step_scale_free():
     """The default step (a fraction of each level's stability bound under the noise budget, τ = σ/4) fits y
     with a 1/16-scale operator (SR x4) as with a unit-scale one: data consistency near 1 on the exact prior."""

@@ -119,6 +119,25 @@ def _fits(table_sigmas: torch.Tensor, steps: int, sigma_max: float, sigma_min: f
     return True
 
 
+def _raised_end(table_sigmas: torch.Tensor, steps: int, hi: float, lo: float) -> float:
+    """σ_min raised by 25 % steps until ``steps`` distinct levels fit (or until it would pass σ_max)."""
+    while lo * 1.25 < hi and not _fits(table_sigmas, steps, hi, lo):
+        lo *= 1.25
+    return lo
+
+
+def _most_levels(table_sigmas: torch.Tensor, hi: float, lo: float, raise_end: bool) -> int:
+    """The largest N whose levels fit between the ends (bisection; 1 always fits)."""
+    def fits(n: int) -> bool:
+        return _fits(table_sigmas, n, hi, _raised_end(table_sigmas, n, hi, lo) if raise_end else lo)
+
+    good, bad = 1, table_sigmas.numel() + 1
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if fits(mid) else (good, mid)
+    return good
+
+
 @takes_sampling
 def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float, ode_steps: int = 5,
          langevin_steps: int = 100, lr: float | None = None, lr_min_ratio: float = 0.01) -> Any:
@@ -167,10 +186,14 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                  float(table_sigmas.min()))
         if not lo < hi:
             raise ValueError(f"sigma_min={lo:g} must be below sigma_max={hi:g} (the annealing range)")
-        if sampling.sigma_min is None:  # the default end: raised by 25 % steps until N distinct levels fit
-            while lo * 1.25 < hi and not _fits(table_sigmas, sampling.steps, hi, lo):
-                lo *= 1.25
-        sampling = dataclasses.replace(sampling, timesteps=_levels(table_sigmas, sampling.steps, hi, lo),
+        raise_end = sampling.sigma_min is None  # the default end: raised by 25 % steps until N distinct levels fit
+        lo_fit = _raised_end(table_sigmas, sampling.steps, hi, lo) if raise_end else lo
+        if not _fits(table_sigmas, sampling.steps, hi, lo_fit):
+            most = _most_levels(table_sigmas, hi, lo, raise_end)
+            raise ValueError(f"steps={sampling.steps} annealing levels do not fit between sigma_max={hi:g} and "
+                             f"sigma_min={lo:g} on the model's {table_sigmas.numel()} timesteps (each level needs its "
+                             f"own timestep); use steps <= {most} (DAPS-1K is 200 levels of 5 ODE steps)")
+        sampling = dataclasses.replace(sampling, timesteps=_levels(table_sigmas, sampling.steps, hi, lo_fit),
                                        sigma_max=None, sigma_min=None)
     loop = prepare(denoiser, shape, sampling, like=y, name="daps")
     n = len(loop.schedule)
