@@ -49,6 +49,30 @@ def test_svd_identities(op, size):
     assert svd.singulars(x.float()).dtype == torch.float32
 
 
+@pytest.mark.parametrize("op, size", _ops(), ids=lambda v: type(v).__name__ if not isinstance(v, tuple) else "")
+def test_svd_range_holds_every_singular_value(op, size):
+    """``svd.range()``: orthonormal V_r (V_rᵀV_r = I), A = U_r S_r V_rᵀ and Aᵀ = V_r S_r U_rᵀ on it, every s > 0 of
+    the full SVD kept (the same multiset), and V_r V_rᵀ projects (SR: one coefficient per measured entry)."""
+    full = op.svd(size)
+    svd = full.range()
+    n = 2 * size[0] * size[1]
+    basis = torch.eye(n, dtype=D).reshape(n, 2, *size)
+    vt = svd.Vt(basis).reshape(n, -1)
+    assert torch.allclose(vt.conj().T @ vt, torch.eye(vt.shape[1], dtype=vt.dtype), atol=1e-12)
+    x = torch.randn(3, 2, *size, dtype=D, generator=torch.Generator().manual_seed(0))
+    s = svd.singulars(x)
+    y = op.A(x)
+    assert torch.allclose(svd.U(s * svd.Vt(x)), y, atol=1e-12)
+    assert torch.allclose(svd.V(s * svd.Ut(y)), op.A_adjoint(y), atol=1e-12)
+    proj = svd.V(svd.Vt(x))
+    assert torch.allclose(svd.V(svd.Vt(proj)), proj, atol=1e-12)
+    full_s = full.singulars(x).expand_as(full.Vt(x)[:1, :1]).flatten()
+    kept = s.expand_as(svd.Vt(x)[:1, :1]).flatten()
+    assert torch.allclose(full_s[full_s > 1e-12].sort().values, kept[kept > 1e-12].sort().values, atol=1e-12)
+    if isinstance(op, SuperResolution):  # one coefficient per measured entry: f² fewer than the image's
+        assert vt.shape[1] == y[0].numel() < n
+
+
 def test_helmert_and_block_singular_value():
     q = helmert(9)
     assert torch.allclose(q.T @ q, torch.eye(9, dtype=D), atol=1e-14)

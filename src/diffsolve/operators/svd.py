@@ -11,7 +11,10 @@ An operator declares it with one hook, ``operator.svd(size) -> SVD`` for images 
 - ``singulars(like)``: s ≥ 0 broadcastable to z (real, like's device and dtype); ``s`` the float64 CPU copy;
 
 so that A x = U(s · Vt(x)) and Aᵀ y = V(s · Ut(y)). The spectral space always has the image's numel
-(null directions carry s = 0). Structures:
+(null directions carry s = 0). ``range()`` returns the same protocol restricted to a set of directions V_r that
+contains every s > 0 (V_r V_rᵀ the projector onto it; itself by default): a solver whose update is the same
+on every null direction works on the image and V_r alone, which for ×f super-resolution is f²× fewer
+coefficients (the Kronecker factors' first h, w columns; the block means). Structures:
 
 =======================  ====================================================================================
 :class:`DiagonalSVD`     A = diag(d) (``Inpainting``): V = I, s = |d|, U = sign(d); z has the image shape
@@ -77,6 +80,10 @@ class SVD:
     def U(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def range(self) -> "SVD":
+        """The protocol on directions V_r that hold every s > 0 (module docstring); the whole space here."""
+        return self
+
 
 class DiagonalSVD(SVD):
     """A = diag(d), d (1|B, 1|C, H, W) float64: V = I, s = |d|, U = diag(sign d) (sign 0 → 1)."""
@@ -139,6 +146,31 @@ class BlockMeanSVD(SVD):
     def U(self, z: torch.Tensor) -> torch.Tensor:
         return z[..., 0]
 
+    def range(self) -> SVD:
+        return _BlockMeanRange(self.factor)
+
+
+class _BlockMeanRange(SVD):
+    """:class:`BlockMeanSVD` on its range: one coefficient per block, ⟨x, 1/f⟩ = f·mean, z (B, C, H/f, W/f)."""
+
+    def __init__(self, factor: int) -> None:
+        super().__init__()
+        self.factor = factor
+        self.s = torch.full((1,), 1.0 / factor, dtype=torch.float64)
+
+    def Vt(self, x: torch.Tensor) -> torch.Tensor:
+        return self.factor * torch.nn.functional.avg_pool2d(x, self.factor)
+
+    def V(self, z: torch.Tensor) -> torch.Tensor:
+        f = self.factor
+        return (z / f).repeat_interleave(f, dim=-2).repeat_interleave(f, dim=-1)
+
+    def Ut(self, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+    def U(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
 
 class KroneckerSVD(SVD):
     """A x = M_h x M_wᵀ per channel, M_h (h, H), M_w (w, W) with h ≤ H, w ≤ W (module docstring)."""
@@ -179,6 +211,41 @@ class KroneckerSVD(SVD):
         u_h, _, u_w, _ = self._factors(z)
         h, w = self.out_size
         return u_h @ z[..., :h, :w] @ u_w.T
+
+    def range(self) -> SVD:
+        if self.out_size == tuple(self.s.shape):
+            return self
+        return _KroneckerRange(self)
+
+
+class _KroneckerRange(SVD):
+    """:class:`KroneckerSVD` on its first (h, w) coefficients (every s > 0): V_r = V_h[:, :h] ⊗ V_w[:, :w]."""
+
+    def __init__(self, full: KroneckerSVD) -> None:
+        super().__init__()
+        h, w = full.out_size
+        self.s = full.s[:h, :w].contiguous()
+        self.u_h, self.u_w = full.u_h, full.u_w
+        self.v_h, self.v_w = full.v_h[:, :h].contiguous(), full.v_w[:, :w].contiguous()
+
+    def _factors(self, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self._on("f", like, (self.u_h, self.v_h, self.u_w, self.v_w))
+
+    def Vt(self, x: torch.Tensor) -> torch.Tensor:
+        _, v_h, _, v_w = self._factors(x)
+        return v_h.T @ x @ v_w
+
+    def V(self, z: torch.Tensor) -> torch.Tensor:
+        _, v_h, _, v_w = self._factors(z)
+        return v_h @ z @ v_w.T
+
+    def Ut(self, y: torch.Tensor) -> torch.Tensor:
+        u_h, _, u_w, _ = self._factors(y)
+        return u_h.T @ y @ u_w
+
+    def U(self, z: torch.Tensor) -> torch.Tensor:
+        u_h, _, u_w, _ = self._factors(z)
+        return u_h @ z @ u_w.T
 
 
 class FourierSVD(SVD):

@@ -166,7 +166,7 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     shape = check_problem(operator, y, sampling.x_T)
     check_operator_solves(operator, 0.0, "ddnm")
-    svd = _spectral_svd(operator, shape[-2:]) if sigma > 0 else None
+    svd = _spectral_svd(operator, shape[-2:]).range() if sigma > 0 else None  # V_r: every s > 0
     loop = prepare(denoiser, shape, sampling, like=y, name="ddnm" if sigma == 0 else "ddnm+")
     n = len(loop.schedule)
     if travel_length > n:
@@ -186,7 +186,8 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             lam_mean = float(lam_h[seen].mean()) if bool(seen.any()) else 0.0
             k_z = 1.0 if ddnm_coefficients(loop.alpha_t[i], loop.alpha_s[i], eta, 0.0)[2] > 0 else 0.0  # σ_t > 0
             coefs.append((lam_mean, k_eps, k_z))
-            plus.append((lam_d * inv_s, root_d))
+            root0 = ddnm_coefficients(loop.alpha_t[i], loop.alpha_s[i], eta, 0.0)[2]  # √γ = σ_t off V_r
+            plus.append((lam_d * inv_s, root_d - root0, root0))
             weight = math.sqrt(loop.alpha_s[i]) - k_eps * math.sqrt(loop.alpha_t[i] / (1 - loop.alpha_t[i]))
             folds.append(weight if weight >= FOLD * math.sqrt(loop.alpha_s[i]) else None)
     per = loop.x.numel() if not isinstance(loop.seed, list) else loop.x[0].numel()
@@ -214,20 +215,20 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                 correction = pinv_unchecked(operator, resid)  # 1. A⁺(A x̂0 − y); x̂0' = x̂0 − λ_t·this
                 if lam != 1.0:
                     correction = lam * correction
-            else:  # 1. DDNM+: V(λ/s ⊙ (S Vᵀx̂0 − Uᵀy)), 3. the noise V(√γ ⊙ Vᵀz)
-                lam_over_s, root_gamma = plus[i]
+            else:  # 1. DDNM+: V_r(λ/s ⊙ (S V_rᵀx̂0 − U_rᵀy)), 3. the noise √γ₀ z + V_r((√γ − √γ₀) ⊙ V_rᵀz)
+                lam_over_s, root_delta, root0 = plus[i]  # √γ₀ = σ_t: every direction off V_r and unobserved
                 spectral = lam_over_s * (svd.singulars(y) * svd.Vt(x0) - y_bar)
                 z = noise.get("noise") if k_z > 0 else None
+                if k_z > 0 and z is None:  # kernel noise: the fused kernel's own z (x = ε = correction = 0, k_z = 1)
+                    zero = torch.zeros_like(x)
+                    z = reproject_step(zero, zero, zero, a_t, a_s, 0.0, 1.0, backend=sampling.backend, **noise)
                 if z is not None and folds[i] is not None and loop.callback is None:
-                    # x̂0' enters x_s with weight a_t > 0 (module docstring), so −a_t·V(c) + V(√γ z̄) is
-                    # −a_t·V(c − √γ z̄/a_t): one transform back instead of two (x̂0' itself is not reported)
-                    spectral = spectral - root_gamma / folds[i] * svd.Vt(z)
-                    noise, k_z = {}, 0.0
-                elif k_z > 0:
-                    if z is None:  # kernel noise: the fused kernel's own z (x = ε = correction = 0, k_z = 1)
-                        zero = torch.zeros_like(x)
-                        z = reproject_step(zero, zero, zero, a_t, a_s, 0.0, 1.0, backend=sampling.backend, **noise)
-                    noise = {"noise": svd.V(root_gamma * svd.Vt(z))}
+                    # x̂0' enters x_s with weight a_t > 0 (module docstring), so −a_t·V_r(c) + V_r(Δ z̄) is
+                    # −a_t·V_r(c − Δ z̄/a_t): one transform back instead of two (x̂0' itself is not reported)
+                    spectral = spectral - root_delta / folds[i] * svd.Vt(z)
+                    noise, k_z = {"noise": z}, root0
+                elif z is not None:
+                    noise, k_z = {"noise": root0 * z + svd.V(root_delta * svd.Vt(z))}, 1.0
                 correction = svd.V(spectral)
             # 2.-3. x_s = √ᾱ_s x̂0' + k_ε ε̂' + k_z z, one fused kernel
             out = reproject_step(x, eps, correction, a_t, a_s, k_eps, k_z, backend=sampling.backend,

@@ -19,9 +19,9 @@ noise std is σ_y/s_i. The VP model is used in DDRM's variance-exploding variabl
     x_s = √ᾱ_s V x̄_s.
 
 Each case is a per-coefficient affine map x̄_s = a x̄θ + b ȳ + c ê + d z̄ whose (a, b, c, d) depend only on
-(s, σ, σ_y, η, η_b): they are built before the loop, once per step. Vᵀx_t is carried from step to step (V is
-orthogonal), so x̄θ = (Vᵀx_t − √(1−ᾱ_t) ê)/√ᾱ_t and a step maps only ε̂ and its noise into the spectral space
-and the result back: three transforms. With σ_y = 0 and η_b = 1 every observed
+(s, σ, σ_y, η, η_b): they are built before the loop, once per step. Every null direction (s_i = 0) takes the
+same (1, 0, √(1−η²)σ, ησ), so that part is applied in image space and only the range V_r of the SVD
+(``SVD.range()``: every s > 0; for ×4 SR one coefficient in 16) goes through the transforms. With σ_y = 0 and η_b = 1 every observed
 coefficient equals ȳ at every step (y is reproduced on the observed directions). At the last step (ᾱ_s = 1,
 σ = 0) no noise is drawn and the result is x̂0 with the observed coefficients set by the cases above.
 
@@ -95,41 +95,44 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                          f"noise_source={sampling.noise_source!r} is not supported, use noise_source='generator'")
     operator = route(operator, sampling.backend)  # before the shape check: every A runs on the backend
     shape = check_problem(operator, y, sampling.x_T)
-    svd = operator_svd(operator, shape[-2:], "ddrm")
+    svd = operator_svd(operator, shape[-2:], "ddrm").range()  # V_r: every s > 0 (module docstring)
     loop = prepare(denoiser, shape, sampling, like=y, name="ddrm")
     generator = sampling.generator
-    # 0. per-coefficient constants and every step's (a, b, c, d), before the loop
+    # 0. per-coefficient constants and every step's (a, b, c, d) on the range, before the loop; every null
+    #    direction takes (1, 0, c0, d0) = (1, 0, √(1−η²)σ, ησ), applied in image space
     s = svd.singulars(y)
     observed = s > 0
     y_bar = svd.Ut(y) * torch.where(observed, 1 / torch.where(observed, s, 1), 0)  # ȳ = S⁺Uᵀy
     sigmas_next = [_vp_sigma(a) for a in loop.alpha_s]
-    coefs = [_coefficients(s, sn, sigma_y, eta, eta_b) for sn in sigmas_next]
+    coefs = []
+    for sn in sigmas_next:
+        a, b, c, d = _coefficients(s, sn, sigma_y, eta, eta_b)
+        c0, d0 = math.sqrt(1 - eta**2) * sn, eta * sn
+        coefs.append((a - 1, b, c - c0, d - d0, c0, d0))
     # 1. initialisation (Eq. 7): x̄_T = ȳ + √(σ_T² − σ_y²/s²) ε̄ where s σ_T > σ_y, else σ_T ε̄
     a_T = loop.alpha_t[0]
     sigma_T = _vp_sigma(a_T)
     init = observed & (s * sigma_T > sigma_y)
     spread = (sigma_T**2 - (sigma_y / torch.where(init, s, 1)) ** 2).clamp_min(0).sqrt()
     e_bar = svd.Vt(loop.x)
-    x_bar = math.sqrt(a_T) * torch.where(init, y_bar + spread * e_bar, sigma_T * e_bar)  # Vᵀx_t, carried
-    x = svd.V(x_bar)
+    x = math.sqrt(a_T) * (sigma_T * loop.x + svd.V(torch.where(init, y_bar + (spread - sigma_T) * e_bar, 0)))
     info = Diagnostics(sampling.return_info)
     with torch.no_grad():
         for i in loop.steps():
             a_t, a_s = loop.alpha_t[i], loop.alpha_s[i]
-            eps = loop.eps(x, i)  # 2. ε̂ = ε_θ(x_t, t) and Vᵀx̂0 = (Vᵀx_t − √(1−ᾱ_t) ê)/√ᾱ_t (Tweedie; V orthogonal)
-            eps_bar = svd.Vt(eps)
-            x0_bar = (x_bar - math.sqrt(1 - a_t) * eps_bar) / math.sqrt(a_t)
-            if sampling.return_info or loop.callback is not None:
-                x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)  # image-space x̂0, only for the records
-            # 3. the three cases per coefficient, as one affine map in the spectral space
-            a, b, c, d = coefs[i]
-            z_bar = a * x0_bar + b * y_bar
+            eps = loop.eps(x, i)  # 2. ε̂ = ε_θ(x_t, t) and x̂0 (Tweedie)
+            x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+            # 3. the three cases: x_s/√ᾱ_s = x̂0 + c0 ε̂ + d0 z + V_r(Δa x̄θ + b ȳ + Δc ê + Δd z̄), Δ from (1, 0, c0, d0)
+            da, b, dc, dd, c0, d0 = coefs[i]
+            x_next, z_bar = x0, da * svd.Vt(x0) + b * y_bar
             if eta < 1:
-                z_bar = z_bar + c * eps_bar
+                x_next = x_next + c0 * eps
+                z_bar = z_bar + dc * svd.Vt(eps)
             if sigmas_next[i] > 0:  # no noise at σ_s = 0 (host float, no sync)
-                z_bar = z_bar + d * svd.Vt(_draw(shape, generator, y.dtype, y.device))
-            x_bar = math.sqrt(a_s) * z_bar
-            x = svd.V(x_bar)  # 4. back to image space, VP scaling
+                z = _draw(shape, generator, y.dtype, y.device)
+                x_next = x_next + d0 * z
+                z_bar = z_bar + dd * svd.Vt(z)
+            x = math.sqrt(a_s) * (x_next + svd.V(z_bar))  # 4. back to image space, VP scaling
             if sampling.return_info:
                 info.add("residual", (y - operator.A(x0)).flatten(1).norm(dim=1))  # 5. ‖y − A x̂0‖ (B,)
             if loop.callback is not None:
