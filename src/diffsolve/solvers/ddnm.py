@@ -25,6 +25,8 @@ a_t = √ᾱ_s − √(1−ᾱ_s−σ_t²) √(ᾱ_t/(1−ᾱ_t)) the weight of 
        coefficient of x_s is noisier than the step allows (γ_{t,i} = 0 wherever λ_{t,i} < 1). z is drawn in
        image space (generator or kernel, ``noise_source``) and mapped by Vᵀ, so a list of generators keeps
        each sample independent of its batch. At the last step (σ_t = 0) λ = 0: x̂0 is returned as denoised.
+       Off the observed coefficients (λ = 0, γ = σ_t²) the update is the same everywhere, so only the range V_r
+       of the SVD (``SVD.range()``, every s_i > 0) is transformed: V(√γ ⊙ Vᵀz) = σ_t z + V_r((√γ − σ_t) ⊙ V_rᵀz).
 
 Observed coefficients: s_i > σ, i.e. a unit-size image coefficient rises above the noise there (scale-free: s/σ
 is invariant under A → kA, σ → kσ; the reference code's fixed truncation at 3e-2 plays the same role). Where
