@@ -114,11 +114,6 @@ class CG:
             return max(1, math.ceil(RUN_CG_ITERS / steps))
         return self.step_iters
 
-    def pull(self, steps: int) -> float:
-        """The weight of the data term in each truncated step's right-hand side: RUN_CG_ITERS/N where one
-        iteration a step already exceeds the run's budget ("auto", N > RUN_CG_ITERS), else 1."""
-        return min(1.0, RUN_CG_ITERS / steps) if self.step_iters == "auto" else 1.0
-
 
 class CGNotConvergedWarning(RuntimeWarning):
     """Some C-DPS step's CG solve stopped at its iteration budget above the tolerance."""
@@ -205,12 +200,11 @@ class StepPlan(NamedTuple):
     w: float
     cg_iters: int | None
     truncated: bool = False
-    pull: float = 1.0
 
 
 def plan(operator: Any, size: tuple[int, int], gram: float | None, alphas: Sequence[tuple[float, float]], *,
          sigma: float, coupling: str, eta: float, chain: str, method: str, cg_iters: int | None,
-         tol: float, step_iters: int | None = None, pull: float = 1.0) -> list[StepPlan]:
+         tol: float, step_iters: int | None = None) -> list[StepPlan]:
     """The :class:`StepPlan` of every step (ᾱ_t, ᾱ_s) in ``alphas`` for images of ``size``, built once before
     the loop; ``gram`` ≥ ‖AᵀA‖ (:func:`gram_bound`) or None; ``cg_iters``, ``step_iters``: :class:`CG`'s."""
     steps = []
@@ -224,8 +218,7 @@ def plan(operator: Any, size: tuple[int, int], gram: float | None, alphas: Seque
             budget = cg_iters
         else:
             budget = _budget(operator, size, gram, c, w, tol)
-        steps.append(StepPlan(k_x, k_e, (1 - a_s) / math.sqrt(1 - a_t), c, w, budget, truncated,
-                              pull if truncated else 1.0))
+        steps.append(StepPlan(k_x, k_e, (1 - a_s) / math.sqrt(1 - a_t), c, w, budget, truncated))
     return steps
 
 
@@ -290,13 +283,12 @@ def _posterior_step(operator: Any, step: StepPlan, x_t: torch.Tensor, eps: torch
         if e1 is not None and start == "prior":  # δ₀ = e₁/√c, the prior's draw: the residual is in range(Aᵀ)
             mean = mean + e1 / math.sqrt(c)
         data = y_s + operator.A(step.k_b * eps - mean)
-        wd = step.pull * w  # the data term's weight in the right-hand side (CG.pull)
         if e1 is None:
-            rhs = wd * operator.A_adjoint(data)
+            rhs = w * operator.A_adjoint(data)
         elif start == "prior":
-            rhs = wd * operator.A_adjoint(data + e2 / math.sqrt(w))
+            rhs = w * operator.A_adjoint(data + e2 / math.sqrt(w))
         else:
-            rhs = math.sqrt(c) * e1 + wd * operator.A_adjoint(data + e2 / math.sqrt(w))
+            rhs = math.sqrt(c) * e1 + w * operator.A_adjoint(data + e2 / math.sqrt(w))
         gram = getattr(operator, "gram", None) or (lambda v: operator.A_adjoint(operator.A(v)))
         tol = _default_tol(x_t.dtype) if cg_tol is None else cg_tol
         out = batched_cg(gram, rhs, c, w, max_iters=step.cg_iters, tol=tol, backend=backend, true_residual=False)
@@ -404,8 +396,7 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     gram = gram_bound(operator, shape[-2:])
     steps = plan(operator, tuple(shape[-2:]), gram, list(zip(loop.alpha_t, loop.alpha_s)), sigma=sigma,
                  coupling=coupling, eta=eta, chain=chain, method=method, cg_iters=cg.iters, tol=tol,
-                 step_iters=cg.steps_before_last(len(loop.alpha_t)) if truncate else None,
-                 pull=cg.pull(len(loop.alpha_t)))
+                 step_iters=cg.steps_before_last(len(loop.alpha_t)) if truncate else None)
     _check_solvable(sigma, y.dtype, method, gram, [(p.c, p.w) for p in steps])
     info = Diagnostics(sampling.return_info)
     converged = torch.ones(shape[0], dtype=torch.bool, device=y.device)
