@@ -12,7 +12,7 @@ from _tiny_models import SCHEDULER, tiny_unet
 from diffsolve.models import DiffusersDenoiser, GaussianPrior, operator_matrix
 from diffsolve.operators import CallableOperator, GaussianBlur, Inpainting, LinearOperator, SuperResolution
 from diffsolve.solvers import dps
-from diffsolve.solvers.dps import MIN_STEPS, REFERENCE_NUMEL, DPSStepsWarning, step_size
+from diffsolve.solvers.dps import MIN_STEPS, REFERENCE_NUMEL, REFERENCE_STEPS, STEP_POWER, DPSStepsWarning, step_size
 
 D = torch.float64
 # few-step runs below test mechanics, not quality: the warning is checked where it is meant
@@ -46,7 +46,8 @@ def test_single_step_matches_dense_jacobian(make_op, normalize):
     y = measure(op, (2, 1, 5, 6))
     x_T = torch.randn(2, 1, 5, 6, generator=gen(2), dtype=D)
     t, zeta = 400, 0.8
-    out = dps(prior, op, y, steps=1, timesteps=[t], x_T=x_T, zeta=zeta / math.sqrt(1000), normalize=normalize)
+    out = dps(prior, op, y, steps=1, timesteps=[t], x_T=x_T, zeta=zeta / math.sqrt(1000), normalize=normalize,
+              step_rule="sqrt")
     a = float(prior.alphas_cumprod[t])
     n = 30
     cinv = torch.linalg.inv(a * prior.cov + (1 - a) * torch.eye(n, dtype=D))
@@ -106,6 +107,12 @@ def test_step_size_rules():
     # scale-free in the image size: the same step per pixel (x2 per side doubles the total step)
     assert step_size("sqrt", 0.5, 10, 1000, numel=4 * 3 * 64 * 64) == pytest.approx(10.0)
     assert step_size("constant", 0.5, 10, 1000, numel=3 * 32 * 32) == pytest.approx(0.25)
+    # "power" (default): the sqrt rule's step at N₀ = REFERENCE_STEPS, ∝ N^(−3/4) elsewhere
+    assert step_size("power", 0.5, REFERENCE_STEPS, 1000) == pytest.approx(step_size("sqrt", 0.5, REFERENCE_STEPS, 1000))
+    assert step_size("power", 0.5, 100, 1000) / step_size("power", 0.5, 1000, 1000) == pytest.approx(10**STEP_POWER)
+    assert step_size("power", 1.0, 1000, 1000) == pytest.approx(math.sqrt(1000 / 30) * (30 / 1000) ** 0.75)
+    assert step_size("power", 0.5, 10, 1000, numel=4 * 3 * 64 * 64) == pytest.approx(
+        2 * step_size("power", 0.5, 10, 1000))
 
 
 @pytest.mark.parametrize("normalize", ["adjoint", "gradient"])
@@ -134,7 +141,7 @@ def test_gradient_normalisation_steps_a_fixed_length_whatever_the_jacobian(var):
     op = Inpainting.random((4, 4), 0.7, seed=1)
     y = measure(op, (2, 1, 4, 4))
     x_T = torch.randn(2, 1, 4, 4, generator=gen(2), dtype=D)
-    kw = dict(steps=1, timesteps=[400], x_T=x_T, zeta=0.3 / math.sqrt(1000))
+    kw = dict(steps=1, timesteps=[400], x_T=x_T, zeta=0.3 / math.sqrt(1000), step_rule="sqrt")
     x0 = dps(prior, op, y, **{**kw, "zeta": 0.0})
     zeta_n = 0.3 * math.sqrt(16 / REFERENCE_NUMEL)
     moved = (dps(prior, op, y, normalize="gradient", **kw) - x0).flatten(1).norm(dim=1)
@@ -181,3 +188,34 @@ def test_bad_inputs():
         dps(prior, op, y, steps=2, step_rule="linear")
     with pytest.raises(ValueError, match="normalize"):
         dps(prior, op, y, steps=2, normalize="none")
+    for bad in (0.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="sigma"):
+            dps(prior, op, y, steps=2, sigma=bad)
+
+
+@pytest.mark.filterwarnings("ignore:dps. steps=")
+def test_discrepancy_factor():
+    """σ given: each step is scaled by (1 − mσ²/‖r‖²)₊ per sample. A σ far above the residual switches the
+    guidance off (the unguided sample), a negligible σ changes nothing, and in between one exact step (dense
+    Jacobian of a Gaussian prior) is the unscaled step times that factor."""
+    prior = smooth_prior(5, 6)
+    op = Inpainting.random((5, 6), 0.5, seed=0)
+    y = measure(op, (2, 1, 5, 6))
+    x_T = torch.randn(2, 1, 5, 6, generator=gen(2), dtype=D)
+    def run(**extra):  # a fresh generator per call: the same noise
+        return dps(prior, op, y, steps=4, x_T=x_T, generator=gen(3), **extra)
+
+    torch.testing.assert_close(run(sigma=1e6), run(zeta=0.0))
+    torch.testing.assert_close(run(sigma=1e-12), run(), rtol=1e-12, atol=1e-12)
+    one = dict(steps=1, timesteps=[400], x_T=x_T)
+    base = dps(prior, op, y, zeta=0.0, **one)
+    full = dps(prior, op, y, **one) - base
+    a = float(prior.alphas_cumprod[400])
+    x0 = (x_T - (1 - a) ** 0.5 * prior(x_T, torch.full((2,), 400))) / a**0.5
+    r2 = (y - op.A(x0)).flatten(1).pow(2).sum(1)
+    sigma = 0.5 * float((r2 / op.measured_entries(y)).min().sqrt())  # ‖r‖ above σ√m for both samples
+    factor = (1 - op.measured_entries(y) * sigma**2 / r2).view(2, 1, 1, 1)
+    assert bool(((factor > 0) & (factor < 1)).all())
+    torch.testing.assert_close(dps(prior, op, y, sigma=sigma, **one) - base, factor * full, rtol=1e-10, atol=1e-12)
+    _, info = run(sigma=0.05, return_info=True)
+    torch.testing.assert_close(info["data_consistency"], info["final_residual"] / 0.05)

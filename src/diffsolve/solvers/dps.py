@@ -19,13 +19,23 @@ removes that dependence. Both are scale-free: A → kA, y → ky gives the same 
 size with the step-size rule below. ``"residual"`` n = ‖r‖ (the paper's ζ_i = ζ/‖r‖, i.e. g = ∇‖r‖; not
 scale-free).
 
-**Step size** ζ_N (``step_rule``): ``"sqrt"`` (default) ζ_N = ζ·√(T/N)·√(d/d_ref) with T the model's
-training steps (N = T is the paper's setting) and d the per-sample image size, d_ref = 3·64·64
-(:data:`REFERENCE_NUMEL`, where ζ = 1 was tuned); ``"constant"`` ζ_N = ζ·√(d/d_ref). The size factor is
+**Step size** ζ_N (``step_rule``): ``"power"`` (default) ζ_N = ζ·√(T/N₀)·(N₀/N)^{3/4}·√(d/d_ref), with T the
+model's training steps, N₀ = :data:`REFERENCE_STEPS` = 30 (where ζ = 1 was tuned) and d the per-sample image
+size, d_ref = 3·64·64 (:data:`REFERENCE_NUMEL`); ``"sqrt"`` ζ_N = ζ·√(T/N)·√(d/d_ref) (the previous default,
+equal to "power" at N = N₀; N = T is the paper's setting); ``"constant"`` ζ_N = ζ·√(d/d_ref). The step-count
+rule: N unit-length steps pull x_t toward y by about N·ζ_N where successive directions agree and √N·ζ_N where
+they do not. The sqrt rule keeps only the second fixed, so its total pull grows like √N and long runs over-fit
+y; ζ_N ∝ 1/N keeps the first and under-guides long runs. :data:`STEP_POWER` = 3/4 lies between them, chosen on
+the exact priors and checked on photos at N = 30…1000 (benchmarks/results/dps-steps-power.md). The size factor is
 the scale-free rule: the normalised gradient g has unit length over d pixels (exactly with
 ``"gradient"``), so a step of fixed length shrinks per pixel as 1/√d (at 128² DPS took half the per-pixel
 step it was tuned with and ignored the measurement); ζ_N ∝ √d keeps the per-pixel step, i.e. the step is
-normalised by the RMS n/√d. Below :data:`MIN_STEPS` steps ``dps`` warns
+normalised by the RMS n/√d. **Discrepancy principle** (``sigma`` given; the command line passes it): each step is multiplied by
+(1 − mσ²/‖r‖²)₊ per sample, m the measured entries: the share of ‖r‖² above what the noise alone leaves, so
+the pull fades as x̂0 reaches y's noise level and stops below it (Morozov; MPGD caps its step by the same
+principle). Without it the fixed-length steps keep fitting y's noise as N grows: 64² photos at N = 1000
+reached a data consistency of 0.03–0.25 on SR ×4 and random inpainting
+(benchmarks/results/dps-steps-power.md). Below :data:`MIN_STEPS` steps ``dps`` warns
 (:class:`DPSStepsWarning`). The step is taken per sample (the reference code takes one norm over the
 whole batch). Both terms go through one fused kernel (``ddim_step`` with guidance g and scale
 ζ_N/√ᾱ_s). Measurements behind the defaults: benchmarks/results/posterior_dps_steps.md,
@@ -41,19 +51,24 @@ from typing import Any
 import torch
 
 from ..kernels import ddim_step
-from ._inverse import Diagnostics, check_problem, route
+from ._inverse import Diagnostics, check_problem, check_sigma, measured_entries, route
 from ._loop import Sampling, check_number, prepare, takes_sampling
 
-__all__ = ["MIN_STEPS", "NORMALIZATIONS", "REFERENCE_NUMEL", "STEP_RULES", "DPSStepsWarning", "dps", "step_size"]
+__all__ = ["MIN_STEPS", "NORMALIZATIONS", "REFERENCE_NUMEL", "REFERENCE_STEPS", "STEP_POWER", "STEP_RULES",
+           "DPSStepsWarning", "dps", "step_size"]
 
 #: how ``zeta`` becomes the step ζ_N of an N-step run (:func:`step_size`)
-STEP_RULES = ("sqrt", "constant")
+STEP_RULES = ("power", "sqrt", "constant")
 #: what the gradient of ½‖y − A x̂0‖² is divided by, per sample (module docstring)
 NORMALIZATIONS = ("gradient", "adjoint", "residual")
 #: fewer steps than this draw a :class:`DPSStepsWarning` (module docstring)
 MIN_STEPS = 20
 #: the per-sample image size d_ref at which ``zeta = 1`` was tuned (3×64×64; module docstring)
 REFERENCE_NUMEL = 3 * 64 * 64
+#: the step count N₀ at which ``zeta = 1`` was tuned: "power" and "sqrt" agree there (module docstring)
+REFERENCE_STEPS = 30
+#: ζ_N ∝ N^{−STEP_POWER} under the default ``step_rule="power"`` (module docstring)
+STEP_POWER = 0.75
 
 
 class DPSStepsWarning(UserWarning):
@@ -61,17 +76,20 @@ class DPSStepsWarning(UserWarning):
 
 
 def step_size(rule: str, zeta: float, steps: int, train_steps: int, numel: int = REFERENCE_NUMEL) -> float:
-    """ζ_N (host float): ``"sqrt"`` ζ·√(T/N)·√(d/d_ref), ``"constant"`` ζ·√(d/d_ref), with T = ``train_steps``
-    and d = ``numel`` the per-sample image size (module docstring)."""
+    """ζ_N (host float): ``"power"`` ζ·√(T/N₀)·(N₀/N)^{3/4}·√(d/d_ref), ``"sqrt"`` ζ·√(T/N)·√(d/d_ref),
+    ``"constant"`` ζ·√(d/d_ref), with T = ``train_steps``, N₀ = REFERENCE_STEPS and d = ``numel`` the per-sample
+    image size (module docstring)."""
     size = math.sqrt(numel / REFERENCE_NUMEL)
     if rule == "constant":
         return zeta * size
+    if rule == "power":
+        return zeta * math.sqrt(train_steps / REFERENCE_STEPS) * (REFERENCE_STEPS / steps) ** STEP_POWER * size
     return zeta * math.sqrt(train_steps / steps) * size
 
 
 @takes_sampling
 def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, zeta: float = 1.0, eta: float = 1.0,
-        step_rule: str = "sqrt", normalize: str = "gradient") -> Any:
+        step_rule: str = "power", normalize: str = "gradient", sigma: float | None = None) -> Any:
     """Reconstruct x from y = A x + n with N = ``sampling.steps`` DPS steps (module docstring).
 
     Args:
@@ -80,13 +98,17 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
             only ``A`` is differentiated (autograd), so non-linear differentiable A works too.
         y: measurement (B, ...) float32/float64; one sample per measurement.
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords).
-        zeta: ζ ≥ 0; step_rule: ``"sqrt"`` ζ_N = ζ·√(T/N) | ``"constant"`` ζ_N = ζ;
+        zeta: ζ ≥ 0; step_rule: ``"power"`` ζ_N = ζ·√(T/30)·(30/N)^{3/4} | ``"sqrt"`` ζ·√(T/N) | ``"constant"`` ζ
+            (each times √(d/d_ref), module docstring);
         normalize: ``"gradient"`` | ``"adjoint"`` | ``"residual"``; eta: DDIM η ∈ [0, 1] (1: the paper).
+        sigma: the measurement noise std σ > 0 (or a ``GaussianNoise``), optional: each step is scaled by
+            (1 − mσ²/‖r‖²)₊, the part of the residual above the noise (module docstring); None: no scaling.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ at each step,
-        "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m}.
+        "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, with σ "data_consistency" (B,) that over σ}.
     """
     zeta = check_number("zeta", zeta, 0.0)
+    sigma = None if sigma is None else check_sigma(sigma)
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     if step_rule not in STEP_RULES:
@@ -103,6 +125,8 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
     step = step_size(step_rule, zeta, len(loop.schedule), int(loop.denoiser.alphas_cumprod.numel()),
                      math.prod(shape[1:]))
     info = Diagnostics(sampling.return_info)
+    if sigma is not None:  # m σ² per sample, the noise's share of ‖r‖²
+        floor = measured_entries(operator, y).to(device=y.device, dtype=y.dtype) * sigma**2
     x = loop.x
     for i in loop.steps():
         a_t, a_s = loop.alpha_t[i], loop.alpha_s[i]
@@ -125,6 +149,10 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
                 size = size.view(-1, *([1] * (x.dim() - 1)))
                 grad = grad / torch.where(size > 0, size, torch.ones_like(size))
                 norm = (2 * half_sq.detach()).sqrt()
+            if sigma is not None:  # 2b. the discrepancy principle: (1 − mσ²/‖r‖²)₊, 0 once ‖r‖ ≤ σ√m
+                sq = norm.detach() ** 2
+                excess = (1 - floor / sq.clamp_min(torch.finfo(sq.dtype).tiny)).clamp(0, 1)
+                grad = grad * excess.view(-1, *([1] * (x.dim() - 1)))
         info.add("residual", norm)
         # 3. x_s = DDIM_η(x_t, ε̂) − ζ_N g, one fused kernel
         x = ddim_step(x, eps.detach(), a_t, a_s, eta=eta, guidance=grad, guidance_scale=step / a_s**0.5,
@@ -133,5 +161,5 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
             loop.record(i, x, x0.detach())
     x = loop.finish(x)
     if sampling.return_info:
-        return x, info.finish(operator, x, y, loop.schedule.timesteps)
+        return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma)
     return x
