@@ -2,13 +2,15 @@
 to 1000 (a report, not a test).
 
     python benchmarks/bench_dps_power.py prior [--steps 30 100 300 1000] [--powers 0.5 0.75 1.0]
-    python benchmarks/bench_dps_power.py photos [--steps 30 100 1000] [--rules sqrt power] [--images hopper camera]
+    python benchmarks/bench_dps_power.py photos [--steps 30 100 1000] [--rules sqrt power power+sigma]
+                                                [--images hopper camera]
 
 Every rule is anchored at N₀ = 30 (``dps.REFERENCE_STEPS``, where ζ = 1 was tuned): ζ_N = √(T/N₀)·(N₀/N)^p·√(d/d_ref),
 so all agree at 30 steps. ``prior``: the exact Gaussian prior of ``bench_posterior.py`` (1×16×16, σ = 0.05, 64 draws
 for one y), box and random inpainting and both blurs: mean gap ‖x̄ − μ‖/‖μ_prior − μ‖ / trace ratio. ``photos``:
 bundled photos at 64² (σ = 0.05, the demo's five tasks, the `patches` model), "sqrt" against "power": PSNR / SSIM
-/ data consistency ‖A x̂ − y‖/(σ√m), with Tikhonov (λ picked by PSNR) as the reference. Each part merges its rows
+/ data consistency ‖A x̂ − y‖/(σ√m), with Tikhonov (λ picked by PSNR) as the reference; "power+sigma" also passes
+σ (the discrepancy factor (1 − mσ²/‖r‖²)₊ of every step, the command line's default). Each part merges its rows
 into ``results/dps-steps-power.json`` and rewrites ``results/dps-steps-power.md``.
 """
 
@@ -74,9 +76,11 @@ def run_photos(steps: list[int], rules: list[str], images: list[str], size: int)
         for rule in rules:
             for n in steps:
                 start = time.perf_counter()
+                extra = {"sigma": SIGMA} if rule.endswith("+sigma") else {}  # the discrepancy factor
                 with torch.enable_grad():
-                    xr = diffsolve.solve("dps", model, op, y, steps=n, step_rule=rule,
-                                         generator=[torch.Generator().manual_seed(i) for i in range(len(images))])
+                    xr = diffsolve.solve("dps", model, op, y, steps=n, step_rule=rule.split("+")[0],
+                                         generator=[torch.Generator().manual_seed(i) for i in range(len(images))],
+                                         **extra)
                 xr = xr.detach()
                 s, dc = scores(xr, x), data_consistency(op, xr, y, SIGMA)
                 rows.append({"part": "photos", "images": images, "size": size, "task": task, "rule": rule, "steps": n,
@@ -90,7 +94,8 @@ def run_photos(steps: list[int], rules: list[str], images: list[str], size: int)
 def render(rows: list[dict]) -> str:
     out = ["# DPS: the step-count rule (benchmarks/bench_dps_power.py)", "",
            f"{machine()}. Every rule gives ζ_N = √(T/30)·(30/N)^p·√(d/d_ref) (equal at N = 30, where ζ = 1 was tuned); "
-           "p = 1/2 is the old default `step_rule=\"sqrt\"`, p = 3/4 the new default `\"power\"`.", ""]
+           "p = 1/2 is the old default `step_rule=\"sqrt\"`, p = 3/4 the new default `\"power\"`; `power+sigma` also passes σ "
+           "(the discrepancy factor, the command line's default).", ""]
     prior = [r for r in rows if r["part"] == "prior"]
     if prior:
         steps = sorted({r["steps"] for r in prior})
@@ -137,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     pr.add_argument("--powers", type=float, nargs="+", default=[0.5, 0.75, 1.0])
     ph = sub.add_parser("photos")
     ph.add_argument("--steps", type=int, nargs="+", default=[30, 100, 1000])
-    ph.add_argument("--rules", nargs="+", default=["sqrt", "power"])
+    ph.add_argument("--rules", nargs="+", default=["sqrt", "power", "power+sigma"])
     ph.add_argument("--images", nargs="+", default=["hopper", "camera"])
     ph.add_argument("--size", type=int, default=64)
     for sp in (pr, ph):

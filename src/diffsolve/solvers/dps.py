@@ -30,12 +30,13 @@ the exact priors and checked on photos at N = 30…1000 (benchmarks/results/dps-
 the scale-free rule: the normalised gradient g has unit length over d pixels (exactly with
 ``"gradient"``), so a step of fixed length shrinks per pixel as 1/√d (at 128² DPS took half the per-pixel
 step it was tuned with and ignored the measurement); ζ_N ∝ √d keeps the per-pixel step, i.e. the step is
-normalised by the RMS n/√d. **Discrepancy principle** (``sigma`` given; the command line passes it): each step is multiplied by
-(1 − mσ²/‖r‖²)₊ per sample, m the measured entries: the share of ‖r‖² above what the noise alone leaves, so
-the pull fades as x̂0 reaches y's noise level and stops below it (Morozov; MPGD caps its step by the same
-principle). Without it the fixed-length steps keep fitting y's noise as N grows: 64² photos at N = 1000
-reached a data consistency of 0.03–0.25 on SR ×4 and random inpainting
-(benchmarks/results/dps-steps-power.md). Below :data:`MIN_STEPS` steps ``dps`` warns
+normalised by the RMS n/√d. **Discrepancy principle** (optional ``sigma``): each step is multiplied by (1 − mσ²/‖r‖²)₊ per sample, m the
+measured entries: the share of ‖r‖² above what the noise alone leaves, so the pull fades as x̂0 reaches y's
+noise level (Morozov; MPGD caps its step by the same principle). It stops the fixed-length steps from fitting
+y's noise in long runs (SR ×4 and random inpainting at N = 1000), but it also weakens the pull where the
+denoiser's x̂0 should fit y more closely than the noise level (the blurs lose up to 2.4 dB at N = 100, and the
+exact-prior gap grows at N = 50–100), so it is an option, not the default, and the command line does not pass
+σ to DPS (benchmarks/results/dps-steps-power.md). Below :data:`MIN_STEPS` steps ``dps`` warns
 (:class:`DPSStepsWarning`). The step is taken per sample (the reference code takes one norm over the
 whole batch). Both terms go through one fused kernel (``ddim_step`` with guidance g and scale
 ζ_N/√ᾱ_s). Measurements behind the defaults: benchmarks/results/posterior_dps_steps.md,
@@ -101,8 +102,8 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
         zeta: ζ ≥ 0; step_rule: ``"power"`` ζ_N = ζ·√(T/30)·(30/N)^{3/4} | ``"sqrt"`` ζ·√(T/N) | ``"constant"`` ζ
             (each times √(d/d_ref), module docstring);
         normalize: ``"gradient"`` | ``"adjoint"`` | ``"residual"``; eta: DDIM η ∈ [0, 1] (1: the paper).
-        sigma: the measurement noise std σ > 0 (or a ``GaussianNoise``), optional: each step is scaled by
-            (1 − mσ²/‖r‖²)₊, the part of the residual above the noise (module docstring); None: no scaling.
+        sigma: optional measurement noise std σ > 0 (or a ``GaussianNoise``): each step is scaled by
+            (1 − mσ²/‖r‖²)₊, the part of the residual above the noise (module docstring); None (default): not.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ at each step,
         "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, with σ "data_consistency" (B,) that over σ}.
