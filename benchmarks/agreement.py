@@ -227,7 +227,7 @@ def run_azula() -> None:
         mine = ds("dps", model, zeta=zeta_d, eta=1.0, step_rule="constant", normalize="residual")
         row("azula", "dps", f"{model}: ζ={zeta_a}, normalize=residual, step_rule=constant", rel(mine, ref))
         mine = ds("dps", model, zeta=zeta_d, eta=1.0)
-        row("azula", "dps", f"{model}: diffsolve defaults (gradient, sqrt(T/N)) vs azula", rel(mine, ref),
+        row("azula", "dps", f"{model}: diffsolve defaults (gradient, power step rule) vs azula", rel(mine, ref),
             "different step rule (documented)")
 
         # DiffPIR: azula's data step with CG (exact here: AᵀA + cI has 2 eigenvalues) and DDIM η = 0 ↔ ζ = 0
