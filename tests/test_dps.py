@@ -12,7 +12,8 @@ from _tiny_models import SCHEDULER, tiny_unet
 from diffsolve.models import DiffusersDenoiser, GaussianPrior, operator_matrix
 from diffsolve.operators import CallableOperator, GaussianBlur, Inpainting, LinearOperator, SuperResolution
 from diffsolve.solvers import dps
-from diffsolve.solvers.dps import MIN_STEPS, REFERENCE_NUMEL, REFERENCE_STEPS, STEP_POWER, DPSStepsWarning, step_size
+from diffsolve.solvers.dps import (DISCREPANCY_SHARE, MIN_STEPS, REFERENCE_NUMEL, REFERENCE_STEPS, STEP_POWER,
+                                   DPSStepsWarning, step_size)
 
 D = torch.float64
 # few-step runs below test mechanics, not quality: the warning is checked where it is meant
@@ -195,8 +196,8 @@ def test_bad_inputs():
 
 @pytest.mark.filterwarnings("ignore:dps. steps=")
 def test_discrepancy_factor():
-    """σ given: each step is scaled by (1 − mσ²/‖r‖²)₊ per sample. A σ far above the residual switches the
-    guidance off (the unguided sample), a negligible σ changes nothing, and in between one exact step (dense
+    """σ given: each step is scaled by (1 − κmσ²/‖r‖²)₊ per sample, κ = DISCREPANCY_SHARE. A σ far above the
+    residual switches the guidance off (the unguided sample), a negligible σ changes nothing, and in between one exact step (dense
     Jacobian of a Gaussian prior) is the unscaled step times that factor."""
     prior = smooth_prior(5, 6)
     op = Inpainting.random((5, 6), 0.5, seed=0)
@@ -214,7 +215,7 @@ def test_discrepancy_factor():
     x0 = (x_T - (1 - a) ** 0.5 * prior(x_T, torch.full((2,), 400))) / a**0.5
     r2 = (y - op.A(x0)).flatten(1).pow(2).sum(1)
     sigma = 0.5 * float((r2 / op.measured_entries(y)).min().sqrt())  # ‖r‖ above σ√m for both samples
-    factor = (1 - op.measured_entries(y) * sigma**2 / r2).view(2, 1, 1, 1)
+    factor = (1 - DISCREPANCY_SHARE * op.measured_entries(y) * sigma**2 / r2).view(2, 1, 1, 1)
     assert bool(((factor > 0) & (factor < 1)).all())
     torch.testing.assert_close(dps(prior, op, y, sigma=sigma, **one) - base, factor * full, rtol=1e-10, atol=1e-12)
     _, info = run(sigma=0.05, return_info=True)

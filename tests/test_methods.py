@@ -48,7 +48,7 @@ def test_registry_fields_and_defaults_come_from_the_solvers():
 
 @pytest.mark.filterwarnings("ignore:dps. steps=3")  # DPS's few-steps advice
 @pytest.mark.parametrize("method, fn, needs", [("mpgd", mpgd, {"sigma": 0.05}), ("cdps", cdps, {"sigma": 0.05}),
-                                               ("dps", dps, {})])
+                                               ("dps", dps, {"sigma": 0.05})])
 def test_restore_is_the_solver_with_the_cli_options(problem, method, fn, needs):
     prior, op, x, y = problem
     got, info = restore(method, prior, op, y, steps=3, sigma=0.05, generator=gen(2))

@@ -190,7 +190,8 @@ METHODS: Mapping[str, Method] = {m.name: m for m in (
            "sampling", "inverse", required=("sigma",), cli_options=_cdps_options, solver="cdps",
            needs="A's structured solve, else CG"),
     Method("dps", _solver("dps"), "DPS (Chung et al. 2023): gradient through the UNet of ‖y − A x̂0‖",
-           "inverse", backward=True, solver="dps", needs="any differentiable A", nfe="1 + 1 backward"),
+           "inverse", backward=True, cli_options=_mpgd_options, solver="dps",
+           needs="any differentiable A (σ: the pull stops near the noise level)", nfe="1 + 1 backward"),
     Method("pigdm", _solver("pigdm"), "ΠGDM (Song et al. 2023): pseudoinverse guidance, a VJP through the UNet of "
            "Aᵀ(σ²I + r_t²AAᵀ)⁻¹(y − A x̂0)", "inverse", backward=True, required=("sigma",),
            cli_options=_cdps_options, solver="pigdm", needs="A's structured solve, else CG", nfe="1 + 1 backward"),

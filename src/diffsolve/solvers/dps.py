@@ -30,13 +30,14 @@ the exact priors and checked on photos at N = 30…1000 (benchmarks/results/dps-
 the scale-free rule: the normalised gradient g has unit length over d pixels (exactly with
 ``"gradient"``), so a step of fixed length shrinks per pixel as 1/√d (at 128² DPS took half the per-pixel
 step it was tuned with and ignored the measurement); ζ_N ∝ √d keeps the per-pixel step, i.e. the step is
-normalised by the RMS n/√d. **Discrepancy principle** (optional ``sigma``): each step is multiplied by (1 − mσ²/‖r‖²)₊ per sample, m the
-measured entries: the share of ‖r‖² above what the noise alone leaves, so the pull fades as x̂0 reaches y's
-noise level (Morozov; MPGD caps its step by the same principle). It stops the fixed-length steps from fitting
-y's noise in long runs (SR ×4 and random inpainting at N = 1000), but it also weakens the pull where the
-denoiser's x̂0 should fit y more closely than the noise level (the blurs lose up to 2.4 dB at N = 100, and the
-exact-prior gap grows at N = 50–100), so it is an option, not the default, and the command line does not pass
-σ to DPS (benchmarks/results/dps-steps-power.md). Below :data:`MIN_STEPS` steps ``dps`` warns
+normalised by the RMS n/√d. **Discrepancy factor** (``sigma`` given; the command line passes it): each step is multiplied by
+(1 − κmσ²/‖r‖²)₊ per sample, m the measured entries and κ = :data:`DISCREPANCY_SHARE` = 1/2: the pull
+fades as x̂0 nears y's noise level and stops once ‖r‖ ≤ σ√(κm) (the discrepancy principle; MPGD caps its step by
+the same principle). Without it the fixed-length steps go on fitting y's noise in long runs (SR ×4 and random
+inpainting). κ = 1 (stop at the noise level itself) also stopped that, but x̂0, an estimate of a mean, should
+fit the well-determined directions below the noise level: on the blurs κ = 1 lost up to 2.4 dB at N = 100;
+κ = 1/2 was chosen on the tuning photos (benchmarks/results/dps-steps-power.md). Without ``sigma`` no factor
+is applied. Below :data:`MIN_STEPS` steps ``dps`` warns
 (:class:`DPSStepsWarning`). The step is taken per sample (the reference code takes one norm over the
 whole batch). Both terms go through one fused kernel (``ddim_step`` with guidance g and scale
 ζ_N/√ᾱ_s). Measurements behind the defaults: benchmarks/results/posterior_dps_steps.md,
@@ -55,8 +56,8 @@ from ..kernels import ddim_step
 from ._inverse import Diagnostics, check_problem, check_sigma, measured_entries, route
 from ._loop import Sampling, check_number, prepare, takes_sampling
 
-__all__ = ["MIN_STEPS", "NORMALIZATIONS", "REFERENCE_NUMEL", "REFERENCE_STEPS", "STEP_POWER", "STEP_RULES",
-           "DPSStepsWarning", "dps", "step_size"]
+__all__ = ["DISCREPANCY_SHARE", "MIN_STEPS", "NORMALIZATIONS", "REFERENCE_NUMEL", "REFERENCE_STEPS", "STEP_POWER",
+           "STEP_RULES", "DPSStepsWarning", "dps", "step_size"]
 
 #: how ``zeta`` becomes the step ζ_N of an N-step run (:func:`step_size`)
 STEP_RULES = ("power", "sqrt", "constant")
@@ -70,6 +71,8 @@ REFERENCE_NUMEL = 3 * 64 * 64
 REFERENCE_STEPS = 30
 #: ζ_N ∝ N^{−STEP_POWER} under the default ``step_rule="power"`` (module docstring)
 STEP_POWER = 0.75
+#: with ``sigma``: the pull stops once ‖r‖² ≤ DISCREPANCY_SHARE·mσ² (module docstring)
+DISCREPANCY_SHARE = 0.5
 
 
 class DPSStepsWarning(UserWarning):
@@ -102,8 +105,8 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
         zeta: ζ ≥ 0; step_rule: ``"power"`` ζ_N = ζ·√(T/30)·(30/N)^{3/4} | ``"sqrt"`` ζ·√(T/N) | ``"constant"`` ζ
             (each times √(d/d_ref), module docstring);
         normalize: ``"gradient"`` | ``"adjoint"`` | ``"residual"``; eta: DDIM η ∈ [0, 1] (1: the paper).
-        sigma: optional measurement noise std σ > 0 (or a ``GaussianNoise``): each step is scaled by
-            (1 − mσ²/‖r‖²)₊, the part of the residual above the noise (module docstring); None (default): not.
+        sigma: the measurement noise std σ > 0 (or a ``GaussianNoise``), optional: each step is scaled by
+            (1 − κmσ²/‖r‖²)₊ (the discrepancy factor, module docstring); None: no factor.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ at each step,
         "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, with σ "data_consistency" (B,) that over σ}.
@@ -126,8 +129,8 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
     step = step_size(step_rule, zeta, len(loop.schedule), int(loop.denoiser.alphas_cumprod.numel()),
                      math.prod(shape[1:]))
     info = Diagnostics(sampling.return_info)
-    if sigma is not None:  # m σ² per sample, the noise's share of ‖r‖²
-        floor = measured_entries(operator, y).to(device=y.device, dtype=y.dtype) * sigma**2
+    if sigma is not None:  # κ m σ² per sample: where the discrepancy factor reaches 0
+        floor = DISCREPANCY_SHARE * measured_entries(operator, y).to(device=y.device, dtype=y.dtype) * sigma**2
     x = loop.x
     for i in loop.steps():
         a_t, a_s = loop.alpha_t[i], loop.alpha_s[i]
@@ -150,7 +153,7 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
                 size = size.view(-1, *([1] * (x.dim() - 1)))
                 grad = grad / torch.where(size > 0, size, torch.ones_like(size))
                 norm = (2 * half_sq.detach()).sqrt()
-            if sigma is not None:  # 2b. the discrepancy principle: (1 − mσ²/‖r‖²)₊, 0 once ‖r‖ ≤ σ√m
+            if sigma is not None:  # 2b. the discrepancy factor (1 − κmσ²/‖r‖²)₊, 0 once ‖r‖ ≤ σ√(κm)
                 sq = norm.detach() ** 2
                 excess = (1 - floor / sq.clamp_min(torch.finfo(sq.dtype).tiny)).clamp(0, 1)
                 grad = grad * excess.view(-1, *([1] * (x.dim() - 1)))
