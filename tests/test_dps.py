@@ -109,7 +109,8 @@ def test_step_size_rules():
     assert step_size("sqrt", 0.5, 10, 1000, numel=4 * 3 * 64 * 64) == pytest.approx(10.0)
     assert step_size("constant", 0.5, 10, 1000, numel=3 * 32 * 32) == pytest.approx(0.25)
     # "power" (default): the sqrt rule's step at N₀ = REFERENCE_STEPS, ∝ N^(−3/4) elsewhere
-    assert step_size("power", 0.5, REFERENCE_STEPS, 1000) == pytest.approx(step_size("sqrt", 0.5, REFERENCE_STEPS, 1000))
+    at_n0 = step_size("sqrt", 0.5, REFERENCE_STEPS, 1000)
+    assert step_size("power", 0.5, REFERENCE_STEPS, 1000) == pytest.approx(at_n0)
     assert step_size("power", 0.5, 100, 1000) / step_size("power", 0.5, 1000, 1000) == pytest.approx(10**STEP_POWER)
     assert step_size("power", 1.0, 1000, 1000) == pytest.approx(math.sqrt(1000 / 30) * (30 / 1000) ** 0.75)
     assert step_size("power", 0.5, 10, 1000, numel=4 * 3 * 64 * 64) == pytest.approx(
@@ -197,8 +198,8 @@ def test_bad_inputs():
 @pytest.mark.filterwarnings("ignore:dps. steps=")
 def test_discrepancy_factor():
     """σ given: each step is scaled by (1 − κmσ²/‖r‖²)₊ per sample, κ = DISCREPANCY_SHARE. A σ far above the
-    residual switches the guidance off (the unguided sample), a negligible σ changes nothing, and in between one exact step (dense
-    Jacobian of a Gaussian prior) is the unscaled step times that factor."""
+    residual switches the guidance off (the unguided sample), a negligible σ changes nothing, and in between one
+    exact step (dense Jacobian of a Gaussian prior) is the unscaled step times that factor."""
     prior = smooth_prior(5, 6)
     op = Inpainting.random((5, 6), 0.5, seed=0)
     y = measure(op, (2, 1, 5, 6))

@@ -122,7 +122,8 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             a_t, a_s = loop.alpha_t[i], loop.alpha_s[i]
             eps = loop.eps(x, i)  # 2. ε̂ = ε_θ(x_t, t) and x̂0 (Tweedie)
             x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
-            # 3. the three cases: x_s/√ᾱ_s = x̂0 + c0 ε̂ + d0 z + V_r(Δa x̄θ + b ȳ + Δc ê + Δd z̄), Δ from (1, 0, c0, d0)
+            # 3. the three cases: x_s/√ᾱ_s = x̂0 + c0 ε̂ + d0 z + V_r(Δa x̄θ + b ȳ + Δc ê + Δd z̄),
+            #    Δ: the range coefficients' difference from the null directions' (1, 0, c0, d0)
             da, b, dc, dd, c0, d0 = coefs[i]
             x_next, z_bar = x0, da * svd.Vt(x0) + b * y_bar
             if eta < 1:

@@ -30,10 +30,12 @@ the exact priors and checked on photos at N = 30…1000 (benchmarks/results/dps-
 the scale-free rule: the normalised gradient g has unit length over d pixels (exactly with
 ``"gradient"``), so a step of fixed length shrinks per pixel as 1/√d (at 128² DPS took half the per-pixel
 step it was tuned with and ignored the measurement); ζ_N ∝ √d keeps the per-pixel step, i.e. the step is
-normalised by the RMS n/√d. **Discrepancy factor** (``sigma`` given; the command line passes it): each step is multiplied by
-(1 − κmσ²/‖r‖²)₊ per sample, m the measured entries and κ = :data:`DISCREPANCY_SHARE` = 1/2: the pull
-fades as x̂0 nears y's noise level and stops once ‖r‖ ≤ σ√(κm) (the discrepancy principle; MPGD caps its step by
-the same principle). Without it the fixed-length steps go on fitting y's noise in long runs (SR ×4 and random
+normalised by the RMS n/√d.
+
+**Discrepancy factor** (``sigma`` given; the command line passes it): each step is multiplied by
+(1 − κmσ²/‖r‖²)₊ per sample, m the measured entries and κ = :data:`DISCREPANCY_SHARE` = 1/2: the pull fades as
+x̂0 nears y's noise level and stops once ‖r‖ ≤ σ√(κm) (the discrepancy principle; MPGD caps its step by the
+same principle). Without it the fixed-length steps go on fitting y's noise in long runs (SR ×4 and random
 inpainting). κ = 1 (stop at the noise level itself) also stopped that, but x̂0, an estimate of a mean, should
 fit the well-determined directions below the noise level: on the blurs κ = 1 lost up to 2.4 dB at N = 100;
 κ = 1/2 was chosen on the tuning photos (benchmarks/results/dps-steps-power.md). Without ``sigma`` no factor
