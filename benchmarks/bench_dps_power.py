@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from bench_dps import write_results  # noqa: E402
 from bench_methods import RESULTS, SIGMA, machine, photo_problems  # noqa: E402
 from bench_posterior import exact_problem, metrics, mixture_mean, priors, probe_directions, tasks  # noqa: E402
 
@@ -145,19 +146,16 @@ def main(argv: list[str] | None = None) -> None:
     ph.add_argument("--rules", nargs="+", default=["sqrt", "power", "power+sigma"])
     ph.add_argument("--images", nargs="+", default=["hopper", "camera"])
     ph.add_argument("--size", type=int, default=64)
-    for sp in (pr, ph):
-        sp.add_argument("--out", type=Path, default=OUT, help="results path without suffix")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     rows = run_prior(args.steps, args.powers) if args.part == "prior" else run_photos(args.steps, args.rules,
                                                                                      args.images, args.size)
-    path = args.out.with_suffix(".json")
+    path = OUT.with_suffix(".json")
     old = json.loads(path.read_text())["rows"] if path.exists() else []
     key = (lambda r: (r["part"], tuple(r.get("images", ())), r["task"], r.get("power"), r.get("rule"), r["steps"]))
     new_keys = {key(r) for r in rows}
     rows = [r for r in old if key(r) not in new_keys] + rows
-    path.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=1))
-    args.out.with_suffix(".md").write_text(render(rows))
+    write_results(OUT.name, {"machine": machine(), "rows": rows}, render(rows))
 
 
 if __name__ == "__main__":
