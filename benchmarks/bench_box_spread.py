@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--out", default="box-spread")
     p.add_argument("--render", action="store_true", help="rewrite the .md from the --out .json (no run)")
+    p.add_argument("--merge", action="store_true", help="replace only the rerun methods' rows in the --out .json")
     args = p.parse_args(argv)
     if args.render:
         saved = json.loads((RESULTS / f"{args.out}.json").read_text())
@@ -144,6 +145,12 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     rows = run(args.sizes, args.images, args.methods, args.draws, args.steps)
     elapsed = time.perf_counter() - start
+    path = RESULTS / f"{args.out}.json"
+    if args.merge and path.exists():  # the other methods' rows (and the methods' order) from the previous run
+        saved = json.loads(path.read_text())
+        fresh = {(r["size"], r["method"]): r for r in rows}
+        rows = [fresh.pop((r["size"], r["method"]), r) for r in saved["rows"]] + list(fresh.values())
+        args.methods = saved["args"]["methods"]
     (RESULTS / f"{args.out}.json").write_text(json.dumps({"args": vars(args), "rows": rows, "elapsed": elapsed},
                                                          indent=1))
     (RESULTS / f"{args.out}.md").write_text(render(rows, args, elapsed))
