@@ -204,8 +204,8 @@ class KroneckerSVD(SVD):
 
     def Ut(self, y: torch.Tensor) -> torch.Tensor:
         u_h, v_h, u_w, v_w = self._factors(y)
-        core = u_h.T @ y @ u_w
-        return torch.nn.functional.pad(core, (0, v_w.shape[0] - core.shape[-1], 0, v_h.shape[0] - core.shape[-2]))
+        core = u_h.T @ y @ u_w  # zero-padded to the coefficients' shape (V's columns)
+        return torch.nn.functional.pad(core, (0, v_w.shape[1] - core.shape[-1], 0, v_h.shape[1] - core.shape[-2]))
 
     def U(self, z: torch.Tensor) -> torch.Tensor:
         u_h, _, u_w, _ = self._factors(z)
@@ -218,34 +218,15 @@ class KroneckerSVD(SVD):
         return _KroneckerRange(self)
 
 
-class _KroneckerRange(SVD):
+class _KroneckerRange(KroneckerSVD):
     """:class:`KroneckerSVD` on its first (h, w) coefficients (every s > 0): V_r = V_h[:, :h] ⊗ V_w[:, :w]."""
 
     def __init__(self, full: KroneckerSVD) -> None:
-        super().__init__()
-        h, w = full.out_size
+        SVD.__init__(self)
+        h, w = self.out_size = full.out_size
         self.s = full.s[:h, :w].contiguous()
         self.u_h, self.u_w = full.u_h, full.u_w
         self.v_h, self.v_w = full.v_h[:, :h].contiguous(), full.v_w[:, :w].contiguous()
-
-    def _factors(self, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self._on("f", like, (self.u_h, self.v_h, self.u_w, self.v_w))
-
-    def Vt(self, x: torch.Tensor) -> torch.Tensor:
-        _, v_h, _, v_w = self._factors(x)
-        return v_h.T @ x @ v_w
-
-    def V(self, z: torch.Tensor) -> torch.Tensor:
-        _, v_h, _, v_w = self._factors(z)
-        return v_h @ z @ v_w.T
-
-    def Ut(self, y: torch.Tensor) -> torch.Tensor:
-        u_h, _, u_w, _ = self._factors(y)
-        return u_h.T @ y @ u_w
-
-    def U(self, z: torch.Tensor) -> torch.Tensor:
-        u_h, _, u_w, _ = self._factors(z)
-        return u_h @ z @ u_w.T
 
 
 class FourierSVD(SVD):
