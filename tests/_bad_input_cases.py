@@ -242,8 +242,10 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
         add("mpgd_ldm", "rho", label, "reject", rho=v)
         add("mpgd-ae", "scale", label, "reject", scale=v)
         add("cdps", "sigma", label, "reject", sigma=v)
+        add("dps", "sigma", label, "reject", sigma=v)
         add("cdps", "tol", label, "reject", solver=_Lazy(lambda v=v: CG(tol=v)), operator=ops["motion"], y=ys["motion"])
     add("cdps", "sigma", "0", "reject", sigma=0.0)
+    add("dps", "sigma", "0", "reject", sigma=0.0)
     for s in (1e-30, 1e-8, 1e-6):
         add("cdps", "sigma", f"{s:g} (motion, CG)", "either", sigma=s, operator=ops["motion"], y=ys["motion"])
         add("cdps", "sigma", f"{s:g} (inpaint)", "either", sigma=s, operator=ops["inpaint"], y=ys["inpaint"])
