@@ -186,9 +186,8 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             lam_d, _, root_d = ddnm_plus_coefficients(loop.alpha_t[i], loop.alpha_s[i], eta, sigma, s_dev)
             seen = s_host > OBSERVED * sigma
             lam_mean = float(lam_h[seen].mean()) if bool(seen.any()) else 0.0
-            k_z = 1.0 if ddnm_coefficients(loop.alpha_t[i], loop.alpha_s[i], eta, 0.0)[2] > 0 else 0.0  # σ_t > 0
-            coefs.append((lam_mean, k_eps, k_z))
             root0 = ddnm_coefficients(loop.alpha_t[i], loop.alpha_s[i], eta, 0.0)[2]  # √γ = σ_t off V_r
+            coefs.append((lam_mean, k_eps, 1.0 if root0 > 0 else 0.0))  # k_z: noise only where σ_t > 0
             plus.append((lam_d * inv_s, root_d - root0, root0))
             weight = math.sqrt(loop.alpha_s[i]) - k_eps * math.sqrt(loop.alpha_t[i] / (1 - loop.alpha_t[i]))
             folds.append(weight if weight >= FOLD * math.sqrt(loop.alpha_s[i]) else None)
