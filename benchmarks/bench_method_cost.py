@@ -550,7 +550,7 @@ def agreement(den, methods: tuple[str, ...], steps: int = 3, langevin: int = 5) 
     for m in methods:
         if m not in EAGER:
             continue
-        extra = {"langevin_steps": langevin} if m == "daps" else {}
+        extra = {"langevin_steps": langevin, "langevin": "loop"} if m == "daps" else {}  # the eager loop's draws
         xd = diffsolve_run(m, den, op, y, x_T, steps, seed=7, **extra).detach()
         kw = {"langevin": langevin} if m == "daps" else {}
         xe = EAGER[m](den, ctx, x_T, steps, torch.Generator().manual_seed(7), **kw).detach()

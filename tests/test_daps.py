@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from diffsolve.models import GaussianPrior
-from diffsolve.operators import GaussianBlur, Inpainting, SuperResolution
+from diffsolve.operators import GaussianBlur, Inpainting, MotionBlur, SuperResolution
 from diffsolve.solvers import daps as daps_module
 from diffsolve.solvers.daps import daps, edm_sigmas, langevin_rates
 
@@ -174,3 +174,72 @@ def test_explicit_lr_keeps_tau_sigma():
     with pytest.raises(ValueError, match="unstable"):
         daps(prior, op, y, steps=3, sigma=0.01, lr=2e-4)
     daps(prior, op, y, steps=3, sigma=0.01, lr=1.9e-4, ode_steps=1, langevin_steps=1)
+
+
+def _dense(op, shape):
+    n = int(torch.tensor(shape).prod())
+    eye = torch.eye(n, dtype=D).reshape(n, *shape)
+    return op.A(eye).reshape(n, -1).T  # (m, n)
+
+
+@pytest.mark.parametrize("op", [Inpainting.random((6, 8), 0.5, seed=2), GaussianBlur(3, 0.8), SuperResolution(2, "average"),
+                                SuperResolution(2, "bicubic"), MotionBlur(3, seed=1, boundary="circular")],
+                         ids=["mask", "separable-blur", "sr-average", "sr-bicubic", "circular-blur"])
+@pytest.mark.parametrize("stiff_share", [0.3, 1.5], ids=["c>0", "c<0-somewhere"])
+def test_exact_langevin_is_the_k_step_chain(op, stiff_share):
+    """K Langevin steps in one draw equal the K-step chain in distribution: the mean and the covariance of the
+    explicit chain x ← x − η[(x − x̂0)/r² + Aᵀ(Ax − y)/τ²] + √(2η) z, in dense linear algebra."""
+    shape, k, inv_r2, tau2 = (1, 1, 6, 8), 7, 1 / 0.3, 0.01
+    a = _dense(op, shape[1:])
+    n = a.shape[1]
+    gram = float(torch.linalg.eigvalsh(a.T @ a).max())
+    rate = stiff_share / (inv_r2 + gram / tau2)
+    g = torch.Generator().manual_seed(0)
+    x0_hat = torch.randn(shape, dtype=D, generator=g)
+    y = op.A(torch.randn(shape, dtype=D, generator=g))
+    svd = op.svd(shape[-2:]).range()
+    s, y_bar = svd.singulars(y), svd.Ut(y)
+
+    def run(zeta):
+        return daps_module.exact_langevin(svd, s, x0_hat, y_bar, zeta, inv_r2, tau2, rate, k).reshape(-1)
+
+    m = torch.eye(n, dtype=D) - rate * (inv_r2 * torch.eye(n, dtype=D) + a.T @ a / tau2)
+    mean, cov, mj = x0_hat.reshape(-1).clone(), torch.zeros(n, n, dtype=D), torch.eye(n, dtype=D)
+    for _ in range(k):
+        mean = m @ mean + rate * (inv_r2 * x0_hat.reshape(-1) + a.T @ y.reshape(-1) / tau2)
+        cov = cov + 2 * rate * mj @ mj.T
+        mj = m @ mj
+    at_zero = run(torch.zeros(shape, dtype=D))
+    torch.testing.assert_close(at_zero, mean, rtol=1e-10, atol=1e-10)
+    cols = torch.stack([run(torch.eye(n, dtype=D)[j].reshape(shape)) - at_zero for j in range(n)], dim=1)
+    torch.testing.assert_close(cols @ cols.T, cov, rtol=1e-9, atol=1e-10)
+
+
+def test_langevin_option():
+    """"auto" is the one-draw update where A has an SVD and the loop where it does not; "exact" without an SVD
+    and an unknown mode are refused before the loop."""
+    prior = _prior((1, 8, 8))
+    kw = dict(steps=3, sigma=0.1, ode_steps=1, langevin_steps=4)
+    for op, same in ((Inpainting.random((8, 8), 0.5), "exact"), (MotionBlur(5, seed=0), "loop")):
+        _, y = _problem(op, prior, 0.1, 2)
+        outs = {mode: daps(prior, op, y, generator=torch.Generator().manual_seed(0), langevin=mode, **kw)
+                for mode in ("auto", same)}
+        torch.testing.assert_close(outs["auto"], outs[same], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="no cheap SVD.*supported"):
+        daps(prior, MotionBlur(5, seed=0), y, langevin="exact", **kw)
+    with pytest.raises(ValueError, match="langevin must be one of 'auto', 'exact', 'loop', got 'fast'"):
+        daps(prior, MotionBlur(5, seed=0), y, langevin="fast", **kw)
+
+
+@pytest.mark.parametrize("op", [Inpainting.random((6, 6), 0.5), GaussianBlur(3, 0.8)], ids=["inpaint", "blur"])
+def test_exact_and_loop_agree_on_the_posterior(op):
+    """The two Langevin modes sample the same distribution: their 400-draw means agree with each other and with
+    the exact posterior mean on a Gaussian prior."""
+    prior, sigma = _prior(), 0.1
+    y1, y = _problem(op, prior, sigma, 400)
+    post = prior.posterior(op, y1[0], sigma=sigma)
+    outs = [daps(prior, op, y, steps=10, sigma=sigma, ode_steps=2, langevin_steps=20, langevin=mode,
+                 generator=torch.Generator().manual_seed(1)) for mode in ("exact", "loop")]
+    scale = post.mean.norm()
+    assert (outs[0].mean(0) - outs[1].mean(0)).norm() / scale < 0.1
+    assert abs(outs[0].var(0).mean() / outs[1].var(0).mean() - 1) < 0.15

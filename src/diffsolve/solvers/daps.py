@@ -36,8 +36,21 @@ x_i = √ᾱ_i (x0 + σ_i z):
    stays ≈ 1. Both terms depend only on the levels σ_i, K, L/σ² and the two ratios κ, c: rescaling A and σ
    together leaves η_i unchanged, no image size enters, and N only through the levels.
    A given ``lr``: τ = σ, η_i = lr·(1 + (i/N)(lr_min_ratio − 1)) (the reference code's linear decay to
-   lr·lr_min_ratio; a fixed per-pixel step, so it fits y loosely where L/σ² is small). Plain torch ops: no
-   fused kernel has this form (``mpgd_step``/``ddim_step`` start from x̂0 of a noisy x_t, ᾱ_t < 1).
+   lr·lr_min_ratio; a fixed per-pixel step, so it fits y loosely where L/σ² is small).
+
+   **The K steps in one draw** (``langevin="exact"``, the default where A has an SVD: masks, ×f SR, separable
+   and circular blurs; ``diffsolve.operators.svd``). The target is Gaussian, so K steps of the same discrete
+   chain are one linear-Gaussian map. In the SVD basis (x̄ = V_rᵀx̂0, ȳ = U_rᵀy, s the singular values) each
+   coefficient is an AR(1) chain with curvature p = 1/r_i² + s²/τ² and c = 1 − η_i p; after K steps from x̄:
+
+       v_K − x̄ = (1 − c^K) s (ȳ − s x̄)/(τ² p) + d ζ,   d² = 2(1 − c^{2K}) / (p (2 − η_i p)),   ζ ~ N(0, 1),
+
+   the same distribution as the loop's, not an approximation of it. Every null direction has s = 0 and the
+   same d_0, so the update is x0 = x̂0 + d_0 ζ + V_r[(1 − c^K) s (ȳ − s x̄)/(τ² p) + (d − d_0) V_rᵀζ] with ζ one
+   image-shaped draw: two V_rᵀ and one V_r per level instead of K products with A and Aᵀ. c^K and 1 − c^K use
+   log1p/expm1 (η_i p is tiny in the directions the data does not reach). ``langevin="loop"`` runs the K steps
+   one by one (the only way for operators without an SVD, e.g. a dense blur with reflect boundaries); the two
+   give different draws from one seed.
 3. x_{i+1} = √ᾱ_{i+1} x0 + √(1−ᾱ_{i+1}) z (plain torch ops); after the last level the result is x0.
 
 Defaults: 5 ODE steps and 100 Langevin steps per level (the paper's pixel-space DAPS-1K), the step rule
@@ -60,9 +73,10 @@ from ..kernels import ddim_step
 from ..models.denoiser import as_denoiser
 from ._inverse import Diagnostics, check_problem, check_sigma, route
 from ._loop import Sampling, _draw, check_number, check_steps, prepare, takes_sampling
+from ..operators.svd import SVD, operator_svd
 from .mpgd import operator_gain
 
-__all__ = ["daps", "edm_sigmas", "langevin_rates", "nearest_timesteps"]
+__all__ = ["LANGEVIN_MODES", "daps", "edm_sigmas", "exact_langevin", "langevin_rates", "nearest_timesteps"]
 
 SIGMA_MAX, SIGMA_MIN, ODE_SIGMA_MIN, RHO = 100.0, 0.01, 0.01, 7.0
 PAPER_SIGMA_MIN = 0.1  #: the default σ_min with a given ``lr`` (the paper's, which its per-pixel lr is tuned to)
@@ -72,6 +86,8 @@ LANGEVIN_FRACTION = 0.05
 NOISE_BUDGET = 0.25
 #: the default Langevin likelihood's std τ = this · σ (the reference code: τ = 0.01 for σ = 0.05 data, 0.2)
 LIKELIHOOD_RATIO = 0.25
+#: the ``langevin`` option: the K Langevin steps in one draw through A's SVD, or one by one
+LANGEVIN_MODES = ("auto", "exact", "loop")
 
 
 def edm_sigmas(sigma_max: float, sigma_min: float, n: int, rho: float = RHO) -> list[float]:
@@ -89,6 +105,41 @@ def langevin_rates(level_sigmas: list[float], gram: float, tau: float, langevin_
     k = max(langevin_steps, 1)
     return [min(LANGEVIN_FRACTION * 2 / (1 / r**2 + gram / tau**2), NOISE_BUDGET * s**2 / (2 * k))
             for r, s in zip(level_sigmas, nxt)]
+
+
+def exact_langevin(svd: SVD, s: torch.Tensor, x0_hat: torch.Tensor, y_bar: torch.Tensor, zeta: torch.Tensor,
+                   inv_r2: float, tau2: float, rate: float, steps: int) -> torch.Tensor:
+    """K = ``steps`` Langevin steps of size η = ``rate`` from x̂0 in one draw (module docstring, step 2): x0
+    (B, C, H, W) from x̂0 (B, C, H, W), ȳ = U_rᵀy (B, C, *spectral), ζ ~ N(0, I) (B, C, H, W), s broadcastable
+    to the coefficients, 1/r² = ``inv_r2``, τ² = ``tau2``; ``svd`` the range protocol (``SVD.range()``)."""
+    p = inv_r2 + s * s / tau2  # the curvature of each coefficient's Gaussian target
+    hp = rate * p  # η p ∈ (0, 2): the loop is stable (checked before the loop)
+    log_c = torch.log1p(-torch.where(hp < 1, hp, torch.zeros_like(hp)))  # log c where c = 1 − η p > 0
+    c = 1 - hp
+    gain = torch.where(hp < 1, -torch.expm1(steps * log_c), 1 - c.pow(steps))  # 1 − c^K
+    keep = torch.where(hp < 1, -torch.expm1(2 * steps * log_c), 1 - c.pow(2 * steps))  # 1 − c^{2K}
+    d = (2 * keep / (p * (2 - hp))).sqrt()
+    hp0 = rate * inv_r2  # a null direction: s = 0 (host floats)
+    d0 = math.sqrt(2 * (-math.expm1(2 * steps * math.log1p(-hp0)) if hp0 < 1 else 1 - (1 - hp0) ** (2 * steps))
+                   / (inv_r2 * (2 - hp0)))
+    spectral = gain * s / (tau2 * p) * (y_bar - s * svd.Vt(x0_hat)) + (d - d0) * svd.Vt(zeta)
+    return x0_hat + d0 * zeta + svd.V(spectral)
+
+
+def _langevin_svd(operator: Any, size: tuple[int, int], langevin: str) -> SVD | None:
+    """The range SVD the exact Langevin update uses, or None for the explicit loop (``langevin`` option)."""
+    if langevin == "loop":
+        return None
+    if langevin == "exact":
+        return operator_svd(operator, tuple(size), "daps with langevin='exact'").range()
+    hook = getattr(operator, "svd", None)
+    if not callable(hook):
+        return None
+    try:
+        out = hook(tuple(size))
+    except ValueError:  # the operator's structure gives no cheap SVD (a dense blur with reflect boundaries)
+        return None
+    return out.range() if isinstance(out, SVD) else None
 
 
 def nearest_timesteps(table_sigmas: torch.Tensor, sigmas: list[float]) -> list[int]:
@@ -140,7 +191,8 @@ def _most_levels(table_sigmas: torch.Tensor, hi: float, lo: float, raise_end: bo
 
 @takes_sampling
 def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float, ode_steps: int = 5,
-         langevin_steps: int = 100, lr: float | None = None, lr_min_ratio: float = 0.01) -> Any:
+         langevin_steps: int = 100, lr: float | None = None, lr_min_ratio: float = 0.01,
+         langevin: str = "auto") -> Any:
     """Sample p(x | y) for y = A x + n, n ~ N(0, σ² I) with N = ``sampling.steps`` annealing levels (module docstring).
 
     Args:
@@ -156,6 +208,8 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             level (≥ 0); lr: None (the default rule: τ = σ/4, η_i the smaller of a fraction of each level's
             stability bound and the noise budget) or η_0 > 0, a fixed per-pixel Langevin step size (τ = σ);
             lr_min_ratio: η_{N} / η_0 ∈ (0, 1] (only with a given ``lr``).
+        langevin: ``"auto"`` (``"exact"`` where the operator has an SVD, else ``"loop"``), ``"exact"`` (the K
+            steps in one draw through A's SVD; ValueError without one) or ``"loop"`` (K explicit steps).
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ of each level's ODE
         estimate, "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, "data_consistency": (B,) that over σ}.
@@ -170,6 +224,8 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         if lr == 0:
             raise ValueError("lr must be > 0 (the Langevin step size), got 0")
     lr_min_ratio = check_number("lr_min_ratio", lr_min_ratio, 0.0, 1.0)
+    if langevin not in LANGEVIN_MODES:
+        raise ValueError(f"langevin must be one of {', '.join(map(repr, LANGEVIN_MODES))}, got {langevin!r}")
     if sampling.noise_source != "generator":
         raise ValueError(f"daps draws its Langevin and re-noising noise from the generator; noise_source="
                          f"{sampling.noise_source!r} is not supported, use noise_source='generator'")
@@ -220,6 +276,9 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     if langevin_steps > 0 and worst >= 2:
         raise ValueError(f"lr={lr:g} makes the Langevin steps unstable (η·(1/r² + ‖AᵀA‖/σ²) = {worst:.3g} >= 2 with "
                          f"sigma={sigma:g}); use lr < {2 * lr / worst:.3g} or a larger sigma")
+    svd = _langevin_svd(operator, shape[-2:], langevin)  # None: the explicit loop
+    if svd is not None:
+        s_dev, y_bar = svd.singulars(y), svd.Ut(y)  # s and U_rᵀy, once
     generator, backend = sampling.generator, sampling.backend
     den = loop.denoiser
     info = Diagnostics(sampling.return_info)
@@ -237,7 +296,10 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             # 2. Langevin on x0 around x̂0 with the likelihood: per-pixel step η_i, noise √(2η_i) z
             rate, inv_r2 = rates[i], 1 / level_sigmas[i] ** 2
             x0 = x0_hat
-            for _ in range(langevin_steps):
+            if svd is not None and langevin_steps > 0:  # the K steps in one draw (module docstring)
+                zeta = _draw(shape, generator, y.dtype, device)
+                x0 = exact_langevin(svd, s_dev, x0_hat, y_bar, zeta, inv_r2, tau**2, rate, langevin_steps)
+            for _ in range(langevin_steps if svd is None else 0):
                 grad = (x0 - x0_hat) * inv_r2 + operator.A_adjoint(operator.A(x0) - y) / tau**2
                 x0 = x0 - rate * grad + math.sqrt(2 * rate) * _draw(shape, generator, y.dtype, device)
             # 3. re-noise to the next level (none after the last: the result is x0)
