@@ -206,7 +206,8 @@ METHODS: Mapping[str, Method] = {m.name: m for m in (
            cli_options=_cdps_options, solver="ddnm", needs="A⁺; with σ > 0 A's SVD"),
     Method("daps", _solver("daps"), "DAPS (Zhang et al. 2025): decoupled noise annealing, PF-ODE x0 estimate + "
            "Langevin on x0 per level", "inverse", required=("sigma",), cli_options=_cdps_options, solver="daps",
-           needs="any operator (Langevin on A, Aᵀ)", nfe="ode_steps (5)"),
+           needs="any operator (Langevin in one draw through A's SVD where it has one, else K steps on A, Aᵀ)",
+           nfe="ode_steps (5)"),
     Method("reddiff", _solver("reddiff"), "RED-diff (Mardani et al. 2024): variational mean fitted by Adam, "
            "score-matching regulariser, no UNet backward", "inverse", solver="reddiff", needs="any operator"),
     Method("mmps", _solver("mmps"), "MMPS (Rozet et al. 2024): moment-matching posterior mean by GMRES (or CG) "
