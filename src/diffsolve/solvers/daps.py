@@ -71,9 +71,9 @@ import torch
 
 from ..kernels import ddim_step
 from ..models.denoiser import as_denoiser
+from ..operators.svd import SVD, operator_svd
 from ._inverse import Diagnostics, check_problem, check_sigma, route
 from ._loop import Sampling, _draw, check_number, check_steps, prepare, takes_sampling
-from ..operators.svd import SVD, operator_svd
 from .mpgd import operator_gain
 
 __all__ = ["LANGEVIN_MODES", "daps", "edm_sigmas", "exact_langevin", "langevin_rates", "nearest_timesteps"]
