@@ -220,7 +220,10 @@ def test_langevin_option():
     and an unknown mode are refused before the loop."""
     prior = _prior((1, 8, 8))
     kw = dict(steps=3, sigma=0.1, ode_steps=1, langevin_steps=4)
-    for op, same in ((Inpainting.random((8, 8), 0.5), "exact"), (MotionBlur(5, seed=0), "loop")):
+    cases = ((Inpainting.random((8, 8), 0.5), "exact"), (SuperResolution(2, "average"), "exact"),
+             (GaussianBlur(3, 0.8), "exact"), (MotionBlur(5, seed=0, boundary="circular"), "exact"),
+             (MotionBlur(5, seed=0), "loop"))
+    for op, same in cases:
         _, y = _problem(op, prior, 0.1, 2)
         outs = {mode: daps(prior, op, y, generator=torch.Generator().manual_seed(0), langevin=mode, **kw)
                 for mode in ("auto", same)}
