@@ -127,19 +127,16 @@ def exact_langevin(svd: SVD, s: torch.Tensor, x0_hat: torch.Tensor, y_bar: torch
 
 
 def _langevin_svd(operator: Any, size: tuple[int, int], langevin: str) -> SVD | None:
-    """The range SVD the exact Langevin update uses, or None for the explicit loop (``langevin`` option)."""
+    """The range SVD the exact Langevin update uses, or None for the explicit loop (``langevin`` option): "auto"
+    takes the loop where :func:`operator_svd` finds none (no hook, or a dense blur with reflect boundaries)."""
     if langevin == "loop":
         return None
-    if langevin == "exact":
-        return operator_svd(operator, tuple(size), "daps with langevin='exact'").range()
-    hook = getattr(operator, "svd", None)
-    if not callable(hook):
-        return None
     try:
-        out = hook(tuple(size))
-    except ValueError:  # the operator's structure gives no cheap SVD (a dense blur with reflect boundaries)
+        return operator_svd(operator, tuple(size), "daps with langevin='exact'").range()
+    except ValueError:
+        if langevin == "exact":
+            raise
         return None
-    return out.range() if isinstance(out, SVD) else None
 
 
 def nearest_timesteps(table_sigmas: torch.Tensor, sigmas: list[float]) -> list[int]:
