@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from diffsolve.models import GaussianPrior
-from diffsolve.operators import GaussianBlur, Inpainting, SuperResolution
+from diffsolve.operators import GaussianBlur, Identity, Inpainting, SuperResolution
 
 D = torch.float64
 SHAPE = (1, 4, 4)
@@ -23,7 +23,7 @@ def prior() -> GaussianPrior:
 
 
 OPS = {"inpaint": lambda: Inpainting.random((4, 4), 0.5, seed=2), "blur": lambda: GaussianBlur(3, 0.8),
-       "sr": lambda: SuperResolution(2, input_size=(4, 4))}
+       "sr": lambda: SuperResolution(2, input_size=(4, 4)), "denoise": Identity}
 
 
 def measure(op, batch=2, sigma=0.05, seed=1):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from diffsolve.models import GaussianPrior
-from diffsolve.operators import Blur, GaussianBlur, Inpainting, SuperResolution
+from diffsolve.operators import Blur, GaussianBlur, Identity, Inpainting, SuperResolution
 from diffsolve.operators.callable import CallableOperator
 from diffsolve.operators.svd import DiagonalSVD, helmert, operator_svd
 from diffsolve.solvers.ddrm import ddrm
@@ -18,6 +18,7 @@ def _ops():
     """(operator, image size) pairs: every supported structure, odd sizes."""
     weights = torch.rand(5, 7, generator=torch.Generator().manual_seed(3), dtype=D) - 0.3  # signed weights
     return [
+        (Identity(), (5, 7)),
         (Inpainting.random((5, 7), 0.5, seed=1), (5, 7)),
         (Inpainting(weights), (5, 7)),
         (SuperResolution(3, "average"), (6, 9)),
@@ -101,7 +102,8 @@ def test_noiseless_reproduces_y(op):
     assert torch.allclose(op.A(out), y, atol=1e-10)
 
 
-@pytest.mark.parametrize("op", [Inpainting.random((6, 6), 0.5), SuperResolution(2, "average")], ids=["inpaint", "sr"])
+@pytest.mark.parametrize("op", [Inpainting.random((6, 6), 0.5), SuperResolution(2, "average"), Identity()],
+                         ids=["inpaint", "sr", "denoise"])
 def test_mean_near_exact_posterior(op):
     prior, sigma = _prior(), 0.1
     y1, y = _problem(op, prior, sigma, 300)
@@ -111,7 +113,9 @@ def test_mean_near_exact_posterior(op):
     err = (out.mean(0) - post.mean).norm() / post.mean.norm()
     assert err < 0.15, err
     ratio = (out.var(0).sum() / post.cov.diagonal().sum()).sqrt()
-    assert 0.6 < ratio < 1.2, ratio
+    # DDRM is not an exact sampler: on denoising at 20 steps every step has σ_t ≥ σ_y, so the output is x̂0 of
+    # y + √(σ_t² − σ_y²) ε at the last step, whose spread is 1.29× the posterior's (1000 draws; 0.85 at 50 steps)
+    assert 0.6 < ratio < (1.4 if isinstance(op, Identity) else 1.2), ratio
 
 
 def test_bad_inputs():

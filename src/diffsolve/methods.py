@@ -200,7 +200,7 @@ METHODS: Mapping[str, Method] = {m.name: m for m in (
            solver="diffpir", needs="A's structured solve, else CG"),
     Method("ddrm", _solver("ddrm"), "DDRM (Kawar et al. 2022): DDIM-like sampling in the SVD space of A, y imposed "
            "per singular direction (eta=0.85, eta_b=1)", "inverse", required=("sigma",), cli_options=_cdps_options,
-           solver="ddrm", needs="A's SVD (masks, SR, separable or circular blur)"),
+           solver="ddrm", needs="A's SVD (identity, masks, SR, separable or circular blur)"),
     Method("ddnm", _solver("ddnm"), "DDNM / DDNM+ (Wang, Yu & Zhang 2023): range-null-space projection of x̂0 "
            "(σ > 0: scaled per singular value, needs an SVD), no UNet backward", "inverse",
            cli_options=_cdps_options, solver="ddnm", needs="A⁺; with σ > 0 A's SVD"),

@@ -28,3 +28,11 @@ class Identity(LinearOperator):
 
     def _pinv(self, y: torch.Tensor, tol: float, max_iters: int) -> torch.Tensor:
         return y.clone()
+
+    def svd(self, size: tuple[int, int]) -> "object":
+        """A = I: V = U = I, s = 1 (``operators.svd.DiagonalSVD`` of ones; DDRM / DDNM+ denoising)."""
+        from .svd import DiagonalSVD
+
+        if (len(size) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in size)):
+            raise ValueError(f"size must be (H, W) with positive ints, got {size!r}")
+        return DiagonalSVD(torch.ones(1, 1, *size, dtype=torch.float64))

@@ -17,7 +17,7 @@ on every null direction works on the image and V_r alone, which for ×f super-re
 coefficients (the Kronecker factors' first h, w columns; the block means). Structures:
 
 =======================  ====================================================================================
-:class:`DiagonalSVD`     A = diag(d) (``Inpainting``): V = I, s = |d|, U = sign(d); z has the image shape
+:class:`DiagonalSVD`     A = diag(d) (``Inpainting``; ``Identity``: d = 1): V = I, s = |d|, U = sign(d); z has the image shape
 :class:`BlockMeanSVD`    mean over f×f blocks (``SuperResolution(kernel="average")``): per block the row
                          (1/f²)·1ᵀ has one singular value 1/f (its direction the constant 1/f, unit norm)
                          and f² − 1 null directions; V = I ⊗ Q with Q (f², f²) the Helmert matrix (first
@@ -43,7 +43,7 @@ import torch
 __all__ = ["SUPPORTED", "SVD", "BlockMeanSVD", "DiagonalSVD", "FourierSVD", "KroneckerSVD", "operator_svd"]
 
 #: The operators with an SVD (named in the error for the others).
-SUPPORTED = ("Inpainting (any mask)", "SuperResolution (kernel='average' or 'bicubic')",
+SUPPORTED = ("Identity (denoising)", "Inpainting (any mask)", "SuperResolution (kernel='average' or 'bicubic')",
              "Blur / GaussianBlur with a separable kernel (any boundary)", "Blur / MotionBlur with boundary='circular'")
 
 
