@@ -287,3 +287,16 @@ def test_evaluate_imports_nothing_from_the_cli():
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
     src = (REPO / "src" / "diffsolve" / "evaluate.py").read_text()
     assert "from .cli" not in src and "import cli" not in src
+
+
+def test_restore_denoise_task_with_an_svd_method(tmp_path, capsys):
+    """``--task denoise`` is A = I; DDRM (which needs an SVD) runs on it and the printout has its consistency."""
+    from diffsolve.tasks import DEMO_TASKS, make_operator
+
+    assert isinstance(make_operator("denoise", (8, 12)), Identity) and "denoise" not in DEMO_TASKS
+    img = _png(tmp_path / "clean.png", np.random.default_rng(3).integers(0, 255, (16, 16, 3)))
+    out = tmp_path / "o.png"
+    assert main(["restore", "--input", img, "--task", "denoise", "--method", "ddrm", "--simulate", "--steps", "3",
+                 "--sigma", "0.1", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert Image.open(out).size == (16, 16) and "data consistency" in text and "PSNR" in text

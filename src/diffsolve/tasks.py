@@ -13,6 +13,7 @@ task               operator (:mod:`diffsolve.operators`)  parameter (default at 
 ``random``         Inpainting.random, seeded               ``missing`` 0.7 (fraction of pixels lost)
 ``sr4``            SuperResolution ×4, MATLAB bicubic      — (sides divisible by 4)
 ``sr``             SuperResolution ×factor, bicubic        ``factor`` 4 (sides divisible by it)
+``denoise``        Identity (y = x + σ n)                  —
 =================  =====================================  =========================================
 
 Measurements are y = A x + σ n with σ = :data:`SIGMA` = 0.05 in [−1, 1] units (DPS, MPGD).
@@ -122,6 +123,12 @@ def _superres(factor_of: Callable[[TaskParameters], int]):
     return make
 
 
+def _denoise(size: tuple[int, int], side: int, digits: bool, seed: int, p: TaskParameters):
+    from .operators import Identity
+
+    return Identity()
+
+
 @dataclass(frozen=True)
 class Task:
     """One task: ``factory(size, side, digits, seed, params)`` and the TaskParameters fields it reads."""
@@ -142,11 +149,12 @@ TASK_SPECS: Mapping[str, Task] = {t.name: t for t in (
     Task("sr4", "4x super-resolution (bicubic)", (), _superres(lambda p: 4), lambda p: 4, True),
     Task("sr", "super-resolution by --factor (bicubic)", ("factor",), _superres(lambda p: p.factor),
          lambda p: p.factor, True),
+    Task("denoise", "denoising (A = I: y is the image plus noise)", (), _denoise),
 )}
 
 TASKS: tuple[str, ...] = tuple(TASK_SPECS)
-#: the tasks ``diffsolve demo`` runs by default (``sr`` is ``sr4`` at another factor)
-DEMO_TASKS: tuple[str, ...] = tuple(t for t in TASKS if t != "sr")
+#: the tasks ``diffsolve demo`` runs by default (``sr`` is ``sr4`` at another factor; ``denoise`` on request)
+DEMO_TASKS: tuple[str, ...] = tuple(t for t in TASKS if t not in ("sr", "denoise"))
 TASK_PARAMETERS: Mapping[str, tuple[str, ...]] = {name: t.reads for name, t in TASK_SPECS.items()}
 assert all(r in {f.name for f in fields(TaskParameters)} for t in TASK_SPECS.values() for r in t.reads)
 
