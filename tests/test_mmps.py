@@ -223,6 +223,18 @@ def test_gmres_early_closure_zero_rhs_and_nan():
     assert torch.isnan(measurement_gmres(_batched(mats), rhs, 2)[0]).all()
 
 
+def test_gmres_leaves_the_callers_vectors_alone():
+    """GMRES updates K v in place; an ``apply`` that returns its input (K = I, or a view of it) must not have the
+    basis or rhs overwritten: the answer is rhs, and rhs is unchanged."""
+    rhs = torch.randn(3, 2, 4, generator=gen(31), dtype=D)
+    keep = rhs.clone()
+    for apply in (lambda v: v, lambda v: v.view_as(v)):
+        for k in (1, 3):
+            u = measurement_gmres(apply, rhs, k)
+            assert torch.equal(rhs, keep)
+            assert torch.allclose(u, rhs, atol=1e-14)
+
+
 def test_gmres_float32_input():
     mats = _nonsymmetric(2, 5, 29).float()
     rhs = torch.randn(2, 5, generator=gen(30)).float()
