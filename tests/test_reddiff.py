@@ -101,6 +101,10 @@ def test_x_T_is_the_initial_mean_and_info():
     assert torch.allclose(info["final_residual"], (op.A(out) - y).flatten(1).norm(dim=1) / y[0].numel() ** 0.5)
     m = METHODS["reddiff"]
     assert not m.backward and m.required == () and m.kind == "inverse"
+    assert "data_consistency" not in info
+    # σ only scales the report: the same μ, data consistency = final residual / σ
+    out_s, info_s = reddiff(p, op, y, steps=3, x_T=start, generator=gen(2), return_info=True, sigma=0.05)
+    assert torch.equal(out_s, out) and torch.allclose(info_s["data_consistency"], info["final_residual"] / 0.05)
 
 
 @pytest.mark.parametrize("options, error, words", [
@@ -110,6 +114,8 @@ def test_x_T_is_the_initial_mean_and_info():
     (dict(lr=0.0), ValueError, "lr"),
     (dict(lr=float("inf")), ValueError, "lr"),
     (dict(noise_source="kernel"), ValueError, "noise_source"),
+    (dict(sigma=-0.1), ValueError, "sigma"),
+    (dict(sigma="0.1"), TypeError, "sigma"),
 ])
 def test_bad_input_rejected_before_the_loop(options, error, words):
     p, op, x, y = problem()

@@ -65,8 +65,9 @@ def _cdps_options(problem: Problem) -> dict[str, Any]:
     return {"sigma": problem.sigma}
 
 
-def _mpgd_options(problem: Problem) -> dict[str, Any]:
-    # σ sets MPGD's default ρ (scale-free in size, operator scale and steps) and its discrepancy cap
+def _optional_sigma(problem: Problem) -> dict[str, Any]:
+    # σ where the method takes it optionally: MPGD's default ρ and discrepancy cap, DPS's discrepancy factor,
+    # RED-diff's reported data consistency
     return {"sigma": problem.sigma} if problem.sigma > 0 else {}
 
 
@@ -185,12 +186,12 @@ class Method:
 
 METHODS: Mapping[str, Method] = {m.name: m for m in (
     Method("mpgd", _solver("mpgd"), "MPGD (He et al. 2024): manifold-preserving guidance, no UNet backward",
-           "inverse", cli_options=_mpgd_options, solver="mpgd", needs="any operator (σ sets ρ and its cap)"),
+           "inverse", cli_options=_optional_sigma, solver="mpgd", needs="any operator (σ sets ρ and its cap)"),
     Method("cdps", _solver("cdps"), "C-DPS (Hamidi, Yang & Liang 2025): coupled data/measurement posterior "
            "sampling", "inverse", required=("sigma",), cli_options=_cdps_options, solver="cdps",
            needs="A's structured solve, else CG"),
     Method("dps", _solver("dps"), "DPS (Chung et al. 2023): gradient through the UNet of ‖y − A x̂0‖",
-           "inverse", backward=True, cli_options=_mpgd_options, solver="dps",
+           "inverse", backward=True, cli_options=_optional_sigma, solver="dps",
            needs="any differentiable A (σ: the pull stops near the noise level)", nfe="1 + 1 backward"),
     Method("pigdm", _solver("pigdm"), "ΠGDM (Song et al. 2023): pseudoinverse guidance, a VJP through the UNet of "
            "Aᵀ(σ²I + r_t²AAᵀ)⁻¹(y − A x̂0)", "inverse", backward=True, required=("sigma",),
@@ -209,7 +210,8 @@ METHODS: Mapping[str, Method] = {m.name: m for m in (
            needs="any operator (Langevin in one draw through A's SVD where it has one, else K steps on A, Aᵀ)",
            nfe="ode_steps (5)"),
     Method("reddiff", _solver("reddiff"), "RED-diff (Mardani et al. 2024): variational mean fitted by Adam, "
-           "score-matching regulariser, no UNet backward", "inverse", solver="reddiff", needs="any operator"),
+           "score-matching regulariser, no UNet backward", "inverse", cli_options=_optional_sigma, solver="reddiff",
+           needs="any operator (σ only reported)"),
     Method("mmps", _solver("mmps"), "MMPS (Rozet et al. 2024): moment-matching posterior mean by GMRES (or CG) "
            "with the Tweedie covariance (UNet VJPs)", "inverse", backward=True, required=("sigma",),
            cli_options=_cdps_options, solver="mmps", needs="any operator (GMRES in measurement space)",

@@ -13,8 +13,8 @@ from T down (the paper's descending schedule). Per step i, at level ᾱ_t, with 
 m = numel(y_b), n = numel(μ_b) (the reference code's ``mean()`` normalisation, taken per sample); sg is the
 stop-gradient: the denoiser is never differentiated. λ_t = λ/SNR_t^{1/2} is the paper's "inverse SNR"
 weighting (σ_t/α_t in its notation, α_t = √ᾱ_t, σ_t = √(1−ᾱ_t)). The data term carries no 1/σ²: the paper's
-‖y − f(μ)‖²/(2σ_v²) is folded into λ (observation weight 1 in the reference code), so ``sigma`` is not an
-option. Defaults from the paper and its reference code: λ = 0.25, lr = 0.1, Adam betas (0.9, 0.99), 1000 steps
+‖y − f(μ)‖²/(2σ_v²) is folded into λ (observation weight 1 in the reference code), so ``sigma``, if given, only
+scales the reported data consistency (``return_info``); it does not change μ. Defaults from the paper and its reference code: λ = 0.25, lr = 0.1, Adam betas (0.9, 0.99), 1000 steps
 in the paper. Start: the paper initialises μ at A⁺y; here μ0 = c Aᵀy with c = ⟨y, A Aᵀy⟩/‖A Aᵀy‖² per sample
 (:func:`initial_mean`, the least-squares scaling of Aᵀy), which is A⁺y wherever A Aᵀ = I (inpainting) and stays
 bounded where A⁺ amplifies the noise (blur: A⁺y of a noisy y is dominated by amplified noise that Adam's
@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from ._inverse import Diagnostics, check_problem, route
+from ._inverse import Diagnostics, check_problem, check_sigma, route
 from ._loop import Sampling, check_number, draw, prepare, takes_sampling
 
 __all__ = ["ADAM_BETAS", "ADAM_EPS", "LAM_RULES", "REFERENCE_STEPS", "gradient", "initial_mean", "reddiff",
@@ -96,7 +96,7 @@ def initial_mean(operator: Any, y: torch.Tensor) -> torch.Tensor:
 
 @takes_sampling
 def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, lam: float = 0.25,
-            lr: float = 0.1, lam_rule: str = "steps") -> Any:
+            lr: float = 0.1, lam_rule: str = "steps", sigma: float | None = None) -> Any:
     """Reconstruct x from y = A x + n with N = ``sampling.steps`` RED-diff steps (module docstring).
 
     Args:
@@ -108,10 +108,14 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         lam: λ ≥ 0, the regulariser weight (λ_t = λ_N √(1−ᾱ_t)/√ᾱ_t; default 0.25).
         lr: Adam learning rate > 0 (default 0.1, in [-1, 1] image units).
         lam_rule: ``"steps"`` λ_N = λ·N/50 (default) | ``"constant"`` λ_N = λ, the paper's (module docstring).
+        sigma: the measurement noise std σ > 0 (or a ``GaussianNoise``), optional and used only for the reported
+            data consistency: RED-diff's data weight is set by λ (module docstring), so μ does not depend on it.
     Returns:
         μ (B, C, H, W), or (μ, info) with ``return_info``: {"residual": (N, B) ‖y − A μ‖ before each step's
-        update, "timesteps": (N,), "final_residual" (B,) ‖A μ − y‖/√m}.
+        update, "timesteps": (N,), "final_residual" (B,) ‖A μ − y‖/√m, with σ "data_consistency" (B,) that
+        over σ}.
     """
+    sigma = None if sigma is None else check_sigma(sigma)
     lam = check_number("lam", lam, 0.0)
     lr = check_number("lr", lr, 0.0)
     if lam_rule not in LAM_RULES:
@@ -147,5 +151,5 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
                 loop.record(i, mu, mu)
     mu = loop.finish(mu)
     if sampling.return_info:
-        return mu, info.finish(operator, mu, y, loop.schedule.timesteps)
+        return mu, info.finish(operator, mu, y, loop.schedule.timesteps, sigma=sigma)
     return mu
