@@ -12,7 +12,7 @@ pointwise and differentiable), so the solvers' own work dominates:
   SR×4; DDRM and DDNM+ only where the operator has an SVD (not the reflect motion blur).
   The model is timed in the same interleaved run: ``t_fwd`` one ε forward (no_grad), ``t_fwdbwd`` one forward
   + the backward a VJP through it costs, ``t_bwd = t_fwdbwd − t_fwd``. With F forward and K backward model
-  calls per solve (F = steps, DAPS 5·levels; K = steps for DPS, ΠGDM, (iters + 1)·steps for MMPS at its
+  calls per solve (F = steps, DAPS 5·levels; K = steps for DPS, ΠGDM, iters·steps for MMPS at its
   default iters, else 0):
 
       cost beyond the model per NFE = (t_method − F·t_fwd − K·t_bwd) / F
@@ -81,10 +81,10 @@ def model_calls(method: str, steps: int) -> tuple[int, int]:
         return 5 * steps, 0
     if method in ("dps", "pigdm"):
         return steps, steps
-    if method == "mmps":  # (iters + 1) VJPs a step at its default iters
+    if method == "mmps":  # iters VJPs a step at its default iters
         from diffsolve.solvers.mmps import mmps
 
-        return steps, (inspect.signature(mmps).parameters["iters"].default + 1) * steps
+        return steps, inspect.signature(mmps).parameters["iters"].default * steps
     return steps, 0
 
 
@@ -583,7 +583,7 @@ def _md(res: dict) -> str:
              f"interleaved repeats (runs listed below the tables); load average at the end {res.get('load_end', '?')}.",
              "",
              "Cost beyond the model per NFE = (t_method − F·t_fwd − K·t_bwd)/F, F forward and K backward model calls "
-             "(F = steps, DAPS 5·levels; K = steps for DPS/ΠGDM, (iters + 1)·steps for MMPS), t_bwd = t_fwdbwd − t_fwd. "
+             "(F = steps, DAPS 5·levels; K = steps for DPS/ΠGDM, iters·steps for MMPS), t_bwd = t_fwdbwd − t_fwd. "
              "vs MPGD = that over MPGD's for the same operator (target ≤ 2).", ""]
     for name, row in res["cost"].items():
         lines += [f"## {name}: {row['steps']} steps (DAPS {row['daps_steps']} level(s))", "",

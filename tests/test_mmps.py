@@ -277,3 +277,53 @@ def test_gmres_more_iterations_than_the_dimension_stays_the_solve(dtype, tol):
     for k in (4, 5, 8, 12):
         u = measurement_gmres(_batched(mats), rhs, k)
         assert (u.double() - ref).abs().max() < tol * ref.abs().max(), (k, (u.double() - ref).abs().max())
+
+
+@pytest.mark.parametrize("solve", [measurement_gmres, measurement_cg], ids=["gmres", "cg"])
+def test_solver_weights_rebuild_u_from_the_applied_vectors(solve):
+    """``weights=True``: u = Σ_i w_i p_i over the vectors given to ``apply``, in call order (what MMPS uses to form
+    Σ_t Aᵀ u from the products it already took)."""
+    g = gen(40)
+    root = torch.randn(3, 6, 6, generator=g, dtype=D)
+    spd = root @ root.transpose(1, 2) + torch.eye(6, dtype=D)
+    rhs = torch.randn(3, 2, 3, generator=g, dtype=D)
+    applied = []
+
+    def apply(v):
+        applied.append(v.clone())
+        return torch.einsum("bij,bj->bi", spd, v.flatten(1)).view_as(v)
+
+    u, w = solve(apply, rhs, 4, weights=True)
+    assert w.shape == (3, 4) and len(applied) == 4
+    rebuilt = sum(w[:, i].view(-1, 1, 1) * p for i, p in enumerate(applied))
+    assert torch.allclose(rebuilt, u, atol=1e-12)
+    assert torch.equal(solve(apply, rhs, 4), u)
+
+
+def test_mmps_takes_iters_backward_passes_a_step():
+    """One forward and ``iters`` VJPs per step (Σ_t Aᵀ u reuses the solver's products), the same x as a direct
+    evaluation of x̂0 + Σ_t Aᵀ u with a separate VJP (dense check on the exact prior: test above)."""
+    p = prior()
+    op = dense_operator(matrix())
+    y = torch.randn(2, 1, 1, M, generator=gen(41), dtype=D)
+    calls = {"fwd": 0, "bwd": 0}
+
+    class Counting(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, e):
+            return e.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            calls["bwd"] += 1
+            return g
+
+    def den(x, t):
+        calls["fwd"] += 1
+        return Counting.apply(p(x, t))
+
+    den.alphas_cumprod = p.alphas_cumprod
+    for iters in (1, 3):
+        calls.update(fwd=0, bwd=0)
+        mmps(den, op, y, steps=5, sigma=0.1, iters=iters, generator=gen(42))
+        assert calls == {"fwd": 5, "bwd": 5 * iters}

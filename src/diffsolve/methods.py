@@ -215,7 +215,7 @@ METHODS: Mapping[str, Method] = {m.name: m for m in (
     Method("mmps", _solver("mmps"), "MMPS (Rozet et al. 2024): moment-matching posterior mean by GMRES (or CG) "
            "with the Tweedie covariance (UNet VJPs)", "inverse", backward=True, required=("sigma",),
            cli_options=_cdps_options, solver="mmps", needs="any operator (GMRES in measurement space)",
-           nfe="1 + (iters + 1) backward"),
+           nfe="1 + iters backward"),
     Method("tikhonov", _tikhonov, "Tikhonov: argmin ‖Ax − y‖² + λ‖x‖² (λ picked by PSNR when the truth "
            "is known)", "baseline", uses_model=False, tune=("lam", (1e-3, 1e-2, 1e-1)),
            needs="A's structured solve, else CG", nfe="0"),

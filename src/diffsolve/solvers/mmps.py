@@ -23,11 +23,13 @@ exact for a Gaussian prior). Per step t → s:
    "gmres" (default) minimises ‖r − K u‖ over the Krylov space (``measurement_gmres``: Arnoldi with modified
    Gram–Schmidt, the (k+1)×k least squares per sample by torch.linalg), "cg" (``measurement_cg``) assumes K
    symmetric positive definite;
-4. x̂0_y = x̂0 + γ_t Jᵀ Aᵀ u (one more VJP);
+4. x̂0_y = x̂0 + γ_t Jᵀ Aᵀ u, without another Aᵀ or VJP: u = Σ_i w_i v_i over the vectors the solver applied
+   K to, and γ_t Jᵀ Aᵀ v_i was computed inside that product (the solvers' ``weights=True``);
 5. x_s = DDIM_η(x_t, ε̂_y) with ε̂_y = (x_t − √ᾱ_t x̂0_y)/√(1−ᾱ_t), the noise prediction of x̂0_y (the paper
    plugs the posterior denoiser into the sampler), one fused kernel.
 
-A step costs one forward and ``iters`` + 1 backward passes of the denoiser. K is symmetric positive definite
+A step costs one forward and ``iters`` backward passes of the denoiser (and ``iters`` + 1 products with A and
+``iters`` with Aᵀ). K is symmetric positive definite
 for an exact prior (Gaussian: Σ_t is the true covariance), where CG and GMRES both reach the exact solve at
 ``iters`` = m; for a learned denoiser J is neither exactly symmetric nor PSD, CG's ⟨p, K p⟩ can be ≤ 0 (such a
 direction is skipped per sample) and more CG iterations are not guaranteed to help, while GMRES's residual
@@ -77,20 +79,25 @@ def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
-def measurement_cg(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, iters: int) -> torch.Tensor:
+def measurement_cg(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, iters: int, *,
+                   weights: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """u ≈ K⁻¹ rhs by ``iters`` CG iterations from u = 0, K = ``apply`` SPD per sample; rhs (B, ...).
 
     Every α, β is a (B,) tensor; a sample whose direction has ⟨p, K p⟩ ≤ 0 or ⟨r, r⟩ = 0 (solved) takes
-    α = 0 / β = 0 there (torch.where, no sync)."""
+    α = 0 / β = 0 there (torch.where, no sync). ``weights=True`` also returns w (B, iters) with u = Σ_i w_i p_i,
+    p_i the vector given to ``apply`` at call i (here w_i = α_i): a linear map of u is then the same sum of that
+    map of the p_i, which a caller may have computed inside ``apply``."""
     u = torch.zeros_like(rhs)
     r = rhs
     p = rhs
     rr = _dot(r, r)
+    alphas = []
     for _ in range(iters):
         kp = apply(p)
         pkp = _dot(p, kp)
         ok = pkp > 0
         alpha = torch.where(ok, rr / torch.where(ok, pkp, torch.ones_like(pkp)), torch.zeros_like(pkp))
+        alphas.append(alpha)
         u = u + _view(alpha, u) * p
         r = r - _view(alpha, r) * kp
         rr_new = _dot(r, r)
@@ -98,10 +105,11 @@ def measurement_cg(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Ten
         beta = torch.where(live, rr_new / torch.where(live, rr, torch.ones_like(rr)), torch.zeros_like(rr))
         p = r + _view(beta, r) * p
         rr = rr_new
-    return u
+    return (u, torch.stack(alphas, 1)) if weights else u
 
 
-def measurement_gmres(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, iters: int) -> torch.Tensor:
+def measurement_gmres(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, iters: int, *,
+                      weights: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """u ≈ K⁻¹ rhs by ``iters`` GMRES iterations from u = 0, K = ``apply`` any (nonsymmetric) linear map per
     sample; rhs (B, ...), ``apply`` maps (B, ...) → (B, ...) sample by sample.
 
@@ -111,7 +119,9 @@ def measurement_gmres(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.
     2. Arnoldi with modified Gram–Schmidt, j = 0 … k−1: w = K v_j; for i ≤ j: h_ij = ⟨w, v_i⟩, w ← w − h_ij v_i;
        h_{j+1,j} = ‖w‖, v_{j+1} = w/h_{j+1,j} (one ``apply`` per iteration);
     3. c = argmin_c ‖β e₁ − H c‖ with H (B, k+1, k) upper Hessenberg, by a batched QR (torch.linalg, float64);
-    4. u = Σ_j c_j v_j: the minimiser of ‖rhs − K u‖ over the Krylov space span{rhs, K rhs, …, K^{k−1} rhs}.
+    4. u = Σ_j c_j v_j: the minimiser of ‖rhs − K u‖ over the Krylov space span{rhs, K rhs, …, K^{k−1} rhs}
+       (``weights=True`` also returns c (B, k): v_j is the vector given to ``apply`` at call j, so a linear map of
+       u is Σ_j c_j times that map of v_j, which a caller may have computed inside ``apply``).
 
     With k = dim the result is the exact solve; on an SPD K it equals CG in exact arithmetic (same Krylov space,
     residual instead of K-norm optimality, so it differs before convergence). A sample whose Krylov space closes
@@ -166,7 +176,7 @@ def measurement_gmres(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.
     u = basis[0] * c[:, :1]
     for j in range(1, k):
         u.addcmul_(c[:, j:j + 1], basis[j])
-    return u.view_as(rhs)
+    return (u.view_as(rhs), c) if weights else u.view_as(rhs)
 
 
 SOLVERS: dict[str, Callable[..., torch.Tensor]] = {"gmres": measurement_gmres, "cg": measurement_cg}
@@ -183,20 +193,27 @@ def posterior_mean(operator: Any, x_t: torch.Tensor, eps: torch.Tensor, y: torch
     solve = SOLVERS[solver]
     scale, root = (1 - alpha_t) / alpha_t, (1 - alpha_t) ** 0.5
 
-    def tweedie(v: torch.Tensor, last: bool = False) -> torch.Tensor:  # Σ_t v / γ by one VJP through ε_θ
-        (g,) = torch.autograd.grad(eps, x_t, v, retain_graph=not last)
-        # v − √(1−ᾱ_t) g, written into g unless autograd handed back v's own memory (no new buffer: a pass less)
-        return torch.add(v, g, alpha=-root, out=None if _shares_memory(g, v) else g)
+    lifted: list[torch.Tensor] = []  # (Σ_t/γ) Aᵀ v_i for every vector v_i the solver applies K to
+
+    def apply(v: torch.Tensor) -> torch.Tensor:  # K v / γ = A (Σ_t/γ) Aᵀ v + (σ²/γ) v, one VJP through ε_θ
+        w = operator.A_adjoint(v)
+        (g,) = torch.autograd.grad(eps, x_t, w, retain_graph=len(lifted) < iters - 1)  # the last frees the graph
+        # (Σ_t/γ) w = w − √(1−ᾱ_t) g, written into g unless autograd handed back w's own memory (no new buffer)
+        z = torch.add(w, g, alpha=-root, out=None if _shares_memory(g, w) else g)
+        lifted.append(z)
+        return _add_into(operator.A(z), v, ratio)
 
     x0 = (x_t.detach() - root * eps.detach()) / alpha_t**0.5
     r = y - operator.A(x0)  # 2.
     ratio = sigma * sigma / scale
     with torch.no_grad():
         # 3. (σ²/γ I + A (Σ_t/γ) Aᵀ) u' = r, γ = (1−ᾱ_t)/ᾱ_t: K/γ, so u' = γ u (both solvers are covariant in K's
-        # scale) and the γ of step 4 cancels — one pass less per iteration
-        u = solve(lambda v: _add_into(operator.A(tweedie(operator.A_adjoint(v))), v, ratio), r, iters)
-        # 4. x̂0_y = x̂0 + Σ_t Aᵀ u = x̂0 + (Σ_t/γ) Aᵀ u'
-        x0y = x0.add_(tweedie(operator.A_adjoint(u), last=True))
+        # scale) and the γ of step 4 cancels; u' = Σ_i w_i v_i over the vectors applied
+        _, weights = solve(apply, r, iters, weights=True)
+        # 4. x̂0_y = x̂0 + Σ_t Aᵀ u = x̂0 + Σ_i w_i (Σ_t/γ) Aᵀ v_i: the solver's own products, no further Aᵀ or VJP
+        x0y = x0
+        for i, z in enumerate(lifted):
+            x0y.addcmul_(_view(weights[:, i], z), z)
     return x0y, r
 
 
