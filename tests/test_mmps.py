@@ -298,6 +298,10 @@ def test_solver_weights_rebuild_u_from_the_applied_vectors(solve):
     rebuilt = sum(w[:, i].view(-1, 1, 1) * p for i, p in enumerate(applied))
     assert torch.allclose(rebuilt, u, atol=1e-12)
     assert torch.equal(solve(apply, rhs, 4), u)
+    none, w_only = solve(apply, rhs, 4, weights=True, solution=False)
+    assert none is None and torch.equal(w_only, w)
+    with pytest.raises(ValueError, match="weights=True"):
+        solve(apply, rhs, 4, solution=False)
 
 
 def test_mmps_takes_iters_backward_passes_a_step():

@@ -75,19 +75,26 @@ def _add_into(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
     return a.add_(b, alpha=alpha) if not _shares_memory(a, b) else torch.add(a, b, alpha=alpha)
 
 
+def _check_returns(weights: bool, solution: bool) -> None:
+    if not solution and not weights:
+        raise ValueError("solution=False returns only the weights; pass weights=True with it")
+
+
 def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
 def measurement_cg(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, iters: int, *,
-                   weights: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                   weights: bool = False, solution: bool = True) -> Any:
     """u ≈ K⁻¹ rhs by ``iters`` CG iterations from u = 0, K = ``apply`` SPD per sample; rhs (B, ...).
 
     Every α, β is a (B,) tensor; a sample whose direction has ⟨p, K p⟩ ≤ 0 or ⟨r, r⟩ = 0 (solved) takes
     α = 0 / β = 0 there (torch.where, no sync). ``weights=True`` also returns w (B, iters) with u = Σ_i w_i p_i,
     p_i the vector given to ``apply`` at call i (here w_i = α_i): a linear map of u is then the same sum of that
-    map of the p_i, which a caller may have computed inside ``apply``."""
-    u = torch.zeros_like(rhs)
+    map of the p_i, which a caller may have computed inside ``apply``; with ``solution=False`` as well, u is not
+    formed and (None, w) is returned."""
+    _check_returns(weights, solution)
+    u = torch.zeros_like(rhs) if solution else None
     r = rhs
     p = rhs
     rr = _dot(r, r)
@@ -98,7 +105,8 @@ def measurement_cg(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Ten
         ok = pkp > 0
         alpha = torch.where(ok, rr / torch.where(ok, pkp, torch.ones_like(pkp)), torch.zeros_like(pkp))
         alphas.append(alpha)
-        u = u + _view(alpha, u) * p
+        if solution:
+            u = u + _view(alpha, u) * p
         r = r - _view(alpha, r) * kp
         rr_new = _dot(r, r)
         live = rr > 0
@@ -109,7 +117,7 @@ def measurement_cg(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Ten
 
 
 def measurement_gmres(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, iters: int, *,
-                      weights: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                      weights: bool = False, solution: bool = True) -> Any:
     """u ≈ K⁻¹ rhs by ``iters`` GMRES iterations from u = 0, K = ``apply`` any (nonsymmetric) linear map per
     sample; rhs (B, ...), ``apply`` maps (B, ...) → (B, ...) sample by sample.
 
@@ -121,7 +129,8 @@ def measurement_gmres(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.
     3. c = argmin_c ‖β e₁ − H c‖ with H (B, k+1, k) upper Hessenberg, by a batched QR (torch.linalg, float64);
     4. u = Σ_j c_j v_j: the minimiser of ‖rhs − K u‖ over the Krylov space span{rhs, K rhs, …, K^{k−1} rhs}
        (``weights=True`` also returns c (B, k): v_j is the vector given to ``apply`` at call j, so a linear map of
-       u is Σ_j c_j times that map of v_j, which a caller may have computed inside ``apply``).
+       u is Σ_j c_j times that map of v_j, which a caller may have computed inside ``apply``; with
+       ``solution=False`` as well, u is not formed and (None, c) is returned).
 
     With k = dim the result is the exact solve; on an SPD K it equals CG in exact arithmetic (same Krylov space,
     residual instead of K-norm optimality, so it differs before convergence). A sample whose Krylov space closes
@@ -132,6 +141,7 @@ def measurement_gmres(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.
     would add a spurious direction whose least-squares coefficient can be huge (seen: 8 iterations on a
     4-measurement SR×4 blew the sampler up). NaN compares false there: a NaN or inf from ``apply`` or ``rhs``
     propagates to that sample's u."""
+    _check_returns(weights, solution)
     k = iters
     flat = rhs.flatten(1)
     batch = flat.shape[0]
@@ -173,6 +183,8 @@ def measurement_gmres(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.
     g[:, 0, 0] = beta.to(hd)
     q, r = torch.linalg.qr(h)  # (B, k+1, k), (B, k, k)
     c = torch.linalg.solve_triangular(r, q.transpose(1, 2) @ g, upper=True)[..., 0].to(flat.dtype)  # (B, k)
+    if not solution:
+        return None, c
     u = basis[0] * c[:, :1]
     for j in range(1, k):
         u.addcmul_(c[:, j:j + 1], basis[j])
@@ -203,13 +215,13 @@ def posterior_mean(operator: Any, x_t: torch.Tensor, eps: torch.Tensor, y: torch
         lifted.append(z)
         return _add_into(operator.A(z), v, ratio)
 
-    x0 = (x_t.detach() - root * eps.detach()) / alpha_t**0.5
+    x0 = torch.add(x_t.detach(), eps.detach(), alpha=-root).div_(alpha_t**0.5)
     r = y - operator.A(x0)  # 2.
     ratio = sigma * sigma / scale
     with torch.no_grad():
         # 3. (σ²/γ I + A (Σ_t/γ) Aᵀ) u' = r, γ = (1−ᾱ_t)/ᾱ_t: K/γ, so u' = γ u (both solvers are covariant in K's
         # scale) and the γ of step 4 cancels; u' = Σ_i w_i v_i over the vectors applied
-        _, weights = solve(apply, r, iters, weights=True)
+        _, weights = solve(apply, r, iters, weights=True, solution=False)
         # 4. x̂0_y = x̂0 + Σ_t Aᵀ u = x̂0 + Σ_i w_i (Σ_t/γ) Aᵀ v_i: the solver's own products, no further Aᵀ or VJP
         x0y = x0
         for i, z in enumerate(lifted):
@@ -266,7 +278,7 @@ def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         if sampling.return_info:
             info.add("residual_posterior", (y - operator.A(x0y)).flatten(1).norm(dim=1))
         # step 5: DDIM_η with the noise prediction of x̂0_y, one fused kernel
-        eps_y = (x - a_t**0.5 * x0y) / (1 - a_t) ** 0.5
+        eps_y = torch.add(x, x0y, alpha=-(a_t**0.5)).div_((1 - a_t) ** 0.5)
         x = ddim_step(x, eps_y, a_t, a_s, eta=eta, backend=sampling.backend, **loop.step_noise(i, eta > 0))
         if loop.callback is not None:
             loop.record(i, x, x0y)
