@@ -14,7 +14,14 @@ import torch
 
 from ._loop import check_finite_tensor
 
-__all__ = ["Diagnostics", "check_problem", "check_sigma", "measured_entries", "measurement_grad", "residual_norm", "route"]
+__all__ = ["DISCREPANCY_SHARE", "Diagnostics", "check_problem", "check_sigma", "measured_entries", "measurement_grad",
+           "residual_norm", "route"]
+
+#: κ of the discrepancy rule the guided methods share when σ is given (DPS's step factor, MPGD's step cap): a step
+#: stops fitting y once ‖A x̂0 − y‖² ≤ κ m σ², m the measured entries. κ < 1: x̂0 estimates a mean, which should
+#: fit the directions the data determines well below the noise level; κ = 1 cost DPS up to 2.4 dB and MPGD up to
+#: 0.9 dB on blurs (benchmarks/results/dps-steps-power.md, mpgd-floor.md; chosen on the tuning photos).
+DISCREPANCY_SHARE = 0.5
 
 
 def route(operator: object, backend: str) -> object:

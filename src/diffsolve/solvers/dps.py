@@ -33,9 +33,9 @@ step it was tuned with and ignored the measurement); ζ_N ∝ √d keeps the per
 normalised by the RMS n/√d.
 
 **Discrepancy factor** (``sigma`` given; the command line passes it): each step is multiplied by
-(1 − κmσ²/‖r‖²)₊ per sample, m the measured entries and κ = :data:`DISCREPANCY_SHARE` = 1/2: the pull fades as
-x̂0 nears y's noise level and stops once ‖r‖ ≤ σ√(κm) (the discrepancy principle; MPGD caps its step by the
-same principle). Without it the fixed-length steps go on fitting y's noise in long runs (SR ×4 and random
+(1 − κmσ²/‖r‖²)₊ per sample, m the measured entries and κ = ``_inverse.DISCREPANCY_SHARE`` = 1/2: the pull
+fades as x̂0 nears y's noise level and stops once ‖r‖ ≤ σ√(κm) (the discrepancy principle; MPGD caps its step
+at the same ‖r‖). Without it the fixed-length steps go on fitting y's noise in long runs (SR ×4 and random
 inpainting). κ = 1 (stop at the noise level itself) also stopped that, but x̂0, an estimate of a mean, should
 fit the well-determined directions below the noise level: on the blurs κ = 1 lost up to 2.4 dB at N = 100;
 κ = 1/2 was chosen on the tuning photos (benchmarks/results/dps-steps-power.md). Without ``sigma`` no factor
@@ -55,7 +55,7 @@ from typing import Any
 import torch
 
 from ..kernels import ddim_step
-from ._inverse import Diagnostics, check_problem, check_sigma, measured_entries, route
+from ._inverse import DISCREPANCY_SHARE, Diagnostics, check_problem, check_sigma, measured_entries, route
 from ._loop import Sampling, check_number, prepare, takes_sampling
 
 __all__ = ["DISCREPANCY_SHARE", "MIN_STEPS", "NORMALIZATIONS", "REFERENCE_NUMEL", "REFERENCE_STEPS", "STEP_POWER",
@@ -73,8 +73,6 @@ REFERENCE_NUMEL = 3 * 64 * 64
 REFERENCE_STEPS = 30
 #: ζ_N ∝ N^{−STEP_POWER} under the default ``step_rule="power"`` (module docstring)
 STEP_POWER = 0.75
-#: with ``sigma``: the pull stops once ‖r‖² ≤ DISCREPANCY_SHARE·mσ² (module docstring)
-DISCREPANCY_SHARE = 0.5
 
 
 class DPSStepsWarning(UserWarning):

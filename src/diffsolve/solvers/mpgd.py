@@ -25,8 +25,11 @@ scale (L) and the step count (1/N) — and each step on x̂0 capped by the discr
 
     x̂0* = x̂0 − κ u,  u = Aᵀr/‖r‖,  κ = min(ρ/√ᾱ_s, κ_σ),  r = A x̂0 − y   (per sample)
 
-κ_σ the smallest κ ≥ 0 with ‖r − κ A u‖ = σ√m (the line minimum ⟨r, Au⟩/‖Au‖² where the residual never
-gets that low along u; 0 where ‖r‖ ≤ σ√m already): no step fits y below its noise (one extra A per step).
+κ_σ the smallest κ ≥ 0 with ‖r − κ A u‖ = σ√(κ_d m) (the line minimum ⟨r, Au⟩/‖Au‖² where the residual never
+gets that low along u; 0 where ‖r‖ is that low already), κ_d = ``_inverse.DISCREPANCY_SHARE`` = 1/2, DPS's: no
+step fits y below √κ_d of its noise level (one extra A per step). x̂0 estimates a mean, which should fit the
+well-determined directions below the noise; a floor at σ√m itself (κ_d = 1) cost up to 0.9 dB on blurs and
+0.1–0.3 dB on SR ×4 and random inpainting, and never gained (benchmarks/results/mpgd-floor.md).
 Without σ (a black-box ``loss``, or σ unknown): the reference code's settings for 3×256×256 images (17.5,
 7.5, 4 at 20, 50, 100 steps, ≈ 375/N) rescaled by √(d/196608), d the per-sample size, and no cap.
 Measurements: benchmarks/results/quality_sizes.md.
@@ -42,7 +45,7 @@ from typing import Any
 import torch
 
 from ..kernels import mpgd_step
-from ._inverse import Diagnostics, check_problem, measured_entries, measurement_grad, route
+from ._inverse import DISCREPANCY_SHARE, Diagnostics, check_problem, measured_entries, measurement_grad, route
 from ._loop import Sampling, check_number, check_steps, prepare, takes_sampling
 
 __all__ = ["SPACES", "Projection", "capped_grad", "default_rho", "mpgd", "noise_rho", "operator_gain"]
@@ -86,7 +89,7 @@ def operator_gain(operator: Any, x: torch.Tensor, iters: int = 30) -> float:
 def capped_grad(operator: Any, x0: torch.Tensor, y: torch.Tensor, limit: torch.Tensor,
                 floor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(κ·u, ‖r‖): the step on x̂0 with κ = min(``limit``, κ_σ) per sample (module docstring); ``floor`` (B,)
-    = σ√m. No host sync."""
+    = σ√(κ_d m), the residual norm a step may not go below. No host sync."""
     view = (-1,) + (1,) * (x0.dim() - 1)
     u, norm = measurement_grad(operator, x0, y)
     r = (operator.A(x0) - y).flatten(1)
@@ -213,11 +216,11 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
     projected = [projection is not None and lo < t / total < hi for t in loop.schedule.timesteps.tolist()]
     autoencoder = None if projection is None else projection.autoencoder
     target = loss if loss is not None else measurement_loss(operator, y)
-    if sigma is not None:  # per-sample ρ from the noise level and the discrepancy floor σ√m (module docstring)
+    if sigma is not None:  # per-sample ρ from the noise level and the discrepancy floor σ√(κ_d m) (module docstring)
         measured = measured_entries(operator, y).to(device=y.device, dtype=y.dtype)
         rho_b = noise_rho(sampling.steps, sigma, measured, operator_gain(operator, y.new_zeros(shape)))
         rho_b = rho_b if rho_given is None else torch.full_like(rho_b, rho_given)
-        floor = sigma * measured.sqrt()
+        floor = sigma * (DISCREPANCY_SHARE * measured).sqrt()
     info = Diagnostics(sampling.return_info)
     x = loop.x
     for i in loop.steps():
