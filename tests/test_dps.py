@@ -214,7 +214,7 @@ def test_discrepancy_factor():
     full = dps(prior, op, y, **one) - base
     a = float(prior.alphas_cumprod[400])
     x0 = (x_T - (1 - a) ** 0.5 * prior(x_T, torch.full((2,), 400))) / a**0.5
-    r2 = (y - op.A(x0)).flatten(1).pow(2).sum(1)
+    r2 = op.data_part(y - op.A(x0)).flatten(1).pow(2).sum(1)  # the observed pixels (y has noise in the holes)
     sigma = 0.5 * float((r2 / op.measured_entries(y)).min().sqrt())  # ‖r‖ above σ√m for both samples
     factor = (1 - DISCREPANCY_SHARE * op.measured_entries(y) * sigma**2 / r2).view(2, 1, 1, 1)
     assert bool(((factor > 0) & (factor < 1)).all())

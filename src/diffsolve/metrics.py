@@ -54,7 +54,8 @@ def data_consistency(operator, x: torch.Tensor, y: torch.Tensor, sigma: float) -
     """Per-sample data consistency ‖A x − y‖₂ / (σ √m), a (B,) float64 tensor on the CPU.
 
     ``m`` is the number of measured entries of one sample's measurement ``y[b]`` (``operator.measured_entries``:
-    all of them, or a mask's observed pixels) and ``sigma`` the measurement noise
+    all of them, or a mask's observed pixels), and the norm runs over those entries only
+    (``operator.data_part``: whatever y holds at a mask's missing pixels is not data), and ``sigma`` the measurement noise
     std in the units of ``y`` ([−1, 1] for the command line). For y = A x_true + σ n, n ~ N(0, I), the truth
     scores ≈ 1: **1 means the residual matches the noise level**; well below 1 means the reconstruction
     over-fits the noise, well above 1 that it does not explain the measurement. ``x`` is used as given
@@ -69,7 +70,9 @@ def data_consistency(operator, x: torch.Tensor, y: torch.Tensor, sigma: float) -
         if ax.shape != y.shape:
             raise ValueError(f"operator.A(x) has shape {tuple(ax.shape)} but y has {tuple(y.shape)}; give the y "
                              "measured by this operator")
-        r = (ax.double() - y.detach().double()).reshape(y.shape[0], -1)
+        diff = ax - y.detach()
+        part = getattr(operator, "data_part", None)  # the entries that carry data (a mask's observed pixels)
+        r = (part(diff) if callable(part) else diff).double().reshape(y.shape[0], -1)
         count = getattr(operator, "measured_entries", None)
         m = count(y).to(r.device) if callable(count) else torch.full((r.shape[0],), float(r.shape[1]),
                                                                       dtype=torch.float64, device=r.device)

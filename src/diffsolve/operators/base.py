@@ -169,6 +169,12 @@ class LinearOperator:
         (e.g. from :meth:`gram_norm_bound`)."""
         return None
 
+    def data_part(self, r: torch.Tensor) -> torch.Tensor:
+        """r (B, ...) in measurement space with the entries that carry no data set to 0, so a residual's norm
+        counts only measured entries, whatever y holds there (a mask's missing pixels: noise, paint, the
+        image). Default: every entry carries data, r unchanged."""
+        return r
+
     def measured_entries(self, y: torch.Tensor) -> torch.Tensor:
         """(B,) how many entries of each sample's measurement y carry data: m in the data consistency
         ‖A x − y‖/(σ√m). Default: all of y's entries; operators that zero some entries out (masks) count

@@ -86,6 +86,10 @@ class Inpainting(LinearOperator):
         seen = (self.mask != 0).to(torch.float64).expand(y.shape[0], y.shape[1], *self.mask.shape[-2:])
         return seen.flatten(1).sum(1)
 
+    def data_part(self, r: torch.Tensor) -> torch.Tensor:
+        """r with the missing pixels (mask = 0) set to 0: they carry no data, whatever y holds there."""
+        return torch.where(self._mask(r) != 0, r, torch.zeros((), dtype=r.dtype, device=r.device))
+
     def svd(self, size: tuple[int, int]) -> "object":
         """A = U S Vᵀ with V = I, s = |mask| (``operators.svd.DiagonalSVD``; DDRM)."""
         from .svd import DiagonalSVD

@@ -14,8 +14,8 @@ import torch
 
 from ._loop import check_finite_tensor
 
-__all__ = ["DISCREPANCY_SHARE", "Diagnostics", "check_problem", "check_sigma", "measured_entries", "measurement_grad",
-           "residual_norm", "route"]
+__all__ = ["DISCREPANCY_SHARE", "Diagnostics", "check_problem", "check_sigma", "data_part", "measured_entries",
+           "measurement_grad", "residual_norm", "route"]
 
 #: κ of the discrepancy rule the guided methods share when σ is given (DPS's step factor, MPGD's step cap): a step
 #: stops fitting y once ‖A x̂0 − y‖² ≤ κ m σ², m the measured entries. κ < 1: x̂0 estimates a mean, which should
@@ -140,9 +140,16 @@ def _norm(r: torch.Tensor) -> torch.Tensor:
     return r.flatten(1).norm(dim=1)
 
 
+def data_part(operator: object, r: torch.Tensor) -> torch.Tensor:
+    """``operator.data_part(r)``: a measurement-space residual on the entries that carry data only (a mask's
+    missing pixels set to 0, whatever y holds there); r itself for operators without the hook."""
+    part = getattr(operator, "data_part", None)
+    return part(r) if callable(part) else r
+
+
 def residual_norm(operator: object, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(B,) ‖A x − y‖ per sample."""
-    return _norm(operator.A(x) - y)
+    """(B,) ‖A x − y‖ per sample over the measured entries (:func:`data_part`)."""
+    return _norm(data_part(operator, operator.A(x) - y))
 
 
 def measurement_grad(operator: object, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,7 +157,7 @@ def measurement_grad(operator: object, x: torch.Tensor, y: torch.Tensor) -> tupl
 
     Where r = 0 exactly, Aᵀr = 0 and g = 0 (a subgradient); the norm is guarded there only.
     """
-    r = operator.A(x) - y
+    r = data_part(operator, operator.A(x) - y)
     norm = _norm(r)
     safe = torch.where(norm > 0, norm, torch.ones_like(norm))
     g = operator.A_adjoint(r) / safe.view(-1, *([1] * (x.dim() - 1)))

@@ -55,7 +55,7 @@ import torch
 from ..kernels import diagonal_posterior_step
 from ..kernels.cg import batched_cg, cg_iteration_bound
 from ..operators.base import SolveInfo, _default_tol
-from ._inverse import Diagnostics, check_problem, check_sigma, route
+from ._inverse import Diagnostics, check_problem, check_sigma, residual_norm, route
 from ._loop import Sampling, _draw, check_number, prepare, takes_sampling
 
 __all__ = ["CHAINS", "LAST_STEPS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_STARTS", "CG_MAX_ITERS", "RUN_CG_ITERS",
@@ -433,7 +433,7 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                 info.add("cg_residual", sinfo.residual)
                 info.add("cg_converged", sinfo.converged)
             if sampling.return_info:
-                info.add("residual", (operator.A(x) - y).flatten(1).norm(dim=1))
+                info.add("residual", residual_norm(operator, x, y))
             if loop.callback is not None:
                 loop.record(i, x, None)
     x = loop.finish(x)

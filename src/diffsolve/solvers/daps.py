@@ -72,7 +72,7 @@ import torch
 from ..kernels import ddim_step
 from ..models.denoiser import as_denoiser
 from ..operators.svd import SVD, operator_svd
-from ._inverse import Diagnostics, check_problem, check_sigma, route
+from ._inverse import Diagnostics, check_problem, check_sigma, residual_norm, route
 from ._loop import Sampling, _draw, check_number, check_steps, prepare, takes_sampling
 from .mpgd import operator_gain
 
@@ -289,7 +289,7 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                 z = ddim_step(z, eps, sub_alpha[i][k], sub_alpha[i][k + 1], eta=0.0, backend=backend, check=False)
             x0_hat = z
             if sampling.return_info:
-                info.add("residual", (y - operator.A(x0_hat)).flatten(1).norm(dim=1))
+                info.add("residual", residual_norm(operator, x0_hat, y))
             # 2. Langevin on x0 around x̂0 with the likelihood: per-pixel step η_i, noise √(2η_i) z
             rate, inv_r2 = rates[i], 1 / level_sigmas[i] ** 2
             x0 = x0_hat

@@ -57,7 +57,7 @@ from typing import Any
 import torch
 
 from ..operators.svd import SUPPORTED, SVD
-from ._inverse import Diagnostics, check_problem, route
+from ._inverse import Diagnostics, check_problem, data_part, route
 from ._loop import Sampling, _draw, check_number, prepare, takes_sampling
 from .diffpir import check_operator_solves, pinv_unchecked, reproject_step
 
@@ -208,7 +208,7 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         with torch.no_grad():
             eps = loop.eps(x, i)  # ε̂ and x̂0, no UNet backward
             x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
-            resid = operator.A(x0) - y if svd is None or sampling.return_info else None
+            resid = data_part(operator, operator.A(x0) - y) if svd is None or sampling.return_info else None
             noise = loop.step_noise(i, k_z > 0)
             if "offset" in noise:  # a re-run step draws past every first-pass offset
                 noise["offset"] += passes[i] * (n + 1) * per

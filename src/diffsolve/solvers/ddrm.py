@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from ..operators.svd import operator_svd
-from ._inverse import Diagnostics, check_problem, check_sigma, route
+from ._inverse import Diagnostics, check_problem, check_sigma, residual_norm, route
 from ._loop import Sampling, _draw, check_number, check_steps, prepare, takes_sampling
 
 __all__ = ["ddrm"]
@@ -135,7 +135,7 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                 z_bar = z_bar + dd * svd.Vt(z)
             x = math.sqrt(a_s) * (x_next + svd.V(z_bar))  # 4. back to image space, VP scaling
             if sampling.return_info:
-                info.add("residual", (y - operator.A(x0)).flatten(1).norm(dim=1))  # 5. ‖y − A x̂0‖ (B,)
+                info.add("residual", residual_norm(operator, x0, y))  # 5. ‖y − A x̂0‖ (B,)
             if loop.callback is not None:
                 loop.record(i, x, x0)
     x = loop.finish(x)

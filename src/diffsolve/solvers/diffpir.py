@@ -32,7 +32,7 @@ import torch
 
 from ..kernels import fused_step
 from ..operators.base import _default_tol
-from ._inverse import Diagnostics, check_problem, route
+from ._inverse import Diagnostics, check_problem, data_part, route
 from ._loop import Sampling, check_number, prepare, takes_sampling
 
 __all__ = ["CG_ITERS", "DEFAULT_LAM", "DEFAULT_ZETA", "data_rho", "diffpir", "pinv_unchecked", "reproject_step"]
@@ -140,7 +140,7 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         with torch.no_grad():
             eps = loop.eps(x, i)  # 1. ε̂ and x̂0, no UNet backward
             x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
-            resid = operator.A(x0) - y
+            resid = data_part(operator, operator.A(x0) - y)
             if sigma > 0:  # 2. the proximal data step (ρ_t I + AᵀA) x̂0' = Aᵀy + ρ_t x̂0
                 rho = data_rho(lam, sigma, a_t)
                 x0p = solve(aty + rho * x0, shift=rho, scale=1.0, x0=x0)

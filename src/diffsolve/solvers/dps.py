@@ -55,7 +55,7 @@ from typing import Any
 import torch
 
 from ..kernels import ddim_step
-from ._inverse import DISCREPANCY_SHARE, Diagnostics, check_problem, check_sigma, measured_entries, route
+from ._inverse import DISCREPANCY_SHARE, Diagnostics, check_problem, check_sigma, data_part, measured_entries, route
 from ._loop import Sampling, check_number, prepare, takes_sampling
 
 __all__ = ["DISCREPANCY_SHARE", "MIN_STEPS", "NORMALIZATIONS", "REFERENCE_NUMEL", "REFERENCE_STEPS", "STEP_POWER",
@@ -138,7 +138,7 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
             xg = x.detach().requires_grad_(True)
             eps = loop.eps(xg, i)
             x0 = (xg - (1 - a_t) ** 0.5 * eps) / a_t**0.5
-            resid = y - operator.A(x0)
+            resid = data_part(operator, y - operator.A(x0))
             if normalize == "residual":  # 2. g = ∇‖r‖ = ∇½‖r‖² / ‖r‖
                 norm = resid.flatten(1).norm(dim=1)
                 (grad,) = torch.autograd.grad(norm.sum(), xg)  # samples are independent: per-sample ∇

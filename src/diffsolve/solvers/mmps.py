@@ -49,7 +49,7 @@ from typing import Any, Callable
 import torch
 
 from ..kernels import ddim_step
-from ._inverse import Diagnostics, check_problem, check_sigma, route
+from ._inverse import Diagnostics, check_problem, check_sigma, data_part, residual_norm, route
 from ._loop import Sampling, check_number, prepare, takes_sampling
 
 __all__ = ["SOLVERS", "measurement_cg", "measurement_gmres", "mmps", "posterior_mean"]
@@ -216,7 +216,7 @@ def posterior_mean(operator: Any, x_t: torch.Tensor, eps: torch.Tensor, y: torch
         return _add_into(operator.A(z), v, ratio)
 
     x0 = torch.add(x_t.detach(), eps.detach(), alpha=-root).div_(alpha_t**0.5)
-    r = y - operator.A(x0)  # 2.
+    r = data_part(operator, y - operator.A(x0))  # 2. (the measured entries: K is σ²I elsewhere, whatever y holds)
     ratio = sigma * sigma / scale
     with torch.no_grad():
         # 3. (σ²/γ I + A (Σ_t/γ) Aᵀ) u' = r, γ = (1−ᾱ_t)/ᾱ_t: K/γ, so u' = γ u (both solvers are covariant in K's
@@ -276,7 +276,7 @@ def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             x0y, r = posterior_mean(operator, xg, eps, y, a_t, sigma, iters, solver)
         info.add("residual", r.flatten(1).norm(dim=1))
         if sampling.return_info:
-            info.add("residual_posterior", (y - operator.A(x0y)).flatten(1).norm(dim=1))
+            info.add("residual_posterior", residual_norm(operator, x0y, y))
         # step 5: DDIM_η with the noise prediction of x̂0_y, one fused kernel
         eps_y = torch.add(x, x0y, alpha=-(a_t**0.5)).div_((1 - a_t) ** 0.5)
         x = ddim_step(x, eps_y, a_t, a_s, eta=eta, backend=sampling.backend, **loop.step_noise(i, eta > 0))

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 
 from ..kernels import mpgd_step
-from ._inverse import DISCREPANCY_SHARE, Diagnostics, check_problem, measured_entries, measurement_grad, route
+from ._inverse import DISCREPANCY_SHARE, Diagnostics, check_problem, data_part, measured_entries, measurement_grad, route
 from ._loop import Sampling, check_number, check_steps, prepare, takes_sampling
 
 __all__ = ["SPACES", "Projection", "capped_grad", "default_rho", "mpgd", "noise_rho", "operator_gain"]
@@ -92,7 +92,7 @@ def capped_grad(operator: Any, x0: torch.Tensor, y: torch.Tensor, limit: torch.T
     = σ√(κ_d m), the residual norm a step may not go below. No host sync."""
     view = (-1,) + (1,) * (x0.dim() - 1)
     u, norm = measurement_grad(operator, x0, y)
-    r = (operator.A(x0) - y).flatten(1)
+    r = data_part(operator, operator.A(x0) - y).flatten(1)
     au = operator.A(u).flatten(1)
     qa = au.pow(2).sum(1).clamp(min=torch.finfo(x0.dtype).tiny)
     qb = -2 * (r * au).sum(1)
@@ -127,7 +127,7 @@ def loss_grad(loss: Loss, x: torch.Tensor, name: str = "loss") -> tuple[torch.Te
 
 def measurement_loss(operator: Any, y: torch.Tensor) -> Loss:
     """x ↦ ‖y − A x‖ per sample (differentiable; for the AE/Z/LDM variants)."""
-    return lambda x: (y - operator.A(x)).flatten(1).norm(dim=1)
+    return lambda x: data_part(operator, y - operator.A(x)).flatten(1).norm(dim=1)
 
 
 @dataclass(frozen=True)

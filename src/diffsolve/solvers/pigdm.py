@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from ..kernels import ddim_step
-from ._inverse import Diagnostics, check_problem, route
+from ._inverse import Diagnostics, check_problem, data_part, route
 from ._loop import Sampling, check_number, prepare, takes_sampling
 from .diffpir import check_operator_solves, pinv_unchecked, solver_of
 
@@ -81,7 +81,7 @@ def pigdm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, 
             eps = loop.eps(xg, i)
             x0 = (xg - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
         with torch.no_grad():  # 1.-2. r = y − A x̂0, v = r_t² Aᵀ(σ² I + r_t² AAᵀ)⁻¹ r
-            resid = y - operator.A(x0.detach())
+            resid = data_part(operator, y - operator.A(x0.detach()))
             v = guidance_vector(operator, resid, sigma, 1 - a_t, solve)
         (g,) = torch.autograd.grad(x0, xg, grad_outputs=v)  # 3. g = (∂x̂0/∂x_t)ᵀ v
         info.add("residual", resid.flatten(1).norm(dim=1))

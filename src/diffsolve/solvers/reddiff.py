@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from ._inverse import Diagnostics, check_problem, check_sigma, route
+from ._inverse import Diagnostics, check_problem, check_sigma, data_part, route
 from ._loop import Sampling, check_number, draw, prepare, takes_sampling
 
 __all__ = ["ADAM_BETAS", "ADAM_EPS", "LAM_RULES", "REFERENCE_STEPS", "gradient", "initial_mean", "reddiff",
@@ -76,7 +76,7 @@ def weights(alphas: list[float], lam: float) -> list[float]:
 def gradient(operator: Any, mu: torch.Tensor, y: torch.Tensor, eps_hat: torch.Tensor, eps: torch.Tensor,
              lam_t: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(∇_μ ℓ, r) with ℓ = ‖y − A μ‖²/(2m) + λ_t ⟨ε̂ − ε, μ⟩/n per sample and r = y − A μ (module docstring)."""
-    r = y - operator.A(mu)
+    r = data_part(operator, y - operator.A(mu))
     m, n = y[0].numel(), mu[0].numel()
     return operator.A_adjoint(r) * (-1.0 / m) + (eps_hat - eps) * (lam_t / n), r
 
