@@ -30,3 +30,24 @@ def test_masks_count_only_the_observed_pixels():
     op = Inpainting(mask)
     assert op.measured_entries(torch.zeros(2, 3, 4, 5)).tolist() == [18.0, 18.0]
     assert SuperResolution(4).measured_entries(torch.zeros(2, 3, 4, 5)).tolist() == [60.0, 60.0]
+
+
+def test_noise_in_the_holes_is_not_data():
+    """The README's y = GaussianNoise(σ)(A x) puts noise on a mask's missing pixels too: the truth still scores ≈ 1
+    (before ``data_part`` it scored √(1/observed fraction) ≈ 1.8 on random inpainting), and ``data_part`` keeps
+    observed entries exactly, NaN included, for signed weights too."""
+    from diffsolve.operators import GaussianNoise
+
+    g = torch.Generator().manual_seed(1)
+    op = Inpainting.random(64, missing=0.7, seed=0)
+    x = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
+    y = GaussianNoise(SIGMA)(op.A(x), generator=g)
+    dc = data_consistency(op, x, y, SIGMA)
+    assert torch.allclose(dc, torch.ones(2, dtype=dc.dtype), atol=0.05), dc
+    weights = torch.tensor([[0.0, -2.0, 0.5], [1.0, 0.0, 3.0]], dtype=torch.float64)
+    r = torch.tensor([[[[1.0, float("nan"), 2.0], [float("nan"), 5.0, -1.0]]]], dtype=torch.float64)
+    part = Inpainting(weights).data_part(r)
+    expected = torch.tensor([[[[0.0, float("nan"), 2.0], [float("nan"), 0.0, -1.0]]]], dtype=torch.float64)
+    assert torch.equal(part.isnan(), expected.isnan())
+    assert torch.equal(part.nan_to_num(), expected.nan_to_num())
+    assert GaussianBlur(3, 0.8).data_part(r) is r  # default: every entry is data
