@@ -29,7 +29,7 @@ scale (L) and the step count (1/N) — and each step on x̂0 capped by the discr
 gets that low along u; 0 where ‖r‖ is that low already), κ_d = ``_inverse.DISCREPANCY_SHARE`` = 1/2, DPS's: no
 step fits y below √κ_d of its noise level (one extra A per step). x̂0 estimates a mean, which should fit the
 well-determined directions below the noise; a floor at σ√m itself (κ_d = 1) cost up to 0.9 dB on blurs and
-0.1–0.3 dB on SR ×4 and random inpainting, and never gained (benchmarks/results/mpgd-floor.md).
+0.1–0.3 dB on SR ×4 and random inpainting, and gained at most 0.03 dB in any cell (benchmarks/results/mpgd-floor.md).
 Without σ (a black-box ``loss``, or σ unknown): the reference code's settings for 3×256×256 images (17.5,
 7.5, 4 at 20, 50, 100 steps, ≈ 375/N) rescaled by √(d/196608), d the per-sample size, and no cap.
 Measurements: benchmarks/results/quality_sizes.md.
