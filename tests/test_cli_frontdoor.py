@@ -303,3 +303,64 @@ def test_restore_denoise_task_with_an_svd_method(tmp_path, capsys):
                  "--sigma", "0.1", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert Image.open(out).size == (16, 16) and "data consistency" in text and "PSNR" in text
+
+
+# --------------------------------------------------------------------------- a method that cannot take the task
+
+
+def test_method_unsupported_names_the_svd_and_leaves_supported_pairs_alone():
+    """DDRM always, DDNM only with σ > 0, need A's SVD; a reflect motion blur has none, a circular one has."""
+    from diffsolve.methods import ANY_OPERATOR, get_method
+    from diffsolve.operators import MotionBlur
+
+    reflect, circular = MotionBlur(9, 0.5, seed=0), MotionBlur(9, 0.5, seed=0, boundary="circular")
+    why = get_method("ddrm").unsupported(reflect, (16, 16), 0.05)
+    assert why is not None and "SVD" in why and "MotionBlur" in why
+    assert get_method("ddrm").unsupported(circular, (16, 16), 0.05) is None
+    assert "sigma > 0" in get_method("ddnm").unsupported(reflect, (16, 16), 0.05)
+    assert get_method("ddnm").unsupported(reflect, (16, 16), 0.0) is None  # plain DDNM: A⁺ by CG
+    for name in ("mpgd", "cdps", "dps", "pigdm", "diffpir", "daps", "reddiff", "mmps", "tikhonov", "pinv"):
+        assert get_method(name).unsupported(reflect, (16, 16), 0.05) is None
+    assert "ddrm" not in ANY_OPERATOR and "ddnm" not in ANY_OPERATOR and "mpgd" in ANY_OPERATOR
+
+
+def test_restore_refuses_an_svd_method_on_motion_blur_before_loading(tmp_path, capsys, no_compute):
+    """Before: a traceback from inside the solver after the model had loaded; now one line, exit 2."""
+    img = _png(tmp_path / "clean.png", np.random.default_rng(3).integers(0, 255, (16, 16)))
+    line = _one_line_error(capsys, ["restore", "--input", img, "--task", "motion_blur", "--method", "ddrm",
+                                    "--simulate", "--model", "digits16", "--out", str(tmp_path / "o.png")])
+    assert "--method" in line and "SVD" in line and "mpgd" in line and "Traceback" not in line
+
+
+def test_eval_skips_unsupported_pairs_and_lists_them(tmp_path, capsys):
+    """The default --methods hold DDRM and DDNM+ and the default --tasks motion blur: before, eval crashed
+    at that pair; now it runs every other pair, logs a note and lists the pair in summary.md."""
+    out = tmp_path / "o"
+    assert cli_eval.run(parse_eval("--data", "digits16", "--limit", "1", "--tasks", "motion_blur,box", "--methods",
+                                   "ddrm,pinv", "--steps", "2", "--no-progress", "--out", str(out))) == 0
+    recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert {(r["task"], r["method"]) for r in recs} == {("motion_blur", "pinv"), ("box", "pinv"), ("box", "ddrm")}
+    assert "ddrm × motion_blur not run" in capsys.readouterr().err
+    assert "- ddrm × motion_blur: ddrm needs the SVD of A" in (out / "summary.md").read_text()
+    # a rerun plans nothing new and skips the same pair again
+    assert cli_eval.run(parse_eval("--data", "digits16", "--limit", "1", "--tasks", "motion_blur,box", "--methods",
+                                   "ddrm,pinv", "--steps", "2", "--no-progress", "--out", str(out))) == 0
+    assert len((out / "results.jsonl").read_text().splitlines()) == 3
+
+
+def test_eval_with_nothing_to_run_is_one_line(tmp_path, capsys, no_compute):
+    line = _one_line_error(capsys, ["eval", "--data", "digits16", "--tasks", "motion_blur", "--methods", "ddrm,ddnm",
+                                    "--out", str(tmp_path / "o")])
+    assert "--methods" in line and "SVD" in line and not (tmp_path / "o").exists()
+
+
+def test_demo_notes_an_unsupported_pair_instead_of_crashing(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--steps", "2", "--size", "32", "--methods", "ddrm", "--tasks", "motion_blur,box",
+                 "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for suite in metrics["suites"].values():
+        assert "SVD" in suite["motion_blur"]["ddrm"]["unsupported"]
+        assert np.isfinite(suite["box"]["ddrm"]["psnr"])
+    printed = capsys.readouterr()
+    assert "not run: ddrm needs the SVD" in printed.out + printed.err

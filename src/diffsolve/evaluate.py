@@ -26,6 +26,10 @@ record's batch is the same for any number of processes K; results are bit-identi
 Scale-out. Under ``torchrun`` (``WORLD_SIZE`` > 1) the process group is gloo on CPU, nccl on CUDA
 (one device per local rank: ``--device cuda`` becomes ``cuda:LOCAL_RANK``).
 
+Unsupported pairs. A method that cannot take a task's operator (DDRM, and DDNM+ at σ > 0, need A's SVD,
+which a reflect-boundary motion blur has not) is not planned for that task: :func:`unsupported_pairs` finds
+those pairs before any model call, the run logs one note per pair, and summary.md lists them.
+
 Steps. :func:`plan_eval` (what this rank computes), :func:`run_batch` (one batch × seed × task ×
 method -> records), :func:`summarise` (merge, summary files); :func:`run_eval` runs the three.
 This module is the library side of ``diffsolve eval``: it imports nothing from the command line and
@@ -55,7 +59,7 @@ from .data import write_image
 
 __all__ = ["EvalConfig", "EvalPlan", "ImageSet", "bundled_images", "check_resume", "data_hashes", "folder_images",
            "plan_eval", "record_key", "run_batch", "run_eval", "stream_seed", "summarise", "summarize",
-           "write_summary"]
+           "unsupported_pairs", "write_summary"]
 
 RESULTS = "results.jsonl"
 PARTS = "parts"
@@ -330,8 +334,10 @@ def _fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def write_summary(out: Path, rows: list[dict], cfg: EvalConfig, *, log: Callable[[str], None]) -> None:
-    """summary.csv, summary.md and (with matplotlib) quality_vs_time.png."""
+def write_summary(out: Path, rows: list[dict], cfg: EvalConfig, *, log: Callable[[str], None],
+                  skipped: dict[tuple[str, str], str] | None = None) -> None:
+    """summary.csv, summary.md and (with matplotlib) quality_vs_time.png; ``skipped``: (task, method) -> why
+    it was not run (listed in summary.md)."""
     keys = ["task", "method", "n"] + [f"{k}_{s}" for k in METRICS for s in ("mean", "std")]
     with open(out / "summary.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=keys)
@@ -358,6 +364,9 @@ def write_summary(out: Path, rows: list[dict], cfg: EvalConfig, *, log: Callable
         lines.append(f"| {r['task']} | {r['method']} | {r['n']} | {r['psnr_mean']:.2f} ± {r['psnr_std']:.2f} | "
                      f"{r['ssim_mean']:.4f} ± {r['ssim_std']:.4f} | {dc} | "
                      f"{r['seconds_mean']:.3g} ± {r['seconds_std']:.2g} |")
+    if skipped:
+        lines += ["", "Not run (the method cannot take the task's operator):", ""]
+        lines += [f"- {method} × {task}: {why}" for (task, method), why in skipped.items()]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     _plot(out / "quality_vs_time.png", rows, cfg, log=log)
 
@@ -498,8 +507,33 @@ class EvalPlan:
         return [i for i in batch if (self.names[i], task, method, seed) not in self.done]
 
 
-def plan_eval(cfg: EvalConfig, images: ImageSet, rank: int = 0, world: int = 1) -> EvalPlan:
-    """The records rank ``rank`` of ``world`` still has to compute (module docstring, Randomness)."""
+def unsupported_pairs(cfg: EvalConfig) -> dict[tuple[str, str], str]:
+    """(task, method) -> why the method cannot take the task's operator at ``cfg.size`` (module docstring,
+    Unsupported pairs): host-side, one operator per task that an SVD method meets (seed ``cfg.seeds[0]``:
+    the seed moves a motion kernel, not the operator's structure)."""
+    from .methods import get_method
+    from .tasks import make_operator
+
+    out: dict[tuple[str, str], str] = {}
+    for task in cfg.tasks:
+        op = None
+        for method in cfg.methods:
+            spec = get_method(method)
+            if not spec.svd:
+                continue
+            if op is None:
+                op = make_operator(task, (cfg.size, cfg.size), seed=cfg.seeds[0], digits=cfg.digits)
+            why = spec.unsupported(op, (cfg.size, cfg.size), cfg.sigma)
+            if why is not None:
+                out[(task, method)] = why
+    return out
+
+
+def plan_eval(cfg: EvalConfig, images: ImageSet, rank: int = 0, world: int = 1,
+              skipped: dict[tuple[str, str], str] | None = None) -> EvalPlan:
+    """The records rank ``rank`` of ``world`` still has to compute (module docstring, Randomness), leaving
+    out the (task, method) pairs in ``skipped`` (default: :func:`unsupported_pairs`)."""
+    skipped = unsupported_pairs(cfg) if skipped is None else skipped
     n_images = len(images.names) if cfg.limit is None else min(cfg.limit, len(images.names))
     names = images.names[:n_images]
     batches = [list(range(i, min(i + cfg.batch, n_images))) for i in range(0, n_images, cfg.batch)]
@@ -509,6 +543,8 @@ def plan_eval(cfg: EvalConfig, images: ImageSet, rank: int = 0, world: int = 1) 
         for s in cfg.seeds:
             for t in cfg.tasks:
                 for m in cfg.methods:
+                    if (t, m) in skipped:
+                        continue
                     n = len(plan.pending(b, s, t, m))
                     if n:
                         plan.todo.append((b, s, t, m))
@@ -553,16 +589,19 @@ def run_batch(cfg: EvalConfig, plan: EvalPlan, item: tuple[list[int], int, str, 
     return records, xr
 
 
-def summarise(cfg: EvalConfig, names: Sequence[str], *, new: int, log: Callable[[str], None]) -> list[dict]:
-    """Merge the parts into results.jsonl, write the summary files of this request; its rows."""
+def summarise(cfg: EvalConfig, names: Sequence[str], *, new: int, log: Callable[[str], None],
+              skipped: dict[tuple[str, str], str] | None = None) -> list[dict]:
+    """Merge the parts into results.jsonl, write the summary files of this request; its rows. ``skipped``:
+    the (task, method) pairs not run (:func:`unsupported_pairs`)."""
+    skipped = skipped or {}
     out = cfg.out
     records = merge(out, {n: k for k, n in enumerate(names)})
     wanted = set(names), set(cfg.tasks), set(cfg.methods), set(cfg.seeds)
     chosen = [r for r in records if r["image"] in wanted[0] and r["task"] in wanted[1]
               and r["method"] in wanted[2] and r["seed"] in wanted[3]]
     rows = summarize(chosen, cfg.tasks, cfg.methods)
-    write_summary(out, rows, cfg, log=log)
-    expected = len(names) * len(cfg.tasks) * len(cfg.methods) * len(cfg.seeds)
+    write_summary(out, rows, cfg, log=log, skipped=skipped)
+    expected = len(names) * (len(cfg.tasks) * len(cfg.methods) - len(skipped)) * len(cfg.seeds)
     log(f"wrote {out / RESULTS} ({len(chosen)} of {expected} records of this request, {new} new on rank 0), "
         f"summary.md, summary.csv")
     return rows
@@ -585,16 +624,19 @@ def run_eval(cfg: EvalConfig, *, load_model: Callable[[torch.device], Any] | Non
     dist, device = setup_distributed(cfg.device)
     out = cfg.out
     try:
+        skipped = unsupported_pairs(cfg)
         if dist.rank == 0:
             log(f"eval: data = {cfg.describe_data()}")
             for line in cfg.notes:
                 log(f"note: {line}")
+            for (task, method), why in skipped.items():
+                log(f"note: {method} × {task} not run: {why.split('; supported')[0]}")
             out.mkdir(parents=True, exist_ok=True)
             write_config(cfg)
         dist.barrier(device)
         images = (bundled_images(cfg.data, cfg.size, cfg.channels) if cfg.image_paths is None
                   else folder_images(cfg.image_paths, cfg.size, cfg.channels))
-        plan = plan_eval(cfg, images, dist.rank, dist.world)
+        plan = plan_eval(cfg, images, dist.rank, dist.world, skipped)
         model = None
         if plan.total and any(get_method(m).uses_model for _, _, _, m in plan.todo):
             if load_model is None:
@@ -627,7 +669,7 @@ def run_eval(cfg: EvalConfig, *, load_model: Callable[[torch.device], Any] | Non
             writer.close()
             bar.close()
         dist.barrier(device)
-        rows: list[dict] = summarise(cfg, plan.names, new=new, log=log) if dist.rank == 0 else []
+        rows: list[dict] = summarise(cfg, plan.names, new=new, log=log, skipped=skipped) if dist.rank == 0 else []
         dist.barrier(device)
         return {"records": new, "rows": rows, "rank": dist.rank, "world": dist.world,
                 "seconds": time.perf_counter() - t_start}

@@ -18,6 +18,8 @@ field          meaning
 ``tune``       ``(option, candidates)`` picked by PSNR against the truth when ``restore`` gets x_true
                (an oracle that favours the baseline: Tikhonov's λ)
 ``cli``        whether the command line offers it (MPGD-LDM needs an autoencoder the CLI cannot build)
+``svd``        when it needs A's SVD: ``"always"`` (DDRM), ``"noisy"`` (DDNM+, σ > 0) or ``""``;
+               :meth:`Method.unsupported` asks the operator for it before any model call
 =============  ============================================================================================
 
 :func:`Method.defaults` reads the solver's own keyword defaults from its signature, so a default is
@@ -28,7 +30,8 @@ written once, in the solver. The options every model-based method shares (``step
 API for the command line (``diffsolve.cli``: demo, restore, eval):
 
 - ``METHODS`` (name -> Method), ``CLI_METHODS`` (names the CLI offers, in display order),
-  ``get_method(name) -> Method`` (ValueError listing the names);
+  ``ANY_OPERATOR`` (the model-based ones that need no SVD), ``get_method(name) -> Method`` (ValueError
+  listing the names), ``Method.unsupported(operator, size, sigma) -> reason | None``;
 - ``restore(method, denoiser, operator, y, *, steps, sigma, generator=None, x_true=None,
   progress=False, callback=None) -> (x (B, C, H, W), info dict)``: one reconstruction with the CLI options,
   under no_grad unless the method needs the model's backward.
@@ -45,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch loads on first use: ``import diffsolve`` (and the CLI's --help) stay light
     import torch
 
-__all__ = ["CLI_METHODS", "METHODS", "Method", "Problem", "get_method", "restore"]
+__all__ = ["ANY_OPERATOR", "CLI_METHODS", "METHODS", "Method", "Problem", "get_method", "restore"]
 
 @dataclass(frozen=True)
 class Problem:
@@ -140,6 +143,8 @@ class Method:
     needs: str = "—"
     #: model evaluations per step (forward, and backward where the method differentiates through it)
     nfe: str = "1"
+    #: when it needs A's SVD: "always" (DDRM), "noisy" (σ > 0: DDNM+), "" (never)
+    svd: str = ""
 
     def signature_function(self) -> Callable[..., Any]:
         """The function whose signature holds this method's options (the solver, or the baseline)."""
@@ -178,6 +183,19 @@ class Method:
             if name not in options:
                 raise ValueError(f"method={self.name!r} needs {name}= ({hints.get(name, 'required')})")
 
+    def unsupported(self, operator: Any, size: tuple[int, int], sigma: float = 0.0) -> str | None:
+        """Why this method cannot run on ``operator`` for H×W = ``size`` images at noise ``sigma``, or None:
+        the SVD methods on an operator without one (a reflect-boundary motion blur). Host-side, before any
+        model call, so ``restore`` / ``eval`` / ``demo`` can refuse or skip the pair up front."""
+        if self.svd == "always" or (self.svd == "noisy" and sigma > 0):
+            from .operators.svd import operator_svd
+
+            try:
+                operator_svd(operator, tuple(size), self.name)
+            except ValueError as err:
+                return f"{self.name}{' with sigma > 0' if self.svd == 'noisy' else ''} needs the SVD of A: {err}"
+        return None
+
     def __call__(self, denoiser: Any, operator: Any, y: Any, **options: Any) -> Any:
         self.check_options(options)
         self.check_required(options)
@@ -201,10 +219,10 @@ METHODS: Mapping[str, Method] = {m.name: m for m in (
            solver="diffpir", needs="A's structured solve, else CG"),
     Method("ddrm", _solver("ddrm"), "DDRM (Kawar et al. 2022): DDIM-like sampling in the SVD space of A, y imposed "
            "per singular direction (eta=0.85, eta_b=1)", "inverse", required=("sigma",), cli_options=_cdps_options,
-           solver="ddrm", needs="A's SVD (identity, masks, SR, separable or circular blur)"),
+           solver="ddrm", needs="A's SVD (identity, masks, SR, separable or circular blur)", svd="always"),
     Method("ddnm", _solver("ddnm"), "DDNM / DDNM+ (Wang, Yu & Zhang 2023): range-null-space projection of x̂0 "
            "(σ > 0: scaled per singular value, needs an SVD), no UNet backward", "inverse",
-           cli_options=_cdps_options, solver="ddnm", needs="A⁺; with σ > 0 A's SVD"),
+           cli_options=_cdps_options, solver="ddnm", needs="A⁺; with σ > 0 A's SVD", svd="noisy"),
     Method("daps", _solver("daps"), "DAPS (Zhang et al. 2025): decoupled noise annealing, PF-ODE x0 estimate + "
            "Langevin on x0 per level", "inverse", required=("sigma",), cli_options=_cdps_options, solver="daps",
            needs="any operator (Langevin in one draw through A's SVD where it has one, else K steps on A, Aᵀ)",
@@ -230,6 +248,9 @@ METHODS: Mapping[str, Method] = {m.name: m for m in (
 
 #: The methods the command line offers, in display order.
 CLI_METHODS: tuple[str, ...] = tuple(name for name, m in METHODS.items() if m.cli)
+
+#: The model-based command-line methods that run with any operator (no SVD needed): named in refusals.
+ANY_OPERATOR: tuple[str, ...] = tuple(n for n in CLI_METHODS if METHODS[n].uses_model and not METHODS[n].svd)
 
 
 def get_method(name: object) -> Method:

@@ -144,7 +144,9 @@ def run_demo(out: str | Path, *, steps: int = 30, quick: bool = False, seed: int
     The model-free baselines of the registry run beside ``methods``. One progress bar runs over the whole
     demo (suites × tasks × methods × steps, with an ETA); ``log(line)``, when given, also gets one line per
     result. Returns the metrics: ``{suite: {task: {method: {"psnr": mean, "ssim": mean, "dc": mean,
-    "seconds": s}}}}`` (dc: ‖A x̂ − y‖/(σ√m), 1 = the residual matches the noise level; None at σ = 0).
+    "seconds": s}}}}`` (dc: ‖A x̂ − y‖/(σ√m), 1 = the residual matches the noise level; None at σ = 0), or
+    ``{"unsupported": why}`` for a method that cannot take the task's operator (DDRM / DDNM+ without an SVD:
+    no column in that task's grid).
     """
     import torch
     from tqdm.auto import tqdm
@@ -175,8 +177,18 @@ def run_demo(out: str | Path, *, steps: int = 30, quick: bool = False, seed: int
             res[task] = {}
             for method in cols:
                 bar.set_postfix_str(f"{suite['name']} {task} {method}")
-                t0 = time.perf_counter()
                 sampler = registry.get_method(method).uses_model
+                why = registry.get_method(method).unsupported(op, size_hw, sigma)
+                if why is not None:  # DDRM / DDNM+ on an operator without an SVD: a note, not a crash
+                    res[task][method] = {"unsupported": why}
+                    bar.update(steps if sampler else 1)
+                    line = f"{suite['name']:8s} {task:13s} {method:8s} not run: {why.split('; supported')[0]}"
+                    if log is not None:
+                        log(line)
+                    elif progress:
+                        bar.write(line)
+                    continue
+                t0 = time.perf_counter()
                 xr, info = registry.restore(method, model, op, y, steps=steps, sigma=sigma,
                                             generator=torch.Generator(y.device).manual_seed(seed), x_true=x,
                                             callback=(lambda *_: bar.update(1)) if sampler else None)

@@ -188,6 +188,13 @@ def check(args: argparse.Namespace):
                               progress=args.progress, threads=args.threads, notes=notes)
     names = ([p.name for p in paths] if paths is not None
              else evaluate.bundled_names(data)[: args.limit] if args.limit else evaluate.bundled_names(data))
+    skipped = evaluate.unsupported_pairs(cfg)
+    if len(skipped) == len(tasks) * len(methods):  # nothing left to run: say so now, not after loading
+        from ..methods import ANY_OPERATOR
+
+        why = next(iter(skipped.values())).split("; supported")[0]
+        raise UsageError("--methods", f"{','.join(methods)} cannot take --tasks {','.join(tasks)} ({why})",
+                         f"add a method that takes any operator ({', '.join(ANY_OPERATOR)}) or a task with an SVD")
     cfg.hashes = evaluate.data_hashes(data if kind == "bundled" else str(path), paths, names)
     try:
         evaluate.check_resume(cfg)

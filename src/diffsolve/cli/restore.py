@@ -186,6 +186,11 @@ def run(a: argparse.Namespace) -> dict:
             op = make_operator(a.task, (x_h, x_w), seed=a.seed, digits=p.digits, params=p.params)
         except ValueError as err:
             raise UsageError(f"--task {a.task}: {err}") from err
+    spec = methods.get_method(a.method)
+    why = spec.unsupported(op, (x_h, x_w), p.sigma)
+    if why is not None:  # before the model loads: DDRM / DDNM+ on an operator without an SVD
+        raise UsageError("--method", f"{a.method} cannot restore --task {a.task}: {why}",
+                         f"choose a method that takes any operator ({', '.join(methods.ANY_OPERATOR)})")
     model = None
     if p.model is not None:
         model = common.load_model(p.model, device, head_channels=a.head_channels)
@@ -196,7 +201,6 @@ def run(a: argparse.Namespace) -> dict:
         y = common.measure(op, img, a.sigma, a.sigma_unit, generator=torch.Generator(device).manual_seed(a.seed + 1))
     else:
         y = img
-    spec = methods.get_method(a.method)
     if not spec.uses_model:
         print(f"running {a.method} ({spec.summary.split(':')[0]}): one closed-form solve, no sampling steps",
               flush=True)
