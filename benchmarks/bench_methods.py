@@ -120,9 +120,14 @@ def merged(path: Path, rows: list[dict], args) -> list[dict]:
 
     old = json.loads(path.read_text())["rows"]
     rerun = {cell(r) for r in rows}
-    order = list(dict.fromkeys([EXACT] + [r["method"] for r in old] + [r["method"] for r in rows]))
     kept = [r for r in old if cell(r) not in rerun] + rows
-    return sorted(kept, key=lambda r: order.index(r["method"]))  # stable: sizes, tasks, steps keep their order
+
+    def first_seen(key: str) -> list:
+        return list(dict.fromkeys([EXACT] * (key == "method") + [r.get(key) for r in old + rows]))
+
+    orders = {key: first_seen(key) for key in ("prior", "size", "task", "method")}
+    # stable, method-major: the previous run's order of methods, priors, sizes and tasks; steps keep theirs
+    return sorted(kept, key=lambda r: tuple(orders[k].index(r.get(k)) for k in ("method", "prior", "size", "task")))
 
 
 def write_posterior(rows: list[dict], args) -> None:

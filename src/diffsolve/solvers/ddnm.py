@@ -15,7 +15,7 @@ a_t = √ᾱ_s − √(1−ᾱ_s−σ_t²) √(ᾱ_t/(1−ᾱ_t)) the weight of 
 **DDNM+** (σ > 0, eqs. 17-19), per singular value in the spectral space of A = U S Vᵀ
 (``diffsolve.operators.svd``; the operator declares ``svd(size)``), x̄ = Vᵀx (B, C, *spectral), ȳ = Uᵀy:
 
-    1. x̄0'_i = x̄0_i − λ_{t,i} (s_i x̄0_i − ȳ_i)/s_i  on the observed coefficients s_i > σ; the others are left
+    1. x̄0'_i = x̄0_i − λ_{t,i} (s_i x̄0_i − ȳ_i)/s_i  on the observed coefficients s_i > 2σ; the others are left
        as x̂0 has them (λ = 0, γ = σ_t²: treated as null directions, module note below)
        The correction carries the noise n̄_i/s_i (std σ/s_i) into x_s with weight a_t, so eq. 19 reads
        λ_{t,i} = 1 where σ_t ≥ a_t σ/s_i, else σ_t s_i/(a_t σ)   (the carried noise fits the step's budget σ_t);
@@ -28,15 +28,22 @@ a_t = √ᾱ_s − √(1−ᾱ_s−σ_t²) √(ᾱ_t/(1−ᾱ_t)) the weight of 
        Off the observed coefficients (λ = 0, γ = σ_t²) the update is the same everywhere, so only the range V_r
        of the SVD (``SVD.range()``, every s_i > 0) is transformed: V(√γ ⊙ Vᵀz) = σ_t z + V_r((√γ − σ_t) ⊙ V_rᵀz).
 
-Observed coefficients: s_i > σ, i.e. a unit-size image coefficient rises above the noise there (scale-free: s/σ
-is invariant under A → kA, σ → kσ; the reference code's fixed truncation at 3e-2 plays the same role). Where
-s_i ≤ σ the measurement is noise-dominated and eq. 19 would set λ < 1, γ = 0 at every step: the same noise n̄_i
-is then injected at every step as if it were fresh, adds up coherently instead of in quadrature, and x_t
-leaves the schedule's noise level (a Gaussian blur's thousands of tiny s_i ruin the sample); as null
-directions they follow the prior instead. This is the paper's SVD form, not its simplified per-pixel one: for a blur, A⁺ amplifies the noise by
-1/s_min and a single λ_t would have to be either useless or noise-amplifying. Operators without an SVD
-raise a ValueError for σ > 0 (their conditioning is unknown before the loop, so a pinv fallback cannot be
-shown to carry the noise unamplified); σ = 0 works with any operator that has a pseudo-inverse.
+Observed coefficients: s_i > :data:`OBSERVED`·σ = 2σ, where the pseudo-inverse's noise σ/s_i is at most half a
+unit-size image coefficient (scale-free: s/σ is invariant under A → kA, σ → kσ; the reference code's fixed
+truncation at 3e-2 plays the same role). Where s_i ≤ σ the measurement is noise-dominated and eq. 19 would set
+λ < 1, γ = 0 at every step: the same noise n̄_i is then injected at every step as if it were fresh, adds up
+coherently instead of in quadrature, and x_t leaves the schedule's noise level (a Gaussian blur's thousands of
+tiny s_i ruin the sample); as null directions they follow the prior instead. The threshold is also DDNM+'s
+regularisation as N grows: finer steps have a larger σ_t/a_t, so λ = 1 on more steps and the observed
+coefficients end nearer ȳ_i/s_i with its noise σ/s_i (truncated-SVD-like). With σ as the threshold a Gaussian blur
+lost 2.5 dB from N = 20 to the paper's N = 100 on held-out 64² photos; with 2σ it loses 0.9 dB and is 0.8–2.5 dB
+better at 64², while a wide blur at 256² (50 steps) is 0.7 dB worse, its coefficients between σ and 2σ still
+carrying structure; SR ×4 has none there (benchmarks/results/ddnm-observed.md, methods_photos_*.md).
+
+This is the paper's SVD form, not its simplified per-pixel one: for a blur, A⁺ amplifies the noise by 1/s_min
+and a single λ_t would have to be either useless or noise-amplifying. Operators without an SVD raise a
+ValueError for σ > 0 (their conditioning is unknown before the loop, so a pinv fallback cannot be shown to
+carry the noise unamplified); σ = 0 works with any operator that has a pseudo-inverse.
 A⁺ (σ = 0) runs through the operator's own pseudo-inverse (exact where the structure allows, CG otherwise)
 without the finiteness check of ``pseudo_inverse`` (no host sync in the loop).
 
@@ -84,7 +91,7 @@ def ddnm_coefficients(alpha_bar_t: float, alpha_bar_s: float, eta: float, sigma:
 FOLD = 0.01
 
 #: DDNM+ treats a spectral coefficient as observed where s_i > OBSERVED·σ (module docstring).
-OBSERVED = 1.0
+OBSERVED = 2.0
 
 
 def ddnm_plus_coefficients(alpha_bar_t: float, alpha_bar_s: float, eta: float, sigma: float, s: torch.Tensor
@@ -115,8 +122,9 @@ def _spectral_svd(operator: Any, size: tuple[int, int]) -> SVD:
             if isinstance(out, SVD):
                 return out
             why = f"{type(operator).__name__}.svd returned {type(out).__name__}, not an operators.svd.SVD"
+    listed = "" if "supported" in why else f". Supported with noise: {'; '.join(SUPPORTED)}"
     raise ValueError(f"ddnm with sigma > 0 (DDNM+) scales its correction per singular value and needs the SVD of A "
-                     f"(operator.svd(size)): {why}. Supported with noise: {'; '.join(SUPPORTED)}. Without an SVD "
+                     f"(operator.svd(size)): {why}{listed}. Without an SVD "
                      "the noise A⁺ carries cannot be bounded (an ill-conditioned A amplifies it by 1/s_min); use "
                      "sigma=0 (plain DDNM) for noiseless data, or pigdm / diffpir for noisy data with this operator")
 
