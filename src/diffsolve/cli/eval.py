@@ -36,7 +36,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "Reruns into the same --out skip finished records (config.json pins the settings and the "
                     "SHA-256 of every input file). Runs unchanged under torchrun --nproc-per-node=K -m diffsolve "
                     "eval ... (images sharded across ranks; the records do not depend on K). Lists (--tasks, "
-                    "--methods, --seeds) are comma- or space-separated.",
+                    "--methods, --seeds) are comma- or space-separated. A method that cannot take a task's "
+                    "operator (ddrm, and ddnm with sigma > 0, need an SVD: not motion_blur) is skipped for that "
+                    "task with a note and listed in summary.md.",
         epilog="Errors print one line naming the argument and the fix; exit status 2. LPIPS/FID are not "
                "computed (their weights would have to be downloaded).")
     e.add_argument("--data", required=True,
