@@ -44,7 +44,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import math
 import os
 import sys
 import time
@@ -630,7 +629,7 @@ def run_eval(cfg: EvalConfig, *, load_model: Callable[[torch.device], Any] | Non
             for line in cfg.notes:
                 log(f"note: {line}")
             for (task, method), why in skipped.items():
-                log(f"note: {method} × {task} not run: {why.split('; supported')[0]}")
+                log(f"note: {method} × {task} not run: {get_method(method).brief(why)}")
             out.mkdir(parents=True, exist_ok=True)
             write_config(cfg)
         dist.barrier(device)

@@ -31,7 +31,7 @@ API for the command line (``diffsolve.cli``: demo, restore, eval):
 
 - ``METHODS`` (name -> Method), ``CLI_METHODS`` (names the CLI offers, in display order),
   ``ANY_OPERATOR`` (the model-based ones that need no SVD), ``get_method(name) -> Method`` (ValueError
-  listing the names), ``Method.unsupported(operator, size, sigma) -> reason | None``;
+  listing the names), ``Method.unsupported(operator, size, sigma) -> reason | None`` (``Method.brief``: in one line);
 - ``restore(method, denoiser, operator, y, *, steps, sigma, generator=None, x_true=None,
   progress=False, callback=None) -> (x (B, C, H, W), info dict)``: one reconstruction with the CLI options,
   under no_grad unless the method needs the model's backward.
@@ -195,6 +195,12 @@ class Method:
             except ValueError as err:
                 return f"{self.name}{' with sigma > 0' if self.svd == 'noisy' else ''} needs the SVD of A: {err}"
         return None
+
+    @staticmethod
+    def brief(why: str) -> str:
+        """An :meth:`unsupported` reason without the operator's list of the operators that have an SVD (one line
+        for the command line's notes and refusals)."""
+        return why.split("; supported")[0]
 
     def __call__(self, denoiser: Any, operator: Any, y: Any, **options: Any) -> Any:
         self.check_options(options)

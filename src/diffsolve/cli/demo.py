@@ -178,12 +178,13 @@ def run_demo(out: str | Path, *, steps: int = 30, quick: bool = False, seed: int
             res[task] = {}
             for method in cols:
                 bar.set_postfix_str(f"{suite['name']} {task} {method}")
-                sampler = registry.get_method(method).uses_model
-                why = registry.get_method(method).unsupported(op, size_hw, sigma)
+                spec = registry.get_method(method)
+                sampler = spec.uses_model
+                why = spec.unsupported(op, size_hw, sigma)
                 if why is not None:  # DDRM / DDNM+ on an operator without an SVD: a note, not a crash
                     res[task][method] = {"unsupported": why}
                     bar.update(steps if sampler else 1)
-                    line = f"{suite['name']:8s} {task:13s} {method:8s} not run: {why.split('; supported')[0]}"
+                    line = f"{suite['name']:8s} {task:13s} {method:8s} not run: {spec.brief(why)}"
                     if log is not None:
                         log(line)
                     elif progress:

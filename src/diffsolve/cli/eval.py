@@ -192,9 +192,9 @@ def check(args: argparse.Namespace):
              else evaluate.bundled_names(data)[: args.limit] if args.limit else evaluate.bundled_names(data))
     skipped = evaluate.unsupported_pairs(cfg)
     if len(skipped) == len(tasks) * len(methods):  # nothing left to run: say so now, not after loading
-        from ..methods import ANY_OPERATOR
+        from ..methods import ANY_OPERATOR, Method
 
-        why = next(iter(skipped.values())).split("; supported")[0]
+        why = Method.brief(next(iter(skipped.values())))
         raise UsageError("--methods", f"{','.join(methods)} cannot take --tasks {','.join(tasks)} ({why})",
                          f"add a method that takes any operator ({', '.join(ANY_OPERATOR)}) or a task with an SVD")
     cfg.hashes = evaluate.data_hashes(data if kind == "bundled" else str(path), paths, names)

@@ -189,7 +189,7 @@ def run(a: argparse.Namespace) -> dict:
     spec = methods.get_method(a.method)
     why = spec.unsupported(op, (x_h, x_w), p.sigma)
     if why is not None:  # before the model loads: DDRM / DDNM+ on an operator without an SVD
-        raise UsageError("--method", f"{a.method} cannot restore --task {a.task}: {why.split('; supported')[0]}",
+        raise UsageError("--method", f"{a.method} cannot restore --task {a.task}: {spec.brief(why)}",
                          f"choose a method that takes any operator ({', '.join(methods.ANY_OPERATOR)})")
     model = None
     if p.model is not None:

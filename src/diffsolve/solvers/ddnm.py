@@ -63,7 +63,7 @@ from typing import Any
 
 import torch
 
-from ..operators.svd import SUPPORTED, SVD
+from ..operators.svd import SVD, operator_svd
 from ._inverse import Diagnostics, check_problem, data_part, route
 from ._loop import Sampling, _draw, check_number, prepare, takes_sampling
 from .diffpir import check_operator_solves, pinv_unchecked, reproject_step
@@ -110,23 +110,14 @@ def ddnm_plus_coefficients(alpha_bar_t: float, alpha_bar_s: float, eta: float, s
 
 
 def _spectral_svd(operator: Any, size: tuple[int, int]) -> SVD:
-    """The operator's SVD for DDNM+ (σ > 0), or a ValueError naming the operators that have one."""
-    hook = getattr(operator, "svd", None)
-    why = f"{type(operator).__name__} does not declare one"
-    if callable(hook):
-        try:
-            out = hook(tuple(size))
-        except ValueError as err:
-            why = str(err)
-        else:
-            if isinstance(out, SVD):
-                return out
-            why = f"{type(operator).__name__}.svd returned {type(out).__name__}, not an operators.svd.SVD"
-    listed = "" if "supported" in why else f". Supported with noise: {'; '.join(SUPPORTED)}"
-    raise ValueError(f"ddnm with sigma > 0 (DDNM+) scales its correction per singular value and needs the SVD of A "
-                     f"(operator.svd(size)): {why}{listed}. Without an SVD "
-                     "the noise A⁺ carries cannot be bounded (an ill-conditioned A amplifies it by 1/s_min); use "
-                     "sigma=0 (plain DDNM) for noiseless data, or pigdm / diffpir for noisy data with this operator")
+    """The operator's SVD for DDNM+ (σ > 0) (:func:`operator_svd`), or its ValueError with DDNM's advice."""
+    try:
+        return operator_svd(operator, tuple(size), "ddnm with sigma > 0 (DDNM+)")
+    except ValueError as err:
+        raise ValueError(f"ddnm with sigma > 0 (DDNM+) scales its correction per singular value: {err}. Without an "
+                         "SVD the noise A⁺ carries cannot be bounded (an ill-conditioned A amplifies it by 1/s_min); "
+                         "use sigma=0 (plain DDNM) for noiseless data, or pigdm / diffpir for noisy data with this "
+                         "operator") from None
 
 
 def travel_plan(steps: int, length: int, repeat: int) -> list[tuple[str, int]]:
