@@ -59,7 +59,8 @@ def render(res: dict, title: str, intro: str, factor_format: str = "{:.2f}", des
     factors = sorted({r["factor"] for r in rows if r["factor"] is not None}, reverse=descending)
     tasks = res.get("tasks") or list(dict.fromkeys(r["task"] for r in rows))
     lines = [f"# {title}", "", intro.format(machine=res["machine"], images=", ".join(res["images"])), "",
-             "| size | steps | task | Tikhonov | " + " | ".join("f = " + factor_format.format(f) for f in factors) + " |",
+             "| size | steps | task | Tikhonov | " + " | ".join("f = " + factor_format.format(f) for f in factors)
+             + " |",
              "|---|---|---|---|" + "---|" * len(factors)]
     cells = {_key(r): f"{r['psnr']:.2f} / {r['dc']:.2f}" for r in rows}
     for size, n in sorted({(r["size"], r["steps"]) for r in rows if r["factor"] is not None}):
@@ -89,6 +90,6 @@ def main(stem: str, description: str, run_method: RunMethod, *, sizes: list[int]
     new_keys = {_key(r) for r in rows}
     rows = [r for r in old["rows"] if _key(r) not in new_keys] + rows
     order = list(dict.fromkeys(list(old.get("tasks") or []) + list(tasks) + args.tasks))
-    res = {"machine": machine(), "images": args.images, "tasks": [t for t in order if any(r["task"] == t for r in rows)],
-           "rows": rows}
+    present = {r["task"] for r in rows}
+    res = {"machine": machine(), "images": args.images, "tasks": [t for t in order if t in present], "rows": rows}
     print(write_results(stem, res, render(res, **table)))

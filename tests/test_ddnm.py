@@ -80,7 +80,7 @@ def test_ddnm_plus_step_matches_dense(name):
     k, v = s_m.numel(), vh.T
     s = torch.zeros(a.shape[1], dtype=D)
     s[:k] = s_m
-    seen = s > OBSERVED * sigma  # the observed coefficients; the rest (the blur's small s_i) follow the prior as null ones
+    seen = s > OBSERVED * sigma  # the observed coefficients; the rest (the blur's small s_i) follow the prior
     if name == "blur":  # the 4×4 blur has s_i between σ and 2σ: treated as null, not pulled towards ȳ_i/s_i
         assert ((s > sigma) & ~seen).any()
     sched = select_schedule(pr, 3, "trailing")

@@ -17,7 +17,8 @@ on every null direction works on the image and V_r alone, which for ×f super-re
 coefficients (the Kronecker factors' first h, w columns; the block means). Structures:
 
 =======================  ====================================================================================
-:class:`DiagonalSVD`     A = diag(d) (``Inpainting``; ``Identity``: d = 1): V = I, s = |d|, U = sign(d); z has the image shape
+:class:`DiagonalSVD`     A = diag(d) (``Inpainting``; ``Identity``: d = 1): V = I, s = |d|, U = sign(d); z has
+                         the image shape
 :class:`BlockMeanSVD`    mean over f×f blocks (``SuperResolution(kernel="average")``): per block the row
                          (1/f²)·1ᵀ has one singular value 1/f (its direction the constant 1/f, unit norm)
                          and f² − 1 null directions; V = I ⊗ Q with Q (f², f²) the Helmert matrix (first

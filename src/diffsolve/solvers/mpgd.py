@@ -45,7 +45,8 @@ from typing import Any
 import torch
 
 from ..kernels import mpgd_step
-from ._inverse import DISCREPANCY_SHARE, Diagnostics, check_problem, data_part, measured_entries, measurement_grad, route
+from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, data_part, measured_entries, measurement_grad,
+                       route)
 from ._loop import Sampling, check_number, check_steps, prepare, takes_sampling
 
 __all__ = ["SPACES", "Projection", "capped_grad", "default_rho", "mpgd", "noise_rho", "operator_gain"]

@@ -15,7 +15,8 @@ stop-gradient: the denoiser is never differentiated. λ_t = λ/SNR_t^{1/2} is th
 weighting (σ_t/α_t in its notation, α_t = √ᾱ_t, σ_t = √(1−ᾱ_t)). The data term carries no 1/σ²: the paper's
 ‖y − f(μ)‖²/(2σ_v²) is folded into λ (observation weight 1 in the reference code), so ``sigma``, if given, only
 scales the reported data consistency (``return_info``); it does not change μ. Defaults from the paper and its
-reference code: λ = 0.25, lr = 0.1, Adam betas (0.9, 0.99), 1000 steps in the paper. Start: the paper initialises μ at A⁺y; here μ0 = c Aᵀy with c = ⟨y, A Aᵀy⟩/‖A Aᵀy‖² per sample
+reference code: λ = 0.25, lr = 0.1, Adam betas (0.9, 0.99), 1000 steps in the paper. Start: the paper
+initialises μ at A⁺y; here μ0 = c Aᵀy with c = ⟨y, A Aᵀy⟩/‖A Aᵀy‖² per sample
 (:func:`initial_mean`, the least-squares scaling of Aᵀy), which is A⁺y wherever A Aᵀ = I (inpainting) and stays
 bounded where A⁺ amplifies the noise (blur: A⁺y of a noisy y is dominated by amplified noise that Adam's
 lr-bounded steps cannot undo in a few steps).
