@@ -156,11 +156,13 @@ def _inf_like(t: torch.Tensor) -> torch.Tensor:
     return out
 
 
+COMPARED = ("pigdm", "ddrm", "ddnm", "diffpir", "daps", "reddiff", "mmps")
 BAD_NUMBERS = [("nan", NAN), ("inf", INF), ("-inf", -INF), ("True", True), ("'1'", "1"), ("None", None)]
 
 
 def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
     from diffsolve.solve import solve  # the function (diffsolve.solve can be shadowed by the submodule)
+    from diffsolve import solvers
     from diffsolve.solvers import CG, Projection, cdps, ddim, dps, ge, mpgd, mpgd_ldm
 
     y, op = ys["blur"], ops["blur"]
@@ -178,7 +180,11 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
         "mpgd_ldm": lambda **k: mpgd_ldm(den, ae, k.pop("operator", op), k.pop("y", y), **{"steps": 2, **k}),
         "cdps": lambda **k: cdps(den, k.pop("operator", op), k.pop("y", y), **{"steps": 2, "sigma": 0.05, **k}),
     }
-    inverse = ("dps", "mpgd", "mpgd-ae", "mpgd-z", "mpgd_ldm", "cdps")
+    for name in COMPARED:  # the comparison methods: same shared options, sigma given
+        fn = getattr(solvers, name)
+        runs[name] = lambda fn=fn, **k: fn(den, k.pop("operator", op), k.pop("y", y),
+                                           **{"steps": 2, "sigma": 0.05, **k})
+    inverse = ("dps", "mpgd", "mpgd-ae", "mpgd-z", "mpgd_ldm", "cdps", *COMPARED)
     cases: list[Case] = []
 
     def add(entry, arg, value, expect, **kw):
@@ -199,6 +205,10 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
         add(entry, "noise_source" if entry != "cdps" else "coupling", "'bogus'", "reject",
             **({"noise_source": "bogus"} if entry != "cdps" else {"coupling": "bogus"}))
         add(entry, "callback", "5", "reject", callback=5)
+        for label, v in [("'gpu'", "gpu"), ("5", 5), ("None", None)]:
+            add(entry, "backend", label, "reject", backend=v)
+        add(entry, "return_info", "'yes'", "reject", return_info="yes")
+        add(entry, "progress", "'yes'", "reject", progress="yes")
         add(entry, "spacing", "'bogus'", "reject", spacing="bogus")
         add(entry, "timesteps", "[5000, 3]", "reject", timesteps=[5000, 3], steps=2)
         add(entry, "timesteps", "[-1, 0]", "reject", timesteps=[-1, 0], steps=2)
@@ -213,6 +223,8 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
         add(entry, x_name, "wrong shape", "reject", **{x_name: xt[..., :-1]})
         add(entry, x_name, "list", "reject", **{x_name: xt.tolist()})
         for label, v in [("-1", -1.0), ("5", 5.0)] + BAD_NUMBERS[:5]:
+            if entry in ("diffpir", "daps", "reddiff"):  # no η
+                break
             add(entry, "eta" if entry not in ("ge",) else "mu", label, "reject",
                 **({"eta": v} if entry != "ge" else {"mu": v}))
         if entry not in inverse:
@@ -244,6 +256,45 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
         add("cdps", "sigma", label, "reject", sigma=v)
         add("dps", "sigma", label, "reject", sigma=v)
         add("cdps", "tol", label, "reject", solver=_Lazy(lambda v=v: CG(tol=v)), operator=ops["motion"], y=ys["motion"])
+    for name in COMPARED:
+        add(name, "sigma", "-1", "reject", sigma=-1.0)
+        for label, v in BAD_NUMBERS:
+            if not (name in ("ddnm", "reddiff") and v is None):  # sigma=None: noiseless DDNM; RED-diff reports no σ
+                add(name, "sigma", label, "reject", sigma=v)
+        add(name, "y", "float32 for a float64 x_T", "reject", y=y.float(), x_T=torch.randn(2, 1, 8, 8, dtype=F64))
+        for task in ("inpaint", "sr"):
+            add(name, "sigma", f"0 ({task})", "accept", sigma=0.0, operator=ops[task], y=ys[task])
+        add(name, "sigma", "1e-30 (sr)", "either", sigma=1e-30, operator=ops["sr"], y=ys["sr"])
+    for label, v in [("-1", -1.0)] + BAD_NUMBERS[:5]:
+        add("ddrm", "eta_b", label, "reject", eta_b=v)
+        add("diffpir", "lam", label, "reject", lam=v)
+        add("diffpir", "zeta", label, "reject", zeta=v)
+        add("daps", "lr", label, "reject", lr=v)
+        add("daps", "lr_min_ratio", label, "reject", lr_min_ratio=v)
+        add("reddiff", "lam", label, "reject", lam=v)
+        add("reddiff", "lr", label, "reject", lr=v)
+    for label, v in [("2", 2.0), ("1.5", 1.5)]:
+        add("ddrm", "eta_b", label, "reject", eta_b=v)
+        add("diffpir", "zeta", label, "reject", zeta=v)
+        add("daps", "lr_min_ratio", label, "reject", lr_min_ratio=v)
+    for label, v in [("0", 0), ("-1", -1), ("2.5", 2.5), ("True", True), ("'3'", "3"), ("None", None)]:
+        add("daps", "ode_steps", label, "reject", ode_steps=v)
+        if v != 0:  # 0: no Langevin (the paper's ablation), accepted below
+            add("daps", "langevin_steps", label, "reject", langevin_steps=v)
+        add("mmps", "iters", label, "reject", iters=v)
+        add("ddnm", "travel_repeat", label, "reject", travel_length=1, travel_repeat=v)
+    for label, v in [("-1", -1), ("2.5", 2.5), ("True", True), ("None", None), ("3 for steps=2", 3)]:
+        add("ddnm", "travel_length", label, "reject", travel_length=v)
+    add("daps", "langevin_steps", "0", "accept", langevin_steps=0)
+    add("daps", "langevin", "'bogus'", "reject", langevin="bogus")
+    add("daps", "langevin", "'exact' on motion blur", "reject", langevin="exact", operator=ops["motion"],
+        y=ys["motion"])
+    add("mmps", "solver", "'bogus'", "reject", solver="bogus")
+    add("reddiff", "lam_rule", "'bogus'", "reject", lam_rule="bogus")
+    add("ddrm", "operator", "motion blur (no SVD)", "reject", operator=ops["motion"], y=ys["motion"])
+    add("ddnm", "operator", "motion blur (no SVD) with sigma > 0", "reject", operator=ops["motion"], y=ys["motion"])
+    add("ddrm", "noise_source", "'kernel'", "reject", noise_source="kernel")
+    add("daps", "noise_source", "'kernel'", "reject", noise_source="kernel")
     add("cdps", "sigma", "0", "reject", sigma=0.0)
     add("dps", "sigma", "0", "reject", sigma=0.0)
     for s in (1e-30, 1e-8, 1e-6):

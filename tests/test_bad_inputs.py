@@ -1,7 +1,7 @@
 """Bad and edge inputs over every public entry (issue 15): a clear ValueError/TypeError naming the
 argument, or a right result — never a silent wrong one, never a raw error.
 
-The catalogue (tests/_bad_input_cases.py, ~840 calls; benchmarks/bad_inputs_sweep.py counts it) runs
+The catalogue (tests/_bad_input_cases.py, ~1500 calls; benchmarks/bad_inputs_sweep.py counts it) runs
 per family; the hypothesis tests draw numbers, seeds and timesteps at random, including NaN/Inf.
 """
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
 from diffsolve.models import GaussianPrior
 from diffsolve.operators import GaussianBlur, Inpainting, MotionBlur, SuperResolution
-from diffsolve.solvers import daps as daps_module
 from diffsolve.solvers.daps import daps, edm_sigmas, langevin_rates
+
+daps_module = importlib.import_module("diffsolve.solvers.daps")  # the package attribute is the function
 
 D = torch.float64
 

@@ -191,9 +191,9 @@ class Method:
             from .operators.svd import operator_svd
 
             try:
-                operator_svd(operator, tuple(size), self.name)
+                operator_svd(operator, tuple(size), f"{self.name}{' with sigma > 0' if self.svd == 'noisy' else ''}")
             except ValueError as err:
-                return f"{self.name}{' with sigma > 0' if self.svd == 'noisy' else ''} needs the SVD of A: {err}"
+                return str(err)
         return None
 
     @staticmethod

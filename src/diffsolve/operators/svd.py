@@ -262,7 +262,10 @@ def operator_svd(operator: object, size: tuple[int, int], method: str = "this me
         raise ValueError(f"{method} needs the SVD of A (A = U S Vᵀ), which {type(operator).__name__} does not declare; "
                          f"supported operators: {'; '.join(SUPPORTED)}. Use another method (e.g. cdps, mpgd) for "
                          "this operator")
-    out = hook(tuple(size))
+    try:
+        out = hook(tuple(size))
+    except ValueError as err:  # the operator says why it has none: name the argument, keep its reason
+        raise ValueError(f"{method} needs the SVD of A (A = U S Vᵀ): operator={err}") from None
     if not isinstance(out, SVD):
         raise TypeError(f"{type(operator).__name__}.svd(size) must return a diffsolve.operators.svd.SVD, got "
                         f"{type(out).__name__}")

@@ -9,8 +9,16 @@ from .dps import dps
 from .mpgd import Projection, mpgd
 from .mpgd_ldm import mpgd_ldm
 from .cdps import CG, CGNotConvergedWarning, cdps
+from .pigdm import pigdm
+from .ddrm import ddrm
+from .ddnm import ddnm
+from .diffpir import diffpir
+from .daps import daps
+from .reddiff import reddiff
+from .mmps import mmps
 
-__all__ = ["SAMPLING_FIELDS", "CG", "CGNotConvergedWarning", "Projection", "Sampling", "GEScheduler", "cdps", "ddim", "dps", "ge", "mpgd", "mpgd_ldm"]
+__all__ = ["SAMPLING_FIELDS", "CG", "CGNotConvergedWarning", "Projection", "Sampling", "GEScheduler", "cdps", "daps", "ddim", "ddnm",
+           "ddrm", "diffpir", "dps", "ge", "mmps", "mpgd", "mpgd_ldm", "pigdm", "reddiff"]
 
 
 def __getattr__(name: str):

@@ -72,6 +72,13 @@ def check_steps(steps: object) -> int:
     return steps
 
 
+def check_flag(name: str, value: object) -> bool:
+    """``value`` if it is True or False; a TypeError otherwise (a truthy string or number is not a flag)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def check_finite_tensor(name: str, t: torch.Tensor) -> None:
     """One host sync, before a loop: raise if ``t`` holds NaN or Inf, naming where."""
     bad = ~torch.isfinite(t.detach())
@@ -178,12 +185,16 @@ class LoopSetup:
 
     def steps(self):
         """Step indices 0..N−1, with a tqdm bar when ``progress``."""
-        indices = range(len(self.schedule))
+        return self.track(range(len(self.schedule)))
+
+    def track(self, plan: Sequence[Any]) -> Any:
+        """``plan`` (the steps a method runs, e.g. DDNM's with its time-travel re-runs), with a tqdm bar when
+        ``progress``."""
         if not self.progress:
-            return indices
+            return plan
         from tqdm.auto import tqdm
 
-        return tqdm(indices, desc=self.name, total=len(self.schedule))
+        return tqdm(plan, desc=self.name, total=len(plan))
 
     def model_t(self, i: int) -> torch.Tensor:
         """(B,) int64 timesteps for the model call of step i."""
@@ -322,6 +333,7 @@ def prepare(denoiser: Any, shape: Sequence[int], sampling: Sampling, *, like: to
     None. ``dtype``/``device`` None: x_T's (or float32 on the CPU)."""
     if not isinstance(sampling, Sampling):
         raise TypeError(f"sampling must be a diffsolve.solvers.Sampling, got {type(sampling).__name__}")
+    check_flag("return_info", sampling.return_info)
     dtype, device = sampling.dtype, sampling.device
     if like is not None:
         if dtype is not None and dtype != like.dtype:
@@ -344,6 +356,8 @@ def _prepare(denoiser: Any, shape: Sequence[int], *, steps: int, spacing: str, t
              return_trajectory: bool, x_T: torch.Tensor | None, dtype: torch.dtype | None,
              device: str | torch.device | None, noise_source: str, name: str, x_name: str) -> LoopSetup:
     check_steps(steps)
+    check_flag("progress", progress)
+    check_flag("return_trajectory", return_trajectory)
     denoiser = as_denoiser(denoiser)
     shape = check_sample_shape(denoiser, shape)
     generator = check_generator(generator, shape[0])
@@ -381,5 +395,5 @@ def _prepare(denoiser: Any, shape: Sequence[int], *, steps: int, spacing: str, t
     return LoopSetup(
         denoiser=denoiser, schedule=schedule, x=x, alpha_t=schedule.alpha_t.tolist(),
         alpha_s=schedule.alpha_s.tolist(), timesteps=schedule.timesteps.to(x.device), generator=generator,
-        noise_source=noise_source, seed=seed, callback=callback, return_trajectory=bool(return_trajectory),
-        progress=bool(progress), name=name)
+        noise_source=noise_source, seed=seed, callback=callback, return_trajectory=return_trajectory,
+        progress=progress, name=name)

@@ -196,7 +196,7 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     info = Diagnostics(sampling.return_info)
     lambdas, timesteps = [], []
     x = loop.x
-    for kind, i in travel_plan(n, travel_length, travel_repeat):
+    for kind, i in loop.track(travel_plan(n, travel_length, travel_repeat)):
         if kind == "back":  # time-travel: x_hi = √(ᾱ_hi/ᾱ_lo) x_lo + √(1 − ᾱ_hi/ᾱ_lo) z
             ratio = loop.alpha_t[i - travel_length + 1] / loop.alpha_s[i]
             z = _draw(tuple(x.shape), loop.generator, x.dtype, x.device)
