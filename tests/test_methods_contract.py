@@ -219,3 +219,19 @@ def test_missing_pixels_carry_no_data(name):
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             assert torch.allclose(value, info_b[key], rtol=1e-12, atol=1e-12), key
     assert torch.equal(data_consistency(op, a, y, SIGMA), data_consistency(op, a, junk, SIGMA))
+
+
+def test_every_solver_is_a_function_of_diffsolve_solvers():
+    """``diffsolve.solvers.<name>`` is the solver function for every registered method (a submodule of the same
+    name would otherwise shadow it: ``from diffsolve.solvers import pigdm`` gave the module)."""
+    import inspect
+
+    import diffsolve.solvers as solvers
+
+    names = sorted({m.solver for m in METHODS.values() if m.solver})
+    assert len(names) >= 12
+    for name in names:
+        fn = getattr(solvers, name)
+        assert inspect.isfunction(fn) and fn.__name__ == name, f"diffsolve.solvers.{name} is {fn!r}"
+        assert name in solvers.__all__
+        assert "sampling" in inspect.signature(inspect.unwrap(fn)).parameters
