@@ -247,14 +247,12 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
             **{x_name: xt})
         add(entry, "operator", "5", "reject", operator=5)
     # method-specific numbers
+    numbers = [("ge", "gamma"), ("dps", "zeta"), ("mpgd", "rho"), ("mpgd_ldm", "rho"), ("mpgd-ae", "scale"),
+               ("cdps", "sigma"), ("dps", "sigma"), ("ddrm", "eta_b"), ("diffpir", "lam"), ("diffpir", "zeta"),
+               ("daps", "lr"), ("daps", "lr_min_ratio"), ("reddiff", "lam"), ("reddiff", "lr")]
     for label, v in [("-1", -1.0)] + BAD_NUMBERS[:5]:
-        add("ge", "gamma", label, "reject", gamma=v)
-        add("dps", "zeta", label, "reject", zeta=v)
-        add("mpgd", "rho", label, "reject", rho=v)
-        add("mpgd_ldm", "rho", label, "reject", rho=v)
-        add("mpgd-ae", "scale", label, "reject", scale=v)
-        add("cdps", "sigma", label, "reject", sigma=v)
-        add("dps", "sigma", label, "reject", sigma=v)
+        for entry, option in numbers:
+            add(entry, option, label, "reject", **{option: v})
         add("cdps", "tol", label, "reject", solver=_Lazy(lambda v=v: CG(tol=v)), operator=ops["motion"], y=ys["motion"])
     for name in COMPARED:
         add(name, "sigma", "-1", "reject", sigma=-1.0)
@@ -265,14 +263,6 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
         for task in ("inpaint", "sr"):
             add(name, "sigma", f"0 ({task})", "accept", sigma=0.0, operator=ops[task], y=ys[task])
         add(name, "sigma", "1e-30 (sr)", "either", sigma=1e-30, operator=ops["sr"], y=ys["sr"])
-    for label, v in [("-1", -1.0)] + BAD_NUMBERS[:5]:
-        add("ddrm", "eta_b", label, "reject", eta_b=v)
-        add("diffpir", "lam", label, "reject", lam=v)
-        add("diffpir", "zeta", label, "reject", zeta=v)
-        add("daps", "lr", label, "reject", lr=v)
-        add("daps", "lr_min_ratio", label, "reject", lr_min_ratio=v)
-        add("reddiff", "lam", label, "reject", lam=v)
-        add("reddiff", "lr", label, "reject", lr=v)
     for label, v in [("2", 2.0), ("1.5", 1.5)]:
         add("ddrm", "eta_b", label, "reject", eta_b=v)
         add("diffpir", "zeta", label, "reject", zeta=v)
