@@ -37,7 +37,7 @@ def test_registry_fields_and_defaults_come_from_the_solvers():
     assert {m for m, s in METHODS.items() if not s.uses_model} == {"tikhonov", "pinv"}
     assert METHODS["cdps"].required == ("sigma",) and METHODS["mpgd_ldm"].required == ("autoencoder",)
     sig = inspect.signature(mpgd).parameters
-    assert METHODS["mpgd"].defaults()["eta"] == sig["eta"].default == 1.0
+    assert METHODS["mpgd"].defaults()["eta"] is sig["eta"].default is None  # 1 given sigma, else 0.5
     assert METHODS["dps"].defaults()["zeta"] == inspect.signature(dps).parameters["zeta"].default
     assert "steps" not in METHODS["cdps"].defaults() and "generator" not in METHODS["cdps"].defaults()
     assert METHODS["tikhonov"].defaults() == {"lam": 1e-2}

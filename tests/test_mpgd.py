@@ -264,3 +264,14 @@ def test_mpgd_with_sigma_fits_the_data_to_the_noise_level():
     assert bool((info["data_consistency"] > low).all()) and bool((info["data_consistency"] < 1.5).all())
     with pytest.raises(ValueError, match="sigma"):
         mpgd(prior, None, None, steps=2, sigma=0.05, loss=lambda v: v.flatten(1).sum(1), shape=(1, 1, 8, 8))
+
+
+def test_default_eta_is_one_given_sigma_and_the_reference_half_without():
+    """η = None: 1 with σ (the capped step, mpgd-eta.md), 0.5 without (the reference code's, with its ρ)."""
+    prior = smooth_prior(1, 8, 8)
+    op = Inpainting.random((8, 8), 0.5, seed=3)
+    y = op.A(prior.sample(2, gen(4)))
+    for sigma, eta in ((0.05, 1.0), (None, 0.5)):
+        got = mpgd(prior, op, y, steps=4, sigma=sigma, generator=gen(0))
+        assert torch.equal(got, mpgd(prior, op, y, steps=4, sigma=sigma, eta=eta, generator=gen(0)))
+        assert not torch.equal(got, mpgd(prior, op, y, steps=4, sigma=sigma, eta=1.5 - eta, generator=gen(0)))

@@ -3,7 +3,7 @@
 Per step t → s, with ε̂ = ε_θ(x_t, t) (no UNet backward, ever) and x̂0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t:
 
     x̂0* = x̂0 − (ρ/√ᾱ_s) ∇_{x̂0} L(x̂0),      L(x) = ‖y − A x‖ (non-squared, per sample)
-    x_s  = √ᾱ_s x̂0* + √(1−ᾱ_s−σ_η²) ε̂ + σ_η z   (DDIM η; default 1, the reference code runs 0.5)
+    x_s  = √ᾱ_s x̂0* + √(1−ᾱ_s−σ_η²) ε̂ + σ_η z   (DDIM η: 1 given σ, else the reference code's 0.5)
 
 For linear A the gradient is analytic, Aᵀ(A x̂0 − y)/‖A x̂0 − y‖: no autograd at all. ``loss``
 replaces L by any differentiable ``loss(x0) -> (B,)`` (guidance by a black-box loss; autograd).
@@ -31,10 +31,11 @@ step fits y below √κ_d of its noise level (one extra A per step). x̂0 estima
 well-determined directions below the noise; a floor at σ√m itself (κ_d = 1) cost up to 0.9 dB on blurs and
 0.1–0.3 dB on SR ×4 and random inpainting, and gained at most 0.03 dB in any cell (benchmarks/results/mpgd-floor.md).
 
-DDIM η = 1 by default, not the reference code's 0.5. Where the cap binds (on SR ×4 at every step: ρ/4 and 4ρ
-give the same result) η = 0.5 lost PSNR as N grew, and η = 1 does not; it also gains on random and box
+Given σ, DDIM η = 1 by default, not the reference code's 0.5. Where the cap binds (on SR ×4 at every step: ρ/4
+and 4ρ give the same result) η = 0.5 lost PSNR as N grew, and η = 1 does not; it also gains on random and box
 inpainting and costs a little on motion blur (benchmarks/results/mpgd-eta.md); on the exact priors its mean
-gap rises a little on the inpaintings and blurs and falls on SR ×4 (methods_posterior.md).
+gap rises a little on the inpaintings and blurs and falls on SR ×4 (methods_posterior.md). Without σ (no cap,
+the reference code's ρ) η stays 0.5: there η = 1 cost 1–3 dB on the blurs and SR ×4 (mpgd-eta.md).
 
 Without σ (a black-box ``loss``, or σ unknown): the reference code's settings for 3×256×256 images (17.5,
 7.5, 4 at 20, 50, 100 steps, ≈ 375/N) rescaled by √(d/196608), d the per-sample size, and no cap.
@@ -59,6 +60,8 @@ __all__ = ["SPACES", "Projection", "capped_grad", "default_rho", "mpgd", "noise_
 
 SPACES = ("ae", "z")
 _PROJ_SCALE = {"ae": 0.0075, "z": 0.01}
+#: DDIM η given σ (the discrepancy-capped step), and without it (the reference code's, with its ρ schedule)
+SIGMA_ETA, REFERENCE_ETA = 1.0, 0.5
 Loss = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -175,7 +178,7 @@ def _validate(projection: Any, loss: Any, operator: Any, y: Any) -> None:
 
 @takes_sampling
 def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Sampling, *, rho: float | None = None,
-         eta: float = 1.0, sigma: float | None = None, projection: Projection | None = None,
+         eta: float | None = None, sigma: float | None = None, projection: Projection | None = None,
          loss: Loss | None = None, shape: Sequence[int] | None = None) -> Any:
     """Reconstruct x from y = A x + n (or guide by ``loss``) with N = ``sampling.steps`` MPGD steps.
 
@@ -185,7 +188,8 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
             May be None when ``loss`` is given (then ``shape`` (B, C, H, W) is required, and
             ``sampling.dtype``/``device`` set the samples').
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords).
-        rho: ρ > 0 (default: from σ, or :func:`default_rho` without it); eta: DDIM η ∈ [0, 1] (module docstring).
+        rho: ρ > 0 (default: from σ, or :func:`default_rho` without it).
+        eta: DDIM η ∈ [0, 1]; None: 1 given σ, else 0.5 (module docstring).
         sigma: the measurement noise std σ ≥ 0 in y's units, or None (module docstring: the default ρ and
             the discrepancy cap need it; None keeps the σ-free default and no cap).
         projection: None (MPGD without projection) or :class:`Projection` (MPGD-AE / MPGD-Z).
@@ -196,7 +200,7 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
     """
     check_steps(sampling.steps)  # before any step size is derived from it
     _validate(projection, loss, operator, y)
-    eta = check_number("eta", eta, 0.0, 1.0)
+    eta = (SIGMA_ETA if sigma is not None else REFERENCE_ETA) if eta is None else check_number("eta", eta, 0.0, 1.0)
     x_T = sampling.x_T
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     if y is not None:
