@@ -17,8 +17,8 @@ from .daps import daps
 from .reddiff import reddiff
 from .mmps import mmps
 
-__all__ = ["SAMPLING_FIELDS", "CG", "CGNotConvergedWarning", "Projection", "Sampling", "GEScheduler", "cdps", "daps", "ddim", "ddnm",
-           "ddrm", "diffpir", "dps", "ge", "mmps", "mpgd", "mpgd_ldm", "pigdm", "reddiff"]
+__all__ = ["SAMPLING_FIELDS", "CG", "CGNotConvergedWarning", "Projection", "Sampling", "GEScheduler", "cdps", "daps",
+           "ddim", "ddnm", "ddrm", "diffpir", "dps", "ge", "mmps", "mpgd", "mpgd_ldm", "pigdm", "reddiff"]
 
 
 def __getattr__(name: str):
