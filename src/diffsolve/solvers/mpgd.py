@@ -19,9 +19,10 @@ trajectory), plain steps elsewhere:
 ``scale`` defaults to the reference code's factors (0.0075 for AE, 0.01 for Z). Every norm and
 step is per sample. The update runs in the fused ``mpgd_step`` kernel.
 
-Default ρ, given the measurement noise σ (``sigma``; the command line passes it): ρ = (120/N)·σ√m/L with
-m the measured entries per sample and L ≥ ‖AᵀA‖ — scale-free in the image size (√m), the operator's
-scale (L) and the step count (1/N) — and each step on x̂0 capped by the discrepancy principle:
+Default ρ, given the measurement noise σ (``sigma``; the command line passes it): ρ = 4·(30/N)^(3/4)·σ√m/L
+with m the measured entries per sample and L ≥ ‖AᵀA‖ — scale-free in the image size (√m), the operator's
+scale (L) and the step count (N^(−3/4), as DPS's step: with 1/N the motion blur's fit fell behind as N grew,
+benchmarks/results/mpgd-eta.md) — and each step on x̂0 capped by the discrepancy principle:
 
     x̂0* = x̂0 − κ u,  u = Aᵀr/‖r‖,  κ = min(ρ/√ᾱ_s, κ_σ),  r = A x̂0 − y   (per sample)
 
@@ -71,10 +72,11 @@ def default_rho(steps: int, numel: int) -> float:
 
 
 def noise_rho(steps: int, sigma: float, measured: torch.Tensor, gain: float) -> torch.Tensor:
-    """(B,) ρ = (120/N)·σ√m/L (module docstring): m = ``measured`` (B,), L = ``gain`` ≥ ‖AᵀA‖. With the
-    discrepancy cap ρ is an upper bound on the step; 4·(30/N) (rather than 30/N) let Gaussian blur reach the
-    noise level at 30 steps and changed nothing where the cap binds (benchmarks/results/quality_sizes.md)."""
-    return (120.0 / steps) * sigma * measured.sqrt() / gain
+    """(B,) ρ = 4·(30/N)^(3/4)·σ√m/L (module docstring): m = ``measured`` (B,), L = ``gain`` ≥ ‖AᵀA‖. With
+    the discrepancy cap ρ is an upper bound on the step; the factor 4 (rather than 1) let Gaussian blur reach the
+    noise level at 30 steps and changed nothing where the cap binds (benchmarks/results/quality_sizes.md); the
+    power 3/4 (rather than 1) keeps the blurs' fit as N grows (benchmarks/results/mpgd-eta.md)."""
+    return 4.0 * (30.0 / steps) ** 0.75 * sigma * measured.sqrt() / gain
 
 
 def operator_gain(operator: Any, x: torch.Tensor, iters: int = 30) -> float:
