@@ -36,7 +36,8 @@ Given σ, DDIM η = 1 by default, not the reference code's 0.5. Where the cap bi
 and 4ρ give the same result) η = 0.5 lost PSNR as N grew, and η = 1 does not; it also gains on random and box
 inpainting and costs a little on motion blur (benchmarks/results/mpgd-eta.md); on the exact priors its mean
 gap rises a little on the inpaintings and blurs and falls on SR ×4 (methods_posterior.md). Without σ (no cap,
-the reference code's ρ) η stays 0.5: there η = 1 cost 1–3 dB on the blurs and SR ×4 (mpgd-eta.md).
+the reference code's ρ) η stays 0.5: there η = 1 cost 1–3 dB on the blurs and SR ×4 (mpgd-eta.md). Both were
+measured without a projection; the AE/Z variants take the same rule (pass ``eta`` to choose).
 
 Without σ (a black-box ``loss``, or σ unknown): the reference code's settings for 3×256×256 images (17.5,
 7.5, 4 at 20, 50, 100 steps, ≈ 375/N) rescaled by √(d/196608), d the per-sample size, and no cap.
