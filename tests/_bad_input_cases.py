@@ -222,11 +222,10 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
         add(entry, x_name, "int64", "reject", **{x_name: xt.long()})
         add(entry, x_name, "wrong shape", "reject", **{x_name: xt[..., :-1]})
         add(entry, x_name, "list", "reject", **{x_name: xt.tolist()})
-        for label, v in [("-1", -1.0), ("5", 5.0)] + BAD_NUMBERS[:5]:
-            if entry in ("diffpir", "daps", "reddiff"):  # no η
-                break
-            add(entry, "eta" if entry not in ("ge",) else "mu", label, "reject",
-                **({"eta": v} if entry != "ge" else {"mu": v}))
+        if entry not in ("diffpir", "daps", "reddiff"):  # these three take no η
+            for label, v in [("-1", -1.0), ("5", 5.0)] + BAD_NUMBERS[:5]:
+                add(entry, "eta" if entry not in ("ge",) else "mu", label, "reject",
+                    **({"eta": v} if entry != "ge" else {"mu": v}))
         if entry not in inverse:
             add(entry, "device", "'cuda'", "reject", device="cuda")
             add(entry, "device", "'nonsense'", "reject", device="nonsense")

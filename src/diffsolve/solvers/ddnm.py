@@ -114,10 +114,9 @@ def _spectral_svd(operator: Any, size: tuple[int, int]) -> SVD:
     try:
         return operator_svd(operator, tuple(size), "ddnm with sigma > 0 (DDNM+)")
     except ValueError as err:
-        raise ValueError(f"ddnm with sigma > 0 (DDNM+) scales its correction per singular value: {err}. Without an "
-                         "SVD the noise A⁺ carries cannot be bounded (an ill-conditioned A amplifies it by 1/s_min); "
-                         "use sigma=0 (plain DDNM) for noiseless data, or pigdm / diffpir for noisy data with this "
-                         "operator") from None
+        raise ValueError(f"{err}. DDNM+ scales its correction per singular value: without an SVD the noise A⁺ "
+                         "carries cannot be bounded (an ill-conditioned A amplifies it by 1/s_min); use sigma=0 (plain "
+                         "DDNM) for noiseless data, or pigdm / diffpir for noisy data with this operator") from None
 
 
 def travel_plan(steps: int, length: int, repeat: int) -> list[tuple[str, int]]:
