@@ -90,6 +90,16 @@ def test_sizes_width_by_height_and_possible_crops(tmp_path, capsys, no_compute):
     assert "multiples of 4" in line and "30x20" in line and "28x20" in line
 
 
+def test_one_refusal_names_every_side_constraint_and_a_crop_meeting_all(tmp_path, capsys, no_compute):
+    odd = _png(tmp_path / "odd.png", np.zeros((75, 100, 3)))  # H=75, W=100
+    line = _error(capsys, _restore(tmp_path, odd, "--task", "sr4", "--method", "mpgd", "--simulate"))
+    # SR x4 measures the input (multiple of 4) and the model needs multiples of 8: one crop for both
+    assert "multiples of 4" in line and "divisible by 8" in line and "crop it to 96x72" in line
+    low = _png(tmp_path / "low.png", np.zeros((37, 50, 3)))  # a low-resolution measurement: restored 200x148
+    line = _error(capsys, _restore(tmp_path, low, "--task", "sr4", "--method", "mpgd"))
+    assert "restored image (4x the input)" in line and "crop it to 50x36" in line
+
+
 def test_baselines_take_any_size(tmp_path, capsys):
     odd = _png(tmp_path / "odd.png", np.random.default_rng(1).integers(0, 255, (30, 30, 3)))
     assert cli.main(_restore(tmp_path, odd, "--task", "gaussian_blur", "--method", "tikhonov", "--simulate")) == 0

@@ -4,6 +4,7 @@ the result). Every check that needs neither torch nor a model runs first (:func:
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,14 +154,34 @@ def plan(a: argparse.Namespace) -> RestorePlan:
         side = int((MAX_PIXELS / (factor * factor if not a.simulate else 1)) ** 0.5) // 8 * 8
         raise UsageError(f"--input: the work image would be {x_wh[0]}x{x_wh[1]} = {x_wh[0] * x_wh[1]:,} pixels, "
                          f"above the limit of {MAX_PIXELS:,}; pass --size {side} (or smaller) to resize it")
-    if a.simulate and factor > 1 and (w % factor or h % factor):
-        raise UsageError(f"--task {a.task} with --simulate needs image sides that are multiples of {factor}, "
-                         f"--input is {w}x{h} (width x height); {crop_hint(w, h, factor)} (or pass --size)")
+    check_input_sides(a, (w, h), factor, model_spec if spec.uses_model else None, geo)
     if spec.uses_model:
         what = "image" if a.simulate or factor == 1 else f"restored image (x{factor} the input)"
         check_model_size(model_spec, geo, x_wh, what)
     return RestorePlan(out=out, device=device, params=params, sigma=sigma, channels=channels, model=model_spec,
                        digits=model_spec == "digits16", input_wh=(w, h), x_wh=x_wh)
+
+
+def check_input_sides(a: argparse.Namespace, wh: tuple[int, int], factor: int, model_spec: str | None,
+                      geo: dict | None) -> None:
+    """One UsageError naming every side constraint on --input and one crop that meets them all: the task's
+    (--simulate SR measures the input itself, so its sides are multiples of the factor) and the model's (the
+    restored image, ``factor`` × the input without --simulate, has sides divisible by its multiple)."""
+    w, h = wh
+    model = geo["multiple"] if model_spec is not None and geo is not None and geo["fixed"] is None else 1
+    task = factor if a.simulate else 1
+    on_input = model if a.simulate else model // math.gcd(model, factor)  # the model's multiple, on the input
+    need = math.lcm(task, on_input)
+    if need == 1 or (w % need == 0 and h % need == 0):
+        return
+    reasons = []
+    if task > 1:
+        reasons.append(f"--task {a.task} with --simulate needs sides that are multiples of {task}")
+    if on_input > 1:
+        where = "" if a.simulate or factor == 1 else f" on the restored image ({factor}x the input)"
+        reasons.append(f"model/image size mismatch: --model {model_spec} needs sides divisible by {model}{where}")
+    raise UsageError(f"--input is {w}x{h} (width x height): {'; '.join(reasons)}; {crop_hint(w, h, need)} "
+                     "(or pass --size)")
 
 
 def run(a: argparse.Namespace) -> dict:
