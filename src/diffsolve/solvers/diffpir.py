@@ -140,7 +140,8 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         with torch.no_grad():
             eps = loop.eps(x, i)  # 1. ε̂ and x̂0, no UNet backward
             x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
-            resid = data_part(operator, operator.A(x0) - y)
+            # ‖y − A x̂0‖ for return_info; σ = 0's correction needs it anyway
+            resid = data_part(operator, operator.A(x0) - y) if sigma == 0 or info.enabled else None
             if sigma > 0:  # 2. the proximal data step (ρ_t I + AᵀA) x̂0' = Aᵀy + ρ_t x̂0
                 rho = data_rho(lam, sigma, a_t)
                 x0p = solve(aty + rho * x0, shift=rho, scale=1.0, x0=x0)
@@ -152,7 +153,8 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
             out = reproject_step(x, eps, correction, a_t, a_s, math.sqrt((1 - a_s) * (1 - zeta)), k_z,
                                  backend=sampling.backend, return_x0=loop.callback is not None,
                                  **loop.step_noise(i, k_z > 0))
-        info.add("residual", resid.flatten(1).norm(dim=1))
+        if info.enabled:
+            info.add("residual", resid.flatten(1).norm(dim=1))
         x, x0p = out if loop.callback is not None else (out, None)
         if loop.callback is not None:
             loop.record(i, x, x0p)

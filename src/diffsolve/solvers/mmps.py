@@ -274,8 +274,8 @@ def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             eps = loop.eps(xg, i)
             # steps 2–4: x̂0, r, the measurement-space solve and the corrected x̂0_y
             x0y, r = posterior_mean(operator, xg, eps, y, a_t, sigma, iters, solver)
-        info.add("residual", r.flatten(1).norm(dim=1))
         if sampling.return_info:
+            info.add("residual", r.flatten(1).norm(dim=1))
             info.add("residual_posterior", residual_norm(operator, x0y, y))
         # step 5: DDIM_η with the noise prediction of x̂0_y, one fused kernel
         eps_y = torch.add(x, x0y, alpha=-(a_t**0.5)).div_((1 - a_t) ** 0.5)

@@ -84,7 +84,8 @@ def pigdm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, 
             resid = data_part(operator, y - operator.A(x0.detach()))
             v = guidance_vector(operator, resid, sigma, 1 - a_t, solve)
         (g,) = torch.autograd.grad(x0, xg, grad_outputs=v)  # 3. g = (∂x̂0/∂x_t)ᵀ v
-        info.add("residual", resid.flatten(1).norm(dim=1))
+        if info.enabled:
+            info.add("residual", resid.flatten(1).norm(dim=1))
         with torch.no_grad():  # 4. x_s = DDIM_η(x_t, ε̂) + √ᾱ_s √ᾱ_t g, one fused kernel
             out = ddim_step(x, eps.detach(), a_t, a_s, eta=eta, guidance=-g, guidance_scale=math.sqrt(a_t),
                             return_x0=loop.callback is not None, backend=sampling.backend,

@@ -142,7 +142,8 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
             x_t = a_t**0.5 * mu + (1 - a_t) ** 0.5 * eps  # 2. x_t and ε̂ (stop-gradient)
             eps_hat = loop.eps(x_t, i)
             grad, r = gradient(operator, mu, y, eps_hat, eps, lams[i])  # 3. ∇_μ ℓ per sample
-            info.add("residual", r.flatten(1).norm(dim=1))
+            if info.enabled:
+                info.add("residual", r.flatten(1).norm(dim=1))
             k = i + 1  # 4. Adam, elementwise, bias corrections on the host
             m1.mul_(b1).add_(grad, alpha=1 - b1)
             m2.mul_(b2).addcmul_(grad, grad, value=1 - b2)
