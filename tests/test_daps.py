@@ -73,9 +73,9 @@ def test_bad_inputs():
     y = torch.zeros(1, 1, 6, 6, dtype=D)
     with pytest.raises(ValueError, match="sigma must be"):
         daps(prior, op, y, steps=3, sigma=0.0)
-    with pytest.raises(ValueError, match="ode_steps must be an int >= 1"):
+    with pytest.raises(ValueError, match="ode_steps must be >= 1"):
         daps(prior, op, y, steps=3, sigma=0.1, ode_steps=0)
-    with pytest.raises(ValueError, match="langevin_steps must be an int >= 0"):
+    with pytest.raises(TypeError, match="langevin_steps must be an int"):
         daps(prior, op, y, steps=3, sigma=0.1, langevin_steps=1.5)
     with pytest.raises(ValueError, match="lr must be > 0"):
         daps(prior, op, y, steps=3, sigma=0.1, lr=0.0)

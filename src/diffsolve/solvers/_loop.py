@@ -63,6 +63,17 @@ def check_number(name: str, value: object, low: float | None = None, high: float
     return value
 
 
+def check_int(name: str, value: object, low: int, meaning: str = "") -> int:
+    """An int ≥ ``low`` (bool is rejected): TypeError for another type, ValueError below ``low``; ``meaning``
+    (e.g. "solver iterations per step; 4 is the default") goes in the message's brackets."""
+    about = f" ({meaning})" if meaning else ""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int{about}, got {type(value).__name__} {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}{about}, got {value}")
+    return value
+
+
 def check_steps(steps: object) -> int:
     """``steps`` must be a positive int (checked before anything is derived from it)."""
     if not isinstance(steps, int) or isinstance(steps, bool):

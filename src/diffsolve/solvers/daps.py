@@ -73,7 +73,7 @@ from ..kernels import ddim_step
 from ..models.denoiser import as_denoiser
 from ..operators.svd import SVD, operator_svd
 from ._inverse import Diagnostics, check_problem, check_sigma, residual_norm, route
-from ._loop import Sampling, _draw, check_number, check_steps, prepare, takes_sampling
+from ._loop import Sampling, _draw, check_int, check_number, check_steps, prepare, takes_sampling
 from .mpgd import operator_gain
 
 __all__ = ["LANGEVIN_MODES", "daps", "edm_sigmas", "exact_langevin", "langevin_rates", "nearest_timesteps"]
@@ -213,9 +213,8 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     """
     check_steps(sampling.steps)
     sigma = check_sigma(sigma)
-    for name, value, low in (("ode_steps", ode_steps, 1), ("langevin_steps", langevin_steps, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    check_int("ode_steps", ode_steps, 1, "Euler steps of each level's probability-flow ODE")
+    check_int("langevin_steps", langevin_steps, 0, "Langevin steps of each level")
     if lr is not None:
         lr = check_number("lr", lr, 0.0)
         if lr == 0:

@@ -65,7 +65,7 @@ import torch
 
 from ..operators.svd import SVD, operator_svd
 from ._inverse import Diagnostics, check_problem, data_part, route
-from ._loop import Sampling, _draw, check_number, prepare, takes_sampling
+from ._loop import Sampling, _draw, check_int, check_number, prepare, takes_sampling
 from .diffpir import check_operator_solves, pinv_unchecked, reproject_step
 
 __all__ = ["ddnm", "ddnm_coefficients", "ddnm_plus_coefficients", "travel_plan"]
@@ -132,14 +132,6 @@ def travel_plan(steps: int, length: int, repeat: int) -> list[tuple[str, int]]:
     return plan
 
 
-def _check_int(name: str, value: object, low: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return value
-
-
 @takes_sampling
 def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float | None = None,
          eta: float = 1.0, travel_length: int = 0, travel_repeat: int = 1) -> Any:
@@ -161,8 +153,8 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     """
     sigma = 0.0 if sigma is None else check_number("sigma", sigma, 0.0)
     eta = check_number("eta", eta, 0.0, 1.0)
-    travel_length = _check_int("travel_length", travel_length, 0)
-    travel_repeat = _check_int("travel_repeat", travel_repeat, 1)
+    travel_length = check_int("travel_length", travel_length, 0, "steps travelled back; 0: no time travel")
+    travel_repeat = check_int("travel_repeat", travel_repeat, 1, "passes over each travelled stretch")
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     shape = check_problem(operator, y, sampling.x_T)
     check_operator_solves(operator, 0.0, "ddnm")

@@ -50,7 +50,7 @@ import torch
 
 from ..kernels import ddim_step
 from ._inverse import Diagnostics, check_problem, check_sigma, data_part, residual_norm, route
-from ._loop import Sampling, check_number, prepare, takes_sampling
+from ._loop import Sampling, check_int, check_number, prepare, takes_sampling
 
 __all__ = ["SOLVERS", "measurement_cg", "measurement_gmres", "mmps", "posterior_mean"]
 
@@ -256,11 +256,7 @@ def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {sorted(SOLVERS)} (the measurement-space Krylov solver; "
                          f"'gmres' is the default), got {solver!r}")
-    if isinstance(iters, bool) or not isinstance(iters, int):
-        raise TypeError(f"iters must be an int (solver iterations per step), got {type(iters).__name__} "
-                        f"{iters!r}; pass e.g. iters=4")
-    if iters < 1:
-        raise ValueError(f"iters must be >= 1 (solver iterations per step; 4 is the default), got {iters}")
+    check_int("iters", iters, 1, "solver iterations per step; 4 is the default")
     eta = check_number("eta", eta, 0.0, 1.0)
     operator = route(operator, sampling.backend)  # 1. the backend reaches A, Aᵀ (the shape check's included)
     shape = check_problem(operator, y, sampling.x_T)  # 2. (operator, y) → image shape
