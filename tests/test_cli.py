@@ -77,9 +77,9 @@ def test_model_image_mismatches(tmp_path, digit_png, capsys):
     rgb = _png(tmp_path / "rgb.png", np.zeros((16, 16, 3)))
     assert _restore(tmp_path, "--input", rgb, "--task", "gaussian_blur", "--method", "mpgd", "--model", "digits16") == 2
     assert "1-channel" in capsys.readouterr().err
-    rgb30 = _png(tmp_path / "rgb30.png", np.zeros((30, 30, 3)))
-    assert _restore(tmp_path, "--input", rgb30, "--task", "gaussian_blur", "--method", "mpgd", "--simulate") == 2
-    assert "divisible by 8" in capsys.readouterr().err
+    rgb6 = _png(tmp_path / "rgb6.png", np.zeros((6, 6, 3)))  # below one block of the patches model
+    assert _restore(tmp_path, "--input", rgb6, "--task", "gaussian_blur", "--method", "mpgd", "--simulate") == 2
+    assert "at least 8x8" in capsys.readouterr().err
     assert _restore(tmp_path, "--input", digit_png, "--task", "sr4", "--method", "mpgd",
                     "--model", str(tmp_path / "nowhere")) == 2
     assert "local diffusers folder" in capsys.readouterr().err

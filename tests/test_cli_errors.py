@@ -84,20 +84,26 @@ def test_sizes_width_by_height_and_possible_crops(tmp_path, capsys, no_compute):
     line = _error(capsys, _restore(tmp_path, tiny, "--task", "gaussian_blur", "--method", "mpgd", "--simulate"))
     assert "at least 8x8" in line and "0x0" not in line
     wide = _png(tmp_path / "wide.png", np.zeros((20, 30, 3)))  # H=20, W=30
-    line = _error(capsys, _restore(tmp_path, wide, "--task", "gaussian_blur", "--method", "mpgd", "--simulate"))
-    assert "30x20" in line and "crop it to 24x16" in line
     line = _error(capsys, _restore(tmp_path, wide, "--task", "sr4", "--method", "tikhonov", "--simulate"))
     assert "multiples of 4" in line and "30x20" in line and "28x20" in line
-
-
-def test_one_refusal_names_every_side_constraint_and_a_crop_meeting_all(tmp_path, capsys, no_compute):
-    odd = _png(tmp_path / "odd.png", np.zeros((75, 100, 3)))  # H=75, W=100
+    odd = _png(tmp_path / "odd.png", np.zeros((75, 100, 3)))  # H=75, W=100: the SR factor's crop, not the model's
     line = _error(capsys, _restore(tmp_path, odd, "--task", "sr4", "--method", "mpgd", "--simulate"))
-    # SR x4 measures the input (multiple of 4) and the model needs multiples of 8: one crop for both
-    assert "multiples of 4" in line and "divisible by 8" in line and "crop it to 96x72" in line
-    low = _png(tmp_path / "low.png", np.zeros((37, 50, 3)))  # a low-resolution measurement: restored 200x148
-    line = _error(capsys, _restore(tmp_path, low, "--task", "sr4", "--method", "mpgd"))
-    assert "restored image (4x the input)" in line and "crop it to 50x36" in line
+    assert "multiples of 4" in line and "crop it to 100x72" in line and "divisible by 8" not in line
+
+
+@pytest.mark.parametrize("simulate, hw, work", [(True, (20, 30), "30x20"), (False, (9, 13), "52x36")])
+def test_sides_off_the_model_multiple_pad_the_model_input(tmp_path, capsys, simulate, hw, work):
+    """30x20 (gaussian blur) and a 13x9 SR x4 measurement (restored 52x36) are not multiples of the patches
+    model's 8: the run says the model's input is padded and writes an image of the work size."""
+    rng = np.random.default_rng(0)
+    image = _png(tmp_path / "in.png", rng.integers(0, 255, (*hw, 3)))
+    task = ["--task", "gaussian_blur", "--simulate"] if simulate else ["--task", "sr4"]
+    assert cli.main(_restore(tmp_path, image, *task, "--method", "mpgd", "--steps", "3")) == 0
+    out = capsys.readouterr()
+    assert "reflect-padded" in out.err + out.out and f"{work} to" in out.err + out.out
+    from PIL import Image
+
+    assert "x".join(map(str, Image.open(tmp_path / "out.png").size)) == work
 
 
 def test_baselines_take_any_size(tmp_path, capsys):

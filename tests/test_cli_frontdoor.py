@@ -175,12 +175,12 @@ def test_restore_pixel_limit(tmp_path, capsys, no_compute):
 
 
 def test_grey_input_is_converted_before_any_size_complaint(tmp_path, capsys, no_compute):
-    grey = _png(tmp_path / "grey.png", np.zeros((20, 20)))
+    grey = _png(tmp_path / "grey.png", np.zeros((6, 6)))
     assert main(["restore", "--input", grey, "--task", "gaussian_blur", "--method", "mpgd", "--simulate",
                  "--out", str(tmp_path / "o.png")]) == 2
     captured = capsys.readouterr()
     assert "grey.png is grayscale: converted it to RGB" in captured.out
-    assert "takes 16x16" not in captured.err and "divisible by 8" in captured.err  # the colour model's rule
+    assert "takes 16x16" not in captured.err and "at least 8x8" in captured.err  # the colour model's rule
 
 
 def test_grey_input_restored_in_rgb(tmp_path, capsys, monkeypatch):

@@ -197,3 +197,15 @@ def test_cli_module_is_light_and_errors_exit_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert proc.stderr.startswith("diffsolve eval: error: --data: ")
+
+
+def test_a_size_off_the_model_multiple_runs_padded_with_a_note(folder, tmp_path, capsys):
+    """--size 20 with the patches model (multiples of 8): the model's input is padded, the run says so, and
+    every record is scored at 20x20."""
+    out = tmp_path / "out"
+    assert eval_cli.run(parse("--data", str(folder), "--out", str(out), "--size", "20", "--model", "patches",
+                              "--tasks", "gaussian_blur", "--methods", "mpgd", "--steps", "2", "--limit", "1",
+                              "--no-progress")) == 0
+    assert "reflect-padded from the image's 20x20 to 24x24" in capsys.readouterr().err
+    recs = records(out)
+    assert len(recs) == 1 and np.isfinite(recs[0]["psnr"])

@@ -28,8 +28,8 @@ __all__ = [
     "BUNDLED_SETS", "CHECKPOINT_SUFFIXES", "DEVICE_PATTERN", "HelpFormatter", "IMAGE_SUFFIXES", "ImageInfo",
     "MAX_PIXELS", "Parser", "SHIPPED_MODELS", "UsageError", "add_measurement_args", "check_device",
     "check_loaded_size", "check_model_size", "check_out_dir", "check_out_file", "crop_hint", "image_info",
-    "int_at_least", "load_model", "measure", "model_geometry", "name_list", "note", "number", "positive_int",
-    "print_error", "read_image", "require_device", "save_image", "seed", "sigma_in_data_range", "size_spec",
+    "int_at_least", "load_model", "measure", "model_geometry", "name_list", "note", "number", "padding_note",
+    "positive_int", "print_error", "read_image", "require_device", "save_image", "seed", "sigma_in_data_range", "size_spec",
     "split_names", "task_parameters",
 ]
 
@@ -285,9 +285,22 @@ def check_model_size(spec: str, geo: dict[str, Any] | None, wh: tuple[int, int],
         raise UsageError(f"model/image size mismatch: --model {spec} takes {fw}x{fh} images (width x height), "
                          f"the {what} is {w}x{h}; resize or crop it to {fw}x{fh} ({flag} {fw})")
     m = geo["multiple"]
-    if w % m or h % m:
-        raise UsageError(f"model/image size mismatch: --model {spec} needs sides divisible by {m}, the {what} is "
-                         f"{w}x{h} (width x height); {crop_hint(w, h, m)} (or pass {flag})")
+    if w < m or h < m:
+        raise UsageError(f"model/image size mismatch: --model {spec} needs an image of at least {m}x{m}, the {what} "
+                         f"is {w}x{h} (width x height); use a larger image (or pass {flag})")
+
+
+def padding_note(spec: str, geo: dict[str, Any] | None, wh: tuple[int, int], what: str = "image") -> str | None:
+    """The notice that the model's input is padded, where ``wh`` = (W, H) is not a multiple of the model's
+    (:class:`diffsolve.models.PaddedDenoiser`), else None."""
+    if geo is None or geo["fixed"] is not None:
+        return None
+    m, (w, h) = geo["multiple"], wh
+    if w % m == 0 and h % m == 0:
+        return None
+    pw, ph = w + -w % m, h + -h % m
+    return (f"--model {spec} needs sides divisible by {m}: the model's input is reflect-padded from the {what}'s "
+            f"{w}x{h} to {pw}x{ph} and its output cropped back (diffsolve.models.PaddedDenoiser)")
 
 
 def load_model(spec: str, device: Any, *, head_channels: int = 64, flag: str = "--model") -> Any:
@@ -309,14 +322,21 @@ def load_model(spec: str, device: Any, *, head_channels: int = 64, flag: str = "
         raise UsageError(flag, f"cannot load {spec!r} ({err})", "give a working model") from None
 
 
-def check_loaded_size(model: Any, spec: str, shape: tuple[int, int, int, int], flag: str = "--size") -> None:
-    """UsageError when the loaded ``model`` cannot run on ``shape`` (B, C, H, W) samples."""
+def check_loaded_size(model: Any, spec: str, shape: tuple[int, int, int, int], flag: str = "--size") -> Any:
+    """The loaded ``model``, ready for ``shape`` (B, C, H, W) samples: wrapped in
+    :class:`~diffsolve.models.PaddedDenoiser` where H or W is not a multiple of its ``spatial_multiple`` (the
+    caller has printed :func:`padding_note`); UsageError where it cannot run on them at all."""
+    from ..models import PaddedDenoiser
     from ..models.denoiser import check_sample_shape
 
+    multiple = int(getattr(model, "spatial_multiple", 1) or 1)
+    if multiple > 1 and min(shape[2:]) >= multiple and any(s % multiple for s in shape[2:]):
+        model = PaddedDenoiser(model)
     try:
         check_sample_shape(model, shape)
     except ValueError as err:
         raise UsageError(flag, f"{shape[-1]}x{shape[-2]}", f"--model {spec}: {err}") from None
+    return model
 
 
 # --------------------------------------------------------------------------- noise, device

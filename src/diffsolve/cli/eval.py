@@ -13,7 +13,7 @@ from typing import Any
 
 from ..tasks import DEMO_TASKS
 from .common import (BUNDLED_SETS, IMAGE_SUFFIXES, HelpFormatter, UsageError, check_device, image_info,
-                     int_at_least, name_list, number, print_error, require_device, split_names)
+                     int_at_least, name_list, number, padding_note, print_error, require_device, split_names)
 
 __all__ = ["DEFAULT_TASKS", "add_parser", "check", "run", "run_config"]
 
@@ -162,10 +162,12 @@ def check(args: argparse.Namespace):
         if geo["fixed"] is not None and (size, size) != tuple(geo["fixed"]):
             fw = geo["fixed"][0]
             raise UsageError("--size", f"{size} but --model {model} takes {fw}x{fw} images", f"use --size {fw}")
-        if size % geo["multiple"]:
-            m = geo["multiple"]
-            raise UsageError("--size", f"{size} but --model {model} needs multiples of {m}",
-                             f"use --size {max(m, size // m * m)}")
+        if size < geo["multiple"]:
+            raise UsageError("--size", f"{size} but --model {model} needs sides of at least {geo['multiple']}",
+                             f"use --size {geo['multiple']} or more")
+        padded = padding_note(model, geo, (size, size))
+        if padded is not None:  # printed with the run's other notes
+            notes = [*notes, padded]
     digits = model == "digits16"
     for task in tasks:
         f = required_multiple(task)
@@ -212,8 +214,7 @@ def run_config(cfg: Any, *, log: Any = None) -> dict[str, Any]:
 
     def loader(device: Any) -> Any:
         model = load_model(cfg.model, device, head_channels=cfg.head_channels)
-        check_loaded_size(model, cfg.model, (1, cfg.channels, cfg.size, cfg.size))
-        return model
+        return check_loaded_size(model, cfg.model, (1, cfg.channels, cfg.size, cfg.size))
 
     return evaluate.run_eval(cfg, load_model=loader, log=log)
 

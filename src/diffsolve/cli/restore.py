@@ -4,7 +4,6 @@ the result). Every check that needs neither torch nor a model runs first (:func:
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,16 +11,17 @@ from typing import Any
 from ..tasks import SIGMA, TASKS
 from . import common
 from .common import (MAX_PIXELS, HelpFormatter, UsageError, add_measurement_args, check_device,
-                     check_model_size, check_out_file, crop_hint, image_info, model_geometry, note, positive_int,
-                     seed, sigma_in_data_range, size_spec, task_parameters)
+                     check_model_size, check_out_file, crop_hint, image_info, model_geometry, note, padding_note,
+                     positive_int, seed, sigma_in_data_range, size_spec, task_parameters)
 
 __all__ = ["SIZE_RULES", "add_parser", "plan", "run"]
 
 SIZE_RULES = (f"Size rules: the work image (the restored one) may have at most {MAX_PIXELS:,} pixels "
               f"({int(MAX_PIXELS ** 0.5)}x{int(MAX_PIXELS ** 0.5)}); larger inputs are refused: pass --size to "
-              "resize them. The model-based methods need image sides that are multiples of the model's "
-              "down-sampling factor (patches: 8; digits16: exactly 16x16); sr4/sr need sides that are multiples "
-              "of the SR factor; the baselines need nothing else.")
+              "resize them. A model-based method on sides that are not multiples of the model's down-sampling factor "
+              "(patches: 8) reflect-pads the model's input to the next multiple and crops its output back, with a "
+              "notice; digits16 takes exactly 16x16; with --simulate, sr4/sr need sides that are multiples of the SR "
+              "factor; the baselines need nothing else.")
 
 
 def _methods() -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -154,34 +154,17 @@ def plan(a: argparse.Namespace) -> RestorePlan:
         side = int((MAX_PIXELS / (factor * factor if not a.simulate else 1)) ** 0.5) // 8 * 8
         raise UsageError(f"--input: the work image would be {x_wh[0]}x{x_wh[1]} = {x_wh[0] * x_wh[1]:,} pixels, "
                          f"above the limit of {MAX_PIXELS:,}; pass --size {side} (or smaller) to resize it")
-    check_input_sides(a, (w, h), factor, model_spec if spec.uses_model else None, geo)
+    if a.simulate and factor > 1 and (w % factor or h % factor):  # SR measures the input itself
+        raise UsageError(f"--task {a.task} with --simulate needs image sides that are multiples of {factor}, "
+                         f"--input is {w}x{h} (width x height); {crop_hint(w, h, factor)} (or pass --size)")
     if spec.uses_model:
         what = "image" if a.simulate or factor == 1 else f"restored image (x{factor} the input)"
         check_model_size(model_spec, geo, x_wh, what)
+        padded = padding_note(model_spec, geo, x_wh, what)
+        if padded is not None:
+            note(padded)
     return RestorePlan(out=out, device=device, params=params, sigma=sigma, channels=channels, model=model_spec,
                        digits=model_spec == "digits16", input_wh=(w, h), x_wh=x_wh)
-
-
-def check_input_sides(a: argparse.Namespace, wh: tuple[int, int], factor: int, model_spec: str | None,
-                      geo: dict | None) -> None:
-    """One UsageError naming every side constraint on --input and one crop that meets them all: the task's
-    (--simulate SR measures the input itself, so its sides are multiples of the factor) and the model's (the
-    restored image, ``factor`` × the input without --simulate, has sides divisible by its multiple)."""
-    w, h = wh
-    model = geo["multiple"] if model_spec is not None and geo is not None and geo["fixed"] is None else 1
-    task = factor if a.simulate else 1
-    on_input = model if a.simulate else model // math.gcd(model, factor)  # the model's multiple, on the input
-    need = math.lcm(task, on_input)
-    if need == 1 or (w % need == 0 and h % need == 0):
-        return
-    reasons = []
-    if task > 1:
-        reasons.append(f"--task {a.task} with --simulate needs sides that are multiples of {task}")
-    if on_input > 1:
-        where = "" if a.simulate or factor == 1 else f" on the restored image ({factor}x the input)"
-        reasons.append(f"model/image size mismatch: --model {model_spec} needs sides divisible by {model}{where}")
-    raise UsageError(f"--input is {w}x{h} (width x height): {'; '.join(reasons)}; {crop_hint(w, h, need)} "
-                     "(or pass --size)")
 
 
 def run(a: argparse.Namespace) -> dict:
@@ -215,7 +198,7 @@ def run(a: argparse.Namespace) -> dict:
     model = None
     if p.model is not None:
         model = common.load_model(p.model, device, head_channels=a.head_channels)
-        common.check_loaded_size(model, p.model, (1, p.channels, x_h, x_w))
+        model = common.check_loaded_size(model, p.model, (1, p.channels, x_h, x_w))
     x_true = None
     if a.simulate:
         x_true = img

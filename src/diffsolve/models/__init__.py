@@ -7,6 +7,7 @@ from .denoiser import Denoiser, EpsDenoiser, as_denoiser
 from .diffusers_adapter import DiffusersDenoiser
 from .default import load_default
 from .latent_folder import LatentDiffusion, load_latent_diffusion
+from .padded import PaddedDenoiser
 from .priors import GaussianMixturePosterior, GaussianMixturePrior, GaussianPosterior, GaussianPrior, operator_matrix
 from .x0_clip import X0Clip
 
@@ -20,6 +21,7 @@ __all__ = [
     "GaussianPosterior",
     "GaussianPrior",
     "LatentDiffusion",
+    "PaddedDenoiser",
     "X0Clip",
     "as_denoiser",
     "load_adm",

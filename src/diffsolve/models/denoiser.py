@@ -83,8 +83,10 @@ def check_sample_shape(denoiser: object, shape: Sequence[int], name: str = "shap
             raise ValueError(f"{name}={shape} does not fit the model: per-sample shape must be {shown}")
     multiple = int(getattr(denoiser, "spatial_multiple", 1) or 1)
     if multiple > 1 and len(shape) >= 4 and any(s % multiple for s in shape[2:]):
-        fix = ("crop the image to " + "×".join(str(s - s % multiple) for s in shape[2:]) + " and build the operator "
-               "for that size") if min(shape[2:]) >= multiple else f"the image is smaller than {multiple}×{multiple}"
+        fix = ("wrap the model in diffsolve.models.PaddedDenoiser(model) (it reflect-pads the model's input to the "
+               "next multiple and crops ε̂ back), or crop the image to " + "×".join(str(s - s % multiple) for s in shape[2:])
+               + " and build the operator for that size") if min(shape[2:]) >= multiple else (
+            f"the image is smaller than {multiple}×{multiple}")
         raise ValueError(f"{name}={shape}: the model needs H and W to be multiples of {multiple}: {fix}")
     return shape
 
