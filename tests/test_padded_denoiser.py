@@ -70,9 +70,20 @@ def test_gradients_flow_through_the_padding():
     torch.autograd.gradcheck(lambda v: den(v, t), (x,))
 
 
-def test_bad_multiple_and_too_small_images_are_refused():
+@pytest.mark.parametrize("mode", ["replicate", "circular"])
+def test_other_padding_modes(mode):
+    inner = Recorder()
+    x = torch.randn(1, 2, 13, 9, dtype=torch.float64)
+    t = torch.tensor([7])
+    expected = inner(F.pad(x, (3, 4, 1, 2), mode=mode), t)[..., 1:14, 3:12]  # W 9 -> 16, H 13 -> 16
+    torch.testing.assert_close(PaddedDenoiser(inner, mode=mode)(x, t), expected, rtol=0, atol=0)
+
+
+def test_bad_multiple_mode_and_too_small_images_are_refused():
     with pytest.raises(ValueError, match="multiple must be an int >= 1"):
         PaddedDenoiser(Recorder(), multiple=0)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        PaddedDenoiser(Recorder(), mode="zeros")
     with pytest.raises(TypeError, match="denoiser must be callable"):
         PaddedDenoiser(object())
     with pytest.raises(ValueError, match="at least 8"):

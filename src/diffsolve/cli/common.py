@@ -29,8 +29,8 @@ __all__ = [
     "MAX_PIXELS", "Parser", "SHIPPED_MODELS", "UsageError", "add_measurement_args", "check_device",
     "check_loaded_size", "check_model_size", "check_out_dir", "check_out_file", "crop_hint", "image_info",
     "int_at_least", "load_model", "measure", "model_geometry", "name_list", "note", "number", "padding_note",
-    "positive_int", "print_error", "read_image", "require_device", "save_image", "seed", "sigma_in_data_range", "size_spec",
-    "split_names", "task_parameters",
+    "positive_int", "print_error", "read_image", "require_device", "save_image", "seed", "sigma_in_data_range",
+    "size_spec", "split_names", "task_parameters",
 ]
 
 #: the image files every subcommand reads and writes

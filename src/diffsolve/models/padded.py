@@ -7,8 +7,9 @@ measurement stay at the image's own size; only the model sees a larger image:
     ε̂ = ε_θ(pad(x_t), t)[..., crop] (B, C, H, W)
 
 The model then sees a mirrored strip of fewer than m pixels beyond each border, where x_t's noise repeats rather
-than being independent; the rest of ε̂ is the model's own. Measured on held-out 60×60 crops against 64×64 and
-56×56 ones: benchmarks/results/padded-denoiser.md.
+than being independent; the rest of ε̂ is the model's own. ``mode="circular"`` keeps the noise independent but
+joins opposite edges; ``"replicate"`` repeats the edge pixel. Measured on held-out 60×60 crops against 64×64 and
+56×56 ones, and the three modes against one another: benchmarks/results/padded-denoiser.md.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ import torch.nn.functional as F
 
 from .denoiser import as_denoiser
 
-__all__ = ["PaddedDenoiser", "padding_for"]
+__all__ = ["MODES", "PaddedDenoiser", "padding_for"]
+
+#: how the model's input is extended (``torch.nn.functional.pad`` modes); "reflect" is the default (module docstring)
+MODES = ("reflect", "replicate", "circular")
 
 
 def padding_for(size: tuple[int, int], multiple: int) -> tuple[int, int, int, int]:
@@ -36,13 +40,17 @@ class PaddedDenoiser:
     Args:
         denoiser: any denoiser (``denoiser(x, t) -> eps`` with ``alphas_cumprod``).
         multiple: the side multiple to pad to (default: ``denoiser.spatial_multiple``, else 1: no padding).
+        mode: ``"reflect"`` (default: mirrored without repeating the edge), ``"replicate"`` or ``"circular"``.
     Inputs whose sides are already multiples pass through unchanged. ``x0_and_eps`` (diffusers' clipped
     x̂0, used by ``ddim``) is padded the same way where the inner denoiser has it; every other attribute
     (``alphas_cumprod``, ``final_alpha_cumprod``, ``x0_clip``, …) is the inner denoiser's.
     """
 
-    def __init__(self, denoiser: Any, multiple: int | None = None) -> None:
+    def __init__(self, denoiser: Any, multiple: int | None = None, mode: str = "reflect") -> None:
         self.inner = as_denoiser(denoiser)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES} (how the model's input is extended), got {mode!r}")
+        self.mode = mode
         if multiple is None:
             multiple = int(getattr(denoiser, "spatial_multiple", 1) or 1)
         if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
@@ -67,7 +75,7 @@ class PaddedDenoiser:
             raise ValueError(f"x is {h}×{w} (H×W): the model needs sides of at least {self.multiple} to pad "
                              f"to multiples of {self.multiple}; use a larger image")
         left, right, top, bottom = padding_for((h, w), self.multiple)
-        return F.pad(x, (left, right, top, bottom), mode="reflect"), (slice(top, top + h), slice(left, left + w))
+        return F.pad(x, (left, right, top, bottom), mode=self.mode), (slice(top, top + h), slice(left, left + w))
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         xp, crop = self._padded(x)
@@ -80,4 +88,4 @@ class PaddedDenoiser:
         return (x0, eps) if crop is None else (x0[..., crop[0], crop[1]], eps[..., crop[0], crop[1]])
 
     def __repr__(self) -> str:
-        return f"PaddedDenoiser({self.inner!r}, multiple={self.multiple})"
+        return f"PaddedDenoiser({self.inner!r}, multiple={self.multiple}, mode={self.mode!r})"
