@@ -563,7 +563,8 @@ def _operator_cases(x, ops, ys) -> list[Case]:
 
 
 def _model_cases(den, prior, x) -> list[Case]:
-    from diffsolve.models import EpsDenoiser, GaussianPrior, load_default
+    from diffsolve.models import EpsDenoiser, GaussianPrior, PaddedDenoiser, load_default
+    from diffsolve.operators import Identity as _Identity
     from diffsolve.schedules import make_alphas_cumprod
 
     cases: list[Case] = []
@@ -594,6 +595,21 @@ def _model_cases(den, prior, x) -> list[Case]:
         add("GaussianPrior.eps", "alpha_bar", label, "reject", lambda v=v: prior.eps(x, v))
     add("GaussianPrior", "var", "-1", "reject", lambda: GaussianPrior(torch.zeros(1, 4, 4), -1.0))
     add("GaussianPrior", "var", "nan", "reject", lambda: GaussianPrior(torch.zeros(1, 4, 4), NAN))
+    patches = load_default("patches")
+    t3 = torch.tensor([3])
+    add("patches(x, t)", "shape", "1x3x12x20 (not multiples of 8)", "reject",
+        lambda: __import__("diffsolve").solve("mpgd", patches, _Identity(), torch.zeros(1, 3, 12, 20), steps=1))
+    for label, kwargs in [("multiple=0", {"multiple": 0}), ("multiple=2.5", {"multiple": 2.5}),
+                          ("multiple=True", {"multiple": True}), ("mode='zeros'", {"mode": "zeros"})]:
+        add("PaddedDenoiser", label.split("=")[0], label.split("=", 1)[1], "reject",
+            lambda kwargs=kwargs: PaddedDenoiser(patches, **kwargs))
+    add("PaddedDenoiser", "denoiser", "5", "reject", lambda: PaddedDenoiser(5))
+    add("PaddedDenoiser(x, t)", "x", "1x3x6x16 (below one block)", "reject",
+        lambda: PaddedDenoiser(patches)(torch.zeros(1, 3, 6, 16), t3))
+    add("PaddedDenoiser(x, t)", "x", "1x3x12x20", "accept",
+        lambda: PaddedDenoiser(patches)(torch.randn(1, 3, 12, 20, generator=_gen(7)), t3), torch.float32)
+    add("PaddedDenoiser(x, t)", "x", "NaN 1x3x12x20", "propagate",
+        lambda: PaddedDenoiser(patches)(torch.full((1, 3, 12, 20), NAN), t3))
     return cases
 
 
