@@ -2,8 +2,9 @@
 
 - ``"digits16"``: (B, 1, 16, 16) handwritten digits (scikit-learn's, upsampled); held-out split in
   ``weights/digits16/split.json``.
-- ``"patches"``: (B, 3, H, W) natural-image prior, fully convolutional, H and W divisible by 8,
-  trained on 64×64 crops of scikit-image / scikit-learn photos (not the bundled demo photos).
+- ``"patches"``: (B, 3, H, W) natural-image prior, fully convolutional, H and W divisible by 8 (other sizes:
+  wrap it in :class:`~diffsolve.models.PaddedDenoiser`), trained on 64×64 crops of scikit-image / scikit-learn
+  photos (not the bundled demo photos).
 
 Both are DDPM ε-predictors (linear β, T = 1000) trained by ``python -m diffsolve.models.train``; each
 folder's TRAINING.md says how. The weights are fp16 safetensors, loaded in ``torch_dtype``
