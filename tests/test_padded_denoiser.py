@@ -88,6 +88,10 @@ def test_bad_multiple_mode_and_too_small_images_are_refused():
         PaddedDenoiser(object())
     with pytest.raises(ValueError, match="at least 8"):
         PaddedDenoiser(Recorder())(torch.zeros(1, 3, 6, 16), torch.tensor([1]))
+    calls = Recorder()  # a solver refuses it before its loop: the model is never called
+    with pytest.raises(ValueError, match="shape=.*at least 8"):
+        diffsolve.solvers.ddim(PaddedDenoiser(calls), (1, 3, 6, 16), steps=2)
+    assert calls.shapes == []
 
 
 def test_a_solver_runs_the_shipped_model_on_an_off_multiple_image():

@@ -8,7 +8,8 @@ A denoiser is any object with
 
 Optional attributes the samplers read when present: ``final_alpha_cumprod`` (float, the ᾱ after the
 last step; 1.0 when absent), ``sample_shape`` (per-sample shape, ``None`` entries mean "any") and
-``spatial_multiple`` (H and W must be multiples of it, e.g. 2^depth for a UNet).
+``spatial_multiple`` (H and W must be multiples of it, e.g. 2^depth for a UNet) and ``min_side`` (H and W must be
+at least it: :class:`~diffsolve.models.PaddedDenoiser`).
 """
 
 from __future__ import annotations
@@ -83,11 +84,14 @@ def check_sample_shape(denoiser: object, shape: Sequence[int], name: str = "shap
             raise ValueError(f"{name}={shape} does not fit the model: per-sample shape must be {shown}")
     multiple = int(getattr(denoiser, "spatial_multiple", 1) or 1)
     if multiple > 1 and len(shape) >= 4 and any(s % multiple for s in shape[2:]):
+        crop = "×".join(str(s - s % multiple) for s in shape[2:])
         fix = ("wrap the model in diffsolve.models.PaddedDenoiser(model) (it reflect-pads the model's input to the "
-               "next multiple and crops ε̂ back), or crop the image to " + "×".join(str(s - s % multiple) for s in shape[2:])
-               + " and build the operator for that size") if min(shape[2:]) >= multiple else (
-            f"the image is smaller than {multiple}×{multiple}")
+               f"next multiple and crops ε̂ back), or crop the image to {crop} and build the operator for that size"
+               ) if min(shape[2:]) >= multiple else f"the image is smaller than {multiple}×{multiple}"
         raise ValueError(f"{name}={shape}: the model needs H and W to be multiples of {multiple}: {fix}")
+    least = int(getattr(denoiser, "min_side", 1) or 1)
+    if len(shape) >= 4 and min(shape[2:]) < least:
+        raise ValueError(f"{name}={shape}: the model needs H and W of at least {least}; use a larger image")
     return shape
 
 

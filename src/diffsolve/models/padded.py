@@ -56,7 +56,8 @@ class PaddedDenoiser:
         if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
             raise ValueError(f"multiple must be an int >= 1 (the side multiple the model needs), got {multiple!r}")
         self.multiple = multiple
-        self.spatial_multiple = 1  # what this wrapper asks of its inputs (beyond being >= multiple)
+        self.spatial_multiple = 1  # what this wrapper asks of its inputs: any side ...
+        self.min_side = multiple  # ... of at least one block (checked before a sampling loop)
         if callable(getattr(denoiser, "x0_and_eps", None)):
             self.x0_and_eps = self._x0_and_eps
 
