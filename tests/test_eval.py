@@ -207,5 +207,6 @@ def test_a_size_off_the_model_multiple_runs_padded_with_a_note(folder, tmp_path,
                               "--tasks", "gaussian_blur", "--methods", "mpgd", "--steps", "2", "--limit", "1",
                               "--no-progress")) == 0
     assert "reflect-padded from the image's 20x20 to 24x24" in capsys.readouterr().err
+    assert "reflect-padded from the image's 20x20 to 24x24" in (out / "summary.md").read_text()  # and kept
     recs = records(out)
     assert len(recs) == 1 and np.isfinite(recs[0]["psnr"])

@@ -336,7 +336,7 @@ def _fmt(value: float | None, spec: str) -> str:
 def write_summary(out: Path, rows: list[dict], cfg: EvalConfig, *, log: Callable[[str], None],
                   skipped: dict[tuple[str, str], str] | None = None) -> None:
     """summary.csv, summary.md and (with matplotlib) quality_vs_time.png; ``skipped``: (task, method) -> why
-    it was not run (listed in summary.md)."""
+    it was not run (listed in summary.md, with ``cfg.notes``)."""
     keys = ["task", "method", "n"] + [f"{k}_{s}" for k in METRICS for s in ("mean", "std")]
     with open(out / "summary.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=keys)
@@ -366,6 +366,8 @@ def write_summary(out: Path, rows: list[dict], cfg: EvalConfig, *, log: Callable
     if skipped:
         lines += ["", "Not run (the method cannot take the task's operator):", ""]
         lines += [f"- {method} × {task}: {why}" for (task, method), why in skipped.items()]
+    if cfg.notes:  # what was done to the data or the model on the way (padding, grey to RGB, alpha dropped)
+        lines += ["", "Notes:", ""] + [f"- {line}" for line in cfg.notes]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     _plot(out / "quality_vs_time.png", rows, cfg, log=log)
 
