@@ -4,6 +4,8 @@
 # the GPU machine, with the diffusers wheels carried in .whl/ (it has torch and triton, no diffusers):
 #
 #   bash benchmarks/gpu_session.sh tests         # whole test suite on CUDA   -> $OUT/cuda-tests.txt
+#   bash benchmarks/gpu_session.sh solvers       # every method x task end to end, Triton and torch
+#                                                #   backends, 128², 20 steps -> $OUT/gpu-solvers.{md,json}
 #   bash benchmarks/gpu_session.sh bench steps   # step, posterior, CG cases  -> $OUT/gpu-kernels-steps.*
 #   bash benchmarks/gpu_session.sh bench blur    # blur cases (incl. triton_tile) -> $OUT/gpu-kernels-blur.*
 #   bash benchmarks/gpu_session.sh bench resample
@@ -25,6 +27,9 @@ case "${1:-}" in
 tests)
     python3 -m pytest -q -x --durations=15 tests 2>&1 | tee "$OUT/cuda-tests.txt"
     ;;
+solvers)
+    python3 benchmarks/gpu_solvers.py --device cuda --size 128 --steps 20 --out "$OUT/gpu-solvers"
+    ;;
 bench)
     case "${2:-}" in
     steps) cases=ddim_eta0,ddim_eta1,ge_step,posterior,cg_iter ;;
@@ -35,7 +40,7 @@ bench)
     python3 benchmarks/bench_kernels.py --batches 1,16,64 --cases "$cases" --out "$OUT/gpu-kernels-$2"
     ;;
 *)
-    echo "usage: bash benchmarks/gpu_session.sh tests | bench {steps,blur,resample}" >&2
+    echo "usage: bash benchmarks/gpu_session.sh tests | solvers | bench {steps,blur,resample}" >&2
     exit 2
     ;;
 esac
