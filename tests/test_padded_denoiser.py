@@ -31,9 +31,9 @@ class Recorder:
         return x - eps, eps
 
 
-def test_padding_splits_the_missing_rows_and_columns_between_both_sides():
-    assert padding_for((20, 30), 8) == (1, 1, 2, 2)  # W 30 -> 32, H 20 -> 24
-    assert padding_for((16, 13), 8) == (1, 2, 0, 0)
+def test_padding_goes_after_the_last_row_and_column():
+    assert padding_for((20, 30), 8) == (0, 2, 0, 4)  # W 30 -> 32, H 20 -> 24
+    assert padding_for((16, 13), 8) == (0, 3, 0, 0)
     assert padding_for((16, 16), 8) == (0, 0, 0, 0)
 
 
@@ -44,7 +44,7 @@ def test_off_multiple_input_is_padded_reflectively_and_cropped_back():
     t = torch.tensor([10, 500])
     out = den(x, t)
     assert out.shape == x.shape and inner.shapes == [(2, 3, 24, 32)]
-    expected = inner(F.pad(x, (1, 1, 2, 2), mode="reflect"), t)[..., 2:22, 1:31]
+    expected = inner(F.pad(x, (0, 2, 0, 4), mode="reflect"), t)[..., :20, :30]
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
     x0, eps = den.x0_and_eps(x, t)  # diffusers' clipped-x̂0 path is padded the same way
     torch.testing.assert_close(eps, expected, rtol=0, atol=0)
@@ -75,7 +75,7 @@ def test_other_padding_modes(mode):
     inner = Recorder()
     x = torch.randn(1, 2, 13, 9, dtype=torch.float64)
     t = torch.tensor([7])
-    expected = inner(F.pad(x, (3, 4, 1, 2), mode=mode), t)[..., 1:14, 3:12]  # W 9 -> 16, H 13 -> 16
+    expected = inner(F.pad(x, (0, 7, 0, 3), mode=mode), t)[..., :13, :9]  # W 9 -> 16, H 13 -> 16
     torch.testing.assert_close(PaddedDenoiser(inner, mode=mode)(x, t), expected, rtol=0, atol=0)
 
 
