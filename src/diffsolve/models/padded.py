@@ -8,9 +8,10 @@ measurement stay at the image's own size; only the model sees a larger image:
 
 The model then sees a mirrored strip of fewer than m pixels beyond the bottom and right borders, where x_t's noise
 repeats rather than being independent; the top and left borders and the rest of ε̂ are the model's own (padding
-both sides by half left all four borders next to mirrored noise, and measured worse on random masks). ``mode="circular"`` keeps the noise independent but
-joins opposite edges; ``"replicate"`` repeats the edge pixel. Measured on held-out 60×60 crops against 64×64 and
-56×56 ones, and the three modes against one another: benchmarks/results/padded-denoiser.md.
+both sides by half left all four borders next to mirrored noise, and measured worse on random masks).
+``mode="circular"`` keeps the noise independent but joins opposite edges; ``"replicate"`` repeats the edge pixel.
+Measured on held-out 60×60 crops against 64×64 and 56×56 ones, the three modes and both layouts against one
+another: benchmarks/results/padded-denoiser.md.
 """
 
 from __future__ import annotations
