@@ -15,7 +15,6 @@ step counts and tasks).
 from __future__ import annotations
 
 import importlib
-
 import sys
 from pathlib import Path
 

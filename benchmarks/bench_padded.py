@@ -37,8 +37,10 @@ DEFAULT_METHODS = ["mpgd", "cdps", "dps", "pigdm", "ddrm", "diffpir", "ddnm", "r
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(((a.clamp(-1, 1) - b) ** 2).mean())
-    return 10 * torch.log10(torch.tensor(4.0 / mse)).item()
+    """PSNR (dB) of a one-image batch: ``diffsolve.metrics.psnr``."""
+    from diffsolve.metrics import psnr
+
+    return float(psnr(a, b).mean())
 
 
 def _ring_psnr(xr: torch.Tensor, x: torch.Tensor, origin: int, side: int) -> float:

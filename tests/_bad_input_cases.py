@@ -563,6 +563,7 @@ def _operator_cases(x, ops, ys) -> list[Case]:
 
 
 def _model_cases(den, prior, x) -> list[Case]:
+    from diffsolve import solve
     from diffsolve.models import EpsDenoiser, GaussianPrior, PaddedDenoiser, load_default
     from diffsolve.operators import Identity as _Identity
     from diffsolve.schedules import make_alphas_cumprod
@@ -598,7 +599,7 @@ def _model_cases(den, prior, x) -> list[Case]:
     patches = load_default("patches")
     t3 = torch.tensor([3])
     add("patches(x, t)", "shape", "1x3x12x20 (not multiples of 8)", "reject",
-        lambda: __import__("diffsolve").solve("mpgd", patches, _Identity(), torch.zeros(1, 3, 12, 20), steps=1))
+        lambda: solve("mpgd", patches, _Identity(), torch.zeros(1, 3, 12, 20), steps=1))
     for label, kwargs in [("multiple=0", {"multiple": 0}), ("multiple=2.5", {"multiple": 2.5}),
                           ("multiple=True", {"multiple": True}), ("mode='zeros'", {"mode": "zeros"})]:
         add("PaddedDenoiser", label.split("=")[0], label.split("=", 1)[1], "reject",
