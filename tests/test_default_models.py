@@ -1,13 +1,15 @@
 """The shipped models load offline and sample; the bundled data and the training script are consistent."""
 
 import json
+from pathlib import Path
 import struct
 
 import pytest
 import torch
 
 import diffsolve
-from diffsolve.data import PHOTOS, heldout_digits, photo
+import diffsolve.data
+from diffsolve.data import HELDOUT, PHOTOS, heldout_digits, photo
 from diffsolve.models import DiffusersDenoiser, load_default
 from diffsolve.models.default import DEFAULT_MODELS, default_model_info, default_model_path
 
@@ -76,9 +78,12 @@ def test_bundled_data_shapes_and_split():
     assert digits.shape == (360, 1, 16, 16) and digits.min() >= -1 and digits.max() <= 1
     split = json.loads((default_model_path("digits16") / "split.json").read_text())
     assert len(split["heldout_idx"]) == 360 == len(set(split["heldout_idx"]))
-    for name in PHOTOS:
+    sources = (Path(diffsolve.data.__file__).parent / "SOURCES.md").read_text()
+    for name in PHOTOS + HELDOUT:
         assert photo(name).shape == (3, 256, 256)
         assert photo(name, 64).shape == (3, 64, 64)
+        assert f"`{name}.png`" in sources  # every bundled photo says where it came from
+    assert not set(PHOTOS) & set(HELDOUT)
     with pytest.raises(ValueError, match="photo name"):
         photo("astronaut")
 

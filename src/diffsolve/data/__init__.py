@@ -1,7 +1,7 @@
-"""Bundled data: the demo's two photos, three benchmark photos and the held-out ``digits16`` split.
+"""Bundled data: the demo's two photos, four benchmark photos and the held-out ``digits16`` split.
 
-The files are written by ``python -m diffsolve.models.train bundle`` from what scikit-image and
-scikit-learn ship; SOURCES.md beside them gives their origin and licence. None of them was seen
+The files are written by ``python -m diffsolve.models.train bundle`` from what scikit-image, scikit-learn,
+matplotlib and SciPy ship; SOURCES.md beside them gives their origin and licence. None of them was seen
 when training the shipped models.
 
 - :func:`photo` ``(name, size=None) -> (3, H, W)`` float32 in [-1, 1]; names in :data:`PHOTOS` (the demo's
@@ -22,7 +22,7 @@ __all__ = ["HELDOUT", "PHOTOS", "DIGITS_PER_ROW", "DIGITS_TILE", "HELDOUT_DIGITS
            "write_image"]
 
 PHOTOS = ("chelsea", "coffee")
-HELDOUT = ("camera", "grass", "hopper")
+HELDOUT = ("camera", "grass", "hopper", "raccoon")
 DIGITS_TILE = 16  # the held-out digits are stored row-major as a mosaic of 16x16 tiles
 DIGITS_PER_ROW = 20
 HELDOUT_DIGITS = 360  # tiles in digits16_heldout.png

@@ -47,8 +47,9 @@ __all__ = [
 DIGITS_HELDOUT = 360
 HELDOUT_PHOTOS = ("chelsea", "coffee")
 #: photos kept out of training and out of every tuning run (the benchmarks' held-out set): skimage's camera
-#: and grass (CC0, grey), and matplotlib's sample grace_hopper.jpg (US Navy photograph, public domain)
-BENCHMARK_PHOTOS = ("camera", "grass", "hopper")
+#: and grass (CC0, grey), matplotlib's sample grace_hopper.jpg (US Navy photograph, public domain) and SciPy's
+#: raccoon face (public domain; ``scipy.datasets.face``, ``scipy.misc.face`` before SciPy 1.10)
+BENCHMARK_PHOTOS = ("camera", "grass", "hopper", "raccoon")
 # skimage.data names (stereo_motorcycle gives two views) and sklearn sample images; skimage's
 # "cat" is chelsea and is left out with it.
 TRAIN_PHOTOS = (
@@ -135,6 +136,12 @@ def _load_photo(name: str, cache: dict | None = None) -> list[np.ndarray]:
             from PIL import Image
 
             return [np.asarray(Image.open(f).convert("RGB"))]
+    if name == "raccoon":  # SciPy's face: scipy.datasets (fetched by pooch) from SciPy 1.10, scipy.misc before
+        try:
+            from scipy.datasets import face
+        except ImportError:
+            from scipy.misc import face
+        return [np.asarray(face())]
     import skimage.data
 
     img = getattr(skimage.data, name)()
