@@ -1,22 +1,23 @@
-"""Box inpainting: is a method's PSNR gap to Tikhonov bias, or the spread every posterior sample must have?
-(a report, not a test)
+"""One draw against the mean of K: is a method's PSNR gap to Tikhonov bias, or the spread every posterior sample
+must have? (a report, not a test)
 
-    python benchmarks/bench_box_spread.py [--sizes 64 128] [--images hopper camera] [--draws 8]
-                                          [--methods mpgd cdps dps] [--steps 30]
+    python benchmarks/bench_draw_spread.py [--task box] [--sizes 64 128] [--images hopper camera] [--draws 8]
+                                           [--methods mpgd cdps dps] [--steps 30] [--out box-spread]
 
 For one y per photo (``bench_methods.measure``, σ = 0.05, the seed tables' images and noise), each method at its
 defaults draws ``--draws`` samples (generator seeds 0…K−1). Reported, mean over the images:
 
 - PSNR of draw 0 (the seed tables' cell) and the mean PSNR over the K draws ± its standard deviation across draws;
 - PSNR of the K-draw average x̄_K (an estimate of the posterior mean the method samples from);
-- the same three inside the hole only (the pixels the box hides), and on the observed pixels;
-- the hole's spread: mean over hole pixels of the K draws' variance, against the hole's MSE of x̄_K.
+- box inpainting: the same three inside the hole only (the pixels the box hides), and on the observed pixels;
+- the spread: mean over the hole's pixels (every pixel for the other tasks) of the K draws' variance, against
+  the MSE of x̄_K there.
 
 Why: for an exact posterior sampler, a draw x_s and the truth x are independent given y, so
 E‖x_s − x‖² = E‖x_s − μ‖² + E‖μ − x‖² = 2 tr Σ_post, twice the MSE of the posterior mean μ — 3 dB in the hole
-when the observed pixels say little about it. Tikhonov (λ picked by PSNR against the truth) is a mean-type
-estimate. A draw that misses Tikhonov − 0.5 dB while x̄_K passes it is missing by its spread, not by a bias.
-Writes ``results/box-spread.{md,json}``.
+when the observed pixels say little about it (SR ×4: in the detail the low-resolution image does not fix).
+Tikhonov (λ picked by PSNR against the truth) is a mean-type estimate. A draw that misses Tikhonov − 0.5 dB while
+x̄_K passes it is missing by its spread, not by a bias. Writes ``results/<--out>.{md,json}``.
 """
 
 from __future__ import annotations
@@ -51,19 +52,24 @@ def _cast(x: torch.Tensor, x_true: torch.Tensor) -> torch.Tensor:
     return ((x.clamp(-1, 1) - x_true) / 2).mean((2, 3)).abs().amax(1)
 
 
-def run(sizes: list[int], images: list[str], methods: list[str], draws: int, steps: int) -> list[dict]:
+def run(task: str, sizes: list[int], images: list[str], methods: list[str], draws: int, steps: int) -> list[dict]:
     model = load_default("patches")
     rows = []
     for size in sizes:
         x = torch.stack([photo(name, size=size) for name in images])
-        op = make_operator("box", (size, size))
+        op = make_operator(task, (size, size))
         y = measure(op, x, seed=size)
-        hole = op.mask.reshape(1, 1, size, size) == 0
-        everywhere = torch.ones_like(hole)
+        everywhere = torch.ones(1, 1, size, size, dtype=torch.bool)
+        box = task == "box"
+        hole = op.mask.reshape(1, 1, size, size) == 0 if box else everywhere  # where the spread is measured
+
+        def observed(v: torch.Tensor) -> float | None:
+            return float(_psnr(v, x, ~hole).mean()) if box else None
+
         tik, _ = restore("tikhonov", model, op, y, steps=1, sigma=SIGMA, x_true=x)
         base = {"size": size, "images": images}
         rows.append({**base, "method": "tikhonov", "psnr": float(_psnr(tik, x, everywhere).mean()),
-                     "psnr_hole": float(_psnr(tik, x, hole).mean()), "psnr_observed": float(_psnr(tik, x, ~hole).mean())})
+                     "psnr_hole": float(_psnr(tik, x, hole).mean()), "psnr_observed": observed(tik)})
         print(rows[-1], flush=True)
         for name in methods:
             start = time.perf_counter()
@@ -77,8 +83,8 @@ def run(sizes: list[int], images: list[str], methods: list[str], draws: int, ste
             mean = stack.mean(0)
             per_draw = torch.stack([_psnr(o, x, everywhere) for o in outs])  # (K, B)
             per_draw_hole = torch.stack([_psnr(o, x, hole) for o in outs])
-            spread = (stack.var(0, unbiased=True) / 4 * hole).flatten(1).sum(1) / (hole.sum() * 3)  # [0,1] units²
-            mse_mean_hole = (((mean - x) / 2) ** 2 * hole).flatten(1).sum(1) / (hole.sum() * 3)
+            spread = (stack.var(0, unbiased=True) / 4 * hole).flatten(1).sum(1) / (hole.sum() * x.shape[1])  # [0,1]²
+            mse_mean_hole = (((mean - x) / 2) ** 2 * hole).flatten(1).sum(1) / (hole.sum() * x.shape[1])
             rows.append({**base, "method": name, "steps": steps, "draws": draws,
                          "psnr_draw0": float(per_draw[0].mean()), "psnr_draws": float(per_draw.mean()),
                          "psnr_draws_std": float(per_draw.mean(1).std()),
@@ -86,7 +92,7 @@ def run(sizes: list[int], images: list[str], methods: list[str], draws: int, ste
                          "psnr_hole_draw0": float(per_draw_hole[0].mean()),
                          "psnr_hole_draws": float(per_draw_hole.mean()),
                          "psnr_hole_average": float(_psnr(mean, x, hole).mean()),
-                         "psnr_observed_draws": float(torch.stack([_psnr(o, x, ~hole) for o in outs]).mean()),
+                         "psnr_observed_draws": (sum(observed(o) for o in outs) / draws) if box else None,
                          "cast_draws": float(torch.stack([_cast(o, x) for o in outs]).mean()),
                          "cast_average": float(_cast(mean, x).mean()),
                          "hole_spread": float(spread.mean()), "hole_mse_average": float(mse_mean_hole.mean()),
@@ -95,38 +101,50 @@ def run(sizes: list[int], images: list[str], methods: list[str], draws: int, ste
     return rows
 
 
-def render(rows: list[dict], args, elapsed: float) -> str:
-    out = ["# Box inpainting: a draw's spread against the bar (benchmarks/bench_box_spread.py)", "",
-           f"`python benchmarks/bench_box_spread.py --sizes {' '.join(map(str, args.sizes))} --images "
+TITLES = {"box": "Box inpainting", "sr4": "SR ×4", "random": "Random inpainting", "gaussian_blur": "Gaussian blur",
+          "motion_blur": "Motion blur"}
+
+
+def render(rows: list[dict], args, elapsed: float, where_run: str | None = None) -> str:
+    task = getattr(args, "task", "box")  # results saved before --task existed are box runs
+    box = task == "box"
+    region = "hole" if box else "image"
+    out = [f"# {TITLES.get(task, task)}: a draw's spread against the bar (benchmarks/bench_draw_spread.py)", "",
+           f"`python benchmarks/bench_draw_spread.py --task {task} --sizes {' '.join(map(str, args.sizes))} --images "
            f"{' '.join(args.images)} --draws {args.draws} --methods {' '.join(args.methods)} --steps {args.steps}` "
-           f"({machine()}, {elapsed / 60:.0f} min). Held-out photos {', '.join(args.images)}, "
-           f"the demo's box task, σ = {SIGMA}, the `patches` model, one y per photo, each method at its defaults, "
+           f"({where_run or machine()}, {elapsed / 60:.0f} min). Held-out photos {', '.join(args.images)}, "
+           f"the demo's {task} task, σ = {SIGMA}, the `patches` model, one y per photo, each method at its defaults, "
            f"K = {args.draws} draws. PSNR in dB, mean over the images; bar = Tikhonov − 0.5 dB (Tikhonov's λ picked "
            "by PSNR against the truth).", "",
-           "| size | method | PSNR draw 0 | mean over draws | K-draw average | bar | hole: draw 0 / draws / average | "
-           "observed (draws) | hole spread / average's MSE | cast: draws / average |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "| size | method | PSNR draw 0 | mean over draws | K-draw average | bar | "
+           + ("hole: draw 0 / draws / average | observed (draws) | " if box else "")
+           + f"{region} spread / average's MSE | cast: draws / average |",
+           "|---|---|---|---|---|---|" + ("---|---|" if box else "") + "---|---|"]
     for size in dict.fromkeys(r["size"] for r in rows):
         tik = next(r for r in rows if r["size"] == size and r["method"] == "tikhonov")
         bar = tik["psnr"] - 0.5
-        out.append(f"| {size}² | tikhonov | {tik['psnr']:.2f} | | | | {tik['psnr_hole']:.2f} | "
-                   f"{tik['psnr_observed']:.2f} | | |")
+        out.append(f"| {size}² | tikhonov | {tik['psnr']:.2f} | | | | "
+                   + (f"{tik['psnr_hole']:.2f} | {tik['psnr_observed']:.2f} | " if box else "") + "| |")
         for r in rows:
             if r["size"] != size or r["method"] == "tikhonov":
                 continue
             mark = (lambda v: f"**{v:.2f}**" if v >= bar else f"{v:.2f}")
             out.append(f"| {size}² | {r['method']} | {mark(r['psnr_draw0'])} | {mark(r['psnr_draws'])}"
                        + (f" ± {r['psnr_draws_std']:.2f}" if "psnr_draws_std" in r else "") + " | "
-                       f"{mark(r['psnr_average'])} | {bar:.2f} | {r['psnr_hole_draw0']:.2f} / {r['psnr_hole_draws']:.2f}"
-                       f" / {r['psnr_hole_average']:.2f} | {r['psnr_observed_draws']:.2f} | "
-                       f"{r['hole_spread']:.4f} / {r['hole_mse_average']:.4f} | "
+                       f"{mark(r['psnr_average'])} | {bar:.2f} | "
+                       + (f"{r['psnr_hole_draw0']:.2f} / {r['psnr_hole_draws']:.2f} / {r['psnr_hole_average']:.2f} | "
+                          f"{r['psnr_observed_draws']:.2f} | " if box else "")
+                       + f"{r['hole_spread']:.4f} / {r['hole_mse_average']:.4f} | "
                        + (f"{r['cast_draws']:.3f} / {r['cast_average']:.3f} |" if "cast_draws" in r else "— |"))
-    out += ["", "**Bold**: at or above the bar. Hole spread: mean per-pixel variance of the K draws inside the hole "
+    where = "inside the hole" if box else "over the image"
+    out += ["", f"**Bold**: at or above the bar. Spread: mean per-pixel variance of the K draws {where} "
             "([0, 1] units²); for an exact sampler it equals the posterior-mean MSE, and a draw's MSE is their sum.", ""]
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--task", default="box", help="a demo task (diffsolve.tasks.DEMO_TASKS)")
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     p.add_argument("--images", nargs="+", default=["hopper", "camera"])
     p.add_argument("--methods", nargs="+", default=["mpgd", "cdps", "dps"])
@@ -138,12 +156,14 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.render:
         saved = json.loads((RESULTS / f"{args.out}.json").read_text())
-        args = argparse.Namespace(**{**saved["args"], "out": args.out})
-        (RESULTS / f"{args.out}.md").write_text(render(saved["rows"], args, saved.get("elapsed", 0.0)))
+        args = argparse.Namespace(**{"task": "box", **saved["args"], "out": args.out})
+        if "machine" not in saved:
+            raise SystemExit(f"{args.out}.json predates the saved machine line; --render would stamp today's")
+        (RESULTS / f"{args.out}.md").write_text(render(saved["rows"], args, saved.get("elapsed", 0.0), saved["machine"]))
         return
     torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "1")))
     start = time.perf_counter()
-    rows = run(args.sizes, args.images, args.methods, args.draws, args.steps)
+    rows = run(args.task, args.sizes, args.images, args.methods, args.draws, args.steps)
     elapsed = time.perf_counter() - start
     path = RESULTS / f"{args.out}.json"
     if args.merge and path.exists():  # the other methods' rows (and the methods' order) from the previous run
@@ -151,8 +171,8 @@ def main(argv: list[str] | None = None) -> None:
         fresh = {(r["size"], r["method"]): r for r in rows}
         rows = [fresh.pop((r["size"], r["method"]), r) for r in saved["rows"]] + list(fresh.values())
         args.methods = saved["args"]["methods"]
-    (RESULTS / f"{args.out}.json").write_text(json.dumps({"args": vars(args), "rows": rows, "elapsed": elapsed},
-                                                         indent=1))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps({"args": vars(args), "machine": machine(), "rows": rows,
+                                                          "elapsed": elapsed}, indent=1))
     (RESULTS / f"{args.out}.md").write_text(render(rows, args, elapsed))
     print(render(rows, args, elapsed))
 
