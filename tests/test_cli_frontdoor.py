@@ -79,6 +79,19 @@ def test_bundled_set_is_named_in_the_output(tmp_path, capsys):
     assert "bundled set 'digits16'" in (tmp_path / "o" / "summary.md").read_text()
 
 
+def test_bundled_heldout_set_is_the_benchmark_photos(tmp_path, capsys):
+    from diffsolve.data import HELDOUT
+
+    out = tmp_path / "o"
+    assert cli_eval.run(parse_eval("--data", "heldout", "--size", "16", "--tasks", "box", "--methods", "pinv",
+                                   "--no-progress", "--out", str(out))) == 0
+    recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["image"] for r in recs) == sorted(f"{p}.png" for p in HELDOUT)
+    assert "eval: data = bundled set 'heldout'" in capsys.readouterr().err
+    pinned = json.loads((out / "config.json").read_text())["data"]
+    assert all(v.startswith("bundled:heldout:") for v in pinned.values()) and len(set(pinned.values())) == len(HELDOUT)
+
+
 def test_resume_refuses_changed_input_files(tmp_path, capsys):
     d = tmp_path / "imgs"
     d.mkdir()

@@ -102,17 +102,25 @@ def folder_images(paths: Sequence[Path], size: int, channels: int) -> ImageSet:
                     lambda idx: torch.stack([read_image(paths[i], mode, (size, size)) for i in idx]))
 
 
+def bundled_photos(name: str) -> tuple[str, ...]:
+    """The photo names of a bundled photo set: ``photos`` (the demo's: chelsea, coffee) or ``heldout`` (the
+    benchmarks' held-out photos: camera, grass, hopper, raccoon)."""
+    from . import data
+
+    return {"photos": data.PHOTOS, "heldout": data.HELDOUT}[name]
+
+
 def bundled_names(name: str) -> list[str]:
     """The image names of a bundled set (without decoding it)."""
     from . import data
 
     if name == "digits16":
         return [f"digit_{i:03d}.png" for i in range(data.HELDOUT_DIGITS)]
-    return [f"{p}.png" for p in data.PHOTOS]
+    return [f"{p}.png" for p in bundled_photos(name)]
 
 
 def bundled_images(name: str, size: int, channels: int) -> ImageSet:
-    """The bundled sets: ``digits16`` (360 held-out 16×16 digits) and ``photos`` (chelsea, coffee)."""
+    """The bundled sets: ``digits16`` (360 held-out 16×16 digits) and the photo sets of :func:`bundled_photos`."""
     from . import data
 
     if name == "digits16":
@@ -120,10 +128,11 @@ def bundled_images(name: str, size: int, channels: int) -> ImageSet:
         if channels == 3:
             digits = digits.expand(-1, 3, -1, -1)
         return ImageSet([f"digit_{i:03d}.png" for i in range(len(digits))], lambda idx: digits[list(idx)])
-    photos = [data.photo(p, size) for p in data.PHOTOS]  # (3, S, S)
+    names = bundled_photos(name)
+    photos = [data.photo(p, size) for p in names]  # (3, S, S)
     if channels == 1:
         photos = [p.mean(0, keepdim=True) for p in photos]
-    return ImageSet([f"{p}.png" for p in data.PHOTOS], lambda idx: torch.stack([photos[i] for i in idx]))
+    return ImageSet([f"{p}.png" for p in names], lambda idx: torch.stack([photos[i] for i in idx]))
 
 
 # --------------------------------------------------------------------------- data identity
@@ -146,13 +155,13 @@ def data_hashes(data: str, image_paths: Sequence[Path] | None, names: Sequence[s
 
     from . import data as bundled
 
-    files = {"digits16": ["digits16_heldout.png"], "photos": [f"{p}.png" for p in bundled.PHOTOS]}[data]
+    files = ["digits16_heldout.png"] if data == "digits16" else [f"{p}.png" for p in bundled_photos(data)]
     digests = []
     for name in files:
         with resources.as_file(resources.files(bundled.__name__).joinpath(name)) as path:
             digests.append(file_sha256(path))
-    if data == "photos":
-        return {n: f"bundled:photos:{d}" for n, d in zip(names, digests)}
+    if data != "digits16":
+        return {n: f"bundled:{data}:{d}" for n, d in zip(names, digests)}
     return {n: f"bundled:digits16:{digests[0]}" for n in names}
 
 

@@ -39,7 +39,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
 SHIPPED_MODELS = ("digits16", "patches")
 #: bundled image sets (name -> natural side) of ``eval --data``
-BUNDLED_SETS = {"digits16": 16, "photos": 256}
+BUNDLED_SETS = {"digits16": 16, "photos": 256, "heldout": 256}
 #: the largest work image ``restore`` accepts (width x height); larger ones need --size
 MAX_PIXELS = 1024 * 1024
 #: the device strings the command line accepts (checked without torch)

@@ -43,9 +43,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                "computed (their weights would have to be downloaded).")
     e.add_argument("--data", required=True,
                    help=f"a folder of images ({', '.join(IMAGE_SUFFIXES)}; centre-cropped and resized to --size), "
-                        f"or a bundled set: {', '.join(BUNDLED_SETS)} (an existing folder of that name wins)")
+                        f"or a bundled set: {', '.join(BUNDLED_SETS)} (digits16: 360 held-out digits; photos: the demo's "
+                        "chelsea and coffee; heldout: camera, grass, hopper, raccoon, the photos no default was tuned "
+                        "on) (an existing folder of that name wins)")
     e.add_argument("--size", type=int_at_least(1), default=None,
-                   help="image side S in pixels (default: digits16 16, photos 256; required for a folder)")
+                   help="image side S in pixels (default: digits16 16, photos and heldout 256; required for a folder)")
     e.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS, help="tasks (diffsolve.tasks)")
     e.add_argument("--methods", nargs="+", default=_default_methods(),
                    help="methods (diffsolve.methods.CLI_METHODS)")
