@@ -34,6 +34,9 @@ def test_info_lists_versions_backends_and_models():
     assert result["models"]["digits16"]["in_channels"] == 1
     assert result["models"]["patches"]["in_channels"] == 3
     assert "digits16" in text and "patches" in text and result["versions"]["torch"] in text
+    from diffsolve.data import HELDOUT
+
+    assert result["data"]["heldout"] == [f"{p}.png" for p in HELDOUT] and "raccoon" in text
 
 
 def test_info_command_exit_status(capsys):

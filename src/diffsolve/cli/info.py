@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from .. import __version__
-from .common import HelpFormatter
+from .common import BUNDLED_SETS, HelpFormatter
 
 __all__ = ["add_parser", "info", "run"]
 
@@ -83,6 +83,17 @@ def info(out=None) -> dict:
         params = f"{m['params'] / 1e6:.2f}M params" if m["params"] else "? params"
         print(f"  {name:9s} {shape}, {params}, {m['bytes'] / 1e6:.1f} MB, {m['steps']} steps on {m['device']}",
               file=out)
+    from ..evaluate import bundled_names
+
+    print("bundled image sets (eval --data NAME):", file=out)
+    about = {"digits16": "held-out 16x16 digits", "photos": "the demo's photos",
+             "heldout": "photos no default was tuned on"}
+    result["data"] = {}
+    for name in BUNDLED_SETS:
+        names = bundled_names(name)
+        result["data"][name] = names
+        listed = f"{len(names)} images" if len(names) > 6 else ", ".join(n.removesuffix(".png") for n in names)
+        print(f"  {name:9s} {about.get(name, '')}: {listed}", file=out)
     return result
 
 
