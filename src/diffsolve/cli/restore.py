@@ -58,8 +58,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="model-based methods: draw K samples of the posterior (one after another, seeds --seed, "
                         "--seed+1, ...) and write their mean to --out and their per-pixel standard deviation to "
                         "OUT_std.EXT (black 0, white 0.5 in [-1,1] units); the mean is the better estimate where "
-                        "y leaves the image uncertain (a draw's squared error is about twice the posterior "
-                        "mean's: benchmarks/results/box-spread.md)")
+                        "y leaves the image uncertain, e.g. a box's hole or SR's fine detail (a draw's squared "
+                        "error is about twice the posterior mean's: benchmarks/results/box-spread.md, "
+                        "sr4-spread.md)")
     r.add_argument("--mask", help="inpaint: mask image of the input's size, non-zero = observed pixel")
     r.add_argument("--simulate", action="store_true",
                    help="treat --input as the clean image: measure it (noise --sigma) and report PSNR/SSIM")
