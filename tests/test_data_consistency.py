@@ -51,3 +51,50 @@ def test_noise_in_the_holes_is_not_data():
     assert torch.equal(part.isnan(), expected.isnan())
     assert torch.equal(part.nan_to_num(), expected.nan_to_num())
     assert GaussianBlur(3, 0.8).data_part(r) is r  # default: every entry is data
+
+
+# --------------------------------------------------------------------------- DataConsistencyWarning
+def _exact_problem():
+    """An exact Gaussian prior (tests/_small_problem.py) and its blurred, noisy measurement, σ = 0.05."""
+    from _small_problem import OPS, measure, prior
+
+    op = OPS["blur"]()
+    return prior(), op, measure(op, batch=2, sigma=SIGMA)
+
+
+@pytest.mark.parametrize("name", ["cdps", "pigdm", "ddrm", "ddnm"])  # MMPS is exact on a Gaussian prior
+def test_a_result_that_ignores_y_is_named(name):
+    """One step returns (about) the prior's Tweedie mean at t = T: y is ignored, and the warning says so with the
+    value, the sample and the fixes; 50 steps on the same exact-prior problem fit y and stay silent."""
+    import warnings
+
+    import diffsolve
+    from diffsolve.solvers import DataConsistencyWarning
+    from diffsolve.solvers._inverse import UNFIT_CONSISTENCY
+
+    den, op, y = _exact_problem()
+    g = [torch.Generator().manual_seed(i) for i in range(2)]
+    with pytest.warns(DataConsistencyWarning, match=rf"{name}: the result does not fit y: .* with steps=1: use more "
+                                                   "steps, or check sigma"):
+        x = diffsolve.solve(name, den, op, y, steps=1, sigma=SIGMA, generator=g)
+    assert float(data_consistency(op, x, y, SIGMA).max()) > UNFIT_CONSISTENCY  # the warning tells the truth
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataConsistencyWarning)
+        x = diffsolve.solve(name, den, op, y, steps=50, sigma=SIGMA, generator=g)
+    assert float(data_consistency(op, x, y, SIGMA).max()) <= UNFIT_CONSISTENCY
+
+
+def test_the_warning_needs_sigma_and_a_measurement():
+    """Without σ there is no noise level to compare with (DPS, MPGD, DDNM, RED-diff take it as optional), and MPGD
+    guided by a loss has no y: no check, whatever the result."""
+    import warnings
+
+    import diffsolve
+    from diffsolve.solvers import DataConsistencyWarning, mpgd
+
+    den, op, y = _exact_problem()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataConsistencyWarning)
+        diffsolve.solve("ddnm", den, op, y, steps=1)  # σ = 0: hard data consistency, nothing to compare with
+        mpgd(den, None, None, shape=(2, 1, 4, 4), dtype=torch.float64, steps=1,
+             loss=lambda v: v.flatten(1).square().sum(1))

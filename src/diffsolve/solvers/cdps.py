@@ -55,7 +55,7 @@ import torch
 from ..kernels import diagonal_posterior_step
 from ..kernels.cg import batched_cg, cg_iteration_bound
 from ..operators.base import SolveInfo, _default_tol
-from ._inverse import Diagnostics, check_problem, check_sigma, residual_norm, route
+from ._inverse import Diagnostics, check_problem, check_sigma, residual_norm, route, warn_if_unfit
 from ._loop import Sampling, _draw, check_number, prepare, takes_sampling
 
 __all__ = ["CHAINS", "LAST_STEPS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_STARTS", "CG_MAX_ITERS", "RUN_CG_ITERS",
@@ -437,6 +437,7 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             if loop.callback is not None:
                 loop.record(i, x, None)
     x = loop.finish(x)
+    warn_if_unfit("cdps", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
     if method == "cg" and not bool(converged.all()):  # one sync, after the loop
         most = max(p.cg_iters or 0 for p in steps if not p.truncated)
         warnings.warn(CGNotConvergedWarning(

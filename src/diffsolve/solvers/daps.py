@@ -72,7 +72,7 @@ import torch
 from ..kernels import ddim_step
 from ..models.denoiser import as_denoiser
 from ..operators.svd import SVD, operator_svd
-from ._inverse import Diagnostics, check_problem, check_sigma, residual_norm, route
+from ._inverse import Diagnostics, check_problem, check_sigma, residual_norm, route, warn_if_unfit
 from ._loop import Sampling, _draw, check_int, check_number, check_steps, prepare, takes_sampling
 from .mpgd import operator_gain
 
@@ -307,6 +307,7 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             if loop.callback is not None:
                 loop.record(i, x, x0)
     x = loop.finish(x)
+    warn_if_unfit("daps", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
     if sampling.return_info:
         return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma)
     return x

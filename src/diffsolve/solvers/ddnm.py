@@ -64,7 +64,7 @@ from typing import Any
 import torch
 
 from ..operators.svd import SVD, operator_svd
-from ._inverse import Diagnostics, check_problem, data_part, route
+from ._inverse import Diagnostics, check_problem, data_part, route, warn_if_unfit
 from ._loop import Sampling, _draw, check_int, check_number, prepare, takes_sampling
 from .diffpir import check_operator_solves, pinv_unchecked, reproject_step
 
@@ -233,6 +233,7 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         if loop.callback is not None:
             loop.record(i, x, x0p)
     x = loop.finish(x)
+    warn_if_unfit("ddnm", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
     if sampling.return_info:
         return x, info.finish(operator, x, y, torch.tensor(timesteps, dtype=loop.schedule.timesteps.dtype),
                               sigma=sigma if sigma > 0 else None,

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from ..operators.svd import operator_svd
-from ._inverse import Diagnostics, check_problem, check_sigma, residual_norm, route
+from ._inverse import Diagnostics, check_problem, check_sigma, residual_norm, route, warn_if_unfit
 from ._loop import Sampling, _draw, check_number, check_steps, prepare, takes_sampling
 
 __all__ = ["ddrm"]
@@ -139,6 +139,7 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             if loop.callback is not None:
                 loop.record(i, x, x0)
     x = loop.finish(x)
+    warn_if_unfit("ddrm", operator, x, y, sigma_y, len(loop.schedule))  # one sync, after the loop
     if sampling.return_info:
         return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma_y if sigma_y > 0 else None)
     return x

@@ -32,7 +32,7 @@ import torch
 
 from ..kernels import fused_step
 from ..operators.base import _default_tol
-from ._inverse import Diagnostics, check_problem, data_part, route
+from ._inverse import Diagnostics, check_problem, data_part, route, warn_if_unfit
 from ._loop import Sampling, check_number, prepare, takes_sampling
 
 __all__ = ["CG_ITERS", "DEFAULT_LAM", "DEFAULT_ZETA", "data_rho", "diffpir", "pinv_unchecked", "reproject_step"]
@@ -159,6 +159,7 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         if loop.callback is not None:
             loop.record(i, x, x0p)
     x = loop.finish(x)
+    warn_if_unfit("diffpir", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
     if sampling.return_info:
         return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma if sigma > 0 else None)
     return x

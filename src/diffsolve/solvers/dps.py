@@ -55,7 +55,8 @@ from typing import Any
 import torch
 
 from ..kernels import ddim_step
-from ._inverse import DISCREPANCY_SHARE, Diagnostics, check_problem, check_sigma, data_part, measured_entries, route
+from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, check_sigma, data_part, measured_entries, route,
+                       warn_if_unfit)
 from ._loop import Sampling, check_number, prepare, takes_sampling
 
 __all__ = ["DISCREPANCY_SHARE", "MIN_STEPS", "NORMALIZATIONS", "REFERENCE_NUMEL", "REFERENCE_STEPS", "STEP_POWER",
@@ -164,6 +165,7 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
         if loop.callback is not None:
             loop.record(i, x, x0.detach())
     x = loop.finish(x)
+    warn_if_unfit("dps", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
     if sampling.return_info:
         return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma)
     return x

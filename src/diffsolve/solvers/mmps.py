@@ -49,7 +49,7 @@ from typing import Any, Callable
 import torch
 
 from ..kernels import ddim_step
-from ._inverse import Diagnostics, check_problem, check_sigma, data_part, residual_norm, route
+from ._inverse import Diagnostics, check_problem, check_sigma, data_part, residual_norm, route, warn_if_unfit
 from ._loop import Sampling, check_int, check_number, prepare, takes_sampling
 
 __all__ = ["SOLVERS", "measurement_cg", "measurement_gmres", "mmps", "posterior_mean"]
@@ -279,6 +279,7 @@ def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         if loop.callback is not None:
             loop.record(i, x, x0y)
     x = loop.finish(x)
+    warn_if_unfit("mmps", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
     if sampling.return_info:
         return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma)
     return x

@@ -55,7 +55,7 @@ import torch
 
 from ..kernels import mpgd_step
 from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, data_part, measured_entries, measurement_grad,
-                       route)
+                       route, warn_if_unfit)
 from ._loop import Sampling, check_number, check_steps, prepare, takes_sampling
 
 __all__ = ["SPACES", "Projection", "capped_grad", "default_rho", "mpgd", "noise_rho", "operator_gain"]
@@ -273,6 +273,8 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
         if loop.callback is not None:
             loop.record(i, x, x0_star)
     x = loop.finish(x)
+    if y is not None:  # guidance by a loss has no measurement
+        warn_if_unfit("mpgd", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
     if sampling.return_info:
         if y is None:  # guidance by a loss: no measurement to be consistent with
             return x, info.stacked(projected=torch.tensor(projected), timesteps=loop.schedule.timesteps.clone())

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from ..kernels import ddim_step
-from ._inverse import Diagnostics, check_problem, data_part, route
+from ._inverse import Diagnostics, check_problem, data_part, route, warn_if_unfit
 from ._loop import Sampling, check_number, prepare, takes_sampling
 from .diffpir import check_operator_solves, pinv_unchecked, solver_of
 
@@ -94,6 +94,7 @@ def pigdm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, 
         if loop.callback is not None:
             loop.record(i, x, x0g)
     x = loop.finish(x)
+    warn_if_unfit("pigdm", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
     if sampling.return_info:
         return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma if sigma > 0 else None)
     return x

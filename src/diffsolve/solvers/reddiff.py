@@ -48,7 +48,7 @@ from typing import Any
 
 import torch
 
-from ._inverse import Diagnostics, check_problem, check_sigma, data_part, route
+from ._inverse import Diagnostics, check_problem, check_sigma, data_part, route, warn_if_unfit
 from ._loop import Sampling, check_number, draw, prepare, takes_sampling
 
 __all__ = ["ADAM_BETAS", "ADAM_EPS", "LAM_RULES", "REFERENCE_STEPS", "gradient", "initial_mean", "reddiff",
@@ -152,6 +152,7 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
             if loop.callback is not None:
                 loop.record(i, mu, mu)
     mu = loop.finish(mu)
+    warn_if_unfit("reddiff", operator, mu, y, sigma, len(loop.schedule))  # one sync, after the loop
     if sampling.return_info:
         return mu, info.finish(operator, mu, y, loop.schedule.timesteps, sigma=sigma)
     return mu
