@@ -377,3 +377,25 @@ def test_demo_notes_an_unsupported_pair_instead_of_crashing(tmp_path, capsys):
         assert np.isfinite(suite["box"]["ddrm"]["psnr"])
     printed = capsys.readouterr()
     assert "not run: ddrm needs the SVD" in printed.out + printed.err
+
+
+def test_a_result_that_ignores_y_warns_in_one_line(tmp_path):
+    """Two C-DPS steps leave y largely ignored: the command line says so in one line of its own form (no source
+    path), beside the consistency it prints anyway (a subprocess: pytest records warnings instead of printing)."""
+    img = tmp_path / "clean.png"
+    _png(img, np.random.default_rng(3).integers(0, 255, (16, 16, 3)))
+    proc = subprocess.run([sys.executable, "-m", "diffsolve", "restore", "--input", str(img), "--task", "box",
+                           "--method", "cdps", "--simulate", "--steps", "2", "--out", str(tmp_path / "x.png")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(x for x in proc.stderr.splitlines() if "warning" in x)
+    assert line.startswith("diffsolve restore: warning: cdps: the result does not fit y: data consistency")
+    assert "steps=2" in line and "methods.py" not in proc.stderr
+
+
+def test_main_puts_pythons_warning_format_back():
+    import warnings
+
+    before = warnings.formatwarning
+    assert main(["info"]) == 0
+    assert warnings.formatwarning is before

@@ -13,7 +13,9 @@ one module per subcommand. The method lists come from :mod:`diffsolve.methods` (
 Every argument is checked before torch is imported, a model is loaded or a step runs: an error is one
 line ``diffsolve CMD: error: ...`` naming the argument, the value and the fix, exit status 2 (argparse's
 own errors too: no usage block). ``--help``, ``--version`` and these errors never import torch. Sizes are
-written width×height everywhere. Every result reports its data consistency ‖A x̂ − y‖/(σ√m).
+written width×height everywhere. Every result reports its data consistency ‖A x̂ − y‖/(σ√m). diffsolve's own
+warnings (a result that ignores y, CG short of its tolerance, too few DPS steps) print as one line
+``diffsolve CMD: warning: ...``.
 """
 
 from __future__ import annotations
@@ -42,9 +44,35 @@ def parser() -> Parser:
     return p
 
 
+def _one_line_warnings(command: str):
+    """Format diffsolve's warnings as ``diffsolve CMD: warning: message`` (no source line), others as Python does;
+    returns the previous formatter (for :func:`main` to put back)."""
+    import warnings
+
+    plain = warnings.formatwarning
+
+    def format_warning(message, category, filename, lineno, line=None):  # noqa: ANN001 - warnings' signature
+        if category.__module__.startswith("diffsolve"):
+            return f"diffsolve {command}: warning: {message}\n"
+        return plain(message, category, filename, lineno, line)
+
+    warnings.formatwarning = format_warning
+    return plain
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``diffsolve`` script; returns the exit status."""
+    import warnings
+
     args = parser().parse_args(argv)
+    plain = _one_line_warnings(args.command)
+    try:
+        return _run(args)
+    finally:
+        warnings.formatwarning = plain
+
+
+def _run(args) -> int:  # noqa: ANN001 - the parsed namespace
     if args.command == "eval":  # prints its own errors (rank 0 only under torchrun)
         from . import eval
 
