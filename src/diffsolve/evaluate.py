@@ -47,6 +47,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ from typing import Any
 import torch
 
 from .data import write_image
+from .solvers import UNFIT_CONSISTENCY, DataConsistencyWarning
 
 __all__ = ["EvalConfig", "EvalPlan", "ImageSet", "bundled_images", "check_resume", "data_hashes", "folder_images",
            "plan_eval", "record_key", "run_batch", "run_eval", "stream_seed", "summarise", "summarize",
@@ -318,14 +320,16 @@ METRICS = ("psnr", "ssim", "dc", "seconds")
 
 def summarize(records: Sequence[dict[str, Any]], tasks: Sequence[str], methods: Sequence[str]) -> list[dict]:
     """Mean ± std (sample std, 0 for one record) of psnr, ssim, dc, seconds per task × method (dc: over the
-    records that have it; None when none has)."""
+    records that have it; None when none has), and ``unfit``: the records whose dc exceeds
+    ``UNFIT_CONSISTENCY`` (y largely ignored: the solvers' DataConsistencyWarning, counted here instead)."""
     rows = []
     for task in tasks:
         for method in methods:
             group = [r for r in records if r["task"] == task and r["method"] == method]
             if not group:
                 continue
-            row: dict[str, Any] = {"task": task, "method": method, "n": len(group)}
+            row: dict[str, Any] = {"task": task, "method": method, "n": len(group),
+                                   "unfit": sum(1 for r in group if (r.get("dc") or 0.0) > UNFIT_CONSISTENCY)}
             for key in METRICS:
                 vals = [float(r[key]) for r in group if r.get(key) is not None]
                 if not vals:
@@ -336,6 +340,11 @@ def summarize(records: Sequence[dict[str, Any]], tasks: Sequence[str], methods: 
                 row[f"{key}_std"] = float(t.std()) if len(t) > 1 else 0.0
             rows.append(row)
     return rows
+
+
+def unfit_lines(rows: list[dict]) -> list[str]:
+    """"METHOD × TASK: k of n records" for the summary rows with records whose dc exceeds UNFIT_CONSISTENCY."""
+    return [f"{r['method']} × {r['task']}: {r['unfit']} of {r['n']} records" for r in rows if r.get("unfit")]
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -375,6 +384,10 @@ def write_summary(out: Path, rows: list[dict], cfg: EvalConfig, *, log: Callable
     if skipped:
         lines += ["", "Not run (the method cannot take the task's operator):", ""]
         lines += [f"- {method} × {task}: {why}" for (task, method), why in skipped.items()]
+    unfit = unfit_lines(rows)
+    if unfit:
+        lines += ["", f"Results that do not fit y (DC above {UNFIT_CONSISTENCY:g}: y largely ignored; more --steps, "
+                  "or check --sigma):", ""] + [f"- {line}" for line in unfit]
     if cfg.notes:  # what was done to the data or the model on the way (padding, grey to RGB, alpha dropped)
         lines += ["", "Notes:", ""] + [f"- {line}" for line in cfg.notes]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
@@ -582,8 +595,10 @@ def run_batch(cfg: EvalConfig, plan: EvalPlan, item: tuple[list[int], int, str, 
     uses_model = get_method(method).uses_model
     gens = [_generator(seed, names[i], task, method) for i in pending]
     t0 = time.perf_counter()
-    xr, info = restore(method, model, operator, y, steps=cfg.steps, sigma=cfg.sigma,
-                       generator=gens if uses_model else None, x_true=x)
+    with warnings.catch_warnings():  # every record keeps its dc; the summary counts the unfit ones instead
+        warnings.simplefilter("ignore", DataConsistencyWarning)
+        xr, info = restore(method, model, operator, y, steps=cfg.steps, sigma=cfg.sigma,
+                           generator=gens if uses_model else None, x_true=x)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = (time.perf_counter() - t0) / len(pending)
@@ -611,6 +626,9 @@ def summarise(cfg: EvalConfig, names: Sequence[str], *, new: int, log: Callable[
               and r["method"] in wanted[2] and r["seed"] in wanted[3]]
     rows = summarize(chosen, cfg.tasks, cfg.methods)
     write_summary(out, rows, cfg, log=log, skipped=skipped)
+    for line in unfit_lines(rows):
+        log(f"warning: {line} with data consistency above {UNFIT_CONSISTENCY:g} (y largely ignored): more --steps, "
+            "or check --sigma")
     expected = len(names) * (len(cfg.tasks) * len(cfg.methods) - len(skipped)) * len(cfg.seeds)
     log(f"wrote {out / RESULTS} ({len(chosen)} of {expected} records of this request, {new} new on rank 0), "
         f"summary.md, summary.csv")
