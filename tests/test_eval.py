@@ -231,3 +231,44 @@ def test_results_that_ignore_y_are_counted_not_warned_per_record(tmp_path, capsy
     line = f"cdps × box: {len(unfit)} of 2 records"
     assert line in capsys.readouterr().err
     assert f"- {line}" in (out / "summary.md").read_text()
+
+
+def test_draws_score_the_mean_and_are_pinned(tmp_path, capsys):
+    """--draws 2: a model-based record scores the mean of two draws (draw 0 is the one-draw record's own), a
+    model-free one is unchanged, the records say so, and an OUT made with one draw refuses to resume with two."""
+    import torch
+
+    from diffsolve.data import heldout_digits
+    from diffsolve.metrics import scores
+
+    common = ["--data", "digits16", "--limit", "1", "--tasks", "random", "--methods", "cdps,pinv", "--steps", "3",
+              "--no-progress", "--save-images"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert eval_cli.run(parse(*common, "--out", str(one))) == 0
+    assert eval_cli.run(parse(*common, "--draws", "2", "--out", str(two))) == 0
+    rec1 = {r["method"]: r for r in map(json.loads, (one / "results.jsonl").read_text().splitlines())}
+    rec2 = {r["method"]: r for r in map(json.loads, (two / "results.jsonl").read_text().splitlines())}
+    assert rec2["cdps"]["draws"] == 2 and "draws" not in rec1["cdps"] and "draws" not in rec2["pinv"]
+    assert rec2["pinv"]["psnr"] == rec1["pinv"]["psnr"]  # deterministic: one solve
+    assert rec2["cdps"]["psnr"] != rec1["cdps"]["psnr"]
+    # the saved mean of two draws is halfway between draw 0 (the one-draw image) and another draw
+    from diffsolve.data import read_image
+
+    def img(out):
+        return read_image(out / "images" / "random" / "cdps" / "seed0" / "digit_000.png", mode="L")
+
+    x = heldout_digits()[:1]
+    assert float(scores(img(two)[None], x)["psnr"]) == pytest.approx(rec2["cdps"]["psnr"], abs=0.2)
+    assert not torch.equal(img(one), img(two))
+    assert "mean of 2 draws" in (two / "summary.md").read_text()
+    capsys.readouterr()
+    assert eval_cli.run(parse(*common, "--draws", "2", "--out", str(one))) == 2
+    assert "draws=1" in capsys.readouterr().err
+    # config.json written before draws existed counts as one draw
+    cfg = json.loads((one / "config.json").read_text())
+    del cfg["draws"]
+    (one / "config.json").write_text(json.dumps(cfg))
+    assert eval_cli.run(parse(*common, "--out", str(one))) == 0
+    capsys.readouterr()
+    assert eval_cli.run(parse(*common, "--draws", "3", "--out", str(one))) == 2
+    assert "holds records made with draws=1" in capsys.readouterr().err

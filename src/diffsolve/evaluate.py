@@ -4,7 +4,8 @@ or many (torchrun), resumable.
 Records. ``OUT/results.jsonl`` holds one JSON object per (image, task, method, seed) with ``image``
 (file name), ``task``, ``method``, ``seed``, ``psnr`` (dB), ``ssim``, ``seconds`` (the record's share
 of its batch's wall time), ``dc`` (data consistency ‖A x̂ − y‖/(σ√m), 1 = the residual matches the
-noise level; null when σ = 0), ``steps``, ``model``, ``size``, ``sigma`` (and ``lam`` for Tikhonov).
+noise level; null when σ = 0), ``steps``, ``model``, ``size``, ``sigma`` (and ``lam`` for Tikhonov; ``draws``
+with ``--draws`` K > 1, where a model-based record scores the mean of K draws).
 Each process appends its records to ``OUT/parts/rank-R.jsonl`` and flushes after every record, so a
 killed run loses at most the batch in flight; a rerun with the same OUT skips every record already
 in results.jsonl or a part file. ``OUT/config.json`` pins the settings records depend on and the data:
@@ -19,7 +20,8 @@ processes or the batch: the operator's random parts (box position, motion kernel
 from ``seed`` (one operator per (seed, task), shared by all images, as in the demo); image i's
 measurement noise from a generator seeded by hash(seed, image, task) (every method sees the same
 y); the sampler's randomness from a per-image generator seeded by hash(seed, image, task, method),
-passed as a list of per-sample generators (``diffsolve.solvers``). All generators live on the CPU.
+passed as a list of per-sample generators (``diffsolve.solvers``); draw k > 0 of ``--draws`` appends k to
+those parts. All generators live on the CPU.
 Batches are formed from the image list before sharding (rank r takes batches r, r + K, …), so a
 record's batch is the same for any number of processes K; results are bit-identical across K.
 
@@ -66,7 +68,9 @@ RESULTS = "results.jsonl"
 PARTS = "parts"
 CONFIG = "config.json"
 #: The settings a record depends on besides its key: a rerun into the same OUT must match them.
-PINNED = ("size", "steps", "model", "sigma", "channels")
+PINNED = ("size", "steps", "model", "sigma", "channels", "draws")
+#: what a pinned setting was before config.json recorded it (runs made before ``draws`` existed drew once)
+PINNED_BEFORE = {"draws": 1}
 
 
 def stream_seed(*parts: object) -> int:
@@ -197,6 +201,7 @@ class EvalConfig:
     limit: int | None = None
     progress: bool = True
     threads: int | None = None
+    draws: int = 1  # model-based methods: each record scores the mean of this many draws
     hashes: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -221,8 +226,9 @@ def check_resume(cfg: EvalConfig) -> None:
     if pinned is None:
         return
     for key, value in cfg.pinned().items():
-        if key in pinned and pinned[key] != value:
-            raise ValueError(f"--out: {str(cfg.out)!r} holds records made with {key}={pinned[key]!r}, this run has "
+        then = pinned.get(key, PINNED_BEFORE.get(key, value))
+        if then != value:
+            raise ValueError(f"--out: {str(cfg.out)!r} holds records made with {key}={then!r}, this run has "
                              f"{key}={value!r}; use the same settings to resume, or another --out")
     old = pinned.get("data") or {}
     for name, digest in cfg.hashes.items():
@@ -367,7 +373,9 @@ def write_summary(out: Path, rows: list[dict], cfg: EvalConfig, *, log: Callable
              f"data: {cfg.describe_data()}.",
              "",
              f"model `{cfg.model}`, {cfg.size}x{cfg.size}, {cfg.steps} steps, sigma {cfg.sigma} (in [-1, 1]), "
-             f"seeds {','.join(map(str, cfg.seeds))}. Mean ± std over images × seeds; seconds per record.",
+             f"seeds {','.join(map(str, cfg.seeds))}. Mean ± std over images × seeds; seconds per record."
+             + (f" Each model-based record scores the mean of {cfg.draws} draws (the model-free methods are "
+                "deterministic: one solve)." if cfg.draws > 1 else ""),
              "",
              "DC is the data consistency ‖A x̂ − y‖/(σ√m), m = measurement entries per sample: 1 means the "
              "residual matches the noise level.",
@@ -578,8 +586,9 @@ def plan_eval(cfg: EvalConfig, images: ImageSet, rank: int = 0, world: int = 1,
 def run_batch(cfg: EvalConfig, plan: EvalPlan, item: tuple[list[int], int, str, str], x_batch: torch.Tensor,
               operator: Any, model: Any, device: torch.device) -> tuple[list[dict[str, Any]], torch.Tensor]:
     """The records of one (batch, seed, task, method): measure (per-image noise streams), restore (per-image
-    sampler streams), score. ``x_batch``: the batch's images on ``device``. Returns (records, x̂ of the
-    pending images)."""
+    sampler streams; with ``cfg.draws`` = K > 1 a model-based method draws K times and the record scores their
+    mean, its ``seconds`` the K draws' time), score. ``x_batch``: the batch's images on ``device``. Returns
+    (records, x̂ of the pending images)."""
     from .methods import get_method, restore
     from .metrics import data_consistency, scores
     from .operators import GaussianNoise
@@ -593,12 +602,16 @@ def run_batch(cfg: EvalConfig, plan: EvalPlan, item: tuple[list[int], int, str, 
     y = torch.cat([noise(ax[j:j + 1].cpu(), generator=_generator(seed, names[i], task)).to(device)
                    for j, i in enumerate(pending)])
     uses_model = get_method(method).uses_model
-    gens = [_generator(seed, names[i], task, method) for i in pending]
     t0 = time.perf_counter()
-    with warnings.catch_warnings():  # every record keeps its dc; the summary counts the unfit ones instead
-        warnings.simplefilter("ignore", DataConsistencyWarning)
-        xr, info = restore(method, model, operator, y, steps=cfg.steps, sigma=cfg.sigma,
-                           generator=gens if uses_model else None, x_true=x)
+    draws = []
+    for k in range(cfg.draws if uses_model else 1):  # draw k's streams: the record's, extended by k (k = 0: as is)
+        gens = [_generator(seed, names[i], task, method, *([k] if k else [])) for i in pending]
+        with warnings.catch_warnings():  # every record keeps its dc; the summary counts the unfit ones instead
+            warnings.simplefilter("ignore", DataConsistencyWarning)
+            xk, info = restore(method, model, operator, y, steps=cfg.steps, sigma=cfg.sigma,
+                               generator=gens if uses_model else None, x_true=x)
+        draws.append(xk)
+    xr = draws[0] if len(draws) == 1 else torch.stack(draws).mean(0)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = (time.perf_counter() - t0) / len(pending)
@@ -610,7 +623,7 @@ def run_batch(cfg: EvalConfig, plan: EvalPlan, item: tuple[list[int], int, str, 
                         "psnr": round(float(sc["psnr"][j]), 4), "ssim": round(float(sc["ssim"][j]), 5),
                         "dc": None if dc is None else round(float(dc[j]), 5),
                         "seconds": round(seconds, 5), "steps": cfg.steps, "model": cfg.model, "size": cfg.size,
-                        "sigma": cfg.sigma, **info})
+                        "sigma": cfg.sigma, **({"draws": len(draws)} if len(draws) > 1 else {}), **info})
     return records, xr
 
 

@@ -58,6 +58,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="'digits16', 'patches', a local diffusers folder, or an ADM (guided-diffusion) checkpoint "
                         "file such as ffhq_10m.pt (default: digits16 for the digits16 set, else patches)")
     e.add_argument("--batch", type=int_at_least(1), default=1, help="images per solver call")
+    e.add_argument("--draws", type=int_at_least(1), default=1,
+                   help="model-based methods: score the mean of K posterior draws per record instead of one draw "
+                        "(draw k's randomness: the record's streams extended by k; K times the time); a draw's "
+                        "squared error is about twice the posterior mean's where y leaves the image uncertain")
     e.add_argument("--device", default="cpu",
                    help="torch device: cpu, cuda (under torchrun: cuda:LOCAL_RANK), cuda:N")
     e.add_argument("--save-images", action="store_true", help="also write OUT/images/TASK/METHOD/seedS/NAME.png")
@@ -191,7 +195,7 @@ def check(args: argparse.Namespace):
                               out=out, model=model, channels=channels, batch=args.batch, device=args.device,
                               save_images=args.save_images, sigma=float(sigma), head_channels=args.head_channels,
                               digits=digits, image_paths=paths, limit=args.limit if paths is None else None,
-                              progress=args.progress, threads=args.threads, notes=notes)
+                              progress=args.progress, threads=args.threads, draws=args.draws, notes=notes)
     names = ([p.name for p in paths] if paths is not None
              else evaluate.bundled_names(data)[: args.limit] if args.limit else evaluate.bundled_names(data))
     skipped = evaluate.unsupported_pairs(cfg)
