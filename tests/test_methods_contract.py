@@ -4,7 +4,8 @@ Adding a method adds one line to ``CASES``: the options that make a short run me
 checked for: an exact-prior sanity bound (the sample mean near the exact posterior mean of a Gaussian
 prior), every kernel backend against torch (float64, the operator routed by the solver's ``backend``),
 the backend reaching every kernel (a spy on the dispatch table), batch independence under a list of
-generators, bad input rejected before the first model call, and the ``return_info`` keys.
+generators, bad input rejected before the first model call, the result's consistency with y checked once after
+the loop, and the ``return_info`` keys.
 """
 
 from __future__ import annotations
@@ -152,6 +153,25 @@ def test_bad_input_is_rejected_before_the_first_model_call(name):
     with pytest.raises(ValueError, match="generator"):
         run(name, counting, op, y, steps=5, generator=[gen(1)])
     assert counting.calls == 0
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_result_is_checked_against_y_after_the_loop(name, monkeypatch):
+    """Every method given σ checks its result's consistency once, after the loop (``warn_if_unfit``, which warns
+    where y is largely ignored): a spy on each solver module's hook sees this call's name, x, y and σ."""
+    import importlib
+
+    module = importlib.import_module(f"diffsolve.solvers.{name}")
+    seen = []
+    monkeypatch.setattr(module, "warn_if_unfit", lambda *args: seen.append(args))
+    prior, op = smooth_prior(), operators()["inpaint"]
+    y = measurement(op, prior, batch=2)
+    context = torch.enable_grad() if METHODS[name].backward else torch.no_grad()
+    with context:
+        x = diffsolve.solve(name, prior, op, y, **{**CASES[name], "sigma": SIGMA}, steps=3)
+    assert len(seen) == 1
+    got_name, got_op, got_x, got_y, got_sigma, steps = seen[0]
+    assert got_name == name and got_x is x and got_y is y and got_sigma == SIGMA and steps == 3
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
