@@ -226,3 +226,13 @@ def test_help_shows_defaults(command, needles, capsys):
     text = " ".join(capsys.readouterr().out.split())
     for needle in needles:
         assert needle in text, needle
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "x"])
+def test_eval_draws_must_be_a_positive_int(tmp_path, capsys, no_compute, value):
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own type check: one line, exit status 2
+        cli.main(["eval", "--data", "heldout", "--draws", value, "--out", str(tmp_path / "o")])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("diffsolve eval: error: argument --draws: expected an integer >= 1")
+    assert repr(value) in lines[0] or value in lines[0]
