@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -33,6 +34,12 @@ def run_eval(out: Path, size: int, steps: int, methods: list[str], draws: int) -
     subprocess.run(cmd + (["--draws", str(draws)] if draws > 1 else []), check=True)
 
 
+def _torch_version() -> str:
+    from importlib import metadata
+
+    return metadata.version("torch")
+
+
 def _rows(out: Path) -> dict[tuple[str, str], dict]:
     with open(out / "summary.csv", newline="", encoding="utf-8") as f:
         return {(r["task"], r["method"]): r for r in csv.DictReader(f)}
@@ -45,6 +52,7 @@ def render(one: Path, many: Path) -> str:
     lines = ["# One draw against the mean of K on the held-out photos (benchmarks/bench_eval_draws.py)", "",
              f"`diffsolve eval --data heldout --size {cfg['size']} --steps {cfg['steps']} --tasks {TASKS} --threads 1` "
              f"with one draw and with `--draws {k}` ({platform.processor() or platform.machine()}, "
+             f"{os.cpu_count()} cores visible, one thread per run, torch {_torch_version()}, "
              f"{time.strftime('%Y-%m-%d')}); model `{cfg['model']}`, σ = {cfg['sigma']}, the four held-out photos "
              f"(camera, grass, hopper, raccoon), seed 0. Cell: mean PSNR dB / mean data consistency over the photos; "
              "**bold**: PSNR ≥ Tikhonov − 0.5 dB (the bar) and consistency in [0.5, 1.5], on these means (one photo "

@@ -37,6 +37,9 @@ def test_info_lists_versions_backends_and_models():
     from diffsolve.data import HELDOUT
 
     assert result["data"]["heldout"] == [f"{p}.png" for p in HELDOUT] and "raccoon" in text
+    from diffsolve.cli.common import BUNDLED_ABOUT
+
+    assert all(p in BUNDLED_ABOUT["heldout"] for p in HELDOUT)  # the written description names the photos
 
 
 def test_info_command_exit_status(capsys):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 __all__ = [
-    "BUNDLED_SETS", "CHECKPOINT_SUFFIXES", "DEVICE_PATTERN", "HelpFormatter", "IMAGE_SUFFIXES", "ImageInfo",
+    "BUNDLED_ABOUT", "BUNDLED_SETS", "CHECKPOINT_SUFFIXES", "DEVICE_PATTERN", "HelpFormatter", "IMAGE_SUFFIXES", "ImageInfo",
     "MAX_PIXELS", "Parser", "SHIPPED_MODELS", "UsageError", "add_measurement_args", "check_device",
     "check_loaded_size", "check_model_size", "check_out_dir", "check_out_file", "crop_hint", "image_info",
     "int_at_least", "load_model", "measure", "model_geometry", "name_list", "note", "number", "padding_note",
@@ -40,6 +40,9 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
 SHIPPED_MODELS = ("digits16", "patches")
 #: bundled image sets (name -> natural side) of ``eval --data``
 BUNDLED_SETS = {"digits16": 16, "photos": 256, "heldout": 256}
+#: what each bundled set is (``eval --help``, ``diffsolve info``)
+BUNDLED_ABOUT = {"digits16": "360 held-out 16x16 digits", "photos": "the demo's photos (chelsea, coffee)",
+                 "heldout": "the photos no default was tuned on (camera, grass, hopper, raccoon)"}
 #: the largest work image ``restore`` accepts (width x height); larger ones need --size
 MAX_PIXELS = 1024 * 1024
 #: the device strings the command line accepts (checked without torch)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..tasks import DEMO_TASKS
-from .common import (BUNDLED_SETS, IMAGE_SUFFIXES, HelpFormatter, UsageError, check_device, image_info,
+from .common import (BUNDLED_ABOUT, BUNDLED_SETS, IMAGE_SUFFIXES, HelpFormatter, UsageError, check_device, image_info,
                      int_at_least, name_list, number, padding_note, print_error, require_device, split_names)
 
 __all__ = ["DEFAULT_TASKS", "add_parser", "check", "run", "run_config"]
@@ -43,9 +43,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                "computed (their weights would have to be downloaded).")
     e.add_argument("--data", required=True,
                    help=f"a folder of images ({', '.join(IMAGE_SUFFIXES)}; centre-cropped and resized to --size), "
-                        f"or a bundled set: {', '.join(BUNDLED_SETS)} (digits16: 360 held-out digits; photos: the demo's "
-                        "chelsea and coffee; heldout: camera, grass, hopper, raccoon, the photos no default was tuned "
-                        "on) (an existing folder of that name wins)")
+                        "or a bundled set: " + "; ".join(f"{k}: {v}" for k, v in BUNDLED_ABOUT.items())
+                        + " (an existing folder of that name wins)")
     e.add_argument("--size", type=int_at_least(1), default=None,
                    help="image side S in pixels (default: digits16 16, photos and heldout 256; required for a folder)")
     e.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS, help="tasks (diffsolve.tasks)")

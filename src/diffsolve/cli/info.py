@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from .. import __version__
-from .common import BUNDLED_SETS, HelpFormatter
+from .common import BUNDLED_ABOUT, BUNDLED_SETS, HelpFormatter
 
 __all__ = ["add_parser", "info", "run"]
 
@@ -86,14 +86,9 @@ def info(out=None) -> dict:
     from ..evaluate import bundled_names
 
     print("bundled image sets (eval --data NAME):", file=out)
-    about = {"digits16": "held-out 16x16 digits", "photos": "the demo's photos",
-             "heldout": "photos no default was tuned on"}
-    result["data"] = {}
+    result["data"] = {name: bundled_names(name) for name in BUNDLED_SETS}
     for name in BUNDLED_SETS:
-        names = bundled_names(name)
-        result["data"][name] = names
-        listed = f"{len(names)} images" if len(names) > 6 else ", ".join(n.removesuffix(".png") for n in names)
-        print(f"  {name:9s} {about.get(name, '')}: {listed}", file=out)
+        print(f"  {name:9s} {BUNDLED_ABOUT[name]}", file=out)
     return result
 
 

@@ -18,8 +18,8 @@ import torch
 from ._loop import check_finite_tensor
 
 __all__ = ["DISCREPANCY_SHARE", "UNFIT_CONSISTENCY", "DataConsistencyWarning", "Diagnostics", "check_problem",
-           "check_sigma", "data_part", "measured_entries", "measurement_grad", "residual_norm", "route",
-           "warn_if_unfit"]
+           "check_sigma", "data_part", "final_residual", "measured_entries", "measurement_grad", "residual_norm",
+           "route", "warn_if_unfit"]
 
 #: κ of the discrepancy rule the guided methods share when σ is given (DPS's step factor, MPGD's step cap): a step
 #: stops fitting y once ‖A x̂0 − y‖² ≤ κ m σ², m the measured entries. κ < 1: x̂0 estimates a mean, which should
@@ -161,6 +161,13 @@ def residual_norm(operator: object, x: torch.Tensor, y: torch.Tensor) -> torch.T
     return _norm(data_part(operator, operator.A(x) - y))
 
 
+def final_residual(operator: object, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B,) ‖A x − y‖/√m per sample, m the measured entries (:func:`measured_entries`); over σ it is the data
+    consistency (1: the residual matches the noise level). No graph."""
+    with torch.no_grad():
+        return residual_norm(operator, x, y) / measured_entries(operator, y).to(y).sqrt()
+
+
 def measurement_grad(operator: object, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(g, ‖r‖) with r = A x − y and g = Aᵀ r/‖r‖ = ∇_x ‖A x − y‖ per sample, for linear A.
 
@@ -194,8 +201,7 @@ class Diagnostics:
         """:meth:`stacked` plus the result's data consistency: "final_residual" (B,) ‖A x̂ − y‖/√m (m the
         measured entries per sample, ``operator.measured_entries``: a mask's observed pixels) and, where the
         method knows σ, "data_consistency" (B,) that over σ (1: the residual matches the noise level)."""
-        with torch.no_grad():
-            final = residual_norm(operator, x, y) / measured_entries(operator, y).to(y).sqrt()
+        final = final_residual(operator, x, y)
         out = self.stacked(timesteps=timesteps.clone(), final_residual=final, **extra)
         if sigma is not None:
             out["data_consistency"] = final / sigma
@@ -214,9 +220,8 @@ def warn_if_unfit(name: str, operator: object, x: torch.Tensor, y: torch.Tensor,
     check. A NaN result is the loop's own error (``_loop.finish``), not this one's."""
     if sigma is None or sigma <= 0:
         return
-    with torch.no_grad():
-        dc = residual_norm(operator, x, y) / (measured_entries(operator, y).to(y).sqrt() * sigma)
-        worst = dc.max()
+    dc = final_residual(operator, x, y) / sigma
+    worst = dc.max()
     if not bool(worst > UNFIT_CONSISTENCY):
         return
     warnings.warn(DataConsistencyWarning(
