@@ -31,12 +31,14 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "_shims"))
+sys.path.insert(0, str(HERE))
 
 import diffsolve  # noqa: E402
 from diffsolve.models import EpsDenoiser, GaussianPrior  # noqa: E402
 from diffsolve.operators import GaussianBlur, Identity, Inpainting  # noqa: E402
 from diffsolve.solvers._loop import select_schedule  # noqa: E402
+
+from _peers import azula_denoiser, deepinv_denoiser, import_deepinv  # noqa: E402
 
 DT = torch.float64
 SHAPE = (1, 1, 8, 8)
@@ -135,10 +137,8 @@ def ds(method: str, model: str, noise_seed: int | None = NOISE_SEED, steps: int 
 # ----------------------------------------------------------------------------------------------- azula
 def run_azula() -> None:
     import azula
-    from azula.denoise import Denoiser, DiracPosterior
     from azula.guidance import DiffPIRDenoiser, DPSSampler, MMPSDenoiser, PGDMSampler
     from azula.linalg.covariance import IsotropicCovariance
-    from azula.noise import Schedule
     from azula.sample import DDIMSampler
 
     sched = select_schedule(P["models"]["gauss"], STEPS)
@@ -146,33 +146,8 @@ def run_azula() -> None:
     abar = sched.alpha_t.tolist() + [float(sched.alpha_s[-1])]
     assert sched.alpha_s.tolist()[:-1] == sched.alpha_t.tolist()[1:]
 
-    class TableSchedule(Schedule):
-        """azula time k ∈ {0..N} ↦ (√ᾱ_k, √(1−ᾱ_k)) on diffsolve's step table (k = N: the final ᾱ)."""
-
-        def __init__(self):
-            self.a = torch.tensor(abar, dtype=DT)
-
-        def __call__(self, t):
-            a = self.a[t.round().long()]
-            return a.sqrt(), (1 - a).sqrt()
-
-    class EpsAdapter(Denoiser):
-        def __init__(self, eps_fn, flat: bool = False):
-            super().__init__()
-            self.eps_fn = eps_fn
-            self.flat = flat  # azula sees x as (B, D) vectors (its CG's inner products are over the last dim)
-            self._schedule = TableSchedule()
-
-        @property
-        def schedule(self):
-            return self._schedule
-
-        def forward(self, x_t, t, **kwargs):
-            alpha, sigma = self.schedule(t)
-            k = int(t.round())
-            x_img = x_t.view(-1, *SHAPE[1:]) if self.flat else x_t
-            eps = self.eps_fn(x_img, torch.full((x_t.shape[0],), ts[k], dtype=torch.long)).reshape(x_t.shape)
-            return DiracPosterior(mean=(x_t - sigma * eps) / alpha)
+    def adapter(eps_fn, flat: bool = False):
+        return azula_denoiser(eps_fn, ts, abar, SHAPE[1:], dtype=DT, flat=flat)
 
     samp = dict(start=0.0, stop=float(STEPS), steps=STEPS, silent=True, dtype=DT)
     mask, y, idx = P["mask"], P["y"], P["idx"]
@@ -186,7 +161,7 @@ def run_azula() -> None:
     y_vec = A_vec(y)
     d = math.prod(SHAPE[1:])
     for model in ("gauss", "mlp"):
-        den = EpsAdapter(P["models"][model])
+        den = adapter(P["models"][model])
         # sanity: plain DDIM(η=0) of the adapter vs diffsolve's ddim (checks schedule and parameterisation)
         ref = DDIMSampler(den, eta=0.0, **samp)(P["x_T"].clone())
         with warnings.catch_warnings():
@@ -253,7 +228,7 @@ def run_azula() -> None:
 
     yb_vec = yb.flatten(1)
     for model in ("gauss", "mlp"):
-        den = EpsAdapter(P["models"][model], flat=True)
+        den = adapter(P["models"][model], flat=True)
         for it in (1, 3):
             mm = MMPSDenoiser(den, yb_vec, A_blur, IsotropicCovariance(torch.tensor(SIGMA**2, dtype=DT)),
                               solver="cg", iterations=it)
@@ -300,10 +275,7 @@ def _version(name: str) -> str:
 
 # ----------------------------------------------------------------------------------------------- deepinv
 def run_deepinv() -> None:
-    import stubmods
-
-    stubmods.install()
-    import deepinv as dinv
+    dinv = import_deepinv()
     from deepinv.sampling import DiffPIR
 
     run_deepinv_diffpir(dinv, DiffPIR)
@@ -329,14 +301,8 @@ def run_deepinv_diffpir(dinv, DiffPIR) -> None:
         table = table32.to(DT)
         reduced = algo.reduced_alpha_cumprod
 
-        def model01(x01, sigma_half, eps_fn=eps_fn, table=table, reduced=reduced):
-            t = int(torch.abs(reduced - 2 * sigma_half).argmin())
-            at = table[t]
-            x = at.sqrt() * (2 * x01 - 1)
-            x0 = (x - (1 - at).sqrt() * eps_fn(x, torch.tensor([t]))) / at.sqrt()
-            return x0 / 2 + 0.5
-
-        algo.model = model01
+        algo.model = deepinv_denoiser(eps_fn, table,
+                                      lambda sigma_half, r=reduced: int(torch.abs(r - 2 * sigma_half).argmin()))
         physics = dinv.physics.Inpainting(img_size=SHAPE[1:], mask=mask.clone().view(SHAPE[1:]), device="cpu")
         physics.noise_model = dinv.physics.GaussianNoise(sigma=sigma01)
         y01 = P["y"] / 2 + 0.5 * mask  # the same measurement on deepinv's [0, 1] scale
@@ -393,12 +359,7 @@ def run_deepinv_ddrm(dinv) -> None:
         t_of = {lv: t for lv, t in zip(levels, ts)}
         table = eps_fn.alphas_cumprod
 
-        def denoiser(x01, s, eps_fn=eps_fn, t_of=t_of, table=table):
-            t = t_of[float(s)]
-            at = table[t]
-            x = at.sqrt() * (2 * x01 - 1)
-            x0 = (x - (1 - at).sqrt() * eps_fn(x, torch.tensor([t]))) / at.sqrt()
-            return x0 / 2 + 0.5
+        denoiser = deepinv_denoiser(eps_fn, table, lambda s, t_of=t_of: t_of[float(s)])
 
         for eta in (0.0, 0.85):
             draws = [P["x_T"].clone()] + tape(STEPS - 1)

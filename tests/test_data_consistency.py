@@ -35,7 +35,9 @@ def test_masks_count_only_the_observed_pixels():
 def test_noise_in_the_holes_is_not_data():
     """The README's y = GaussianNoise(σ)(A x) puts noise on a mask's missing pixels too: the truth still scores ≈ 1
     (before ``data_part`` it scored √(1/observed fraction) ≈ 1.8 on random inpainting), and ``data_part`` keeps
-    observed entries exactly, NaN included, for signed weights too."""
+    observed entries exactly, NaN included, for signed weights too. It is a product with 1[mask ≠ 0] (the solvers
+    check y is finite before the loop), so a non-finite entry at a missing pixel stays non-finite: NaN is never
+    turned into a number."""
     from diffsolve.operators import GaussianNoise
 
     g = torch.Generator().manual_seed(1)
@@ -51,6 +53,9 @@ def test_noise_in_the_holes_is_not_data():
     assert torch.equal(part.isnan(), expected.isnan())
     assert torch.equal(part.nan_to_num(), expected.nan_to_num())
     assert GaussianBlur(3, 0.8).data_part(r) is r  # default: every entry is data
+    hole_nan = torch.zeros(1, 1, 2, 3, dtype=torch.float64)
+    hole_nan[0, 0, 0, 0] = float("nan")  # weight 0 there
+    assert Inpainting(weights).data_part(hole_nan).isnan().tolist() == hole_nan.isnan().tolist()
 
 
 # --------------------------------------------------------------------------- DataConsistencyWarning

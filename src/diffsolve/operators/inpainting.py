@@ -87,8 +87,9 @@ class Inpainting(LinearOperator):
         return seen.flatten(1).sum(1)
 
     def data_part(self, r: torch.Tensor) -> torch.Tensor:
-        """r with the missing pixels (mask = 0) set to 0: they carry no data, whatever y holds there."""
-        return torch.where(self._mask(r) != 0, r, torch.zeros((), dtype=r.dtype, device=r.device))
+        """r ⊙ 1[mask ≠ 0]: the missing pixels carry no data, whatever y holds there (the solvers check y is
+        finite before the loop; a product, not ``torch.where``, which is ~15× slower on CPU)."""
+        return r * self._observed(r)[0]
 
     def svd(self, size: tuple[int, int]) -> "object":
         """A = U S Vᵀ with V = I, s = |mask| (``operators.svd.DiagonalSVD``; DDRM)."""
@@ -99,6 +100,12 @@ class Inpainting(LinearOperator):
 
     def _mask(self, x: torch.Tensor) -> torch.Tensor:
         return self._cached(("mask",), x, lambda: (self.mask,))[0]
+
+    def _observed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1[mask ≠ 0], 1/mask where mask ≠ 0 else 0) in x's device and dtype (cached)."""
+        seen = self.mask != 0
+        return self._cached(("observed",), x, lambda: (seen.to(torch.float64),
+                                                        torch.where(seen, 1 / torch.where(seen, self.mask, 1), 0)))
 
     def _check_input(self, x: torch.Tensor) -> None:
         n, c, h, w = self.mask.shape
@@ -125,8 +132,7 @@ class Inpainting(LinearOperator):
         return rhs / (shift.view(-1, 1, 1, 1) + scale.view(-1, 1, 1, 1) * m * m)
 
     def _pinv(self, y: torch.Tensor, tol: float, max_iters: int) -> torch.Tensor:
-        m = self._mask(y)
-        return torch.where(m != 0, y / torch.where(m != 0, m, 1), torch.zeros_like(y))
+        return y * self._observed(y)[1]  # A⁺ = diag(1/m) on the observed pixels, 0 elsewhere (y finite)
 
     def __repr__(self) -> str:
         return f"Inpainting(mask of shape {tuple(self.mask.shape)}, observed {float(self.mask.ne(0).double().mean()):.3f})"
