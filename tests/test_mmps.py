@@ -76,6 +76,20 @@ def test_measurement_cg_solves_spd_per_sample():
     assert torch.equal(measurement_cg(lambda v: 2 * v, torch.zeros(2, 4, dtype=D), 3), torch.zeros(2, 4, dtype=D))
 
 
+
+def test_measurement_cg_skips_directions_below_the_floor():
+    """K ⪰ floor·I when Σ is PSD: a sample whose ⟨p, K p⟩ falls far below floor·⟨p, p⟩ (a learned Jacobian that
+    is not PSD) takes no step instead of an unbounded one; a sample above the floor is solved as before, and
+    ``floor=0`` keeps the old rule (only ⟨p, K p⟩ ≤ 0 skipped)."""
+    floor = 0.5
+    d = torch.tensor([[0.01 * floor], [2 * floor]], dtype=D)  # sample 0 far below the floor, sample 1 above it
+    rhs = torch.randn(2, 4, generator=gen(12), dtype=D)
+    u = measurement_cg(lambda v: d * v, rhs, 2, floor=floor)
+    assert torch.equal(u[0], torch.zeros(4, dtype=D))
+    assert torch.allclose(u[1], rhs[1] / d[1], atol=1e-12)
+    old = measurement_cg(lambda v: d * v, rhs, 2)
+    assert torch.allclose(old, rhs / d, atol=1e-9)  # without a floor: the 100× step below it
+
 def test_sample_mean_near_exact_posterior_mean():
     p, mat, sigma = prior(), matrix(), 0.1
     op = dense_operator(mat)

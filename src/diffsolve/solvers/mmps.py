@@ -31,10 +31,13 @@ exact for a Gaussian prior). Per step t → s:
 A step costs one forward and ``iters`` backward passes of the denoiser (and ``iters`` + 1 products with A and
 ``iters`` with Aᵀ). K is symmetric positive definite
 for an exact prior (Gaussian: Σ_t is the true covariance), where CG and GMRES both reach the exact solve at
-``iters`` = m; for a learned denoiser J is neither exactly symmetric nor PSD, CG's ⟨p, K p⟩ can be ≤ 0 (such a
-direction is skipped per sample) and more CG iterations are not guaranteed to help, while GMRES's residual
-‖r − K u‖ cannot grow with ``iters``. Defaults: ``solver="gmres"`` as azula's MMPSDenoiser, ``iters=4``
-(azula's default is 1: the paper uses one to a few), η = 1. One iteration leaves the step far from the exact
+``iters`` = m; for a learned denoiser J is neither exactly symmetric nor PSD. CG's ⟨p, K p⟩ can then fall below
+σ²⟨p, p⟩, the least it has for a PSD Σ_t, and a step along such a direction is unbounded: it is skipped per
+sample. Past one iteration CG also loses conjugacy on a non-symmetric K and can throw a sample away, while
+GMRES's residual ‖r − K u‖ cannot grow with ``iters`` (the shipped UNet: benchmarks/results/mmps-solvers.md):
+use "cg" for exact priors, or with ``iters=1`` (azula's setting).
+Defaults: ``solver="gmres"`` as azula's MMPSDenoiser, ``iters=4`` (azula's default is 1: the paper uses one to
+a few), η = 1. One iteration leaves the step far from the exact
 moment-matching update on blurs and large holes; four reach it closely on the exact prior and gain on
 photos, at about twice the time per step (benchmarks/results/mmps-iters.md); ``iters=1`` is azula's setting.
 Scale rule: the update is invariant to A → kA, y → ky, σ → kσ (A Σ Aᵀ, σ² and r scale alike, and both solvers
@@ -85,11 +88,15 @@ def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def measurement_cg(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, iters: int, *,
-                   weights: bool = False, solution: bool = True) -> Any:
+                   floor: float = 0.0, weights: bool = False, solution: bool = True) -> Any:
     """u ≈ K⁻¹ rhs by ``iters`` CG iterations from u = 0, K = ``apply`` SPD per sample; rhs (B, ...).
 
-    Every α, β is a (B,) tensor; a sample whose direction has ⟨p, K p⟩ ≤ 0 or ⟨r, r⟩ = 0 (solved) takes
-    α = 0 / β = 0 there (torch.where, no sync). ``weights=True`` also returns w (B, iters) with u = Σ_i w_i p_i,
+    Every α, β is a (B,) tensor; a sample whose direction has ⟨p, K p⟩ ≤ ½·``floor``·⟨p, p⟩ or ⟨r, r⟩ = 0
+    (solved) takes α = 0 / β = 0 there (torch.where, no sync). ``floor``: a lower bound K ⪰ floor·I that holds
+    when K is what it should be (MMPS: σ²I + A Σ Aᵀ with Σ PSD); a direction far below it shows K is not (a
+    learned denoiser's Jacobian), and a CG step along it, α = ⟨r, r⟩/⟨p, K p⟩, is unbounded (the ½ leaves room
+    for rounding where K ≈ floor·I). 0: only ⟨p, K p⟩ ≤ 0 is skipped.
+    ``weights=True`` also returns w (B, iters) with u = Σ_i w_i p_i,
     p_i the vector given to ``apply`` at call i (here w_i = α_i): a linear map of u is then the same sum of that
     map of the p_i, which a caller may have computed inside ``apply``; with ``solution=False`` as well, u is not
     formed and (None, w) is returned."""
@@ -102,7 +109,7 @@ def measurement_cg(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Ten
     for _ in range(iters):
         kp = apply(p)
         pkp = _dot(p, kp)
-        ok = pkp > 0
+        ok = pkp > 0.5 * floor * _dot(p, p)
         alpha = torch.where(ok, rr / torch.where(ok, pkp, torch.ones_like(pkp)), torch.zeros_like(pkp))
         alphas.append(alpha)
         if solution:
@@ -221,7 +228,8 @@ def posterior_mean(operator: Any, x_t: torch.Tensor, eps: torch.Tensor, y: torch
     with torch.no_grad():
         # 3. (σ²/γ I + A (Σ_t/γ) Aᵀ) u' = r, γ = (1−ᾱ_t)/ᾱ_t: K/γ, so u' = γ u (both solvers are covariant in K's
         # scale) and the γ of step 4 cancels; u' = Σ_i w_i v_i over the vectors applied
-        _, weights = solve(apply, r, iters, weights=True, solution=False)
+        floor = {"floor": ratio} if solver == "cg" else {}  # K/γ ⪰ (σ²/γ) I where Σ_t is PSD
+        _, weights = solve(apply, r, iters, weights=True, solution=False, **floor)
         # 4. x̂0_y = x̂0 + Σ_t Aᵀ u = x̂0 + Σ_i w_i (Σ_t/γ) Aᵀ v_i: the solver's own products, no further Aᵀ or VJP
         x0y = x0
         for i, z in enumerate(lifted):
@@ -241,7 +249,8 @@ def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords).
         sigma: σ > 0, the measurement noise std (or a ``GaussianNoise``).
         solver: the Krylov solver of (σ² I + A Σ_t Aᵀ) u = r, "gmres" (default, as azula: K is not symmetric
-            for a learned denoiser) or "cg" (exact only for a symmetric PSD Σ_t).
+            for a learned denoiser) or "cg" (exact only for a symmetric PSD Σ_t; with a learned denoiser
+            use iters=1).
         iters: solver iterations per step, an int ≥ 1 (default 4; azula's is 1; each costs one backward pass).
         eta: DDIM η ∈ [0, 1] of the step taken with the corrected x̂0 (default 1).
     Returns:
