@@ -207,7 +207,8 @@ def markdown(res: dict) -> str:
              f"{a['repeat']} interleaved runs after one warm-up. Ratio: peer seconds per model call over diffsolve's "
              "(> 1: diffsolve faster). Output difference: max |x_diffsolve − x_peer| / max |x_peer| where both "
              "sides are deterministic on the same steps (`agreement.py` matches them to ≤ 1e-6 in float64), over the "
-             "samples neither side lost (NaN, or |x| over 100× the other side's); — where the noise streams differ.", ""]
+             "samples neither side lost (NaN, or |x| over 100× the other side's); — where the noise streams "
+             "differ.", ""]
     for name, rows in res["tables"].items():
         lines += [f"## {name}", "", "| peer | method | setting | peer s | diffsolve s | NFE | peer/diffsolve per NFE "
                   "| output difference |", "|---|---|---|---|---|---|---|---|"]

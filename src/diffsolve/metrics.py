@@ -56,10 +56,11 @@ def data_consistency(operator, x: torch.Tensor, y: torch.Tensor, sigma: float) -
     ``m`` is the number of measured entries of one sample's measurement ``y[b]`` (``operator.measured_entries``:
     all of them, or a mask's observed pixels), the norm runs over those entries only (``operator.data_part``:
     whatever finite values y holds at a mask's missing pixels are not data; a NaN there stays NaN), and
-    ``sigma`` is the measurement noise std in the units of ``y`` ([−1, 1] for the command line). For y = A x_true + σ n, n ~ N(0, I), the truth
-    scores ≈ 1: **1 means the residual matches the noise level**; well below 1 means the reconstruction
-    over-fits the noise, well above 1 that it does not explain the measurement. ``x`` is used as given
-    (not clamped). ValueError for sigma <= 0 or non-finite, or when A x and y differ in shape.
+    ``sigma`` is the measurement noise std in the units of ``y`` ([−1, 1] for the command line). For
+    y = A x_true + σ n, n ~ N(0, I), the truth scores ≈ 1: **1 means the residual matches the noise level**;
+    well below 1 means the reconstruction over-fits the noise, well above 1 that it does not explain the
+    measurement. ``x`` is used as given (not clamped). ValueError for sigma <= 0 or non-finite, or when A x and
+    y differ in shape.
     """
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (0 < sigma < float("inf")):
         raise ValueError(f"sigma must be a finite number > 0 (the measurement noise std), got {sigma!r}")
