@@ -68,7 +68,6 @@ def models() -> dict:
 
 def rows_for(model, p: dict, steps: int) -> list[dict]:
     """(peer, method, setting, peer callable, diffsolve callable, NFE each, comparable) per row."""
-    import azula  # noqa: F401 - fail here, with the install hint in the docstring, if it is missing
     from azula.guidance import DiffPIRDenoiser, DPSSampler, MMPSDenoiser, PGDMSampler
     from azula.linalg.covariance import IsotropicCovariance
     from azula.sample import DDIMSampler
@@ -200,7 +199,7 @@ def timed(rows: list[dict], repeat: int) -> list[dict]:
 
 def markdown(res: dict) -> str:
     a = res["args"]
-    lines = [f"# diffsolve against azula and deepinv: the same solve, timed in one run (benchmarks/bench_peers.py)", "",
+    lines = ["# diffsolve against azula and deepinv: the same solve, timed in one run (benchmarks/bench_peers.py)", "",
              f"Machine: {res['machine']}. Versions: {res['versions']}.", "",
              f"Problem: {a['batch']}×3×{a['size']}² bundled photos, float32, σ = {SIGMA}, {a['steps']} steps, random "
              "inpainting (70 % missing) or a 9×9 Gaussian blur (std 2, reflect). Each cell: the best of "
