@@ -181,6 +181,9 @@ class GaussianMixturePrior:
             linear, T = 1000); ``final_alpha_cumprod`` the ᾱ after the last step (default 1).
     """
 
+    #: ∂x̂0/∂x_t is a posterior covariance up to a scale (symmetric PSD), so MMPS's CG solves its system exactly
+    symmetric_jacobian = True
+
     def __init__(self, means: torch.Tensor, vars: torch.Tensor | float, weights: torch.Tensor | None = None, *,
                  alphas_cumprod: torch.Tensor | None = None, final_alpha_cumprod: float = 1.0) -> None:
         means = _tensor("means", means)

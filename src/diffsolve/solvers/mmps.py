@@ -34,7 +34,8 @@ where CG and GMRES both reach the exact solve at ``iters`` = m; for a learned de
 σ²⟨p, p⟩, the least it has for a PSD Σ_t, and a step along such a direction is unbounded: it is skipped per
 sample. Past one iteration CG also loses conjugacy on a non-symmetric K and can throw a sample away, while
 GMRES's residual ‖r − K u‖ cannot grow with ``iters`` (the shipped UNet: benchmarks/results/mmps-solvers.md):
-use "cg" for exact priors, or with ``iters=1`` (azula's setting).
+use "cg" for exact priors (they declare ``symmetric_jacobian``), or with ``iters=1`` (azula's setting); past one
+iteration with any other denoiser a warning says so before the loop.
 Defaults: ``solver="gmres"`` as azula's MMPSDenoiser, ``iters=4`` (azula's default is 1: the paper uses one to
 a few), η = 1. One iteration leaves the step far from the exact moment-matching update on blurs and large holes;
 four reach it closely on the exact prior and gain on photos, at about twice the time per step
@@ -46,6 +47,7 @@ Measurements: benchmarks/results/ (bench_methods.py).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -266,6 +268,11 @@ def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                          f"'gmres' is the default), got {solver!r}")
     check_int("iters", iters, 1, "solver iterations per step; 4 is the default")
     eta = check_number("eta", eta, 0.0, 1.0)
+    if solver == "cg" and iters > 1 and not getattr(denoiser, "symmetric_jacobian", False):
+        warnings.warn(f"mmps: solver='cg' with iters={iters} assumes a symmetric PSD denoiser Jacobian (exact priors "
+                      "declare symmetric_jacobian = True); a learned denoiser's is neither, and past one iteration CG "
+                      "can throw samples away (benchmarks/results/mmps-solvers.md): use solver='gmres' (the default) "
+                      "or iters=1", UserWarning, stacklevel=3)
     operator = route(operator, sampling.backend)  # 1. the backend reaches A, Aᵀ (the shape check's included)
     shape = check_problem(operator, y, sampling.x_T)  # 2. (operator, y) → image shape
     loop = prepare(denoiser, shape, sampling, like=y, name="mmps")  # 3. schedule, x_T, generator
