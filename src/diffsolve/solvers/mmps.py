@@ -30,9 +30,9 @@ exact for a Gaussian prior). Per step t → s:
 
 A step costs one forward and ``iters`` backward passes of the denoiser (and ``iters`` + 1 products with A and
 ``iters`` with Aᵀ). K is symmetric positive definite for an exact prior (Gaussian: Σ_t is the true covariance),
-where CG and GMRES both reach the exact solve at ``iters`` = m; for a learned denoiser J is neither exactly symmetric nor PSD. CG's ⟨p, K p⟩ can then fall below
-σ²⟨p, p⟩, the least it has for a PSD Σ_t, and a step along such a direction is unbounded: it is skipped per
-sample. Past one iteration CG also loses conjugacy on a non-symmetric K and can throw a sample away, while
+where CG and GMRES both reach the exact solve at ``iters`` = m; for a learned denoiser J is neither exactly
+symmetric nor PSD. CG's ⟨p, K p⟩ can then fall below σ²⟨p, p⟩, the least it has for a PSD Σ_t, and a step along
+such a direction is unbounded: it is skipped per sample. Past one iteration CG also loses conjugacy on a non-symmetric K and can throw a sample away, while
 GMRES's residual ‖r − K u‖ cannot grow with ``iters`` (the shipped UNet: benchmarks/results/mmps-solvers.md):
 use "cg" for exact priors (they declare ``symmetric_jacobian``), or with ``iters=1`` (azula's setting); past one
 iteration with any other denoiser a warning says so before the loop.
