@@ -31,14 +31,14 @@ exact for a Gaussian prior). Per step t → s:
 A step costs one forward and ``iters`` backward passes of the denoiser (and ``iters`` + 1 products with A and
 ``iters`` with Aᵀ). K is symmetric positive definite for an exact prior (Gaussian: Σ_t is the true covariance),
 where CG and GMRES both reach the exact solve at ``iters`` = m; for a learned denoiser J is neither exactly
-symmetric nor PSD. CG's ⟨p, K p⟩ can then fall below σ²⟨p, p⟩, the least it has for a PSD Σ_t, and a step along
-such a direction is unbounded: it is skipped per sample. Past one iteration CG also loses conjugacy on a non-symmetric K and can throw a sample away, while
-GMRES's residual ‖r − K u‖ cannot grow with ``iters`` (the shipped UNet: benchmarks/results/mmps-solvers.md):
-use "cg" for exact priors (they declare ``symmetric_jacobian``), or with ``iters=1`` (azula's setting); past one
-iteration with any other denoiser a warning says so before the loop.
-Defaults: ``solver="gmres"`` as azula's MMPSDenoiser, ``iters=4`` (azula's default is 1: the paper uses one to
-a few), η = 1. One iteration leaves the step far from the exact moment-matching update on blurs and large holes;
-four reach it closely on the exact prior and gain on photos, at about twice the time per step
+symmetric nor PSD. CG's ⟨p, K p⟩ can then fall below σ²⟨p, p⟩, the least it has for a PSD Σ_t, and a step along such
+a direction is unbounded: it is skipped per sample. Past one iteration CG also loses conjugacy on a non-symmetric K
+and can throw a sample away, while GMRES's residual ‖r − K u‖ cannot grow with ``iters`` (the shipped UNet:
+benchmarks/results/mmps-solvers.md): use "cg" for exact priors (they declare ``symmetric_jacobian``), or with
+``iters=1`` (azula's setting); past one iteration with any other denoiser a warning says so before the loop.
+Defaults: ``solver="gmres"`` as azula's MMPSDenoiser, ``iters=4`` (azula's default is 1: the paper uses one to a
+few), η = 1. One iteration leaves the step far from the exact moment-matching update on blurs and large holes; four
+reach it closely on the exact prior and gain on photos, at about twice the time per step
 (benchmarks/results/mmps-iters.md).
 Scale rule: the update is invariant to A → kA, y → ky, σ → kσ (A Σ Aᵀ, σ² and r scale alike, and both solvers
 are invariant to K → k²K, r → k²r); the image size enters nowhere.
