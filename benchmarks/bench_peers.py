@@ -6,18 +6,18 @@ calls, timed in one run (a report, not a test).
                                                        [--models cheap patches] [--out peers-cpu]
 
 Problem: ``--batch`` bundled photos at ``--size``², float32, σ = 0.05 on the model's [−1, 1] scale, random
-inpainting (70 % of the pixels missing, ``Inpainting.random``) and, for MMPS, a 9×9 Gaussian blur (std 2,
-reflect), which azula is given as diffsolve's torch-backend operator (azula differentiates A with
-``torch.func``, which the C++ and Triton kernels do not support). Each library is driven by ``_peers.py``'s
-adapters on diffsolve's step table, as ``agreement.py`` checks them (there at 8×8 in float64, here the output
-difference is reported again where both sides are deterministic and take the same steps). Two models:
+inpainting (70 % of the pixels missing, ``Inpainting.random``) and, for MMPS, a 9×9 Gaussian blur (std 2, reflect),
+diffsolve's operator on its torch backend for both sides (azula differentiates A with ``torch.func``, which the C++
+and Triton kernels do not support), so both apply the same A. Each library is driven by ``_peers.py``'s adapters on
+diffsolve's step table, as ``agreement.py`` checks them (there at 8×8 in float64, here the output difference is
+reported again where both sides are deterministic and take the same steps). Two models:
 
 - ``cheap``: ε̂ = 0.1·tanh x (pointwise, differentiable): the solvers' own work dominates;
 - ``patches``: the shipped UNet, where the model's forward and backward dominate.
 
 Per row: each side's seconds for the whole solve (best of ``--repeat``, the two sides interleaved, one warm-up
 each), its model calls (NFE), and peer/diffsolve per NFE. diffsolve runs at its default backend (``auto``: the
-C++ kernels on a CPU). Writes ``results/<--out>.{md,json}``: ``peers-cpu`` (the cheap model, 128²) and
+C++ step kernels on a CPU). Writes ``results/<--out>.{md,json}``: ``peers-cpu`` (the cheap model, 128²) and
 ``peers-cpu-unet`` (``--models patches --size 64``).
 """
 
