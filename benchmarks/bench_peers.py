@@ -17,8 +17,8 @@ reported again where both sides are deterministic and take the same steps). Two 
 
 Per row: each side's seconds for the whole solve (best of ``--repeat``, the two sides interleaved, one warm-up
 each), its model calls (NFE), and peer/diffsolve per NFE. diffsolve runs at its default backend (``auto``: the
-C++ step kernels on a CPU). Writes ``results/<--out>.{md,json}``: ``peers-cpu`` (the cheap model, 128²) and
-``peers-cpu-unet`` (``--models patches --size 64``).
+C++ step kernels on a CPU). Writes ``results/<--out>.{md,json}``: ``peers-cpu`` (the cheap model, 128²),
+``peers-cpu-256`` (``--models cheap --size 256``) and ``peers-cpu-unet`` (``--models patches --size 64``).
 """
 
 from __future__ import annotations
