@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import sys
 import time
 import warnings
@@ -36,11 +35,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _peers import azula_denoiser, deepinv_denoiser, import_deepinv  # noqa: E402
-from bench_dps import write_results  # noqa: E402
+from bench_dps import _cheap_model, write_results  # noqa: E402
+from bench_methods import machine  # noqa: E402
 
 import diffsolve  # noqa: E402
 from diffsolve.data import PHOTOS, HELDOUT, photo  # noqa: E402
-from diffsolve.models import EpsDenoiser, load_default  # noqa: E402
+from diffsolve.models import load_default  # noqa: E402
 from diffsolve.operators import GaussianBlur, Inpainting  # noqa: E402
 from diffsolve.solvers._loop import select_schedule  # noqa: E402
 
@@ -49,8 +49,8 @@ DT = torch.float32
 
 
 def problem(size: int, batch: int) -> dict:
-    names = [(PHOTOS + HELDOUT)[i % len(PHOTOS + HELDOUT)] for i in range(batch)]
-    x = torch.stack([photo(n, size) for n in names])
+    names = PHOTOS + HELDOUT
+    x = torch.stack([photo(names[i % len(names)], size) for i in range(batch)])
     g = torch.Generator().manual_seed(0)
     mask_op = Inpainting.random(size, missing=0.7, seed=0)
     mask = mask_op.mask.to(DT).expand(1, 3, size, size)
@@ -58,12 +58,14 @@ def problem(size: int, batch: int) -> dict:
     blur = GaussianBlur(kernel_size=9, std=2.0, backend="torch")
     y_blur = blur.A(x) + SIGMA * torch.randn(x.shape, generator=g)
     x_T = torch.randn(x.shape, generator=g)
-    return dict(x=x, names=names, mask_op=mask_op, mask=mask, y_mask=y_mask, blur=blur, y_blur=y_blur, x_T=x_T,
+    return dict(x=x, mask_op=mask_op, mask=mask, y_mask=y_mask, blur=blur, y_blur=y_blur, x_T=x_T,
                 idx=mask[0].flatten().nonzero().flatten())
 
 
-def models() -> dict:
-    return {"cheap": EpsDenoiser(lambda x, t: 0.1 * torch.tanh(x)), "patches": load_default("patches")}
+#: the two models, built only when asked for (``--models``)
+MODELS = {"cheap": _cheap_model, "patches": lambda: load_default("patches")}
+LABELS = {"cheap": "cheap ε (ε̂ = 0.1·tanh x): the solvers' own work",
+          "patches": "the shipped `patches` UNet: the model's work"}
 
 
 def rows_for(model, p: dict, steps: int) -> list[dict]:
@@ -228,7 +230,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--models", nargs="+", default=["cheap", "patches"])
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["cheap", "patches"])
     parser.add_argument("--out", default="peers-cpu")
     args = parser.parse_args()
     from importlib.metadata import version
@@ -236,15 +238,9 @@ def main() -> None:
     p = problem(args.size, args.batch)
     tables = {}
     t0 = time.time()
-    for name, model in models().items():
-        if name not in args.models:
-            continue
-        label = {"cheap": "cheap ε (ε̂ = 0.1·tanh x): the solvers' own work",
-                 "patches": "the shipped `patches` UNet: the model's work"}[name]
-        tables[label] = timed(rows_for(model, p, args.steps), args.repeat)
-    res = dict(args=vars(args), tables=tables, seconds=round(time.time() - t0, 1),
-               machine=f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-                       f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}",
+    for name in args.models:
+        tables[LABELS[name]] = timed(rows_for(MODELS[name](), p, args.steps), args.repeat)
+    res = dict(args=vars(args), tables=tables, seconds=round(time.time() - t0, 1), machine=machine(),
                versions=f"azula {version('azula')}, deepinv {version('deepinv')}")
     print(write_results(args.out, res, markdown(res)))
 

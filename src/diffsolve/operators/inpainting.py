@@ -103,9 +103,11 @@ class Inpainting(LinearOperator):
 
     def _observed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(1[mask ≠ 0], 1/mask where mask ≠ 0 else 0) in x's device and dtype (cached)."""
-        seen = self.mask != 0
-        return self._cached(("observed",), x, lambda: (seen.to(torch.float64),
-                                                        torch.where(seen, 1 / torch.where(seen, self.mask, 1), 0)))
+        def build() -> tuple[torch.Tensor, torch.Tensor]:
+            seen = self.mask != 0
+            return seen.to(torch.float64), torch.where(seen, 1 / torch.where(seen, self.mask, 1), 0)
+
+        return self._cached(("observed",), x, build)
 
     def _check_input(self, x: torch.Tensor) -> None:
         n, c, h, w = self.mask.shape
