@@ -157,8 +157,9 @@ class Method:
 
     def own_options(self) -> tuple[str, ...]:
         """The names of the method's own options (keyword-only in its function, plus the wrapper's)."""
-        params = inspect.signature(self.signature_function()).parameters.values()
-        return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY) + self.extra
+        from .solvers._loop import own_options
+
+        return own_options(self.signature_function()) + self.extra
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         """One TypeError naming the method's options where ``options`` holds a name it does not take."""
@@ -231,7 +232,7 @@ METHODS: Mapping[str, Method] = {m.name: m for m in (
            cli_options=_cdps_options, solver="ddnm", needs="A⁺; with σ > 0 A's SVD", svd="noisy"),
     Method("daps", _solver("daps"), "DAPS (Zhang et al. 2025): decoupled noise annealing, PF-ODE x0 estimate + "
            "Langevin on x0 per level", "inverse", required=("sigma",), cli_options=_cdps_options, solver="daps",
-           needs="any operator (Langevin in one draw through A's SVD where it has one, else K steps on A, Aᵀ)",
+           needs="any operator (a level's K Langevin steps in one draw: by A's SVD, else a Chebyshev series in AᵀA)",
            nfe="ode_steps (5)"),
     Method("reddiff", _solver("reddiff"), "RED-diff (Mardani et al. 2024): variational mean fitted by Adam, "
            "score-matching regulariser, no UNet backward", "inverse", cli_options=_optional_sigma, solver="reddiff",

@@ -153,12 +153,14 @@ def validate_alphas_cumprod(alphas_cumprod: Any, *, allow_zero_last: bool = Fals
     if not alphas_cumprod.is_floating_point():
         raise TypeError(f"alphas_cumprod must be floating, got dtype {alphas_cumprod.dtype}")
     a = alphas_cumprod.detach().double()
-    low_ok = bool((a >= 0).all()) if allow_zero_last else bool((a > 0).all())
-    if not low_ok or not bool((a <= 1).all()):
+    # non-increasing and in (0, 1] ⇔ a[0] ≤ 1, a[-1] > 0 (≥ 0 if allowed), every step ≤ 0: one check
+    # (NaN fails every comparison; the table is validated on every solve)
+    in_range = bool(a[0] <= 1) and (bool(a[-1] >= 0) if allow_zero_last else bool(a[-1] > 0))
+    if in_range and (a.numel() == 1 or bool((a[1:] <= a[:-1]).all())):
+        return a
+    if not ((a >= 0) if allow_zero_last else (a > 0)).all() or not (a <= 1).all():
         raise ValueError("alphas_cumprod must lie in (0, 1] (the cumulative product of 1 − β)")
-    if a.numel() > 1 and not bool((a[1:] <= a[:-1]).all()):
-        raise ValueError("alphas_cumprod must be non-increasing in t (more noise at larger t)")
-    return a
+    raise ValueError("alphas_cumprod must be non-increasing in t (more noise at larger t)")
 
 
 def sigmas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:

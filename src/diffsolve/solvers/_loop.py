@@ -291,8 +291,10 @@ class Sampling:
 SAMPLING_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Sampling))
 
 
+@functools.cache
 def own_options(fn: Callable[..., Any]) -> tuple[str, ...]:
-    """The keyword-only options of solver ``fn`` (its own; the shared ones live in :class:`Sampling`)."""
+    """The keyword-only options of solver ``fn`` (its own; the shared ones live in :class:`Sampling`); read once
+    per function (``inspect.signature`` costs more than a small solve's step)."""
     params = inspect.signature(fn).parameters.values()
     return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY)
 
