@@ -219,33 +219,89 @@ def test_exact_langevin_is_the_k_step_chain(op, stiff_share):
 
 
 def test_langevin_option():
-    """"auto" is the one-draw update where A has an SVD and the loop where it does not; "exact" without an SVD
-    and an unknown mode are refused before the loop."""
+    """"auto" is the one-draw update where A has an SVD, the Chebyshev series where it has none (the K steps where
+    the series would be longer than K), "exact" without an SVD and an unknown mode are refused before the loop."""
     prior = _prior((1, 8, 8))
-    kw = dict(steps=3, sigma=0.1, ode_steps=1, langevin_steps=4)
-    cases = ((Inpainting.random((8, 8), 0.5), "exact"), (SuperResolution(2, "average"), "exact"),
-             (GaussianBlur(3, 0.8), "exact"), (MotionBlur(5, seed=0, boundary="circular"), "exact"),
-             (MotionBlur(5, seed=0), "loop"))
-    for op, same in cases:
+    kw = dict(steps=3, sigma=0.1, ode_steps=1)
+    cases = ((Inpainting.random((8, 8), 0.5), 4, "exact"), (SuperResolution(2, "average"), 4, "exact"),
+             (GaussianBlur(3, 0.8), 4, "exact"), (MotionBlur(5, seed=0, boundary="circular"), 4, "exact"),
+             (MotionBlur(5, seed=0), 100, "chebyshev"), (MotionBlur(5, seed=0), 4, "loop"))
+    for op, k, same in cases:
         _, y = _problem(op, prior, 0.1, 2)
-        outs = {mode: daps(prior, op, y, generator=torch.Generator().manual_seed(0), langevin=mode, **kw)
-                for mode in ("auto", same)}
+        outs = {mode: daps(prior, op, y, generator=torch.Generator().manual_seed(0), langevin=mode,
+                           langevin_steps=k, **kw) for mode in ("auto", same)}
         torch.testing.assert_close(outs["auto"], outs[same], rtol=0, atol=0)
+    other = daps(prior, MotionBlur(5, seed=0), y, generator=torch.Generator().manual_seed(0), langevin="loop",
+                 langevin_steps=100, **kw)
+    assert not torch.equal(other, outs["auto"])  # the series is not the loop (different draws)
     with pytest.raises(ValueError, match="no cheap SVD.*supported"):
-        daps(prior, MotionBlur(5, seed=0), y, langevin="exact", **kw)
-    with pytest.raises(ValueError, match="langevin must be one of 'auto', 'exact', 'loop', got 'fast'"):
-        daps(prior, MotionBlur(5, seed=0), y, langevin="fast", **kw)
+        daps(prior, MotionBlur(5, seed=0), y, langevin="exact", langevin_steps=4, **kw)
+    with pytest.raises(ValueError, match="langevin must be one of 'auto', 'exact', 'chebyshev', 'loop', got 'fa"):
+        daps(prior, MotionBlur(5, seed=0), y, langevin="fast", langevin_steps=4, **kw)
+
+
+@pytest.mark.parametrize("op", [MotionBlur(5, seed=1), Inpainting.random((6, 8), 0.5, seed=2),
+                                SuperResolution(2, "bicubic")], ids=["reflect-motion", "mask", "sr-bicubic"])
+@pytest.mark.parametrize("share", [0.1, 0.3])
+def test_series_langevin_is_the_k_step_chain(op, share):
+    """The Chebyshev-series update equals the K-step chain in distribution (no SVD used): its mean and its
+    covariance match the explicit chain's in dense float64 linear algebra to ~1e-10."""
+    shape, k, inv_r2, tau2 = (1, 1, 6, 8), 60, 1 / 0.3, 0.01
+    a = _dense(op, shape[1:])
+    n = a.shape[1]
+    gram = float(torch.linalg.eigvalsh(a.T @ a).max())
+    rate = share / (inv_r2 + gram / tau2)
+    g = torch.Generator().manual_seed(0)
+    x0_hat = torch.randn(shape, dtype=D, generator=g)
+    y = op.A(torch.randn(shape, dtype=D, generator=g))
+    series = daps_module.langevin_series(inv_r2, tau2, rate, k, gram, 1e-12)
+    assert series is not None and len(series[0]) + len(series[1]) < k  # shorter than the chain
+
+    def run(zeta):
+        return daps_module.series_langevin(op, x0_hat, y, zeta, inv_r2, tau2, series).reshape(-1)
+
+    m = torch.eye(n, dtype=D) - rate * (inv_r2 * torch.eye(n, dtype=D) + a.T @ a / tau2)
+    mean, cov, mj = x0_hat.reshape(-1).clone(), torch.zeros(n, n, dtype=D), torch.eye(n, dtype=D)
+    for _ in range(k):
+        mean = m @ mean + rate * (inv_r2 * x0_hat.reshape(-1) + a.T @ y.reshape(-1) / tau2)
+        cov = cov + 2 * rate * mj @ mj.T
+        mj = m @ mj
+    at_zero = run(torch.zeros(shape, dtype=D))
+    torch.testing.assert_close(at_zero, mean, rtol=1e-9, atol=1e-10)
+    cols = torch.stack([run(torch.eye(n, dtype=D)[j].reshape(shape)) - at_zero for j in range(n)], dim=1)
+    torch.testing.assert_close(cols @ cols.T, cov, rtol=1e-9, atol=1e-10)
+
+
+def test_langevin_series_declines_when_longer_than_the_chain():
+    """Near the stability bound with few steps the two series would take at least K products: None (the loop)."""
+    assert daps_module.langevin_series(1.0, 0.01, 1.9 / (1 + 100), 4, 1.0, 1e-12) is None
+    assert daps_module.langevin_series(1.0, 0.01, 0.1 / (1 + 100), 100, 1.0, 1e-7) is not None
 
 
 @pytest.mark.parametrize("op", [Inpainting.random((6, 6), 0.5), GaussianBlur(3, 0.8)], ids=["inpaint", "blur"])
 def test_exact_and_loop_agree_on_the_posterior(op):
-    """The two Langevin modes sample the same distribution: their 400-draw means agree with each other and with
-    the exact posterior mean on a Gaussian prior."""
+    """The three Langevin modes sample the same distribution: their 400-draw means and variances agree (the
+    series falls back to the loop on the levels where it would be longer than K = 20)."""
     prior, sigma = _prior(), 0.1
     y1, y = _problem(op, prior, sigma, 400)
     post = prior.posterior(op, y1[0], sigma=sigma)
     outs = [daps(prior, op, y, steps=10, sigma=sigma, ode_steps=2, langevin_steps=20, langevin=mode,
-                 generator=torch.Generator().manual_seed(1)) for mode in ("exact", "loop")]
+                 generator=torch.Generator().manual_seed(1)) for mode in ("exact", "loop", "chebyshev")]
     scale = post.mean.norm()
-    assert (outs[0].mean(0) - outs[1].mean(0)).norm() / scale < 0.1
-    assert abs(outs[0].var(0).mean() / outs[1].var(0).mean() - 1) < 0.15
+    for other in outs[1:]:
+        assert (outs[0].mean(0) - other.mean(0)).norm() / scale < 0.1
+        assert abs(outs[0].var(0).mean() / other.var(0).mean() - 1) < 0.15
+
+
+def test_chebyshev_mode_backends_and_batch_independence():
+    """The series update (a reflect motion blur: no SVD) gives the same samples on every CPU backend, and a list
+    of generators makes each sample independent of its batch."""
+    prior = _prior((1, 8, 8))
+    kw = dict(steps=3, sigma=0.1, ode_steps=1, langevin_steps=100, langevin="chebyshev")
+    _, y = _problem(MotionBlur(5, seed=0), prior, 0.1, 3)
+    outs = {b: daps(prior, MotionBlur(5, seed=0, backend=b), y, backend=b,
+                    generator=[torch.Generator().manual_seed(10 + j) for j in range(3)], **kw)
+            for b in ("torch", "cpp")}
+    torch.testing.assert_close(outs["cpp"], outs["torch"], rtol=1e-10, atol=1e-10)
+    alone = daps(prior, MotionBlur(5, seed=0), y[1:2], generator=[torch.Generator().manual_seed(11)], **kw)
+    torch.testing.assert_close(alone, outs["torch"][1:2], rtol=1e-12, atol=1e-12)

@@ -48,9 +48,19 @@ x_i = √ᾱ_i (x0 + σ_i z):
    the same distribution as the loop's, not an approximation of it. Every null direction has s = 0 and the
    same d_0, so the update is x0 = x̂0 + d_0 ζ + V_r[(1 − c^K) s (ȳ − s x̄)/(τ² p) + (d − d_0) V_rᵀζ] with ζ one
    image-shaped draw: two V_rᵀ and one V_r per level instead of K products with A and Aᵀ. c^K and 1 − c^K use
-   log1p/expm1 (η_i p is tiny in the directions the data does not reach). ``langevin="loop"`` runs the K steps
-   one by one (the only way for operators without an SVD, e.g. a dense blur with reflect boundaries); the two
-   give different draws from one seed.
+   log1p/expm1 (η_i p is tiny in the directions the data does not reach).
+
+   **Without an SVD** (``langevin="chebyshev"``, the default there, e.g. a dense blur with reflect boundaries)
+   the same map is written in P = I/r_i² + AᵀA/τ² itself, whose spectrum lies in [1/r_i², 1/r_i² + L/τ²]:
+
+       x0 = x̂0 + f₁(P) Aᵀ(y − A x̂0)/τ² + f₂(P) ζ,   f₁(p) = (1 − c^K)/p,   f₂(p) = d(p)   (c = 1 − η_i p),
+
+   f₁(P)v and f₂(P)ζ each by a Chebyshev series on that interval (``solvers/_chebyshev.py``), truncated where
+   its error bound falls below the dtype's precision: both functions are smooth there, so the series is far
+   shorter than K (the degree grows with K η_i L/τ², which the default step keeps ≤ 2f·K). Host coefficients,
+   one product with A and Aᵀ per degree, no inner products. A level whose two series together would take K
+   products or more runs the K steps instead. ``langevin="loop"`` runs the K steps one by one everywhere.
+   The three give different draws from one seed.
 3. x_{i+1} = √ᾱ_{i+1} x0 + √(1−ᾱ_{i+1}) z (plain torch ops); after the last level the result is x0.
 
 Defaults: 5 ODE steps and 100 Langevin steps per level (the paper's pixel-space DAPS-1K), the step rule
@@ -67,16 +77,19 @@ import dataclasses
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..kernels import ddim_step
 from ..models.denoiser import as_denoiser
 from ..operators.svd import SVD, operator_svd
+from ._chebyshev import chebyshev_apply, chebyshev_series
 from ._inverse import Diagnostics, check_problem, check_sigma, residual_norm, route, warn_if_unfit
 from ._loop import Sampling, _draw, check_int, check_number, check_steps, prepare, takes_sampling
 from .mpgd import operator_gain
 
-__all__ = ["LANGEVIN_MODES", "daps", "edm_sigmas", "exact_langevin", "langevin_rates", "nearest_timesteps"]
+__all__ = ["LANGEVIN_MODES", "daps", "edm_sigmas", "exact_langevin", "langevin_rates", "langevin_series",
+           "nearest_timesteps", "series_langevin"]
 
 SIGMA_MAX, SIGMA_MIN, ODE_SIGMA_MIN, RHO = 100.0, 0.01, 0.01, 7.0
 PAPER_SIGMA_MIN = 0.1  #: the default σ_min with a given ``lr`` (the paper's, which its per-pixel lr is tuned to)
@@ -86,8 +99,8 @@ LANGEVIN_FRACTION = 0.05
 NOISE_BUDGET = 0.25
 #: the default Langevin likelihood's std τ = this · σ (the reference code: τ = 0.01 for σ = 0.05 data, 0.2)
 LIKELIHOOD_RATIO = 0.25
-#: the ``langevin`` option: the K Langevin steps in one draw through A's SVD, or one by one
-LANGEVIN_MODES = ("auto", "exact", "loop")
+#: the ``langevin`` option: the K Langevin steps in one draw through A's SVD or by Chebyshev series, or one by one
+LANGEVIN_MODES = ("auto", "exact", "chebyshev", "loop")
 
 
 def edm_sigmas(sigma_max: float, sigma_min: float, n: int, rho: float = RHO) -> list[float]:
@@ -126,10 +139,49 @@ def exact_langevin(svd: SVD, s: torch.Tensor, x0_hat: torch.Tensor, y_bar: torch
     return x0_hat + d0 * zeta + svd.V(spectral)
 
 
+def langevin_series(inv_r2: float, tau2: float, rate: float, steps: int, gram: float, tol: float
+                    ) -> tuple[np.ndarray, np.ndarray, float, float] | None:
+    """(c₁, c₂, lo, hi): Chebyshev coefficients of f₁(p) = (1 − c^K)/p and f₂(p) = d(p) (module docstring, step
+    2; c = 1 − ηp) on P's spectrum [lo, hi] = [1/r², 1/r² + L/τ²], each truncated at error ≤ ``tol``·max|f|;
+    None where the two together would take ≥ K products with P (run the K steps instead). Host floats."""
+    lo, hi = inv_r2, inv_r2 + gram / tau2
+
+    def one_minus_c_pow(p: np.ndarray, k: int) -> np.ndarray:  # 1 − (1 − ηp)^k, exact for small ηp
+        hp = rate * p
+        safe = np.minimum(hp, 0.5)
+        return np.where(hp < 0.5, -np.expm1(k * np.log1p(-safe)), 1 - (1 - hp) ** k)
+
+    def mean_gain(p: np.ndarray) -> np.ndarray:
+        return one_minus_c_pow(p, steps) / p
+
+    def noise_std(p: np.ndarray) -> np.ndarray:
+        return np.sqrt(2 * one_minus_c_pow(p, 2 * steps) / (p * (2 - rate * p)))
+
+    c1 = chebyshev_series(mean_gain, lo, hi, tol)
+    c2 = chebyshev_series(noise_std, lo, hi, tol)
+    if c1 is None or c2 is None or len(c1) + len(c2) - 1 >= steps:  # products: 1 (v) + deg₁ + deg₂
+        return None
+    return c1, c2, lo, hi
+
+
+def series_langevin(operator: Any, x0_hat: torch.Tensor, y: torch.Tensor, zeta: torch.Tensor, inv_r2: float,
+                    tau2: float, series: tuple[np.ndarray, np.ndarray, float, float]) -> torch.Tensor:
+    """K Langevin steps from x̂0 in one draw without an SVD (module docstring, step 2): x̂0 + f₁(P) Aᵀ(y − A x̂0)/τ²
+    + f₂(P) ζ with ``series`` from :func:`langevin_series`; x̂0, ζ (B, C, H, W), y (B, ...)."""
+    c1, c2, lo, hi = series
+
+    def precision(u: torch.Tensor) -> torch.Tensor:  # P u = u/r² + AᵀA u/τ²
+        return inv_r2 * u + operator.A_adjoint(operator.A(u)) / tau2
+
+    v = operator.A_adjoint(y - operator.A(x0_hat)) / tau2
+    return x0_hat + chebyshev_apply(precision, v, c1, lo, hi) + chebyshev_apply(precision, zeta, c2, lo, hi)
+
+
 def _langevin_svd(operator: Any, size: tuple[int, int], langevin: str) -> SVD | None:
-    """The range SVD the exact Langevin update uses, or None for the explicit loop (``langevin`` option): "auto"
-    takes the loop where :func:`operator_svd` finds none (no hook, or a dense blur with reflect boundaries)."""
-    if langevin == "loop":
+    """The range SVD the exact Langevin update uses, or None for the series or the explicit loop (``langevin``
+    option): "auto" takes the series where :func:`operator_svd` finds none (no hook, or a dense blur with
+    reflect boundaries)."""
+    if langevin in ("loop", "chebyshev"):
         return None
     try:
         return operator_svd(operator, tuple(size), "daps with langevin='exact'").range()
@@ -205,8 +257,10 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             level (≥ 0); lr: None (the default rule: τ = σ/4, η_i the smaller of a fraction of each level's
             stability bound and the noise budget) or η_0 > 0, a fixed per-pixel Langevin step size (τ = σ);
             lr_min_ratio: η_{N} / η_0 ∈ (0, 1] (only with a given ``lr``).
-        langevin: ``"auto"`` (``"exact"`` where the operator has an SVD, else ``"loop"``), ``"exact"`` (the K
-            steps in one draw through A's SVD; ValueError without one) or ``"loop"`` (K explicit steps).
+        langevin: ``"auto"`` (``"exact"`` where the operator has an SVD, else ``"chebyshev"``), ``"exact"`` (the
+            K steps in one draw through A's SVD; ValueError without one), ``"chebyshev"`` (the same draw by
+            Chebyshev series in AᵀA, any operator; the K steps where the series would be longer) or ``"loop"``
+            (K explicit steps).
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ of each level's ODE
         estimate, "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, "data_consistency": (B,) that over σ}.
@@ -272,9 +326,14 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     if langevin_steps > 0 and worst >= 2:
         raise ValueError(f"lr={lr:g} makes the Langevin steps unstable (η·(1/r² + ‖AᵀA‖/σ²) = {worst:.3g} >= 2 with "
                          f"sigma={sigma:g}); use lr < {2 * lr / worst:.3g} or a larger sigma")
-    svd = _langevin_svd(operator, shape[-2:], langevin)  # None: the explicit loop
+    svd = _langevin_svd(operator, shape[-2:], langevin)  # None: the series or the explicit loop
     if svd is not None:
         s_dev, y_bar = svd.singulars(y), svd.Ut(y)  # s and U_rᵀy, once
+    series: list[Any] = [None] * n  # per level: the Chebyshev series, or None (the K steps one by one)
+    if svd is None and langevin != "loop" and langevin_steps > 0:
+        tol = max(torch.finfo(y.dtype).eps, 1e-12)
+        series = [langevin_series(1 / r**2, tau**2, rate, langevin_steps, gram, tol)
+                  for r, rate in zip(level_sigmas, rates)]
     generator, backend = sampling.generator, sampling.backend
     den = loop.denoiser
     info = Diagnostics(sampling.return_info)
@@ -295,7 +354,10 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             if svd is not None and langevin_steps > 0:  # the K steps in one draw (module docstring)
                 zeta = _draw(shape, generator, y.dtype, device)
                 x0 = exact_langevin(svd, s_dev, x0_hat, y_bar, zeta, inv_r2, tau**2, rate, langevin_steps)
-            for _ in range(langevin_steps if svd is None else 0):
+            elif series[i] is not None:  # the same draw by Chebyshev series in P
+                zeta = _draw(shape, generator, y.dtype, device)
+                x0 = series_langevin(operator, x0_hat, y, zeta, inv_r2, tau**2, series[i])
+            for _ in range(langevin_steps if svd is None and series[i] is None else 0):
                 grad = (x0 - x0_hat) * inv_r2 + operator.A_adjoint(operator.A(x0) - y) / tau**2
                 x0 = x0 - rate * grad + math.sqrt(2 * rate) * _draw(shape, generator, y.dtype, device)
             # 3. re-noise to the next level (none after the last: the result is x0)
