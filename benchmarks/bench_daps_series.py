@@ -60,7 +60,7 @@ def main() -> None:
     unet = load_default("patches")
     for size in (64, 128, 256):
         op = make_operator("motion_blur", (size, size), seed=0)
-        row = dict(size=size, kernel=op.kernel.shape[-1])
+        row = dict(size=size, kernel=list(op.kernel_size), support=list(op.kernel.shape))
         for levels in (20, 50):
             d = degrees(op, size, levels)
             row[f"products_{levels}"] = sum(K if v is None else v + 1 for v in d) / len(d)  # + 1: Aᵀ(y − A x̂0)
@@ -76,19 +76,24 @@ def main() -> None:
         row.update(unet_loop=timed(unet, op, y[:1], 20, "loop"), unet_series=timed(unet, op, y[:1], 20, "chebyshev"))
         rows.append(row)
         print(row, flush=True)
+    text = write_results("daps-series", dict(machine=machine(), rows=rows), render(rows, machine()))
+    print(text)
+
+
+def render(rows: list[dict], machine_line: str) -> str:
     lines = ["# DAPS's Langevin steps without an SVD: the K-step loop against the Chebyshev series "
              "(benchmarks/bench_daps_series.py)", "",
-             f"Machine: {machine()}. Reflect motion blur (the CLI's `motion_blur`, seed 0), σ = 0.05, K = 100 "
+             f"Machine: {machine_line}. Reflect motion blur (the CLI's `motion_blur`, seed 0), σ = 0.05, K = 100 "
              "Langevin steps per level, the default step rule; float32.", "",
-             "| size | kernel | products with P per level, 20 / 50 levels (loop: 100) | cheap ε, 4×3×S², 3 levels: "
-             "loop s | series s | loop/series | UNet, 1×3×S², 20 levels: loop s | series s | loop/series |",
+             "| size | kernel (support) | products with P per level, 20 / 50 levels (loop: 100) | cheap ε, 4×3×S², "
+             "3 levels: loop s | series s | loop/series | UNet, 1×3×S², 20 levels: loop s | series s | loop/series |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['size']}² | {r['kernel']} | {r['products_20']:.1f} / {r['products_50']:.1f} | "
+        kernel, support = ("×".join(map(str, r[k])) for k in ("kernel", "support"))
+        lines.append(f"| {r['size']}² | {kernel} ({support}) | {r['products_20']:.1f} / {r['products_50']:.1f} | "
                      f"{r['cheap_loop']:.2f} | {r['cheap_series']:.2f} | {r['cheap_loop'] / r['cheap_series']:.1f} | "
                      f"{r['unet_loop']:.1f} | {r['unet_series']:.1f} | {r['unet_loop'] / r['unet_series']:.1f} |")
-    text = write_results("daps-series", dict(machine=machine(), rows=rows), "\n".join(lines) + "\n")
-    print(text)
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ above. Stability, max_i η_i (1/r_i² + L/τ²) < 2, is checked before the loop 
 construction). All step sizes are host floats fixed before the loop; every draw comes from
 ``sampling.generator`` (a list keeps samples independent of their batch); ``noise_source="kernel"`` is not
 supported. Results: benchmarks/results/ (daps-defaults.md: the step rule, σ_min and
-the noise budget against the old defaults; benchmarks/bench_daps_sr.py).
+the noise budget against the old defaults; benchmarks/bench_daps_sr.py; daps-series.md: the series against the loop).
 """
 
 from __future__ import annotations
