@@ -153,7 +153,7 @@ def validate_alphas_cumprod(alphas_cumprod: Any, *, allow_zero_last: bool = Fals
     if not alphas_cumprod.is_floating_point():
         raise TypeError(f"alphas_cumprod must be floating, got dtype {alphas_cumprod.dtype}")
     a = alphas_cumprod.detach().double()
-    # non-increasing and in (0, 1] ⇔ a[0] ≤ 1, a[-1] > 0 (≥ 0 if allowed), every step ≤ 0: one check
+    # in (0, 1] and non-increasing ⇔ a[0] ≤ 1, a[-1] > 0 (≥ 0 if allowed) and every a[t+1] ≤ a[t]: one pass
     # (NaN fails every comparison; the table is validated on every solve)
     in_range = bool(a[0] <= 1) and (bool(a[-1] >= 0) if allow_zero_last else bool(a[-1] > 0))
     if in_range and (a.numel() == 1 or bool((a[1:] <= a[:-1]).all())):
