@@ -286,7 +286,9 @@ def test_structure_is_declared_not_guessed():
     y = measure(Inpainting(mask), batch=2)
     a = cdps(prior, _DeclaredDiagonal(mask), y, steps=5, sigma=0.05, generator=gen(1))
     b = cdps(prior, _MaskNamedButUndeclared(mask), y, steps=5, sigma=0.05, generator=gen(1))
-    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    # the same posterior by two routes (fused kernel; the operator's solve): float64 round-off in a different order,
+    # which the prior's BLAS products carry through 5 steps (7e-12 on an AMD EPYC's MKL path, below 1e-12 on Xeon)
+    torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
 
 
 def test_none_chain_caps_kappa_and_motion_blur_cg_converges():

@@ -139,7 +139,9 @@ def _tiny_unet_loop(unet, sched, steps, eta, seed, shape, dtype, **step_kwargs):
     return x
 
 
-@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+# float32: the fused step rounds differently from diffusers' separate tensor ops (FMA), and the model carries that
+# through 10 steps: 1.1e-5 on an AMD EPYC; the two clipping rules differ by > 1e-3 on this model (asserted below)
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 5e-5), (torch.float64, 1e-10)])
 @pytest.mark.parametrize("eta", [0.0, 0.7])
 @pytest.mark.parametrize("clip", [dict(clip_sample=True), dict(clip_sample=True, clip_sample_range=0.5),
                                   dict(thresholding=True, dynamic_thresholding_ratio=0.8, sample_max_value=1.5)])
