@@ -185,26 +185,21 @@ def _dense(op, shape):
     return op.A(eye).reshape(n, -1).T  # (m, n)
 
 
-@pytest.mark.parametrize("op", [Inpainting.random((6, 8), 0.5, seed=2), GaussianBlur(3, 0.8), SuperResolution(2, "average"),
-                                SuperResolution(2, "bicubic"), MotionBlur(3, seed=1, boundary="circular")],
-                         ids=["mask", "separable-blur", "sr-average", "sr-bicubic", "circular-blur"])
-@pytest.mark.parametrize("stiff_share", [0.3, 1.5], ids=["c>0", "c<0-somewhere"])
-def test_exact_langevin_is_the_k_step_chain(op, stiff_share):
-    """K Langevin steps in one draw equal the K-step chain in distribution: the mean and the covariance of the
-    explicit chain x ← x − η[(x − x̂0)/r² + Aᵀ(Ax − y)/τ²] + √(2η) z, in dense linear algebra."""
-    shape, k, inv_r2, tau2 = (1, 1, 6, 8), 7, 1 / 0.3, 0.01
+def _assert_is_the_k_step_chain(op, share: float, k: int, update) -> None:
+    """``update(x̂0, y, ζ, 1/r², τ², η, L)`` draws K Langevin steps in one go; its mean (ζ = 0) and covariance (ζ = the
+    unit vectors) must be those of the explicit chain x ← x − η[(x − x̂0)/r² + Aᵀ(Ax − y)/τ²] + √(2η) z from x̂0, in
+    dense float64 linear algebra; η = ``share``/(1/r² + ‖AᵀA‖/τ²) (stable for share < 2)."""
+    shape, inv_r2, tau2 = (1, 1, 6, 8), 1 / 0.3, 0.01
     a = _dense(op, shape[1:])
     n = a.shape[1]
     gram = float(torch.linalg.eigvalsh(a.T @ a).max())
-    rate = stiff_share / (inv_r2 + gram / tau2)
+    rate = share / (inv_r2 + gram / tau2)
     g = torch.Generator().manual_seed(0)
     x0_hat = torch.randn(shape, dtype=D, generator=g)
     y = op.A(torch.randn(shape, dtype=D, generator=g))
-    svd = op.svd(shape[-2:]).range()
-    s, y_bar = svd.singulars(y), svd.Ut(y)
 
     def run(zeta):
-        return daps_module.exact_langevin(svd, s, x0_hat, y_bar, zeta, inv_r2, tau2, rate, k).reshape(-1)
+        return update(x0_hat, y, zeta, inv_r2, tau2, rate, gram).reshape(-1)
 
     m = torch.eye(n, dtype=D) - rate * (inv_r2 * torch.eye(n, dtype=D) + a.T @ a / tau2)
     mean, cov, mj = x0_hat.reshape(-1).clone(), torch.zeros(n, n, dtype=D), torch.eye(n, dtype=D)
@@ -213,9 +208,23 @@ def test_exact_langevin_is_the_k_step_chain(op, stiff_share):
         cov = cov + 2 * rate * mj @ mj.T
         mj = m @ mj
     at_zero = run(torch.zeros(shape, dtype=D))
-    torch.testing.assert_close(at_zero, mean, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(at_zero, mean, rtol=1e-9, atol=1e-10)
     cols = torch.stack([run(torch.eye(n, dtype=D)[j].reshape(shape)) - at_zero for j in range(n)], dim=1)
     torch.testing.assert_close(cols @ cols.T, cov, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("op", [Inpainting.random((6, 8), 0.5, seed=2), GaussianBlur(3, 0.8), SuperResolution(2, "average"),
+                                SuperResolution(2, "bicubic"), MotionBlur(3, seed=1, boundary="circular")],
+                         ids=["mask", "separable-blur", "sr-average", "sr-bicubic", "circular-blur"])
+@pytest.mark.parametrize("stiff_share", [0.3, 1.5], ids=["c>0", "c<0-somewhere"])
+def test_exact_langevin_is_the_k_step_chain(op, stiff_share):
+    """K Langevin steps in one draw through A's SVD equal the K-step chain in distribution."""
+    svd = op.svd((6, 8)).range()
+
+    def update(x0_hat, y, zeta, inv_r2, tau2, rate, gram):
+        return daps_module.exact_langevin(svd, svd.singulars(y), x0_hat, svd.Ut(y), zeta, inv_r2, tau2, rate, 7)
+
+    _assert_is_the_k_step_chain(op, stiff_share, 7, update)
 
 
 def test_langevin_option():
@@ -244,32 +253,14 @@ def test_langevin_option():
                                 SuperResolution(2, "bicubic")], ids=["reflect-motion", "mask", "sr-bicubic"])
 @pytest.mark.parametrize("share", [0.1, 0.3])
 def test_series_langevin_is_the_k_step_chain(op, share):
-    """The Chebyshev-series update equals the K-step chain in distribution (no SVD used): its mean and its
-    covariance match the explicit chain's in dense float64 linear algebra to ~1e-10."""
-    shape, k, inv_r2, tau2 = (1, 1, 6, 8), 60, 1 / 0.3, 0.01
-    a = _dense(op, shape[1:])
-    n = a.shape[1]
-    gram = float(torch.linalg.eigvalsh(a.T @ a).max())
-    rate = share / (inv_r2 + gram / tau2)
-    g = torch.Generator().manual_seed(0)
-    x0_hat = torch.randn(shape, dtype=D, generator=g)
-    y = op.A(torch.randn(shape, dtype=D, generator=g))
-    series = daps_module.langevin_series(inv_r2, tau2, rate, k, gram, 1e-12)
-    assert series is not None and len(series[0]) + len(series[1]) < k  # shorter than the chain
+    """The Chebyshev-series update (no SVD used) equals the K-step chain in distribution, with fewer than K
+    products."""
+    def update(x0_hat, y, zeta, inv_r2, tau2, rate, gram):
+        series = daps_module.langevin_series(inv_r2, tau2, rate, 60, gram, 1e-12)
+        assert series is not None and len(series[0]) + len(series[1]) < 60  # shorter than the chain
+        return daps_module.series_langevin(op, x0_hat, y, zeta, inv_r2, tau2, series)
 
-    def run(zeta):
-        return daps_module.series_langevin(op, x0_hat, y, zeta, inv_r2, tau2, series).reshape(-1)
-
-    m = torch.eye(n, dtype=D) - rate * (inv_r2 * torch.eye(n, dtype=D) + a.T @ a / tau2)
-    mean, cov, mj = x0_hat.reshape(-1).clone(), torch.zeros(n, n, dtype=D), torch.eye(n, dtype=D)
-    for _ in range(k):
-        mean = m @ mean + rate * (inv_r2 * x0_hat.reshape(-1) + a.T @ y.reshape(-1) / tau2)
-        cov = cov + 2 * rate * mj @ mj.T
-        mj = m @ mj
-    at_zero = run(torch.zeros(shape, dtype=D))
-    torch.testing.assert_close(at_zero, mean, rtol=1e-9, atol=1e-10)
-    cols = torch.stack([run(torch.eye(n, dtype=D)[j].reshape(shape)) - at_zero for j in range(n)], dim=1)
-    torch.testing.assert_close(cols @ cols.T, cov, rtol=1e-9, atol=1e-10)
+    _assert_is_the_k_step_chain(op, share, 60, update)
 
 
 def test_langevin_series_declines_when_longer_than_the_chain():
