@@ -278,6 +278,9 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
     add("daps", "langevin", "'bogus'", "reject", langevin="bogus")
     add("daps", "langevin", "'exact' on motion blur", "reject", langevin="exact", operator=ops["motion"],
         y=ys["motion"])
+    add("daps", "langevin", "'chebyshev' on motion blur", "accept", langevin="chebyshev", langevin_steps=100,
+        operator=ops["motion"], y=ys["motion"])
+    add("daps", "langevin", "'chebyshev' where an SVD exists", "accept", langevin="chebyshev", langevin_steps=100)
     add("mmps", "solver", "'bogus'", "reject", solver="bogus")
     add("reddiff", "lam_rule", "'bogus'", "reject", lam_rule="bogus")
     add("ddrm", "operator", "motion blur (no SVD)", "reject", operator=ops["motion"], y=ys["motion"])
