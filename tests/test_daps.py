@@ -267,6 +267,7 @@ def test_langevin_series_declines_when_longer_than_the_chain():
     """Near the stability bound with few steps the two series would take at least K products: None (the loop)."""
     assert daps_module.langevin_series(1.0, 0.01, 1.9 / (1 + 100), 4, 1.0, 1e-12) is None
     assert daps_module.langevin_series(1.0, 0.01, 0.1 / (1 + 100), 100, 1.0, 1e-7) is not None
+    assert daps_module.langevin_series(1.0, 0.01, 0.1, 100, 0.0, 1e-7) is None  # A = 0: an empty spectrum interval
 
 
 @pytest.mark.parametrize("op", [Inpainting.random((6, 6), 0.5), GaussianBlur(3, 0.8)], ids=["inpaint", "blur"])

@@ -145,6 +145,8 @@ def langevin_series(inv_r2: float, tau2: float, rate: float, steps: int, gram: f
     2; c = 1 − ηp) on P's spectrum [lo, hi] = [1/r², 1/r² + L/τ²], each truncated at error ≤ ``tol``·max|f|;
     None where the two together would take ≥ K products with P (run the K steps instead). Host floats."""
     lo, hi = inv_r2, inv_r2 + gram / tau2
+    if not hi > lo:  # L = 0 (or below float resolution): nothing for a series to resolve, the loop is exact
+        return None
 
     def one_minus_c_pow(p: np.ndarray, k: int) -> np.ndarray:  # 1 − (1 − ηp)^k, exact for small ηp
         hp = rate * p
