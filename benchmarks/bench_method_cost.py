@@ -568,6 +568,17 @@ def agreement(den, methods: tuple[str, ...], steps: int = 3, langevin: int = 5) 
     return out
 
 
+def _without(runs: list[str], ops: tuple[str, ...]) -> list[str]:
+    """The earlier runs' entries ("op,op: settings") with the operators rerun now taken out (empty ones dropped)."""
+    out = []
+    for entry in runs:
+        names, _, rest = entry.partition(": ")
+        left = [n for n in names.split(",") if n not in ops]
+        if left:
+            out.append(f"{','.join(left)}: {rest}")
+    return out
+
+
 # ----------------------------------------------------------------------------- report
 def _f(v, fmt="{:.2f}"):
     return "—" if v is None else fmt.format(v)
@@ -599,8 +610,9 @@ def _md(res: dict) -> str:
                          f"{_f(e.get('diffsolve_s'), '{:.3f}')} | {_f(e.get('eager_over_diffsolve'), '{:.3g}')} |")
         lines.append("")
     if res.get("eager"):
-        lines += [f"Eager columns: both sides at {a['eager_steps']} steps (DAPS {a['eager_steps']} levels with "
-                  f"{a['eager_langevin']} Langevin steps each), the same x_T, interleaved; ΠGDM × motion: "
+        lines += ["Eager columns: both sides at the run's --eager-steps steps (DAPS: as many levels with the run's "
+                  "--eager-langevin Langevin steps each; each operator's run is listed below), the same x_T, "
+                  "interleaved; ΠGDM × motion: "
                   f"{NO_EAGER[('pigdm', 'motion')]}. Runs (operators with their own settings, merged): "
                   + "; ".join(res.get("runs", [])) + ".", ""]
     if res.get("agreement"):
@@ -651,11 +663,11 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     run = (f"{','.join(ops)}: --steps {args.steps} --daps-steps {args.daps_steps} --eager-steps {args.eager_steps} "
            f"--eager-langevin {args.eager_langevin} --repeat {args.repeat} --methods {','.join(methods)}, "
-           f"load average {os.getloadavg()[0]:.1f} at its start")
+           f"on {_machine().split(',')[0]}, load average {os.getloadavg()[0]:.1f} at its start")
     if args.merge and args.out.with_suffix(".json").exists():
         res = json.loads(args.out.with_suffix(".json").read_text())
-        kept = [r for r in res.get("runs", []) if not set(r.split(":")[0].split(",")) <= set(ops)]  # superseded
-        res["runs"] = kept + [run]
+        res["runs"] = [*_without(res.get("runs", []), ops), run]
+        res["machine"] = _machine() + " (the latest run's; each run below names its CPU)"
     else:
         res = {"machine": _machine(), "args": vars(args) | {"out": str(args.out)}, "sigma": SIGMA, "cost": {},
                "eager": {}, "runs": [run]}
