@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from _small_problem import OPS, SHAPE, gen, measure, prior
 
 from diffsolve.models import GaussianPrior
+from diffsolve.models.priors import operator_matrix
 from diffsolve.operators import Blur, GaussianBlur, Identity, Inpainting, SuperResolution
 from diffsolve.operators.callable import CallableOperator
 from diffsolve.operators.svd import DiagonalSVD, helmert, operator_svd
+from diffsolve.solvers._loop import select_schedule
 from diffsolve.solvers.ddrm import ddrm
 
 D = torch.float64
@@ -161,3 +166,44 @@ def test_svd_is_built_once_per_size(op):
     first = op.svd((8, 10))
     assert op.svd((8, 10)) is first and op.with_backend("torch").svd((8, 10)) is first
     assert op.svd((10, 8)) is not first
+
+
+@pytest.mark.parametrize("name", ["inpaint", "blur", "sr"])
+@pytest.mark.parametrize("eta", [0.85, 1.0])
+def test_steps_match_the_paper_in_dense_linear_algebra(name, eta):
+    """The whole run against Eqs. 7-8 written with the dense SVD A = U S Vᵀ (float64): x̄ = Vᵀx, per-coefficient
+    cases, the same x_T and the same image-space noise draws mapped by Vᵀ (the solver carries Vᵀx between steps)."""
+    pr, op, sigma_y, eta_b = prior(), OPS[name](), 0.05, 1.0
+    y = measure(op, sigma=sigma_y)
+    x_T = torch.randn(2, *SHAPE, generator=gen(7), dtype=D)
+    out = ddrm(pr, op, y, steps=4, x_T=x_T, sigma=sigma_y, eta=eta, eta_b=eta_b, generator=gen(4))
+    a = operator_matrix(op, SHAPE)
+    u, s_m, vh = torch.linalg.svd(a, full_matrices=True)
+    v, n = vh.T, a.shape[1]
+    s = torch.zeros(n, dtype=D)
+    s[: s_m.numel()] = s_m
+    obs = s > 0
+    inv = torch.where(obs, 1 / torch.where(obs, s, 1.0), 0.0)
+    y_bar = torch.cat([y.flatten(1) @ u, torch.zeros(2, n, dtype=D)], 1)[:, :n] * inv  # S⁺Uᵀy, zero-padded
+    sched = select_schedule(pr, 4, "trailing")
+    vp = [math.sqrt((1 - a_) / a_) for a_ in sched.alpha_t.tolist()] + [0.0]
+    sig_T = vp[0]
+    e_bar = x_T.flatten(1) @ v
+    init = obs & (s * sig_T > sigma_y)
+    xb = torch.where(init, y_bar + (sig_T**2 - (sigma_y * inv) ** 2).clamp_min(0).sqrt() * e_bar, sig_T * e_bar)
+    x = math.sqrt(sched.alpha_t[0].item()) * (xb @ v.T)
+    g = gen(4)
+    for i, (a_t, a_s) in enumerate(zip(sched.alpha_t.tolist(), sched.alpha_s.tolist())):
+        eps = pr(x.view(2, *SHAPE), sched.timesteps[i].expand(2)).flatten(1)
+        x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+        x0b, eb, sn = x0 @ v, eps @ v, vp[i + 1]
+        zb = torch.randn(2, *SHAPE, generator=g, dtype=D).flatten(1) @ v if sn > 0 else torch.zeros_like(x0b)
+        before = obs & (s * sn >= sigma_y)
+        after = obs & ~before
+        nxt = torch.where(~obs, x0b + math.sqrt(1 - eta**2) * sn * eb + eta * sn * zb,
+                          torch.where(after, x0b + math.sqrt(1 - eta**2) * sn * (y_bar - x0b) * s / sigma_y
+                                      + eta * sn * zb,
+                                      (1 - eta_b) * x0b + eta_b * y_bar
+                                      + (sn**2 - (eta_b * sigma_y * inv) ** 2).clamp_min(0).sqrt() * zb))
+        x = math.sqrt(a_s) * (nxt @ v.T)
+    torch.testing.assert_close(out.flatten(1), x, rtol=1e-9, atol=1e-10)

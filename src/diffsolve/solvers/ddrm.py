@@ -21,7 +21,9 @@ noise std is σ_y/s_i. The VP model is used in DDRM's variance-exploding variabl
 Each case is a per-coefficient affine map x̄_s = a x̄θ + b ȳ + c ê + d z̄ whose (a, b, c, d) depend only on
 (s, σ, σ_y, η, η_b): they are built before the loop, once per step. Every null direction (s_i = 0) takes the
 same (1, 0, √(1−η²)σ, ησ), so that part is applied in image space and only the range V_r of the SVD
-(``SVD.range()``: every s > 0; for ×4 SR one coefficient in 16) goes through the transforms. With σ_y = 0 and η_b = 1 every observed
+(``SVD.range()``: every s > 0; for ×4 SR one coefficient in 16) goes through the transforms. V_rᵀx is carried
+from step to step (each step's x_s is built from coefficients already known), so a step takes three transforms:
+ê = V_rᵀε̂, z̄ = V_rᵀz and V_r back (x̄θ = (V_rᵀx_t − √(1−ᾱ_t) ê)/√ᾱ_t). With σ_y = 0 and η_b = 1 every observed
 coefficient equals ȳ at every step (y is reproduced on the observed directions). At the last step (ᾱ_s = 1,
 σ = 0) no noise is drawn and the result is x̂0 with the observed coefficients set by the cases above.
 
@@ -115,25 +117,34 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     init = observed & (s * sigma_T > sigma_y)
     spread = (sigma_T**2 - (sigma_y / torch.where(init, s, 1)) ** 2).clamp_min(0).sqrt()
     e_bar = svd.Vt(loop.x)
-    x = math.sqrt(a_T) * (sigma_T * loop.x + svd.V(torch.where(init, y_bar + (spread - sigma_T) * e_bar, 0)))
+    start = torch.where(init, y_bar + (spread - sigma_T) * e_bar, 0)
+    x = math.sqrt(a_T) * (sigma_T * loop.x + svd.V(start))
+    x_bar = math.sqrt(a_T) * (sigma_T * e_bar + start)  # V_rᵀ x, carried from step to step (V_rᵀ V_r = I)
     info = Diagnostics(sampling.return_info)
     with torch.no_grad():
         for i in loop.steps():
             a_t, a_s = loop.alpha_t[i], loop.alpha_s[i]
-            eps = loop.eps(x, i)  # 2. ε̂ = ε_θ(x_t, t) and x̂0 (Tweedie)
+            eps = loop.eps(x, i)  # 2. ε̂ = ε_θ(x_t, t) and x̂0 (Tweedie), in both spaces
             x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+            e_bar = svd.Vt(eps)
+            x0_bar = (x_bar - math.sqrt(1 - a_t) * e_bar) / math.sqrt(a_t)  # Vᵀx̂0 without transforming x̂0
             # 3. the three cases: x_s/√ᾱ_s = x̂0 + c0 ε̂ + d0 z + V_r(Δa x̄θ + b ȳ + Δc ê + Δd z̄),
-            #    Δ: the range coefficients' difference from the null directions' (1, 0, c0, d0)
+            #    Δ: the range coefficients' difference from the null directions' (1, 0, c0, d0);
+            #    next_bar: V_rᵀ of the image-space part, so that x̄_s needs no transform either
             da, b, dc, dd, c0, d0 = coefs[i]
-            x_next, z_bar = x0, da * svd.Vt(x0) + b * y_bar
+            x_next, z_bar, next_bar = x0, da * x0_bar + b * y_bar, x0_bar
             if eta < 1:
                 x_next = x_next + c0 * eps
-                z_bar = z_bar + dc * svd.Vt(eps)
+                z_bar = z_bar + dc * e_bar
+                next_bar = next_bar + c0 * e_bar
             if sigmas_next[i] > 0:  # no noise at σ_s = 0 (host float, no sync)
                 z = _draw(shape, generator, y.dtype, y.device)
+                z_t = svd.Vt(z)
                 x_next = x_next + d0 * z
-                z_bar = z_bar + dd * svd.Vt(z)
+                z_bar = z_bar + dd * z_t
+                next_bar = next_bar + d0 * z_t
             x = math.sqrt(a_s) * (x_next + svd.V(z_bar))  # 4. back to image space, VP scaling
+            x_bar = math.sqrt(a_s) * (next_bar + z_bar)
             if sampling.return_info:
                 info.add("residual", residual_norm(operator, x0, y))  # 5. ‖y − A x̂0‖ (B,)
             if loop.callback is not None:
