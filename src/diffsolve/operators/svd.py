@@ -52,6 +52,8 @@ class SVD:
     """A = U diag(s) Vᵀ (module docstring). Factors are float64 on the CPU, converted per device/dtype."""
 
     s: torch.Tensor
+    #: whether Vᵀ mixes pixels (a transform that costs more than an elementwise pass); False for V = I
+    mixes: bool = True
 
     def __init__(self) -> None:
         self._cache: dict[tuple, tuple[torch.Tensor, ...]] = {}
@@ -88,6 +90,8 @@ class SVD:
 
 class DiagonalSVD(SVD):
     """A = diag(d), d (1|B, 1|C, H, W) float64: V = I, s = |d|, U = diag(sign d) (sign 0 → 1)."""
+
+    mixes = False
 
     def __init__(self, d: torch.Tensor) -> None:
         super().__init__()
