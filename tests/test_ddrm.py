@@ -172,14 +172,23 @@ def test_svd_is_built_once_per_size(op):
 @pytest.mark.parametrize("eta", [0.85, 1.0])
 def test_steps_match_the_paper_in_dense_linear_algebra(name, eta):
     """The whole run against Eqs. 7-8 written with the dense SVD A = U S Vᵀ (float64): x̄ = Vᵀx, per-coefficient
-    cases, the same x_T and the same image-space noise draws mapped by Vᵀ (the solver carries Vᵀx between steps)."""
+    cases, the same x_T and the same noise: image-space draws mapped by Vᵀ, or, where the operator's basis is
+    complete (the blur), standard-normal coefficients in that basis (V_h ⊗ V_w) drawn directly. The solver carries
+    Vᵀx between steps."""
     pr, op, sigma_y, eta_b = prior(), OPS[name](), 0.05, 1.0
     y = measure(op, sigma=sigma_y)
     x_T = torch.randn(2, *SHAPE, generator=gen(7), dtype=D)
     out = ddrm(pr, op, y, steps=4, x_T=x_T, sigma=sigma_y, eta=eta, eta_b=eta_b, generator=gen(4))
     a = operator_matrix(op, SHAPE)
-    u, s_m, vh = torch.linalg.svd(a, full_matrices=True)
-    v, n = vh.T, a.shape[1]
+    svd = operator_svd(op, SHAPE[-2:]).range()  # the basis the solver works in
+    if svd.complete:  # the solver's own orthogonal basis, so that its coefficient draws can be replayed
+        u, v = torch.kron(svd.u_h, svd.u_w), torch.kron(svd.v_h, svd.v_w)
+        s_m = torch.diagonal(u.T @ a @ v)
+        assert torch.allclose(u @ torch.diag(s_m) @ v.T, a, atol=1e-12)
+    else:
+        u, s_m, vh = torch.linalg.svd(a, full_matrices=True)
+        v = vh.T
+    n = a.shape[1]
     s = torch.zeros(n, dtype=D)
     s[: s_m.numel()] = s_m
     obs = s > 0
@@ -197,7 +206,8 @@ def test_steps_match_the_paper_in_dense_linear_algebra(name, eta):
         eps = pr(x.view(2, *SHAPE), sched.timesteps[i].expand(2)).flatten(1)
         x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
         x0b, eb, sn = x0 @ v, eps @ v, vp[i + 1]
-        zb = torch.randn(2, *SHAPE, generator=g, dtype=D).flatten(1) @ v if sn > 0 else torch.zeros_like(x0b)
+        zb = torch.randn(2, *SHAPE, generator=g, dtype=D).flatten(1) if sn > 0 else torch.zeros_like(x0b)
+        zb = zb if svd.complete else zb @ v
         before = obs & (s * sn >= sigma_y)
         after = obs & ~before
         nxt = torch.where(~obs, x0b + math.sqrt(1 - eta**2) * sn * eb + eta * sn * zb,

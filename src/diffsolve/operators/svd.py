@@ -54,6 +54,9 @@ class SVD:
     s: torch.Tensor
     #: whether Vᵀ mixes pixels (a transform that costs more than an elementwise pass); False for V = I
     mixes: bool = True
+    #: whether V is a real orthogonal basis of the whole image space with coefficients shaped like the image,
+    #: so that a standard-normal array of coefficients is V's image of a standard-normal image
+    complete: bool = False
 
     def __init__(self) -> None:
         self._cache: dict[tuple, tuple[torch.Tensor, ...]] = {}
@@ -195,6 +198,11 @@ class KroneckerSVD(SVD):
         pad_w = torch.zeros(ww, dtype=torch.float64)
         pad_w[: s_w.numel()] = s_w
         self.s = torch.outer(pad_h, pad_w)
+
+    @property
+    def complete(self) -> bool:  # type: ignore[override]
+        """V_h ⊗ V_w is square (the image's shape): a blur's basis, not a down-sampling's range."""
+        return self.v_h.shape[0] == self.v_h.shape[1] and self.v_w.shape[0] == self.v_w.shape[1]
 
     def _factors(self, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return self._on("f", like, (self.u_h, self.v_h, self.u_w, self.v_w))

@@ -24,15 +24,17 @@ same (1, 0, √(1−η²)σ, ησ), so that part is applied in image space and o
 (``SVD.range()``: every s > 0; for ×4 SR one coefficient in 16) goes through the transforms. Where V mixes pixels
 (``SVD.mixes``: not a mask's identity basis) V_rᵀx is carried from step to step (each step's x_s is built from
 coefficients already known), so a step takes three transforms, ê = V_rᵀε̂, z̄ = V_rᵀz and V_r back
-(x̄θ = (V_rᵀx_t − √(1−ᾱ_t) ê)/√ᾱ_t), instead of four. With σ_y = 0 and η_b = 1 every observed
+(x̄θ = (V_rᵀx_t − √(1−ᾱ_t) ê)/√ᾱ_t), instead of four; where V is moreover a real orthogonal basis of the whole
+image (``SVD.complete``: a separable blur's) z̄ ~ N(0, I) is drawn directly as coefficients (z = V z̄ has the same
+law), two transforms a step. With σ_y = 0 and η_b = 1 every observed
 coefficient equals ȳ at every step (y is reproduced on the observed directions). At the last step (ᾱ_s = 1,
 σ = 0) no noise is drawn and the result is x̂0 with the observed coefficients set by the cases above.
 
 Defaults: η = 0.85, η_b = 1 (the paper's, §5); the paper runs 20 steps. The loop uses plain torch ops (the
 SVD's matmuls / FFTs and elementwise maps): no fused step kernel fits a per-coefficient mixture in the
 spectral space. The noise z is drawn in image space from ``sampling.generator`` and mapped by Vᵀ (for
-complex Fourier coefficients this keeps them Hermitian), so a list of generators keeps samples
-independent of their batch; ``noise_source="kernel"`` is not supported. Results: benchmarks/results/.
+complex Fourier coefficients this keeps them Hermitian; drawn as coefficients where ``SVD.complete``), so a list
+of generators keeps samples independent of their batch; ``noise_source="kernel"`` is not supported. Results: benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -121,6 +123,7 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     start = torch.where(init, y_bar + (spread - sigma_T) * e_bar, 0)
     x = math.sqrt(a_T) * (sigma_T * loop.x + svd.V(start))
     carry = svd.mixes  # V_rᵀx carried between steps where a transform costs more than the ops that carry it
+    spectral_noise = carry and svd.complete  # V square and orthogonal: the noise is drawn as coefficients
     x_bar = math.sqrt(a_T) * (sigma_T * e_bar + start) if carry else None  # V_rᵀ x (V_rᵀ V_r = I)
     info = Diagnostics(sampling.return_info)
     with torch.no_grad():
@@ -139,7 +142,9 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                 x_next = x_next + c0 * eps
                 z_bar = z_bar + dc * e_bar
                 next_bar = next_bar + c0 * e_bar if carry else None
-            if sigmas_next[i] > 0:  # no noise at σ_s = 0 (host float, no sync)
+            if sigmas_next[i] > 0 and spectral_noise:  # z̄ = Vᵀz ~ N(0, I) drawn as is: d0 z + V(Δd z̄) = V(d z̄)
+                z_bar = z_bar + (d0 + dd) * _draw(shape, generator, y.dtype, y.device)
+            elif sigmas_next[i] > 0:  # no noise at σ_s = 0 (host float, no sync)
                 z = _draw(shape, generator, y.dtype, y.device)
                 z_t = svd.Vt(z)
                 x_next = x_next + d0 * z
