@@ -24,9 +24,10 @@ same (1, 0, √(1−η²)σ, ησ), so that part is applied in image space and o
 (``SVD.range()``: every s > 0; for ×4 SR one coefficient in 16) goes through the transforms. Where V mixes pixels
 (``SVD.mixes``: not a mask's identity basis) V_rᵀx is carried from step to step (each step's x_s is built from
 coefficients already known), so a step takes three transforms, ê = V_rᵀε̂, z̄ = V_rᵀz and V_r back
-(x̄θ = (V_rᵀx_t − √(1−ᾱ_t) ê)/√ᾱ_t), instead of four; where V is moreover a real orthogonal basis of the whole
-image (``SVD.complete``: a separable blur's) z̄ ~ N(0, I) is drawn directly as coefficients (z = V z̄ has the same
-law), two transforms a step. With σ_y = 0 and η_b = 1 every observed
+(x̄θ = (V_rᵀx_t − √(1−ᾱ_t) ê)/√ᾱ_t), instead of four. Where V is moreover a real orthogonal basis of the whole
+image (``SVD.complete``: a separable blur's) there is no null part: the step is Eq. 8 itself on every coefficient,
+z̄ ~ N(0, I) is drawn directly as coefficients (z = V z̄ has the same law), and x_s = √ᾱ_s V x̄_s: one Vᵀ (of ε̂)
+and one V a step. With σ_y = 0 and η_b = 1 every observed
 coefficient equals ȳ at every step (y is reproduced on the observed directions). At the last step (ᾱ_s = 1,
 σ = 0) no noise is drawn and the result is x̂0 with the observed coefficients set by the cases above.
 
@@ -122,36 +123,44 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     e_bar = svd.Vt(loop.x)
     start = torch.where(init, y_bar + (spread - sigma_T) * e_bar, 0)
     x = math.sqrt(a_T) * (sigma_T * loop.x + svd.V(start))
+    complete = svd.complete  # V a real orthogonal basis of the whole image: the step lives in the spectral space
     carry = svd.mixes  # V_rᵀx carried between steps where a transform costs more than the ops that carry it
-    spectral_noise = carry and svd.complete  # V square and orthogonal: the noise is drawn as coefficients
     x_bar = math.sqrt(a_T) * (sigma_T * e_bar + start) if carry else None  # V_rᵀ x (V_rᵀ V_r = I)
+    spectral = [(1 + da, b, c0 + dc, d0 + dd) for da, b, dc, dd, c0, d0 in coefs] if complete else []
     info = Diagnostics(sampling.return_info)
     with torch.no_grad():
         for i in loop.steps():
             a_t, a_s = loop.alpha_t[i], loop.alpha_s[i]
             eps = loop.eps(x, i)  # 2. ε̂ = ε_θ(x_t, t) and x̂0 (Tweedie), in both spaces
-            x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
+            wanted = sampling.return_info or loop.callback is not None
+            x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t) if wanted or not complete else None
             e_bar = svd.Vt(eps) if carry or eta < 1 else None
             x0_bar = (x_bar - math.sqrt(1 - a_t) * e_bar) / math.sqrt(a_t) if carry else svd.Vt(x0)
-            # 3. the three cases: x_s/√ᾱ_s = x̂0 + c0 ε̂ + d0 z + V_r(Δa x̄θ + b ȳ + Δc ê + Δd z̄),
-            #    Δ: the range coefficients' difference from the null directions' (1, 0, c0, d0);
-            #    next_bar: V_rᵀ of the image-space part, so that x̄_s needs no transform either
-            da, b, dc, dd, c0, d0 = coefs[i]
-            x_next, z_bar, next_bar = x0, da * x0_bar + b * y_bar, x0_bar
-            if eta < 1:
-                x_next = x_next + c0 * eps
-                z_bar = z_bar + dc * e_bar
-                next_bar = next_bar + c0 * e_bar if carry else None
-            if sigmas_next[i] > 0 and spectral_noise:  # z̄ = Vᵀz ~ N(0, I) drawn as is: d0 z + V(Δd z̄) = V(d z̄)
-                z_bar = z_bar + (d0 + dd) * _draw(shape, generator, y.dtype, y.device)
-            elif sigmas_next[i] > 0:  # no noise at σ_s = 0 (host float, no sync)
-                z = _draw(shape, generator, y.dtype, y.device)
-                z_t = svd.Vt(z)
-                x_next = x_next + d0 * z
-                z_bar = z_bar + dd * z_t
-                next_bar = next_bar + d0 * z_t if carry else None
-            x = math.sqrt(a_s) * (x_next + svd.V(z_bar))  # 4. back to image space, VP scaling
-            x_bar = math.sqrt(a_s) * (next_bar + z_bar) if carry else None
+            if complete:  # 3'. Eq. 8 itself on every coefficient, z̄ ~ N(0, I) drawn as coefficients (z = V z̄ has
+                a, b, c, d = spectral[i]  # the same law): one Vᵀ (of ε̂) and one V a step
+                x_bar = a * x0_bar + b * y_bar + c * e_bar
+                if sigmas_next[i] > 0:
+                    x_bar = x_bar + d * _draw(shape, generator, y.dtype, y.device)
+                x_bar = math.sqrt(a_s) * x_bar
+                x = svd.V(x_bar)
+            else:
+                # 3. the three cases: x_s/√ᾱ_s = x̂0 + c0 ε̂ + d0 z + V_r(Δa x̄θ + b ȳ + Δc ê + Δd z̄),
+                #    Δ: the range coefficients' difference from the null directions' (1, 0, c0, d0);
+                #    next_bar: V_rᵀ of the image-space part, so that x̄_s needs no transform either
+                da, b, dc, dd, c0, d0 = coefs[i]
+                x_next, z_bar, next_bar = x0, da * x0_bar + b * y_bar, x0_bar
+                if eta < 1:
+                    x_next = x_next + c0 * eps
+                    z_bar = z_bar + dc * e_bar
+                    next_bar = next_bar + c0 * e_bar if carry else None
+                if sigmas_next[i] > 0:  # no noise at σ_s = 0 (host float, no sync)
+                    z = _draw(shape, generator, y.dtype, y.device)
+                    z_t = svd.Vt(z)
+                    x_next = x_next + d0 * z
+                    z_bar = z_bar + dd * z_t
+                    next_bar = next_bar + d0 * z_t if carry else None
+                x = math.sqrt(a_s) * (x_next + svd.V(z_bar))  # 4. back to image space, VP scaling
+                x_bar = math.sqrt(a_s) * (next_bar + z_bar) if carry else None
             if sampling.return_info:
                 info.add("residual", residual_norm(operator, x0, y))  # 5. ‖y − A x̂0‖ (B,)
             if loop.callback is not None:
