@@ -11,6 +11,7 @@ from _small_problem import D, OPS, SHAPE, gen, prior
 
 from diffsolve.models.priors import operator_matrix
 from diffsolve.operators import Inpainting, SuperResolution
+from diffsolve.operators.svd import operator_svd
 from diffsolve.solvers._loop import select_schedule
 from diffsolve.solvers.ddnm import OBSERVED, ddnm, ddnm_coefficients, travel_plan
 
@@ -68,7 +69,8 @@ def test_noise_budget(eta, sigma):
 @pytest.mark.parametrize("name", ["sr", "blur", "inpaint", "denoise"])
 def test_ddnm_plus_step_matches_dense(name):
     """DDNM+ (eqs. 17-19 per singular value) with noise from the generator against the dense SVD A = U S Vᵀ:
-    x̂0' = x̂0 − V diag(λ/s) Uᵀ(A x̂0 − y), x_s = √ᾱ_s x̂0' + k_ε ε̂' + V diag(√γ) Vᵀ z."""
+    x̂0' = x̂0 − V diag(λ/s) Uᵀ(A x̂0 − y), x_s = √ᾱ_s x̂0' + k_ε ε̂' + V diag(√γ) Vᵀ z; where the basis is complete
+    (the blur) the draw z is read as the coefficients, V diag(√γ) z, in the solver's basis."""
     pr, op, sigma = prior(), OPS[name](), 0.2
     y0 = clean(op)
     y = y0 + sigma * torch.randn(y0.shape, generator=gen(9), dtype=D)
@@ -76,8 +78,15 @@ def test_ddnm_plus_step_matches_dense(name):
     out, info = ddnm(pr, op, y, steps=3, x_T=x_T, sigma=sigma, generator=gen(4), return_info=True)
     g = gen(4)
     a = operator_matrix(op, SHAPE)
-    u, s_m, vh = torch.linalg.svd(a, full_matrices=True)
-    k, v = s_m.numel(), vh.T
+    basis = operator_svd(op, SHAPE[-2:]).range()
+    if basis.complete:  # the solver's own orthogonal basis: it reads the noise draws as coefficients in it
+        u, v = torch.kron(basis.u_h, basis.u_w), torch.kron(basis.v_h, basis.v_w)
+        s_m = torch.diagonal(u.T @ a @ v)
+        assert torch.allclose(u @ torch.diag(s_m) @ v.T, a, atol=1e-12)
+    else:
+        u, s_m, vh = torch.linalg.svd(a, full_matrices=True)
+        v = vh.T
+    k = s_m.numel()
     s = torch.zeros(a.shape[1], dtype=D)
     s[:k] = s_m
     seen = s > OBSERVED * sigma  # the observed coefficients; the rest (the blur's small s_i) follow the prior
@@ -102,7 +111,8 @@ def test_ddnm_plus_step_matches_dense(name):
         eps_p = (x - math.sqrt(a_t) * x0p) / math.sqrt(1 - a_t)
         if var > 0:
             z = torch.randn(2, *SHAPE, generator=g, dtype=D).flatten(1)
-            x = math.sqrt(a_s) * x0p + k_eps * eps_p + (z @ (v @ torch.diag(gamma.sqrt()) @ v.T).T).view_as(x)
+            noise = v @ torch.diag(gamma.sqrt()) @ (torch.eye(16, dtype=D) if basis.complete else v.T)
+            x = math.sqrt(a_s) * x0p + k_eps * eps_p + (z @ noise.T).view_as(x)
         else:
             x = math.sqrt(a_s) * x0p + k_eps * eps_p
     assert torch.allclose(out, x, atol=1e-8)

@@ -24,7 +24,10 @@ a_t = √ᾱ_s − √(1−ᾱ_s−σ_t²) √(ᾱ_t/(1−ᾱ_t)) the weight of 
        s_i = 0): the fresh noise per coefficient tops the carried noise up to the DDPM posterior's σ_t², so no
        coefficient of x_s is noisier than the step allows (γ_{t,i} = 0 wherever λ_{t,i} < 1). z is drawn in
        image space (generator or kernel, ``noise_source``) and mapped by Vᵀ, so a list of generators keeps
-       each sample independent of its batch. At the last step (σ_t = 0) λ = 0: x̂0 is returned as denoised.
+       each sample independent of its batch. Where V is a real orthogonal basis of the whole image
+       (``SVD.complete``: a separable blur's) the draw is read as the coefficients z̄ themselves (V z̄ has z's law), so
+       the noise V(√γ ⊙ z̄) joins the correction's one V: two transforms a step instead of three.
+       At the last step (σ_t = 0) λ = 0: x̂0 is returned as denoised.
        Off the observed coefficients (λ = 0, γ = σ_t²) the update is the same everywhere, so only the range V_r
        of the SVD (``SVD.range()``, every s_i > 0) is transformed: V(√γ ⊙ Vᵀz) = σ_t z + V_r((√γ − σ_t) ⊙ V_rᵀz).
 
@@ -159,6 +162,7 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     shape = check_problem(operator, y, sampling.x_T)
     check_operator_solves(operator, 0.0, "ddnm")
     svd = _spectral_svd(operator, shape[-2:]).range() if sigma > 0 else None  # V_r: every s > 0
+    complete = svd is not None and svd.complete  # V a real orthogonal basis of the image: noise drawn as coefficients
     loop = prepare(denoiser, shape, sampling, like=y, name="ddnm" if sigma == 0 else "ddnm+")
     n = len(loop.schedule)
     if travel_length > n:
@@ -213,7 +217,14 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                 if k_z > 0 and z is None:  # kernel noise: the fused kernel's own z (x = ε = correction = 0, k_z = 1)
                     zero = torch.zeros_like(x)
                     z = reproject_step(zero, zero, zero, a_t, a_s, 0.0, 1.0, backend=sampling.backend, **noise)
-                if z is not None and folds[i] is not None and loop.callback is None:
+                if z is not None and complete:  # z read as coefficients z̄ (V square, orthogonal: V z̄ ~ N(0, I)),
+                    root = root0 + root_delta  # so the whole noise is V(√γ ⊙ z̄), without a Vᵀ
+                    if folds[i] is not None and loop.callback is None:  # ... and joins the correction's V
+                        spectral = spectral - root / folds[i] * z
+                        noise, k_z = {}, 0.0
+                    else:
+                        noise, k_z = {"noise": svd.V(root * z)}, 1.0
+                elif z is not None and folds[i] is not None and loop.callback is None:
                     # x̂0' enters x_s with weight a_t > 0 (module docstring), so −a_t·V_r(c) + V_r(Δ z̄) is
                     # −a_t·V_r(c − Δ z̄/a_t): one transform back instead of two (x̂0' itself is not reported)
                     spectral = spectral - root_delta / folds[i] * svd.Vt(z)
