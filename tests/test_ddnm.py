@@ -7,11 +7,9 @@ import math
 
 import pytest
 import torch
-from _small_problem import D, OPS, SHAPE, gen, prior
+from _small_problem import D, OPS, SHAPE, dense_svd, gen, prior
 
 from diffsolve.models.priors import operator_matrix
-from diffsolve.operators import Inpainting, SuperResolution
-from diffsolve.operators.svd import operator_svd
 from diffsolve.solvers._loop import select_schedule
 from diffsolve.solvers.ddnm import OBSERVED, ddnm, ddnm_coefficients, travel_plan
 
@@ -77,15 +75,7 @@ def test_ddnm_plus_step_matches_dense(name):
     x_T = torch.randn(2, *SHAPE, generator=gen(7), dtype=D)
     out, info = ddnm(pr, op, y, steps=3, x_T=x_T, sigma=sigma, generator=gen(4), return_info=True)
     g = gen(4)
-    a = operator_matrix(op, SHAPE)
-    basis = operator_svd(op, SHAPE[-2:]).range()
-    if basis.complete:  # the solver's own orthogonal basis: it reads the noise draws as coefficients in it
-        u, v = torch.kron(basis.u_h, basis.u_w), torch.kron(basis.v_h, basis.v_w)
-        s_m = torch.diagonal(u.T @ a @ v)
-        assert torch.allclose(u @ torch.diag(s_m) @ v.T, a, atol=1e-12)
-    else:
-        u, s_m, vh = torch.linalg.svd(a, full_matrices=True)
-        v = vh.T
+    a, u, s_m, v, complete = dense_svd(op)  # the solver's basis where it reads its noise as coefficients
     k = s_m.numel()
     s = torch.zeros(a.shape[1], dtype=D)
     s[:k] = s_m
@@ -111,7 +101,7 @@ def test_ddnm_plus_step_matches_dense(name):
         eps_p = (x - math.sqrt(a_t) * x0p) / math.sqrt(1 - a_t)
         if var > 0:
             z = torch.randn(2, *SHAPE, generator=g, dtype=D).flatten(1)
-            noise = v @ torch.diag(gamma.sqrt()) @ (torch.eye(16, dtype=D) if basis.complete else v.T)
+            noise = v @ torch.diag(gamma.sqrt()) @ (torch.eye(16, dtype=D) if complete else v.T)
             x = math.sqrt(a_s) * x0p + k_eps * eps_p + (z @ noise.T).view_as(x)
         else:
             x = math.sqrt(a_s) * x0p + k_eps * eps_p

@@ -6,10 +6,9 @@ import math
 
 import pytest
 import torch
-from _small_problem import OPS, SHAPE, gen, measure, prior
+from _small_problem import OPS, SHAPE, dense_svd, gen, measure, prior
 
 from diffsolve.models import GaussianPrior
-from diffsolve.models.priors import operator_matrix
 from diffsolve.operators import Blur, GaussianBlur, Identity, Inpainting, SuperResolution
 from diffsolve.operators.callable import CallableOperator
 from diffsolve.operators.svd import DiagonalSVD, helmert, operator_svd
@@ -179,15 +178,7 @@ def test_steps_match_the_paper_in_dense_linear_algebra(name, eta):
     y = measure(op, sigma=sigma_y)
     x_T = torch.randn(2, *SHAPE, generator=gen(7), dtype=D)
     out = ddrm(pr, op, y, steps=4, x_T=x_T, sigma=sigma_y, eta=eta, eta_b=eta_b, generator=gen(4))
-    a = operator_matrix(op, SHAPE)
-    svd = operator_svd(op, SHAPE[-2:]).range()  # the basis the solver works in
-    if svd.complete:  # the solver's own orthogonal basis, so that its coefficient draws can be replayed
-        u, v = torch.kron(svd.u_h, svd.u_w), torch.kron(svd.v_h, svd.v_w)
-        s_m = torch.diagonal(u.T @ a @ v)
-        assert torch.allclose(u @ torch.diag(s_m) @ v.T, a, atol=1e-12)
-    else:
-        u, s_m, vh = torch.linalg.svd(a, full_matrices=True)
-        v = vh.T
+    a, u, s_m, v, complete = dense_svd(op)  # the solver's basis where it reads its noise as coefficients
     n = a.shape[1]
     s = torch.zeros(n, dtype=D)
     s[: s_m.numel()] = s_m
@@ -207,7 +198,7 @@ def test_steps_match_the_paper_in_dense_linear_algebra(name, eta):
         x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
         x0b, eb, sn = x0 @ v, eps @ v, vp[i + 1]
         zb = torch.randn(2, *SHAPE, generator=g, dtype=D).flatten(1) if sn > 0 else torch.zeros_like(x0b)
-        zb = zb if svd.complete else zb @ v
+        zb = zb if complete else zb @ v
         before = obs & (s * sn >= sigma_y)
         after = obs & ~before
         nxt = torch.where(~obs, x0b + math.sqrt(1 - eta**2) * sn * eb + eta * sn * zb,
