@@ -35,7 +35,8 @@ Defaults: η = 0.85, η_b = 1 (the paper's, §5); the paper runs 20 steps. The l
 SVD's matmuls / FFTs and elementwise maps): no fused step kernel fits a per-coefficient mixture in the
 spectral space. The noise z is drawn in image space from ``sampling.generator`` and mapped by Vᵀ (for
 complex Fourier coefficients this keeps them Hermitian; drawn as coefficients where ``SVD.complete``), so a list
-of generators keeps samples independent of their batch; ``noise_source="kernel"`` is not supported. Results: benchmarks/results/.
+of generators keeps samples independent of their batch; ``noise_source="kernel"`` is not supported.
+Results: benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -110,11 +111,12 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     observed = s > 0
     y_bar = svd.Ut(y) * torch.where(observed, 1 / torch.where(observed, s, 1), 0)  # ȳ = S⁺Uᵀy
     sigmas_next = [_vp_sigma(a) for a in loop.alpha_s]
-    coefs = []
+    complete = svd.complete  # V a real orthogonal basis of the whole image: the step lives in the spectral space
+    coefs = []  # complete: (a, b, c, d); else their differences from the null directions' and (c0, d0)
     for sn in sigmas_next:
         a, b, c, d = _coefficients(s, sn, sigma_y, eta, eta_b)
         c0, d0 = math.sqrt(1 - eta**2) * sn, eta * sn
-        coefs.append((a - 1, b, c - c0, d - d0, c0, d0))
+        coefs.append((a, b, c, d) if complete else (a - 1, b, c - c0, d - d0, c0, d0))
     # 1. initialisation (Eq. 7): x̄_T = ȳ + √(σ_T² − σ_y²/s²) ε̄ where s σ_T > σ_y, else σ_T ε̄
     a_T = loop.alpha_t[0]
     sigma_T = _vp_sigma(a_T)
@@ -123,21 +125,19 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     e_bar = svd.Vt(loop.x)
     start = torch.where(init, y_bar + (spread - sigma_T) * e_bar, 0)
     x = math.sqrt(a_T) * (sigma_T * loop.x + svd.V(start))
-    complete = svd.complete  # V a real orthogonal basis of the whole image: the step lives in the spectral space
     carry = svd.mixes  # V_rᵀx carried between steps where a transform costs more than the ops that carry it
     x_bar = math.sqrt(a_T) * (sigma_T * e_bar + start) if carry else None  # V_rᵀ x (V_rᵀ V_r = I)
-    spectral = [(1 + da, b, c0 + dc, d0 + dd) for da, b, dc, dd, c0, d0 in coefs] if complete else []
+    need_x0 = not complete or sampling.return_info or loop.callback is not None  # image-space x̂0 (else reported only)
     info = Diagnostics(sampling.return_info)
     with torch.no_grad():
         for i in loop.steps():
             a_t, a_s = loop.alpha_t[i], loop.alpha_s[i]
             eps = loop.eps(x, i)  # 2. ε̂ = ε_θ(x_t, t) and x̂0 (Tweedie), in both spaces
-            wanted = sampling.return_info or loop.callback is not None
-            x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t) if wanted or not complete else None
+            x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t) if need_x0 else None
             e_bar = svd.Vt(eps) if carry or eta < 1 else None
             x0_bar = (x_bar - math.sqrt(1 - a_t) * e_bar) / math.sqrt(a_t) if carry else svd.Vt(x0)
             if complete:  # 3'. Eq. 8 itself on every coefficient, z̄ ~ N(0, I) drawn as coefficients (z = V z̄ has
-                a, b, c, d = spectral[i]  # the same law): one Vᵀ (of ε̂) and one V a step
+                a, b, c, d = coefs[i]  # the same law): one Vᵀ (of ε̂) and one V a step
                 x_bar = a * x0_bar + b * y_bar + c * e_bar
                 if sigmas_next[i] > 0:
                     x_bar = x_bar + d * _draw(shape, generator, y.dtype, y.device)
