@@ -100,3 +100,34 @@ def test_kernel_noise_source_is_reproducible(setup, method):
     c = diffsolve.solve(method, prior, op, y, steps=3, generator=gen(4))
     torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert not torch.allclose(a, c)  # a different (in-kernel) noise stream
+
+
+def test_timesteps_alone_set_the_step_count(setup):
+    """An explicit timestep list is the schedule: N is its length, with or without steps=."""
+    prior, op, y = setup
+    ts = [900, 400, 50]
+    ref = diffsolve.solve("mpgd", prior, op, y, steps=3, timesteps=ts, generator=gen(5))
+    for given in (ts, torch.tensor(ts), tuple(ts)):
+        got = diffsolve.solve("mpgd", prior, op, y, timesteps=given, generator=gen(5))
+        torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    assert diffsolve.solvers.Sampling(timesteps=ts).steps == 3
+    with pytest.raises(TypeError, match="needs steps= .* or timesteps="):
+        diffsolve.solvers.Sampling()
+    with pytest.raises(TypeError, match="needs steps= .* or timesteps="):
+        mpgd(prior, op, y)
+    with pytest.raises(TypeError, match="timesteps must be a 1-D sequence"):
+        diffsolve.solve("mpgd", prior, op, y, timesteps=900)
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        diffsolve.solve("mpgd", prior, op, y, timesteps=[50, 400])
+
+
+def test_a_misfit_x_T_is_named_and_y_with_a_graph_is_read_quietly(setup):
+    prior, op, y = setup
+    with pytest.raises(ValueError, match=r"x_T of shape \(2, 1, 3, 5\) does not fit"):
+        diffsolve.solve("mpgd", prior, op, y, steps=2, x_T=torch.zeros(2, 1, 3, 5, dtype=D))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "converting a tensor with requires_grad to a scalar" from the checks
+        out = diffsolve.solve("mpgd", prior, op, y.clone().requires_grad_(True), steps=2, generator=gen(1))
+    torch.testing.assert_close(out, diffsolve.solve("mpgd", prior, op, y, steps=2, generator=gen(1)), rtol=0, atol=0)

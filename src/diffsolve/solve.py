@@ -38,6 +38,6 @@ def solve(method: str, denoiser: Any, operator: Any, y: torch.Tensor | None, **o
     """
     spec = get_method(method)
     spec.check_options(options)
-    if spec.uses_model and "steps" not in options and "sampling" not in options:
-        raise ValueError(f"method={method!r} needs steps= (the number of sampling steps)")
+    if spec.uses_model and not {"steps", "timesteps", "sampling"} & options.keys():
+        raise ValueError(f"method={method!r} needs steps= (the number of sampling steps) or timesteps=")
     return spec(denoiser, operator, y, **options)

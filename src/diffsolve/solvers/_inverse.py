@@ -85,6 +85,9 @@ def check_problem(operator: object, y: object, x_T: torch.Tensor | None = None) 
                 shape = tuple(operator.A_adjoint(y).shape)
                 out = operator.A(torch.zeros(shape, dtype=y.dtype, device=y.device))
     except (ValueError, RuntimeError) as err:
+        if x_T is not None:  # the image shape came from x_T: name it
+            raise ValueError(f"x_T of shape {tuple(x_T.shape)} does not fit the operator {operator!r}: {err}; x_T "
+                             f"must have the image shape (B, C, H, W) the operator maps to y") from err
         raise ValueError(f"y of shape {tuple(y.shape)} does not fit the operator {operator!r}: {err}"
                          f"{_channel_last_hint(y)}") from err
     if tuple(out.shape) != tuple(y.shape):
@@ -128,7 +131,7 @@ Y_LIMIT = 50.0
 def _check_range(y: torch.Tensor) -> None:
     """Measurements of images in [-1, 1]: refuse |y| > Y_LIMIT (a 0–255 image), warn on y inside [0, 1] (one
     host sync, before the loop)."""
-    low, high = float(y.min()), float(y.max())
+    low, high = (float(v) for v in torch.aminmax(y.detach()))
     if max(-low, high) > Y_LIMIT:
         raise ValueError(f"y has values in [{low:.3g}, {high:.3g}]: measurements are in the images' [-1, 1] units "
                          "plus noise; for a 0–255 image use y / 127.5 - 1 (and sigma / 127.5)")

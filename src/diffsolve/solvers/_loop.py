@@ -257,8 +257,9 @@ class Sampling:
     ``diffsolve.solve`` splits flat keywords the same way. Checked by :func:`prepare`, before the loop.
     """
 
-    #: N, the number of sampling steps (model evaluations), an int in [1, T].
-    steps: int
+    #: N, the number of sampling steps (model evaluations), an int in [1, T]; may be left out when
+    #: ``timesteps`` lists them.
+    steps: int = None  # type: ignore[assignment]  # set from ``timesteps`` in __post_init__ when left out
     #: timestep spacing on the training table: ``leading`` | ``trailing`` | ``linspace`` (diffusers) |
     #: ``loglinear`` (log-linear in σ); None: the method's own default (``trailing``; GE: ``loglinear``).
     spacing: str | None = None
@@ -286,6 +287,12 @@ class Sampling:
     callback: Callback | None = None
     #: also return per-step diagnostics: (x, info) with info[name] (N, B) and "timesteps" (N,).
     return_info: bool = False
+
+    def __post_init__(self) -> None:
+        if self.steps is None:
+            if self.timesteps is None:
+                raise TypeError("Sampling needs steps= (the number of sampling steps) or timesteps=")
+            object.__setattr__(self, "steps", count_timesteps(self.timesteps))
 
 
 SAMPLING_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Sampling))
@@ -315,9 +322,19 @@ def split_options(name: str, fn: Callable[..., Any], options: dict[str, Any],
             raise TypeError(f"{name}() got sampling= and the sampling option(s) {sorted(shared)} as keywords; "
                             "give them in one place (dataclasses.replace(sampling, ...))")
         return sampling, {k: v for k, v in options.items() if k in own}
-    if "steps" not in shared:
-        raise TypeError(f"{name}() needs steps= (the number of sampling steps), or sampling=Sampling(steps=...)")
+    if shared.get("steps") is None and shared.get("timesteps") is None:
+        raise TypeError(f"{name}() needs steps= (the number of sampling steps), or timesteps=, or "
+                        "sampling=Sampling(steps=...)")
     return Sampling(**shared), {k: v for k, v in options.items() if k in own}
+
+
+def count_timesteps(timesteps: object) -> int:
+    """N for an explicit ``timesteps`` list given without ``steps`` (its entries are checked with the schedule)."""
+    if isinstance(timesteps, torch.Tensor):
+        return timesteps.numel()
+    if isinstance(timesteps, (list, tuple, range)):
+        return len(timesteps)
+    raise TypeError(f"timesteps must be a 1-D sequence or tensor of descending ints, got {type(timesteps).__name__}")
 
 
 def takes_sampling(fn: Callable[..., Any]) -> Callable[..., Any]:
