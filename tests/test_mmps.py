@@ -11,7 +11,8 @@ import torch
 from diffsolve.methods import METHODS
 from diffsolve.models import GaussianPrior
 from diffsolve.operators import CallableOperator, Inpainting, LinearOperator, SuperResolution
-from diffsolve.solvers.mmps import measurement_cg, measurement_gmres, mmps, posterior_mean
+from diffsolve.solvers._krylov import measurement_cg, measurement_gmres
+from diffsolve.solvers.mmps import mmps, posterior_mean
 
 D = torch.float64
 SHAPE = (1, 3, 4)  # per-sample (C, H, W), n = 12
