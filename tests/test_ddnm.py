@@ -11,7 +11,7 @@ from _small_problem import D, OPS, SHAPE, dense_svd, gen, prior
 
 from diffsolve.models.priors import operator_matrix
 from diffsolve.solvers._loop import select_schedule
-from diffsolve.solvers.ddnm import OBSERVED, ddnm, ddnm_coefficients, travel_plan
+from diffsolve.solvers.ddnm import ddnm, ddnm_coefficients, ddnm_plus_lambdas, travel_plan
 
 
 def clean(op, batch=2, seed=5):
@@ -20,7 +20,8 @@ def clean(op, batch=2, seed=5):
 
 @pytest.mark.parametrize("name", sorted(OPS))
 def test_noiseless_loop_matches_dense(name):
-    """σ = 0, η = 0: x̂0' = x̂0 − A⁺(A x̂0 − y) (dense pinv), x_s = √ᾱ_s x̂0' + √(1−ᾱ_s) ε̂'; A x = y at the end."""
+    """σ = 0, η = 0: x̂0' = x̂0 − A⁺(A x̂0 − y) (dense pinv), x_s = √ᾱ_s x̂0' + √(1−ᾱ_s) ε̂ (the model's ε̂, as
+    DDNM's code); A x = y at the end."""
     pr, op = prior(), OPS[name]()
     y = clean(op)
     x_T = torch.randn(2, *SHAPE, generator=gen(7), dtype=D)
@@ -33,8 +34,7 @@ def test_noiseless_loop_matches_dense(name):
         eps = pr(x, sched.timesteps[i].expand(2))
         x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
         x0p = x0 - ((x0.flatten(1) @ a.T - y.flatten(1)) @ pinv.T).view_as(x)
-        eps_p = (x - math.sqrt(a_t) * x0p) / math.sqrt(1 - a_t)
-        x = math.sqrt(a_s) * x0p + math.sqrt(1 - a_s) * eps_p
+        x = math.sqrt(a_s) * x0p + math.sqrt(1 - a_s) * eps
     assert torch.allclose(out, x, atol=1e-8)
     assert torch.allclose(op.A(out), y, atol=1e-8)
 
@@ -49,77 +49,81 @@ def test_noiseless_consistency_stochastic(name):
     assert torch.equal(out, out0)
 
 
-@pytest.mark.parametrize("eta", [1.0, 0.5])
-@pytest.mark.parametrize("sigma", [0.01, 0.3])
-def test_noise_budget(eta, sigma):
-    """DDNM+: (a_t λ_t σ)² + γ_t = σ_t² when λ_t = 1 fits, else γ_t = 0 and a_t λ_t σ = σ_t; λ_t ∈ [0, 1]."""
-    for a_t, a_s in [(0.1, 0.3), (0.5, 0.9), (0.9, 0.999)]:
-        lam, k_eps, k_z = ddnm_coefficients(a_t, a_s, eta, sigma)
-        var = eta**2 * (1 - a_s) / (1 - a_t) * (1 - a_t / a_s)
-        weight = math.sqrt(a_s) - k_eps * math.sqrt(a_t / (1 - a_t))
-        assert 0 <= lam <= 1 and k_eps == pytest.approx(math.sqrt(1 - a_s - var))
-        assert (weight * lam * sigma) ** 2 + k_z**2 == pytest.approx(var)
-        if eta == 1.0:  # DDPM posterior: a_t = √ᾱ_s β/(1−ᾱ_t)
-            assert weight == pytest.approx(math.sqrt(a_s) * (1 - a_t / a_s) / (1 - a_t))
-    assert ddnm_coefficients(0.5, 0.9, 1.0, 0.0)[0] == 1.0
+@pytest.mark.parametrize("eta", [0.85, 0.5, 1.0])
+def test_noise_budget(eta):
+    """DDNM: k_ε² + k_z² = 1 − ᾱ_s. DDNM+: λ ∈ [0, 1]; where λ < 1 the noise a λ σ/s that ȳ carries is
+    σ_t √(1−η²), ε̂'s share (x_s stays at the step's noise level), and λ = 1 exactly where a σ/s ≤ σ_t."""
+    s = torch.tensor([0.0, 1e-3, 0.05, 0.2, 0.5, 1.0], dtype=D)
+    for a_s in (0.01, 0.3, 0.9, 0.999, 1.0):
+        k_eps, k_z = ddnm_coefficients(a_s, eta)
+        assert k_eps**2 + k_z**2 == pytest.approx(1 - a_s) and k_z == pytest.approx(eta * math.sqrt(1 - a_s))
+        for sigma in (0.01, 0.3):
+            lam = ddnm_plus_lambdas(a_s, eta, sigma, s)
+            sigma_t, a = math.sqrt(1 - a_s), math.sqrt(a_s)
+            assert lam[0] == 0 and ((lam >= 0) & (lam <= 1)).all()
+            full = s * sigma_t >= a * sigma
+            assert (lam[1:][full[1:]] == 1).all()
+            part = ~full & (s > 0)
+            torch.testing.assert_close(a * lam[part] * sigma / s[part],
+                                       torch.full_like(s[part], sigma_t * math.sqrt(1 - eta**2)))
 
 
+@pytest.mark.parametrize("eta", [0.85, 0.4])
 @pytest.mark.parametrize("name", ["sr", "blur", "inpaint", "denoise"])
-def test_ddnm_plus_step_matches_dense(name):
-    """DDNM+ (eqs. 17-19 per singular value) with noise from the generator against the dense SVD A = U S Vᵀ:
-    x̂0' = x̂0 − V diag(λ/s) Uᵀ(A x̂0 − y), x_s = √ᾱ_s x̂0' + k_ε ε̂' + V diag(√γ) Vᵀ z; where the basis is complete
-    (the blur) the draw z is read as the coefficients, V diag(√γ) z, in the solver's basis."""
+def test_ddnm_plus_matches_dense(name, eta):
+    """DDNM+ as the authors' code (``Lambda`` / ``Lambda_noise``) against the dense SVD A = U S Vᵀ, per coefficient
+    with σ_t = √(1−ᾱ_s), a = √ᾱ_s: λ = 1 where s σ_t ≥ aσ else s σ_t √(1−η²)/(aσ), x̄0' = x̄0 + λ(ȳ − x̄0),
+    x̄_s = a x̄0' + c ê + d z̄ with (c, d) = (σ_t√(1−η²), σ_t η) on s = 0, (0, σ_t η) where λ < 1 and
+    (0, √(σ_t² − a²σ²/s²)) where λ = 1; from x_T itself. Where the basis is complete (the blur) the draw z is read
+    as the coefficients z̄, in the solver's basis; elsewhere z̄ = Vᵀz."""
     pr, op, sigma = prior(), OPS[name](), 0.2
     y0 = clean(op)
     y = y0 + sigma * torch.randn(y0.shape, generator=gen(9), dtype=D)
     x_T = torch.randn(2, *SHAPE, generator=gen(7), dtype=D)
-    out, info = ddnm(pr, op, y, steps=3, x_T=x_T, sigma=sigma, generator=gen(4), return_info=True)
+    out, info = ddnm(pr, op, y, steps=3, x_T=x_T, sigma=sigma, eta=eta, generator=gen(4), return_info=True)
     g = gen(4)
-    a, u, s_m, v, complete = dense_svd(op)  # the solver's basis where it reads its noise as coefficients
+    a_mat, u, s_m, v, complete = dense_svd(op)
     k = s_m.numel()
-    s = torch.zeros(a.shape[1], dtype=D)
+    s = torch.zeros(a_mat.shape[1], dtype=D)
     s[:k] = s_m
-    seen = s > OBSERVED * sigma  # the observed coefficients; the rest (the blur's small s_i) follow the prior
-    if name == "blur":  # the 4×4 blur has s_i between σ and 2σ: treated as null, not pulled towards ȳ_i/s_i
-        assert ((s > sigma) & ~seen).any()
+    pos = s > 1e-12
+    inv = torch.where(pos, 1 / torch.where(pos, s, 1.0), 0.0)
+    y_bar = torch.zeros(2, a_mat.shape[1], dtype=D)
+    y_bar[:, :k] = (y.flatten(1) @ u[:, :k]) * inv[:k]  # ȳ = S⁺Uᵀy
     sched = select_schedule(pr, 3, "trailing")
     x = x_T.clone()
-    assert 0 < int(seen.sum()) < 16 or name in ("inpaint", "denoise")
     for i, (a_t, a_s) in enumerate(zip(sched.alpha_t.tolist(), sched.alpha_s.tolist())):
-        var = (1 - a_s) / (1 - a_t) * (1 - a_t / a_s)
-        k_eps = math.sqrt(max(1 - a_s - var, 0.0))
-        weight = math.sqrt(a_s) * (1 - a_t / a_s) / (1 - a_t)  # η = 1: the DDPM posterior's weight of x̂0
-        carried = weight * sigma / torch.where(seen, s, 1.0)
-        lam = torch.where(seen, torch.clamp(math.sqrt(var) / carried, max=1.0), 0.0)
-        gamma = torch.where(seen, (var - (lam * carried) ** 2).clamp_min(0), var)
-        assert (gamma[seen & (lam < 1)].abs() < 1e-12).all()
-        assert info["lambda"][i] == pytest.approx(float(lam[seen].mean()))
+        sigma_t, a = math.sqrt(1 - a_s), math.sqrt(a_s)
+        full = pos & (s * sigma_t >= a * sigma)
+        lam = torch.where(full, 1.0, torch.where(pos, s * sigma_t * math.sqrt(1 - eta**2) / (a * sigma), 0.0))
+        c = torch.where(pos, 0.0, sigma_t * math.sqrt(1 - eta**2))
+        d = torch.where(full, (sigma_t**2 - (a * sigma * inv) ** 2).clamp_min(0).sqrt(), sigma_t * eta)
+        assert info["lambda"][i] == pytest.approx(float(lam[pos].mean()))
         eps = pr(x, sched.timesteps[i].expand(2))
         x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
-        filt = v[:, :k] @ torch.diag(torch.where(seen, lam / torch.where(seen, s, 1.0), 0.0)[:k]) @ u[:, :k].T
-        x0p = x0 - ((x0.flatten(1) @ a.T - y.flatten(1)) @ filt.T).view_as(x)
-        eps_p = (x - math.sqrt(a_t) * x0p) / math.sqrt(1 - a_t)
-        if var > 0:
+        x0_bar = x0.flatten(1) @ v
+        x_bar = a * (x0_bar + lam * (y_bar - x0_bar)) + c * (eps.flatten(1) @ v)
+        if sigma_t > 0:
             z = torch.randn(2, *SHAPE, generator=g, dtype=D).flatten(1)
-            noise = v @ torch.diag(gamma.sqrt()) @ (torch.eye(16, dtype=D) if complete else v.T)
-            x = math.sqrt(a_s) * x0p + k_eps * eps_p + (z @ noise.T).view_as(x)
-        else:
-            x = math.sqrt(a_s) * x0p + k_eps * eps_p
-    assert torch.allclose(out, x, atol=1e-8)
-    # with a callback the fresh noise is not folded into the correction's transform (x̂0' is reported): same x
-    seen_x0 = []
-    out_cb = ddnm(pr, op, y, steps=3, x_T=x_T, sigma=sigma, generator=gen(4),
-                  callback=lambda *args, **kw: seen_x0.append(args))
-    assert len(seen_x0) == 3 and torch.allclose(out_cb, out, atol=1e-12)
+            x_bar = x_bar + d * (z if complete else z @ v)
+        x = (x_bar @ v.T).view_as(x)
+    torch.testing.assert_close(out, x, rtol=0, atol=1e-7)  # x̂0 at ᾱ_T = 4e-5 scales rounding by 1/√ᾱ_T
+    # a callback sees every step and leaves x unchanged
+    seen = []
+    out_cb = ddnm(pr, op, y, steps=3, x_T=x_T, sigma=sigma, eta=eta, generator=gen(4),
+                  callback=lambda *args: seen.append(args))
+    assert len(seen) == 3 and torch.allclose(out_cb, out, atol=1e-12)
 
 
-def test_ddnm_plus_kernel_noise():
-    """DDNM+ on a blur with noise_source="kernel": the kernel's z, shaped per coefficient, same seed same sample."""
+def test_ddnm_plus_refuses_kernel_noise():
+    """DDNM+ maps image-space draws to A's spectral space (as DDRM): noise_source="kernel" is named and refused
+    before the loop; plain DDNM takes it."""
     pr, op = prior(), OPS["blur"]()
     y = clean(op) + 0.05 * torch.randn(2, *SHAPE, generator=gen(9), dtype=D)
-    k1 = ddnm(pr, op, y, steps=4, sigma=0.05, noise_source="kernel", generator=gen(1))
-    k2 = ddnm(pr, op, y, steps=4, sigma=0.05, noise_source="kernel", generator=gen(1))
-    assert torch.isfinite(k1).all() and torch.equal(k1, k2)
+    with pytest.raises(ValueError, match="noise_source='kernel' is not supported"):
+        ddnm(pr, op, y, steps=4, sigma=0.05, noise_source="kernel", generator=gen(1))
+    k1 = ddnm(pr, op, clean(op), steps=4, noise_source="kernel", generator=gen(1))
+    assert torch.isfinite(k1).all()
 
 
 def test_ddnm_plus_needs_an_svd():
@@ -149,6 +153,12 @@ def test_travel_plan_and_run():
         assert "data_consistency" not in info and torch.allclose(info["final_residual"], torch.zeros(2, dtype=D),
                                                                  atol=1e-8)
         assert torch.allclose(op.A(out), y, atol=1e-8)
+    noisy = y + 0.05 * torch.randn(y.shape, generator=gen(3), dtype=D)  # DDNM+ travels in DDRM's spectral loop
+    out, info = ddnm(prior(), op, noisy, steps=4, sigma=0.05, generator=gen(2), travel_length=2, travel_repeat=2,
+                     return_info=True)
+    assert torch.isfinite(out).all() and info["residual"].shape == (6, 2) and info["lambda"].shape == (6,)
+    plain = ddnm(prior(), op, noisy, steps=4, sigma=0.05, generator=gen(2))
+    assert not torch.allclose(out, plain)
 
 
 def test_bad_inputs():

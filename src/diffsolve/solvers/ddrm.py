@@ -42,15 +42,16 @@ Results: benchmarks/results/.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from ..operators.svd import operator_svd
+from ..operators.svd import SVD, operator_svd
 from ._inverse import Diagnostics, check_problem, check_sigma, residual_norm, route, warn_if_unfit
-from ._loop import Sampling, _draw, check_number, check_steps, prepare, takes_sampling
+from ._loop import LoopSetup, Sampling, _draw, check_number, check_steps, prepare, takes_sampling
 
-__all__ = ["ddrm"]
+__all__ = ["ddrm", "spectral_sampling"]
 
 
 def _vp_sigma(alpha: float) -> float:
@@ -73,6 +74,89 @@ def _coefficients(s: torch.Tensor, sigma_next: float, sigma_y: float, eta: float
     c = torch.where(observed, zero, keep * one)
     d = torch.where(before, d_before, eta * sigma_next * one)
     return a, b, c, d
+
+
+def spectral_sampling(loop: LoopSetup, operator: Any, svd: SVD, y: torch.Tensor, sigma_y: float, eta: float,
+                      eta_b: float, *, start: str, info: Diagnostics,
+                      plan: Sequence[tuple[str, int]] | None = None, travel_length: int = 0) -> torch.Tensor:
+    """The sampling loop of the module docstring on the range ``svd`` = V_r of A's SVD; returns x (B, C, H, W).
+
+    ``start``: ``"eq7"`` (DDRM's initialisation from the standard-normal ``loop.x``) or ``"x_T"`` (start at
+    ``loop.x`` itself, as DDNM's code does). ``plan``: the steps to run, ("step", i) and ("back", i) for DDNM's
+    time-travel (``ddnm.travel_plan``: re-noise from after step i to before step i − l + 1, l =
+    ``travel_length``); None: 0..N−1.
+    ``info`` receives "residual" per step run when it is enabled. Noise from ``loop.generator`` only.
+    """
+    shape, generator = tuple(loop.x.shape), loop.generator
+    # 0. per-coefficient constants and every step's (a, b, c, d) on the range, before the loop; every null
+    #    direction takes (1, 0, c0, d0) = (1, 0, √(1−η²)σ, ησ), applied in image space
+    s = svd.singulars(y)
+    observed = s > 0
+    y_bar = svd.Ut(y) * torch.where(observed, 1 / torch.where(observed, s, 1), 0)  # ȳ = S⁺Uᵀy
+    sigmas_next = [_vp_sigma(a) for a in loop.alpha_s]
+    complete = svd.complete  # V a real orthogonal basis of the whole image: the step lives in the spectral space
+    coefs = []  # complete: (a, b, c, d); else their differences from the null directions' and (c0, d0)
+    for sn in sigmas_next:
+        a, b, c, d = _coefficients(s, sn, sigma_y, eta, eta_b)
+        c0, d0 = math.sqrt(1 - eta**2) * sn, eta * sn
+        coefs.append((a, b, c, d) if complete else (a - 1, b, c - c0, d - d0, c0, d0))
+    carry = svd.mixes  # V_rᵀx carried between steps where a transform costs more than the ops that carry it
+    a_T = loop.alpha_t[0]
+    if start == "eq7":  # 1. initialisation (Eq. 7): x̄_T = ȳ + √(σ_T² − σ_y²/s²) ε̄ where s σ_T > σ_y, else σ_T ε̄
+        sigma_T = _vp_sigma(a_T)
+        init = observed & (s * sigma_T > sigma_y)
+        spread = (sigma_T**2 - (sigma_y / torch.where(init, s, 1)) ** 2).clamp_min(0).sqrt()
+        e_bar = svd.Vt(loop.x)
+        moved = torch.where(init, y_bar + (spread - sigma_T) * e_bar, 0)
+        x = math.sqrt(a_T) * (sigma_T * loop.x + svd.V(moved))
+        x_bar = math.sqrt(a_T) * (sigma_T * e_bar + moved) if carry else None  # V_rᵀ x (V_rᵀ V_r = I)
+    else:
+        x = loop.x
+        x_bar = svd.Vt(x) if carry else None
+    need_x0 = not complete or info.enabled or loop.callback is not None  # image-space x̂0 (else reported only)
+    with torch.no_grad():
+        for kind, i in loop.track([("step", i) for i in range(len(coefs))] if plan is None else plan):
+            if kind == "back":  # time-travel: x_hi = √(ᾱ_hi/ᾱ_lo) x_lo + √(1 − ᾱ_hi/ᾱ_lo) z, l steps back
+                ratio = loop.alpha_t[i - travel_length + 1] / loop.alpha_s[i]
+                z = _draw(shape, generator, y.dtype, y.device)
+                x = math.sqrt(ratio) * x + math.sqrt(max(1 - ratio, 0.0)) * z
+                x_bar = svd.Vt(x) if carry else None
+                continue
+            a_t, a_s = loop.alpha_t[i], loop.alpha_s[i]
+            eps = loop.eps(x, i)  # 2. ε̂ = ε_θ(x_t, t) and x̂0 (Tweedie), in both spaces
+            x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t) if need_x0 else None
+            e_bar = svd.Vt(eps) if carry or eta < 1 else None
+            x0_bar = (x_bar - math.sqrt(1 - a_t) * e_bar) / math.sqrt(a_t) if carry else svd.Vt(x0)
+            if complete:  # 3'. Eq. 8 itself on every coefficient, z̄ ~ N(0, I) drawn as coefficients (z = V z̄ has
+                a, b, c, d = coefs[i]  # the same law): one Vᵀ (of ε̂) and one V a step
+                x_bar = a * x0_bar + b * y_bar + c * e_bar
+                if sigmas_next[i] > 0:
+                    x_bar = x_bar + d * _draw(shape, generator, y.dtype, y.device)
+                x_bar = math.sqrt(a_s) * x_bar
+                x = svd.V(x_bar)
+            else:
+                # 3. the three cases: x_s/√ᾱ_s = x̂0 + c0 ε̂ + d0 z + V_r(Δa x̄θ + b ȳ + Δc ê + Δd z̄),
+                #    Δ: the range coefficients' difference from the null directions' (1, 0, c0, d0);
+                #    next_bar: V_rᵀ of the image-space part, so that x̄_s needs no transform either
+                da, b, dc, dd, c0, d0 = coefs[i]
+                x_next, z_bar, next_bar = x0, da * x0_bar + b * y_bar, x0_bar
+                if eta < 1:
+                    x_next = x_next + c0 * eps
+                    z_bar = z_bar + dc * e_bar
+                    next_bar = next_bar + c0 * e_bar if carry else None
+                if sigmas_next[i] > 0:  # no noise at σ_s = 0 (host float, no sync)
+                    z = _draw(shape, generator, y.dtype, y.device)
+                    z_t = svd.Vt(z)
+                    x_next = x_next + d0 * z
+                    z_bar = z_bar + dd * z_t
+                    next_bar = next_bar + d0 * z_t if carry else None
+                x = math.sqrt(a_s) * (x_next + svd.V(z_bar))  # 4. back to image space, VP scaling
+                x_bar = math.sqrt(a_s) * (next_bar + z_bar) if carry else None
+            if info.enabled:
+                info.add("residual", residual_norm(operator, x0, y))  # 5. ‖y − A x̂0‖ (B,)
+            if loop.callback is not None:
+                loop.record(i, x, x0)
+    return x
 
 
 @takes_sampling
@@ -104,67 +188,8 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     shape = check_problem(operator, y, sampling.x_T)
     svd = operator_svd(operator, shape[-2:], "ddrm").range()  # V_r: every s > 0 (module docstring)
     loop = prepare(denoiser, shape, sampling, like=y, name="ddrm")
-    generator = sampling.generator
-    # 0. per-coefficient constants and every step's (a, b, c, d) on the range, before the loop; every null
-    #    direction takes (1, 0, c0, d0) = (1, 0, √(1−η²)σ, ησ), applied in image space
-    s = svd.singulars(y)
-    observed = s > 0
-    y_bar = svd.Ut(y) * torch.where(observed, 1 / torch.where(observed, s, 1), 0)  # ȳ = S⁺Uᵀy
-    sigmas_next = [_vp_sigma(a) for a in loop.alpha_s]
-    complete = svd.complete  # V a real orthogonal basis of the whole image: the step lives in the spectral space
-    coefs = []  # complete: (a, b, c, d); else their differences from the null directions' and (c0, d0)
-    for sn in sigmas_next:
-        a, b, c, d = _coefficients(s, sn, sigma_y, eta, eta_b)
-        c0, d0 = math.sqrt(1 - eta**2) * sn, eta * sn
-        coefs.append((a, b, c, d) if complete else (a - 1, b, c - c0, d - d0, c0, d0))
-    # 1. initialisation (Eq. 7): x̄_T = ȳ + √(σ_T² − σ_y²/s²) ε̄ where s σ_T > σ_y, else σ_T ε̄
-    a_T = loop.alpha_t[0]
-    sigma_T = _vp_sigma(a_T)
-    init = observed & (s * sigma_T > sigma_y)
-    spread = (sigma_T**2 - (sigma_y / torch.where(init, s, 1)) ** 2).clamp_min(0).sqrt()
-    e_bar = svd.Vt(loop.x)
-    start = torch.where(init, y_bar + (spread - sigma_T) * e_bar, 0)
-    x = math.sqrt(a_T) * (sigma_T * loop.x + svd.V(start))
-    carry = svd.mixes  # V_rᵀx carried between steps where a transform costs more than the ops that carry it
-    x_bar = math.sqrt(a_T) * (sigma_T * e_bar + start) if carry else None  # V_rᵀ x (V_rᵀ V_r = I)
-    need_x0 = not complete or sampling.return_info or loop.callback is not None  # image-space x̂0 (else reported only)
     info = Diagnostics(sampling.return_info)
-    with torch.no_grad():
-        for i in loop.steps():
-            a_t, a_s = loop.alpha_t[i], loop.alpha_s[i]
-            eps = loop.eps(x, i)  # 2. ε̂ = ε_θ(x_t, t) and x̂0 (Tweedie), in both spaces
-            x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t) if need_x0 else None
-            e_bar = svd.Vt(eps) if carry or eta < 1 else None
-            x0_bar = (x_bar - math.sqrt(1 - a_t) * e_bar) / math.sqrt(a_t) if carry else svd.Vt(x0)
-            if complete:  # 3'. Eq. 8 itself on every coefficient, z̄ ~ N(0, I) drawn as coefficients (z = V z̄ has
-                a, b, c, d = coefs[i]  # the same law): one Vᵀ (of ε̂) and one V a step
-                x_bar = a * x0_bar + b * y_bar + c * e_bar
-                if sigmas_next[i] > 0:
-                    x_bar = x_bar + d * _draw(shape, generator, y.dtype, y.device)
-                x_bar = math.sqrt(a_s) * x_bar
-                x = svd.V(x_bar)
-            else:
-                # 3. the three cases: x_s/√ᾱ_s = x̂0 + c0 ε̂ + d0 z + V_r(Δa x̄θ + b ȳ + Δc ê + Δd z̄),
-                #    Δ: the range coefficients' difference from the null directions' (1, 0, c0, d0);
-                #    next_bar: V_rᵀ of the image-space part, so that x̄_s needs no transform either
-                da, b, dc, dd, c0, d0 = coefs[i]
-                x_next, z_bar, next_bar = x0, da * x0_bar + b * y_bar, x0_bar
-                if eta < 1:
-                    x_next = x_next + c0 * eps
-                    z_bar = z_bar + dc * e_bar
-                    next_bar = next_bar + c0 * e_bar if carry else None
-                if sigmas_next[i] > 0:  # no noise at σ_s = 0 (host float, no sync)
-                    z = _draw(shape, generator, y.dtype, y.device)
-                    z_t = svd.Vt(z)
-                    x_next = x_next + d0 * z
-                    z_bar = z_bar + dd * z_t
-                    next_bar = next_bar + d0 * z_t if carry else None
-                x = math.sqrt(a_s) * (x_next + svd.V(z_bar))  # 4. back to image space, VP scaling
-                x_bar = math.sqrt(a_s) * (next_bar + z_bar) if carry else None
-            if sampling.return_info:
-                info.add("residual", residual_norm(operator, x0, y))  # 5. ‖y − A x̂0‖ (B,)
-            if loop.callback is not None:
-                loop.record(i, x, x0)
+    x = spectral_sampling(loop, operator, svd, y, sigma_y, eta, eta_b, start="eq7", info=info)
     x = loop.finish(x)
     warn_if_unfit("ddrm", operator, x, y, sigma_y, len(loop.schedule))  # one sync, after the loop
     if sampling.return_info:

@@ -76,18 +76,21 @@ def solver_of(operator: Any, max_iters: int | None = None):
 
 
 def reproject_step(x: torch.Tensor, eps: torch.Tensor, correction: torch.Tensor, alpha_bar_t: float,
-                   alpha_bar_s: float, k_eps: float, k_z: float, *, backend: str = "auto",
+                   alpha_bar_s: float, k_eps: float, k_z: float, *, keep_eps: bool = False, backend: str = "auto",
                    return_x0: bool = False, **noise: Any) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """x_s = √ᾱ_s x̂0' + k_ε ε̂' + k_z z with x̂0' = x̂0 − ``correction`` and ε̂' = (x_t − √ᾱ_t x̂0')/√(1−ᾱ_t),
     x̂0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t — one fused pass (all (B, C, H, W); ᾱ, k host floats; ``noise``:
     ``noise=`` or ``seed=/offset=`` as from ``loop.step_noise``). ε̂' = ε̂ + √(ᾱ_t/(1−ᾱ_t))·correction, so
 
         x_s = (√ᾱ_s/√ᾱ_t) x_t + (k_ε − √ᾱ_s √(1−ᾱ_t)/√ᾱ_t) ε̂ + (k_ε √(ᾱ_t/(1−ᾱ_t)) − √ᾱ_s) correction + k_z z.
+
+    ``keep_eps``: the model's ε̂ in place of ε̂' (x_s = √ᾱ_s x̂0' + k_ε ε̂ + k_z z; DDNM's code), so the
+    correction's weight is −√ᾱ_s.
     """
     a_t, a_s = alpha_bar_t, alpha_bar_s
     d_x, d_e = 1 / math.sqrt(a_t), -math.sqrt(1 - a_t) / math.sqrt(a_t)
     row = [1.0, math.sqrt(a_s) * d_x, math.sqrt(a_s) * d_e + k_eps,
-           k_eps * math.sqrt(a_t / (1 - a_t)) - math.sqrt(a_s), k_z, d_x, d_e, -1.0]
+           (0.0 if keep_eps else k_eps * math.sqrt(a_t / (1 - a_t))) - math.sqrt(a_s), k_z, d_x, d_e, -1.0]
     coefs = torch.tensor(row, dtype=x.dtype)
     if x.device.type == "cuda":
         coefs = coefs.pin_memory().to(x.device, non_blocking=True)
