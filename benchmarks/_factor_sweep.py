@@ -1,5 +1,5 @@
 """One default's factor f swept on the tuning photos against Tikhonov: the loop, the table and the command line
-that ``bench_mpgd_floor.py`` and ``bench_ddnm_observed.py`` share (a report, not a test).
+that ``bench_mpgd_floor.py`` and ``bench_mpgd_eta.py`` share (a report, not a test).
 
 A script gives ``run_method(op, y, steps, f, generators) -> x̂`` (the method at its defaults with the factor set
 to f); every cell is the mean PSNR dB / data consistency ‖A x̂ − y‖/(σ√m) over the images, beside Tikhonov (λ

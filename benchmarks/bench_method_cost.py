@@ -277,28 +277,26 @@ def eager_diffpir(den, ctx, x_T, steps, gen, lam=1.75, zeta=0.3):
     return x
 
 
-def eager_ddnm(den, ctx, x_T, steps, gen, eta=1.0):
-    """DDNM+ (SVD form) with DDRM-style H_functions: per-coefficient λ, √γ (host setup), eager V/Vᵀ."""
-    from diffsolve.solvers.ddnm import ddnm_coefficients, ddnm_plus_coefficients
-
+def eager_ddnm(den, ctx, x_T, steps, gen, eta=0.85):
+    """DDNM+ as its code's ``svd_ddnm.ddnm_plus_diffusion`` with DDRM-style H_functions: ``Lambda`` on the
+    pseudo-inverse's coefficients, ``Lambda_noise`` on fresh noise and ε̂ (per coefficient, eager V/Vᵀ)."""
     svd, y = ctx["svd"], ctx["y"]
-    sched = _schedule(den, steps)
-    inv_s = torch.where(svd.s > 0, 1 / torch.where(svd.s > 0, svd.s, 1), 0)
-    coefs = []
-    for _, a_t, a_s in sched:
-        lam, k_eps, root = ddnm_plus_coefficients(a_t, a_s, eta, SIGMA, svd.s)
-        coefs.append((lam * inv_s, k_eps, root, ddnm_coefficients(a_t, a_s, eta, 0.0)[2] > 0))
+    s = svd.s
+    inv_s = torch.where(s > 0, 1 / torch.where(s > 0, s, 1), 0)
     x = x_T
     with torch.no_grad():
         y_bar = svd.Ut(y)
-        for (t, a_t, a_s), (lam_s, k_eps, root, noisy) in zip(sched, coefs):
+        for t, a_t, a_s in _schedule(den, steps):
             eps = den(x, torch.full((x.shape[0],), t))
             x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
-            x0 = x0 - svd.V(lam_s * (svd.s * svd.Vt(x0) - y_bar))
-            eps_p = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
-            x = math.sqrt(a_s) * x0 + k_eps * eps_p
-            if noisy:
-                x = x + svd.V(root * svd.Vt(torch.randn(x.shape, generator=gen)))
+            sigma_t, a = math.sqrt(1 - a_s), math.sqrt(a_s)
+            full = s * sigma_t >= a * SIGMA
+            lam = torch.where(full, 1.0, s * sigma_t * math.sqrt(1 - eta**2) / (a * SIGMA))
+            x0 = x0 - svd.V(lam * inv_s * (s * svd.Vt(x0) - y_bar))
+            top_up = (sigma_t**2 - (a * SIGMA * inv_s) ** 2).clamp_min(0).sqrt()
+            d1 = torch.where(full & (s > 0), top_up, sigma_t * eta)
+            d2 = torch.where(s > 0, 0.0, sigma_t * math.sqrt(1 - eta**2))
+            x = a * x0 + svd.V(d1 * svd.Vt(torch.randn(x.shape, generator=gen)) + d2 * svd.Vt(eps))
     return x
 
 
@@ -555,6 +553,12 @@ def agreement(den, methods: tuple[str, ...], steps: int = 3, langevin: int = 5) 
         kw = {"langevin": langevin} if m == "daps" else {}
         xe = EAGER[m](den, ctx, x_T, steps, torch.Generator().manual_seed(7), **kw).detach()
         out[m] = float((xe - xd).norm() / xd.norm())
+    for m in [m for m in ("ddnm", "ddrm") if m in out]:  # on the blur's complete basis diffsolve reads its draws
+        shape_b, op_b, y_b, x_b = _problem("inpaint", 1, 64)  # as coefficients (the same law, other values); a
+        ctx_b = eager_context("inpaint", op_b, y_b, shape_b, den, (steps,))  # mask's basis takes them as they are
+        xd = diffsolve_run(m, den, op_b, y_b, x_b, steps, seed=7).detach()
+        xe = EAGER[m](den, ctx_b, x_b, steps, torch.Generator().manual_seed(7)).detach()
+        out[f"{m} (box inpainting: the same draws)"] = float((xe - xd).norm() / xd.norm())
     if "diffpir" in out:  # the FFT prox is circular: against diffsolve with a circular-boundary blur too
         from diffsolve.operators import GaussianBlur
 
@@ -668,6 +672,8 @@ def main(argv: list[str] | None = None) -> None:
         res = json.loads(args.out.with_suffix(".json").read_text())
         res["runs"] = [*_without(res.get("runs", []), ops), run]
         res["machine"] = _machine() + " (the latest run's; each run below names its CPU)"
+        if not args.no_eager:  # cheap (1×3×64², 3 steps): always this code's
+            res["agreement"] = agreement(den, methods)
     else:
         res = {"machine": _machine(), "args": vars(args) | {"out": str(args.out)}, "sigma": SIGMA, "cost": {},
                "eager": {}, "runs": [run]}

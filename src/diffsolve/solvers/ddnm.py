@@ -13,7 +13,7 @@ Per step t → s, with x_t (B, C, H, W), y (B, ...), ε̂ = ε_θ(x_t, t), x̂0 
 
 The paper's text writes step 2 as the DDPM posterior p(x_s | x_t, x̂0'); its code re-noises x̂0' as above
 ("different from the paper, we use DDIM here instead of DDPM"), η = 0.85. The code's step is the one here: it
-was 0.3-4 dB better than the posterior on held-out photos (benchmarks/results/ddnm-sampler.md).
+beat the posterior form in every cell measured on held-out photos (benchmarks/results/ddnm-sampler.md).
 
 **DDNM+** (σ > 0, eqs. 17-19 per singular value, the code's ``Lambda`` / ``Lambda_noise``): in the spectral space
 of A = U S Vᵀ (``diffsolve.operators.svd``; the operator declares ``svd(size)``), x̄ = Vᵀx, ȳ_i = (Uᵀy)_i/s_i,
