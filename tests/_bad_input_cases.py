@@ -287,6 +287,8 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
     add("ddnm", "operator", "motion blur (no SVD) with sigma > 0", "reject", operator=ops["motion"], y=ys["motion"])
     add("ddrm", "noise_source", "'kernel'", "reject", noise_source="kernel")
     add("daps", "noise_source", "'kernel'", "reject", noise_source="kernel")
+    add("ddnm", "noise_source", "'kernel' with sigma > 0", "reject", noise_source="kernel")
+    add("ddnm", "noise_source", "'kernel' with sigma=None", "accept", noise_source="kernel", sigma=None)
     add("cdps", "sigma", "0", "reject", sigma=0.0)
     add("dps", "sigma", "0", "reject", sigma=0.0)
     for s in (1e-30, 1e-8, 1e-6):
