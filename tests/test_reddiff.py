@@ -12,7 +12,7 @@ from diffsolve.methods import METHODS
 from diffsolve.models import GaussianPrior
 from diffsolve.operators import Inpainting, SuperResolution
 from diffsolve.solvers._loop import select_schedule
-from diffsolve.solvers.reddiff import gradient, initial_mean, reddiff, weights
+from diffsolve.solvers.reddiff import GATE_WIDTH, gradient, initial_mean, reddiff, weights
 
 D = torch.float64
 
@@ -102,9 +102,41 @@ def test_x_T_is_the_initial_mean_and_info():
     m = METHODS["reddiff"]
     assert not m.backward and m.required == () and m.kind == "inverse"
     assert "data_consistency" not in info
-    # σ only scales the report: the same μ, data consistency = final residual / σ
+    # from μ0 = 0 the residual stays far above σ√(m/2) for 3 steps: the gate is open, the same μ, and the data
+    # consistency is the final residual over σ
     out_s, info_s = reddiff(p, op, y, steps=3, x_T=start, generator=gen(2), return_info=True, sigma=0.05)
     assert torch.equal(out_s, out) and torch.allclose(info_s["data_consistency"], info["final_residual"] / 0.05)
+
+
+def test_discrepancy_gate_scales_only_the_data_part():
+    """g = clamp((‖r‖² − floor)/(w·floor), 0, 1) per sample on −Aᵀr/m; the regulariser's part is untouched."""
+    p, op, x, y = problem()
+    g = gen(1)
+    mu = torch.randn(x.shape, generator=g, dtype=D)
+    eps_hat, eps = torch.randn(x.shape, generator=g, dtype=D), torch.randn(x.shape, generator=g, dtype=D)
+    open_, r = gradient(op, mu, y, eps_hat, eps, 0.7)
+    sq = r.flatten(1).pow(2).sum(1)
+    reg = 0.7 * (eps_hat - eps) / mu[0].numel()
+    data = open_ - reg
+    floors = torch.stack([sq[0] * 2, sq[1] / (1 + GATE_WIDTH / 2)])  # sample 0 closed, sample 1 half open
+    gated, _ = gradient(op, mu, y, eps_hat, eps, 0.7, floors)
+    assert torch.allclose(gated[0], reg[0], atol=1e-15)
+    assert torch.allclose(gated[1], reg[1] + 0.5 * data[1], atol=1e-12)
+    assert torch.equal(gradient(op, mu, y, eps_hat, eps, 0.7, sq / (1 + GATE_WIDTH) / 1.01)[0], open_)
+
+
+def test_sigma_stops_the_fit_at_the_discrepancy_floor():
+    """Without σ RED-diff's point estimate fits SR's noise (‖Aμ − y‖ far below σ√m); with σ the data pull stops at
+    ‖r‖ = σ√(m/2): the data consistency ends near √½ (Adam's momentum coasts a little past it), and every sample
+    is gated on its own (batch independent)."""
+    from diffsolve.metrics import data_consistency
+
+    p, op, x, y = problem()
+    free = data_consistency(op, reddiff(p, op, y, steps=20, generator=gen(1)), y, 0.05)
+    gated = reddiff(p, op, y, steps=20, generator=[gen(1), gen(2)], sigma=0.05)
+    assert (free < 0.5).all() and (data_consistency(op, gated, y, 0.05) > 0.65).all()  # Adam coasts a little
+    alone = reddiff(p, op, y[1:], steps=20, generator=[gen(2)], sigma=0.05)
+    assert torch.allclose(alone, gated[1:], atol=1e-12)
 
 
 @pytest.mark.parametrize("options, error, words", [

@@ -13,8 +13,8 @@ from T down (the paper's descending schedule). Per step i, at level ᾱ_t, with 
 m = numel(y_b), n = numel(μ_b) (the reference code's ``mean()`` normalisation, taken per sample); sg is the
 stop-gradient: the denoiser is never differentiated. λ_t = λ/SNR_t^{1/2} is the paper's "inverse SNR"
 weighting (σ_t/α_t in its notation, α_t = √ᾱ_t, σ_t = √(1−ᾱ_t)). The data term carries no 1/σ²: the paper's
-‖y − f(μ)‖²/(2σ_v²) is folded into λ (observation weight 1 in the reference code), so ``sigma``, if given, only
-scales the reported data consistency (``return_info``); it does not change μ. Defaults from the paper and its
+‖y − f(μ)‖²/(2σ_v²) is folded into λ (observation weight 1 in the reference code). ``sigma``, if given, gates the
+data term by the discrepancy principle (below) and scales the reported data consistency. Defaults from the paper and its
 reference code: λ = 0.25, lr = 0.1, Adam betas (0.9, 0.99), 1000 steps in the paper. Start: the paper
 initialises μ at A⁺y; here μ0 = c Aᵀy with c = ⟨y, A Aᵀy⟩/‖A Aᵀy‖² per sample
 (:func:`initial_mean`, the least-squares scaling of Aᵀy), which is A⁺y wherever A Aᵀ = I (inpainting) and stays
@@ -25,8 +25,17 @@ Numbered steps of the loop:
 
 1. ε ~ N(0, I) from the generator (``_loop.draw``: a list of generators keeps samples independent);
 2. x_t = √ᾱ_t μ + √(1−ᾱ_t) ε and ε̂ = ε_θ(x_t, t) under no_grad;
-3. the gradient of ℓ per sample (A linear: analytic, one A and one Aᵀ);
+3. the gradient of ℓ per sample (A linear: analytic, one A and one Aᵀ); given σ, its data part times the gate
+   g = clamp((‖r‖² − κmσ²)/(w κmσ²), 0, 1) per sample (m measured entries, κ = ``_inverse.DISCREPANCY_SHARE`` =
+   1/2, w = :data:`GATE_WIDTH`): off once ‖r‖ ≤ σ√(κm), on from ‖r‖² ≥ (1 + w)κmσ²;
 4. one Adam step on μ, elementwise (per-sample independent), bias corrections as host floats.
+
+**Discrepancy gate** (diffsolve's, given σ; the paper's update has no σ): μ is a point estimate, and Adam keeps
+moving it towards y at about ``lr`` per entry whatever the gradient's size, so where the regulariser is weak on
+A's range (SR ×4's low frequencies, a box's observed pixels) it fitted y's noise too (‖r‖ far below σ√m). The gate
+stops the data pull at MPGD's and DPS's floor, ‖r‖ = σ√(m/2), so the result never fits y below √½ of its noise
+level; where the fit stays above that floor (the blurs, random inpainting) it never acts and μ is unchanged
+(benchmarks/results/reddiff-gate.md).
 
 Scale rule: ℓ's two terms are means over the sample's entries, so the default λ does not depend on the image
 or measurement size; Adam's step is invariant to a common rescaling of both terms. The result is μ.
@@ -48,11 +57,12 @@ from typing import Any
 
 import torch
 
-from ._inverse import Diagnostics, check_problem, check_sigma, data_part, route, warn_if_unfit
+from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, check_sigma, data_part, measured_entries, route,
+                       warn_if_unfit)
 from ._loop import Sampling, check_number, draw, prepare, takes_sampling
 
-__all__ = ["ADAM_BETAS", "ADAM_EPS", "LAM_RULES", "REFERENCE_STEPS", "gradient", "initial_mean", "reddiff",
-           "step_lam", "weights"]
+__all__ = ["ADAM_BETAS", "ADAM_EPS", "GATE_WIDTH", "LAM_RULES", "REFERENCE_STEPS", "gradient", "initial_mean",
+           "reddiff", "step_lam", "weights"]
 
 #: Adam's (β₁, β₂) of the reference code.
 ADAM_BETAS = (0.9, 0.99)
@@ -62,6 +72,8 @@ ADAM_EPS = 1e-8
 LAM_RULES = ("steps", "constant")
 #: the step count N_ref at which ``lam`` is used as given under ``lam_rule="steps"``
 REFERENCE_STEPS = 50
+#: w, the discrepancy gate's ramp: from off at ‖r‖² = κmσ² to on at (1 + w)κmσ² (module docstring)
+GATE_WIDTH = 0.2
 
 
 def step_lam(rule: str, lam: float, steps: int) -> float:
@@ -75,11 +87,16 @@ def weights(alphas: list[float], lam: float) -> list[float]:
 
 
 def gradient(operator: Any, mu: torch.Tensor, y: torch.Tensor, eps_hat: torch.Tensor, eps: torch.Tensor,
-             lam_t: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(∇_μ ℓ, r) with ℓ = ‖y − A μ‖²/(2m) + λ_t ⟨ε̂ − ε, μ⟩/n per sample and r = y − A μ (module docstring)."""
+             lam_t: float, floor: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∇_μ ℓ, r) with ℓ = ‖y − A μ‖²/(2m) + λ_t ⟨ε̂ − ε, μ⟩/n per sample and r = y − A μ (module docstring);
+    ``floor`` (B,) = κmσ²: the data part times the discrepancy gate (step 3)."""
     r = data_part(operator, y - operator.A(mu))
     m, n = y[0].numel(), mu[0].numel()
-    return operator.A_adjoint(r) * (-1.0 / m) + (eps_hat - eps) * (lam_t / n), r
+    data = operator.A_adjoint(r) * (-1.0 / m)
+    if floor is not None:
+        gate = ((r.flatten(1).pow(2).sum(1) - floor) / (GATE_WIDTH * floor)).clamp(0, 1)
+        data = data * gate.view(-1, *([1] * (mu.dim() - 1)))
+    return data + (eps_hat - eps) * (lam_t / n), r
 
 
 def initial_mean(operator: Any, y: torch.Tensor) -> torch.Tensor:
@@ -109,8 +126,8 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         lam: λ ≥ 0, the regulariser weight (λ_t = λ_N √(1−ᾱ_t)/√ᾱ_t; default 0.25).
         lr: Adam learning rate > 0 (default 0.1, in [-1, 1] image units).
         lam_rule: ``"steps"`` λ_N = λ·N/50 (default) | ``"constant"`` λ_N = λ, the paper's (module docstring).
-        sigma: the measurement noise std σ > 0 (or a ``GaussianNoise``), optional and used only for the reported
-            data consistency: RED-diff's data weight is set by λ (module docstring), so μ does not depend on it.
+        sigma: the measurement noise std σ > 0 (or a ``GaussianNoise``), optional: the discrepancy gate of the data
+            term (module docstring) and the reported data consistency; None: the paper's update, ungated.
     Returns:
         μ (B, C, H, W), or (μ, info) with ``return_info``: {"residual": (N, B) ‖y − A μ‖ before each step's
         update, "timesteps": (N,), "final_residual" (B,) ‖A μ − y‖/√m, with σ "data_consistency" (B,) that
@@ -130,6 +147,8 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
     shape = check_problem(operator, y, sampling.x_T)
     loop = prepare(denoiser, shape, sampling, like=y, name="reddiff")
     mu = loop.x if sampling.x_T is not None else initial_mean(operator, y)
+    floor = None if sigma is None else (  # κmσ² per sample: the discrepancy gate's floor (step 3)
+        DISCREPANCY_SHARE * measured_entries(operator, y).to(device=y.device, dtype=y.dtype) * sigma**2)
     lams = weights(loop.alpha_t, step_lam(lam_rule, lam, len(loop.alpha_t)))
     b1, b2 = ADAM_BETAS
     m1 = torch.zeros_like(mu)
@@ -141,7 +160,7 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
             eps = draw(shape, loop.generator, mu.dtype, mu.device)  # 1. ε ~ N(0, I)
             x_t = a_t**0.5 * mu + (1 - a_t) ** 0.5 * eps  # 2. x_t and ε̂ (stop-gradient)
             eps_hat = loop.eps(x_t, i)
-            grad, r = gradient(operator, mu, y, eps_hat, eps, lams[i])  # 3. ∇_μ ℓ per sample
+            grad, r = gradient(operator, mu, y, eps_hat, eps, lams[i], floor)  # 3. ∇_μ ℓ per sample (gated)
             if info.enabled:
                 info.add("residual", r.flatten(1).norm(dim=1))
             k = i + 1  # 4. Adam, elementwise, bias corrections on the host
