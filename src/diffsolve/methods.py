@@ -70,7 +70,7 @@ def _cdps_options(problem: Problem) -> dict[str, Any]:
 
 def _optional_sigma(problem: Problem) -> dict[str, Any]:
     # σ where the method takes it optionally: MPGD's default ρ and discrepancy cap, DPS's discrepancy factor,
-    # RED-diff's reported data consistency
+    # RED-diff's discrepancy gate (each also reports the data consistency)
     return {"sigma": problem.sigma} if problem.sigma > 0 else {}
 
 
@@ -237,7 +237,7 @@ METHODS: Mapping[str, Method] = {m.name: m for m in (
            nfe="ode_steps (5)"),
     Method("reddiff", _solver("reddiff"), "RED-diff (Mardani et al. 2024): variational mean fitted by Adam, "
            "score-matching regulariser, no UNet backward", "inverse", cli_options=_optional_sigma, solver="reddiff",
-           needs="any operator (σ only reported)"),
+           needs="any operator (σ gates the data term at the noise floor)"),
     Method("mmps", _solver("mmps"), "MMPS (Rozet et al. 2024): moment-matching posterior mean by GMRES (or CG) "
            "with the Tweedie covariance (UNet VJPs)", "inverse", backward=True, required=("sigma",),
            cli_options=_cdps_options, solver="mmps", needs="any operator (GMRES in measurement space)",
