@@ -11,11 +11,34 @@ from _small_problem import D, OPS, SHAPE, gen, measure, prior
 
 from diffsolve.models.priors import operator_matrix
 from diffsolve.operators import GaussianBlur
+from diffsolve.solvers._inverse import discrepancy_weight, measured_entries
 from diffsolve.solvers._loop import select_schedule
 from diffsolve.solvers.diffpir import DEFAULT_LAM, data_rho, diffpir, reproject_step
 
-def dense_loop(pr, a, y, x_T, steps, sigma, lam, zeta_noise=None):
-    """ζ = 0 (or ζ = 1 with the given per-step noise): Algorithm 1 with dense solves."""
+def gated(op, y, x0, x0p, sigma):
+    """The last step's discrepancy gate by bisection, per sample: x̂0 + g (x̂0' − x̂0) with the largest g ∈ [0, 1]
+    such that ‖A(·) − y‖² over the measured entries stays ≥ ½ m σ²."""
+    floor = 0.5 * measured_entries(op, y) * sigma**2
+    out = []
+    for b in range(y.shape[0]):
+        def sq(g):
+            return float(op.data_part(op.A(x0[b:b + 1] + g * (x0p - x0)[b:b + 1]) - y[b:b + 1]).pow(2).sum())
+        if sq(1.0) >= floor[b]:
+            g = 1.0
+        elif sq(0.0) <= floor[b]:
+            g = 0.0
+        else:
+            lo, hi = 0.0, 1.0
+            for _ in range(80):
+                lo, hi = ((lo + hi) / 2, hi) if sq((lo + hi) / 2) >= floor[b] else (lo, (lo + hi) / 2)
+            g = lo
+        out.append(x0[b] + g * (x0p - x0)[b])
+    return torch.stack(out)
+
+
+def dense_loop(pr, a, y, x_T, steps, sigma, lam, zeta_noise=None, op=None):
+    """ζ = 0 (or ζ = 1 with the given per-step noise): Algorithm 1 with dense solves; with ``op`` the last step's
+    x̂0' passes the discrepancy gate (:func:`gated`)."""
     sched = select_schedule(pr, steps, "trailing")
     x = x_T.clone()
     for i, (a_t, a_s) in enumerate(zip(sched.alpha_t.tolist(), sched.alpha_s.tolist())):
@@ -26,6 +49,8 @@ def dense_loop(pr, a, y, x_T, steps, sigma, lam, zeta_noise=None):
             rho = lam * sigma**2 / ((1 - a_t) / a_t)
             k = rho * torch.eye(16, dtype=D) + a.T @ a
             x0p = torch.linalg.solve(k, (y.flatten(1) @ a + rho * x0.flatten(1)).T).T.view_as(x)
+            if op is not None and i == steps - 1:
+                x0p = gated(op, y, x0, x0p, sigma)
         else:
             pinv = torch.linalg.pinv(a)
             x0p = x0 - ((x0.flatten(1) @ a.T - y.flatten(1)) @ pinv.T).view_as(x)
@@ -42,7 +67,7 @@ def test_loop_matches_dense(name, sigma):
     y = measure(op) if sigma > 0 else op.A(torch.randn(2, *SHAPE, generator=gen(5), dtype=D))
     x_T = torch.randn(2, *SHAPE, generator=gen(7), dtype=D)
     out = diffpir(pr, op, y, steps=4, x_T=x_T, sigma=sigma, zeta=0.0)
-    ref = dense_loop(pr, operator_matrix(op, SHAPE), y, x_T, 4, sigma, DEFAULT_LAM)
+    ref = dense_loop(pr, operator_matrix(op, SHAPE), y, x_T, 4, sigma, DEFAULT_LAM, op=op)
     assert torch.allclose(out, ref, atol=1e-8)
     if sigma == 0:  # the ρ → 0 limit ends on A x = y exactly (last step: x = x̂0')
         assert torch.allclose(op.A(out), y, atol=1e-8)
@@ -57,7 +82,7 @@ def test_zeta_one_is_fresh_noise():
     out = diffpir(pr, op, y, steps=3, x_T=x_T, sigma=0.05, lam=2.0, zeta=1.0, generator=g)
     g = gen(4)
     noise = [torch.randn(2, *SHAPE, generator=g, dtype=D) for _ in range(3)]
-    ref = dense_loop(pr, operator_matrix(op, SHAPE), y, x_T, 3, 0.05, 2.0, zeta_noise=noise)
+    ref = dense_loop(pr, operator_matrix(op, SHAPE), y, x_T, 3, 0.05, 2.0, zeta_noise=noise, op=op)
     assert torch.allclose(out, ref, atol=1e-8)
 
 
@@ -136,7 +161,7 @@ def test_cg_data_step_matches_dense_and_starts_at_the_prox_centre():
     assert not op.exact_solve
     y = measure(op)
     x_T = torch.randn(2, *SHAPE, generator=gen(7), dtype=D)
-    ref = dense_loop(pr, operator_matrix(op, SHAPE), y, x_T, 4, 0.05, DEFAULT_LAM)
+    ref = dense_loop(pr, operator_matrix(op, SHAPE), y, x_T, 4, 0.05, DEFAULT_LAM, op=op)
     calls = []
 
     class Spy:  # the operator, recording what the data step asks of its solve
@@ -159,3 +184,28 @@ def test_cg_data_step_matches_dense_and_starts_at_the_prox_centre():
     warm = op.solve_unchecked(rhs, rho, 1.0, max_iters=1, x0=x0)
     cold = op.solve_unchecked(rhs, rho, 1.0, max_iters=1)
     assert float((warm - exact).norm()) < 0.6 * float((cold - exact).norm())
+
+
+def test_discrepancy_weight_cases():
+    """g = 1 where the whole step stays above the floor, 0 where r0 is below it already, else ‖r0 − g d‖² = floor."""
+    r0 = torch.tensor([[3.0, 0.0], [3.0, 0.0], [0.5, 0.0], [3.0, 4.0]], dtype=D)
+    d = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.5, 0.0], [0.0, 0.0]], dtype=D)
+    floor = torch.tensor([1.0, 1.0, 1.0, 1.0], dtype=D)
+    g = discrepancy_weight(r0, d, floor)
+    assert g.tolist() == [1.0, pytest.approx(2 / 3), 0.0, 1.0]
+    assert float((r0[1] - g[1] * d[1]).pow(2).sum()) == pytest.approx(1.0)
+
+
+def test_last_step_stops_at_the_noise_floor():
+    """On a mask the last data step (ρ small) would copy y's noise onto the observed pixels; the gate keeps the
+    result's residual at σ√(m/2) or above, per sample."""
+    from diffsolve.metrics import data_consistency
+
+    pr, op = prior(), OPS["inpaint"]()
+    y = measure(op, sigma=0.2)
+    out = diffpir(pr, op, y, steps=3, sigma=0.2, generator=[gen(1), gen(2)])
+    assert (data_consistency(op, out, y, 0.2) >= 0.5**0.5 - 1e-9).all()
+    paper = diffpir(pr, op, y, steps=3, sigma=0.2, generator=[gen(1), gen(2)], gate=False)
+    assert (data_consistency(op, paper, y, 0.2) < 0.5**0.5).any()  # what the gate prevents
+    with pytest.raises(TypeError, match="gate"):
+        diffpir(pr, op, y, steps=3, sigma=0.2, gate="yes")

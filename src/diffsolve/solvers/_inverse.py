@@ -18,8 +18,8 @@ import torch
 from ._loop import check_finite_tensor
 
 __all__ = ["DISCREPANCY_SHARE", "UNFIT_CONSISTENCY", "DataConsistencyWarning", "Diagnostics", "check_problem",
-           "check_sigma", "data_part", "final_residual", "measured_entries", "measurement_grad", "residual_norm",
-           "route", "warn_if_unfit"]
+           "check_sigma", "data_part", "discrepancy_weight", "final_residual", "measured_entries", "measurement_grad",
+           "residual_norm", "route", "warn_if_unfit"]
 
 #: κ of the discrepancy rule the guided methods share when σ is given (DPS's step factor, MPGD's step cap): a step
 #: stops fitting y once ‖A x̂0 − y‖² ≤ κ m σ², m the measured entries. κ < 1: x̂0 estimates a mean, which should
@@ -169,6 +169,19 @@ def final_residual(operator: object, x: torch.Tensor, y: torch.Tensor) -> torch.
     consistency (1: the residual matches the noise level). No graph."""
     with torch.no_grad():
         return residual_norm(operator, x, y) / measured_entries(operator, y).to(y).sqrt()
+
+
+def discrepancy_weight(r0: torch.Tensor, d: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
+    """(B,) the largest g ∈ [0, 1] per sample with ‖r0 − g d‖² ≥ ``floor`` (B,): how far a data step that moves
+    the residual from r0 to r0 − d (both (B, ...), measured entries only) may go before it fits y below the floor
+    (1 where the whole step stays above it, 0 where r0 is at or below it already). ‖r0 − g d‖² is a quadratic in
+    g; between those cases g is its smaller root with the floor. No host sync."""
+    c = r0.flatten(1).pow(2).sum(1)
+    b = (r0 * d).flatten(1).sum(1)
+    a = d.flatten(1).pow(2).sum(1)
+    root = (b - (b * b - a * (c - floor)).clamp_min(0).sqrt()) / torch.where(a > 0, a, torch.ones_like(a))
+    g = torch.where(c - 2 * b + a >= floor, torch.ones_like(c), root.clamp(0, 1))
+    return torch.where(c <= floor, torch.zeros_like(c), g)
 
 
 def measurement_grad(operator: object, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,7 +20,14 @@ model's [−1, 1] scale, i.e. ρ_t = 7 (σ/2)²/σ̄_t² for σ on the model's s
 balance then does not depend on how pixel values are scaled. The reference code's SR (ζ = 0.25, λ swept 2-12)
 and noiseless inpainting (ζ = 1, λ = 1) settings differ; pass ``lam``/``zeta`` for them.
 Differences from the reference code: the shared timestep spacing (``trailing``) instead of its quadratic
-one, and the data step also at the last step (where x_s = x̂0', ᾱ_s = 1). Results: benchmarks/results/.
+one, and the data step also at the last step (where x_s = x̂0', ᾱ_s = 1: the result), as the paper's Algorithm 1.
+
+**Discrepancy gate at the last step** (diffsolve's): there ρ_t is still small and x̂0' would keep most of y's
+noise on the directions y determines (a mask's observed pixels), fitting y below its noise level. The result is
+x̂0 + g (x̂0' − x̂0) with g ∈ [0, 1] per sample the largest with ‖A(·) − y‖ ≥ σ√(m/2) (m measured entries,
+κ = ``_inverse.DISCREPANCY_SHARE``; ``_inverse.discrepancy_weight``): MPGD's, DPS's and RED-diff's floor. Every
+earlier step is the paper's; where the last step stays above the floor g = 1. Two products with A at the last
+step. Results: benchmarks/results/ (diffpir-gate.md).
 """
 
 from __future__ import annotations
@@ -32,8 +39,9 @@ import torch
 
 from ..kernels import fused_step
 from ..operators.base import _default_tol
-from ._inverse import Diagnostics, check_problem, data_part, route, warn_if_unfit
-from ._loop import Sampling, check_number, prepare, takes_sampling
+from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, data_part, discrepancy_weight, measured_entries,
+                       route, warn_if_unfit)
+from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
 
 __all__ = ["CG_ITERS", "DEFAULT_LAM", "DEFAULT_ZETA", "data_rho", "diffpir", "pinv_unchecked", "reproject_step"]
 
@@ -109,7 +117,7 @@ def check_operator_solves(operator: Any, sigma: float, name: str) -> None:
 
 @takes_sampling
 def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float,
-            lam: float = DEFAULT_LAM, zeta: float = DEFAULT_ZETA) -> Any:
+            lam: float = DEFAULT_LAM, zeta: float = DEFAULT_ZETA, gate: bool = True) -> Any:
     """Reconstruct x from y = A x + n, n ~ N(0, σ² I), with N = ``sampling.steps`` DiffPIR steps (module docstring).
 
     Args:
@@ -119,6 +127,7 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords).
         sigma: σ ≥ 0, the measurement noise std (required; 0: hard data consistency).
         lam: λ > 0 of ρ_t = λσ²/σ̄_t²; zeta: ζ ∈ [0, 1], the fresh-noise share of the re-noising.
+        gate: the discrepancy gate at the last step (module docstring); False: the paper's last step.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ of the denoiser's x̂0
         at each step, "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, and for σ > 0
@@ -130,12 +139,16 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         raise ValueError("lam must be > 0 (ρ_t = λσ²/σ̄_t²; λ = 0 ignores the prior step); the default is "
                          f"{DEFAULT_LAM}")
     zeta = check_number("zeta", zeta, 0.0, 1.0)
+    gate = check_flag("gate", gate)
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     shape = check_problem(operator, y, sampling.x_T)
     check_operator_solves(operator, sigma, "diffpir")
     loop = prepare(denoiser, shape, sampling, like=y, name="diffpir")
     solve = solver_of(operator, CG_ITERS) if sigma > 0 else None
     aty = operator.A_adjoint(y) if sigma > 0 else None
+    last = len(loop.schedule) - 1 if sigma > 0 and gate else -1  # the step whose x̂0' is the result (ᾱ_s = 1)
+    floor = DISCREPANCY_SHARE * measured_entries(operator, y).to(device=y.device, dtype=y.dtype) * sigma**2 \
+        if last >= 0 else None
     info = Diagnostics(sampling.return_info)
     x = loop.x
     for i in loop.steps():
@@ -149,6 +162,10 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
                 rho = data_rho(lam, sigma, a_t)
                 x0p = solve(aty + rho * x0, shift=rho, scale=1.0, x0=x0)
                 correction = x0 - x0p
+                if i == last:  # 2'. the result x̂0' stops at the noise floor (discrepancy gate, module docstring)
+                    r0 = data_part(operator, y - operator.A(x0))
+                    g = discrepancy_weight(r0, data_part(operator, operator.A(x0p - x0)), floor)
+                    correction = correction * g.view(-1, *([1] * (x0.dim() - 1)))
             else:  # ρ → 0: x̂0' = x̂0 − A⁺(A x̂0 − y)
                 correction = pinv_unchecked(operator, resid)
             # 3. re-noise: x_s = √ᾱ_s x̂0' + √(1−ᾱ_s)(√(1−ζ) ε̂' + √ζ z), one fused kernel

@@ -35,7 +35,7 @@ moving it towards y at about ``lr`` per entry whatever the gradient's size, so w
 A's range (SR ×4's low frequencies, a box's observed pixels) it fitted y's noise too (‖r‖ far below σ√m). The gate
 stops the data pull at MPGD's and DPS's floor, ‖r‖ = σ√(m/2), so the result never fits y below √½ of its noise
 level; where the fit stays above that floor (the blurs, random inpainting) it never acts and μ is unchanged
-(benchmarks/results/reddiff-gate.md).
+(benchmarks/results/reddiff-gate.md, bench_gates.py).
 
 Scale rule: ℓ's two terms are means over the sample's entries, so the default λ does not depend on the image
 or measurement size; Adam's step is invariant to a common rescaling of both terms. The result is μ.

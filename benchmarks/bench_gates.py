@@ -1,13 +1,17 @@
-"""RED-diff's discrepancy gate: the paper's update (no σ) against the gated one (σ given) on held-out photos
-(a report, not a test).
+"""The discrepancy gates diffsolve adds to two methods, against the paper's update, on held-out photos (a report,
+not a test).
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_reddiff_gate.py [--sizes 64] [--steps 20 50 100]
-                                                             [--images hopper camera] [--tasks ...]
+    OMP_NUM_THREADS=1 python benchmarks/bench_gates.py --method reddiff|diffpir [--sizes 64] [--steps 20 50 100]
+                                                       [--images hopper camera] [--tasks ...]
 
-``reddiff(sigma=None)`` runs the paper's update; ``reddiff(sigma=σ)`` gates its data term off once
-‖A μ − y‖ ≤ σ√(m/2) (``solvers/reddiff.py``). The demo's five tasks, σ = 0.05, the ``patches`` model, the same
-generators for both; cell: mean PSNR dB / data consistency ‖A x̂ − y‖/(σ√m) (the worst sample's in brackets), with
-Tikhonov (λ picked by PSNR, an oracle). Writes ``results/reddiff-gate.{md,json}``.
+- ``reddiff``: ``reddiff(sigma=None)`` runs the paper's update; ``reddiff(sigma=σ)`` gates its data term off once
+  ‖A μ − y‖ ≤ σ√(m/2) (``solvers/reddiff.py``).
+- ``diffpir``: ``diffpir(gate=False)`` runs the paper's last step; the default stops the last data step at the same
+  floor (``solvers/diffpir.py``).
+
+The demo's five tasks, σ = 0.05, the ``patches`` model, the same generators for both; cell: mean PSNR dB / data
+consistency ‖A x̂ − y‖/(σ√m) (the worst sample's in brackets), with Tikhonov (λ picked by PSNR, an oracle).
+Writes ``results/<method>-gate.{md,json}``.
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ import diffsolve  # noqa: E402
 from diffsolve.metrics import data_consistency, scores  # noqa: E402
 
 TASKS = ("gaussian_blur", "motion_blur", "box", "random", "sr4")
+#: per method: (the paper's options, the gated options) beside ``sigma``'s
+VARIANTS = {"reddiff": ({"sigma": None}, {"sigma": SIGMA}),
+            "diffpir": ({"sigma": SIGMA, "gate": False}, {"sigma": SIGMA})}
 
 
-def run(sizes: list[int], step_list: list[int], images: list[str], task_names: list[str]) -> list[dict]:
+def run(method: str, sizes: list[int], step_list: list[int], images: list[str], task_names: list[str]) -> list[dict]:
     from diffsolve.models import load_default
 
     model = load_default("patches")
@@ -41,9 +48,9 @@ def run(sizes: list[int], step_list: list[int], images: list[str], task_names: l
             rows.append({"size": size, "task": task, "steps": 0, "variant": "tikhonov", "psnr": float(
                 scores(tik, x)["psnr"].mean()), "dc": float(dc.mean()), "dc_min": float(dc.min())})
             for n in step_list:
-                for variant, sigma in (("paper", None), ("gated", SIGMA)):
+                for variant, options in zip(("paper", "gated"), VARIANTS[method]):
                     gens = [torch.Generator().manual_seed(b) for b in range(len(images))]
-                    xr = diffsolve.solve("reddiff", model, op, y, steps=n, sigma=sigma, generator=gens)
+                    xr = diffsolve.solve(method, model, op, y, steps=n, generator=gens, **options)
                     dc = data_consistency(op, xr, y, SIGMA)
                     rows.append({"size": size, "task": task, "steps": n, "variant": variant,
                                  "psnr": float(scores(xr, x)["psnr"].mean()), "dc": float(dc.mean()),
@@ -53,11 +60,14 @@ def run(sizes: list[int], step_list: list[int], images: list[str], task_names: l
 
 
 def render(res: dict) -> str:
-    lines = ["# RED-diff's discrepancy gate (benchmarks/bench_reddiff_gate.py)", "",
-             f"`python benchmarks/bench_reddiff_gate.py` — {res['machine']}. Held-out photos "
+    paper, gated = {"reddiff": ("`reddiff(sigma=None)`",
+                                "`reddiff(sigma=0.05)`, the data term off once ‖A μ − y‖ ≤ σ√(m/2)"),
+                    "diffpir": ("`diffpir(sigma=0.05, gate=False)`",
+                                "`diffpir(sigma=0.05)`, the last data step stopped at ‖A x̂ − y‖ = σ√(m/2)")}[res["method"]]
+    lines = [f"# {res['method']}'s discrepancy gate (benchmarks/bench_gates.py)", "",
+             f"`python benchmarks/bench_gates.py --method {res['method']}` — {res['machine']}. Held-out photos "
              f"{', '.join(res['images'])}, σ = 0.05, `patches` model, the same generators for both. Cell: mean PSNR dB "
-             "/ mean data consistency ‖A x̂ − y‖/(σ√m) (lowest sample's). paper: `reddiff(sigma=None)`; gated: "
-             "`reddiff(sigma=0.05)`, the data term off once ‖A μ − y‖ ≤ σ√(m/2).", "",
+             f"/ mean data consistency ‖A x̂ − y‖/(σ√m) (lowest sample's). paper: {paper}; gated: {gated}.", "",
              "| size | task | Tikhonov | N | paper | gated | gated − paper (dB) |", "|---|---|---|---|---|---|---|"]
     rows = res["rows"]
 
@@ -77,15 +87,16 @@ def render(res: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", choices=sorted(VARIANTS), required=True)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64])
     parser.add_argument("--steps", type=int, nargs="+", default=[20, 50, 100])
     parser.add_argument("--images", nargs="+", default=["hopper", "camera"])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rows = run(args.sizes, args.steps, args.images, args.tasks)
-    res = {"machine": machine(), "images": args.images, "rows": rows}
-    write_results("reddiff-gate", res, render(res))
+    rows = run(args.method, args.sizes, args.steps, args.images, args.tasks)
+    res = {"machine": machine(), "method": args.method, "images": args.images, "rows": rows}
+    write_results(f"{args.method}-gate", res, render(res))
 
 
 if __name__ == "__main__":
