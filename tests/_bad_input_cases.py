@@ -283,6 +283,8 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
     add("daps", "langevin", "'chebyshev' where an SVD exists", "accept", langevin="chebyshev", langevin_steps=100)
     add("mmps", "solver", "'bogus'", "reject", solver="bogus")
     add("reddiff", "lam_rule", "'bogus'", "reject", lam_rule="bogus")
+    add("diffpir", "gate", "'yes'", "reject", gate="yes")
+    add("diffpir", "gate", "False (the paper's last step)", "accept", gate=False)
     add("ddrm", "operator", "motion blur (no SVD)", "reject", operator=ops["motion"], y=ys["motion"])
     add("ddnm", "operator", "motion blur (no SVD) with sigma > 0", "reject", operator=ops["motion"], y=ys["motion"])
     add("ddrm", "noise_source", "'kernel'", "reject", noise_source="kernel")
