@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _paired import add_photo_args, paired, run_variants  # noqa: E402
 from bench_dps import write_results  # noqa: E402
-from bench_methods import SIGMA, machine, photo_problems  # noqa: E402
+from bench_methods import SIGMA, machine  # noqa: E402
 
 import diffsolve  # noqa: E402
-from diffsolve.metrics import data_consistency, scores  # noqa: E402
 from diffsolve.operators.svd import operator_svd  # noqa: E402
 from diffsolve.solvers._loop import select_schedule  # noqa: E402
 
@@ -69,30 +69,13 @@ def posterior_ddnm_plus(model, op, y: torch.Tensor, x_T: torch.Tensor, steps: in
 
 
 def run(sizes: list[int], step_list: list[int], images: list[str], task_names: list[str]) -> list[dict]:
-    from diffsolve.models import load_default
+    def start(x: torch.Tensor, n: int) -> torch.Tensor:  # the same x_T for both variants
+        return torch.randn(x.shape, generator=torch.Generator().manual_seed(x.shape[-1] + n))
 
-    model = load_default("patches")
-    rows = []
-    for size in sizes:
-        for task, op, x, y in photo_problems(images, size, task_names):
-            tik = max((op.tikhonov(y, lam) for lam in (1e-3, 1e-2, 1e-1)),
-                      key=lambda r: float(scores(r, x)["psnr"].mean()))
-            rows.append({"size": size, "task": task, "steps": 0, "variant": "tikhonov",
-                         "psnr": float(scores(tik, x)["psnr"].mean()),
-                         "dc": float(data_consistency(op, tik, y, SIGMA).mean())})
-            for n in step_list:
-                x_T = torch.randn(x.shape, generator=torch.Generator().manual_seed(size + n))
-                for variant in ("posterior", "code"):
-                    gens = [torch.Generator().manual_seed(100 + b) for b in range(len(images))]
-                    if variant == "code":
-                        xr = diffsolve.solve("ddnm", model, op, y, steps=n, sigma=SIGMA, x_T=x_T, generator=gens)
-                    else:
-                        xr = posterior_ddnm_plus(model, op, y, x_T, n, gens, SIGMA)
-                    rows.append({"size": size, "task": task, "steps": n, "variant": variant,
-                                 "psnr": float(scores(xr, x)["psnr"].mean()),
-                                 "dc": float(data_consistency(op, xr, y, SIGMA).mean())})
-                    print(rows[-1], flush=True)
-    return rows
+    return run_variants(sizes, step_list, images, task_names, {
+        "posterior": lambda model, op, y, x, n, gens: posterior_ddnm_plus(model, op, y, start(x, n), n, gens, SIGMA),
+        "code": lambda model, op, y, x, n, gens: diffsolve.solve("ddnm", model, op, y, steps=n, sigma=SIGMA,
+                                                                 x_T=start(x, n), generator=gens)}, SIGMA)
 
 
 def render(res: dict) -> str:
@@ -105,25 +88,15 @@ def render(res: dict) -> str:
              "2026-12-06); code: the authors' code's step, η = 0.85 (diffsolve's `ddnm` now).", "",
              "| size | task | Tikhonov | N | posterior | code | code − posterior (dB) |",
              "|---|---|---|---|---|---|---|"]
-    rows = res["rows"]
-    for size, task in dict.fromkeys((r["size"], r["task"]) for r in rows):
-        tik = next(r for r in rows if (r["size"], r["task"], r["variant"]) == (size, task, "tikhonov"))
-        for n in sorted({r["steps"] for r in rows if r["steps"]}):
-            cell = {r["variant"]: r for r in rows if (r["size"], r["task"], r["steps"]) == (size, task, n)}
-            if len(cell) < 2:
-                continue
-            p, c = cell["posterior"], cell["code"]
-            lines.append(f"| {size}² | {task} | {tik['psnr']:.2f} / {tik['dc']:.2f} | {n} | {p['psnr']:.2f} / "
-                         f"{p['dc']:.2f} | {c['psnr']:.2f} / {c['dc']:.2f} | {c['psnr'] - p['psnr']:+.2f} |")
+    for size, task, tik, n, p, c in paired(res["rows"], "posterior", "code"):
+        lines.append(f"| {size}² | {task} | {tik['psnr']:.2f} / {tik['dc']:.2f} | {n} | {p['psnr']:.2f} / "
+                     f"{p['dc']:.2f} | {c['psnr']:.2f} / {c['dc']:.2f} | {c['psnr'] - p['psnr']:+.2f} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64])
-    parser.add_argument("--steps", type=int, nargs="+", default=[20, 50, 100])
-    parser.add_argument("--images", nargs="+", default=["hopper", "camera"])
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS))
+    add_photo_args(parser, TASKS)
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = run(args.sizes, args.steps, args.images, args.tasks)

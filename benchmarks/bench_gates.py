@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _paired import add_photo_args, paired, run_variants  # noqa: E402
 from bench_dps import write_results  # noqa: E402
-from bench_methods import SIGMA, machine, photo_problems  # noqa: E402
+from bench_methods import SIGMA, machine  # noqa: E402
 
 import diffsolve  # noqa: E402
-from diffsolve.metrics import data_consistency, scores  # noqa: E402
 
 TASKS = ("gaussian_blur", "motion_blur", "box", "random", "sr4")
 #: per method: (the paper's options, the gated options) beside ``sigma``'s
@@ -36,62 +36,39 @@ VARIANTS = {"reddiff": ({"sigma": None}, {"sigma": SIGMA}),
 
 
 def run(method: str, sizes: list[int], step_list: list[int], images: list[str], task_names: list[str]) -> list[dict]:
-    from diffsolve.models import load_default
+    def variant(options: dict):
+        return lambda model, op, y, x, n, gens: diffsolve.solve(method, model, op, y, steps=n, generator=gens,
+                                                                 **options)
 
-    model = load_default("patches")
-    rows = []
-    for size in sizes:
-        for task, op, x, y in photo_problems(images, size, task_names):
-            tik = max((op.tikhonov(y, lam) for lam in (1e-3, 1e-2, 1e-1)),
-                      key=lambda r: float(scores(r, x)["psnr"].mean()))
-            dc = data_consistency(op, tik, y, SIGMA)
-            rows.append({"size": size, "task": task, "steps": 0, "variant": "tikhonov", "psnr": float(
-                scores(tik, x)["psnr"].mean()), "dc": float(dc.mean()), "dc_min": float(dc.min())})
-            for n in step_list:
-                for variant, options in zip(("paper", "gated"), VARIANTS[method]):
-                    gens = [torch.Generator().manual_seed(b) for b in range(len(images))]
-                    xr = diffsolve.solve(method, model, op, y, steps=n, generator=gens, **options)
-                    dc = data_consistency(op, xr, y, SIGMA)
-                    rows.append({"size": size, "task": task, "steps": n, "variant": variant,
-                                 "psnr": float(scores(xr, x)["psnr"].mean()), "dc": float(dc.mean()),
-                                 "dc_min": float(dc.min())})
-                    print(rows[-1], flush=True)
-    return rows
+    paper, gated = VARIANTS[method]
+    return run_variants(sizes, step_list, images, task_names, {"paper": variant(paper), "gated": variant(gated)},
+                        SIGMA)
 
 
 def render(res: dict) -> str:
-    paper, gated = {"reddiff": ("`reddiff(sigma=None)`",
-                                "`reddiff(sigma=0.05)`, the data term off once ‖A μ − y‖ ≤ σ√(m/2)"),
-                    "diffpir": ("`diffpir(sigma=0.05, gate=False)`",
-                                "`diffpir(sigma=0.05)`, the last data step stopped at ‖A x̂ − y‖ = σ√(m/2)")}[res["method"]]
+    labels = {"reddiff": ("`reddiff(sigma=None)`", "`reddiff(sigma=0.05)`, the data term off once ‖A μ − y‖ ≤ σ√(m/2)"),
+              "diffpir": ("`diffpir(sigma=0.05, gate=False)`",
+                          "`diffpir(sigma=0.05)`, the last data step stopped at ‖A x̂ − y‖ = σ√(m/2)")}
+    paper, gated = labels[res["method"]]
     lines = [f"# {res['method']}'s discrepancy gate (benchmarks/bench_gates.py)", "",
              f"`python benchmarks/bench_gates.py --method {res['method']}` — {res['machine']}. Held-out photos "
              f"{', '.join(res['images'])}, σ = 0.05, `patches` model, the same generators for both. Cell: mean PSNR dB "
              f"/ mean data consistency ‖A x̂ − y‖/(σ√m) (lowest sample's). paper: {paper}; gated: {gated}.", "",
              "| size | task | Tikhonov | N | paper | gated | gated − paper (dB) |", "|---|---|---|---|---|---|---|"]
-    rows = res["rows"]
 
     def cell(r: dict) -> str:
         return f"{r['psnr']:.2f} / {r['dc']:.2f} ({r['dc_min']:.2f})"
 
-    for size, task in dict.fromkeys((r["size"], r["task"]) for r in rows):
-        tik = next(r for r in rows if (r["size"], r["task"], r["variant"]) == (size, task, "tikhonov"))
-        for n in sorted({r["steps"] for r in rows if r["steps"]}):
-            pair = {r["variant"]: r for r in rows if (r["size"], r["task"], r["steps"]) == (size, task, n)}
-            if len(pair) == 2:
-                p, g = pair["paper"], pair["gated"]
-                lines.append(f"| {size}² | {task} | {cell(tik)} | {n} | {cell(p)} | {cell(g)} | "
-                             f"{g['psnr'] - p['psnr']:+.2f} |")
+    for size, task, tik, n, p, g in paired(res["rows"], "paper", "gated"):
+        gain = g["psnr"] - p["psnr"]
+        lines.append(f"| {size}² | {task} | {cell(tik)} | {n} | {cell(p)} | {cell(g)} | {gain:+.2f} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=sorted(VARIANTS), required=True)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64])
-    parser.add_argument("--steps", type=int, nargs="+", default=[20, 50, 100])
-    parser.add_argument("--images", nargs="+", default=["hopper", "camera"])
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS))
+    add_photo_args(parser, TASKS)
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = run(args.method, args.sizes, args.steps, args.images, args.tasks)

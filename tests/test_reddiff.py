@@ -36,11 +36,15 @@ def loss(op, mu, y, eps_hat, eps, lam_t):
     return data + reg
 
 
+def random_state(x):
+    """μ, ε̂, ε: three standard-normal arrays of x's shape."""
+    g = gen(1)
+    return tuple(torch.randn(x.shape, generator=g, dtype=D) for _ in range(3))
+
+
 def test_gradient_matches_autograd_and_hand_formula():
     p, op, x, y = problem()
-    g = gen(1)
-    mu = torch.randn(x.shape, generator=g, dtype=D)
-    eps_hat, eps = torch.randn(x.shape, generator=g, dtype=D), torch.randn(x.shape, generator=g, dtype=D)
+    mu, eps_hat, eps = random_state(x)
     grad, r = gradient(op, mu, y, eps_hat, eps, 0.7)
     mug = mu.clone().requires_grad_(True)
     (auto,) = torch.autograd.grad(loss(op, mug, y, eps_hat, eps, 0.7).sum(), mug)
@@ -111,9 +115,7 @@ def test_x_T_is_the_initial_mean_and_info():
 def test_discrepancy_gate_scales_only_the_data_part():
     """g = clamp((‖r‖² − floor)/(w·floor), 0, 1) per sample on −Aᵀr/m; the regulariser's part is untouched."""
     p, op, x, y = problem()
-    g = gen(1)
-    mu = torch.randn(x.shape, generator=g, dtype=D)
-    eps_hat, eps = torch.randn(x.shape, generator=g, dtype=D), torch.randn(x.shape, generator=g, dtype=D)
+    mu, eps_hat, eps = random_state(x)
     open_, r = gradient(op, mu, y, eps_hat, eps, 0.7)
     sq = r.flatten(1).pow(2).sum(1)
     reg = 0.7 * (eps_hat - eps) / mu[0].numel()
