@@ -18,8 +18,8 @@ import torch
 from ._loop import check_finite_tensor
 
 __all__ = ["DISCREPANCY_SHARE", "UNFIT_CONSISTENCY", "DataConsistencyWarning", "Diagnostics", "check_problem",
-           "check_sigma", "data_part", "discrepancy_weight", "final_residual", "measured_entries", "measurement_grad",
-           "residual_norm", "route", "warn_if_unfit"]
+           "check_sigma", "data_part", "discrepancy_floor", "discrepancy_weight", "final_residual", "measured_entries",
+           "measurement_grad", "residual_norm", "route", "warn_if_unfit"]
 
 #: κ of the discrepancy rule the guided methods share when σ is given (DPS's step factor, MPGD's step cap): a step
 #: stops fitting y once ‖A x̂0 − y‖² ≤ κ m σ², m the measured entries. κ < 1: x̂0 estimates a mean, which should
@@ -169,6 +169,12 @@ def final_residual(operator: object, x: torch.Tensor, y: torch.Tensor) -> torch.
     consistency (1: the residual matches the noise level). No graph."""
     with torch.no_grad():
         return residual_norm(operator, x, y) / measured_entries(operator, y).to(y).sqrt()
+
+
+def discrepancy_floor(operator: object, y: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(B,) κ m σ² in y's dtype and device: the squared residual ‖A x − y‖² below which a step fits y's noise
+    (κ = :data:`DISCREPANCY_SHARE`, m the measured entries)."""
+    return DISCREPANCY_SHARE * measured_entries(operator, y).to(device=y.device, dtype=y.dtype) * sigma**2
 
 
 def discrepancy_weight(r0: torch.Tensor, d: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:

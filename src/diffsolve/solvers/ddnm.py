@@ -52,7 +52,7 @@ import torch
 from ..operators.svd import operator_svd
 from ._inverse import Diagnostics, check_problem, data_part, route, warn_if_unfit
 from ._loop import Sampling, _draw, check_int, check_number, prepare, takes_sampling
-from .ddrm import spectral_sampling
+from .ddrm import _coefficients, _vp_sigma, spectral_sampling
 from .diffpir import check_operator_solves, pinv_unchecked, reproject_step
 
 __all__ = ["ddnm", "ddnm_coefficients", "ddnm_plus_lambdas", "travel_plan"]
@@ -65,11 +65,9 @@ def ddnm_coefficients(alpha_bar_s: float, eta: float) -> tuple[float, float]:
 
 
 def ddnm_plus_lambdas(alpha_bar_s: float, eta: float, sigma: float, s: torch.Tensor) -> torch.Tensor:
-    """λ_i of DDNM+'s step 1 per singular value s_i (module docstring; 0 where s_i = 0), s's shape."""
-    sigma_t, a = math.sqrt(max(1 - alpha_bar_s, 0.0)), math.sqrt(alpha_bar_s)
-    observed = s > 0
-    lam = torch.where(s * sigma_t >= a * sigma, 1.0, s * sigma_t * math.sqrt(1 - eta**2) / (a * sigma))
-    return torch.where(observed, lam, 0.0)
+    """λ_i of DDNM+'s step 1 per singular value s_i (module docstring; 0 where s_i = 0), s's shape: the weight of
+    ȳ in DDRM's Eq. 8 at η_b = 1 (σ_t/a = DDRM's σ_s), which the loop runs."""
+    return _coefficients(s, _vp_sigma(alpha_bar_s), sigma, eta, 1.0)[1]
 
 
 def travel_plan(steps: int, length: int, repeat: int) -> list[tuple[str, int]]:
@@ -138,18 +136,20 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     if svd is not None:  # DDNM+: DDRM's spectral loop at η_b = 1 from x_T (module docstring)
         x = spectral_sampling(loop, operator, svd.range(), y, sigma, eta, 1.0, start="x_T", info=info, plan=plan,
                               travel_length=travel_length)
+    else:
+        x = _ddnm_loop(loop, operator, y, eta, plan, travel_length, info, sampling.backend)
+    x = loop.finish(x)
+    warn_if_unfit("ddnm", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
+    if not sampling.return_info:
+        return x
+    if svd is not None:  # the reported λ_t: its mean over s_i > 0 (host, after the loop)
         s_host = svd.s[svd.s > 0]
         lambdas = [float(ddnm_plus_lambdas(loop.alpha_s[i], eta, sigma, s_host).mean()) if s_host.numel() else 0.0
                    for i in run]
     else:
-        x = _ddnm_loop(loop, operator, y, eta, plan, travel_length, info, sampling.backend)
         lambdas = [1.0] * len(run)
-    x = loop.finish(x)
-    warn_if_unfit("ddnm", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
-    if sampling.return_info:
-        return x, info.finish(operator, x, y, timesteps, sigma=sigma if sigma > 0 else None,
-                              **{"lambda": torch.tensor(lambdas, dtype=torch.float64)})
-    return x
+    return x, info.finish(operator, x, y, timesteps, sigma=sigma if sigma > 0 else None,
+                          **{"lambda": torch.tensor(lambdas, dtype=torch.float64)})
 
 
 def _ddnm_loop(loop: Any, operator: Any, y: torch.Tensor, eta: float, plan: list[tuple[str, int]],

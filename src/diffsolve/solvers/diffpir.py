@@ -39,8 +39,8 @@ import torch
 
 from ..kernels import fused_step
 from ..operators.base import _default_tol
-from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, data_part, discrepancy_weight, measured_entries,
-                       route, warn_if_unfit)
+from ._inverse import (Diagnostics, check_problem, data_part, discrepancy_floor, discrepancy_weight, route,
+                       warn_if_unfit)
 from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
 
 __all__ = ["CG_ITERS", "DEFAULT_LAM", "DEFAULT_ZETA", "data_rho", "diffpir", "pinv_unchecked", "reproject_step"]
@@ -147,8 +147,7 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
     solve = solver_of(operator, CG_ITERS) if sigma > 0 else None
     aty = operator.A_adjoint(y) if sigma > 0 else None
     last = len(loop.schedule) - 1 if sigma > 0 and gate else -1  # the step whose x̂0' is the result (ᾱ_s = 1)
-    floor = DISCREPANCY_SHARE * measured_entries(operator, y).to(device=y.device, dtype=y.dtype) * sigma**2 \
-        if last >= 0 else None
+    floor = discrepancy_floor(operator, y, sigma) if last >= 0 else None
     info = Diagnostics(sampling.return_info)
     x = loop.x
     for i in loop.steps():

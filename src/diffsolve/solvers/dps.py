@@ -55,7 +55,7 @@ from typing import Any
 import torch
 
 from ..kernels import ddim_step
-from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, check_sigma, data_part, measured_entries, route,
+from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, check_sigma, data_part, discrepancy_floor, route,
                        warn_if_unfit)
 from ._loop import Sampling, check_number, prepare, takes_sampling
 
@@ -131,7 +131,7 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
                      math.prod(shape[1:]))
     info = Diagnostics(sampling.return_info)
     if sigma is not None:  # κ m σ² per sample: where the discrepancy factor reaches 0
-        floor = DISCREPANCY_SHARE * measured_entries(operator, y).to(device=y.device, dtype=y.dtype) * sigma**2
+        floor = discrepancy_floor(operator, y, sigma)
     x = loop.x
     for i in loop.steps():
         a_t, a_s = loop.alpha_t[i], loop.alpha_s[i]

@@ -57,8 +57,7 @@ from typing import Any
 
 import torch
 
-from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, check_sigma, data_part, measured_entries, route,
-                       warn_if_unfit)
+from ._inverse import Diagnostics, check_problem, check_sigma, data_part, discrepancy_floor, route, warn_if_unfit
 from ._loop import Sampling, check_number, draw, prepare, takes_sampling
 
 __all__ = ["ADAM_BETAS", "ADAM_EPS", "GATE_WIDTH", "LAM_RULES", "REFERENCE_STEPS", "gradient", "initial_mean",
@@ -147,8 +146,7 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
     shape = check_problem(operator, y, sampling.x_T)
     loop = prepare(denoiser, shape, sampling, like=y, name="reddiff")
     mu = loop.x if sampling.x_T is not None else initial_mean(operator, y)
-    floor = None if sigma is None else (  # κmσ² per sample: the discrepancy gate's floor (step 3)
-        DISCREPANCY_SHARE * measured_entries(operator, y).to(device=y.device, dtype=y.dtype) * sigma**2)
+    floor = None if sigma is None else discrepancy_floor(operator, y, sigma)  # κmσ² per sample (step 3)
     lams = weights(loop.alpha_t, step_lam(lam_rule, lam, len(loop.alpha_t)))
     b1, b2 = ADAM_BETAS
     m1 = torch.zeros_like(mu)
