@@ -35,12 +35,13 @@ def tikhonov_row(size: int, task: str, op, x, y, sigma: float) -> dict:
 
 
 def scored_row(size: int, task: str, steps: int, variant: str, x_hat, x, op, y, sigma: float) -> dict:
-    """Mean PSNR, mean and lowest data consistency ‖A x̂ − y‖/(σ√m) of x_hat against x."""
+    """Mean PSNR, mean, lowest and highest data consistency ‖A x̂ − y‖/(σ√m) of x_hat against x."""
     from diffsolve.metrics import data_consistency, scores
 
     dc = data_consistency(op, x_hat, y, sigma)
     return {"size": size, "task": task, "steps": steps, "variant": variant,
-            "psnr": float(scores(x_hat, x)["psnr"].mean()), "dc": float(dc.mean()), "dc_min": float(dc.min())}
+            "psnr": float(scores(x_hat, x)["psnr"].mean()), "dc": float(dc.mean()), "dc_min": float(dc.min()),
+            "dc_max": float(dc.max())}
 
 
 def run_variants(sizes: list[int], step_list: list[int], images: list[str], task_names: list[str],

@@ -126,6 +126,7 @@ def randn_like_from(noises: list[torch.Tensor]):
 def ds(method: str, model: str, noise_seed: int | None = NOISE_SEED, steps: int = STEPS, op=None, y=None,
        x_T=None, **kw) -> torch.Tensor:
     g = None if noise_seed is None else torch.Generator().manual_seed(noise_seed)
+    kw.setdefault("discrepancy", False)  # the paper's result: neither library holds it to the noise level
     op = P["op"] if op is None else op
     y = P["y"] if y is None else y
     with warnings.catch_warnings():
@@ -210,11 +211,11 @@ def run_azula() -> None:
         for lam in (1.75, 7.0):
             dp = DiffPIRDenoiser(den, y_vec, A_vec, var_y=SIGMA**2, lmbda=lam, solver="cg", iterations=4)
             ref = DDIMSampler(dp, eta=0.0, **samp)(P["x_T"].clone())
-            mine = ds("diffpir", model, sigma=SIGMA, lam=lam, zeta=0.0, gate=False)
+            mine = ds("diffpir", model, sigma=SIGMA, lam=lam, zeta=0.0, discrepancy=False)
             row("azula", "diffpir", f"{model}: λ={lam}, ζ=0 / η=0, azula CG×4 (exact)", rel(mine, ref))
         dp = DiffPIRDenoiser(den, y_vec, A_vec, var_y=SIGMA**2, lmbda=1.75)
         ref = DDIMSampler(dp, eta=0.0, **samp)(P["x_T"].clone())
-        mine = ds("diffpir", model, sigma=SIGMA, lam=1.75, zeta=0.0, gate=False)
+        mine = ds("diffpir", model, sigma=SIGMA, lam=1.75, zeta=0.0, discrepancy=False)
         row("azula", "diffpir", f"{model}: azula default GMRES×1, ζ=0", rel(mine, ref),
             "azula's default solver (exact on a mask)")
     # a non-diagonal operator (Gaussian blur, 5×5, std 1, reflect): here the solvers' iteration counts matter
@@ -245,7 +246,7 @@ def run_azula() -> None:
         row("azula", "mmps", f"{model}, blur: GMRES×4 vs diffsolve's default, η=0", rel(mine, ref))
         dp = DiffPIRDenoiser(den, yb_vec, A_blur, var_y=SIGMA**2, lmbda=1.75, solver="cg", iterations=CG_IT)
         ref = DDIMSampler(dp, eta=0.0, **samp)(x_T_flat.clone()).view(SHAPE)
-        mine = ds("diffpir", model, op=blur, y=yb, sigma=SIGMA, lam=1.75, zeta=0.0, gate=False)
+        mine = ds("diffpir", model, op=blur, y=yb, sigma=SIGMA, lam=1.75, zeta=0.0, discrepancy=False)
         row("azula", "diffpir", f"{model}, blur: λ=1.75, ζ=0, azula CG×{CG_IT} (not converged)", rel(mine, ref))
         dp = DiffPIRDenoiser(den, yb_vec, A_blur, var_y=SIGMA**2, lmbda=1.75)
         dp.solve = dense_solve  # azula's data step with an exact solve in place of its iterative one
@@ -325,13 +326,13 @@ def run_deepinv_diffpir(dinv, DiffPIR) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             mine = diffsolve.solve("diffpir", den, P["op"], P["y"], steps=steps, timesteps=seq_ts[:-1],
-                                   x_T=x_T, sigma=SIGMA, lam=lam_d / 2, zeta=0.0, gate=False, backend="torch")
+                                   x_T=x_T, sigma=SIGMA, lam=lam_d / 2, zeta=0.0, discrepancy=False, backend="torch")
         row("deepinv", "diffpir", f"{model}: ζ=0, λ_dinv={lam_d} ↔ lam={lam_d / 2}, dinv timesteps/table",
             rel(mine, ref), f"{steps + 1} dinv iterations")
         row("deepinv", "diffpir", f"{model}: same, deepinv's clamp of x̂0 to [−1, 1] removed",
             rel(mine, ref_noclamp), "patched copy of DiffPIR.forward")
         mine4 = diffsolve.solve("diffpir", den, P["op"], P["y"], steps=steps, timesteps=seq_ts[:-1], x_T=x_T,
-                                sigma=SIGMA, lam=lam_d / 4, zeta=0.0, gate=False, backend="torch")
+                                sigma=SIGMA, lam=lam_d / 4, zeta=0.0, discrepancy=False, backend="torch")
         row("deepinv", "diffpir", f"{model}: unclamped, lam=λ/4 (diffsolve's reading of the ref. code)",
             rel(mine4, ref_noclamp), "ρ differs by 2×")
 
@@ -466,8 +467,9 @@ same λ (lam = λ/4 vs deepinv: 2.9e-2 gauss, 5.9e-4 mlp). To compute the same r
 deepinv's own float32 table, its timesteps (√-quadratic, 12 iterations), its starting state
 ((2Aᵀy01 − 1 + √(σ̄_T² − 4σ01²) z)·√ᾱ_999), and `final_alpha_cumprod = ᾱ_0`, because deepinv (3) never
 applies the data step at its last model call and returns the state at t = 0 (ᾱ_0 = 0.9999), not x̂0.
-Every DiffPIR row here runs diffsolve with `gate=False`: its default also gates the last step's data step at the
-noise floor (diffpir.py), which neither library has.
+Every row here runs diffsolve with `discrepancy=False`: its default also holds each method's result to the noise
+level (and gates DiffPIR's last data step at the noise floor; `_inverse.discrepancy_pull`, diffpir.py), which
+neither library does.
 
 **DDRM vs deepinv `DDRM`** — match (≤ 3e-6; the rest is deepinv's ε = 1e-6 in ȳ = Uᵀy/(s + ε)) on the same
 levels σ_i = σ̄(t_i)/2 and η ∈ {0, 0.85}, η_b = 1, after two documented differences are removed:

@@ -313,7 +313,8 @@ def test_none_chain_caps_kappa_and_motion_blur_cg_converges():
 
 def test_last_steps_denoise_mean_and_sample():
     """last_step="denoise" (default) returns Tweedie's x̂0 of the last step; "mean" is cdps_step without e₁, e₂;
-    "sample" draws around it; all three share the loop before the last step."""
+    "sample" draws around it; all three share the loop before the last step (discrepancy=False: the steps as they
+    are; a draw is never pulled)."""
     from diffsolve.solvers._loop import select_schedule
 
     prior = smooth_prior(*SHAPE)
@@ -321,8 +322,8 @@ def test_last_steps_denoise_mean_and_sample():
     y = measure(op, batch=2)
     seen = {}
     kw = dict(steps=4, sigma=0.05, generator=gen(5))
-    denoised = cdps(prior, op, y, **kw, callback=lambda i, t, x, _: seen.update({i: x}))
-    mean = cdps(prior, op, y, steps=4, sigma=0.05, generator=gen(5), last_step="mean")
+    denoised = cdps(prior, op, y, **kw, callback=lambda i, t, x, _: seen.update({i: x}), discrepancy=False)
+    mean = cdps(prior, op, y, steps=4, sigma=0.05, generator=gen(5), last_step="mean", discrepancy=False)
     schedule = select_schedule(prior, 4)
     a_t, t = float(schedule.alpha_t[3]), int(schedule.timesteps[3])
     assert float(schedule.alpha_s[3]) == 1.0
@@ -331,6 +332,8 @@ def test_last_steps_denoise_mean_and_sample():
     expect, _ = cdps_step(op, seen[2], eps, y, a_t, 1.0, sigma=0.05, e1=None, e2=None, chain="none")
     torch.testing.assert_close(mean, expect, rtol=1e-10, atol=1e-12)
     sample = cdps(prior, op, y, steps=4, sigma=0.05, generator=gen(5), last_step="sample")
+    assert torch.equal(sample, cdps(prior, op, y, steps=4, sigma=0.05, generator=gen(5), last_step="sample",
+                                    discrepancy=False))
     assert not torch.allclose(mean, sample) and not torch.allclose(mean, denoised)
     with pytest.raises(ValueError, match="last_step"):
         cdps(prior, op, y, steps=4, sigma=0.05, last_step="tweedie")

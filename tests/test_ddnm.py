@@ -7,9 +7,10 @@ import math
 
 import pytest
 import torch
-from _small_problem import D, OPS, SHAPE, dense_svd, gen, prior
+from _small_problem import D, OPS, SHAPE, dense_discrepancy_pull, dense_svd, gen, prior
 
 from diffsolve.models.priors import operator_matrix
+from diffsolve.solvers._inverse import measured_entries
 from diffsolve.solvers._loop import select_schedule
 from diffsolve.solvers.ddnm import ddnm, ddnm_coefficients, ddnm_plus_lambdas, travel_plan
 
@@ -80,7 +81,8 @@ def test_ddnm_plus_matches_dense(name, eta):
     y0 = clean(op)
     y = y0 + sigma * torch.randn(y0.shape, generator=gen(9), dtype=D)
     x_T = torch.randn(2, *SHAPE, generator=gen(7), dtype=D)
-    out, info = ddnm(pr, op, y, steps=3, x_T=x_T, sigma=sigma, eta=eta, generator=gen(4), return_info=True)
+    out, info = ddnm(pr, op, y, steps=3, x_T=x_T, sigma=sigma, eta=eta, generator=gen(4), return_info=True,
+                     discrepancy=False)
     g = gen(4)
     a_mat, u, s_m, v, complete = dense_svd(op)
     k = s_m.numel()
@@ -111,8 +113,12 @@ def test_ddnm_plus_matches_dense(name, eta):
     # a callback sees every step and leaves x unchanged
     seen = []
     out_cb = ddnm(pr, op, y, steps=3, x_T=x_T, sigma=sigma, eta=eta, generator=gen(4),
-                  callback=lambda *args: seen.append(args))
+                  callback=lambda *args: seen.append(args), discrepancy=False)
     assert len(seen) == 3 and torch.allclose(out_cb, out, atol=1e-12)
+    # the default: that run held to the discrepancy principle (dense bisection)
+    held = ddnm(pr, op, y, steps=3, x_T=x_T, sigma=sigma, eta=eta, generator=gen(4))
+    pulled = dense_discrepancy_pull(a_mat, x, y, sigma, 1 - sched.alpha_t[-1].item(), measured_entries(op, y))
+    torch.testing.assert_close(held, pulled, rtol=0, atol=1e-7)
 
 
 def test_ddnm_plus_refuses_kernel_noise():

@@ -11,7 +11,7 @@ from _small_problem import D, OPS, SHAPE, gen, measure, prior
 
 from diffsolve.models.priors import operator_matrix
 from diffsolve.operators import GaussianBlur
-from diffsolve.solvers._inverse import discrepancy_weight, measured_entries
+from diffsolve.solvers._inverse import PULL_CG_ITERS, discrepancy_weight, measured_entries
 from diffsolve.solvers._loop import select_schedule
 from diffsolve.solvers.diffpir import DEFAULT_LAM, data_rho, diffpir, reproject_step
 
@@ -174,8 +174,9 @@ def test_cg_data_step_matches_dense_and_starts_at_the_prox_centre():
 
     out = diffpir(pr, Spy(), y, steps=4, x_T=x_T, sigma=0.05, zeta=0.0)
     assert torch.allclose(out, ref, atol=1e-8)
-    assert len(calls) == 4 and all(o["max_iters"] == CG_ITERS and o["x0"].shape == x_T.shape for _, _, o in calls)
-    rhs, rho, options = calls[-1]  # the last step: x0 is x̂0, the prox centre (rhs = Aᵀy + ρ x̂0)
+    assert len(calls) == 6 and all(o["max_iters"] == CG_ITERS and o["x0"].shape == x_T.shape for _, _, o in calls[:4])
+    assert all(shift == pytest.approx(0.05**2) and o == {"max_iters": PULL_CG_ITERS} for _, shift, o in calls[4:])
+    rhs, rho, options = calls[3]  # the last step: x0 is x̂0, the prox centre (rhs = Aᵀy + ρ x̂0)
     x0 = options["x0"]
     assert torch.allclose(rhs, op.A_adjoint(y) + rho * x0, atol=1e-12)
     rho = 2.0  # a late step of a 50-step run (ρ_t = λσ²ᾱ_t/(1−ᾱ_t) ≈ 2 at t ≈ 20)
@@ -205,7 +206,7 @@ def test_last_step_stops_at_the_noise_floor():
     y = measure(op, sigma=0.2)
     out = diffpir(pr, op, y, steps=3, sigma=0.2, generator=[gen(1), gen(2)])
     assert (data_consistency(op, out, y, 0.2) >= 0.5**0.5 - 1e-9).all()
-    paper = diffpir(pr, op, y, steps=3, sigma=0.2, generator=[gen(1), gen(2)], gate=False)
+    paper = diffpir(pr, op, y, steps=3, sigma=0.2, generator=[gen(1), gen(2)], discrepancy=False)
     assert (data_consistency(op, paper, y, 0.2) < 0.5**0.5).any()  # what the gate prevents
-    with pytest.raises(TypeError, match="gate"):
-        diffpir(pr, op, y, steps=3, sigma=0.2, gate="yes")
+    with pytest.raises(TypeError, match="discrepancy"):
+        diffpir(pr, op, y, steps=3, sigma=0.2, discrepancy="yes")

@@ -7,10 +7,11 @@ import math
 
 import pytest
 import torch
-from _small_problem import D, OPS, SHAPE, gen, measure, prior
+from _small_problem import D, OPS, SHAPE, dense_discrepancy_pull, gen, measure, prior
 
 from diffsolve.models.priors import operator_matrix
 from diffsolve.operators import SuperResolution
+from diffsolve.solvers._inverse import PULL_CG_ITERS, measured_entries
 from diffsolve.solvers._loop import select_schedule
 from diffsolve.solvers.pigdm import guidance_vector, pigdm
 
@@ -36,7 +37,8 @@ def test_loop_matches_dense(name):
     pr, op, sigma, steps = prior(), OPS[name](), 0.05, 4
     y = measure(op)
     x_T = torch.randn(2, *SHAPE, generator=gen(7), dtype=D)
-    out = pigdm(pr, op, y, steps=steps, x_T=x_T, sigma=sigma, eta=0.0)
+    out = pigdm(pr, op, y, steps=steps, x_T=x_T, sigma=sigma, eta=0.0, discrepancy=False)
+    held = pigdm(pr, op, y, steps=steps, x_T=x_T, sigma=sigma, eta=0.0)
     a = operator_matrix(op, SHAPE)
     sched = select_schedule(pr, steps, "trailing")
     x = x_T.clone()
@@ -54,6 +56,9 @@ def test_loop_matches_dense(name):
                          @ v[:, b] for b in range(2)])
         x = math.sqrt(a_s) * (x0 + math.sqrt(a_t) * g.view_as(x)) + math.sqrt(1 - a_s) * eps
     assert torch.allclose(out, x, atol=1e-8)
+    # the default: that run held to the discrepancy principle, r_t² = 1 − ᾱ_t of the last step (dense bisection)
+    pulled = dense_discrepancy_pull(a, x, y, sigma, 1 - sched.alpha_t[-1].item(), measured_entries(op, y))
+    assert torch.allclose(held, pulled, atol=1e-8)
 
 
 def test_return_info_and_callback():
@@ -96,5 +101,8 @@ def test_operators_without_an_exact_solve_take_cg_iters(monkeypatch):
     solve = op.solve_unchecked
     monkeypatch.setattr(op, "solve_unchecked", lambda *a, **k: seen.append(k.get("max_iters")) or solve(*a, **k))
     y = op.A(torch.randn(2, *SHAPE, generator=gen(3), dtype=D))
-    out = pigdm(prior(), op, y, steps=3, sigma=0.05, generator=gen(1))
+    out = pigdm(prior(), op, y, steps=3, sigma=0.05, generator=gen(1), discrepancy=False)
     assert seen == [CG_ITERS] * 3 and bool(torch.isfinite(out).all())
+    seen.clear()  # then the discrepancy principle's two solves, on their own budget
+    pigdm(prior(), op, y, steps=3, sigma=0.05, generator=gen(1))
+    assert seen == [CG_ITERS] * 3 + [PULL_CG_ITERS] * 2

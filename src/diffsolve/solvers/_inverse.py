@@ -1,10 +1,12 @@
-"""Pieces the inverse solvers (DPS, MPGD, C-DPS) share on top of ``_loop``.
+"""Pieces the inverse solvers share on top of ``_loop``.
 
 - :func:`check_problem`: validate (operator, y) and derive the image batch shape (B, C, H, W)
   from Aᵀy (or check a given x_T against y);
 - :func:`residual_norm` / :func:`measurement_grad`: per-sample ‖A x − y‖ and the analytic gradient
   of the non-squared norm, ∇_x ‖A x − y‖ = Aᵀ(A x − y)/‖A x − y‖ — no autograd;
 - :class:`Diagnostics`: per-step (B,) tensors collected without a host sync and stacked at the end;
+- :func:`discrepancy_floor` / :func:`discrepancy_weight`: how far a data step may go before it fits y's noise;
+  :func:`discrepancy_pull`: a result moved towards y until it fits y to within the noise (Morozov);
 - :func:`warn_if_unfit`: after the loop, a :class:`DataConsistencyWarning` where the result ignores y;
 - :func:`route`: the solver's backend reaches the operator's kernels.
 """
@@ -12,20 +14,27 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 
 from ._loop import check_finite_tensor
 
 __all__ = ["DISCREPANCY_SHARE", "UNFIT_CONSISTENCY", "DataConsistencyWarning", "Diagnostics", "check_problem",
-           "check_sigma", "data_part", "discrepancy_floor", "discrepancy_weight", "final_residual", "measured_entries",
-           "measurement_grad", "residual_norm", "route", "warn_if_unfit"]
+           "check_sigma", "data_part", "discrepancy_floor", "discrepancy_pull", "PULL_CG_ITERS", "discrepancy_weight",
+           "final_residual", "measured_entries", "measurement_grad", "residual_norm", "route", "solver_of",
+           "warn_if_unfit"]
 
 #: κ of the discrepancy rule the guided methods share when σ is given (DPS's step factor, MPGD's step cap): a step
 #: stops fitting y once ‖A x̂0 − y‖² ≤ κ m σ², m the measured entries. κ < 1: x̂0 estimates a mean, which should
 #: fit the directions the data determines well below the noise level; κ = 1 cost DPS up to 2.4 dB and MPGD up to
 #: 0.9 dB on blurs (benchmarks/results/dps-steps-power.md, mpgd-floor.md; chosen on the tuning photos).
 DISCREPANCY_SHARE = 0.5
+#: CG iterations of :func:`discrepancy_pull`'s solves where A has no exact one: the line search along the direction
+#: they give is exact whatever the direction, so a few iterations only set which way it moves (more run CG past the
+#: Krylov space of a small problem, where its iterate turns on rounding: a sample's result would then depend on
+#: its batch)
+PULL_CG_ITERS = 10
 #: a result whose data consistency ‖A x̂ − y‖/(σ√m) exceeds this for some sample draws a DataConsistencyWarning:
 #: a residual 3× the noise level (9× its squared norm). On the held-out photos at 20–100 steps every method's
 #: results stay at or below 2.1 except 20-step random inpainting by ΠGDM, DDRM and DDNM+ (2.7–3.2, a real
@@ -171,10 +180,11 @@ def final_residual(operator: object, x: torch.Tensor, y: torch.Tensor) -> torch.
         return residual_norm(operator, x, y) / measured_entries(operator, y).to(y).sqrt()
 
 
-def discrepancy_floor(operator: object, y: torch.Tensor, sigma: float) -> torch.Tensor:
+def discrepancy_floor(operator: object, y: torch.Tensor, sigma: float, share: float = DISCREPANCY_SHARE
+                      ) -> torch.Tensor:
     """(B,) κ m σ² in y's dtype and device: the squared residual ‖A x − y‖² below which a step fits y's noise
-    (κ = :data:`DISCREPANCY_SHARE`, m the measured entries)."""
-    return DISCREPANCY_SHARE * measured_entries(operator, y).to(device=y.device, dtype=y.dtype) * sigma**2
+    (κ = ``share``, by default :data:`DISCREPANCY_SHARE`; m the measured entries)."""
+    return share * measured_entries(operator, y).to(device=y.device, dtype=y.dtype) * sigma**2
 
 
 def discrepancy_weight(r0: torch.Tensor, d: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
@@ -188,6 +198,57 @@ def discrepancy_weight(r0: torch.Tensor, d: torch.Tensor, floor: torch.Tensor) -
     root = (b - (b * b - a * (c - floor)).clamp_min(0).sqrt()) / torch.where(a > 0, a, torch.ones_like(a))
     g = torch.where(c - 2 * b + a >= floor, torch.ones_like(c), root.clamp(0, 1))
     return torch.where(c <= floor, torch.zeros_like(c), g)
+
+
+def solver_of(operator: Any, max_iters: int | None = None):
+    """``solve(rhs, shift, scale, x0=None)``: ``operator.solve_unchecked`` (no host sync) where it exists, with
+    CG's budget ``max_iters`` and start ``x0`` where given (an exact solve ignores both), else ``operator.solve``
+    (a bare ``solve(rhs, shift, scale)``: no CG options)."""
+    unchecked = getattr(operator, "solve_unchecked", None)
+    if unchecked is None:
+        return lambda rhs, shift, scale, x0=None: operator.solve(rhs, shift=shift, scale=scale)
+    budget = {} if max_iters is None else {"max_iters": max_iters}
+
+    def solve(rhs: torch.Tensor, shift: Any, scale: Any, x0: torch.Tensor | None = None) -> torch.Tensor:
+        return unchecked(rhs, shift=shift, scale=scale, **budget, **({} if x0 is None else {"x0": x0}))
+
+    return solve
+
+
+@torch.no_grad()
+def discrepancy_pull(operator: object, x: torch.Tensor, y: torch.Tensor, sigma: float, variance: float
+                     ) -> torch.Tensor:
+    """x (B, C, H, W) moved, per sample, just far enough towards y that ‖A x − y‖ ≤ σ√m (Morozov's discrepancy
+    principle, m the measured entries); x itself where it already fits y to within the noise.
+
+    Every method given σ ends with it (their ``discrepancy`` option; False: the paper's result), with v = 1 − ᾱ_t of
+    the last model call (ΠGDM's r_t², the x̂0 error variance of a unit prior). Why: the last model call sees x_t at
+    noise √(1−ᾱ_t) ≫ σ when N is small, so the result's measured part (a mask's observed pixels, a blur's well-
+    measured frequencies) comes out of the denoiser, not y, and can misfit y well beyond the noise
+    (benchmarks/results/discrepancy.md). A result within the noise is left bit for bit.
+
+    The move goes towards the Gaussian posterior mean that treats x's error as N(0, v I), v = ``variance``:
+
+        x*(v) = x + v Aᵀ(σ² I + v AAᵀ)⁻¹ r = x + v (σ² I + v AᵀA)⁻¹ Aᵀ r,   r = y − A x
+
+    (``operator.solve(Aᵀr, shift=σ², scale=v)``: exact where A's structure allows, else :data:`PULL_CG_ITERS` CG
+    iterations), and the result is x + g (x*(v) − x) with g ∈ [0, 1] the
+    smallest that brings ‖A(·) − y‖² down to m σ² (:func:`discrepancy_weight`; the residual falls monotonically in
+    g: A(x* − x) = W r with W = v AAᵀ(σ² I + v AAᵀ)⁻¹, 0 ⪯ W ≺ I). The direction damps the directions y measures
+    poorly (small singular values), so noise is not amplified. Where even x*(v) misfits y (a small v: x trusted
+    more than y), the same search runs towards x*(1), v = 1 = r_T² (x* then all but fits y on every direction A
+    measures well). Two solves and four products with A; no host sync.
+    """
+    solve = solver_of(operator, PULL_CG_ITERS)
+    r0 = data_part(operator, y - operator.A(x))
+    target = discrepancy_floor(operator, y, sigma, 1.0)
+    move = None
+    for v in (max(variance, 1.0), variance) if variance < 1 else (variance,):  # the fallback first, then v
+        step = v * solve(operator.A_adjoint(r0), shift=sigma**2, scale=v)
+        g = discrepancy_weight(r0, data_part(operator, operator.A(step)), target)
+        here = g.view(-1, *([1] * (x.dim() - 1))) * step
+        move = here if move is None else torch.where((g < 1).view(-1, *([1] * (x.dim() - 1))), here, move)
+    return x + move
 
 
 def measurement_grad(operator: object, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

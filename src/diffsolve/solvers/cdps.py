@@ -55,8 +55,8 @@ import torch
 from ..kernels import diagonal_posterior_step
 from ..kernels.cg import batched_cg, cg_iteration_bound
 from ..operators.base import SolveInfo, _default_tol
-from ._inverse import Diagnostics, check_problem, check_sigma, residual_norm, route, warn_if_unfit
-from ._loop import Sampling, _draw, check_number, prepare, takes_sampling
+from ._inverse import Diagnostics, check_problem, check_sigma, discrepancy_pull, residual_norm, route, warn_if_unfit
+from ._loop import Sampling, _draw, check_flag, check_number, prepare, takes_sampling
 
 __all__ = ["CHAINS", "LAST_STEPS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_STARTS", "CG_MAX_ITERS", "RUN_CG_ITERS",
            "SOLVERS", "CG", "CGNotConvergedWarning", "KAPPA_MAX", "MeasurementChain", "StepPlan", "cdps", "cdps_step",
@@ -343,7 +343,7 @@ def _choose_method(solver: str | CG, operator: Any) -> str:
 @takes_sampling
 def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float,
          coupling: str = "reverse", chain: str = "none", eta: float = 1.0, solver: str | CG = "auto",
-         last_step: str = "denoise") -> Any:
+         last_step: str = "denoise", discrepancy: bool = True) -> Any:
     """Sample p(x | y) for y = A x + n, n ~ N(0, σ² I) with N = ``sampling.steps`` C-DPS steps (module docstring).
 
     Args:
@@ -358,6 +358,8 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         solver: ``"auto"`` | ``"exact"`` | ``"cg"`` | :class:`CG` ``(iters, tol, step_iters)`` (CG with its budget).
         last_step: ``"denoise"`` (default) returns Tweedie's x̂0 of the last step, as DDIM/DDPM do; ``"mean"`` that
             step's posterior mean with y; ``"sample"`` a draw from it (module docstring).
+        discrepancy: end within the noise, ‖A x − y‖ ≤ σ√m (``_inverse.discrepancy_pull``; not with
+            ``last_step="sample"``, a draw); False: the paper's result.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖A x_s − y‖, with CG
         "cg_iterations", "cg_residual", "cg_converged" (N, B) (a truncated step's residual is the recursion's,
@@ -375,6 +377,7 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     if coupling == "reverse" and eta == 0:
         raise ValueError("eta must be > 0 for coupling='reverse' (its prior precision is 1/σ_η²)")
     cg = solver if isinstance(solver, CG) else CG()
+    discrepancy = check_flag("discrepancy", discrepancy)
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     shape = check_problem(operator, y, sampling.x_T)
     method = _choose_method(solver, operator)
@@ -436,6 +439,8 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                 info.add("residual", residual_norm(operator, x, y))
             if loop.callback is not None:
                 loop.record(i, x, None)
+    if discrepancy and last_step != "sample":  # within the noise of y (1 − ᾱ_t of the last model call)
+        x = discrepancy_pull(operator, x, y, sigma, 1 - loop.alpha_t[-1])
     x = loop.finish(x)
     warn_if_unfit("cdps", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
     if method == "cg" and not bool(converged.all()):  # one sync, after the loop

@@ -84,8 +84,8 @@ from ..kernels import ddim_step
 from ..models.denoiser import as_denoiser
 from ..operators.svd import SVD, operator_svd
 from ._chebyshev import chebyshev_apply, chebyshev_series
-from ._inverse import Diagnostics, check_problem, check_sigma, residual_norm, route, warn_if_unfit
-from ._loop import Sampling, _draw, check_int, check_number, check_steps, prepare, takes_sampling
+from ._inverse import Diagnostics, check_problem, check_sigma, discrepancy_pull, residual_norm, route, warn_if_unfit
+from ._loop import Sampling, _draw, check_flag, check_int, check_number, check_steps, prepare, takes_sampling
 from .mpgd import operator_gain
 
 __all__ = ["LANGEVIN_MODES", "daps", "edm_sigmas", "exact_langevin", "langevin_rates", "langevin_series",
@@ -243,7 +243,7 @@ def _most_levels(table_sigmas: torch.Tensor, hi: float, lo: float, raise_end: bo
 @takes_sampling
 def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float, ode_steps: int = 5,
          langevin_steps: int = 100, lr: float | None = None, lr_min_ratio: float = 0.01,
-         langevin: str = "auto") -> Any:
+         langevin: str = "auto", discrepancy: bool = True) -> Any:
     """Sample p(x | y) for y = A x + n, n ~ N(0, σ² I) with N = ``sampling.steps`` annealing levels (module docstring).
 
     Args:
@@ -263,6 +263,8 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             K steps in one draw through A's SVD; ValueError without one), ``"chebyshev"`` (the same draw by
             Chebyshev series in AᵀA, any operator; the K steps where the series would be longer) or ``"loop"``
             (K explicit steps).
+        discrepancy: end within the noise, ‖A x − y‖ ≤ σ√m (``_inverse.discrepancy_pull``); False: the
+            paper's result.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ of each level's ODE
         estimate, "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, "data_consistency": (B,) that over σ}.
@@ -281,6 +283,7 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     if sampling.noise_source != "generator":
         raise ValueError(f"daps draws its Langevin and re-noising noise from the generator; noise_source="
                          f"{sampling.noise_source!r} is not supported, use noise_source='generator'")
+    discrepancy = check_flag("discrepancy", discrepancy)
     operator = route(operator, sampling.backend)  # before the shape check: every A runs on the backend
     shape = check_problem(operator, y, sampling.x_T)
     # 0. the annealing levels, the ODE sub-levels and the step sizes: host numbers, before the loop
@@ -370,6 +373,8 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                 x = x0
             if loop.callback is not None:
                 loop.record(i, x, x0)
+    if discrepancy:  # within the noise of y (1 − ᾱ_t of the last model call)
+        x = discrepancy_pull(operator, x, y, sigma, 1 - loop.alpha_t[-1])
     x = loop.finish(x)
     warn_if_unfit("daps", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
     if sampling.return_info:

@@ -29,7 +29,8 @@ In DDRM's variance-exploding variables (σ_t/a = σ̃_s) this is DDRM's Eq. 8 co
 η_b = 1, so DDNM+ runs DDRM's spectral loop (:func:`diffsolve.solvers.ddrm.spectral_sampling`: the transforms only
 on the range of A, V_rᵀx carried, the whole step in the spectral space on a complete basis), started at x_T itself
 as the code starts (not DDRM's Eq. 7), with DDNM's time-travel. At the last step (σ_t = 0) λ = 0 and x̂0 is
-returned as denoised. Its noise is drawn from the generator (``noise_source="kernel"`` is refused, as for DDRM).
+returned as denoised, then held to the discrepancy principle (``_inverse.discrepancy_pull``; ``discrepancy=False``:
+the code's). Its noise is drawn from the generator (``noise_source="kernel"`` is refused, as for DDRM).
 Operators without an SVD raise a ValueError for σ > 0 (the noise A⁺ carries cannot be bounded without the
 spectrum); σ = 0 works with any operator that has a pseudo-inverse (exact where the structure allows, CG
 otherwise; run without the finiteness check of ``pseudo_inverse``: no host sync in the loop).
@@ -51,7 +52,7 @@ import torch
 
 from ..operators.svd import operator_svd
 from ._inverse import Diagnostics, check_problem, data_part, route, warn_if_unfit
-from ._loop import Sampling, _draw, check_int, check_number, prepare, takes_sampling
+from ._loop import Sampling, _draw, check_flag, check_int, check_number, prepare, takes_sampling
 from .ddrm import _coefficients, _vp_sigma, spectral_sampling
 from .diffpir import check_operator_solves, pinv_unchecked, reproject_step
 
@@ -95,7 +96,7 @@ def _spectral_svd(operator: Any, size: tuple[int, int]) -> Any:
 
 @takes_sampling
 def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float | None = None,
-         eta: float = 0.85, travel_length: int = 0, travel_repeat: int = 1) -> Any:
+         eta: float = 0.85, travel_length: int = 0, travel_repeat: int = 1, discrepancy: bool = True) -> Any:
     """Reconstruct x from y = A x (DDNM) or y = A x + n, n ~ N(0, σ² I) (DDNM+) with N = ``sampling.steps``
     steps (module docstring).
 
@@ -107,6 +108,8 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         sigma: measurement noise std σ ≥ 0; None or 0: DDNM (A x̂0' = y exactly), > 0: DDNM+.
         eta: η ∈ [0, 1], the share of fresh noise in the re-noising (0.85: the code's).
         travel_length: time-travel length l ≥ 0 (0: off, the default); travel_repeat: r ≥ 1 passes.
+        discrepancy: end within the noise, ‖A x − y‖ ≤ σ√m (``_inverse.discrepancy_pull``; DDNM+ only); False: the
+            code's result.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N', B) ‖y − A x̂0‖ of the denoiser's
         x̂0 at each step run (N' = N without time-travel), "lambda": (N',) λ_t (DDNM+: the mean over s_i > 0),
@@ -117,6 +120,7 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     eta = check_number("eta", eta, 0.0, 1.0)
     travel_length = check_int("travel_length", travel_length, 0, "steps travelled back; 0: no time travel")
     travel_repeat = check_int("travel_repeat", travel_repeat, 1, "passes over each travelled stretch")
+    discrepancy = check_flag("discrepancy", discrepancy)
     if sigma > 0 and sampling.noise_source != "generator":
         raise ValueError(f"ddnm with sigma > 0 (DDNM+) draws its noise in image space and maps it to A's spectral "
                          f"space; noise_source={sampling.noise_source!r} is not supported, use "
@@ -135,7 +139,7 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     info = Diagnostics(sampling.return_info)
     if svd is not None:  # DDNM+: DDRM's spectral loop at η_b = 1 from x_T (module docstring)
         x = spectral_sampling(loop, operator, svd.range(), y, sigma, eta, 1.0, start="x_T", info=info, plan=plan,
-                              travel_length=travel_length)
+                              travel_length=travel_length, discrepancy=discrepancy)
     else:
         x = _ddnm_loop(loop, operator, y, eta, plan, travel_length, info, sampling.backend)
     x = loop.finish(x)

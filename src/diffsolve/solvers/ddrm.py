@@ -31,6 +31,9 @@ and one V a step. With σ_y = 0 and η_b = 1 every observed
 coefficient equals ȳ at every step (y is reproduced on the observed directions). At the last step (ᾱ_s = 1,
 σ = 0) no noise is drawn and the result is x̂0 with the observed coefficients set by the cases above.
 
+The result is held to the discrepancy principle (``_inverse.discrepancy_pull``; ``discrepancy=False``: the paper's
+result).
+
 Defaults: η = 0.85, η_b = 1 (the paper's, §5); the paper runs 20 steps. The loop uses plain torch ops (the
 SVD's matmuls / FFTs and elementwise maps): no fused step kernel fits a per-coefficient mixture in the
 spectral space. The noise z is drawn in image space from ``sampling.generator`` and mapped by Vᵀ (for
@@ -48,8 +51,8 @@ from typing import Any
 import torch
 
 from ..operators.svd import SVD, operator_svd
-from ._inverse import Diagnostics, check_problem, check_sigma, residual_norm, route, warn_if_unfit
-from ._loop import LoopSetup, Sampling, _draw, check_number, check_steps, prepare, takes_sampling
+from ._inverse import Diagnostics, check_problem, check_sigma, discrepancy_pull, residual_norm, route, warn_if_unfit
+from ._loop import LoopSetup, Sampling, _draw, check_flag, check_number, check_steps, prepare, takes_sampling
 
 __all__ = ["ddrm", "spectral_sampling"]
 
@@ -77,7 +80,7 @@ def _coefficients(s: torch.Tensor, sigma_next: float, sigma_y: float, eta: float
 
 
 def spectral_sampling(loop: LoopSetup, operator: Any, svd: SVD, y: torch.Tensor, sigma_y: float, eta: float,
-                      eta_b: float, *, start: str, info: Diagnostics,
+                      eta_b: float, *, start: str, info: Diagnostics, discrepancy: bool,
                       plan: Sequence[tuple[str, int]] | None = None, travel_length: int = 0) -> torch.Tensor:
     """The sampling loop of the module docstring on the range ``svd`` = V_r of A's SVD; returns x (B, C, H, W).
 
@@ -85,6 +88,7 @@ def spectral_sampling(loop: LoopSetup, operator: Any, svd: SVD, y: torch.Tensor,
     ``loop.x`` itself, as DDNM's code does). ``plan``: the steps to run, ("step", i) and ("back", i) for DDNM's
     time-travel (``ddnm.travel_plan``: re-noise from after step i to before step i − l + 1, l =
     ``travel_length``); None: 0..N−1.
+    ``discrepancy``: the result held to the discrepancy principle (σ_y > 0).
     ``info`` receives "residual" per step run when it is enabled. Noise from ``loop.generator`` only.
     """
     shape, generator = tuple(loop.x.shape), loop.generator
@@ -156,12 +160,14 @@ def spectral_sampling(loop: LoopSetup, operator: Any, svd: SVD, y: torch.Tensor,
                 info.add("residual", residual_norm(operator, x0, y))  # 5. ‖y − A x̂0‖ (B,)
             if loop.callback is not None:
                 loop.record(i, x, x0)
+        if discrepancy and sigma_y > 0:  # 6. within the noise of y (1 − ᾱ_t of the last model call)
+            x = discrepancy_pull(operator, x, y, sigma_y, 1 - loop.alpha_t[-1])
     return x
 
 
 @takes_sampling
 def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float, eta: float = 0.85,
-         eta_b: float = 1.0) -> Any:
+         eta_b: float = 1.0, discrepancy: bool = True) -> Any:
     """Reconstruct x from y = A x + n, n ~ N(0, σ² I), with N = ``sampling.steps`` DDRM steps (module docstring).
 
     Args:
@@ -173,6 +179,8 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         sigma: σ_y ≥ 0, the measurement noise std in [-1, 1] units (or a ``GaussianNoise``); 0 is noiseless.
         eta: η ∈ [0, 1], the stochasticity of the unobserved and less-noisy-than-y coefficients.
         eta_b: η_b ∈ [0, 1], the weight of ȳ on the coefficients noisier than y.
+        discrepancy: end within the noise, ‖A x − y‖ ≤ σ√m (``_inverse.discrepancy_pull``; σ_y > 0); False: the
+            paper's result.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ per step,
         "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, "data_consistency": (B,) that over σ (σ > 0)}.
@@ -181,6 +189,7 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     sigma_y = check_sigma(sigma, positive=False)
     eta = check_number("eta", eta, 0.0, 1.0)
     eta_b = check_number("eta_b", eta_b, 0.0, 1.0)
+    discrepancy = check_flag("discrepancy", discrepancy)
     if sampling.noise_source != "generator":
         raise ValueError(f"ddrm draws its noise in image space and maps it to A's spectral space; "
                          f"noise_source={sampling.noise_source!r} is not supported, use noise_source='generator'")
@@ -189,7 +198,8 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     svd = operator_svd(operator, shape[-2:], "ddrm").range()  # V_r: every s > 0 (module docstring)
     loop = prepare(denoiser, shape, sampling, like=y, name="ddrm")
     info = Diagnostics(sampling.return_info)
-    x = spectral_sampling(loop, operator, svd, y, sigma_y, eta, eta_b, start="eq7", info=info)
+    x = spectral_sampling(loop, operator, svd, y, sigma_y, eta, eta_b, start="eq7", info=info,
+                          discrepancy=discrepancy)
     x = loop.finish(x)
     warn_if_unfit("ddrm", operator, x, y, sigma_y, len(loop.schedule))  # one sync, after the loop
     if sampling.return_info:

@@ -22,12 +22,13 @@ and noiseless inpainting (ζ = 1, λ = 1) settings differ; pass ``lam``/``zeta``
 Differences from the reference code: the shared timestep spacing (``trailing``) instead of its quadratic
 one, and the data step also at the last step (where x_s = x̂0', ᾱ_s = 1: the result), as the paper's Algorithm 1.
 
-**Discrepancy gate at the last step** (diffsolve's): there ρ_t is still small and x̂0' would keep most of y's
-noise on the directions y determines (a mask's observed pixels), fitting y below its noise level. The result is
-x̂0 + g (x̂0' − x̂0) with g ∈ [0, 1] per sample the largest with ‖A(·) − y‖ ≥ σ√(m/2) (m measured entries,
-κ = ``_inverse.DISCREPANCY_SHARE``; ``_inverse.discrepancy_weight``): MPGD's, DPS's and RED-diff's floor. Every
-earlier step is the paper's; where the last step stays above the floor g = 1. Two products with A at the last
-step. Results: benchmarks/results/ (diffpir-gate.md).
+**The discrepancy principle at the last step** (diffsolve's; ``discrepancy=False`` is the paper's last step): there
+ρ_t is still small and x̂0' would keep most of y's noise on the directions y determines (a mask's observed pixels),
+fitting y below its noise level. The result is x̂0 + g (x̂0' − x̂0) with g ∈ [0, 1] per sample the largest with
+‖A(·) − y‖ ≥ σ√(m/2) (m measured entries, κ = ``_inverse.DISCREPANCY_SHARE``; ``_inverse.discrepancy_weight``):
+MPGD's, DPS's and RED-diff's floor; two products with A. Every earlier step is the paper's. A result still above
+the noise, ‖A x − y‖ > σ√m, is then held to it as every method's is (``_inverse.discrepancy_pull``).
+Results: benchmarks/results/ (diffpir-gate.md, discrepancy.md).
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ import torch
 
 from ..kernels import fused_step
 from ..operators.base import _default_tol
-from ._inverse import (Diagnostics, check_problem, data_part, discrepancy_floor, discrepancy_weight, route,
-                       warn_if_unfit)
+from ._inverse import (Diagnostics, check_problem, data_part, discrepancy_floor, discrepancy_pull, discrepancy_weight,
+                       route, solver_of, warn_if_unfit)
 from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
 
-__all__ = ["CG_ITERS", "DEFAULT_LAM", "DEFAULT_ZETA", "data_rho", "diffpir", "pinv_unchecked", "reproject_step"]
+__all__ = ["CG_ITERS", "DEFAULT_LAM", "DEFAULT_ZETA", "data_rho", "diffpir", "pinv_unchecked", "reproject_step",
+           "solver_of"]
 
 #: λ of ρ_t = λσ²/σ̄_t² with σ and σ̄_t on one scale (the reference code's 7, module docstring)
 DEFAULT_LAM = 7.0 / 4.0
@@ -66,21 +68,6 @@ def pinv_unchecked(operator: Any, r: torch.Tensor, max_iters: int = 500) -> torc
     if callable(inner):
         return inner(r, _default_tol(r.dtype), max_iters)
     return operator.pseudo_inverse(r)
-
-
-def solver_of(operator: Any, max_iters: int | None = None):
-    """``solve(rhs, shift, scale, x0=None)``: ``operator.solve_unchecked`` (no host sync) where it exists, with
-    CG's budget ``max_iters`` and start ``x0`` where given (an exact solve ignores both), else ``operator.solve``
-    (a bare ``solve(rhs, shift, scale)``: no CG options)."""
-    unchecked = getattr(operator, "solve_unchecked", None)
-    if unchecked is None:
-        return lambda rhs, shift, scale, x0=None: operator.solve(rhs, shift=shift, scale=scale)
-    budget = {} if max_iters is None else {"max_iters": max_iters}
-
-    def solve(rhs: torch.Tensor, shift: Any, scale: Any, x0: torch.Tensor | None = None) -> torch.Tensor:
-        return unchecked(rhs, shift=shift, scale=scale, **budget, **({} if x0 is None else {"x0": x0}))
-
-    return solve
 
 
 def reproject_step(x: torch.Tensor, eps: torch.Tensor, correction: torch.Tensor, alpha_bar_t: float,
@@ -117,7 +104,7 @@ def check_operator_solves(operator: Any, sigma: float, name: str) -> None:
 
 @takes_sampling
 def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float,
-            lam: float = DEFAULT_LAM, zeta: float = DEFAULT_ZETA, gate: bool = True) -> Any:
+            lam: float = DEFAULT_LAM, zeta: float = DEFAULT_ZETA, discrepancy: bool = True) -> Any:
     """Reconstruct x from y = A x + n, n ~ N(0, σ² I), with N = ``sampling.steps`` DiffPIR steps (module docstring).
 
     Args:
@@ -127,7 +114,8 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords).
         sigma: σ ≥ 0, the measurement noise std (required; 0: hard data consistency).
         lam: λ > 0 of ρ_t = λσ²/σ̄_t²; zeta: ζ ∈ [0, 1], the fresh-noise share of the re-noising.
-        gate: the discrepancy gate at the last step (module docstring); False: the paper's last step.
+        discrepancy: the last step's result within [σ√(m/2), σ√m] of y (module docstring); False: the paper's
+            last step.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ of the denoiser's x̂0
         at each step, "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, and for σ > 0
@@ -139,14 +127,14 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         raise ValueError("lam must be > 0 (ρ_t = λσ²/σ̄_t²; λ = 0 ignores the prior step); the default is "
                          f"{DEFAULT_LAM}")
     zeta = check_number("zeta", zeta, 0.0, 1.0)
-    gate = check_flag("gate", gate)
+    discrepancy = check_flag("discrepancy", discrepancy)
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     shape = check_problem(operator, y, sampling.x_T)
     check_operator_solves(operator, sigma, "diffpir")
     loop = prepare(denoiser, shape, sampling, like=y, name="diffpir")
     solve = solver_of(operator, CG_ITERS) if sigma > 0 else None
     aty = operator.A_adjoint(y) if sigma > 0 else None
-    last = len(loop.schedule) - 1 if sigma > 0 and gate else -1  # the step whose x̂0' is the result (ᾱ_s = 1)
+    last = len(loop.schedule) - 1 if sigma > 0 and discrepancy else -1  # the step whose x̂0' is the result (ᾱ_s = 1)
     floor = discrepancy_floor(operator, y, sigma) if last >= 0 else None
     info = Diagnostics(sampling.return_info)
     x = loop.x
@@ -161,7 +149,7 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
                 rho = data_rho(lam, sigma, a_t)
                 x0p = solve(aty + rho * x0, shift=rho, scale=1.0, x0=x0)
                 correction = x0 - x0p
-                if i == last:  # 2'. the result x̂0' stops at the noise floor (discrepancy gate, module docstring)
+                if i == last:  # 2'. the result x̂0' stops at the noise floor (module docstring)
                     r0 = data_part(operator, y - operator.A(x0))
                     g = discrepancy_weight(r0, data_part(operator, operator.A(x0p - x0)), floor)
                     correction = correction * g.view(-1, *([1] * (x0.dim() - 1)))
@@ -177,6 +165,8 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         x, x0p = out if loop.callback is not None else (out, None)
         if loop.callback is not None:
             loop.record(i, x, x0p)
+    if last >= 0:  # 4. within the noise of y (1 − ᾱ_t of the last model call)
+        x = discrepancy_pull(operator, x, y, sigma, 1 - loop.alpha_t[-1])
     x = loop.finish(x)
     warn_if_unfit("diffpir", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
     if sampling.return_info:

@@ -55,9 +55,9 @@ from typing import Any
 import torch
 
 from ..kernels import ddim_step
-from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, check_sigma, data_part, discrepancy_floor, route,
-                       warn_if_unfit)
-from ._loop import Sampling, check_number, prepare, takes_sampling
+from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, check_sigma, data_part, discrepancy_floor,
+                       discrepancy_pull, route, warn_if_unfit)
+from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
 
 __all__ = ["DISCREPANCY_SHARE", "MIN_STEPS", "NORMALIZATIONS", "REFERENCE_NUMEL", "REFERENCE_STEPS", "STEP_POWER",
            "STEP_RULES", "DPSStepsWarning", "dps", "step_size"]
@@ -94,7 +94,8 @@ def step_size(rule: str, zeta: float, steps: int, train_steps: int, numel: int =
 
 @takes_sampling
 def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, zeta: float = 1.0, eta: float = 1.0,
-        step_rule: str = "power", normalize: str = "gradient", sigma: float | None = None) -> Any:
+        step_rule: str = "power", normalize: str = "gradient", sigma: float | None = None,
+        discrepancy: bool = True) -> Any:
     """Reconstruct x from y = A x + n with N = ``sampling.steps`` DPS steps (module docstring).
 
     Args:
@@ -108,6 +109,8 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
         normalize: ``"gradient"`` | ``"adjoint"`` | ``"residual"``; eta: DDIM η ∈ [0, 1] (1: the paper).
         sigma: the measurement noise std σ > 0 (or a ``GaussianNoise``), optional: each step is scaled by
             (1 − κmσ²/‖r‖²)₊ (the discrepancy factor, module docstring); None: no factor.
+        discrepancy: end within the noise, ‖A x − y‖ ≤ σ√m (``_inverse.discrepancy_pull``; with sigma); False: the
+            paper's result.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ at each step,
         "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, with σ "data_consistency" (B,) that over σ}.
@@ -119,6 +122,7 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
     if step_rule not in STEP_RULES:
         raise ValueError(f"step_rule must be one of {STEP_RULES}, got {step_rule!r}")
     eta = check_number("eta", eta, 0.0, 1.0)
+    discrepancy = check_flag("discrepancy", discrepancy)
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     shape = check_problem(operator, y, sampling.x_T)
     loop = prepare(denoiser, shape, sampling, like=y, name="dps")
@@ -164,6 +168,8 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
                       backend=sampling.backend, **loop.step_noise(i, eta > 0))
         if loop.callback is not None:
             loop.record(i, x, x0.detach())
+    if sigma is not None and discrepancy:  # within the noise of y (1 − ᾱ_t of the last model call)
+        x = discrepancy_pull(operator, x, y, sigma, 1 - loop.alpha_t[-1])
     x = loop.finish(x)
     warn_if_unfit("dps", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
     if sampling.return_info:

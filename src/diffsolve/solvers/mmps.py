@@ -53,9 +53,10 @@ from typing import Any, Callable
 import torch
 
 from ..kernels import ddim_step
-from ._inverse import Diagnostics, check_problem, check_sigma, data_part, residual_norm, route, warn_if_unfit
+from ._inverse import (Diagnostics, check_problem, check_sigma, data_part, discrepancy_pull, residual_norm, route,
+                       warn_if_unfit)
 from ._krylov import measurement_cg, measurement_gmres, per_sample, shares_memory
-from ._loop import Sampling, check_int, check_number, prepare, takes_sampling
+from ._loop import Sampling, check_flag, check_int, check_number, prepare, takes_sampling
 
 __all__ = ["SOLVERS", "mmps", "posterior_mean"]
 
@@ -106,7 +107,7 @@ def posterior_mean(operator: Any, x_t: torch.Tensor, eps: torch.Tensor, y: torch
 
 @takes_sampling
 def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float, solver: str = "gmres",
-         iters: int = 4, eta: float = 1.0) -> Any:
+         iters: int = 4, eta: float = 1.0, discrepancy: bool = True) -> Any:
     """Sample p(x | y) for y = A x + n, n ~ N(0, σ² I) with N = ``sampling.steps`` MMPS steps (module docstring).
 
     Args:
@@ -120,6 +121,8 @@ def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             use iters=1).
         iters: solver iterations per step, an int ≥ 1 (default 4; azula's is 1; each costs one backward pass).
         eta: DDIM η ∈ [0, 1] of the step taken with the corrected x̂0 (default 1).
+        discrepancy: end within the noise, ‖A x − y‖ ≤ σ√m (``_inverse.discrepancy_pull``); False: the
+            paper's result.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ of the denoiser's x̂0,
         "residual_posterior": (N, B) ‖y − A x̂0_y‖ of the corrected one, "timesteps": (N,), "final_residual" (B,)
@@ -139,6 +142,7 @@ def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                       "declare symmetric_jacobian = True); a learned denoiser's is neither, and past one iteration CG "
                       "can throw samples away (benchmarks/results/mmps-solvers.md): use solver='gmres' (the default) "
                       "or iters=1", UserWarning, stacklevel=3)
+    discrepancy = check_flag("discrepancy", discrepancy)
     operator = route(operator, sampling.backend)  # 1. the backend reaches A, Aᵀ (the shape check's included)
     shape = check_problem(operator, y, sampling.x_T)  # 2. (operator, y) → image shape
     loop = prepare(denoiser, shape, sampling, like=y, name="mmps")  # 3. schedule, x_T, generator
@@ -159,6 +163,8 @@ def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         x = ddim_step(x, eps_y, a_t, a_s, eta=eta, backend=sampling.backend, **loop.step_noise(i, eta > 0))
         if loop.callback is not None:
             loop.record(i, x, x0y)
+    if discrepancy:  # within the noise of y (1 − ᾱ_t of the last model call)
+        x = discrepancy_pull(operator, x, y, sigma, 1 - loop.alpha_t[-1])
     x = loop.finish(x)
     warn_if_unfit("mmps", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
     if sampling.return_info:

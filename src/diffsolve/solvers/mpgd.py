@@ -54,9 +54,9 @@ from typing import Any
 import torch
 
 from ..kernels import mpgd_step
-from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, data_part, measured_entries, measurement_grad,
-                       route, warn_if_unfit)
-from ._loop import Sampling, check_number, check_steps, prepare, takes_sampling
+from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, data_part, discrepancy_pull, measured_entries,
+                       measurement_grad, route, warn_if_unfit)
+from ._loop import Sampling, check_flag, check_number, check_steps, prepare, takes_sampling
 
 __all__ = ["SPACES", "Projection", "capped_grad", "default_rho", "mpgd", "noise_rho", "operator_gain"]
 
@@ -182,7 +182,7 @@ def _validate(projection: Any, loss: Any, operator: Any, y: Any) -> None:
 @takes_sampling
 def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Sampling, *, rho: float | None = None,
          eta: float | None = None, sigma: float | None = None, projection: Projection | None = None,
-         loss: Loss | None = None, shape: Sequence[int] | None = None) -> Any:
+         loss: Loss | None = None, shape: Sequence[int] | None = None, discrepancy: bool = True) -> Any:
     """Reconstruct x from y = A x + n (or guide by ``loss``) with N = ``sampling.steps`` MPGD steps.
 
     Args:
@@ -197,6 +197,8 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
             the discrepancy cap need it; None keeps the σ-free default and no cap).
         projection: None (MPGD without projection) or :class:`Projection` (MPGD-AE / MPGD-Z).
         loss: ``loss(x0) -> (B,)`` replacing ‖y − A x0‖ (autograd on x0 only).
+        discrepancy: end within the noise, ‖A x − y‖ ≤ σ√m (``_inverse.discrepancy_pull``; with y and sigma > 0,
+            without loss); False: the paper's result.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) the loss at x̂0 of each step
         (‖y − A x̂0‖), "projected": (N,) bool, "timesteps": (N,), and given y "final_residual" (B,) ‖A x − y‖/√m}.
@@ -205,6 +207,7 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
     _validate(projection, loss, operator, y)
     eta = (SIGMA_ETA if sigma is not None else REFERENCE_ETA) if eta is None else check_number("eta", eta, 0.0, 1.0)
     x_T = sampling.x_T
+    discrepancy = check_flag("discrepancy", discrepancy)
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     if y is not None:
         derived = check_problem(operator, y, x_T)
@@ -272,6 +275,8 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
         x, x0_star = out if loop.callback is not None else (out, None)
         if loop.callback is not None:
             loop.record(i, x, x0_star)
+    if discrepancy and y is not None and loss is None and sigma:  # within the noise of y (1 − ᾱ_t: last model call)
+        x = discrepancy_pull(operator, x, y, sigma, 1 - loop.alpha_t[-1])
     x = loop.finish(x)
     if y is not None:  # guidance by a loss has no measurement
         warn_if_unfit("mpgd", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop

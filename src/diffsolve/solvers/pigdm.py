@@ -17,6 +17,9 @@ paper's r_t² = σ_t²/(1+σ_t²) = 1 − ᾱ_t (the VE σ_t² = (1−ᾱ_t)/ᾱ
        √ᾱ_t weight on the x̂0 estimate; the same √ᾱ_s √ᾱ_t as the authors' code applies to x_s), one fused
        ``ddim_step`` (guidance −g, scale √ᾱ_t).
 
+The result is held to the discrepancy principle (``_inverse.discrepancy_pull``; ``discrepancy=False``: the paper's
+result).
+
 Defaults: η = 1 (the paper's DDPM-like sampler); the scaling of step 4 is scale-free (v is in image units, A
 → kA, y → ky, σ → kσ gives the same samples). Only the x̂0 graph is kept for step 3 (the solve is not
 differentiated). Results: benchmarks/results/.
@@ -30,8 +33,8 @@ from typing import Any
 import torch
 
 from ..kernels import ddim_step
-from ._inverse import Diagnostics, check_problem, data_part, route, warn_if_unfit
-from ._loop import Sampling, check_number, prepare, takes_sampling
+from ._inverse import Diagnostics, check_problem, data_part, discrepancy_pull, route, warn_if_unfit
+from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
 from .diffpir import check_operator_solves, pinv_unchecked, solver_of
 
 __all__ = ["CG_ITERS", "guidance_vector", "pigdm"]
@@ -50,7 +53,7 @@ def guidance_vector(operator: Any, resid: torch.Tensor, sigma: float, r2: float,
 
 @takes_sampling
 def pigdm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float,
-          eta: float = 1.0) -> Any:
+          eta: float = 1.0, discrepancy: bool = True) -> Any:
     """Reconstruct x from y = A x + n, n ~ N(0, σ² I), with N = ``sampling.steps`` ΠGDM steps (module docstring).
 
     Args:
@@ -60,6 +63,8 @@ def pigdm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, 
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords).
         sigma: σ ≥ 0, the measurement noise std (required; 0: the paper's noiseless A⁺ guidance).
         eta: DDIM η ∈ [0, 1] (1: the paper).
+        discrepancy: end within the noise, ‖A x − y‖ ≤ σ√m (``_inverse.discrepancy_pull``; σ > 0); False: the
+            paper's result.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ at each step,
         "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, and for σ > 0
@@ -67,6 +72,7 @@ def pigdm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, 
     """
     sigma = check_number("sigma", sigma, 0.0)
     eta = check_number("eta", eta, 0.0, 1.0)
+    discrepancy = check_flag("discrepancy", discrepancy)
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     shape = check_problem(operator, y, sampling.x_T)
     check_operator_solves(operator, sigma, "pigdm")
@@ -93,6 +99,8 @@ def pigdm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, 
         x, x0g = out if loop.callback is not None else (out, None)
         if loop.callback is not None:
             loop.record(i, x, x0g)
+    if sigma > 0 and discrepancy:  # 5. within the noise of y (r_t² of the last model call)
+        x = discrepancy_pull(operator, x, y, sigma, 1 - loop.alpha_t[-1])
     x = loop.finish(x)
     warn_if_unfit("pigdm", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
     if sampling.return_info:

@@ -57,8 +57,9 @@ from typing import Any
 
 import torch
 
-from ._inverse import Diagnostics, check_problem, check_sigma, data_part, discrepancy_floor, route, warn_if_unfit
-from ._loop import Sampling, check_number, draw, prepare, takes_sampling
+from ._inverse import (Diagnostics, check_problem, check_sigma, data_part, discrepancy_floor, discrepancy_pull, route,
+                       warn_if_unfit)
+from ._loop import Sampling, check_flag, check_number, draw, prepare, takes_sampling
 
 __all__ = ["ADAM_BETAS", "ADAM_EPS", "GATE_WIDTH", "LAM_RULES", "REFERENCE_STEPS", "gradient", "initial_mean",
            "reddiff", "step_lam", "weights"]
@@ -113,7 +114,7 @@ def initial_mean(operator: Any, y: torch.Tensor) -> torch.Tensor:
 
 @takes_sampling
 def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, lam: float = 0.25,
-            lr: float = 0.1, lam_rule: str = "steps", sigma: float | None = None) -> Any:
+            lr: float = 0.1, lam_rule: str = "steps", sigma: float | None = None, discrepancy: bool = True) -> Any:
     """Reconstruct x from y = A x + n with N = ``sampling.steps`` RED-diff steps (module docstring).
 
     Args:
@@ -127,6 +128,8 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         lam_rule: ``"steps"`` λ_N = λ·N/50 (default) | ``"constant"`` λ_N = λ, the paper's (module docstring).
         sigma: the measurement noise std σ > 0 (or a ``GaussianNoise``), optional: the discrepancy gate of the data
             term (module docstring) and the reported data consistency; None: the paper's update, ungated.
+        discrepancy: end within the noise, ‖A x − y‖ ≤ σ√m (``_inverse.discrepancy_pull``; with sigma); False: the
+            paper's result.
     Returns:
         μ (B, C, H, W), or (μ, info) with ``return_info``: {"residual": (N, B) ‖y − A μ‖ before each step's
         update, "timesteps": (N,), "final_residual" (B,) ‖A μ − y‖/√m, with σ "data_consistency" (B,) that
@@ -142,6 +145,7 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
     if sampling.noise_source != "generator":
         raise ValueError(f"noise_source={sampling.noise_source!r}: RED-diff's ε enters its loss, so it is drawn as "
                          "a tensor; use noise_source='generator'")
+    discrepancy = check_flag("discrepancy", discrepancy)
     operator = route(operator, sampling.backend)  # the backend reaches A, Aᵀ (the shape check's included)
     shape = check_problem(operator, y, sampling.x_T)
     loop = prepare(denoiser, shape, sampling, like=y, name="reddiff")
@@ -168,6 +172,8 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
             mu = mu - (lr / (1 - b1**k)) * m1 / denom
             if loop.callback is not None:
                 loop.record(i, mu, mu)
+    if sigma is not None and discrepancy:  # within the noise of y (1 − ᾱ_t of the last model call)
+        mu = discrepancy_pull(operator, mu, y, sigma, 1 - loop.alpha_t[-1])
     mu = loop.finish(mu)
     warn_if_unfit("reddiff", operator, mu, y, sigma, len(loop.schedule))  # one sync, after the loop
     if sampling.return_info:
