@@ -283,8 +283,11 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
     add("daps", "langevin", "'chebyshev' where an SVD exists", "accept", langevin="chebyshev", langevin_steps=100)
     add("mmps", "solver", "'bogus'", "reject", solver="bogus")
     add("reddiff", "lam_rule", "'bogus'", "reject", lam_rule="bogus")
-    add("diffpir", "discrepancy", "'yes'", "reject", discrepancy="yes")
-    add("diffpir", "discrepancy", "False (the paper's last step)", "accept", discrepancy=False)
+    for entry in ("dps", "mpgd", "cdps", *COMPARED):  # every method given σ ends within the noise unless told not to
+        extra = {"sigma": 0.05} if entry in ("dps", "mpgd") else {}
+        add(entry, "discrepancy", "'yes'", "reject", discrepancy="yes", **extra)
+        add(entry, "discrepancy", "1", "reject", discrepancy=1, **extra)
+        add(entry, "discrepancy", "False (the paper's result)", "accept", discrepancy=False, **extra)
     add("ddrm", "operator", "motion blur (no SVD)", "reject", operator=ops["motion"], y=ys["motion"])
     add("ddnm", "operator", "motion blur (no SVD) with sigma > 0", "reject", operator=ops["motion"], y=ys["motion"])
     add("ddrm", "noise_source", "'kernel'", "reject", noise_source="kernel")

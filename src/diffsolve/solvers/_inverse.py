@@ -36,9 +36,10 @@ DISCREPANCY_SHARE = 0.5
 #: its batch)
 PULL_CG_ITERS = 10
 #: a result whose data consistency ‖A x̂ − y‖/(σ√m) exceeds this for some sample draws a DataConsistencyWarning:
-#: a residual 3× the noise level (9× its squared norm). On the held-out photos at 20–100 steps every method's
-#: results stay at or below 2.1 except 20-step random inpainting by ΠGDM, DDRM and DDNM+ (2.7–3.2, a real
-#: under-fit); at 1–5 steps C-DPS, ΠGDM, DDRM, DDNM+ and MMPS give 2.6–24 (y largely ignored).
+#: a residual 3× the noise level (9× its squared norm). With the discrepancy principle on (every method's default,
+#: :func:`discrepancy_pull`) a result ends at or below 1 unless even x*(1) misfits y; the warning is for
+#: ``discrepancy=False`` runs (the papers' results: a real under-fit at 20 steps on random inpainting for some,
+#: y largely ignored at 1–5 steps; benchmarks/results/discrepancy.md) and for an operator x*(1) cannot fit.
 UNFIT_CONSISTENCY = 3.0
 
 
@@ -232,18 +233,18 @@ def discrepancy_pull(operator: object, x: torch.Tensor, y: torch.Tensor, sigma: 
         x*(v) = x + v Aᵀ(σ² I + v AAᵀ)⁻¹ r = x + v (σ² I + v AᵀA)⁻¹ Aᵀ r,   r = y − A x
 
     (``operator.solve(Aᵀr, shift=σ², scale=v)``: exact where A's structure allows, else :data:`PULL_CG_ITERS` CG
-    iterations), and the result is x + g (x*(v) − x) with g ∈ [0, 1] the
-    smallest that brings ‖A(·) − y‖² down to m σ² (:func:`discrepancy_weight`; the residual falls monotonically in
-    g: A(x* − x) = W r with W = v AAᵀ(σ² I + v AAᵀ)⁻¹, 0 ⪯ W ≺ I). The direction damps the directions y measures
-    poorly (small singular values), so noise is not amplified. Where even x*(v) misfits y (a small v: x trusted
-    more than y), the same search runs towards x*(1), v = 1 = r_T² (x* then all but fits y on every direction A
-    measures well). Two solves and four products with A; no host sync.
+    iterations). The result is x + g (x*(v) − x) with g ∈ [0, 1] the smallest that brings ‖A(·) − y‖² down to m σ²
+    (:func:`discrepancy_weight`): the residual falls monotonically in g, as A(x* − x) = W r with
+    W = v AAᵀ(σ² I + v AAᵀ)⁻¹, 0 ⪯ W ≺ I. The direction damps what y measures poorly (small singular values), so
+    noise is not amplified. Where even x*(v) misfits y (a small v: x trusted more than y), the same search runs
+    towards x*(1), v = 1 = r_T² (x* then all but fits y on every direction A measures well). Two solves and four
+    products with A; no host sync.
     """
     solve = solver_of(operator, PULL_CG_ITERS)
     r0 = data_part(operator, y - operator.A(x))
     target = discrepancy_floor(operator, y, sigma, 1.0)
     move = None
-    for v in (max(variance, 1.0), variance) if variance < 1 else (variance,):  # the fallback first, then v
+    for v in (1.0, variance) if variance < 1 else (variance,):  # the fallback first: x*(v) where it reaches
         step = v * solve(operator.A_adjoint(r0), shift=sigma**2, scale=v)
         g = discrepancy_weight(r0, data_part(operator, operator.A(step)), target)
         here = g.view(-1, *([1] * (x.dim() - 1))) * step
