@@ -50,31 +50,28 @@ def dense_svd(op) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tenso
 
 def dense_discrepancy_pull(a: torch.Tensor, x: torch.Tensor, y: torch.Tensor, sigma: float, v: float,
                            m: torch.Tensor) -> torch.Tensor:
-    """Morozov's discrepancy principle in dense linear algebra, a reference for ``_inverse.discrepancy_pull``:
-    x*(v) = x + v Aᵀ(σ² I + v AAᵀ)⁻¹(y − A x) per sample, then x + g (x*(v) − x) with g found by bisection so that
-    ‖A(·) − y‖² = m σ² (g = 0 where x already fits to within that); where x*(v) itself stays above it, the same
-    towards x*(1). Rows of A that are 0 (a mask's missing pixels) carry no data: they and y's entries there are
-    left out."""
+    """Morozov's discrepancy principle with a χ² band in dense linear algebra, a reference for
+    ``_inverse.discrepancy_pull``: x* = x + v Aᵀ(σ² I + v AAᵀ)⁻¹(y − A x) per sample, then x + g (x* − x) with g
+    found by bisection so that ‖A(·) − y‖² = σ²(m + 3√(2m)) (g = 0 where x is already at or below that, g = 1
+    where x* stays above it). Rows of A that are 0 (a mask's missing pixels) carry no data: they and y's entries
+    there are left out."""
     rows = a.abs().sum(1) > 0
     a = a[rows]
     out = []
     for xb, yb, mb in zip(x.flatten(1), y.flatten(1)[:, rows], m.tolist()):
         r = yb - a @ xb
+        step = v * a.T @ torch.linalg.solve(sigma**2 * torch.eye(a.shape[0], dtype=a.dtype) + v * a @ a.T, r)
 
-        def excess(point: torch.Tensor) -> float:
-            return float((yb - a @ point).pow(2).sum()) - mb * sigma**2
+        def excess(g: float) -> float:
+            return float((yb - a @ (xb + g * step)).pow(2).sum()) - (mb + 3 * (2 * mb) ** 0.5) * sigma**2
 
-        for var in (v, 1.0):
-            step = var * a.T @ torch.linalg.solve(sigma**2 * torch.eye(a.shape[0], dtype=a.dtype) + var * a @ a.T, r)
-            if excess(xb + step) < 0:
-                break
         lo, hi = 0.0, 1.0
-        if excess(xb) <= 0:
+        if excess(0.0) <= 0:
             hi = 0.0
-        elif excess(xb + step) >= 0:
+        elif excess(1.0) >= 0:
             lo = 1.0
         for _ in range(80):
             mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if excess(xb + mid * step) > 0 else (lo, mid)
+            lo, hi = (mid, hi) if excess(mid) > 0 else (lo, mid)
         out.append(xb + (lo + hi) / 2 * step)
     return torch.stack(out).view_as(x)

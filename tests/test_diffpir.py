@@ -174,7 +174,7 @@ def test_cg_data_step_matches_dense_and_starts_at_the_prox_centre():
 
     out = diffpir(pr, Spy(), y, steps=4, x_T=x_T, sigma=0.05, zeta=0.0)
     assert torch.allclose(out, ref, atol=1e-8)
-    assert len(calls) == 6 and all(o["max_iters"] == CG_ITERS and o["x0"].shape == x_T.shape for _, _, o in calls[:4])
+    assert len(calls) == 5 and all(o["max_iters"] == CG_ITERS and o["x0"].shape == x_T.shape for _, _, o in calls[:4])
     assert all(shift == pytest.approx(0.05**2) and o == {"max_iters": PULL_CG_ITERS} for _, shift, o in calls[4:])
     rhs, rho, options = calls[3]  # the last step: x0 is x̂0, the prox centre (rhs = Aᵀy + ρ x̂0)
     x0 = options["x0"]

@@ -6,7 +6,7 @@
   of the non-squared norm, ∇_x ‖A x − y‖ = Aᵀ(A x − y)/‖A x − y‖ — no autograd;
 - :class:`Diagnostics`: per-step (B,) tensors collected without a host sync and stacked at the end;
 - :func:`discrepancy_floor` / :func:`discrepancy_weight`: how far a data step may go before it fits y's noise;
-  :func:`discrepancy_pull`: a result moved towards y until it fits y to within the noise (Morozov);
+  :func:`discrepancy_pull`: a result moved towards y until its residual is one the noise explains (Morozov);
 - :func:`warn_if_unfit`: after the loop, a :class:`DataConsistencyWarning` where the result ignores y;
 - :func:`route`: the solver's backend reaches the operator's kernels.
 """
@@ -20,26 +20,26 @@ import torch
 
 from ._loop import check_finite_tensor
 
-__all__ = ["DISCREPANCY_SHARE", "UNFIT_CONSISTENCY", "DataConsistencyWarning", "Diagnostics", "check_problem",
-           "check_sigma", "data_part", "discrepancy_floor", "discrepancy_pull", "PULL_CG_ITERS", "discrepancy_weight",
-           "final_residual", "measured_entries", "measurement_grad", "residual_norm", "route", "solver_of",
-           "warn_if_unfit"]
+__all__ = ["DISCREPANCY_SHARE", "PULL_CG_ITERS", "UNFIT_CONSISTENCY", "check_problem", "check_sigma", "data_part",
+           "DataConsistencyWarning", "Diagnostics", "discrepancy_floor", "discrepancy_pull", "discrepancy_weight",
+           "final_residual", "measured_entries", "measurement_grad", "noise_ceiling", "residual_norm", "route",
+           "solver_of", "warn_if_unfit"]
 
 #: κ of the discrepancy rule the guided methods share when σ is given (DPS's step factor, MPGD's step cap): a step
 #: stops fitting y once ‖A x̂0 − y‖² ≤ κ m σ², m the measured entries. κ < 1: x̂0 estimates a mean, which should
 #: fit the directions the data determines well below the noise level; κ = 1 cost DPS up to 2.4 dB and MPGD up to
 #: 0.9 dB on blurs (benchmarks/results/dps-steps-power.md, mpgd-floor.md; chosen on the tuning photos).
 DISCREPANCY_SHARE = 0.5
-#: CG iterations of :func:`discrepancy_pull`'s solves where A has no exact one: the line search along the direction
+#: CG iterations of :func:`discrepancy_pull`'s solve where A has no exact one: the line search along the direction
 #: they give is exact whatever the direction, so a few iterations only set which way it moves (more run CG past the
 #: Krylov space of a small problem, where its iterate turns on rounding: a sample's result would then depend on
 #: its batch)
 PULL_CG_ITERS = 10
 #: a result whose data consistency ‖A x̂ − y‖/(σ√m) exceeds this for some sample draws a DataConsistencyWarning:
 #: a residual 3× the noise level (9× its squared norm). With the discrepancy principle on (every method's default,
-#: :func:`discrepancy_pull`) a result ends at or below 1 unless even x*(1) misfits y; the warning is for
+#: :func:`discrepancy_pull`) a result ends within the noise unless even x* misfits y; the warning is for
 #: ``discrepancy=False`` runs (the papers' results: a real under-fit at 20 steps on random inpainting for some,
-#: y largely ignored at 1–5 steps; benchmarks/results/discrepancy.md) and for an operator x*(1) cannot fit.
+#: y largely ignored at 1–5 steps; benchmarks/results/discrepancy.md) and for results x* cannot bring to y.
 UNFIT_CONSISTENCY = 3.0
 
 
@@ -216,40 +216,42 @@ def solver_of(operator: Any, max_iters: int | None = None):
     return solve
 
 
+def noise_ceiling(operator: object, y: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(B,) σ²(m + 3√(2m)) in y's dtype and device, m the measured entries: the largest ‖A x − y‖² that y's noise
+    explains, three standard deviations above the mean of ‖n‖²/σ² ~ χ²_m. A result above it misfits y; at or below
+    it (an exact posterior draw has E‖A x − y‖² = m σ²) it does not, whatever its spread."""
+    m = measured_entries(operator, y).to(device=y.device, dtype=y.dtype)
+    return (m + 3 * (2 * m).sqrt()) * sigma**2
+
+
 @torch.no_grad()
 def discrepancy_pull(operator: object, x: torch.Tensor, y: torch.Tensor, sigma: float, variance: float
                      ) -> torch.Tensor:
-    """x (B, C, H, W) moved, per sample, just far enough towards y that ‖A x − y‖ ≤ σ√m (Morozov's discrepancy
-    principle, m the measured entries); x itself where it already fits y to within the noise.
+    """x (B, C, H, W) moved, per sample, towards y just far enough that its residual is one the noise explains,
+    ‖A x − y‖² ≤ σ²(m + 3√(2m)) (:func:`noise_ceiling`; Morozov's discrepancy principle with a χ² band, m the
+    measured entries); x itself, bit for bit, where it already is.
 
     Every method given σ ends with it (their ``discrepancy`` option; False: the paper's result), with v = 1 − ᾱ_t of
     the last model call (ΠGDM's r_t², the x̂0 error variance of a unit prior). Why: the last model call sees x_t at
     noise √(1−ᾱ_t) ≫ σ when N is small, so the result's measured part (a mask's observed pixels, a blur's well-
     measured frequencies) comes out of the denoiser, not y, and can misfit y well beyond the noise
-    (benchmarks/results/discrepancy.md). A result within the noise is left bit for bit.
+    (benchmarks/results/discrepancy.md).
 
     The move goes towards the Gaussian posterior mean that treats x's error as N(0, v I), v = ``variance``:
 
-        x*(v) = x + v Aᵀ(σ² I + v AAᵀ)⁻¹ r = x + v (σ² I + v AᵀA)⁻¹ Aᵀ r,   r = y − A x
+        x* = x + v Aᵀ(σ² I + v AAᵀ)⁻¹ r = x + v (σ² I + v AᵀA)⁻¹ Aᵀ r,   r = y − A x
 
     (``operator.solve(Aᵀr, shift=σ², scale=v)``: exact where A's structure allows, else :data:`PULL_CG_ITERS` CG
-    iterations). The result is x + g (x*(v) − x) with g ∈ [0, 1] the smallest that brings ‖A(·) − y‖² down to m σ²
-    (:func:`discrepancy_weight`): the residual falls monotonically in g, as A(x* − x) = W r with
-    W = v AAᵀ(σ² I + v AAᵀ)⁻¹, 0 ⪯ W ≺ I. The direction damps what y measures poorly (small singular values), so
-    noise is not amplified. Where even x*(v) misfits y (a small v: x trusted more than y), the same search runs
-    towards x*(1), v = 1 = r_T² (x* then all but fits y on every direction A measures well). Two solves and four
-    products with A; no host sync.
+    iterations), never past it: the result is x + g (x* − x) with g ∈ [0, 1] the smallest that brings the residual
+    to the ceiling (:func:`discrepancy_weight`; it falls monotonically in g, as A(x* − x) = W r with
+    W = v AAᵀ(σ² I + v AAᵀ)⁻¹, 0 ⪯ W ≺ I), or x* where even x* stays above it (x trusted more than y: a small v).
+    The direction damps what y measures poorly (small singular values), so noise is not amplified. One solve and
+    two products with A; no host sync.
     """
-    solve = solver_of(operator, PULL_CG_ITERS)
     r0 = data_part(operator, y - operator.A(x))
-    target = discrepancy_floor(operator, y, sigma, 1.0)
-    move = None
-    for v in (1.0, variance) if variance < 1 else (variance,):  # the fallback first: x*(v) where it reaches
-        step = v * solve(operator.A_adjoint(r0), shift=sigma**2, scale=v)
-        g = discrepancy_weight(r0, data_part(operator, operator.A(step)), target)
-        here = g.view(-1, *([1] * (x.dim() - 1))) * step
-        move = here if move is None else torch.where((g < 1).view(-1, *([1] * (x.dim() - 1))), here, move)
-    return x + move
+    step = variance * solver_of(operator, PULL_CG_ITERS)(operator.A_adjoint(r0), shift=sigma**2, scale=variance)
+    g = discrepancy_weight(r0, data_part(operator, operator.A(step)), noise_ceiling(operator, y, sigma))
+    return x + g.view(-1, *([1] * (x.dim() - 1))) * step
 
 
 def measurement_grad(operator: object, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
