@@ -69,8 +69,8 @@ def info(out=None) -> dict:
                                    "required": list(m.required)}
         req = f" [needs {', '.join(o + '=' for o in m.required)}]" if m.required else ""
         print(f"  {name:9s} {m.needs}; {m.nfe} per step{req}", file=out)
-    print("  given σ, every inverse method ends within the noise, ‖A x̂ − y‖ ≤ σ√m (discrepancy=False: the paper's "
-          "result)", file=out)
+    print("  given σ, every inverse method ends with a residual y's noise explains, ‖A x̂ − y‖² ≤ σ²(m + 3√(2m)) "
+          "(discrepancy=False: the paper's result)", file=out)
     print("shipped models:", file=out)
     for name in DEFAULT_MODELS:
         try:

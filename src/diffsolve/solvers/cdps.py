@@ -358,7 +358,7 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         solver: ``"auto"`` | ``"exact"`` | ``"cg"`` | :class:`CG` ``(iters, tol, step_iters)`` (CG with its budget).
         last_step: ``"denoise"`` (default) returns Tweedie's x̂0 of the last step, as DDIM/DDPM do; ``"mean"`` that
             step's posterior mean with y; ``"sample"`` a draw from it (module docstring).
-        discrepancy: end within the noise, ‖A x − y‖ ≤ σ√m (``_inverse.discrepancy_pull``; not with
+        discrepancy: end with a residual y's noise explains (``_inverse.discrepancy_pull``; not with
             ``last_step="sample"``, a draw); False: the paper's result.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖A x_s − y‖, with CG

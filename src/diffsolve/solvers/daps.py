@@ -263,7 +263,7 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             K steps in one draw through A's SVD; ValueError without one), ``"chebyshev"`` (the same draw by
             Chebyshev series in AᵀA, any operator; the K steps where the series would be longer) or ``"loop"``
             (K explicit steps).
-        discrepancy: end within the noise, ‖A x − y‖ ≤ σ√m (``_inverse.discrepancy_pull``); False: the
+        discrepancy: end with a residual y's noise explains (``_inverse.discrepancy_pull``); False: the
             paper's result.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ of each level's ODE

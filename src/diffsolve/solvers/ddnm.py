@@ -108,7 +108,7 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         sigma: measurement noise std σ ≥ 0; None or 0: DDNM (A x̂0' = y exactly), > 0: DDNM+.
         eta: η ∈ [0, 1], the share of fresh noise in the re-noising (0.85: the code's).
         travel_length: time-travel length l ≥ 0 (0: off, the default); travel_repeat: r ≥ 1 passes.
-        discrepancy: end within the noise, ‖A x − y‖ ≤ σ√m (``_inverse.discrepancy_pull``; DDNM+ only); False: the
+        discrepancy: end with a residual y's noise explains (``_inverse.discrepancy_pull``; DDNM+ only); False: the
             code's result.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N', B) ‖y − A x̂0‖ of the denoiser's

@@ -179,7 +179,7 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         sigma: σ_y ≥ 0, the measurement noise std in [-1, 1] units (or a ``GaussianNoise``); 0 is noiseless.
         eta: η ∈ [0, 1], the stochasticity of the unobserved and less-noisy-than-y coefficients.
         eta_b: η_b ∈ [0, 1], the weight of ȳ on the coefficients noisier than y.
-        discrepancy: end within the noise, ‖A x − y‖ ≤ σ√m (``_inverse.discrepancy_pull``; σ_y > 0); False: the
+        discrepancy: end with a residual y's noise explains (``_inverse.discrepancy_pull``; σ_y > 0); False: the
             paper's result.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ per step,

@@ -26,8 +26,8 @@ one, and the data step also at the last step (where x_s = x̂0', ᾱ_s = 1: the 
 ρ_t is still small and x̂0' would keep most of y's noise on the directions y determines (a mask's observed pixels),
 fitting y below its noise level. The result is x̂0 + g (x̂0' − x̂0) with g ∈ [0, 1] per sample the largest with
 ‖A(·) − y‖ ≥ σ√(m/2) (m measured entries, κ = ``_inverse.DISCREPANCY_SHARE``; ``_inverse.discrepancy_weight``):
-MPGD's, DPS's and RED-diff's floor; two products with A. Every earlier step is the paper's. A result still above
-the noise, ‖A x − y‖ > σ√m, is then held to it as every method's is (``_inverse.discrepancy_pull``).
+MPGD's, DPS's and RED-diff's floor; two products with A. Every earlier step is the paper's. A result whose residual
+the noise cannot explain is then pulled towards y as every method's is (``_inverse.discrepancy_pull``).
 Results: benchmarks/results/ (diffpir-gate.md, discrepancy.md).
 """
 
@@ -114,8 +114,8 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords).
         sigma: σ ≥ 0, the measurement noise std (required; 0: hard data consistency).
         lam: λ > 0 of ρ_t = λσ²/σ̄_t²; zeta: ζ ∈ [0, 1], the fresh-noise share of the re-noising.
-        discrepancy: the last step's result within [σ√(m/2), σ√m] of y (module docstring); False: the paper's
-            last step.
+        discrepancy: the last step's result neither below σ√(m/2) from y nor beyond what the noise explains
+            (module docstring); False: the paper's last step.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ of the denoiser's x̂0
         at each step, "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, and for σ > 0

@@ -109,7 +109,7 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
         normalize: ``"gradient"`` | ``"adjoint"`` | ``"residual"``; eta: DDIM η ∈ [0, 1] (1: the paper).
         sigma: the measurement noise std σ > 0 (or a ``GaussianNoise``), optional: each step is scaled by
             (1 − κmσ²/‖r‖²)₊ (the discrepancy factor, module docstring); None: no factor.
-        discrepancy: end within the noise, ‖A x − y‖ ≤ σ√m (``_inverse.discrepancy_pull``; with sigma); False: the
+        discrepancy: end with a residual y's noise explains (``_inverse.discrepancy_pull``; with sigma); False: the
             paper's result.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ at each step,

@@ -121,7 +121,7 @@ def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             use iters=1).
         iters: solver iterations per step, an int ≥ 1 (default 4; azula's is 1; each costs one backward pass).
         eta: DDIM η ∈ [0, 1] of the step taken with the corrected x̂0 (default 1).
-        discrepancy: end within the noise, ‖A x − y‖ ≤ σ√m (``_inverse.discrepancy_pull``); False: the
+        discrepancy: end with a residual y's noise explains (``_inverse.discrepancy_pull``); False: the
             paper's result.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ of the denoiser's x̂0,

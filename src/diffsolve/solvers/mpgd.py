@@ -197,7 +197,7 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
             the discrepancy cap need it; None keeps the σ-free default and no cap).
         projection: None (MPGD without projection) or :class:`Projection` (MPGD-AE / MPGD-Z).
         loss: ``loss(x0) -> (B,)`` replacing ‖y − A x0‖ (autograd on x0 only).
-        discrepancy: end within the noise, ‖A x − y‖ ≤ σ√m (``_inverse.discrepancy_pull``; with y and sigma > 0,
+        discrepancy: end with a residual y's noise explains (``_inverse.discrepancy_pull``; with y and sigma > 0,
             without loss); False: the paper's result.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) the loss at x̂0 of each step

@@ -63,7 +63,7 @@ def pigdm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, 
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords).
         sigma: σ ≥ 0, the measurement noise std (required; 0: the paper's noiseless A⁺ guidance).
         eta: DDIM η ∈ [0, 1] (1: the paper).
-        discrepancy: end within the noise, ‖A x − y‖ ≤ σ√m (``_inverse.discrepancy_pull``; σ > 0); False: the
+        discrepancy: end with a residual y's noise explains (``_inverse.discrepancy_pull``; σ > 0); False: the
             paper's result.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ at each step,

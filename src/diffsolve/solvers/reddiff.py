@@ -128,7 +128,7 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         lam_rule: ``"steps"`` λ_N = λ·N/50 (default) | ``"constant"`` λ_N = λ, the paper's (module docstring).
         sigma: the measurement noise std σ > 0 (or a ``GaussianNoise``), optional: the discrepancy gate of the data
             term (module docstring) and the reported data consistency; None: the paper's update, ungated.
-        discrepancy: end within the noise, ‖A x − y‖ ≤ σ√m (``_inverse.discrepancy_pull``; with sigma); False: the
+        discrepancy: end with a residual y's noise explains (``_inverse.discrepancy_pull``; with sigma); False: the
             paper's result.
     Returns:
         μ (B, C, H, W), or (μ, info) with ``return_info``: {"residual": (N, B) ‖y − A μ‖ before each step's
