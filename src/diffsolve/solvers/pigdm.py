@@ -33,9 +33,9 @@ from typing import Any
 import torch
 
 from ..kernels import ddim_step
-from ._inverse import Diagnostics, check_problem, data_part, discrepancy_pull, route, warn_if_unfit
+from ._inverse import Diagnostics, check_problem, data_part, discrepancy_pull, route, solver_of, warn_if_unfit
 from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
-from .diffpir import check_operator_solves, pinv_unchecked, solver_of
+from .diffpir import check_operator_solves, pinv_unchecked
 
 __all__ = ["CG_ITERS", "guidance_vector", "pigdm"]
 
