@@ -181,11 +181,10 @@ def final_residual(operator: object, x: torch.Tensor, y: torch.Tensor) -> torch.
         return residual_norm(operator, x, y) / measured_entries(operator, y).to(y).sqrt()
 
 
-def discrepancy_floor(operator: object, y: torch.Tensor, sigma: float, share: float = DISCREPANCY_SHARE
-                      ) -> torch.Tensor:
+def discrepancy_floor(operator: object, y: torch.Tensor, sigma: float) -> torch.Tensor:
     """(B,) κ m σ² in y's dtype and device: the squared residual ‖A x − y‖² below which a step fits y's noise
-    (κ = ``share``, by default :data:`DISCREPANCY_SHARE`; m the measured entries)."""
-    return share * measured_entries(operator, y).to(device=y.device, dtype=y.dtype) * sigma**2
+    (κ = :data:`DISCREPANCY_SHARE`, m the measured entries)."""
+    return DISCREPANCY_SHARE * measured_entries(operator, y).to(device=y.device, dtype=y.dtype) * sigma**2
 
 
 def discrepancy_weight(r0: torch.Tensor, d: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:

@@ -44,8 +44,7 @@ from ._inverse import (Diagnostics, check_problem, data_part, discrepancy_floor,
                        route, solver_of, warn_if_unfit)
 from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
 
-__all__ = ["CG_ITERS", "DEFAULT_LAM", "DEFAULT_ZETA", "data_rho", "diffpir", "pinv_unchecked", "reproject_step",
-           "solver_of"]
+__all__ = ["CG_ITERS", "DEFAULT_LAM", "DEFAULT_ZETA", "data_rho", "diffpir", "pinv_unchecked", "reproject_step"]
 
 #: λ of ρ_t = λσ²/σ̄_t² with σ and σ̄_t on one scale (the reference code's 7, module docstring)
 DEFAULT_LAM = 7.0 / 4.0
