@@ -5,6 +5,8 @@ tests/test_methods_contract.py)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -367,3 +369,37 @@ def test_cg_past_one_iteration_warns_unless_the_jacobian_is_declared_symmetric()
         _warnings.filterwarnings("error", message="mmps: solver='cg'")
         for den, solver, iters in ((learned, "cg", 1), (learned, "gmres", 3), (p, "cg", 3)):
             mmps(den, op, y, steps=2, sigma=0.1, solver=solver, iters=iters, generator=gen(14))
+
+
+
+@pytest.mark.parametrize("dtype,kappa,tol", [(torch.float64, 1e6, 1e-8), (torch.float32, 1e3, 1e-3)])
+def test_gmres_past_the_dimension_on_ill_conditioned_systems(dtype, kappa, tol):
+    """More iterations than measurements (8 on m = 4) on K with condition ``kappa`` (a late step's σ²I + γ A Σ Aᵀ,
+    slightly nonsymmetric as a learned Jacobian): past the dimension the Arnoldi vector is rounding noise the
+    closure test can miss, and its dependent column of H must not be solved for. Every sample comes out finite
+    with the dense solve's residual."""
+    g = gen(32)
+    q, _ = torch.linalg.qr(torch.randn(512, 4, 4, generator=g, dtype=D))
+    scales = torch.logspace(0, math.log10(kappa), 4, dtype=D).flip(0)
+    mats = q @ torch.diag_embed(scales.expand(512, 4)) @ q.transpose(1, 2)
+    mats = mats + 1e-3 * torch.randn(512, 4, 4, generator=g, dtype=D)
+    rhs = torch.randn(512, 4, generator=g, dtype=D)
+    for k in (5, 8):
+        u = measurement_gmres(_batched(mats.to(dtype)), rhs.to(dtype), k)
+        assert torch.isfinite(u).all()
+        res = (_batched(mats)(u.to(D)) - rhs).norm(dim=1) / rhs.norm(dim=1)
+        assert res.max() < tol, (k, res.max())
+
+
+def test_mmps_gmres_past_the_dimension_stays_finite():
+    """The sampler-level case that blew up: MMPS with 8 GMRES iterations on 2×2 SR measurements (m = 4), 256
+    draws, 30 steps on the exact prior; one sample's H had a dependent column (R_jj = 0) and its draw became
+    NaN/inf at step 19."""
+    from _small_problem import prior as small_prior
+
+    p = small_prior()
+    op = SuperResolution(2, input_size=(4, 4))
+    x = p.sample(1, generator=gen(5))
+    y = op.A(x) + 0.05 * torch.randn(op.A(x).shape, generator=gen(6), dtype=D)
+    out = mmps(p, op, y.expand(256, *y.shape[1:]).contiguous(), steps=30, sigma=0.05, iters=8, generator=gen(7))
+    assert torch.isfinite(out).all()

@@ -88,6 +88,7 @@ def measurement_gmres(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.
     2. Arnoldi with modified Gram–Schmidt, j = 0 … k−1: w = K v_j; for i ≤ j: h_ij = ⟨w, v_i⟩, w ← w − h_ij v_i;
        h_{j+1,j} = ‖w‖, v_{j+1} = w/h_{j+1,j} (one ``apply`` per iteration);
     3. c = argmin_c ‖β e₁ − H c‖ with H (B, k+1, k) upper Hessenberg, by a batched QR (torch.linalg, float64);
+       a column with |R_jj| ≤ 1000·ε·max_i |R_ii| is dependent on the ones before it and is dropped (c_j = 0);
     4. u = Σ_j c_j v_j: the minimiser of ‖rhs − K u‖ over the Krylov space span{rhs, K rhs, …, K^{k−1} rhs}
        (``weights=True`` also returns c (B, k): v_j is the vector given to ``apply`` at call j, so a linear map of
        u is Σ_j c_j times that map of v_j, which a caller may have computed inside ``apply``; with
@@ -100,7 +101,9 @@ def measurement_gmres(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.
     answer is the one of the closed space (rhs = 0 → u = 0). The tolerance matters: past the dimension (more
     iterations than measurements, or an invariant subspace reached) w is rounding noise, and normalising it
     would add a spurious direction whose least-squares coefficient can be huge (seen: 8 iterations on a
-    4-measurement SR×4 blew the sampler up). NaN compares false there: a NaN or inf from ``apply`` or ``rhs``
+    4-measurement SR×4 blew the sampler up). Rounding can still leave such a vector above the tolerance; its
+    column of H is then dependent, which step 3's drop handles (it had divided by R_jj = 0 in one draw of 256 on
+    the same SR×4). NaN compares false there: a NaN or inf from ``apply`` or ``rhs``
     propagates to that sample's u."""
     _check_returns(weights, solution)
     k = iters
@@ -143,7 +146,17 @@ def measurement_gmres(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.
     g = torch.zeros(batch, k + 1, 1, dtype=hd, device=rhs.device)
     g[:, 0, 0] = beta.to(hd)
     q, r = torch.linalg.qr(h)  # (B, k+1, k), (B, k, k)
-    c = torch.linalg.solve_triangular(r, q.transpose(1, 2) @ g, upper=True)[..., 0].to(flat.dtype)  # (B, k)
+    z = q.transpose(1, 2) @ g  # (B, k, 1)
+    # A column of H that is (to rounding) a combination of the ones before it adds nothing to the Krylov space (a
+    # direction normalised from rounding noise that the closure test above missed): its R_jj is ~0 and solving for
+    # it would divide by it. Drop it (c_j = 0: row j becomes e_j, z_j = 0); the minimiser over the other columns is
+    # the same least-squares answer up to that rounding. Where no R_jj is that small, R and z are unchanged.
+    diag = r.diagonal(dim1=1, dim2=2).abs()  # (B, k)
+    drop = diag <= rtol * diag.amax(1, keepdim=True)  # NaN compares false: it propagates
+    eye_k = torch.eye(k, dtype=hd, device=rhs.device)
+    r = torch.where(drop[:, :, None], eye_k, r)
+    z = torch.where(drop[:, :, None], torch.zeros_like(z), z)
+    c = torch.linalg.solve_triangular(r, z, upper=True)[..., 0].to(flat.dtype)  # (B, k)
     if not solution:
         return None, c
     u = basis[0] * c[:, :1]
