@@ -204,8 +204,6 @@ def solve(method: str, model, op, y, x, steps: int, seed: int):
             return dps(model, op, y, steps=steps, zeta=dps_after_zeta(numel), generator=gen).detach(), {
                 "zeta": dps_after_zeta(numel)}
     if method == "mpgd-after":
-        from diffsolve.solvers import mpgd
-
         return mpgd_capped(model, op, y, steps, gen, shape)
     if method.startswith("mpgd-rho"):  # sweep helper: mpgd-rho<c> = the proposed rule with c
         from diffsolve.solvers import mpgd

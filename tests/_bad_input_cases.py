@@ -628,7 +628,7 @@ def _misc_cases(x) -> list[Case]:
     """Schedules, the remaining kernels and adapters' constructors."""
     from diffsolve.kernels import avg_pool, correlate2d, resample, separable_correlate2d
     from diffsolve.models import Autoencoder, DiffusersDenoiser
-    from diffsolve.operators import CallableOperator, LinearOperator
+    from diffsolve.operators import CallableOperator
     from diffsolve.schedules import loglinear_timesteps, make_alphas_cumprod, spaced_timesteps
 
     cases: list[Case] = []

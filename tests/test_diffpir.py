@@ -10,7 +10,6 @@ import torch
 from _small_problem import D, OPS, SHAPE, gen, measure, prior
 
 from diffsolve.models.priors import operator_matrix
-from diffsolve.operators import GaussianBlur
 from diffsolve.solvers._inverse import PULL_CG_ITERS, discrepancy_weight, measured_entries
 from diffsolve.solvers._loop import select_schedule
 from diffsolve.solvers.diffpir import DEFAULT_LAM, data_rho, diffpir, reproject_step

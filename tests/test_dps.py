@@ -10,7 +10,7 @@ import torch
 from _tiny_models import SCHEDULER, tiny_unet
 
 from diffsolve.models import DiffusersDenoiser, GaussianPrior, operator_matrix
-from diffsolve.operators import CallableOperator, GaussianBlur, Inpainting, LinearOperator, SuperResolution
+from diffsolve.operators import CallableOperator, GaussianBlur, Inpainting, SuperResolution
 from diffsolve.solvers import dps
 from diffsolve.solvers.dps import (DISCREPANCY_SHARE, MIN_STEPS, REFERENCE_NUMEL, REFERENCE_STEPS, STEP_POWER,
                                    DPSStepsWarning, step_size)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from diffsolve.operators import (
-    Blur, CallableOperator, GaussianBlur, GaussianNoise, Identity, Inpainting, MotionBlur, Operator, SuperResolution,
+    Blur, CallableOperator, GaussianBlur, GaussianNoise, Identity, Inpainting, MotionBlur, SuperResolution,
 )
 
 F64 = torch.float64

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from diffsolve.operators import CallableOperator, GaussianNoise, Operator, convert_sigma
+from diffsolve.operators import CallableOperator, GaussianNoise, convert_sigma
 
 F64 = torch.float64
 

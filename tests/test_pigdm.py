@@ -10,7 +10,6 @@ import torch
 from _small_problem import D, OPS, SHAPE, dense_discrepancy_pull, gen, measure, prior
 
 from diffsolve.models.priors import operator_matrix
-from diffsolve.operators import SuperResolution
 from diffsolve.solvers._inverse import PULL_CG_ITERS, measured_entries
 from diffsolve.solvers._loop import select_schedule
 from diffsolve.solvers.pigdm import guidance_vector, pigdm
