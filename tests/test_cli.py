@@ -156,3 +156,23 @@ def test_tiny_demo(tmp_path, capsys):
             assert all(m["dc"] is not None and m["dc"] >= 0 for m in task.values())  # data consistency
     assert len(list(out.glob("*.png"))) == 10
     assert Image.open(out / "photos_box.png").size[0] > 6 * 32
+
+
+def test_restore_no_discrepancy_returns_the_papers_result(tmp_path, digit_png, capsys):
+    """--no-discrepancy: the method's paper result (no final pull towards y); 2 MPGD steps under-fit y, so the
+    default ends nearer y than the flagged run. A model-free method refuses the flag (it has no such step)."""
+    args = ("--input", digit_png, "--task", "gaussian_blur", "--method", "mpgd", "--model", "digits16", "--simulate")
+
+    def dc(out: str) -> float:
+        return float(out.split("(sigma sqrt(m)) = ")[1].split()[0])
+
+    assert _restore(tmp_path, *args) == 0
+    default = capsys.readouterr().out
+    pulled = np.asarray(Image.open(tmp_path / "out.png"), dtype=float)
+    assert _restore(tmp_path, *args, "--no-discrepancy") == 0
+    paper = capsys.readouterr().out
+    assert "the paper's result (--no-discrepancy)" in paper and "--no-discrepancy" not in default
+    assert dc(paper) > 1.5 and dc(default) < dc(paper)
+    assert np.abs(np.asarray(Image.open(tmp_path / "out.png"), dtype=float) - pulled).max() > 0
+    assert _restore(tmp_path, *args[:4], "--method", "tikhonov", "--simulate", "--no-discrepancy") == 2
+    assert "--no-discrepancy: tikhonov is a closed-form solve" in capsys.readouterr().err

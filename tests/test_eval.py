@@ -276,3 +276,33 @@ def test_draws_score_the_mean_and_are_pinned(tmp_path, capsys):
     capsys.readouterr()
     assert eval_cli.run(parse(*common, "--draws", "3", "--out", str(one))) == 2
     assert "holds records made with draws=1" in capsys.readouterr().err
+
+
+def test_no_discrepancy_reaches_the_model_based_methods_and_is_pinned(tmp_path, capsys):
+    """--no-discrepancy: a model-based record is the paper's result (it says so; MPGD's 2-step under-fit stays),
+    a model-free one is unchanged; config.json pins the setting, and an OUT made before it existed counts as the
+    default."""
+    common = ["--data", "digits16", "--limit", "1", "--tasks", "gaussian_blur", "--methods", "mpgd,pinv", "--steps",
+              "2", "--no-progress"]
+    default, paper = tmp_path / "default", tmp_path / "paper"
+    assert eval_cli.run(parse(*common, "--out", str(default))) == 0
+    assert eval_cli.run(parse(*common, "--no-discrepancy", "--out", str(paper))) == 0
+    rec0 = {r["method"]: r for r in map(json.loads, (default / "results.jsonl").read_text().splitlines())}
+    rec1 = {r["method"]: r for r in map(json.loads, (paper / "results.jsonl").read_text().splitlines())}
+    assert rec1["mpgd"]["discrepancy"] is False and "discrepancy" not in rec0["mpgd"]
+    assert "discrepancy" not in rec1["pinv"] and rec1["pinv"]["psnr"] == rec0["pinv"]["psnr"]
+    assert rec1["mpgd"]["dc"] > 1.5 and rec0["mpgd"]["dc"] < rec1["mpgd"]["dc"]
+    assert "--no-discrepancy" in (paper / "summary.md").read_text()
+    capsys.readouterr()
+    assert eval_cli.run(parse(*common, "--out", str(paper))) == 2
+    assert "discrepancy=False" in capsys.readouterr().err
+    cfg = json.loads((default / "config.json").read_text())
+    del cfg["discrepancy"]  # made before the setting existed: every method ended as its default
+    (default / "config.json").write_text(json.dumps(cfg))
+    assert eval_cli.run(parse(*common, "--out", str(default))) == 0
+    capsys.readouterr()
+    assert eval_cli.run(parse(*common, "--no-discrepancy", "--out", str(default))) == 2
+    assert "holds records made with discrepancy=True" in capsys.readouterr().err
+    assert eval_cli.run(parse("--data", "digits16", "--methods", "pinv", "--no-discrepancy", "--out",
+                              str(tmp_path / "x"))) == 2
+    assert "--no-discrepancy" in capsys.readouterr().err

@@ -57,6 +57,26 @@ def test_restore_is_the_solver_with_the_cli_options(problem, method, fn, needs):
     assert info == {} and not got.requires_grad
 
 
+@pytest.mark.filterwarnings("ignore:dps. steps=3")
+@pytest.mark.filterwarnings("ignore::diffsolve.solvers.DataConsistencyWarning")
+@pytest.mark.parametrize("method, fn", [("mpgd", mpgd), ("cdps", cdps), ("dps", dps)])
+def test_restore_discrepancy_false_is_the_solvers_papers_result(problem, method, fn):
+    prior, op, x, y = problem
+    got, _ = restore(method, prior, op, y, steps=3, sigma=0.05, generator=gen(2), discrepancy=False)
+    ref = fn(prior, op, y, steps=3, generator=gen(2), sigma=0.05, discrepancy=False)
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    assert methods.takes_discrepancy(method)
+
+
+def test_restore_discrepancy_is_refused_where_it_cannot_apply(problem):
+    prior, op, x, y = problem
+    assert methods.discrepancy_methods() == tuple(m for m in CLI_METHODS if METHODS[m].uses_model)
+    with pytest.raises(ValueError, match="discrepancy=False: tikhonov has no discrepancy step.*mpgd"):
+        restore("tikhonov", None, op, y, steps=3, sigma=0.05, discrepancy=False)
+    with pytest.raises(TypeError, match="discrepancy must be True or False, got 'no'"):
+        restore("mpgd", prior, op, y, steps=3, sigma=0.05, discrepancy="no")
+
+
 def test_mpgd_cli_passes_the_noise_level():
     """σ sets MPGD's scale-free ρ and its discrepancy cap (no per-operator special case)."""
     op = SuperResolution(2, "bicubic")

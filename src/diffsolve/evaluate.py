@@ -5,7 +5,8 @@ Records. ``OUT/results.jsonl`` holds one JSON object per (image, task, method, s
 (file name), ``task``, ``method``, ``seed``, ``psnr`` (dB), ``ssim``, ``seconds`` (the record's share
 of its batch's wall time), ``dc`` (data consistency ‖A x̂ − y‖/(σ√m), 1 = the residual matches the
 noise level; null when σ = 0), ``steps``, ``model``, ``size``, ``sigma`` (and ``lam`` for Tikhonov; ``draws``
-with ``--draws`` K > 1, where a model-based record scores the mean of K draws).
+with ``--draws`` K > 1, where a model-based record scores the mean of K draws; ``discrepancy: false`` with
+``--no-discrepancy``, on the records of the methods it switches to the paper's result).
 Each process appends its records to ``OUT/parts/rank-R.jsonl`` and flushes after every record, so a
 killed run loses at most the batch in flight; a rerun with the same OUT skips every record already
 in results.jsonl or a part file. ``OUT/config.json`` pins the settings records depend on and the data:
@@ -68,9 +69,10 @@ RESULTS = "results.jsonl"
 PARTS = "parts"
 CONFIG = "config.json"
 #: The settings a record depends on besides its key: a rerun into the same OUT must match them.
-PINNED = ("size", "steps", "model", "sigma", "channels", "draws")
-#: what a pinned setting was before config.json recorded it (runs made before ``draws`` existed drew once)
-PINNED_BEFORE = {"draws": 1}
+PINNED = ("size", "steps", "model", "sigma", "channels", "draws", "discrepancy")
+#: what a pinned setting was before config.json recorded it (runs made before ``draws`` existed drew once, before
+#: ``discrepancy`` existed every method ended as its default did then)
+PINNED_BEFORE = {"draws": 1, "discrepancy": True}
 
 
 def stream_seed(*parts: object) -> int:
@@ -202,6 +204,7 @@ class EvalConfig:
     progress: bool = True
     threads: int | None = None
     draws: int = 1  # model-based methods: each record scores the mean of this many draws
+    discrepancy: bool = True  # False: the paper's result for the methods that end within the noise by default
     hashes: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -375,7 +378,9 @@ def write_summary(out: Path, rows: list[dict], cfg: EvalConfig, *, log: Callable
              f"model `{cfg.model}`, {cfg.size}x{cfg.size}, {cfg.steps} steps, sigma {cfg.sigma} (in [-1, 1]), "
              f"seeds {','.join(map(str, cfg.seeds))}. Mean ± std over images × seeds; seconds per record."
              + (f" Each model-based record scores the mean of {cfg.draws} draws (the model-free methods are "
-                "deterministic: one solve)." if cfg.draws > 1 else ""),
+                "deterministic: one solve)." if cfg.draws > 1 else "")
+             + (" `--no-discrepancy`: the model-based methods return the paper's result (no final pull of a result "
+                "the noise cannot explain towards y)." if not cfg.discrepancy else ""),
              "",
              "DC is the data consistency ‖A x̂ − y‖/(σ√m), m = measurement entries per sample: 1 means the "
              "residual matches the noise level.",
@@ -589,7 +594,7 @@ def run_batch(cfg: EvalConfig, plan: EvalPlan, item: tuple[list[int], int, str, 
     sampler streams; with ``cfg.draws`` = K > 1 a model-based method draws K times and the record scores their
     mean, its ``seconds`` the K draws' time), score. ``x_batch``: the batch's images on ``device``. Returns
     (records, x̂ of the pending images)."""
-    from .methods import get_method, restore
+    from .methods import get_method, restore, takes_discrepancy
     from .metrics import data_consistency, scores
     from .operators import GaussianNoise
 
@@ -602,6 +607,7 @@ def run_batch(cfg: EvalConfig, plan: EvalPlan, item: tuple[list[int], int, str, 
     y = torch.cat([noise(ax[j:j + 1].cpu(), generator=_generator(seed, names[i], task)).to(device)
                    for j, i in enumerate(pending)])
     uses_model = get_method(method).uses_model
+    paper = not cfg.discrepancy and takes_discrepancy(method)  # --no-discrepancy reaches the methods that have it
     t0 = time.perf_counter()
     draws = []
     for k in range(cfg.draws if uses_model else 1):  # draw k's streams: the record's, extended by k (k = 0: as is)
@@ -609,7 +615,7 @@ def run_batch(cfg: EvalConfig, plan: EvalPlan, item: tuple[list[int], int, str, 
         with warnings.catch_warnings():  # every record keeps its dc; the summary counts the unfit ones instead
             warnings.simplefilter("ignore", DataConsistencyWarning)
             xk, info = restore(method, model, operator, y, steps=cfg.steps, sigma=cfg.sigma,
-                               generator=gens if uses_model else None, x_true=x)
+                               generator=gens if uses_model else None, x_true=x, discrepancy=not paper)
         draws.append(xk)
     xr = draws[0] if len(draws) == 1 else torch.stack(draws).mean(0)
     if device.type == "cuda":
@@ -623,7 +629,8 @@ def run_batch(cfg: EvalConfig, plan: EvalPlan, item: tuple[list[int], int, str, 
                         "psnr": round(float(sc["psnr"][j]), 4), "ssim": round(float(sc["ssim"][j]), 5),
                         "dc": None if dc is None else round(float(dc[j]), 5),
                         "seconds": round(seconds, 5), "steps": cfg.steps, "model": cfg.model, "size": cfg.size,
-                        "sigma": cfg.sigma, **({"draws": len(draws)} if len(draws) > 1 else {}), **info})
+                        "sigma": cfg.sigma, **({"draws": len(draws)} if len(draws) > 1 else {}),
+                        **({"discrepancy": False} if paper else {}), **info})
     return records, xr
 
 

@@ -48,7 +48,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch loads on first use: ``import diffsolve`` (and the CLI's --help) stay light
     import torch
 
-__all__ = ["ANY_OPERATOR", "CLI_METHODS", "METHODS", "Method", "Problem", "get_method", "restore"]
+__all__ = ["ANY_OPERATOR", "CLI_METHODS", "METHODS", "Method", "Problem", "discrepancy_methods", "get_method",
+           "restore", "takes_discrepancy"]
 
 @dataclass(frozen=True)
 class Problem:
@@ -268,10 +269,22 @@ def get_method(name: object) -> Method:
     return METHODS[name]
 
 
+def takes_discrepancy(method: str) -> bool:
+    """Whether ``method`` ends within the noise by default (its ``discrepancy`` option; ``False`` = the paper's
+    result)."""
+    return "discrepancy" in get_method(method).defaults()
+
+
+def discrepancy_methods() -> tuple[str, ...]:
+    """The command-line methods that have a ``discrepancy`` option (imports their solvers)."""
+    return tuple(n for n in CLI_METHODS if takes_discrepancy(n))
+
+
 def restore(method: str, denoiser: Any, operator: Any, y: torch.Tensor, *, steps: int, sigma: float,
             generator: torch.Generator | list[torch.Generator] | None = None,
             x_true: torch.Tensor | None = None, progress: bool = False,
-            callback: Callable[..., Any] | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+            callback: Callable[..., Any] | None = None,
+            discrepancy: bool = True) -> tuple[torch.Tensor, dict[str, Any]]:
     """Reconstruct from y = A x + σ n by ``method`` with the command line's options.
 
     Args:
@@ -280,14 +293,23 @@ def restore(method: str, denoiser: Any, operator: Any, y: torch.Tensor, *, steps
         steps: N (unused by baselines); sigma: the measurement noise std in [-1, 1] units;
         generator: a torch.Generator or one per sample (:class:`diffsolve.solvers.Sampling`);
         x_true: (B, C, H, W) truth; only used to pick ``tune`` options by mean PSNR (Tikhonov's λ);
-        progress / callback: as :class:`diffsolve.solvers.Sampling` (model-based methods only).
+        progress / callback: as :class:`diffsolve.solvers.Sampling` (model-based methods only);
+        discrepancy: False runs the paper's result for the methods that end within the noise by default
+            (:func:`takes_discrepancy`; ``_inverse.discrepancy_pull``); True leaves every method at its default.
     Returns:
         (x (B, C, H, W) detached, info) — info holds the tuned option's value when one was picked.
     """
     import torch
 
     spec = get_method(method)
+    if discrepancy is not True and discrepancy is not False:
+        raise TypeError(f"discrepancy must be True or False, got {discrepancy!r}")
     options = spec.cli_options(Problem(steps=steps, sigma=sigma, operator=operator, y=y))
+    if not discrepancy:
+        if not takes_discrepancy(method):
+            raise ValueError(f"discrepancy=False: {method} has no discrepancy step to switch off (the methods that "
+                             f"have one: {', '.join(discrepancy_methods())}); leave discrepancy at True")
+        options["discrepancy"] = False
     if spec.uses_model:
         options.update(steps=steps, generator=generator, progress=progress)
         if callback is not None:

@@ -413,6 +413,13 @@ def size_spec(text: str) -> tuple[int, int]:
     return (sides[0], sides[0]) if len(sides) == 1 else (sides[0], sides[1])
 
 
+NO_DISCREPANCY_HELP = ("model-based methods: return the paper's result as it is. By default a result whose "
+                       "residual the noise cannot explain (||A x - y||^2 above the 3-sigma edge of the noise's "
+                       "chi-square, sigma^2 (m + 3 sqrt(2m))) is moved just far enough towards the Gaussian posterior "
+                       "mean given y to reach that edge (one solve after the last step; a result within the noise "
+                       "is left as it is)")
+
+
 def add_measurement_args(p: argparse.ArgumentParser, sigma_default: float) -> None:
     g = p.add_argument_group("measurement (y = A x + sigma * noise)")
     g.add_argument("--sigma", type=number(0.0), default=sigma_default, help="measurement noise std, in --sigma-unit")

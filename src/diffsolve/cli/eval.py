@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from ..tasks import DEMO_TASKS
-from .common import (BUNDLED_ABOUT, BUNDLED_SETS, IMAGE_SUFFIXES, HelpFormatter, UsageError, check_device, image_info,
-                     int_at_least, name_list, number, padding_note, print_error, require_device, split_names)
+from .common import (BUNDLED_ABOUT, BUNDLED_SETS, IMAGE_SUFFIXES, NO_DISCREPANCY_HELP, HelpFormatter, UsageError,
+                     check_device, image_info, int_at_least, name_list, number, padding_note, print_error,
+                     require_device, split_names)
 
 __all__ = ["DEFAULT_TASKS", "add_parser", "check", "run", "run_config"]
 
@@ -61,6 +62,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="model-based methods: score the mean of K posterior draws per record instead of one draw "
                         "(draw k's randomness: the record's streams extended by k; K times the time); a draw's "
                         "squared error is about twice the posterior mean's where y leaves the image uncertain")
+    e.add_argument("--no-discrepancy", dest="discrepancy", action="store_false", help=NO_DISCREPANCY_HELP
+                   + "; pinned in config.json (a resume must match it)")
     e.add_argument("--device", default="cpu",
                    help="torch device: cpu, cuda (under torchrun: cuda:LOCAL_RANK), cuda:N")
     e.add_argument("--save-images", action="store_true", help="also write OUT/images/TASK/METHOD/seedS/NAME.png")
@@ -146,6 +149,9 @@ def check(args: argparse.Namespace):
                          "that method needs the measurement noise level: give --sigma > 0")
     model = args.model or ("digits16" if data == "digits16" and kind == "bundled" else "patches")
     uses_model = any(get_method(m).uses_model for m in methods)
+    if not args.discrepancy and not uses_model:
+        raise UsageError("--no-discrepancy", f"with --methods {','.join(methods)} (closed-form solves with no "
+                         "discrepancy step)", "drop the flag, or add a model-based method")
     geo = model_geometry(model)
     channels = geo["channels"] if geo is not None else 3
     if channels not in (1, 3):
@@ -194,7 +200,8 @@ def check(args: argparse.Namespace):
                               out=out, model=model, channels=channels, batch=args.batch, device=args.device,
                               save_images=args.save_images, sigma=float(sigma), head_channels=args.head_channels,
                               digits=digits, image_paths=paths, limit=args.limit if paths is None else None,
-                              progress=args.progress, threads=args.threads, draws=args.draws, notes=notes)
+                              progress=args.progress, threads=args.threads, draws=args.draws,
+                              discrepancy=args.discrepancy, notes=notes)
     names = ([p.name for p in paths] if paths is not None
              else evaluate.bundled_names(data)[: args.limit] if args.limit else evaluate.bundled_names(data))
     skipped = evaluate.unsupported_pairs(cfg)

@@ -70,7 +70,7 @@ def info(out=None) -> dict:
         req = f" [needs {', '.join(o + '=' for o in m.required)}]" if m.required else ""
         print(f"  {name:9s} {m.needs}; {m.nfe} per step{req}", file=out)
     print("  given σ, every inverse method ends with a residual y's noise explains, ‖A x̂ − y‖² ≤ σ²(m + 3√(2m)) "
-          "(discrepancy=False: the paper's result)", file=out)
+          "(discrepancy=False, --no-discrepancy: the paper's result)", file=out)
     print("shipped models:", file=out)
     for name in DEFAULT_MODELS:
         try:

@@ -61,6 +61,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "y leaves the image uncertain, e.g. a box's hole or SR's fine detail (a draw's squared "
                         "error is about twice the posterior mean's: benchmarks/results/box-spread.md, "
                         "sr4-spread.md)")
+    r.add_argument("--no-discrepancy", dest="discrepancy", action="store_false", help=common.NO_DISCREPANCY_HELP)
     r.add_argument("--mask", help="inpaint: mask image of the input's size, non-zero = observed pixel")
     r.add_argument("--simulate", action="store_true",
                    help="treat --input as the clean image: measure it (noise --sigma) and report PSNR/SSIM")
@@ -90,6 +91,8 @@ class RestorePlan:
         model = f"model {self.model}, {a.steps} steps" if self.model else "model-free"
         if a.draws > 1:
             model += f", mean of {a.draws} draws"
+        if not a.discrepancy:
+            model += ", the paper's result (--no-discrepancy)"
         return (f"restore: {a.method} on task {a.task}, work size {w}x{h} ({src}), {model}, sigma {self.sigma:g} "
                 f"in [-1,1], device {self.device}")
 
@@ -107,6 +110,9 @@ def plan(a: argparse.Namespace) -> RestorePlan:
     if a.draws > 1 and not spec.uses_model:
         raise UsageError(f"--draws {a.draws}: {a.method} is a deterministic closed-form solve (one answer, nothing "
                          "to average); --draws needs a model-based method, e.g. --method cdps")
+    if not a.discrepancy and not spec.uses_model:
+        raise UsageError(f"--no-discrepancy: {a.method} is a closed-form solve with no discrepancy step; drop "
+                         "the flag, or use it with a model-based method")
     if "sigma" in spec.required and sigma <= 0:
         raise UsageError(f"--sigma 0: {a.method} needs the measurement noise level (> 0); give the noise std of "
                          "your image")
@@ -215,7 +221,7 @@ def run(a: argparse.Namespace) -> dict:
             print(f"draw {k + 1}/{a.draws} (seed {a.seed + k})", flush=True)
         generator = torch.Generator(device).manual_seed(a.seed + k)
         xk, _ = methods.restore(a.method, model, op, y, steps=a.steps, sigma=p.sigma, generator=generator,
-                                x_true=None, progress=spec.uses_model)
+                                x_true=None, progress=spec.uses_model, discrepancy=a.discrepancy)
         draws.append(xk)
     stack = torch.cat(draws)  # (K, C, H, W)
     x = stack.mean(0, keepdim=True)
