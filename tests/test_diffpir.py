@@ -10,7 +10,7 @@ import torch
 from _small_problem import D, OPS, SHAPE, gen, measure, prior
 
 from diffsolve.models.priors import operator_matrix
-from diffsolve.solvers._inverse import PULL_CG_ITERS, discrepancy_weight, measured_entries
+from diffsolve.solvers._inverse import discrepancy_weight, measured_entries, noise_ceiling
 from diffsolve.solvers._loop import select_schedule
 from diffsolve.solvers.diffpir import DEFAULT_LAM, data_rho, diffpir, reproject_step
 
@@ -173,8 +173,9 @@ def test_cg_data_step_matches_dense_and_starts_at_the_prox_centre():
 
     out = diffpir(pr, Spy(), y, steps=4, x_T=x_T, sigma=0.05, zeta=0.0)
     assert torch.allclose(out, ref, atol=1e-8)
-    assert len(calls) == 5 and all(o["max_iters"] == CG_ITERS and o["x0"].shape == x_T.shape for _, _, o in calls[:4])
-    assert all(shift == pytest.approx(0.05**2) and o == {"max_iters": PULL_CG_ITERS} for _, shift, o in calls[4:])
+    # one solve per step; the result fits y within the noise, so the final pull runs none
+    assert len(calls) == 4 and all(o["max_iters"] == CG_ITERS and o["x0"].shape == x_T.shape for _, _, o in calls)
+    assert bool(((op.A(out) - y).flatten(1).pow(2).sum(1) <= noise_ceiling(op, y, 0.05)).all())
     rhs, rho, options = calls[3]  # the last step: x0 is x̂0, the prox centre (rhs = Aᵀy + ρ x̂0)
     x0 = options["x0"]
     assert torch.allclose(rhs, op.A_adjoint(y) + rho * x0, atol=1e-12)

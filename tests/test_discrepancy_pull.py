@@ -70,6 +70,29 @@ def test_a_draw_within_the_noise_band_is_left_alone():
     assert torch.equal(discrepancy_pull(op, x, y, SIGMA, 0.03), x)
 
 
+def test_a_batch_within_the_noise_runs_no_solve(monkeypatch):
+    """Where no sample is above the ceiling the pull returns x itself without the solve (one host read after the
+    loop); one sample above it and the solve runs for the batch, the fitted sample still left bit for bit."""
+    import diffsolve.solvers._inverse as inverse
+
+    op = OPS["blur"]()
+    y = measure(op, sigma=SIGMA)
+    solved = []
+    real = inverse.solver_of
+
+    def counting(operator, max_iters=None):
+        solve = real(operator, max_iters)
+        return lambda *a, **k: solved.append(1) or solve(*a, **k)
+
+    monkeypatch.setattr(inverse, "solver_of", counting)
+    x = torch.linalg.lstsq(operator_matrix(op, SHAPE), y.flatten(1).T).solution.T.reshape(y.shape[0], *SHAPE)
+    assert bool((_consistency(op, x, y) < 1).all())  # the least-squares fit: within the noise
+    assert discrepancy_pull(op, x, y, SIGMA, 0.03) is x and solved == []
+    far = torch.cat([x[:1], torch.zeros_like(x[1:])])  # sample 1 misfits y
+    out = discrepancy_pull(op, far, y, SIGMA, 0.03)
+    assert solved == [1] and torch.equal(out[:1], x[:1]) and not torch.equal(out[1:], far[1:])
+
+
 #: per method, options that leave two steps short of y (prior-heavy DiffPIR and RED-diff)
 UNDER_FIT = {"cdps": {}, "daps": {}, "ddnm": {}, "ddrm": {}, "diffpir": {"lam": 1e4}, "dps": {}, "mmps": {},
              "mpgd": {}, "pigdm": {}, "reddiff": {"lam": 1e2}}

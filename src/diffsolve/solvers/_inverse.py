@@ -245,11 +245,15 @@ def discrepancy_pull(operator: object, x: torch.Tensor, y: torch.Tensor, sigma: 
     to the ceiling (:func:`discrepancy_weight`; it falls monotonically in g, as A(x* − x) = W r with
     W = v AAᵀ(σ² I + v AAᵀ)⁻¹, 0 ⪯ W ≺ I), or x* where even x* stays above it (x trusted more than y: a small v).
     The direction damps what y measures poorly (small singular values), so noise is not amplified. One solve and
-    two products with A; no host sync.
+    two products with A, run only where some sample of the batch is above the ceiling: one host read after the
+    sampling loop (none inside it) decides that, so a batch that fits y returns x without the solve.
     """
     r0 = data_part(operator, y - operator.A(x))
+    ceiling = noise_ceiling(operator, y, sigma)
+    if not bool((r0.flatten(1).pow(2).sum(1) > ceiling).any()):
+        return x
     step = variance * solver_of(operator, PULL_CG_ITERS)(operator.A_adjoint(r0), shift=sigma**2, scale=variance)
-    g = discrepancy_weight(r0, data_part(operator, operator.A(step)), noise_ceiling(operator, y, sigma))
+    g = discrepancy_weight(r0, data_part(operator, operator.A(step)), ceiling)
     return x + g.view(-1, *([1] * (x.dim() - 1))) * step
 
 
