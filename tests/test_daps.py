@@ -263,6 +263,33 @@ def test_series_langevin_is_the_k_step_chain(op, share):
     _assert_is_the_k_step_chain(op, share, 60, update)
 
 
+def test_float32_series_stops_at_its_own_rounding():
+    """In float32 the series stop at SERIES_ULPS ulps: fewer products than at one ulp (the ~28-term level), and the
+    update within a few times the rounding the full float32 series has anyway (against float64 to 1e-12)."""
+    op = MotionBlur(9, 0.5, seed=0)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(2, 3, 24, 24, generator=g, dtype=D) * 2 - 1
+    y = op.A(torch.rand(2, 3, 24, 24, generator=g, dtype=D))
+    zeta = torch.randn(2, 3, 24, 24, generator=g, dtype=D)
+    cdps_module = importlib.import_module("diffsolve.solvers.cdps")
+    gram, tau2 = cdps_module.gram_bound(op, (24, 24)), 0.05**2
+    eps = torch.finfo(torch.float32).eps
+    for r in (1.0, 0.1):
+        rate = langevin_rates([r], gram, tau2**0.5, 100)[0]
+        ref = daps_module.series_langevin(op, x0, y, zeta, 1 / r**2, tau2,
+                                          daps_module.langevin_series(1 / r**2, tau2, rate, 100, gram, 1e-12))
+
+        def error(tol):
+            series = daps_module.langevin_series(1 / r**2, tau2, rate, 100, gram, tol)
+            out = daps_module.series_langevin(op, x0.float(), y.float(), zeta.float(), 1 / r**2, tau2, series)
+            return len(series[0]) + len(series[1]), float((out.double() - ref).norm() / (ref - x0).norm())
+
+        n_one, err_one = error(eps)
+        n_default, err_default = error(daps_module.SERIES_ULPS * eps)
+        assert n_default < n_one if r == 1.0 else n_default <= n_one  # a short series may lose no term
+        assert err_default < 4 * max(err_one, daps_module.SERIES_ULPS * eps), (r, err_one, err_default)
+
+
 def test_langevin_series_declines_when_longer_than_the_chain():
     """Near the stability bound with few steps the two series would take at least K products: None (the loop)."""
     assert daps_module.langevin_series(1.0, 0.01, 1.9 / (1 + 100), 4, 1.0, 1e-12) is None

@@ -56,7 +56,9 @@ x_i = √ᾱ_i (x0 + σ_i z):
        x0 = x̂0 + f₁(P) Aᵀ(y − A x̂0)/τ² + f₂(P) ζ,   f₁(p) = (1 − c^K)/p,   f₂(p) = d(p)   (c = 1 − η_i p),
 
    f₁(P)v and f₂(P)ζ each by a Chebyshev series on that interval (``solvers/_chebyshev.py``), truncated where
-   its error bound falls below the dtype's precision: both functions are smooth there, so the series is far
+   its error bound falls to the rounding of its own evaluation (:data:`SERIES_ULPS` ulps of the dtype, at least
+   1e-12; float32, ~28 terms on a dense motion blur: the full series evaluates to ~11 ulps of the float64 answer,
+   so terms below that buy nothing): both functions are smooth there, so the series is far
    shorter than K (the degree grows with K η_i L/τ², which the default step keeps ≤ 2f·K). Host coefficients,
    one product with A and Aᵀ per degree, no inner products. A level whose two series together would take K
    products or more runs the K steps instead. ``langevin="loop"`` runs the K steps one by one everywhere.
@@ -99,6 +101,8 @@ LANGEVIN_FRACTION = 0.05
 NOISE_BUDGET = 0.25
 #: the default Langevin likelihood's std τ = this · σ (the reference code: τ = 0.01 for σ = 0.05 data, 0.2)
 LIKELIHOOD_RATIO = 0.25
+#: the Chebyshev series stop where their truncation error falls to this many ulps of the dtype (step 2, no SVD)
+SERIES_ULPS = 8
 #: the ``langevin`` option: the K Langevin steps in one draw through A's SVD or by Chebyshev series, or one by one
 LANGEVIN_MODES = ("auto", "exact", "chebyshev", "loop")
 
@@ -336,7 +340,7 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         s_dev, y_bar = svd.singulars(y), svd.Ut(y)  # s and U_rᵀy, once
     series: list[Any] = [None] * n  # per level: the Chebyshev series, or None (the K steps one by one)
     if svd is None and langevin != "loop" and langevin_steps > 0:
-        tol = max(torch.finfo(y.dtype).eps, 1e-12)
+        tol = max(SERIES_ULPS * torch.finfo(y.dtype).eps, 1e-12)
         series = [langevin_series(1 / r**2, tau**2, rate, langevin_steps, gram, tol)
                   for r, rate in zip(level_sigmas, rates)]
     generator, backend = sampling.generator, sampling.backend
