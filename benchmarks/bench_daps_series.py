@@ -41,7 +41,7 @@ def degrees(op, size: int, levels: int) -> list[int | None]:
     sig = daps_module.edm_sigmas(daps_module.SIGMA_MAX, daps_module.SIGMA_MIN, levels)
     out = []
     for r, rate in zip(sig, daps_module.langevin_rates(sig, gram, tau, K)):
-        s = daps_module.langevin_series(1 / r**2, tau**2, rate, K, gram, torch.finfo(torch.float32).eps)
+        s = daps_module.langevin_series(1 / r**2, tau**2, rate, K, gram, daps_module.series_tolerance(torch.float32))
         out.append(None if s is None else len(s[0]) + len(s[1]) - 1)
     return out
 

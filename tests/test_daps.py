@@ -285,7 +285,7 @@ def test_float32_series_stops_at_its_own_rounding():
             return len(series[0]) + len(series[1]), float((out.double() - ref).norm() / (ref - x0).norm())
 
         n_one, err_one = error(eps)
-        n_default, err_default = error(daps_module.SERIES_ULPS * eps)
+        n_default, err_default = error(daps_module.series_tolerance(torch.float32))
         assert n_default < n_one if r == 1.0 else n_default <= n_one  # a short series may lose no term
         assert err_default < 4 * max(err_one, daps_module.SERIES_ULPS * eps), (r, err_one, err_default)
 

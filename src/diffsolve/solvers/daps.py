@@ -91,7 +91,7 @@ from ._loop import Sampling, _draw, check_flag, check_int, check_number, check_s
 from .mpgd import operator_gain
 
 __all__ = ["LANGEVIN_MODES", "daps", "edm_sigmas", "exact_langevin", "langevin_rates", "langevin_series",
-           "nearest_timesteps", "series_langevin"]
+           "nearest_timesteps", "series_langevin", "series_tolerance"]
 
 SIGMA_MAX, SIGMA_MIN, ODE_SIGMA_MIN, RHO = 100.0, 0.01, 0.01, 7.0
 PAPER_SIGMA_MIN = 0.1  #: the default σ_min with a given ``lr`` (the paper's, which its per-pixel lr is tuned to)
@@ -168,6 +168,11 @@ def langevin_series(inv_r2: float, tau2: float, rate: float, steps: int, gram: f
     if c1 is None or c2 is None or len(c1) + len(c2) - 1 >= steps:  # products: 1 (v) + deg₁ + deg₂
         return None
     return c1, c2, lo, hi
+
+
+def series_tolerance(dtype: torch.dtype) -> float:
+    """Where :func:`langevin_series` truncates for ``dtype``: :data:`SERIES_ULPS` ulps, at least 1e-12."""
+    return max(SERIES_ULPS * torch.finfo(dtype).eps, 1e-12)
 
 
 def series_langevin(operator: Any, x0_hat: torch.Tensor, y: torch.Tensor, zeta: torch.Tensor, inv_r2: float,
@@ -340,7 +345,7 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         s_dev, y_bar = svd.singulars(y), svd.Ut(y)  # s and U_rᵀy, once
     series: list[Any] = [None] * n  # per level: the Chebyshev series, or None (the K steps one by one)
     if svd is None and langevin != "loop" and langevin_steps > 0:
-        tol = max(SERIES_ULPS * torch.finfo(y.dtype).eps, 1e-12)
+        tol = series_tolerance(y.dtype)
         series = [langevin_series(1 / r**2, tau**2, rate, langevin_steps, gram, tol)
                   for r, rate in zip(level_sigmas, rates)]
     generator, backend = sampling.generator, sampling.backend
