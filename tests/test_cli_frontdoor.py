@@ -380,16 +380,15 @@ def test_demo_notes_an_unsupported_pair_instead_of_crashing(tmp_path, capsys):
 
 
 def test_a_result_that_ignores_y_warns_in_one_line(tmp_path):
-    """Two C-DPS steps with the paper's last step leave y largely ignored: the command line says so in one line of
-    its own form (no source path), beside the consistency it prints anyway (a subprocess: pytest records warnings
-    instead of printing; the default's discrepancy pull is switched off in it, as ``discrepancy=False`` does)."""
+    """Two C-DPS steps with the paper's last step (--no-discrepancy) leave y largely ignored: the command line says
+    so in one line of its own form (no source path), beside the consistency it prints anyway (a subprocess: pytest
+    records warnings instead of printing)."""
     img = tmp_path / "clean.png"
     _png(img, np.random.default_rng(3).integers(0, 255, (16, 16, 3)))
-    argv = ["restore", "--input", str(img), "--task", "box", "--method", "cdps", "--simulate", "--steps", "2",
-            "--out", str(tmp_path / "x.png")]
-    code = ("import sys, diffsolve.solvers; sys.modules['diffsolve.solvers.cdps'].discrepancy_pull = "
-            f"lambda operator, x, *a: x; from diffsolve.cli import main; raise SystemExit(main({argv!r}))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "diffsolve", "restore", "--input", str(img), "--task", "box",
+                           "--method", "cdps", "--simulate", "--steps", "2", "--no-discrepancy",
+                           "--out", str(tmp_path / "x.png")],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     line = next(x for x in proc.stderr.splitlines() if "warning" in x)
     assert line.startswith("diffsolve restore: warning: cdps: the result does not fit y: data consistency")

@@ -301,9 +301,10 @@ def restore(method: str, denoiser: Any, operator: Any, y: torch.Tensor, *, steps
     """
     import torch
 
+    from .solvers._loop import check_flag
+
     spec = get_method(method)
-    if discrepancy is not True and discrepancy is not False:
-        raise TypeError(f"discrepancy must be True or False, got {discrepancy!r}")
+    check_flag("discrepancy", discrepancy)
     options = spec.cli_options(Problem(steps=steps, sigma=sigma, operator=operator, y=y))
     if not discrepancy:
         if not takes_discrepancy(method):

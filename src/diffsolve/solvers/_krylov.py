@@ -102,8 +102,8 @@ def measurement_gmres(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.
     iterations than measurements, or an invariant subspace reached) w is rounding noise, and normalising it
     would add a spurious direction whose least-squares coefficient can be huge (seen: 8 iterations on a
     4-measurement SR×4 blew the sampler up). Rounding can still leave such a vector above the tolerance; its
-    column of H is then dependent, which step 3's drop handles (it had divided by R_jj = 0 in one draw of 256 on
-    the same SR×4). NaN compares false there: a NaN or inf from ``apply`` or ``rhs``
+    column of H is then dependent, which step 3's drop handles (solving for it divided by R_jj = 0 on the same
+    SR×4). NaN compares false there: a NaN or inf from ``apply`` or ``rhs``
     propagates to that sample's u."""
     _check_returns(weights, solution)
     k = iters
@@ -153,8 +153,7 @@ def measurement_gmres(apply: Callable[[torch.Tensor], torch.Tensor], rhs: torch.
     # the same least-squares answer up to that rounding. Where no R_jj is that small, R and z are unchanged.
     diag = r.diagonal(dim1=1, dim2=2).abs()  # (B, k)
     drop = diag <= rtol * diag.amax(1, keepdim=True)  # NaN compares false: it propagates
-    eye_k = torch.eye(k, dtype=hd, device=rhs.device)
-    r = torch.where(drop[:, :, None], eye_k, r)
+    r = torch.where(drop[:, :, None], eye[:k], r)
     z = torch.where(drop[:, :, None], torch.zeros_like(z), z)
     c = torch.linalg.solve_triangular(r, z, upper=True)[..., 0].to(flat.dtype)  # (B, k)
     if not solution:

@@ -56,9 +56,9 @@ x_i = √ᾱ_i (x0 + σ_i z):
        x0 = x̂0 + f₁(P) Aᵀ(y − A x̂0)/τ² + f₂(P) ζ,   f₁(p) = (1 − c^K)/p,   f₂(p) = d(p)   (c = 1 − η_i p),
 
    f₁(P)v and f₂(P)ζ each by a Chebyshev series on that interval (``solvers/_chebyshev.py``), truncated where
-   its error bound falls to the rounding of its own evaluation (:data:`SERIES_ULPS` ulps of the dtype, at least
-   1e-12; float32, ~28 terms on a dense motion blur: the full series evaluates to ~11 ulps of the float64 answer,
-   so terms below that buy nothing): both functions are smooth there, so the series is far
+   its error bound falls to the rounding of its own evaluation (:func:`series_tolerance`: :data:`SERIES_ULPS`
+   ulps of the dtype, at least 1e-12; in float32 the full series already rounds at about that level, so terms
+   below it buy nothing: benchmarks/results/daps-series.md): both functions are smooth there, so the series is far
    shorter than K (the degree grows with K η_i L/τ², which the default step keeps ≤ 2f·K). Host coefficients,
    one product with A and Aᵀ per degree, no inner products. A level whose two series together would take K
    products or more runs the K steps instead. ``langevin="loop"`` runs the K steps one by one everywhere.
