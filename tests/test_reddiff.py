@@ -12,7 +12,7 @@ from diffsolve.methods import METHODS
 from diffsolve.models import GaussianPrior
 from diffsolve.operators import Inpainting, SuperResolution
 from diffsolve.solvers._loop import select_schedule
-from diffsolve.solvers.reddiff import GATE_WIDTH, gradient, initial_mean, reddiff, weights
+from diffsolve.solvers.reddiff import GATE_WIDTH, gradient, initial_mean, reddiff, step_betas, weights
 
 D = torch.float64
 
@@ -59,19 +59,24 @@ def test_weights_are_inverse_sqrt_snr():
     assert weights([0.25, 0.5], 0.25) == pytest.approx([0.25 * math.sqrt(3), 0.25])
 
 
-def test_loop_equals_adam_on_the_per_sample_loss():
+@pytest.mark.parametrize("betas_rule, betas", [("steps", (0.9**250, 0.99**250)), ("constant", (0.9, 0.99))])
+def test_loop_equals_adam_on_the_per_sample_loss(betas_rule, betas):
+    """4 steps: betas_rule="steps" gives β^(1000/4) (the paper's betas at its 1000 steps), "constant" the paper's."""
     p, op, x, y = problem()
     steps, lam, lr = 4, 0.25 * 4 / 50, 0.1  # the default λ_N = 0.25·N/50
-    out = reddiff(p, op, y, steps=steps, generator=gen(5))
-    assert torch.equal(reddiff(p, op, y, steps=steps, generator=gen(5), lam=lam, lam_rule="constant"), out)
-    # by hand: μ0 = c Aᵀy, x_T drawn first (unused), then one ε per step; torch.optim.Adam(betas=(0.9, 0.99))
+    assert step_betas(betas_rule, steps) == pytest.approx(betas, rel=1e-12)
+    assert step_betas("steps", 1000) == pytest.approx((0.9, 0.99), rel=1e-12)
+    out = reddiff(p, op, y, steps=steps, generator=gen(5), betas_rule=betas_rule)
+    assert torch.equal(reddiff(p, op, y, steps=steps, generator=gen(5), lam=lam, lam_rule="constant",
+                               betas_rule=betas_rule), out)
+    # by hand: μ0 = c Aᵀy, x_T drawn first (unused), then one ε per step; torch.optim.Adam with those betas
     g = gen(5)
     torch.randn(x.shape, generator=g, dtype=D)
     sched = select_schedule(p, steps, "trailing")
     aty = op.A_adjoint(y)
     c = [float((y[b] * op.A(aty)[b]).sum() / op.A(aty)[b].pow(2).sum()) for b in range(y.shape[0])]
     mu = (aty * torch.tensor(c, dtype=D).view(-1, 1, 1, 1)).clone().requires_grad_(True)
-    opt = torch.optim.Adam([mu], lr=lr, betas=(0.9, 0.99))
+    opt = torch.optim.Adam([mu], lr=lr, betas=betas)
     for i in range(steps):
         a = float(sched.alpha_t[i])
         eps = torch.randn(x.shape, generator=g, dtype=D)
@@ -129,15 +134,21 @@ def test_discrepancy_gate_scales_only_the_data_part():
 
 
 def test_sigma_stops_the_fit_at_the_discrepancy_floor():
-    """Without σ RED-diff's point estimate fits SR's noise (‖Aμ − y‖ far below σ√m); with σ the data pull stops at
-    ‖r‖ = σ√(m/2): the data consistency ends near √½ (Adam's momentum coasts a little past it), and every sample
-    is gated on its own (batch independent)."""
+    """Without σ RED-diff's point estimate (the paper's betas) fits SR's noise (‖Aμ − y‖ far below σ√m); with σ the
+    gate stops the data pull at ‖r‖ = σ√(m/2) (Adam's momentum coasts a little past it), step 5 takes the result
+    back to that floor, and every sample is gated on its own (batch independent)."""
     from diffsolve.metrics import data_consistency
 
     p, op, x, y = problem()
-    free = data_consistency(op, reddiff(p, op, y, steps=20, generator=gen(1)), y, 0.05)
+    free = data_consistency(op, reddiff(p, op, y, steps=20, generator=gen(1), betas_rule="constant"), y, 0.05)
+    gate_only = reddiff(p, op, y, steps=20, generator=gen(1), sigma=0.05, betas_rule="constant", discrepancy=False)
+    assert (free < 0.5).all() and (data_consistency(op, gate_only, y, 0.05) > 0.65).all()
+    coasted = reddiff(p, op, y, steps=20, generator=gen(1), sigma=0.05, discrepancy=False)
+    settled = reddiff(p, op, y, steps=20, generator=gen(1), sigma=0.05)
+    before, after = data_consistency(op, coasted, y, 0.05), data_consistency(op, settled, y, 0.05)
+    assert before[0] < 0.705 and after[0] == pytest.approx(0.5**0.5, rel=1e-9)  # step 5 lifts it to the floor
+    assert before[1] > 0.75 and torch.equal(settled[1], coasted[1])  # above the floor (and within the noise): as is
     gated = reddiff(p, op, y, steps=20, generator=[gen(1), gen(2)], sigma=0.05)
-    assert (free < 0.5).all() and (data_consistency(op, gated, y, 0.05) > 0.65).all()  # Adam coasts a little
     alone = reddiff(p, op, y[1:], steps=20, generator=[gen(2)], sigma=0.05)
     assert torch.allclose(alone, gated[1:], atol=1e-12)
 
@@ -145,6 +156,8 @@ def test_sigma_stops_the_fit_at_the_discrepancy_floor():
 @pytest.mark.parametrize("options, error, words", [
     (dict(lam=-1.0), ValueError, "lam"),
     (dict(lam_rule="linear"), ValueError, "lam_rule"),
+    (dict(betas_rule="paper"), ValueError, "betas_rule"),
+    (dict(betas_rule=None), ValueError, "betas_rule"),
     (dict(lam="x"), TypeError, "lam"),
     (dict(lr=0.0), ValueError, "lr"),
     (dict(lr=float("inf")), ValueError, "lr"),

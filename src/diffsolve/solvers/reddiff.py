@@ -15,7 +15,8 @@ stop-gradient: the denoiser is never differentiated. λ_t = λ/SNR_t^{1/2} is th
 weighting (σ_t/α_t in its notation, α_t = √ᾱ_t, σ_t = √(1−ᾱ_t)). The data term carries no 1/σ²: the paper's
 ‖y − f(μ)‖²/(2σ_v²) is folded into λ (observation weight 1 in the reference code). ``sigma``, if given, gates the
 data term by the discrepancy principle (below) and scales the reported data consistency. Defaults from the paper and its
-reference code: λ = 0.25, lr = 0.1, Adam betas (0.9, 0.99), 1000 steps in the paper. Start: the paper
+reference code: λ = 0.25, lr = 0.1, Adam betas (0.9, 0.99), 1000 steps in the paper (λ and the betas at other N:
+the step-count rules below). Start: the paper
 initialises μ at A⁺y; here μ0 = c Aᵀy with c = ⟨y, A Aᵀy⟩/‖A Aᵀy‖² per sample
 (:func:`initial_mean`, the least-squares scaling of Aᵀy), which is A⁺y wherever A Aᵀ = I (inpainting) and stays
 bounded where A⁺ amplifies the noise (blur: A⁺y of a noisy y is dominated by amplified noise that Adam's
@@ -28,14 +29,19 @@ Numbered steps of the loop:
 3. the gradient of ℓ per sample (A linear: analytic, one A and one Aᵀ); given σ, its data part times the gate
    g = clamp((‖r‖² − κmσ²)/(w κmσ²), 0, 1) per sample (m measured entries, κ = ``_inverse.DISCREPANCY_SHARE`` =
    1/2, w = :data:`GATE_WIDTH`): off once ‖r‖ ≤ σ√(κm), on from ‖r‖² ≥ (1 + w)κmσ²;
-4. one Adam step on μ, elementwise (per-sample independent), bias corrections as host floats.
+4. one Adam step on μ, elementwise (per-sample independent), bias corrections as host floats;
+5. given σ (and ``discrepancy``), the result stops at the discrepancy floor: μ ← x̂0 + g (μ − x̂0), x̂0 the last
+   model call's denoised estimate (√ᾱ_t)⁻¹(x_t − √(1−ᾱ_t) ε̂), g ∈ [0, 1] per sample the largest with
+   ‖A(·) − y‖ ≥ σ√(m/2) (``_inverse.discrepancy_weight``, DiffPIR's last step); then the pull of a result the
+   noise cannot explain (``_inverse.discrepancy_pull``).
 
 **Discrepancy gate** (diffsolve's, given σ; the paper's update has no σ): μ is a point estimate, and Adam keeps
 moving it towards y at about ``lr`` per entry whatever the gradient's size, so where the regulariser is weak on
 A's range (SR ×4's low frequencies, a box's observed pixels) it fitted y's noise too (‖r‖ far below σ√m). The gate
-stops the data pull at MPGD's and DPS's floor, ‖r‖ = σ√(m/2), so the result never fits y below √½ of its noise
-level; where the fit stays above that floor (the blurs, random inpainting) it never acts and μ is unchanged
-(benchmarks/results/reddiff-gate.md, bench_gates.py).
+stops the data pull at MPGD's and DPS's floor, ‖r‖ = σ√(m/2); where the fit stays above that floor (the blurs,
+random inpainting) it never acts and μ is unchanged (benchmarks/results/reddiff-gate.md, bench_gates.py). Adam's
+normalised steps can still coast past the floor once the gate has closed (the shorter its memories, the further):
+step 5 takes the result back to it where the last denoised estimate allows.
 
 Scale rule: ℓ's two terms are means over the sample's entries, so the default λ does not depend on the image
 or measurement size; Adam's step is invariant to a common rescaling of both terms. The result is μ.
@@ -46,6 +52,15 @@ whatever the gradient's scale, and the late steps, where λ_t = λ√(1−ᾱ_t)
 fixed λ the fit to y, noise included, grows with N (the residual ends above σ at few steps and far below it
 at the paper's 1000). Weighting the regulariser ∝ N keeps the fitted residual near the noise level at every N
 (benchmarks/results/reddiff-steps.md); λ = 0.25 is the reference code's value, here the one at N_ref.
+
+**Adam's memories** (``betas_rule``): ``"steps"`` (default) β_N = β^(N_paper/N) for each of the paper's
+(β₁, β₂) = (0.9, 0.99), N_paper = :data:`PAPER_STEPS`; ``"constant"`` the paper's betas at every N. An EMA with
+factor β forgets over ~1/(1−β) steps: the paper's betas average the last ~10 and ~100 of its 1000 steps, 1 % and
+10 % of the schedule. At N = 50 the same betas span 20 % and 200 % of it: μ's momentum lags the λ_t schedule, and
+the second moment keeps the first steps' gradients (λ_t ≈ 150 λ at t = T) to the end, so the late steps, where
+the regulariser is all that moves a pixel y does not see (inpainting's holes), shrink a hundredfold and those
+pixels stay near μ0's grey. β^(N_paper/N) keeps each memory the same share of the schedule at every N (the
+paper's betas at its N; benchmarks/results/reddiff-steps.md).
 ``sampling.x_T``, if given, replaces the start μ0. ``noise_source="kernel"`` is rejected: ε enters
 the loss, so it must be a tensor. Measurements: benchmarks/results/ (bench_methods.py).
 """
@@ -57,15 +72,19 @@ from typing import Any
 
 import torch
 
-from ._inverse import (Diagnostics, check_problem, check_sigma, data_part, discrepancy_floor, discrepancy_pull, route,
-                       warn_if_unfit)
+from ._inverse import (Diagnostics, check_problem, check_sigma, data_part, discrepancy_floor, discrepancy_pull,
+                       discrepancy_weight, route, warn_if_unfit)
 from ._loop import Sampling, check_flag, check_number, draw, prepare, takes_sampling
 
-__all__ = ["ADAM_BETAS", "ADAM_EPS", "GATE_WIDTH", "LAM_RULES", "REFERENCE_STEPS", "gradient", "initial_mean",
-           "reddiff", "step_lam", "weights"]
+__all__ = ["ADAM_BETAS", "ADAM_EPS", "BETAS_RULES", "GATE_WIDTH", "LAM_RULES", "PAPER_STEPS", "REFERENCE_STEPS",
+           "gradient", "initial_mean", "reddiff", "step_betas", "step_lam", "weights"]
 
-#: Adam's (β₁, β₂) of the reference code.
+#: Adam's (β₁, β₂) of the reference code, for its :data:`PAPER_STEPS` steps.
 ADAM_BETAS = (0.9, 0.99)
+#: the paper's step count, at which ``betas_rule="steps"`` gives :data:`ADAM_BETAS`
+PAPER_STEPS = 1000
+#: how Adam's betas follow the step count (:func:`step_betas`, module docstring)
+BETAS_RULES = ("steps", "constant")
 #: Adam's ε (torch.optim.Adam's default).
 ADAM_EPS = 1e-8
 #: how ``lam`` becomes the λ of an N-step run (:func:`step_lam`, module docstring)
@@ -79,6 +98,13 @@ GATE_WIDTH = 0.2
 def step_lam(rule: str, lam: float, steps: int) -> float:
     """λ_N: ``"steps"`` λ·N/N_ref, ``"constant"`` λ (host float, module docstring)."""
     return lam * steps / REFERENCE_STEPS if rule == "steps" else lam
+
+
+def step_betas(rule: str, steps: int) -> tuple[float, float]:
+    """(β₁, β₂) of an N-step run: ``"steps"`` β^(N_paper/N) each, ``"constant"`` the paper's (module docstring)."""
+    if rule == "constant":
+        return ADAM_BETAS
+    return tuple(b ** (PAPER_STEPS / steps) for b in ADAM_BETAS)
 
 
 def weights(alphas: list[float], lam: float) -> list[float]:
@@ -114,7 +140,8 @@ def initial_mean(operator: Any, y: torch.Tensor) -> torch.Tensor:
 
 @takes_sampling
 def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, lam: float = 0.25,
-            lr: float = 0.1, lam_rule: str = "steps", sigma: float | None = None, discrepancy: bool = True) -> Any:
+            lr: float = 0.1, lam_rule: str = "steps", betas_rule: str = "steps", sigma: float | None = None,
+            discrepancy: bool = True) -> Any:
     """Reconstruct x from y = A x + n with N = ``sampling.steps`` RED-diff steps (module docstring).
 
     Args:
@@ -126,10 +153,12 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         lam: λ ≥ 0, the regulariser weight (λ_t = λ_N √(1−ᾱ_t)/√ᾱ_t; default 0.25).
         lr: Adam learning rate > 0 (default 0.1, in [-1, 1] image units).
         lam_rule: ``"steps"`` λ_N = λ·N/50 (default) | ``"constant"`` λ_N = λ, the paper's (module docstring).
+        betas_rule: ``"steps"`` Adam's betas β^(1000/N) (default) | ``"constant"`` the paper's (0.9, 0.99) at every N
+            (module docstring).
         sigma: the measurement noise std σ > 0 (or a ``GaussianNoise``), optional: the discrepancy gate of the data
             term (module docstring) and the reported data consistency; None: the paper's update, ungated.
-        discrepancy: end with a residual y's noise explains (``_inverse.discrepancy_pull``; with sigma); False: the
-            paper's result.
+        discrepancy: end with a residual y's noise explains, neither below σ√(m/2) nor beyond the noise (step 5; with
+            sigma); False: the paper's result, μ.
     Returns:
         μ (B, C, H, W), or (μ, info) with ``return_info``: {"residual": (N, B) ‖y − A μ‖ before each step's
         update, "timesteps": (N,), "final_residual" (B,) ‖A μ − y‖/√m, with σ "data_consistency" (B,) that
@@ -138,8 +167,9 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
     sigma = None if sigma is None else check_sigma(sigma)
     lam = check_number("lam", lam, 0.0)
     lr = check_number("lr", lr, 0.0)
-    if lam_rule not in LAM_RULES:
-        raise ValueError(f"lam_rule must be one of {LAM_RULES}, got {lam_rule!r}")
+    for name, value, rules in (("lam_rule", lam_rule, LAM_RULES), ("betas_rule", betas_rule, BETAS_RULES)):
+        if not isinstance(value, str) or value not in rules:
+            raise ValueError(f"{name} must be one of {rules}, got {value!r}")
     if lr == 0:
         raise ValueError("lr must be > 0 (Adam's learning rate; the paper's default is 0.1), got 0")
     if sampling.noise_source != "generator":
@@ -152,7 +182,8 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
     mu = loop.x if sampling.x_T is not None else initial_mean(operator, y)
     floor = None if sigma is None else discrepancy_floor(operator, y, sigma)  # κmσ² per sample (step 3)
     lams = weights(loop.alpha_t, step_lam(lam_rule, lam, len(loop.alpha_t)))
-    b1, b2 = ADAM_BETAS
+    b1, b2 = step_betas(betas_rule, len(loop.alpha_t))
+    settle = sigma is not None and discrepancy  # step 5
     m1 = torch.zeros_like(mu)
     m2 = torch.zeros_like(mu)
     info = Diagnostics(sampling.return_info)
@@ -172,7 +203,13 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
             mu = mu - (lr / (1 - b1**k)) * m1 / denom
             if loop.callback is not None:
                 loop.record(i, mu, mu)
-    if sigma is not None and discrepancy:  # within the noise of y (1 − ᾱ_t of the last model call)
+        if settle:  # 5. back to the floor towards the last x̂0, then within the noise of y
+            a_t = loop.alpha_t[-1]
+            x0 = (x_t - (1 - a_t) ** 0.5 * eps_hat) / a_t**0.5
+            g = discrepancy_weight(data_part(operator, y - operator.A(x0)), data_part(operator, operator.A(mu - x0)),
+                                   floor)
+            mu = mu - (1 - g).view(-1, *([1] * (mu.dim() - 1))) * (mu - x0)  # exactly μ where g = 1
+    if settle:
         mu = discrepancy_pull(operator, mu, y, sigma, 1 - loop.alpha_t[-1])
     mu = loop.finish(mu)
     warn_if_unfit("reddiff", operator, mu, y, sigma, len(loop.schedule))  # one sync, after the loop
