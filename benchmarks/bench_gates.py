@@ -4,8 +4,10 @@ not a test).
     OMP_NUM_THREADS=1 python benchmarks/bench_gates.py --method reddiff|diffpir [--sizes 64] [--steps 20 50 100]
                                                        [--images hopper camera] [--tasks ...]
 
-- ``reddiff``: ``reddiff(sigma=None)`` runs the paper's update; ``reddiff(sigma=σ)`` gates its data term off once
-  ‖A μ − y‖ ≤ σ√(m/2) (``solvers/reddiff.py``) and ends within the noise (``_inverse.discrepancy_pull``).
+- ``reddiff``: ``reddiff(sigma=None)`` runs the paper's update (with the default step-count rules for λ and Adam's
+  betas on both sides); ``reddiff(sigma=σ)`` gates its data term off once ‖A μ − y‖ ≤ σ√(m/2), settles a result
+  Adam carried below that floor back to it (``solvers/reddiff.py``, step 5) and ends within the noise
+  (``_inverse.discrepancy_pull``).
 - ``diffpir``: ``diffpir(discrepancy=False)`` runs the paper's last step; the default stops the last data step at
   the same floor (``solvers/diffpir.py``) and ends within the noise (``_inverse.discrepancy_pull``).
 
@@ -47,8 +49,9 @@ def run(method: str, sizes: list[int], step_list: list[int], images: list[str], 
 
 def render(res: dict) -> str:
     pull = "; a result beyond the noise's χ² edge pulled within it (`_inverse.discrepancy_pull`)"
-    labels = {"reddiff": ("`reddiff(sigma=None)`",
-                          "`reddiff(sigma=0.05)`, the data term off once ‖A μ − y‖ ≤ σ√(m/2)" + pull),
+    labels = {"reddiff": ("`reddiff(sigma=None)` (both with the default step-count rules for λ and Adam's betas)",
+                          "`reddiff(sigma=0.05)`, the data term off once ‖A μ − y‖ ≤ σ√(m/2), a result below that "
+                          "floor settled back to it" + pull),
               "diffpir": ("`diffpir(sigma=0.05, discrepancy=False)`",
                           "`diffpir(sigma=0.05)`, the last data step stopped at ‖A x̂ − y‖ = σ√(m/2)" + pull)}
     paper, gated = labels[res["method"]]

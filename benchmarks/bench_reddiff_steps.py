@@ -1,10 +1,11 @@
-"""RED-diff's λ against the step count: ``lam_rule="steps"`` (λ_N = λ·N/50, the default) against
-``"constant"`` (λ_N = λ, the paper's).
+"""RED-diff's step-count rules: λ (``lam_rule``: λ_N = λ·N/50 by default, λ the paper's) and Adam's betas
+(``betas_rule``: β^(1000/N) by default, the paper's (0.9, 0.99)), from the paper's update to the default run.
 
 Not a test. The demo photos chelsea and coffee (the tuning set; the held-out photos are left to
 ``bench_methods.py photos``) at 64², σ = 0.05, the shipped ``patches`` model, the five demo tasks, N ∈ {20, 50,
 100, 1000} (1000: the paper's step count), λ = 0.25, lr = 0.1: mean PSNR and data consistency
-‖A x̂ − y‖/(σ√m), with Tikhonov (λ picked by PSNR, an oracle) for the bar.
+‖A x̂ − y‖/(σ√m), with Tikhonov (λ picked by PSNR, an oracle) for the bar. Columns (:data:`VARIANTS`): the paper's
+update; λ ∝ N; λ ∝ N and the betas' rule; the default given σ (the gate, the settling and the pull besides).
 
 Writes ``benchmarks/results/reddiff-steps.{md,json}``. Usage: ``python benchmarks/bench_reddiff_steps.py``.
 """
@@ -20,7 +21,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_dps import _machine, write_results  # noqa: E402
 
 STEPS = (20, 50, 100, 1000)
-RULES = ("constant", "steps")
+#: column → reddiff's options (beside the model, operator, y, steps and generators)
+VARIANTS = {"paper": {"lam_rule": "constant", "betas_rule": "constant"},
+            "λ∝N": {"lam_rule": "steps", "betas_rule": "constant"},
+            "λ∝N, β^(1000/N)": {"lam_rule": "steps", "betas_rule": "steps"},
+            "default, σ": {"sigma": 0.05}}
+RULES = tuple(VARIANTS)
 
 
 def run() -> list[dict]:
@@ -42,7 +48,7 @@ def run() -> list[dict]:
         for n in STEPS:
             for rule in RULES:
                 gens = [torch.Generator().manual_seed(i) for i in range(len(names))]
-                xr = reddiff(model, op, y, steps=n, lam_rule=rule, generator=gens)
+                xr = reddiff(model, op, y, steps=n, generator=gens, **VARIANTS[rule])
                 rows.append({"task": task, "rule": rule, "steps": n, "psnr": float(scores(xr, x)["psnr"].mean()),
                              "dc": float(data_consistency(op, xr, y, 0.05).mean())})
                 print(rows[-1], flush=True)
@@ -50,21 +56,22 @@ def run() -> list[dict]:
 
 
 def render(res: dict) -> str:
-    lines = ["# RED-diff: λ against the step count", "",
+    lines = ["# RED-diff: λ and Adam's betas against the step count", "",
              f"`python benchmarks/bench_reddiff_steps.py` — {res['machine']}. Demo photos chelsea and coffee (the "
              "tuning set), 64², σ = 0.05, `patches` model, λ = 0.25, lr = 0.1. Cell: mean PSNR dB / data "
-             "consistency; **bold**: PSNR ≥ Tikhonov − 0.5 dB and consistency in [0.5, 1.5].", "",
-             "| task | Tikhonov | " + " | ".join(f"N={n} {r}" for n in STEPS for r in RULES) + " |",
-             "|---|---|" + "---|" * (len(STEPS) * len(RULES))]
+             "consistency; **bold**: PSNR ≥ Tikhonov − 0.5 dB and consistency in [0.5, 1.5]. Columns: "
+             + "; ".join(f"{k}: `{', '.join(f'{a}={b!r}' for a, b in v.items())}`" for k, v in VARIANTS.items())
+             + ".", "",
+             "| task | N | Tikhonov | " + " | ".join(RULES) + " |", "|---|---|---|" + "---|" * len(RULES)]
     for task in dict.fromkeys(r["task"] for r in res["rows"]):
         ref = next(r for r in res["rows"] if r["task"] == task and r["rule"] == "tikhonov")
-        cells = []
         for n in STEPS:
+            cells = []
             for rule in RULES:
                 r = next(q for q in res["rows"] if (q["task"], q["steps"], q["rule"]) == (task, n, rule))
                 cell = f"{r['psnr']:.2f} / {r['dc']:.2f}"
                 cells.append(f"**{cell}**" if r["psnr"] >= ref["psnr"] - 0.5 and 0.5 <= r["dc"] <= 1.5 else cell)
-        lines.append(f"| {task} | {ref['psnr']:.2f} / {ref['dc']:.2f} | " + " | ".join(cells) + " |")
+            lines.append(f"| {task} | {n} | {ref['psnr']:.2f} / {ref['dc']:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
