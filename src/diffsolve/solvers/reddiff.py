@@ -57,9 +57,9 @@ at the paper's 1000). Weighting the regulariser ∝ N keeps the fitted residual 
 (β₁, β₂) = (0.9, 0.99), N_paper = :data:`PAPER_STEPS`; ``"constant"`` the paper's betas at every N. An EMA with
 factor β forgets over ~1/(1−β) steps: the paper's betas average the last ~10 and ~100 of its 1000 steps, 1 % and
 10 % of the schedule. At N = 50 the same betas span 20 % and 200 % of it: μ's momentum lags the λ_t schedule, and
-the second moment keeps the first steps' gradients (λ_t ≈ 150 λ at t = T) to the end, so the late steps, where
-the regulariser is all that moves a pixel y does not see (inpainting's holes), shrink a hundredfold and those
-pixels stay near μ0's grey. β^(N_paper/N) keeps each memory the same share of the schedule at every N (the
+the second moment keeps the first steps' gradients (λ_t ≈ 150 λ at t = T on the DDPM linear schedule) to the end,
+so the late steps, where the regulariser is all that moves a pixel y does not see (inpainting's holes), shrink by
+the ratio of the late λ_t to the early ones and those pixels stay near μ0's grey. β^(N_paper/N) keeps each memory the same share of the schedule at every N (the
 paper's betas at its N; benchmarks/results/reddiff-steps.md).
 ``sampling.x_T``, if given, replaces the start μ0. ``noise_source="kernel"`` is rejected: ε enters
 the loss, so it must be a tensor. Measurements: benchmarks/results/ (bench_methods.py).
