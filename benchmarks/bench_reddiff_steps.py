@@ -1,11 +1,11 @@
-"""RED-diff's step-count rules: λ (``lam_rule``: λ_N = λ·N/50 by default, λ the paper's) and Adam's betas
-(``betas_rule``: β^(1000/N) by default, the paper's (0.9, 0.99)), from the paper's update to the default run.
+"""RED-diff's step-count rules: λ (``lam_rule``: λ_N = λ·min(N, 50)/50 by default) and Adam's (``adam_rule``: lr_N =
+lr·min(1, 50/N) and betas β^(1000/N) by default), from the paper's update to the default run.
 
 Not a test. The demo photos chelsea and coffee (the tuning set; the held-out photos are left to
 ``bench_methods.py photos``) at 64², σ = 0.05, the shipped ``patches`` model, the five demo tasks, N ∈ {20, 50,
 100, 1000} (1000: the paper's step count), λ = 0.25, lr = 0.1: mean PSNR and data consistency
 ‖A x̂ − y‖/(σ√m), with Tikhonov (λ picked by PSNR, an oracle) for the bar. Columns (:data:`VARIANTS`): the paper's
-update; λ ∝ N; λ ∝ N and the betas' rule; the default given σ (the gate, the settling and the pull besides).
+update; λ's rule; λ's and Adam's rules; the default given σ (the gate, the settling and the pull besides).
 
 Writes ``benchmarks/results/reddiff-steps.{md,json}``. Usage: ``python benchmarks/bench_reddiff_steps.py``.
 """
@@ -22,9 +22,9 @@ from bench_dps import _machine, write_results  # noqa: E402
 
 STEPS = (20, 50, 100, 1000)
 #: column → reddiff's options (beside the model, operator, y, steps and generators)
-VARIANTS = {"paper": {"lam_rule": "constant", "betas_rule": "constant"},
-            "λ∝N": {"lam_rule": "steps", "betas_rule": "constant"},
-            "λ∝N, β^(1000/N)": {"lam_rule": "steps", "betas_rule": "steps"},
+VARIANTS = {"paper": {"lam_rule": "constant", "adam_rule": "constant"},
+            "λ rule": {"lam_rule": "steps", "adam_rule": "constant"},
+            "λ and Adam rules": {"lam_rule": "steps", "adam_rule": "steps"},
             "default, σ": {"sigma": 0.05}}
 RULES = tuple(VARIANTS)
 

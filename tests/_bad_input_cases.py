@@ -283,8 +283,8 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
     add("daps", "langevin", "'chebyshev' where an SVD exists", "accept", langevin="chebyshev", langevin_steps=100)
     add("mmps", "solver", "'bogus'", "reject", solver="bogus")
     add("reddiff", "lam_rule", "'bogus'", "reject", lam_rule="bogus")
-    add("reddiff", "betas_rule", "'bogus'", "reject", betas_rule="bogus")
-    add("reddiff", "betas_rule", "'constant' (the paper's betas)", "accept", betas_rule="constant")
+    add("reddiff", "adam_rule", "'bogus'", "reject", adam_rule="bogus")
+    add("reddiff", "adam_rule", "'constant' (the paper's lr and betas)", "accept", adam_rule="constant")
     for entry in ("dps", "mpgd", "cdps", *COMPARED):  # every method given σ ends within the noise unless told not to
         extra = {"sigma": 0.05} if entry in ("dps", "mpgd") else {}
         add(entry, "discrepancy", "'yes'", "reject", discrepancy="yes", **extra)

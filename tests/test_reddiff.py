@@ -12,7 +12,7 @@ from diffsolve.methods import METHODS
 from diffsolve.models import GaussianPrior
 from diffsolve.operators import Inpainting, SuperResolution
 from diffsolve.solvers._loop import select_schedule
-from diffsolve.solvers.reddiff import GATE_WIDTH, gradient, initial_mean, reddiff, step_betas, weights
+from diffsolve.solvers.reddiff import GATE_WIDTH, gradient, initial_mean, reddiff, step_adam, step_lam, weights
 
 D = torch.float64
 
@@ -59,16 +59,26 @@ def test_weights_are_inverse_sqrt_snr():
     assert weights([0.25, 0.5], 0.25) == pytest.approx([0.25 * math.sqrt(3), 0.25])
 
 
-@pytest.mark.parametrize("betas_rule, betas", [("steps", (0.9**250, 0.99**250)), ("constant", (0.9, 0.99))])
-def test_loop_equals_adam_on_the_per_sample_loss(betas_rule, betas):
-    """4 steps: betas_rule="steps" gives β^(1000/4) (the paper's betas at its 1000 steps), "constant" the paper's."""
+def test_step_rules():
+    """λ ∝ N up to N_ref = 50 and fixed beyond; lr fixed up to N_ref and ∝ 1/N beyond; betas β^(1000/N) (the
+    paper's at its 1000 steps); "constant": the values as given."""
+    assert step_lam("steps", 0.25, 20) == pytest.approx(0.1) and step_lam("steps", 0.25, 200) == 0.25
+    assert step_lam("constant", 0.25, 20) == 0.25
+    lr, betas = step_adam("steps", 0.1, 1000)
+    assert lr == pytest.approx(0.005) and betas == pytest.approx((0.9, 0.99), rel=1e-12)
+    lr, betas = step_adam("steps", 0.1, 20)
+    assert lr == 0.1 and betas == pytest.approx((0.9**50, 0.99**50), rel=1e-12)
+    assert step_adam("constant", 0.1, 20) == (0.1, (0.9, 0.99))
+
+
+@pytest.mark.parametrize("adam_rule, betas", [("steps", (0.9**250, 0.99**250)), ("constant", (0.9, 0.99))])
+def test_loop_equals_adam_on_the_per_sample_loss(adam_rule, betas):
+    """4 steps: adam_rule="steps" gives β^(1000/4) (the paper's betas at its 1000 steps), "constant" the paper's."""
     p, op, x, y = problem()
     steps, lam, lr = 4, 0.25 * 4 / 50, 0.1  # the default λ_N = 0.25·N/50
-    assert step_betas(betas_rule, steps) == pytest.approx(betas, rel=1e-12)
-    assert step_betas("steps", 1000) == pytest.approx((0.9, 0.99), rel=1e-12)
-    out = reddiff(p, op, y, steps=steps, generator=gen(5), betas_rule=betas_rule)
+    out = reddiff(p, op, y, steps=steps, generator=gen(5), adam_rule=adam_rule)
     assert torch.equal(reddiff(p, op, y, steps=steps, generator=gen(5), lam=lam, lam_rule="constant",
-                               betas_rule=betas_rule), out)
+                               adam_rule=adam_rule), out)
     # by hand: μ0 = c Aᵀy, x_T drawn first (unused), then one ε per step; torch.optim.Adam with those betas
     g = gen(5)
     torch.randn(x.shape, generator=g, dtype=D)
@@ -140,8 +150,8 @@ def test_sigma_stops_the_fit_at_the_discrepancy_floor():
     from diffsolve.metrics import data_consistency
 
     p, op, x, y = problem()
-    free = data_consistency(op, reddiff(p, op, y, steps=20, generator=gen(1), betas_rule="constant"), y, 0.05)
-    gate_only = reddiff(p, op, y, steps=20, generator=gen(1), sigma=0.05, betas_rule="constant", discrepancy=False)
+    free = data_consistency(op, reddiff(p, op, y, steps=20, generator=gen(1), adam_rule="constant"), y, 0.05)
+    gate_only = reddiff(p, op, y, steps=20, generator=gen(1), sigma=0.05, adam_rule="constant", discrepancy=False)
     assert (free < 0.5).all() and (data_consistency(op, gate_only, y, 0.05) > 0.65).all()
     coasted = reddiff(p, op, y, steps=20, generator=gen(1), sigma=0.05, discrepancy=False)
     settled = reddiff(p, op, y, steps=20, generator=gen(1), sigma=0.05)
@@ -156,8 +166,8 @@ def test_sigma_stops_the_fit_at_the_discrepancy_floor():
 @pytest.mark.parametrize("options, error, words", [
     (dict(lam=-1.0), ValueError, "lam"),
     (dict(lam_rule="linear"), ValueError, "lam_rule"),
-    (dict(betas_rule="paper"), ValueError, "betas_rule"),
-    (dict(betas_rule=None), ValueError, "betas_rule"),
+    (dict(adam_rule="paper"), ValueError, "adam_rule"),
+    (dict(adam_rule=None), ValueError, "adam_rule"),
     (dict(lam="x"), TypeError, "lam"),
     (dict(lr=0.0), ValueError, "lr"),
     (dict(lr=float("inf")), ValueError, "lr"),

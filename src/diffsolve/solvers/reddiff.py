@@ -46,21 +46,25 @@ step 5 takes the result back to it where the last denoised estimate allows.
 Scale rule: ℓ's two terms are means over the sample's entries, so the default λ does not depend on the image
 or measurement size; Adam's step is invariant to a common rescaling of both terms. The result is μ.
 
-**Step-count rule** (``lam_rule``): ``"steps"`` (default) λ_N = λ·N/N_ref, N_ref = :data:`REFERENCE_STEPS`;
-``"constant"`` λ_N = λ (the paper's, at its 1000 steps). Adam moves μ by about ``lr`` per entry and step
-whatever the gradient's scale, and the late steps, where λ_t = λ√(1−ᾱ_t)/√ᾱ_t → 0, are pure data fitting: at a
-fixed λ the fit to y, noise included, grows with N (the residual ends above σ at few steps and far below it
-at the paper's 1000). Weighting the regulariser ∝ N keeps the fitted residual near the noise level at every N
-(benchmarks/results/reddiff-steps.md); λ = 0.25 is the reference code's value, here the one at N_ref.
+**Step-count rules.** Adam moves μ by about ``lr`` per entry and step whatever the gradient's scale, so a run
+moves it by up to ``lr``·N, and the late steps, where λ_t = λ√(1−ᾱ_t)/√ᾱ_t → 0, are pure data fitting: at a
+fixed λ and lr the fit to y, noise included, grows with N (the residual ends above σ at few steps and far below
+it at the paper's 1000). The defaults are set at N_ref = :data:`REFERENCE_STEPS` (λ = 0.25, lr = 0.1: the
+reference code's values) and follow N by two rules (``"constant"``: the paper's, the values as given at every N):
 
-**Adam's memories** (``betas_rule``): ``"steps"`` (default) β_N = β^(N_paper/N) for each of the paper's
-(β₁, β₂) = (0.9, 0.99), N_paper = :data:`PAPER_STEPS`; ``"constant"`` the paper's betas at every N. An EMA with
-factor β forgets over ~1/(1−β) steps: the paper's betas average the last ~10 and ~100 of its 1000 steps, 1 % and
-10 % of the schedule. At N = 50 the same betas span 20 % and 200 % of it: μ's momentum lags the λ_t schedule, and
-the second moment keeps the first steps' gradients (λ_t ≈ 150 λ at t = T on the DDPM linear schedule) to the end,
-so the late steps, where the regulariser is all that moves a pixel y does not see (inpainting's holes), shrink by
-the ratio of the late λ_t to the early ones and those pixels stay near μ0's grey. β^(N_paper/N) keeps each memory the same share of the schedule at every N (the
-paper's betas at its N; benchmarks/results/reddiff-steps.md).
+- ``lam_rule="steps"``: λ_N = λ·min(N, N_ref)/N_ref. Below N_ref the regulariser's weight shrinks with the run
+  (Adam's steps cannot grow: a larger lr overshoots), which keeps the fitted residual near the noise level;
+- ``adam_rule="steps"``: lr_N = lr·min(1, N_ref/N), so no run moves μ further than lr·N_ref (above N_ref λ stays
+  at its N_ref value), and Adam's betas β_N = β^(N_paper/N) for each of the paper's (β₁, β₂) = (0.9, 0.99),
+  N_paper = :data:`PAPER_STEPS`.
+
+**Adam's memories**: an EMA with factor β forgets over ~1/(1−β) steps: the paper's betas average the last ~10
+and ~100 of its 1000 steps, 1 % and 10 % of the schedule. At N = 50 the same betas span 20 % and 200 % of it: μ's
+momentum lags the λ_t schedule, and the second moment keeps the first steps' gradients (λ_t ≈ 150 λ at t = T on
+the DDPM linear schedule) to the end, so the late steps, where the regulariser is all that moves a pixel y does
+not see (inpainting's holes), shrink by the ratio of the late λ_t to the early ones and those pixels stay near
+μ0's grey. β^(N_paper/N) keeps each memory the same share of the schedule at every N (the paper's betas at its N).
+Both rules' measurements: benchmarks/results/reddiff-steps.md.
 ``sampling.x_T``, if given, replaces the start μ0. ``noise_source="kernel"`` is rejected: ε enters
 the loss, so it must be a tensor. Measurements: benchmarks/results/ (bench_methods.py).
 """
@@ -76,35 +80,34 @@ from ._inverse import (Diagnostics, check_problem, check_sigma, data_part, discr
                        discrepancy_weight, route, warn_if_unfit)
 from ._loop import Sampling, check_flag, check_number, draw, prepare, takes_sampling
 
-__all__ = ["ADAM_BETAS", "ADAM_EPS", "BETAS_RULES", "GATE_WIDTH", "LAM_RULES", "PAPER_STEPS", "REFERENCE_STEPS",
-           "gradient", "initial_mean", "reddiff", "step_betas", "step_lam", "weights"]
+__all__ = ["ADAM_BETAS", "ADAM_EPS", "GATE_WIDTH", "PAPER_STEPS", "REFERENCE_STEPS", "STEP_RULES", "gradient",
+           "initial_mean", "reddiff", "step_adam", "step_lam", "weights"]
 
 #: Adam's (β₁, β₂) of the reference code, for its :data:`PAPER_STEPS` steps.
 ADAM_BETAS = (0.9, 0.99)
-#: the paper's step count, at which ``betas_rule="steps"`` gives :data:`ADAM_BETAS`
+#: the paper's step count, at which ``adam_rule="steps"`` gives :data:`ADAM_BETAS`
 PAPER_STEPS = 1000
-#: how Adam's betas follow the step count (:func:`step_betas`, module docstring)
-BETAS_RULES = ("steps", "constant")
 #: Adam's ε (torch.optim.Adam's default).
 ADAM_EPS = 1e-8
-#: how ``lam`` becomes the λ of an N-step run (:func:`step_lam`, module docstring)
-LAM_RULES = ("steps", "constant")
-#: the step count N_ref at which ``lam`` is used as given under ``lam_rule="steps"``
+#: the values of ``lam_rule`` and ``adam_rule`` (:func:`step_lam`, :func:`step_adam`, module docstring)
+STEP_RULES = ("steps", "constant")
+#: the step count N_ref at which ``lam`` and ``lr`` are used as given under the ``"steps"`` rules
 REFERENCE_STEPS = 50
 #: w, the discrepancy gate's ramp: from off at ‖r‖² = κmσ² to on at (1 + w)κmσ² (module docstring)
 GATE_WIDTH = 0.2
 
 
 def step_lam(rule: str, lam: float, steps: int) -> float:
-    """λ_N: ``"steps"`` λ·N/N_ref, ``"constant"`` λ (host float, module docstring)."""
-    return lam * steps / REFERENCE_STEPS if rule == "steps" else lam
+    """λ_N: ``"steps"`` λ·min(N, N_ref)/N_ref, ``"constant"`` λ (host float, module docstring)."""
+    return lam * min(steps, REFERENCE_STEPS) / REFERENCE_STEPS if rule == "steps" else lam
 
 
-def step_betas(rule: str, steps: int) -> tuple[float, float]:
-    """(β₁, β₂) of an N-step run: ``"steps"`` β^(N_paper/N) each, ``"constant"`` the paper's (module docstring)."""
+def step_adam(rule: str, lr: float, steps: int) -> tuple[float, tuple[float, float]]:
+    """(lr_N, (β₁, β₂)) of an N-step run: ``"steps"`` lr·min(1, N_ref/N) and β^(N_paper/N) each, ``"constant"``
+    lr and the paper's betas (module docstring)."""
     if rule == "constant":
-        return ADAM_BETAS
-    return tuple(b ** (PAPER_STEPS / steps) for b in ADAM_BETAS)
+        return lr, ADAM_BETAS
+    return lr * min(1.0, REFERENCE_STEPS / steps), tuple(b ** (PAPER_STEPS / steps) for b in ADAM_BETAS)
 
 
 def weights(alphas: list[float], lam: float) -> list[float]:
@@ -140,7 +143,7 @@ def initial_mean(operator: Any, y: torch.Tensor) -> torch.Tensor:
 
 @takes_sampling
 def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, lam: float = 0.25,
-            lr: float = 0.1, lam_rule: str = "steps", betas_rule: str = "steps", sigma: float | None = None,
+            lr: float = 0.1, lam_rule: str = "steps", adam_rule: str = "steps", sigma: float | None = None,
             discrepancy: bool = True) -> Any:
     """Reconstruct x from y = A x + n with N = ``sampling.steps`` RED-diff steps (module docstring).
 
@@ -150,11 +153,11 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         y: measurement (B, ...) float32/float64; one reconstruction per measurement.
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords);
             x_T, if given, is the initial μ.
-        lam: λ ≥ 0, the regulariser weight (λ_t = λ_N √(1−ᾱ_t)/√ᾱ_t; default 0.25).
-        lr: Adam learning rate > 0 (default 0.1, in [-1, 1] image units).
-        lam_rule: ``"steps"`` λ_N = λ·N/50 (default) | ``"constant"`` λ_N = λ, the paper's (module docstring).
-        betas_rule: ``"steps"`` Adam's betas β^(1000/N) (default) | ``"constant"`` the paper's (0.9, 0.99) at every N
-            (module docstring).
+        lam: λ ≥ 0, the regulariser weight at N_ref = 50 steps (λ_t = λ_N √(1−ᾱ_t)/√ᾱ_t; default 0.25).
+        lr: Adam learning rate > 0 at N_ref = 50 steps (default 0.1, in [-1, 1] image units).
+        lam_rule: ``"steps"`` λ_N = λ·min(N, 50)/50 (default) | ``"constant"`` λ_N = λ, the paper's (module docstring).
+        adam_rule: ``"steps"`` lr_N = lr·min(1, 50/N), betas β^(1000/N) (default) | ``"constant"`` lr and the paper's
+            (0.9, 0.99) at every N (module docstring).
         sigma: the measurement noise std σ > 0 (or a ``GaussianNoise``), optional: the discrepancy gate of the data
             term (module docstring) and the reported data consistency; None: the paper's update, ungated.
         discrepancy: end with a residual y's noise explains, neither below σ√(m/2) nor beyond the noise (step 5; with
@@ -167,9 +170,9 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
     sigma = None if sigma is None else check_sigma(sigma)
     lam = check_number("lam", lam, 0.0)
     lr = check_number("lr", lr, 0.0)
-    for name, value, rules in (("lam_rule", lam_rule, LAM_RULES), ("betas_rule", betas_rule, BETAS_RULES)):
-        if not isinstance(value, str) or value not in rules:
-            raise ValueError(f"{name} must be one of {rules}, got {value!r}")
+    for name, value in (("lam_rule", lam_rule), ("adam_rule", adam_rule)):
+        if not isinstance(value, str) or value not in STEP_RULES:
+            raise ValueError(f"{name} must be one of {STEP_RULES}, got {value!r}")
     if lr == 0:
         raise ValueError("lr must be > 0 (Adam's learning rate; the paper's default is 0.1), got 0")
     if sampling.noise_source != "generator":
@@ -182,7 +185,7 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
     mu = loop.x if sampling.x_T is not None else initial_mean(operator, y)
     floor = None if sigma is None else discrepancy_floor(operator, y, sigma)  # κmσ² per sample (step 3)
     lams = weights(loop.alpha_t, step_lam(lam_rule, lam, len(loop.alpha_t)))
-    b1, b2 = step_betas(betas_rule, len(loop.alpha_t))
+    lr, (b1, b2) = step_adam(adam_rule, lr, len(loop.alpha_t))
     settle = sigma is not None and discrepancy  # step 5
     m1 = torch.zeros_like(mu)
     m2 = torch.zeros_like(mu)
