@@ -15,8 +15,8 @@ stop-gradient: the denoiser is never differentiated. λ_t = λ/SNR_t^{1/2} is th
 weighting (σ_t/α_t in its notation, α_t = √ᾱ_t, σ_t = √(1−ᾱ_t)). The data term carries no 1/σ²: the paper's
 ‖y − f(μ)‖²/(2σ_v²) is folded into λ (observation weight 1 in the reference code). ``sigma``, if given, gates the
 data term by the discrepancy principle (below) and scales the reported data consistency. Defaults from the paper and its
-reference code: λ = 0.25, lr = 0.1, Adam betas (0.9, 0.99), 1000 steps in the paper (λ and the betas at other N:
-the step-count rules below). Start: the paper
+reference code: λ = 0.25, lr = 0.1, Adam betas (0.9, 0.99), 1000 steps in the paper (λ, lr and the betas at
+other N: the step-count rules below). Start: the paper
 initialises μ at A⁺y; here μ0 = c Aᵀy with c = ⟨y, A Aᵀy⟩/‖A Aᵀy‖² per sample
 (:func:`initial_mean`, the least-squares scaling of Aᵀy), which is A⁺y wherever A Aᵀ = I (inpainting) and stays
 bounded where A⁺ amplifies the noise (blur: A⁺y of a noisy y is dominated by amplified noise that Adam's
