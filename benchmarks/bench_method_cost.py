@@ -636,8 +636,8 @@ def _md(res: dict) -> str:
     if res.get("eager"):
         lines += ["Eager columns: both sides at the run's --eager-steps steps (DAPS: as many levels with the run's "
                   "--eager-langevin Langevin steps each; each operator's run is listed below), the same x_T, "
-                  "interleaved, diffsolve with `discrepancy=False` (the paper's result, as the eager loop; the "
-                  "per-NFE columns run the defaults, the discrepancy pull included); ΠGDM × motion: "
+                  "interleaved, diffsolve with `discrepancy=False` (the paper's result, as the eager loop; so do the "
+                  "per-NFE columns, the pull being timed on its own under each table); ΠGDM × motion: "
                   f"{NO_EAGER[('pigdm', 'motion')]}. Runs (operators with their own settings, merged): "
                   + "; ".join(res.get("runs", [])) + ".", ""]
     if res.get("agreement"):
