@@ -71,11 +71,14 @@ def test_step_rules():
     assert step_adam("constant", 0.1, 20) == (0.1, (0.9, 0.99))
 
 
-@pytest.mark.parametrize("adam_rule, betas", [("steps", (0.9**250, 0.99**250)), ("constant", (0.9, 0.99))])
-def test_loop_equals_adam_on_the_per_sample_loss(adam_rule, betas):
-    """4 steps: adam_rule="steps" gives β^(1000/4) (the paper's betas at its 1000 steps), "constant" the paper's."""
+@pytest.mark.parametrize("steps, adam_rule, lam, lr, betas", [
+    (4, "steps", 0.25 * 4 / 50, 0.1, (0.9**250, 0.99**250)),  # λ_N = 0.25·N/50; the paper's betas at its 1000 steps
+    (4, "constant", 0.25 * 4 / 50, 0.1, (0.9, 0.99)),  # the paper's betas
+    (60, "steps", 0.25, 0.1 * 50 / 60, (0.9 ** (1000 / 60), 0.99 ** (1000 / 60))),  # past N_ref: λ fixed, lr ∝ 1/N
+])
+def test_loop_equals_adam_on_the_per_sample_loss(steps, adam_rule, lam, lr, betas):
+    """The loop is torch.optim.Adam on the per-sample loss with the rules' λ_N, lr_N and betas."""
     p, op, x, y = problem()
-    steps, lam, lr = 4, 0.25 * 4 / 50, 0.1  # the default λ_N = 0.25·N/50
     out = reddiff(p, op, y, steps=steps, generator=gen(5), adam_rule=adam_rule)
     assert torch.equal(reddiff(p, op, y, steps=steps, generator=gen(5), lam=lam, lam_rule="constant",
                                adam_rule=adam_rule), out)
