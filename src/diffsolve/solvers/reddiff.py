@@ -206,8 +206,7 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
             mu = mu - (lr / (1 - b1**k)) * m1 / denom
             if loop.callback is not None:
                 loop.record(i, mu, mu)
-        if settle:  # 5. back to the floor towards the last x̂0, then within the noise of y
-            a_t = loop.alpha_t[-1]
+        if settle:  # 5. back to the floor towards the last x̂0 (a_t, x_t, ε̂ of the last step), then within the noise
             x0 = (x_t - (1 - a_t) ** 0.5 * eps_hat) / a_t**0.5
             g = discrepancy_weight(data_part(operator, y - operator.A(x0)), data_part(operator, operator.A(mu - x0)),
                                    floor)
