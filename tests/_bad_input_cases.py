@@ -248,7 +248,8 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
     # method-specific numbers
     numbers = [("ge", "gamma"), ("dps", "zeta"), ("mpgd", "rho"), ("mpgd_ldm", "rho"), ("mpgd-ae", "scale"),
                ("cdps", "sigma"), ("dps", "sigma"), ("ddrm", "eta_b"), ("diffpir", "lam"), ("diffpir", "zeta"),
-               ("daps", "lr"), ("daps", "lr_min_ratio"), ("reddiff", "lam"), ("reddiff", "lr")]
+               ("daps", "lr"), ("daps", "lr_min_ratio"), ("reddiff", "lam"), ("reddiff", "lr"),
+               ("ddrm", "singular_cutoff")]
     for label, v in [("-1", -1.0)] + BAD_NUMBERS[:5]:
         for entry, option in numbers:
             add(entry, option, label, "reject", **{option: v})
@@ -262,6 +263,11 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
         for task in ("inpaint", "sr"):
             add(name, "sigma", f"0 ({task})", "accept", sigma=0.0, operator=ops[task], y=ys[task])
         add(name, "sigma", "1e-30 (sr)", "either", sigma=1e-30, operator=ops["sr"], y=ys["sr"])
+    for label, v in [("2", 2.0), ("1.5", 1.5), ("1", 1.0)]:
+        add("ddrm", "singular_cutoff", label, "reject", singular_cutoff=v)
+        add("ddnm", "singular_cutoff", f"{label} with sigma > 0", "reject", singular_cutoff=v, sigma=0.05)
+    add("ddnm", "singular_cutoff", "0.03 with sigma=None (DDNM: exact A⁺)", "reject", singular_cutoff=0.03, sigma=None)
+    add("ddrm", "singular_cutoff", "0 (Eq. 8 on every s > 0)", "accept", singular_cutoff=0.0)
     for label, v in [("2", 2.0), ("1.5", 1.5)]:
         add("ddrm", "eta_b", label, "reject", eta_b=v)
         add("diffpir", "zeta", label, "reject", zeta=v)

@@ -48,6 +48,17 @@ def dense_svd(op) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tenso
     return a, u, s, vh.T, False
 
 
+def negligible(s: torch.Tensor, complete: bool, ratio: float) -> torch.Tensor:
+    """Bool mask over ``dense_svd``'s coefficients that DDRM's reference code counts as zero (``ZERO``): on a blur's
+    complete Kronecker basis (s laid out H×W, the outer product of the per-axis values, largest first) those whose
+    row or column factor is below ``ratio`` times its largest; none elsewhere."""
+    if not complete or ratio == 0:
+        return torch.zeros(s.numel(), dtype=torch.bool)
+    s2 = s.view(SHAPE[-2:])
+    top = s2[:1, :1]
+    return ((s2[:, :1] < ratio * top) | (s2[:1, :] < ratio * top)).flatten()
+
+
 def dense_discrepancy_pull(a: torch.Tensor, x: torch.Tensor, y: torch.Tensor, sigma: float, v: float,
                            m: torch.Tensor) -> torch.Tensor:
     """Morozov's discrepancy principle with a χ² band in dense linear algebra, a reference for

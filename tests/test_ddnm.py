@@ -7,12 +7,13 @@ import math
 
 import pytest
 import torch
-from _small_problem import D, OPS, SHAPE, dense_discrepancy_pull, dense_svd, gen, prior
+from _small_problem import D, OPS, SHAPE, dense_discrepancy_pull, dense_svd, gen, negligible, prior
 
 from diffsolve.models.priors import operator_matrix
 from diffsolve.solvers._inverse import measured_entries
 from diffsolve.solvers._loop import select_schedule
 from diffsolve.solvers.ddnm import ddnm, ddnm_coefficients, ddnm_plus_lambdas, travel_plan
+from diffsolve.solvers.ddrm import SINGULAR_CUTOFF
 
 
 def clean(op, batch=2, seed=5):
@@ -88,6 +89,7 @@ def test_ddnm_plus_matches_dense(name, eta):
     k = s_m.numel()
     s = torch.zeros(a_mat.shape[1], dtype=D)
     s[:k] = s_m
+    s = torch.where(negligible(s, complete, SINGULAR_CUTOFF), 0.0, s)  # the reference code's ZERO (DDRM's)
     pos = s > 1e-12
     inv = torch.where(pos, 1 / torch.where(pos, s, 1.0), 0.0)
     y_bar = torch.zeros(2, a_mat.shape[1], dtype=D)
@@ -182,6 +184,10 @@ def test_bad_inputs():
         ddnm(pr, op, y, steps=3, travel_repeat=1.5)
     with pytest.raises(ValueError, match="travel_repeat"):
         ddnm(pr, op, y, steps=3, travel_repeat=0)
+    with pytest.raises(ValueError, match="singular_cutoff=0.1 applies to DDNM\\+"):  # DDNM: A's exact A⁺
+        ddnm(pr, op, y, steps=3, singular_cutoff=0.1)
+    with pytest.raises(ValueError, match="singular_cutoff must be < 1"):
+        ddnm(pr, op, y, steps=3, sigma=0.1, singular_cutoff=1.0)
 
     class Bare:  # A and Aᵀ only
         A, A_adjoint = op.A, op.A_adjoint

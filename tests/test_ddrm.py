@@ -6,15 +6,15 @@ import math
 
 import pytest
 import torch
-from _small_problem import OPS, SHAPE, dense_discrepancy_pull, dense_svd, gen, measure, prior
+from _small_problem import OPS, SHAPE, dense_discrepancy_pull, dense_svd, gen, measure, negligible, prior
 
 from diffsolve.models import GaussianPrior
 from diffsolve.operators import Blur, GaussianBlur, Identity, Inpainting, SuperResolution
 from diffsolve.operators.callable import CallableOperator
-from diffsolve.operators.svd import DiagonalSVD, helmert, operator_svd
+from diffsolve.operators.svd import DiagonalSVD, KroneckerSVD, helmert, operator_svd
 from diffsolve.solvers._inverse import measured_entries
 from diffsolve.solvers._loop import select_schedule
-from diffsolve.solvers.ddrm import ddrm
+from diffsolve.solvers.ddrm import SINGULAR_CUTOFF, ddrm
 
 D = torch.float64
 
@@ -103,8 +103,17 @@ def _problem(op, prior, sigma, batch, seed=1):
 def test_noiseless_reproduces_y(op):
     prior = _prior()
     _, y = _problem(op, prior, 0.0, 2)
-    out = ddrm(prior, op, y, steps=8, sigma=0.0, eta_b=1.0, generator=torch.Generator().manual_seed(0))
+    out = ddrm(prior, op, y, steps=8, sigma=0.0, eta_b=1.0, singular_cutoff=0.0,
+               generator=torch.Generator().manual_seed(0))
     assert torch.allclose(op.A(out), y, atol=1e-10)
+    # at the default cutoff y is reproduced on every direction the cutoff keeps (the others count as unobserved)
+    out = ddrm(prior, op, y, steps=8, sigma=0.0, eta_b=1.0, generator=torch.Generator().manual_seed(0))
+    if isinstance(op, GaussianBlur):
+        svd = op.svd(tuple(out.shape[-2:]))
+        r = svd.Ut(op.A(out) - y)
+        assert r[..., ~svd.small_axis_singulars(SINGULAR_CUTOFF)].abs().max() < 1e-10
+    else:  # a mask's and average pooling's singular values are all alike: nothing is cut
+        assert torch.allclose(op.A(out), y, atol=1e-10)
 
 
 @pytest.mark.parametrize("op", [Inpainting.random((6, 6), 0.5), SuperResolution(2, "average"), Identity()],
@@ -121,6 +130,24 @@ def test_mean_near_exact_posterior(op):
     # DDRM is not an exact sampler: on denoising at 20 steps every step has σ_t ≥ σ_y, so the output is x̂0 of
     # y + √(σ_t² − σ_y²) ε at the last step, whose spread is 1.29× the posterior's (1000 draws; 0.85 at 50 steps)
     assert 0.6 < ratio < (1.4 if isinstance(op, Identity) else 1.2), ratio
+
+
+def test_small_axis_singulars_follow_each_axis():
+    """A Kronecker SVD's negligible directions: a row or column factor below the ratio of its axis's largest, read off
+    each factor's own singular values (torch.linalg.svdvals of M_h and M_w); the range's are the same block."""
+    g = torch.Generator().manual_seed(5)
+    m_h = torch.randn(3, 5, generator=g, dtype=D) @ torch.diag(torch.tensor([1.0, 0.5, 0.1, 0.01, 0.001], dtype=D))
+    m_w = torch.randn(4, 4, generator=g, dtype=D) @ torch.diag(torch.tensor([1.0, 0.2, 0.02, 0.002], dtype=D))
+    svd = KroneckerSVD(m_h, m_w)
+    for ratio in (0.0, 0.03, 0.3):
+        s_h, s_w = torch.linalg.svdvals(m_h), torch.linalg.svdvals(m_w)
+        pad_h = torch.cat([s_h, torch.zeros(2, dtype=D)])  # the two null rows of M_h's V_h have s = 0
+        small_h, small_w = pad_h < ratio * s_h[0], s_w < ratio * s_w[0]
+        expect = small_h[:, None] | small_w[None, :]
+        assert torch.equal(svd.small_axis_singulars(ratio), expect)
+        assert torch.equal(svd.range().small_axis_singulars(ratio), expect[:3, :4])
+    assert svd.small_axis_singulars(0.3).sum() > svd.small_axis_singulars(0.03).sum() > 0
+    assert DiagonalSVD(torch.ones(1, 1, 2, 2, dtype=D)).small_axis_singulars(0.5) is None
 
 
 def test_bad_inputs():
@@ -142,6 +169,9 @@ def test_bad_inputs():
         ddrm(prior, op, y, steps=3, sigma="0.1")
     with pytest.raises(ValueError, match="noise_source"):
         ddrm(prior, op, y, steps=3, sigma=0.1, noise_source="kernel")
+    for bad, kind in ((-0.1, ValueError), (1.0, ValueError), (float("nan"), ValueError), ("0.1", TypeError)):
+        with pytest.raises(kind, match="singular_cutoff must"):
+            ddrm(prior, op, y, steps=3, sigma=0.1, singular_cutoff=bad)
     with pytest.raises(TypeError, match="own options"):
         ddrm(prior, op, y, steps=3, sigma=0.1, rho=1.0)
     with pytest.raises(TypeError, match="DiagonalSVD|SVD"):
@@ -170,21 +200,28 @@ def test_svd_is_built_once_per_size(op):
 
 @pytest.mark.parametrize("name", ["inpaint", "blur", "sr"])
 @pytest.mark.parametrize("eta", [0.85, 1.0])
-def test_steps_match_the_paper_in_dense_linear_algebra(name, eta):
+@pytest.mark.parametrize("cutoff", [SINGULAR_CUTOFF, 0.0])
+def test_steps_match_the_paper_in_dense_linear_algebra(name, eta, cutoff):
     """The whole run against Eqs. 7-8 written with the dense SVD A = U S Vᵀ (float64): x̄ = Vᵀx, per-coefficient
     cases, the same x_T and the same noise: image-space draws mapped by Vᵀ, or, where the operator's basis is
     complete (the blur), standard-normal coefficients in that basis (V_h ⊗ V_w) drawn directly. The solver carries
     Vᵀx between steps. ``discrepancy=False`` is the paper's run; the default is that run held to the discrepancy
-    principle, against a dense bisection."""
+    principle, against a dense bisection. At the default ``singular_cutoff`` the blur's per-axis singular values
+    below 3e-2 of the largest count as zero (the reference code's ``ZERO``); 0 is Eq. 8 on every s > 0."""
     pr, op, sigma_y, eta_b = prior(), OPS[name](), 0.05, 1.0
     y = measure(op, sigma=sigma_y)
     x_T = torch.randn(2, *SHAPE, generator=gen(7), dtype=D)
-    out = ddrm(pr, op, y, steps=4, x_T=x_T, sigma=sigma_y, eta=eta, eta_b=eta_b, generator=gen(4), discrepancy=False)
-    held = ddrm(pr, op, y, steps=4, x_T=x_T, sigma=sigma_y, eta=eta, eta_b=eta_b, generator=gen(4))
+    out = ddrm(pr, op, y, steps=4, x_T=x_T, sigma=sigma_y, eta=eta, eta_b=eta_b, generator=gen(4), discrepancy=False,
+               singular_cutoff=cutoff)
+    held = ddrm(pr, op, y, steps=4, x_T=x_T, sigma=sigma_y, eta=eta, eta_b=eta_b, generator=gen(4),
+                singular_cutoff=cutoff)
     a, u, s_m, v, complete = dense_svd(op)  # the solver's basis where it reads its noise as coefficients
     n = a.shape[1]
     s = torch.zeros(n, dtype=D)
     s[: s_m.numel()] = s_m
+    cut = negligible(s, complete, cutoff)
+    assert cut.any() == (name == "blur" and cutoff > 0)  # the blur has per-axis values below 3e-2: the cut acts
+    s = torch.where(cut, 0.0, s)
     obs = s > 0
     inv = torch.where(obs, 1 / torch.where(obs, s, 1.0), 0.0)
     y_bar = torch.cat([y.flatten(1) @ u, torch.zeros(2, n, dtype=D)], 1)[:, :n] * inv  # S⁺Uᵀy, zero-padded

@@ -90,6 +90,12 @@ class SVD:
         """The protocol on directions V_r that hold every s > 0 (module docstring); the whole space here."""
         return self
 
+    def small_axis_singulars(self, ratio: float) -> torch.Tensor | None:
+        """Bool mask, s's shape, of the directions with a per-axis singular value below ``ratio`` times its axis's
+        largest (a Kronecker structure's S_h or S_w; DDRM's reference code counts them as zero), or None for a
+        structure without per-axis factors (this default)."""
+        return None
+
 
 class DiagonalSVD(SVD):
     """A = diag(d), d (1|B, 1|C, H, W) float64: V = I, s = |d|, U = diag(sign d) (sign 0 → 1)."""
@@ -198,6 +204,11 @@ class KroneckerSVD(SVD):
         pad_w = torch.zeros(ww, dtype=torch.float64)
         pad_w[: s_w.numel()] = s_w
         self.s = torch.outer(pad_h, pad_w)
+        self.axis_singulars = (pad_h, pad_w)
+
+    def small_axis_singulars(self, ratio: float) -> torch.Tensor:
+        s_h, s_w = self.axis_singulars  # sorted, largest first; the padding's zeros are small
+        return (s_h < ratio * s_h[0])[:, None] | (s_w < ratio * s_w[0])[None, :]
 
     @property
     def complete(self) -> bool:  # type: ignore[override]
@@ -238,6 +249,7 @@ class _KroneckerRange(KroneckerSVD):
         SVD.__init__(self)
         h, w = self.out_size = full.out_size
         self.s = full.s[:h, :w].contiguous()
+        self.axis_singulars = (full.axis_singulars[0][:h], full.axis_singulars[1][:w])
         self.u_h, self.u_w = full.u_h, full.u_w
         self.v_h, self.v_w = full.v_h[:, :h].contiguous(), full.v_w[:, :w].contiguous()
 

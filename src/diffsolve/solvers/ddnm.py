@@ -28,7 +28,8 @@ of A = U S Vᵀ (``diffsolve.operators.svd``; the operator declares ``svd(size)`
 In DDRM's variance-exploding variables (σ_t/a = σ̃_s) this is DDRM's Eq. 8 coefficient for coefficient with
 η_b = 1, so DDNM+ runs DDRM's spectral loop (:func:`diffsolve.solvers.ddrm.spectral_sampling`: the transforms only
 on the range of A, V_rᵀx carried, the whole step in the spectral space on a complete basis), started at x_T itself
-as the code starts (not DDRM's Eq. 7), with DDNM's time-travel. At the last step (σ_t = 0) λ = 0 and x̂0 is
+as the code starts (not DDRM's Eq. 7), with DDNM's time-travel and DDRM's negligible singular values (the code
+shares DDRM's ``svd_replacement.py``, ``ZERO = 3e-2``; ``singular_cutoff``). At the last step (σ_t = 0) λ = 0 and x̂0 is
 returned as denoised, then held to the discrepancy principle (``_inverse.discrepancy_pull``; ``discrepancy=False``:
 the code's). Its noise is drawn from the generator (``noise_source="kernel"`` is refused, as for DDRM).
 Operators without an SVD raise a ValueError for σ > 0 (the noise A⁺ carries cannot be bounded without the
@@ -53,7 +54,7 @@ import torch
 from ..operators.svd import operator_svd
 from ._inverse import Diagnostics, check_problem, data_part, route, warn_if_unfit
 from ._loop import Sampling, _draw, check_flag, check_int, check_number, prepare, takes_sampling
-from .ddrm import _coefficients, _vp_sigma, spectral_sampling
+from .ddrm import SINGULAR_CUTOFF, _coefficients, _vp_sigma, check_cutoff, spectral_sampling
 from .diffpir import check_operator_solves, pinv_unchecked, reproject_step
 
 __all__ = ["ddnm", "ddnm_coefficients", "ddnm_plus_lambdas", "travel_plan"]
@@ -96,7 +97,8 @@ def _spectral_svd(operator: Any, size: tuple[int, int]) -> Any:
 
 @takes_sampling
 def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float | None = None,
-         eta: float = 0.85, travel_length: int = 0, travel_repeat: int = 1, discrepancy: bool = True) -> Any:
+         eta: float = 0.85, travel_length: int = 0, travel_repeat: int = 1, singular_cutoff: float | None = None,
+         discrepancy: bool = True) -> Any:
     """Reconstruct x from y = A x (DDNM) or y = A x + n, n ~ N(0, σ² I) (DDNM+) with N = ``sampling.steps``
     steps (module docstring).
 
@@ -108,6 +110,9 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         sigma: measurement noise std σ ≥ 0; None or 0: DDNM (A x̂0' = y exactly), > 0: DDNM+.
         eta: η ∈ [0, 1], the share of fresh noise in the re-noising (0.85: the code's).
         travel_length: time-travel length l ≥ 0 (0: off, the default); travel_repeat: r ≥ 1 passes.
+        singular_cutoff: DDNM+ only: ∈ [0, 1), a separable A's per-axis singular values below this share of their
+            axis's largest count as zero (None: DDRM's :data:`~diffsolve.solvers.ddrm.SINGULAR_CUTOFF`, the code's
+            3e-2; 0 keeps every s_i > 0). DDNM (σ = 0) uses A's exact pseudo-inverse.
         discrepancy: end with a residual y's noise explains (``_inverse.discrepancy_pull``; DDNM+ only); False: the
             code's result.
     Returns:
@@ -121,6 +126,10 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     travel_length = check_int("travel_length", travel_length, 0, "steps travelled back; 0: no time travel")
     travel_repeat = check_int("travel_repeat", travel_repeat, 1, "passes over each travelled stretch")
     discrepancy = check_flag("discrepancy", discrepancy)
+    if singular_cutoff is not None and sigma == 0:
+        raise ValueError(f"singular_cutoff={singular_cutoff!r} applies to DDNM+ (sigma > 0): DDNM (sigma=0) uses A's "
+                         "exact pseudo-inverse; leave singular_cutoff out or pass sigma > 0")
+    singular_cutoff = SINGULAR_CUTOFF if singular_cutoff is None else check_cutoff(singular_cutoff)
     if sigma > 0 and sampling.noise_source != "generator":
         raise ValueError(f"ddnm with sigma > 0 (DDNM+) draws its noise in image space and maps it to A's spectral "
                          f"space; noise_source={sampling.noise_source!r} is not supported, use "
@@ -139,15 +148,17 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     info = Diagnostics(sampling.return_info)
     if svd is not None:  # DDNM+: DDRM's spectral loop at η_b = 1 from x_T (module docstring)
         x = spectral_sampling(loop, operator, svd.range(), y, sigma, eta, 1.0, start="x_T", info=info, plan=plan,
-                              travel_length=travel_length, discrepancy=discrepancy)
+                              travel_length=travel_length, discrepancy=discrepancy, singular_cutoff=singular_cutoff)
     else:
         x = _ddnm_loop(loop, operator, y, eta, plan, travel_length, info, sampling.backend)
     x = loop.finish(x)
     warn_if_unfit("ddnm", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
     if not sampling.return_info:
         return x
-    if svd is not None:  # the reported λ_t: its mean over s_i > 0 (host, after the loop)
-        s_host = svd.s[svd.s > 0]
+    if svd is not None:  # the reported λ_t: its mean over the s_i > 0 the loop counts (host, after the loop)
+        small = svd.small_axis_singulars(singular_cutoff) if singular_cutoff > 0 else None
+        s_host = svd.s if small is None else torch.where(small, 0.0, svd.s)
+        s_host = s_host[s_host > 0]
         lambdas = [float(ddnm_plus_lambdas(loop.alpha_s[i], eta, sigma, s_host).mean()) if s_host.numel() else 0.0
                    for i in run]
     else:

@@ -34,6 +34,13 @@ coefficient equals ȳ at every step (y is reproduced on the observed directions)
 The result is held to the discrepancy principle (``_inverse.discrepancy_pull``; ``discrepancy=False``: the paper's
 result).
 
+**Negligible singular values** (the reference code's, ``functions/svd_replacement.py``: ``ZERO = 3e-2``): where A is
+separable (A x = M_h x M_wᵀ: a separable blur, bicubic down-sampling) a direction whose per-axis singular value is
+below :data:`SINGULAR_CUTOFF` times its axis's largest counts as unobserved (s_i = 0 above). Relative to the largest,
+the rule does not depend on A's scale; for a normalised kernel (largest 1) it is the code's absolute 3e-2. Without
+it a blur's many near-zero s_i (ȳ_i noise std σ_y/s_i far above the image's scale) take the σ < σ_y/s_i case at
+every step, whose draws barely spread there. ``singular_cutoff=0`` runs Eq. 8 on every s_i > 0 as written.
+
 Defaults: η = 0.85, η_b = 1 (the paper's, §5); the paper runs 20 steps. The loop uses plain torch ops (the
 SVD's matmuls / FFTs and elementwise maps): no fused step kernel fits a per-coefficient mixture in the
 spectral space. The noise z is drawn in image space from ``sampling.generator`` and mapped by Vᵀ (for
@@ -54,11 +61,23 @@ from ..operators.svd import SVD, operator_svd
 from ._inverse import Diagnostics, check_problem, check_sigma, discrepancy_pull, residual_norm, route, warn_if_unfit
 from ._loop import LoopSetup, Sampling, _draw, check_flag, check_number, check_steps, prepare, takes_sampling
 
-__all__ = ["ddrm", "spectral_sampling"]
+__all__ = ["SINGULAR_CUTOFF", "ddrm", "spectral_sampling"]
+
+#: per-axis singular values of a separable A below this share of their axis's largest count as zero (module docstring)
+SINGULAR_CUTOFF = 3e-2
 
 
 def _vp_sigma(alpha: float) -> float:
     return math.sqrt(max(1.0 - alpha, 0.0) / alpha)
+
+
+def check_cutoff(singular_cutoff: object) -> float:
+    """``singular_cutoff`` as a float in [0, 1), or a ValueError/TypeError naming it."""
+    value = check_number("singular_cutoff", singular_cutoff, 0.0, 1.0)
+    if value == 1:
+        raise ValueError("singular_cutoff must be < 1 (1 would count every direction as unobserved); the default is "
+                         f"{SINGULAR_CUTOFF}, 0 keeps every singular value")
+    return value
 
 
 def _coefficients(s: torch.Tensor, sigma_next: float, sigma_y: float, eta: float, eta_b: float
@@ -81,20 +100,25 @@ def _coefficients(s: torch.Tensor, sigma_next: float, sigma_y: float, eta: float
 
 def spectral_sampling(loop: LoopSetup, operator: Any, svd: SVD, y: torch.Tensor, sigma_y: float, eta: float,
                       eta_b: float, *, start: str, info: Diagnostics, discrepancy: bool,
-                      plan: Sequence[tuple[str, int]] | None = None, travel_length: int = 0) -> torch.Tensor:
+                      plan: Sequence[tuple[str, int]] | None = None, travel_length: int = 0,
+                      singular_cutoff: float = SINGULAR_CUTOFF) -> torch.Tensor:
     """The sampling loop of the module docstring on the range ``svd`` = V_r of A's SVD; returns x (B, C, H, W).
 
     ``start``: ``"eq7"`` (DDRM's initialisation from the standard-normal ``loop.x``) or ``"x_T"`` (start at
     ``loop.x`` itself, as DDNM's code does). ``plan``: the steps to run, ("step", i) and ("back", i) for DDNM's
     time-travel (``ddnm.travel_plan``: re-noise from after step i to before step i − l + 1, l =
     ``travel_length``); None: 0..N−1.
-    ``discrepancy``: the result held to the discrepancy principle (σ_y > 0).
+    ``discrepancy``: the result held to the discrepancy principle (σ_y > 0). ``singular_cutoff``: the share of its
+    axis's largest below which a per-axis singular value counts as zero (module docstring; 0: none).
     ``info`` receives "residual" per step run when it is enabled. Noise from ``loop.generator`` only.
     """
     shape, generator = tuple(loop.x.shape), loop.generator
     # 0. per-coefficient constants and every step's (a, b, c, d) on the range, before the loop; every null
     #    direction takes (1, 0, c0, d0) = (1, 0, √(1−η²)σ, ησ), applied in image space
     s = svd.singulars(y)
+    small = svd.small_axis_singulars(singular_cutoff) if singular_cutoff > 0 else None
+    if small is not None:  # negligible per-axis singular values count as unobserved (module docstring)
+        s = torch.where(small.to(s.device), torch.zeros_like(s), s)
     observed = s > 0
     y_bar = svd.Ut(y) * torch.where(observed, 1 / torch.where(observed, s, 1), 0)  # ȳ = S⁺Uᵀy
     sigmas_next = [_vp_sigma(a) for a in loop.alpha_s]
@@ -167,7 +191,7 @@ def spectral_sampling(loop: LoopSetup, operator: Any, svd: SVD, y: torch.Tensor,
 
 @takes_sampling
 def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float, eta: float = 0.85,
-         eta_b: float = 1.0, discrepancy: bool = True) -> Any:
+         eta_b: float = 1.0, singular_cutoff: float = SINGULAR_CUTOFF, discrepancy: bool = True) -> Any:
     """Reconstruct x from y = A x + n, n ~ N(0, σ² I), with N = ``sampling.steps`` DDRM steps (module docstring).
 
     Args:
@@ -179,6 +203,8 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         sigma: σ_y ≥ 0, the measurement noise std in [-1, 1] units (or a ``GaussianNoise``); 0 is noiseless.
         eta: η ∈ [0, 1], the stochasticity of the unobserved and less-noisy-than-y coefficients.
         eta_b: η_b ∈ [0, 1], the weight of ȳ on the coefficients noisier than y.
+        singular_cutoff: ∈ [0, 1); a separable A's per-axis singular values below this share of their axis's largest
+            count as zero (the reference code's 3e-2, module docstring); 0 keeps every s_i > 0.
         discrepancy: end with a residual y's noise explains (``_inverse.discrepancy_pull``; σ_y > 0); False: the
             paper's result.
     Returns:
@@ -189,6 +215,7 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     sigma_y = check_sigma(sigma, positive=False)
     eta = check_number("eta", eta, 0.0, 1.0)
     eta_b = check_number("eta_b", eta_b, 0.0, 1.0)
+    singular_cutoff = check_cutoff(singular_cutoff)
     discrepancy = check_flag("discrepancy", discrepancy)
     if sampling.noise_source != "generator":
         raise ValueError(f"ddrm draws its noise in image space and maps it to A's spectral space; "
@@ -199,7 +226,7 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     loop = prepare(denoiser, shape, sampling, like=y, name="ddrm")
     info = Diagnostics(sampling.return_info)
     x = spectral_sampling(loop, operator, svd, y, sigma_y, eta, eta_b, start="eq7", info=info,
-                          discrepancy=discrepancy)
+                          discrepancy=discrepancy, singular_cutoff=singular_cutoff)
     x = loop.finish(x)
     warn_if_unfit("ddrm", operator, x, y, sigma_y, len(loop.schedule))  # one sync, after the loop
     if sampling.return_info:
