@@ -266,7 +266,8 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
     for label, v in [("2", 2.0), ("1.5", 1.5), ("1", 1.0)]:
         add("ddrm", "singular_cutoff", label, "reject", singular_cutoff=v)
         add("ddnm", "singular_cutoff", f"{label} with sigma > 0", "reject", singular_cutoff=v, sigma=0.05)
-    add("ddnm", "singular_cutoff", "0.03 with sigma=None (DDNM: exact A⁺)", "reject", singular_cutoff=0.03, sigma=None)
+        add("ddnm", "singular_cutoff", f"{label} with sigma=None", "reject", singular_cutoff=v, sigma=None)
+    add("ddnm", "singular_cutoff", "0 with sigma=None (the exact A⁺)", "accept", singular_cutoff=0.0, sigma=None)
     add("ddrm", "singular_cutoff", "0 (Eq. 8 on every s > 0)", "accept", singular_cutoff=0.0)
     for label, v in [("2", 2.0), ("1.5", 1.5)]:
         add("ddrm", "eta_b", label, "reject", eta_b=v)

@@ -59,6 +59,18 @@ def negligible(s: torch.Tensor, complete: bool, ratio: float) -> torch.Tensor:
     return ((s2[:, :1] < ratio * top) | (s2[:1, :] < ratio * top)).flatten()
 
 
+def dense_pinv(op, ratio: float) -> torch.Tensor:
+    """A⁺ (n, m) dense with the directions :func:`negligible` names counted as zero (the reference codes' ``H_pinv``;
+    ``ratio`` = 0: ``torch.linalg.pinv``)."""
+    a, u, s, v, complete = dense_svd(op)
+    cut = negligible(s, complete, ratio)
+    if not cut.any():
+        return torch.linalg.pinv(a)
+    keep = (s > 0) & ~cut
+    inv = torch.where(keep, 1 / torch.where(keep, s, 1.0), 0.0)
+    return v[:, : s.numel()] @ torch.diag(inv) @ u[:, : s.numel()].T
+
+
 def dense_discrepancy_pull(a: torch.Tensor, x: torch.Tensor, y: torch.Tensor, sigma: float, v: float,
                            m: torch.Tensor) -> torch.Tensor:
     """Morozov's discrepancy principle with a χ² band in dense linear algebra, a reference for

@@ -8,7 +8,8 @@
 - :func:`discrepancy_floor` / :func:`discrepancy_weight`: how far a data step may go before it fits y's noise;
   :func:`discrepancy_pull`: a result moved towards y until its residual is one the noise explains (Morozov);
 - :func:`warn_if_unfit`: after the loop, a :class:`DataConsistencyWarning` where the result ignores y;
-- :func:`route`: the solver's backend reaches the operator's kernels.
+- :func:`route`: the solver's backend reaches the operator's kernels;
+- :func:`pinv_of`: A⁺ for the noiseless steps, with a separable A's negligible singular values counted as zero.
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ from ._loop import check_finite_tensor
 __all__ = ["DISCREPANCY_SHARE", "PULL_CG_ITERS", "UNFIT_CONSISTENCY", "check_problem", "check_sigma", "data_part",
            "DataConsistencyWarning", "Diagnostics", "discrepancy_floor", "discrepancy_pull", "discrepancy_weight",
            "final_residual", "measured_entries", "measurement_grad", "noise_ceiling", "residual_norm", "route",
-           "solver_of", "warn_if_unfit"]
+           "SINGULAR_CUTOFF", "exact_pinv", "pinv_of", "solver_of", "warn_if_unfit"]
+
+#: DDRM's reference code (``functions/svd_replacement.py``, ``ZERO = 3e-2``; DDNM's and ΠGDM's code share it): a
+#: separable A's per-axis singular values below this share of their axis's largest count as zero, in DDRM's spectral
+#: steps and in the pseudo-inverse of the noiseless steps (:func:`pinv_of`). Relative to the largest, the rule does
+#: not depend on A's scale; for a normalised kernel (largest 1) it is the code's absolute 3e-2.
+SINGULAR_CUTOFF = 3e-2
 
 #: κ of the discrepancy rule the guided methods share when σ is given (DPS's step factor, MPGD's step cap): a step
 #: stops fitting y once ‖A x̂0 − y‖² ≤ κ m σ², m the measured entries. κ < 1: x̂0 estimates a mean, which should
@@ -213,6 +220,45 @@ def solver_of(operator: Any, max_iters: int | None = None):
         return unchecked(rhs, shift=shift, scale=scale, **budget, **({} if x0 is None else {"x0": x0}))
 
     return solve
+
+
+def exact_pinv(operator: Any, r: torch.Tensor, max_iters: int = 500) -> torch.Tensor:
+    """A⁺ r without ``pseudo_inverse``'s finiteness check (no host sync): the operator's ``_pinv`` (exact
+    where the structure allows, CG otherwise); operators without one fall back to ``pseudo_inverse``."""
+    from ..operators.base import _default_tol
+
+    inner = getattr(operator, "_pinv", None)
+    if callable(inner):
+        return inner(r, _default_tol(r.dtype), max_iters)
+    return operator.pseudo_inverse(r)
+
+
+def pinv_of(operator: Any, size: tuple[int, int], cutoff: float = SINGULAR_CUTOFF):
+    """``pinv(r)``: r (B, ...) ↦ A⁺ r (B, C, H, W) for the noiseless (σ = 0) steps, no host sync. Where A is separable
+    (its SVD a Kronecker product, ``operators.svd``) with per-axis singular values below ``cutoff`` of their axis's
+    largest, the pseudo-inverse with those counted as zero (the reference codes' ``H_pinv``; a Gaussian blur's exact
+    A⁺ at 128² and up scales y's float rounding past the image's own range); elsewhere :func:`exact_pinv`. Built
+    once, before the loop."""
+    svd = None
+    if cutoff > 0 and callable(getattr(operator, "svd", None)):
+        try:
+            svd = operator.svd(tuple(size))
+        except ValueError:  # no cheap SVD (a dense kernel, reflect boundary): nothing to cut
+            svd = None
+    small = svd.small_axis_singulars(cutoff) if svd is not None else None
+    if small is None or not bool(small[svd.s > 0].any()):
+        return lambda r: exact_pinv(operator, r)
+    s = torch.where(small, 0.0, svd.s)
+    inv = torch.where(s > 0, 1 / torch.where(s > 0, s, 1.0), 0.0)
+    cache: dict = {}
+
+    def pinv(r: torch.Tensor) -> torch.Tensor:
+        key = (r.device, r.dtype)
+        if key not in cache:
+            cache[key] = inv.to(device=r.device, dtype=r.dtype)
+        return svd.V(svd.Ut(r) * cache[key])
+
+    return pinv
 
 
 def noise_ceiling(operator: object, y: torch.Tensor, sigma: float) -> torch.Tensor:

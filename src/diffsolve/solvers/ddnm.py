@@ -29,12 +29,13 @@ In DDRM's variance-exploding variables (σ_t/a = σ̃_s) this is DDRM's Eq. 8 co
 η_b = 1, so DDNM+ runs DDRM's spectral loop (:func:`diffsolve.solvers.ddrm.spectral_sampling`: the transforms only
 on the range of A, V_rᵀx carried, the whole step in the spectral space on a complete basis), started at x_T itself
 as the code starts (not DDRM's Eq. 7), with DDNM's time-travel and DDRM's negligible singular values (the code
-shares DDRM's ``svd_replacement.py``, ``ZERO = 3e-2``; ``singular_cutoff``). At the last step (σ_t = 0) λ = 0 and x̂0 is
-returned as denoised, then held to the discrepancy principle (``_inverse.discrepancy_pull``; ``discrepancy=False``:
+shares DDRM's ``svd_replacement.py``, ``ZERO = 3e-2``; ``singular_cutoff``). At the last step (σ_t = 0) λ = 0 and
+x̂0 is returned as denoised, then held to the discrepancy principle (``_inverse.discrepancy_pull``; ``discrepancy=False``:
 the code's). Its noise is drawn from the generator (``noise_source="kernel"`` is refused, as for DDRM).
 Operators without an SVD raise a ValueError for σ > 0 (the noise A⁺ carries cannot be bounded without the
 spectrum); σ = 0 works with any operator that has a pseudo-inverse (exact where the structure allows, CG
-otherwise; run without the finiteness check of ``pseudo_inverse``: no host sync in the loop).
+otherwise; run without the finiteness check of ``pseudo_inverse``: no host sync in the loop), a separable A's with
+the same negligible singular values counted as zero (the code's ``H_pinv``; ``_inverse.pinv_of``).
 
 **Time-travel** (§3.3, off by default): with ``travel_length`` = l > 0, after every l-th step the sample is
 sent back l steps by the forward process, x_hi = √(ᾱ_hi/ᾱ_lo) x_lo + √(1−ᾱ_hi/ᾱ_lo) z, and those l steps are
@@ -52,10 +53,10 @@ from typing import Any
 import torch
 
 from ..operators.svd import operator_svd
-from ._inverse import Diagnostics, check_problem, data_part, route, warn_if_unfit
+from ._inverse import SINGULAR_CUTOFF, Diagnostics, check_problem, data_part, pinv_of, route, warn_if_unfit
 from ._loop import Sampling, _draw, check_flag, check_int, check_number, prepare, takes_sampling
-from .ddrm import SINGULAR_CUTOFF, _coefficients, _vp_sigma, check_cutoff, spectral_sampling
-from .diffpir import check_operator_solves, pinv_unchecked, reproject_step
+from .ddrm import _coefficients, _vp_sigma, check_cutoff, spectral_sampling
+from .diffpir import check_operator_solves, reproject_step
 
 __all__ = ["ddnm", "ddnm_coefficients", "ddnm_plus_lambdas", "travel_plan"]
 
@@ -97,7 +98,7 @@ def _spectral_svd(operator: Any, size: tuple[int, int]) -> Any:
 
 @takes_sampling
 def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float | None = None,
-         eta: float = 0.85, travel_length: int = 0, travel_repeat: int = 1, singular_cutoff: float | None = None,
+         eta: float = 0.85, travel_length: int = 0, travel_repeat: int = 1, singular_cutoff: float = SINGULAR_CUTOFF,
          discrepancy: bool = True) -> Any:
     """Reconstruct x from y = A x (DDNM) or y = A x + n, n ~ N(0, σ² I) (DDNM+) with N = ``sampling.steps``
     steps (module docstring).
@@ -110,9 +111,9 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         sigma: measurement noise std σ ≥ 0; None or 0: DDNM (A x̂0' = y exactly), > 0: DDNM+.
         eta: η ∈ [0, 1], the share of fresh noise in the re-noising (0.85: the code's).
         travel_length: time-travel length l ≥ 0 (0: off, the default); travel_repeat: r ≥ 1 passes.
-        singular_cutoff: DDNM+ only: ∈ [0, 1), a separable A's per-axis singular values below this share of their
-            axis's largest count as zero (None: DDRM's :data:`~diffsolve.solvers.ddrm.SINGULAR_CUTOFF`, the code's
-            3e-2; 0 keeps every s_i > 0). DDNM (σ = 0) uses A's exact pseudo-inverse.
+        singular_cutoff: ∈ [0, 1); a separable A's per-axis singular values below this share of their axis's
+            largest count as zero, in DDNM's A⁺ and DDNM+'s steps (the code's 3e-2, DDRM's ``svd_replacement.py``;
+            0 keeps every s_i > 0: A's exact A⁺).
         discrepancy: end with a residual y's noise explains (``_inverse.discrepancy_pull``; DDNM+ only); False: the
             code's result.
     Returns:
@@ -126,10 +127,7 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     travel_length = check_int("travel_length", travel_length, 0, "steps travelled back; 0: no time travel")
     travel_repeat = check_int("travel_repeat", travel_repeat, 1, "passes over each travelled stretch")
     discrepancy = check_flag("discrepancy", discrepancy)
-    if singular_cutoff is not None and sigma == 0:
-        raise ValueError(f"singular_cutoff={singular_cutoff!r} applies to DDNM+ (sigma > 0): DDNM (sigma=0) uses A's "
-                         "exact pseudo-inverse; leave singular_cutoff out or pass sigma > 0")
-    singular_cutoff = SINGULAR_CUTOFF if singular_cutoff is None else check_cutoff(singular_cutoff)
+    singular_cutoff = check_cutoff(singular_cutoff)
     if sigma > 0 and sampling.noise_source != "generator":
         raise ValueError(f"ddnm with sigma > 0 (DDNM+) draws its noise in image space and maps it to A's spectral "
                          f"space; noise_source={sampling.noise_source!r} is not supported, use "
@@ -150,7 +148,8 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         x = spectral_sampling(loop, operator, svd.range(), y, sigma, eta, 1.0, start="x_T", info=info, plan=plan,
                               travel_length=travel_length, discrepancy=discrepancy, singular_cutoff=singular_cutoff)
     else:
-        x = _ddnm_loop(loop, operator, y, eta, plan, travel_length, info, sampling.backend)
+        x = _ddnm_loop(loop, operator, y, eta, plan, travel_length, info, sampling.backend,
+                       pinv_of(operator, shape[-2:], singular_cutoff))
     x = loop.finish(x)
     warn_if_unfit("ddnm", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
     if not sampling.return_info:
@@ -168,8 +167,9 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
 
 
 def _ddnm_loop(loop: Any, operator: Any, y: torch.Tensor, eta: float, plan: list[tuple[str, int]],
-               travel_length: int, info: Diagnostics, backend: str) -> torch.Tensor:
-    """DDNM's steps 1-2 (σ = 0) over ``plan``, time-travel included; returns x (B, C, H, W)."""
+               travel_length: int, info: Diagnostics, backend: str, pinv: Any) -> torch.Tensor:
+    """DDNM's steps 1-2 (σ = 0) over ``plan``, time-travel included, ``pinv(r)`` = A⁺ r (``_inverse.pinv_of``);
+    returns x (B, C, H, W)."""
     n = len(loop.schedule)
     per = loop.x.numel() if not isinstance(loop.seed, list) else loop.x[0].numel()
     passes = [0] * n
@@ -186,7 +186,7 @@ def _ddnm_loop(loop: Any, operator: Any, y: torch.Tensor, eta: float, plan: list
             eps = loop.eps(x, i)  # ε̂ and x̂0, no UNet backward
             x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
             resid = data_part(operator, operator.A(x0) - y)
-            correction = pinv_unchecked(operator, resid)  # 1. A⁺(A x̂0 − y); x̂0' = x̂0 − this
+            correction = pinv(resid)  # 1. A⁺(A x̂0 − y); x̂0' = x̂0 − this
             noise = loop.step_noise(i, k_z > 0)
             if "offset" in noise:  # a re-run step draws past every first-pass offset
                 noise["offset"] += passes[i] * (n + 1) * per

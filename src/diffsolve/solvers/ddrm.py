@@ -27,19 +27,19 @@ coefficients already known), so a step takes three transforms, ê = V_rᵀε̂, 
 (x̄θ = (V_rᵀx_t − √(1−ᾱ_t) ê)/√ᾱ_t), instead of four. Where V is moreover a real orthogonal basis of the whole
 image (``SVD.complete``: a separable blur's) there is no null part: the step is Eq. 8 itself on every coefficient,
 z̄ ~ N(0, I) is drawn directly as coefficients (z = V z̄ has the same law), and x_s = √ᾱ_s V x̄_s: one Vᵀ (of ε̂)
-and one V a step. With σ_y = 0 and η_b = 1 every observed
-coefficient equals ȳ at every step (y is reproduced on the observed directions). At the last step (ᾱ_s = 1,
-σ = 0) no noise is drawn and the result is x̂0 with the observed coefficients set by the cases above.
+and one V a step. With σ_y = 0 and η_b = 1 every observed coefficient equals ȳ at every step (y is reproduced on
+the observed directions: those the cutoff below keeps). At the last step (ᾱ_s = 1, σ = 0) no noise is drawn and
+the result is x̂0 with the observed coefficients set by the cases above.
 
 The result is held to the discrepancy principle (``_inverse.discrepancy_pull``; ``discrepancy=False``: the paper's
 result).
 
 **Negligible singular values** (the reference code's, ``functions/svd_replacement.py``: ``ZERO = 3e-2``): where A is
 separable (A x = M_h x M_wᵀ: a separable blur, bicubic down-sampling) a direction whose per-axis singular value is
-below :data:`SINGULAR_CUTOFF` times its axis's largest counts as unobserved (s_i = 0 above). Relative to the largest,
-the rule does not depend on A's scale; for a normalised kernel (largest 1) it is the code's absolute 3e-2. Without
-it a blur's many near-zero s_i (ȳ_i noise std σ_y/s_i far above the image's scale) take the σ < σ_y/s_i case at
-every step, whose draws barely spread there. ``singular_cutoff=0`` runs Eq. 8 on every s_i > 0 as written.
+below ``singular_cutoff`` (default :data:`~diffsolve.solvers._inverse.SINGULAR_CUTOFF`, 3e-2) times its axis's
+largest counts as unobserved (s_i = 0 above): scale-free, and the code's absolute 3e-2 for a normalised kernel
+(largest 1). Without it a blur's many near-zero s_i (ȳ_i noise std σ_y/s_i far above the image's scale) take the
+σ < σ_y/s_i case at every step, whose draws barely spread there. ``singular_cutoff=0`` runs Eq. 8 on every s_i > 0.
 
 Defaults: η = 0.85, η_b = 1 (the paper's, §5); the paper runs 20 steps. The loop uses plain torch ops (the
 SVD's matmuls / FFTs and elementwise maps): no fused step kernel fits a per-coefficient mixture in the
@@ -58,13 +58,11 @@ from typing import Any
 import torch
 
 from ..operators.svd import SVD, operator_svd
-from ._inverse import Diagnostics, check_problem, check_sigma, discrepancy_pull, residual_norm, route, warn_if_unfit
+from ._inverse import (SINGULAR_CUTOFF, Diagnostics, check_problem, check_sigma, discrepancy_pull, residual_norm,
+                       route, warn_if_unfit)
 from ._loop import LoopSetup, Sampling, _draw, check_flag, check_number, check_steps, prepare, takes_sampling
 
 __all__ = ["SINGULAR_CUTOFF", "ddrm", "spectral_sampling"]
-
-#: per-axis singular values of a separable A below this share of their axis's largest count as zero (module docstring)
-SINGULAR_CUTOFF = 3e-2
 
 
 def _vp_sigma(alpha: float) -> float:

@@ -7,7 +7,8 @@ Per step t → s, with x_t (B, C, H, W), y (B, ...), ε̂ = ε_θ(x_t, t), x̂0 
     1. x̂0' = argmin_z ‖y − A z‖² + ρ_t ‖z − x̂0‖²  =  (ρ_t I + AᵀA)⁻¹ (Aᵀy + ρ_t x̂0)      (B, C, H, W)
        (``operator.solve``: exact for masks, average pooling, circular / separable blur; otherwise
        :data:`CG_ITERS` iterations of the operator's preconditioned CG started at x̂0, the prox centre).
-       σ = 0 takes the ρ → 0 limit, x̂0' = x̂0 − A⁺(A x̂0 − y) (hard data consistency).
+       σ = 0 takes the ρ → 0 limit, x̂0' = x̂0 − A⁺(A x̂0 − y) (hard data consistency; a separable A's negligible
+       singular values count as zero, ``_inverse.pinv_of``).
     2. ε̂' = (x_t − √ᾱ_t x̂0')/√(1−ᾱ_t)                                   (the noise x̂0' implies)
     3. x_s = √ᾱ_s x̂0' + √(1−ᾱ_s) (√(1−ζ) ε̂' + √ζ z),   z ~ N(0, I)
 
@@ -39,12 +40,11 @@ from typing import Any
 import torch
 
 from ..kernels import fused_step
-from ..operators.base import _default_tol
 from ._inverse import (Diagnostics, check_problem, data_part, discrepancy_floor, discrepancy_pull, discrepancy_weight,
-                       route, solver_of, warn_if_unfit)
+                       pinv_of, route, solver_of, warn_if_unfit)
 from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
 
-__all__ = ["CG_ITERS", "DEFAULT_LAM", "DEFAULT_ZETA", "data_rho", "diffpir", "pinv_unchecked", "reproject_step"]
+__all__ = ["CG_ITERS", "DEFAULT_LAM", "DEFAULT_ZETA", "data_rho", "diffpir", "reproject_step"]
 
 #: λ of ρ_t = λσ²/σ̄_t² with σ and σ̄_t on one scale (the reference code's 7, module docstring)
 DEFAULT_LAM = 7.0 / 4.0
@@ -58,15 +58,6 @@ CG_ITERS = 50
 def data_rho(lam: float, sigma: float, alpha_bar_t: float) -> float:
     """ρ_t = λ σ²/σ̄_t² with σ̄_t² = (1−ᾱ_t)/ᾱ_t (host float)."""
     return lam * sigma**2 * alpha_bar_t / (1 - alpha_bar_t)
-
-
-def pinv_unchecked(operator: Any, r: torch.Tensor, max_iters: int = 500) -> torch.Tensor:
-    """A⁺ r without ``pseudo_inverse``'s finiteness check (no host sync): the operator's ``_pinv`` (exact
-    where the structure allows, CG otherwise); operators without one fall back to ``pseudo_inverse``."""
-    inner = getattr(operator, "_pinv", None)
-    if callable(inner):
-        return inner(r, _default_tol(r.dtype), max_iters)
-    return operator.pseudo_inverse(r)
 
 
 def reproject_step(x: torch.Tensor, eps: torch.Tensor, correction: torch.Tensor, alpha_bar_t: float,
@@ -132,6 +123,7 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
     check_operator_solves(operator, sigma, "diffpir")
     loop = prepare(denoiser, shape, sampling, like=y, name="diffpir")
     solve = solver_of(operator, CG_ITERS) if sigma > 0 else None
+    pinv = pinv_of(operator, shape[-2:]) if sigma == 0 else None
     aty = operator.A_adjoint(y) if sigma > 0 else None
     last = len(loop.schedule) - 1 if sigma > 0 and discrepancy else -1  # the step whose x̂0' is the result (ᾱ_s = 1)
     floor = discrepancy_floor(operator, y, sigma) if last >= 0 else None
@@ -153,7 +145,7 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
                     g = discrepancy_weight(r0, data_part(operator, operator.A(x0p - x0)), floor)
                     correction = correction * g.view(-1, *([1] * (x0.dim() - 1)))
             else:  # ρ → 0: x̂0' = x̂0 − A⁺(A x̂0 − y)
-                correction = pinv_unchecked(operator, resid)
+                correction = pinv(resid)
             # 3. re-noise: x_s = √ᾱ_s x̂0' + √(1−ᾱ_s)(√(1−ζ) ε̂' + √ζ z), one fused kernel
             k_z = math.sqrt((1 - a_s) * zeta)
             out = reproject_step(x, eps, correction, a_t, a_s, math.sqrt((1 - a_s) * (1 - zeta)), k_z,

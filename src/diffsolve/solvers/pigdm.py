@@ -10,7 +10,8 @@ paper's r_t² = σ_t²/(1+σ_t²) = 1 − ᾱ_t (the VE σ_t² = (1−ᾱ_t)/ᾱ
        identity; ``operator.solve(Aᵀr, shift=σ², scale=r_t²)`` (exact for masks, average pooling, circular /
        separable blur; otherwise :data:`CG_ITERS` CG iterations from 0: within 0.02 dB of 200 on motion-blurred
        photos at 64² and 128², N = 20…100, at a tenth of the cost; results/method-cost.md). σ = 0: v = A⁺ r
-       (the paper's noiseless h†(y) − h†(h(x̂0))).
+       (the paper's noiseless h†(y) − h†(h(x̂0)); a separable A's negligible singular values count as zero, as in
+       the code's H_pinv: ``_inverse.pinv_of``).
     3. g = (∂x̂0/∂x_t)ᵀ v, one vector-Jacobian product through the denoiser          (B, C, H, W)
        (g/r_t² is the paper's likelihood score ∇_{x_t} log p(y | x_t), eq. 5 / 8)
     4. x_s = DDIM_η(x_t, ε̂) + √ᾱ_s √ᾱ_t g,  i.e. x̂0 moved to x̂0 + √ᾱ_t g before the DDIM step (the paper's
@@ -33,9 +34,10 @@ from typing import Any
 import torch
 
 from ..kernels import ddim_step
-from ._inverse import Diagnostics, check_problem, data_part, discrepancy_pull, route, solver_of, warn_if_unfit
+from ._inverse import (Diagnostics, check_problem, data_part, discrepancy_pull, exact_pinv, pinv_of, route,
+                       solver_of, warn_if_unfit)
 from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
-from .diffpir import check_operator_solves, pinv_unchecked
+from .diffpir import check_operator_solves
 
 __all__ = ["CG_ITERS", "guidance_vector", "pigdm"]
 
@@ -43,10 +45,12 @@ __all__ = ["CG_ITERS", "guidance_vector", "pigdm"]
 CG_ITERS = 20
 
 
-def guidance_vector(operator: Any, resid: torch.Tensor, sigma: float, r2: float, solve: Any = None) -> torch.Tensor:
-    """v = r_t² Aᵀ(σ² I + r_t² AAᵀ)⁻¹ r (σ > 0) or A⁺ r (σ = 0), resid r = y − A x̂0 (B, ...) → (B, C, H, W)."""
+def guidance_vector(operator: Any, resid: torch.Tensor, sigma: float, r2: float, solve: Any = None,
+                    pinv: Any = None) -> torch.Tensor:
+    """v = r_t² Aᵀ(σ² I + r_t² AAᵀ)⁻¹ r (σ > 0) or A⁺ r (σ = 0: ``pinv(r)``, the solver's ``_inverse.pinv_of``;
+    None: the exact A⁺), resid r = y − A x̂0 (B, ...) → (B, C, H, W)."""
     if sigma == 0:
-        return pinv_unchecked(operator, resid)
+        return exact_pinv(operator, resid) if pinv is None else pinv(resid)
     solve = solver_of(operator) if solve is None else solve
     return r2 * solve(operator.A_adjoint(resid), shift=sigma**2, scale=r2)
 
@@ -78,6 +82,7 @@ def pigdm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, 
     check_operator_solves(operator, sigma, "pigdm")
     loop = prepare(denoiser, shape, sampling, like=y, name="pigdm")
     solve = solver_of(operator, CG_ITERS) if sigma > 0 else None  # CG_ITERS where the solve is CG
+    pinv = pinv_of(operator, shape[-2:]) if sigma == 0 else None
     info = Diagnostics(sampling.return_info)
     x = loop.x
     for i in loop.steps():
@@ -88,7 +93,7 @@ def pigdm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, 
             x0 = (xg - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
         with torch.no_grad():  # 1.-2. r = y − A x̂0, v = r_t² Aᵀ(σ² I + r_t² AAᵀ)⁻¹ r
             resid = data_part(operator, y - operator.A(x0.detach()))
-            v = guidance_vector(operator, resid, sigma, 1 - a_t, solve)
+            v = guidance_vector(operator, resid, sigma, 1 - a_t, solve, pinv)
         (g,) = torch.autograd.grad(x0, xg, grad_outputs=v)  # 3. g = (∂x̂0/∂x_t)ᵀ v
         if info.enabled:
             info.add("residual", resid.flatten(1).norm(dim=1))
