@@ -30,9 +30,9 @@ In DDRM's variance-exploding variables (σ_t/a = σ̃_s) this is DDRM's Eq. 8 co
 on the range of A, V_rᵀx carried, the whole step in the spectral space on a complete basis), started at x_T itself
 as the code starts (not DDRM's Eq. 7), with DDNM's time-travel and DDRM's negligible singular values (the code
 shares DDRM's ``svd_replacement.py``, ``ZERO = 3e-2``; ``singular_cutoff``). At the last step (σ_t = 0) λ = 0 and
-x̂0 is returned as denoised, then held to the discrepancy principle (``_inverse.discrepancy_pull``; ``discrepancy=False``:
-the code's). Its noise is drawn from the generator (``noise_source="kernel"`` is refused, as for DDRM).
-Operators without an SVD raise a ValueError for σ > 0 (the noise A⁺ carries cannot be bounded without the
+x̂0 is returned as denoised, then held to the discrepancy principle (``_inverse.discrepancy_pull``;
+``discrepancy=False``: the code's). Its noise is drawn from the generator (``noise_source="kernel"`` is refused,
+as for DDRM). Operators without an SVD raise a ValueError for σ > 0 (the noise A⁺ carries cannot be bounded without the
 spectrum); σ = 0 works with any operator that has a pseudo-inverse (exact where the structure allows, CG
 otherwise; run without the finiteness check of ``pseudo_inverse``: no host sync in the loop), a separable A's with
 the same negligible singular values counted as zero (the code's ``H_pinv``; ``_inverse.pinv_of``).
