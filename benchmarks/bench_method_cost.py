@@ -141,10 +141,12 @@ def _autograd_adjoint(a_fn, shape):
 class EagerSVD:
     """DDRM's ``H_functions`` style: A = U S Vᵀ on flattened vectors (B, C·H·W), coefficients ordered by
     descending singular value through a permutation; per-axis dense matmuls (separable blur, bicubic SR) or the
-    identity basis (inpainting, V a permutation). Factors taken from diffsolve's SVD object (setup)."""
+    identity basis (inpainting, V a permutation). Factors taken from diffsolve's SVD object (setup); per-axis
+    singular values below 3e-2 of the largest zeroed, as the code's ``ZERO`` does."""
 
     def __init__(self, op, shape):
         from diffsolve.operators.svd import DiagonalSVD
+        from diffsolve.solvers._inverse import SINGULAR_CUTOFF
 
         b, c, h, w = shape
         svd = op.svd((h, w))
@@ -155,7 +157,7 @@ class EagerSVD:
             s = s.expand(c, h, w) if s.shape[0] == 1 else s
             self.out = (h, w)
         else:
-            s = svd.s.float().expand(c, h, w)
+            s = torch.where(svd.small_axis_singulars(SINGULAR_CUTOFF), 0.0, svd.s).float().expand(c, h, w)
             self.u_h, self.v_h, self.u_w, self.v_w = (m.float() for m in (svd.u_h, svd.v_h, svd.u_w, svd.v_w))
             self.out = svd.out_size
         flat = s.reshape(-1)
