@@ -190,3 +190,20 @@ def test_bad_input_rejected_before_the_loop(options, error, words):
     with pytest.raises(error, match=words):
         reddiff(den, op, y, steps=3, **options)
     assert not calls
+
+
+def test_operator_gain_is_one_for_normalised_operators_and_k2_for_kA():
+    """g_A² = ‖A 1‖²/m over the measured entries: 1 for the demo tasks' operators (a blur's kernel sums to 1, masks,
+    bicubic down-sampling, the identity), k² for kA, per sample (a batch of masks)."""
+    from diffsolve.operators import Inpainting
+    from diffsolve.solvers.reddiff import operator_gain
+    from diffsolve.tasks import make_operator
+
+    x = torch.zeros(2, 3, 32, 32, dtype=torch.float64)
+    for task in ("gaussian_blur", "motion_blur", "box", "random", "sr4", "denoise"):
+        op = make_operator(task, (32, 32), seed=0)
+        torch.testing.assert_close(operator_gain(op, op.A(x), x), torch.ones(2, dtype=torch.float64))
+    masks = torch.stack([torch.ones(1, 32, 32), 0.5 * (torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(0))
+                                                       > 0.5)]).to(torch.float64)
+    op = Inpainting(masks)
+    torch.testing.assert_close(operator_gain(op, op.A(x), x), torch.tensor([1.0, 0.25], dtype=torch.float64))

@@ -6,11 +6,13 @@ stochastic optimisation of a data term plus a score-matching regulariser, visiti
 from T down (the paper's descending schedule). Per step i, at level ᾱ_t, with ε ~ N(0, I) (B, C, H, W):
 
     x_t = √ᾱ_t μ + √(1−ᾱ_t) ε,   ε̂ = ε_θ(x_t, t)                                       (no graph)
-    ℓ(μ) = ‖y − A μ‖² / (2m) + λ_t ⟨sg(ε̂ − ε), μ⟩ / n,   λ_t = λ √(1−ᾱ_t)/√ᾱ_t         (per sample)
-    ∇_μ ℓ = −Aᵀ(y − A μ)/m + λ_t (ε̂ − ε)/n                                              (:func:`gradient`)
+    ℓ(μ) = ‖y − A μ‖² / (2m g_A²) + λ_t ⟨sg(ε̂ − ε), μ⟩ / n,   λ_t = λ √(1−ᾱ_t)/√ᾱ_t     (per sample)
+    ∇_μ ℓ = −Aᵀ(y − A μ)/(m g_A²) + λ_t (ε̂ − ε)/n                                      (:func:`gradient`)
     μ ← Adam(μ, ∇_μ ℓ),  lr, β = (0.9, 0.99), ε_Adam = 1e-8
 
-m = numel(y_b), n = numel(μ_b) (the reference code's ``mean()`` normalisation, taken per sample); sg is the
+m = numel(y_b), n = numel(μ_b) (the reference code's ``mean()`` normalisation, taken per sample), g_A² = A's
+squared gain on a constant image (:func:`operator_gain`: 1 for every normalised operator, so the reference code's
+loss there; k² for kA); sg is the
 stop-gradient: the denoiser is never differentiated. λ_t = λ/SNR_t^{1/2} is the paper's "inverse SNR"
 weighting (σ_t/α_t in its notation, α_t = √ᾱ_t, σ_t = √(1−ᾱ_t)). The data term carries no 1/σ²: the paper's
 ‖y − f(μ)‖²/(2σ_v²) is folded into λ (observation weight 1 in the reference code). ``sigma``, if given, gates the
@@ -44,7 +46,9 @@ normalised steps can still coast past the floor once the gate has closed (the sh
 step 5 takes the result back to it where the last denoised estimate allows.
 
 Scale rule: ℓ's two terms are means over the sample's entries, so the default λ does not depend on the image
-or measurement size; Adam's step is invariant to a common rescaling of both terms. The result is μ.
+or measurement size; the data term is in image units (over g_A²), so A → kA, y → ky, σ → kσ gives the same μ
+(without g_A the data term's weight against λ would grow as k²); Adam's step is invariant to a common rescaling of
+both terms. The result is μ.
 
 **Step-count rules.** Adam moves μ by about ``lr`` per entry and step whatever the gradient's scale, so a run
 moves it by up to ``lr``·N, and the late steps, where λ_t = λ√(1−ᾱ_t)/√ᾱ_t → 0, are pure data fitting: at a
@@ -77,11 +81,11 @@ from typing import Any
 import torch
 
 from ._inverse import (Diagnostics, check_problem, check_sigma, data_part, discrepancy_floor, discrepancy_pull,
-                       discrepancy_weight, route, warn_if_unfit)
+                       discrepancy_weight, measured_entries, route, warn_if_unfit)
 from ._loop import Sampling, check_flag, check_number, draw, prepare, takes_sampling
 
 __all__ = ["ADAM_BETAS", "ADAM_EPS", "GATE_WIDTH", "PAPER_STEPS", "REFERENCE_STEPS", "STEP_RULES", "gradient",
-           "initial_mean", "reddiff", "step_adam", "step_lam", "weights"]
+           "initial_mean", "operator_gain", "reddiff", "step_adam", "step_lam", "weights"]
 
 #: Adam's (β₁, β₂) of the reference code, for its :data:`PAPER_STEPS` steps.
 ADAM_BETAS = (0.9, 0.99)
@@ -116,16 +120,32 @@ def weights(alphas: list[float], lam: float) -> list[float]:
 
 
 def gradient(operator: Any, mu: torch.Tensor, y: torch.Tensor, eps_hat: torch.Tensor, eps: torch.Tensor,
-             lam_t: float, floor: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(∇_μ ℓ, r) with ℓ = ‖y − A μ‖²/(2m) + λ_t ⟨ε̂ − ε, μ⟩/n per sample and r = y − A μ (module docstring);
-    ``floor`` (B,) = κmσ²: the data part times the discrepancy gate (step 3)."""
+             lam_t: float, floor: torch.Tensor | None = None, gain2: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∇_μ ℓ, r) with ℓ = ‖y − A μ‖²/(2m g_A²) + λ_t ⟨ε̂ − ε, μ⟩/n per sample and r = y − A μ (module docstring);
+    ``floor`` (B,) = κmσ²: the data part times the discrepancy gate (step 3); ``gain2`` (B,) = g_A²
+    (:func:`operator_gain`; None: 1)."""
     r = data_part(operator, y - operator.A(mu))
     m, n = y[0].numel(), mu[0].numel()
     data = operator.A_adjoint(r) * (-1.0 / m)
+    if gain2 is not None:
+        data = data / gain2.view(-1, *([1] * (mu.dim() - 1)))
     if floor is not None:
         gate = ((r.flatten(1).pow(2).sum(1) - floor) / (GATE_WIDTH * floor)).clamp(0, 1)
         data = data * gate.view(-1, *([1] * (mu.dim() - 1)))
     return data + (eps_hat - eps) * (lam_t / n), r
+
+
+def operator_gain(operator: Any, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) g_A² = ‖A 1‖²/m, A applied to an image of ones shaped like ``like`` (B, C, H, W) and the norm over the
+    m measured entries of y (a mask's observed pixels): A's squared gain on a constant image. 1 for every operator
+    that maps a constant image to itself (blurs whose kernel sums to 1 with reflect or circular boundaries, masks,
+    average or bicubic down-sampling), k² for kA; 1 where A 1 has no measured entry. Before the loop, no sync."""
+    with torch.no_grad():
+        a1 = data_part(operator, operator.A(torch.ones_like(like))).flatten(1)
+        m = measured_entries(operator, y).to(device=like.device, dtype=like.dtype)
+        gain2 = a1.pow(2).sum(1) / m.clamp_min(1)
+        return torch.where(gain2 > 0, gain2, torch.ones_like(gain2))
 
 
 def initial_mean(operator: Any, y: torch.Tensor) -> torch.Tensor:
@@ -184,6 +204,7 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
     loop = prepare(denoiser, shape, sampling, like=y, name="reddiff")
     mu = loop.x if sampling.x_T is not None else initial_mean(operator, y)
     floor = None if sigma is None else discrepancy_floor(operator, y, sigma)  # κmσ² per sample (step 3)
+    gain2 = operator_gain(operator, y, mu)  # g_A² per sample: the data term in image units
     lams = weights(loop.alpha_t, step_lam(lam_rule, lam, len(loop.alpha_t)))
     lr, (b1, b2) = step_adam(adam_rule, lr, len(loop.alpha_t))
     settle = sigma is not None and discrepancy  # step 5
@@ -196,7 +217,7 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
             eps = draw(shape, loop.generator, mu.dtype, mu.device)  # 1. ε ~ N(0, I)
             x_t = a_t**0.5 * mu + (1 - a_t) ** 0.5 * eps  # 2. x_t and ε̂ (stop-gradient)
             eps_hat = loop.eps(x_t, i)
-            grad, r = gradient(operator, mu, y, eps_hat, eps, lams[i], floor)  # 3. ∇_μ ℓ per sample (gated)
+            grad, r = gradient(operator, mu, y, eps_hat, eps, lams[i], floor, gain2)  # 3. ∇_μ ℓ per sample (gated)
             if info.enabled:
                 info.add("residual", r.flatten(1).norm(dim=1))
             k = i + 1  # 4. Adam, elementwise, bias corrections on the host
