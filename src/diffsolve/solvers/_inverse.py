@@ -24,7 +24,7 @@ from ._loop import check_finite_tensor
 __all__ = ["DISCREPANCY_SHARE", "PULL_CG_ITERS", "UNFIT_CONSISTENCY", "check_problem", "check_sigma", "data_part",
            "DataConsistencyWarning", "Diagnostics", "discrepancy_floor", "discrepancy_pull", "discrepancy_weight",
            "final_residual", "measured_entries", "measurement_grad", "noise_ceiling", "residual_norm", "route",
-           "SINGULAR_CUTOFF", "exact_pinv", "pinv_of", "solver_of", "warn_if_unfit"]
+           "SINGULAR_CUTOFF", "counted_singulars", "exact_pinv", "pinv_of", "solver_of", "warn_if_unfit"]
 
 #: DDRM's reference code (``functions/svd_replacement.py``, ``ZERO = 3e-2``; DDNM's and ΠGDM's code share it): a
 #: separable A's per-axis singular values below this share of their axis's largest count as zero, in DDRM's spectral
@@ -233,6 +233,14 @@ def exact_pinv(operator: Any, r: torch.Tensor, max_iters: int = 500) -> torch.Te
     return operator.pseudo_inverse(r)
 
 
+def counted_singulars(svd: Any, s: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """``s`` (``svd.s`` or ``svd.singulars(like)``) with the directions whose per-axis singular value is below
+    ``cutoff`` of their axis's largest set to 0 (``SVD.small_axis_singulars``; :data:`SINGULAR_CUTOFF`); ``s``
+    itself where nothing is cut or ``cutoff`` = 0."""
+    small = svd.small_axis_singulars(cutoff) if cutoff > 0 else None
+    return s if small is None else torch.where(small.to(s.device), torch.zeros_like(s), s)
+
+
 def pinv_of(operator: Any, size: tuple[int, int], cutoff: float = SINGULAR_CUTOFF):
     """``pinv(r)``: r (B, ...) ↦ A⁺ r (B, C, H, W) for the noiseless (σ = 0) steps, no host sync. Where A is separable
     (its SVD a Kronecker product, ``operators.svd``) with per-axis singular values below ``cutoff`` of their axis's
@@ -245,10 +253,9 @@ def pinv_of(operator: Any, size: tuple[int, int], cutoff: float = SINGULAR_CUTOF
             svd = operator.svd(tuple(size))
         except ValueError:  # no cheap SVD (a dense kernel, reflect boundary): nothing to cut
             svd = None
-    small = svd.small_axis_singulars(cutoff) if svd is not None else None
-    if small is None or not bool(small[svd.s > 0].any()):
+    s = counted_singulars(svd, svd.s, cutoff) if svd is not None else None
+    if s is None or torch.equal(s, svd.s):
         return lambda r: exact_pinv(operator, r)
-    s = torch.where(small, 0.0, svd.s)
     inv = torch.where(s > 0, 1 / torch.where(s > 0, s, 1.0), 0.0)
     cache: dict = {}
 

@@ -53,7 +53,8 @@ from typing import Any
 import torch
 
 from ..operators.svd import operator_svd
-from ._inverse import SINGULAR_CUTOFF, Diagnostics, check_problem, data_part, pinv_of, route, warn_if_unfit
+from ._inverse import (SINGULAR_CUTOFF, Diagnostics, check_problem, counted_singulars, data_part, pinv_of, route,
+                       warn_if_unfit)
 from ._loop import Sampling, _draw, check_flag, check_int, check_number, prepare, takes_sampling
 from .ddrm import _coefficients, _vp_sigma, check_cutoff, spectral_sampling
 from .diffpir import check_operator_solves, reproject_step
@@ -155,8 +156,7 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     if not sampling.return_info:
         return x
     if svd is not None:  # the reported λ_t: its mean over the s_i > 0 the loop counts (host, after the loop)
-        small = svd.small_axis_singulars(singular_cutoff) if singular_cutoff > 0 else None
-        s_host = svd.s if small is None else torch.where(small, 0.0, svd.s)
+        s_host = counted_singulars(svd, svd.s, singular_cutoff)
         s_host = s_host[s_host > 0]
         lambdas = [float(ddnm_plus_lambdas(loop.alpha_s[i], eta, sigma, s_host).mean()) if s_host.numel() else 0.0
                    for i in run]

@@ -58,8 +58,8 @@ from typing import Any
 import torch
 
 from ..operators.svd import SVD, operator_svd
-from ._inverse import (SINGULAR_CUTOFF, Diagnostics, check_problem, check_sigma, discrepancy_pull, residual_norm,
-                       route, warn_if_unfit)
+from ._inverse import (SINGULAR_CUTOFF, Diagnostics, check_problem, check_sigma, counted_singulars, discrepancy_pull,
+                       residual_norm, route, warn_if_unfit)
 from ._loop import LoopSetup, Sampling, _draw, check_flag, check_number, check_steps, prepare, takes_sampling
 
 __all__ = ["SINGULAR_CUTOFF", "ddrm", "spectral_sampling"]
@@ -113,10 +113,7 @@ def spectral_sampling(loop: LoopSetup, operator: Any, svd: SVD, y: torch.Tensor,
     shape, generator = tuple(loop.x.shape), loop.generator
     # 0. per-coefficient constants and every step's (a, b, c, d) on the range, before the loop; every null
     #    direction takes (1, 0, c0, d0) = (1, 0, √(1−η²)σ, ησ), applied in image space
-    s = svd.singulars(y)
-    small = svd.small_axis_singulars(singular_cutoff) if singular_cutoff > 0 else None
-    if small is not None:  # negligible per-axis singular values count as unobserved (module docstring)
-        s = torch.where(small.to(s.device), torch.zeros_like(s), s)
+    s = counted_singulars(svd, svd.singulars(y), singular_cutoff)  # negligible ones unobserved (module docstring)
     observed = s > 0
     y_bar = svd.Ut(y) * torch.where(observed, 1 / torch.where(observed, s, 1), 0)  # ȳ = S⁺Uᵀy
     sigmas_next = [_vp_sigma(a) for a in loop.alpha_s]

@@ -127,12 +127,12 @@ def gradient(operator: Any, mu: torch.Tensor, y: torch.Tensor, eps_hat: torch.Te
     (:func:`operator_gain`; None: 1)."""
     r = data_part(operator, y - operator.A(mu))
     m, n = y[0].numel(), mu[0].numel()
-    data = operator.A_adjoint(r) * (-1.0 / m)
-    if gain2 is not None:
-        data = data / gain2.view(-1, *([1] * (mu.dim() - 1)))
+    coef = -1.0 / m if gain2 is None else -1.0 / (m * gain2)  # the data term's per-sample factor, gate included
     if floor is not None:
-        gate = ((r.flatten(1).pow(2).sum(1) - floor) / (GATE_WIDTH * floor)).clamp(0, 1)
-        data = data * gate.view(-1, *([1] * (mu.dim() - 1)))
+        coef = coef * ((r.flatten(1).pow(2).sum(1) - floor) / (GATE_WIDTH * floor)).clamp(0, 1)
+    if isinstance(coef, torch.Tensor):
+        coef = coef.view(-1, *([1] * (mu.dim() - 1)))
+    data = operator.A_adjoint(r) * coef
     return data + (eps_hat - eps) * (lam_t / n), r
 
 
