@@ -669,6 +669,10 @@ def _misc_cases(x) -> list[Case]:
     add("make_alphas_cumprod", "beta_schedule", "'bogus'", "reject", lambda: make_alphas_cumprod(beta_schedule="bogus"))
     add("make_alphas_cumprod", "beta_end", "nan", "reject", lambda: make_alphas_cumprod(beta_end=NAN))
     add("CallableOperator", "fn", "5", "reject", lambda: CallableOperator(5))
+    phi = torch.ones(6, x[0].numel(), dtype=F64)
+    vector_op = CallableOperator(lambda z: z.flatten(1) @ phi.T, input_shape=tuple(x.shape[1:]))
+    add("CallableOperator.A_adjoint", "y", "rank 1", "reject", lambda: vector_op.A_adjoint(torch.ones(6, dtype=F64)))
+    add("CallableOperator.A_adjoint", "y", "(B, m+1)", "reject", lambda: vector_op.A_adjoint(torch.ones(2, 7, dtype=F64)))
     add("Autoencoder", "vae", "5", "reject", lambda: Autoencoder(5))
     add("DiffusersDenoiser", "unet", "5", "reject", lambda: DiffusersDenoiser(5, {}))
     for damage, arg in [("config.json not JSON", "config.json"), ("config.json a list", "config.json"),

@@ -6,7 +6,8 @@ import torch
 
 from ..kernels._checks import per_sample  # the one implementation (no silent cast or move)
 
-__all__ = ["DTYPES", "SolveNotConvergedWarning", "check_backend", "check_finite", "check_image", "check_nonneg_number",
+__all__ = ["DTYPES", "SolveNotConvergedWarning", "check_backend", "check_finite", "check_image", "check_measurement",
+           "check_nonneg_number",
            "check_seed", "per_sample"]
 
 DTYPES = (torch.float32, torch.float64)
@@ -29,6 +30,22 @@ def check_image(name: str, x: object) -> torch.Tensor:
     if 0 in x.shape:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); give at least one image of positive size")
     return x
+
+
+def check_measurement(name: str, y: object) -> torch.Tensor:
+    """``y`` must be a float32/float64 tensor of shape (B, ...) with at least one entry per sample: the
+    measurements of operators whose output is not an image (a :class:`~diffsolve.operators.CallableOperator`
+    returning, say, (B, m) for a compressed-sensing matrix)."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, ...), got {type(y).__name__}")
+    if y.dtype not in DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got dtype {y.dtype} (convert it with .float())")
+    if y.dim() < 2:
+        raise ValueError(f"{name} must be batched, shape (B, ...) (rank >= 2), got shape {tuple(y.shape)}; "
+                         f"for one measurement use {name}[None]")
+    if 0 in y.shape:
+        raise ValueError(f"{name} is empty (shape {tuple(y.shape)}); give at least one measurement of positive size")
+    return y
 
 
 def check_finite(name: str, x: torch.Tensor) -> None:

@@ -17,7 +17,8 @@ from typing import Any, Callable, NamedTuple
 import torch
 
 from ..kernels import batched_cg
-from ._validate import SolveNotConvergedWarning, check_backend, check_finite, check_image, per_sample
+from ._validate import (SolveNotConvergedWarning, check_backend, check_finite, check_image, check_measurement,
+                        per_sample)
 
 __all__ = ["LinearOperator", "Operator", "SolveInfo"]
 
@@ -127,6 +128,8 @@ class LinearOperator:
     structure: str | None = None
     #: AᵀA is known to be singular: solve() refuses shift = 0 (use pseudo_inverse).
     gram_singular: bool = False
+    #: Measurements are images (B, C, h, w); False where they may have any shape (B, ...) (a user's function).
+    image_measurements: bool = True
 
     def __init__(self, *, backend: str = "auto") -> None:
         self.backend = check_backend(backend)
@@ -228,9 +231,12 @@ class LinearOperator:
 
     __call__ = A
 
+    def _check_y(self, y: object) -> None:
+        (check_image if self.image_measurements else check_measurement)("y", y)
+
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """x = Aᵀ y, the exact transpose of :meth:`A`."""
-        check_image("y", y)
+        self._check_y(y)
         self._check_output(y)
         return self._adjoint(y)
 
@@ -347,7 +353,7 @@ class LinearOperator:
     def pseudo_inverse(self, y: torch.Tensor, *, tol: float | None = None, max_iters: int = 500) -> torch.Tensor:
         """A⁺ y, the minimum-norm least-squares solution (exact where the structure allows; singular
         values below the dtype's rounding level count as zero). Checks y is finite (one sync)."""
-        check_image("y", y)
+        self._check_y(y)
         self._check_output(y)
         check_finite("y", y)
         return self._pinv(y, _default_tol(y.dtype) if tol is None else tol, max_iters)
@@ -356,7 +362,7 @@ class LinearOperator:
         """argmin_x ‖A x − y‖² + lam·‖x‖² = (lam·I + AᵀA)⁻¹ Aᵀ y (Wiener filter for blurs);
         lam > 0, a number or a (B,) tensor. Checks y is finite (one sync). ``solve_options``: those of
         :meth:`solve`. Differentiable in y and lam on every backend."""
-        check_image("y", y)
+        self._check_y(y)
         self._check_output(y)
         check_finite("y", y)
         lam_t = per_sample("lam", lam, y)  # checks type, shape, dtype and device under its own name

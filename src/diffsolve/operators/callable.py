@@ -15,7 +15,12 @@ __all__ = ["CallableOperator"]
 class CallableOperator(LinearOperator):
     """A = ``fn`` (must be linear and differentiable by ``torch.func``); Aᵀ = ``adjoint`` if given,
     else the vector-Jacobian product of ``fn`` (exact for linear fn). ``input_shape`` (C, H, W) is
-    the per-sample image shape Aᵀ maps back to; without it Aᵀ assumes fn keeps the shape."""
+    the per-sample image shape Aᵀ maps back to; without it Aᵀ assumes fn keeps the shape.
+
+    fn's output may have any shape (B, ...): an image (B, C, h, w), or a vector (B, m) for a
+    compressed-sensing matrix; y then has that shape."""
+
+    image_measurements = False
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], *,
                  adjoint: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -52,10 +57,10 @@ class CallableOperator(LinearOperator):
         shape = (y.shape[0],) + (self.input_shape or tuple(y.shape[1:]))
         out, vjp = torch.func.vjp(self.fn, torch.zeros(shape, dtype=y.dtype, device=y.device))
         if out.shape != y.shape:
-            raise ValueError(
-                f"y has shape {tuple(y.shape)} but fn maps images of shape {shape} to {tuple(out.shape)}; "
-                "pass input_shape=(C, H, W) of the images"
-            )
+            fix = (f"y must have shape {tuple(out.shape)}" if self.input_shape is not None
+                   else "pass input_shape=(C, H, W) of the images")
+            raise ValueError(f"y has shape {tuple(y.shape)} but fn maps images of shape {shape} to "
+                             f"{tuple(out.shape)}; {fix}")
         return vjp(y)[0]
 
     def _gram(self, x: torch.Tensor) -> torch.Tensor:

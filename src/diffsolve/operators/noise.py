@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from ._validate import check_image, check_seed
+from ._validate import check_measurement, check_seed
 
 __all__ = ["GaussianNoise", "UNITS", "convert_sigma"]
 
@@ -40,9 +40,9 @@ class GaussianNoise:
 
     def __call__(self, ax: torch.Tensor, *, generator: torch.Generator | None = None,
                  seed: int | None = None) -> torch.Tensor:
-        """Noisy measurement of ``ax`` (B, C, h, w); randomness from ``generator`` or ``seed`` (one is
-        required, so every draw is reproducible)."""
-        check_image("ax", ax)
+        """Noisy measurement of ``ax`` (B, ...), (B, C, h, w) for an image operator; randomness from ``generator``
+        or ``seed`` (one is required, so every draw is reproducible)."""
+        check_measurement("ax", ax)
         if generator is None and seed is None:
             raise ValueError("pass generator=torch.Generator(...) or seed=int: noise is never drawn from the global RNG")
         if generator is not None and seed is not None:
