@@ -11,7 +11,7 @@ not support an operator (DDRM without an SVD) is listed as such. Writes ``result
 
 ``photos``: held-out photos (bundled, never used to tune a default: ``diffsolve.data.HELDOUT``) at each
 size, the demo's five tasks (``diffsolve.tasks``), σ = 0.05 (inpainting noise only on observed pixels),
-or ``--tasks cs4`` (:data:`CS_TASK`: compressed sensing with a dense Gaussian matrix, a user operator with vector
+or ``--tasks cs4`` (:data:`CS_TASK`: compressed sensing, a dense Gaussian matrix with m = n/4 and vector
 measurements), each method at its defaults through ``diffsolve.methods.restore`` at each step count: PSNR / SSIM, data
 consistency ‖A x̂ − y‖/(σ√m) (m measured entries), colour cast (worst per-channel mean shift in [0, 1]),
 seconds per image and NFE (denoiser forward calls per image). Tikhonov (λ picked by PSNR, an oracle that
@@ -235,29 +235,19 @@ def measure(op, x: torch.Tensor, seed: int) -> torch.Tensor:
     return ax + SIGMA * (op.A(noise) if isinstance(op, Inpainting) else noise)
 
 
-#: benchmark-only task: compressed sensing, y = Φ x (B, m) with Φ a seeded Gaussian m × n matrix, m = n/4
-#: (a ``CallableOperator`` with vector measurements; dense Φ, so 32² and 64² only)
+#: compressed sensing, y = Φ x (B, m): ``MatrixOperator.gaussian(n/4, (3, S, S))``, a dense Gaussian Φ with its SVD
+#: (exact solves, DDRM and DDNM+); dense, so 32² and 64² only
 CS_TASK = "cs4"
-
-
-def compressed_sensing(size: int, ratio: int = 4, seed: int = 0):
-    """Φ (n/ratio × n, entries N(0, 1/n), rows ≈ unit norm) on 3×size×size images as a CallableOperator."""
-    from diffsolve.operators import CallableOperator
-
-    n = 3 * size * size
-    phi = torch.randn(n // ratio, n, generator=torch.Generator().manual_seed(seed)) / math.sqrt(n)
-
-    def measure_cs(x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1) @ phi.to(x.dtype).T
-
-    return CallableOperator(measure_cs, adjoint=lambda y: (y @ phi.to(y.dtype)).view(-1, 3, size, size),
-                            input_shape=(3, size, size))
 
 
 def task_operator(task: str, size: int):
     from diffsolve.tasks import make_operator
 
-    return compressed_sensing(size) if task == CS_TASK else make_operator(task, (size, size))
+    if task == CS_TASK:
+        from diffsolve.operators import MatrixOperator
+
+        return MatrixOperator.gaussian(3 * size * size // 4, (3, size, size), seed=0)
+    return make_operator(task, (size, size))
 
 
 def photo_problems(images, size: int, task_names):

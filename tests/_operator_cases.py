@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from diffsolve.operators import (
-    Blur, CallableOperator, GaussianBlur, Identity, Inpainting, MotionBlur, Operator, SuperResolution,
+    Blur, CallableOperator, GaussianBlur, Identity, Inpainting, MatrixOperator, MotionBlur, Operator, SuperResolution,
 )
 
 BOUNDARIES = ("reflect", "circular", "zero")
@@ -30,6 +30,10 @@ def operator_cases(size: tuple[int, int], channels: int = 2) -> dict[str, Operat
         "sr_bicubic_2": SuperResolution(2, "bicubic", input_size=size),
         "sr_bicubic_3": SuperResolution(3, "bicubic", input_size=size),
         "user_callable": CallableOperator(_user_fn, input_shape=(channels, h, w)),
+        "matrix_cs": MatrixOperator.gaussian(channels * h * w // 3, (channels, h, w), seed=6),
+        "matrix_tall": MatrixOperator(torch.randn(channels * h * w + 5, channels * h * w,
+                                                  generator=torch.Generator().manual_seed(8), dtype=torch.float64),
+                                      (channels, h, w), output_shape=(1, channels * h * w + 5)),
     }
     if h % 2 == 0 and w % 2 == 0:
         cases["sr_average_2"] = SuperResolution(2, "average")

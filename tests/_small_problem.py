@@ -6,7 +6,7 @@ import torch
 
 from diffsolve.models import GaussianPrior
 from diffsolve.models.priors import operator_matrix
-from diffsolve.operators import GaussianBlur, Identity, Inpainting, SuperResolution
+from diffsolve.operators import GaussianBlur, Identity, Inpainting, MatrixOperator, SuperResolution
 from diffsolve.operators.svd import operator_svd
 
 D = torch.float64
@@ -25,7 +25,8 @@ def prior() -> GaussianPrior:
 
 
 OPS = {"inpaint": lambda: Inpainting.random((4, 4), 0.5, seed=2), "blur": lambda: GaussianBlur(3, 0.8),
-       "sr": lambda: SuperResolution(2, input_size=(4, 4)), "denoise": Identity}
+       "sr": lambda: SuperResolution(2, input_size=(4, 4)), "denoise": Identity,
+       "cs": lambda: MatrixOperator.gaussian(6, SHAPE, seed=4)}
 
 
 def measure(op, batch=2, sigma=0.05, seed=1):

@@ -74,7 +74,7 @@ def test_noise_budget(eta):
 
 
 @pytest.mark.parametrize("eta", [0.85, 0.4])
-@pytest.mark.parametrize("name", ["sr", "blur", "inpaint", "denoise"])
+@pytest.mark.parametrize("name", ["sr", "blur", "inpaint", "denoise", "cs"])
 def test_ddnm_plus_matches_dense(name, eta):
     """DDNM+ as the authors' code (``Lambda`` / ``Lambda_noise``) against the dense SVD A = U S Vᵀ, per coefficient
     with σ_t = √(1−ᾱ_s), a = √ᾱ_s: λ = 1 where s σ_t ≥ aσ else s σ_t √(1−η²)/(aσ), x̄0' = x̄0 + λ(ȳ − x̄0),

@@ -9,7 +9,7 @@ import torch
 from _small_problem import OPS, SHAPE, dense_discrepancy_pull, dense_svd, gen, measure, negligible, prior
 
 from diffsolve.models import GaussianPrior
-from diffsolve.operators import Blur, GaussianBlur, Identity, Inpainting, SuperResolution
+from diffsolve.operators import Blur, GaussianBlur, Identity, Inpainting, MatrixOperator, SuperResolution
 from diffsolve.operators.callable import CallableOperator
 from diffsolve.operators.svd import DiagonalSVD, KroneckerSVD, helmert, operator_svd
 from diffsolve.solvers._inverse import measured_entries
@@ -116,8 +116,8 @@ def test_noiseless_reproduces_y(op):
         assert torch.allclose(op.A(out), y, atol=1e-10)
 
 
-@pytest.mark.parametrize("op", [Inpainting.random((6, 6), 0.5), SuperResolution(2, "average"), Identity()],
-                         ids=["inpaint", "sr", "denoise"])
+@pytest.mark.parametrize("op", [Inpainting.random((6, 6), 0.5), SuperResolution(2, "average"), Identity(),
+                                MatrixOperator.gaussian(18, (1, 6, 6), seed=0)], ids=["inpaint", "sr", "denoise", "cs"])
 def test_mean_near_exact_posterior(op):
     prior, sigma = _prior(), 0.1
     y1, y = _problem(op, prior, sigma, 300)
@@ -198,7 +198,7 @@ def test_svd_is_built_once_per_size(op):
     assert op.svd((10, 8)) is not first
 
 
-@pytest.mark.parametrize("name", ["inpaint", "blur", "sr"])
+@pytest.mark.parametrize("name", ["inpaint", "blur", "sr", "cs"])
 @pytest.mark.parametrize("eta", [0.85, 1.0])
 @pytest.mark.parametrize("cutoff", [SINGULAR_CUTOFF, 0.0])
 def test_steps_match_the_paper_in_dense_linear_algebra(name, eta, cutoff):

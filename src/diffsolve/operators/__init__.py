@@ -11,6 +11,7 @@ from .blur_kernels import gaussian_taps, motion_kernel
 from .callable import CallableOperator
 from .identity import Identity
 from .inpainting import Inpainting
+from .matrix import MatrixOperator
 from .noise import GaussianNoise, convert_sigma
 from .superres import SuperResolution
 
@@ -22,6 +23,7 @@ __all__ = [
     "Identity",
     "Inpainting",
     "LinearOperator",
+    "MatrixOperator",
     "MotionBlur",
     "Operator",
     "SolveInfo",

@@ -28,6 +28,8 @@ coefficients (the Kronecker factors' first h, w columns; the block means). Struc
                          s = S_h ⊗ S_w padded with zeros to (H, W); z (B, C, H, W)
 :class:`FourierSVD`      circular correlation, A x = F⁻¹(conj(K̂) · F x): V = F* (unitary DFT), s = |K̂|,
                          U = F* diag(p), p = conj(K̂)/|K̂| (1 where K̂ = 0); z complex (B, C, H, W)
+:class:`DenseSVD`        a dense matrix on the flattened image (``MatrixOperator``): its thin SVD, V = V_r
+                         (n, r), U = U_r (m, r), every s > 0; z (B, r) (the one structure that mixes channels)
 =======================  ====================================================================================
 
 For :class:`FourierSVD` the coefficients are complex and Hermitian for real x; a map that scales each
@@ -41,11 +43,13 @@ import math
 
 import torch
 
-__all__ = ["SUPPORTED", "SVD", "BlockMeanSVD", "DiagonalSVD", "FourierSVD", "KroneckerSVD", "operator_svd"]
+__all__ = ["SUPPORTED", "SVD", "BlockMeanSVD", "DenseSVD", "DiagonalSVD", "FourierSVD", "KroneckerSVD",
+           "operator_svd"]
 
 #: The operators with an SVD (named in the error for the others).
 SUPPORTED = ("Identity (denoising)", "Inpainting (any mask)", "SuperResolution (kernel='average' or 'bicubic')",
-             "Blur / GaussianBlur with a separable kernel (any boundary)", "Blur / MotionBlur with boundary='circular'")
+             "Blur / GaussianBlur with a separable kernel (any boundary)", "Blur / MotionBlur with boundary='circular'",
+             "MatrixOperator (a dense matrix, e.g. compressed sensing)")
 
 
 class SVD:
@@ -277,6 +281,29 @@ class FourierSVD(SVD):
     def U(self, z: torch.Tensor) -> torch.Tensor:
         (p,) = self._on("p", z, (self.phase,))
         return torch.fft.ifft2(p * z, norm="ortho").real
+
+
+class DenseSVD(SVD):
+    """A dense matrix on the flattened image (``MatrixOperator``): the thin SVD M = U_r diag(s) V_rᵀ, every s > 0,
+    U_r (m, r), V_r (n, r) float64; z (B, r). Already its own range: V_r holds every direction A sees."""
+
+    def __init__(self, u: torch.Tensor, s: torch.Tensor, v: torch.Tensor, input_shape: tuple[int, ...],
+                 output_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.u, self.s, self.v = u, s, v
+        self.input_shape, self.output_shape = tuple(input_shape), tuple(output_shape)
+
+    def Vt(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self._on("v", x, (self.v,))[0]
+
+    def V(self, z: torch.Tensor) -> torch.Tensor:
+        return (z @ self._on("v", z, (self.v,))[0].T).view(z.shape[0], *self.input_shape)
+
+    def Ut(self, y: torch.Tensor) -> torch.Tensor:
+        return y.flatten(1) @ self._on("u", y, (self.u,))[0]
+
+    def U(self, z: torch.Tensor) -> torch.Tensor:
+        return (z @ self._on("u", z, (self.u,))[0].T).view(z.shape[0], *self.output_shape)
 
 
 def operator_svd(operator: object, size: tuple[int, int], method: str = "this method") -> SVD:
