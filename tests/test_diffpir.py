@@ -211,3 +211,16 @@ def test_last_step_stops_at_the_noise_floor():
     assert (data_consistency(op, paper, y, 0.2) < 0.5**0.5).any()  # what the gate prevents
     with pytest.raises(TypeError, match="discrepancy"):
         diffpir(pr, op, y, steps=3, sigma=0.2, discrepancy="yes")
+
+
+def test_zeta_follows_the_reference_codes_task():
+    """zeta=None: the reference code's inpainting ζ = 1 where A is a mask, its deblurring 0.3 elsewhere."""
+    from diffsolve.solvers.diffpir import DEFAULT_ZETA, INPAINTING_ZETA, default_zeta
+
+    pr, x_T = prior(), torch.randn(2, *SHAPE, generator=gen(7), dtype=D)
+    for name, zeta in [("inpaint", INPAINTING_ZETA), ("blur", DEFAULT_ZETA), ("sr", DEFAULT_ZETA)]:
+        op = OPS[name]()
+        assert default_zeta(op) == zeta
+        y = measure(op)
+        runs = [diffpir(pr, op, y, steps=3, x_T=x_T, sigma=0.05, generator=gen(4), **z) for z in ({}, {"zeta": zeta})]
+        assert torch.equal(runs[0], runs[1])
