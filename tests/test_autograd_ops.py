@@ -17,6 +17,7 @@ import importlib
 import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
+from _backends import fast_backends
 
 from diffsolve import kernels as K
 from diffsolve.kernels import _dispatch
@@ -26,15 +27,7 @@ F64 = torch.float64
 BOUNDARIES = ("zero", "reflect", "circular")
 
 
-def _backends() -> list:
-    out = ["torch"]
-    for name in ("cpp", "triton"):
-        ok, why = _dispatch.backends()[name]
-        out.append(name if ok else pytest.param(name, marks=pytest.mark.skip(reason=f"{name} unavailable: {why}")))
-    return out
-
-
-BACKENDS = _backends()
+BACKENDS = ["torch", *fast_backends()]
 
 
 @pytest.fixture(autouse=True)

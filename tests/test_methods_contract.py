@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _backends import fast_backends
 
 import diffsolve
 from diffsolve.kernels import _dispatch
@@ -90,15 +91,7 @@ def test_exact_prior_sample_mean_near_the_posterior_mean(name, task):
     assert gap < 0.6, f"{name} on {task}: mean gap {float(gap):.3f} to the exact posterior mean"
 
 
-def _backends() -> list:
-    out = []
-    for backend in ("cpp", "triton"):
-        ok, why = _dispatch.backends()[backend]
-        out.append(backend if ok else pytest.param(backend, marks=pytest.mark.skip(reason=f"{backend}: {why}")))
-    return out
-
-
-@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("backend", fast_backends())
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_every_backend_agrees_with_torch(name, backend):
     prior = smooth_prior()
@@ -110,7 +103,7 @@ def test_every_backend_agrees_with_torch(name, backend):
     torch.testing.assert_close(results[backend], results["torch"], rtol=1e-7, atol=1e-9)
 
 
-@pytest.mark.parametrize("backend", ["torch"] + [b for b in _backends() if b == "cpp"])
+@pytest.mark.parametrize("backend", ["torch"] + [b for b in fast_backends() if b == "cpp"])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_the_backend_reaches_every_kernel(name, backend, monkeypatch):
     prior, op = smooth_prior(), operators()["blur"]

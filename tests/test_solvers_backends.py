@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _backends import fast_backends
 from _tiny_models import SCHEDULER, tiny_kl, tiny_unet
 
 from diffsolve.kernels import _dispatch
@@ -21,14 +22,6 @@ from diffsolve.solvers import Projection, cdps, ddim, dps, ge, mpgd, mpgd_ldm
 
 SHAPE = (1, 3, 16, 16)
 STEPS = 3
-
-
-def _backends() -> list:
-    out = []
-    for name in ("cpp", "triton"):
-        ok, why = _dispatch.backends()[name]
-        out.append(name if ok else pytest.param(name, marks=pytest.mark.skip(reason=f"{name} unavailable: {why}")))
-    return out
 
 
 def gen(seed: int) -> torch.Generator:
@@ -79,7 +72,7 @@ METHODS = ("ddim", "ge", "dps", "mpgd-none", "mpgd-ae", "mpgd-z", "mpgd-loss", "
 
 
 @pytest.mark.filterwarnings("ignore:dps. steps=")
-@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("backend", fast_backends())
 @pytest.mark.parametrize("method", METHODS)
 def test_solver_on_forced_backend_agrees_with_torch(method, backend, models):
     _dispatch.reset()

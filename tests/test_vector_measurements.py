@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from _backends import fast_backends
 from _small_problem import D, SHAPE, gen, prior
 
 import diffsolve
@@ -86,17 +87,7 @@ def test_an_image_operator_still_wants_an_image():
         VECTOR.A_adjoint(torch.zeros(M, dtype=D))
 
 
-def _backends() -> list:
-    from diffsolve.kernels import _dispatch
-
-    out = []
-    for backend in ("cpp", "triton"):
-        ok, why = _dispatch.backends()[backend]
-        out.append(backend if ok else pytest.param(backend, marks=pytest.mark.skip(reason=f"{backend}: {why}")))
-    return out
-
-
-@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("backend", fast_backends())
 @pytest.mark.parametrize("method", ["cdps", "daps", "diffpir"])
 def test_every_backend_takes_vector_measurements(method, backend):
     y = _measure()

@@ -1,0 +1,16 @@
+"""The fast backends as pytest parameters: each one that cannot run here is skipped with the dispatcher's reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from diffsolve.kernels import _dispatch
+
+
+def fast_backends() -> list:
+    """["cpp", "triton"], each a skipped param where ``_dispatch.backends()`` says it is unavailable (and why)."""
+    out = []
+    for name in ("cpp", "triton"):
+        ok, why = _dispatch.backends()[name]
+        out.append(name if ok else pytest.param(name, marks=pytest.mark.skip(reason=f"{name} unavailable: {why}")))
+    return out
