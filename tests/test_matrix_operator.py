@@ -107,3 +107,11 @@ def test_solve_is_differentiable_and_float32_runs():
 def test_bad_inputs_are_named(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def test_the_svd_is_computed_once_and_shared_with_backend_copies():
+    op = _wide()
+    first = op._thin_svd()
+    copy = op.with_backend("torch")
+    assert copy is not op and copy._thin_svd() is first
+    assert op.svd(SHAPE[1:]).v is first[2] and copy.svd(SHAPE[1:]) is op.svd(SHAPE[1:])

@@ -67,7 +67,6 @@ class MatrixOperator(LinearOperator):
         self.input_shape = _shape("input_shape", _image_shape(input_shape), n)
         self.output_shape = _shape("output_shape", (m,) if output_shape is None else output_shape, m)
         self.matrix = matrix.detach().to("cpu", torch.float64).contiguous()
-        self._svd: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.gram_singular = m < n or self._rank() < n  # AᵀA (n × n) has rank ≤ m
 
     @classmethod
@@ -85,7 +84,7 @@ class MatrixOperator(LinearOperator):
     # ------------------------------------------------------------------ the SVD, once
     def _thin_svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(U_r (m, r), s (r,), V_r (n, r)) float64 CPU, the directions with s above rounding (numpy's rank rule)."""
-        if self._svd is None:
+        if ("thin_svd",) not in self._cache:  # the cache dict is shared with ``with_backend`` copies
             # QR first, then the SVD of the small square factor: backward stable like a direct SVD, and several
             # times faster for a wide matrix (LAPACK's direct routine does not reduce it first here)
             m, n = self.matrix.shape
@@ -96,8 +95,8 @@ class MatrixOperator(LinearOperator):
             else:  # M = Q R = (Q U) S Vᵀ
                 u = q @ u
             keep = s > s[0] * max(self.matrix.shape) * torch.finfo(torch.float64).eps
-            self._svd = (u[:, keep].contiguous(), s[keep].contiguous(), vh[keep].T.contiguous())
-        return self._svd
+            self._cache[("thin_svd",)] = (u[:, keep].contiguous(), s[keep].contiguous(), vh[keep].T.contiguous())
+        return self._cache[("thin_svd",)]
 
     def _rank(self) -> int:
         return int(self._thin_svd()[1].numel())
@@ -149,7 +148,9 @@ class MatrixOperator(LinearOperator):
         if tuple(size) != self.input_shape[1:]:
             raise ValueError(f"MatrixOperator acts on {self.input_shape[1]}x{self.input_shape[2]} images, not "
                              f"{size[0]}x{size[1]}")
-        return DenseSVD(*self._thin_svd(), self.input_shape, self.output_shape)
+        if ("svd",) not in self._cache:  # one object: its per-device factor copies are kept across solves
+            self._cache[("svd",)] = DenseSVD(*self._thin_svd(), self.input_shape, self.output_shape)
+        return self._cache[("svd",)]
 
     def __repr__(self) -> str:
         m, n = self.matrix.shape
