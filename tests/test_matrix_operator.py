@@ -115,3 +115,26 @@ def test_the_svd_is_computed_once_and_shared_with_backend_copies():
     copy = op.with_backend("torch")
     assert copy is not op and copy._thin_svd() is first
     assert op.svd(SHAPE[1:]).v is first[2] and copy.svd(SHAPE[1:]) is op.svd(SHAPE[1:])
+
+
+def test_from_operator_is_the_operators_matrix_and_gives_ddrm_an_svd():
+    import diffsolve
+    from diffsolve.models import GaussianPrior
+    from diffsolve.operators import MotionBlur, SuperResolution
+
+    blur = MotionBlur(5, seed=1, boundary="reflect")  # a dense kernel with reflect boundary: no structured SVD
+    x = torch.randn(2, 1, 6, 8, generator=gen(11), dtype=D)
+    with pytest.raises(ValueError, match=r"MatrixOperator.from_operator\(operator, \(C, H, W\)\)"):
+        operator_svd(blur, (6, 8), "ddrm")
+    dense = MatrixOperator.from_operator(blur, (1, 6, 8), chunk=7)  # chunks that do not divide n
+    assert dense.output_shape == (1, 6, 8)
+    assert torch.allclose(dense.A(x), blur.A(x), atol=1e-13)
+    assert torch.allclose(dense.A_adjoint(x), blur.A_adjoint(x), atol=1e-13)
+    sr = MatrixOperator.from_operator(SuperResolution(2, "bicubic", input_size=(6, 8)), (1, 6, 8))
+    assert sr.output_shape == (1, 3, 4) and sr.exact_solve
+    prior = GaussianPrior(torch.zeros(1, 6, 8, dtype=D), 0.25)
+    y = blur.A(x) + 0.05 * torch.randn(2, 1, 6, 8, generator=gen(12), dtype=D)
+    out = diffsolve.solve("ddrm", prior, dense, y, sigma=0.05, steps=10, generator=gen(13))
+    assert out.shape == x.shape and bool(torch.isfinite(out).all())
+    with pytest.raises(TypeError, match="operator must have A"):
+        MatrixOperator.from_operator(lambda v: v, (1, 6, 8))

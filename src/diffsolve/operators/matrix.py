@@ -10,6 +10,8 @@ float64 on the CPU and cached per device / dtype) gives every solve exactly:
 and the SVD protocol (``operators.svd.DenseSVD``) for DDRM, DDNM+ and DAPS's exact Langevin. Memory and set-up
 grow as m·n (the matrix and V_r), so this is for images up to about 64×64×3 with m ≤ n; beyond that give a fast
 transform as a :class:`~diffsolve.operators.CallableOperator` (CG solves, no SVD).
+:meth:`MatrixOperator.from_operator` turns any linear operator into its dense matrix (n products): on small
+images that gives an operator without a structured SVD (a reflect-boundary motion blur) DDRM and DDNM+.
 """
 
 from __future__ import annotations
@@ -80,6 +82,28 @@ class MatrixOperator(LinearOperator):
             raise ValueError(f"m must be an int in [1, n = {n}] (measurements per image), got {m!r}")
         g = torch.Generator().manual_seed(check_seed("seed", seed))
         return cls(torch.randn(m, n, generator=g, dtype=torch.float64) / math.sqrt(n), shape, backend=backend)
+
+    @classmethod
+    def from_operator(cls, operator: LinearOperator, input_shape: tuple[int, int, int], *, chunk: int = 512,
+                      backend: str = "auto") -> "MatrixOperator":
+        """Any linear operator as its dense matrix on images of ``input_shape``, built column by column in float64
+        (n = C·H·W products, ``chunk`` at a time): gives an operator without a structured SVD (a reflect-boundary
+        motion blur, a user's function) exact solves and DDRM / DDNM+. Costs n² memory: small images only."""
+        if not callable(getattr(operator, "A", None)):
+            raise TypeError(f"operator must have A(x) (a diffsolve.operators operator), got {type(operator).__name__}")
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+        shape = _image_shape(input_shape)
+        n = math.prod(shape)
+        columns, out_shape = [], None
+        with torch.no_grad():
+            for start in range(0, n, chunk):
+                basis = torch.zeros(min(chunk, n - start), n, dtype=torch.float64)
+                basis[:, start:start + basis.shape[0]] = torch.eye(basis.shape[0], dtype=torch.float64)
+                out = operator.A(basis.view(-1, *shape))
+                out_shape = tuple(out.shape[1:])
+                columns.append(out.reshape(basis.shape[0], -1))
+        return cls(torch.cat(columns).T, shape, out_shape, backend=backend)
 
     # ------------------------------------------------------------------ the SVD, once
     def _thin_svd(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

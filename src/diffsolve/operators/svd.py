@@ -312,11 +312,13 @@ def operator_svd(operator: object, size: tuple[int, int], method: str = "this me
     if not callable(hook):
         raise ValueError(f"{method} needs the SVD of A (A = U S Vᵀ), which {type(operator).__name__} does not declare; "
                          f"supported operators: {'; '.join(SUPPORTED)}. Use another method (e.g. cdps, mpgd) for "
-                         "this operator")
+                         "this operator, or on small images MatrixOperator.from_operator(operator, (C, H, W)), its "
+                         "dense matrix with an SVD")
     try:
         out = hook(tuple(size))
     except ValueError as err:  # the operator says why it has none: name the argument, keep its reason
-        raise ValueError(f"{method} needs the SVD of A (A = U S Vᵀ): operator={err}") from None
+        raise ValueError(f"{method} needs the SVD of A (A = U S Vᵀ): operator={err}; on small images "
+                         "MatrixOperator.from_operator(operator, (C, H, W)) gives it one (its dense matrix)") from None
     if not isinstance(out, SVD):
         raise TypeError(f"{type(operator).__name__}.svd(size) must return a diffsolve.operators.svd.SVD, got "
                         f"{type(out).__name__}")
