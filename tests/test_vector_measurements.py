@@ -95,3 +95,25 @@ def test_every_backend_takes_vector_measurements(method, backend):
     runs = [diffsolve.solve(method, prior(), VECTOR, y, steps=4, sigma=0.05, generator=gen(5), backend=b)
             for b in ("torch", backend)]
     torch.testing.assert_close(runs[1], runs[0], rtol=1e-7, atol=1e-9)
+
+
+class _DuckOperator:
+    """Only A and A_adjoint (the documented minimum): no solve, no diffsolve base class."""
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        return _vector(x)
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return (y @ PHI.to(y.dtype)).view(y.shape[0], *SHAPE)
+
+
+@pytest.mark.parametrize("method", ["mpgd", "dps", "daps", "reddiff", "mmps"])
+def test_an_operator_with_only_a_and_its_transpose_ends_within_the_noise(method):
+    """The closing pull solves with A's transpose: for an object without ``solve`` it runs CG on AᵀA (it crashed
+    after the loop before), the same CG a CallableOperator runs."""
+    y = _measure()
+    with torch.enable_grad() if METHODS[method].backward else torch.no_grad():
+        duck = diffsolve.solve(method, prior(), _DuckOperator(), y, steps=5, sigma=0.05, generator=gen(5))
+        ref = diffsolve.solve(method, prior(), CallableOperator(_vector, input_shape=SHAPE), y, steps=5, sigma=0.05,
+                              generator=gen(5))
+    assert float((duck - ref).norm() / ref.norm()) < 1e-9

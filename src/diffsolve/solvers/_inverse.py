@@ -66,10 +66,13 @@ def _check_operator(operator: object) -> None:
                             f"(diffsolve.operators), got {type(operator).__name__}")
 
 
-def check_problem(operator: object, y: object, x_T: torch.Tensor | None = None) -> tuple[int, ...]:
+def check_problem(operator: object, y: object, x_T: torch.Tensor | None = None, *, linear: bool = True
+                  ) -> tuple[int, ...]:
     """The image batch shape for measurement ``y`` (B, ...); raises when y does not fit ``operator``,
     is empty, or holds NaN/Inf (one host sync, before the loop: a bad y is named here, not blamed on
-    the denoiser after every step). x_T's dtype/device/finiteness are checked by ``_loop.prepare``."""
+    the denoiser after every step). x_T's dtype/device/finiteness are checked by ``_loop.prepare``.
+    ``linear``: the method needs A linear with A_adjoint its transpose (:func:`check_linear`; every method but DPS
+    without its closing pull)."""
     _check_operator(operator)
     if type(y).__module__ == "numpy":
         raise TypeError(f"y must be a torch.Tensor (the measurement, batch first), got a numpy {type(y).__name__}; "
@@ -113,7 +116,38 @@ def check_problem(operator: object, y: object, x_T: torch.Tensor | None = None) 
         raise ValueError(f"y has shape {tuple(y.shape)} but the operator maps images of shape {shape}"
                          f"{' (x_T)' if x_T is not None else ''} to measurements of shape {tuple(out.shape)}{hint}"
                          f"{_channel_last_hint(y)}")
+    if linear:
+        check_linear(operator, shape, y)
     return shape
+
+
+def check_linear(operator: object, shape: tuple[int, ...], y: torch.Tensor) -> None:
+    """Where linearity is not guaranteed by construction (a ``CallableOperator``, or any object with ``A`` and
+    ``A_adjoint`` outside ``diffsolve.operators``), probe it once before the loop, with draws of a generator of its
+    own (the global RNG untouched) and one host sync: A(a + 2b) = A(a) + 2A(b) and ⟨A a, r⟩ = ⟨a, Aᵀr⟩ to the
+    dtype's rounding. A non-linear A or a wrong transpose would otherwise steer every step wrongly, silently."""
+    from ..operators.base import LinearOperator
+    from ..operators.callable import CallableOperator
+
+    if isinstance(operator, LinearOperator) and not isinstance(operator, CallableOperator):
+        return
+    name = repr(operator) if isinstance(operator, LinearOperator) else type(operator).__name__
+    gen = torch.Generator(device=y.device).manual_seed(0)
+    a, b = (torch.randn(shape, generator=gen, dtype=y.dtype, device=y.device) for _ in range(2))
+    r = torch.randn(y.shape, generator=gen, dtype=y.dtype, device=y.device)
+    tol = 1e-4 if y.dtype == torch.float32 else 1e-9
+    with torch.no_grad():
+        aa, ab = operator.A(a), operator.A(b)
+        sum_gap = float((operator.A(a + 2 * b) - aa - 2 * ab).norm() / (aa + 2 * ab).norm().clamp_min(1e-30))
+        left, right = float((aa * r).sum()), float((a * operator.A_adjoint(r)).sum())
+    if sum_gap > tol:
+        raise ValueError(f"operator {name} is not linear: ‖A(a + 2b) − A(a) − 2A(b)‖ is {sum_gap:.2g} of "
+                         "‖A(a) + 2A(b)‖ for random a, b; this method needs a linear A. For a non-linear A use dps "
+                         "with discrepancy=False (it differentiates A by autograd), or mpgd with loss=")
+    if abs(left - right) > tol * max(abs(left), abs(right), 1e-30) * 10:
+        raise ValueError(f"operator.A_adjoint of {name} is not the transpose of its A: ⟨A a, r⟩ = {left:.6g} but "
+                         f"⟨a, Aᵀr⟩ = {right:.6g} for random a, r; fix A_adjoint (CallableOperator without "
+                         "adjoint= takes the exact vector-Jacobian product)")
 
 
 def measured_entries(operator: object, y: torch.Tensor) -> torch.Tensor:
@@ -210,8 +244,21 @@ def discrepancy_weight(r0: torch.Tensor, d: torch.Tensor, floor: torch.Tensor) -
 def solver_of(operator: Any, max_iters: int | None = None):
     """``solve(rhs, shift, scale, x0=None)``: ``operator.solve_unchecked`` (no host sync) where it exists, with
     CG's budget ``max_iters`` and start ``x0`` where given (an exact solve ignores both), else ``operator.solve``
-    (a bare ``solve(rhs, shift, scale)``: no CG options)."""
+    (a bare ``solve(rhs, shift, scale)``: no CG options), else, for an object with only ``A`` and ``A_adjoint``,
+    batched CG on AᵀA (``max_iters``, default 100, from ``x0``)."""
     unchecked = getattr(operator, "solve_unchecked", None)
+    if unchecked is None and not callable(getattr(operator, "solve", None)):
+        from ..kernels import batched_cg
+        from ..operators.base import _default_tol
+
+        def gram(v: torch.Tensor) -> torch.Tensor:
+            return operator.A_adjoint(operator.A(v))
+
+        def cg(rhs: torch.Tensor, shift: Any, scale: Any, x0: torch.Tensor | None = None) -> torch.Tensor:
+            return batched_cg(gram, rhs, shift, scale, x0=x0, max_iters=max_iters or 100,
+                              tol=_default_tol(rhs.dtype)).x
+
+        return cg
     if unchecked is None:
         return lambda rhs, shift, scale, x0=None: operator.solve(rhs, shift=shift, scale=scale)
     budget = {} if max_iters is None else {"max_iters": max_iters}

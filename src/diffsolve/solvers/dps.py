@@ -101,7 +101,8 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
     Args:
         denoiser: ``denoiser(x, t) -> eps`` with ``alphas_cumprod``; must be differentiable in x.
         operator: linear operator (``diffsolve.operators``) or any object with ``A``/``A_adjoint``;
-            only ``A`` is differentiated (autograd), so non-linear differentiable A works too.
+            only ``A`` is differentiated (autograd), so a non-linear differentiable A works too where there is no
+            closing pull (no ``sigma``, or ``discrepancy=False``; the pull solves with A's transpose).
         y: measurement (B, ...) float32/float64; one sample per measurement.
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords).
         zeta: ζ ≥ 0; step_rule: ``"power"`` ζ_N = ζ·√(T/30)·(30/N)^{3/4} | ``"sqrt"`` ζ·√(T/N) | ``"constant"`` ζ
@@ -124,7 +125,8 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
     eta = check_number("eta", eta, 0.0, 1.0)
     discrepancy = check_flag("discrepancy", discrepancy)
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
-    shape = check_problem(operator, y, sampling.x_T)
+    # a non-linear A is differentiated by autograd; only the closing pull (σ given) needs A linear
+    shape = check_problem(operator, y, sampling.x_T, linear=sigma is not None and discrepancy)
     loop = prepare(denoiser, shape, sampling, like=y, name="dps")
     if len(loop.schedule) < MIN_STEPS:
         warnings.warn(DPSStepsWarning(
