@@ -163,6 +163,7 @@ BAD_NUMBERS = [("nan", NAN), ("inf", INF), ("-inf", -INF), ("True", True), ("'1'
 def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
     from diffsolve.solve import solve  # the function (diffsolve.solve can be shadowed by the submodule)
     from diffsolve import solvers
+    from diffsolve.operators import CallableOperator
     from diffsolve.solvers import CG, Projection, cdps, ddim, dps, ge, mpgd, mpgd_ldm
 
     y, op = ys["blur"], ops["blur"]
@@ -245,6 +246,13 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
         add(entry, "y", "wrong size for SR", "reject", y=torch.zeros(2, 1, 5, 5, dtype=F64), operator=ops["sr"],
             **{x_name: xt})
         add(entry, "operator", "5", "reject", operator=5)
+        if entry not in ("mpgd_ldm", "mpgd-ae", "mpgd-z"):  # the latent ones map through a decoder first
+            # DPS differentiates A by autograd: without σ (no closing pull) it takes any A; with σ it must be linear
+            add(entry, "operator", "non-linear |x|", "reject", operator=_AbsOperator(),
+                **({"sigma": 0.05} if entry == "dps" else {}))
+            add(entry, "operator", "A_adjoint not A's transpose", "reject",
+                operator=CallableOperator(lambda v: 2 * v, adjoint=lambda v: v),
+                **({"sigma": 0.05} if entry == "dps" else {}))
     # method-specific numbers
     numbers = [("ge", "gamma"), ("dps", "zeta"), ("mpgd", "rho"), ("mpgd_ldm", "rho"), ("mpgd-ae", "scale"),
                ("cdps", "sigma"), ("dps", "sigma"), ("ddrm", "eta_b"), ("diffpir", "lam"), ("diffpir", "zeta"),
@@ -631,6 +639,16 @@ def _model_cases(den, prior, x) -> list[Case]:
     add("PaddedDenoiser(x, t)", "x", "NaN 1x3x12x20", "propagate",
         lambda: PaddedDenoiser(patches)(torch.full((1, 3, 12, 20), NAN), t3))
     return cases
+
+
+class _AbsOperator:
+    """A user's object with A and A_adjoint whose A is not linear (y = |x|)."""
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:
+        return x.abs()
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return y
 
 
 def _misc_cases(x) -> list[Case]:
