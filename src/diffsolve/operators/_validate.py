@@ -7,8 +7,7 @@ import torch
 from ..kernels._checks import per_sample  # the one implementation (no silent cast or move)
 
 __all__ = ["DTYPES", "SolveNotConvergedWarning", "check_backend", "check_finite", "check_image", "check_measurement",
-           "check_nonneg_number",
-           "check_seed", "per_sample"]
+           "check_nonneg_number", "check_seed", "per_sample"]
 
 DTYPES = (torch.float32, torch.float64)
 _BACKENDS = ("auto", "triton", "cpp", "torch")
