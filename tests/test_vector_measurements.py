@@ -107,10 +107,11 @@ class _DuckOperator:
         return (y @ PHI.to(y.dtype)).view(y.shape[0], *SHAPE)
 
 
-@pytest.mark.parametrize("method", ["mpgd", "dps", "daps", "reddiff", "mmps"])
+@pytest.mark.parametrize("method", ["mpgd", "dps", "daps", "reddiff", "mmps", "pigdm", "diffpir"])
 def test_an_operator_with_only_a_and_its_transpose_ends_within_the_noise(method):
-    """The closing pull solves with A's transpose: for an object without ``solve`` it runs CG on AᵀA (it crashed
-    after the loop before), the same CG a CallableOperator runs."""
+    """The closing pull (and ΠGDM's and DiffPIR's data steps) solve with A's transpose: for an object without
+    ``solve`` they run CG on AᵀA (the pull crashed after the loop before; ΠGDM and DiffPIR refused), the same CG a
+    CallableOperator runs."""
     y = _measure()
     with torch.enable_grad() if METHODS[method].backward else torch.no_grad():
         duck = diffsolve.solve(method, prior(), _DuckOperator(), y, steps=5, sigma=0.05, generator=gen(5))
