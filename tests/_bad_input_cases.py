@@ -655,7 +655,7 @@ def _misc_cases(x) -> list[Case]:
     """Schedules, the remaining kernels and adapters' constructors."""
     from diffsolve.kernels import avg_pool, correlate2d, resample, separable_correlate2d
     from diffsolve.models import Autoencoder, DiffusersDenoiser
-    from diffsolve.operators import CallableOperator
+    from diffsolve.operators import CallableOperator, MatrixOperator
     from diffsolve.schedules import loglinear_timesteps, make_alphas_cumprod, spaced_timesteps
 
     cases: list[Case] = []
@@ -691,6 +691,19 @@ def _misc_cases(x) -> list[Case]:
     vector_op = CallableOperator(lambda z: z.flatten(1) @ phi.T, input_shape=tuple(x.shape[1:]))
     add("CallableOperator.A_adjoint", "y", "rank 1", "reject", lambda: vector_op.A_adjoint(torch.ones(6, dtype=F64)))
     add("CallableOperator.A_adjoint", "y", "(B, m+1)", "reject", lambda: vector_op.A_adjoint(torch.ones(2, 7, dtype=F64)))
+    n = x[0].numel()
+    add("MatrixOperator", "matrix", "NaN", "reject", lambda: MatrixOperator(torch.full((3, n), NAN), tuple(x.shape[1:])))
+    add("MatrixOperator", "matrix", "int64", "reject", lambda: MatrixOperator(torch.ones(3, n, dtype=torch.int64),
+                                                                            tuple(x.shape[1:])))
+    add("MatrixOperator", "input_shape", "n + 1 entries", "reject",
+        lambda: MatrixOperator(torch.ones(3, n + 1, dtype=F64), tuple(x.shape[1:])))
+    for label, m in [("0", 0), ("n + 1", n + 1), ("2.5", 2.5), ("True", True)]:
+        add("MatrixOperator.gaussian", "m", label, "reject", lambda m=m: MatrixOperator.gaussian(m, tuple(x.shape[1:])))
+    cs = MatrixOperator.gaussian(5, tuple(x.shape[1:]))
+    add("MatrixOperator.solve", "shift", "0 (AᵀA singular)", "reject", lambda: cs.solve(x, 0.0, 1.0))
+    add("MatrixOperator.A_adjoint", "y", "(B, m+1)", "reject", lambda: cs.A_adjoint(torch.ones(2, 6, dtype=F64)))
+    add("MatrixOperator.from_operator", "operator", "5", "reject",
+        lambda: MatrixOperator.from_operator(5, tuple(x.shape[1:])))
     add("Autoencoder", "vae", "5", "reject", lambda: Autoencoder(5))
     add("DiffusersDenoiser", "unet", "5", "reject", lambda: DiffusersDenoiser(5, {}))
     for damage, arg in [("config.json not JSON", "config.json"), ("config.json a list", "config.json"),
