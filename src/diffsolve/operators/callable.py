@@ -13,8 +13,9 @@ __all__ = ["CallableOperator"]
 
 
 class CallableOperator(LinearOperator):
-    """A = ``fn`` (must be linear and differentiable by ``torch.func``); Aᵀ = ``adjoint`` if given,
-    else the vector-Jacobian product of ``fn`` (exact for linear fn). ``input_shape`` (C, H, W) is
+    """A = ``fn`` (must be linear and differentiable by ``torch.func``; every solver probes that, and that ``adjoint``
+    is its transpose, once before its loop); Aᵀ = ``adjoint`` if given, else the vector-Jacobian product of ``fn``
+    (exact for linear fn). ``input_shape`` (C, H, W) is
     the per-sample image shape Aᵀ maps back to; without it Aᵀ assumes fn keeps the shape.
 
     fn's output may have any shape (B, ...): an image (B, C, h, w), or a vector (B, m) for a
