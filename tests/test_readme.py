@@ -15,3 +15,13 @@ def test_readme_example_runs(capsys):
     exec(compile(small, str(README), "exec"), {})
     out = capsys.readouterr().out
     assert re.search(r"PSNR: pseudo-inverse [\d.]+ dB, MPGD [\d.]+ dB", out), out
+
+
+def test_readme_compressed_sensing_example_runs(capsys):
+    text = README.read_text()
+    code = re.search(r"A measurement need not be an image.*?```python\n(.*?)```", text, re.S).group(1)
+    small = code.replace("steps=50", "steps=3")
+    assert "steps=3" in small, "the README example changed: update this test"
+    exec(compile(small, str(README), "exec"), {})
+    out = capsys.readouterr().out
+    assert re.search(r"pseudo-inverse: [\d.]+ dB\ncdps: [\d.]+ dB\ndps: [\d.]+ dB\nddrm: [\d.]+ dB", out), out
