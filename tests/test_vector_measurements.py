@@ -118,3 +118,8 @@ def test_an_operator_with_only_a_and_its_transpose_ends_within_the_noise(method)
         ref = diffsolve.solve(method, prior(), CallableOperator(_vector, input_shape=SHAPE), y, steps=5, sigma=0.05,
                               generator=gen(5))
     assert float((duck - ref).norm() / ref.norm()) < 1e-9
+
+
+def test_a_vector_operator_without_input_shape_names_the_fix():
+    with pytest.raises(ValueError, match=r"pass input_shape=\(C, H, W\) of the images"):
+        diffsolve.solve("mpgd", prior(), CallableOperator(_vector), _measure(), steps=3, sigma=0.05)

@@ -56,7 +56,13 @@ class CallableOperator(LinearOperator):
         if self.adjoint_fn is not None:
             return self._result("adjoint", self.adjoint_fn(y), y)
         shape = (y.shape[0],) + (self.input_shape or tuple(y.shape[1:]))
-        out, vjp = torch.func.vjp(self.fn, torch.zeros(shape, dtype=y.dtype, device=y.device))
+        try:
+            out, vjp = torch.func.vjp(self.fn, torch.zeros(shape, dtype=y.dtype, device=y.device))
+        except RuntimeError as err:
+            if self.input_shape is not None:
+                raise
+            raise ValueError(f"Aᵀ needs the images' shape: without input_shape it tries y's, {shape}, and fn "
+                             f"fails on it ({err}); pass input_shape=(C, H, W) of the images") from err
         if out.shape != y.shape:
             fix = (f"y must have shape {tuple(out.shape)}" if self.input_shape is not None
                    else "pass input_shape=(C, H, W) of the images")
