@@ -690,9 +690,11 @@ def _misc_cases(x) -> list[Case]:
     phi = torch.ones(6, x[0].numel(), dtype=F64)
     vector_op = CallableOperator(lambda z: z.flatten(1) @ phi.T, input_shape=tuple(x.shape[1:]))
     add("CallableOperator.A_adjoint", "y", "rank 1", "reject", lambda: vector_op.A_adjoint(torch.ones(6, dtype=F64)))
-    add("CallableOperator.A_adjoint", "y", "(B, m+1)", "reject", lambda: vector_op.A_adjoint(torch.ones(2, 7, dtype=F64)))
+    add("CallableOperator.A_adjoint", "y", "(B, m+1)", "reject",
+        lambda: vector_op.A_adjoint(torch.ones(2, 7, dtype=F64)))
     n = x[0].numel()
-    add("MatrixOperator", "matrix", "NaN", "reject", lambda: MatrixOperator(torch.full((3, n), NAN), tuple(x.shape[1:])))
+    add("MatrixOperator", "matrix", "NaN", "reject",
+        lambda: MatrixOperator(torch.full((3, n), NAN), tuple(x.shape[1:])))
     add("MatrixOperator", "matrix", "int64", "reject", lambda: MatrixOperator(torch.ones(3, n, dtype=torch.int64),
                                                                             tuple(x.shape[1:])))
     add("MatrixOperator", "input_shape", "n + 1 entries", "reject",
