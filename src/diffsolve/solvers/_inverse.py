@@ -137,12 +137,12 @@ def check_linear(operator: object, shape: tuple[int, ...], y: torch.Tensor) -> N
     r = torch.randn(y.shape, generator=gen, dtype=y.dtype, device=y.device)
     tol = 1e-4 if y.dtype == torch.float32 else 1e-9
     with torch.no_grad():  # gaps relative to the terms' norms (Cauchy–Schwarz), not to sums that may cancel
-        aa, ab = operator.A(a), operator.A(b)
-        scale = float(aa.norm() + 2 * ab.norm()) or 1.0
-        sum_gap = float((operator.A(a + 2 * b) - aa - 2 * ab).norm()) / scale
-        at_r = operator.A_adjoint(r)
-        left, right = float((aa * r).sum()), float((a * at_r).sum())
-        inner_scale = max(float(aa.norm() * r.norm()), float(a.norm() * at_r.norm())) or 1.0
+        aa, ab, at_r = operator.A(a), operator.A(b), operator.A_adjoint(r)
+        gap, scale, left, right, inner_a, inner_b = torch.stack([
+            (operator.A(a + 2 * b) - aa - 2 * ab).norm(), aa.norm() + 2 * ab.norm(), (aa * r).sum(),
+            (a * at_r).sum(), aa.norm() * r.norm(), a.norm() * at_r.norm()]).tolist()  # the one host sync
+    sum_gap = gap / (scale or 1.0)
+    inner_scale = max(inner_a, inner_b) or 1.0
     if sum_gap > tol:
         raise ValueError(f"operator {name} is not linear: ‖A(a + 2b) − A(a) − 2A(b)‖ is {sum_gap:.2g} of "
                          "‖A(a)‖ + 2‖A(b)‖ for random a, b; this method needs a linear A. For a non-linear A use dps "

@@ -100,12 +100,10 @@ def reproject_step(x: torch.Tensor, eps: torch.Tensor, correction: torch.Tensor,
 def check_operator_solves(operator: Any, sigma: float, name: str) -> None:
     """The noiseless data step needs ``pseudo_inverse`` (σ = 0): say so before the loop. With σ > 0 any object with
     ``A`` and ``A_adjoint`` will do: without ``solve`` the step runs CG on AᵀA (``_inverse.solver_of``)."""
-    if sigma > 0:
-        return
-    need = "pseudo_inverse"
-    if not callable(getattr(operator, need, None)):
-        raise TypeError(f"{name} with sigma={sigma} needs operator.{need} (a diffsolve.operators.LinearOperator; "
-                        f"wrap a function with diffsolve.operators.CallableOperator), got {type(operator).__name__}")
+    if sigma == 0 and not callable(getattr(operator, "pseudo_inverse", None)):
+        raise TypeError(f"{name} with sigma={sigma} needs operator.pseudo_inverse (a diffsolve.operators."
+                        "LinearOperator; wrap a function with diffsolve.operators.CallableOperator), got "
+                        f"{type(operator).__name__}")
 
 
 @takes_sampling
