@@ -73,29 +73,35 @@ def dense_pinv(op, ratio: float) -> torch.Tensor:
 
 
 def dense_discrepancy_pull(a: torch.Tensor, x: torch.Tensor, y: torch.Tensor, sigma: float, v: float,
-                           m: torch.Tensor) -> torch.Tensor:
+                           m: torch.Tensor, rounds: int = 3, growth: float = 10.0) -> torch.Tensor:
     """Morozov's discrepancy principle with a χ² band in dense linear algebra, a reference for
     ``_inverse.discrepancy_pull``: x* = x + v Aᵀ(σ² I + v AAᵀ)⁻¹(y − A x) per sample, then x + g (x* − x) with g
     found by bisection so that ‖A(·) − y‖² = σ²(m + 3√(2m)) (g = 0 where x is already at or below that, g = 1
-    where x* stays above it). Rows of A that are 0 (a mask's missing pixels) carry no data: they and y's entries
-    there are left out."""
+    where x* stays above it); where g = 1, again from x* with v × ``growth``, at most ``rounds`` rounds. Rows of A
+    that are 0 (a mask's missing pixels) carry no data: they and y's entries there are left out."""
     rows = a.abs().sum(1) > 0
     a = a[rows]
     out = []
     for xb, yb, mb in zip(x.flatten(1), y.flatten(1)[:, rows], m.tolist()):
-        r = yb - a @ xb
-        step = v * a.T @ torch.linalg.solve(sigma**2 * torch.eye(a.shape[0], dtype=a.dtype) + v * a @ a.T, r)
+        ceiling = (mb + 3 * (2 * mb) ** 0.5) * sigma**2
+        for k in range(rounds):
+            r = yb - a @ xb
+            if float(r.pow(2).sum()) <= ceiling:
+                break
+            vk = v * growth**k
+            step = vk * a.T @ torch.linalg.solve(sigma**2 * torch.eye(a.shape[0], dtype=a.dtype) + vk * a @ a.T, r)
 
-        def excess(g: float) -> float:
-            return float((yb - a @ (xb + g * step)).pow(2).sum()) - (mb + 3 * (2 * mb) ** 0.5) * sigma**2
+            def excess(g: float) -> float:
+                return float((yb - a @ (xb + g * step)).pow(2).sum()) - ceiling
 
-        lo, hi = 0.0, 1.0
-        if excess(0.0) <= 0:
-            hi = 0.0
-        elif excess(1.0) >= 0:
-            lo = 1.0
-        for _ in range(80):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if excess(mid) > 0 else (lo, mid)
-        out.append(xb + (lo + hi) / 2 * step)
+            if excess(1.0) >= 0:
+                xb = xb + step
+                continue
+            lo, hi = 0.0, 1.0
+            for _ in range(80):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if excess(mid) > 0 else (lo, mid)
+            xb = xb + (lo + hi) / 2 * step
+            break
+        out.append(xb)
     return torch.stack(out).view_as(x)
