@@ -144,3 +144,38 @@ def test_iterations_drop_and_calibrated_budget_suffices():
     assert op.cg_iterations(size, shift, scale * 1.05, 1e-5) == budget  # same 2^(1/4) grid point: cached
     x, info = op.solve(rhs, shift, scale, method="cg", tol=1e-5, max_iters=budget, return_info=True)
     assert bool(info.converged.all())
+
+
+@pytest.mark.parametrize("backend", BACKENDS[:2])
+def test_solve_without_the_preconditioner_is_plain_cg(backend):
+    """``solve(..., precondition=False)`` runs batched CG with no preconditioner (the same iterates), the default
+    the circulant one (other iterates after a truncated run); a non-bool is refused by name. The flag only
+    chooses what ``batched_cg`` gets, whose Triton path the tests above cover (here the interpreter's reflect blur
+    took minutes)."""
+    op = Blur(_kernel(8), "reflect", backend=backend)
+    rhs = torch.randn(*SHAPE, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    plain = K.batched_cg(op.gram, rhs, 1e-3, 4.0, max_iters=6, tol=1e-12, backend=backend)
+    ours = op.solve_unchecked(rhs, shift=1e-3, scale=4.0, max_iters=6, precondition=False)
+    torch.testing.assert_close(ours, plain.x, rtol=1e-12, atol=1e-12)
+    pre = op.solve_unchecked(rhs, shift=1e-3, scale=4.0, max_iters=6)
+    assert float((pre - plain.x).abs().max()) > 1e-6
+    with pytest.raises(TypeError, match="precondition must be True or False"):
+        op.solve(rhs, 1e-3, 4.0, precondition="no")
+
+
+@pytest.mark.parametrize("method", ["diffpir", "pigdm"])
+def test_truncated_data_steps_run_plain_cg(method, monkeypatch):
+    """DiffPIR's proximal step and ΠGDM's guidance solve stop after a fixed budget on a reflect blur: they run
+    plain CG (a truncated circulant-preconditioned solve keeps the boundary band's error amplified by up to
+    1/shift: benchmarks/results/plain-cg.md); the closing discrepancy pull still takes the preconditioner."""
+    import diffsolve
+    from _small_problem import SHAPE, gen, prior
+
+    calls = []
+    real = Blur.cg_preconditioner
+    monkeypatch.setattr(Blur, "cg_preconditioner", lambda self, s, c: calls.append(1) or real(self, s, c))
+    op = Blur(_kernel(3, size=3), "reflect")
+    y = op.A(torch.randn(2, *SHAPE, generator=gen(1), dtype=torch.float64))
+    with torch.enable_grad():
+        diffsolve.solve(method, prior(), op, y, sigma=0.05, steps=4, discrepancy=False, generator=gen(2))
+    assert calls == []

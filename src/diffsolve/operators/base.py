@@ -258,6 +258,7 @@ class LinearOperator:
         x0: torch.Tensor | None = None,
         check_every: int | None = None,
         return_info: bool = False,
+        precondition: bool = True,
     ) -> torch.Tensor | tuple[torch.Tensor, SolveInfo]:
         """x = (shift·I + scale·AᵀA)⁻¹ rhs per sample; rhs (B, C, H, W), shift/scale numbers or (B,).
 
@@ -269,7 +270,10 @@ class LinearOperator:
         with one extra AᵀA product); without it, a solve that ended above ``tol`` warns
         (:class:`SolveNotConvergedWarning` listing the failing samples' residuals; one host sync;
         exact solves check their residual with one extra AᵀA product: in float32 rounding leaves
-        ~eps·κ(K) when shift is small against scale·‖AᵀA‖).
+        ~eps·κ(K) when shift is small against scale·‖AᵀA‖). ``precondition``: CG with the operator's
+        :meth:`cg_preconditioner` where it has one (the default); False: plain CG, for a *truncated* solve whose
+        shift is tiny against scale·‖AᵀA‖ — there a circulant M⁻¹ amplifies the mismatch on the boundary band by
+        up to 1/shift, and an iterate stopped early keeps it (benchmarks/results/plain-cg.md).
 
         Values: shift and scale must be finite and >= 0 (tensors too: one host sync reads them),
         not both 0 for a sample, and shift > 0 where AᵀA is singular; anything else raises
@@ -281,7 +285,8 @@ class LinearOperator:
         :class:`~diffsolve.operators.CallableOperator`'s function, nor ``x0``).
         """
         return self._solve(rhs, shift, scale, method=method, tol=tol, max_iters=max_iters, x0=x0,
-                           check_every=check_every, return_info=return_info, checked=True)
+                           check_every=check_every, return_info=return_info, precondition=precondition,
+                           checked=True)
 
     def solve_unchecked(self, rhs: torch.Tensor, shift: float | torch.Tensor = 0.0, scale: float | torch.Tensor = 1.0,
                         **options: Any) -> torch.Tensor | tuple[torch.Tensor, SolveInfo]:
@@ -291,14 +296,15 @@ class LinearOperator:
         ``return_info`` asks for it. Nothing here syncs the host with the device (except CG's
         ``check_every``); shapes, dtypes, devices and Python numbers are still checked.
         Differentiable like :meth:`solve`."""
-        unknown = set(options) - {"method", "tol", "max_iters", "x0", "check_every", "return_info"}
+        unknown = set(options) - {"method", "tol", "max_iters", "x0", "check_every", "return_info", "precondition"}
         if unknown:
             raise TypeError(f"solve_unchecked got unexpected options {sorted(unknown)}; it takes solve()'s")
         return self._solve(rhs, shift, scale, checked=False, **options)
 
     def _solve(self, rhs, shift, scale, *, method: str = "auto", tol: float | None = None, max_iters: int = 200,
                x0: torch.Tensor | None = None, check_every: int | None = None, return_info: bool = False,
-               checked: bool = True, names: tuple[str, str] = ("shift", "scale"), stacklevel: int = 3):
+               precondition: bool = True, checked: bool = True, names: tuple[str, str] = ("shift", "scale"),
+               stacklevel: int = 3):
         check_image("rhs", rhs)
         self._check_input(rhs)
         if method not in ("auto", "exact", "cg"):
@@ -320,7 +326,10 @@ class LinearOperator:
             _check_solve_values(names, shift, scale, shift_t, scale_t, self.gram_singular, type(self).__name__)
         exact = self.exact_solve and method != "cg"
         # checked exact solves verify their residual (one AᵀA product, one sync): rounding can leave it above tol
-        run = self._solve_runner(exact, tol, max_iters, check_every, info=return_info or checked)
+        if not isinstance(precondition, bool):
+            raise TypeError(f"precondition must be True or False, got {precondition!r}")
+        run = self._solve_runner(exact, tol, max_iters, check_every, info=return_info or checked,
+                                 precondition=precondition)
         x, info = _differentiable_solve(self, run, rhs, shift_t, scale_t, x0)
         if return_info:
             return x, info
@@ -328,7 +337,8 @@ class LinearOperator:
             _warn_unconverged(type(self).__name__, info, tol, max_iters, stacklevel)
         return x
 
-    def _solve_runner(self, exact: bool, tol: float, max_iters: int, check_every: int | None, info: bool):
+    def _solve_runner(self, exact: bool, tol: float, max_iters: int, check_every: int | None, info: bool,
+                      precondition: bool = True):
         """``run(rhs, shift, scale, x0) -> (x, SolveInfo | None)``: the solve itself, no autograd (the
         backward of :class:`_LinearSolve` calls it again with the incoming gradient as rhs)."""
 
@@ -345,7 +355,7 @@ class LinearOperator:
                 return x, SolveInfo("exact", zeros, residual, residual <= tol)
             out = batched_cg(self._gram, rhs, shift_t, scale_t, x0=x0, max_iters=max_iters, tol=tol,
                              check_every=check_every, backend=self.backend,
-                             preconditioner=self.cg_preconditioner(shift_t, scale_t))
+                             preconditioner=self.cg_preconditioner(shift_t, scale_t) if precondition else None)
             return out.x, SolveInfo("cg", out.iterations, out.residual, out.converged)
 
         return run
@@ -374,7 +384,8 @@ class LinearOperator:
                 idx = bad.nonzero().flatten()[:8].tolist()
                 raise ValueError("lam must be finite and > 0 (lam = 0 is the pseudo-inverse: use pseudo_inverse(y)); "
                                  "got " + ", ".join(f"sample {i}: {float(lam_t[i]):g}" for i in idx))
-        unknown = set(solve_options) - {"method", "tol", "max_iters", "x0", "check_every", "return_info"}
+        unknown = set(solve_options) - {"method", "tol", "max_iters", "x0", "check_every", "return_info",
+                                        "precondition"}
         if unknown:
             raise TypeError(f"tikhonov got unexpected solve options {sorted(unknown)}")
         return self._solve(self._adjoint(y), lam, 1.0, names=("lam", "scale"), **solve_options)

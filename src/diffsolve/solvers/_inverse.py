@@ -252,11 +252,11 @@ def discrepancy_weight(r0: torch.Tensor, d: torch.Tensor, floor: torch.Tensor) -
     return torch.where(c <= floor, torch.zeros_like(c), g)
 
 
-def solver_of(operator: Any, max_iters: int | None = None):
+def solver_of(operator: Any, max_iters: int | None = None, precondition: bool = True):
     """``solve(rhs, shift, scale, x0=None)``: ``operator.solve_unchecked`` (no host sync) where it exists, with
-    CG's budget ``max_iters`` and start ``x0`` where given (an exact solve ignores both), else ``operator.solve``
-    (a bare ``solve(rhs, shift, scale)``: no CG options), else, for an object with only ``A`` and ``A_adjoint``,
-    batched CG on AᵀA (``max_iters``, default 100, from ``x0``)."""
+    CG's budget ``max_iters``, start ``x0`` where given and ``precondition`` (False: plain CG; an exact solve
+    ignores all three), else ``operator.solve`` (a bare ``solve(rhs, shift, scale)``: no CG options), else, for an
+    object with only ``A`` and ``A_adjoint``, batched CG on AᵀA (``max_iters``, default 100, from ``x0``)."""
     unchecked = getattr(operator, "solve_unchecked", None)
     if unchecked is None and not callable(getattr(operator, "solve", None)):
         from ..kernels import batched_cg
@@ -273,6 +273,8 @@ def solver_of(operator: Any, max_iters: int | None = None):
     if unchecked is None:
         return lambda rhs, shift, scale, x0=None: operator.solve(rhs, shift=shift, scale=scale)
     budget = {} if max_iters is None else {"max_iters": max_iters}
+    if not precondition:
+        budget["precondition"] = False
 
     def solve(rhs: torch.Tensor, shift: Any, scale: Any, x0: torch.Tensor | None = None) -> torch.Tensor:
         return unchecked(rhs, shift=shift, scale=scale, **budget, **({} if x0 is None else {"x0": x0}))

@@ -6,7 +6,9 @@ Per step t → s, with x_t (B, C, H, W), y (B, ...), ε̂ = ε_θ(x_t, t), x̂0 
 
     1. x̂0' = argmin_z ‖y − A z‖² + ρ_t ‖z − x̂0‖²  =  (ρ_t I + AᵀA)⁻¹ (Aᵀy + ρ_t x̂0)      (B, C, H, W)
        (``operator.solve``: exact for masks, average pooling, circular / separable blur; otherwise
-       :data:`CG_ITERS` iterations of the operator's preconditioned CG started at x̂0, the prox centre).
+       :data:`CG_ITERS` iterations of plain CG started at x̂0, the prox centre: the early steps' ρ_t is tiny
+       against ‖AᵀA‖, where a circulant preconditioner's (ρ_t + |Ā|²)⁻¹ blows the boundary band's mismatch up by
+       up to 1/ρ_t and 50 iterations leave it in x̂0' — benchmarks/results/plain-cg.md).
        σ = 0 takes the ρ → 0 limit, x̂0' = x̂0 − A⁺(A x̂0 − y) (hard data consistency; a separable A's negligible
        singular values count as zero, ``_inverse.pinv_of``).
     2. ε̂' = (x_t − √ᾱ_t x̂0')/√(1−ᾱ_t)                                   (the noise x̂0' implies)
@@ -57,7 +59,7 @@ DEFAULT_LAM = 7.0 / 4.0
 DEFAULT_ZETA = 0.3
 #: ζ where A is a mask (reference code, inpainting)
 INPAINTING_ZETA = 1.0
-#: CG iterations of the data step where the operator has no exact solve, started at x̂0 (the prox centre,
+#: plain-CG iterations of the data step where the operator has no exact solve, started at x̂0 (the prox centre,
 #: near the solution wherever ρ_t is large; measured against 200 from zero in benchmarks/results/diffpir-cg.md)
 CG_ITERS = 50
 
@@ -137,7 +139,7 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
     shape = check_problem(operator, y, sampling.x_T)
     check_operator_solves(operator, sigma, "diffpir")
     loop = prepare(denoiser, shape, sampling, like=y, name="diffpir")
-    solve = solver_of(operator, CG_ITERS) if sigma > 0 else None
+    solve = solver_of(operator, CG_ITERS, precondition=False) if sigma > 0 else None
     pinv = pinv_of(operator, shape[-2:]) if sigma == 0 else None
     aty = operator.A_adjoint(y) if sigma > 0 else None
     last = len(loop.schedule) - 1 if sigma > 0 and discrepancy else -1  # the step whose x̂0' is the result (ᾱ_s = 1)
