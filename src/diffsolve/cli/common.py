@@ -416,8 +416,8 @@ def size_spec(text: str) -> tuple[int, int]:
 NO_DISCREPANCY_HELP = ("model-based methods: return the paper's result as it is. By default a result whose "
                        "residual the noise cannot explain (||A x - y||^2 above the 3-sigma edge of the noise's "
                        "chi-square, sigma^2 (m + 3 sqrt(2m))) is moved just far enough towards the Gaussian posterior "
-                       "mean given y to reach that edge (one solve after the last step; a result within the noise "
-                       "is left as it is)")
+                       "mean given y to reach that edge (one solve after the last step, up to three where that mean "
+                       "still misfits y; a result within the noise is left as it is)")
 
 
 def add_measurement_args(p: argparse.ArgumentParser, sigma_default: float) -> None:
