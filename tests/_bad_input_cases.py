@@ -555,6 +555,11 @@ def _operator_cases(x, ops, ys) -> list[Case]:
         lambda: Blur(kern, "zero").solve(r, shift=torch.tensor([0.3, 2.0], dtype=F64),
                                          scale=torch.tensor([5.0, 0.7], dtype=F64)))
     add("Blur(7x5, zero).solve", "max_iters", "5", "report", lambda: Blur(kern, "zero").solve(r, 1e-3, 1.0, max_iters=5))
+    for label, v in [("'no'", "no"), ("0", 0), ("None", None)]:
+        add("Blur(7x5, zero).solve", "precondition", label, "reject",
+            lambda v=v: Blur(kern, "zero").solve(r, 0.3, 1.0, precondition=v))
+    add("Blur(7x5, zero).solve", "precondition", "False (plain CG)", "accept",
+        lambda: Blur(kern, "zero").solve(r, 0.3, 1.0, precondition=False))
     # constructors
     for label, v in [("0", 0), ("-2", -2), ("1.5", 1.5), ("True", True)]:
         add("SuperResolution", "factor", label, "reject", lambda v=v: SuperResolution(v), None)
