@@ -37,7 +37,10 @@ pointwise and differentiable), so the solvers' own work dominates:
   built once and not timed on the eager side.
 - **agreement**: each eager loop against diffsolve at 1×3×64², Gaussian blur, 3 steps, same x_T and the same
   generator seed (both draw their noise with ``torch.randn`` in the same order): ‖x_eager − x_diffsolve‖ /
-  ‖x_diffsolve‖; DiffPIR also with a circular-boundary blur on both sides (its FFT prox is circular).
+  ‖x_diffsolve‖; DiffPIR also with a circular-boundary blur on both sides (its FFT prox is circular); ΠGDM also
+  with the eager SVD's cutoff off (RED-diff's ``pgdm.py`` reaches A through DDRM's ``H_functions``, whose ZERO
+  = 3e-2 also drops a blur's small singular values from the noisy guidance; diffsolve's σ > 0 ΠGDM solves exactly).
+  RED-diff runs with ``lam_rule="constant", adam_rule="constant"`` there (the paper's λ and Adam, as the eager loop).
 
 Every figure is the best of ``--repeat`` runs with the methods interleaved (each repeat runs every entry once),
 so ratios come from one run on a machine other processes share. Writes ``benchmarks/results/method-cost.md``
@@ -142,9 +145,9 @@ class EagerSVD:
     """DDRM's ``H_functions`` style: A = U S Vᵀ on flattened vectors (B, C·H·W), coefficients ordered by
     descending singular value through a permutation; per-axis dense matmuls (separable blur, bicubic SR) or the
     identity basis (inpainting, V a permutation). Factors taken from diffsolve's SVD object (setup); per-axis
-    singular values below 3e-2 of the largest zeroed, as the code's ``ZERO`` does."""
+    singular values below ``cutoff`` (3e-2) of the largest zeroed, as the code's ``ZERO`` does."""
 
-    def __init__(self, op, shape):
+    def __init__(self, op, shape, cutoff: float | None = None):
         from diffsolve.operators.svd import DiagonalSVD
         from diffsolve.solvers._inverse import SINGULAR_CUTOFF
 
@@ -157,7 +160,8 @@ class EagerSVD:
             s = s.expand(c, h, w) if s.shape[0] == 1 else s
             self.out = (h, w)
         else:
-            s = torch.where(svd.small_axis_singulars(SINGULAR_CUTOFF), 0.0, svd.s).float().expand(c, h, w)
+            cut = SINGULAR_CUTOFF if cutoff is None else cutoff
+            s = (torch.where(svd.small_axis_singulars(cut), 0.0, svd.s) if cut > 0 else svd.s).float().expand(c, h, w)
             self.u_h, self.v_h, self.u_w, self.v_w = (m.float() for m in (svd.u_h, svd.v_h, svd.u_w, svd.v_w))
             self.out = svd.out_size
         flat = s.reshape(-1)
@@ -565,6 +569,8 @@ def agreement(den, methods: tuple[str, ...], steps: int = 3, langevin: int = 5) 
         if m not in EAGER:
             continue
         extra = {"langevin_steps": langevin, "langevin": "loop"} if m == "daps" else {}  # the eager loop's draws
+        if m == "reddiff":  # the paper's λ and Adam at every N, as the eager loop (diffsolve's default rules scale them)
+            extra = {"lam_rule": "constant", "adam_rule": "constant"}
         xd = diffsolve_run(m, den, op, y, x_T, steps, seed=7, discrepancy=False, **extra).detach()
         kw = {"langevin": langevin} if m == "daps" else {}
         xe = EAGER[m](den, ctx, x_T, steps, torch.Generator().manual_seed(7), **kw).detach()
@@ -575,6 +581,12 @@ def agreement(den, methods: tuple[str, ...], steps: int = 3, langevin: int = 5) 
         xd = diffsolve_run(m, den, op_b, y_b, x_b, steps, seed=7, discrepancy=False).detach()
         xe = EAGER[m](den, ctx_b, x_b, steps, torch.Generator().manual_seed(7)).detach()
         out[f"{m} (box inpainting: the same draws)"] = float((xe - xd).norm() / xd.norm())
+    if "pigdm" in out:  # RED-diff's pgdm.py reaches A through H_functions, whose ZERO also cuts the noisy guidance;
+        # diffsolve's σ > 0 ΠGDM solves exactly: the same loop with the cutoff off
+        xd = diffsolve_run("pigdm", den, op, y, x_T, steps, seed=7, discrepancy=False).detach()
+        xe = EAGER["pigdm"](den, {**ctx, "svd": EagerSVD(op, shape, cutoff=0.0)}, x_T, steps,
+                            torch.Generator().manual_seed(7)).detach()
+        out["pigdm (eager H without ZERO's cutoff)"] = float((xe - xd).norm() / xd.norm())
     if "diffpir" in out:  # the FFT prox is circular: against diffsolve with a circular-boundary blur too
         from diffsolve.operators import GaussianBlur
 
