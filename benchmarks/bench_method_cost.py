@@ -569,7 +569,7 @@ def agreement(den, methods: tuple[str, ...], steps: int = 3, langevin: int = 5) 
         if m not in EAGER:
             continue
         extra = {"langevin_steps": langevin, "langevin": "loop"} if m == "daps" else {}  # the eager loop's draws
-        if m == "reddiff":  # the paper's λ and Adam at every N, as the eager loop (diffsolve's default rules scale them)
+        if m == "reddiff":  # the paper's λ and Adam at every N, as the eager loop (the default rules scale them)
             extra = {"lam_rule": "constant", "adam_rule": "constant"}
         xd = diffsolve_run(m, den, op, y, x_T, steps, seed=7, discrepancy=False, **extra).detach()
         kw = {"langevin": langevin} if m == "daps" else {}

@@ -33,8 +33,7 @@ VARIANTS = {"preconditioned": True, "plain": False}
 
 def forced(precondition: bool):
     """``_inverse.solver_of`` with ``precondition`` fixed, whatever the method asks."""
-    return lambda operator, max_iters=None, precondition_=None, **_: _inverse.solver_of(operator, max_iters,
-                                                                                        precondition=precondition)
+    return lambda operator, max_iters=None, **_: _inverse.solver_of(operator, max_iters, precondition=precondition)
 
 
 def problems(size: int) -> dict:

@@ -126,7 +126,8 @@ RUNS = {name: (lambda op, y, name=name, **k: solve(name, prior(), op, y, sigma=S
 @pytest.mark.parametrize("method", sorted(RUNS))
 def test_methods_finish_within_the_noise(method):
     """Two steps under-fit a random inpainting (the last model call sees x_t far noisier than y): the paper's last
-    step leaves the observed pixels above the noise level; the default ends at the χ² band's edge per sample and changes nothing a run with discrepancy=False already fits."""
+    step leaves the observed pixels above the noise level; the default ends at the χ² band's edge per sample and
+    changes nothing a run with discrepancy=False already fits."""
     op = OPS["inpaint"]()
     y = measure(op, sigma=SIGMA, batch=3)
     paper = RUNS[method](op, y, steps=2, generator=[gen(b) for b in range(3)], discrepancy=False)

@@ -21,9 +21,9 @@ import torch
 
 from ._loop import check_finite_tensor
 
-__all__ = ["DISCREPANCY_SHARE", "PULL_CG_ITERS", "PULL_GROWTH", "PULL_ROUNDS", "UNFIT_CONSISTENCY", "check_problem", "check_sigma", "data_part",
-           "DataConsistencyWarning", "Diagnostics", "discrepancy_floor", "discrepancy_pull", "discrepancy_weight",
-           "final_residual", "measured_entries", "measurement_grad", "noise_ceiling", "residual_norm", "route",
+__all__ = ["DISCREPANCY_SHARE", "PULL_CG_ITERS", "PULL_GROWTH", "PULL_ROUNDS", "UNFIT_CONSISTENCY", "check_problem",
+           "check_sigma", "data_part", "DataConsistencyWarning", "Diagnostics", "discrepancy_floor", "discrepancy_pull",
+           "discrepancy_weight", "final_residual", "measured_entries", "measurement_grad", "noise_ceiling", "residual_norm", "route",
            "SINGULAR_CUTOFF", "counted_singulars", "exact_pinv", "pinv_of", "solver_of", "warn_if_unfit"]
 
 #: DDRM's reference code (``functions/svd_replacement.py``, ``ZERO = 3e-2``; DDNM's and ΠGDM's code share it): a
@@ -47,12 +47,12 @@ PULL_CG_ITERS = 10
 #: singular values 10× smaller than the first round does). Three rounds fit every unnormalised kernel of
 #: benchmarks/results/pull-rounds.md as six do; past them the CG rounds' 10 iterations each exhaust the Krylov space
 #: of small problems (8×8), where the iterate turns on rounding and a sample would depend on its batch. A factor of
-#: 100 fits y as well in fewer rounds but along a less damped direction (up to 0.9 dB lower there).
+#: 100 fits y as well in fewer rounds but along a less damped direction (lower PSNR there).
 PULL_ROUNDS = 3
 PULL_GROWTH = 10.0
 #: a result whose data consistency ‖A x̂ − y‖/(σ√m) exceeds this for some sample draws a DataConsistencyWarning:
 #: a residual 3× the noise level (9× its squared norm). With the discrepancy principle on (every method's default,
-#: :func:`discrepancy_pull`) a result ends within the noise unless even x* misfits y; the warning is for
+#: :func:`discrepancy_pull`) a result ends within the noise unless even its last round misfits y; the warning is for
 #: ``discrepancy=False`` runs (the papers' results: a real under-fit at 20 steps on random inpainting for some,
 #: y largely ignored at 1–5 steps; benchmarks/results/discrepancy.md) and for results x* cannot bring to y.
 UNFIT_CONSISTENCY = 3.0

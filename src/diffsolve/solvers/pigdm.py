@@ -10,8 +10,8 @@ paper's r_t² = σ_t²/(1+σ_t²) = 1 − ᾱ_t (the VE σ_t² = (1−ᾱ_t)/ᾱ
        identity; ``operator.solve(Aᵀr, shift=σ², scale=r_t²)`` (exact for masks, average pooling, circular /
        separable blur; otherwise :data:`CG_ITERS` plain CG iterations from 0. Twenty preconditioned iterations
        were within 0.02 dB of 200 on motion-blurred photos at 64² and 128², N = 20…100, at a tenth of the cost;
-       plain ones are within 0.03 dB of those on that blur and up to 1.2 dB better on kernels of gain 4, where the
-       truncated circulant preconditioner keeps boundary errors: results/plain-cg.md). σ = 0: v = A⁺ r
+       plain ones are level with those on that blur and better on kernels of gain 4, where the truncated circulant
+       preconditioner keeps boundary errors: results/plain-cg.md). σ = 0: v = A⁺ r
        (the paper's noiseless h†(y) − h†(h(x̂0)); a separable A's negligible singular values count as zero, as in
        the code's H_pinv: ``_inverse.pinv_of``).
     3. g = (∂x̂0/∂x_t)ᵀ v, one vector-Jacobian product through the denoiser          (B, C, H, W)
