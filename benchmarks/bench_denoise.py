@@ -11,7 +11,6 @@ Writes ``results/denoise.{md,json}``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -19,7 +18,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_methods import RESULTS, inverse_methods, machine  # noqa: E402
+from bench_dps import write_results  # noqa: E402
+from bench_methods import inverse_methods, machine  # noqa: E402
 
 import diffsolve  # noqa: E402
 from diffsolve.methods import METHODS  # noqa: E402
@@ -56,9 +56,6 @@ def main() -> None:
         rows.append(row)
         print(row, flush=True)
     seconds = time.perf_counter() - start
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "denoise.json").write_text(json.dumps({"machine": machine(), "args": vars(args), "rows": rows},
-                                                     indent=1))
     lines = ["# Denoising (A = I): every method at its defaults", "",
              f"`python benchmarks/bench_denoise.py --size {args.size} --steps {' '.join(map(str, args.steps))} "
              f"--sigmas {' '.join(map(str, args.sigmas))}` ({machine()}, {seconds:.0f} s); images "
@@ -76,7 +73,7 @@ def main() -> None:
                 cell = f"{p:.2f} / {dc:.2f}"
                 cells.append(f"**{cell}**" if p >= r["tikhonov"] - 0.5 else cell)
             lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
-    (RESULTS / "denoise.md").write_text("\n".join(lines) + "\n")
+    write_results("denoise", {"machine": machine(), "args": vars(args), "rows": rows}, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Writes ``results/diffpir-zeta.{md,json}``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_methods import RESULTS, SIGMA, machine, measure  # noqa: E402
+from bench_dps import write_results  # noqa: E402
+from bench_methods import SIGMA, machine, measure  # noqa: E402
 from bench_posterior import exact_problem, metrics, mixture_mean, priors, probe_directions, tasks  # noqa: E402
 
 import diffsolve  # noqa: E402
@@ -110,10 +110,8 @@ def main() -> None:
     start = time.perf_counter()
     exact, photos = exact_rows(args.samples, args.seeds), photo_rows()
     seconds = time.perf_counter() - start
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "diffpir-zeta.json").write_text(json.dumps({"machine": machine(), "args": vars(args), "exact": exact,
-                                                           "photos": photos}, indent=1))
-    (RESULTS / "diffpir-zeta.md").write_text(markdown(exact, photos, args, seconds))
+    write_results("diffpir-zeta", {"machine": machine(), "args": vars(args), "exact": exact, "photos": photos},
+                  markdown(exact, photos, args, seconds))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Writes ``results/plain-cg.{md,json}``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_methods import RESULTS, SIGMA, machine, measure  # noqa: E402
+from bench_dps import write_results  # noqa: E402
+from bench_methods import SIGMA, machine, measure  # noqa: E402
 
 import diffsolve  # noqa: E402
 from diffsolve.solvers import _inverse  # noqa: E402
@@ -86,9 +86,6 @@ def main() -> None:
                     rows.append(row)
                     print(row, flush=True)
     seconds = time.perf_counter() - start
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "plain-cg.json").write_text(json.dumps({"machine": machine(), "args": vars(args), "rows": rows},
-                                                      indent=1))
     lines = ["# Truncated data-step solves: the circulant preconditioner against plain CG", "",
              f"`python benchmarks/bench_plain_cg.py --images {' '.join(args.images)}` ({machine()}, {seconds:.0f} s)."
              f" DiffPIR (50 CG iterations a step from x̂0) and ΠGDM (20 from 0) at their other defaults, σ = {SIGMA},"
@@ -99,7 +96,7 @@ def main() -> None:
         a, b = r["preconditioned"], r["plain"]
         lines.append(f"| {r['size']}² | {r['operator']} | {r['method']} | {r['steps']} | {a[0]:.2f} / {a[1]:.2f} / "
                      f"{a[2]:.1f} | {b[0]:.2f} / {b[1]:.2f} / {b[2]:.1f} | {b[0] - a[0]:+.2f} |")
-    (RESULTS / "plain-cg.md").write_text("\n".join(lines) + "\n")
+    write_results("plain-cg", {"machine": machine(), "args": vars(args), "rows": rows}, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Writes ``results/pull-rounds.{md,json}``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_methods import RESULTS, SIGMA, inverse_methods, machine, measure  # noqa: E402
+from bench_dps import write_results  # noqa: E402
+from bench_methods import SIGMA, inverse_methods, machine, measure  # noqa: E402
 
 import diffsolve  # noqa: E402
 from diffsolve.methods import METHODS  # noqa: E402
@@ -78,9 +78,6 @@ def main() -> None:
             rows.append(row)
             print(row, flush=True)
     seconds = time.perf_counter() - start
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "pull-rounds.json").write_text(json.dumps({"machine": machine(), "args": vars(args), "rows": rows},
-                                                         indent=1))
     lines = ["# The closing discrepancy pull: one round against iterated rounds", "",
              f"`python benchmarks/bench_pull_rounds.py --size {args.size} --steps {args.steps} --images "
              f"{' '.join(args.images)}` ({machine()}, {seconds:.0f} s). Every method at its defaults given σ = "
@@ -95,7 +92,7 @@ def main() -> None:
         a, b = r["one round"], r["rounds"]
         lines.append(f"| {r['operator']} | {r['method']} | {a[0]:.2f} / {a[1]:.2f} / {a[2]:.1f} | {b[0]:.2f} / "
                      f"{b[1]:.2f} / {b[2]:.1f} | {b[0] - a[0]:+.2f} |")
-    (RESULTS / "pull-rounds.md").write_text("\n".join(lines) + "\n")
+    write_results("pull-rounds", {"machine": machine(), "args": vars(args), "rows": rows}, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -167,15 +167,16 @@ def test_solve_without_the_preconditioner_is_plain_cg(backend):
 def test_truncated_data_steps_run_plain_cg(method, monkeypatch):
     """DiffPIR's proximal step and ΠGDM's guidance solve stop after a fixed budget on a reflect blur: they run
     plain CG (a truncated circulant-preconditioned solve keeps the boundary band's error amplified by up to
-    1/shift: benchmarks/results/plain-cg.md); the closing discrepancy pull still takes the preconditioner."""
+    1/shift: benchmarks/results/plain-cg.md). The closing discrepancy pull, which keeps the preconditioner, is off
+    here (discrepancy=False)."""
     import diffsolve
-    from _small_problem import SHAPE, gen, prior
+    from _small_problem import SHAPE as PRIOR_SHAPE, gen, prior
 
     calls = []
     real = Blur.cg_preconditioner
     monkeypatch.setattr(Blur, "cg_preconditioner", lambda self, s, c: calls.append(1) or real(self, s, c))
     op = Blur(_kernel(3, size=3), "reflect")
-    y = op.A(torch.randn(2, *SHAPE, generator=gen(1), dtype=torch.float64))
+    y = op.A(torch.randn(2, *PRIOR_SHAPE, generator=gen(1), dtype=torch.float64))
     with torch.enable_grad():
         diffsolve.solve(method, prior(), op, y, sigma=0.05, steps=4, discrepancy=False, generator=gen(2))
     assert calls == []

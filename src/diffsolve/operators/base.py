@@ -117,6 +117,10 @@ def _differentiable_solve(op: "LinearOperator", run: Callable, rhs: torch.Tensor
     return x, holder[0]
 
 
+#: the keyword options of :meth:`LinearOperator.solve`, which ``solve_unchecked`` and ``tikhonov`` pass on
+SOLVE_OPTIONS = frozenset({"method", "tol", "max_iters", "x0", "check_every", "return_info", "precondition"})
+
+
 class LinearOperator:
     """Base class. Subclasses implement ``_forward``/``_adjoint`` (inputs already validated), and
     optionally ``_gram``, ``_solve_exact`` (setting ``exact_solve``), ``_pinv`` and the checks
@@ -296,7 +300,7 @@ class LinearOperator:
         ``return_info`` asks for it. Nothing here syncs the host with the device (except CG's
         ``check_every``); shapes, dtypes, devices and Python numbers are still checked.
         Differentiable like :meth:`solve`."""
-        unknown = set(options) - {"method", "tol", "max_iters", "x0", "check_every", "return_info", "precondition"}
+        unknown = set(options) - SOLVE_OPTIONS
         if unknown:
             raise TypeError(f"solve_unchecked got unexpected options {sorted(unknown)}; it takes solve()'s")
         return self._solve(rhs, shift, scale, checked=False, **options)
@@ -384,8 +388,7 @@ class LinearOperator:
                 idx = bad.nonzero().flatten()[:8].tolist()
                 raise ValueError("lam must be finite and > 0 (lam = 0 is the pseudo-inverse: use pseudo_inverse(y)); "
                                  "got " + ", ".join(f"sample {i}: {float(lam_t[i]):g}" for i in idx))
-        unknown = set(solve_options) - {"method", "tol", "max_iters", "x0", "check_every", "return_info",
-                                        "precondition"}
+        unknown = set(solve_options) - SOLVE_OPTIONS
         if unknown:
             raise TypeError(f"tikhonov got unexpected solve options {sorted(unknown)}")
         return self._solve(self._adjoint(y), lam, 1.0, names=("lam", "scale"), **solve_options)
