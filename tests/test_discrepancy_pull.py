@@ -101,8 +101,8 @@ def test_a_batch_within_the_noise_runs_no_solve(monkeypatch):
     solved = []
     real = inverse.solver_of
 
-    def counting(operator, max_iters=None):
-        solve = real(operator, max_iters)
+    def counting(operator, max_iters=None, **options):
+        solve = real(operator, max_iters, **options)
         return lambda *a, **k: solved.append(1) or solve(*a, **k)
 
     monkeypatch.setattr(inverse, "solver_of", counting)

@@ -21,10 +21,11 @@ import torch
 
 from ._loop import check_finite_tensor
 
-__all__ = ["DISCREPANCY_SHARE", "PULL_CG_ITERS", "PULL_GROWTH", "PULL_ROUNDS", "UNFIT_CONSISTENCY", "check_problem",
-           "check_sigma", "data_part", "DataConsistencyWarning", "Diagnostics", "discrepancy_floor", "discrepancy_pull",
-           "discrepancy_weight", "final_residual", "measured_entries", "measurement_grad", "noise_ceiling", "residual_norm", "route",
-           "SINGULAR_CUTOFF", "counted_singulars", "exact_pinv", "pinv_of", "solver_of", "warn_if_unfit"]
+__all__ = ["DISCREPANCY_SHARE", "PULL_CG_ITERS", "PULL_GROWTH", "PULL_PRECONDITION", "PULL_ROUNDS",
+           "UNFIT_CONSISTENCY", "check_problem", "check_sigma", "data_part", "DataConsistencyWarning", "Diagnostics",
+           "discrepancy_floor", "discrepancy_pull", "discrepancy_weight", "final_residual", "measured_entries",
+           "measurement_grad", "noise_ceiling", "residual_norm", "route", "SINGULAR_CUTOFF", "counted_singulars",
+           "exact_pinv", "pinv_of", "solver_of", "warn_if_unfit"]
 
 #: DDRM's reference code (``functions/svd_replacement.py``, ``ZERO = 3e-2``; DDNM's and ΠGDM's code share it): a
 #: separable A's per-axis singular values below this share of their axis's largest count as zero, in DDRM's spectral
@@ -50,6 +51,9 @@ PULL_CG_ITERS = 10
 #: 100 fits y as well in fewer rounds but along a less damped direction (lower PSNR there).
 PULL_ROUNDS = 3
 PULL_GROWTH = 10.0
+#: whether :func:`discrepancy_pull`'s CG uses the operator's preconditioner (the blurs' circulant one) where A has no
+#: exact solve (benchmarks/results/pull-precondition.md compares both)
+PULL_PRECONDITION = True
 #: a result whose data consistency ‖A x̂ − y‖/(σ√m) exceeds this for some sample draws a DataConsistencyWarning:
 #: a residual 3× the noise level (9× its squared norm). With the discrepancy principle on (every method's default,
 #: :func:`discrepancy_pull`) a result ends within the noise unless even its last round misfits y; the warning is for
@@ -366,7 +370,7 @@ def discrepancy_pull(operator: object, x: torch.Tensor, y: torch.Tensor, sigma: 
     after the sampling loop (none inside it) decides that, so a batch that fits y returns x without a solve.
     """
     ceiling = noise_ceiling(operator, y, sigma)
-    solve = solver_of(operator, PULL_CG_ITERS)
+    solve = solver_of(operator, PULL_CG_ITERS, precondition=PULL_PRECONDITION)
     moving = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)  # at x* after every round so far
     for round_ in range(PULL_ROUNDS):
         r0 = data_part(operator, y - operator.A(x))
