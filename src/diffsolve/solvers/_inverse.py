@@ -52,7 +52,9 @@ PULL_CG_ITERS = 10
 PULL_ROUNDS = 3
 PULL_GROWTH = 10.0
 #: whether :func:`discrepancy_pull`'s CG uses the operator's preconditioner (the blurs' circulant one) where A has no
-#: exact solve (benchmarks/results/pull-precondition.md compares both)
+#: exact solve. Its truncated iterate only sets the direction of an exact line search, so, unlike ΠGDM's and
+#: DiffPIR's truncated data steps (plain CG), it keeps it: better where the rounds act, level on the task's motion
+#: blur (benchmarks/results/pull-precondition.md)
 PULL_PRECONDITION = True
 #: a result whose data consistency ‖A x̂ − y‖/(σ√m) exceeds this for some sample draws a DataConsistencyWarning:
 #: a residual 3× the noise level (9× its squared norm). With the discrepancy principle on (every method's default,
