@@ -9,7 +9,9 @@ from a device tensor, noise comes from the explicit generator (or in-kernel from
 Randomness (``noise_source``). ``generator`` is None, one ``torch.Generator``, or a list of B
 generators, one per sample (as diffusers' pipelines take it): then sample b's randomness — x_T, every
 step's z, a solver's extra draws (C-DPS's chain and perturbations) — comes from generator b only, so a
-sample does not depend on the batch it is in.
+sample does not depend on the batch it is in (beyond the model's own batch-size rounding, which a
+solver's dynamics can grow: DPS's fixed-length steps and RED-diff's per-pixel normalised Adam steps do;
+benchmarks/results/batch-rounding.md).
 
 - ``"generator"`` (default): x_T, then each stochastic step's z, drawn with ``torch.randn`` from
   ``generator`` in that order, on the generator's device and moved to the sample's device —
