@@ -265,9 +265,9 @@ def run_photos(sizes: list[int], step_list: list[int], images: list[str], task_n
                names: list[str]) -> list[dict]:
     from diffsolve.data import photo
     from diffsolve.metrics import data_consistency, scores
-    from diffsolve.models import load_default
+    from diffsolve.models import PaddedDenoiser, load_default
 
-    model = load_default("patches")
+    model = PaddedDenoiser(load_default("patches"))  # sides not a multiple of 8 padded as the CLI does; else as is
     rows = []
     for size in sizes:
         x = torch.stack([photo(name, size=size) for name in images])
