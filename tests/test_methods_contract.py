@@ -131,6 +131,26 @@ def test_a_generator_list_makes_each_sample_independent_of_its_batch(name):
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
+def test_numpy_numbers_are_the_same_as_python_numbers(name):
+    """steps as a NumPy integer and σ as a NumPy float32 (e.g. read from an array or a config) give the result
+    of the equal Python numbers, bit for bit; a float step count and a NumPy bool stay refused."""
+    import numpy as np
+
+    prior, op = smooth_prior(), operators()["blur"]
+    y = measurement(op, prior, batch=2)
+    as_numpy, as_python = dict(CASES[name]), dict(CASES[name])
+    if "sigma" in as_numpy:
+        as_numpy["sigma"], as_python["sigma"] = np.float32(SIGMA), float(np.float32(SIGMA))
+    with torch.enable_grad() if METHODS[name].backward else torch.no_grad():
+        numpy_run = diffsolve.solve(name, prior, op, y, **as_numpy, steps=np.int64(4), generator=gen(3))
+        python_run = diffsolve.solve(name, prior, op, y, **as_python, steps=4, generator=gen(3))
+    assert torch.equal(numpy_run, python_run)
+    for bad in (4.0, np.bool_(True)):
+        with pytest.raises(TypeError, match="steps must be an int"):
+            run(name, prior, op, y, steps=bad)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input_is_rejected_before_the_first_model_call(name):
     prior, op = smooth_prior(), operators()["inpaint"]
     counting = Counting(prior)

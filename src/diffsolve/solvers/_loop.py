@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -52,12 +53,29 @@ Callback = Callable[[int, int, torch.Tensor, torch.Tensor], Any]
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
+def as_real(value: object) -> float | None:
+    """``value`` as a float if it is a real number — Python's or NumPy's (``numbers.Real``: float32 converts
+    exactly) — and not a bool; None otherwise (a tensor too: reading one would sync with its device)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
+def as_int(value: object) -> int | None:
+    """``value`` as an int if it is an integer — Python's or NumPy's (``numbers.Integral``) — and not a bool;
+    None otherwise (2.0 included: a float is not a count)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return None
+    return int(value)
+
+
 def check_number(name: str, value: object, low: float | None = None, high: float | None = None,
                  *, high_open: bool = False) -> float:
-    """A real number in [low, high] (or [low, high) with ``high_open``); bool is rejected."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    """A real number (:func:`as_real`) in [low, high] (or [low, high) with ``high_open``); bool is rejected."""
+    number = as_real(value)
+    if number is None:
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    value = float(value)
+    value = number
     if not math.isfinite(value) or (low is not None and value < low) or (high is not None and (
             value >= high if high_open else value > high)):
         bounds = f"[{low}, {'inf' if high is None else high}{')' if high_open or high is None else ']'}"
@@ -66,20 +84,24 @@ def check_number(name: str, value: object, low: float | None = None, high: float
 
 
 def check_int(name: str, value: object, low: int, meaning: str = "") -> int:
-    """An int ≥ ``low`` (bool is rejected): TypeError for another type, ValueError below ``low``; ``meaning``
-    (e.g. "solver iterations per step; 4 is the default") goes in the message's brackets."""
+    """An int ≥ ``low`` (:func:`as_int`; bool is rejected): TypeError for another type, ValueError below
+    ``low``; ``meaning`` (e.g. "solver iterations per step; 4 is the default") goes in the message's brackets."""
     about = f" ({meaning})" if meaning else ""
-    if not isinstance(value, int) or isinstance(value, bool):
+    number = as_int(value)
+    if number is None:
         raise TypeError(f"{name} must be an int{about}, got {type(value).__name__} {value!r}")
+    value = number
     if value < low:
         raise ValueError(f"{name} must be >= {low}{about}, got {value}")
     return value
 
 
 def check_steps(steps: object) -> int:
-    """``steps`` must be a positive int (checked before anything is derived from it)."""
-    if not isinstance(steps, int) or isinstance(steps, bool):
+    """``steps`` must be a positive int (:func:`as_int`; checked before anything is derived from it)."""
+    number = as_int(steps)
+    if number is None:
         raise TypeError(f"steps must be an int, got {type(steps).__name__} {steps!r}")
+    steps = number
     if steps < 1:
         raise ValueError(f"steps must be in [1, T] (model evaluations, at most the training timesteps T), got {steps}")
     return steps
@@ -126,7 +148,7 @@ def select_schedule(denoiser: Any, steps: int, spacing: str = "trailing", *,
     table = denoiser.alphas_cumprod
     total = table.numel()
     final = float(getattr(denoiser, "final_alpha_cumprod", 1.0))
-    check_steps(steps)
+    steps = check_steps(steps)
     if not 1 <= steps <= total:
         raise ValueError(f"steps must be in [1, {total}] (the model's training timesteps), got {steps}")
     if timesteps is not None:
@@ -295,6 +317,8 @@ class Sampling:
             if self.timesteps is None:
                 raise TypeError("Sampling needs steps= (the number of sampling steps) or timesteps=")
             object.__setattr__(self, "steps", count_timesteps(self.timesteps))
+        elif as_int(self.steps) is not None:  # a NumPy integer becomes the int every solver computes with
+            object.__setattr__(self, "steps", as_int(self.steps))
 
 
 SAMPLING_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Sampling))
@@ -387,7 +411,7 @@ def _prepare(denoiser: Any, shape: Sequence[int], *, steps: int, spacing: str, t
              sigma_min: Any, generator: Generators, callback: Callback | None, progress: bool,
              return_trajectory: bool, x_T: torch.Tensor | None, dtype: torch.dtype | None,
              device: str | torch.device | None, noise_source: str, name: str, x_name: str) -> LoopSetup:
-    check_steps(steps)
+    steps = check_steps(steps)
     check_flag("progress", progress)
     check_flag("return_trajectory", return_trajectory)
     denoiser = as_denoiser(denoiser)

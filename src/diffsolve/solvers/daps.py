@@ -280,8 +280,8 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     """
     check_steps(sampling.steps)
     sigma = check_sigma(sigma)
-    check_int("ode_steps", ode_steps, 1, "Euler steps of each level's probability-flow ODE")
-    check_int("langevin_steps", langevin_steps, 0, "Langevin steps of each level")
+    ode_steps = check_int("ode_steps", ode_steps, 1, "Euler steps of each level's probability-flow ODE")
+    langevin_steps = check_int("langevin_steps", langevin_steps, 0, "Langevin steps of each level")
     if lr is not None:
         lr = check_number("lr", lr, 0.0)
         if lr == 0:

@@ -135,7 +135,7 @@ def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {sorted(SOLVERS)} (the measurement-space Krylov solver; "
                          f"'gmres' is the default), got {solver!r}")
-    check_int("iters", iters, 1, "solver iterations per step; 4 is the default")
+    iters = check_int("iters", iters, 1, "solver iterations per step; 4 is the default")
     eta = check_number("eta", eta, 0.0, 1.0)
     if solver == "cg" and iters > 1 and not getattr(denoiser, "symmetric_jacobian", False):
         warnings.warn(f"mmps: solver='cg' with iters={iters} assumes a symmetric PSD denoiser Jacobian (exact priors "
