@@ -62,6 +62,9 @@ def data_consistency(operator, x: torch.Tensor, y: torch.Tensor, sigma: float) -
     measurement. ``x`` is used as given (not clamped). ValueError for sigma <= 0 or non-finite, or when A x and
     y differ in shape.
     """
+    from .kernels._checks import plain_number
+
+    sigma = plain_number(sigma)
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (0 < sigma < float("inf")):
         raise ValueError(f"sigma must be a finite number > 0 (the measurement noise std), got {sigma!r}")
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):

@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 __all__ = ["SEED_LIMIT", "check_companion", "check_device", "check_image_like", "check_same", "check_seed",
-           "check_tensor_ranges", "per_sample"]
+           "check_tensor_ranges", "per_sample", "plain_number", "plain_numbers"]
 
 SEED_LIMIT = 2**64
 """Seeds and noise offsets lie in [0, SEED_LIMIT) = [0, 2**64), torch's range (``Generator.manual_seed``
 takes any 64-bit unsigned value). The one constant: every seed check should import it."""
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def plain_number(value: object) -> object:
+    """A NumPy integer or floating scalar (``np.int64(9)``, ``np.float32(0.05)``) as the Python int / float it
+    equals (exactly); anything else unchanged, so the caller's own check then applies (NumPy's bool stays a bool,
+    a tensor stays a tensor: reading one would wait on its device)."""
+    if type(value).__module__ != "numpy":
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return value
+
+
+def plain_numbers(values: object) -> object:
+    """:func:`plain_number` on each entry of a tuple or list (a size, a shape); anything else unchanged."""
+    if isinstance(values, (tuple, list)):
+        return type(values)(plain_number(v) for v in values)
+    return plain_number(values)
 
 
 def check_image_like(name: str, x: object, min_dim: int = 1) -> torch.Tensor:
@@ -55,6 +77,7 @@ def per_sample(name: str, value: object, ref: torch.Tensor) -> torch.Tensor:
     (that would sync the device): see :func:`check_tensor_ranges`.
     """
     batch = ref.shape[0]
+    value = plain_number(value)
     if isinstance(value, bool):
         raise TypeError(f"{name} must be a number or a ({batch},) tensor, got a bool ({value!r})")
     if isinstance(value, (int, float)):
@@ -98,6 +121,7 @@ def check_tensor_ranges(checks: list[tuple[str, torch.Tensor, torch.Tensor, str,
 
 def check_seed(name: str, seed: object) -> int:
     """An int in [0, SEED_LIMIT); nothing wraps around or is reinterpreted silently."""
+    seed = plain_number(seed)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"{name} must be an int in [0, 2**64), got {type(seed).__name__} {seed!r}")
     if not 0 <= seed < SEED_LIMIT:

@@ -27,7 +27,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from . import _dispatch
-from ._checks import check_image_like, per_sample
+from ._checks import check_image_like, per_sample, plain_number
 
 __all__ = ["CGResult", "batched_cg", "cg_dots", "cg_dots_reference", "cg_iteration_bound", "cg_update",
            "cg_update_reference"]
@@ -100,6 +100,7 @@ def cg_iteration_bound(kappa: float, tol: float) -> int:
     ‖r‖₂/√λmax ≤ ‖e‖_K ≤ ‖r‖₂/√λmin: k = ⌈ln(2√κ/tol) / ln(1/ρ)⌉ (≈ ½√κ·ln(2√κ/tol)), exact
     arithmetic. ``kappa`` ≥ 1 and ``tol`` > 0 are host floats, so a budget sized with it costs no sync.
     """
+    kappa, tol = plain_number(kappa), plain_number(tol)
     if not isinstance(kappa, (int, float)) or isinstance(kappa, bool) or not 1 <= kappa < math.inf:
         raise ValueError(f"kappa must be a finite number >= 1, got {kappa!r}")
     if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not 0 < tol < math.inf:
@@ -178,6 +179,7 @@ def batched_cg(
     short fixed budgets where rounding drift cannot build up).
     """
     _check_cg_tensor("rhs", rhs, rhs)
+    max_iters, tol = plain_number(max_iters), plain_number(tol)
     if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 0:
         raise ValueError(f"max_iters must be a non-negative int, got {max_iters!r}")
     if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not tol > 0:

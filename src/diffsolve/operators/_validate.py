@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels._checks import per_sample  # the one implementation (no silent cast or move)
+from ..kernels._checks import per_sample, plain_number  # the one implementation (no silent cast or move)
 
 __all__ = ["DTYPES", "SolveNotConvergedWarning", "check_backend", "check_finite", "check_image", "check_measurement",
            "check_nonneg_number", "check_seed", "per_sample"]
@@ -55,6 +55,7 @@ def check_finite(name: str, x: torch.Tensor) -> None:
 
 def check_seed(name: str, seed: object) -> int:
     """A seed: an int in [0, 2**64) — torch's range; nothing wraps around or is reinterpreted silently."""
+    seed = plain_number(seed)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"{name} must be an int, got {type(seed).__name__} {seed!r}")
     if not 0 <= seed < 2**64:
@@ -70,6 +71,7 @@ def check_backend(backend: object) -> str:
 
 def check_nonneg_number(name: str, value: object) -> None:
     """Python numbers must be finite and >= 0 (tensors are not inspected: that would sync)."""
+    value = plain_number(value)
     if isinstance(value, bool):
         raise TypeError(f"{name} must be a number or a (B,) tensor, got a bool")
     if isinstance(value, (int, float)) and not (0 <= value < float("inf")):

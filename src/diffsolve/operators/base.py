@@ -17,6 +17,7 @@ from typing import Any, Callable, NamedTuple
 import torch
 
 from ..kernels import batched_cg
+from ..kernels._checks import plain_number
 from ._validate import (SolveNotConvergedWarning, check_backend, check_finite, check_image, check_measurement,
                         per_sample)
 
@@ -309,6 +310,7 @@ class LinearOperator:
                x0: torch.Tensor | None = None, check_every: int | None = None, return_info: bool = False,
                precondition: bool = True, checked: bool = True, names: tuple[str, str] = ("shift", "scale"),
                stacklevel: int = 3):
+        shift, scale, tol, max_iters = (plain_number(v) for v in (shift, scale, tol, max_iters))
         check_image("rhs", rhs)
         self._check_input(rhs)
         if method not in ("auto", "exact", "cg"):
@@ -379,6 +381,7 @@ class LinearOperator:
         self._check_y(y)
         self._check_output(y)
         check_finite("y", y)
+        lam = plain_number(lam)
         lam_t = per_sample("lam", lam, y)  # checks type, shape, dtype and device under its own name
         if isinstance(lam, (int, float)) and lam == 0:
             raise ValueError("lam must be > 0 (lam = 0 is the pseudo-inverse: use pseudo_inverse(y))")

@@ -13,6 +13,8 @@ import math
 import numpy as np
 import torch
 
+from ..kernels._checks import plain_number
+
 __all__ = ["bicubic_matrix", "cubic"]
 
 
@@ -26,6 +28,7 @@ def cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
 
 def bicubic_matrix(n_in: int, factor: int) -> torch.Tensor:
     """M (ceil(n_in / factor), n_in) float64 with (M x)[i] = MATLAB imresize(x, 1/factor)[i]."""
+    factor = plain_number(factor)
     if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
         raise ValueError(f"factor must be a positive int, got {factor!r}")
     n_out = math.ceil(n_in / factor)

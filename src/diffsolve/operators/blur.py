@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels import backends as kernel_backends
+from ..kernels._checks import plain_numbers
 from ..kernels import correlate2d, correlate2d_adjoint, separable_correlate2d, separable_correlate2d_adjoint
 from ..kernels.correlate import BOUNDARIES, check_boundary
 from ._validate import check_backend
@@ -99,6 +100,7 @@ class Blur(LinearOperator):
         """‖A‖₁·‖A‖∞ ≥ ‖A‖₂² (Schur), the largest column and row sums of |A| on an H×W image:
         |A| is the same blur with |kernel|, applied to ones in float64 (cached per size). For the
         demo's motion blurs it is 1.5–1.7× λmax(AᵀA) (reflect boundaries add up to 1.9 per column)."""
+        size = plain_numbers(size)
         if (not isinstance(size, (tuple, list)) or len(size) != 2
                 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in size)):
             raise ValueError(f"size must be (H, W), two positive ints, got {size!r}")

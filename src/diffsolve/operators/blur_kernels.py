@@ -8,6 +8,8 @@ import math
 import numpy as np
 import torch
 
+from ..kernels._checks import plain_number
+
 __all__ = ["gaussian_taps", "motion_kernel"]
 
 
@@ -25,6 +27,7 @@ def gaussian_taps(kernel_size: int = 61, std: float = 3.0, truncate: float = 4.0
     result is exactly separable. With kernel_size >= 2r + 1 the taps are that Gaussian (zero
     outside the central 2r + 1: 25 for σ = 3); smaller sizes fold the tails back as scipy does.
     """
+    kernel_size, std = plain_number(kernel_size), plain_number(std)
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size!r}")
     if not isinstance(std, (int, float)) or not 0 < std < float("inf"):
@@ -48,6 +51,7 @@ def motion_kernel(kernel_size: int = 61, intensity: float = 0.5, seed: int = 0) 
     scaled so its bounding box spans intensity·(kernel_size − 1) px and centred on the kernel,
     splatted bilinearly onto the grid. intensity 0 is a delta (no blur); 1 spans the whole kernel.
     """
+    kernel_size, intensity, seed = plain_number(kernel_size), plain_number(intensity), plain_number(seed)
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size!r}")
     if not isinstance(intensity, (int, float)) or not 0 <= intensity <= 1:

@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 
+from ..kernels._checks import plain_numbers
 from ._validate import check_backend
 from .base import LinearOperator
 
@@ -31,9 +32,10 @@ class CallableOperator(LinearOperator):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
         if adjoint is not None and not callable(adjoint):
             raise TypeError(f"adjoint must be callable or None, got {type(adjoint).__name__}")
+        input_shape = plain_numbers(input_shape)
         if input_shape is not None and (
                 not isinstance(input_shape, (tuple, list)) or len(input_shape) != 3
-                or not all(isinstance(n, int) and n > 0 for n in input_shape)):
+                or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in input_shape)):
             raise ValueError(f"input_shape must be None or (C, H, W) positive ints, got {input_shape!r}")
         self.fn, self.adjoint_fn = fn, adjoint
         self.input_shape = None if input_shape is None else tuple(int(n) for n in input_shape)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..kernels._checks import plain_numbers
 from .base import LinearOperator
 
 __all__ = ["Identity"]
@@ -33,6 +34,7 @@ class Identity(LinearOperator):
         """A = I: V = U = I, s = 1 (``operators.svd.DiagonalSVD`` of ones; DDRM / DDNM+ denoising)."""
         from .svd import DiagonalSVD
 
+        size = plain_numbers(size)
         if (len(size) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in size)):
             raise ValueError(f"size must be (H, W) with positive ints, got {size!r}")
         return DiagonalSVD(torch.ones(1, 1, *size, dtype=torch.float64))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..kernels._checks import plain_number, plain_numbers
 from ._validate import check_seed, check_backend
 from .base import LinearOperator
 
@@ -15,6 +16,7 @@ __all__ = ["Inpainting"]
 
 
 def _size(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    image_size = plain_numbers(image_size)
     if isinstance(image_size, int) and not isinstance(image_size, bool):
         image_size = (image_size, image_size)
     if (not isinstance(image_size, (tuple, list)) or len(image_size) != 2
@@ -50,7 +52,9 @@ class Inpainting(LinearOperator):
         """A box×box hole at a random position at least ``margin`` px from the border
         (``seed=None``: centred), (1, 1, H, W)."""
         h, w = _size(image_size)
-        if not isinstance(box, int) or not isinstance(margin, int) or box < 1 or margin < 0:
+        box, margin = plain_number(box), plain_number(margin)
+        if (any(isinstance(v, bool) or not isinstance(v, int) for v in (box, margin))
+                or box < 1 or margin < 0):
             raise ValueError(f"box must be a positive int and margin a non-negative int, got {box!r}, {margin!r}")
         if box + 2 * margin > min(h, w):
             raise ValueError(f"box {box} + 2·margin {margin} does not fit an image of size {(h, w)}")
@@ -69,7 +73,8 @@ class Inpainting(LinearOperator):
                *, backend: str = "auto") -> "Inpainting":
         """round(missing·H·W) pixels missing, chosen uniformly (same pixels in every channel)."""
         h, w = _size(image_size)
-        if not isinstance(missing, (int, float)) or not 0 <= missing <= 1:
+        missing = plain_number(missing)
+        if isinstance(missing, bool) or not isinstance(missing, (int, float)) or not 0 <= missing <= 1:
             raise ValueError(f"missing must be a fraction in [0, 1], got {missing!r}")
         gen = torch.Generator().manual_seed(check_seed("seed", seed))
         drop = torch.randperm(h * w, generator=gen)[: round(missing * h * w)]

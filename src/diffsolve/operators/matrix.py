@@ -20,6 +20,7 @@ import math
 
 import torch
 
+from ..kernels._checks import plain_number, plain_numbers
 from ._validate import check_backend, check_seed
 from .base import LinearOperator
 
@@ -27,6 +28,7 @@ __all__ = ["MatrixOperator"]
 
 
 def _image_shape(shape: object) -> tuple[int, int, int]:
+    shape = plain_numbers(shape)
     if (not isinstance(shape, (tuple, list)) or len(shape) != 3
             or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)):
         raise ValueError(f"input_shape must be (C, H, W) positive ints, got {shape!r}")
@@ -34,6 +36,7 @@ def _image_shape(shape: object) -> tuple[int, int, int]:
 
 
 def _shape(name: str, shape: object, length: int) -> tuple[int, ...]:
+    shape = plain_numbers(shape)
     if (not isinstance(shape, (tuple, list)) or not shape
             or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)):
         raise ValueError(f"{name} must be a tuple of positive ints, got {shape!r}")
@@ -78,6 +81,7 @@ class MatrixOperator(LinearOperator):
         have the image's scale and σ means what it means for the other operators), drawn from ``seed``."""
         shape = _image_shape(input_shape)
         n = math.prod(shape)
+        m = plain_number(m)
         if isinstance(m, bool) or not isinstance(m, int) or not 0 < m <= n:
             raise ValueError(f"m must be an int in [1, n = {n}] (measurements per image), got {m!r}")
         g = torch.Generator().manual_seed(check_seed("seed", seed))
@@ -91,6 +95,7 @@ class MatrixOperator(LinearOperator):
         motion blur, a user's function) exact solves and DDRM / DDNM+. Costs n² memory: small images only."""
         if not callable(getattr(operator, "A", None)):
             raise TypeError(f"operator must have A(x) (a diffsolve.operators operator), got {type(operator).__name__}")
+        chunk = plain_number(chunk)
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
             raise ValueError(f"chunk must be a positive int, got {chunk!r}")
         shape = _image_shape(input_shape)

@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from ..kernels._checks import plain_number
 from ._validate import check_measurement, check_seed
 
 __all__ = ["GaussianNoise", "UNITS", "convert_sigma"]
@@ -19,6 +20,7 @@ def convert_sigma(sigma: float, from_unit: str, to_unit: str) -> float:
     for name, unit in (("from_unit", from_unit), ("to_unit", to_unit)):
         if unit not in UNITS:
             raise ValueError(f"{name} must be one of {UNITS}, got {unit!r}")
+    sigma = plain_number(sigma)
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma < math.inf:
         raise ValueError(f"sigma must be a finite number >= 0 (a noise std), got {sigma!r}")
     scale = {"[-1,1]": 2.0, "[0,1]": 1.0}
@@ -29,6 +31,7 @@ class GaussianNoise:
     """y = A x + σ·n, n ~ N(0, I); ``sigma`` in ``unit``; ``self.sigma`` is in [-1, 1] units."""
 
     def __init__(self, sigma: float, unit: str = "[-1,1]") -> None:
+        sigma = plain_number(sigma)
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma < float("inf"):
             raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
         self.sigma = convert_sigma(sigma, unit, "[-1,1]")

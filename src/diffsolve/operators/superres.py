@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels import avg_pool, avg_pool_adjoint, resample, resample_adjoint
+from ..kernels._checks import plain_number, plain_numbers
 from ._validate import check_backend
 from .base import LinearOperator
 from .bicubic import bicubic_matrix
@@ -35,6 +36,7 @@ class SuperResolution(LinearOperator):
     def __init__(self, factor: int = 4, kernel: str = "bicubic", *, input_size: tuple[int, int] | None = None,
                  backend: str = "auto") -> None:
         super().__init__(backend=check_backend(backend))
+        factor, input_size = plain_number(factor), plain_numbers(input_size)
         if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
             raise ValueError(f"factor must be a positive int, got {factor!r}")
         if kernel not in KERNELS:
