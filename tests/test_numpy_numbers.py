@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _backends import fast_backends
 
 from diffsolve.kernels import batched_cg
 from diffsolve.metrics import data_consistency
@@ -53,3 +54,22 @@ def test_numpy_bool_and_integral_floats_stay_refused():
         Inpainting.random(16, 0.5, seed=np.float32(1.0))
     with pytest.raises(ValueError, match="shift must be > 0"):  # NumPy's 0 is 0: AᵀA is singular for SR
         SuperResolution(2, input_size=(16, 16)).solve(X, shift=np.float64(0.0))
+
+
+@pytest.mark.parametrize("backend", ["torch"] + fast_backends())
+def test_step_kernels_take_numpy_numbers(backend):
+    from diffsolve.kernels import ddim_step, diagonal_posterior_step, ge_step, mpgd_step
+
+    x, e = X[:, :, :5, :7].contiguous(), X.flip(0)[:, :, :5, :7].contiguous()
+    f = lambda v: float(np.float32(v))  # noqa: E731
+    same = lambda a, b: torch.testing.assert_close(a, b, rtol=0, atol=0)  # noqa: E731
+    same(ddim_step(x, e, np.float32(0.3), np.float32(0.6), eta=np.float32(1.0), seed=np.int64(3), offset=np.int64(9),
+                   backend=backend),
+         ddim_step(x, e, f(0.3), f(0.6), eta=1.0, seed=3, offset=9, backend=backend))
+    same(ge_step(x, e, e, np.float32(0.3), np.float32(0.6), gamma=np.float32(1.5), backend=backend),
+         ge_step(x, e, e, f(0.3), f(0.6), gamma=1.5, backend=backend))
+    same(mpgd_step(x, e, e, 0.3, 0.6, step_size=np.float32(0.5), backend=backend),
+         mpgd_step(x, e, e, 0.3, 0.6, step_size=0.5, backend=backend))
+    mask = torch.ones(1, 1, 5, 7, dtype=x.dtype)
+    same(diagonal_posterior_step(x, np.float32(2.0), mask, e, np.float64(3.0), seed=[np.int64(1), 2], backend=backend),
+         diagonal_posterior_step(x, 2.0, mask, e, 3.0, seed=[1, 2], backend=backend))

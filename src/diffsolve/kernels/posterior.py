@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from . import _dispatch
-from ._checks import check_image_like, check_same, check_tensor_ranges, per_sample
+from ._checks import check_image_like, check_same, check_tensor_ranges, per_sample, plain_number
 from .step import _noise_from_seed, check_offset, check_scalar, check_seeds
 
 __all__ = ["diagonal_posterior_step", "diagonal_posterior_step_reference"]
@@ -68,6 +68,7 @@ def diagonal_posterior_step(
     sync. ``check=False`` skips these (no sync): for solvers passing values they built (C-DPS passes
     the operator's 0/1 mask and precisions it computed).
     """
+    precision, noise_precision = plain_number(precision), plain_number(noise_precision)
     check_image_like("mean", mean, min_dim=4)
     if mean.dim() != 4:
         raise ValueError(f"mean must be (B, C, H, W), got shape {tuple(mean.shape)}")
@@ -87,7 +88,7 @@ def diagonal_posterior_step(
                              f"noise_precision is about 1/sigma², so sigma is too small for {mean.dtype}: use a larger "
                              "sigma or float64")
     seed = check_seeds(seed, mean.shape[0])
-    check_offset(offset)
+    offset = check_offset(offset)
     noise1 = noise2 = None
     if noise is not None:
         if seed is not None:

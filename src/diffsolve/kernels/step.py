@@ -32,7 +32,7 @@ import math
 import torch
 
 from . import _dispatch
-from ._checks import (check_companion, check_image_like, check_same, check_seed, check_tensor_ranges,
+from ._checks import (check_companion, check_image_like, check_same, check_seed, check_tensor_ranges, plain_number,
                       per_sample)
 
 __all__ = ["check_scalar", "check_seeds", "ddim_step", "ge_step", "mpgd_step", "fused_step", "fused_step_reference"]
@@ -109,7 +109,7 @@ def fused_step(
     if noise is not None and seed is not None:
         raise ValueError("give either noise (a tensor) or seed (in-kernel noise), not both")
     seed = check_seeds(seed, x.shape[0])
-    check_offset(offset)
+    offset = check_offset(offset)
     args = [t.contiguous() if t is not None else None for t in (x, eps, coefs, eps_prev, guidance, noise)]
     impl = _dispatch.implementation(backend, "fused_step", _FAMILY, x.device)
     if isinstance(seed, list):  # one stream per sample: sample b alone, at its own offsets
@@ -124,6 +124,7 @@ def fused_step(
 
 def check_seeds(seed: object, batch: int) -> int | list[int] | None:
     """None, an int in [0, 2**64), or a list/tuple of ``batch`` such ints (per-sample streams)."""
+    seed = plain_number(seed)
     if seed is None:
         return None
     if isinstance(seed, (list, tuple)):
@@ -269,6 +270,7 @@ def _check_levels(alpha_bar_t: object, alpha_bar_s: object, stochastic: bool) ->
 def _ddim(x_t, eps, alpha_bar_t, alpha_bar_s, eta, noise, seed, offset, guidance, scale, scale_name,
           return_x0, backend, check):
     """ddim_step / mpgd_step: host checks, the coefficient table, the tensor checks, the fused op."""
+    alpha_bar_t, alpha_bar_s, eta, scale = (plain_number(v) for v in (alpha_bar_t, alpha_bar_s, eta, scale))
     check_image_like("x_t", x_t)
     check_scalar("eta", eta, 0.0, 1.0)
     if scale is not None:
@@ -334,6 +336,7 @@ def mpgd_step(
     """MPGD: x̂0* = x̂0 − step_size·grad (grad = ∇ loss at x̂0, (B, ...); step_size ≥ 0 per sample), then DDIM(η).
 
     ``check`` as in :func:`ddim_step`."""
+    step_size = plain_number(step_size)
     check_scalar("step_size", step_size, 0.0)
     return _ddim(x_t, eps, alpha_bar_t, alpha_bar_s, eta, noise, seed, offset, grad, step_size, "step_size",
                  return_x0, backend, check)
@@ -362,6 +365,7 @@ def ge_step(
     :func:`ddim_step`.
     """
     check_image_like("x_t", x_t)
+    alpha_bar_t, alpha_bar_s, gamma, mu = (plain_number(v) for v in (alpha_bar_t, alpha_bar_s, gamma, mu))
     if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not 0 <= mu < 1:
         raise ValueError(f"mu must be a number in [0, 1), got {mu!r}")
     check_scalar("gamma", gamma, 0.0)
