@@ -73,3 +73,13 @@ def test_step_kernels_take_numpy_numbers(backend):
     mask = torch.ones(1, 1, 5, 7, dtype=x.dtype)
     same(diagonal_posterior_step(x, np.float32(2.0), mask, e, np.float64(3.0), seed=[np.int64(1), 2], backend=backend),
          diagonal_posterior_step(x, 2.0, mask, e, 3.0, seed=[1, 2], backend=backend))
+
+
+def test_solver_option_objects_take_numpy_numbers():
+    from diffsolve.solvers.cdps import CG
+    from diffsolve.solvers.mpgd import check_window
+
+    assert CG(iters=np.int64(5), step_iters=np.int64(2)) == CG(iters=5, step_iters=2)
+    assert check_window((np.float32(0.25), np.float64(0.5))) == (0.25, 0.5)
+    with pytest.raises(ValueError, match="iters must be"):
+        CG(iters=np.bool_(True))

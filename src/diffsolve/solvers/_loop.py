@@ -43,8 +43,8 @@ from ..kernels._checks import check_device
 from ..models.denoiser import as_denoiser, check_sample_shape
 from ..schedules import (SPACINGS, SamplingSchedule, loglinear_timesteps, sampling_schedule, spaced_timesteps)
 
-__all__ = ["NOISE_SOURCES", "SAMPLING_FIELDS", "Generators", "LoopSetup", "Sampling", "check_device",
-           "check_finite_tensor", "check_generator", "check_number", "check_steps", "draw", "prepare",
+__all__ = ["NOISE_SOURCES", "SAMPLING_FIELDS", "Generators", "LoopSetup", "Sampling", "as_int", "as_real",
+           "check_device", "check_finite_tensor", "check_generator", "check_number", "check_steps", "draw", "prepare",
            "select_schedule", "split_options", "takes_sampling"]
 
 NOISE_SOURCES = ("generator", "kernel")

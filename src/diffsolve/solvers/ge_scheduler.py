@@ -45,6 +45,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..kernels import ge_step
+from ..kernels._checks import plain_number
 from ..models.x0_clip import X0Clip, clipped_epsilon
 from ..models.diffusers_adapter import to_epsilon
 from ..schedules import (SPACINGS, final_alpha_cumprod_from_config, loglinear_timesteps, make_betas,
@@ -84,7 +85,8 @@ class GEScheduler(SchedulerMixin, ConfigMixin):
                  sigma_max: float | None = None, sigma_min: float | None = None, backend: str = "auto") -> None:
         if timestep_spacing not in _SPACINGS:
             raise ValueError(f"timestep_spacing must be one of {_SPACINGS}, got {timestep_spacing!r}")
-        if not isinstance(mu, (int, float)) or not 0 <= mu < 1:
+        mu, gamma = plain_number(mu), plain_number(gamma)
+        if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not 0 <= mu < 1:
             raise ValueError(f"mu must lie in [0, 1), got {mu!r}")
         if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or gamma != gamma:
             raise ValueError(f"gamma must be a number (1: DDIM, 2: the paper's choice), got {gamma!r}")
@@ -130,6 +132,7 @@ class GEScheduler(SchedulerMixin, ConfigMixin):
 
     def set_begin_index(self, begin_index: int = 0) -> None:
         """Pipelines with strength < 1 call this with the index of their first timestep."""
+        begin_index = plain_number(begin_index)
         if not isinstance(begin_index, int) or isinstance(begin_index, bool) or begin_index < 0:
             raise ValueError(f"begin_index must be a non-negative int, got {begin_index!r}")
         self._begin_index = begin_index
