@@ -15,9 +15,11 @@ which depends on the operator through J: √ᾱ_t·J smooths (the more so the hi
 smooth residual (blur, SR: Aᵀ itself smooths) far better than a scattered one (random inpainting: Aᵀr
 lives on isolated observed pixels and carries the white measurement noise), and on masks the adjoint
 rule's steps came out too short to fit the measurement; dividing by the norm of what is stepped along
-removes that dependence. Both are scale-free: A → kA, y → ky gives the same samples, as does the image
-size with the step-size rule below. ``"residual"`` n = ‖r‖ (the paper's ζ_i = ζ/‖r‖, i.e. g = ∇‖r‖; not
-scale-free).
+removes that dependence. The price: where that gradient is small its unit direction turns with any change in x_t,
+so on masks neighbouring trajectories separate step by step (a float32 model's batch-size rounding grows to
+visible differences; "adjoint" does not grow it: benchmarks/results/batch-rounding.md). Both are scale-free:
+A → kA, y → ky gives the same samples, as does the image size with the step-size rule below. ``"residual"``
+n = ‖r‖ (the paper's ζ_i = ζ/‖r‖, i.e. g = ∇‖r‖; not scale-free).
 
 **Step size** ζ_N (``step_rule``): ``"power"`` (default) ζ_N = ζ·√(T/N₀)·(N₀/N)^{3/4}·√(d/d_ref), with T the
 model's training steps, N₀ = :data:`REFERENCE_STEPS` = 30 (where ζ = 1 was tuned) and d the per-sample image
