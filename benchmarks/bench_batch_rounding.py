@@ -47,7 +47,8 @@ def main() -> None:
     warnings.simplefilter("ignore")  # DPS's few-steps warning at 8 steps; the differences are the subject here
     dtype = torch.float64 if args.float64 else torch.float32
     base = load_default("patches")
-    base.unet.to(dtype)
+    if args.float64:
+        base.unet.double()
     model = PaddedDenoiser(base)
     h, w = (int(s) for s in args.size.split("x"))
     x = torch.nn.functional.interpolate(photo("hopper", size=64)[None], size=(h, w), mode="bilinear").clamp(-1, 1)

@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from ._loop import as_real, check_finite_tensor
+from ..kernels._checks import plain_number
+from ._loop import check_finite_tensor
 
 __all__ = ["DISCREPANCY_SHARE", "PULL_CG_ITERS", "PULL_GROWTH", "PULL_PRECONDITION", "PULL_ROUNDS",
            "UNFIT_CONSISTENCY", "check_problem", "check_sigma", "data_part", "DataConsistencyWarning", "Diagnostics",
@@ -180,13 +181,12 @@ def check_sigma(sigma: object, *, positive: bool = True, why: str = "for noisele
     """The measurement noise std σ (a number or a ``GaussianNoise``) in [-1, 1] units: finite, > 0 (or ≥ 0 where
     ``positive`` is False: 0 means noiseless); ``why`` says why 0 is refused."""
     noise_sigma = getattr(sigma, "sigma", None)  # a diffsolve.operators.GaussianNoise
-    if noise_sigma is not None and as_real(sigma) is None:
+    sigma = plain_number(sigma)
+    if noise_sigma is not None and not isinstance(sigma, (int, float)):
         sigma = noise_sigma
-    number = as_real(sigma)
-    if number is None:
+    if not isinstance(sigma, (int, float)) or isinstance(sigma, bool):
         raise TypeError(f"sigma must be a number (the measurement noise std in [-1, 1] units) or a GaussianNoise, "
                         f"got {type(sigma).__name__}")
-    sigma = number
     if positive and not 0 < sigma < float("inf"):
         raise ValueError(f"sigma must be a positive finite noise std in [-1, 1] units, got {sigma!r} ({why})")
     if not 0 <= sigma < float("inf"):

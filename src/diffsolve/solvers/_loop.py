@@ -32,19 +32,18 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 
-from ..kernels._checks import check_device
+from ..kernels._checks import check_device, plain_number
 from ..models.denoiser import as_denoiser, check_sample_shape
 from ..schedules import (SPACINGS, SamplingSchedule, loglinear_timesteps, sampling_schedule, spaced_timesteps)
 
-__all__ = ["NOISE_SOURCES", "SAMPLING_FIELDS", "Generators", "LoopSetup", "Sampling", "as_int", "as_real",
-           "check_device", "check_finite_tensor", "check_generator", "check_number", "check_steps", "draw", "prepare",
+__all__ = ["NOISE_SOURCES", "SAMPLING_FIELDS", "Generators", "LoopSetup", "Sampling", "check_device",
+           "check_finite_tensor", "check_generator", "check_number", "check_steps", "draw", "prepare",
            "select_schedule", "split_options", "takes_sampling"]
 
 NOISE_SOURCES = ("generator", "kernel")
@@ -53,29 +52,14 @@ Callback = Callable[[int, int, torch.Tensor, torch.Tensor], Any]
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
-def as_real(value: object) -> float | None:
-    """``value`` as a float if it is a real number — Python's or NumPy's (``numbers.Real``: float32 converts
-    exactly) — and not a bool; None otherwise (a tensor too: reading one would sync with its device)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return None
-    return float(value)
-
-
-def as_int(value: object) -> int | None:
-    """``value`` as an int if it is an integer — Python's or NumPy's (``numbers.Integral``) — and not a bool;
-    None otherwise (2.0 included: a float is not a count)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        return None
-    return int(value)
-
-
 def check_number(name: str, value: object, low: float | None = None, high: float | None = None,
                  *, high_open: bool = False) -> float:
-    """A real number (:func:`as_real`) in [low, high] (or [low, high) with ``high_open``); bool is rejected."""
-    number = as_real(value)
-    if number is None:
+    """A real number, Python's or NumPy's (``plain_number``), in [low, high] (or [low, high) with ``high_open``);
+    bool is rejected."""
+    value = plain_number(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    value = number
+    value = float(value)
     if not math.isfinite(value) or (low is not None and value < low) or (high is not None and (
             value >= high if high_open else value > high)):
         bounds = f"[{low}, {'inf' if high is None else high}{')' if high_open or high is None else ']'}"
@@ -84,24 +68,23 @@ def check_number(name: str, value: object, low: float | None = None, high: float
 
 
 def check_int(name: str, value: object, low: int, meaning: str = "") -> int:
-    """An int ≥ ``low`` (:func:`as_int`; bool is rejected): TypeError for another type, ValueError below
-    ``low``; ``meaning`` (e.g. "solver iterations per step; 4 is the default") goes in the message's brackets."""
+    """An int ≥ ``low``, Python's or NumPy's (``plain_number``; bool is rejected): TypeError for another type,
+    ValueError below ``low``; ``meaning`` (e.g. "solver iterations per step; 4 is the default") goes in the
+    message's brackets."""
     about = f" ({meaning})" if meaning else ""
-    number = as_int(value)
-    if number is None:
+    value = plain_number(value)
+    if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} must be an int{about}, got {type(value).__name__} {value!r}")
-    value = number
     if value < low:
         raise ValueError(f"{name} must be >= {low}{about}, got {value}")
     return value
 
 
 def check_steps(steps: object) -> int:
-    """``steps`` must be a positive int (:func:`as_int`; checked before anything is derived from it)."""
-    number = as_int(steps)
-    if number is None:
+    """``steps`` must be a positive int, Python's or NumPy's (checked before anything is derived from it)."""
+    steps = plain_number(steps)
+    if not isinstance(steps, int) or isinstance(steps, bool):
         raise TypeError(f"steps must be an int, got {type(steps).__name__} {steps!r}")
-    steps = number
     if steps < 1:
         raise ValueError(f"steps must be in [1, T] (model evaluations, at most the training timesteps T), got {steps}")
     return steps
@@ -317,8 +300,8 @@ class Sampling:
             if self.timesteps is None:
                 raise TypeError("Sampling needs steps= (the number of sampling steps) or timesteps=")
             object.__setattr__(self, "steps", count_timesteps(self.timesteps))
-        elif as_int(self.steps) is not None:  # a NumPy integer becomes the int every solver computes with
-            object.__setattr__(self, "steps", as_int(self.steps))
+        else:  # a NumPy integer becomes the int every solver computes with
+            object.__setattr__(self, "steps", plain_number(self.steps))
 
 
 SAMPLING_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Sampling))

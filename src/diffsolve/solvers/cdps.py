@@ -53,10 +53,11 @@ from typing import Any, NamedTuple
 import torch
 
 from ..kernels import diagonal_posterior_step
+from ..kernels._checks import plain_number
 from ..kernels.cg import batched_cg, cg_iteration_bound
 from ..operators.base import SolveInfo, _default_tol
 from ._inverse import Diagnostics, check_problem, check_sigma, discrepancy_pull, residual_norm, route, warn_if_unfit
-from ._loop import Sampling, _draw, as_int, check_flag, check_number, prepare, takes_sampling
+from ._loop import Sampling, _draw, check_flag, check_number, prepare, takes_sampling
 
 __all__ = ["CHAINS", "LAST_STEPS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_STARTS", "CG_MAX_ITERS", "RUN_CG_ITERS",
            "SOLVERS", "CG", "CGNotConvergedWarning", "KAPPA_MAX", "MeasurementChain", "StepPlan", "cdps", "cdps_step",
@@ -98,12 +99,10 @@ class CG:
             raise ValueError(f"start must be one of {CG_STARTS} (where a truncated step's CG starts), got "
                              f"{self.start!r}")
         for name in ("iters", "step_iters"):
-            value = getattr(self, name)
+            value = plain_number(getattr(self, name))  # a NumPy integer: the int it equals
             if name == "step_iters" and value == "auto":
                 continue
-            if as_int(value) is not None:  # a NumPy integer: the int it equals
-                value = as_int(value)
-                object.__setattr__(self, name, value)
+            object.__setattr__(self, name, value)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 allowed = "'auto', None or a positive int" if name == "step_iters" else "None or a positive int"
                 raise ValueError(f"{name} must be {allowed} (CG iterations), got {value!r}")

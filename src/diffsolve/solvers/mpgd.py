@@ -54,9 +54,10 @@ from typing import Any
 import torch
 
 from ..kernels import mpgd_step
+from ..kernels._checks import plain_numbers
 from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, data_part, discrepancy_pull, measured_entries,
                        measurement_grad, route, warn_if_unfit)
-from ._loop import Sampling, as_real, check_flag, check_number, check_steps, prepare, takes_sampling
+from ._loop import Sampling, check_flag, check_number, check_steps, prepare, takes_sampling
 
 __all__ = ["SPACES", "Projection", "capped_grad", "default_rho", "mpgd", "noise_rho", "operator_gain"]
 
@@ -118,8 +119,7 @@ def capped_grad(operator: Any, x0: torch.Tensor, y: torch.Tensor, limit: torch.T
 
 
 def check_window(window: object) -> tuple[float, float]:
-    if isinstance(window, (tuple, list)):
-        window = tuple(as_real(w) if as_real(w) is not None else w for w in window)
+    window = plain_numbers(window)
     if (not isinstance(window, (tuple, list)) or len(window) != 2
             or not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in window)
             or not 0 <= window[0] <= window[1] <= 1):
