@@ -92,6 +92,34 @@ def test_sample_moments():
     torch.testing.assert_close(draws.mean(0), weights @ means.reshape(3, N), rtol=0, atol=0.05)
 
 
+
+def _sqrtm(cov):
+    from scipy.linalg import sqrtm
+
+    return torch.from_numpy(sqrtm(cov.numpy()).real)
+
+
+def test_seeded_draws_use_the_principal_square_root():
+    """A seeded draw is mean + sqrtm(cov) z, z the generator's normals: the same on every thread count and
+    LAPACK build (an eigenvector root V √Λ changes with the signs and the repeated-eigenvalue basis LAPACK picks;
+    this covariance has a three-fold eigenvalue)."""
+    g = _gen(7)
+    u = torch.randn(N, 2, generator=g, dtype=D)
+    cov = 0.5 * torch.eye(N, dtype=D) + u @ u.T  # eigenvalue 0.5 repeated N − 2 times
+    mean = torch.randn(*SHAPE, generator=g, dtype=D)
+    gen = _gen(8)
+    torch.multinomial(torch.ones(1, dtype=D), 5, replacement=True, generator=gen)  # the component draw comes first
+    z = torch.randn(5, N, generator=gen, dtype=D)
+    for a in (1.0, 0.3):
+        expected = math.sqrt(a) * mean.reshape(1, N) + z @ _sqrtm(a * cov + (1 - a) * torch.eye(N, dtype=D))
+        draws = GaussianPrior(mean, cov).sample(5, generator=_gen(8), alpha_bar=a).reshape(5, N)
+        torch.testing.assert_close(draws, expected, rtol=0, atol=1e-12)
+    post = GaussianPrior(mean, cov).posterior(torch.eye(N, dtype=D)[:3], torch.ones(3, dtype=D), sigma=0.5)
+    z = torch.randn(4, N, generator=_gen(9), dtype=D)
+    expected = post.mean.reshape(1, N) + z @ _sqrtm(post.cov)
+    torch.testing.assert_close(post.sample(4, generator=_gen(9)).reshape(4, N), expected, rtol=0, atol=1e-12)
+
+
 def _problem(g, m=4):
     a_mat = torch.randn(m, N, generator=g, dtype=D)
     return a_mat, torch.randn(m, generator=g, dtype=D)

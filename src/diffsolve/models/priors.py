@@ -108,8 +108,11 @@ class GaussianPosterior:
         return tuple(self.mean.shape)
 
     def _root(self) -> torch.Tensor:
+        """The principal square root V √Λ Vᵀ of cov (symmetric, unique): a seeded draw does not depend on which
+        eigenvectors LAPACK returns (their signs, a basis of a repeated eigenvalue's space), which change with the
+        thread count and the library build."""
         lam, vec = _psd_eigh("posterior covariance", self.cov)
-        return vec * lam.sqrt()
+        return (vec * lam.sqrt()) @ vec.T
 
     def sample(self, num: int, generator: torch.Generator | None = None,
                dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -305,9 +308,11 @@ class GaussianMixturePrior:
         z = torch.randn(num, self.eigvals.shape[-1], generator=generator, dtype=torch.float64)
         mu = self.means.reshape(self.num_components, -1)
         std = (a * self.eigvals + (1 - a)).sqrt()[idx]  # (num, n), in the eigenbasis
-        noise = z * std
-        if self.full:
-            noise = torch.einsum("bij,bj->bi", self.eigvecs[idx], noise)
+        if self.full:  # the principal root V diag(std) Vᵀ z: independent of the eigenvectors' signs and basis
+            vecs = self.eigvecs[idx]
+            noise = torch.einsum("bij,bj->bi", vecs, std * torch.einsum("bji,bj->bi", vecs, z))
+        else:
+            noise = z * std
         out = math.sqrt(a) * mu[idx] + noise
         return out.reshape(num, *self.sample_shape).to(dtype)
 
