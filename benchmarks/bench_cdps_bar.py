@@ -6,7 +6,9 @@ report, not a test).
         --out methods-bar                                                     # the comparison issue's four
 
 The priors and tasks of ``bench_posterior.py`` (1×16×16, σ = 0.05; box inpainting and both blurs, the tasks of the
-target), one y per cell. For each seed: the mean gap ‖x̄ − μ‖/‖μ_prior − μ‖ and trace ratio tr Ĉ/tr Σ over
+target). Each seed k is its own problem: x and y drawn with seed 1 + k (seed 0: the y of ``methods_posterior.md``),
+and its own sampler noise; the gap's size depends on y (it is relative to ‖μ_prior − μ‖), so the bar is read per
+y. For each seed: the mean gap ‖x̄ − μ‖/‖μ_prior − μ‖ and trace ratio tr Ĉ/tr Σ over
 ``--samples`` draws of C-DPS at N = 50 (its defaults, and ``last_step="sample"`` for the trace ratio the target
 reads), of DPS at N = 100 (its defaults, σ given as the command line does) and of as many exact posterior draws
 (the gap a perfect sampler shows at that many draws). ``methods_posterior.md`` uses 64 draws, where that floor is
@@ -60,8 +62,8 @@ def run(samples: int, seeds: list[int], methods: list[str], task_names: tuple[st
         for tname, op in tasks(size).items():
             if task_names is not None and tname not in task_names:
                 continue
-            y, post, reference, spaces = exact_problem(prior, op, samples)
             for seed in seeds:
+                y, post, reference, spaces = exact_problem(prior, op, samples, instance=1 + seed)
                 exact = metrics(post.sample(samples, torch.Generator().manual_seed(3000 + seed)), post, pm, reference,
                                 op, y, dirs, *spaces)
                 row = {"prior": pname, "task": tname, "seed": seed, "exact": exact["mean_gap"]}
@@ -98,8 +100,9 @@ def markdown(res: dict) -> str:
     lines = [f"# {', '.join(res['methods'])} at N = 50 against the DPS-at-100 bar, {res['samples']} draws "
              "(benchmarks/bench_cdps_bar.py)", "",
              f"`python benchmarks/bench_cdps_bar.py {cmd}` ({res['machine']}, {res['wall_s']:.0f} s). "
-             f"Exact priors of `bench_posterior.py` (1×16×16, σ = {SIGMA}), one y per cell, {res['samples']} draws per "
-             "method and seed. Cell: mean gap ‖x̄ − μ‖/‖μ_prior − μ‖ / trace ratio tr Ĉ/tr Σ; `—`: the method does not "
+             f"Exact priors of `bench_posterior.py` (1×16×16, σ = {SIGMA}); each seed k its own x and y (seed 1 + k; "
+             f"seed 0: the y of methods_posterior.md) and sampler noise, {res['samples']} draws per method and seed. "
+             "Cell: mean gap ‖x̄ − μ‖/‖μ_prior − μ‖ / trace ratio tr Ĉ/tr Σ; `—`: the method does not "
              "support the operator. `exact`: as many exact posterior draws (the floor). Within: the method's gap ≤ "
              "DPS-at-100's (for C-DPS also its trace ratio with `last_step=\"sample\"` in [0.7, 1.5]).", "",
              "| prior | task | seed | exact | " + " | ".join(head) + " | within |",

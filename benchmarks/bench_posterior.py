@@ -158,10 +158,10 @@ def mixture_mean(prior: GaussianMixturePrior) -> torch.Tensor:
     return (prior.weights[:, None] * prior.means.reshape(prior.num_components, -1)).sum(0)
 
 
-def exact_problem(prior: GaussianMixturePrior, op, samples: int):
-    """One x ~ prior and y = A x + σ n (seed 1), its exact posterior, y repeated ``samples`` times, ``samples``
-    reference posterior draws (seed 2) and the operator's subspaces: (y, post, reference, spaces)."""
-    g = torch.Generator().manual_seed(1)
+def exact_problem(prior: GaussianMixturePrior, op, samples: int, instance: int = 1):
+    """One x ~ prior and y = A x + σ n (seed ``instance``), its exact posterior, y repeated ``samples`` times,
+    ``samples`` reference posterior draws (seed 2) and the operator's subspaces: (y, post, reference, spaces)."""
+    g = torch.Generator().manual_seed(instance)
     x_true = prior.sample(1, g)
     y1 = op.A(x_true)
     y1 = y1 + SIGMA * torch.randn(y1.shape, generator=g, dtype=D)
