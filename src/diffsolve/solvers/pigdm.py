@@ -23,6 +23,12 @@ paper's r_t² = σ_t²/(1+σ_t²) = 1 − ᾱ_t (the VE σ_t² = (1−ᾱ_t)/ᾱ
 The result is held to the discrepancy principle (``_inverse.discrepancy_pull``; ``discrepancy=False``: the paper's
 result).
 
+Step count: step 4 adds a kick of the same size at every step, whatever the step's length (the paper's weight and its
+code's), so N steps add about N kicks and the result does not settle as N grows: on exact priors the blurs' gap to
+the posterior mean grows from about 50 steps on (the paper runs 100). Using g/r_t² as the likelihood score in
+Tweedie's formula instead (x̂0 + g/√ᾱ_t, ε̂ recomputed) settles with N on the blurs but is further off on masks,
+where r_t² = 1 − ᾱ_t overstates x̂0's error; results/pigdm-weight.md measures both. Run ΠGDM at 20–100 steps.
+
 Defaults: η = 1 (the paper's DDPM-like sampler); the scaling of step 4 is scale-free (v is in image units, A
 → kA, y → ky, σ → kσ gives the same samples). Only the x̂0 graph is kept for step 3 (the solve is not
 differentiated). Results: benchmarks/results/.
