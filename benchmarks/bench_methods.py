@@ -183,7 +183,9 @@ def write_posterior(rows: list[dict], args) -> None:
                         cells.append(f"{r['mean_gap']:.2f} / {r['var_ratio']:.2f}{mark}")
                 lines.append(f"| {tname} | {name} | " + " | ".join(cells) + " |")
         lines.append("")
-    (RESULTS / "methods_posterior.md").write_text("\n".join(lines))
+    md = RESULTS / "methods_posterior.md"
+    reading = md.read_text().partition("\n## Reading")[2] if md.exists() else ""  # kept: it is written by hand
+    md.write_text("\n".join(lines) + ("\n## Reading" + reading if reading else ""))
     plt = _pyplot()
     if plt is None:
         return

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
                     rows.append({"prior": pname, "task": tname, "form": form, "steps": n,
                                  "mean_gap": row["mean_gap"], "var_ratio": row["var_ratio"]})
                     print(pname, tname, form, n, f"{row['mean_gap']:.3f} / {row['var_ratio']:.2f}", flush=True)
-    lines = [f"# ΠGDM as N grows: the paper's guidance weight against the conditional-score form\n",
+    lines = ["# ΠGDM as N grows: the paper's guidance weight against the conditional-score form\n",
              f"`python benchmarks/bench_pigdm_weight.py` ({machine()}); 1×16×16, σ = {SIGMA}, "
              f"{args.samples} draws for one y per cell, η = 1, no discrepancy pull; {time.time() - start:.0f} s. "
              f"Cell: mean gap to the exact posterior mean / trace ratio (1 = right spread). `paper`: diffsolve's "
