@@ -307,12 +307,15 @@ class GaussianMixturePrior:
         idx = torch.multinomial(self.weights, num, replacement=True, generator=generator)
         z = torch.randn(num, self.eigvals.shape[-1], generator=generator, dtype=torch.float64)
         mu = self.means.reshape(self.num_components, -1)
-        std = (a * self.eigvals + (1 - a)).sqrt()[idx]  # (num, n), in the eigenbasis
-        if self.full:  # the principal root V diag(std) Vᵀ z: independent of the eigenvectors' signs and basis
-            vecs = self.eigvecs[idx]
-            noise = torch.einsum("bij,bj->bi", vecs, std * torch.einsum("bji,bj->bi", vecs, z))
+        std = (a * self.eigvals + (1 - a)).sqrt()  # (K, n), in the eigenbasis
+        if self.full:  # the principal root V diag(std) Vᵀ z per component: independent of the eigenvectors' signs
+            noise = torch.empty_like(z)  # and basis, and no (num, n, n) gather
+            for k in range(self.num_components):
+                sel = idx == k
+                vec = self.eigvecs[k]
+                noise[sel] = ((z[sel] @ vec) * std[k]) @ vec.T
         else:
-            noise = z * std
+            noise = z * std[idx]
         out = math.sqrt(a) * mu[idx] + noise
         return out.reshape(num, *self.sample_shape).to(dtype)
 
