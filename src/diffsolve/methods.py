@@ -146,6 +146,8 @@ class Method:
     nfe: str = "1"
     #: when it needs A's SVD: "always" (DDRM), "noisy" (σ > 0: DDNM+), "" (never)
     svd: str = ""
+    #: the step counts it is meant for, where more steps stop helping ("" where they do not) — shown by ``info``
+    steps: str = ""
 
     def signature_function(self) -> Callable[..., Any]:
         """The function whose signature holds this method's options (the solver, or the baseline)."""
@@ -215,24 +217,26 @@ METHODS: Mapping[str, Method] = {m.name: m for m in (
            "inverse", cli_options=_optional_sigma, solver="mpgd", needs="any operator (σ sets ρ and its cap)"),
     Method("cdps", _solver("cdps"), "C-DPS (Hamidi, Yang & Liang 2025): coupled data/measurement posterior "
            "sampling", "inverse", required=("sigma",), cli_options=_cdps_options, solver="cdps",
-           needs="A's structured solve, else CG"),
+           needs="A's structured solve, else CG", steps="N ≤ 100 (more over-weight y)"),
     Method("dps", _solver("dps"), "DPS (Chung et al. 2023): gradient through the UNet of ‖y − A x̂0‖",
            "inverse", backward=True, cli_options=_optional_sigma, solver="dps",
            needs="any differentiable A (σ: the pull stops near the noise level)", nfe="1 + 1 backward"),
     Method("pigdm", _solver("pigdm"), "ΠGDM (Song et al. 2023): pseudoinverse guidance, a VJP through the UNet of "
            "Aᵀ(σ²I + r_t²AAᵀ)⁻¹(y − A x̂0)", "inverse", backward=True, required=("sigma",),
-           cli_options=_cdps_options, solver="pigdm", needs="A's structured solve, else CG", nfe="1 + 1 backward"),
+           cli_options=_cdps_options, solver="pigdm", needs="A's structured solve, else CG", nfe="1 + 1 backward",
+           steps="N = 20–100 (its guidance adds up with N)"),
     Method("diffpir", _solver("diffpir"), "DiffPIR (Zhu et al. 2023): plug-and-play proximal data step on x̂0, "
            "re-noised with ζ, no UNet backward", "inverse", required=("sigma",), cli_options=_cdps_options,
            solver="diffpir", needs="A's structured solve, else CG"),
     Method("ddrm", _solver("ddrm"), "DDRM (Kawar et al. 2022): DDIM-like sampling in the SVD space of A, y imposed "
            "per singular direction (eta=0.85, eta_b=1)", "inverse", required=("sigma",), cli_options=_cdps_options,
            solver="ddrm", needs="A's SVD (identity, masks, SR, separable or circular blur, a dense matrix)",
-           svd="always"),
+           svd="always", steps="N = 20–100 (a blur's fit worsens past 100)"),
     Method("ddnm", _solver("ddnm"), "DDNM / DDNM+ (Wang, Yu & Zhang 2023): range-null-space projection of x̂0, "
            "re-noised as the authors' code (eta=0.85; σ > 0: per singular value, DDRM's step at eta_b=1, needs an "
            "SVD), no UNet backward", "inverse",
-           cli_options=_cdps_options, solver="ddnm", needs="A⁺; with σ > 0 A's SVD", svd="noisy"),
+           cli_options=_cdps_options, solver="ddnm", needs="A⁺; with σ > 0 A's SVD", svd="noisy",
+           steps="N = 20–100 with σ (DDRM's step)"),
     Method("daps", _solver("daps"), "DAPS (Zhang et al. 2025): decoupled noise annealing, PF-ODE x0 estimate + "
            "Langevin on x0 per level", "inverse", required=("sigma",), cli_options=_cdps_options, solver="daps",
            needs="any operator (a level's K Langevin steps in one draw: by A's SVD, else a Chebyshev series in AᵀA)",

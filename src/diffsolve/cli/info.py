@@ -66,9 +66,10 @@ def info(out=None) -> dict:
     result["methods"] = {}
     for name, m in METHODS.items():
         result["methods"][name] = {"summary": m.summary, "needs": m.needs, "nfe": m.nfe, "backward": m.backward,
-                                   "required": list(m.required)}
+                                   "required": list(m.required), "steps": m.steps}
         req = f" [needs {', '.join(o + '=' for o in m.required)}]" if m.required else ""
-        print(f"  {name:9s} {m.needs}; {m.nfe} per step{req}", file=out)
+        steps = f"; best at {m.steps}" if m.steps else ""
+        print(f"  {name:9s} {m.needs}; {m.nfe} per step{steps}{req}", file=out)
     print("  given σ, every inverse method ends with a residual y's noise explains, ‖A x̂ − y‖² ≤ σ²(m + 3√(2m)) "
           "(discrepancy=False, --no-discrepancy: the paper's result)", file=out)
     print("shipped models:", file=out)

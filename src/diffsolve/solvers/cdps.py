@@ -30,10 +30,12 @@ with a coupling y_s | x_s ~ N(A x_s + b_s, Σ_s I), b_s = (1−ᾱ_s) A ŝ, ŝ =
   (``CG(start="prior")``: at the prior transition's draw e₁/√c, which leaves the directions the truncation
   does not reach at the prior's spread instead of at none), i.e. Λ δ = √c e₁ + w Aᵀ(y_s − b_s − A m + e₂/√w)
   solved in the Krylov space of degree k_N (one A, one Aᵀ and k_N AᵀA products a step; a run's CG work is
-  ~90 AᵀA products whatever N: the step-count rule). Truncated, not converged, on purpose: the coupling's
+  ~90 AᵀA products for N ≤ 90: the step-count rule). Truncated, not converged, on purpose: the coupling's
   Σ_s leaves out the prior's own uncertainty (1−ᾱ_s) A Cov[ε | x_s] Aᵀ, so the converged (or exact) step
   over-weights y, more so as N grows (photos and the exact prior, N = 10…100, 64²–256², for motion blur,
-  Gaussian blur and SR ×4, and the cost: benchmarks/results/cdps-truncated.md). A last step that solves
+  Gaussian blur and SR ×4, and the cost: benchmarks/results/cdps-truncated.md). Past ~100 steps the one
+  iteration every step still takes adds up the same way, and results get worse with N: run C-DPS at
+  N ≤ 100 (benchmarks/results/cdps-steps.md). A last step that solves
   (``last_step`` "mean" or "sample") is solved to ``tol`` from m with the operator's preconditioner and a
   budget sized on the host (:func:`cg_budget`; no host sync in the loop; non-convergence reported once at
   the end, :class:`CGNotConvergedWarning`, and per step in ``return_info``); ``CG(step_iters=None)`` solves

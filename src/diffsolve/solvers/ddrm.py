@@ -41,10 +41,12 @@ largest counts as unobserved (s_i = 0 above): scale-free, and the code's absolut
 (largest 1). Without it a blur's many near-zero s_i (ȳ_i noise std σ_y/s_i far above the image's scale) take the
 σ < σ_y/s_i case at every step, whose draws barely spread there. ``singular_cutoff=0`` runs Eq. 8 on every s_i > 0.
 
-Defaults: η = 0.85, η_b = 1 (the paper's, §5); the paper runs 20 steps. The loop uses plain torch ops (the
-SVD's matmuls / FFTs and elementwise maps): no fused step kernel fits a per-coefficient mixture in the
-spectral space. The noise z is drawn in image space from ``sampling.generator`` and mapped by Vᵀ (for
-complex Fourier coefficients this keeps them Hermitian; drawn as coefficients where ``SVD.complete``), so a list
+Defaults: η = 0.85, η_b = 1 (the paper's, §5); the paper runs 20 steps. More do not always help: on the exact
+priors the Gaussian blur's gap to the posterior mean grows between N = 100 and 1000
+(results/methods_posterior.md). The loop uses plain torch ops (the SVD's matmuls / FFTs and elementwise
+maps): no fused step kernel fits a per-coefficient mixture in the spectral space. The noise z is drawn in
+image space from ``sampling.generator`` and mapped by Vᵀ (for complex Fourier coefficients this keeps them
+Hermitian; drawn as coefficients where ``SVD.complete``), so a list
 of generators keeps samples independent of their batch; ``noise_source="kernel"`` is not supported.
 Results: benchmarks/results/.
 """
