@@ -231,7 +231,7 @@ METHODS: Mapping[str, Method] = {m.name: m for m in (
     Method("ddrm", _solver("ddrm"), "DDRM (Kawar et al. 2022): DDIM-like sampling in the SVD space of A, y imposed "
            "per singular direction (eta=0.85, eta_b=1)", "inverse", required=("sigma",), cli_options=_cdps_options,
            solver="ddrm", needs="A's SVD (identity, masks, SR, separable or circular blur, a dense matrix)",
-           svd="always", steps="N = 20–100 (a blur's fit worsens past 100)"),
+           svd="always", steps="N = 20–100 (on blurs more steps drift)"),
     Method("ddnm", _solver("ddnm"), "DDNM / DDNM+ (Wang, Yu & Zhang 2023): range-null-space projection of x̂0, "
            "re-noised as the authors' code (eta=0.85; σ > 0: per singular value, DDRM's step at eta_b=1, needs an "
            "SVD), no UNet backward", "inverse",

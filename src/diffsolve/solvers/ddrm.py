@@ -46,8 +46,8 @@ priors the Gaussian blur's gap to the posterior mean grows between N = 100 and 1
 (results/methods_posterior.md). The loop uses plain torch ops (the SVD's matmuls / FFTs and elementwise
 maps): no fused step kernel fits a per-coefficient mixture in the spectral space. The noise z is drawn in
 image space from ``sampling.generator`` and mapped by Vᵀ (for complex Fourier coefficients this keeps them
-Hermitian; drawn as coefficients where ``SVD.complete``), so a list
-of generators keeps samples independent of their batch; ``noise_source="kernel"`` is not supported.
+Hermitian; drawn as coefficients where ``SVD.complete``), so a list of generators keeps samples independent of
+their batch; ``noise_source="kernel"`` is not supported.
 Results: benchmarks/results/.
 """
 
