@@ -158,7 +158,8 @@ def write_posterior(rows: list[dict], args) -> None:
                                                                 "rows": rows}, indent=1))
     steps = sorted({r["steps"] for r in rows})
     lines = ["# Every method on exact posteriors", "",
-             f"`python benchmarks/bench_methods.py posterior` ({machine()}); 1×{args.size}×{args.size}, σ = {SIGMA}, "
+             f"`python benchmarks/bench_methods.py posterior --steps {' '.join(map(str, steps))}` ({machine()}; cells "
+             f"of other runs kept with --merge); 1×{args.size}×{args.size}, σ = {SIGMA}, "
              f"{args.samples} draws for one y per cell. Cell: mean gap ‖x̄ − μ‖/‖μ_prior − μ‖ / trace ratio "
              "tr Ĉ/tr Σ (1 = right spread). `—`: the method does not support the operator. `exact`: as many "
              "independent exact posterior draws (one seed per column): the gap a perfect sampler shows at this "
@@ -381,7 +382,8 @@ def main(argv: list[str] | None = None) -> None:
     ph.add_argument("--tag", default="", help="suffix of the output files (e.g. _64)")
     for sub_parser in (post, ph):
         sub_parser.add_argument("--merge", action="store_true",
-                                help="replace only the rerun cells (method × steps × task × size or prior) in the previous results")
+                                help="replace only the rerun cells (method × steps × task × size or prior) in the "
+                                     "previous results")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     names = args.methods or inverse_methods()
