@@ -41,6 +41,13 @@ def _tensor(name: str, value: object) -> torch.Tensor:
     return value.detach().to(torch.float64)
 
 
+def _principal_root(vec: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """V diag(scale) Vᵀ (n, n) from eigenvectors V (n, n): for scale = √λ the principal square root, symmetric and
+    unique, so a seeded draw z ↦ z·root does not depend on which eigenvectors LAPACK returns (their signs, a basis of
+    a repeated eigenvalue's space), which change with the thread count and the library build."""
+    return (vec * scale) @ vec.T
+
+
 def _psd_eigh(name: str, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenpairs of symmetric PSD matrices (..., n, n); rejects asymmetric or indefinite input."""
     scale = cov.abs().amax().clamp_min(1e-300)
@@ -108,11 +115,8 @@ class GaussianPosterior:
         return tuple(self.mean.shape)
 
     def _root(self) -> torch.Tensor:
-        """The principal square root V √Λ Vᵀ of cov (symmetric, unique): a seeded draw does not depend on which
-        eigenvectors LAPACK returns (their signs, a basis of a repeated eigenvalue's space), which change with the
-        thread count and the library build."""
         lam, vec = _psd_eigh("posterior covariance", self.cov)
-        return (vec * lam.sqrt()) @ vec.T
+        return _principal_root(vec, lam.sqrt())
 
     def sample(self, num: int, generator: torch.Generator | None = None,
                dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -308,12 +312,11 @@ class GaussianMixturePrior:
         z = torch.randn(num, self.eigvals.shape[-1], generator=generator, dtype=torch.float64)
         mu = self.means.reshape(self.num_components, -1)
         std = (a * self.eigvals + (1 - a)).sqrt()  # (K, n), in the eigenbasis
-        if self.full:  # the principal root V diag(std) Vᵀ z per component: independent of the eigenvectors' signs
-            noise = torch.empty_like(z)  # and basis, and no (num, n, n) gather
+        if self.full:  # per component, no (num, n, n) gather
+            noise = torch.empty_like(z)
             for k in range(self.num_components):
                 sel = idx == k
-                vec = self.eigvecs[k]
-                noise[sel] = ((z[sel] @ vec) * std[k]) @ vec.T
+                noise[sel] = z[sel] @ _principal_root(self.eigvecs[k], std[k])
         else:
             noise = z * std[idx]
         out = math.sqrt(a) * mu[idx] + noise

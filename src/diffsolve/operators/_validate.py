@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels._checks import per_sample, plain_number  # the one implementation (no silent cast or move)
+from ..kernels._checks import check_seed, per_sample, plain_number  # the one implementation of each
 
 __all__ = ["DTYPES", "SolveNotConvergedWarning", "check_backend", "check_finite", "check_image", "check_measurement",
            "check_nonneg_number", "check_seed", "per_sample"]
@@ -51,16 +51,6 @@ def check_finite(name: str, x: torch.Tensor) -> None:
     """Raise if ``x`` holds NaN or Inf (one host sync: call outside sampling loops only)."""
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf values; a measurement must be finite")
-
-
-def check_seed(name: str, seed: object) -> int:
-    """A seed: an int in [0, 2**64) — torch's range; nothing wraps around or is reinterpreted silently."""
-    seed = plain_number(seed)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"{name} must be an int, got {type(seed).__name__} {seed!r}")
-    if not 0 <= seed < 2**64:
-        raise ValueError(f"{name} must lie in [0, 2**64), got {seed}")
-    return seed
 
 
 def check_backend(backend: object) -> str:
