@@ -1,11 +1,15 @@
 // 2-D cross-correlation (dense or sparse taps, and separable) with zero / reflect / circular
-// boundaries, and the exact adjoints. One work item is one output row of one image plane, so no
-// full-size temporaries are made and every row is computed identically whatever the thread count.
+// boundaries, and the exact adjoints. One work item is one output row of one image plane, so every
+// row is computed identically whatever the thread count; the dense / sparse form lays the padded
+// input out once (one full-size temporary), the separable form pads row by row (none).
 //
-// Forward:  out = correlate_valid(pad(x), k)  -- rows through source_index, columns padded in a
-//           row buffer, then tap loops (common.hpp: combine_rows, register-blocked correlate_blocks).
+// Forward:  out = correlate_valid(pad(x), k)  -- dense / sparse taps: x padded once into a laid-out plane,
+//           then register-blocked tap sums per output row (sum_taps); separable: rows through source_index,
+//           columns padded in a row buffer (common.hpp: combine_rows, correlate_blocks).
 // Adjoint:  x = pad^T(correlate_full(y, k))   -- per x row, the padded rows that copy it (pad^T
 //           folds them back) are accumulated, then the padded columns are folded back.
+#include <memory>
+
 #include "kernels.hpp"
 
 namespace ds {
@@ -43,52 +47,47 @@ inline std::vector<std::vector<i64>> fold_lists(i64 h, i64 ph, int boundary) {
   return lists;
 }
 
-struct Tap {
-  i64 dv;
-  double value;
-};
-
-// One output row of the dense / sparse-tap correlation (or its adjoint). Scratch: row (w + 2 pw).
+// One column block of one output row: acc[j] += sum_t a[t] * base[off[t] + j] for j < kBlockCols, over a
+// kernel's non-zero taps in the order of (u, v), the block's sums in registers while it walks every tap.
+// `base` is the block's first entry in a laid-out plane (padded x for the forward, zero-padded y for the
+// adjoint) and off[t] the tap's offset in it.
 template <class T>
-DS_INLINE void dense_row(const T* src, const std::vector<std::vector<Tap>>& rows, const std::vector<i64>* fold,
-                         i64 i, i64 h, i64 w, i64 kh, i64 pw, int boundary, T* row, T* acc, T* dst) {
-  const i64 ph = kh / 2, wp = w + 2 * pw;
-  if (fold == nullptr) {
-    for (i64 j = 0; j < w; ++j) acc[j] = T(0);
-    for (i64 u = 0; u < kh; ++u) {
-      if (rows[u].empty()) continue;
-      const i64 r = source_index(i + u - ph, h, boundary);
-      if (r < 0) continue;
-      pad_row(src + r * w, w, pw, boundary, row);
-      for (const Tap& tap : rows[u]) {
-        const T a = static_cast<T>(tap.value);
-        const T* __restrict shifted = row + tap.dv;
-        T* __restrict out = acc;
-        for (i64 j = 0; j < w; ++j) out[j] += a * shifted[j];
-      }
-    }
-    for (i64 j = 0; j < w; ++j) dst[j] = acc[j];
-    return;
+DS_INLINE void sum_taps(const T* base, const i64* off, const T* a, i64 count, T* acc) {
+  T sum[kBlockCols];
+  for (i64 j = 0; j < kBlockCols; ++j) sum[j] = acc[j];
+  for (i64 t = 0; t < count; ++t) {
+    const T at = a[t];
+    const T* __restrict src = base + off[t];
+    for (i64 j = 0; j < kBlockCols; ++j) sum[j] += at * src[j];
   }
-  for (i64 q = 0; q < wp; ++q) acc[q] = T(0);
-  for (const i64 p : *fold) {  // padded rows copied from row i
-    for (i64 u = 0; u < kh; ++u) {
-      const i64 a_row = p - u;  // full correlation: z[p] += k[u] * y[p - u]
-      if (a_row < 0 || a_row >= h || rows[u].empty()) continue;
-      const T* __restrict yrow = src + a_row * w;
-      for (const Tap& tap : rows[u]) {
-        const T a = static_cast<T>(tap.value);
-        T* __restrict shifted = acc + tap.dv;
-        for (i64 j = 0; j < w; ++j) shifted[j] += a * yrow[j];
-      }
-    }
-  }
-  fold_row(acc, w, pw, boundary, dst);
+  for (i64 j = 0; j < kBlockCols; ++j) acc[j] = sum[j];
 }
-DS_MULTIVERSION(dense_row,
-                (const T* src, const std::vector<std::vector<Tap>>& rows, const std::vector<i64>* fold, i64 i, i64 h,
-                 i64 w, i64 kh, i64 pw, int boundary, T* row, T* acc, T* dst),
-                (src, rows, fold, i, h, w, kh, pw, boundary, row, acc, dst))
+// The ISA versions of sum_taps, as DS_MULTIVERSION's but built without GCC's unroll-and-jam, which otherwise
+// jams the tap loop into the column loop and leaves it scalar (2-5x slower here).
+#if defined(__GNUC__) && !defined(__clang__)
+#define DS_NO_JAM __attribute__((optimize("no-loop-unroll-and-jam")))
+#else
+#define DS_NO_JAM
+#endif
+template <class T>
+DS_AVX512 DS_NO_JAM void sum_taps_avx512(const T* base, const i64* off, const T* a, i64 count, T* acc) {
+  sum_taps<T>(base, off, a, count, acc);
+}
+template <class T>
+DS_AVX2 DS_NO_JAM void sum_taps_avx2(const T* base, const i64* off, const T* a, i64 count, T* acc) {
+  sum_taps<T>(base, off, a, count, acc);
+}
+template <class T>
+DS_NO_JAM void sum_taps_base(const T* base, const i64* off, const T* a, i64 count, T* acc) {
+  sum_taps<T>(base, off, a, count, acc);
+}
+template <class T>
+inline void sum_taps_best(const T* base, const i64* off, const T* a, i64 count, T* acc) {
+  const int level = isa_level();
+  if (level == 2) sum_taps_avx512<T>(base, off, a, count, acc);
+  else if (level == 1) sum_taps_avx2<T>(base, off, a, count, acc);
+  else sum_taps_base<T>(base, off, a, count, acc);
+}
 
 // One output row of the separable correlation (V then H) or its adjoint (V^T then H^T; the two
 // passes act on different axes, so they commute). Scratch: t (w), row (R(w + 2 pw) + 2 pw),
@@ -125,19 +124,53 @@ DS_MULTIVERSION(separable_row,
 template <class T>
 void correlate2d(const T* x, const T* kernel, i64 kh, i64 kw, int boundary, bool adjoint, T* out, i64 planes,
                  i64 h, i64 w, int threads) {
-  const i64 pw = kw / 2, wp = w + 2 * pw;
-  std::vector<std::vector<Tap>> rows(static_cast<size_t>(kh));  // non-zero taps of each kernel row
+  const i64 ph = kh / 2, pw = kw / 2, wp = w + 2 * pw;
+  // The laid-out planes: forward, x padded by the boundary (rows h + 2 ph); adjoint, y with kh - 1 zero rows
+  // above and below and kw - 1 zero columns each side, so the full correlation z[p, q] = sum k[u, v]
+  // y[p - u, q - v] reads row p + kh - 1 - u, column q + kw - 1 - v. Row stride ws covers n + the taps' reach.
+  const i64 n = round_up_block(adjoint ? wp : w), ws = n + kw - 1;
+  const i64 rows = adjoint ? h + 2 * ph + kh - 1 : h + 2 * ph;
+  std::vector<i64> off;  // non-zero taps in the order of (u, v): offset in the laid-out plane, value
+  std::vector<T> a;
   for (i64 u = 0; u < kh; ++u)
     for (i64 v = 0; v < kw; ++v)
-      if (kernel[u * kw + v] != T(0)) rows[u].push_back({v, static_cast<double>(kernel[u * kw + v])});
-  const auto lists = adjoint ? fold_lists(h, kh / 2, boundary) : std::vector<std::vector<i64>>{};
-  i64 taps = 0;
-  for (const auto& r : rows) taps += static_cast<i64>(r.size());
-  parallel_for(planes * h, threads, w * taps, [&](i64 item) {
+      if (kernel[u * kw + v] != T(0)) {
+        off.push_back(adjoint ? (kh - 1 - u) * ws + (kw - 1 - v) : u * ws + v);
+        a.push_back(kernel[u * kw + v]);
+      }
+  const i64 count = static_cast<i64>(a.size());
+  const std::unique_ptr<T[]> laid(new T[static_cast<size_t>(planes * rows * ws)]);  // every entry written below
+  parallel_for(planes * rows, threads, ws, [&](i64 item) {
+    const i64 plane = item / rows, r = item % rows;
+    T* dst = laid.get() + item * ws;
+    const i64 s = adjoint ? r - (kh - 1) : source_index(r - ph, h, boundary);
+    const T* src = x + plane * h * w + s * w;
+    if (s < 0 || s >= h) {
+      for (i64 q = 0; q < ws; ++q) dst[q] = T(0);
+    } else if (adjoint) {
+      for (i64 q = 0; q < kw - 1; ++q) dst[q] = T(0);
+      for (i64 j = 0; j < w; ++j) dst[kw - 1 + j] = src[j];
+      for (i64 q = kw - 1 + w; q < ws; ++q) dst[q] = T(0);
+    } else {
+      pad_row(src, w, pw, boundary, dst);
+      for (i64 q = wp; q < ws; ++q) dst[q] = T(0);
+    }
+  });
+  const auto lists = adjoint ? fold_lists(h, ph, boundary) : std::vector<std::vector<i64>>{};
+  parallel_for(planes * h, threads, w * std::max<i64>(count, 1), [&](i64 item) {
     const i64 plane = item / h, i = item % h;
-    T* buf = scratch<T>(static_cast<size_t>(2 * wp));
-    dense_row_best<T>(x + plane * h * w, rows, adjoint ? &lists[i] : nullptr, i, h, w, kh, pw, boundary, buf,
-                      buf + wp, out + item * w);
+    const T* base = laid.get() + plane * rows * ws;
+    T* acc = scratch<T>(static_cast<size_t>(n));
+    for (i64 q = 0; q < n; ++q) acc[q] = T(0);
+    if (!adjoint) {  // out row i = sum over taps of padded row i + u, columns j + v
+      for (i64 j0 = 0; j0 < n; j0 += kBlockCols)
+        sum_taps_best<T>(base + i * ws + j0, off.data(), a.data(), count, acc + j0);
+      for (i64 j = 0; j < w; ++j) out[item * w + j] = acc[j];
+      return;
+    }
+    for (i64 j0 = 0; j0 < n; j0 += kBlockCols)
+      for (const i64 p : lists[i]) sum_taps_best<T>(base + p * ws + j0, off.data(), a.data(), count, acc + j0);
+    fold_row(acc, w, pw, boundary, out + item * w);  // the padded rows that copy row i, then the columns
   });
 }
 
