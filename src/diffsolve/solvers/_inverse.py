@@ -7,7 +7,8 @@
 - :class:`Diagnostics`: per-step (B,) tensors collected without a host sync and stacked at the end;
 - :func:`discrepancy_floor` / :func:`discrepancy_weight`: how far a data step may go before it fits y's noise;
   :func:`discrepancy_pull`: a result moved towards y until its residual is one the noise explains (Morozov);
-- :func:`warn_if_unfit`: after the loop, a :class:`DataConsistencyWarning` where the result ignores y;
+- :func:`warn_if_unfit`: after the loop, a :class:`DataConsistencyWarning` where the result ignores y (every solver
+  ends with :func:`finish_run`, which calls it and assembles ``return_info``);
 - :func:`route`: the solver's backend reaches the operator's kernels;
 - :func:`pinv_of`: A⁺ for the noiseless steps, with a separable A's negligible singular values counted as zero.
 """
@@ -26,7 +27,7 @@ __all__ = ["DISCREPANCY_SHARE", "PULL_CG_ITERS", "PULL_GROWTH", "PULL_PRECONDITI
            "UNFIT_CONSISTENCY", "check_problem", "check_sigma", "data_part", "DataConsistencyWarning", "Diagnostics",
            "discrepancy_floor", "discrepancy_pull", "discrepancy_weight", "final_residual", "measured_entries",
            "measurement_grad", "noise_ceiling", "residual_norm", "route", "SINGULAR_CUTOFF", "counted_singulars",
-           "exact_pinv", "pinv_of", "solver_of", "warn_if_unfit"]
+           "exact_pinv", "finish_run", "pinv_of", "solver_of", "warn_if_unfit"]
 
 #: DDRM's reference code (``functions/svd_replacement.py``, ``ZERO = 3e-2``; DDNM's and ΠGDM's code share it): a
 #: separable A's per-axis singular values below this share of their axis's largest count as zero, in DDRM's spectral
@@ -422,11 +423,13 @@ class Diagnostics:
         return out
 
     def finish(self, operator: object, x: torch.Tensor, y: torch.Tensor, timesteps: torch.Tensor,
-               sigma: float | None = None, **extra: torch.Tensor) -> dict[str, torch.Tensor]:
+               sigma: float | None = None, final: torch.Tensor | None = None,
+               **extra: torch.Tensor) -> dict[str, torch.Tensor]:
         """:meth:`stacked` plus the result's data consistency: "final_residual" (B,) ‖A x̂ − y‖/√m (m the
-        measured entries per sample, ``operator.measured_entries``: a mask's observed pixels) and, where the
-        method knows σ, "data_consistency" (B,) that over σ (1: the residual matches the noise level)."""
-        final = final_residual(operator, x, y)
+        measured entries per sample, ``operator.measured_entries``: a mask's observed pixels; ``final`` where the
+        caller has it) and, where the method knows σ, "data_consistency" (B,) that over σ (1: the residual
+        matches the noise level)."""
+        final = final_residual(operator, x, y) if final is None else final
         out = self.stacked(timesteps=timesteps.clone(), final_residual=final, **extra)
         if sigma is not None:
             out["data_consistency"] = final / sigma
@@ -439,13 +442,15 @@ class DataConsistencyWarning(UserWarning):
 
 
 def warn_if_unfit(name: str, operator: object, x: torch.Tensor, y: torch.Tensor, sigma: float | None,
-                  steps: int) -> None:
+                  steps: int, final: torch.Tensor | None = None) -> None:
     """After the loop (one host sync): warn, naming the worst sample, its consistency and the fixes, where the
-    result x (B, C, H, W) is further from y than :data:`UNFIT_CONSISTENCY` noise levels. No σ (or σ = 0): no
-    check. A NaN result is the loop's own error (``_loop.finish``), not this one's."""
+    result x (B, C, H, W) is further from y than :data:`UNFIT_CONSISTENCY` noise levels (``final``: its
+    :func:`final_residual`, where the caller has it). No σ (or σ = 0): no check. A NaN result is the loop's own
+    error (``_loop.finish``), not this one's. Called by :func:`finish_run`, so the warning points at the caller
+    of the solver."""
     if sigma is None or sigma <= 0:
         return
-    dc = final_residual(operator, x, y) / sigma
+    dc = (final_residual(operator, x, y) if final is None else final) / sigma
     worst = dc.max()
     if not bool(worst > UNFIT_CONSISTENCY):
         return
@@ -453,5 +458,21 @@ def warn_if_unfit(name: str, operator: object, x: torch.Tensor, y: torch.Tensor,
         f"{name}: the result does not fit y: data consistency ‖A x̂ − y‖/(σ√m) = {float(worst):.2f} for sample "
         f"{int(dc.argmax())} (1 = the noise level sigma={sigma:g}; above {UNFIT_CONSISTENCY:g} y is largely ignored) "
         f"with steps={steps}: use more steps, or check sigma (y's noise std on the model's [-1, 1] scale)"),
-        stacklevel=4)
+        stacklevel=5)  # warn_if_unfit < finish_run < the solver < takes_sampling's wrapper < its caller
+
+
+def finish_run(name: str, loop: Any, operator: object, x: torch.Tensor, y: torch.Tensor, sigma: float | None,
+               info: Diagnostics, *, timesteps: torch.Tensor | None = None, **extra: torch.Tensor) -> Any:
+    """The end every guided solver shares: ``loop.finish(x)`` (the NaN check), :func:`warn_if_unfit` (σ > 0;
+    one sync) and, where ``info`` is enabled (``return_info``), ``(x, info.finish(...))`` with ``extra`` — one
+    A x̂ product serves both. σ None or 0: no fit check and no "data_consistency". ``timesteps``: the steps the
+    method ran where they are not ``loop.schedule``'s (DDNM's time travel)."""
+    x = loop.finish(x)
+    sigma = sigma if sigma is not None and sigma > 0 else None
+    final = final_residual(operator, x, y) if sigma is not None or info.enabled else None
+    warn_if_unfit(name, operator, x, y, sigma, len(loop.schedule), final=final)
+    if not info.enabled:
+        return x
+    steps_run = loop.schedule.timesteps if timesteps is None else timesteps
+    return x, info.finish(operator, x, y, steps_run, sigma=sigma, final=final, **extra)
 

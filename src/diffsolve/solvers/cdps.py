@@ -58,7 +58,7 @@ from ..kernels import diagonal_posterior_step
 from ..kernels._checks import plain_number
 from ..kernels.cg import batched_cg, cg_iteration_bound
 from ..operators.base import SolveInfo, _default_tol
-from ._inverse import Diagnostics, check_problem, check_sigma, discrepancy_pull, residual_norm, route, warn_if_unfit
+from ._inverse import Diagnostics, check_problem, check_sigma, discrepancy_pull, residual_norm, route, finish_run
 from ._loop import Sampling, _draw, check_flag, check_number, prepare, takes_sampling
 
 __all__ = ["CHAINS", "LAST_STEPS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_STARTS", "CG_MAX_ITERS", "RUN_CG_ITERS",
@@ -445,8 +445,6 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                 loop.record(i, x, None)
     if discrepancy and last_step != "sample":  # within the noise of y (1 − ᾱ_t of the last model call)
         x = discrepancy_pull(operator, x, y, sigma, 1 - loop.alpha_t[-1])
-    x = loop.finish(x)
-    warn_if_unfit("cdps", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
     if method == "cg" and not bool(converged.all()):  # one sync, after the loop
         most = max(p.cg_iters or 0 for p in steps if not p.truncated)
         warnings.warn(CGNotConvergedWarning(
@@ -454,6 +452,4 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             f"(worst relative residual {float(worst.max()):.2e} after iters={most}"
             f"{'' if cg.iters else ', the largest budget sized from κ'}); raise the budget with solver=CG(iters=...) "
             "or use an operator with an exact solve"), stacklevel=3)
-    if sampling.return_info:
-        return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma)
-    return x
+    return finish_run("cdps", loop, operator, x, y, sigma, info)  # one sync, after the loop

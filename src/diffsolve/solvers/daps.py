@@ -86,7 +86,7 @@ from ..kernels import ddim_step
 from ..models.denoiser import as_denoiser
 from ..operators.svd import SVD, operator_svd
 from ._chebyshev import chebyshev_apply, chebyshev_series
-from ._inverse import Diagnostics, check_problem, check_sigma, discrepancy_pull, residual_norm, route, warn_if_unfit
+from ._inverse import Diagnostics, check_problem, check_sigma, discrepancy_pull, residual_norm, route, finish_run
 from ._loop import Sampling, _draw, check_flag, check_int, check_number, check_steps, prepare, takes_sampling
 from .mpgd import operator_gain
 
@@ -384,8 +384,4 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                 loop.record(i, x, x0)
     if discrepancy:  # within the noise of y (1 − ᾱ_t of the last model call)
         x = discrepancy_pull(operator, x, y, sigma, 1 - loop.alpha_t[-1])
-    x = loop.finish(x)
-    warn_if_unfit("daps", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
-    if sampling.return_info:
-        return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma)
-    return x
+    return finish_run("daps", loop, operator, x, y, sigma, info)  # one sync, after the loop

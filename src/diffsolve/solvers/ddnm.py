@@ -54,7 +54,7 @@ import torch
 
 from ..operators.svd import operator_svd
 from ._inverse import (SINGULAR_CUTOFF, Diagnostics, check_problem, counted_singulars, data_part, pinv_of, route,
-                       warn_if_unfit)
+                       finish_run)
 from ._loop import Sampling, _draw, check_flag, check_int, check_number, prepare, takes_sampling
 from .ddrm import _coefficients, _vp_sigma, check_cutoff, spectral_sampling
 from .diffpir import check_operator_solves, reproject_step
@@ -151,19 +151,16 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     else:
         x = _ddnm_loop(loop, operator, y, eta, plan, travel_length, info, sampling.backend,
                        pinv_of(operator, shape[-2:], singular_cutoff))
-    x = loop.finish(x)
-    warn_if_unfit("ddnm", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
-    if not sampling.return_info:
-        return x
-    if svd is not None:  # the reported λ_t: its mean over the s_i > 0 the loop counts (host, after the loop)
-        s_host = counted_singulars(svd, svd.s, singular_cutoff)
-        s_host = s_host[s_host > 0]
-        lambdas = [float(ddnm_plus_lambdas(loop.alpha_s[i], eta, sigma, s_host).mean()) if s_host.numel() else 0.0
-                   for i in run]
-    else:
+    extra = {}
+    if sampling.return_info:  # the reported λ_t: DDNM+'s mean over the s_i > 0 the loop counts (host, after it)
         lambdas = [1.0] * len(run)
-    return x, info.finish(operator, x, y, timesteps, sigma=sigma if sigma > 0 else None,
-                          **{"lambda": torch.tensor(lambdas, dtype=torch.float64)})
+        if svd is not None:
+            s_host = counted_singulars(svd, svd.s, singular_cutoff)
+            s_host = s_host[s_host > 0]
+            lambdas = [float(ddnm_plus_lambdas(loop.alpha_s[i], eta, sigma, s_host).mean()) if s_host.numel()
+                       else 0.0 for i in run]
+        extra["lambda"] = torch.tensor(lambdas, dtype=torch.float64)
+    return finish_run("ddnm", loop, operator, x, y, sigma, info, timesteps=timesteps, **extra)  # one sync
 
 
 def _ddnm_loop(loop: Any, operator: Any, y: torch.Tensor, eta: float, plan: list[tuple[str, int]],

@@ -61,7 +61,7 @@ import torch
 
 from ..operators.svd import SVD, operator_svd
 from ._inverse import (SINGULAR_CUTOFF, Diagnostics, check_problem, check_sigma, counted_singulars, discrepancy_pull,
-                       residual_norm, route, warn_if_unfit)
+                       residual_norm, route, finish_run)
 from ._loop import LoopSetup, Sampling, _draw, check_flag, check_number, check_steps, prepare, takes_sampling
 
 __all__ = ["SINGULAR_CUTOFF", "ddrm", "spectral_sampling"]
@@ -224,8 +224,4 @@ def ddrm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     info = Diagnostics(sampling.return_info)
     x = spectral_sampling(loop, operator, svd, y, sigma_y, eta, eta_b, start="eq7", info=info,
                           discrepancy=discrepancy, singular_cutoff=singular_cutoff)
-    x = loop.finish(x)
-    warn_if_unfit("ddrm", operator, x, y, sigma_y, len(loop.schedule))  # one sync, after the loop
-    if sampling.return_info:
-        return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma_y if sigma_y > 0 else None)
-    return x
+    return finish_run("ddrm", loop, operator, x, y, sigma_y, info)  # one sync, after the loop

@@ -47,7 +47,7 @@ import torch
 
 from ..kernels import fused_step
 from ._inverse import (Diagnostics, check_problem, data_part, discrepancy_floor, discrepancy_pull, discrepancy_weight,
-                       pinv_of, route, solver_of, warn_if_unfit)
+                       pinv_of, route, solver_of, finish_run)
 from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
 
 __all__ = ["CG_ITERS", "DEFAULT_LAM", "DEFAULT_ZETA", "INPAINTING_ZETA", "data_rho", "default_zeta", "diffpir",
@@ -175,8 +175,4 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
             loop.record(i, x, x0p)
     if last >= 0:  # 4. within the noise of y (1 − ᾱ_t of the last model call)
         x = discrepancy_pull(operator, x, y, sigma, 1 - loop.alpha_t[-1])
-    x = loop.finish(x)
-    warn_if_unfit("diffpir", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
-    if sampling.return_info:
-        return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma if sigma > 0 else None)
-    return x
+    return finish_run("diffpir", loop, operator, x, y, sigma, info)  # one sync, after the loop

@@ -58,7 +58,7 @@ import torch
 
 from ..kernels import ddim_step
 from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, check_sigma, data_part, discrepancy_floor,
-                       discrepancy_pull, route, warn_if_unfit)
+                       discrepancy_pull, route, finish_run)
 from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
 
 __all__ = ["DISCREPANCY_SHARE", "MIN_STEPS", "NORMALIZATIONS", "REFERENCE_NUMEL", "REFERENCE_STEPS", "STEP_POWER",
@@ -174,8 +174,4 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
             loop.record(i, x, x0.detach())
     if sigma is not None and discrepancy:  # within the noise of y (1 − ᾱ_t of the last model call)
         x = discrepancy_pull(operator, x, y, sigma, 1 - loop.alpha_t[-1])
-    x = loop.finish(x)
-    warn_if_unfit("dps", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
-    if sampling.return_info:
-        return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma)
-    return x
+    return finish_run("dps", loop, operator, x, y, sigma, info)  # one sync, after the loop

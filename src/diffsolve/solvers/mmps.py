@@ -54,7 +54,7 @@ import torch
 
 from ..kernels import ddim_step
 from ._inverse import (Diagnostics, check_problem, check_sigma, data_part, discrepancy_pull, residual_norm, route,
-                       warn_if_unfit)
+                       finish_run)
 from ._krylov import measurement_cg, measurement_gmres, per_sample, shares_memory
 from ._loop import Sampling, check_flag, check_int, check_number, prepare, takes_sampling
 
@@ -165,8 +165,4 @@ def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             loop.record(i, x, x0y)
     if discrepancy:  # within the noise of y (1 − ᾱ_t of the last model call)
         x = discrepancy_pull(operator, x, y, sigma, 1 - loop.alpha_t[-1])
-    x = loop.finish(x)
-    warn_if_unfit("mmps", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
-    if sampling.return_info:
-        return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma)
-    return x
+    return finish_run("mmps", loop, operator, x, y, sigma, info)  # one sync, after the loop

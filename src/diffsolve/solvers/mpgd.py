@@ -56,7 +56,7 @@ import torch
 from ..kernels import mpgd_step
 from ..kernels._checks import plain_numbers
 from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, data_part, discrepancy_pull, measured_entries,
-                       measurement_grad, route, warn_if_unfit)
+                       measurement_grad, route, finish_run)
 from ._loop import Sampling, check_flag, check_number, check_steps, prepare, takes_sampling
 
 __all__ = ["SPACES", "Projection", "capped_grad", "default_rho", "mpgd", "noise_rho", "operator_gain"]
@@ -279,12 +279,9 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
             loop.record(i, x, x0_star)
     if discrepancy and y is not None and loss is None and sigma:  # within the noise of y (1 − ᾱ_t: last model call)
         x = discrepancy_pull(operator, x, y, sigma, 1 - loop.alpha_t[-1])
-    x = loop.finish(x)
-    if y is not None:  # guidance by a loss has no measurement
-        warn_if_unfit("mpgd", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
-    if sampling.return_info:
-        if y is None:  # guidance by a loss: no measurement to be consistent with
+    if y is None:  # guidance by a loss: no measurement to be consistent with
+        x = loop.finish(x)
+        if sampling.return_info:
             return x, info.stacked(projected=torch.tensor(projected), timesteps=loop.schedule.timesteps.clone())
-        return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma or None,
-                              projected=torch.tensor(projected))
-    return x
+        return x
+    return finish_run("mpgd", loop, operator, x, y, sigma, info, projected=torch.tensor(projected))  # one sync

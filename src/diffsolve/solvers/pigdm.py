@@ -43,7 +43,7 @@ import torch
 
 from ..kernels import ddim_step
 from ._inverse import (Diagnostics, check_problem, data_part, discrepancy_pull, exact_pinv, pinv_of, route,
-                       solver_of, warn_if_unfit)
+                       solver_of, finish_run)
 from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
 from .diffpir import check_operator_solves
 
@@ -114,8 +114,4 @@ def pigdm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, 
             loop.record(i, x, x0g)
     if sigma > 0 and discrepancy:  # 5. within the noise of y (r_t² of the last model call)
         x = discrepancy_pull(operator, x, y, sigma, 1 - loop.alpha_t[-1])
-    x = loop.finish(x)
-    warn_if_unfit("pigdm", operator, x, y, sigma, len(loop.schedule))  # one sync, after the loop
-    if sampling.return_info:
-        return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma if sigma > 0 else None)
-    return x
+    return finish_run("pigdm", loop, operator, x, y, sigma, info)  # one sync, after the loop

@@ -81,7 +81,7 @@ from typing import Any
 import torch
 
 from ._inverse import (Diagnostics, check_problem, check_sigma, data_part, discrepancy_floor, discrepancy_pull,
-                       discrepancy_weight, measured_entries, route, warn_if_unfit)
+                       discrepancy_weight, measured_entries, route, finish_run)
 from ._loop import Sampling, check_flag, check_number, draw, prepare, takes_sampling
 
 __all__ = ["ADAM_BETAS", "ADAM_EPS", "GATE_WIDTH", "PAPER_STEPS", "REFERENCE_STEPS", "STEP_RULES", "gradient",
@@ -234,8 +234,4 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
             mu = mu - (1 - g).view(-1, *([1] * (mu.dim() - 1))) * (mu - x0)  # exactly μ where g = 1
     if settle:
         mu = discrepancy_pull(operator, mu, y, sigma, 1 - loop.alpha_t[-1])
-    mu = loop.finish(mu)
-    warn_if_unfit("reddiff", operator, mu, y, sigma, len(loop.schedule))  # one sync, after the loop
-    if sampling.return_info:
-        return mu, info.finish(operator, mu, y, loop.schedule.timesteps, sigma=sigma)
-    return mu
+    return finish_run("reddiff", loop, operator, mu, y, sigma, info)  # one sync, after the loop
