@@ -195,6 +195,30 @@ def test_separable_correlate2d_and_adjoint_match_reference(boundary, lengths):
     same_for_1_and_2_threads(ops.separable_correlate2d_adjoint, y, k_h, k_w, boundary)
 
 
+@pytest.mark.parametrize("boundary", ["zero", "reflect", "circular"])
+def test_correlate2d_across_column_blocks_and_unusual_kernels(boundary):
+    """Rows wider than one register block (32 columns) and not a multiple of it, and kernels the tap list must
+    get right: zero rows between non-zero ones, one tap off the centre, no tap at all, a motion-like line."""
+    x, y = randn(2, 3, 21, 70, seed=1), randn(2, 3, 21, 70, seed=2)
+    gapped = _kernel(9, 7, torch.float64)
+    gapped[2:5] = 0
+    gapped[:, 1] = 0
+    one_tap = torch.zeros(5, 9, dtype=torch.float64)
+    one_tap[0, 7] = 0.75
+    line = torch.zeros(15, 15, dtype=torch.float64)
+    line[torch.arange(15), (torch.arange(15) * 0.6).long() + 3] = 1 / 15
+    for k in (gapped, one_tap, torch.zeros(3, 5, dtype=torch.float64), line):
+        out, adj = ops.correlate2d(x, k, boundary), ops.correlate2d_adjoint(y, k, boundary)
+        close(out, correlate.correlate2d_reference(x, k, boundary))
+        close(adj, correlate.correlate2d_adjoint_reference(y, k, boundary))
+        x32, y32, k32 = x.float(), y.float(), k.float()
+        close(ops.correlate2d(x32, k32, boundary), correlate.correlate2d_reference(x32, k32, boundary), torch.float32)
+        close(ops.correlate2d_adjoint(y32, k32, boundary), correlate.correlate2d_adjoint_reference(y32, k32, boundary),
+              torch.float32)
+    same_for_1_and_2_threads(ops.correlate2d, x, line, boundary)
+    same_for_1_and_2_threads(ops.correlate2d_adjoint, y, line, boundary)
+
+
 def test_correlate_extreme_padding_and_float32():
     # circular padding may equal the size, reflect up to size - 1 (the public checks' limits)
     x = randn(1, 2, 5, 7, seed=1)
