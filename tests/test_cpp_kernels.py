@@ -198,7 +198,8 @@ def test_separable_correlate2d_and_adjoint_match_reference(boundary, lengths):
 @pytest.mark.parametrize("boundary", ["zero", "reflect", "circular"])
 def test_correlate2d_across_column_blocks_and_unusual_kernels(boundary):
     """Rows wider than one register block (32 columns) and not a multiple of it, and kernels the tap list must
-    get right: zero rows between non-zero ones, one tap off the centre, no tap at all, a motion-like line."""
+    get right: zero rows between non-zero ones, one tap off the centre, no tap at all, a motion-like line; the
+    separable form on the same rows."""
     x, y = randn(2, 3, 21, 70, seed=1), randn(2, 3, 21, 70, seed=2)
     gapped = _kernel(9, 7, torch.float64)
     gapped[2:5] = 0
@@ -217,6 +218,11 @@ def test_correlate2d_across_column_blocks_and_unusual_kernels(boundary):
               torch.float32)
     same_for_1_and_2_threads(ops.correlate2d, x, line, boundary)
     same_for_1_and_2_threads(ops.correlate2d_adjoint, y, line, boundary)
+    k_h, k_w = randn(7, seed=3), randn(5, seed=4)  # the separable form's register blocks too
+    close(ops.separable_correlate2d(x, k_h, k_w, boundary),
+          correlate.separable_correlate2d_reference(x, k_h, k_w, boundary))
+    close(ops.separable_correlate2d_adjoint(y, k_h, k_w, boundary),
+          correlate.separable_correlate2d_adjoint_reference(y, k_h, k_w, boundary))
 
 
 def test_correlate_extreme_padding_and_float32():
