@@ -64,14 +64,15 @@ inline int& isa_limit() {  // set by diffsolve._C.set_isa_limit (tests); default
 
 inline int isa_level() { return std::min(detected_isa(), isa_limit()); }
 
-// NAME##_best<T>(args...) runs NAME<T> compiled for the best available ISA.
-#define DS_MULTIVERSION(NAME, PARAMS, ARGS)                               \
+// NAME##_best<T>(args...) runs NAME<T> compiled for the best available ISA; ATTR is any extra attribute of the
+// three versions (DS_MULTIVERSION: none).
+#define DS_MULTIVERSION_WITH(ATTR, NAME, PARAMS, ARGS)                    \
   template <class T>                                                      \
-  DS_AVX512 void NAME##_avx512 PARAMS { NAME<T> ARGS; }                   \
+  DS_AVX512 ATTR void NAME##_avx512 PARAMS { NAME<T> ARGS; }              \
   template <class T>                                                      \
-  DS_AVX2 void NAME##_avx2 PARAMS { NAME<T> ARGS; }                       \
+  DS_AVX2 ATTR void NAME##_avx2 PARAMS { NAME<T> ARGS; }                  \
   template <class T>                                                      \
-  void NAME##_base PARAMS { NAME<T> ARGS; }                               \
+  ATTR void NAME##_base PARAMS { NAME<T> ARGS; }                          \
   template <class T>                                                      \
   inline void NAME##_best PARAMS {                                        \
     const int level = isa_level();                                        \
@@ -79,6 +80,7 @@ inline int isa_level() { return std::min(detected_isa(), isa_limit()); }
     else if (level == 1) NAME##_avx2<T> ARGS;                             \
     else NAME##_base<T> ARGS;                                             \
   }
+#define DS_MULTIVERSION(NAME, PARAMS, ARGS) DS_MULTIVERSION_WITH(, NAME, PARAMS, ARGS)
 
 // Run body(i) for i in [0, n) over up to `threads` OpenMP threads, static schedule; `work` is a
 // rough count of element operations per item, so small calls stay on one thread (a parallel region

@@ -62,32 +62,15 @@ DS_INLINE void sum_taps(const T* base, const i64* off, const T* a, i64 count, T*
   }
   for (i64 j = 0; j < kBlockCols; ++j) acc[j] = sum[j];
 }
-// The ISA versions of sum_taps, as DS_MULTIVERSION's but built without GCC's unroll-and-jam, which otherwise
-// jams the tap loop into the column loop and leaves it scalar (2-5x slower here).
+// GCC's unroll-and-jam would jam the tap loop into the column loop and leave it scalar (2-5x slower here), so
+// sum_taps' ISA versions are built without it (on this loop only: on every kernel it slowed fused_step).
 #if defined(__GNUC__) && !defined(__clang__)
 #define DS_NO_JAM __attribute__((optimize("no-loop-unroll-and-jam")))
 #else
 #define DS_NO_JAM
 #endif
-template <class T>
-DS_AVX512 DS_NO_JAM void sum_taps_avx512(const T* base, const i64* off, const T* a, i64 count, T* acc) {
-  sum_taps<T>(base, off, a, count, acc);
-}
-template <class T>
-DS_AVX2 DS_NO_JAM void sum_taps_avx2(const T* base, const i64* off, const T* a, i64 count, T* acc) {
-  sum_taps<T>(base, off, a, count, acc);
-}
-template <class T>
-DS_NO_JAM void sum_taps_base(const T* base, const i64* off, const T* a, i64 count, T* acc) {
-  sum_taps<T>(base, off, a, count, acc);
-}
-template <class T>
-inline void sum_taps_best(const T* base, const i64* off, const T* a, i64 count, T* acc) {
-  const int level = isa_level();
-  if (level == 2) sum_taps_avx512<T>(base, off, a, count, acc);
-  else if (level == 1) sum_taps_avx2<T>(base, off, a, count, acc);
-  else sum_taps_base<T>(base, off, a, count, acc);
-}
+DS_MULTIVERSION_WITH(DS_NO_JAM, sum_taps, (const T* base, const i64* off, const T* a, i64 count, T* acc),
+                     (base, off, a, count, acc))
 
 // One output row of the separable correlation (V then H) or its adjoint (V^T then H^T; the two
 // passes act on different axes, so they commute). Scratch: t (w), row (R(w + 2 pw) + 2 pw),

@@ -58,7 +58,7 @@ from ..kernels import diagonal_posterior_step
 from ..kernels._checks import plain_number
 from ..kernels.cg import batched_cg, cg_iteration_bound
 from ..operators.base import SolveInfo, _default_tol
-from ._inverse import Diagnostics, check_problem, check_sigma, discrepancy_pull, residual_norm, route, finish_run
+from ._inverse import Diagnostics, check_problem, check_sigma, discrepancy_pull, finish_run, residual_norm, route
 from ._loop import Sampling, _draw, check_flag, check_number, prepare, takes_sampling
 
 __all__ = ["CHAINS", "LAST_STEPS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_STARTS", "CG_MAX_ITERS", "RUN_CG_ITERS",

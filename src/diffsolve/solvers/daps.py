@@ -86,7 +86,7 @@ from ..kernels import ddim_step
 from ..models.denoiser import as_denoiser
 from ..operators.svd import SVD, operator_svd
 from ._chebyshev import chebyshev_apply, chebyshev_series
-from ._inverse import Diagnostics, check_problem, check_sigma, discrepancy_pull, residual_norm, route, finish_run
+from ._inverse import Diagnostics, check_problem, check_sigma, discrepancy_pull, finish_run, residual_norm, route
 from ._loop import Sampling, _draw, check_flag, check_int, check_number, check_steps, prepare, takes_sampling
 from .mpgd import operator_gain
 

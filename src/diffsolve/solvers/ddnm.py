@@ -53,8 +53,8 @@ from typing import Any
 import torch
 
 from ..operators.svd import operator_svd
-from ._inverse import (SINGULAR_CUTOFF, Diagnostics, check_problem, counted_singulars, data_part, pinv_of, route,
-                       finish_run)
+from ._inverse import (SINGULAR_CUTOFF, Diagnostics, check_problem, counted_singulars, data_part, finish_run, pinv_of,
+                       route)
 from ._loop import Sampling, _draw, check_flag, check_int, check_number, prepare, takes_sampling
 from .ddrm import _coefficients, _vp_sigma, check_cutoff, spectral_sampling
 from .diffpir import check_operator_solves, reproject_step

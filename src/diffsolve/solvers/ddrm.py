@@ -61,7 +61,7 @@ import torch
 
 from ..operators.svd import SVD, operator_svd
 from ._inverse import (SINGULAR_CUTOFF, Diagnostics, check_problem, check_sigma, counted_singulars, discrepancy_pull,
-                       residual_norm, route, finish_run)
+                       finish_run, residual_norm, route)
 from ._loop import LoopSetup, Sampling, _draw, check_flag, check_number, check_steps, prepare, takes_sampling
 
 __all__ = ["SINGULAR_CUTOFF", "ddrm", "spectral_sampling"]

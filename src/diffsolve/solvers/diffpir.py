@@ -47,7 +47,7 @@ import torch
 
 from ..kernels import fused_step
 from ._inverse import (Diagnostics, check_problem, data_part, discrepancy_floor, discrepancy_pull, discrepancy_weight,
-                       pinv_of, route, solver_of, finish_run)
+                       finish_run, pinv_of, route, solver_of)
 from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
 
 __all__ = ["CG_ITERS", "DEFAULT_LAM", "DEFAULT_ZETA", "INPAINTING_ZETA", "data_rho", "default_zeta", "diffpir",

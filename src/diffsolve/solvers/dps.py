@@ -58,7 +58,7 @@ import torch
 
 from ..kernels import ddim_step
 from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, check_sigma, data_part, discrepancy_floor,
-                       discrepancy_pull, route, finish_run)
+                       discrepancy_pull, finish_run, route)
 from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
 
 __all__ = ["DISCREPANCY_SHARE", "MIN_STEPS", "NORMALIZATIONS", "REFERENCE_NUMEL", "REFERENCE_STEPS", "STEP_POWER",

@@ -53,8 +53,8 @@ from typing import Any, Callable
 import torch
 
 from ..kernels import ddim_step
-from ._inverse import (Diagnostics, check_problem, check_sigma, data_part, discrepancy_pull, residual_norm, route,
-                       finish_run)
+from ._inverse import (Diagnostics, check_problem, check_sigma, data_part, discrepancy_pull, finish_run, residual_norm,
+                       route)
 from ._krylov import measurement_cg, measurement_gmres, per_sample, shares_memory
 from ._loop import Sampling, check_flag, check_int, check_number, prepare, takes_sampling
 

@@ -55,8 +55,8 @@ import torch
 
 from ..kernels import mpgd_step
 from ..kernels._checks import plain_numbers
-from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, data_part, discrepancy_pull, measured_entries,
-                       measurement_grad, route, finish_run)
+from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, data_part, discrepancy_pull, finish_run,
+                       measured_entries, measurement_grad, route)
 from ._loop import Sampling, check_flag, check_number, check_steps, prepare, takes_sampling
 
 __all__ = ["SPACES", "Projection", "capped_grad", "default_rho", "mpgd", "noise_rho", "operator_gain"]

@@ -42,8 +42,8 @@ from typing import Any
 import torch
 
 from ..kernels import ddim_step
-from ._inverse import (Diagnostics, check_problem, data_part, discrepancy_pull, exact_pinv, pinv_of, route,
-                       solver_of, finish_run)
+from ._inverse import (Diagnostics, check_problem, data_part, discrepancy_pull, exact_pinv, finish_run, pinv_of, route,
+                       solver_of)
 from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
 from .diffpir import check_operator_solves
 

@@ -81,7 +81,7 @@ from typing import Any
 import torch
 
 from ._inverse import (Diagnostics, check_problem, check_sigma, data_part, discrepancy_floor, discrepancy_pull,
-                       discrepancy_weight, measured_entries, route, finish_run)
+                       discrepancy_weight, finish_run, measured_entries, route)
 from ._loop import Sampling, check_flag, check_number, draw, prepare, takes_sampling
 
 __all__ = ["ADAM_BETAS", "ADAM_EPS", "GATE_WIDTH", "PAPER_STEPS", "REFERENCE_STEPS", "STEP_RULES", "gradient",
