@@ -1,0 +1,55 @@
+"""The ``diffsolve eval`` runner: every (image, task, method, seed) of a dataset scored, on one process
+or many (torchrun), resumable.
+
+Records. ``OUT/results.jsonl`` holds one JSON object per (image, task, method, seed) with ``image``
+(file name), ``task``, ``method``, ``seed``, ``psnr`` (dB), ``ssim``, ``seconds`` (the record's share
+of its batch's wall time), ``dc`` (data consistency ‖A x̂ − y‖/(σ√m), 1 = the residual matches the
+noise level; null when σ = 0), ``steps``, ``model``, ``size``, ``sigma`` (and ``lam`` for Tikhonov; ``draws``
+with ``--draws`` K > 1, where a model-based record scores the mean of K draws; ``discrepancy: false`` with
+``--no-discrepancy``, on the records of the methods it switches to the paper's result).
+Each process appends its records to ``OUT/parts/rank-R.jsonl`` and flushes after every record, so a
+killed run loses at most the batch in flight; a rerun with the same OUT skips every record already
+in results.jsonl or a part file. ``OUT/config.json`` pins the settings records depend on and the data:
+the SHA-256 of every input file by image name (:func:`data_hashes`); :func:`check_resume` refuses a
+rerun whose settings or files differ (ValueError naming the setting or the file, and the fix). When all
+ranks are done, rank 0 merges the parts into results.jsonl (written to a temporary file, then
+renamed) and writes ``summary.csv``, ``summary.md`` (mean ± std per task × method) and
+``quality_vs_time.png`` (matplotlib, when installed).
+
+Randomness. A record depends on (seed, image, task, method) alone, never on the number of
+processes or the batch: the operator's random parts (box position, motion kernel, random mask) come
+from ``seed`` (one operator per (seed, task), shared by all images, as in the demo); image i's
+measurement noise from a generator seeded by hash(seed, image, task) (every method sees the same
+y); the sampler's randomness from a per-image generator seeded by hash(seed, image, task, method),
+passed as a list of per-sample generators (``diffsolve.solvers``); draw k > 0 of ``--draws`` appends k to
+those parts. All generators live on the CPU.
+Batches are formed from the image list before sharding (rank r takes batches r, r + K, …), so a
+record's batch is the same for any number of processes K; results are bit-identical across K.
+
+Unsupported pairs. A method that cannot take a task's operator (DDRM, and DDNM+ at σ > 0, need A's SVD,
+which a reflect-boundary motion blur has not) is not planned for that task: :func:`unsupported_pairs` finds
+those pairs before any model call, the run logs one note per pair, and summary.md lists them.
+
+Files. :mod:`.images` (the images and their hashes), :mod:`.records` (the request, config.json and the
+records on disk), :mod:`.run` (:func:`plan_eval`: what this rank computes, :func:`run_batch`: one batch × seed ×
+task × method -> records, :func:`summarise`: merge and summary files; :func:`run_eval` runs the three),
+:mod:`.summary` (summary.csv / .md and the plot), :mod:`.distributed` (``torchrun``: gloo on CPU, nccl on CUDA).
+This package is the library side of ``diffsolve eval``: it imports nothing from the command line and
+raises ValueError for bad input; the model comes from the caller (``load_model(device)``).
+
+Metrics: PSNR and SSIM (:mod:`diffsolve.metrics`, torchmetrics). LPIPS and FID need network weights
+that diffsolve never downloads; they are not computed (the summary says so).
+"""
+
+from .distributed import Dist, setup_distributed
+from .images import ImageSet, bundled_images, bundled_names, bundled_photos, data_hashes, file_sha256, folder_images
+from .records import (CONFIG, PARTS, PINNED, RESULTS, EvalConfig, PartWriter, check_resume, merge, read_pinned,
+                      read_records, record_key, write_config)
+from .run import EvalPlan, plan_eval, run_batch, run_eval, stream_seed, summarise, unsupported_pairs
+from .summary import METRICS, plot_quality_vs_time, summarize, time_axis, unfit_lines, write_summary
+
+__all__ = ["CONFIG", "METRICS", "PARTS", "PINNED", "RESULTS", "Dist", "EvalConfig", "EvalPlan", "ImageSet",
+           "PartWriter", "bundled_images", "bundled_names", "bundled_photos", "check_resume", "data_hashes",
+           "file_sha256", "folder_images", "merge", "plan_eval", "plot_quality_vs_time", "read_pinned", "read_records",
+           "record_key", "run_batch", "run_eval", "setup_distributed", "stream_seed", "summarise", "summarize",
+           "time_axis", "unfit_lines", "unsupported_pairs", "write_config", "write_summary"]
