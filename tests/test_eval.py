@@ -302,3 +302,27 @@ def test_no_discrepancy_reaches_the_model_based_methods_and_is_pinned(tmp_path, 
     assert eval_cli.run(parse("--data", "digits16", "--methods", "pinv", "--no-discrepancy", "--out",
                               str(tmp_path / "x"))) == 2
     assert "--no-discrepancy" in capsys.readouterr().err
+
+
+CONFIG = dict(data="photos", size=16, tasks=["box"], methods=["pinv"], steps=3, seeds=[0], model="patches",
+              channels=3)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("size", 0), ("size", True), ("steps", 0), ("batch", 0), ("draws", 0), ("limit", 0), ("threads", 0),
+    ("channels", 2), ("data", "nope"), ("tasks", []), ("tasks", "box"), ("tasks", ["box", "box"]),
+    ("tasks", ["nope"]), ("methods", ["ddim"]), ("seeds", []), ("seeds", [1, 1]), ("seeds", [-1]),
+    ("sigma", -1.0), ("sigma", float("nan")), ("out", 3)])
+def test_a_config_built_directly_checks_every_field(tmp_path, field, value):
+    """The library side (no command line in front of it) refuses a bad field at construction, naming it."""
+    fields = {**CONFIG, "out": tmp_path, field: value}
+    with pytest.raises(ValueError, match=rf"EvalConfig\.{field} must be"):
+        evaluate.EvalConfig(**fields)
+    cfg = evaluate.EvalConfig(**{**CONFIG, "out": str(tmp_path)})  # the good config, out given as a str
+    assert cfg.out == tmp_path and cfg.seeds == [0]
+
+
+def test_the_command_line_offers_the_library_bundled_sets():
+    from diffsolve.cli.common import BUNDLED_SETS
+
+    assert tuple(BUNDLED_SETS) == evaluate.BUNDLED

@@ -196,12 +196,15 @@ def check(args: argparse.Namespace):
         raise UsageError("--out", f"{str(out)!r} is a file", "give a folder (it is created if missing)")
     from .. import evaluate
 
-    cfg = evaluate.EvalConfig(data=data, size=size, tasks=tasks, methods=methods, steps=args.steps, seeds=seeds,
-                              out=out, model=model, channels=channels, batch=args.batch, device=args.device,
-                              save_images=args.save_images, sigma=float(sigma), head_channels=args.head_channels,
-                              digits=digits, image_paths=paths, limit=args.limit if paths is None else None,
-                              progress=args.progress, threads=args.threads, draws=args.draws,
-                              discrepancy=args.discrepancy, notes=notes)
+    try:  # every field was checked above; the config's own checks guard the library side
+        cfg = evaluate.EvalConfig(data=data, size=size, tasks=tasks, methods=methods, steps=args.steps, seeds=seeds,
+                                  out=out, model=model, channels=channels, batch=args.batch, device=args.device,
+                                  save_images=args.save_images, sigma=float(sigma), head_channels=args.head_channels,
+                                  digits=digits, image_paths=paths, limit=args.limit if paths is None else None,
+                                  progress=args.progress, threads=args.threads, draws=args.draws,
+                                  discrepancy=args.discrepancy, notes=notes)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     names = ([p.name for p in paths] if paths is not None
              else evaluate.bundled_names(data)[: args.limit] if args.limit else evaluate.bundled_names(data))
     skipped = evaluate.unsupported_pairs(cfg)

@@ -42,13 +42,13 @@ that diffsolve never downloads; they are not computed (the summary says so).
 """
 
 from .distributed import Dist, setup_distributed
-from .images import ImageSet, bundled_images, bundled_names, bundled_photos, data_hashes, file_sha256, folder_images
+from .images import BUNDLED, ImageSet, bundled_images, bundled_names, bundled_photos, data_hashes, file_sha256, folder_images
 from .records import (CONFIG, PARTS, PINNED, RESULTS, EvalConfig, PartWriter, check_resume, merge, read_pinned,
                       read_records, record_key, write_config)
 from .run import EvalPlan, plan_eval, run_batch, run_eval, stream_seed, summarise, unsupported_pairs
 from .summary import METRICS, plot_quality_vs_time, summarize, time_axis, unfit_lines, write_summary
 
-__all__ = ["CONFIG", "METRICS", "PARTS", "PINNED", "RESULTS", "Dist", "EvalConfig", "EvalPlan", "ImageSet",
+__all__ = ["BUNDLED", "CONFIG", "METRICS", "PARTS", "PINNED", "RESULTS", "Dist", "EvalConfig", "EvalPlan", "ImageSet",
            "PartWriter", "bundled_images", "bundled_names", "bundled_photos", "check_resume", "data_hashes",
            "file_sha256", "folder_images", "merge", "plan_eval", "plot_quality_vs_time", "read_pinned", "read_records",
            "record_key", "run_batch", "run_eval", "setup_distributed", "stream_seed", "summarise", "summarize",

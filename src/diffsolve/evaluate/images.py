@@ -10,8 +10,13 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ImageSet", "bundled_images", "bundled_names", "bundled_photos", "data_hashes", "file_sha256",
+__all__ = ["BUNDLED", "ImageSet", "bundled_images", "bundled_names", "bundled_photos", "data_hashes", "file_sha256",
            "folder_images"]
+
+
+#: the bundled image sets (:func:`bundled_images`)
+BUNDLED = ("digits16", "photos", "heldout")
+
 
 @dataclass
 class ImageSet:

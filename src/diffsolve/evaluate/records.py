@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +31,8 @@ def record_key(rec: dict[str, Any]) -> tuple[str, str, str, int]:
 
 @dataclass
 class EvalConfig:
-    """A checked ``diffsolve eval`` request (built by ``diffsolve.cli.eval.check``).
+    """A ``diffsolve eval`` request (built by ``diffsolve.cli.eval.check``, which also checks the data and the
+    model; built directly, every field is checked here: a ValueError/TypeError names the field, the value and the fix).
 
     ``image_paths``: a folder's files (already limited); None for the bundled set ``data``.
     ``hashes``: :func:`data_hashes` of the images (pinned in config.json); ``notes``: lines printed at the
@@ -60,6 +62,45 @@ class EvalConfig:
     hashes: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """The field checks (class docstring); ``out`` may be given as a str."""
+        from ..methods import METHODS
+        from ..tasks import TASKS
+        from .images import BUNDLED
+
+        def fail(name: str, fix: str) -> None:
+            raise ValueError(f"EvalConfig.{name} must be {fix}, got {getattr(self, name)!r}")
+
+        def count(name: str, low: int, optional: bool = False) -> None:
+            value = getattr(self, name)
+            if optional and value is None:
+                return
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                fail(name, f"an int >= {low}" + (" or None" if optional else ""))
+
+        for name, low in (("size", 1), ("steps", 1), ("batch", 1), ("draws", 1), ("head_channels", 1)):
+            count(name, low)
+        count("limit", 1, optional=True)
+        count("threads", 1, optional=True)
+        if self.channels not in (1, 3) or isinstance(self.channels, bool):
+            fail("channels", "1 (grey) or 3 (RGB)")
+        if self.image_paths is None and self.data not in BUNDLED:
+            fail("data", f"a bundled set ({', '.join(BUNDLED)}) when image_paths is None")
+        for name, known in (("tasks", TASKS), ("methods", tuple(m for m in METHODS if METHODS[m].cli))):
+            names = getattr(self, name)
+            if (isinstance(names, str) or not names or any(n not in known for n in names)
+                    or len(set(names)) != len(names)):
+                fail(name, f"a non-empty list of distinct names from {', '.join(known)}")
+        if (isinstance(self.seeds, (str, bytes)) or not self.seeds or len(set(self.seeds)) != len(self.seeds)
+                or any(not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < 2**63 for s in self.seeds)):
+            fail("seeds", "a non-empty list of distinct ints in [0, 2**63)")
+        if (not isinstance(self.sigma, (int, float)) or isinstance(self.sigma, bool) or not math.isfinite(self.sigma)
+                or self.sigma < 0):
+            fail("sigma", "a finite number >= 0 (the noise std on the model's [-1, 1] scale)")
+        if not isinstance(self.out, (str, Path)):
+            fail("out", "a folder path (str or Path)")
+        self.out = Path(self.out)
 
     def pinned(self) -> dict[str, Any]:
         """The settings config.json pins (without the data hashes)."""
