@@ -124,4 +124,4 @@ def test_info_lists_every_method_with_what_it_needs():
         (line,) = [line for line in out.getvalue().splitlines() if line.startswith(f"  {name:9s} {m.needs};")]
         assert ("; best at " in line) == bool(m.steps) and f"; best at {m.steps}" in line + "; best at "
         assert result["methods"][name]["steps"] == m.steps
-    assert {n for n, m in METHODS.items() if m.steps} == {"cdps", "pigdm", "ddrm", "ddnm"}
+    assert {n for n, m in METHODS.items() if m.steps} == {"cdps", "pigdm", "ddrm", "ddnm", "daps"}

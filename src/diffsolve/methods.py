@@ -240,7 +240,8 @@ METHODS: Mapping[str, Method] = {m.name: m for m in (
     Method("daps", _solver("daps"), "DAPS (Zhang et al. 2025): decoupled noise annealing, PF-ODE x0 estimate + "
            "Langevin on x0 per level", "inverse", required=("sigma",), cli_options=_cdps_options, solver="daps",
            needs="any operator (a level's K Langevin steps in one draw: by A's SVD, else a Chebyshev series in AᵀA)",
-           nfe="ode_steps (5)"),
+           nfe="ode_steps (5)", steps="N ≥ 5 levels (at 2–3 its Langevin steps, held to the next level's noise, "
+           "barely reach y)"),
     Method("reddiff", _solver("reddiff"), "RED-diff (Mardani et al. 2024): variational mean fitted by Adam, "
            "score-matching regulariser, no UNet backward", "inverse", cli_options=_optional_sigma, solver="reddiff",
            needs="any operator (σ gates the data term at the noise floor)"),

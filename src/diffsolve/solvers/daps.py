@@ -66,7 +66,9 @@ x_i = √ᾱ_i (x0 + σ_i z):
 3. x_{i+1} = √ᾱ_{i+1} x0 + √(1−ᾱ_{i+1}) z (plain torch ops); after the last level the result is x0.
 
 Defaults: 5 ODE steps and 100 Langevin steps per level (the paper's pixel-space DAPS-1K), the step rule
-above. Stability, max_i η_i (1/r_i² + L/τ²) < 2, is checked before the loop (it holds for the default rule by
+above. Use N ≥ 5 levels: at 2–3 every level's noise budget is set by a next level near σ_min, so its Langevin steps
+barely move x0 towards y and the result is close to an unconditional draw (benchmarks/results/daps-levels.md).
+Stability, max_i η_i (1/r_i² + L/τ²) < 2, is checked before the loop (it holds for the default rule by
 construction). All step sizes are host floats fixed before the loop; every draw comes from
 ``sampling.generator`` (a list keeps samples independent of their batch); ``noise_source="kernel"`` is not
 supported. Results: benchmarks/results/ (daps-defaults.md: the step rule, σ_min and
