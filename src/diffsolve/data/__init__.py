@@ -55,13 +55,27 @@ def read_image(path, mode: str = "RGB", size: tuple[int, int] | None = None) -> 
 
 
 def write_image(path, img: torch.Tensor) -> None:
-    """Write a ``(C, H, W)`` tensor in [-1, 1] (clamped) as an 8-bit image file (C = 1 or 3); creates
-    the folder."""
+    """Write a ``(C, H, W)`` tensor in [-1, 1] (clamped: an 8-bit file holds no more) as an image file (C = 1 or
+    3), the format by ``path``'s extension; creates the folder. TypeError / ValueError, before anything is written,
+    for another shape, a NaN or infinite value (no pixel value stands for it) or an extension PIL cannot write."""
     from pathlib import Path
 
     from PIL import Image
 
     path = Path(path)
+    if not isinstance(img, torch.Tensor):
+        raise TypeError(f"img must be a torch.Tensor (C, H, W) in [-1, 1], got {type(img).__name__}")
+    if img.dim() != 3 or img.shape[0] not in (1, 3) or img.is_complex():
+        raise ValueError(f"img must be a real (C, H, W) tensor with C = 1 (grey) or 3 (RGB), got shape "
+                         f"{tuple(img.shape)} {img.dtype}; write one image of a batch at a time")
+    bad = int((~torch.isfinite(img.detach())).sum())
+    if bad:
+        raise ValueError(f"img has {bad} NaN or infinite value(s), which no pixel value stands for; check the "
+                         f"result before writing it to {str(path)!r}")
+    Image.init()
+    if Image.registered_extensions().get(path.suffix.lower()) not in Image.SAVE:
+        raise ValueError(f"path must end in an image extension PIL can write (.png, .jpg, .bmp, .tif, .webp, ...), "
+                         f"got {str(path)!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     img = img.detach().float().cpu().clamp(-1, 1)
     arr = ((img + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
