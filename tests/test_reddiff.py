@@ -97,8 +97,13 @@ def test_loop_equals_adam_on_the_per_sample_loss(steps, adam_rule, lam, lr, beta
         eps_hat = p(x_t, sched.timesteps[i].expand(x.shape[0]))
         opt.zero_grad()
         loss(op, mu, y, eps_hat, eps, lam * math.sqrt((1 - a) / a)).sum().backward()
+        previous = mu.detach().clone()
         opt.step()
-    assert torch.allclose(out, mu.detach(), atol=1e-12), (out - mu).abs().max()
+    last = reddiff(p, op, y, steps=steps, generator=gen(5), adam_rule=adam_rule, midpoint=False)
+    assert torch.allclose(last, mu.detach(), atol=1e-12), (last - mu).abs().max()  # the paper's result: μ_N
+    midpoint = (previous + mu.detach()) / 2  # the default: the last update's midpoint
+    assert torch.allclose(out, midpoint, atol=1e-12), (out - midpoint).abs().max()
+    assert (last - out).abs().max() > 1e-3  # the two differ: the last update is not negligible at these N
 
 
 def test_initial_mean_is_pinv_for_a_mask_and_least_squares_scaled():
@@ -156,11 +161,16 @@ def test_sigma_stops_the_fit_at_the_discrepancy_floor():
     free = data_consistency(op, reddiff(p, op, y, steps=20, generator=gen(1), adam_rule="constant"), y, 0.05)
     gate_only = reddiff(p, op, y, steps=20, generator=gen(1), sigma=0.05, adam_rule="constant", discrepancy=False)
     assert (free < 0.5).all() and (data_consistency(op, gate_only, y, 0.05) > 0.65).all()
-    coasted = reddiff(p, op, y, steps=20, generator=gen(1), sigma=0.05, discrepancy=False)
-    settled = reddiff(p, op, y, steps=20, generator=gen(1), sigma=0.05)
+    # the last iterate (midpoint=False) shows the gate and step 5 alone
+    coasted = reddiff(p, op, y, steps=20, generator=gen(1), sigma=0.05, discrepancy=False, midpoint=False)
+    settled = reddiff(p, op, y, steps=20, generator=gen(1), sigma=0.05, midpoint=False)
     before, after = data_consistency(op, coasted, y, 0.05), data_consistency(op, settled, y, 0.05)
     assert before[0] < 0.705 and after[0] == pytest.approx(0.5**0.5, rel=1e-9)  # step 5 lifts it to the floor
     assert before[1] > 0.75 and torch.equal(settled[1], coasted[1])  # above the floor (and within the noise): as is
+    # the default's midpoint of the last update fits y closer (sample 1 below the floor too); step 5 lifts both
+    mid = data_consistency(op, reddiff(p, op, y, steps=20, generator=gen(1), sigma=0.05, discrepancy=False), y, 0.05)
+    lifted = data_consistency(op, reddiff(p, op, y, steps=20, generator=gen(1), sigma=0.05), y, 0.05)
+    assert (mid < 0.705).all() and torch.allclose(lifted, torch.full_like(lifted, 0.5**0.5), rtol=1e-9)
     gated = reddiff(p, op, y, steps=20, generator=[gen(1), gen(2)], sigma=0.05)
     alone = reddiff(p, op, y[1:], steps=20, generator=[gen(2)], sigma=0.05)
     assert torch.allclose(alone, gated[1:], atol=1e-12)

@@ -31,7 +31,8 @@ Numbered steps of the loop:
 3. the gradient of ℓ per sample (A linear: analytic, one A and one Aᵀ); given σ, its data part times the gate
    g = clamp((‖r‖² − κmσ²)/(w κmσ²), 0, 1) per sample (m measured entries, κ = ``_inverse.DISCREPANCY_SHARE`` =
    1/2, w = :data:`GATE_WIDTH`): off once ‖r‖ ≤ σ√(κm), on from ‖r‖² ≥ (1 + w)κmσ²;
-4. one Adam step on μ, elementwise (per-sample independent), bias corrections as host floats;
+4. one Adam step on μ, elementwise (per-sample independent), bias corrections as host floats; after the last
+   one, with ``midpoint`` (default), μ ← (μ_N + μ_{N−1})/2, the midpoint of the last update (below);
 5. given σ (and ``discrepancy``), the result stops at the discrepancy floor: μ ← x̂0 + g (μ − x̂0), x̂0 the last
    model call's denoised estimate (√ᾱ_t)⁻¹(x_t − √(1−ᾱ_t) ε̂), g ∈ [0, 1] per sample the largest with
    ‖A(·) − y‖ ≥ σ√(m/2) (``_inverse.discrepancy_weight``, DiffPIR's last step); then the pull of a result the
@@ -48,7 +49,14 @@ step 5 takes the result back to it where the last denoised estimate allows.
 Scale rule: ℓ's two terms are means over the sample's entries, so the default λ does not depend on the image
 or measurement size; the data term is in image units (over g_A²), so A → kA, y → ky, σ → kσ gives the same μ
 (without g_A the data term's weight against λ would grow as k²); Adam's step is invariant to a common rescaling of
-both terms. The result is μ.
+both terms. The result is μ (with ``midpoint``, the midpoint of the last update).
+
+**The last update's midpoint.** Adam's update moves every entry by about ``lr`` whatever the gradient's size, and
+at few steps the step-count rule's β₁ keeps almost no momentum, so each update follows the sign of one stochastic
+gradient (ε is drawn anew every step): a jitter of about ``lr`` per entry that the next step's data term pulls
+back, except after the last update, which nothing corrects. The result is therefore the mean of the last two
+iterates, half of that last update; earlier updates are left as the run corrected them. At the paper's N the
+step is small and the midpoint all but equal to μ_N (measurements: benchmarks/results/reddiff-midpoint.md).
 
 **Step-count rules.** Adam moves μ by about ``lr`` per entry and step whatever the gradient's scale, so a run
 moves it by up to ``lr``·N, and the late steps, where λ_t = λ√(1−ᾱ_t)/√ᾱ_t → 0, are pure data fitting: at a
@@ -164,7 +172,7 @@ def initial_mean(operator: Any, y: torch.Tensor) -> torch.Tensor:
 @takes_sampling
 def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, lam: float = 0.25,
             lr: float = 0.1, lam_rule: str = "steps", adam_rule: str = "steps", sigma: float | None = None,
-            discrepancy: bool = True) -> Any:
+            discrepancy: bool = True, midpoint: bool = True) -> Any:
     """Reconstruct x from y = A x + n with N = ``sampling.steps`` RED-diff steps (module docstring).
 
     Args:
@@ -182,6 +190,8 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
             term (module docstring) and the reported data consistency; None: the paper's update, ungated.
         discrepancy: end with a residual y's noise explains, neither below σ√(m/2) nor beyond the noise (step 5; with
             sigma); False: the paper's result, μ.
+        midpoint: return the midpoint of the last Adam update, (μ_N + μ_{N−1})/2 (default; module docstring);
+            False: the last iterate μ_N, the paper's.
     Returns:
         μ (B, C, H, W), or (μ, info) with ``return_info``: {"residual": (N, B) ‖y − A μ‖ before each step's
         update, "timesteps": (N,), "final_residual" (B,) ‖A μ − y‖/√m, with σ "data_consistency" (B,) that
@@ -199,6 +209,7 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         raise ValueError(f"noise_source={sampling.noise_source!r}: RED-diff's ε enters its loss, so it is drawn as "
                          "a tensor; use noise_source='generator'")
     discrepancy = check_flag("discrepancy", discrepancy)
+    midpoint = check_flag("midpoint", midpoint)
     operator = route(operator, sampling.backend)  # the backend reaches A, Aᵀ (the shape check's included)
     shape = check_problem(operator, y, sampling.x_T)
     loop = prepare(denoiser, shape, sampling, like=y, name="reddiff")
@@ -224,9 +235,11 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
             m1.mul_(b1).add_(grad, alpha=1 - b1)
             m2.mul_(b2).addcmul_(grad, grad, value=1 - b2)
             denom = (m2 / (1 - b2**k)).sqrt_().add_(ADAM_EPS)
-            mu = mu - (lr / (1 - b1**k)) * m1 / denom
+            previous, mu = mu, mu - (lr / (1 - b1**k)) * m1 / denom
             if loop.callback is not None:
                 loop.record(i, mu, mu)
+        if midpoint:  # the last update's midpoint (module docstring)
+            mu = torch.add(previous, mu).mul_(0.5)
         if settle:  # 5. back to the floor towards the last x̂0 (a_t, x_t, ε̂ of the last step), then within the noise
             x0 = (x_t - (1 - a_t) ** 0.5 * eps_hat) / a_t**0.5
             g = discrepancy_weight(data_part(operator, y - operator.A(x0)), data_part(operator, operator.A(mu - x0)),
