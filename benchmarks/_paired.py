@@ -26,6 +26,20 @@ def paired(rows: list[dict], first: str, second: str) -> Iterator[tuple[int, str
                 yield size, task, tik, n, cell[first], cell[second]
 
 
+def paired_table(rows: list[dict], first: str, second: str) -> list[str]:
+    """The markdown table of :func:`paired`: size, task, Tikhonov, N, both variants (mean PSNR dB / mean data
+    consistency (lowest sample's)) and the PSNR difference second − first."""
+    lines = [f"| size | task | Tikhonov | N | {first} | {second} | {second} − {first} (dB) |",
+             "|---|---|---|---|---|---|---|"]
+
+    def cell(r: dict) -> str:
+        return f"{r['psnr']:.2f} / {r['dc']:.2f} ({r['dc_min']:.2f})"
+
+    for size, task, tik, n, a, b in paired(rows, first, second):
+        lines.append(f"| {size}² | {task} | {cell(tik)} | {n} | {cell(a)} | {cell(b)} | {b['psnr'] - a['psnr']:+.2f} |")
+    return lines
+
+
 def tikhonov_row(size: int, task: str, op, x, y, sigma: float) -> dict:
     """Tikhonov with λ picked by PSNR against the truth (an oracle), as a row (:func:`scored_row`)."""
     from diffsolve.metrics import scores

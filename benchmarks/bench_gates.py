@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _paired import add_photo_args, paired, run_variants  # noqa: E402
+from _paired import add_photo_args, paired_table, run_variants  # noqa: E402
 from bench_dps import write_results  # noqa: E402
 from bench_methods import SIGMA, machine  # noqa: E402
 
@@ -58,16 +58,8 @@ def render(res: dict) -> str:
     lines = [f"# {res['method']}'s discrepancy gate (benchmarks/bench_gates.py)", "",
              f"`python benchmarks/bench_gates.py --method {res['method']}` — {res['machine']}. Held-out photos "
              f"{', '.join(res['images'])}, σ = 0.05, `patches` model, the same generators for both. Cell: mean PSNR dB "
-             f"/ mean data consistency ‖A x̂ − y‖/(σ√m) (lowest sample's). paper: {paper}; gated: {gated}.", "",
-             "| size | task | Tikhonov | N | paper | gated | gated − paper (dB) |", "|---|---|---|---|---|---|---|"]
-
-    def cell(r: dict) -> str:
-        return f"{r['psnr']:.2f} / {r['dc']:.2f} ({r['dc_min']:.2f})"
-
-    for size, task, tik, n, p, g in paired(res["rows"], "paper", "gated"):
-        gain = g["psnr"] - p["psnr"]
-        lines.append(f"| {size}² | {task} | {cell(tik)} | {n} | {cell(p)} | {cell(g)} | {gain:+.2f} |")
-    return "\n".join(lines) + "\n"
+             f"/ mean data consistency ‖A x̂ − y‖/(σ√m) (lowest sample's). paper: {paper}; gated: {gated}.", ""]
+    return "\n".join(lines + paired_table(res["rows"], "paper", "gated")) + "\n"
 
 
 def main() -> None:

@@ -189,7 +189,7 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         sigma: the measurement noise std σ > 0 (or a ``GaussianNoise``), optional: the discrepancy gate of the data
             term (module docstring) and the reported data consistency; None: the paper's update, ungated.
         discrepancy: end with a residual y's noise explains, neither below σ√(m/2) nor beyond the noise (step 5; with
-            sigma); False: the paper's result, μ.
+            sigma); False: the result as the loop leaves it (μ, or with ``midpoint`` its last update's midpoint).
         midpoint: return the midpoint of the last Adam update, (μ_N + μ_{N−1})/2 (default; module docstring);
             False: the last iterate μ_N, the paper's.
     Returns:
