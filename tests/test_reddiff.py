@@ -187,6 +187,8 @@ def test_sigma_stops_the_fit_at_the_discrepancy_floor():
     (dict(noise_source="kernel"), ValueError, "noise_source"),
     (dict(sigma=-0.1), ValueError, "sigma"),
     (dict(sigma="0.1"), TypeError, "sigma"),
+    (dict(midpoint=1), TypeError, "midpoint"),
+    (dict(midpoint="no"), TypeError, "midpoint"),
 ])
 def test_bad_input_rejected_before_the_loop(options, error, words):
     p, op, x, y = problem()
