@@ -718,6 +718,21 @@ def _misc_cases(x) -> list[Case]:
                         ("safetensors garbage", "weights"), ("safetensors truncated", "weights"),
                         ("config.json disagrees with the weights", "config.json")]:
         add("DiffusersDenoiser.from_pretrained", arg, damage, "reject", lambda d=damage: _damaged_folder_load(d))
+    import tempfile
+    from pathlib import Path
+
+    from diffsolve.data import write_image
+    from diffsolve.evaluate import EvalConfig
+
+    out = Path(tempfile.gettempdir()) / "diffsolve-bad-inputs"  # nothing is written: every case is refused first
+    add("write_image", "img", "NaN", "reject", lambda: write_image(out / "a.png", torch.full((3, 4, 4), NAN)))
+    add("write_image", "img", "(B, C, H, W)", "reject", lambda: write_image(out / "a.png", torch.zeros(1, 3, 4, 4)))
+    add("write_image", "path", "'.xyz'", "reject", lambda: write_image(out / "a.xyz", torch.zeros(3, 4, 4)))
+    config = dict(data="photos", size=16, tasks=["box"], methods=["pinv"], steps=3, seeds=[0], model="patches",
+                  channels=3, out=out)
+    for arg, label, value in [("batch", "0", 0), ("data", "'nope'", "nope"), ("seeds", "[]", []),
+                              ("methods", "['ddim']", ["ddim"]), ("sigma", "nan", NAN)]:
+        add("EvalConfig", arg, label, "reject", lambda a=arg, v=value: EvalConfig(**{**config, a: v}))
     return cases
 
 
