@@ -4,11 +4,12 @@ exact / CG / diagonal paths, CG non-convergence, bad input."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
 
-from diffsolve.models import GaussianPrior, operator_matrix
+from diffsolve.models import EpsDenoiser, GaussianPrior, operator_matrix
 from diffsolve.kernels.cg import cg_iteration_bound
 from diffsolve.operators import CallableOperator, GaussianBlur, GaussianNoise, Inpainting, LinearOperator, MotionBlur, SuperResolution
 from diffsolve.solvers import CG, CGNotConvergedWarning, cdps
@@ -159,6 +160,19 @@ def test_cg_non_convergence_is_reported():
         _, info = cdps(prior, op, y, steps=4, sigma=0.05, solver=CG(iters=1), generator=gen(0), return_info=True)
     assert not bool(info["cg_converged"].all()) and bool((info["cg_iterations"] <= 1).all())
     assert bool((info["cg_residual"] > 0).any())
+
+
+def test_a_nan_model_raises_the_nan_error_without_a_cg_warning():
+    """A model that returns NaN fails CG's convergence test too: the NaN error names the cause, no CG warning
+    sends the user to raise the budget first."""
+    prior = smooth_prior(*SHAPE)
+    nan_model = EpsDenoiser(lambda x, t: torch.full_like(x, float("nan")), prior.alphas_cumprod)
+    op = OPERATORS["dense-cg"][0]()
+    y = measure(op, batch=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CGNotConvergedWarning)
+        with pytest.raises(FloatingPointError, match="NaN/Inf"):
+            cdps(nan_model, op, y, steps=3, sigma=0.05, solver=CG(iters=2), generator=gen(0))
 
 
 def test_last_step_uses_the_measurement_and_result_is_reproducible():

@@ -445,6 +445,7 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                 loop.record(i, x, None)
     if discrepancy and last_step != "sample":  # within the noise of y (1 − ᾱ_t of the last model call)
         x = discrepancy_pull(operator, x, y, sigma, 1 - loop.alpha_t[-1])
+    result = finish_run("cdps", loop, operator, x, y, sigma, info)  # first: a NaN x raises, not a CG warning
     if method == "cg" and not bool(converged.all()):  # one sync, after the loop
         most = max(p.cg_iters or 0 for p in steps if not p.truncated)
         warnings.warn(CGNotConvergedWarning(
@@ -452,4 +453,4 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             f"(worst relative residual {float(worst.max()):.2e} after iters={most}"
             f"{'' if cg.iters else ', the largest budget sized from κ'}); raise the budget with solver=CG(iters=...) "
             "or use an operator with an exact solve"), stacklevel=3)
-    return finish_run("cdps", loop, operator, x, y, sigma, info)  # one sync, after the loop
+    return result
