@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 __all__ = ["data_consistency", "psnr", "scores"]
@@ -50,7 +52,7 @@ def scores(x: torch.Tensor, x_true: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"psnr": psnr(x, x_true), "ssim": ssim.float()}
 
 
-def data_consistency(operator, x: torch.Tensor, y: torch.Tensor, sigma: float) -> torch.Tensor:
+def data_consistency(operator: Any, x: torch.Tensor, y: torch.Tensor, sigma: float) -> torch.Tensor:
     """Per-sample data consistency ‖A x − y‖₂ / (σ √m), a (B,) float64 tensor on the CPU.
 
     ``m`` is the number of measured entries of one sample's measurement ``y[b]`` (``operator.measured_entries``:

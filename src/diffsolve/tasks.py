@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch loads on first use: the command line imports this module for --help
     import torch
 
+    from .operators.base import LinearOperator
+
 __all__ = ["DEMO_TASKS", "SIGMA", "TASKS", "TASK_PARAMETERS", "TASK_SPECS", "Task", "TaskParameters", "check_parameters",
            "make_operator", "measurement_view", "required_multiple"]
 
@@ -171,7 +173,7 @@ def required_multiple(task: str, params: TaskParameters | None = None) -> int:
 
 
 def make_operator(task: str, size: tuple[int, int], *, seed: int = 0, digits: bool = False,
-                  params: TaskParameters | None = None):
+                  params: TaskParameters | None = None) -> LinearOperator:
     """The linear operator of ``task`` for images of ``size`` = (H, W) (module docstring); the seeded
     parts (box position, motion kernel, random mask) come from ``seed``."""
     spec = _task(task)

@@ -13,6 +13,7 @@ when training the shipped models.
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 
 import numpy as np
@@ -28,7 +29,7 @@ DIGITS_PER_ROW = 20
 HELDOUT_DIGITS = 360  # tiles in digits16_heldout.png
 
 
-def read_image(path, mode: str = "RGB", size: tuple[int, int] | None = None) -> torch.Tensor:
+def read_image(path: str | os.PathLike[str], mode: str = "RGB", size: tuple[int, int] | None = None) -> torch.Tensor:
     """Read an image file into a ``(C, H, W)`` float32 tensor in [-1, 1] (C = 3 for RGB, 1 for L).
 
     Grey files read as RGB are replicated; an alpha channel is dropped (the command line says so).
@@ -54,7 +55,7 @@ def read_image(path, mode: str = "RGB", size: tuple[int, int] | None = None) -> 
     return torch.from_numpy(arr / 127.5 - 1.0).permute(2, 0, 1).contiguous()
 
 
-def write_image(path, img: torch.Tensor) -> None:
+def write_image(path: str | os.PathLike[str], img: torch.Tensor) -> None:
     """Write a ``(C, H, W)`` tensor in [-1, 1] (clamped: an 8-bit file holds no more) as an image file (C = 1 or
     3), the format by ``path``'s extension; creates the folder. TypeError / ValueError, before anything is written,
     for another shape, a NaN or infinite value (no pixel value stands for it) or an extension PIL cannot write."""

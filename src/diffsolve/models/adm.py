@@ -43,9 +43,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:  # diffusers loads on first use
+    from diffusers import UNet2DModel
+
+    from .diffusers_adapter import DiffusersDenoiser
 
 __all__ = ["ADM_SCHEDULER_CONFIG", "adm_config", "adm_to_diffusers", "adm_unet", "load_adm", "read_state_dict"]
 
@@ -263,7 +268,7 @@ def adm_to_diffusers(sd: Mapping[str, torch.Tensor], config: dict, *,
 
 
 def adm_unet(sd: Mapping[str, torch.Tensor], *, num_head_channels: int = 64, image_size: int = 256,
-             new_attention_order: bool = False, torch_dtype: torch.dtype = torch.float32):
+             new_attention_order: bool = False, torch_dtype: torch.dtype = torch.float32) -> UNet2DModel:
     """A diffusers ``UNet2DModel`` holding the ADM weights ``sd`` (in ``torch_dtype``, eval mode)."""
     from diffusers import UNet2DModel
     from diffusers.utils import logging as dlog
@@ -288,7 +293,7 @@ def adm_unet(sd: Mapping[str, torch.Tensor], *, num_head_channels: int = 64, ima
 
 def load_adm(path: str | Path, *, device: str | torch.device | None = None, num_head_channels: int = 64,
              image_size: int = 256, new_attention_order: bool = False,
-             torch_dtype: torch.dtype = torch.float32):
+             torch_dtype: torch.dtype = torch.float32) -> DiffusersDenoiser:
     """A guided-diffusion checkpoint file as a :class:`DiffusersDenoiser` (ε̂(x, t), the ε half of a
     learned-variance output), with the DDPM linear schedule :data:`ADM_SCHEDULER_CONFIG`."""
     from .diffusers_adapter import DiffusersDenoiser

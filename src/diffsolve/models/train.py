@@ -26,11 +26,16 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:  # diffusers loads on first use
+    from diffusers import DDPMScheduler, UNet2DModel
 
 __all__ = [
     "DIGITS_HELDOUT",
@@ -70,7 +75,7 @@ DEFAULTS = {
 # --------------------------------------------------------------------------- models
 
 
-def digits16_unet():
+def digits16_unet() -> UNet2DModel:
     """UNet2DModel for (B, 1, 16, 16): 32/64/64 channels, self-attention at 8×8 and 4×4 (mid)."""
     from diffusers import UNet2DModel
 
@@ -82,7 +87,7 @@ def digits16_unet():
     )  # fmt: skip
 
 
-def patches_unet():
+def patches_unet() -> UNet2DModel:
     """Fully convolutional UNet2DModel for (B, 3, H, W), H and W divisible by 8: 32/64/96/128."""
     from diffusers import UNet2DModel
 
@@ -93,7 +98,7 @@ def patches_unet():
     )  # fmt: skip
 
 
-def ddpm_scheduler():
+def ddpm_scheduler() -> DDPMScheduler:
     """The training noise schedule: DDPM, linear β ∈ [1e-4, 0.02], T = 1000, ε-prediction."""
     from diffusers import DDPMScheduler
 
@@ -149,7 +154,7 @@ def _load_photo(name: str, cache: dict | None = None) -> list[np.ndarray]:
     return [np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im[..., :3] for im in imgs]
 
 
-def photo_arrays(names=TRAIN_PHOTOS, cache: str | None = None) -> list[np.ndarray]:
+def photo_arrays(names: Sequence[str] = TRAIN_PHOTOS, cache: str | None = None) -> list[np.ndarray]:
     """The photos as (H, W, 3) uint8 arrays; ``cache`` is an .npz written by ``--save-photos``."""
     loaded = None
     if cache is not None:
@@ -211,7 +216,7 @@ def _ema_update(ema: list[torch.Tensor], params: list[torch.Tensor], decay: floa
 
 
 @torch.no_grad()
-def eps_mse(unet, x0: torch.Tensor, alphas_cumprod: torch.Tensor, seed: int, batch: int = 256) -> float:
+def eps_mse(unet: UNet2DModel, x0: torch.Tensor, alphas_cumprod: torch.Tensor, seed: int, batch: int = 256) -> float:
     """Mean ε-prediction MSE of ``unet`` on ``x0`` over 10 fixed timesteps (fixed noise)."""
     gen = torch.Generator(x0.device).manual_seed(seed)
     total, count = 0.0, 0
@@ -367,7 +372,7 @@ def _train(name: str, out: str | Path, cfg: dict, dev: torch.device, *, seed: in
     return summary
 
 
-def save(unet, out: str | Path, summary: dict, extra: dict) -> None:
+def save(unet: UNet2DModel, out: str | Path, summary: dict, extra: dict) -> None:
     """Write the DDPMPipeline folder (fp16 safetensors), training.json, split.json, TRAINING.md."""
     from diffusers import DDPMPipeline
 

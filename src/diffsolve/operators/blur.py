@@ -11,6 +11,8 @@ per-axis SVD (exact, ``spectral.kron_solve``); otherwise batched CG.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ..kernels import backends as kernel_backends
@@ -119,7 +121,8 @@ class Blur(LinearOperator):
             self._gram_bounds[size] = float(rows * cols)
         return self._gram_bounds[size]
 
-    def cg_preconditioner(self, shift: torch.Tensor, scale: torch.Tensor):
+    def cg_preconditioner(self, shift: torch.Tensor,
+                          scale: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """M⁻¹ for CG (reflect/zero boundaries without an exact solve): M = shift·I + scale·ĀᵀĀ, Ā the
         circular correlation with the same kernel, one rfft2/irfft2 pair per application (the kernel's
         spectrum cached per size, dtype and device). None where the solve is exact."""

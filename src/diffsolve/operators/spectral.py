@@ -15,6 +15,8 @@ kernel wrapped onto the H×W grid, so AᵀA has eigenvalues |K̂|².
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 __all__ = [
@@ -87,7 +89,8 @@ def fft_solve(rhs: torch.Tensor, spectrum: torch.Tensor, shift: torch.Tensor, sc
     return torch.fft.irfft2(torch.fft.rfft2(rhs) / den, s=rhs.shape[-2:])
 
 
-def fft_preconditioner(spectrum: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor):
+def fft_preconditioner(spectrum: torch.Tensor, shift: torch.Tensor,
+                       scale: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """v ↦ (shift·I + scale·ĀᵀĀ)⁻¹ v with Ā the circular correlation of spectrum K̂ (one rfft2/irfft2
     pair): SPD for shift > 0, the exact inverse for circular blur and a preconditioner for CG on the
     same kernel with another boundary. shift, scale (B,); the denominator is built once."""
