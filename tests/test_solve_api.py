@@ -8,7 +8,7 @@ import torch
 import diffsolve
 from diffsolve.models import GaussianPrior
 from diffsolve.operators import Inpainting
-from diffsolve.solvers import cdps, ddim, dps, mpgd, mpgd_ldm
+from diffsolve.solvers import cdps, ddim, dps, ge, mpgd, mpgd_ldm
 
 D = torch.float64
 
@@ -40,15 +40,18 @@ def test_solve_equals_the_direct_call(setup, method, fn, options):
     assert info["residual"].shape == (4, 2)
 
 
-def test_ddim_takes_the_shape_from_y_and_ignores_its_values(setup):
+@pytest.mark.parametrize("method, fn, options", [("ddim", ddim, {"eta": 0.5}), ("ge", ge, {"gamma": 2.0, "mu": 0.3})])
+def test_unconditional_samplers_take_the_shape_from_y_and_ignore_its_values(setup, method, fn, options):
     prior, op, y = setup
-    a = diffsolve.solve("ddim", prior, op, y, steps=3, generator=gen(1))
-    b = diffsolve.solve("ddim", prior, op, torch.zeros_like(y), steps=3, generator=gen(1))
-    ref = ddim(prior, (2, 1, 4, 5), steps=3, generator=gen(1), dtype=D)
+    a = diffsolve.solve(method, prior, op, y, steps=3, generator=gen(1), **options)
+    b = diffsolve.solve(method, prior, op, torch.zeros_like(y), steps=3, generator=gen(1), **options)
+    ref = fn(prior, (2, 1, 4, 5), steps=3, generator=gen(1), dtype=D, **options)
     torch.testing.assert_close(a, ref, rtol=0, atol=0)
     torch.testing.assert_close(b, ref, rtol=0, atol=0)
-    c = diffsolve.solve("ddim", prior, None, None, steps=3, generator=gen(1), shape=(2, 1, 4, 5), dtype=D)
+    c = diffsolve.solve(method, prior, None, None, steps=3, generator=gen(1), shape=(2, 1, 4, 5), dtype=D, **options)
     torch.testing.assert_close(c, ref, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=f"method='{method}' needs shape="):
+        diffsolve.solve(method, prior, None, None, steps=2)
 
 
 def test_mpgd_ldm_dispatch(setup):

@@ -85,19 +85,23 @@ def _tikhonov(denoiser: Any, operator: Any, y: torch.Tensor, *, lam: float = 1e-
     return operator.tikhonov(y, lam)
 
 
-def _ddim(denoiser: Any, operator: Any, y: torch.Tensor | None, *, shape: Sequence[int] | None = None,
-          **options: Any) -> Any:
-    """Unconditional DDIM; the batch shape is ``shape`` or taken from (operator, y) (y's values unused)."""
-    from .solvers import ddim
-    from .solvers._inverse import check_problem
+def _unconditional(name: str) -> Callable[..., Any]:
+    """An unconditional sampler (``ddim``, ``ge``) behind the registry's signature: the batch shape is ``shape``
+    or taken from (operator, y) (y's values unused)."""
 
-    if shape is None:
-        if operator is None or y is None:
-            raise ValueError("method='ddim' needs shape=(B, C, H, W), or an operator and y to take it from")
-        shape = check_problem(operator, y, options.get("x_T"))
-        options.setdefault("dtype", y.dtype)
-        options.setdefault("device", y.device)
-    return ddim(denoiser, shape, **options)
+    def sample(denoiser: Any, operator: Any, y: torch.Tensor | None, *, shape: Sequence[int] | None = None,
+               **options: Any) -> Any:
+        from .solvers._inverse import check_problem
+
+        if shape is None:
+            if operator is None or y is None:
+                raise ValueError(f"method={name!r} needs shape=(B, C, H, W), or an operator and y to take it from")
+            shape = check_problem(operator, y, options.get("x_T"))
+            options.setdefault("dtype", y.dtype)
+            options.setdefault("device", y.device)
+        return _solver_function(name)(denoiser, shape, **options)
+
+    return sample
 
 
 def _mpgd_ldm(denoiser: Any, operator: Any, y: torch.Tensor | None, *, autoencoder: Any, **options: Any) -> Any:
@@ -254,8 +258,10 @@ METHODS: Mapping[str, Method] = {m.name: m for m in (
            needs="A's structured solve, else CG", nfe="0"),
     Method("pinv", _pinv, "pseudo-inverse A⁺y", "baseline", uses_model=False, needs="A's structured solve, else CG",
            nfe="0"),
-    Method("ddim", _ddim, "DDIM (Song et al. 2021): unconditional samples, y only fixes the shape",
+    Method("ddim", _unconditional("ddim"), "DDIM (Song et al. 2021): unconditional samples, y only fixes the shape",
            "sampler", cli=False, solver="ddim", extra=("shape",)),  # ignores y: no restoration to offer
+    Method("ge", _unconditional("ge"), "GE (Permenter & Yuan 2024): gradient-estimation sampler, unconditional; y "
+           "only fixes the shape", "sampler", cli=False, solver="ge", extra=("shape",)),
     Method("mpgd_ldm", _mpgd_ldm, "MPGD on a latent diffusion model (needs autoencoder=)", "latent",
            required=("autoencoder",), cli=False, solver="mpgd_ldm", extra=("autoencoder",),
            needs="an autoencoder; the decoder's backward"),

@@ -2,7 +2,7 @@
 
 ``method`` is a name in the registry :data:`diffsolve.methods.METHODS`, which describes each method
 once (function, required options, whether it uses the model or its backward; ``diffsolve info`` lists them):
-``"ddim"`` (unconditional; y only fixes the batch/image shape, or pass ``shape=``), the guided solvers
+``"ddim"`` and ``"ge"`` (unconditional; y only fixes the batch/image shape, or pass ``shape=``), the guided solvers
 ``"dps"``, ``"mpgd"``, ``"mpgd_ldm"`` (needs ``autoencoder=``; the denoiser runs on latents) and ``"cdps"``,
 the comparison methods ``"pigdm"``, ``"ddrm"``, ``"ddnm"``, ``"diffpir"``, ``"daps"``, ``"reddiff"`` and
 ``"mmps"`` (``cdps``, ``pigdm``, ``diffpir``, ``ddrm``, ``daps`` and ``mmps`` need ``sigma=``), and the
