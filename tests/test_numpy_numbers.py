@@ -83,3 +83,17 @@ def test_solver_option_objects_take_numpy_numbers():
     assert check_window((np.float32(0.25), np.float64(0.5))) == (0.25, 0.5)
     with pytest.raises(ValueError, match="iters must be"):
         CG(iters=np.bool_(True))
+
+
+def test_a_numpy_timesteps_array_is_taken_with_or_without_steps():
+    import diffsolve
+    from diffsolve.models import GaussianPrior
+
+    prior = GaussianPrior(torch.zeros(1, 4, 4, dtype=torch.float64), 0.3)
+    op = Inpainting.random(4, missing=0.5, seed=0)
+    y = op.A(X[:, :1, :4, :4])
+    ts = [900, 500, 1]
+    ref = diffsolve.solve("mpgd", prior, op, y, timesteps=ts, generator=torch.Generator().manual_seed(0))
+    for given in ({"timesteps": np.array(ts)}, {"timesteps": np.array(ts), "steps": 3}):
+        got = diffsolve.solve("mpgd", prior, op, y, generator=torch.Generator().manual_seed(0), **given)
+        torch.testing.assert_close(got, ref, rtol=0, atol=0)

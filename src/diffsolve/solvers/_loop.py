@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..kernels._checks import check_device, plain_number
@@ -341,6 +342,8 @@ def count_timesteps(timesteps: object) -> int:
     """N for an explicit ``timesteps`` list given without ``steps`` (its entries are checked with the schedule)."""
     if isinstance(timesteps, torch.Tensor):
         return timesteps.numel()
+    if isinstance(timesteps, np.ndarray):
+        return int(timesteps.size)
     if isinstance(timesteps, (list, tuple, range)):
         return len(timesteps)
     raise TypeError(f"timesteps must be a 1-D sequence or tensor of descending ints, got {type(timesteps).__name__}")
