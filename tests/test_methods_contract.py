@@ -228,6 +228,37 @@ def test_an_unsupported_device_is_named(device):
         diffsolve.solvers.ddim(prior, (1, 1, 4, 4), steps=2, device=device)
 
 
+@pytest.mark.parametrize("layout", ["per-sample", "per-channel"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_mask_per_sample_or_per_channel_runs_and_each_sample_is_its_own(name, layout):
+    """``Inpainting`` takes a mask (B, 1, H, W) or (1, C, H, W): every method runs with it, and sample 1 in the batch
+    is sample 1 alone with its own mask (a generator list)."""
+    if layout == "per-sample":
+        prior, shape = smooth_prior(), (3, 1, SIZE, SIZE)
+    else:  # three channels, each its own mask
+        prior, shape = GaussianPrior(0.1 * torch.randn(3, SIZE, SIZE, generator=gen(7), dtype=D), 0.3), (1, 3, SIZE, SIZE)
+    mask = (torch.rand(shape, generator=gen(8)) > 0.5).to(D)
+    mask[..., 0, 0] = 1  # every sample observes a pixel
+    x = prior.sample(3, gen(9))
+    y = Inpainting(mask).A(x) + SIGMA * torch.randn(x.shape, generator=gen(10), dtype=D)
+    batch = run(name, prior, Inpainting(mask), y, steps=4, generator=[gen(11 + i) for i in range(3)])
+    alone = run(name, prior, Inpainting(mask[1:2] if layout == "per-sample" else mask), y[1:2].clone(), steps=4,
+                generator=[gen(12)])
+    torch.testing.assert_close(batch[1:2], alone, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_sample_with_no_observed_pixel_is_refused_before_the_loop(name):
+    prior = smooth_prior()
+    counting = Counting(prior)
+    mask = torch.ones(2, 1, SIZE, SIZE, dtype=D)
+    mask[1] = 0
+    y = Inpainting(mask).A(prior.sample(2, gen(13)))
+    with pytest.raises(ValueError, match=r"measures nothing of sample\(s\) \[1\]"):
+        run(name, counting, Inpainting(mask), y, steps=4)
+    assert counting.calls == 0
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_missing_pixels_carry_no_data(name):
     """Whatever y holds at a mask's missing pixels (the README's GaussianNoise(σ)(A x) puts noise there; a real

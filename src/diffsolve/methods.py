@@ -96,7 +96,7 @@ def _unconditional(name: str) -> Callable[..., Any]:
         if shape is None:
             if operator is None or y is None:
                 raise ValueError(f"method={name!r} needs shape=(B, C, H, W), or an operator and y to take it from")
-            shape = check_problem(operator, y, options.get("x_T"))
+            shape = check_problem(operator, y, options.get("x_T"), data=False)
             options.setdefault("dtype", y.dtype)
             options.setdefault("device", y.device)
         return _solver_function(name)(denoiser, shape, **options)

@@ -97,10 +97,12 @@ class Inpainting(LinearOperator):
         return r * self._observed(r)[0]
 
     def svd(self, size: tuple[int, int]) -> "object":
-        """A = U S Vᵀ with V = I, s = |mask| (``operators.svd.DiagonalSVD``; DDRM)."""
+        """A = U S Vᵀ with V = I, s = |mask| (``operators.svd.DiagonalSVD``; DDRM), per sample and channel where the
+        mask has them (its batch and channels are checked against the images when A is applied)."""
         from .svd import DiagonalSVD
 
-        self._check_input(torch.zeros(1, 1, *size))
+        if tuple(size) != tuple(self.mask.shape[-2:]):
+            raise ValueError(f"image size {tuple(size)} does not match the mask size {tuple(self.mask.shape[-2:])}")
         return DiagonalSVD(self.mask)
 
     def _mask(self, x: torch.Tensor) -> torch.Tensor:

@@ -317,7 +317,8 @@ def operator_svd(operator: object, size: tuple[int, int], method: str = "this me
     try:
         out = hook(tuple(size))
     except ValueError as err:  # the operator says why it has none: name the argument, keep its reason
-        raise ValueError(f"{method} needs the SVD of A (A = U S Vᵀ): operator={err}; on small images "
+        raise ValueError(f"{method} needs the SVD of A (A = U S Vᵀ), which operator={operator!r} cannot give here: "
+                         f"{err}; on small images "
                          "MatrixOperator.from_operator(operator, (C, H, W)) gives it one (its dense matrix)") from None
     if not isinstance(out, SVD):
         raise TypeError(f"{type(operator).__name__}.svd(size) must return a diffsolve.operators.svd.SVD, got "

@@ -82,13 +82,14 @@ def _check_operator(operator: object) -> None:
                             f"(diffsolve.operators), got {type(operator).__name__}")
 
 
-def check_problem(operator: object, y: object, x_T: torch.Tensor | None = None, *, linear: bool = True
-                  ) -> tuple[int, ...]:
+def check_problem(operator: object, y: object, x_T: torch.Tensor | None = None, *, linear: bool = True,
+                  data: bool = True) -> tuple[int, ...]:
     """The image batch shape for measurement ``y`` (B, ...); raises when y does not fit ``operator``,
     is empty, or holds NaN/Inf (one host sync, before the loop: a bad y is named here, not blamed on
     the denoiser after every step). x_T's dtype/device/finiteness are checked by ``_loop.prepare``.
     ``linear``: the method needs A linear with A_adjoint its transpose (:func:`check_linear`; every method but DPS
-    without its closing pull)."""
+    without its closing pull). ``data``: the method uses y, so every sample must have a measured entry (a mask
+    that observes no pixel of a sample leaves ‖A x − y‖/(σ√m) undefined); False for the unconditional samplers."""
     _check_operator(operator)
     if type(y).__module__ == "numpy":
         raise TypeError(f"y must be a torch.Tensor (the measurement, batch first), got a numpy {type(y).__name__}; "
@@ -132,6 +133,12 @@ def check_problem(operator: object, y: object, x_T: torch.Tensor | None = None, 
         raise ValueError(f"y has shape {tuple(y.shape)} but the operator maps images of shape {shape}"
                          f"{' (x_T)' if x_T is not None else ''} to measurements of shape {tuple(out.shape)}{hint}"
                          f"{_channel_last_hint(y)}")
+    if data:
+        empty = (measured_entries(operator, y) == 0).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"the operator {operator!r} measures nothing of sample(s) {empty[:8]} of y (no observed "
+                             f"pixel): y holds no data for them and ‖A x − y‖/(σ√m) is undefined; give every sample "
+                             f"at least one observed pixel, or draw unconditional samples with method='ddim'")
     if linear:
         check_linear(operator, shape, y)
     return shape
