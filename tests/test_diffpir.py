@@ -225,3 +225,27 @@ def test_zeta_follows_the_reference_codes_task():
         y = measure(op)
         runs = [diffpir(pr, op, y, steps=3, x_T=x_T, sigma=0.05, generator=gen(4), **z) for z in ({}, {"zeta": zeta})]
         assert torch.equal(runs[0], runs[1])
+
+
+def test_the_data_step_in_an_svd_does_not_divide_rounding_by_a_tiny_rho():
+    """At the first steps ρ_t ≈ 1e-7: solving (ρ_t I + AᵀA) x̂0' = Aᵀy + ρ_t x̂0 in float32 divides the rounding on
+    A's null space by ρ_t (a dense compressed-sensing A: float32 off float64 by 5e-2). The step in A's SVD,
+    x̂0' − x̂0 = V diag(s/(ρ_t + s²)) Uᵀ(y − A x̂0), keeps float32 at its rounding, and a sample alone equals it in a
+    batch."""
+    from diffsolve.models import EpsDenoiser
+    from diffsolve.operators import MatrixOperator, SuperResolution
+    from diffsolve.schedules import make_alphas_cumprod
+
+    den = EpsDenoiser(lambda x, t: 0.1 * x, make_alphas_cumprod())
+    for op in (MatrixOperator.gaussian(192, (3, 16, 16), seed=0), SuperResolution(4)):
+        x = (0.5 * torch.randn(3, 3, 16, 16, generator=gen(0))).clamp(-1, 1)
+        y = op.A(x) + 0.05 * torch.randn(op.A(x).shape, generator=gen(1))
+        x_T = torch.randn(3, 3, 16, 16, generator=gen(2))
+        for steps in (2, 20):
+            kw = dict(sigma=0.05, steps=steps, zeta=0.0)
+            a = diffpir(den, op, y, x_T=x_T, **kw)
+            ref = diffpir(den, op, y.double(), x_T=x_T.double(), **kw)
+            alone = diffpir(den, op, y[1:2].clone(), x_T=x_T[1:2].clone(), **kw)
+            scale = float(ref.abs().max())
+            assert float((a.double() - ref).abs().max()) < 1e-5 * scale, (op, steps)
+            assert float((a[1] - alone[0]).abs().max()) < 1e-5 * scale, (op, steps)

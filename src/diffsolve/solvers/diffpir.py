@@ -5,8 +5,8 @@ Per step t → s, with x_t (B, C, H, W), y (B, ...), ε̂ = ε_θ(x_t, t), x̂0 
 σ̄_t² = (1−ᾱ_t)/ᾱ_t and ρ_t = λ σ²/σ̄_t² (σ the measurement noise std):
 
     1. x̂0' = argmin_z ‖y − A z‖² + ρ_t ‖z − x̂0‖²  =  (ρ_t I + AᵀA)⁻¹ (Aᵀy + ρ_t x̂0)      (B, C, H, W)
-       (``operator.solve``: exact for masks, average pooling, circular / separable blur; otherwise
-       :data:`CG_ITERS` iterations of plain CG started at x̂0, the prox centre: the early steps' ρ_t is tiny
+       (where A declares an SVD — masks, SR, separable or circular blur, a dense matrix — exactly, as
+       x̂0 + V diag(s/(ρ_t + s²)) Uᵀ(y − A x̂0), :func:`data_spectrum`; otherwise :data:`CG_ITERS` iterations of plain CG started at x̂0, the prox centre: the early steps' ρ_t is tiny
        against ‖AᵀA‖, where a circulant preconditioner's (ρ_t + |Ā|²)⁻¹ blows the boundary band's mismatch up by
        up to 1/ρ_t and 50 iterations leave it in x̂0' — benchmarks/results/plain-cg.md).
        σ = 0 takes the ρ → 0 limit, x̂0' = x̂0 − A⁺(A x̂0 − y) (hard data consistency; a separable A's negligible
@@ -46,6 +46,7 @@ from typing import Any
 import torch
 
 from ..kernels import fused_step
+from ..operators.svd import operator_svd
 from ._inverse import (Diagnostics, check_problem, data_part, discrepancy_floor, discrepancy_pull, discrepancy_weight,
                        finish_run, pinv_of, route, solver_of)
 from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
@@ -99,6 +100,18 @@ def reproject_step(x: torch.Tensor, eps: torch.Tensor, correction: torch.Tensor,
                       **noise)
 
 
+def data_spectrum(operator: Any, shape: tuple[int, ...]) -> Any:
+    """The SVD (on A's range) that step 1 runs in where A declares one, else None (CG). In it the step is x̂0' − x̂0 =
+    (ρ_t I + AᵀA)⁻¹ Aᵀ(y − A x̂0) = V diag(s/(ρ_t + s²)) Uᵀ(y − A x̂0): never divided by ρ_t, where the solve of
+    Aᵀy + ρ_t x̂0 divides its rounding on A's null space by a ρ_t as small as 1e-7 at the first steps."""
+    if not callable(getattr(operator, "svd", None)):
+        return None
+    try:
+        return operator_svd(operator, shape[-2:], "diffpir").range()
+    except ValueError:  # no SVD for this operator (a reflect motion blur): CG
+        return None
+
+
 def check_operator_solves(operator: Any, sigma: float, name: str) -> None:
     """The noiseless data step needs ``pseudo_inverse`` (σ = 0): say so before the loop. With σ > 0 any object with
     ``A`` and ``A_adjoint`` will do: without ``solve`` the step runs CG on AᵀA (``_inverse.solver_of``)."""
@@ -139,9 +152,10 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
     shape = check_problem(operator, y, sampling.x_T)
     check_operator_solves(operator, sigma, "diffpir")
     loop = prepare(denoiser, shape, sampling, like=y, name="diffpir")
-    solve = solver_of(operator, CG_ITERS, precondition=False) if sigma > 0 else None
+    spectral = data_spectrum(operator, shape) if sigma > 0 else None
+    solve = solver_of(operator, CG_ITERS, precondition=False) if sigma > 0 and spectral is None else None
     pinv = pinv_of(operator, shape[-2:]) if sigma == 0 else None
-    aty = operator.A_adjoint(y) if sigma > 0 else None
+    aty = operator.A_adjoint(y) if sigma > 0 and spectral is None else None
     last = len(loop.schedule) - 1 if sigma > 0 and discrepancy else -1  # the step whose x̂0' is the result (ᾱ_s = 1)
     floor = discrepancy_floor(operator, y, sigma) if last >= 0 else None
     info = Diagnostics(sampling.return_info)
@@ -155,11 +169,15 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
             resid = data_part(operator, operator.A(x0) - y) if sigma == 0 or info.enabled else None
             if sigma > 0:  # 2. the proximal data step (ρ_t I + AᵀA) x̂0' = Aᵀy + ρ_t x̂0
                 rho = data_rho(lam, sigma, a_t)
-                x0p = solve(aty + rho * x0, shift=rho, scale=1.0, x0=x0)
-                correction = x0 - x0p
+                r0 = data_part(operator, y - operator.A(x0)) if spectral is not None or i == last else None
+                if spectral is not None:  # x̂0' − x̂0 = V diag(s/(ρ_t + s²)) Uᵀ r0
+                    s = spectral.singulars(x0)
+                    step = spectral.V(s / (rho + s * s) * spectral.Ut(r0))
+                else:
+                    step = solve(aty + rho * x0, shift=rho, scale=1.0, x0=x0) - x0
+                correction = -step
                 if i == last:  # 2'. the result x̂0' stops at the noise floor (module docstring)
-                    r0 = data_part(operator, y - operator.A(x0))
-                    g = discrepancy_weight(r0, data_part(operator, operator.A(x0p - x0)), floor)
+                    g = discrepancy_weight(r0, data_part(operator, operator.A(step)), floor)
                     correction = correction * g.view(-1, *([1] * (x0.dim() - 1)))
             else:  # ρ → 0: x̂0' = x̂0 − A⁺(A x̂0 − y)
                 correction = pinv(resid)
