@@ -8,7 +8,8 @@ Per step t → s, with x_t (B, C, H, W), y (B, ...), ε̂ = ε_θ(x_t, t), x̂0 
        (where A declares an SVD — masks, SR, separable or circular blur, a dense matrix — exactly, as
        x̂0 + V diag(s/(ρ_t + s²)) Uᵀ(y − A x̂0), :func:`data_spectrum`; otherwise :data:`CG_ITERS` iterations of
        plain CG started at x̂0, the prox centre: the early steps' ρ_t is tiny against ‖AᵀA‖, where a circulant
-       preconditioner's (ρ_t + |Ā|²)⁻¹ blows the boundary band's mismatch up by up to 1/ρ_t and 50 iterations leave it in x̂0' — benchmarks/results/plain-cg.md).
+       preconditioner's (ρ_t + |Ā|²)⁻¹ blows the boundary band's mismatch up by up to 1/ρ_t
+       and 50 iterations leave it in x̂0' — benchmarks/results/plain-cg.md).
        σ = 0 takes the ρ → 0 limit, x̂0' = x̂0 − A⁺(A x̂0 − y) (hard data consistency; a separable A's negligible
        singular values count as zero, ``_inverse.pinv_of``).
     2. ε̂' = (x_t − √ᾱ_t x̂0')/√(1−ᾱ_t)                                   (the noise x̂0' implies)
