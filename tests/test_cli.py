@@ -120,7 +120,9 @@ def test_restore_draws_writes_mean_and_spread(tmp_path, digit_png, capsys):
     capsys.readouterr()
     assert _restore(tmp_path, *args, "--draws", "3") == 0
     out = capsys.readouterr().out
-    assert "mean of 3 draws" in out and "draw 3/3 (seed 2)" in out
+    from diffsolve.cli.restore import draw_seed
+
+    assert "mean of 3 draws" in out and f"draw 3/3 (seed {draw_seed(0, 2)})" in out
     assert "data consistency of the draws" in out and "PSNR of the draws" in out and "(of the mean)" in out
     mean = np.asarray(Image.open(tmp_path / "out.png"), dtype=float)
     std = np.asarray(Image.open(tmp_path / "out_std.png"), dtype=float)
@@ -176,3 +178,54 @@ def test_restore_no_discrepancy_returns_the_papers_result(tmp_path, digit_png, c
     assert np.abs(np.asarray(Image.open(tmp_path / "out.png"), dtype=float) - pulled).max() > 0
     assert _restore(tmp_path, *args[:4], "--method", "tikhonov", "--simulate", "--no-discrepancy") == 2
     assert "--no-discrepancy: tikhonov is a closed-form solve" in capsys.readouterr().err
+
+
+def test_draw_seeds_stay_apart_from_the_noise_seed(tmp_path, digit_png, capsys, monkeypatch):
+    """--simulate's noise comes from --seed + 1; the draws of --draws K used --seed + k, so draw 2 reused the noise's
+    randomness. Now draw 1 keeps --seed (a single draw is unchanged) and the others come from hashed seeds."""
+    import diffsolve.methods
+    from diffsolve.cli.restore import draw_seed
+
+    seen = []
+
+    def fake_restore(method, model, op, y, **kwargs):
+        seen.append(kwargs["generator"].initial_seed())
+        return op.pseudo_inverse(y), {}
+
+    monkeypatch.setattr(diffsolve.methods, "restore", fake_restore)
+    args = ("--input", digit_png, "--task", "box", "--method", "mpgd", "--model", "digits16", "--simulate",
+            "--seed", "7")
+    assert _restore(tmp_path, *args) == 0
+    assert seen == [7]  # the single-draw default: --seed itself
+    seen.clear()
+    assert _restore(tmp_path, *args, "--draws", "4") == 0
+    assert seen[0] == 7 and len(set(seen)) == 4 and 8 not in seen  # 8: the noise's seed
+    assert seen == [draw_seed(7, k) for k in range(4)]
+
+
+def test_mask_is_resized_by_nearest_neighbour_at_mid_grey(tmp_path, capsys, monkeypatch):
+    """--size resized the mask bicubically and called every pixel above black observed: the hole shrank and its
+    painted-over (grey) border became data. Now: threshold at mid-grey, resize by nearest neighbour."""
+    import diffsolve.methods
+    import torch
+
+    mask = np.full((64, 64), 255)
+    mask[14:42, 14:42] = 100  # a partly painted border: not observed
+    mask[16:40, 16:40] = 0
+    mask[50:54, 50:54] = 200  # light grey: observed
+    seen = {}
+
+    def fake_restore(method, model, op, y, **kwargs):
+        seen["mask"] = op.mask[0, 0].clone()
+        return op.pseudo_inverse(y), {}
+
+    monkeypatch.setattr(diffsolve.methods, "restore", fake_restore)
+    img = _png(tmp_path / "img.png", np.random.default_rng(1).integers(0, 255, (64, 64, 3)))
+    assert _restore(tmp_path, "--input", img, "--task", "inpaint", "--mask", _png(tmp_path / "m.png", mask),
+                    "--method", "tikhonov", "--size", "48") == 0
+    got = seen["mask"]
+    assert got.shape == (48, 48) and set(got.unique().tolist()) <= {0.0, 1.0}
+    observed = mask >= 128
+    assert abs(float(got.mean()) - observed.mean()) < 0.02  # the observed fraction is kept
+    nearest = Image.fromarray(observed.astype(np.uint8) * 255).resize((48, 48), Image.NEAREST)
+    assert torch.equal(got, torch.from_numpy(np.asarray(nearest) >= 128).double())  # no grey pixel observed

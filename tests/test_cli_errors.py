@@ -236,3 +236,119 @@ def test_eval_draws_must_be_a_positive_int(tmp_path, capsys, no_compute, value):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("diffsolve eval: error: argument --draws: expected an integer >= 1")
     assert repr(value) in lines[0] or value in lines[0]
+
+
+# --------------------------------------------------------------------------- found by the CLI audit
+
+
+@pytest.mark.parametrize("argv", [
+    ["restore", "--task", "denoise", "--method", "mpgd", "--simulate", "--steps", "5000"],
+    ["eval", "--data", "photos", "--size", "32", "--tasks", "denoise", "--methods", "mpgd", "--steps", "5000"],
+    ["demo", "--steps", "5000"],
+])
+def test_steps_above_the_models_timesteps_before_loading(tmp_path, rgb16, capsys, no_compute, argv):
+    if argv[0] == "restore":
+        argv = _restore(tmp_path, rgb16, *argv[1:])
+    else:
+        argv = [*argv, "--out", str(tmp_path / "o")]
+    line = _error(capsys, argv)
+    assert line.startswith(f"diffsolve {argv[0]}: error: --steps: 5000")
+    assert "trained with 1000 timesteps" in line and "--steps 1000 or fewer" in line
+
+
+def test_steps_of_a_model_known_only_once_loaded(monkeypatch):
+    """A checkpoint's schedule is known once it is loaded: check_loaded_size checks --steps then."""
+    from diffsolve.cli import common
+    from diffsolve.models.default import load_default
+
+    model = load_default("digits16")
+    with pytest.raises(common.UsageError, match="--steps: 1001 but --model x.pt was trained with 1000 timesteps"):
+        common.check_loaded_size(model, "x.pt", (1, 1, 16, 16), steps=1001)
+    assert common.check_loaded_size(model, "x.pt", (1, 1, 16, 16), steps=1000) is model
+
+
+@pytest.mark.parametrize("argv, unit_fix", [
+    (["restore", "--task", "denoise", "--method", "mpgd", "--simulate", "--sigma", "25"], "--sigma 0.196 (25/127.5)"),
+    (["restore", "--task", "denoise", "--method", "tikhonov", "--simulate", "--sigma", "25", "--sigma-unit", "[0,1]"],
+     "--sigma 0.098 (25/255)"),
+    (["eval", "--data", "photos", "--size", "32", "--methods", "pinv", "--sigma", "25"], "--sigma 0.196"),
+    (["demo", "--sigma", "3"], "--sigma 0.0235 (3/127.5)"),
+])
+def test_sigma_on_the_0_255_scale_is_refused_up_front(tmp_path, rgb16, capsys, no_compute, argv, unit_fix):
+    """--sigma is in [-1, 1] (or [0, 1]) units: a value above the whole pixel range is a 0-255 habit (tikhonov used
+    to run on it and print a PSNR of 5 dB, mpgd to stop with a traceback about y's range)."""
+    argv = _restore(tmp_path, rgb16, *argv[1:]) if argv[0] == "restore" else [*argv, "--out", str(tmp_path / "o")]
+    line = _error(capsys, argv)
+    assert "--sigma: " in line and "pixel range" in line and unit_fix in line
+    from diffsolve.cli.common import check_sigma
+
+    check_sigma(2.0, "[-1,1]"), check_sigma(1.0, "[0,1]")  # the whole range itself is allowed
+
+
+@pytest.mark.parametrize("task, method", [("denoise", "tikhonov"), ("box", "pinv"), ("gaussian_blur", "tikhonov")])
+def test_a_4x4_image_is_scored(tmp_path, capsys, task, method):
+    tiny = _png(tmp_path / "tiny4.png", np.random.default_rng(0).integers(0, 255, (4, 4, 3)))
+    assert cli.main(_restore(tmp_path, tiny, "--task", task, "--method", method, "--simulate")) == 0
+    assert "SSIM" in capsys.readouterr().out and (tmp_path / "out.png").is_file()
+
+
+def test_no_output_is_written_before_the_scores(tmp_path, rgb16, monkeypatch):
+    """Every number is computed before the first file is written: a failure leaves no partial output."""
+    import diffsolve.metrics
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("scores failed")
+
+    monkeypatch.setattr(diffsolve.metrics, "scores", broken)
+    with pytest.raises(RuntimeError, match="scores failed"):
+        cli.main(_restore(tmp_path, rgb16, "--task", "denoise", "--method", "tikhonov", "--simulate"))
+    assert not list(tmp_path.glob("out*"))
+
+
+def test_eval_size_below_the_bundled_photos_minimum(tmp_path, capsys, no_compute):
+    argv = ["eval", "--data", "photos", "--size", "4", "--methods", "pinv", "--out", str(tmp_path / "o")]
+    line = _error(capsys, argv)
+    assert line.startswith("diffsolve eval: error: --size: 4 with --data photos") and "--size 8" in line
+
+
+def test_eval_folder_of_4x4_images_is_scored(tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    _png(folder / "a.png", np.random.default_rng(0).integers(0, 255, (4, 4, 3)))
+    argv = ["eval", "--data", str(folder), "--size", "4", "--tasks", "denoise", "--methods", "pinv", "--no-progress",
+            "--out", str(tmp_path / "o")]
+    assert cli.main(argv) == 0
+    assert '"ssim"' in (tmp_path / "o" / "results.jsonl").read_text()
+
+
+@pytest.mark.parametrize("command", ["eval", "demo"])
+@pytest.mark.parametrize("method", ["ddim", "ge"])
+def test_unconditional_samplers_are_named_as_such(tmp_path, capsys, no_compute, command, method):
+    argv = [command, "--methods", method, "--out", str(tmp_path / "o")]
+    line = _error(capsys, argv + (["--data", "photos"] if command == "eval" else []))
+    assert f"{method} is an unconditional sampler" in line and "autoencoder" not in line
+
+
+@pytest.mark.parametrize("argv", [["eval", "--data", "photos", "--factor", "2", "--out", "o"],
+                                  ["restore", "--input", "x.png", "--task", "box", "--method", "mpgd", "--out",
+                                   "o.png", "--frobnicate"],
+                                  ["info", "--verbose"]])
+def test_unknown_arguments_are_the_subcommands_error(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"diffsolve {argv[0]}: error: unrecognized arguments: "), lines
+
+
+def test_all_black_mask_is_refused_before_loading(tmp_path, rgb16, capsys, no_compute):
+    black = _png(tmp_path / "black.png", np.zeros((16, 16)))
+    line = _error(capsys, _restore(tmp_path, rgb16, "--task", "inpaint", "--mask", black, "--method", "mpgd"))
+    assert line.startswith("diffsolve restore: error: --mask: black.png observes no pixel") and "inverted" in line
+
+
+def test_float_image_is_refused_before_loading(tmp_path, capsys, no_compute):
+    path = tmp_path / "f.tif"
+    Image.fromarray(np.zeros((16, 16), np.float32)).save(path)
+    line = _error(capsys, _restore(tmp_path, str(path), "--task", "denoise", "--method", "mpgd", "--simulate"))
+    assert "--input" in line and "PIL mode F" in line and "16-bit PNG" in line

@@ -70,6 +70,24 @@ def test_existing_folder_wins_over_the_bundled_name(tmp_path, monkeypatch, capsy
     assert [r["image"] for r in recs] == ["mine.png"]  # not chelsea.png / coffee.png
     err = capsys.readouterr().err
     assert f"eval: data = folder {photos.resolve()} (1 image)" in err
+    shadow = f"note: --data photos: the folder '{photos.resolve()}' here shadows the bundled set 'photos'"
+    assert shadow in err and "run from another directory or rename the folder" in err
+    assert "shadows the bundled set 'photos'" in (tmp_path / "o" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("content", ["image", "empty"])
+def test_a_folder_shadowing_a_bundled_set_is_named_in_its_errors(tmp_path, monkeypatch, capsys, no_compute, content):
+    """./photos wins over the bundled set; where the folder then fails (no --size, no image) the error says why the
+    folder was read and how to reach the bundled set."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    if content == "image":
+        _png(photos / "mine.png", np.zeros((16, 16, 3)))
+    monkeypatch.chdir(tmp_path)
+    line = _one_line_error(capsys, ["eval", "--data", "photos", "--methods", "pinv", "--out", "o"])
+    assert ("--size: missing for a folder" if content == "image" else "holds no image") in line
+    assert f"the folder '{photos.resolve()}' here shadows the bundled set 'photos'" in line
+    assert "run from another directory or rename the folder" in line
 
 
 def test_bundled_set_is_named_in_the_output(tmp_path, capsys):

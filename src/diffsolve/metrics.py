@@ -2,8 +2,10 @@
 
 - :func:`scores` ``(x, x_true) -> {"psnr": (B,), "ssim": (B,)}``: PSNR (dB) and SSIM of images in
   [−1, 1] mapped to [0, 1], computed in float64 on the CPU; x is clamped to [−1, 1] first (a
-  reconstruction may overshoot; the truth is not touched). SSIM uses an 11-pixel Gaussian window
-  (Wang et al. 2004), shrunk to an odd size ≥ 3 near side − 2 for images smaller than 11 pixels (as the demo).
+  reconstruction may overshoot; the truth is not touched). SSIM uses torchmetrics' Gaussian window (Wang et al.
+  2004): σ = 1.5, 11 pixels, the image reflect-padded by 5 on each side. Along a side of 5 pixels or fewer (too
+  short to reflect-pad by 5) the window shrinks to the image: radius side − 1, σ = radius / 3.5 (torchmetrics
+  cuts its window at 3.5 σ); a side of 1 gets a one-pixel window (SSIM's luminance term alone).
 - :func:`psnr` ``(x, x_true) -> (B,)``: the PSNR alone.
 - :func:`data_consistency` ``(operator, x, y, sigma) -> (B,)``: ‖A x − y‖ / (σ √m) per sample; 1 means
   the residual matches the noise level.
@@ -46,9 +48,9 @@ def scores(x: torch.Tensor, x_true: torch.Tensor) -> dict[str, torch.Tensor]:
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     a, b = _unit(x, True), _unit(x_true, False)
-    side = min(a.shape[-2:])
-    k = 11 if side >= 11 else max(3, side - 2 + (side % 2 == 0))  # odd, as the demo's
-    ssim = structural_similarity_index_measure(a, b, data_range=1.0, reduction="none", kernel_size=k)
+    radii = [min(5, side - 1) for side in a.shape[-2:]]  # the reflect padding must stay below the side
+    sigma = [1.5 if r == 5 else max(r, 0.25) / 3.5 for r in radii]  # torchmetrics' window: radius int(3.5 σ + 0.5)
+    ssim = structural_similarity_index_measure(a, b, data_range=1.0, reduction="none", sigma=sigma)
     return {"psnr": psnr(x, x_true), "ssim": ssim.float()}
 
 

@@ -21,7 +21,7 @@ warnings (a result that ignores y, CG short of its tolerance, too few DPS steps)
 from __future__ import annotations
 
 from .. import __version__
-from .common import HelpFormatter, Parser, UsageError, print_error
+from .common import HelpFormatter, Parser, SubcommandParser, UsageError, print_error
 
 __all__ = ["UsageError", "main", "parser"]
 
@@ -36,7 +36,8 @@ def parser() -> Parser:
                description="Inverse problems with pretrained diffusion models.",
                epilog="Errors print one line naming the argument and the fix; exit status 2.")
     p.add_argument("--version", action="version", version=f"diffsolve {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}",
+                           parser_class=SubcommandParser)
     demo.add_parser(sub)
     restore.add_parser(sub)
     eval.add_parser(sub)

@@ -1,15 +1,19 @@
 """What every ``diffsolve`` subcommand shares (torch is imported only inside the functions that need it):
 
 - :class:`UsageError`, the one user-error type: printed as one line ``diffsolve CMD: error: ...``, exit 2;
-  :class:`Parser` prints argparse's own errors the same way (no usage block);
+  :class:`Parser` prints argparse's own errors the same way (no usage block), :class:`SubcommandParser` a
+  subcommand's unknown arguments under its name;
 - argument types (:func:`int_at_least`, :func:`number`, :func:`seed`, :func:`name_list` — lists are
-  accepted comma- or space-separated everywhere) and the :class:`HelpFormatter`;
-- images: :data:`IMAGE_SUFFIXES` (the one list of accepted files), :func:`image_info` (size and
-  colour kind without decoding), :func:`read_image` (grey/RGBA handled with a notice, optional
-  centre-crop + resize to a work size) and :func:`save_image`;
-- models: :func:`model_geometry` (torch-free size rules), :func:`load_model` (shipped name, diffusers
-  folder, or an ADM ``.pt`` checkpoint — everywhere a model is accepted), :func:`check_model_size`;
-- measurement noise through :class:`diffsolve.operators.GaussianNoise` (:func:`measure`);
+  accepted comma- or space-separated everywhere), :func:`not_offered` and the :class:`HelpFormatter`;
+- images: :data:`IMAGE_SUFFIXES` (the one list of accepted files), :func:`image_info` (size after the EXIF
+  orientation and colour kind without decoding), :func:`read_image` (grey/RGBA handled with a notice, optional
+  centre-crop + resize to a work size), :func:`read_mask` (nearest-neighbour, mid-grey threshold) and
+  :func:`save_image`;
+- models: :func:`model_geometry` (torch-free size rules and training timesteps), :func:`check_steps`,
+  :func:`load_model` (shipped name, diffusers folder, or an ADM ``.pt`` checkpoint — everywhere a model is
+  accepted), :func:`check_model_size`;
+- measurement noise through :class:`diffsolve.operators.GaussianNoise` (:func:`measure`; :func:`check_sigma`
+  refuses a σ above the pixel range);
 - the device check (:func:`check_device` torch-free, :func:`require_device` after the torch-free checks).
 """
 
@@ -28,9 +32,10 @@ __all__ = [
     "BUNDLED_ABOUT", "BUNDLED_SETS", "CHECKPOINT_SUFFIXES", "DEVICE_PATTERN", "HelpFormatter", "IMAGE_SUFFIXES", "ImageInfo",
     "MAX_PIXELS", "Parser", "SHIPPED_MODELS", "UsageError", "add_measurement_args", "check_device",
     "check_loaded_size", "check_model_size", "check_out_dir", "check_out_file", "crop_hint", "image_info",
-    "int_at_least", "load_model", "measure", "model_geometry", "name_list", "note", "number", "padding_note",
-    "positive_int", "print_error", "read_image", "require_device", "save_image", "seed", "sigma_in_data_range",
-    "size_spec", "split_names", "task_parameters",
+    "check_sigma", "check_steps", "int_at_least", "load_model", "measure", "model_geometry", "name_list",
+    "not_offered", "note", "number", "padding_note", "positive_int", "print_error", "read_image", "read_mask",
+    "require_device", "save_image", "seed", "sigma_in_data_range", "size_spec", "split_names", "SubcommandParser",
+    "task_parameters",
 ]
 
 #: the image files every subcommand reads and writes
@@ -77,6 +82,17 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class SubcommandParser(Parser):
+    """A subcommand's parser: an argument it does not know is its error (``diffsolve CMD: error: ...``), not the
+    top-level parser's (argparse hands every argument after the command to the subcommand)."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]  # noqa: ANN001
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows ``(default: X)`` unless the help already says its default or there is none to show."""
 
@@ -88,6 +104,19 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if isinstance(default, (list, tuple)):
             return f"{text} (default: {','.join(map(str, default))})"
         return super()._get_help_string(action)
+
+
+def not_offered(method: str) -> str:
+    """Why a registered method is not on the command line, and what to use instead."""
+    from ..methods import METHODS
+
+    spec = METHODS[method]
+    if "autoencoder" in spec.required:
+        return f"{method} needs an autoencoder the command line cannot build; use diffsolve.solve"
+    if spec.kind == "sampler":
+        return (f"{method} is an unconditional sampler (y only fixes the shape): it restores nothing; choose a "
+                "restoration method, e.g. mpgd or cdps")
+    return f"{method} is not offered on the command line; use diffsolve.solve"
 
 
 def int_at_least(low: int):
@@ -192,10 +221,18 @@ def image_info(path: str | Path, flag: str) -> ImageInfo:
         with Image.open(path) as img:
             bands = img.getbands()
             alpha = "A" in bands or (img.mode == "P" and "transparency" in img.info)
-            grey = img.mode in ("1", "L", "LA", "I", "I;16", "F") or bands in (("L",), ("L", "A"))
-            return ImageInfo(str(path), img.size, grey, alpha)
+            grey = (img.mode in ("1", "L", "LA", "I", "F") or img.mode.startswith("I;16")
+                    or bands in (("L",), ("L", "A")))
+            size = img.size[::-1] if img.getexif().get(0x0112) in (5, 6, 7, 8) else img.size  # EXIF: turned 90°
+            unscaled = img.mode == "F" or (img.mode == "I" and img.format != "PNG")
+            mode = img.mode
     except (OSError, ValueError) as err:
         raise UsageError(f"{flag}: cannot read image {str(path)!r}: {err}") from None
+    if unscaled:  # the reader scales 8- and 16-bit pixels; these have no known white level
+        raise UsageError(flag, f"{str(path)!r} has {'floating-point' if mode == 'F' else '32-bit integer'} pixels "
+                         f"(PIL mode {mode}) with no known white level", "save it as an 8- or 16-bit PNG scaled to "
+                         "its full range")
+    return ImageInfo(str(path), size, grey, alpha)
 
 
 def read_image(path: str | Path, *, channels: int, size: tuple[int, int] | None = None, flag: str = "--input",
@@ -221,6 +258,23 @@ def read_image(path: str | Path, *, channels: int, size: tuple[int, int] | None 
         raise UsageError(f"{flag}: {err}") from None
 
 
+def read_mask(path: str | Path, size: tuple[int, int] | None = None, flag: str = "--mask"):
+    """A mask file as a ``(1, 1, H, W)`` float64 tensor, 1 = observed: pixels at least mid-grey (128 of 255) are
+    observed; ``size`` = (W, H): centre-crop and resize by nearest neighbour (no pixel is blended with its
+    neighbours, so no painted-over pixel becomes data). UsageError for a mask that observes nothing."""
+    from ..data import read_image as read_pixels
+
+    try:
+        mask = (read_pixels(path, mode="L", size=size, resample="nearest") > 0).double()[None]
+    except ValueError as err:
+        raise UsageError(f"{flag}: {err}") from None
+    if not mask.any():
+        given = f"{Path(path).name} observes no pixel" + (" after --size" if size is not None else "")
+        raise UsageError(flag, given, "white (>= 128 of 255) marks the observed pixels, black the missing ones: "
+                         "check that the mask is not inverted")
+    return mask
+
+
 def save_image(path: str | Path, img) -> None:
     """Write a (C, H, W) tensor in [−1, 1] (clamped) as an 8-bit image (:func:`diffsolve.data.write_image`)."""
     from ..data import write_image
@@ -242,8 +296,8 @@ def _shipped_folder(name: str) -> Path:
 
 
 def model_geometry(spec: str, flag: str = "--model") -> dict[str, Any] | None:
-    """Channels, down-sampling ``multiple`` and ``fixed`` (W, H) size (attention models) of a shipped or
-    diffusers model, read from its config without torch; None for a checkpoint file (known once loaded)."""
+    """Channels, down-sampling ``multiple``, ``fixed`` (W, H) size (attention models) and training ``timesteps`` of a
+    shipped or diffusers model, read from its configs without torch; None for a checkpoint file (known once loaded)."""
     path = Path(spec)
     if spec in SHIPPED_MODELS:
         path = _shipped_folder(spec)
@@ -274,7 +328,27 @@ def model_geometry(spec: str, flag: str = "--model") -> dict[str, Any] | None:
     if attn and size:
         fixed = (size, size) if isinstance(size, int) else (size[1], size[0])
     return {"channels": int(cfg.get("in_channels", 3)), "multiple": 2 ** (len(blocks) - 1) if blocks else 1,
-            "fixed": fixed}
+            "fixed": fixed, "timesteps": _training_timesteps(cfg_path.parent)}
+
+
+def _training_timesteps(unet_dir: Path) -> int:
+    """T of the scheduler config beside a unet config (as :func:`diffsolve.schedules.alphas_cumprod_from_config`
+    reads it: ``trained_betas``' length, else ``num_train_timesteps``, default 1000)."""
+    for sched in (unet_dir.parent / "scheduler" / "scheduler_config.json", unet_dir / "scheduler_config.json"):
+        if sched.is_file():
+            try:
+                cfg = json.loads(sched.read_text())
+            except (OSError, ValueError):
+                break  # the loader names the broken file
+            return len(cfg["trained_betas"]) if cfg.get("trained_betas") else int(cfg.get("num_train_timesteps", 1000))
+    return 1000
+
+
+def check_steps(steps: int, timesteps: int, spec: str, flag: str = "--steps") -> None:
+    """UsageError where ``steps`` exceeds the ``timesteps`` the model ``spec`` was trained with."""
+    if steps > timesteps:
+        raise UsageError(flag, f"{steps} but --model {spec} was trained with {timesteps} timesteps",
+                         f"use --steps {timesteps} or fewer")
 
 
 def check_model_size(spec: str, geo: dict[str, Any] | None, wh: tuple[int, int], what: str,
@@ -325,12 +399,17 @@ def load_model(spec: str, device: Any, *, head_channels: int = 64, flag: str = "
         raise UsageError(flag, f"cannot load {spec!r} ({err})", "give a working model") from None
 
 
-def check_loaded_size(model: Any, spec: str, shape: tuple[int, int, int, int], flag: str = "--size") -> Any:
+def check_loaded_size(model: Any, spec: str, shape: tuple[int, int, int, int], flag: str = "--size", *,
+                      steps: int | None = None) -> Any:
     """The loaded ``model``, ready for ``shape`` (B, C, H, W) samples: wrapped in
     :class:`~diffsolve.models.PaddedDenoiser` where H or W is not a multiple of its ``spatial_multiple`` (the
-    caller has printed :func:`padding_note`); UsageError where it cannot run on them at all."""
+    caller has printed :func:`padding_note`); UsageError where it cannot run on them at all, or (a checkpoint's
+    schedule is known only now) where ``steps`` exceeds its training timesteps."""
     from ..models import PaddedDenoiser
     from ..models.denoiser import check_sample_shape
+
+    if steps is not None:
+        check_steps(steps, int(model.alphas_cumprod.numel()), spec)
 
     multiple = int(getattr(model, "spatial_multiple", 1) or 1)
     if multiple > 1 and min(shape[2:]) >= multiple and any(s % multiple for s in shape[2:]):
@@ -363,6 +442,16 @@ def measure(operator: Any, x: Any, sigma: float, unit: str = "[-1,1]", *, genera
 def sigma_in_data_range(sigma: float, unit: str) -> float:
     """``sigma`` (in ``unit``) in the solvers' [−1, 1] units, without torch."""
     return sigma * 2.0 if unit == "[0,1]" else sigma
+
+
+def check_sigma(sigma: float, unit: str) -> None:
+    """UsageError for a ``sigma`` (in ``unit``) above the whole pixel range: a 0-255 habit, not a noise level."""
+    top = 1.0 if unit == "[0,1]" else 2.0
+    if sigma > top:
+        scale = 255.0 if unit == "[0,1]" else 127.5
+        raise UsageError("--sigma", f"{sigma:g} is above {top:g}, the whole {unit} pixel range",
+                         f"--sigma is in --sigma-unit {unit} units: a noise std of {sigma:g} on the 0-255 scale is "
+                         f"--sigma {sigma / scale:.3g} ({sigma:g}/{scale:g})")
 
 
 def check_device(text: str, flag: str = "--device") -> str:

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..tasks import DEMO_TASKS, SIGMA, TASKS, TaskParameters
-from .common import (HelpFormatter, UsageError, add_measurement_args, check_out_dir, name_list, positive_int, seed,
-                     sigma_in_data_range, task_parameters)
+from .common import (HelpFormatter, UsageError, add_measurement_args, check_out_dir, check_sigma, check_steps,
+                     model_geometry, name_list, not_offered, positive_int, seed, sigma_in_data_range, task_parameters)
 
 __all__ = ["DIGIT_SIDE", "add_parser", "plan", "run", "run_demo", "save_grid"]
 
@@ -63,11 +63,14 @@ def plan(a: argparse.Namespace) -> dict:
     samplers = _samplers()
     refused = {m: f"{m} runs in the demo anyway (a model-free baseline); list model-based methods only"
                for m in _baselines()}
-    refused.update({m: f"{m} is not offered on the command line; use diffsolve.solve"
-                    for m in methods.METHODS if m not in methods.CLI_METHODS})
+    refused.update({m: not_offered(m) for m in methods.METHODS if m not in methods.CLI_METHODS})
     meths = name_list(a.methods, "--methods", samplers, refused)
     params = task_parameters(a, tasks)
+    check_sigma(a.sigma, a.sigma_unit)
     sigma = sigma_in_data_range(a.sigma, a.sigma_unit)
+    if a.steps is not None:
+        for model in ("patches", "digits16"):  # the demo's two models
+            check_steps(a.steps, model_geometry(model)["timesteps"], model)
     side = a.size or (64 if a.quick else 128)
     if a.size is not None and (a.size % 8 or a.size < 16):
         raise UsageError(f"--size must be a multiple of 8 (the patches model's down-sampling) and >= 16, "

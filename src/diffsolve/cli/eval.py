@@ -13,8 +13,8 @@ from typing import Any
 
 from ..tasks import DEMO_TASKS
 from .common import (BUNDLED_ABOUT, BUNDLED_SETS, IMAGE_SUFFIXES, NO_DISCREPANCY_HELP, HelpFormatter, UsageError,
-                     check_device, image_info, int_at_least, name_list, number, padding_note, print_error,
-                     require_device, split_names)
+                     check_device, check_sigma, check_steps, image_info, int_at_least, name_list, not_offered, number,
+                     padding_note, print_error, require_device, split_names)
 
 __all__ = ["DEFAULT_TASKS", "add_parser", "check", "run", "run_config"]
 
@@ -128,20 +128,24 @@ def check(args: argparse.Namespace):
 
     data = args.data
     path = Path(data)
+    shadow = ""
     if path.exists():  # an existing path always wins over a bundled set's name
         if not path.is_dir():
             raise UsageError("--data", f"{data!r} is a file", "give a folder of images or a bundled set name")
         kind = "folder"
+        if data in BUNDLED_SETS:
+            shadow = (f"the folder {str(path.resolve())!r} here shadows the bundled set {data!r}; for the bundled "
+                      "set run from another directory or rename the folder")
     elif data in BUNDLED_SETS:
         kind = "bundled"
     else:
         raise UsageError("--data", f"{data!r} is neither a folder nor a bundled set",
                          f"give a folder of images or one of {', '.join(BUNDLED_SETS)}")
     tasks = name_list(args.tasks, "--tasks", TASKS)
-    refused = {m: f"{m} needs an autoencoder the command line cannot build; use diffsolve.solve"
-               for m, spec in METHODS.items() if not spec.cli}
+    refused = {m: not_offered(m) for m, spec in METHODS.items() if not spec.cli}
     methods = name_list(args.methods, "--methods", tuple(m for m in METHODS if METHODS[m].cli), refused)
     seeds = _seeds(args.seeds)
+    check_sigma(args.sigma, args.sigma_unit)
     sigma = sigma_in_data_range(args.sigma, args.sigma_unit)
     if any(get_method(m).required == ("sigma",) or "sigma" in get_method(m).required for m in methods) \
             and sigma == 0:
@@ -156,6 +160,8 @@ def check(args: argparse.Namespace):
     channels = geo["channels"] if geo is not None else 3
     if channels not in (1, 3):
         raise UsageError("--model", f"{model!r} takes {channels}-channel images", "use a grey (1) or RGB (3) model")
+    if uses_model and geo is not None:
+        check_steps(args.steps, geo["timesteps"], model)
     notes: list[str] = []
     if kind == "bundled":
         paths = None
@@ -163,11 +169,20 @@ def check(args: argparse.Namespace):
         if data == "digits16" and size != 16:
             raise UsageError("--size", f"{size} with --data digits16",
                              "the bundled digits are 16x16: use --size 16 (or leave it out)")
+        from ..data import PHOTO_MIN_SIZE as least
+
+        if data != "digits16" and size < least:
+            raise UsageError("--size", f"{size} with --data {data}",
+                             f"the bundled photos are resized to at least {least}x{least}: use --size {least} or more")
     else:
-        paths, notes = _folder_images(path, args.limit, channels)
-        if args.size is None:
-            raise UsageError("--size", "missing for a folder of images",
-                             "give the side the images are centre-cropped and resized to, e.g. --size 256")
+        try:
+            paths, notes = _folder_images(path, args.limit, channels)
+            if args.size is None:
+                raise UsageError("--size", "missing for a folder of images",
+                                 "give the side the images are centre-cropped and resized to, e.g. --size 256")
+        except UsageError as err:  # a folder error where the user may have meant the bundled set: say so
+            raise UsageError(f"{err} (--data {data}: {shadow})" if shadow else str(err)) from None
+        notes = [f"--data {data}: {shadow}", *notes] if shadow else notes
         size = args.size
     if uses_model and geo is not None:
         if geo["fixed"] is not None and (size, size) != tuple(geo["fixed"]):
@@ -225,11 +240,13 @@ def check(args: argparse.Namespace):
 def run_config(cfg: Any, *, log: Any = None) -> dict[str, Any]:
     """Run a checked request, the model loaded (and its size checked) by the command line's loader."""
     from .. import evaluate
+    from ..methods import get_method
     from .common import check_loaded_size, load_model
 
     def loader(device: Any) -> Any:
         model = load_model(cfg.model, device, head_channels=cfg.head_channels)
-        return check_loaded_size(model, cfg.model, (1, cfg.channels, cfg.size, cfg.size))
+        steps = cfg.steps if any(get_method(m).uses_model for m in cfg.methods) else None
+        return check_loaded_size(model, cfg.model, (1, cfg.channels, cfg.size, cfg.size), steps=steps)
 
     return evaluate.run_eval(cfg, load_model=loader, log=log)
 

@@ -10,11 +10,11 @@ from typing import Any
 
 from ..tasks import SIGMA, TASKS
 from . import common
-from .common import (MAX_PIXELS, HelpFormatter, UsageError, add_measurement_args, check_device,
-                     check_model_size, check_out_file, crop_hint, image_info, model_geometry, note, padding_note,
-                     positive_int, seed, sigma_in_data_range, size_spec, task_parameters)
+from .common import (MAX_PIXELS, HelpFormatter, UsageError, add_measurement_args, check_device, check_model_size,
+                     check_out_file, check_sigma, check_steps, crop_hint, image_info, model_geometry, note,
+                     padding_note, positive_int, seed, sigma_in_data_range, size_spec, task_parameters)
 
-__all__ = ["SIZE_RULES", "add_parser", "plan", "run"]
+__all__ = ["SIZE_RULES", "add_parser", "draw_seed", "plan", "run"]
 
 SIZE_RULES = (f"Size rules: the work image (the restored one) may have at most {MAX_PIXELS:,} pixels "
               f"({int(MAX_PIXELS ** 0.5)}x{int(MAX_PIXELS ** 0.5)}); larger inputs are refused: pass --size to "
@@ -22,6 +22,17 @@ SIZE_RULES = (f"Size rules: the work image (the restored one) may have at most {
               "(patches: 8) reflect-pads the model's input to the next multiple and crops its output back, with a "
               "notice; digits16 takes exactly 16x16; with --simulate, sr4/sr need sides that are multiples of the SR "
               "factor; the baselines need nothing else.")
+
+
+def draw_seed(seed: int, k: int) -> int:
+    """The sampler seed of draw ``k`` (0-based) of ``--draws``: ``seed`` for the first (as a single draw), then a
+    63-bit SHA-256 of (``seed``, "draw", k) (:func:`diffsolve.evaluate.stream_seed`), apart from the seed + 1
+    of --simulate's measurement noise."""
+    if k == 0:
+        return seed
+    from ..evaluate import stream_seed
+
+    return stream_seed(seed, "draw", k)
 
 
 def _methods() -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -53,16 +64,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="centre-crop and resize --input to S x S (or WxH) pixels first (default: as it is); "
                         f"needed for inputs whose work image exceeds {MAX_PIXELS:,} pixels")
     r.add_argument("--steps", type=positive_int, default=50, help="sampling steps")
-    r.add_argument("--seed", type=seed, default=0, help="seeds the sampler, the operator and --simulate's noise")
+    r.add_argument("--seed", type=seed, default=0,
+                   help="seeds the sampler and the operator (--seed) and --simulate's noise (--seed + 1)")
     r.add_argument("--draws", type=positive_int, default=1,
-                   help="model-based methods: draw K samples of the posterior (one after another, seeds --seed, "
-                        "--seed+1, ...) and write their mean to --out and their per-pixel standard deviation to "
+                   help="model-based methods: draw K samples of the posterior (one after another: the first from "
+                        "--seed, the others from seeds hashed from (--seed, k), never the noise's) and write "
+                        "their mean to --out and their per-pixel standard deviation to "
                         "OUT_std.EXT (black 0, white 0.5 in [-1,1] units); the mean is the better estimate where "
                         "y leaves the image uncertain, e.g. a box's hole or SR's fine detail (a draw's squared "
                         "error is about twice the posterior mean's: benchmarks/results/box-spread.md, "
                         "sr4-spread.md)")
     r.add_argument("--no-discrepancy", dest="discrepancy", action="store_false", help=common.NO_DISCREPANCY_HELP)
-    r.add_argument("--mask", help="inpaint: mask image of the input's size, non-zero = observed pixel")
+    r.add_argument("--mask", help="inpaint: mask image of the input's size, white (>= 128 of 255) = observed pixel, "
+                                  "black = missing; --size resizes it by nearest neighbour")
     r.add_argument("--simulate", action="store_true",
                    help="treat --input as the clean image: measure it (noise --sigma) and report PSNR/SSIM")
     r.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps")
@@ -105,6 +119,7 @@ def plan(a: argparse.Namespace) -> RestorePlan:
     device = check_device(a.device)
     tasks = [a.task]
     params = task_parameters(a, tasks)
+    check_sigma(a.sigma, a.sigma_unit)
     sigma = sigma_in_data_range(a.sigma, a.sigma_unit)
     spec = methods.METHODS[a.method]
     if a.draws > 1 and not spec.uses_model:
@@ -135,13 +150,15 @@ def plan(a: argparse.Namespace) -> RestorePlan:
         if channels == 3 and info.grey:
             note(f"--input {Path(a.input).name} is grayscale: converted it to RGB for --model {model_spec} "
                  "(a colour model)")
+        if geo is not None:
+            check_steps(a.steps, geo["timesteps"], model_spec)
     else:
         channels = info.channels
         if a.model is not None:
             model_geometry(a.model)  # a wrong --model is still an error, though the method does not use it
     if a.task == "inpaint":
         if a.mask is None:
-            raise UsageError("--task inpaint needs --mask (an image of the same size, non-zero = observed)")
+            raise UsageError("--task inpaint needs --mask (an image of the same size, white = observed)")
         mw, mh = image_info(a.mask, "--mask").size
         if (mw, mh) != info.size:
             raise UsageError(f"--mask is {mw}x{mh} but --input is {info.size[0]}x{info.size[1]} (width x height); "
@@ -190,8 +207,7 @@ def run(a: argparse.Namespace) -> dict:
     img = common.read_image(a.input, channels=p.channels, size=a.size, notify=lambda m: None)[None].to(device)
     x_w, x_h = p.x_wh
     if a.task == "inpaint":
-        mask = common.read_image(a.mask, channels=1, size=a.size, flag="--mask", notify=lambda m: None)[None]
-        op = Inpainting((mask > -1).double())
+        op = Inpainting(common.read_mask(a.mask, size=a.size))
     else:
         try:
             op = make_operator(a.task, (x_h, x_w), seed=a.seed, digits=p.digits, params=p.params)
@@ -205,7 +221,7 @@ def run(a: argparse.Namespace) -> dict:
     model = None
     if p.model is not None:
         model = common.load_model(p.model, device, head_channels=a.head_channels)
-        model = common.check_loaded_size(model, p.model, (1, p.channels, x_h, x_w))
+        model = common.check_loaded_size(model, p.model, (1, p.channels, x_h, x_w), steps=a.steps)
     x_true = None
     if a.simulate:
         x_true = img
@@ -218,13 +234,21 @@ def run(a: argparse.Namespace) -> dict:
     draws = []
     for k in range(a.draws):  # one draw at a time: the memory of a single solve
         if a.draws > 1:
-            print(f"draw {k + 1}/{a.draws} (seed {a.seed + k})", flush=True)
-        generator = torch.Generator(device).manual_seed(a.seed + k)
+            print(f"draw {k + 1}/{a.draws} (seed {draw_seed(a.seed, k)})", flush=True)
+        generator = torch.Generator(device).manual_seed(draw_seed(a.seed, k))
         xk, _ = methods.restore(a.method, model, op, y, steps=a.steps, sigma=p.sigma, generator=generator,
                                 x_true=None, progress=spec.uses_model, discrepancy=a.discrepancy)
         draws.append(xk)
     stack = torch.cat(draws)  # (K, C, H, W)
     x = stack.mean(0, keepdim=True)
+    # every number first, every file after: a failure leaves no partial output
+    dc = dc_draws = score = score_draws = None
+    if p.sigma > 0:
+        dc = float(data_consistency(op, x, y, p.sigma)[0])
+        dc_draws = data_consistency(op, stack, y.expand(a.draws, *y.shape[1:]), p.sigma) if a.draws > 1 else None
+    if x_true is not None:
+        score = scores(x, x_true)
+        score_draws = scores(stack, x_true.expand_as(stack))["psnr"] if a.draws > 1 else None
     out = p.out
     common.save_image(out, x[0])
     result: dict = {"out": str(out)}
@@ -235,24 +259,22 @@ def run(a: argparse.Namespace) -> dict:
         result.update(std=str(std_path), draws=a.draws, mean_std=round(float(spread.mean()), 4))
         print(f"per-pixel std of the {a.draws} draws: mean {result['mean_std']:.4f} in [-1,1] units "
               f"(wrote {std_path})")
-    if p.sigma > 0:
-        dc = float(data_consistency(op, x, y, p.sigma)[0])
+    if dc is not None:
         result["dc"] = round(dc, 4)
         print(f"data consistency ||A x - y|| / (sigma sqrt(m)) = {dc:.3f} (1 = residual at the noise level)"
               + (" (of the mean)" if a.draws > 1 else ""))
-        if a.draws > 1:
-            each = data_consistency(op, stack, y.expand(a.draws, *y.shape[1:]), p.sigma)
-            result["dc_draws"] = round(float(each.mean()), 4)
+        if dc_draws is not None:
+            result["dc_draws"] = round(float(dc_draws.mean()), 4)
             print(f"data consistency of the draws: {result['dc_draws']:.3f} on average")
-    if x_true is not None:
+    if score is not None:
         meas = out.with_name(out.stem + "_measurement" + out.suffix)
         common.save_image(meas, measurement_view(a.task if a.task != "inpaint" else "box", y, (x_h, x_w))[0])
-        s = scores(x, x_true)
-        result.update(psnr=round(float(s["psnr"][0]), 2), ssim=round(float(s["ssim"][0]), 4), measurement=str(meas))
+        result.update(psnr=round(float(score["psnr"][0]), 2), ssim=round(float(score["ssim"][0]), 4),
+                      measurement=str(meas))
         print(f"PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f}" + (" (of the mean)" if a.draws > 1 else ""))
-        if a.draws > 1:
-            each = scores(stack, x_true.expand_as(stack))["psnr"]
-            result.update(psnr_draws=round(float(each.mean()), 2), psnr_draws_std=round(float(each.std()), 2))
+        if score_draws is not None:
+            result.update(psnr_draws=round(float(score_draws.mean()), 2),
+                          psnr_draws_std=round(float(score_draws.std()), 2))
             print(f"PSNR of the draws: {result['psnr_draws']:.2f} ± {result['psnr_draws_std']:.2f} dB")
     print(f"wrote {out}")
     return result

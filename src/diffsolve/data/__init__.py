@@ -19,40 +19,65 @@ from importlib import resources
 import numpy as np
 import torch
 
-__all__ = ["HELDOUT", "PHOTOS", "DIGITS_PER_ROW", "DIGITS_TILE", "HELDOUT_DIGITS", "heldout_digits", "photo", "read_image",
-           "write_image"]
+__all__ = ["HELDOUT", "PHOTOS", "DIGITS_PER_ROW", "DIGITS_TILE", "HELDOUT_DIGITS", "PHOTO_MIN_SIZE", "heldout_digits",
+           "photo", "read_image", "write_image"]
 
 PHOTOS = ("chelsea", "coffee")
 HELDOUT = ("camera", "grass", "hopper", "raccoon")
 DIGITS_TILE = 16  # the held-out digits are stored row-major as a mosaic of 16x16 tiles
 DIGITS_PER_ROW = 20
 HELDOUT_DIGITS = 360  # tiles in digits16_heldout.png
+PHOTO_MIN_SIZE = 8  # the smallest side :func:`photo` resizes to
 
 
-def read_image(path: str | os.PathLike[str], mode: str = "RGB", size: tuple[int, int] | None = None) -> torch.Tensor:
+def read_image(path: str | os.PathLike[str], mode: str = "RGB", size: tuple[int, int] | None = None, *,
+               resample: str = "bicubic") -> torch.Tensor:
     """Read an image file into a ``(C, H, W)`` float32 tensor in [-1, 1] (C = 3 for RGB, 1 for L).
 
-    Grey files read as RGB are replicated; an alpha channel is dropped (the command line says so).
-    ``size`` = (W, H): centre-crop to that aspect ratio, then resize (bicubic) to it. Raises
-    ``ValueError`` naming the file when it cannot be read as an image.
+    The EXIF orientation (a phone photo's rotation) is applied. Grey files read as RGB are replicated; an alpha
+    channel is dropped (the command line says so). 16-bit grey (PIL modes ``I;16*``, and ``I`` from a PNG) is
+    scaled by its full range 65535; 32-bit integer (``I`` from other formats) and float (``F``) files, whose white
+    level is not known, are refused. ``size`` = (W, H): centre-crop to that aspect ratio, then resize to it
+    (``resample``: "bicubic", or "nearest" for masks). Raises ``ValueError`` naming the file when it cannot be
+    read as an image.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if mode not in ("RGB", "L"):
         raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
+    filters = {"bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+    if resample not in filters:
+        raise ValueError(f"resample must be 'bicubic' or 'nearest', got {resample!r}")
     try:
-        with Image.open(path) as img:
-            img = img.convert(mode)
+        with Image.open(path) as src:
+            img = _eight_bit_scale(ImageOps.exif_transpose(src), src.format, path)
+            img = img if img.mode == "F" else img.convert(mode)  # "F": 16-bit grey, already on the 0-255 scale
             if size is not None and img.size != tuple(size):
                 img = img.crop(_centre_box(img.size, size))
                 if img.size != tuple(size):
-                    img = img.resize(tuple(size), Image.BICUBIC)
+                    img = img.resize(tuple(size), filters[resample])
             arr = np.asarray(img, dtype=np.float32)
     except (OSError, UnidentifiedImageError) as err:
         raise ValueError(f"cannot read image {str(path)!r}: {err}") from err
+    if img.mode == "F":  # bicubic may overshoot, as in the 8-bit path (which PIL clips)
+        arr = np.clip(arr, 0, 255)[:, :, None].repeat(3 if mode == "RGB" else 1, axis=2)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return torch.from_numpy(arr / 127.5 - 1.0).permute(2, 0, 1).contiguous()
+
+
+def _eight_bit_scale(img, file_format, path):  # noqa: ANN001, ANN202 - PIL images
+    """``img``, 16-bit grey as a float (``F``) image on the 0-255 scale (PIL's own conversion clips at 255,
+    turning it white); ValueError for 32-bit integer or float pixels (no known white level)."""
+    from PIL import Image
+
+    if img.mode.startswith("I;16") or (img.mode == "I" and file_format == "PNG"):  # a PNG holds at most 16 bits
+        return Image.fromarray(np.asarray(img, dtype=np.float32) * np.float32(255 / 65535))
+    if img.mode in ("I", "F"):
+        kind = "32-bit integer" if img.mode == "I" else "floating-point"
+        raise ValueError(f"cannot read image {str(path)!r}: its {kind} pixels (PIL mode {img.mode}) have no known "
+                         "white level; save it as an 8- or 16-bit PNG scaled to its full range")
+    return img
 
 
 def write_image(path: str | os.PathLike[str], img: torch.Tensor) -> None:
@@ -106,8 +131,8 @@ def photo(name: str, size: int | None = None) -> torch.Tensor:
     with resources.as_file(_file(f"{name}.png")) as path:
         img = read_image(path)
     if size is not None:
-        if not isinstance(size, int) or size < 8:
-            raise ValueError(f"size must be an int >= 8 or None, got {size!r}")
+        if not isinstance(size, int) or size < PHOTO_MIN_SIZE:
+            raise ValueError(f"size must be an int >= {PHOTO_MIN_SIZE} or None, got {size!r}")
         img = torch.nn.functional.interpolate(
             img[None], size=(size, size), mode="bicubic", antialias=True, align_corners=False
         )[0].clamp(-1, 1)
