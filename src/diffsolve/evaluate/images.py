@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["BUNDLED", "ImageSet", "bundled_images", "bundled_names", "bundled_photos", "data_hashes", "file_sha256",
-           "folder_images"]
+           "folder_images", "saved_names"]
 
 
 #: the bundled image sets (:func:`bundled_images`)
@@ -93,3 +93,11 @@ def data_hashes(data: str, image_paths: Sequence[Path] | None, names: Sequence[s
     if data != "digits16":
         return {n: f"bundled:{data}:{d}" for n, d in zip(names, digests)}
     return {n: f"bundled:digits16:{digests[0]}" for n in names}
+
+
+def saved_names(names: Sequence[str]) -> dict[str, str]:
+    """The file ``--save-images`` writes for each image name: its stem + ``.png`` where all stems differ, else (two
+    images such as x.png and x.jpg share one) every image's full name + ``.png``, so no image overwrites another.
+    A function of the run's image list alone: the same on every rank."""
+    full = len({Path(n).stem for n in names}) < len(names)
+    return {n: f"{n if full else Path(n).stem}.png" for n in names}

@@ -1,18 +1,20 @@
-"""What ``diffsolve eval`` keeps on disk in OUT: the pinned settings and data (``config.json``), the records
-(``results.jsonl``, one part file per rank while a run is going) and the checked request they belong to
+"""What ``diffsolve eval`` keeps on disk in OUT: the pinned settings, model files and data (``config.json``), the
+records (``results.jsonl``, one part file per rank while a run is going) and the checked request they belong to
 (:class:`EvalConfig`). Record fields and the resume rules: :mod:`diffsolve.evaluate`."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CONFIG", "PARTS", "PINNED", "RESULTS", "EvalConfig", "PartWriter", "check_resume", "merge", "read_pinned",
-           "read_records", "record_key", "write_config"]
+__all__ = ["CONFIG", "MODEL_FILES", "PARTS", "PINNED", "RESULTS", "EvalConfig", "PartWriter", "check_resume",
+           "json_line", "merge", "model_fingerprint", "read_pinned", "read_records", "record_key", "write_config"]
 
 RESULTS = "results.jsonl"
 PARTS = "parts"
@@ -22,6 +24,40 @@ PINNED = ("size", "steps", "model", "sigma", "channels", "draws", "discrepancy")
 #: what a pinned setting was before config.json recorded it (runs made before ``draws`` existed drew once, before
 #: ``discrepancy`` existed every method ended as its default did then)
 PINNED_BEFORE = {"draws": 1, "discrepancy": True}
+#: the files of a model folder that :func:`model_fingerprint` pins: its JSON configs and its weights
+MODEL_FILES = (".json", ".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+_WHOLE = 64 << 20  # model files up to this size are hashed whole; larger ones by their first and last MiB
+
+
+def model_fingerprint(model: str, head_channels: int = 64) -> dict[str, str] | None:
+    """What config.json pins of ``model`` besides its name: ``{file: digest}`` over the files of a shipped model's
+    folder or a model folder that :data:`MODEL_FILES` names (by path inside the folder; hidden ones left out), or
+    of a checkpoint file (by name, with ``head_channels``, which shapes an ADM network). A digest is the file's
+    size and SHA-256; a file above 64 MiB is hashed by its first and last MiB only (multi-GB weights are not read
+    whole), so a change confined to the middle of such a file goes unseen. None for a name that is neither a
+    shipped model nor an existing path (a model only the caller's ``load_model`` knows: its name alone is pinned)."""
+    from ..models.default import DEFAULT_MODELS, default_model_path
+
+    path = default_model_path(model) if model in DEFAULT_MODELS else Path(model)
+    if path.is_file():
+        return {path.name: _digest(path), "head_channels": str(head_channels)}
+    if not path.is_dir():
+        return None
+    files = sorted(p.relative_to(path) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in MODEL_FILES)
+    return {f.as_posix(): _digest(path / f) for f in files if not any(part.startswith(".") for part in f.parts)}
+
+
+def _digest(path: Path) -> str:
+    size, h = path.stat().st_size, hashlib.sha256()
+    with open(path, "rb") as f:
+        if size <= _WHOLE:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        else:
+            h.update(f.read(1 << 20))
+            f.seek(size - (1 << 20))
+            h.update(f.read(1 << 20))
+    return f"{size}:{h.hexdigest()}"
 
 
 def record_key(rec: dict[str, Any]) -> tuple[str, str, str, int]:
@@ -103,8 +139,13 @@ class EvalConfig:
         self.out = Path(self.out)
 
     def pinned(self) -> dict[str, Any]:
-        """The settings config.json pins (without the data hashes)."""
+        """The settings config.json pins (without the model files and the data hashes)."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k in PINNED}
+
+    @cached_property
+    def model_files(self) -> dict[str, str] | None:
+        """:func:`model_fingerprint` of ``model``, read once: the files that are checked are the files pinned."""
+        return model_fingerprint(self.model, self.head_channels)
 
     def describe_data(self) -> str:
         """Which data this run uses: the folder's path or the bundled set's name, and how many images."""
@@ -115,32 +156,71 @@ class EvalConfig:
         return f"bundled set {self.data!r}" + (f" (first {self.limit})" if self.limit else "")
 
 
-def check_resume(cfg: EvalConfig) -> None:
-    """ValueError when ``cfg.out`` holds records made with other settings or other input files (one line:
-    the setting or the file, and the fix)."""
+def check_resume(cfg: EvalConfig) -> list[str]:
+    """ValueError when ``cfg.out`` holds records made with other settings, another model (:func:`model_fingerprint`)
+    or other data (one line: the setting, the model file or the data, and the fix). Data: one OUT holds one data
+    set; a rerun may add images (a folder that grew, a larger --limit), but a same-named file must be the same
+    file, and another bundled set, a folder after a bundled set (or back), or a folder sharing no image name with
+    the records is refused. An OUT that holds no records (a run that ended before its first) refuses nothing:
+    write_config replaces its config.json. Returns the notices to print: that replacement, or a config.json
+    written before model fingerprints existed (the records' model cannot be checked; this run's is pinned)."""
     pinned = read_pinned(cfg.out)
     if pinned is None:
-        return
+        return []
+    why = _mismatch(cfg, pinned)
+    if not read_records(cfg.out):
+        return [] if why is None else [f"{str(cfg.out)!r} holds no records: its config.json, made by a run that "
+                                       "ended before its first record, is replaced by this run's settings"]
+    if why is not None:
+        raise ValueError(why)
+    if "model_files" not in pinned:
+        return [f"{str(cfg.out)!r} was written before config.json pinned the model's files: the records' model "
+                f"cannot be checked against --model {cfg.model}; its files are pinned from this run on"]
+    return []
+
+
+def _mismatch(cfg: EvalConfig, pinned: dict[str, Any]) -> str | None:
+    """The error for the first way config.json (``pinned``) differs from ``cfg`` (:func:`check_resume`), or None."""
+    out = repr(str(cfg.out))
     for key, value in cfg.pinned().items():
         then = pinned.get(key, PINNED_BEFORE.get(key, value))
         if then != value:
-            raise ValueError(f"--out: {str(cfg.out)!r} holds records made with {key}={then!r}, this run has "
-                             f"{key}={value!r}; use the same settings to resume, or another --out")
+            return (f"--out: {out} holds records made with {key}={then!r}, this run has {key}={value!r}; use the "
+                    "same settings to resume, or another --out")
+    then_files, now_files = pinned.get("model_files") or {}, cfg.model_files or {}
+    if "model_files" in pinned and then_files != now_files:
+        name = next(k for k in sorted({*then_files, *now_files}) if then_files.get(k) != now_files.get(k))
+        how = "added" if name not in then_files else "removed" if name not in now_files else "changed"
+        return (f"--model: {cfg.model!r} is not the model the records in {out} were made with ({name} {how}); "
+                "restore it to resume, or use a new --out for this model")
     old = pinned.get("data") or {}
     for name, digest in cfg.hashes.items():
         if name in old and old[name] != digest:
-            now, then = digest.rsplit(":", 1)[-1][:12], old[name].rsplit(":", 1)[-1][:12]
-            raise ValueError(f"--data: {name!r} is not the file the records in {str(cfg.out)!r} were made from "
-                             f"(sha256 {now}…, pinned {then}…); restore the original file, or use another --out "
-                             "for the new data")
+            now_d, then_d = digest.rsplit(":", 1)[-1][:12], old[name].rsplit(":", 1)[-1][:12]
+            return (f"--data: {name!r} is not the file the records in {out} were made from (sha256 {now_d}…, pinned "
+                    f"{then_d}…); restore the original file, or use another --out for the new data")
+    if old and cfg.hashes:
+        was, this = _sources(old), _sources(cfg.hashes)
+        if not this <= was or (this == {"a folder"} and not old.keys() & cfg.hashes.keys()):
+            shown = ", ".join(sorted(old)[:3]) + (", …" if len(old) > 3 else "")
+            uses = " and ".join(sorted(this)) + (" with none of those images" if this <= was else "")
+            return (f"--data: {out} holds records of {' and '.join(sorted(was))} ({shown}), this run uses {uses}; "
+                    "one --out holds one data set (it may grow): use another --out for other data")
+    return None
+
+
+def _sources(hashes: dict[str, str]) -> set[str]:
+    """Where :func:`~diffsolve.evaluate.data_hashes` digests come from: "bundled set 'NAME'" or "a folder"."""
+    return {f"bundled set {d.split(':')[1]!r}" if d.startswith("bundled:") else "a folder" for d in hashes.values()}
 
 
 def write_config(cfg: EvalConfig) -> None:
-    """config.json: the pinned settings and the data hashes (the union over the runs into this OUT)."""
-    pinned = read_pinned(cfg.out) or {}
-    data = dict(pinned.get("data") or {})
-    data.update(cfg.hashes)
-    _write_atomic(cfg.out / CONFIG, json.dumps({**cfg.pinned(), "data": data}, indent=1) + "\n")
+    """config.json: the pinned settings, the model's files and the data hashes (the union over the runs into this
+    OUT; only this run's where OUT holds no records)."""
+    pinned = (read_pinned(cfg.out) if read_records(cfg.out) else None) or {}
+    data = {**(pinned.get("data") or {}), **cfg.hashes}
+    _write_atomic(cfg.out / CONFIG, json.dumps({**cfg.pinned(), "model_files": cfg.model_files, "data": data},
+                                               indent=1) + "\n")
 
 
 def read_pinned(out: Path) -> dict[str, Any] | None:
@@ -179,6 +259,13 @@ def read_records(out: Path) -> list[dict[str, Any]]:
     return records
 
 
+def json_line(rec: dict[str, Any]) -> str:
+    """One record as a line of valid JSON: a float that is not finite (PSNR ``inf`` of an exact recovery) is written
+    as the string ``"inf"``, ``"-inf"`` or ``"nan"`` (``float()`` reads it back), never as bare Infinity/NaN."""
+    return json.dumps({k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in rec.items()},
+                      allow_nan=False) + "\n"
+
+
 def merge(out: Path, order: dict[str, int]) -> list[dict[str, Any]]:
     """Write every record once into results.jsonl (sorted by image order, task, method, seed); remove parts."""
     unique: dict[tuple, dict[str, Any]] = {}
@@ -186,7 +273,7 @@ def merge(out: Path, order: dict[str, int]) -> list[dict[str, Any]]:
         unique.setdefault(record_key(rec), rec)
     records = sorted(unique.values(), key=lambda r: (order.get(r["image"], len(order)), r["image"], r["task"],
                                                      r["method"], r["seed"]))
-    _write_atomic(out / RESULTS, "".join(json.dumps(r) + "\n" for r in records))
+    _write_atomic(out / RESULTS, "".join(json_line(r) for r in records))
     for part in (out / PARTS).glob("*.jsonl"):
         part.unlink()
     return records
@@ -205,7 +292,7 @@ class PartWriter:
                 self.file.write("\n")  # a line cut by a kill stays alone on its line
 
     def write(self, rec: dict[str, Any]) -> None:
-        self.file.write(json.dumps(rec) + "\n")
+        self.file.write(json_line(rec))
         self.file.flush()
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ import torch
 from ..data import write_image
 from ..solvers import UNFIT_CONSISTENCY, DataConsistencyWarning
 from .distributed import setup_distributed
-from .images import ImageSet, bundled_images, folder_images
+from .images import ImageSet, bundled_images, folder_images, saved_names
 from .records import (PARTS, RESULTS, EvalConfig, PartWriter, check_resume, merge, read_records, record_key,
                       write_config)
 from .summary import summarize, unfit_lines, write_summary
@@ -175,14 +175,14 @@ def run_eval(cfg: EvalConfig, *, load_model: Callable[[torch.device], Any] | Non
     t_start = time.perf_counter()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    check_resume(cfg)
+    notices = check_resume(cfg)
     dist, device = setup_distributed(cfg.device)
     out = cfg.out
     try:
         skipped = unsupported_pairs(cfg)
         if dist.rank == 0:
             log(f"eval: data = {cfg.describe_data()}")
-            for line in cfg.notes:
+            for line in [*notices, *cfg.notes]:
                 log(f"note: {line}")
             for (task, method), why in skipped.items():
                 log(f"note: {method} × {task} not run: {get_method(method).brief(why)}")
@@ -192,6 +192,9 @@ def run_eval(cfg: EvalConfig, *, load_model: Callable[[torch.device], Any] | Non
         images = (bundled_images(cfg.data, cfg.size, cfg.channels) if cfg.image_paths is None
                   else folder_images(cfg.image_paths, cfg.size, cfg.channels))
         plan = plan_eval(cfg, images, dist.rank, dist.world, skipped)
+        saved = saved_names(plan.names)
+        if cfg.save_images and dist.rank == 0 and len({Path(n).stem for n in plan.names}) < len(plan.names):
+            log("note: two images share a file stem: --save-images names every image by its full file name + .png")
         model = None
         if plan.total and any(get_method(m).uses_model for _, _, _, m in plan.todo):
             if load_model is None:
@@ -216,8 +219,7 @@ def run_eval(cfg: EvalConfig, *, load_model: Callable[[torch.device], Any] | Non
                 for j, rec in enumerate(records):
                     writer.write(rec)
                     if cfg.save_images:
-                        write_image(out / "images" / task / method / f"seed{seed}" / f"{Path(rec['image']).stem}.png",
-                                    xr[j])
+                        write_image(out / "images" / task / method / f"seed{seed}" / saved[rec["image"]], xr[j])
                     new += 1
                     bar.update(1)
         finally:

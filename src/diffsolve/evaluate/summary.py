@@ -4,6 +4,7 @@ quality-against-time figure (``quality_vs_time.png``, with matplotlib)."""
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ METRICS = ("psnr", "ssim", "dc", "seconds")
 def summarize(records: Sequence[dict[str, Any]], tasks: Sequence[str], methods: Sequence[str]) -> list[dict]:
     """Mean ± std (sample std, 0 for one record) of psnr, ssim, dc, seconds per task × method (dc: over the
     records that have it; None when none has), and ``unfit``: the records whose dc exceeds
-    ``UNFIT_CONSISTENCY`` (y largely ignored: the solvers' DataConsistencyWarning, counted here instead)."""
+    ``UNFIT_CONSISTENCY`` (y largely ignored: the solvers' DataConsistencyWarning, counted here instead).
+    A value that is not finite (PSNR ``inf`` of an exact recovery, stored as the string "inf") is read with
+    float(): a mean over it is inf (or nan), and its std is None (undefined)."""
     rows = []
     for task in tasks:
         for method in methods:
@@ -29,15 +32,16 @@ def summarize(records: Sequence[dict[str, Any]], tasks: Sequence[str], methods: 
             if not group:
                 continue
             row: dict[str, Any] = {"task": task, "method": method, "n": len(group),
-                                   "unfit": sum(1 for r in group if (r.get("dc") or 0.0) > UNFIT_CONSISTENCY)}
+                                   "unfit": sum(1 for r in group if float(r.get("dc") or 0.0) > UNFIT_CONSISTENCY)}
             for key in METRICS:
                 vals = [float(r[key]) for r in group if r.get(key) is not None]
                 if not vals:
                     row[f"{key}_mean"] = row[f"{key}_std"] = None
                     continue
                 t = torch.tensor(vals, dtype=torch.float64)
-                row[f"{key}_mean"] = float(t.mean())
-                row[f"{key}_std"] = float(t.std()) if len(t) > 1 else 0.0
+                mean = float(t.mean())
+                row[f"{key}_mean"] = mean
+                row[f"{key}_std"] = None if not math.isfinite(mean) else float(t.std()) if len(t) > 1 else 0.0
             rows.append(row)
     return rows
 
@@ -77,10 +81,12 @@ def write_summary(out: Path, rows: list[dict], cfg: EvalConfig, *, log: Callable
              "| task | method | n | PSNR (dB) | SSIM | DC | seconds |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
-        dc = "n/a" if r["dc_mean"] is None else f"{r['dc_mean']:.3f} ± {r['dc_std']:.3f}"
-        lines.append(f"| {r['task']} | {r['method']} | {r['n']} | {r['psnr_mean']:.2f} ± {r['psnr_std']:.2f} | "
-                     f"{r['ssim_mean']:.4f} ± {r['ssim_std']:.4f} | {dc} | "
-                     f"{r['seconds_mean']:.3g} ± {r['seconds_std']:.2g} |")
+        lines.append(f"| {r['task']} | {r['method']} | {r['n']} | {_cell(r, 'psnr', '.2f', '.2f')} | "
+                     f"{_cell(r, 'ssim', '.4f', '.4f')} | {_cell(r, 'dc', '.3f', '.3f')} | "
+                     f"{_cell(r, 'seconds', '.3g', '.2g')} |")
+    if any(r["psnr_mean"] == math.inf for r in rows):
+        lines += ["", "PSNR inf: some x̂ equal x exactly (no noise to undo, e.g. sigma 0), and a mean over them is "
+                  "inf; results.jsonl writes that PSNR as the string \"inf\"."]
     if skipped:
         lines += ["", "Not run (the method cannot take the task's operator):", ""]
         lines += [f"- {method} × {task}: {why}" for (task, method), why in skipped.items()]
@@ -92,6 +98,12 @@ def write_summary(out: Path, rows: list[dict], cfg: EvalConfig, *, log: Callable
         lines += ["", "Notes:", ""] + [f"- {line}" for line in cfg.notes]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     _plot(out / "quality_vs_time.png", rows, cfg, log=log)
+
+
+def _cell(row: dict, key: str, mean: str, std: str) -> str:
+    """"mean ± std" of ``key`` for summary.md: "n/a" without values, the mean alone where the std is undefined."""
+    m, s = row[f"{key}_mean"], row[f"{key}_std"]
+    return "n/a" if m is None else f"{m:{mean}}" if s is None else f"{m:{mean}} ± {s:{std}}"
 
 
 def _seconds_label(value: float, _pos: Any = None) -> str:
@@ -124,7 +136,8 @@ def time_axis(ax: Any, seconds: Sequence[float]) -> None:
 
 
 def plot_quality_vs_time(rows: list[dict], tasks: Sequence[str], title: str) -> Any:
-    """The quality-vs-time figure (one panel per task; each point labelled with its method)."""
+    """The quality-vs-time figure (one panel per task; each point labelled with its method; a method whose mean PSNR
+    is inf is named in its panel instead)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,13 +145,18 @@ def plot_quality_vs_time(rows: list[dict], tasks: Sequence[str], title: str) -> 
 
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks), 3.2), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        group = [r for r in rows if r["task"] == task]
+        group = [r for r in rows if r["task"] == task and math.isfinite(r["psnr_mean"])]
+        infinite = [r["method"] for r in rows if r["task"] == task and r["psnr_mean"] == math.inf]
+        if infinite:  # no height to place them at: named in the panel instead
+            ax.text(0.02, 0.98, "PSNR inf: " + ", ".join(infinite), transform=ax.transAxes, va="top", fontsize=6)
         xs = [max(r["seconds_mean"], 1e-6) for r in group]
+        ax.set_title(task, fontsize=9)
+        if not group:
+            continue
         for x, r in zip(xs, group):
             ax.errorbar(x, r["psnr_mean"], yerr=r["psnr_std"], fmt="o", capsize=2, label=r["method"])
             ax.annotate(r["method"], (x, r["psnr_mean"]), textcoords="offset points", xytext=(4, 4), fontsize=6)
         time_axis(ax, xs)
-        ax.set_title(task, fontsize=9)
         ax.set_xlabel("seconds per record", fontsize=8)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("PSNR (dB)")
