@@ -35,8 +35,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="evaluate methods on a dataset: results.jsonl, summary.md/.csv, a quality-vs-time plot",
         description="Score every (image, task, method, seed) on a folder of images or a bundled set. "
                     "Reruns into the same --out skip finished records (config.json pins the settings, the model's "
-                    "files and the SHA-256 of every input file; one --out holds one data set). Runs unchanged under torchrun --nproc-per-node=K -m diffsolve "
-                    "eval ... (images sharded across ranks; the records do not depend on K). Lists (--tasks, "
+                    "files and the SHA-256 of every input file; one --out holds one data set). Runs unchanged "
+                    "under torchrun --nproc-per-node=K -m diffsolve eval ... (images sharded across ranks; the records do not depend on K). Lists (--tasks, "
                     "--methods, --seeds) are comma- or space-separated. A method that cannot take a task's "
                     "operator (ddrm, and ddnm with sigma > 0, need an SVD: not motion_blur) is skipped for that "
                     "task with a note and listed in summary.md.",
@@ -66,8 +66,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    + "; pinned in config.json (a resume must match it)")
     e.add_argument("--device", default="cpu",
                    help="torch device: cpu, cuda (under torchrun: cuda:LOCAL_RANK), cuda:N")
-    e.add_argument("--save-images", action="store_true", help="also write OUT/images/TASK/METHOD/seedS/NAME.png (the image's stem; its full name + .png where two "
-                   "images share a stem)")
+    e.add_argument("--save-images", action="store_true",
+                   help="also write OUT/images/TASK/METHOD/seedS/NAME.png (the image's stem; its full name + .png "
+                        "where two images share a stem)")
     e.add_argument("--sigma", type=number(0.0), default=0.05, help="measurement noise std, in --sigma-unit")
     e.add_argument("--sigma-unit", choices=("[-1,1]", "[0,1]"), default="[-1,1]",
                    help="the pixel range --sigma is measured in")
