@@ -36,7 +36,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Score every (image, task, method, seed) on a folder of images or a bundled set. "
                     "Reruns into the same --out skip finished records (config.json pins the settings, the model's "
                     "files and the SHA-256 of every input file; one --out holds one data set). Runs unchanged "
-                    "under torchrun --nproc-per-node=K -m diffsolve eval ... (images sharded across ranks; the records do not depend on K). Lists (--tasks, "
+                    "under torchrun --nproc-per-node=K -m diffsolve eval ... (images sharded across ranks; the "
+                    "records do not depend on K). Lists (--tasks, "
                     "--methods, --seeds) are comma- or space-separated. A method that cannot take a task's "
                     "operator (ddrm, and ddnm with sigma > 0, need an SVD: not motion_blur) is skipped for that "
                     "task with a note and listed in summary.md.",
