@@ -134,3 +134,19 @@ def test_a_misfit_x_T_is_named_and_y_with_a_graph_is_read_quietly(setup):
         warnings.simplefilter("error")  # no "converting a tensor with requires_grad to a scalar" from the checks
         out = diffsolve.solve("mpgd", prior, op, y.clone().requires_grad_(True), steps=2, generator=gen(1))
     torch.testing.assert_close(out, diffsolve.solve("mpgd", prior, op, y, steps=2, generator=gen(1)), rtol=0, atol=0)
+
+
+def test_the_tikhonov_baseline_solves_exactly_in_float64_and_returns_float32():
+    """A λ sweep's small λ leaves a float32 exact solve above its tol (a warning in every eval): the baseline's one
+    exact solve runs in float64 and returns y's dtype."""
+    import warnings
+
+    from diffsolve.operators import SuperResolution
+
+    op = SuperResolution(4)
+    y = op.A(torch.rand(2, 3, 64, 64, generator=gen(0)) * 2 - 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = diffsolve.solve("tikhonov", None, op, y, lam=1e-3)
+    assert x.dtype == torch.float32
+    torch.testing.assert_close(x, op.tikhonov(y.double(), 1e-3).float(), rtol=0, atol=0)

@@ -81,7 +81,12 @@ def _pinv(denoiser: Any, operator: Any, y: torch.Tensor) -> torch.Tensor:
 
 
 def _tikhonov(denoiser: Any, operator: Any, y: torch.Tensor, *, lam: float = 1e-2) -> torch.Tensor:
-    """argmin_x ‖A x − y‖² + λ‖x‖² (the operator's exact or CG solve)."""
+    """argmin_x ‖A x − y‖² + λ‖x‖² (the operator's exact or CG solve). An exact solve of float32 y runs in float64
+    and returns float32: one cheap solve, which at the small λ of a sweep float32 rounding leaves above its tol."""
+    import torch
+
+    if y.dtype == torch.float32 and getattr(operator, "exact_solve", False):
+        return operator.tikhonov(y.double(), lam).to(y.dtype)
     return operator.tikhonov(y, lam)
 
 
