@@ -233,6 +233,19 @@ def test_results_that_ignore_y_are_counted_not_warned_per_record(tmp_path, capsy
     assert f"- {line}" in (out / "summary.md").read_text()
 
 
+def test_the_dps_steps_advice_is_given_once_per_run_not_per_batch(tmp_path):
+    import warnings
+
+    from diffsolve.solvers.dps import DPSStepsWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert eval_cli.run(parse("--data", "digits16", "--limit", "2", "--batch", "1", "--tasks", "box,denoise",
+                                  "--methods", "dps", "--steps", "2", "--no-progress", "--out",
+                                  str(tmp_path / "o"))) == 0
+    assert sum(issubclass(w.category, DPSStepsWarning) for w in caught) == 1
+
+
 def test_draws_score_the_mean_and_are_pinned(tmp_path, capsys):
     """--draws 2: a model-based record scores the mean of two draws (draw 0 is the one-draw record's own), a
     model-free one is unchanged, the records say so, and an OUT made with one draw refuses to resume with two."""

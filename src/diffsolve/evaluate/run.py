@@ -8,7 +8,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import torch
 
 from ..data import write_image
 from ..solvers import UNFIT_CONSISTENCY, DataConsistencyWarning
+from ..solvers.dps import DPSStepsWarning
 from .distributed import setup_distributed
 from .images import ImageSet, bundled_images, folder_images, saved_names
 from .records import (PARTS, RESULTS, EvalConfig, PartWriter, check_resume, merge, read_records, record_key,
@@ -45,6 +46,7 @@ class EvalPlan:
     todo: list[tuple[list[int], int, str, str]]
     done: set[tuple[str, str, str, int]]
     total: int
+    advised: set[str] = field(default_factory=set)  # the methods whose advice about --steps was shown
 
     def pending(self, batch: Sequence[int], seed: int, task: str, method: str) -> list[int]:
         return [i for i in batch if (self.names[i], task, method, seed) not in self.done]
@@ -121,6 +123,9 @@ def run_batch(cfg: EvalConfig, plan: EvalPlan, item: tuple[list[int], int, str, 
         gens = [_generator(seed, names[i], task, method, *([k] if k else [])) for i in pending]
         with warnings.catch_warnings():  # every record keeps its dc; the summary counts the unfit ones instead
             warnings.simplefilter("ignore", DataConsistencyWarning)
+            if method in plan.advised:  # advice about the run's --steps (DPS below 20): once, not per batch
+                warnings.simplefilter("ignore", DPSStepsWarning)
+            plan.advised.add(method)
             xk, info = restore(method, model, operator, y, steps=cfg.steps, sigma=cfg.sigma,
                                generator=gens if uses_model else None, x_true=x, discrepancy=not paper)
         draws.append(xk)
