@@ -53,6 +53,8 @@ def _restore(tmp_path, image, *extra):
 @pytest.mark.parametrize("device, needle", [
     ("tpu", "--device must be cpu, cuda"),
     ("cuda:x", "--device must be cpu, cuda"),
+    ("mps", "diffsolve runs on CPU and CUDA devices"),  # the library refuses them: the CLI does so up front
+    ("xpu:0", "diffsolve runs on CPU and CUDA devices"),
 ])
 def test_bad_device_syntax(tmp_path, rgb16, capsys, no_compute, device, needle):
     line = _error(capsys, _restore(tmp_path, rgb16, "--task", "box", "--method", "mpgd", "--simulate",

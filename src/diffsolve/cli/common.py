@@ -51,7 +51,7 @@ BUNDLED_ABOUT = {"digits16": "360 held-out 16x16 digits", "photos": "the demo's 
 #: the largest work image ``restore`` accepts (width x height); larger ones need --size
 MAX_PIXELS = 1024 * 1024
 #: the device strings the command line accepts (checked without torch)
-DEVICE_PATTERN = re.compile(r"^(cpu|mps|(cuda|xpu)(:\d+)?)$")
+DEVICE_PATTERN = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 
 class UsageError(Exception):
@@ -457,7 +457,7 @@ def check_sigma(sigma: float, unit: str) -> None:
 def check_device(text: str, flag: str = "--device") -> str:
     """The device string's syntax (no torch)."""
     if not DEVICE_PATTERN.match(text):
-        raise UsageError(f"{flag} must be cpu, cuda, cuda:N, xpu or mps, got {text!r}")
+        raise UsageError(f"{flag} must be cpu, cuda or cuda:N (diffsolve runs on CPU and CUDA devices), got {text!r}")
     return text
 
 
@@ -474,10 +474,6 @@ def require_device(device: str, flag: str = "--device") -> None:
             problem = f"{device}: this torch ({torch.__version__}) sees no CUDA device", "use --device cpu"
         elif index >= count:
             problem = f"{device}: only {count} CUDA device(s) here", f"use cuda:0 ... cuda:{count - 1}"
-    elif kind == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        problem = f"{device}: MPS is not available in this torch", "use --device cpu"
-    elif kind == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
-        problem = f"{device}: XPU is not available in this torch", "use --device cpu"
     if problem is not None:
         raise UsageError(f"{flag} {problem[0]}; {problem[1]}")
 

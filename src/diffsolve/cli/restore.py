@@ -79,7 +79,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                                   "black = missing; --size resizes it by nearest neighbour")
     r.add_argument("--simulate", action="store_true",
                    help="treat --input as the clean image: measure it (noise --sigma) and report PSNR/SSIM")
-    r.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps")
+    r.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
     r.add_argument("--out", required=True,
                    help=f"output image, one of {', '.join(common.IMAGE_SUFFIXES)} (with --simulate also "
                         "OUT_measurement.EXT, with --draws K > 1 also OUT_std.EXT)")
