@@ -134,6 +134,17 @@ def test_restore_draws_writes_mean_and_spread(tmp_path, digit_png, capsys):
         _restore(tmp_path, *args, "--draws", "0")
 
 
+def test_a_simulated_measurement_file_is_y_and_restores_back(tmp_path, capsys):
+    """--simulate's OUT_measurement is y itself (SR x4: a quarter of the sides), so restore takes it back."""
+    img = _png(tmp_path / "img.png", np.random.default_rng(2).integers(0, 255, (16, 16)))
+    assert _restore(tmp_path, "--input", img, "--task", "sr4", "--method", "tikhonov", "--model", "digits16",
+                    "--simulate") == 0
+    assert Image.open(tmp_path / "out_measurement.png").size == (4, 4)
+    assert main(["restore", "--input", str(tmp_path / "out_measurement.png"), "--task", "sr4", "--method", "tikhonov",
+                 "--model", "digits16", "--out", str(tmp_path / "back.png")]) == 0
+    assert Image.open(tmp_path / "back.png").size == (16, 16)
+
+
 def test_restore_measurement_sr4_and_mask(tmp_path, capsys):
     low = _png(tmp_path / "low.png", np.random.default_rng(0).integers(0, 255, (4, 4)))
     assert _restore(tmp_path, "--input", low, "--task", "sr4", "--method", "tikhonov", "--model", "digits16") == 0

@@ -82,7 +82,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
     r.add_argument("--out", required=True,
                    help=f"output image, one of {', '.join(common.IMAGE_SUFFIXES)} (with --simulate also "
-                        "OUT_measurement.EXT, with --draws K > 1 also OUT_std.EXT)")
+                        "OUT_measurement.EXT, y itself: restore takes it back with the same --task; with --draws K > 1 also "
+                        "OUT_std.EXT)")
     add_measurement_args(r, SIGMA)
     return r
 
@@ -201,7 +202,7 @@ def run(a: argparse.Namespace) -> dict:
     from .. import methods
     from ..metrics import data_consistency, scores
     from ..operators import Inpainting
-    from ..tasks import make_operator, measurement_view
+    from ..tasks import make_operator
 
     device = p.device
     img = common.read_image(a.input, channels=p.channels, size=a.size, notify=lambda m: None)[None].to(device)
@@ -268,7 +269,7 @@ def run(a: argparse.Namespace) -> dict:
             print(f"data consistency of the draws: {result['dc_draws']:.3f} on average")
     if score is not None:
         meas = out.with_name(out.stem + "_measurement" + out.suffix)
-        common.save_image(meas, measurement_view(a.task if a.task != "inpaint" else "box", y, (x_h, x_w))[0])
+        common.save_image(meas, y[0])  # y itself (SR: the small image), so restore --task TASK can take it back
         result.update(psnr=round(float(score["psnr"][0]), 2), ssim=round(float(score["ssim"][0]), 4),
                       measurement=str(meas))
         print(f"PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f}" + (" (of the mean)" if a.draws > 1 else ""))
