@@ -163,7 +163,7 @@ BAD_NUMBERS = [("nan", NAN), ("inf", INF), ("-inf", -INF), ("True", True), ("'1'
 def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
     from diffsolve.solve import solve  # the function (diffsolve.solve can be shadowed by the submodule)
     from diffsolve import solvers
-    from diffsolve.operators import CallableOperator
+    from diffsolve.operators import CallableOperator, Inpainting
     from diffsolve.solvers import CG, Projection, cdps, ddim, dps, ge, mpgd, mpgd_ldm
 
     y, op = ys["blur"], ops["blur"]
@@ -343,6 +343,12 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
     add("mpgd", "loss", "returns (B, 2)", "reject", loss=lambda v: v.flatten(1)[:, :2], operator=None, y=None,
         shape=shape, dtype=F64)
     add("mpgd", "shape", "disagrees with y", "reject", shape=(3, 1, 8, 8))
+    blind = torch.ones(2, 1, 8, 8, dtype=F64)
+    blind[1] = 0  # a per-sample mask that observes nothing of sample 1
+    for entry in inverse:
+        if entry != "mpgd_ldm":
+            add(entry, "operator", "a mask observing nothing of a sample", "reject",
+                operator=Inpainting(blind), y=(x * blind).clone())
     # diffsolve.solve
     cases.append(Case("solve", "method", "'bogus'", lambda: solve("bogus", den, op, y, steps=2), "reject"))
     cases.append(Case("solve", "sigma", "missing for cdps", lambda: solve("cdps", den, op, y, steps=2), "reject"))
