@@ -298,6 +298,28 @@ def solver_of(operator: Any, max_iters: int | None = None, precondition: bool = 
     return solve
 
 
+def range_svd(operator: Any, size: tuple[int, int], name: str) -> Any:
+    """A's SVD on its range (``operators.svd``; ``svd.range()``) for images of ``size``, or None where A declares
+    none (CG then). A data step in it, x − m = V diag(w s/(c + w s²)) Uᵀ(t − A m) for (c I + w AᵀA) x = c m +
+    w Aᵀt, never divides by c: a solve of that right-hand side divides its rounding on A's null space by a c that
+    is tiny against w s² at DiffPIR's first steps (float32 then off float64 by up to 5e-2)."""
+    if not callable(getattr(operator, "svd", None)):
+        return None
+    from ..operators.svd import operator_svd
+
+    try:
+        return operator_svd(operator, size, name).range()
+    except ValueError:  # no SVD for this operator (a reflect motion blur): CG
+        return None
+
+
+def spectral_step(svd: Any, operator: Any, m: torch.Tensor, t: torch.Tensor, c: float, w: float) -> torch.Tensor:
+    """x − m for (c I + w AᵀA) x = c m + w Aᵀ t: V diag(w s/(c + w s²)) Uᵀ(t − A m) in A's range SVD ``svd``
+    (:func:`range_svd`); m (B, C, H, W), t measurement-shaped; c > 0, w ≥ 0 host floats."""
+    s = svd.singulars(m)
+    return svd.V(w * s / (c + w * s * s) * svd.Ut(data_part(operator, t - operator.A(m))))
+
+
 def exact_pinv(operator: Any, r: torch.Tensor, max_iters: int = 500) -> torch.Tensor:
     """A⁺ r without ``pseudo_inverse``'s finiteness check (no host sync): the operator's ``_pinv`` (exact
     where the structure allows, CG otherwise); operators without one fall back to ``pseudo_inverse``."""

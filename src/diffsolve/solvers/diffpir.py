@@ -6,8 +6,8 @@ Per step t → s, with x_t (B, C, H, W), y (B, ...), ε̂ = ε_θ(x_t, t), x̂0 
 
     1. x̂0' = argmin_z ‖y − A z‖² + ρ_t ‖z − x̂0‖²  =  (ρ_t I + AᵀA)⁻¹ (Aᵀy + ρ_t x̂0)      (B, C, H, W)
        (where A declares an SVD — masks, SR, separable or circular blur, a dense matrix — exactly, as
-       x̂0 + V diag(s/(ρ_t + s²)) Uᵀ(y − A x̂0), :func:`data_spectrum`; otherwise :data:`CG_ITERS` iterations of
-       plain CG started at x̂0, the prox centre: the early steps' ρ_t is tiny against ‖AᵀA‖, where a circulant
+       x̂0 + V diag(s/(ρ_t + s²)) Uᵀ(y − A x̂0), ``_inverse.spectral_step``; otherwise :data:`CG_ITERS` iterations
+       of plain CG started at x̂0, the prox centre: the early steps' ρ_t is tiny against ‖AᵀA‖, where a circulant
        preconditioner's (ρ_t + |Ā|²)⁻¹ blows the boundary band's mismatch up by up to 1/ρ_t
        and 50 iterations leave it in x̂0' — benchmarks/results/plain-cg.md).
        σ = 0 takes the ρ → 0 limit, x̂0' = x̂0 − A⁺(A x̂0 − y) (hard data consistency; a separable A's negligible
@@ -47,9 +47,8 @@ from typing import Any
 import torch
 
 from ..kernels import fused_step
-from ..operators.svd import operator_svd
 from ._inverse import (Diagnostics, check_problem, data_part, discrepancy_floor, discrepancy_pull, discrepancy_weight,
-                       finish_run, pinv_of, route, solver_of)
+                       finish_run, pinv_of, range_svd, route, solver_of, spectral_step)
 from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
 
 __all__ = ["CG_ITERS", "DEFAULT_LAM", "DEFAULT_ZETA", "INPAINTING_ZETA", "data_rho", "default_zeta", "diffpir",
@@ -101,18 +100,6 @@ def reproject_step(x: torch.Tensor, eps: torch.Tensor, correction: torch.Tensor,
                       **noise)
 
 
-def data_spectrum(operator: Any, shape: tuple[int, ...]) -> Any:
-    """The SVD (on A's range) that step 1 runs in where A declares one, else None (CG). In it the step is x̂0' − x̂0 =
-    (ρ_t I + AᵀA)⁻¹ Aᵀ(y − A x̂0) = V diag(s/(ρ_t + s²)) Uᵀ(y − A x̂0): never divided by ρ_t, where the solve of
-    Aᵀy + ρ_t x̂0 divides its rounding on A's null space by a ρ_t as small as 1e-7 at the first steps."""
-    if not callable(getattr(operator, "svd", None)):
-        return None
-    try:
-        return operator_svd(operator, shape[-2:], "diffpir").range()
-    except ValueError:  # no SVD for this operator (a reflect motion blur): CG
-        return None
-
-
 def check_operator_solves(operator: Any, sigma: float, name: str) -> None:
     """The noiseless data step needs ``pseudo_inverse`` (σ = 0): say so before the loop. With σ > 0 any object with
     ``A`` and ``A_adjoint`` will do: without ``solve`` the step runs CG on AᵀA (``_inverse.solver_of``)."""
@@ -153,7 +140,7 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
     shape = check_problem(operator, y, sampling.x_T)
     check_operator_solves(operator, sigma, "diffpir")
     loop = prepare(denoiser, shape, sampling, like=y, name="diffpir")
-    spectral = data_spectrum(operator, shape) if sigma > 0 else None
+    spectral = range_svd(operator, shape[-2:], "diffpir") if sigma > 0 else None
     solve = solver_of(operator, CG_ITERS, precondition=False) if sigma > 0 and spectral is None else None
     pinv = pinv_of(operator, shape[-2:]) if sigma == 0 else None
     aty = operator.A_adjoint(y) if sigma > 0 and spectral is None else None
@@ -170,14 +157,13 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
             resid = data_part(operator, operator.A(x0) - y) if sigma == 0 or info.enabled else None
             if sigma > 0:  # 2. the proximal data step (ρ_t I + AᵀA) x̂0' = Aᵀy + ρ_t x̂0
                 rho = data_rho(lam, sigma, a_t)
-                r0 = data_part(operator, y - operator.A(x0)) if spectral is not None or i == last else None
-                if spectral is not None:  # x̂0' − x̂0 = V diag(s/(ρ_t + s²)) Uᵀ r0
-                    s = spectral.singulars(x0)
-                    step = spectral.V(s / (rho + s * s) * spectral.Ut(r0))
+                if spectral is not None:  # x̂0' − x̂0 = V diag(s/(ρ_t + s²)) Uᵀ(y − A x̂0)
+                    step = spectral_step(spectral, operator, x0, y, rho, 1.0)
                 else:
                     step = solve(aty + rho * x0, shift=rho, scale=1.0, x0=x0) - x0
                 correction = -step
                 if i == last:  # 2'. the result x̂0' stops at the noise floor (module docstring)
+                    r0 = data_part(operator, y - operator.A(x0))
                     g = discrepancy_weight(r0, data_part(operator, operator.A(step)), floor)
                     correction = correction * g.view(-1, *([1] * (x0.dim() - 1)))
             else:  # ρ → 0: x̂0' = x̂0 − A⁺(A x̂0 − y)
