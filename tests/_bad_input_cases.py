@@ -459,6 +459,9 @@ def _kernel_cases(x) -> list[Case]:
             lambda: post(diag=torch.ones(1, 1, 4, 4, dtype=F64)))
         add("diagonal_posterior_step" + tag, "diag", "float32", "reject",
             lambda: post(diag=torch.ones(1, 1, 8, 8)))
+        for half in (torch.float16, torch.bfloat16):
+            add("diagonal_posterior_step" + tag, "mean", str(half).split(".")[1], "reject",
+                lambda half=half: post(mean=x.to(half), target=e.to(half), diag=torch.ones(1, 1, 8, 8, dtype=half)))
         for arg in ("precision", "noise_precision"):
             for label, v in [("[2, -1]", t64(2.0, -1.0)), ("[2, 0]", t64(2.0, 0.0)), ("[2, nan]", t64(2.0, NAN)),
                              ("[2, inf]", t64(2.0, INF))]:
@@ -623,7 +626,7 @@ def _model_cases(den, prior, x) -> list[Case]:
     add("load_default", "device", "'cuda'", "reject", lambda: load_default("digits16", device="cuda"))
     add("load_default", "torch_dtype", "torch.int64", "reject", lambda: load_default("digits16", torch_dtype=torch.int64))
     add("EpsDenoiser", "eps_fn", "5", "reject", lambda: EpsDenoiser(5))
-    for label, v in [("0", 0.0), ("1.5", 1.5), ("nan", NAN)]:
+    for label, v in [("0", 0.0), ("1.5", 1.5), ("nan", NAN), ("True", True)]:
         add("EpsDenoiser", "final_alpha_cumprod", label, "reject",
             lambda v=v: EpsDenoiser(lambda a, t: a, final_alpha_cumprod=v))
     add("EpsDenoiser", "alphas_cumprod", "increasing", "reject",

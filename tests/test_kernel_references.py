@@ -231,3 +231,15 @@ def test_public_functions_reject_bad_input():
         K.batched_cg(lambda v: v, x, max_iters=-1)
     with pytest.raises(ValueError, match="shift is on meta"):
         K.batched_cg(lambda v: v, x, torch.zeros(1, device="meta"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_the_posterior_step_refuses_half_precision_on_every_backend(dtype):
+    """As every step kernel: fp16/bf16 state is a TypeError naming the dtype, not a backend's own result (the
+    Triton interpreter returned −0 for bfloat16, torch computed in half, C++ blamed itself)."""
+    from diffsolve.kernels import diagonal_posterior_step
+
+    m = torch.full((1, 1, 2, 3), 0.5, dtype=dtype)
+    for backend in ("auto", "torch", "cpp", "triton"):
+        with pytest.raises(TypeError, match="mean must be float32 or float64"):
+            diagonal_posterior_step(m, 1.0, torch.ones_like(m), m, 1.0, backend=backend)

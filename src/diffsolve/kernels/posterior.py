@@ -70,6 +70,9 @@ def diagonal_posterior_step(
     """
     precision, noise_precision = plain_number(precision), plain_number(noise_precision)
     check_image_like("mean", mean, min_dim=4)
+    if mean.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"mean must be float32 or float64 (solver state stays fp32, as every step kernel's), got "
+                        f"{mean.dtype}")
     if mean.dim() != 4:
         raise ValueError(f"mean must be (B, C, H, W), got shape {tuple(mean.shape)}")
     check_same("target", target, mean, "mean")

@@ -47,7 +47,8 @@ class EpsDenoiser:
         self.eps_fn = eps_fn
         self.alphas_cumprod = (make_alphas_cumprod() if alphas_cumprod is None
                                else validate_alphas_cumprod(alphas_cumprod))
-        if not isinstance(final_alpha_cumprod, (int, float)) or not 0 < final_alpha_cumprod <= 1:
+        if (isinstance(final_alpha_cumprod, bool) or not isinstance(final_alpha_cumprod, (int, float))
+                or not 0 < final_alpha_cumprod <= 1):
             raise ValueError(f"final_alpha_cumprod must be a number in (0, 1], got {final_alpha_cumprod!r}")
         self.final_alpha_cumprod = float(final_alpha_cumprod)
         self.sample_shape = None if sample_shape is None else tuple(sample_shape)
