@@ -138,3 +138,10 @@ def test_from_operator_is_the_operators_matrix_and_gives_ddrm_an_svd():
     assert out.shape == x.shape and bool(torch.isfinite(out).all())
     with pytest.raises(TypeError, match="operator must have A"):
         MatrixOperator.from_operator(lambda v: v, (1, 6, 8))
+
+
+def test_from_operator_refuses_a_mask_per_sample_by_name():
+    from diffsolve.operators import Inpainting
+
+    with pytest.raises(ValueError, match=r"operator=Inpainting.*the same for every sample"):
+        MatrixOperator.from_operator(Inpainting(torch.ones(2, 1, 4, 4)), (1, 4, 4))

@@ -105,7 +105,12 @@ class MatrixOperator(LinearOperator):
             for start in range(0, n, chunk):
                 basis = torch.zeros(min(chunk, n - start), n, dtype=torch.float64)
                 basis[:, start:start + basis.shape[0]] = torch.eye(basis.shape[0], dtype=torch.float64)
-                out = operator.A(basis.view(-1, *shape))
+                try:
+                    out = operator.A(basis.view(-1, *shape))
+                except ValueError as err:  # e.g. a mask per sample: no single matrix is A for every sample
+                    raise ValueError(f"operator={operator!r} cannot be applied to a batch of basis images ({err}): "
+                                     "from_operator needs an A that is the same for every sample (one mask, not "
+                                     "one per sample)") from err
                 out_shape = tuple(out.shape[1:])
                 columns.append(out.reshape(basis.shape[0], -1))
         return cls(torch.cat(columns).T, shape, out_shape, backend=backend)
