@@ -236,7 +236,8 @@ def test_a_mask_per_sample_or_per_channel_runs_and_each_sample_is_its_own(name, 
     if layout == "per-sample":
         prior, shape = smooth_prior(), (3, 1, SIZE, SIZE)
     else:  # three channels, each its own mask
-        prior, shape = GaussianPrior(0.1 * torch.randn(3, SIZE, SIZE, generator=gen(7), dtype=D), 0.3), (1, 3, SIZE, SIZE)
+        prior = GaussianPrior(0.1 * torch.randn(3, SIZE, SIZE, generator=gen(7), dtype=D), 0.3)
+        shape = (1, 3, SIZE, SIZE)
     mask = (torch.rand(shape, generator=gen(8)) > 0.5).to(D)
     mask[..., 0, 0] = 1  # every sample observes a pixel
     x = prior.sample(3, gen(9))

@@ -82,8 +82,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
     r.add_argument("--out", required=True,
                    help=f"output image, one of {', '.join(common.IMAGE_SUFFIXES)} (with --simulate also "
-                        "OUT_measurement.EXT, y itself: restore takes it back with the same --task; with --draws K > 1 also "
-                        "OUT_std.EXT)")
+                        "OUT_measurement.EXT, y itself: restore takes it back with the same --task; with --draws "
+                        "K > 1 also OUT_std.EXT)")
     add_measurement_args(r, SIGMA)
     return r
 

@@ -198,7 +198,7 @@ def run_eval(cfg: EvalConfig, *, load_model: Callable[[torch.device], Any] | Non
                   else folder_images(cfg.image_paths, cfg.size, cfg.channels))
         plan = plan_eval(cfg, images, dist.rank, dist.world, skipped)
         saved = saved_names(plan.names)
-        if cfg.save_images and dist.rank == 0 and len({Path(n).stem for n in plan.names}) < len(plan.names):
+        if cfg.save_images and dist.rank == 0 and any(s != f"{Path(n).stem}.png" for n, s in saved.items()):
             log("note: two images share a file stem: --save-images names every image by its full file name + .png")
         model = None
         if plan.total and any(get_method(m).uses_model for _, _, _, m in plan.todo):
