@@ -116,10 +116,16 @@ def adm_config(sd: Mapping[str, torch.Tensor], *, num_head_channels: int = 64, i
     for key in ("input_blocks.0.0.weight", "out.2.weight", "time_embed.0.weight"):
         if key not in sd:
             raise ValueError(f"ADM state dict has no {key!r}: not a guided-diffusion UNetModel checkpoint")
-    if not isinstance(num_head_channels, int) or num_head_channels < 1:
+    if not isinstance(num_head_channels, int) or isinstance(num_head_channels, bool) or num_head_channels < 1:
         raise ValueError(f"num_head_channels must be a positive int, got {num_head_channels!r}")
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+        raise ValueError(f"image_size must be a positive int (the checkpoint's --image_size), got {image_size!r}")
+    sd = _Tracked(sd)  # a missing tensor is a ValueError naming it, not a KeyError
     mc, in_ch = sd["input_blocks.0.0.weight"].shape[:2]
     out_ch = sd["out.2.weight"].shape[0]
+    if out_ch not in (in_ch, 2 * in_ch):
+        raise ValueError(f"ADM state dict: {out_ch} output channels for {in_ch} input channels; a guided-diffusion "
+                         f"UNetModel has {in_ch} (learn_sigma False) or {2 * in_ch} (learn_sigma True)")
     n_in, n_out = len(_indices(sd, "input_blocks")), len(_indices(sd, "output_blocks"))
     outs = [_layers(sd, f"output_blocks.{k}") for k in range(n_out)]
     ups = [k for k, layers in enumerate(outs) if layers.count("res") == 2 or "up_conv" in layers]
@@ -134,6 +140,10 @@ def adm_config(sd: Mapping[str, torch.Tensor], *, num_head_channels: int = 64, i
         first = f"input_blocks.{1 + lvl * per_level}"
         channels.append(int(sd[f"{first}.0.in_layers.2.weight"].shape[0]))
         attn.append("attn" in _layers(sd, first))
+    if channels[0] != mc:
+        raise ValueError(f"ADM state dict: the first level has {channels[0]} channels but the model {mc} "
+                         f"(channel_mult[0] = {channels[0] / mc:g}); diffusers' UNet2DModel needs channel_mult[0] = 1, "
+                         "so this checkpoint (e.g. ImageNet 512's 0.5) cannot be converted")
     updown = None
     for lvl in range(levels - 1):
         kind = _layers(sd, f"input_blocks.{1 + lvl * per_level + nrb}")
@@ -178,6 +188,10 @@ class _Tracked(dict):
     def __getitem__(self, key: str) -> torch.Tensor:
         self.used.add(key)
         return super().__getitem__(key)
+
+    def __missing__(self, key: str) -> torch.Tensor:
+        raise ValueError(f"ADM state dict has no {key!r}, which the inferred UNet needs; is this a complete "
+                         "guided-diffusion UNetModel checkpoint?")
 
 
 _RES = {"in_layers.0": "norm1", "in_layers.2": "conv1", "emb_layers.1": "time_emb_proj",
@@ -273,6 +287,9 @@ def adm_unet(sd: Mapping[str, torch.Tensor], *, num_head_channels: int = 64, ima
     from diffusers import UNet2DModel
     from diffusers.utils import logging as dlog
 
+    if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
+        raise TypeError(f"torch_dtype must be a floating torch.dtype (torch.float32, torch.float16, ...), "
+                        f"got {torch_dtype!r}")
     config = adm_config(sd, num_head_channels=num_head_channels, image_size=image_size)
     config.pop("_adm_model_channels")
     converted = adm_to_diffusers(sd, config, new_attention_order=new_attention_order)
@@ -280,6 +297,12 @@ def adm_unet(sd: Mapping[str, torch.Tensor], *, num_head_channels: int = 64, ima
     dlog.set_verbosity_error()
     try:
         unet = UNet2DModel(**config)
+        expected = unet.state_dict()
+        wrong = [f"{k}: {tuple(v.shape)}, the layout needs {tuple(expected[k].shape)}"
+                 for k, v in converted.items() if k in expected and v.shape != expected[k].shape]
+        if wrong:
+            raise ValueError(f"ADM -> UNet2DModel: {len(wrong)} tensors have the wrong shape (e.g. {wrong[:2]}); the "
+                             "checkpoint's layout is not the guided-diffusion UNetModel's")
         missing, unexpected = unet.load_state_dict({k: v.float() for k, v in converted.items()}, strict=False)
         unet = unet.to(dtype=torch_dtype)
     finally:

@@ -65,6 +65,18 @@ def _class_name(folder: Path, allowed: tuple[str, ...]) -> str:
     return name
 
 
+def _check_latent_channels(root: Path) -> None:
+    """The UNet must take the channels the VAE's latents have (read from both configs, before any weights)."""
+    unet_cfg = json.loads((root / "unet" / "config.json").read_text())
+    vae_cfg = json.loads((root / "vae" / "config.json").read_text())
+    latent = vae_cfg.get("vq_embed_dim") or vae_cfg.get("latent_channels")
+    unet_in = unet_cfg.get("in_channels")
+    if isinstance(latent, int) and isinstance(unet_in, int) and latent != unet_in:
+        raise ValueError(f"{root}: the UNet takes {unet_in} input channels but the VAE's latents have {latent} "
+                         f"(unet/config.json in_channels, vae/config.json latent_channels); the two do not belong "
+                         "together (an inpainting UNet with 9 channels is not supported either)")
+
+
 def encode_prompt(prompt: str | list[str], tokenizer: Any, text_encoder: Any,
                   device: torch.device | None = None) -> torch.Tensor:
     """Text embeddings (len(prompt), L, D) as Stable Diffusion forms them: ids padded/truncated to the
@@ -135,6 +147,7 @@ def load_latent_diffusion(path: str | Path, *, prompt: str | list[str] | None = 
     if not isinstance(guidance_scale, (int, float)) or isinstance(guidance_scale, bool):
         raise TypeError(f"guidance_scale must be a number, got {type(guidance_scale).__name__}")
     unet_class, vae_class = _class_name(root / "unet", _UNETS), _class_name(root / "vae", _VAES)
+    _check_latent_channels(root)
     conditional = unet_class == "UNet2DConditionModel"
     if not conditional and (prompt is not None or prompt_embeds is not None or guidance_scale != 1.0):
         raise ValueError(f"{root / 'unet'} holds an unconditional UNet2DModel: prompt, prompt_embeds and "

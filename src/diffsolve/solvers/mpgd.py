@@ -55,9 +55,10 @@ import torch
 
 from ..kernels import mpgd_step
 from ..kernels._checks import plain_numbers
+from ..models.denoiser import check_sample_shape
 from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, data_part, discrepancy_pull, finish_run,
                        measured_entries, measurement_grad, route)
-from ._loop import Sampling, check_flag, check_number, check_steps, prepare, takes_sampling
+from ._loop import Sampling, check_device, check_flag, check_number, check_steps, prepare, takes_sampling
 
 __all__ = ["SPACES", "Projection", "capped_grad", "default_rho", "mpgd", "noise_rho", "operator_gain"]
 
@@ -140,8 +141,29 @@ def loss_grad(loss: Loss, x: torch.Tensor, name: str = "loss") -> tuple[torch.Te
         if not isinstance(value, torch.Tensor) or value.shape != (x.shape[0],):
             raise ValueError(f"{name}(x0) must return a (B,) = ({x.shape[0]},) tensor of per-sample losses, "
                              f"got {getattr(value, 'shape', type(value).__name__)}")
+        if not value.is_floating_point():
+            raise TypeError(f"{name}(x0) must return real floating losses, got {value.dtype}: return the loss "
+                            "in x0's dtype")
+        if not value.requires_grad:
+            raise ValueError(f"{name}(x0) does not depend on x0 through autograd (it detaches x0, or returns a "
+                             "constant): MPGD steps along its gradient, so compute the loss from x0 with torch ops")
         (grad,) = torch.autograd.grad(value.sum(), xg)
     return grad, value.detach()
+
+
+def check_round_trip(autoencoder: Any, shape: Sequence[int], dtype: torch.dtype | None,
+                     device: torch.device | None) -> tuple[int, ...]:
+    """The latents' (c, h, w) of images of ``shape`` (B, C, H, W): one encoder and one decoder pass on a zero
+    image, before any model call; an autoencoder that does not give the image back at its own shape is refused."""
+    with torch.no_grad():
+        zero = torch.zeros((1, *shape[1:]), dtype=dtype or torch.float32, device=device or torch.device("cpu"))
+        z = autoencoder.encode(zero)
+        back = tuple(autoencoder.decode(z).shape[1:])
+    if back != tuple(shape[1:]):
+        raise ValueError(f"images of shape {tuple(shape[1:])} (of y through Aᵀy, or shape=) come back from the "
+                         f"autoencoder as {back} (latents {tuple(z.shape[1:])}): give images whose sides are "
+                         "multiples of its down-sampling factor and whose channels it takes")
+    return tuple(z.shape[1:])
 
 
 def measurement_loss(operator: Any, y: torch.Tensor) -> Loss:
@@ -215,6 +237,8 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
     x_T = sampling.x_T
     discrepancy = check_flag("discrepancy", discrepancy)
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
+    if shape is not None:
+        shape = check_sample_shape(None, plain_numbers(shape), "shape")
     if y is not None:
         derived = check_problem(operator, y, x_T)
         if shape is not None and tuple(shape) != derived:
@@ -229,6 +253,9 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
         sigma = check_number("sigma", sigma, 0.0)
         if y is None or loss is not None:
             raise ValueError("sigma (the measurement noise) goes with operator and y, not with loss=; leave it out")
+    if projection is not None:  # the AE/Z step must see the image at its own size, checked before any model call
+        check_round_trip(projection.autoencoder, shape, sampling.dtype if y is None else y.dtype,
+                         check_device(sampling.device) if y is None else y.device)
     numel = math.prod(shape[1:])
     rho_given = None if rho is None else check_number("rho", rho, 0.0)
     rho = default_rho(sampling.steps, numel) if rho is None else rho_given

@@ -22,19 +22,32 @@ from typing import Any
 import torch
 
 from ..kernels import mpgd_step
+from ..kernels._checks import plain_numbers
+from ..models.denoiser import check_sample_shape
 from ._inverse import Diagnostics, check_problem, route
 from ._loop import Sampling, check_device, check_number, check_steps, prepare, takes_sampling
-from .mpgd import Loss, default_rho, loss_grad, measurement_loss
+from .mpgd import Loss, check_round_trip, default_rho, loss_grad, measurement_loss
 
 __all__ = ["mpgd_ldm"]
 
 
-def _latent_shape(autoencoder: Any, image_shape: Sequence[int], dtype: torch.dtype,
-                  device: torch.device) -> tuple[int, ...]:
-    """(B, c, h, w) of the latents for images of ``image_shape``: one encoder pass on one zero image."""
-    with torch.no_grad():
-        z = autoencoder.encode(torch.zeros((1, *image_shape[1:]), dtype=dtype, device=device))
-    return (image_shape[0], *z.shape[1:])
+def _check_shape(name: str, shape: Any) -> tuple[int, ...]:
+    shape = check_sample_shape(None, plain_numbers(shape), name)
+    if len(shape) != 4:
+        raise ValueError(f"{name} must be (B, C, H, W), got {shape}")
+    return shape
+
+
+def _check_latent_multiple(denoiser: Any, image_shape: Sequence[int], latent_shape: Sequence[int]) -> None:
+    """The latent model's side multiple m, stated in image pixels (f·m) before the denoiser's own check."""
+    m = int(getattr(denoiser, "spatial_multiple", 1) or 1)
+    h, w = latent_shape[-2:]
+    if m > 1 and (h % m or w % m):
+        f = image_shape[-1] // w
+        crop = f"{h // m * m * f}×{w // m * m * f}" if min(h, w) >= m else f"at least {m * f}×{m * f}"
+        raise ValueError(f"images of {image_shape[-2]}×{image_shape[-1]} have latents of {h}×{w}, but the latent "
+                         f"model needs latent sides that are multiples of {m}: give images with sides multiples of "
+                         f"{f * m} ({crop}), or wrap the latent denoiser in diffsolve.models.PaddedDenoiser")
 
 
 @takes_sampling
@@ -50,7 +63,8 @@ def mpgd_ldm(latent_denoiser: Any, autoencoder: Any, operator: Any, y: torch.Ten
             (then ``shape`` (B, C, H, W) of the images, or ``latent_shape``, is required).
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; ``x_T`` is the starting
             latent noise (B, c, h, w)).
-        latent_shape: (B, c, h, w); default: from one encoder pass on a zero image.
+        latent_shape: (B, c, h, w); default: from one encoder pass on a zero image (and one decoder pass: images
+            the autoencoder does not give back at their own size, sides off its factor, are refused).
         rho: ρ > 0 (default ``default_rho(steps, latent numel)``); eta: DDIM η ∈ [0, 1].
         loss: ``loss(x) -> (B,)`` of the decoded image replacing ‖y − A x‖.
     Returns:
@@ -68,16 +82,28 @@ def mpgd_ldm(latent_denoiser: Any, autoencoder: Any, operator: Any, y: torch.Ten
     z_T, dtype = sampling.x_T, sampling.dtype
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     device = check_device(sampling.device)
+    shape = None if shape is None else _check_shape("shape", shape)
+    latent_shape = None if latent_shape is None else _check_shape("latent_shape", latent_shape)
     if y is not None:
-        shape = check_problem(operator, y)
+        derived = check_problem(operator, y)
+        if shape is not None and shape != derived:
+            raise ValueError(f"shape={shape} disagrees with the measurement: A maps images of shape {derived} to y; "
+                             "leave shape out when y is given")
+        shape = derived
         dtype, device = y.dtype, y.device
     if z_T is not None and not isinstance(z_T, torch.Tensor):
         raise TypeError(f"x_T (the starting latents) must be a floating tensor (B, c, h, w), got {type(z_T).__name__}")
-    if latent_shape is None and shape is not None:
-        latent_shape = _latent_shape(autoencoder, shape, dtype or torch.float32, device or torch.device("cpu"))
+    if shape is not None:
+        derived = (shape[0], *check_round_trip(autoencoder, shape, dtype, device))
+        if latent_shape is not None and latent_shape != derived:
+            raise ValueError(f"latent_shape={latent_shape} disagrees with the images' {shape}, whose latents have "
+                             f"shape {derived}; give one of shape= and latent_shape=")
+        latent_shape = derived
+        _check_latent_multiple(latent_denoiser, shape, latent_shape)
     if z_T is not None and latent_shape is not None and tuple(z_T.shape) != tuple(latent_shape):
-        raise ValueError(f"x_T (the starting latents) has shape {tuple(z_T.shape)} but the images {tuple(shape or ())} (of y, through Aᵀy, or "
-                         f"shape=) have latents of shape {tuple(latent_shape)}")
+        raise ValueError(f"x_T (the starting latents) has shape {tuple(z_T.shape)} but the images "
+                         f"{tuple(shape or ())} (of y, through Aᵀy, or shape=) have latents of shape "
+                         f"{tuple(latent_shape)}")
     if z_T is not None:
         latent_shape = tuple(z_T.shape)
     if latent_shape is None:
