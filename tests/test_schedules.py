@@ -107,7 +107,7 @@ def test_sampling_schedule_pairs():
     (lambda: sampling_schedule(make_alphas_cumprod(), [5], final_alpha_cumprod=0.0), "final_alpha_cumprod"),
     (lambda: validate_alphas_cumprod(torch.tensor([0.5, 0.9])), "non-increasing"),
     (lambda: validate_alphas_cumprod(torch.tensor([1.5, 0.9])), r"\(0, 1\]"),
-    (lambda: make_alphas_cumprod(beta_schedule="sigmoid"), "beta_schedule"),
+    (lambda: make_alphas_cumprod(beta_schedule="cosine"), "beta_schedule"),
 ])
 def test_bad_input_raises_value_error(call, match):
     with pytest.raises(ValueError, match=match):

@@ -44,15 +44,22 @@ __all__ = [
 ]
 
 SPACINGS = ("leading", "trailing", "linspace")
-_BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+_BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "laplace", "sigmoid")
 
 
-def _cosine_betas(num_train_timesteps: int, max_beta: float = 0.999) -> torch.Tensor:
-    """Glide's cosine schedule (Nichol & Dhariwal 2021), as diffusers' ``betas_for_alpha_bar``."""
+def _cosine_alpha_bar(t: float) -> float:
+    return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
 
-    def alpha_bar(t: float) -> float:
-        return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
 
+def _laplace_alpha_bar(t: float) -> float:
+    lmb = -0.5 * math.copysign(1, 0.5 - t) * math.log(1 - 2 * math.fabs(0.5 - t) + 1e-6)
+    snr = math.exp(lmb)
+    return math.sqrt(snr / (1 + snr))
+
+
+def _cosine_betas(num_train_timesteps: int, max_beta: float = 0.999, alpha_bar=_cosine_alpha_bar) -> torch.Tensor:
+    """Glide's cosine schedule (Nichol & Dhariwal 2021; ``alpha_bar``: another ᾱ(t), e.g. DDPMScheduler's
+    ``laplace``), as diffusers' ``betas_for_alpha_bar``."""
     betas = [min(1 - alpha_bar((i + 1) / num_train_timesteps) / alpha_bar(i / num_train_timesteps), max_beta)
              for i in range(num_train_timesteps)]
     return torch.tensor(betas, dtype=torch.float32)
@@ -76,7 +83,8 @@ def make_betas(
     trained_betas: Sequence[float] | torch.Tensor | None = None,
     rescale_betas_zero_snr: bool = False,
 ) -> torch.Tensor:
-    """β (T,) float32 exactly as diffusers' schedulers build ``self.betas`` (``trained_betas`` wins)."""
+    """β (T,) float32 exactly as diffusers' schedulers build ``self.betas`` (``trained_betas`` wins; ``laplace`` and
+    ``sigmoid`` as ``DDPMScheduler`` builds them)."""
     if trained_betas is not None:
         betas = torch.as_tensor(trained_betas, dtype=torch.float32).flatten()
     else:
@@ -91,6 +99,11 @@ def make_betas(
             betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float32) ** 2
         elif beta_schedule == "squaredcos_cap_v2":
             betas = _cosine_betas(num_train_timesteps)
+        elif beta_schedule == "laplace":  # DDPMScheduler's
+            betas = _cosine_betas(num_train_timesteps, alpha_bar=_laplace_alpha_bar)
+        elif beta_schedule == "sigmoid":  # DDPMScheduler's (GeoDiff)
+            ramp = torch.linspace(-6, 6, num_train_timesteps, dtype=torch.float32)
+            betas = torch.sigmoid(ramp) * (beta_end - beta_start) + beta_start
         else:
             raise ValueError(f"beta_schedule must be one of {_BETA_SCHEDULES}, got {beta_schedule!r}")
     if rescale_betas_zero_snr:
@@ -158,6 +171,13 @@ def validate_alphas_cumprod(alphas_cumprod: Any, *, allow_zero_last: bool = Fals
     in_range = bool(a[0] <= 1) and (bool(a[-1] >= 0) if allow_zero_last else bool(a[-1] > 0))
     if in_range and (a.numel() == 1 or bool((a[1:] <= a[:-1]).all())):
         return a
+    if (not allow_zero_last and a.numel() > 1 and bool(a[-1] == 0) and bool((a[:-1] > 0).all()) and bool(a[0] <= 1)
+            and bool((a[1:] <= a[:-1]).all())):
+        raise ValueError("alphas_cumprod ends at 0 (a zero-terminal-SNR table: diffusers' "
+                         "rescale_betas_zero_snr=True), where x̂0 = (x − √(1−ᾱ) ε̂)/√ᾱ divides by 0; "
+                         "set its last entry to a small positive value "
+                         "(diffusers' Euler and DPM-Solver schedulers use 2**-24; DiffusersDenoiser does this for v- "
+                         "and x0-prediction models)")
     if not ((a >= 0) if allow_zero_last else (a > 0)).all() or not (a <= 1).all():
         raise ValueError("alphas_cumprod must lie in (0, 1] (the cumulative product of 1 − β)")
     raise ValueError("alphas_cumprod must be non-increasing in t (more noise at larger t)")

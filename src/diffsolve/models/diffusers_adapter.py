@@ -11,6 +11,15 @@
 Models that also predict a variance (``out_channels == 2·in_channels``) keep the first half.
 ``from_pretrained(path)`` reads a local folder only (never the network).
 
+A zero-terminal-SNR config (``rescale_betas_zero_snr=True``, ᾱ_{T−1} = 0) gets ᾱ_{T−1} = 2**-24, as diffusers'
+Euler and DPM-Solver schedulers set it (half ᾱ_{T−2} where that is smaller, so the table still decreases), and
+every solver can form x̂0 there (a step from T−1 then differs from DDIMScheduler's, which keeps 0, by about
+√ᾱ_{T−1}); it needs ``v_prediction`` or ``sample`` (an ε-prediction model gives no x̂0 at zero SNR: refused).
+
+A class-conditional UNet (``num_class_embeds`` or ``class_embed_type`` in its config) takes its labels as
+``class_labels=`` (1 | B,) integers; a UNet with an ``addition_embed_type`` (SDXL) needs ``added_cond_kwargs``,
+not passed here, and is refused.
+
 ``clip_sample`` / ``thresholding`` of the config (with ``clip_sample_range``, ``sample_max_value``,
 ``dynamic_thresholding_ratio``) are honoured as diffusers applies them to x̂0
 (:mod:`diffsolve.models.x0_clip`); the returned ε̂ is then the one consistent with the processed x̂0,
@@ -30,6 +39,7 @@ from typing import Any
 
 import torch
 
+from ..kernels._checks import check_device
 from ..schedules import alphas_cumprod_from_config, final_alpha_cumprod_from_config
 from .denoiser import check_timesteps, timestep_alphas
 from .x0_clip import X0Clip, clipped_epsilon, to_x0
@@ -41,6 +51,26 @@ _PREDICTIONS = ("epsilon", "v_prediction", "sample")
 _WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json",
                  "diffusion_pytorch_model.bin", "diffusion_pytorch_model.bin.index.json")
 _RESAVE = "re-save the model with save_pretrained or download it again"
+_ZERO_SNR_ALPHA = 2.0**-24  # ᾱ_{T−1} of a zero-terminal-SNR table, as diffusers' Euler / DPM-Solver schedulers
+
+
+def _variant_name(name: str, variant: str) -> str:
+    """diffusers' ``_add_variant``: ``diffusion_pytorch_model.safetensors`` -> ``...model.fp16.safetensors``."""
+    parts = name.split(".")
+    return ".".join(parts[:-1] + [variant] + parts[-1:])
+
+
+def _variants(unet_dir: Path) -> list[str]:
+    """The variants (``fp16``, ``ema``, ...) whose weight files lie in ``unet_dir``, sorted."""
+    found = set()
+    for path in unet_dir.iterdir():
+        for name in _WEIGHT_FILES:
+            head, ext = name.rsplit(".", 1)
+            if path.name.startswith(head + ".") and path.name.endswith("." + ext):
+                middle = path.name[len(head) + 1: -len(ext) - 1]
+                if middle and "." not in middle and "-of-" not in middle:
+                    found.add(middle)
+    return sorted(found)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -57,12 +87,22 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _weights_file(unet_dir: Path) -> Path:
-    """The weights diffusers will read from ``unet_dir``; FileNotFoundError naming the folder if none."""
-    for name in _WEIGHT_FILES:
+def _weights_file(unet_dir: Path, variant: str | None) -> tuple[Path, str | None]:
+    """(the weights diffusers will read from ``unet_dir``, the variant to ask for). Without ``variant``, a folder
+    holding one variant only (``save_pretrained(variant="fp16")``) loads it; FileNotFoundError naming the folder if
+    there are no weights, or several variants and none chosen."""
+    names = _WEIGHT_FILES if variant is None else tuple(_variant_name(n, variant) for n in _WEIGHT_FILES)
+    for name in names:
         if (unet_dir / name).is_file():
-            return unet_dir / name
-    raise FileNotFoundError(f"{unet_dir} has a config.json but no weights (expected one of {', '.join(_WEIGHT_FILES)});"
+            return unet_dir / name, variant
+    found = _variants(unet_dir)
+    if variant is None and len(found) == 1:
+        return _weights_file(unet_dir, found[0])
+    if found:
+        chosen = "" if variant is None else f"no variant={variant!r} weights but "
+        raise FileNotFoundError(f"{unet_dir} has {chosen}the weight variants {found}; pass variant= one of them "
+                                f"(from_pretrained(path, variant={found[0]!r}))")
+    raise FileNotFoundError(f"{unet_dir} has a config.json but no weights (expected one of {', '.join(names)});"
                             f" {_RESAVE}")
 
 
@@ -106,6 +146,32 @@ def _scheduler_config(scheduler_or_config: Any) -> dict[str, Any]:
     return dict(cfg.items())
 
 
+def _check_class_labels(labels: Any, ucfg: Any) -> torch.Tensor | None:
+    """``class_labels`` as a (1 | B,) int64 tensor where the UNet's config is class-conditional; None elsewhere."""
+    get = ucfg.get if hasattr(ucfg, "get") else (lambda key: None)
+    classes, embed = get("num_class_embeds"), get("class_embed_type")
+    if classes is None and embed is None:
+        if labels is not None:
+            raise ValueError("class_labels given but the UNet is not class-conditional (its config has no "
+                             "num_class_embeds or class_embed_type); leave class_labels out")
+        return None
+    kind = f"num_class_embeds={classes}" if classes is not None else f"class_embed_type={embed!r}"
+    if labels is None:
+        raise ValueError(f"the UNet is class-conditional ({kind}): pass class_labels= a (1 | B,) integer tensor "
+                         "(one label for every sample, or one per sample)")
+    if not isinstance(labels, torch.Tensor) or labels.dim() < 1 or labels.numel() < 1 or (
+            classes is not None and labels.dim() != 1):
+        shown = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise TypeError(f"class_labels must be a (1 | B,) tensor, got {shown}; e.g. torch.tensor([3])")
+    if classes is not None:
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise TypeError(f"class_labels must be integers for {kind}, got dtype {labels.dtype}")
+        if labels.device.type == "cpu" and not (int(labels.min()) >= 0 and int(labels.max()) < int(classes)):
+            raise ValueError(f"class_labels must lie in [0, {int(classes) - 1}] ({kind}), got {labels.tolist()}")
+        return labels.long()
+    return labels
+
+
 class DiffusersDenoiser(torch.nn.Module):
     """ε̂(x, t) from a diffusers UNet and the scheduler config it was trained with.
 
@@ -120,6 +186,7 @@ class DiffusersDenoiser(torch.nn.Module):
         prediction_type: overrides the config's.
         clip_sample, thresholding: override the config's x̂0 clip / dynamic thresholding (None: the
             config's; module docstring). ``self.x0_clip`` holds what is applied.
+        class_labels: (1 | B,) integer labels for a class-conditional UNet (required there, refused elsewhere).
 
     Attributes: ``scheduler_class`` (the config's scheduler class name, None if unknown) and
     ``clipped_model_output`` (which ε̂ a DDIM step uses with a clipped x̂0; module docstring).
@@ -129,20 +196,29 @@ class DiffusersDenoiser(torch.nn.Module):
                  encoder_hidden_states: torch.Tensor | None = None,
                  negative_encoder_hidden_states: torch.Tensor | None = None,
                  guidance_scale: float = 1.0, prediction_type: str | None = None,
-                 clip_sample: bool | None = None, thresholding: bool | None = None) -> None:
+                 clip_sample: bool | None = None, thresholding: bool | None = None,
+                 class_labels: torch.Tensor | None = None) -> None:
         super().__init__()
         if not isinstance(unet, torch.nn.Module):
             raise TypeError(f"unet must be a diffusers UNet (torch.nn.Module), got {type(unet).__name__}")
         cfg = _scheduler_config(scheduler_or_config)
         self.unet = unet
         self.scheduler_config = cfg
-        table = alphas_cumprod_from_config(cfg)
-        self.register_buffer("alphas_cumprod", table, persistent=False)
-        self.final_alpha_cumprod = final_alpha_cumprod_from_config(cfg, table)
         pred = prediction_type or cfg.get("prediction_type", "epsilon")
         if pred not in _PREDICTIONS:
             raise ValueError(f"prediction_type must be one of {_PREDICTIONS}, got {pred!r}")
         self.prediction_type = pred
+        table = alphas_cumprod_from_config(cfg)
+        if table.numel() > 1 and float(table[-1]) == 0.0:  # rescale_betas_zero_snr=True (module docstring)
+            if pred == "epsilon":
+                raise ValueError("prediction_type='epsilon' with a zero-terminal-SNR schedule (rescale_betas_zero_snr="
+                                 "True: ᾱ_{T−1} = 0) gives no x̂0 at t = T−1; such models are trained with "
+                                 "v_prediction: pass prediction_type='v_prediction' (or 'sample') if the model "
+                                 "predicts that, else use the config without rescale_betas_zero_snr")
+            table = table.clone()
+            table[-1] = min(_ZERO_SNR_ALPHA, float(table[-2]) / 2)
+        self.register_buffer("alphas_cumprod", table, persistent=False)
+        self.final_alpha_cumprod = final_alpha_cumprod_from_config(cfg, table)
         self.x0_clip = X0Clip.from_config(cfg, clip_sample=clip_sample, thresholding=thresholding)
         self.scheduler_class = _scheduler_class(scheduler_or_config, cfg)
         self.clipped_model_output = _clipped_model_output(self.scheduler_class, cfg)
@@ -157,6 +233,12 @@ class DiffusersDenoiser(torch.nn.Module):
         self.negative_encoder_hidden_states = negative_encoder_hidden_states
         self.guidance_scale = float(guidance_scale)
         ucfg = getattr(unet, "config", {})
+        self.class_labels = _check_class_labels(class_labels, ucfg)
+        extra = ucfg.get("addition_embed_type") if hasattr(ucfg, "get") else None
+        if extra is not None:  # SDXL's text_time, Kandinsky's image / text_image: inputs this wrapper does not pass
+            raise ValueError(f"the UNet's config has addition_embed_type={extra!r}: it needs added_cond_kwargs, which "
+                             "DiffusersDenoiser does not pass; wrap it in a torch.nn.Module whose forward(x, t, "
+                             "encoder_hidden_states=...) adds them")
         channels = ucfg.get("in_channels") if hasattr(ucfg, "get") else None
         self.sample_shape = None if channels is None else (int(channels), None, None)
         blocks = ucfg.get("block_out_channels") if hasattr(ucfg, "get") else None
@@ -164,24 +246,38 @@ class DiffusersDenoiser(torch.nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, torch_dtype: torch.dtype | None = None,
-                        device: str | torch.device | None = None, **kwargs: Any) -> "DiffusersDenoiser":
+                        device: str | torch.device | None = None, variant: str | None = None,
+                        scheduler_or_config: Any = None, **kwargs: Any) -> "DiffusersDenoiser":
         """Load a local diffusers folder: a pipeline (``unet/`` + ``scheduler/``) or a model folder
-        holding ``config.json`` and ``scheduler_config.json``. ``kwargs`` go to the constructor."""
+        holding ``config.json`` and ``scheduler_config.json``. ``kwargs`` go to the constructor.
+
+        ``variant``: the weight files' variant (``fp16`` for ``diffusion_pytorch_model.fp16.safetensors``); None
+        takes the plain files, else the one variant the folder holds. ``scheduler_or_config``: the training
+        scheduler (or its config) for a folder without one, e.g. a bare ``unet.save_pretrained`` folder.
+        """
         root = Path(path)
         if not root.is_dir():
             raise ValueError(f"path must be a local diffusers folder, got {str(path)!r} (not a directory); "
                              "download the model first, diffsolve never reaches the network")
+        device = check_device(device)  # before any file is read: 'mps', 'banana', CUDA without a GPU
+        if variant is not None and (not isinstance(variant, str) or not variant or "." in variant):
+            raise ValueError(f"variant must be a weight-file variant such as 'fp16', got {variant!r}")
         if (root / "unet" / "config.json").is_file():
             unet_dir, sched_file = root / "unet", root / "scheduler" / "scheduler_config.json"
         else:
             unet_dir, sched_file = root, root / "scheduler_config.json"
-        if not (unet_dir / "config.json").is_file() or not sched_file.is_file():
+        if not (unet_dir / "config.json").is_file():
             raise ValueError(f"{root} holds neither unet/config.json + scheduler/scheduler_config.json "
                              "nor config.json + scheduler_config.json")
+        if scheduler_or_config is None and not sched_file.is_file():
+            raise ValueError(f"{root} has the model's config but no {sched_file.relative_to(root)} (the training "
+                             "scheduler); pass scheduler_or_config= (the scheduler the model was trained with, or its "
+                             f"config), or save it there with scheduler.save_pretrained('{sched_file.parent}')")
         import diffusers
 
         unet_cfg = _read_json(unet_dir / "config.json")
-        sched_cfg = _read_json(sched_file)
+        sched_cfg = scheduler_or_config if scheduler_or_config is not None else _read_json(sched_file)
+        _scheduler_config(sched_cfg)  # a wrong type is refused before the weights load
         class_name = unet_cfg.get("_class_name", "UNet2DModel")
         if class_name not in ("UNet2DModel", "UNet2DConditionModel"):
             raise ValueError(f"{unet_dir / 'config.json'}: unsupported model class {class_name!r}; "
@@ -190,10 +286,10 @@ class DiffusersDenoiser(torch.nn.Module):
             raise ValueError(f"{unet_dir} holds a text-conditioned UNet2DConditionModel: pass encoder_hidden_states="
                              "(1|B, L, D), or load the whole folder (unet/, vae/, text encoder) with "
                              "diffsolve.models.latent_folder.load_latent_diffusion(path, prompt=...)")
-        weights = _weights_file(unet_dir)
+        weights, variant = _weights_file(unet_dir, variant)
         try:
             unet = getattr(diffusers, class_name).from_pretrained(unet_dir, local_files_only=True,
-                                                                  torch_dtype=torch_dtype)
+                                                                  torch_dtype=torch_dtype, variant=variant)
         except OSError as err:  # diffusers wraps an unreadable (corrupt, truncated) weights file in OSError
             raise ValueError(f"{weights} cannot be read as {class_name} weights (the file is corrupt or truncated: "
                              f"{type(err).__name__} from diffusers); {_RESAVE}") from None
@@ -207,23 +303,25 @@ class DiffusersDenoiser(torch.nn.Module):
         unet.eval()
         return cls(unet, sched_cfg, **kwargs)
 
-    def _unet(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor | None) -> torch.Tensor:
+    def _unet(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor | None,
+              labels: torch.Tensor | None = None) -> torch.Tensor:
+        extra = {} if labels is None else {"class_labels": labels}
         if states is None:
-            out = self.unet(x, t)
+            out = self.unet(x, t, **extra)
         else:
-            out = self.unet(x, t, encoder_hidden_states=states)
+            out = self.unet(x, t, encoder_hidden_states=states, **extra)
         out = out.sample if hasattr(out, "sample") else out[0]
         if out.shape[1] == 2 * x.shape[1]:  # learned variance: keep the mean prediction
             out = out[:, : x.shape[1]]
         return out
 
     @staticmethod
-    def _batched(states: torch.Tensor, batch: int) -> torch.Tensor:
+    def _batched(states: torch.Tensor, batch: int, name: str = "encoder states") -> torch.Tensor:
         if states.shape[0] == batch:
             return states
         if states.shape[0] == 1:
             return states.expand(batch, *states.shape[1:])
-        raise ValueError(f"encoder states have batch {states.shape[0]}, expected 1 or {batch}")
+        raise ValueError(f"{name} have batch {states.shape[0]}, expected 1 or {batch}")
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """ε̂ (B, C, H, W) in x's dtype; x (B, C, H, W), t (B,) int64 training timesteps (or an int)."""
@@ -251,14 +349,18 @@ class DiffusersDenoiser(torch.nn.Module):
         dtype = next(self.unet.parameters()).dtype
         t = check_timesteps(t, self.alphas_cumprod.numel(), x)  # ints in [0, T): 5000, -1, 5.5 are errors
         xin = x.to(dtype)
+        labels = self.class_labels
+        if labels is not None:
+            labels = self._batched(labels.to(x.device), batch, "class_labels")
         cond = self.encoder_hidden_states
         if cond is not None:
             cond = self._batched(cond.to(device=x.device, dtype=dtype), batch)
         if self.negative_encoder_hidden_states is not None and self.guidance_scale != 1.0:
             neg = self._batched(self.negative_encoder_hidden_states.to(device=x.device, dtype=dtype), batch)
-            both = self._unet(torch.cat([xin, xin]), torch.cat([t, t]), torch.cat([neg, cond]))
+            both = self._unet(torch.cat([xin, xin]), torch.cat([t, t]), torch.cat([neg, cond]),
+                              None if labels is None else torch.cat([labels, labels]))
             out_u, out_c = both.chunk(2)
             out = out_u + self.guidance_scale * (out_c - out_u)
         else:
-            out = self._unet(xin, t, cond)
+            out = self._unet(xin, t, cond, labels)
         return out.to(x.dtype), t

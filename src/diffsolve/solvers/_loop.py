@@ -151,6 +151,18 @@ def select_schedule(denoiser: Any, steps: int, spacing: str = "trailing", *,
     return sampling_schedule(table, ts, final)
 
 
+def config_steps_offset(denoiser: Any, spacing: str) -> int:
+    """The ``steps_offset`` of the denoiser's scheduler config where ``spacing`` is ``leading`` (diffusers adds it
+    there only), else 0."""
+    config = getattr(denoiser, "scheduler_config", None)
+    if spacing != "leading" or not hasattr(config, "get"):
+        return 0
+    offset = config.get("steps_offset", 0) or 0
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise ValueError(f"the scheduler config's steps_offset must be a non-negative int, got {offset!r}")
+    return offset
+
+
 def _check_generator_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
     gen_device = generator.device if generator is not None else device
     if gen_device.type != device.type and gen_device.type != "cpu":
@@ -268,8 +280,9 @@ class Sampling:
     #: N, the number of sampling steps (model evaluations), an int in [1, T]; may be left out when
     #: ``timesteps`` lists them.
     steps: int = None  # type: ignore[assignment]  # set from ``timesteps`` in __post_init__ when left out
-    #: timestep spacing on the training table: ``leading`` | ``trailing`` | ``linspace`` (diffusers) |
-    #: ``loglinear`` (log-linear in σ); None: the method's own default (``trailing``; GE: ``loglinear``).
+    #: timestep spacing on the training table: ``leading`` | ``trailing`` | ``linspace`` (diffusers; ``leading``
+    #: adds the model's scheduler config's ``steps_offset``, as diffusers does) | ``loglinear`` (log-linear in σ);
+    #: None: the method's own default (``trailing``; GE: ``loglinear``).
     spacing: str | None = None
     #: explicit (N,) descending training timesteps, overriding ``spacing``.
     timesteps: Sequence[int] | torch.Tensor | None = None
@@ -409,7 +422,7 @@ def _prepare(denoiser: Any, shape: Sequence[int], *, steps: int, spacing: str, t
     if noise_source not in NOISE_SOURCES:
         raise ValueError(f"noise_source must be one of {NOISE_SOURCES}, got {noise_source!r}")
     schedule = select_schedule(denoiser, steps, spacing, timesteps=timesteps, sigma_max=sigma_max,
-                               sigma_min=sigma_min)
+                               sigma_min=sigma_min, steps_offset=config_steps_offset(denoiser, spacing))
     if x_T is not None:
         xn = x_name
         if not isinstance(x_T, torch.Tensor) or not x_T.is_floating_point():
