@@ -105,8 +105,9 @@ def _box(size: tuple[int, int], side: int, digits: bool, seed: int, p: TaskParam
     box = p.box if p.box is not None else (6 if digits else side // 2)
     margin = max(1, side // 16)
     if box + 2 * margin > side:
-        raise ValueError(f"box {box} plus margins 2x{margin} does not fit the image side {side}; use box <= "
-                         f"{side - 2 * margin}")
+        fix = (f"use box <= {side - 2 * margin}" if side - 2 * margin >= 1
+               else f"use images of side >= {2 * margin + 1}")
+        raise ValueError(f"box {box} plus margins 2x{margin} does not fit the image side {side}; {fix}")
     return Inpainting.box(size, box=box, margin=margin, seed=seed)
 
 
@@ -184,8 +185,9 @@ def make_operator(task: str, size: tuple[int, int], *, seed: int = 0, digits: bo
     h, w = size
     f = spec.multiple(params)
     if h % f or w % f:
-        raise ValueError(f"task {task!r} needs image sides divisible by {f}, got {h}x{w}; crop or resize to "
-                         f"{h // f * f}x{w // f * f}")
+        fix = (f"crop or resize to {h // f * f}x{w // f * f}" if min(h, w) >= f
+               else f"use images of side >= {f} (multiples of {f})")
+        raise ValueError(f"task {task!r} needs image sides divisible by {f}, got {h}x{w}; {fix}")
     return spec.factory((h, w), min(h, w), bool(digits), seed, params)
 
 

@@ -220,6 +220,26 @@ def _why_not(op: str, backend: str, device_type: str, dtype: torch.dtype) -> str
     return None if ok else why
 
 
+def check_backend(backend: object, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse, before any work, a named ``backend`` that cannot run kernels on tensors of this device and dtype
+    (``auto`` and ``torch`` always can; a dtype kernels do not take is left to the caller's own check)."""
+    _check_choice(backend)
+    backend = _env_default() if backend == "auto" else backend
+    if backend in ("auto", "torch") or dtype not in _DTYPES:
+        return
+    reason = None
+    if backend == "cpp" and device.type != "cpu":
+        reason = f"the C++ backend runs on CPU tensors only, got {device.type} tensors"
+    elif backend == "triton" and device.type != "cuda" and not (device.type == "cpu" and _interpreting()):
+        reason = f"Triton needs CUDA tensors (got {device.type}) unless TRITON_INTERPRET=1"
+    else:
+        ok, why = _triton_status() if backend == "triton" else _cpp_status()
+        reason = None if ok else why
+    if reason is not None:
+        raise BackendUnavailableError(f"backend={backend!r} cannot run this solve: {reason}; pass backend='auto' "
+                                      "(or 'torch')")
+
+
 def _auto(op: str, device_type: str, dtype: torch.dtype) -> str:
     preferred = {"cuda": "triton", "cpu": "cpp"}.get(device_type)
     if preferred is None or preferred in TABLE[op].auto_skip:

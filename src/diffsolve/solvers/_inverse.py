@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..kernels._checks import plain_number
+from ..kernels._dispatch import BackendUnavailableError
 from ._loop import check_finite_tensor
 
 __all__ = ["DISCREPANCY_SHARE", "PULL_CG_ITERS", "PULL_GROWTH", "PULL_PRECONDITION", "PULL_ROUNDS",
@@ -121,6 +122,8 @@ def check_problem(operator: object, y: object, x_T: torch.Tensor | None = None, 
             else:
                 shape = tuple(operator.A_adjoint(y).shape)
                 out = operator.A(torch.zeros(shape, dtype=y.dtype, device=y.device))
+    except BackendUnavailableError:  # the backend, not y, is at fault: its own message names the fix
+        raise
     except (ValueError, RuntimeError) as err:
         if x_T is not None:  # the image shape came from x_T: name it
             raise ValueError(f"x_T of shape {tuple(x_T.shape)} does not fit the operator {operator!r}: {err}; x_T "

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from ..kernels._checks import check_device, plain_number
+from ..kernels._dispatch import check_backend
 from ..models.denoiser import as_denoiser, check_sample_shape
 from ..schedules import (SPACINGS, SamplingSchedule, loglinear_timesteps, sampling_schedule, spaced_timesteps)
 
@@ -398,12 +399,14 @@ def prepare(denoiser: Any, shape: Sequence[int], sampling: Sampling, *, like: to
             raise ValueError(f"device={device} disagrees with y's device {like.device}; the samples take y's "
                              "device (leave device out, or move y)")
         dtype, device = like.dtype, like.device
-    return _prepare(denoiser, shape, steps=sampling.steps,
-                    spacing=spacing if sampling.spacing is None else sampling.spacing,
-                    timesteps=sampling.timesteps, sigma_max=sampling.sigma_max, sigma_min=sampling.sigma_min,
-                    generator=sampling.generator, callback=sampling.callback, progress=sampling.progress,
-                    return_trajectory=return_trajectory, x_T=sampling.x_T, dtype=dtype, device=device,
-                    noise_source=sampling.noise_source, name=name, x_name=x_name)
+    setup = _prepare(denoiser, shape, steps=sampling.steps,
+                     spacing=spacing if sampling.spacing is None else sampling.spacing,
+                     timesteps=sampling.timesteps, sigma_max=sampling.sigma_max, sigma_min=sampling.sigma_min,
+                     generator=sampling.generator, callback=sampling.callback, progress=sampling.progress,
+                     return_trajectory=return_trajectory, x_T=sampling.x_T, dtype=dtype, device=device,
+                     noise_source=sampling.noise_source, name=name, x_name=x_name)
+    check_backend(sampling.backend, setup.x.device, setup.x.dtype)  # before the first model call
+    return setup
 
 
 def _prepare(denoiser: Any, shape: Sequence[int], *, steps: int, spacing: str, timesteps: Any, sigma_max: Any,

@@ -53,8 +53,8 @@ from typing import Any
 import torch
 
 from ..operators.svd import operator_svd
-from ._inverse import (SINGULAR_CUTOFF, Diagnostics, check_problem, counted_singulars, data_part, finish_run, pinv_of,
-                       route)
+from ._inverse import (SINGULAR_CUTOFF, Diagnostics, check_problem, check_sigma, counted_singulars, data_part,
+                       finish_run, pinv_of, route)
 from ._loop import Sampling, _draw, check_flag, check_int, check_number, prepare, takes_sampling
 from .ddrm import _coefficients, _vp_sigma, check_cutoff, spectral_sampling
 from .diffpir import check_operator_solves, reproject_step
@@ -123,7 +123,7 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         "timesteps": (N',), "final_residual": (B,) ‖A x − y‖/√m, and for σ > 0 "data_consistency": (B,) that
         over σ}.
     """
-    sigma = 0.0 if sigma is None else check_number("sigma", sigma, 0.0)
+    sigma = 0.0 if sigma is None else check_sigma(sigma, positive=False)
     eta = check_number("eta", eta, 0.0, 1.0)
     travel_length = check_int("travel_length", travel_length, 0, "steps travelled back; 0: no time travel")
     travel_repeat = check_int("travel_repeat", travel_repeat, 1, "passes over each travelled stretch")

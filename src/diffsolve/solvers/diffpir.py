@@ -47,8 +47,8 @@ from typing import Any
 import torch
 
 from ..kernels import fused_step
-from ._inverse import (Diagnostics, check_problem, data_part, discrepancy_floor, discrepancy_pull, discrepancy_weight,
-                       finish_run, pinv_of, range_svd, route, solver_of, spectral_step)
+from ._inverse import (Diagnostics, check_problem, check_sigma, data_part, discrepancy_floor, discrepancy_pull,
+                       discrepancy_weight, finish_run, pinv_of, range_svd, route, solver_of, spectral_step)
 from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
 
 __all__ = ["CG_ITERS", "DEFAULT_LAM", "DEFAULT_ZETA", "INPAINTING_ZETA", "data_rho", "default_zeta", "diffpir",
@@ -129,7 +129,7 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         at each step, "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, and for σ > 0
         "data_consistency": (B,) that over σ}.
     """
-    sigma = check_number("sigma", sigma, 0.0)
+    sigma = check_sigma(sigma, positive=False)
     lam = check_number("lam", lam, 0.0)
     if lam == 0:
         raise ValueError("lam must be > 0 (ρ_t = λσ²/σ̄_t²; λ = 0 ignores the prior step); the default is "

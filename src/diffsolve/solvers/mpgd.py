@@ -56,8 +56,8 @@ import torch
 from ..kernels import mpgd_step
 from ..kernels._checks import plain_numbers
 from ..models.denoiser import check_sample_shape
-from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, data_part, discrepancy_pull, finish_run,
-                       measured_entries, measurement_grad, route)
+from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, check_sigma, data_part, discrepancy_pull,
+                       finish_run, measured_entries, measurement_grad, route)
 from ._loop import Sampling, check_device, check_flag, check_number, check_steps, prepare, takes_sampling
 
 __all__ = ["SPACES", "Projection", "capped_grad", "default_rho", "mpgd", "noise_rho", "operator_gain"]
@@ -250,7 +250,7 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
     elif shape is None:
         shape = tuple(x_T.shape)
     if sigma is not None:
-        sigma = check_number("sigma", sigma, 0.0)
+        sigma = check_sigma(sigma, why="MPGD's step and cap scale with σ; for noiseless data leave sigma out")
         if y is None or loss is not None:
             raise ValueError("sigma (the measurement noise) goes with operator and y, not with loss=; leave it out")
     if projection is not None:  # the AE/Z step must see the image at its own size, checked before any model call

@@ -42,8 +42,8 @@ from typing import Any
 import torch
 
 from ..kernels import ddim_step
-from ._inverse import (Diagnostics, check_problem, data_part, discrepancy_pull, exact_pinv, finish_run, pinv_of, route,
-                       solver_of)
+from ._inverse import (Diagnostics, check_problem, check_sigma, data_part, discrepancy_pull, exact_pinv, finish_run,
+                       pinv_of, route, solver_of)
 from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
 from .diffpir import check_operator_solves
 
@@ -82,7 +82,7 @@ def pigdm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, 
         "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, and for σ > 0
         "data_consistency": (B,) that over σ}.
     """
-    sigma = check_number("sigma", sigma, 0.0)
+    sigma = check_sigma(sigma, positive=False)
     eta = check_number("eta", eta, 0.0, 1.0)
     discrepancy = check_flag("discrepancy", discrepancy)
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
