@@ -12,7 +12,8 @@ one module per subcommand. The method lists come from :mod:`diffsolve.methods` (
 
 Every argument is checked before torch is imported, a model is loaded or a step runs: an error is one
 line ``diffsolve CMD: error: ...`` naming the argument, the value and the fix, exit status 2 (argparse's
-own errors too: no usage block). ``--help``, ``--version`` and these errors never import torch. Sizes are
+own errors too: no usage block). ``--help``, ``--version`` and these errors never import torch. Ctrl-C prints one
+line (eval: its finished records are kept for a rerun to resume) and exits with status 130. Sizes are
 written width×height everywhere. Every result reports its data consistency ‖A x̂ − y‖/(σ√m). diffsolve's own
 warnings (a result that ignores y, CG short of its tolerance, too few DPS steps) print as one line
 ``diffsolve CMD: warning: ...``.
@@ -69,8 +70,23 @@ def main(argv: list[str] | None = None) -> int:
     plain = _one_line_warnings(args.command)
     try:
         return _run(args)
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback; 130 as a shell reports SIGINT
+        _interrupted(args)
+        return 130
     finally:
         warnings.formatwarning = plain
+
+
+def _interrupted(args) -> None:  # noqa: ANN001 - the parsed namespace
+    """The one line for Ctrl-C (rank 0 only under torchrun): what was kept and how to go on."""
+    import os
+    import sys
+
+    if os.environ.get("RANK", "0") != "0":
+        return
+    hint = (f"; the records finished so far are kept in {args.out!r}: rerun the same command to resume"
+            if args.command == "eval" else "")
+    print(f"diffsolve {args.command}: interrupted{hint}", file=sys.stderr, flush=True)
 
 
 def _run(args) -> int:  # noqa: ANN001 - the parsed namespace

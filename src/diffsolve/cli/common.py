@@ -31,7 +31,8 @@ from typing import Any, Sequence
 __all__ = [
     "BUNDLED_ABOUT", "BUNDLED_SETS", "CHECKPOINT_SUFFIXES", "DEVICE_PATTERN", "HelpFormatter", "IMAGE_SUFFIXES", "ImageInfo",
     "MAX_PIXELS", "Parser", "SHIPPED_MODELS", "UsageError", "add_measurement_args", "check_device",
-    "check_loaded_size", "check_model_size", "check_out_dir", "check_out_file", "crop_hint", "image_info",
+    "check_loaded_size", "check_model_size", "check_out_dir", "check_out_file", "check_writable", "crop_hint",
+    "image_info",
     "check_sigma", "check_steps", "int_at_least", "load_model", "measure", "model_geometry", "name_list",
     "not_offered", "note", "number", "padding_note", "positive_int", "print_error", "read_image", "read_mask",
     "require_device", "save_image", "seed", "sigma_in_data_range", "size_spec", "split_names", "SubcommandParser",
@@ -226,6 +227,9 @@ def image_info(path: str | Path, flag: str) -> ImageInfo:
             size = img.size[::-1] if img.getexif().get(0x0112) in (5, 6, 7, 8) else img.size  # EXIF: turned 90°
             unscaled = img.mode == "F" or (img.mode == "I" and img.format != "PNG")
             mode = img.mode
+    except Image.DecompressionBombError as err:  # not an OSError: PIL's guard against decompression bombs
+        raise UsageError(flag, f"cannot read image {str(path)!r}: {str(err).rstrip('.')}",
+                         "downscale it first") from None
     except (OSError, ValueError) as err:
         raise UsageError(f"{flag}: cannot read image {str(path)!r}: {err}") from None
     if unscaled:  # the reader scales 8- and 16-bit pixels; these have no known white level
@@ -542,6 +546,22 @@ def task_parameters(a: argparse.Namespace, tasks: Sequence[str]):
     return params
 
 
+def check_writable(folder: Path, text: str, flag: str = "--out") -> None:
+    """UsageError where ``folder`` (or, while it is missing, its nearest existing parent, which must then create
+    it) cannot take a new file: one probe file, created and removed; nothing else is created."""
+    import tempfile
+
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        return  # the caller names a file in the way
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise UsageError(flag, f"{text!r} cannot be written ({str(existing)!r}: {err.strerror or err})",
+                         "give a path in a folder you can write to") from None
+
+
 def check_out_file(text: str) -> Path:
     out = Path(text)
     if out.is_dir():
@@ -555,6 +575,7 @@ def check_out_file(text: str) -> Path:
             if not parent.is_dir():
                 raise UsageError(f"--out {text!r}: {str(parent)!r} is a file, not a folder")
             break
+    check_writable(out.parent, text)
     return out
 
 
@@ -562,4 +583,5 @@ def check_out_dir(text: str) -> Path:
     out = Path(text)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {text!r} is a file; give a folder")
+    check_writable(out, text)
     return out

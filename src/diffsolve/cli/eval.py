@@ -13,8 +13,8 @@ from typing import Any
 
 from ..tasks import DEMO_TASKS
 from .common import (BUNDLED_ABOUT, BUNDLED_SETS, IMAGE_SUFFIXES, NO_DISCREPANCY_HELP, HelpFormatter, UsageError,
-                     check_device, check_sigma, check_steps, image_info, int_at_least, name_list, not_offered, number,
-                     padding_note, print_error, require_device, split_names)
+                     check_device, check_sigma, check_steps, check_writable, image_info, int_at_least, name_list,
+                     not_offered, number, padding_note, print_error, require_device, split_names)
 
 __all__ = ["DEFAULT_TASKS", "add_parser", "check", "run", "run_config"]
 
@@ -69,7 +69,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="torch device: cpu, cuda (under torchrun: cuda:LOCAL_RANK), cuda:N")
     e.add_argument("--save-images", action="store_true",
                    help="also write OUT/images/TASK/METHOD/seedS/NAME.png (the image's stem; its full name + .png "
-                        "where two images share a stem)")
+                        "where two images share a stem) for the records this run computes (a resumed run says how "
+                        "many finished records have no image)")
     e.add_argument("--sigma", type=number(0.0), default=0.05, help="measurement noise std, in --sigma-unit")
     e.add_argument("--sigma-unit", choices=("[-1,1]", "[0,1]"), default="[-1,1]",
                    help="the pixel range --sigma is measured in")
@@ -120,6 +121,10 @@ def _folder_images(folder: Path, limit: int | None, channels_wanted: int | None)
     if channels_wanted == 3 and grey:
         notes.append(f"{len(grey)} grayscale image(s) converted to RGB for the colour model: "
                      + ", ".join(Path(i.path).name for i in grey[:5]) + (" ..." if len(grey) > 5 else ""))
+    colour = [i for i in infos if not i.grey]
+    if channels_wanted == 1 and colour:
+        notes.append(f"{len(colour)} colour image(s) converted to grey for the grey model: "
+                     + ", ".join(Path(i.path).name for i in colour[:5]) + (" ..." if len(colour) > 5 else ""))
     return paths, notes
 
 
@@ -212,6 +217,10 @@ def check(args: argparse.Namespace):
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError("--out", f"{str(out)!r} is a file", "give a folder (it is created if missing)")
+    if kind == "folder" and out.resolve() == path.resolve():  # the plot written there would be read as data
+        raise UsageError("--out", f"{args.out!r} is the --data folder", "give another folder (eval writes its plot "
+                         "quality_vs_time.png there, which a rerun would score as an image)")
+    check_writable(out, args.out)
     from .. import evaluate
 
     try:  # every field was checked above; the config's own checks guard the library side
@@ -255,9 +264,16 @@ def run_config(cfg: Any, *, log: Any = None) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the arguments, then evaluate; 0 on success, 2 (one line on stderr, rank 0) on a bad argument."""
+    """Check the arguments, then evaluate; 0 on success, 2 (one line on stderr, rank 0) on a bad argument or an
+    --out that another run is writing."""
     try:
-        run_config(check(args))
+        cfg = check(args)
+        from ..evaluate import OutInUseError  # loaded by check(): an argument error never imports torch
+
+        try:
+            run_config(cfg)
+        except OutInUseError as err:
+            raise UsageError(str(err)) from None
     except UsageError as err:
         print_error("eval", err, rank0=int(os.environ.get("RANK", "0")) == 0)
         return 2

@@ -51,13 +51,15 @@ def read_image(path: str | os.PathLike[str], mode: str = "RGB", size: tuple[int,
     try:
         with Image.open(path) as src:
             img = _eight_bit_scale(ImageOps.exif_transpose(src), src.format, path)
+            if img.mode == "P" and "transparency" in img.info:  # the same colours, without PIL's UserWarning
+                img = img.convert("RGBA")
             img = img if img.mode == "F" else img.convert(mode)  # "F": 16-bit grey, already on the 0-255 scale
             if size is not None and img.size != tuple(size):
                 img = img.crop(_centre_box(img.size, size))
                 if img.size != tuple(size):
                     img = img.resize(tuple(size), filters[resample])
             arr = np.asarray(img, dtype=np.float32)
-    except (OSError, UnidentifiedImageError) as err:
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as err:
         raise ValueError(f"cannot read image {str(path)!r}: {err}") from err
     if img.mode == "F":  # bicubic may overshoot, as in the 8-bit path (which PIL clips)
         arr = np.clip(arr, 0, 255)[:, :, None].repeat(3 if mode == "RGB" else 1, axis=2)

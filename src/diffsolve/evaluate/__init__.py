@@ -10,7 +10,9 @@ with ``--draws`` K > 1, where a model-based record scores the mean of K draws; `
 ``--no-discrepancy``, on the records of the methods it switches to the paper's result).
 Each process appends its records to ``OUT/parts/rank-R.jsonl`` and flushes after every record, so a
 killed run loses at most the batch in flight; a rerun with the same OUT skips every record already
-in results.jsonl or a part file. ``OUT/config.json`` pins the settings records depend on, the model's files
+in results.jsonl or a part file. One run at a time writes an OUT: rank 0 holds a lock on it
+(:func:`lock_out`), and a second run into it is refused with :class:`OutInUseError`. ``OUT/config.json`` pins the
+settings records depend on, the model's files
 (:func:`model_fingerprint`) and the data: the SHA-256 of every input file by image name (:func:`data_hashes`);
 :func:`check_resume` refuses a rerun whose settings, model files or input files differ, or that brings another
 data set (one OUT holds one data set: it may grow by new images, not switch), with a ValueError naming the
@@ -20,7 +22,7 @@ ranks are done, rank 0 merges the parts into results.jsonl (written to a tempora
 renamed) and writes ``summary.csv``, ``summary.md`` (mean ± std per task × method) and
 ``quality_vs_time.png`` (matplotlib, when installed). ``--save-images`` writes
 ``OUT/images/TASK/METHOD/seedS/`` + :func:`saved_names` (the image's stem + .png; its full name + .png for every
-image when two share a stem).
+image when two share a stem) for the records the run computes; a resumed run notes how many finished records have none.
 
 Randomness. A record depends on (seed, image, task, method) alone, never on the number of
 processes or the batch: the operator's random parts (box position, motion kernel, random mask) come
@@ -50,14 +52,15 @@ that diffsolve never downloads; they are not computed (the summary says so).
 from .distributed import Dist, setup_distributed
 from .images import (BUNDLED, ImageSet, bundled_images, bundled_names, bundled_photos, data_hashes, file_sha256,
                      folder_images, saved_names)
-from .records import (CONFIG, MODEL_FILES, PARTS, PINNED, RESULTS, EvalConfig, PartWriter, check_resume, json_line,
-                      merge, model_fingerprint, read_pinned, read_records, record_key, write_config)
+from .records import (CONFIG, LOCK, MODEL_FILES, PARTS, PINNED, RESULTS, EvalConfig, OutInUseError, PartWriter,
+                      check_resume, json_line, lock_out, merge, model_fingerprint, read_pinned, read_records,
+                      record_key, write_config)
 from .run import EvalPlan, plan_eval, run_batch, run_eval, stream_seed, summarise, unsupported_pairs
 from .summary import METRICS, plot_quality_vs_time, summarize, time_axis, unfit_lines, write_summary
 
-__all__ = ["BUNDLED", "CONFIG", "METRICS", "MODEL_FILES", "PARTS", "PINNED", "RESULTS", "Dist", "EvalConfig",
-           "EvalPlan", "ImageSet", "PartWriter", "bundled_images", "bundled_names", "bundled_photos", "check_resume",
-           "data_hashes", "file_sha256", "folder_images", "json_line", "merge", "model_fingerprint", "plan_eval",
-           "plot_quality_vs_time", "read_pinned", "read_records", "record_key", "run_batch", "run_eval", "saved_names",
-           "setup_distributed", "stream_seed", "summarise", "summarize", "time_axis", "unfit_lines",
-           "unsupported_pairs", "write_config", "write_summary"]
+__all__ = ["BUNDLED", "CONFIG", "LOCK", "METRICS", "MODEL_FILES", "PARTS", "PINNED", "RESULTS", "Dist", "EvalConfig",
+           "EvalPlan", "ImageSet", "OutInUseError", "PartWriter", "bundled_images", "bundled_names", "bundled_photos",
+           "check_resume", "data_hashes", "file_sha256", "folder_images", "json_line", "lock_out", "merge",
+           "model_fingerprint", "plan_eval", "plot_quality_vs_time", "read_pinned", "read_records", "record_key",
+           "run_batch", "run_eval", "saved_names", "setup_distributed", "stream_seed", "summarise", "summarize",
+           "time_axis", "unfit_lines", "unsupported_pairs", "write_config", "write_summary"]

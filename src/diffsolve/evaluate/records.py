@@ -13,12 +13,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CONFIG", "MODEL_FILES", "PARTS", "PINNED", "RESULTS", "EvalConfig", "PartWriter", "check_resume",
-           "json_line", "merge", "model_fingerprint", "read_pinned", "read_records", "record_key", "write_config"]
+__all__ = ["CONFIG", "LOCK", "MODEL_FILES", "PARTS", "PINNED", "RESULTS", "EvalConfig", "OutInUseError", "PartWriter",
+           "check_resume", "json_line", "lock_out", "merge", "model_fingerprint", "read_pinned", "read_records",
+           "record_key", "write_config"]
 
 RESULTS = "results.jsonl"
 PARTS = "parts"
 CONFIG = "config.json"
+LOCK = ".lock"
 #: The settings a record depends on besides its key: a rerun into the same OUT must match them.
 PINNED = ("size", "steps", "model", "sigma", "channels", "draws", "discrepancy")
 #: what a pinned setting was before config.json recorded it (runs made before ``draws`` existed drew once, before
@@ -277,6 +279,32 @@ def merge(out: Path, order: dict[str, int]) -> list[dict[str, Any]]:
     for part in (out / PARTS).glob("*.jsonl"):
         part.unlink()
     return records
+
+
+class OutInUseError(ValueError):
+    """Another run is writing the same OUT (:func:`lock_out`)."""
+
+
+def lock_out(out: Path) -> Any:
+    """Hold OUT for one run: an exclusive ``flock`` on ``OUT/.lock`` (the kernel drops it when the process ends, a
+    kill included, so a killed run never blocks its rerun). Two runs into one OUT would write the same part file and
+    each merge would delete the part file the other is still appending to, losing records. Returns the open lock
+    file (close it to release; None where ``fcntl`` or the file system has no locks); :class:`OutInUseError` when
+    another run holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        return None
+    f = open(out / LOCK, "a")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        f.close()
+        if not isinstance(err, BlockingIOError):  # a file system without locks: run unguarded, as without fcntl
+            return None
+        raise OutInUseError(f"--out: {str(out)!r} is being written by another diffsolve eval; wait for it to end "
+                            "(then rerun to add this request's records), or use another --out") from None
+    return f
 
 
 class PartWriter:

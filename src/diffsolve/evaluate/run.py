@@ -19,8 +19,8 @@ from ..solvers import UNFIT_CONSISTENCY, DataConsistencyWarning
 from ..solvers.dps import DPSStepsWarning
 from .distributed import setup_distributed
 from .images import ImageSet, bundled_images, folder_images, saved_names
-from .records import (PARTS, RESULTS, EvalConfig, PartWriter, check_resume, merge, read_records, record_key,
-                      write_config)
+from .records import (PARTS, RESULTS, EvalConfig, PartWriter, check_resume, lock_out, merge, read_records,
+                      record_key, write_config)
 from .summary import summarize, unfit_lines, write_summary
 
 __all__ = ["EvalPlan", "plan_eval", "run_batch", "run_eval", "stream_seed", "summarise", "unsupported_pairs"]
@@ -172,7 +172,8 @@ def run_eval(cfg: EvalConfig, *, load_model: Callable[[torch.device], Any] | Non
     """Run the evaluation (module docstring): plan, run the batches, summarise. ``load_model(device)``
     returns the denoiser (called only when a model-based method has records to compute). Returns
     {"records": this rank's new count, "rows": summary rows (rank 0; [] elsewhere), "rank", "world",
-    "seconds"}. ValueError when ``cfg.out`` holds records of other settings or data."""
+    "seconds"}. ValueError when ``cfg.out`` holds records of other settings or data; :class:`OutInUseError` (a
+    ValueError) when another run is writing it."""
     from ..methods import get_method
     from ..tasks import make_operator
 
@@ -183,15 +184,17 @@ def run_eval(cfg: EvalConfig, *, load_model: Callable[[torch.device], Any] | Non
     notices = check_resume(cfg)
     dist, device = setup_distributed(cfg.device)
     out = cfg.out
+    lock = None
     try:
         skipped = unsupported_pairs(cfg)
         if dist.rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            lock = lock_out(out)  # rank 0 holds OUT to the end: another run into it is refused here
             log(f"eval: data = {cfg.describe_data()}")
             for line in [*notices, *cfg.notes]:
                 log(f"note: {line}")
             for (task, method), why in skipped.items():
                 log(f"note: {method} × {task} not run: {get_method(method).brief(why)}")
-            out.mkdir(parents=True, exist_ok=True)
             write_config(cfg)
         dist.barrier(device)
         images = (bundled_images(cfg.data, cfg.size, cfg.channels) if cfg.image_paths is None
@@ -200,6 +203,12 @@ def run_eval(cfg: EvalConfig, *, load_model: Callable[[torch.device], Any] | Non
         saved = saved_names(plan.names)
         if cfg.save_images and dist.rank == 0 and any(s != f"{Path(n).stem}.png" for n, s in saved.items()):
             log("note: two images share a file stem: --save-images names every image by its full file name + .png")
+        if cfg.save_images and dist.rank == 0:  # a resumed run computes (and saves) only the missing records
+            unsaved = sum(1 for n, t, m, s in plan.done if n in saved and t in cfg.tasks and m in cfg.methods
+                          and s in cfg.seeds and not (out / "images" / t / m / f"seed{s}" / saved[n]).is_file())
+            if unsaved:
+                log(f"note: --save-images saves the images of the records this run computes; {unsaved} record(s) "
+                    f"already in {str(out)!r} have no saved image: use a new --out to save every image")
         model = None
         if plan.total and any(get_method(m).uses_model for _, _, _, m in plan.todo):
             if load_model is None:
@@ -236,4 +245,6 @@ def run_eval(cfg: EvalConfig, *, load_model: Callable[[torch.device], Any] | Non
         return {"records": new, "rows": rows, "rank": dist.rank, "world": dist.world,
                 "seconds": time.perf_counter() - t_start}
     finally:
+        if lock is not None:
+            lock.close()
         dist.close()
