@@ -28,7 +28,8 @@ __all__ = ["DISCREPANCY_SHARE", "PULL_CG_ITERS", "PULL_GROWTH", "PULL_PRECONDITI
            "UNFIT_CONSISTENCY", "check_problem", "check_sigma", "data_part", "DataConsistencyWarning", "Diagnostics",
            "discrepancy_floor", "discrepancy_pull", "discrepancy_weight", "final_residual", "measured_entries",
            "measurement_grad", "noise_ceiling", "residual_norm", "route", "SINGULAR_CUTOFF", "counted_singulars",
-           "exact_pinv", "finish_run", "pinv_of", "solver_of", "warn_if_unfit"]
+           "exact_pinv", "finish_run", "pinv_of", "range_solve", "range_svd", "solver_of", "spectral_step",
+           "warn_if_unfit"]
 
 #: DDRM's reference code (``functions/svd_replacement.py``, ``ZERO = 3e-2``; DDNM's and ΠGDM's code share it): a
 #: separable A's per-axis singular values below this share of their axis's largest count as zero, in DDRM's spectral
@@ -262,12 +263,22 @@ def discrepancy_weight(r0: torch.Tensor, d: torch.Tensor, floor: torch.Tensor) -
     """(B,) the largest g ∈ [0, 1] per sample with ‖r0 − g d‖² ≥ ``floor`` (B,): how far a data step that moves
     the residual from r0 to r0 − d (both (B, ...), measured entries only) may go before it fits y below the floor
     (1 where the whole step stays above it, 0 where r0 is at or below it already). ‖r0 − g d‖² is a quadratic in
-    g; between those cases g is its smaller root with the floor. No host sync."""
+    g; between those cases g is its smaller root with the floor. No host sync.
+
+    Written in h = 1 − g about the full step's residual e = r0 − d, ‖e + h d‖² = floor: a h² + 2p h − q = 0 with
+    a = ‖d‖², p = ⟨e, d⟩, q = floor − ‖e‖² > 0, whose positive root q/(p + √(p² + aq)) (p ≥ 0) or (√(p² + aq) − p)/a
+    (p < 0) subtracts nothing nearly equal: expanded about r0, a step that fits y far below the floor (d ≈ r0, a
+    small σ) cancels c² against ab in float32 and lands the result orders of magnitude under the floor."""
     c = r0.flatten(1).pow(2).sum(1)
-    b = (r0 * d).flatten(1).sum(1)
-    a = d.flatten(1).pow(2).sum(1)
-    root = (b - (b * b - a * (c - floor)).clamp_min(0).sqrt()) / torch.where(a > 0, a, torch.ones_like(a))
-    g = torch.where(c - 2 * b + a >= floor, torch.ones_like(c), root.clamp(0, 1))
+    e = (r0 - d).flatten(1)
+    dd = d.flatten(1)
+    a = dd.pow(2).sum(1)
+    p = (e * dd).sum(1)
+    q = floor - e.pow(2).sum(1)
+    root = (p * p + a * q.clamp_min(0)).sqrt()
+    h = torch.where(p >= 0, q / torch.where(p + root > 0, p + root, torch.ones_like(p)),
+                    (root - p) / torch.where(a > 0, a, torch.ones_like(a)))
+    g = torch.where(q <= 0, torch.ones_like(c), (1 - h).clamp(0, 1))
     return torch.where(c <= floor, torch.zeros_like(c), g)
 
 
@@ -316,11 +327,19 @@ def range_svd(operator: Any, size: tuple[int, int], name: str) -> Any:
         return None
 
 
+def range_solve(svd: Any, operator: Any, r: torch.Tensor, c: float, w: float, like: torch.Tensor) -> torch.Tensor:
+    """(c I + w AᵀA)⁻¹ Aᵀ r = V diag(s/(c + w s²)) Uᵀ r (B, C, H, W) in A's range SVD ``svd`` (:func:`range_svd`),
+    r measurement-shaped (B, ...), c > 0 and w ≥ 0 host floats, ``like`` an image of the batch (dtype, device).
+    Never divides by c: ``operator.solve(Aᵀr, c, w)`` divides the rounding of Aᵀr on A's null space by c, which a
+    small σ² (c = σ² in ΠGDM and the pull) makes a float32 result miss y by thousands of noise levels."""
+    s = svd.singulars(like)
+    return svd.V(s / (c + w * s * s) * svd.Ut(data_part(operator, r)))
+
+
 def spectral_step(svd: Any, operator: Any, m: torch.Tensor, t: torch.Tensor, c: float, w: float) -> torch.Tensor:
     """x − m for (c I + w AᵀA) x = c m + w Aᵀ t: V diag(w s/(c + w s²)) Uᵀ(t − A m) in A's range SVD ``svd``
-    (:func:`range_svd`); m (B, C, H, W), t measurement-shaped; c > 0, w ≥ 0 host floats."""
-    s = svd.singulars(m)
-    return svd.V(w * s / (c + w * s * s) * svd.Ut(data_part(operator, t - operator.A(m))))
+    (:func:`range_svd`; :func:`range_solve`); m (B, C, H, W), t measurement-shaped; c > 0, w ≥ 0 host floats."""
+    return w * range_solve(svd, operator, t - operator.A(m), c, w, m)
 
 
 def exact_pinv(operator: Any, r: torch.Tensor, max_iters: int = 500) -> torch.Tensor:
@@ -394,9 +413,10 @@ def discrepancy_pull(operator: object, x: torch.Tensor, y: torch.Tensor, sigma: 
 
         x* = x + v Aᵀ(σ² I + v AAᵀ)⁻¹ r = x + v (σ² I + v AᵀA)⁻¹ Aᵀ r,   r = y − A x
 
-    (``operator.solve(Aᵀr, shift=σ², scale=v)``: exact where A's structure allows, else :data:`PULL_CG_ITERS` CG
-    iterations), never past it: the result is x + g (x* − x) with g ∈ [0, 1] the smallest that brings the residual
-    to the ceiling (:func:`discrepancy_weight`; it falls monotonically in g, as A(x* − x) = W r with
+    (in A's SVD where it declares one, :func:`range_solve`; else ``operator.solve(Aᵀr, shift=σ², scale=v)``, exact
+    where A's structure allows, or :data:`PULL_CG_ITERS` CG iterations), never past it: the result is
+    x + g (x* − x) with g ∈ [0, 1] the smallest that brings the residual to the ceiling
+    (:func:`discrepancy_weight`; it falls monotonically in g, as A(x* − x) = W r with
     W = v AAᵀ(σ² I + v AAᵀ)⁻¹, 0 ⪯ W ≺ I). The direction damps what y measures poorly (small singular values), so
     noise is not amplified. Where even x* stays above the ceiling (x trusted more than y: a small v against A's weak
     directions, e.g. an unnormalised kernel), the next round starts from x* with v × :data:`PULL_GROWTH`, at most
@@ -408,6 +428,7 @@ def discrepancy_pull(operator: object, x: torch.Tensor, y: torch.Tensor, sigma: 
     """
     ceiling = noise_ceiling(operator, y, sigma)
     solve = solver_of(operator, PULL_CG_ITERS, precondition=PULL_PRECONDITION)
+    svd: Any = False  # A's range SVD, looked up where a round first runs (None: A has none, then solve)
     moving = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)  # at x* after every round so far
     for round_ in range(PULL_ROUNDS):
         r0 = data_part(operator, y - operator.A(x))
@@ -415,7 +436,11 @@ def discrepancy_pull(operator: object, x: torch.Tensor, y: torch.Tensor, sigma: 
         if not bool(moving.any()):
             break
         v = variance * PULL_GROWTH**round_
-        step = v * solve(operator.A_adjoint(r0), shift=sigma**2, scale=v)
+        svd = range_svd(operator, tuple(x.shape[-2:]), "the discrepancy pull") if svd is False else svd
+        if svd is not None:  # in A's SVD: never divides by σ² (range_solve)
+            step = v * range_solve(svd, operator, r0, sigma**2, v, x)
+        else:
+            step = v * solve(operator.A_adjoint(r0), shift=sigma**2, scale=v)
         d = data_part(operator, operator.A(step))
         lowers = (r0.flatten(1) * d.flatten(1)).sum(1) * 2 > d.flatten(1).pow(2).sum(1)
         moving = moving & lowers & step.flatten(1).isfinite().all(1)

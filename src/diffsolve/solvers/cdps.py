@@ -58,7 +58,8 @@ from ..kernels import diagonal_posterior_step
 from ..kernels._checks import plain_number
 from ..kernels.cg import batched_cg, cg_iteration_bound
 from ..operators.base import SolveInfo, _default_tol
-from ._inverse import Diagnostics, check_problem, check_sigma, discrepancy_pull, finish_run, residual_norm, route
+from ._inverse import (Diagnostics, check_problem, check_sigma, discrepancy_pull, finish_run, range_svd, residual_norm,
+                       route, spectral_step)
 from ._loop import Sampling, _draw, check_flag, check_number, prepare, takes_sampling
 
 __all__ = ["CHAINS", "LAST_STEPS", "COUPLINGS", "CG_DEFAULT_ITERS", "CG_STARTS", "CG_MAX_ITERS", "RUN_CG_ITERS",
@@ -267,16 +268,20 @@ def cdps_step(operator: Any, x_t: torch.Tensor, eps: torch.Tensor, y_s: torch.Te
     size = tuple(x_t.shape[-2:])
     (step,) = plan(operator, size, gram_bound(operator, size), [(alpha_t, alpha_s)], sigma=sigma, coupling=coupling,
                    eta=eta, chain=chain, method=method, cg_iters=cg_iters, tol=tol)
+    spectral = range_svd(operator, size, "cdps") if method == "exact" else None
     return _posterior_step(operator, step, x_t, eps, y_s, e1, e2, method=method, diag=diag, cg_tol=cg_tol,
-                           want_info=want_info, backend=backend)
+                           want_info=want_info, backend=backend, spectral=spectral)
 
 
 def _posterior_step(operator: Any, step: StepPlan, x_t: torch.Tensor, eps: torch.Tensor, y_s: torch.Tensor,
                     e1: torch.Tensor | None, e2: torch.Tensor | None, *, method: str, diag: torch.Tensor | None,
-                    cg_tol: float | None, want_info: bool, backend: str, start: str = "zero"
-                    ) -> tuple[torch.Tensor, Any]:
+                    cg_tol: float | None, want_info: bool, backend: str, start: str = "zero",
+                    spectral: Any = None) -> tuple[torch.Tensor, Any]:
     """x_s = Λ⁻¹(c m + w Aᵀ(y_s − b_s) + √c e₁ + √w Aᵀe₂) for one planned step (no host sync); ``start``:
-    where a truncated step's CG starts (:class:`CG`)."""
+    where a truncated step's CG starts (:class:`CG`); ``spectral``: A's range SVD (``_inverse.range_svd``) for an
+    exact step, x_s = m' + V diag(w s/(c + w s²)) Uᵀ(t' − A m') with m' = m + e₁/√c, t' = y_s − b_s + e₂/√w
+    (``_inverse.spectral_step``: a solve of that right-hand side divides its rounding on A's null space by c, which
+    a small σ, w = 1/σ², makes NaN in float32)."""
     c, w = step.c, step.w
     mean = step.k_x * x_t + step.k_e * eps
     if method == "diagonal":
@@ -295,10 +300,18 @@ def _posterior_step(operator: Any, step: StepPlan, x_t: torch.Tensor, eps: torch
             rhs = math.sqrt(c) * e1 + w * operator.A_adjoint(data + e2 / math.sqrt(w))
         gram = getattr(operator, "gram", None) or (lambda v: operator.A_adjoint(operator.A(v)))
         tol = _default_tol(x_t.dtype) if cg_tol is None else cg_tol
-        out = batched_cg(gram, rhs, c, w, max_iters=step.cg_iters, tol=tol, backend=backend, true_residual=False)
+        # the system scaled by a power of two k ≈ max(c, w): the same iterates bit for bit, with inner products that
+        # stay in float32's range at w = 1/σ²
+        k = 2.0 ** math.frexp(max(c, w))[1]
+        out = batched_cg(gram, rhs / k, c / k, w / k, max_iters=step.cg_iters, tol=tol, backend=backend,
+                         true_residual=False)
         info = SolveInfo("cg", out.iterations, out.residual, out.converged) if want_info else None
         return mean + out.x, info
     target = y_s + step.k_b * operator.A(eps)  # y_s − b_s
+    if spectral is not None and method == "exact":
+        if e1 is not None:
+            mean, target = mean + e1 / math.sqrt(c), target + e2 / math.sqrt(w)
+        return mean + spectral_step(spectral, operator, mean, target, c, w), None
     if e1 is None:
         rhs = c * mean + w * operator.A_adjoint(target)
     else:  # c m + √c e₁ + w Aᵀ(t + e₂/√w)
@@ -401,6 +414,7 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     cg_tol = cg.tol
     tol = _default_tol(y.dtype) if cg_tol is None else cg_tol
     gram = gram_bound(operator, shape[-2:])
+    spectral = range_svd(operator, shape[-2:], "cdps") if method == "exact" else None  # exact steps in A's SVD
     steps = plan(operator, tuple(shape[-2:]), gram, list(zip(loop.alpha_t, loop.alpha_s)), sigma=sigma,
                  coupling=coupling, eta=eta, chain=chain, method=method, cg_iters=cg.iters, tol=tol,
                  step_iters=cg.steps_before_last(len(loop.alpha_t)) if truncate else None)
@@ -430,7 +444,7 @@ def cdps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             else:
                 x, sinfo = _posterior_step(operator, steps[i], x, eps, y_s, e1, e2, method=method, diag=diag,
                                            cg_tol=cg_tol, want_info=method == "cg" or steps[i].truncated,
-                                           backend=backend, start=cg.start)
+                                           backend=backend, start=cg.start, spectral=spectral)
             # 5. diagnostics, without a host sync (a truncated step is not meant to reach tol)
             if sinfo is not None:
                 if not steps[i].truncated:
