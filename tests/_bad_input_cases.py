@@ -270,7 +270,7 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
         add(name, "y", "float32 for a float64 x_T", "reject", y=y.float(), x_T=torch.randn(2, 1, 8, 8, dtype=F64))
         for task in ("inpaint", "sr"):
             add(name, "sigma", f"0 ({task})", "accept", sigma=0.0, operator=ops[task], y=ys[task])
-        add(name, "sigma", "1e-30 (sr)", "either", sigma=1e-30, operator=ops["sr"], y=ys["sr"])
+        add(name, "sigma", "1e-30 (sr)", "reject", sigma=1e-30, operator=ops["sr"], y=ys["sr"])
     for label, v in [("2", 2.0), ("1.5", 1.5), ("1", 1.0)]:
         add("ddrm", "singular_cutoff", label, "reject", singular_cutoff=v)
         add("ddnm", "singular_cutoff", f"{label} with sigma > 0", "reject", singular_cutoff=v, sigma=0.05)

@@ -76,9 +76,11 @@ def test_steps_zero_and_tiny_sigma():
     y = op.A(torch.rand(1, 1, 8, 8, dtype=F64))
     with pytest.raises(ValueError, match="steps must be"):
         mpgd(den, op, y, steps=0)
+    with pytest.raises(ValueError, match="sigma=1e-30 is below"):  # was ZeroDivisionError in the CG budget
+        cdps(den, op, y, steps=2, sigma=1e-30)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        x = cdps(den, op, y, steps=2, sigma=1e-30)  # was ZeroDivisionError in the CG budget
+        x = cdps(den, op, y, steps=2, sigma=1e-15)  # the smallest σ taken
     assert bool(torch.isfinite(x).all())
 
 

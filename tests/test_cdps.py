@@ -360,8 +360,10 @@ def test_sigma_beyond_the_dtype_is_refused_before_the_loop():
     y = op.A(torch.rand(1, 1, 8, 8, generator=gen(0)) * 2 - 1)
     with pytest.raises(ValueError, match="condition number"):
         cdps(prior, op, y, steps=2, sigma=1e-8)
-    with pytest.raises(ValueError, match="overflows"):
+    with pytest.raises(ValueError, match="below 1e-15"):
         cdps(prior, op, y, steps=2, sigma=1e-30)
+    with pytest.raises(ValueError, match="condition number"):  # the smallest σ taken, still beyond float32's CG
+        cdps(prior, op, y, steps=2, sigma=1e-15)
     assert bool(torch.isfinite(cdps(prior, op, y, steps=2, sigma=0.05, generator=gen(1))).all())
 
 

@@ -354,3 +354,10 @@ def test_float_image_is_refused_before_loading(tmp_path, capsys, no_compute):
     Image.fromarray(np.zeros((16, 16), np.float32)).save(path)
     line = _error(capsys, _restore(tmp_path, str(path), "--task", "denoise", "--method", "mpgd", "--simulate"))
     assert "--input" in line and "PIL mode F" in line and "16-bit PNG" in line
+
+
+@pytest.mark.parametrize("value, unit", [("1e-20", "[-1,1]"), ("1e-300", "[-1,1]"), ("1e-16", "[0,1]")])
+def test_a_sigma_below_the_solvers_smallest_is_one_line(tmp_path, rgb16, capsys, no_compute, value, unit):
+    line = _error(capsys, _restore(tmp_path, rgb16, "--task", "box", "--method", "pigdm", "--simulate",
+                                   "--sigma", value, "--sigma-unit", unit))
+    assert "--sigma" in line and "below" in line

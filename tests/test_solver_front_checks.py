@@ -101,3 +101,15 @@ def test_sigma_may_be_the_gaussian_noise_that_made_y(method):
 def test_tasks_suggest_a_fix_that_exists_for_tiny_images(task, size, fix):
     with pytest.raises(ValueError, match=fix):
         make_operator(task, size)
+
+
+@pytest.mark.parametrize("method", ["mpgd", "pigdm", "diffpir", "ddnm", "ddrm", "dps", "cdps", "daps", "reddiff",
+                                    "mmps"])
+@pytest.mark.parametrize("sigma", [1e-20, 1e-300])
+def test_a_sigma_below_sigma_min_is_refused_before_any_model_call(method, sigma):
+    prior = _prior()
+    op = Inpainting.box(8, box=4, margin=1)
+    y = op.A(torch.zeros(1, 3, 8, 8, dtype=D)) + 0.1
+    with pytest.raises(ValueError, match="below 1e-15"):
+        diffsolve.solve(method, prior, op, y, sigma=sigma, steps=3)
+    assert prior.calls == 0

@@ -449,8 +449,13 @@ def sigma_in_data_range(sigma: float, unit: str) -> float:
 
 
 def check_sigma(sigma: float, unit: str) -> None:
-    """UsageError for a ``sigma`` (in ``unit``) above the whole pixel range: a 0-255 habit, not a noise level."""
+    """UsageError for a ``sigma`` (in ``unit``) above the whole pixel range (a 0-255 habit, not a noise level) or
+    positive but below the solvers' smallest (``SIGMA_MIN``; torch-free, so the number is repeated here)."""
     top = 1.0 if unit == "[0,1]" else 2.0
+    least = 1e-15 if unit == "[-1,1]" else 5e-16  # the solvers' SIGMA_MIN (diffsolve.solvers._inverse), in --sigma-unit
+    if 0 < sigma < least:
+        raise UsageError("--sigma", f"{sigma:g} is below {least:g}, beneath float64's resolution of a pixel value",
+                         f"use --sigma 0 (noiseless, where the method takes it) or --sigma >= {least:g}")
     if sigma > top:
         scale = 255.0 if unit == "[0,1]" else 127.5
         raise UsageError("--sigma", f"{sigma:g} is above {top:g}, the whole {unit} pixel range",

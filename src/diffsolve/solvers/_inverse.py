@@ -24,7 +24,7 @@ from ..kernels._checks import plain_number
 from ..kernels._dispatch import BackendUnavailableError
 from ._loop import check_finite_tensor
 
-__all__ = ["DISCREPANCY_SHARE", "PULL_CG_ITERS", "PULL_GROWTH", "PULL_PRECONDITION", "PULL_ROUNDS",
+__all__ = ["DISCREPANCY_SHARE", "PULL_CG_ITERS", "PULL_GROWTH", "PULL_PRECONDITION", "PULL_ROUNDS", "SIGMA_MIN",
            "UNFIT_CONSISTENCY", "check_problem", "check_sigma", "data_part", "DataConsistencyWarning", "Diagnostics",
            "discrepancy_floor", "discrepancy_pull", "discrepancy_weight", "final_residual", "measured_entries",
            "measurement_grad", "noise_ceiling", "residual_norm", "route", "SINGULAR_CUTOFF", "counted_singulars",
@@ -188,6 +188,10 @@ def measured_entries(operator: object, y: torch.Tensor) -> torch.Tensor:
     return torch.full((y.shape[0],), float(y[0].numel()), dtype=torch.float64)
 
 
+#: the smallest positive σ a method takes ([-1, 1] units): 1/σ² and σ⁻¹-scaled steps stay finite in float32 above it
+SIGMA_MIN = 1e-15
+
+
 def check_sigma(sigma: object, *, positive: bool = True, why: str = "for noiseless data use a small positive value"
                 ) -> float:
     """The measurement noise std σ (a number or a ``GaussianNoise``) in [-1, 1] units: finite, > 0 (or ≥ 0 where
@@ -203,6 +207,10 @@ def check_sigma(sigma: object, *, positive: bool = True, why: str = "for noisele
         raise ValueError(f"sigma must be a positive finite noise std in [-1, 1] units, got {sigma!r} ({why})")
     if not 0 <= sigma < float("inf"):
         raise ValueError(f"sigma must be a finite noise std >= 0 in [-1, 1] units (0: noiseless), got {sigma!r}")
+    if 0 < sigma < SIGMA_MIN:
+        zero = "" if positive else "sigma=0 (noiseless) or "
+        raise ValueError(f"sigma={sigma!r} is below {SIGMA_MIN:g}, beneath float64's resolution of a pixel value: the "
+                         f"1/σ² data weights overflow; use {zero}sigma >= {SIGMA_MIN:g}")
     return float(sigma)
 
 
