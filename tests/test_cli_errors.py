@@ -361,3 +361,23 @@ def test_a_sigma_below_the_solvers_smallest_is_one_line(tmp_path, rgb16, capsys,
     line = _error(capsys, _restore(tmp_path, rgb16, "--task", "box", "--method", "pigdm", "--simulate",
                                    "--sigma", value, "--sigma-unit", unit))
     assert "--sigma" in line and "below" in line
+
+
+def test_a_latent_folder_is_named_as_such(tmp_path, rgb16, capsys, no_compute):
+    import json
+
+    folder = tmp_path / "ldm"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "vae").mkdir()
+    (folder / "unet" / "config.json").write_text(json.dumps(
+        {"_class_name": "UNet2DModel", "in_channels": 4, "out_channels": 4, "block_out_channels": [8, 16],
+         "down_block_types": ["DownBlock2D", "DownBlock2D"], "sample_size": 8}))
+    (folder / "vae" / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL", "latent_channels": 4}))
+    line = _error(capsys, _restore(tmp_path, rgb16, "--task", "box", "--method", "mpgd", "--simulate",
+                                   "--model", str(folder)))
+    assert "latent diffusion folder" in line and "mpgd_ldm" in line
+
+
+def test_out_that_is_the_input_is_refused(tmp_path, rgb16, capsys, no_compute):
+    argv = ["restore", "--input", rgb16, "--out", rgb16, "--task", "box", "--method", "tikhonov", "--simulate"]
+    assert "would overwrite it" in _error(capsys, argv)

@@ -117,6 +117,8 @@ def plan(a: argparse.Namespace) -> RestorePlan:
     from .. import methods
 
     out = check_out_file(a.out)
+    if Path(a.input).exists() and out.exists() and out.resolve() == Path(a.input).resolve():
+        raise UsageError(f"--out {a.out!r} is the --input file: the result would overwrite it; give another --out")
     device = check_device(a.device)
     tasks = [a.task]
     params = task_parameters(a, tasks)
@@ -144,7 +146,11 @@ def plan(a: argparse.Namespace) -> RestorePlan:
         geo = model_geometry(model_spec)
         channels = geo["channels"] if geo is not None else 3
         if channels not in (1, 3):
-            raise UsageError(f"--model has {channels} input channels; restore handles 1 (grey) or 3 (RGB) images")
+            latent = Path(model_spec, "vae", "config.json").is_file()
+            why = ("it is a latent diffusion folder (unet/ + vae/): the CLI runs pixel-space models only; from Python "
+                   "use diffsolve.models.load_latent_diffusion(folder) with diffsolve.solvers.mpgd_ldm"
+                   if latent else "restore handles 1 (grey) or 3 (RGB) images")
+            raise UsageError(f"--model has {channels} input channels; {why}")
         if channels == 1 and not info.grey:
             raise UsageError(f"model/image mismatch: --model {model_spec} takes 1-channel (grey) images, "
                              f"{a.input!r} is in colour; convert it to grey first or choose another --model")
