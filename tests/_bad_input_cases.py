@@ -253,6 +253,18 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
             add(entry, "operator", "A_adjoint not A's transpose", "reject",
                 operator=CallableOperator(lambda v: 2 * v, adjoint=lambda v: v),
                 **({"sigma": 0.05} if entry == "dps" else {}))
+    from diffsolve.operators import GaussianNoise
+
+    for entry in ("dps", "mpgd", "cdps", *COMPARED):  # σ as the GaussianNoise that made y; σ below SIGMA_MIN
+        add(entry, "sigma", "GaussianNoise(0.05)", "accept", sigma=GaussianNoise(0.05))
+        add(entry, "sigma", "1e-20", "reject", sigma=1e-20)
+    add("mpgd", "sigma", "0 (MPGD's step scales with σ)", "reject", sigma=0.0)
+    for label, loss in [("detached", lambda v: v.detach().flatten(1).sum(1)),
+                        ("constant", lambda v: torch.zeros(v.shape[0], dtype=v.dtype)),
+                        ("int64", lambda v: torch.ones(v.shape[0], dtype=torch.long))]:
+        add("mpgd", "loss", label, "reject", operator=None, y=None, loss=loss, shape=shape, dtype=F64)
+    add("mpgd", "shape", "'abc' with a loss", "reject", operator=None, y=None, loss=lambda v: v.flatten(1).sum(1),
+        shape="abc")
     # method-specific numbers
     numbers = [("ge", "gamma"), ("dps", "zeta"), ("mpgd", "rho"), ("mpgd_ldm", "rho"), ("mpgd-ae", "scale"),
                ("cdps", "sigma"), ("dps", "sigma"), ("ddrm", "eta_b"), ("diffpir", "lam"), ("diffpir", "zeta"),
