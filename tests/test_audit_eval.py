@@ -164,3 +164,12 @@ def test_save_images_on_a_resumed_out_says_which_records_have_no_image(folder, t
     assert [p.name for p in (out / "images" / "box" / "pinv" / "seed0").iterdir()] == ["b.png"]
     assert main(["eval", "--data", str(folder), "--out", str(tmp_path / "new"), "--save-images", *FAST]) == 0
     assert "no saved image" not in capsys.readouterr().err
+
+
+def test_macos_appledouble_files_are_skipped_with_a_note(folder, tmp_path, capsys):
+    (folder / "._a.png").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)  # what a macOS copy leaves beside a.png
+    out = tmp_path / "out"
+    assert main(["eval", "--data", str(folder), "--out", str(out), *FAST]) == 0
+    assert "1 file(s) named ._* skipped" in capsys.readouterr().err
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {r["image"] for r in records} == {"a.png", "b.png"}

@@ -99,7 +99,9 @@ def _folder_images(folder: Path, limit: int | None, channels_wanted: int | None)
     """The folder's image files (sorted, limited), every one readable; notices for converted ones."""
     from PIL import Image
 
-    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = [p for p in found if not p.name.startswith("._")]  # macOS's AppleDouble metadata, not images
+    skipped = len(found) - len(paths)
     if not paths:
         raise UsageError("--data", f"{str(folder)!r} holds no image ({', '.join(IMAGE_SUFFIXES)})",
                          f"put images in it or name a bundled set ({', '.join(BUNDLED_SETS)})")
@@ -113,6 +115,8 @@ def _folder_images(folder: Path, limit: int | None, channels_wanted: int | None)
                              "remove or replace that file") from None
     infos = [image_info(p, "--data") for p in paths]
     notes = []
+    if skipped:
+        notes.append(f"{skipped} file(s) named ._* skipped: macOS metadata (AppleDouble), not images")
     alpha = [i for i in infos if i.alpha]
     if alpha:
         notes.append(f"{len(alpha)} image(s) have an alpha channel; it was dropped: "
