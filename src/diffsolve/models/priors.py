@@ -31,6 +31,7 @@ __all__ = ["GaussianMixturePosterior", "GaussianMixturePrior", "GaussianPosterio
            "operator_matrix"]
 
 _LOG_2PI = math.log(2 * math.pi)
+_EPS64 = torch.finfo(torch.float64).eps
 
 
 def _tensor(name: str, value: object) -> torch.Tensor:
@@ -49,7 +50,9 @@ def _principal_root(vec: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 
 def _psd_eigh(name: str, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eigenpairs of symmetric PSD matrices (..., n, n); rejects asymmetric or indefinite input."""
+    """Eigenpairs of symmetric PSD matrices (..., n, n); rejects non-finite, asymmetric or indefinite input."""
+    if not bool(torch.isfinite(cov).all()):
+        raise ValueError(f"{name} must be finite (NaN/Inf entries given)")
     scale = cov.abs().amax().clamp_min(1e-300)
     if not torch.allclose(cov, cov.transpose(-1, -2), rtol=0, atol=1e-10 * float(scale)):
         raise ValueError(f"{name} must be symmetric")
@@ -96,8 +99,9 @@ def _noise_cov(m: int, sigma: object, noise_cov: object) -> torch.Tensor:
     std = _tensor("sigma", sigma)
     if std.dim() == 0:
         std = std.expand(m)
-    if std.shape != (m,) or bool((std < 0).any()):
-        raise ValueError(f"sigma must be a non-negative number or an (m,) = ({m},) tensor, got {tuple(std.shape)}")
+    if std.shape != (m,) or not bool((std >= 0).all()) or not bool(torch.isfinite(std).all()):
+        raise ValueError(f"sigma must be a finite non-negative number or an (m,) = ({m},) tensor, got "
+                         f"{tuple(std.shape)} {std.flatten()[:4].tolist()}")
     return torch.diag(std**2)
 
 
@@ -194,6 +198,8 @@ class GaussianMixturePrior:
     def __init__(self, means: torch.Tensor, vars: torch.Tensor | float, weights: torch.Tensor | None = None, *,
                  alphas_cumprod: torch.Tensor | None = None, final_alpha_cumprod: float = 1.0) -> None:
         means = _tensor("means", means)
+        if not bool(torch.isfinite(means).all()):
+            raise ValueError("means must be finite (NaN/Inf entries given)")
         if means.dim() < 2:
             raise ValueError(f"means must have shape (K, *sample_shape), got {tuple(means.shape)}")
         k, shape = means.shape[0], tuple(means.shape[1:])
@@ -260,6 +266,10 @@ class GaussianMixturePrior:
 
     def _alpha(self, alpha_bar: float | torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         if isinstance(alpha_bar, torch.Tensor):
+            # checked where it costs no device sync (the sampling loop's ᾱ come from the validated table)
+            if alpha_bar.device.type == "cpu" and not bool(((alpha_bar > 0) & (alpha_bar <= 1)).all()):
+                raise ValueError(f"alpha_bar must lie in (0, 1], got a tensor with values outside: "
+                                 f"{alpha_bar.flatten()[:4].tolist()}")
             a = alpha_bar.to(device=ref.device, dtype=ref.dtype)
             return a.reshape(-1).expand(ref.shape[0]) if a.numel() == 1 else a.reshape(ref.shape[0])
         if not isinstance(alpha_bar, (int, float)) or not 0 < alpha_bar <= 1:
@@ -346,10 +356,15 @@ class GaussianMixturePrior:
                 chol = torch.linalg.cholesky((s + s.T) / 2)
             except RuntimeError as err:
                 raise ValueError("A Σ Aᵀ + noise covariance is singular; give sigma > 0") from err
+            # a pivot at rounding level is a singular S that Cholesky happened to pass: its log-det is noise
+            if float(chol.diagonal().min()) ** 2 <= 10 * m * _EPS64 * float(s.diagonal().abs().max()):
+                raise ValueError("A Σ Aᵀ + noise covariance is singular (A has dependent rows and the noise is 0 on "
+                                 "them); give sigma > 0")
             resid = yv - mat @ mus[k]
             gain = torch.cholesky_solve(sa.T, chol).T  # Σ Aᵀ S⁻¹ (n, m)
             post_means.append(mus[k] + gain @ resid)
-            cov = covs[k] - gain @ sa.T
+            keep = torch.eye(gain.shape[0], dtype=gain.dtype) - gain @ mat  # I − K A
+            cov = keep @ covs[k] @ keep.T + gain @ sn @ gain.T  # Joseph form: PSD by construction (Σ − KAΣ is not)
             post_covs.append((cov + cov.T) / 2)
             white = torch.linalg.solve_triangular(chol, resid[:, None], upper=False)[:, 0]
             log_ev.append(-0.5 * (white @ white) - chol.diagonal().log().sum() - 0.5 * m * _LOG_2PI)
