@@ -173,3 +173,10 @@ def test_macos_appledouble_files_are_skipped_with_a_note(folder, tmp_path, capsy
     assert "1 file(s) named ._* skipped" in capsys.readouterr().err
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {r["image"] for r in records} == {"a.png", "b.png"}
+
+
+def test_files_of_other_kinds_are_named_as_skipped(folder, tmp_path, capsys):
+    Image.fromarray(np.zeros((24, 24, 3), dtype=np.uint8)).save(folder / "c.gif")
+    (folder / "notes.txt").write_text("not an image")
+    assert main(["eval", "--data", str(folder), "--out", str(tmp_path / "out"), *FAST]) == 0
+    assert "2 file(s) skipped" in capsys.readouterr().err

@@ -99,7 +99,9 @@ def _folder_images(folder: Path, limit: int | None, channels_wanted: int | None)
     """The folder's image files (sorted, limited), every one readable; notices for converted ones."""
     from PIL import Image
 
-    found = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    found = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    others = [p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith(".")]
     paths = [p for p in found if not p.name.startswith("._")]  # macOS's AppleDouble metadata, not images
     skipped = len(found) - len(paths)
     if not paths:
@@ -117,6 +119,9 @@ def _folder_images(folder: Path, limit: int | None, channels_wanted: int | None)
     notes = []
     if skipped:
         notes.append(f"{skipped} file(s) named ._* skipped: macOS metadata (AppleDouble), not images")
+    if others:
+        notes.append(f"{len(others)} file(s) skipped, not {'/'.join(IMAGE_SUFFIXES)}: "
+                     + ", ".join(others[:5]) + (" ..." if len(others) > 5 else ""))
     alpha = [i for i in infos if i.alpha]
     if alpha:
         notes.append(f"{len(alpha)} image(s) have an alpha channel; it was dropped: "
