@@ -68,9 +68,29 @@ def render(results: Path = RESULTS) -> str:
             out += [f"### {group}", "", *_table(benches), ""]
     for path in sorted(results.glob("*.md")):
         # a fragment links its pictures beside itself; RESULTS.md sits one folder up
-        text = re.sub(r"!\[([^\]]*)\]\((?!https?:|/|results/)([^)]+\.png)\)", r"![\1](results/\2)", path.read_text())
-        out += [text.rstrip(), ""]
+        out += [_relinked(path.read_text()).rstrip(), ""]
     return "\n".join(out) + "\n"
+
+
+def _relinked(text: str) -> str:
+    """A fragment's links as RESULTS.md, one folder up, must write them: a sibling file ``name.md`` (or ``.png``,
+    ``.json``) becomes ``results/name.md``; a repository path ``benchmarks/results/...`` becomes ``results/...``,
+    ``benchmarks/x`` becomes ``x`` and any other repository path ``../path``."""
+    def fix(match: re.Match) -> str:
+        target = match.group(2)
+        if re.match(r"https?:|/|#|results/|\.\./", target):
+            return match.group(0)
+        if target.startswith("benchmarks/results/"):
+            target = "results/" + target[len("benchmarks/results/"):]
+        elif target.startswith("benchmarks/"):
+            target = target[len("benchmarks/"):]
+        elif "/" in target or target in ("README.md", "pyproject.toml"):
+            target = "../" + target
+        else:
+            target = "results/" + target
+        return f"{match.group(1)}({target})"
+
+    return re.sub(r"(\])\(([^)\s]+)\)", fix, text)
 
 
 def main(argv: list[str] | None = None) -> None:

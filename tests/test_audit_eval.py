@@ -180,3 +180,13 @@ def test_files_of_other_kinds_are_named_as_skipped(folder, tmp_path, capsys):
     (folder / "notes.txt").write_text("not an image")
     assert main(["eval", "--data", str(folder), "--out", str(tmp_path / "out"), *FAST]) == 0
     assert "2 file(s) skipped" in capsys.readouterr().err
+
+
+def test_out_inside_the_package_is_refused(tmp_path, capsys):
+    import diffsolve.data
+
+    data_dir = Path(diffsolve.data.__file__).parent
+    before = sorted(p.name for p in data_dir.iterdir())
+    assert main(["eval", "--data", "heldout", "--out", str(data_dir), *FAST]) == 2
+    assert "inside the installed diffsolve package" in capsys.readouterr().err
+    assert sorted(p.name for p in data_dir.iterdir()) == before

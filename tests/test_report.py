@@ -25,3 +25,17 @@ def test_report_tables_ratios_and_fragments(tmp_path):
     assert "| `fused` | 1.000 | 20.00× | 4.0 |" in text
     assert "| `conv2d` | 20.000 | 1.00× |  |" in text
     assert text.index("| `fused`") < text.index("| `conv2d`") < text.index("## Fidelity")
+
+
+def test_fragment_links_point_from_results_md_one_folder_up():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("report", Path(__file__).parents[1] / "benchmarks" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    text = ("[a](cdps-bar.md) ![p](x.png) [b](benchmarks/results/y.md) [c](benchmarks/z.py) [d](src/m.py) "
+            "[e](https://x.org/a.md) [f](results/q.md) [g](#anchor) rule (documented)")
+    assert report._relinked(text) == ("[a](results/cdps-bar.md) ![p](results/x.png) [b](results/y.md) [c](z.py) "
+                                      "[d](../src/m.py) [e](https://x.org/a.md) [f](results/q.md) [g](#anchor) "
+                                      "rule (documented)")

@@ -229,6 +229,10 @@ def check(args: argparse.Namespace):
     if kind == "folder" and out.resolve() == path.resolve():  # the plot written there would be read as data
         raise UsageError("--out", f"{args.out!r} is the --data folder", "give another folder (eval writes its plot "
                          "quality_vs_time.png there, which a rerun would score as an image)")
+    package = Path(__file__).resolve().parents[1]  # the installed diffsolve (its bundled sets live in data/)
+    if out.resolve() == package or package in out.resolve().parents:
+        raise UsageError("--out", f"{args.out!r} is inside the installed diffsolve package ({str(package)!r})",
+                         "give a folder outside it (the bundled sets and models live there)")
     check_writable(out, args.out)
     from .. import evaluate
 

@@ -135,7 +135,7 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                          "noise_source='generator' (or sigma=0)")
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     shape = check_problem(operator, y, sampling.x_T)
-    check_operator_solves(operator, 0.0, "ddnm")
+    check_operator_solves(operator, None, "ddnm")
     svd = _spectral_svd(operator, shape[-2:]) if sigma > 0 else None
     loop = prepare(denoiser, shape, sampling, like=y, name="ddnm" if sigma == 0 else "ddnm+")
     n = len(loop.schedule)

@@ -100,11 +100,13 @@ def reproject_step(x: torch.Tensor, eps: torch.Tensor, correction: torch.Tensor,
                       **noise)
 
 
-def check_operator_solves(operator: Any, sigma: float, name: str) -> None:
-    """The noiseless data step needs ``pseudo_inverse`` (σ = 0): say so before the loop. With σ > 0 any object with
-    ``A`` and ``A_adjoint`` will do: without ``solve`` the step runs CG on AᵀA (``_inverse.solver_of``)."""
-    if sigma == 0 and not callable(getattr(operator, "pseudo_inverse", None)):
-        raise TypeError(f"{name} with sigma={sigma} needs operator.pseudo_inverse (a diffsolve.operators."
+def check_operator_solves(operator: Any, sigma: float | None, name: str) -> None:
+    """The noiseless data step needs ``pseudo_inverse`` (σ = 0; None: a method that needs it at every σ): say so
+    before the loop. With σ > 0 any object with ``A`` and ``A_adjoint`` will do: without ``solve`` the step runs CG
+    on AᵀA (``_inverse.solver_of``)."""
+    if (sigma is None or sigma == 0) and not callable(getattr(operator, "pseudo_inverse", None)):
+        which = name if sigma is None else f"{name} with sigma={sigma}"
+        raise TypeError(f"{which} needs operator.pseudo_inverse (a diffsolve.operators."
                         "LinearOperator; wrap a function with diffsolve.operators.CallableOperator), got "
                         f"{type(operator).__name__}")
 
