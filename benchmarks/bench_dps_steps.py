@@ -3,9 +3,11 @@
 The priors and tasks of ``bench_posterior.py`` (1×16×16, σ = 0.05, Gaussian and Gaussian-mixture
 priors; box and random inpainting, Gaussian and motion blur, SR ×4 bicubic and average), one
 measurement per task, ``--samples`` DPS draws per cell at N = 10, 20, 50, 100, 250, 1000 under
-each step rule (``diffsolve.solvers.dps.STEP_RULES``: ``sqrt`` ζ_N = ζ·√(T/N), the default, and
+each step rule (``diffsolve.solvers.dps.STEP_RULES``: ``sqrt`` ζ_N = ζ·√(T/N), the default when this ran, and
 ``constant`` ζ_N = ζ, DPS's 1000-step setting at every N) under one normalisation (``--normalize``:
-``adjoint``, the default, or ``residual``, the paper's; ``constant, residual`` is the old default).
+``adjoint``, this script's default, or ``residual``, the paper's; ``constant, residual`` was the first default).
+The package's defaults have moved on since (``power`` and ``gradient``: ``dps.py``, results/dps-steps-power.md);
+this script keeps the rules it compared.
 
 Columns: mean gap ‖x̄ − μ‖/‖μ_prior − μ‖ and var ratio tr Ĉ / tr Σ against the exact posterior, and
 max |x| over all draws (the priors live in about [−1, 1]: a diverging run shows here first).

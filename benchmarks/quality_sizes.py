@@ -222,10 +222,11 @@ def solve(method: str, model, op, y, x, steps: int, seed: int):
             return dps(model, op, y, steps=steps, zeta=float(method[5:]), generator=gen).detach(), {}
     info = {}
     if method == "mpgd":
-        from diffsolve.methods import Problem, _mpgd_options
+        from diffsolve.methods import METHODS, Problem
         from diffsolve.solvers.mpgd import default_rho
 
-        info["rho"] = _mpgd_options(Problem(steps, SIGMA, op, y)).get("rho", default_rho(steps, numel))
+        options = METHODS["mpgd"].cli_options(Problem(steps, SIGMA, op, y))
+        info["rho"] = options.get("rho", default_rho(steps, numel))
     xr, extra = restore(method, model, op, y, steps=steps, sigma=SIGMA, generator=gen, x_true=x)
     return xr, {**info, **extra}
 
