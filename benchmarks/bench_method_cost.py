@@ -680,7 +680,8 @@ def _md(res: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--size", type=int, default=256,
+                        help="image side; at least 64 (the eager loops' 61×61 kernel must fit the image)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--daps-steps", type=int, default=2)
     parser.add_argument("--eager-steps", type=int, default=2)
@@ -694,6 +695,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="add these operators to the existing --out .json (one operator's settings may differ)")
     parser.add_argument("--out", type=Path, default=RESULTS / "method-cost")
     args = parser.parse_args(argv)
+    if args.size < 64:
+        parser.error(f"--size {args.size}: the eager reference loops blur with a 61x61 kernel; use --size >= 64")
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=r".*steps=")  # short runs
     ops = tuple(o for o in args.operators.split(",") if o)

@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[20, 50, 100, 250, 1000])
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--priors", nargs="+", default=["gaussian", "gmm"])
-    parser.add_argument("--tasks", nargs="+", default=None)
+    parser.add_argument("--tasks", nargs="+", default=None, choices=list(tasks(16)), metavar="TASK",
+                        help=f"a subset of {list(tasks(16))}")
     args = parser.parse_args(argv)
     size, start = 16, time.time()
     rows, checked = [], None

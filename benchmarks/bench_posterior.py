@@ -294,7 +294,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--steps", type=int, nargs="+", default=[20, 50, 100, 250])
     parser.add_argument("--methods", nargs="+", default=None)
-    parser.add_argument("--tasks", nargs="+", default=None, help=f"a subset of {list(tasks(16))}")
+    parser.add_argument("--tasks", nargs="+", default=None, choices=list(tasks(16)), metavar="TASK",
+                        help=f"a subset of {list(tasks(16))}")
     parser.add_argument("--priors", nargs="+", default=None, help="a subset of gaussian gmm")
     parser.add_argument("--all-steps", action="store_true", help="the C-DPS options at every step count too")
     parser.add_argument("--quick", action="store_true", help="8×8, 64 samples, steps 20 50 (smoke run)")
