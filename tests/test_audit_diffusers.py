@@ -161,3 +161,10 @@ def test_leading_spacing_adds_the_configs_steps_offset_as_diffusers_does():
     torch.testing.assert_close(x, expected, rtol=1e-12, atol=1e-12)
     trailing = ddim(DiffusersDenoiser(unet, sched), SHAPE, steps=5, dtype=D, return_info=True)[1]["timesteps"]
     assert trailing.tolist() == [999, 799, 599, 399, 199]  # diffusers adds no offset to trailing spacing
+
+
+def test_leading_spacing_past_t_with_the_configs_offset_names_the_fix():
+    sched = DDIMScheduler(timestep_spacing="leading", steps_offset=1)
+    denoiser = DiffusersDenoiser(_unet(), sched)
+    with pytest.raises(ValueError, match=r"steps_offset=1 .*e\.g\. steps=999, or spacing='trailing'"):
+        ddim(denoiser, SHAPE, steps=1000, spacing="leading", dtype=D)

@@ -103,8 +103,11 @@ def test_step_posterior_moments_match_dense_algebra(name, coupling, a_t, a_s):
     rel = (emp_cov - cov) / (scale[:, None] * scale[None])  # correlation-scale error
     assert float(rel.abs().max()) < 6 * math.sqrt(2 / draws)  # ~6 standard errors of a correlation
     # the noise-free call gives the posterior mean itself
-    x_mean, _ = cdps_step(op, xb[:2], eps[:2], yb[:2], a_t, a_s, e1=None, e2=None, **kw)
+    x_mean, info = cdps_step(op, xb[:2], eps[:2], yb[:2], a_t, a_s, e1=None, e2=None, want_info=True, **kw)
     torch.testing.assert_close(x_mean[0].reshape(-1), mean, rtol=1e-8, atol=1e-9)
+    if method != "diagonal":  # the exact and CG steps report how well they solved the step's system
+        assert info is not None and info.method == method and bool(info.converged.all()), info
+        assert float(info.residual.max()) < 1e-10
 
 
 def test_measurement_chain_law():

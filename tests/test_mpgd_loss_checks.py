@@ -70,3 +70,12 @@ def test_projection_that_changes_the_image_size_is_refused_before_any_model_call
     with pytest.raises(ValueError, match=r"come back from the autoencoder as \(3, 8, 8\)"):
         mpgd(counted, op, y, steps=10, projection=Projection(_PoolAutoencoder(), space))
     assert not calls
+
+
+def test_projection_round_trip_checks_in_x_t_dtype():
+    """Without y the samples take x_T's dtype: a float64 autoencoder with a float64 x_T runs."""
+    base = DiffusersDenoiser(tiny_unet(3), SCHEDULER).double()
+    x_T = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ae = Autoencoder(tiny_kl()).double()
+    x = mpgd(base, None, None, loss=_colour, x_T=x_T, steps=3, projection=Projection(ae, "ae", (0, 1)))
+    assert x.dtype == torch.float64 and torch.isfinite(x).all()

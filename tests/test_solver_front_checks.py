@@ -113,3 +113,12 @@ def test_a_sigma_below_sigma_min_is_refused_before_any_model_call(method, sigma)
     with pytest.raises(ValueError, match="below 1e-15"):
         diffsolve.solve(method, prior, op, y, sigma=sigma, steps=3)
     assert prior.calls == 0
+
+
+def test_a_default_backend_from_the_environment_is_named(monkeypatch):
+    from diffsolve.kernels import _dispatch
+
+    monkeypatch.setattr(_dispatch, "_interpreting", lambda: False)
+    monkeypatch.setattr(_dispatch, "_env_default", lambda: "triton")
+    with pytest.raises(BackendUnavailableError, match="DIFFSOLVE_BACKEND=triton .*unset DIFFSOLVE_BACKEND"):
+        _dispatch.check_backend("auto", torch.device("cpu"), torch.float32)

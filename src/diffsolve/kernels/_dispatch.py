@@ -224,7 +224,8 @@ def check_backend(backend: object, device: torch.device, dtype: torch.dtype) -> 
     """Refuse, before any work, a named ``backend`` that cannot run kernels on tensors of this device and dtype
     (``auto`` and ``torch`` always can; a dtype kernels do not take is left to the caller's own check)."""
     _check_choice(backend)
-    backend = _env_default() if backend == "auto" else backend
+    from_env = backend == "auto"
+    backend = _env_default() if from_env else backend
     if backend in ("auto", "torch") or dtype not in _DTYPES:
         return
     reason = None
@@ -236,6 +237,9 @@ def check_backend(backend: object, device: torch.device, dtype: torch.dtype) -> 
         ok, why = _triton_status() if backend == "triton" else _cpp_status()
         reason = None if ok else why
     if reason is not None:
+        if from_env:
+            raise BackendUnavailableError(f"DIFFSOLVE_BACKEND={backend} (the environment's default backend) cannot "
+                                          f"run this solve: {reason}; unset DIFFSOLVE_BACKEND or set it to auto")
         raise BackendUnavailableError(f"backend={backend!r} cannot run this solve: {reason}; pass backend='auto' "
                                       "(or 'torch')")
 

@@ -343,6 +343,15 @@ class DiffusersDenoiser(torch.nn.Module):
         return self.x0_clip(x0), (out if self.prediction_type == "epsilon" else to_epsilon(out, x, alpha,
                                                                                             self.prediction_type))
 
+    def _moved(self, value: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """``value`` on ``device`` in ``dtype``, copied once (not at every model call: a host-to-device copy of CPU
+        labels or states would wait inside the sampling loop); a replaced attribute gets a fresh copy."""
+        cache = self.__dict__.setdefault("_moved_cache", {})
+        key = (id(value), device, dtype)
+        if key not in cache or cache[key][0] is not value:
+            cache[key] = (value, value.to(device=device, dtype=dtype))
+        return cache[key][1]
+
     def _output(self, x: torch.Tensor, t: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
         """The model output (B, C, H, W) in x's dtype (CFG applied) and the checked (B,) timesteps."""
         batch = x.shape[0]
@@ -351,12 +360,12 @@ class DiffusersDenoiser(torch.nn.Module):
         xin = x.to(dtype)
         labels = self.class_labels
         if labels is not None:
-            labels = self._batched(labels.to(x.device), batch, "class_labels")
+            labels = self._batched(self._moved(labels, x.device, labels.dtype), batch, "class_labels")
         cond = self.encoder_hidden_states
         if cond is not None:
-            cond = self._batched(cond.to(device=x.device, dtype=dtype), batch)
+            cond = self._batched(self._moved(cond, x.device, dtype), batch)
         if self.negative_encoder_hidden_states is not None and self.guidance_scale != 1.0:
-            neg = self._batched(self.negative_encoder_hidden_states.to(device=x.device, dtype=dtype), batch)
+            neg = self._batched(self._moved(self.negative_encoder_hidden_states, x.device, dtype), batch)
             both = self._unet(torch.cat([xin, xin]), torch.cat([t, t]), torch.cat([neg, cond]),
                               None if labels is None else torch.cat([labels, labels]))
             out_u, out_c = both.chunk(2)

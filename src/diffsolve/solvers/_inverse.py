@@ -276,7 +276,7 @@ def discrepancy_weight(r0: torch.Tensor, d: torch.Tensor, floor: torch.Tensor) -
     Written in h = 1 − g about the full step's residual e = r0 − d, ‖e + h d‖² = floor: a h² + 2p h − q = 0 with
     a = ‖d‖², p = ⟨e, d⟩, q = floor − ‖e‖² > 0, whose positive root q/(p + √(p² + aq)) (p ≥ 0) or (√(p² + aq) − p)/a
     (p < 0) subtracts nothing nearly equal: expanded about r0, a step that fits y far below the floor (d ≈ r0, a
-    small σ) cancels c² against ab in float32 and lands the result orders of magnitude under the floor."""
+    small σ) cancels b² against a(c − floor) in float32 and lands the result orders of magnitude under the floor."""
     c = r0.flatten(1).pow(2).sum(1)
     e = (r0 - d).flatten(1)
     dd = d.flatten(1)
@@ -339,7 +339,7 @@ def range_solve(svd: Any, operator: Any, r: torch.Tensor, c: float, w: float, li
     """(c I + w AᵀA)⁻¹ Aᵀ r = V diag(s/(c + w s²)) Uᵀ r (B, C, H, W) in A's range SVD ``svd`` (:func:`range_svd`),
     r measurement-shaped (B, ...), c > 0 and w ≥ 0 host floats, ``like`` an image of the batch (dtype, device).
     Never divides by c: ``operator.solve(Aᵀr, c, w)`` divides the rounding of Aᵀr on A's null space by c, which a
-    small σ² (c = σ² in ΠGDM and the pull) makes a float32 result miss y by thousands of noise levels."""
+    small σ² (c = σ² in ΠGDM and the pull) makes a float32 result miss y far beyond its noise."""
     s = svd.singulars(like)
     return svd.V(s / (c + w * s * s) * svd.Ut(data_part(operator, r)))
 

@@ -146,6 +146,13 @@ def select_schedule(denoiser: Any, steps: int, spacing: str = "trailing", *,
     elif spacing in SPACINGS:
         if sigma_max is not None or sigma_min is not None:
             raise ValueError(f"sigma_max/sigma_min apply to spacing='loglinear', not {spacing!r}")
+        first = (steps - 1) * (total // steps) + steps_offset
+        if spacing == "leading" and steps_offset and first >= total:
+            fits = next((n for n in range(steps - 1, 0, -1) if (n - 1) * (total // n) + steps_offset < total), None)
+            other = f"e.g. steps={fits}, or " if fits else ""
+            raise ValueError(f"steps={steps} with spacing='leading' puts the first timestep at {first} >= T={total}: "
+                             f"the model's scheduler config adds steps_offset={steps_offset} (as diffusers does); use "
+                             f"{other}spacing='trailing'")
         ts = spaced_timesteps(total, steps, spacing, steps_offset)
     else:
         raise ValueError(f"spacing must be one of {SPACINGS + ('loglinear',)}, got {spacing!r}")

@@ -311,7 +311,15 @@ def _posterior_step(operator: Any, step: StepPlan, x_t: torch.Tensor, eps: torch
     if spectral is not None and method == "exact":
         if e1 is not None:
             mean, target = mean + e1 / math.sqrt(c), target + e2 / math.sqrt(w)
-        return mean + spectral_step(spectral, operator, mean, target, c, w), None
+        x_s = mean + spectral_step(spectral, operator, mean, target, c, w)
+        if not want_info:
+            return x_s, None
+        rhs = c * mean + w * operator.A_adjoint(target)  # the system it solves, for the residual's report
+        lhs = c * x_s + w * operator.A_adjoint(operator.A(x_s))
+        scale = rhs.flatten(1).norm(dim=1).clamp_min(torch.finfo(rhs.dtype).tiny)
+        residual = (lhs - rhs).flatten(1).norm(dim=1) / scale
+        tol = _default_tol(x_t.dtype) if cg_tol is None else cg_tol
+        return x_s, SolveInfo("exact", torch.zeros_like(residual, dtype=torch.int64), residual, residual <= tol)
     if e1 is None:
         rhs = c * mean + w * operator.A_adjoint(target)
     else:  # c m + √c e₁ + w Aᵀ(t + e₂/√w)

@@ -221,7 +221,7 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords).
         rho: ρ > 0 (default: from σ, or :func:`default_rho` without it).
         eta: DDIM η ∈ [0, 1]; None: 1 given σ, else 0.5 (module docstring).
-        sigma: the measurement noise std σ ≥ 0 in y's units, or None (module docstring: the default ρ and
+        sigma: the measurement noise std σ > 0 in y's units, or None (module docstring: the default ρ and
             the discrepancy cap need it; None keeps the σ-free default and no cap).
         projection: None (MPGD without projection) or :class:`Projection` (MPGD-AE / MPGD-Z).
         loss: ``loss(x0) -> (B,)`` replacing ‖y − A x0‖ (autograd on x0 only).
@@ -254,8 +254,9 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
         if y is None or loss is not None:
             raise ValueError("sigma (the measurement noise) goes with operator and y, not with loss=; leave it out")
     if projection is not None:  # the AE/Z step must see the image at its own size, checked before any model call
-        check_round_trip(projection.autoencoder, shape, sampling.dtype if y is None else y.dtype,
-                         check_device(sampling.device) if y is None else y.device)
+        like = y if y is not None else x_T if isinstance(x_T, torch.Tensor) else None  # prepare's dtype/device rule
+        check_round_trip(projection.autoencoder, shape, sampling.dtype if like is None else like.dtype,
+                         check_device(sampling.device) if like is None else like.device)
     numel = math.prod(shape[1:])
     rho_given = None if rho is None else check_number("rho", rho, 0.0)
     rho = default_rho(sampling.steps, numel) if rho is None else rho_given
