@@ -190,3 +190,18 @@ def test_out_inside_the_package_is_refused(tmp_path, capsys):
     assert main(["eval", "--data", "heldout", "--out", str(data_dir), *FAST]) == 2
     assert "inside the installed diffsolve package" in capsys.readouterr().err
     assert sorted(p.name for p in data_dir.iterdir()) == before
+
+
+@pytest.mark.parametrize("device, local, needle", [("cuda:0", "0", "would put all 2 ranks on GPU 0"),
+                                                   ("cuda", "1", "local rank 1 has no GPU of its own")])
+def test_cuda_ranks_without_a_gpu_of_their_own_are_named(monkeypatch, device, local, needle):
+    import torch
+
+    from diffsolve.evaluate import RankDeviceError, setup_distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", local)
+    monkeypatch.setenv("LOCAL_RANK", local)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(RankDeviceError, match=needle):
+        setup_distributed(device)

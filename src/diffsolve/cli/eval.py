@@ -281,10 +281,13 @@ def run(args: argparse.Namespace) -> int:
     --out that another run is writing."""
     try:
         cfg = check(args)
-        from ..evaluate import OutInUseError  # loaded by check(): an argument error never imports torch
+        from ..evaluate import OutInUseError, RankDeviceError  # loaded by check(): argument errors never import torch
 
         try:
             run_config(cfg)
+        except RankDeviceError as err:  # raised by the rank without a device, which may not be rank 0: it prints
+            print_error("eval", UsageError(str(err)))
+            return 2
         except OutInUseError as err:
             raise UsageError(str(err)) from None
     except UsageError as err:

@@ -49,7 +49,7 @@ Metrics: PSNR and SSIM (:mod:`diffsolve.metrics`, torchmetrics). LPIPS and FID n
 that diffsolve never downloads; they are not computed (the summary says so).
 """
 
-from .distributed import Dist, setup_distributed
+from .distributed import Dist, RankDeviceError, setup_distributed
 from .images import (BUNDLED, ImageSet, bundled_images, bundled_names, bundled_photos, data_hashes, file_sha256,
                      folder_images, saved_names)
 from .records import (CONFIG, LOCK, MODEL_FILES, PARTS, PINNED, RESULTS, EvalConfig, OutInUseError, PartWriter,
@@ -62,5 +62,5 @@ __all__ = ["BUNDLED", "CONFIG", "LOCK", "METRICS", "MODEL_FILES", "PARTS", "PINN
            "EvalPlan", "ImageSet", "OutInUseError", "PartWriter", "bundled_images", "bundled_names", "bundled_photos",
            "check_resume", "data_hashes", "file_sha256", "folder_images", "json_line", "lock_out", "merge",
            "model_fingerprint", "plan_eval", "plot_quality_vs_time", "read_pinned", "read_records", "record_key",
-           "run_batch", "run_eval", "saved_names", "setup_distributed", "stream_seed", "summarise", "summarize",
-           "time_axis", "unfit_lines", "unsupported_pairs", "write_config", "write_summary"]
+           "RankDeviceError", "run_batch", "run_eval", "saved_names", "setup_distributed", "stream_seed", "summarise",
+           "summarize", "time_axis", "unfit_lines", "unsupported_pairs", "write_config", "write_summary"]
