@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from _tiny_models import SCHEDULER, tiny_kl, tiny_unet
 from diffsolve.models import Autoencoder, DiffusersDenoiser, EpsDenoiser
 from diffsolve.operators import Inpainting
-from diffsolve.solvers import Projection, mpgd, mpgd_ldm
+from diffsolve.solvers import Projection, ddim, mpgd, mpgd_ldm
 
 
 def _colour(x):
@@ -37,10 +37,14 @@ def test_mpgd_ldm_names_a_detached_loss():
 
 
 def test_a_differentiable_loss_still_guides():
+    """The same starting noise with and without the loss: the guided samples have the lower loss."""
     denoiser = DiffusersDenoiser(tiny_unet(3), SCHEDULER)
-    x = mpgd(denoiser, None, None, loss=_colour, shape=(2, 3, 8, 8), steps=3,
-             generator=torch.Generator().manual_seed(0))
+    x_T = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    free = ddim(denoiser, (2, 3, 8, 8), steps=3, eta=0.5, x_T=x_T, generator=torch.Generator().manual_seed(1))
+    x = mpgd(denoiser, None, None, loss=_colour, x_T=x_T, steps=3, rho=1.0,
+             generator=torch.Generator().manual_seed(1))
     assert x.shape == (2, 3, 8, 8) and torch.isfinite(x).all()
+    assert bool((_colour(x) < _colour(free)).all()), (_colour(x), _colour(free))
 
 
 @pytest.mark.parametrize("shape", ["abc", [2, 3, "8", 8], (2, 3, 8.0, 8)])
