@@ -280,3 +280,22 @@ def test_samplers_build_no_autograd_graph(unet):
     for sampler in (ddim, ge):
         out = sampler(den, (1, 1, 8, 8), steps=2, generator=torch.Generator().manual_seed(0))
         assert not out.requires_grad
+
+
+def test_ge_warns_where_float32_cannot_resolve_the_first_level():
+    """A linear β table at T = 4000 starts at ᾱ ≈ 3e-18: GE in float32 warns; float64 and the usual tables do not."""
+    import warnings
+
+    from diffsolve.models import GaussianPrior
+    from diffsolve.schedules import make_alphas_cumprod
+    from diffsolve.solvers import ge
+
+    deep = GaussianPrior(torch.zeros(1, 4, 4), 0.5, alphas_cumprod=make_alphas_cumprod(num_train_timesteps=4000))
+    with pytest.warns(UserWarning, match="first level has ᾱ"):
+        ge(deep, (1, 1, 4, 4), steps=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ge(deep, (1, 1, 4, 4), steps=4, dtype=torch.float64)
+        ge(GaussianPrior(torch.zeros(1, 4, 4), 0.5), (1, 1, 4, 4), steps=4)
+        cosine = make_alphas_cumprod(beta_schedule="squaredcos_cap_v2")
+        ge(GaussianPrior(torch.zeros(1, 4, 4), 0.5, alphas_cumprod=cosine), (1, 1, 4, 4), steps=4)

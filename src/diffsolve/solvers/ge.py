@@ -12,6 +12,7 @@ mixture N = 5 with μ = 0.3 diverges (|x| ~ 70), while N ≥ 20 is fine; use μ 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,10 @@ import torch
 
 from ..kernels import ge_step
 from ._loop import LoopSetup, Sampling, check_number, prepare, takes_sampling
+
+#: below this ᾱ at the first level a float32 GE run can drift from float64 (a linear β table at T = 4000 starts at
+#: ᾱ ≈ 3e-18; the common tables at 2e-9 and above)
+FLOAT32_ALPHA_MIN = 1e-12
 from .ddim import sample
 
 __all__ = ["ge"]
@@ -44,6 +49,10 @@ def ge(denoiser: Any, shape: Sequence[int], sampling: Sampling, *, gamma: float 
     mu = check_number("mu", mu, 0.0, 1.0, high_open=True)
     loop = prepare(denoiser, shape, sampling, spacing="loglinear",
                    return_trajectory=return_trajectory or sampling.return_info, name="ge")
+    if loop.x.dtype == torch.float32 and loop.alpha_t[0] < FLOAT32_ALPHA_MIN:
+        warnings.warn(f"ge: the first level has ᾱ = {loop.alpha_t[0]:.2g}, below {FLOAT32_ALPHA_MIN:g}: float32 ε̂ "
+                      "rounding divided by √ᾱ and extrapolated by γ can leave the sample far from float64's; use "
+                      "dtype=torch.float64, or start lower (sigma_max=, or timesteps=)", UserWarning, stacklevel=3)
 
     def step(loop: LoopSetup, i: int, x: torch.Tensor, eps: torch.Tensor, eps_prev: Any, want_x0: bool) -> Any:
         return ge_step(x, eps, eps_prev, loop.alpha_t[i], loop.alpha_s[i], gamma=gamma, mu=mu,
