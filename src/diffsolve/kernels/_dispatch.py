@@ -212,6 +212,11 @@ def _why_not(op: str, backend: str, device_type: str, dtype: torch.dtype) -> str
         return None
     if _location(op, backend) is None:
         return f"the {backend} backend has no implementation of {op!r}"
+    return _device_why_not(backend, device_type)
+
+
+def _device_why_not(backend: str, device_type: str) -> str | None:
+    """None when the cpp / triton ``backend`` runs on tensors of this device type here, else why (any op)."""
     if backend == "cpp" and device_type != "cpu":
         return f"the C++ backend runs on CPU tensors only, got a {device_type} tensor"
     if backend == "triton" and device_type != "cuda" and not (device_type == "cpu" and _interpreting()):
@@ -228,14 +233,7 @@ def check_backend(backend: object, device: torch.device, dtype: torch.dtype) -> 
     backend = _env_default() if from_env else backend
     if backend in ("auto", "torch") or dtype not in _DTYPES:
         return
-    reason = None
-    if backend == "cpp" and device.type != "cpu":
-        reason = f"the C++ backend runs on CPU tensors only, got {device.type} tensors"
-    elif backend == "triton" and device.type != "cuda" and not (device.type == "cpu" and _interpreting()):
-        reason = f"Triton needs CUDA tensors (got {device.type}) unless TRITON_INTERPRET=1"
-    else:
-        ok, why = _triton_status() if backend == "triton" else _cpp_status()
-        reason = None if ok else why
+    reason = _device_why_not(backend, device.type)
     if reason is not None:
         if from_env:
             raise BackendUnavailableError(f"DIFFSOLVE_BACKEND={backend} (the environment's default backend) cannot "

@@ -324,7 +324,7 @@ def range_svd(operator: Any, size: tuple[int, int], name: str) -> Any:
     """A's SVD on its range (``operators.svd``; ``svd.range()``) for images of ``size``, or None where A declares
     none (CG then). A data step in it, x − m = V diag(w s/(c + w s²)) Uᵀ(t − A m) for (c I + w AᵀA) x = c m +
     w Aᵀt, never divides by c: a solve of that right-hand side divides its rounding on A's null space by a c that
-    is tiny against w s² at DiffPIR's first steps (float32 then off float64 by up to 5e-2)."""
+    is tiny against w s² at DiffPIR's first steps, where float32 would drift from float64."""
     if not callable(getattr(operator, "svd", None)):
         return None
     from ..operators.svd import operator_svd

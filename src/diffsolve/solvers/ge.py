@@ -20,13 +20,13 @@ import torch
 
 from ..kernels import ge_step
 from ._loop import LoopSetup, Sampling, check_number, prepare, takes_sampling
+from .ddim import sample
+
+__all__ = ["ge"]
 
 #: below this ᾱ at the first level a float32 GE run can drift from float64 (a linear β table at T = 4000 starts at
 #: ᾱ ≈ 3e-18; the common tables at 2e-9 and above)
 FLOAT32_ALPHA_MIN = 1e-12
-from .ddim import sample
-
-__all__ = ["ge"]
 
 
 @takes_sampling
