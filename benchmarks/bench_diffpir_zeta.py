@@ -1,13 +1,13 @@
-"""DiffPIR's ζ on masks: the reference code's deblurring 0.3 against its inpainting 1 (a report, not a test).
+"""DiffPIR's ζ: the reference code's deblurring 0.3 against its inpainting 1, on every task (a report, not a test).
 
     python benchmarks/bench_diffpir_zeta.py [--samples 192] [--seeds 0 1 2]
 
-Exact priors (``bench_posterior.py``: 1×16×16, σ = 0.05; box and random inpainting, N = 50, ``--samples`` draws per
-seed; each seed its own x and y, as in ``bench_cdps_bar.py``): mean gap ‖x̄ − μ‖/‖μ_prior − μ‖ and trace ratio
-tr Ĉ/tr Σ for ζ = 0.3 and 1, and DPS at N = 100 (the comparison issue's bar). Photos (σ = 0.05, the ``patches``
-model, inpainting noise only on observed pixels): the tuning photos (chelsea, coffee) at 64² and 20 / 50 / 100
-steps, the held-out four (camera, grass, hopper, raccoon) at 64² and 128² and 50 steps; PSNR, data consistency
-and colour cast, mean over the photos (one draw each).
+Exact priors (``bench_posterior.py``: 1×16×16, σ = 0.05; its six tasks, N = 50, ``--samples`` draws per seed; each
+seed its own x and y, as in ``bench_cdps_bar.py``): mean gap ‖x̄ − μ‖/‖μ_prior − μ‖ and trace ratio tr Ĉ/tr Σ for
+ζ = 0.3 and 1, and DPS at N = 100 (the comparison issue's bar). Photos (σ = 0.05, the ``patches`` model, inpainting
+noise only on observed pixels; the five photo tasks): the tuning photos (chelsea, coffee) at 64² and 10 / 20 / 50 /
+100 steps, the held-out four (camera, grass, hopper, raccoon) at 64² and 20 / 50 steps and at 128² and 50 steps;
+PSNR, data consistency and colour cast, mean over the photos (one draw each).
 Writes ``results/diffpir-zeta.{md,json}``.
 """
 
@@ -28,8 +28,8 @@ from bench_posterior import exact_problem, metrics, mixture_mean, priors, probe_
 import diffsolve  # noqa: E402
 
 ZETAS = (0.3, 1.0)
-MASKS = ("box inpaint", "random inpaint")
-PHOTO_RUNS = [(("chelsea", "coffee"), 64, (20, 50, 100)), (("camera", "grass", "hopper", "raccoon"), 64, (50,)),
+PHOTO_TASKS = ("gaussian_blur", "motion_blur", "box", "random", "sr4")
+PHOTO_RUNS = [(("chelsea", "coffee"), 64, (10, 20, 50, 100)), (("camera", "grass", "hopper", "raccoon"), 64, (20, 50)),
               (("camera", "grass", "hopper", "raccoon"), 128, (50,))]
 
 
@@ -40,8 +40,6 @@ def exact_rows(samples: int, seeds: list[int]) -> list[dict]:
     for pname, prior in priors(size).items():
         pm = mixture_mean(prior)
         for tname, op in tasks(size).items():
-            if tname not in MASKS:
-                continue
             for seed in seeds:  # each seed its own y (seed 1 + k, as bench_cdps_bar.py) and sampler noise
                 y, post, reference, spaces = exact_problem(prior, op, samples, instance=1 + seed)
                 row = {"prior": pname, "task": tname, "seed": seed}
@@ -67,7 +65,7 @@ def photo_rows() -> list[dict]:
     rows = []
     for images, size, step_list in PHOTO_RUNS:
         x = torch.stack([photo(name, size=size) for name in images])
-        for task in ("random", "box"):
+        for task in PHOTO_TASKS:
             op = make_operator(task, (size, size))
             y = measure(op, x, seed=size)
             for steps in step_list:
@@ -84,10 +82,10 @@ def photo_rows() -> list[dict]:
 
 
 def markdown(exact: list[dict], photos: list[dict], args, seconds: float) -> str:
-    lines = ["# DiffPIR's ζ on masks: 0.3 (the reference code's deblurring) against 1 (its inpainting)", "",
+    lines = ["# DiffPIR's ζ: 0.3 (the reference code's deblurring) against 1 (its inpainting), on every task", "",
              f"`python benchmarks/bench_diffpir_zeta.py --samples {args.samples} --seeds "
              f"{' '.join(map(str, args.seeds))}` ({machine()}, {seconds:.0f} s). DiffPIR at its other defaults "
-             "(λ = 1.75, σ given); `zeta=None`, the default, now takes 1 for masks.", "",
+             "(λ = 1.75, σ given); the default ζ is now 1 on every operator (before: 1 on masks, 0.3 elsewhere).", "",
              "## Exact priors, N = 50", "",
              "Cell: mean gap / trace ratio. Bar: DPS at N = 100 (the comparison issue's target). Each seed k is its "
              "own y (drawn with seed 1 + k) and sampler noise.", "",

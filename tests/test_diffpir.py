@@ -214,17 +214,19 @@ def test_last_step_stops_at_the_noise_floor():
         diffpir(pr, op, y, steps=3, sigma=0.2, discrepancy="yes")
 
 
-def test_zeta_follows_the_reference_codes_task():
-    """zeta=None: the reference code's inpainting ζ = 1 where A is a mask, its deblurring 0.3 elsewhere."""
-    from diffsolve.solvers.diffpir import DEFAULT_ZETA, INPAINTING_ZETA, default_zeta
+def test_zeta_defaults_to_fresh_noise_on_every_operator():
+    """The default ζ is 1 on masks, blurs and SR alike: the same draws as zeta=1.0, other than zeta=0.3's."""
+    from diffsolve.solvers.diffpir import DEFAULT_ZETA
 
+    assert DEFAULT_ZETA == 1.0
     pr, x_T = prior(), torch.randn(2, *SHAPE, generator=gen(7), dtype=D)
-    for name, zeta in [("inpaint", INPAINTING_ZETA), ("blur", DEFAULT_ZETA), ("sr", DEFAULT_ZETA)]:
+    for name in ("inpaint", "blur", "sr"):
         op = OPS[name]()
-        assert default_zeta(op) == zeta
         y = measure(op)
-        runs = [diffpir(pr, op, y, steps=3, x_T=x_T, sigma=0.05, generator=gen(4), **z) for z in ({}, {"zeta": zeta})]
-        assert torch.equal(runs[0], runs[1])
+        runs = [diffpir(pr, op, y, steps=3, x_T=x_T, sigma=0.05, generator=gen(4), **z)
+                for z in ({}, {"zeta": 1.0}, {"zeta": 0.3})]
+        assert torch.equal(runs[0], runs[1]), name
+        assert not torch.allclose(runs[0], runs[2]), name
 
 
 def test_the_data_step_in_an_svd_does_not_divide_rounding_by_a_tiny_rho():

@@ -18,15 +18,15 @@ Per step t → s, with x_t (B, C, H, W), y (B, ...), ε̂ = ε_θ(x_t, t), x̂0 
 Steps 2-3 run in one fused kernel (:func:`reproject_step`, also used by DDNM).
 
 **Defaults** (the reference code's deblurring setting, σ = 12.75/255 on [0, 1] images, the paper's §4 noisy
-experiments): ζ = 0.3 and λ = 7 *as the reference code measures σ*: on [0, 1] images while σ̄_t lives on the
-model's [−1, 1] scale, i.e. ρ_t = 7 (σ/2)²/σ̄_t² for σ on the model's scale. Here σ and σ̄_t are on one scale
-(y's, which must be the model's), so the same ρ_t is λ = 7/4 = 1.75 (:data:`DEFAULT_LAM`): the data/prior
-balance then does not depend on how pixel values are scaled. ζ follows the reference code's task (``zeta=None``,
-:func:`default_zeta`): its inpainting scripts' ζ = 1 (fresh noise only) where A is a mask (an operator declaring
-``structure = "diagonal"``), the deblurring scripts' 0.3 elsewhere (:data:`DEFAULT_ZETA`, SR included: the SR
-scripts' 0.25 is close to it). With ζ = 0.3 a mask's unobserved pixels keep 70 % of ε̂', the noise the last x̂0'
-implies, step after step: on the exact Gaussian prior the draws came out over-dispersed (benchmarks/results/
-diffpir-zeta.md). λ stays the deblurring value (the inpainting scripts run noiseless, where λ is moot).
+experiments): λ = 7 *as the reference code measures σ*: on [0, 1] images while σ̄_t lives on the model's [−1, 1]
+scale, i.e. ρ_t = 7 (σ/2)²/σ̄_t² for σ on the model's scale. Here σ and σ̄_t are on one scale (y's, which must be the
+model's), so the same ρ_t is λ = 7/4 = 1.75 (:data:`DEFAULT_LAM`): the data/prior balance then does not depend on
+how pixel values are scaled. ζ = 1 (:data:`DEFAULT_ZETA`, fresh noise only: the reference code's inpainting value)
+on every operator, where its deblurring and SR scripts use 0.1–0.3. With ζ < 1 the re-noising keeps 1 − ζ of ε̂',
+which carries the data step's amplified noise (up to σ̄_t/(2√λ) per direction of A's spectrum where ρ_t ≈ s²) into
+x_s as if it were the diffusion's; with few steps σ̄_s ≪ σ̄_t and the next x̂0 keeps it as detail. ζ = 1 is
+better on the photos at every step count measured (most at few steps) and nearer the exact priors' posterior mean,
+with draws tighter than the posterior's; ζ = 0.3 over-disperses a mask's draws: benchmarks/results/diffpir-zeta.md.
 Differences from the reference code: the shared timestep spacing (``trailing``) instead of its quadratic
 one, and the data step also at the last step (where x_s = x̂0', ᾱ_s = 1: the result), as the paper's Algorithm 1.
 
@@ -51,15 +51,12 @@ from ._inverse import (Diagnostics, check_problem, check_sigma, data_part, discr
                        discrepancy_weight, finish_run, pinv_of, range_svd, route, solver_of, spectral_step)
 from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
 
-__all__ = ["CG_ITERS", "DEFAULT_LAM", "DEFAULT_ZETA", "INPAINTING_ZETA", "data_rho", "default_zeta", "diffpir",
-           "reproject_step"]
+__all__ = ["CG_ITERS", "DEFAULT_LAM", "DEFAULT_ZETA", "data_rho", "diffpir", "reproject_step"]
 
 #: λ of ρ_t = λσ²/σ̄_t² with σ and σ̄_t on one scale (the reference code's 7, module docstring)
 DEFAULT_LAM = 7.0 / 4.0
-#: ζ, the share of fresh noise in the re-noising (reference code, deblurring); masks take :data:`INPAINTING_ZETA`
-DEFAULT_ZETA = 0.3
-#: ζ where A is a mask (reference code, inpainting)
-INPAINTING_ZETA = 1.0
+#: ζ, the share of fresh noise in the re-noising (the reference code's inpainting value, on every operator)
+DEFAULT_ZETA = 1.0
 #: plain-CG iterations of the data step where the operator has no exact solve, started at x̂0 (the prox centre,
 #: near the solution wherever ρ_t is large; measured against 200 from zero in benchmarks/results/diffpir-cg.md)
 CG_ITERS = 50
@@ -68,12 +65,6 @@ CG_ITERS = 50
 def data_rho(lam: float, sigma: float, alpha_bar_t: float) -> float:
     """ρ_t = λ σ²/σ̄_t² with σ̄_t² = (1−ᾱ_t)/ᾱ_t (host float)."""
     return lam * sigma**2 * alpha_bar_t / (1 - alpha_bar_t)
-
-
-def default_zeta(operator: Any) -> float:
-    """ζ of the reference code's script for A's task: :data:`INPAINTING_ZETA` for a mask (``structure ==
-    "diagonal"``), else :data:`DEFAULT_ZETA`."""
-    return INPAINTING_ZETA if getattr(operator, "structure", None) == "diagonal" else DEFAULT_ZETA
 
 
 def reproject_step(x: torch.Tensor, eps: torch.Tensor, correction: torch.Tensor, alpha_bar_t: float,
@@ -113,7 +104,7 @@ def check_operator_solves(operator: Any, sigma: float | None, name: str) -> None
 
 @takes_sampling
 def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float,
-            lam: float = DEFAULT_LAM, zeta: float | None = None, discrepancy: bool = True) -> Any:
+            lam: float = DEFAULT_LAM, zeta: float = DEFAULT_ZETA, discrepancy: bool = True) -> Any:
     """Reconstruct x from y = A x + n, n ~ N(0, σ² I), with N = ``sampling.steps`` DiffPIR steps (module docstring).
 
     Args:
@@ -122,8 +113,8 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         y: measurement (B, ...) float32/float64 on the model's scale; one sample per measurement.
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords).
         sigma: σ ≥ 0, the measurement noise std (required; 0: hard data consistency).
-        lam: λ > 0 of ρ_t = λσ²/σ̄_t²; zeta: ζ ∈ [0, 1], the fresh-noise share of the re-noising (None: the
-            reference code's for A's task, :func:`default_zeta`).
+        lam: λ > 0 of ρ_t = λσ²/σ̄_t²; zeta: ζ ∈ [0, 1], the fresh-noise share of the re-noising (module
+            docstring).
         discrepancy: the last step's result neither below σ√(m/2) from y nor beyond what the noise explains
             (module docstring); False: the paper's last step.
     Returns:
@@ -136,7 +127,7 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
     if lam == 0:
         raise ValueError("lam must be > 0 (ρ_t = λσ²/σ̄_t²; λ = 0 ignores the prior step); the default is "
                          f"{DEFAULT_LAM}")
-    zeta = default_zeta(operator) if zeta is None else check_number("zeta", zeta, 0.0, 1.0)
+    zeta = check_number("zeta", zeta, 0.0, 1.0)
     discrepancy = check_flag("discrepancy", discrepancy)
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     shape = check_problem(operator, y, sampling.x_T)
