@@ -62,20 +62,42 @@ def test_pull_continues_past_the_posterior_mean():
 
 
 def test_pull_rounds_are_bounded():
-    """σ ten times below y's real noise and a tiny first v: no round reaches the ceiling; the pull stops after
-    PULL_ROUNDS rounds (the dense reference's), nearer y than before but above the band (the method then warns)."""
+    """σ ten times below y's real noise and a tiny first v: no round reaches the ceiling. In A's SVD (this separable
+    blur) the rounds go on until v reaches 1, 1 + ⌈log₁₀(1/v)⌉ of them (the dense reference's), and stop there,
+    nearer y than before but above the band (the method then warns)."""
+    import math
+
     from diffsolve.solvers._inverse import PULL_ROUNDS
 
     op = OPS["blur"]()
     y = measure(op, sigma=SIGMA)
     x = torch.randn(2, *SHAPE, generator=gen(6), dtype=D)
-    tiny = SIGMA * 0.1
-    out = discrepancy_pull(op, x, y, tiny, 1e-8)
-    ref = dense_discrepancy_pull(operator_matrix(op, SHAPE), x, y, tiny, 1e-8, measured_entries(op, y),
-                                 rounds=PULL_ROUNDS)
+    tiny, v = SIGMA * 0.1, 1e-8
+    rounds = 1 + math.ceil(math.log10(1 / v))
+    assert rounds > PULL_ROUNDS
+    out = discrepancy_pull(op, x, y, tiny, v)
+    a = operator_matrix(op, SHAPE)
+    ref = dense_discrepancy_pull(a, x, y, tiny, v, measured_entries(op, y), rounds=rounds)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-9)
+    fewer = dense_discrepancy_pull(a, x, y, tiny, v, measured_entries(op, y), rounds=rounds - 1)
+    assert not torch.allclose(out, fewer, rtol=0, atol=1e-6)  # the last round (v = 1) ran
     assert bool((final_residual(op, out, y) / tiny > _ceiling(op, y)).all())
     assert bool((final_residual(op, out, y) < final_residual(op, x, y)).all())
+
+
+def test_a_tiny_first_v_still_reaches_the_noise_in_an_svd():
+    """A last model call near t = 0 (DAPS at two levels) hands the pull v ≈ 1e-4 for a result far from y: three
+    rounds (v up to 1e-2) left SR ×2 above the band; the rounds up to v = 1 end each sample at its edge."""
+    from diffsolve.solvers._inverse import PULL_ROUNDS
+
+    op = OPS["sr"]()
+    y = measure(op, sigma=SIGMA)
+    x = torch.randn(2, *SHAPE, generator=gen(8), dtype=D)
+    a, m = operator_matrix(op, SHAPE), measured_entries(op, y)
+    three = dense_discrepancy_pull(a, x, y, SIGMA, 1e-4, m, rounds=PULL_ROUNDS)
+    assert bool((_consistency(op, three, y) > 1.5 * _ceiling(op, y)).all())
+    out = discrepancy_pull(op, x, y, SIGMA, 1e-4)
+    torch.testing.assert_close(_consistency(op, out, y), _ceiling(op, y), rtol=0, atol=1e-9)
 
 
 def test_a_draw_within_the_noise_band_is_left_alone():

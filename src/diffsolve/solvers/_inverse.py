@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -428,17 +429,23 @@ def discrepancy_pull(operator: object, x: torch.Tensor, y: torch.Tensor, sigma: 
     W = v AAᵀ(σ² I + v AAᵀ)⁻¹, 0 ⪯ W ≺ I). The direction damps what y measures poorly (small singular values), so
     noise is not amplified. Where even x* stays above the ceiling (x trusted more than y: a small v against A's weak
     directions, e.g. an unnormalised kernel), the next round starts from x* with v × :data:`PULL_GROWTH`, at most
-    :data:`PULL_ROUNDS` rounds: non-stationary iterated Tikhonov stopped by the discrepancy principle (Hanke and
-    Groetsch 1998, with geometric parameters σ²/v). A sample that fits stops moving (g = 0), as does one whose step
-    would not lower its residual or is not finite (σ²/v below the dtype's resolution). Each round is one solve
-    and two products with A, run only where some sample of the batch is above the ceiling: one host read per round
-    after the sampling loop (none inside it) decides that, so a batch that fits y returns x without a solve.
+    :data:`PULL_ROUNDS` rounds where CG takes the step, in A's SVD until v reaches 1 (a unit prior's variance: a
+    last model call near t = 0, DAPS's at few levels, gives a v far below the result's error): non-stationary
+    iterated Tikhonov stopped by the discrepancy principle (Hanke and Groetsch 1998, with geometric parameters σ²/v).
+    A sample that fits stops moving (g = 0), as does one whose step would not lower its residual or is not finite
+    (σ²/v below the dtype's resolution). Each round is one solve and two products with A, run only where some sample
+    of the batch is above the ceiling: one host read per round after the sampling loop (none inside it) decides
+    that, so a batch that fits y returns x without a solve.
     """
     ceiling = noise_ceiling(operator, y, sigma)
     solve = solver_of(operator, PULL_CG_ITERS, precondition=PULL_PRECONDITION)
     svd: Any = False  # A's range SVD, looked up where a round first runs (None: A has none, then solve)
     moving = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)  # at x* after every round so far
-    for round_ in range(PULL_ROUNDS):
+    # in A's SVD (exact: no Krylov space to exhaust) the rounds go on until v reaches 1, a unit prior's variance
+    exact_rounds = max(PULL_ROUNDS, 1 + math.ceil(math.log(1 / variance, PULL_GROWTH) - 1e-9)) if 0 < variance < 1 \
+        else PULL_ROUNDS
+    round_ = 0
+    while round_ < (PULL_ROUNDS if svd is None else exact_rounds):  # svd is None: CG, PULL_ROUNDS
         r0 = data_part(operator, y - operator.A(x))
         moving = moving & (r0.flatten(1).pow(2).sum(1) > ceiling)
         if not bool(moving.any()):
@@ -456,6 +463,7 @@ def discrepancy_pull(operator: object, x: torch.Tensor, y: torch.Tensor, sigma: 
         moving = g >= 1
         g = g.view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
         x = torch.where(g > 0, x + g * step, x)
+        round_ += 1
     return x
 
 
