@@ -270,8 +270,8 @@ def eager_pigdm(den, ctx, x_T, steps, gen, eta=1.0):
     return x
 
 
-def eager_diffpir(den, ctx, x_T, steps, gen, lam=1.75, zeta=0.3):
-    """DiffPIR's loop (its repo's ``main_ddpir_*``): x̂0, the FFT proximal step, re-noise with ζ."""
+def eager_diffpir(den, ctx, x_T, steps, gen, lam=1.75, zeta=1.0):
+    """DiffPIR's loop (its repo's ``main_ddpir_*``): x̂0, the FFT proximal step, re-noise with ζ (diffsolve's 1)."""
     prox = ctx["prox"]
     x = x_T
     with torch.no_grad():

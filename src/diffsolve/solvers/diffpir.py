@@ -9,7 +9,7 @@ Per step t → s, with x_t (B, C, H, W), y (B, ...), ε̂ = ε_θ(x_t, t), x̂0 
        x̂0 + V diag(s/(ρ_t + s²)) Uᵀ(y − A x̂0), ``_inverse.spectral_step``; otherwise :data:`CG_ITERS` iterations
        of plain CG started at x̂0, the prox centre: the early steps' ρ_t is tiny against ‖AᵀA‖, where a circulant
        preconditioner's (ρ_t + |Ā|²)⁻¹ blows the boundary band's mismatch up by up to 1/ρ_t
-       and 50 iterations leave it in x̂0' — benchmarks/results/plain-cg.md).
+       and a truncated CG leaves it in x̂0' — benchmarks/results/plain-cg.md).
        σ = 0 takes the ρ → 0 limit, x̂0' = x̂0 − A⁺(A x̂0 − y) (hard data consistency; a separable A's negligible
        singular values count as zero, ``_inverse.pinv_of``).
     2. ε̂' = (x_t − √ᾱ_t x̂0')/√(1−ᾱ_t)                                   (the noise x̂0' implies)
@@ -58,8 +58,8 @@ DEFAULT_LAM = 7.0 / 4.0
 #: ζ, the share of fresh noise in the re-noising (the reference code's inpainting value, on every operator)
 DEFAULT_ZETA = 1.0
 #: plain-CG iterations of the data step where the operator has no exact solve, started at x̂0 (the prox centre,
-#: near the solution wherever ρ_t is large; measured against 200 from zero in benchmarks/results/diffpir-cg.md)
-CG_ITERS = 50
+#: near the solution wherever ρ_t is large; measured against 50 and 200 in benchmarks/results/diffpir-cg.md)
+CG_ITERS = 20
 
 
 def data_rho(lam: float, sigma: float, alpha_bar_t: float) -> float:
