@@ -2,8 +2,8 @@
 
     python benchmarks/bench_plain_cg.py [--images camera grass hopper raccoon]
 
-DiffPIR's proximal step (ρ_t I + AᵀA) x̂0' = Aᵀy + ρ_t x̂0 (50 CG iterations from x̂0) and ΠGDM's guidance solve
-(σ² I + r_t² AᵀA) u = Aᵀr (20 from 0) on reflect-boundary blurs, which have no exact solve: CG with the operator's
+DiffPIR's proximal step (ρ_t I + AᵀA) x̂0' = Aᵀy + ρ_t x̂0 (``diffpir.CG_ITERS`` iterations from x̂0) and ΠGDM's
+guidance solve (σ² I + r_t² AᵀA) u = Aᵀr (``pigdm.CG_ITERS`` from 0) on reflect-boundary blurs, which have no exact solve: CG with the operator's
 circulant preconditioner M = shift·I + scale·ĀᵀĀ (before) against plain CG (now). Operators: the ``motion_blur``
 task (61×61, reflect) at 64² (N = 20, 50, 100) and 128² (N = 20, 50); at 64² and N = 50 also kernels whose gain is
 not 1 — a 9×9 Gaussian (std 1.6) × 4 and × 1/4 and the task's motion kernel × 4. The held-out photos, σ = 0.05, the
@@ -14,6 +14,7 @@ Writes ``results/plain-cg.{md,json}``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,9 @@ from bench_methods import SIGMA, machine, measure  # noqa: E402
 
 import diffsolve  # noqa: E402
 from diffsolve.solvers import _inverse  # noqa: E402
+
+_diffpir = importlib.import_module("diffsolve.solvers.diffpir")  # the modules (the package's names are functions)
+_pigdm = importlib.import_module("diffsolve.solvers.pigdm")
 
 METHODS = ("diffpir", "pigdm")
 VARIANTS = {"preconditioned": True, "plain": False}
@@ -88,7 +92,8 @@ def main() -> None:
     seconds = time.perf_counter() - start
     lines = ["# Truncated data-step solves: the circulant preconditioner against plain CG", "",
              f"`python benchmarks/bench_plain_cg.py --images {' '.join(args.images)}` ({machine()}, {seconds:.0f} s)."
-             f" DiffPIR (50 CG iterations a step from x̂0) and ΠGDM (20 from 0) at their other defaults, σ = {SIGMA},"
+             f" DiffPIR ({_diffpir.CG_ITERS} CG iterations a step from x̂0) and ΠGDM ({_pigdm.CG_ITERS} from 0) at their"
+             f" other defaults, σ = {SIGMA},"
              " one draw per photo, mean over the photos.", "",
              "Cell: PSNR dB / worst data consistency ‖A x̂ − y‖/(σ√m) / s per image.", "",
              "| size | operator | method | N | preconditioned | plain | Δ PSNR |", "|---|---|---|---|---|---|---|"]

@@ -152,7 +152,7 @@ def test_bad_inputs():
 
 
 def test_cg_data_step_matches_dense_and_starts_at_the_prox_centre():
-    """Without an exact solve (reflect motion blur) the data step runs CG_ITERS preconditioned CG iterations
+    """Without an exact solve (reflect motion blur) the data step runs CG_ITERS plain CG iterations
     started at x̂0: converged on this 16-pixel problem it is the dense loop; where ρ is large, one iteration
     from x̂0 is nearer the solution than one from zero."""
     from diffsolve.operators import MotionBlur

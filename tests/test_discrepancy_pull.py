@@ -100,6 +100,23 @@ def test_a_tiny_first_v_still_reaches_the_noise_in_an_svd():
     torch.testing.assert_close(_consistency(op, out, y), _ceiling(op, y), rtol=0, atol=1e-9)
 
 
+def test_the_round_count_takes_a_tensor_variance_and_is_capped():
+    """v as a per-sample tensor runs as the same float (its smallest value sets the rounds); a subnormal v neither
+    overflows the round count nor runs more than PULL_EXACT_ROUNDS rounds (v then still far below 1)."""
+    from diffsolve.solvers._inverse import PULL_EXACT_ROUNDS
+
+    op = OPS["sr"]()
+    y = measure(op, sigma=SIGMA)
+    x = torch.randn(2, *SHAPE, generator=gen(8), dtype=D)
+    as_float = discrepancy_pull(op, x, y, SIGMA, 1e-4)
+    torch.testing.assert_close(discrepancy_pull(op, x, y, SIGMA, torch.full((2, 1, 1, 1), 1e-4, dtype=D)), as_float,
+                               rtol=0, atol=0)
+    tiny = discrepancy_pull(op, x, y, SIGMA, 5e-324)
+    a, m = operator_matrix(op, SHAPE), measured_entries(op, y)
+    torch.testing.assert_close(tiny, dense_discrepancy_pull(a, x, y, SIGMA, 5e-324, m, rounds=PULL_EXACT_ROUNDS),
+                               rtol=0, atol=1e-9)
+
+
 def test_a_draw_within_the_noise_band_is_left_alone():
     """An exact posterior draw has E‖A x − y‖² = m σ²: one slightly above σ√m (inside the χ² band) is not moved."""
     op = OPS["denoise"]()

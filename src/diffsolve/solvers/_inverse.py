@@ -25,8 +25,8 @@ from ..kernels._checks import plain_number
 from ..kernels._dispatch import BackendUnavailableError
 from ._loop import check_finite_tensor
 
-__all__ = ["DISCREPANCY_SHARE", "PULL_CG_ITERS", "PULL_GROWTH", "PULL_PRECONDITION", "PULL_ROUNDS", "SIGMA_MIN",
-           "UNFIT_CONSISTENCY", "check_problem", "check_sigma", "data_part", "DataConsistencyWarning", "Diagnostics",
+__all__ = ["DISCREPANCY_SHARE", "PULL_CG_ITERS", "PULL_EXACT_ROUNDS", "PULL_GROWTH", "PULL_PRECONDITION",
+           "PULL_ROUNDS", "SIGMA_MIN", "UNFIT_CONSISTENCY", "check_problem", "check_sigma", "data_part", "DataConsistencyWarning", "Diagnostics",
            "discrepancy_floor", "discrepancy_pull", "discrepancy_weight", "final_residual", "measured_entries",
            "measurement_grad", "noise_ceiling", "residual_norm", "route", "SINGULAR_CUTOFF", "counted_singulars",
            "exact_pinv", "finish_run", "pinv_of", "range_solve", "range_svd", "solver_of", "spectral_step",
@@ -48,14 +48,17 @@ DISCREPANCY_SHARE = 0.5
 #: Krylov space of a small problem, where its iterate turns on rounding: a sample's result would then depend on
 #: its batch)
 PULL_CG_ITERS = 10
-#: rounds of :func:`discrepancy_pull` at most, and the factor on v from one to the next: a result still above the
-#: noise ceiling at x* restarts from x* trusting y ten times more, up to 100 × the first v (σ²/v then resolves
-#: singular values 10× smaller than the first round does). Three rounds fit every unnormalised kernel of
+#: rounds of :func:`discrepancy_pull` where CG takes the step (in A's SVD at least this many and until v ≥ 1, at
+#: most :data:`PULL_EXACT_ROUNDS`), and the factor on v from one to the next: a result still above the noise ceiling
+#: at x* restarts from x* trusting y ten times more, with CG up to 100 × the first v (σ²/v then resolves singular
+#: values 10× smaller than the first round does). Three rounds fit every unnormalised kernel of
 #: benchmarks/results/pull-rounds.md as six do; past them the CG rounds' 10 iterations each exhaust the Krylov space
 #: of small problems (8×8), where the iterate turns on rounding and a sample would depend on its batch. A factor of
 #: 100 fits y as well in fewer rounds but along a less damped direction (lower PSNR there).
 PULL_ROUNDS = 3
 PULL_GROWTH = 10.0
+#: the most rounds in A's SVD (v up to 1e15 × the first): exact steps, so more rounds cost a solve each, nothing else
+PULL_EXACT_ROUNDS = 16
 #: whether :func:`discrepancy_pull`'s CG uses the operator's preconditioner (the blurs' circulant one) where A has no
 #: exact solve. Its truncated iterate only sets the direction of an exact line search, so, unlike ΠGDM's and
 #: DiffPIR's truncated data steps (plain CG), it keeps it: better where the rounds act, level on the task's motion
@@ -429,8 +432,9 @@ def discrepancy_pull(operator: object, x: torch.Tensor, y: torch.Tensor, sigma: 
     W = v AAᵀ(σ² I + v AAᵀ)⁻¹, 0 ⪯ W ≺ I). The direction damps what y measures poorly (small singular values), so
     noise is not amplified. Where even x* stays above the ceiling (x trusted more than y: a small v against A's weak
     directions, e.g. an unnormalised kernel), the next round starts from x* with v × :data:`PULL_GROWTH`, at most
-    :data:`PULL_ROUNDS` rounds where CG takes the step, in A's SVD until v reaches 1 (a unit prior's variance: a
-    last model call near t = 0, DAPS's at few levels, gives a v far below the result's error): non-stationary
+    :data:`PULL_ROUNDS` rounds where CG takes the step; in A's SVD at least as many and until v ≥ 1 (a unit prior's
+    variance: a last model call near t = 0, DAPS's at few levels, gives a v far below the result's error; at most
+    :data:`PULL_EXACT_ROUNDS`): non-stationary
     iterated Tikhonov stopped by the discrepancy principle (Hanke and Groetsch 1998, with geometric parameters σ²/v).
     A sample that fits stops moving (g = 0), as does one whose step would not lower its residual or is not finite
     (σ²/v below the dtype's resolution). Each round is one solve and two products with A, run only where some sample
@@ -441,9 +445,10 @@ def discrepancy_pull(operator: object, x: torch.Tensor, y: torch.Tensor, sigma: 
     solve = solver_of(operator, PULL_CG_ITERS, precondition=PULL_PRECONDITION)
     svd: Any = False  # A's range SVD, looked up where a round first runs (None: A has none, then solve)
     moving = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)  # at x* after every round so far
-    # in A's SVD (exact: no Krylov space to exhaust) the rounds go on until v reaches 1, a unit prior's variance
-    exact_rounds = max(PULL_ROUNDS, 1 + math.ceil(math.log(1 / variance, PULL_GROWTH) - 1e-9)) if 0 < variance < 1 \
-        else PULL_ROUNDS
+    # in A's SVD (exact: no Krylov space to exhaust) the rounds go on until v ≥ 1, a unit prior's variance
+    least = float(variance.min()) if torch.is_tensor(variance) else float(variance)  # after the loop: one read
+    exact_rounds = PULL_ROUNDS if not 0 < least < 1 else min(
+        PULL_EXACT_ROUNDS, max(PULL_ROUNDS, 1 + math.ceil(-math.log(least) / math.log(PULL_GROWTH) - 1e-9)))
     round_ = 0
     while round_ < (PULL_ROUNDS if svd is None else exact_rounds):  # svd is None: CG, PULL_ROUNDS
         r0 = data_part(operator, y - operator.A(x))

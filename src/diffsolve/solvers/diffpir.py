@@ -25,8 +25,8 @@ how pixel values are scaled. ζ = 1 (:data:`DEFAULT_ZETA`, fresh noise only: the
 on every operator, where its deblurring and SR scripts use 0.1–0.3. With ζ < 1 the re-noising keeps 1 − ζ of ε̂',
 which carries the data step's amplified noise (up to σ̄_t/(2√λ) per direction of A's spectrum where ρ_t ≈ s²) into
 x_s as if it were the diffusion's; with few steps σ̄_s ≪ σ̄_t and the next x̂0 keeps it as detail. ζ = 1 is
-better on the photos at every step count measured (most at few steps) and nearer the exact priors' posterior mean,
-with draws tighter than the posterior's; ζ = 0.3 over-disperses a mask's draws: benchmarks/results/diffpir-zeta.md.
+better on the photos' blurs and SR at every step count measured and nearer the exact priors' posterior mean, with
+draws tighter than the posterior's; ζ = 0.3 over-disperses a mask's draws: benchmarks/results/diffpir-zeta.md.
 Differences from the reference code: the shared timestep spacing (``trailing``) instead of its quadratic
 one, and the data step also at the last step (where x_s = x̂0', ᾱ_s = 1: the result), as the paper's Algorithm 1.
 
