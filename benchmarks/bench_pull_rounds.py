@@ -8,7 +8,7 @@ Operators a user may bring whose gain is not 1: an unnormalised asymmetric 5×3 
 one), a 3×3 sharpening kernel (gains 1…9), and a 9×9 Gaussian blur (std 1.6) times 4 and
 times 1/4 (reflect boundaries; no exact solve, so the pull's rounds run CG). Every method that takes them, at its
 defaults, on the held-out photos, σ = 0.05, one draw each (seeds 0…B−1); the pull limited to one round
-(``_inverse.PULL_ROUNDS = 1``: the pull before the rounds) against the default; with ``--compare precondition``
+(``_inverse.PULL_MAX_ROUNDS = 1``: the pull before the rounds) against the default; with ``--compare precondition``
 the pull's 10-iteration CG with the blurs' circulant preconditioner (``_inverse.PULL_PRECONDITION = True``, the
 default) against plain CG, on the same operators and the task's reflect motion blur. PSNR, data consistency
 ‖A x̂ − y‖/(σ√m) (worst of the photos) and seconds per image. Tikhonov (oracle λ) for scale.
@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--compare", choices=("rounds", "precondition"), default="rounds")
     args = parser.parse_args()
     # column label → (the _inverse constant it sets, its value)
-    variants = ({"one round": ("PULL_ROUNDS", 1), "rounds": ("PULL_ROUNDS", _inverse.PULL_ROUNDS)}
+    variants = ({"one round": ("PULL_MAX_ROUNDS", 1), "rounds": ("PULL_MAX_ROUNDS", _inverse.PULL_MAX_ROUNDS)}
                 if args.compare == "rounds" else
                 {"preconditioned": ("PULL_PRECONDITION", True), "plain": ("PULL_PRECONDITION", False)})
     from diffsolve.data import photo
@@ -90,8 +90,9 @@ def main() -> None:
             print(row, flush=True)
     seconds = time.perf_counter() - start
     first, second = variants
-    title, compared = (("one round against iterated rounds", f"the pull limited to one round (before) against up "
-                        f"to {_inverse.PULL_ROUNDS} rounds, v × {_inverse.PULL_GROWTH:g} each (now)")
+    title, compared = (("one round against iterated rounds", f"the pull limited to one round (before) against up to "
+                        f"{_inverse.PULL_ROUNDS} rounds or until v ≥ 1 (at most {_inverse.PULL_MAX_ROUNDS}), "
+                        f"v × {_inverse.PULL_GROWTH:g} each (now)")
                        if args.compare == "rounds" else
                        ("its CG preconditioned or plain", f"the pull's {_inverse.PULL_CG_ITERS}-iteration CG with the "
                         "operator's circulant preconditioner (the default) against plain CG; every round's solve"))

@@ -62,9 +62,9 @@ def test_pull_continues_past_the_posterior_mean():
 
 
 def test_pull_rounds_are_bounded():
-    """σ ten times below y's real noise and a tiny first v: no round reaches the ceiling. In A's SVD (this separable
-    blur) the rounds go on until v reaches 1, 1 + ⌈log₁₀(1/v)⌉ of them (the dense reference's), and stop there,
-    nearer y than before but above the band (the method then warns)."""
+    """σ ten times below y's real noise and a tiny first v: no round reaches the ceiling. The rounds go on until v
+    reaches 1, 1 + ⌈log₁₀(1/v)⌉ of them (the dense reference's), and stop there, nearer y than before but above the
+    band (the method then warns)."""
     import math
 
     from diffsolve.solvers._inverse import PULL_ROUNDS
@@ -100,10 +100,29 @@ def test_a_tiny_first_v_still_reaches_the_noise_in_an_svd():
     torch.testing.assert_close(_consistency(op, out, y), _ceiling(op, y), rtol=0, atol=1e-9)
 
 
+def test_a_tiny_first_v_still_reaches_the_noise_with_cg(monkeypatch):
+    """The same where CG takes each round's step (a reflect motion blur, no SVD): three rounds leave every sample
+    above the band, the rounds up to v = 1 end each at its edge."""
+    from diffsolve.operators import MotionBlur
+    from diffsolve.solvers import _inverse
+
+    op = MotionBlur(3, 0.5, seed=0)
+    assert _inverse.range_svd(op, SHAPE[-2:], "test") is None
+    y = measure(op, sigma=SIGMA)
+    x = 3 * torch.randn(2, *SHAPE, generator=gen(8), dtype=D)
+    out = discrepancy_pull(op, x, y, SIGMA, 1e-4)
+    torch.testing.assert_close(_consistency(op, out, y), _ceiling(op, y), rtol=0, atol=1e-9)
+    monkeypatch.setattr(_inverse, "PULL_MAX_ROUNDS", _inverse.PULL_ROUNDS)
+    three = discrepancy_pull(op, x, y, SIGMA, 1e-4)
+    assert bool((_consistency(op, three, y) > 1.5 * _ceiling(op, y)).all())
+
+
 def test_the_round_count_takes_a_tensor_variance_and_is_capped():
     """v as a per-sample tensor runs as the same float (its smallest value sets the rounds); a subnormal v neither
-    overflows the round count nor runs more than PULL_EXACT_ROUNDS rounds (v then still far below 1)."""
-    from diffsolve.solvers._inverse import PULL_EXACT_ROUNDS
+    overflows the round count nor runs more than PULL_MAX_ROUNDS rounds (v then still far below 1)."""
+    from diffsolve.solvers._inverse import PULL_MAX_ROUNDS, pull_rounds
+
+    assert pull_rounds(1e-4) == 5 and pull_rounds(0.5) == pull_rounds(2.0) == 3 and pull_rounds(float("nan")) == 3
 
     op = OPS["sr"]()
     y = measure(op, sigma=SIGMA)
@@ -113,7 +132,7 @@ def test_the_round_count_takes_a_tensor_variance_and_is_capped():
                                rtol=0, atol=0)
     tiny = discrepancy_pull(op, x, y, SIGMA, 5e-324)
     a, m = operator_matrix(op, SHAPE), measured_entries(op, y)
-    torch.testing.assert_close(tiny, dense_discrepancy_pull(a, x, y, SIGMA, 5e-324, m, rounds=PULL_EXACT_ROUNDS),
+    torch.testing.assert_close(tiny, dense_discrepancy_pull(a, x, y, SIGMA, 5e-324, m, rounds=PULL_MAX_ROUNDS),
                                rtol=0, atol=1e-9)
 
 
@@ -205,8 +224,8 @@ def test_rounds_bring_an_unnormalised_kernel_to_the_noise(monkeypatch):
         return solve("daps", prior(), op, y, sigma=SIGMA, steps=6, generator=gen(3))
 
     with pytest.warns(_inverse.DataConsistencyWarning):
-        monkeypatch.setattr(_inverse, "PULL_ROUNDS", 1)
+        monkeypatch.setattr(_inverse, "PULL_MAX_ROUNDS", 1)
         one = run()
     assert bool((_consistency(op, one, y) > 1.5 * _ceiling(op, y)).all())
-    monkeypatch.setattr(_inverse, "PULL_ROUNDS", 3)
+    monkeypatch.undo()
     torch.testing.assert_close(_consistency(op, run(), y), _ceiling(op, y), rtol=0, atol=1e-9)

@@ -25,10 +25,11 @@ from ..kernels._checks import plain_number
 from ..kernels._dispatch import BackendUnavailableError
 from ._loop import check_finite_tensor
 
-__all__ = ["DISCREPANCY_SHARE", "PULL_CG_ITERS", "PULL_EXACT_ROUNDS", "PULL_GROWTH", "PULL_PRECONDITION",
-           "PULL_ROUNDS", "SIGMA_MIN", "UNFIT_CONSISTENCY", "check_problem", "check_sigma", "data_part", "DataConsistencyWarning", "Diagnostics",
-           "discrepancy_floor", "discrepancy_pull", "discrepancy_weight", "final_residual", "measured_entries",
-           "measurement_grad", "noise_ceiling", "residual_norm", "route", "SINGULAR_CUTOFF", "counted_singulars",
+__all__ = ["DISCREPANCY_SHARE", "PULL_CG_ITERS", "PULL_GROWTH", "PULL_MAX_ROUNDS", "PULL_PRECONDITION",
+           "PULL_ROUNDS", "SIGMA_MIN", "UNFIT_CONSISTENCY", "check_problem", "check_sigma", "data_part",
+           "DataConsistencyWarning", "Diagnostics", "discrepancy_floor", "discrepancy_pull", "discrepancy_weight",
+           "final_residual", "measured_entries", "measurement_grad", "noise_ceiling", "pull_rounds", "residual_norm",
+           "route", "SINGULAR_CUTOFF", "counted_singulars",
            "exact_pinv", "finish_run", "pinv_of", "range_solve", "range_svd", "solver_of", "spectral_step",
            "warn_if_unfit"]
 
@@ -48,17 +49,18 @@ DISCREPANCY_SHARE = 0.5
 #: Krylov space of a small problem, where its iterate turns on rounding: a sample's result would then depend on
 #: its batch)
 PULL_CG_ITERS = 10
-#: rounds of :func:`discrepancy_pull` where CG takes the step (in A's SVD at least this many and until v ≥ 1, at
-#: most :data:`PULL_EXACT_ROUNDS`), and the factor on v from one to the next: a result still above the noise ceiling
-#: at x* restarts from x* trusting y ten times more, with CG up to 100 × the first v (σ²/v then resolves singular
-#: values 10× smaller than the first round does). Three rounds fit every unnormalised kernel of
-#: benchmarks/results/pull-rounds.md as six do; past them the CG rounds' 10 iterations each exhaust the Krylov space
-#: of small problems (8×8), where the iterate turns on rounding and a sample would depend on its batch. A factor of
+#: rounds of :func:`discrepancy_pull`: up to :data:`PULL_ROUNDS` or until v reaches 1 (a unit prior's variance),
+#: whichever is later, at most :data:`PULL_MAX_ROUNDS`; and the factor on v from one round to the next. A result
+#: still above the noise ceiling at x* restarts from x* trusting y ten times more (σ²/v then resolves singular values
+#: 10× smaller).
+#: Three rounds fit every unnormalised kernel of benchmarks/results/pull-rounds.md as six do; a last model call near
+#: t = 0 (DAPS at two or three levels) hands the pull a v far below the result's error, and only the rounds up to
+#: v = 1 bring it to y. Later rounds solve ever worse conditioned systems: on tiny single-channel images float32 CG
+#: rounding then leaves a sample's result depending on its batch a little more than three rounds do. A factor of
 #: 100 fits y as well in fewer rounds but along a less damped direction (lower PSNR there).
 PULL_ROUNDS = 3
+PULL_MAX_ROUNDS = 16
 PULL_GROWTH = 10.0
-#: the most rounds in A's SVD (v up to 1e15 × the first): exact steps, so more rounds cost a solve each, nothing else
-PULL_EXACT_ROUNDS = 16
 #: whether :func:`discrepancy_pull`'s CG uses the operator's preconditioner (the blurs' circulant one) where A has no
 #: exact solve. Its truncated iterate only sets the direction of an exact line search, so, unlike ΠGDM's and
 #: DiffPIR's truncated data steps (plain CG), it keeps it: better where the rounds act, level on the task's motion
@@ -409,6 +411,16 @@ def noise_ceiling(operator: object, y: torch.Tensor, sigma: float) -> torch.Tens
 
 
 @torch.no_grad()
+def pull_rounds(variance: float | torch.Tensor) -> int:
+    """How many rounds :func:`discrepancy_pull` may take from v = ``variance`` (its smallest value, read once, for a
+    tensor): :data:`PULL_ROUNDS`, or more until v × PULL_GROWTH^k reaches 1, at most :data:`PULL_MAX_ROUNDS`."""
+    least = float(variance.min()) if torch.is_tensor(variance) else float(variance)
+    if not 0 < least < 1:  # v ≥ 1 (or not a positive number): the fixed count
+        return min(PULL_ROUNDS, PULL_MAX_ROUNDS)
+    to_one = 1 + math.ceil(-math.log(least) / math.log(PULL_GROWTH) - 1e-9)
+    return min(PULL_MAX_ROUNDS, max(PULL_ROUNDS, to_one))
+
+
 def discrepancy_pull(operator: object, x: torch.Tensor, y: torch.Tensor, sigma: float, variance: float
                      ) -> torch.Tensor:
     """x (B, C, H, W) moved, per sample, towards y just far enough that its residual is one the noise explains,
@@ -431,11 +443,11 @@ def discrepancy_pull(operator: object, x: torch.Tensor, y: torch.Tensor, sigma: 
     (:func:`discrepancy_weight`; it falls monotonically in g, as A(x* − x) = W r with
     W = v AAᵀ(σ² I + v AAᵀ)⁻¹, 0 ⪯ W ≺ I). The direction damps what y measures poorly (small singular values), so
     noise is not amplified. Where even x* stays above the ceiling (x trusted more than y: a small v against A's weak
-    directions, e.g. an unnormalised kernel), the next round starts from x* with v × :data:`PULL_GROWTH`, at most
-    :data:`PULL_ROUNDS` rounds where CG takes the step; in A's SVD at least as many and until v ≥ 1 (a unit prior's
-    variance: a last model call near t = 0, DAPS's at few levels, gives a v far below the result's error; at most
-    :data:`PULL_EXACT_ROUNDS`): non-stationary
-    iterated Tikhonov stopped by the discrepancy principle (Hanke and Groetsch 1998, with geometric parameters σ²/v).
+    directions, e.g. an unnormalised kernel), the next round starts from x* with v × :data:`PULL_GROWTH`, for up
+    to :data:`PULL_ROUNDS` rounds or until v ≥ 1, whichever is later, at most :data:`PULL_MAX_ROUNDS`
+    (:func:`pull_rounds`), i.e.
+    non-stationary iterated Tikhonov stopped by the discrepancy principle (Hanke and Groetsch 1998, with geometric
+    parameters σ²/v).
     A sample that fits stops moving (g = 0), as does one whose step would not lower its residual or is not finite
     (σ²/v below the dtype's resolution). Each round is one solve and two products with A, run only where some sample
     of the batch is above the ceiling: one host read per round after the sampling loop (none inside it) decides
@@ -445,12 +457,7 @@ def discrepancy_pull(operator: object, x: torch.Tensor, y: torch.Tensor, sigma: 
     solve = solver_of(operator, PULL_CG_ITERS, precondition=PULL_PRECONDITION)
     svd: Any = False  # A's range SVD, looked up where a round first runs (None: A has none, then solve)
     moving = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)  # at x* after every round so far
-    # in A's SVD (exact: no Krylov space to exhaust) the rounds go on until v ≥ 1, a unit prior's variance
-    least = float(variance.min()) if torch.is_tensor(variance) else float(variance)  # after the loop: one read
-    exact_rounds = PULL_ROUNDS if not 0 < least < 1 else min(
-        PULL_EXACT_ROUNDS, max(PULL_ROUNDS, 1 + math.ceil(-math.log(least) / math.log(PULL_GROWTH) - 1e-9)))
-    round_ = 0
-    while round_ < (PULL_ROUNDS if svd is None else exact_rounds):  # svd is None: CG, PULL_ROUNDS
+    for round_ in range(pull_rounds(variance)):
         r0 = data_part(operator, y - operator.A(x))
         moving = moving & (r0.flatten(1).pow(2).sum(1) > ceiling)
         if not bool(moving.any()):
@@ -468,7 +475,6 @@ def discrepancy_pull(operator: object, x: torch.Tensor, y: torch.Tensor, sigma: 
         moving = g >= 1
         g = g.view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
         x = torch.where(g > 0, x + g * step, x)
-        round_ += 1
     return x
 
 
