@@ -275,3 +275,27 @@ def test_default_eta_is_one_given_sigma_and_the_reference_half_without():
         got = mpgd(prior, op, y, steps=4, sigma=sigma, generator=gen(0))
         assert torch.equal(got, mpgd(prior, op, y, steps=4, sigma=sigma, eta=eta, generator=gen(0)))
         assert not torch.equal(got, mpgd(prior, op, y, steps=4, sigma=sigma, eta=1.5 - eta, generator=gen(0)))
+
+
+def test_a_smaller_noise_level_does_not_weaken_the_steps():
+    """ρ ∝ σ alone made MPGD's steps vanish as σ → 0: at σ = 1e-3 its own steps (``discrepancy=False``) ended
+    further from the exact posterior mean (a 16×16 Gaussian prior, random inpainting) than at σ = 1e-2, which was
+    already further than at 0.05. With ρ's noise scale at least RHO_SIGMA_FLOOR of y's RMS, σ = 1e-3 ends as near
+    as 1e-2 does."""
+    n = 16
+    idx = torch.arange(n * n)
+    d2 = ((idx // n)[:, None] - (idx // n)[None]) ** 2 + ((idx % n)[:, None] - (idx % n)[None]) ** 2
+    cov = 0.3 * torch.exp(-d2.double() / 8.0) + 1e-3 * torch.eye(n * n, dtype=D)
+    pr = GaussianPrior(0.1 * torch.randn(1, n, n, generator=gen(0), dtype=D), cov)
+    op = Inpainting.random((n, n), 0.7, seed=0)
+    x = pr.sample(4, generator=gen(1))
+
+    def gap(sigma):
+        y = op.A(x) + sigma * torch.randn(op.A(x).shape, generator=gen(2), dtype=D)
+        mu = torch.stack([pr.posterior(op, y[i:i + 1], sigma=sigma).mean.reshape(1, n, n) for i in range(4)])
+        with pytest.warns(Warning):  # the result does not fit y within σ = 1e-3 or 1e-2: it says so
+            out = mpgd(pr, op, y, steps=30, sigma=sigma, discrepancy=False, generator=gen(3))
+        return float(((out - mu).flatten(1).norm(dim=1) / (pr.mean - mu).flatten(1).norm(dim=1)).mean())
+
+    tiny, small = gap(1e-3), gap(1e-2)
+    assert tiny < 0.9 and tiny < 1.1 * small, (tiny, small)

@@ -19,10 +19,14 @@ trajectory), plain steps elsewhere:
 ``scale`` defaults to the reference code's factors (0.0075 for AE, 0.01 for Z). Every norm and
 step is per sample. The update runs in the fused ``mpgd_step`` kernel.
 
-Default ρ, given the measurement noise σ (``sigma``; the command line passes it): ρ = 4·(30/N)^(3/4)·σ√m/L
-with m the measured entries per sample and L ≥ ‖AᵀA‖ — scale-free in the image size (√m), the operator's
-scale (L) and the step count (N^(−3/4), as DPS's step: with 1/N the motion blur's fit fell behind as N grew,
-benchmarks/results/mpgd-eta.md) — and each step on x̂0 capped by the discrepancy principle:
+Default ρ, given the measurement noise σ (``sigma``; the command line passes it): ρ = 4·(30/N)^(3/4)·σ̃√m/L
+with m the measured entries per sample, L ≥ ‖AᵀA‖ and σ̃ = max(σ, :data:`RHO_SIGMA_FLOOR`·RMS(y)) (y's RMS over
+its measured entries, per sample) — scale-free in the image size (√m), the operator's scale (L, and σ̃ with y) and
+the step count (N^(−3/4), as DPS's step: with 1/N the motion blur's fit fell behind as N grew,
+benchmarks/results/mpgd-eta.md). With σ alone the steps vanished as σ → 0 and left the fit to the closing pull
+(random inpainting and motion blur far under the other methods at σ ≤ 0.01; benchmarks/results/mpgd-small-sigma.md);
+the floor sits below the σ the defaults were tuned at for images in [−1, 1]. Each step on x̂0 is capped by the
+discrepancy principle:
 
     x̂0* = x̂0 − κ u,  u = Aᵀr/‖r‖,  κ = min(ρ/√ᾱ_s, κ_σ),  r = A x̂0 − y   (per sample)
 
@@ -60,7 +64,8 @@ from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, check_sigm
                        finish_run, measured_entries, measurement_grad, route)
 from ._loop import Sampling, check_device, check_flag, check_number, check_steps, prepare, takes_sampling
 
-__all__ = ["SPACES", "Projection", "capped_grad", "default_rho", "mpgd", "noise_rho", "operator_gain"]
+__all__ = ["RHO_SIGMA_FLOOR", "SPACES", "Projection", "capped_grad", "default_rho", "mpgd", "noise_rho",
+           "operator_gain"]
 
 SPACES = ("ae", "z")
 _PROJ_SCALE = {"ae": 0.0075, "z": 0.01}
@@ -74,12 +79,19 @@ def default_rho(steps: int, numel: int) -> float:
     return 375.0 / steps * math.sqrt(numel / (3 * 256 * 256))
 
 
-def noise_rho(steps: int, sigma: float, measured: torch.Tensor, gain: float) -> torch.Tensor:
-    """(B,) ρ = 4·(30/N)^(3/4)·σ√m/L (module docstring): m = ``measured`` (B,), L = ``gain`` ≥ ‖AᵀA‖. With
+#: ρ's noise scale σ̃ is at least this share of y's RMS over its measured entries (module docstring)
+RHO_SIGMA_FLOOR = 0.04
+
+
+def noise_rho(steps: int, sigma: float, measured: torch.Tensor, gain: float,
+              y_rms: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) ρ = 4·(30/N)^(3/4)·σ̃√m/L (module docstring): m = ``measured`` (B,), L = ``gain`` ≥ ‖AᵀA‖,
+    σ̃ = max(σ, RHO_SIGMA_FLOOR·``y_rms``) (σ where ``y_rms`` is None). With
     the discrepancy cap ρ is an upper bound on the step; the factor 4 (rather than 1) let Gaussian blur reach the
     noise level at 30 steps and changed nothing where the cap binds (benchmarks/results/quality_sizes.md); the
     power 3/4 (rather than 1) keeps the blurs' fit as N grows (benchmarks/results/mpgd-eta.md)."""
-    return 4.0 * (30.0 / steps) ** 0.75 * sigma * measured.sqrt() / gain
+    scale = sigma if y_rms is None else torch.clamp(RHO_SIGMA_FLOOR * y_rms, min=sigma)
+    return 4.0 * (30.0 / steps) ** 0.75 * scale * measured.sqrt() / gain
 
 
 def operator_gain(operator: Any, x: torch.Tensor, iters: int = 30) -> float:
@@ -269,7 +281,8 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
     target = loss if loss is not None else measurement_loss(operator, y)
     if sigma is not None:  # per-sample ρ from the noise level and the discrepancy floor σ√(κ_d m) (module docstring)
         measured = measured_entries(operator, y).to(device=y.device, dtype=y.dtype)
-        rho_b = noise_rho(sampling.steps, sigma, measured, operator_gain(operator, y.new_zeros(shape)))
+        y_rms = data_part(operator, y).flatten(1).norm(dim=1) / measured.sqrt()
+        rho_b = noise_rho(sampling.steps, sigma, measured, operator_gain(operator, y.new_zeros(shape)), y_rms)
         rho_b = rho_b if rho_given is None else torch.full_like(rho_b, rho_given)
         floor = sigma * (DISCREPANCY_SHARE * measured).sqrt()
     info = Diagnostics(sampling.return_info)
