@@ -180,9 +180,10 @@ def test_a_batch_within_the_noise_runs_no_solve(monkeypatch):
     torch.testing.assert_close(_consistency(op, out, y)[1:], _ceiling(op, y)[1:], rtol=0, atol=1e-9)
 
 
-#: per method, options that leave two steps short of y (prior-heavy DiffPIR and RED-diff)
+#: per method, options that leave two steps short of y (prior-heavy DiffPIR and RED-diff; MPGD with a fixed small ρ:
+#: its default ρ scales with y's RMS, which is up to 1.8 here, beyond an image's [-1, 1])
 UNDER_FIT = {"cdps": {}, "daps": {}, "ddnm": {}, "ddrm": {}, "diffpir": {"lam": 1e4}, "dps": {}, "mmps": {},
-             "mpgd": {}, "pigdm": {}, "reddiff": {"lam": 1e2}}
+             "mpgd": {"rho": 1.0}, "pigdm": {}, "reddiff": {"lam": 1e2}}
 RUNS = {name: (lambda op, y, name=name, **k: solve(name, prior(), op, y, sigma=SIGMA, **UNDER_FIT[name], **k))
         for name in UNDER_FIT}
 
