@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_dps import write_results  # noqa: E402
-from bench_methods import SIGMA, machine, measure, task_operator  # noqa: E402
+from bench_methods import SIGMA, machine, measure, meets_bar, task_operator  # noqa: E402
 
 from diffsolve.methods import METHODS, restore  # noqa: E402
 
@@ -77,9 +77,8 @@ def markdown(rows: list[dict], args, seconds: float) -> str:
             out = []
             for n in args.steps:
                 r = got[n]
-                ok = r["psnr"] >= tik["psnr"] - 0.5 and 0.5 <= r["dc_max"] <= 1.5
                 text = f"{r['psnr']:.2f} / {r['dc_max']:.2f}" + (" †" if r["warned"] else "")
-                out.append(f"**{text}**" if ok else text)
+                out.append(f"**{text}**" if meets_bar(r["psnr"], tik["psnr"], r["dc_max"]) else text)
             lines.append(f"| {name} | " + " | ".join(out) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_dps import write_results  # noqa: E402
-from bench_methods import machine  # noqa: E402
+from bench_methods import machine, meets_bar  # noqa: E402
 
 from diffsolve.methods import METHODS, restore  # noqa: E402
 
@@ -76,8 +76,7 @@ def markdown(rows: list[dict], args, seconds: float) -> str:
                     out.append("—")
                     continue
                 text = f"{r['psnr']:.1f} / {r['dc_max']:.2f}"
-                ok = name != "tikhonov" and r["psnr"] >= tik - 0.5 and 0.5 <= r["dc_max"] <= 1.5
-                out.append(f"**{text}**" if ok else text)
+                out.append(f"**{text}**" if name != "tikhonov" and meets_bar(r["psnr"], tik, r["dc_max"]) else text)
             lines.append(f"| {sigma:g} | {task} | " + " | ".join(out) + " |")
     return "\n".join(lines) + "\n"
 
