@@ -230,3 +230,13 @@ def test_rounds_bring_an_unnormalised_kernel_to_the_noise(monkeypatch):
     assert bool((_consistency(op, one, y) > 1.5 * _ceiling(op, y)).all())
     monkeypatch.undo()
     torch.testing.assert_close(_consistency(op, run(), y), _ceiling(op, y), rtol=0, atol=1e-9)
+
+
+def test_the_pull_builds_no_graph():
+    """It runs after the sampling loop under no_grad: a result that carries a graph (DPS's x, a user's
+    requires_grad x_T) does not grow one through the rounds' solves."""
+    op = OPS["blur"]()
+    y = measure(op, sigma=SIGMA)
+    x = torch.randn(2, *SHAPE, generator=gen(6), dtype=D, requires_grad=True)
+    out = discrepancy_pull(op, 2 * x, y, SIGMA, 0.03)
+    assert out.grad_fn is None and not out.requires_grad

@@ -29,9 +29,8 @@ __all__ = ["DISCREPANCY_SHARE", "PULL_CG_ITERS", "PULL_GROWTH", "PULL_MAX_ROUNDS
            "PULL_ROUNDS", "SIGMA_MIN", "UNFIT_CONSISTENCY", "check_problem", "check_sigma", "data_part",
            "DataConsistencyWarning", "Diagnostics", "discrepancy_floor", "discrepancy_pull", "discrepancy_weight",
            "final_residual", "measured_entries", "measurement_grad", "noise_ceiling", "pull_rounds", "residual_norm",
-           "route", "SINGULAR_CUTOFF", "counted_singulars",
-           "exact_pinv", "finish_run", "pinv_of", "range_solve", "range_svd", "solver_of", "spectral_step",
-           "warn_if_unfit"]
+           "route", "SINGULAR_CUTOFF", "counted_singulars", "exact_pinv", "finish_run", "pinv_of", "range_solve",
+           "range_svd", "solver_of", "spectral_step", "warn_if_unfit"]
 
 #: DDRM's reference code (``functions/svd_replacement.py``, ``ZERO = 3e-2``; DDNM's and ΠGDM's code share it): a
 #: separable A's per-axis singular values below this share of their axis's largest count as zero, in DDRM's spectral
@@ -50,14 +49,13 @@ DISCREPANCY_SHARE = 0.5
 #: its batch)
 PULL_CG_ITERS = 10
 #: rounds of :func:`discrepancy_pull`: up to :data:`PULL_ROUNDS` or until v reaches 1 (a unit prior's variance),
-#: whichever is later, at most :data:`PULL_MAX_ROUNDS`; and the factor on v from one round to the next. A result
-#: still above the noise ceiling at x* restarts from x* trusting y ten times more (σ²/v then resolves singular values
-#: 10× smaller).
-#: Three rounds fit every unnormalised kernel of benchmarks/results/pull-rounds.md as six do; a last model call near
-#: t = 0 (DAPS at two or three levels) hands the pull a v far below the result's error, and only the rounds up to
-#: v = 1 bring it to y. Later rounds solve ever worse conditioned systems: on tiny single-channel images float32 CG
-#: rounding then leaves a sample's result depending on its batch a little more than three rounds do. A factor of
-#: 100 fits y as well in fewer rounds but along a less damped direction (lower PSNR there).
+#: whichever is later, at most :data:`PULL_MAX_ROUNDS`; and the factor on v from one round to the next. A result still
+#: above the noise ceiling at x* restarts from x* trusting y ten times more (σ²/v then resolves singular values 10×
+#: smaller). Three rounds fit every unnormalised kernel of benchmarks/results/pull-rounds.md as six do; a last model
+#: call near t = 0 (DAPS at two or three levels) hands the pull a v far below the result's error, and only the rounds up
+#: to v = 1 bring it to y. Later rounds solve ever worse conditioned systems: on tiny single-channel images float32 CG
+#: rounding then leaves a sample's result depending on its batch a little more than three rounds do. A factor of 100
+#: fits y as well in fewer rounds but along a less damped direction (lower PSNR there).
 PULL_ROUNDS = 3
 PULL_MAX_ROUNDS = 16
 PULL_GROWTH = 10.0
@@ -410,7 +408,6 @@ def noise_ceiling(operator: object, y: torch.Tensor, sigma: float) -> torch.Tens
     return (m + 3 * (2 * m).sqrt()) * sigma**2
 
 
-@torch.no_grad()
 def pull_rounds(variance: float | torch.Tensor) -> int:
     """How many rounds :func:`discrepancy_pull` may take from v = ``variance`` (its smallest value, read once, for a
     tensor): :data:`PULL_ROUNDS`, or more until v × PULL_GROWTH^k reaches 1, at most :data:`PULL_MAX_ROUNDS`."""
@@ -421,6 +418,7 @@ def pull_rounds(variance: float | torch.Tensor) -> int:
     return min(PULL_MAX_ROUNDS, max(PULL_ROUNDS, to_one))
 
 
+@torch.no_grad()
 def discrepancy_pull(operator: object, x: torch.Tensor, y: torch.Tensor, sigma: float, variance: float
                      ) -> torch.Tensor:
     """x (B, C, H, W) moved, per sample, towards y just far enough that its residual is one the noise explains,
@@ -440,18 +438,16 @@ def discrepancy_pull(operator: object, x: torch.Tensor, y: torch.Tensor, sigma: 
     (in A's SVD where it declares one, :func:`range_solve`; else ``operator.solve(Aᵀr, shift=σ², scale=v)``, exact
     where A's structure allows, or :data:`PULL_CG_ITERS` CG iterations), never past it: the result is
     x + g (x* − x) with g ∈ [0, 1] the smallest that brings the residual to the ceiling
-    (:func:`discrepancy_weight`; it falls monotonically in g, as A(x* − x) = W r with
-    W = v AAᵀ(σ² I + v AAᵀ)⁻¹, 0 ⪯ W ≺ I). The direction damps what y measures poorly (small singular values), so
-    noise is not amplified. Where even x* stays above the ceiling (x trusted more than y: a small v against A's weak
-    directions, e.g. an unnormalised kernel), the next round starts from x* with v × :data:`PULL_GROWTH`, for up
-    to :data:`PULL_ROUNDS` rounds or until v ≥ 1, whichever is later, at most :data:`PULL_MAX_ROUNDS`
-    (:func:`pull_rounds`), i.e.
-    non-stationary iterated Tikhonov stopped by the discrepancy principle (Hanke and Groetsch 1998, with geometric
-    parameters σ²/v).
-    A sample that fits stops moving (g = 0), as does one whose step would not lower its residual or is not finite
-    (σ²/v below the dtype's resolution). Each round is one solve and two products with A, run only where some sample
-    of the batch is above the ceiling: one host read per round after the sampling loop (none inside it) decides
-    that, so a batch that fits y returns x without a solve.
+    (:func:`discrepancy_weight`; it falls monotonically in g, as A(x* − x) = W r with W = v AAᵀ(σ² I + v AAᵀ)⁻¹,
+    0 ⪯ W ≺ I). The direction damps what y measures poorly (small singular values), so noise is not amplified. Where
+    even x* stays above the ceiling (x trusted more than y: a small v against A's weak directions, e.g. an unnormalised
+    kernel), the next round starts from x* with v × :data:`PULL_GROWTH`, for up to :data:`PULL_ROUNDS` rounds or until
+    v ≥ 1, whichever is later, at most :data:`PULL_MAX_ROUNDS` (:func:`pull_rounds`): non-stationary iterated Tikhonov
+    stopped by the discrepancy principle (Hanke and Groetsch 1998, with geometric parameters σ²/v). A sample that fits
+    stops moving (g = 0), as does one whose step would not lower its residual or is not finite (σ²/v below the dtype's
+    resolution). Each round is one solve and two products with A, run only where some sample of the batch is above the
+    ceiling: one host read per round after the sampling loop (none inside it) decides that, so a batch that fits y
+    returns x without a solve.
     """
     ceiling = noise_ceiling(operator, y, sigma)
     solve = solver_of(operator, PULL_CG_ITERS, precondition=PULL_PRECONDITION)
