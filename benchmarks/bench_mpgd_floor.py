@@ -34,7 +34,7 @@ def run_mpgd(model, op, y: torch.Tensor, steps: int, f: float, generators: list)
 
     mpgd_module = importlib.import_module("diffsolve.solvers.mpgd")
     capped, scale = mpgd_module.capped_grad, f / DISCREPANCY_SHARE**0.5
-    mpgd_module.capped_grad = lambda o, x0, yy, limit, floor: capped(o, x0, yy, limit, floor * scale)
+    mpgd_module.capped_grad = lambda o, x0, yy, limit, floor, *cap: capped(o, x0, yy, limit, floor * scale, *cap)
     try:
         return mpgd_module.mpgd(model, op, y, steps=steps, sigma=SIGMA, generator=generators)
     finally:

@@ -324,3 +324,24 @@ def test_chebyshev_mode_backends_and_batch_independence():
     torch.testing.assert_close(outs["cpp"], outs["torch"], rtol=1e-10, atol=1e-10)
     alone = daps(prior, MotionBlur(5, seed=0), y[1:2], generator=[torch.Generator().manual_seed(11)], **kw)
     torch.testing.assert_close(alone, outs["torch"][1:2], rtol=1e-12, atol=1e-12)
+
+
+def test_a_small_noise_level_is_not_fitted_below_its_floor():
+    """τ = σ/4 fits y's well-determined directions at about a quarter of its noise once σ is small against the image,
+    and nothing balanced it: the result stops at the floor σ√(m/2) (16×16 exact Gaussian prior, random inpainting,
+    σ = 1e-3), towards the last ODE estimate; the paper's result (``discrepancy=False``) stays below it."""
+    n, sigma = 16, 1e-3
+    idx = torch.arange(n * n)
+    d2 = ((idx // n)[:, None] - (idx // n)[None]) ** 2 + ((idx % n)[:, None] - (idx % n)[None]) ** 2
+    cov = 0.3 * torch.exp(-d2.double() / 8.0) + 1e-3 * torch.eye(n * n, dtype=D)
+    pr = GaussianPrior(0.1 * torch.randn(1, n, n, generator=torch.Generator().manual_seed(0), dtype=D), cov)
+    op = Inpainting.random((n, n), 0.5, seed=0)
+    x = pr.sample(3, generator=torch.Generator().manual_seed(1))
+    y = op.A(x) + sigma * torch.randn(op.A(x).shape, generator=torch.Generator().manual_seed(2), dtype=D)
+    runs = {}
+    for floor in (False, True):
+        _, info = daps(pr, op, y, steps=10, sigma=sigma, generator=torch.Generator().manual_seed(3),
+                       discrepancy=floor, return_info=True)
+        runs[floor] = info["data_consistency"]
+    assert bool((runs[False] < 0.5).all()), runs[False]
+    torch.testing.assert_close(runs[True], torch.full_like(runs[True], 0.5**0.5), rtol=1e-6, atol=0)

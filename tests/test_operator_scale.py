@@ -33,11 +33,12 @@ CASES = [(m, o) for m in INVERSE for o in ("separable blur", "dense blur", "mask
 
 @pytest.mark.parametrize("method, op_name", CASES)
 @pytest.mark.parametrize("k", [2.0, 0.1])
-def test_operator_scale_leaves_the_result(method, op_name, k):
+@pytest.mark.parametrize("sigma", [0.05, 0.3])  # 0.3: past RED-diff's reference level, MPGD's noise-level cap
+def test_operator_scale_leaves_the_result(method, op_name, k, sigma):
     pr, (op, op_k) = prior(), _pair(op_name, k)
     x = torch.randn(2, *SHAPE, generator=gen(1), dtype=D)
-    y = op.A(x) + 0.05 * torch.randn(op.A(x).shape, generator=gen(2), dtype=D)
+    y = op.A(x) + sigma * torch.randn(op.A(x).shape, generator=gen(2), dtype=D)
     with torch.enable_grad() if METHODS[method].backward else torch.no_grad():
-        out = diffsolve.solve(method, pr, op, y, steps=6, sigma=0.05, generator=gen(3))
-        out_k = diffsolve.solve(method, pr, op_k, k * y, steps=6, sigma=0.05 * k, generator=gen(3))
+        out = diffsolve.solve(method, pr, op, y, steps=6, sigma=sigma, generator=gen(3))
+        out_k = diffsolve.solve(method, pr, op_k, k * y, steps=6, sigma=sigma * k, generator=gen(3))
     assert float((out - out_k).norm() / out.norm()) < 1e-8

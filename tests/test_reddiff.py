@@ -3,6 +3,7 @@ per-sample loss, the weighting, bad input (every backend and batch independence:
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 from diffsolve.methods import METHODS
 from diffsolve.models import GaussianPrior
-from diffsolve.operators import Inpainting, SuperResolution
+from diffsolve.operators import Inpainting, MotionBlur, SuperResolution
 from diffsolve.solvers._loop import select_schedule
 from diffsolve.solvers.reddiff import GATE_WIDTH, gradient, initial_mean, reddiff, step_adam, step_lam, weights
 
@@ -219,3 +220,30 @@ def test_operator_gain_is_one_for_normalised_operators_and_k2_for_kA():
                                                        > 0.5)]).to(torch.float64)
     op = Inpainting(masks)
     torch.testing.assert_close(operator_gain(op, op.A(x), x), torch.tensor([1.0, 0.25], dtype=torch.float64))
+
+
+def test_a_noisier_measurement_weighs_less(monkeypatch):
+    """With the data term's weight the same at every σ, a blur at σ = 0.5 was fitted deep into its noise (a 16×16
+    exact Gaussian prior, 9-tap motion blur: far from the posterior mean). Above σ_ref the weight falls as σ_ref/σ,
+    and the result ends much nearer; at σ ≤ σ_ref nothing changes."""
+    reddiff_module = importlib.import_module("diffsolve.solvers.reddiff")
+    n = 16
+    idx = torch.arange(n * n)
+    d2 = ((idx // n)[:, None] - (idx // n)[None]) ** 2 + ((idx % n)[:, None] - (idx % n)[None]) ** 2
+    cov = 0.3 * torch.exp(-d2.double() / 8.0) + 1e-3 * torch.eye(n * n, dtype=D)
+    pr = GaussianPrior(0.1 * torch.randn(1, n, n, generator=gen(0), dtype=D), cov)
+    op = MotionBlur(9, 0.5, seed=1)
+    x = pr.sample(4, generator=gen(1))
+    noise = torch.randn(op.A(x).shape, generator=gen(2), dtype=D)
+
+    def run(sigma):
+        y = op.A(x) + sigma * noise
+        mu = torch.stack([pr.posterior(op, y[i:i + 1], sigma=sigma).mean.reshape(1, n, n) for i in range(4)])
+        out = reddiff(pr, op, y, steps=30, sigma=sigma, generator=gen(3))
+        return out, float(((out - mu).flatten(1).norm(dim=1) / (pr.mean - mu).flatten(1).norm(dim=1)).mean())
+
+    (weighted, gap), (at_ref, _) = run(0.5), run(reddiff_module.NOISE_REFERENCE)
+    monkeypatch.setattr(reddiff_module, "NOISE_REFERENCE", math.inf)
+    (_, constant_gap), (constant_at_ref, _) = run(0.5), run(0.05)
+    assert gap < 0.6 * constant_gap, (gap, constant_gap)
+    torch.testing.assert_close(at_ref, constant_at_ref, rtol=0, atol=0)

@@ -65,6 +65,12 @@ x_i = √ᾱ_i (x0 + σ_i z):
    The three give different draws from one seed.
 3. x_{i+1} = √ᾱ_{i+1} x0 + √(1−ᾱ_{i+1}) z (plain torch ops); after the last level the result is x0.
 
+**The discrepancy floor** (diffsolve's, ``discrepancy=True``): τ = σ/4 stiffens the data directions by 16, which at
+σ = 0.05 the noise budget balances; where σ is small against the image (σ = 0.001) nothing does, and the last level's
+x0 fitted y at about a quarter of its noise. The result is x̂0 + g (x0 − x̂0), x̂0 the last level's ODE estimate and
+g ∈ [0, 1] per sample the largest with ‖A(·) − y‖ ≥ σ√(m/2) (``_inverse.discrepancy_weight``: DiffPIR's and RED-diff's
+last step; exactly x0 where g = 1); then the pull of a result the noise cannot explain (``_inverse.discrepancy_pull``).
+
 Defaults: 5 ODE steps and 100 Langevin steps per level (the paper's pixel-space DAPS-1K), the step rule
 above. Use N ≥ 5 levels: at 2–3 every level's noise budget is set by a next level near σ_min, so its Langevin steps
 barely move x0 towards y and the result is close to an unconditional draw (benchmarks/results/daps-levels.md).
@@ -88,7 +94,8 @@ from ..kernels import ddim_step
 from ..models.denoiser import as_denoiser
 from ..operators.svd import SVD, operator_svd
 from ._chebyshev import chebyshev_apply, chebyshev_series
-from ._inverse import Diagnostics, check_problem, check_sigma, discrepancy_pull, finish_run, residual_norm, route
+from ._inverse import (Diagnostics, check_problem, check_sigma, data_part, discrepancy_floor, discrepancy_pull,
+                       discrepancy_weight, finish_run, residual_norm, route)
 from ._loop import Sampling, _draw, check_flag, check_int, check_number, check_steps, prepare, takes_sampling
 from .mpgd import operator_gain
 
@@ -274,8 +281,8 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             K steps in one draw through A's SVD; ValueError without one), ``"chebyshev"`` (the same draw by
             Chebyshev series in AᵀA, any operator; the K steps where the series would be longer) or ``"loop"``
             (K explicit steps).
-        discrepancy: end with a residual y's noise explains (``_inverse.discrepancy_pull``); False: the
-            paper's result.
+        discrepancy: end with a residual y's noise explains, neither below σ√(m/2) nor beyond the noise (module
+            docstring); False: the paper's result.
     Returns:
         x (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) ‖y − A x̂0‖ of each level's ODE
         estimate, "timesteps": (N,), "final_residual": (B,) ‖A x − y‖/√m, "data_consistency": (B,) that over σ}.
@@ -352,6 +359,7 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                   for r, rate in zip(level_sigmas, rates)]
     generator, backend = sampling.generator, sampling.backend
     den = loop.denoiser
+    floor = discrepancy_floor(operator, y, sigma) if discrepancy else None  # κmσ² per sample
     info = Diagnostics(sampling.return_info)
     x = loop.x
     with torch.no_grad():
@@ -380,6 +388,10 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             a_next = loop.alpha_s[i] if i + 1 < n else 1.0
             if i + 1 < n:
                 x = math.sqrt(a_next) * x0 + math.sqrt(1 - a_next) * _draw(shape, generator, y.dtype, device)
+            elif discrepancy:  # the floor towards the last x̂0 (module docstring): exactly x0 where g = 1
+                g = discrepancy_weight(data_part(operator, y - operator.A(x0_hat)),
+                                       data_part(operator, operator.A(x0 - x0_hat)), floor)
+                x = x0 - (1 - g).view(-1, *([1] * (x0.dim() - 1))) * (x0 - x0_hat)
             else:
                 x = x0
             if loop.callback is not None:

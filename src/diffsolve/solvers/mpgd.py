@@ -28,13 +28,20 @@ benchmarks/results/mpgd-eta.md). With σ alone the steps vanished as σ → 0 an
 the floor sits below the σ the defaults were tuned at for images in [−1, 1]. Each step on x̂0 is capped by the
 discrepancy principle:
 
-    x̂0* = x̂0 − κ u,  u = Aᵀr/‖r‖,  κ = min(ρ/√ᾱ_s, κ_σ),  r = A x̂0 − y   (per sample)
+    x̂0* = x̂0 − κ u,  u = Aᵀr/‖r‖,  κ = min(ρ/√ᾱ_s, κ_σ, κ_L),  r = A x̂0 − y   (per sample)
 
 κ_σ the smallest κ ≥ 0 with ‖r − κ A u‖ = σ√(κ_d m) (the line minimum ⟨r, Au⟩/‖Au‖² where the residual never
 gets that low along u; 0 where ‖r‖ is that low already), κ_d = ``_inverse.DISCREPANCY_SHARE`` = 1/2, DPS's: no
 step fits y below √κ_d of its noise level (one extra A per step). x̂0 estimates a mean, which should fit the
 well-determined directions below the noise; a floor at σ√m itself (κ_d = 1) cost up to 0.9 dB on blurs and
 0.1–0.3 dB on SR ×4 and random inpainting, and gained at most 0.03 dB in any cell (benchmarks/results/mpgd-floor.md).
+
+κ_L = ‖r‖/L (Landweber's step) where ‖r‖ ≤ σ√m (:data:`LANDWEBER_BELOW` = 1), else ∞, bounds the overshoot. In
+A's singular directions the step multiplies r_j by 1 − (κ/‖r‖) s_j²; κ ≤ ‖r‖/L overshoots none, and the line minimum
+of a blur, whose spectrum is mostly small s_j, overshoots the large ones many times over. While r is mostly signal
+that overshoot is what fits the weak directions within N steps, and later steps take it back; once r is no larger
+than y's noise (every step at large σ) it amplifies the noise into x̂0 each step. A mask (s_j ∈ {0, 1}) never
+reaches the cap; what it changes elsewhere: benchmarks/results/mpgd-stability.md.
 
 Given σ, DDIM η = 1 by default, not the reference code's 0.5. Where the cap binds (on SR ×4 at every step: ρ/4
 and 4ρ give the same result) η = 0.5 lost PSNR as N grew, and η = 1 does not; it also gains on random and box
@@ -64,8 +71,8 @@ from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, check_sigm
                        finish_run, measured_entries, measurement_grad, route)
 from ._loop import Sampling, check_device, check_flag, check_number, check_steps, prepare, takes_sampling
 
-__all__ = ["RHO_SIGMA_FLOOR", "SPACES", "Projection", "capped_grad", "default_rho", "mpgd", "noise_rho",
-           "operator_gain"]
+__all__ = ["RHO_SIGMA_FLOOR", "SPACES", "LANDWEBER_BELOW", "Projection", "capped_grad", "default_rho", "mpgd",
+           "noise_rho", "operator_gain"]
 
 SPACES = ("ae", "z")
 _PROJ_SCALE = {"ae": 0.0075, "z": 0.01}
@@ -81,6 +88,8 @@ def default_rho(steps: int, numel: int) -> float:
 
 #: ρ's noise scale σ̃ is at least this share of y's RMS over its measured entries (module docstring)
 RHO_SIGMA_FLOOR = 0.04
+#: a step is at most Landweber's ‖r‖/L where ‖r‖² ≤ this times mσ² (module docstring; 0: never)
+LANDWEBER_BELOW = 1.0
 
 
 def noise_rho(steps: int, sigma: float, measured: torch.Tensor, gain: float,
@@ -117,10 +126,13 @@ def operator_gain(operator: Any, x: torch.Tensor, iters: int = 30) -> float:
     return lam * 1.01 if lam > 0 else 1.0  # a Rayleigh estimate from below: 1 % margin
 
 
-def capped_grad(operator: Any, x0: torch.Tensor, y: torch.Tensor, limit: torch.Tensor,
-                floor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(κ·u, ‖r‖): the step on x̂0 with κ = min(``limit``, κ_σ) per sample (module docstring); ``floor`` (B,)
-    = σ√(κ_d m), the residual norm a step may not go below. No host sync."""
+def capped_grad(operator: Any, x0: torch.Tensor, y: torch.Tensor, limit: torch.Tensor, floor: torch.Tensor,
+                gain: float | None = None, noise_power: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(κ·u, ‖r‖): the step on x̂0 with κ = min(``limit``, κ_σ, κ_L) per sample (module docstring); ``floor`` (B,)
+    = σ√(κ_d m), the residual norm a step may not go below; κ_L = ‖r‖/L with L = ``gain`` ≥ ‖AᵀA‖ where
+    ‖r‖² ≤ :data:`LANDWEBER_BELOW`·``noise_power`` ((B,) mσ²), else no limit (none where either is None). No host
+    sync."""
     view = (-1,) + (1,) * (x0.dim() - 1)
     u, norm = measurement_grad(operator, x0, y)
     r = data_part(operator, operator.A(x0) - y).flatten(1)
@@ -132,6 +144,9 @@ def capped_grad(operator: Any, x0: torch.Tensor, y: torch.Tensor, limit: torch.T
     root = (-qb - disc.clamp(min=0).sqrt()) / (2 * qa)
     kappa_sigma = torch.where(qc <= 0, torch.zeros_like(qc), torch.where(disc >= 0, root, -qb / (2 * qa)))
     kappa = torch.minimum(limit, kappa_sigma.clamp(min=0))
+    if gain is not None and noise_power is not None:
+        noisy = norm.pow(2) <= LANDWEBER_BELOW * noise_power  # r no larger than y's noise: no overshoot
+        kappa = torch.where(noisy, torch.minimum(kappa, norm / gain), kappa)
     return u * kappa.view(view), norm
 
 
@@ -282,9 +297,11 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
     if sigma is not None:  # per-sample ρ from the noise level and the discrepancy floor σ√(κ_d m) (module docstring)
         measured = measured_entries(operator, y).to(device=y.device, dtype=y.dtype)
         y_rms = data_part(operator, y).flatten(1).norm(dim=1) / measured.sqrt()
-        rho_b = noise_rho(sampling.steps, sigma, measured, operator_gain(operator, y.new_zeros(shape)), y_rms)
+        gain = operator_gain(operator, y.new_zeros(shape))
+        rho_b = noise_rho(sampling.steps, sigma, measured, gain, y_rms)
         rho_b = rho_b if rho_given is None else torch.full_like(rho_b, rho_given)
         floor = sigma * (DISCREPANCY_SHARE * measured).sqrt()
+        noise_power = measured * sigma**2
     info = Diagnostics(sampling.return_info)
     x = loop.x
     for i in loop.steps():
@@ -308,7 +325,7 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
             grad, step = x0 - x0_new, 1.0  # x̂0* = x̂0 − 1·(x̂0 − x̂0*)
         elif loss is None and sigma is not None:  # κ·u with the discrepancy cap; the step is in κ
             with torch.no_grad():
-                grad, value = capped_grad(operator, x0, y, rho_b / a_s**0.5, floor)
+                grad, value = capped_grad(operator, x0, y, rho_b / a_s**0.5, floor, gain, noise_power)
             step = 1.0
         elif loss is None:
             with torch.no_grad():

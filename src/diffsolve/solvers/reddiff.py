@@ -16,7 +16,8 @@ loss there; k² for kA); sg is the
 stop-gradient: the denoiser is never differentiated. λ_t = λ/SNR_t^{1/2} is the paper's "inverse SNR"
 weighting (σ_t/α_t in its notation, α_t = √ᾱ_t, σ_t = √(1−ᾱ_t)). The data term carries no 1/σ²: the paper's
 ‖y − f(μ)‖²/(2σ_v²) is folded into λ (observation weight 1 in the reference code). ``sigma``, if given, gates the
-data term by the discrepancy principle (below) and scales the reported data consistency. Defaults from the paper and its
+data term by the discrepancy principle (below), lowers its weight above a reference noise level (below) and scales
+the reported data consistency. Defaults from the paper and its
 reference code: λ = 0.25, lr = 0.1, Adam betas (0.9, 0.99), 1000 steps in the paper (λ, lr and the betas at
 other N: the step-count rules below). Start: the paper
 initialises μ at A⁺y; here μ0 = c Aᵀy with c = ⟨y, A Aᵀy⟩/‖A Aᵀy‖² per sample
@@ -45,6 +46,14 @@ stops the data pull at MPGD's and DPS's floor, ‖r‖ = σ√(m/2); where the f
 random inpainting) it never acts and μ is unchanged (benchmarks/results/reddiff-gate.md, bench_gates.py). Adam's
 normalised steps can still coast past the floor once the gate has closed (the shorter its memories, the further):
 step 5 takes the result back to it where the last denoised estimate allows.
+
+**Noise-level weight** (diffsolve's, given σ): with the paper's σ_v folded into λ the data/prior balance is the same
+at every σ, and λ was set at σ ≈ :data:`NOISE_REFERENCE` = 0.05 (image units, the model's [−1, 1]). Above it the data
+term is divided by w_σ = max(1, σ/(g_A σ_ref)) (σ/g_A: the noise in image units), so a noisier y weighs less against
+the regulariser: as σ grew, the weight fixed at its σ_ref value fitted blurs ever further into the noise (the gate
+then stops at σ√(m/2), far too close at σ ≥ 0.1). The paper's 1/σ² fell too fast for random inpainting; the
+linear fall kept it within 0.5 dB and gained up to 8 dB on the blurs (benchmarks/results/reddiff-sigma.md). σ ≤ σ_ref
+is unchanged.
 
 Scale rule: ℓ's two terms are means over the sample's entries, so the default λ does not depend on the image
 or measurement size; the data term is in image units (over g_A²), so A → kA, y → ky, σ → kσ gives the same μ
@@ -92,8 +101,8 @@ from ._inverse import (Diagnostics, check_problem, check_sigma, data_part, discr
                        discrepancy_weight, finish_run, measured_entries, route)
 from ._loop import Sampling, check_flag, check_number, draw, prepare, takes_sampling
 
-__all__ = ["ADAM_BETAS", "ADAM_EPS", "GATE_WIDTH", "PAPER_STEPS", "REFERENCE_STEPS", "STEP_RULES", "gradient",
-           "initial_mean", "operator_gain", "reddiff", "step_adam", "step_lam", "weights"]
+__all__ = ["ADAM_BETAS", "ADAM_EPS", "GATE_WIDTH", "NOISE_REFERENCE", "PAPER_STEPS", "REFERENCE_STEPS", "STEP_RULES",
+           "gradient", "initial_mean", "operator_gain", "reddiff", "step_adam", "step_lam", "weights"]
 
 #: Adam's (β₁, β₂) of the reference code, for its :data:`PAPER_STEPS` steps.
 ADAM_BETAS = (0.9, 0.99)
@@ -107,6 +116,8 @@ STEP_RULES = ("steps", "constant")
 REFERENCE_STEPS = 50
 #: w, the discrepancy gate's ramp: from off at ‖r‖² = κmσ² to on at (1 + w)κmσ² (module docstring)
 GATE_WIDTH = 0.2
+#: σ_ref (image units): above it the data term weighs σ_ref/(σ/g_A) of its value (module docstring; ∞: never)
+NOISE_REFERENCE = 0.05
 
 
 def step_lam(rule: str, lam: float, steps: int) -> float:
@@ -186,8 +197,9 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         lam_rule: ``"steps"`` λ_N = λ·min(N, 50)/50 (default) | ``"constant"`` λ_N = λ, the paper's (module docstring).
         adam_rule: ``"steps"`` lr_N = lr·min(1, 50/N), betas β^(1000/N) (default) | ``"constant"`` lr and the paper's
             (0.9, 0.99) at every N (module docstring).
-        sigma: the measurement noise std σ > 0 (or a ``GaussianNoise``), optional: the discrepancy gate of the data
-            term (module docstring) and the reported data consistency; None: the paper's update, ungated.
+        sigma: the measurement noise std σ > 0 (or a ``GaussianNoise``), optional: the discrepancy gate and the
+            noise-level weight of the data term (module docstring) and the reported data consistency; None: the
+            paper's update, ungated.
         discrepancy: end with a residual y's noise explains, neither below σ√(m/2) nor beyond the noise (step 5; with
             sigma); False: the result as the loop leaves it (μ, or with ``midpoint`` its last update's midpoint).
         midpoint: return the midpoint of the last Adam update, (μ_N + μ_{N−1})/2 (default; module docstring);
@@ -216,6 +228,8 @@ def reddiff(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
     mu = loop.x if sampling.x_T is not None else initial_mean(operator, y)
     floor = None if sigma is None else discrepancy_floor(operator, y, sigma)  # κmσ² per sample (step 3)
     gain2 = operator_gain(operator, y, mu)  # g_A² per sample: the data term in image units
+    if sigma is not None:  # ... times w_σ = max(1, σ/(g_A σ_ref)): a noisier y weighs less (module docstring)
+        gain2 = gain2 * (sigma / (gain2.sqrt() * NOISE_REFERENCE)).clamp(min=1)
     lams = weights(loop.alpha_t, step_lam(lam_rule, lam, len(loop.alpha_t)))
     lr, (b1, b2) = step_adam(adam_rule, lr, len(loop.alpha_t))
     settle = sigma is not None and discrepancy  # step 5
