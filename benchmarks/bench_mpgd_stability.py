@@ -68,6 +68,11 @@ def run() -> list[dict]:
     return rows
 
 
+def column(label: str) -> str:
+    """A variant's column header: "MPGD q₀ = …" or "DPS"."""
+    return "DPS" if label == "dps" else "MPGD " + label.replace("q0", "q₀").replace("inf", "∞")
+
+
 def markdown(rows: list[dict], seconds: float) -> str:
     labels = [label for label, _, _ in VARIANTS]
     lines = ["# MPGD's step with and without its stability cap", "",
@@ -77,7 +82,7 @@ def markdown(rows: list[dict], seconds: float) -> str:
              "mean PSNR dB / worst data consistency; Δ: the default against no cap.", ""]
     for names, size in RUNS:
         lines += [f"## {', '.join(names)}, {size}²", "",
-                  "| task | σ | " + " | ".join(f"MPGD {v.replace('q0', 'q₀').replace('inf', '∞')}" if v != "dps" else "DPS" for v in labels) + " | Δ PSNR |",
+                  "| task | σ | " + " | ".join(column(v) for v in labels) + " | Δ PSNR |",
                   "|---|---|" + "---|" * (len(labels) + 1)]
         for r in rows:
             if r["size"] != size:

@@ -3,8 +3,9 @@
     python benchmarks/bench_sigma_range.py [--steps 20] [--size 64]
 
 The tuning photos chelsea and coffee, the five photo tasks, y = A x + σ n (seed 3, on every entry), each method at
-its defaults given σ, one draw per photo (generator i), Tikhonov with λ picked by PSNR (an oracle). Cell: mean PSNR dB / worst data consistency ‖A x̂ − y‖/(σ√m); **bold**: PSNR ≥ Tikhonov − 0.5 dB
-and consistency in [0.5, 1.5]. Writes ``results/sigma-range.{md,json}``.
+its defaults given σ, one draw per photo (generator i), Tikhonov with λ picked by PSNR (an oracle). Cell: mean PSNR
+dB / worst data consistency ‖A x̂ − y‖/(σ√m); **bold**: PSNR ≥ Tikhonov − 0.5 dB and consistency in [0.5, 1.5].
+Writes ``results/sigma-range.{md,json}``.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, check_sigm
                        finish_run, measured_entries, measurement_grad, route)
 from ._loop import Sampling, check_device, check_flag, check_number, check_steps, prepare, takes_sampling
 
-__all__ = ["RHO_SIGMA_FLOOR", "SPACES", "LANDWEBER_BELOW", "Projection", "capped_grad", "default_rho", "mpgd",
+__all__ = ["LANDWEBER_BELOW", "RHO_SIGMA_FLOOR", "SPACES", "Projection", "capped_grad", "default_rho", "mpgd",
            "noise_rho", "operator_gain"]
 
 SPACES = ("ae", "z")

@@ -51,9 +51,10 @@ step 5 takes the result back to it where the last denoised estimate allows.
 at every σ, and λ was set at σ ≈ :data:`NOISE_REFERENCE` = 0.05 (image units, the model's [−1, 1]). Above it the data
 term is divided by w_σ = max(1, σ/(g_A σ_ref)) (σ/g_A: the noise in image units), so a noisier y weighs less against
 the regulariser: as σ grew, the weight fixed at its σ_ref value fitted blurs ever further into the noise (the gate
-then stops at σ√(m/2), far too close at σ ≥ 0.1). The paper's 1/σ² fell too fast for random inpainting; the
-linear fall costs it under 0.7 dB and gains up to 9 dB on the blurs (benchmarks/results/reddiff-sigma.md, also on an
-exact prior). σ ≤ σ_ref is unchanged.
+then stops at σ√(m/2), far too close at σ ≥ 0.1). The paper's 1/σ² falls too fast: random inpainting, where the
+regulariser then outweighs y on the observed pixels, lost most with it; the linear fall keeps that loss small and
+keeps nearly all the blurs' gain (benchmarks/results/reddiff-sigma.md, also on an exact prior). σ ≤ σ_ref is
+unchanged.
 
 Scale rule: ℓ's two terms are means over the sample's entries, so the default λ does not depend on the image
 or measurement size; the data term is in image units (over g_A²), so A → kA, y → ky, σ → kσ gives the same μ
