@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import importlib
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_dps import write_results  # noqa: E402
+from _noise_sweep import noisy_measurements, run_and_write  # noqa: E402
 from bench_methods import machine  # noqa: E402
 
 import diffsolve  # noqa: E402
@@ -32,35 +31,26 @@ STEPS = 30
 
 
 def run() -> list[dict]:
-    from diffsolve.data import photo
     from diffsolve.metrics import data_consistency, scores
     from diffsolve.models import load_default
-    from diffsolve.tasks import make_operator
 
     module = importlib.import_module("diffsolve.solvers.mpgd")
     floor = module.RHO_SIGMA_FLOOR
     model = load_default("patches")
     rows = []
-    for names, size in RUNS:
-        x = torch.stack([photo(n, size=size) for n in names])
-        for task in TASKS:
-            op = make_operator(task, (size, size))
-            ax = op.A(x)
-            for sigma in SIGMAS:
-                y = ax + sigma * torch.randn(ax.shape, generator=torch.Generator().manual_seed(3))
-                row = {"images": list(names), "size": size, "task": task, "sigma": sigma}
-                variants = (("before", "mpgd", 0.0), ("now", "mpgd", floor), ("cdps", "cdps", floor))
-                for label, method, rho_floor in variants:
-                    module.RHO_SIGMA_FLOOR = rho_floor
-                    gens = [torch.Generator().manual_seed(i) for i in range(len(names))]
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        out = diffsolve.solve(method, model, op, y, sigma=sigma, steps=STEPS, generator=gens)
-                    dc = data_consistency(op, out, y, sigma)
-                    row[label] = (float(scores(out, x)["psnr"].mean()), float(dc.max()))
-                module.RHO_SIGMA_FLOOR = floor
-                rows.append(row)
-                print(row, flush=True)
+    for names, size, task, sigma, op, x, y in noisy_measurements(RUNS, TASKS, SIGMAS):
+        row = {"images": names, "size": size, "task": task, "sigma": sigma}
+        for label, method, rho_floor in (("before", "mpgd", 0.0), ("now", "mpgd", floor), ("cdps", "cdps", floor)):
+            module.RHO_SIGMA_FLOOR = rho_floor
+            gens = [torch.Generator().manual_seed(i) for i in range(len(names))]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = diffsolve.solve(method, model, op, y, sigma=sigma, steps=STEPS, generator=gens)
+            dc = data_consistency(op, out, y, sigma)
+            row[label] = (float(scores(out, x)["psnr"].mean()), float(dc.max()))
+        module.RHO_SIGMA_FLOOR = floor
+        rows.append(row)
+        print(row, flush=True)
     return rows
 
 
@@ -83,12 +73,5 @@ def markdown(rows: list[dict], seconds: float) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    rows = run()
-    write_results("mpgd-small-sigma", {"machine": machine(), "rows": rows}, markdown(rows, time.perf_counter() - start))
-
-
 if __name__ == "__main__":
-    main()
+    run_and_write("mpgd-small-sigma", run, markdown)

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _noise_sweep import noisy_measurements  # noqa: E402
 from bench_dps import write_results  # noqa: E402
 from bench_methods import machine  # noqa: E402
 
@@ -56,29 +57,21 @@ def solve_variant(module, variant: str, model, op, y: torch.Tensor, sigma: float
 
 
 def run() -> list[dict]:
-    from diffsolve.data import photo
     from diffsolve.metrics import data_consistency, scores
     from diffsolve.models import load_default
-    from diffsolve.tasks import make_operator
 
     module = importlib.import_module("diffsolve.solvers.reddiff")
     model = load_default("patches")
     rows = []
-    for names, size in RUNS:
-        x = torch.stack([photo(n, size=size) for n in names])
-        for task in TASKS:
-            op = make_operator(task, (size, size))
-            ax = op.A(x)
-            for sigma in SIGMAS:
-                y = ax + sigma * torch.randn(ax.shape, generator=torch.Generator().manual_seed(3))
-                row = {"images": list(names), "size": size, "task": task, "sigma": sigma}
-                for variant in VARIANTS:
-                    gens = [torch.Generator().manual_seed(i) for i in range(len(names))]
-                    out = solve_variant(module, variant, model, op, y, sigma, gens)
-                    dc = data_consistency(op, out, y, sigma)
-                    row[variant] = (float(scores(out, x)["psnr"].mean()), float(dc.max()))
-                rows.append(row)
-                print(row, flush=True)
+    for names, size, task, sigma, op, x, y in noisy_measurements(RUNS, TASKS, SIGMAS):
+        row = {"images": names, "size": size, "task": task, "sigma": sigma}
+        for variant in VARIANTS:
+            gens = [torch.Generator().manual_seed(i) for i in range(len(names))]
+            out = solve_variant(module, variant, model, op, y, sigma, gens)
+            dc = data_consistency(op, out, y, sigma)
+            row[variant] = (float(scores(out, x)["psnr"].mean()), float(dc.max()))
+        rows.append(row)
+        print(row, flush=True)
     return rows
 
 

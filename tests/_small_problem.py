@@ -1,4 +1,5 @@
-"""The 1×4×4 exact-prior problem the per-method tests of ΠGDM, DiffPIR and DDNM share."""
+"""The 1×4×4 exact-prior problem the per-method tests of ΠGDM, DiffPIR and DDNM share, and the 1×n×n one of the
+noise-level tests."""
 
 from __future__ import annotations
 
@@ -22,6 +23,14 @@ def prior() -> GaussianPrior:
     d2 = ((idx // 4)[:, None] - (idx // 4)[None]) ** 2 + ((idx % 4)[:, None] - (idx % 4)[None]) ** 2
     cov = 0.3 * torch.exp(-d2.double() / 3.0) + 1e-2 * torch.eye(16, dtype=D)
     return GaussianPrior(0.1 * torch.randn(SHAPE, generator=gen(3), dtype=D), cov)
+
+
+def correlated_prior(n: int = 16) -> GaussianPrior:
+    """A 1×n×n Gaussian prior with a smooth correlation (std ≈ 0.55, length ≈ 2 pixels): the noise-level tests'."""
+    idx = torch.arange(n * n)
+    d2 = ((idx // n)[:, None] - (idx // n)[None]) ** 2 + ((idx % n)[:, None] - (idx % n)[None]) ** 2
+    cov = 0.3 * torch.exp(-d2.double() / 8.0) + 1e-3 * torch.eye(n * n, dtype=D)
+    return GaussianPrior(0.1 * torch.randn(1, n, n, generator=gen(0), dtype=D), cov)
 
 
 OPS = {"inpaint": lambda: Inpainting.random((4, 4), 0.5, seed=2), "blur": lambda: GaussianBlur(3, 0.8),

@@ -6,6 +6,7 @@ import importlib
 
 import pytest
 import torch
+from _small_problem import correlated_prior
 
 from diffsolve.models import GaussianPrior
 from diffsolve.operators import GaussianBlur, Inpainting, MotionBlur, SuperResolution
@@ -331,10 +332,7 @@ def test_a_small_noise_level_is_not_fitted_below_its_floor():
     and nothing balanced it: the result stops at the floor σ√(m/2) (16×16 exact Gaussian prior, random inpainting,
     σ = 1e-3), towards the last ODE estimate; the paper's result (``discrepancy=False``) stays below it."""
     n, sigma = 16, 1e-3
-    idx = torch.arange(n * n)
-    d2 = ((idx // n)[:, None] - (idx // n)[None]) ** 2 + ((idx % n)[:, None] - (idx % n)[None]) ** 2
-    cov = 0.3 * torch.exp(-d2.double() / 8.0) + 1e-3 * torch.eye(n * n, dtype=D)
-    pr = GaussianPrior(0.1 * torch.randn(1, n, n, generator=torch.Generator().manual_seed(0), dtype=D), cov)
+    pr = correlated_prior(n)
     op = Inpainting.random((n, n), 0.5, seed=0)
     x = pr.sample(3, generator=torch.Generator().manual_seed(1))
     y = op.A(x) + sigma * torch.randn(op.A(x).shape, generator=torch.Generator().manual_seed(2), dtype=D)

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from _small_problem import correlated_prior
 from _tiny_models import SCHEDULER, tiny_kl, tiny_unet, tiny_unet_cond, tiny_vq
 
 from diffsolve.models import Autoencoder, DiffusersDenoiser, GaussianPrior
@@ -285,10 +286,7 @@ def test_a_smaller_noise_level_does_not_weaken_the_steps():
     already further than at 0.05. With ρ's noise scale at least RHO_SIGMA_FLOOR of y's RMS, σ = 1e-3 ends as near
     as 1e-2 does."""
     n = 16
-    idx = torch.arange(n * n)
-    d2 = ((idx // n)[:, None] - (idx // n)[None]) ** 2 + ((idx % n)[:, None] - (idx % n)[None]) ** 2
-    cov = 0.3 * torch.exp(-d2.double() / 8.0) + 1e-3 * torch.eye(n * n, dtype=D)
-    pr = GaussianPrior(0.1 * torch.randn(1, n, n, generator=gen(0), dtype=D), cov)
+    pr = correlated_prior(n)
     op = Inpainting.random((n, n), 0.7, seed=0)
     x = pr.sample(4, generator=gen(1))
 
@@ -309,10 +307,7 @@ def test_the_stability_cap_keeps_a_noisy_blur_near_the_posterior_mean(monkeypatc
     MPGD ends much nearer the exact posterior mean (16×16 Gaussian prior, 9-tap motion blur, σ = 0.5)."""
     mpgd_module = importlib.import_module("diffsolve.solvers.mpgd")
     n = 16
-    idx = torch.arange(n * n)
-    d2 = ((idx // n)[:, None] - (idx // n)[None]) ** 2 + ((idx % n)[:, None] - (idx % n)[None]) ** 2
-    cov = 0.3 * torch.exp(-d2.double() / 8.0) + 1e-3 * torch.eye(n * n, dtype=D)
-    pr = GaussianPrior(0.1 * torch.randn(1, n, n, generator=gen(0), dtype=D), cov)
+    pr = correlated_prior(n)
     op = MotionBlur(9, 0.5, seed=1)
     x = pr.sample(4, generator=gen(1))
     y = op.A(x) + 0.5 * torch.randn(op.A(x).shape, generator=gen(2), dtype=D)

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from _small_problem import correlated_prior
 
 from diffsolve.methods import METHODS
 from diffsolve.models import GaussianPrior
@@ -228,10 +229,7 @@ def test_a_noisier_measurement_weighs_less(monkeypatch):
     and the result ends much nearer; at σ ≤ σ_ref nothing changes."""
     reddiff_module = importlib.import_module("diffsolve.solvers.reddiff")
     n = 16
-    idx = torch.arange(n * n)
-    d2 = ((idx // n)[:, None] - (idx // n)[None]) ** 2 + ((idx % n)[:, None] - (idx % n)[None]) ** 2
-    cov = 0.3 * torch.exp(-d2.double() / 8.0) + 1e-3 * torch.eye(n * n, dtype=D)
-    pr = GaussianPrior(0.1 * torch.randn(1, n, n, generator=gen(0), dtype=D), cov)
+    pr = correlated_prior(n)
     op = MotionBlur(9, 0.5, seed=1)
     x = pr.sample(4, generator=gen(1))
     noise = torch.randn(op.A(x).shape, generator=gen(2), dtype=D)

@@ -1,0 +1,38 @@
+"""The photo × task × σ sweep that ``bench_mpgd_small_sigma.py``, ``bench_mpgd_stability.py`` and
+``bench_reddiff_sigma.py`` share (a report helper, not a test)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+
+def noisy_measurements(runs, tasks, sigmas) -> Iterator[tuple[list[str], int, str, float, object, torch.Tensor,
+                                                             torch.Tensor]]:
+    """(images, size, task, σ, A, x (B, 3, size, size), y = A x + σ n) for each (images, size) of ``runs``, task and
+    σ: the photos bundled with diffsolve, the task's operator at that size, n from seed 3 on every entry."""
+    from diffsolve.data import photo
+    from diffsolve.tasks import make_operator
+
+    for names, size in runs:
+        x = torch.stack([photo(n, size=size) for n in names])
+        for task in tasks:
+            op = make_operator(task, (size, size))
+            ax = op.A(x)
+            for sigma in sigmas:
+                y = ax + sigma * torch.randn(ax.shape, generator=torch.Generator().manual_seed(3))
+                yield list(names), size, task, sigma, op, x, y
+
+
+def run_and_write(name: str, run, markdown) -> None:
+    """One thread, ``rows = run()``, then ``results/{name}.{md,json}`` with ``markdown(rows, seconds)``."""
+    import time
+
+    from bench_dps import write_results
+    from bench_methods import machine
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    rows = run()
+    write_results(name, {"machine": machine(), "rows": rows}, markdown(rows, time.perf_counter() - start))
