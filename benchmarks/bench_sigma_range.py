@@ -1,11 +1,12 @@
 """Every method far from the tuned noise level: σ = 0.001, 0.1, 0.2 and 0.5 (a report, not a test).
 
-    python benchmarks/bench_sigma_range.py [--steps 20] [--size 64]
+    python benchmarks/bench_sigma_range.py [--steps 20] [--size 64] [--images chelsea coffee] [--sigmas ...] [--tag ""]
 
 The tuning photos chelsea and coffee, the five photo tasks, y = A x + σ n (seed 3, on every entry), each method at
 its defaults given σ, one draw per photo (generator i), Tikhonov with λ picked by PSNR (an oracle). Cell: mean PSNR
 dB / worst data consistency ‖A x̂ − y‖/(σ√m); **bold**: PSNR ≥ Tikhonov − 0.5 dB and consistency in [0.5, 1.5].
-Writes ``results/sigma-range.{md,json}``.
+``--images`` replaces the photos (held-out ones: hopper camera grass raccoon), ``--sigmas`` the noise levels;
+writes ``results/sigma-range{tag}.{md,json}``.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ def run(args) -> list[dict]:
     from diffsolve.tasks import make_operator
 
     model = load_default("patches")
-    x = torch.stack([photo(n, size=args.size) for n in ("chelsea", "coffee")])
+    x = torch.stack([photo(n, size=args.size) for n in args.images])
     rows = []
-    for sigma in SIGMAS:
+    for sigma in args.sigmas:
         for task in TASKS:
             op = make_operator(task, (args.size, args.size))
             ax = op.A(x)
@@ -46,7 +47,7 @@ def run(args) -> list[dict]:
             for name in ("tikhonov",) + INVERSE:
                 if METHODS[name].unsupported(op, (args.size, args.size), sigma):
                     continue
-                gens = [torch.Generator().manual_seed(i) for i in range(2)]
+                gens = [torch.Generator().manual_seed(i) for i in range(len(args.images))]
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     out, _ = restore(name, model, op, y, steps=args.steps, sigma=sigma, x_true=x, generator=gens)
@@ -57,15 +58,32 @@ def run(args) -> list[dict]:
     return rows
 
 
+def command(args) -> str:
+    """The options of this run as they would be typed (the defaults' left out)."""
+    words = [f"--steps {args.steps} --size {args.size}"]
+    if list(args.images) != ["chelsea", "coffee"]:
+        words.append("--images " + " ".join(args.images))
+    if list(args.sigmas) != list(SIGMAS):
+        words.append("--sigmas " + " ".join(f"{s:g}" for s in args.sigmas))
+    return " ".join(words + ([f"--tag {args.tag}"] if args.tag else []))
+
+
+def photos(names) -> str:
+    """Whether these photos tuned any default."""
+    from diffsolve.data import HELDOUT
+
+    return "held out from every tuning run" if set(names) <= set(HELDOUT) else "the tuning photos"
+
+
 def markdown(rows: list[dict], args, seconds: float) -> str:
     lines = ["# Every method far from the tuned noise level", "",
-             f"`python benchmarks/bench_sigma_range.py --steps {args.steps} --size {args.size}` ({machine()}, "
-             f"{seconds:.0f} s). chelsea and coffee (the tuning photos), each method at its defaults given σ. Cell: "
+             f"`python benchmarks/bench_sigma_range.py {command(args)}` ({machine()}, {seconds:.0f} s). "
+             f"{', '.join(args.images)} ({photos(args.images)}), each method at its defaults given σ. Cell: "
              "mean PSNR dB / worst data consistency; **bold**: PSNR ≥ Tikhonov − 0.5 dB and consistency in "
              "[0.5, 1.5].",
              "", "| σ | task | " + " | ".join(("tikhonov",) + INVERSE) + " |",
              "|---|---|" + "---|" * (1 + len(INVERSE))]
-    for sigma in SIGMAS:
+    for sigma in args.sigmas:
         for task in TASKS:
             cell = {r["method"]: r for r in rows if r["sigma"] == sigma and r["task"] == task}
             tik = cell["tikhonov"]["psnr"]
@@ -85,11 +103,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--images", nargs="+", default=["chelsea", "coffee"])
+    parser.add_argument("--sigmas", type=float, nargs="+", default=list(SIGMAS))
+    parser.add_argument("--tag", default="", help="suffix of the output files (e.g. _heldout128)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
     rows = run(args)
-    write_results("sigma-range", {"machine": machine(), "args": vars(args), "rows": rows},
+    write_results(f"sigma-range{args.tag}", {"machine": machine(), "args": vars(args), "rows": rows},
                   markdown(rows, args, time.perf_counter() - start))
 
 
