@@ -69,7 +69,7 @@ def command(args) -> str:
 
 
 def photos(names) -> str:
-    """Whether these photos tuned any default."""
+    """Which photos these are: all held out from tuning, or (any of) the tuning photos."""
     from diffsolve.data import HELDOUT
 
     return "held out from every tuning run" if set(names) <= set(HELDOUT) else "the tuning photos"

@@ -329,8 +329,8 @@ def test_chebyshev_mode_backends_and_batch_independence():
 
 def test_a_small_noise_level_is_not_fitted_below_its_floor():
     """τ = σ/4 fits y's well-determined directions at about a quarter of its noise once σ is small against the image,
-    and nothing balanced it: the result stops at the floor σ√(m/2) (16×16 exact Gaussian prior, random inpainting,
-    σ = 1e-3), towards the last ODE estimate; the paper's result (``discrepancy=False``) stays below it."""
+    and nothing balanced it: the result now stops at the floor σ√(m/2) (16×16 exact Gaussian prior, random
+    inpainting, σ = 1e-3); the paper's result (``discrepancy=False``) stays below it."""
     n, sigma = 16, 1e-3
     pr = correlated_prior(n)
     op = Inpainting.random((n, n), 0.5, seed=0)

@@ -320,3 +320,17 @@ def test_the_stability_cap_keeps_a_noisy_blur_near_the_posterior_mean(monkeypatc
     capped = gap()
     monkeypatch.setattr(mpgd_module, "LANDWEBER_BELOW", 0.0)
     assert capped < 0.75 * gap() and capped < 0.5, capped
+
+
+def test_a_per_sample_mask_keeps_each_sample_independent_of_its_batch():
+    """A mask whose weights differ per sample (1 and 0.3): L, and with it ρ and the noise-level cap ‖r‖/L, is each
+    sample's own, so sample 1 in the batch equals sample 1 alone (with one L for the batch they differed by 0.3)."""
+    pr = correlated_prior(8)
+    keep = (torch.rand(1, 1, 8, 8, generator=gen(4), dtype=D) > 0.4).to(D)
+    weights = torch.cat([keep, 0.3 * keep])
+    x = pr.sample(2, generator=gen(1))
+    op = Inpainting(weights)
+    y = op.A(x) + 0.3 * torch.randn(op.A(x).shape, generator=gen(2), dtype=D)
+    both = mpgd(pr, op, y, steps=10, sigma=0.3, generator=[gen(5), gen(6)])
+    alone = mpgd(pr, Inpainting(weights[1:]), y[1:], steps=10, sigma=0.3, generator=[gen(6)])
+    torch.testing.assert_close(both[1:], alone, rtol=0, atol=1e-12)

@@ -240,8 +240,9 @@ def test_a_noisier_measurement_weighs_less(monkeypatch):
         out = reddiff(pr, op, y, steps=30, sigma=sigma, generator=gen(3))
         return out, float(((out - mu).flatten(1).norm(dim=1) / (pr.mean - mu).flatten(1).norm(dim=1)).mean())
 
-    (_, gap), (at_ref, _) = run(0.5), run(reddiff_module.NOISE_REFERENCE)
+    (_, gap), (at_ref, _), (below, _) = run(0.5), run(reddiff_module.NOISE_REFERENCE), run(0.02)
     monkeypatch.setattr(reddiff_module, "NOISE_REFERENCE", math.inf)
-    (_, constant_gap), (constant_at_ref, _) = run(0.5), run(0.05)
+    (_, constant_gap), (constant_at_ref, _), (constant_below, _) = run(0.5), run(0.05), run(0.02)
     assert gap < 0.6 * constant_gap, (gap, constant_gap)
     torch.testing.assert_close(at_ref, constant_at_ref, rtol=0, atol=0)
+    torch.testing.assert_close(below, constant_below, rtol=0, atol=0)

@@ -66,8 +66,8 @@ x_i = √ᾱ_i (x0 + σ_i z):
 3. x_{i+1} = √ᾱ_{i+1} x0 + √(1−ᾱ_{i+1}) z (plain torch ops); after the last level the result is x0.
 
 **The discrepancy floor** (diffsolve's, ``discrepancy=True``): τ = σ/4 stiffens the data directions by 16, which at
-σ = 0.05 the noise budget balances; where σ is small against the image (σ = 0.001) nothing does, and the last level's
-x0 fitted y at about a quarter of its noise. The result is x̂0 + g (x0 − x̂0), x̂0 the last level's ODE estimate and
+σ = 0.05 the noise budget balances; where σ is small against the image nothing does, and the last level's x0 fits
+y's well-determined directions to about τ, a quarter of its noise. The result is x̂0 + g (x0 − x̂0), x̂0 the last level's ODE estimate and
 g ∈ [0, 1] per sample the largest with ‖A(·) − y‖ ≥ σ√(m/2) (``_inverse.discrepancy_weight``: DiffPIR's and RED-diff's
 last step; exactly x0 where g = 1); then the pull of a result the noise cannot explain (``_inverse.discrepancy_pull``).
 

@@ -72,7 +72,7 @@ from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, check_sigm
 from ._loop import Sampling, check_device, check_flag, check_number, check_steps, prepare, takes_sampling
 
 __all__ = ["LANDWEBER_BELOW", "RHO_SIGMA_FLOOR", "SPACES", "Projection", "capped_grad", "default_rho", "mpgd",
-           "noise_rho", "operator_gain"]
+           "noise_rho", "operator_gain", "sample_gains"]
 
 SPACES = ("ae", "z")
 _PROJ_SCALE = {"ae": 0.0075, "z": 0.01}
@@ -92,9 +92,9 @@ RHO_SIGMA_FLOOR = 0.04
 LANDWEBER_BELOW = 1.0
 
 
-def noise_rho(steps: int, sigma: float, measured: torch.Tensor, gain: float,
+def noise_rho(steps: int, sigma: float, measured: torch.Tensor, gain: float | torch.Tensor,
               y_rms: torch.Tensor | None = None) -> torch.Tensor:
-    """(B,) ρ = 4·(30/N)^(3/4)·σ̃√m/L (module docstring): m = ``measured`` (B,), L = ``gain`` ≥ ‖AᵀA‖,
+    """(B,) ρ = 4·(30/N)^(3/4)·σ̃√m/L (module docstring): m = ``measured`` (B,), L = ``gain`` ≥ ‖AᵀA‖ (or (B,)),
     σ̃ = max(σ, RHO_SIGMA_FLOOR·``y_rms``) (σ where ``y_rms`` is None). With
     the discrepancy cap ρ is an upper bound on the step; the factor 4 (rather than 1) let Gaussian blur reach the
     noise level at 30 steps and changed nothing where the cap binds (benchmarks/results/quality_sizes.md); the
@@ -126,11 +126,22 @@ def operator_gain(operator: Any, x: torch.Tensor, iters: int = 30) -> float:
     return lam * 1.01 if lam > 0 else 1.0  # a Rayleigh estimate from below: 1 % margin
 
 
+def sample_gains(operator: Any, x: torch.Tensor) -> torch.Tensor:
+    """(B,) L_b ≥ ‖A_bᵀA_b‖ for the B images shaped like x, in x's dtype and device: for a diagonal A whose weights
+    differ per sample (a mask of shape (B, …)) each sample's own max d² with :func:`operator_gain`'s 1 % margin, so
+    a sample's steps do not depend on its batch; :func:`operator_gain` for every sample otherwise."""
+    diagonal = getattr(operator, "diagonal", None)
+    if getattr(operator, "structure", None) == "diagonal" and callable(diagonal) and diagonal().shape[0] > 1:
+        top = diagonal().to(device=x.device, dtype=x.dtype).abs().flatten(1).amax(1).pow(2)
+        return torch.where(top > 0, top * 1.01, torch.ones_like(top)).expand(x.shape[0]).clone()
+    return torch.full((x.shape[0],), operator_gain(operator, x), dtype=x.dtype, device=x.device)
+
+
 def capped_grad(operator: Any, x0: torch.Tensor, y: torch.Tensor, limit: torch.Tensor, floor: torch.Tensor,
-                gain: float | None = None, noise_power: torch.Tensor | None = None
+                gain: torch.Tensor | None = None, noise_power: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(κ·u, ‖r‖): the step on x̂0 with κ = min(``limit``, κ_σ, κ_L) per sample (module docstring); ``floor`` (B,)
-    = σ√(κ_d m), the residual norm a step may not go below; κ_L = ‖r‖/L with L = ``gain`` ≥ ‖AᵀA‖ where
+    = σ√(κ_d m), the residual norm a step may not go below; κ_L = ‖r‖/L with L = ``gain`` (B,) ≥ ‖AᵀA‖ where
     ‖r‖² ≤ :data:`LANDWEBER_BELOW`·``noise_power`` ((B,) mσ²), else no limit (none where either is None). No host
     sync."""
     view = (-1,) + (1,) * (x0.dim() - 1)
@@ -297,7 +308,7 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
     if sigma is not None:  # per-sample ρ from the noise level and the discrepancy floor σ√(κ_d m) (module docstring)
         measured = measured_entries(operator, y).to(device=y.device, dtype=y.dtype)
         y_rms = data_part(operator, y).flatten(1).norm(dim=1) / measured.sqrt()
-        gain = operator_gain(operator, y.new_zeros(shape))
+        gain = sample_gains(operator, y.new_zeros(shape))  # (B,) L per sample
         rho_b = noise_rho(sampling.steps, sigma, measured, gain, y_rms)
         rho_b = rho_b if rho_given is None else torch.full_like(rho_b, rho_given)
         floor = sigma * (DISCREPANCY_SHARE * measured).sqrt()

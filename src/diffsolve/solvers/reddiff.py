@@ -53,8 +53,8 @@ term is divided by w_σ = max(1, σ/(g_A σ_ref)) (σ/g_A: the noise in image un
 the regulariser: as σ grew, the weight fixed at its σ_ref value fitted blurs ever further into the noise (the gate
 then stops at σ√(m/2), far too close at σ ≥ 0.1). The paper's 1/σ² falls too fast: random inpainting, where the
 regulariser then outweighs y on the observed pixels, lost most with it; the linear fall keeps that loss small and
-keeps nearly all the blurs' gain (benchmarks/results/reddiff-sigma.md, also on an exact prior). σ ≤ σ_ref is
-unchanged.
+keeps nearly all the blurs' gain on photos (benchmarks/results/reddiff-sigma.md; on an exact prior it is nearer
+the posterior mean in some cells and further in others). σ ≤ σ_ref is unchanged.
 
 Scale rule: ℓ's two terms are means over the sample's entries, so the default λ does not depend on the image
 or measurement size; the data term is in image units (over g_A²), so A → kA, y → ky, σ → kσ gives the same μ
