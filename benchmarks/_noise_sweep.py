@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -23,6 +24,25 @@ def noisy_measurements(runs, tasks, sigmas) -> Iterator[tuple[list[str], int, st
             for sigma in sigmas:
                 y = ax + sigma * torch.randn(ax.shape, generator=torch.Generator().manual_seed(3))
                 yield list(names), size, task, sigma, op, x, y
+
+
+def score_with(module, constant: str, value, method: str, model, op, x: torch.Tensor, y: torch.Tensor, sigma: float,
+               steps: int) -> tuple[float, float]:
+    """(mean PSNR dB, worst data consistency) of ``method`` at its defaults given σ, one draw per image (generator i),
+    with ``module.<constant>`` set to ``value`` for the run and restored after it; warnings silenced."""
+    from diffsolve import solve
+    from diffsolve.metrics import data_consistency, scores
+
+    default = getattr(module, constant)
+    setattr(module, constant, value)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = solve(method, model, op, y, sigma=sigma, steps=steps,
+                        generator=[torch.Generator().manual_seed(i) for i in range(x.shape[0])])
+    finally:
+        setattr(module, constant, default)
+    return float(scores(out, x)["psnr"].mean()), float(data_consistency(op, out, y, sigma).max())
 
 
 def run_and_write(name: str, run, markdown) -> None:

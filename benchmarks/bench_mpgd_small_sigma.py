@@ -13,25 +13,19 @@ from __future__ import annotations
 
 import importlib
 import sys
-import warnings
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent))
-from _noise_sweep import noisy_measurements, run_and_write  # noqa: E402
+from _noise_sweep import noisy_measurements, run_and_write, score_with  # noqa: E402
+from bench_few_steps import TASKS  # noqa: E402
 from bench_methods import machine  # noqa: E402
 
-import diffsolve  # noqa: E402
-
 SIGMAS = (0.001, 0.003, 0.01, 0.02, 0.05)
-TASKS = ("gaussian_blur", "motion_blur", "box", "random", "sr4")
 RUNS = ((("chelsea", "coffee"), 64), (("hopper", "camera"), 128))
 STEPS = 30
 
 
 def run() -> list[dict]:
-    from diffsolve.metrics import data_consistency, scores
     from diffsolve.models import load_default
 
     module = importlib.import_module("diffsolve.solvers.mpgd")
@@ -41,14 +35,7 @@ def run() -> list[dict]:
     for names, size, task, sigma, op, x, y in noisy_measurements(RUNS, TASKS, SIGMAS):
         row = {"images": names, "size": size, "task": task, "sigma": sigma}
         for label, method, rho_floor in (("before", "mpgd", 0.0), ("now", "mpgd", floor), ("cdps", "cdps", floor)):
-            module.RHO_SIGMA_FLOOR = rho_floor
-            gens = [torch.Generator().manual_seed(i) for i in range(len(names))]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out = diffsolve.solve(method, model, op, y, sigma=sigma, steps=STEPS, generator=gens)
-            dc = data_consistency(op, out, y, sigma)
-            row[label] = (float(scores(out, x)["psnr"].mean()), float(dc.max()))
-        module.RHO_SIGMA_FLOOR = floor
+            row[label] = score_with(module, "RHO_SIGMA_FLOOR", rho_floor, method, model, op, x, y, sigma, STEPS)
         rows.append(row)
         print(row, flush=True)
     return rows

@@ -14,19 +14,14 @@ from __future__ import annotations
 import importlib
 import math
 import sys
-import warnings
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent))
-from _noise_sweep import noisy_measurements, run_and_write  # noqa: E402
+from _noise_sweep import noisy_measurements, run_and_write, score_with  # noqa: E402
+from bench_few_steps import TASKS  # noqa: E402
 from bench_methods import machine  # noqa: E402
 
-import diffsolve  # noqa: E402
-
 SIGMAS = (0.05, 0.1, 0.2, 0.5)
-TASKS = ("gaussian_blur", "motion_blur", "box", "random", "sr4")
 RUNS = ((("chelsea", "coffee"), 64), (("hopper", "camera"), 128))
 STEPS = 30
 VARIANTS = (("q0 = 0", "mpgd", 0.0), ("q0 = 1", "mpgd", 1.0), ("q0 = 2", "mpgd", 2.0), ("q0 = inf", "mpgd", math.inf),
@@ -34,26 +29,15 @@ VARIANTS = (("q0 = 0", "mpgd", 0.0), ("q0 = 1", "mpgd", 1.0), ("q0 = 2", "mpgd",
 
 
 def run() -> list[dict]:
-    from diffsolve.metrics import data_consistency, scores
     from diffsolve.models import load_default
 
     module = importlib.import_module("diffsolve.solvers.mpgd")
-    default = module.LANDWEBER_BELOW
     model = load_default("patches")
     rows = []
     for names, size, task, sigma, op, x, y in noisy_measurements(RUNS, TASKS, SIGMAS):
         row = {"images": names, "size": size, "task": task, "sigma": sigma}
         for label, method, q0 in VARIANTS:
-            module.LANDWEBER_BELOW = q0
-            gens = [torch.Generator().manual_seed(i) for i in range(len(names))]
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    out = diffsolve.solve(method, model, op, y, sigma=sigma, steps=STEPS, generator=gens)
-            finally:
-                module.LANDWEBER_BELOW = default
-            dc = data_consistency(op, out, y, sigma)
-            row[label] = (float(scores(out, x)["psnr"].mean()), float(dc.max()))
+            row[label] = score_with(module, "LANDWEBER_BELOW", q0, method, model, op, x, y, sigma, STEPS)
         rows.append(row)
         print(row, flush=True)
     return rows

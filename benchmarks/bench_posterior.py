@@ -49,14 +49,15 @@ from diffsolve.operators import GaussianBlur, Inpainting, MotionBlur, SuperResol
 from diffsolve.solvers import cdps, dps, mpgd
 from diffsolve.solvers.cdps import CHAINS
 
-__all__ = ["main", "metrics", "priors", "tasks"]
+__all__ = ["kernel_cov", "main", "metrics", "priors", "tasks"]
 
 RESULTS = Path(__file__).parent / "results"
 SIGMA = 0.05
 D = torch.float64
 
 
-def _kernel_cov(size: int, length: float, var: float, nugget: float) -> torch.Tensor:
+def kernel_cov(size: int, length: float, var: float, nugget: float) -> torch.Tensor:
+    """(n², n²) var·exp(−d²/(2 length²)) + nugget·I over the pixels of a size×size image (d: their distance)."""
     idx = torch.arange(size * size)
     r, c = (idx // size).double(), (idx % size).double()
     d2 = (r[:, None] - r[None]) ** 2 + (c[:, None] - c[None]) ** 2
@@ -69,11 +70,11 @@ def priors(size: int) -> dict[str, GaussianMixturePrior]:
     u = torch.linspace(-1, 1, size, dtype=D)
     yy, xx = torch.meshgrid(u, u, indexing="ij")
     mean = 0.2 * torch.sin(2 * xx) * torch.cos(yy)
-    gauss = GaussianPrior(mean[None], _kernel_cov(size, size / 6, 0.2, 0.01))
+    gauss = GaussianPrior(mean[None], kernel_cov(size, size / 6, 0.2, 0.01))
     means = torch.stack([0.5 * torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.3) - 0.2
                          for cx, cy in ((-0.4, -0.4), (0.4, 0.0), (0.0, 0.5))])[:, None]
     means = means + 0.05 * torch.randn(means.shape, generator=g, dtype=D)
-    cov = _kernel_cov(size, size / 8, 0.05, 0.01)
+    cov = kernel_cov(size, size / 8, 0.05, 0.01)
     gmm = GaussianMixturePrior(means, cov.expand(3, -1, -1).clone(), torch.tensor([0.5, 0.3, 0.2], dtype=D))
     return {"gaussian": gauss, "gmm": gmm}
 

@@ -25,12 +25,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _noise_sweep import noisy_measurements  # noqa: E402
 from bench_dps import write_results  # noqa: E402
+from bench_few_steps import TASKS  # noqa: E402
 from bench_methods import machine  # noqa: E402
+from bench_posterior import kernel_cov  # noqa: E402
 
 import diffsolve  # noqa: E402
 
 SIGMAS = (0.05, 0.1, 0.2, 0.5)
-TASKS = ("gaussian_blur", "motion_blur", "box", "random", "sr4")
 RUNS = ((("chelsea", "coffee"), 64), (("hopper", "camera"), 128), (("grass", "raccoon"), 64))
 STEPS = 30
 VARIANTS = ("constant", "σ_ref/σ", "(σ_ref/σ)²")
@@ -81,9 +82,7 @@ def run_exact() -> list[dict]:
 
     module = importlib.import_module("diffsolve.solvers.reddiff")
     n, dtype = 16, torch.float64
-    idx = torch.arange(n * n)
-    d2 = ((idx // n)[:, None] - (idx // n)[None]) ** 2 + ((idx % n)[:, None] - (idx % n)[None]) ** 2
-    cov = 0.3 * torch.exp(-d2.double() / 8.0) + 1e-3 * torch.eye(n * n, dtype=dtype)
+    cov = kernel_cov(n, 2.0, 0.3, 1e-3)  # the noise-level tests' correlated prior (tests/_small_problem.py)
     prior = GaussianPrior(0.1 * torch.randn(1, n, n, generator=torch.Generator().manual_seed(0), dtype=dtype), cov)
     x = prior.sample(4, generator=torch.Generator().manual_seed(1))
     rows = []

@@ -20,41 +20,34 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _noise_sweep import noisy_measurements  # noqa: E402
 from bench_dps import write_results  # noqa: E402
+from bench_few_steps import INVERSE, TASKS  # noqa: E402
 from bench_methods import machine, meets_bar  # noqa: E402
 
 from diffsolve.methods import METHODS, restore  # noqa: E402
 
 SIGMAS = (0.001, 0.1, 0.2, 0.5)
-TASKS = ("gaussian_blur", "motion_blur", "box", "random", "sr4")
-INVERSE = ("mpgd", "cdps", "dps", "pigdm", "diffpir", "ddrm", "ddnm", "daps", "reddiff", "mmps")
 
 
 def run(args) -> list[dict]:
-    from diffsolve.data import photo
     from diffsolve.metrics import data_consistency, scores
     from diffsolve.models import load_default
-    from diffsolve.tasks import make_operator
 
     model = load_default("patches")
-    x = torch.stack([photo(n, size=args.size) for n in args.images])
     rows = []
-    for sigma in args.sigmas:
-        for task in TASKS:
-            op = make_operator(task, (args.size, args.size))
-            ax = op.A(x)
-            y = ax + sigma * torch.randn(ax.shape, generator=torch.Generator().manual_seed(3))
-            for name in ("tikhonov",) + INVERSE:
-                if METHODS[name].unsupported(op, (args.size, args.size), sigma):
-                    continue
-                gens = [torch.Generator().manual_seed(i) for i in range(len(args.images))]
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    out, _ = restore(name, model, op, y, steps=args.steps, sigma=sigma, x_true=x, generator=gens)
-                psnr = float(scores(out, x)["psnr"].mean())
-                rows.append({"sigma": sigma, "task": task, "method": name, "psnr": psnr,
-                             "dc_max": float(data_consistency(op, out, y, sigma).max())})
-                print(rows[-1], flush=True)
+    for _, size, task, sigma, op, x, y in noisy_measurements([(args.images, args.size)], TASKS, args.sigmas):
+        for name in ("tikhonov",) + INVERSE:
+            if METHODS[name].unsupported(op, (size, size), sigma):
+                continue
+            gens = [torch.Generator().manual_seed(i) for i in range(len(args.images))]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out, _ = restore(name, model, op, y, steps=args.steps, sigma=sigma, x_true=x, generator=gens)
+            psnr = float(scores(out, x)["psnr"].mean())
+            rows.append({"sigma": sigma, "task": task, "method": name, "psnr": psnr,
+                         "dc_max": float(data_consistency(op, out, y, sigma).max())})
+            print(rows[-1], flush=True)
     return rows
 
 
