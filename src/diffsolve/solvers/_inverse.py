@@ -25,7 +25,7 @@ from ..kernels._checks import plain_number
 from ..kernels._dispatch import BackendUnavailableError
 from ._loop import check_finite_tensor
 
-__all__ = ["DISCREPANCY_SHARE", "PULL_CG_ITERS", "PULL_GROWTH", "PULL_MAX_ROUNDS", "PULL_PRECONDITION",
+__all__ = ["DISCREPANCY_SHARE", "PULL_CG_ITERS", "PULL_CG_TOL", "PULL_GROWTH", "PULL_MAX_ROUNDS",
            "PULL_ROUNDS", "SIGMA_MIN", "UNFIT_CONSISTENCY", "check_problem", "check_sigma", "data_part",
            "DataConsistencyWarning", "Diagnostics", "discrepancy_floor", "discrepancy_pull", "discrepancy_weight",
            "final_residual", "measured_entries", "measurement_grad", "noise_ceiling", "pull_rounds", "residual_norm",
@@ -43,11 +43,15 @@ SINGULAR_CUTOFF = 3e-2
 #: fit the directions the data determines well below the noise level; κ = 1 cost DPS up to 2.4 dB and MPGD up to
 #: 0.9 dB on blurs (benchmarks/results/dps-steps-power.md, mpgd-floor.md; chosen on the tuning photos).
 DISCREPANCY_SHARE = 0.5
-#: CG iterations of :func:`discrepancy_pull`'s solve where A has no exact one: the line search along the direction
-#: they give is exact whatever the direction, so a few iterations only set which way it moves (more run CG past the
-#: Krylov space of a small problem, where its iterate turns on rounding: a sample's result would then depend on
-#: its batch)
-PULL_CG_ITERS = 10
+#: CG of :func:`discrepancy_pull`'s solve where A has no exact one: plain (no preconditioner), each sample until its
+#: relative residual is :data:`PULL_CG_TOL` (then frozen), at most :data:`PULL_CG_ITERS` iterations; one host read
+#: every ten iterations ends it once every sample is there (the pull runs after the sampling loop). The line search
+#: along the direction it gives is exact, so the tolerance only sets how well that direction resolves A's weak
+#: directions; a tighter one runs CG, on a small problem, to where its iterate turns on rounding (a sample's result
+#: would then depend on its batch). Preconditioned by a blur's circulant version, or stopped at a fixed ten
+#: iterations, it left results at small σ misfitting y, or short of this one (benchmarks/results/pull-cg.md).
+PULL_CG_ITERS = 200
+PULL_CG_TOL = 1e-3
 #: rounds of :func:`discrepancy_pull`: up to :data:`PULL_ROUNDS` or until v reaches 1 (a unit prior's variance),
 #: whichever is later, at most :data:`PULL_MAX_ROUNDS`; and the factor on v from one round to the next. A result still
 #: above the noise ceiling at x* restarts from x* trusting y ten times more (σ²/v then resolves singular values 10×
@@ -59,11 +63,6 @@ PULL_CG_ITERS = 10
 PULL_ROUNDS = 3
 PULL_MAX_ROUNDS = 16
 PULL_GROWTH = 10.0
-#: whether :func:`discrepancy_pull`'s CG uses the operator's preconditioner (the blurs' circulant one) where A has no
-#: exact solve. Its truncated iterate only sets the direction of an exact line search, so, unlike ΠGDM's and
-#: DiffPIR's truncated data steps (plain CG), it keeps it: better where the rounds act, level on the task's motion
-#: blur (benchmarks/results/pull-precondition.md)
-PULL_PRECONDITION = True
 #: a result whose data consistency ‖A x̂ − y‖/(σ√m) exceeds this for some sample draws a DataConsistencyWarning:
 #: a residual 3× the noise level (9× its squared norm). With the discrepancy principle on (every method's default,
 #: :func:`discrepancy_pull`) a result ends within the noise unless even its last round misfits y; the warning is for
@@ -294,11 +293,14 @@ def discrepancy_weight(r0: torch.Tensor, d: torch.Tensor, floor: torch.Tensor) -
     return torch.where(c <= floor, torch.zeros_like(c), g)
 
 
-def solver_of(operator: Any, max_iters: int | None = None, precondition: bool = True):
-    """``solve(rhs, shift, scale, x0=None)``: ``operator.solve_unchecked`` (no host sync) where it exists, with
-    CG's budget ``max_iters``, start ``x0`` where given and ``precondition`` (False: plain CG; an exact solve
-    ignores all three), else ``operator.solve`` (a bare ``solve(rhs, shift, scale)``: no CG options), else, for an
-    object with only ``A`` and ``A_adjoint``, batched CG on AᵀA (``max_iters``, default 100, from ``x0``)."""
+def solver_of(operator: Any, max_iters: int | None = None, precondition: bool = True, tol: float | None = None,
+              check_every: int | None = None):
+    """``solve(rhs, shift, scale, x0=None)``: ``operator.solve_unchecked`` (no host sync unless ``check_every``)
+    where it exists, with CG's budget ``max_iters``, start ``x0`` where given, ``precondition`` (False: plain CG),
+    relative tolerance ``tol`` (None: the dtype's default) and ``check_every`` (k: one host sync every k iterations
+    ends CG once every sample is within ``tol``; only outside sampling loops); an exact solve ignores all five. Else
+    ``operator.solve`` (a bare ``solve(rhs, shift, scale)``: no CG options), else, for an object with only ``A`` and
+    ``A_adjoint``, batched CG on AᵀA (``max_iters``, default 100, from ``x0``, ``tol``, ``check_every``)."""
     unchecked = getattr(operator, "solve_unchecked", None)
     if unchecked is None and not callable(getattr(operator, "solve", None)):
         from ..kernels import batched_cg
@@ -309,14 +311,18 @@ def solver_of(operator: Any, max_iters: int | None = None, precondition: bool = 
 
         def cg(rhs: torch.Tensor, shift: Any, scale: Any, x0: torch.Tensor | None = None) -> torch.Tensor:
             return batched_cg(gram, rhs, shift, scale, x0=x0, max_iters=max_iters or 100,
-                              tol=_default_tol(rhs.dtype)).x
+                              tol=_default_tol(rhs.dtype) if tol is None else tol, check_every=check_every).x
 
         return cg
     if unchecked is None:
         return lambda rhs, shift, scale, x0=None: operator.solve(rhs, shift=shift, scale=scale)
-    budget = {} if max_iters is None else {"max_iters": max_iters}
+    budget: dict[str, Any] = {} if max_iters is None else {"max_iters": max_iters}
     if not precondition:
         budget["precondition"] = False
+    if tol is not None:
+        budget["tol"] = tol
+    if check_every is not None:
+        budget["check_every"] = check_every
 
     def solve(rhs: torch.Tensor, shift: Any, scale: Any, x0: torch.Tensor | None = None) -> torch.Tensor:
         return unchecked(rhs, shift=shift, scale=scale, **budget, **({} if x0 is None else {"x0": x0}))
@@ -436,7 +442,7 @@ def discrepancy_pull(operator: object, x: torch.Tensor, y: torch.Tensor, sigma: 
         x* = x + v Aᵀ(σ² I + v AAᵀ)⁻¹ r = x + v (σ² I + v AᵀA)⁻¹ Aᵀ r,   r = y − A x
 
     (in A's SVD where it declares one, :func:`range_solve`; else ``operator.solve(Aᵀr, shift=σ², scale=v)``, exact
-    where A's structure allows, or :data:`PULL_CG_ITERS` CG iterations), never past it: the result is
+    where A's structure allows, or plain CG to :data:`PULL_CG_TOL`), never past it: the result is
     x + g (x* − x) with g ∈ [0, 1] the smallest that brings the residual to the ceiling
     (:func:`discrepancy_weight`; it falls monotonically in g, as A(x* − x) = W r with W = v AAᵀ(σ² I + v AAᵀ)⁻¹,
     0 ⪯ W ≺ I). The direction damps what y measures poorly (small singular values), so noise is not amplified. Where
@@ -447,10 +453,10 @@ def discrepancy_pull(operator: object, x: torch.Tensor, y: torch.Tensor, sigma: 
     stops moving (g = 0), as does one whose step would not lower its residual or is not finite (σ²/v below the dtype's
     resolution). Each round is one solve and two products with A, run only where some sample of the batch is above the
     ceiling: one host read per round after the sampling loop (none inside it) decides that, so a batch that fits y
-    returns x without a solve.
+    returns x without a solve (and one every ten CG iterations ends a CG solve).
     """
     ceiling = noise_ceiling(operator, y, sigma)
-    solve = solver_of(operator, PULL_CG_ITERS, precondition=PULL_PRECONDITION)
+    solve = solver_of(operator, PULL_CG_ITERS, precondition=False, tol=PULL_CG_TOL, check_every=10)
     svd: Any = False  # A's range SVD, looked up where a round first runs (None: A has none, then solve)
     moving = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)  # at x* after every round so far
     for round_ in range(pull_rounds(variance)):
