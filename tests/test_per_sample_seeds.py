@@ -62,7 +62,7 @@ def _cases(den, latent, ae):
         "cdps-exact-fresh": lambda y, g, **k: cdps(den, sr, y, steps=3, sigma=0.1, chain="fresh", generator=g, **k),
         # 10 steps: 9 CG iterations a step (3 steps would give 30, whose iterate on this random UNet amplifies
         # the UNet's batch-size rounding 1e-15 to ~1e-4: a CG sensitivity, not a batch coupling). No closing pull:
-        # this random UNet misfits y by ~7σ, and the pull's CG rounds (κ ~ 1e3 on 192 unknowns) amplify the same
+        # this random UNet misfits y by ~16σ, and the pull's CG rounds (κ ~ 1e3 on 192 unknowns) amplify the same
         # rounding to ~5e-4; the pull's own batch independence is tests/test_discrepancy_pull.py's
         "cdps-cg": lambda y, g, **k: cdps(den, motion, y, steps=10, sigma=0.1, discrepancy=False, generator=g, **k),
     }, {"dps": blur, "mpgd-none": blur, "mpgd-kernel": blur, "mpgd-ae": sr, "mpgd-z": sr, "mpgd_ldm": sr,
