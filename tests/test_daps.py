@@ -343,3 +343,25 @@ def test_a_small_noise_level_is_not_fitted_below_its_floor():
         runs[floor] = info["data_consistency"]
     assert bool((runs[False] < 0.5).all()), runs[False]
     torch.testing.assert_close(runs[True], torch.full_like(runs[True], 0.5**0.5), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("langevin", ["auto", "loop", "chebyshev"])
+def test_a_per_sample_mask_keeps_each_sample_independent_of_its_batch(langevin):
+    """A mask whose weights differ per sample (1 and 0.3): each sample's L, and with it its Langevin step η_i, is its
+    own, so sample 1 in the batch equals sample 1 alone (with the batch's L they differed by 0.13 in the exact mode);
+    the Chebyshev series, one per level for the batch, refuses such a mask with the modes that take it."""
+    pr = correlated_prior(8)
+    gen = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    keep = (torch.rand(1, 1, 8, 8, generator=gen(4), dtype=D) > 0.4).to(D)
+    weights = torch.cat([keep, 0.3 * keep])
+    x = pr.sample(2, generator=gen(1))
+    op = Inpainting(weights)
+    y = op.A(x) + 0.3 * torch.randn(op.A(x).shape, generator=gen(2), dtype=D)
+    kw = dict(steps=5, sigma=0.3, langevin=langevin, langevin_steps=20)
+    if langevin == "chebyshev":
+        with pytest.raises(ValueError, match="weights differ per sample.*'exact'.*'loop'"):
+            daps(pr, op, y, generator=[gen(5), gen(6)], **kw)
+        return
+    both = daps(pr, op, y, generator=[gen(5), gen(6)], **kw)
+    alone = daps(pr, Inpainting(weights[1:]), y[1:], generator=[gen(6)], **kw)
+    torch.testing.assert_close(both[1:], alone, rtol=0, atol=1e-12)

@@ -20,7 +20,8 @@ x_i = √ᾱ_i (x0 + σ_i z):
        x0 ← x0 − η_i [(x0 − x̂0)/r_i² + Aᵀ(A x0 − y)/τ²] + √(2η_i) z,   z ~ N(0, I),   x0 starts at x̂0,
 
    Default step (``lr=None``), with τ = κσ, κ = ``LIKELIHOOD_RATIO`` = 1/4, L ≥ ‖AᵀA‖ (the operator's
-   ``gram_norm_bound``, else power iteration before the loop):
+   ``gram_norm_bound``, else power iteration before the loop; for a mask whose weights differ per sample each
+   sample's own, so η_i is per sample and a sample does not depend on its batch):
 
        η_i = min(f · 2/(1/r_i² + L/τ²),  c · σ_{i+1}²/(2K)),   f = ``LANGEVIN_FRACTION``, c = ``NOISE_BUDGET`` = 1/4
 
@@ -97,7 +98,7 @@ from ._chebyshev import chebyshev_apply, chebyshev_series
 from ._inverse import (Diagnostics, check_problem, check_sigma, data_part, discrepancy_floor, discrepancy_pull,
                        discrepancy_weight, finish_run, residual_norm, route)
 from ._loop import Sampling, _draw, check_flag, check_int, check_number, check_steps, prepare, takes_sampling
-from .mpgd import operator_gain
+from .mpgd import operator_gain, sample_gains
 
 __all__ = ["LANGEVIN_MODES", "daps", "edm_sigmas", "exact_langevin", "langevin_rates", "langevin_series",
            "nearest_timesteps", "series_langevin", "series_tolerance"]
@@ -134,10 +135,11 @@ def langevin_rates(level_sigmas: list[float], gram: float, tau: float, langevin_
 
 
 def exact_langevin(svd: SVD, s: torch.Tensor, x0_hat: torch.Tensor, y_bar: torch.Tensor, zeta: torch.Tensor,
-                   inv_r2: float, tau2: float, rate: float, steps: int) -> torch.Tensor:
+                   inv_r2: float, tau2: float, rate: float | torch.Tensor, steps: int) -> torch.Tensor:
     """K = ``steps`` Langevin steps of size η = ``rate`` from x̂0 in one draw (module docstring, step 2): x0
     (B, C, H, W) from x̂0 (B, C, H, W), ȳ = U_rᵀy (B, C, *spectral), ζ ~ N(0, I) (B, C, H, W), s broadcastable
-    to the coefficients, 1/r² = ``inv_r2``, τ² = ``tau2``; ``svd`` the range protocol (``SVD.range()``)."""
+    to the coefficients, 1/r² = ``inv_r2``, τ² = ``tau2``, η a host float or one per sample (B, 1, 1, 1);
+    ``svd`` the range protocol (``SVD.range()``)."""
     p = inv_r2 + s * s / tau2  # the curvature of each coefficient's Gaussian target
     hp = rate * p  # η p ∈ (0, 2): the loop is stable (checked before the loop)
     log_c = torch.log1p(-torch.where(hp < 1, hp, torch.zeros_like(hp)))  # log c where c = 1 − η p > 0
@@ -145,9 +147,14 @@ def exact_langevin(svd: SVD, s: torch.Tensor, x0_hat: torch.Tensor, y_bar: torch
     gain = torch.where(hp < 1, -torch.expm1(steps * log_c), 1 - c.pow(steps))  # 1 − c^K
     keep = torch.where(hp < 1, -torch.expm1(2 * steps * log_c), 1 - c.pow(2 * steps))  # 1 − c^{2K}
     d = (2 * keep / (p * (2 - hp))).sqrt()
-    hp0 = rate * inv_r2  # a null direction: s = 0 (host floats)
-    d0 = math.sqrt(2 * (-math.expm1(2 * steps * math.log1p(-hp0)) if hp0 < 1 else 1 - (1 - hp0) ** (2 * steps))
-                   / (inv_r2 * (2 - hp0)))
+    hp0 = rate * inv_r2  # a null direction: s = 0
+    if torch.is_tensor(hp0):
+        log_c0 = torch.log1p(-torch.where(hp0 < 1, hp0, torch.zeros_like(hp0)))
+        keep0 = torch.where(hp0 < 1, -torch.expm1(2 * steps * log_c0), 1 - (1 - hp0).pow(2 * steps))
+        d0 = (2 * keep0 / (inv_r2 * (2 - hp0))).sqrt()
+    else:  # host floats
+        d0 = math.sqrt(2 * (-math.expm1(2 * steps * math.log1p(-hp0)) if hp0 < 1 else 1 - (1 - hp0) ** (2 * steps))
+                       / (inv_r2 * (2 - hp0)))
     spectral = gain * s / (tau2 * p) * (y_bar - s * svd.Vt(x0_hat)) + (d - d0) * svd.Vt(zeta)
     return x0_hat + d0 * zeta + svd.V(spectral)
 
@@ -279,8 +286,8 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             lr_min_ratio: η_{N} / η_0 ∈ (0, 1] (only with a given ``lr``).
         langevin: ``"auto"`` (``"exact"`` where the operator has an SVD, else ``"chebyshev"``), ``"exact"`` (the
             K steps in one draw through A's SVD; ValueError without one), ``"chebyshev"`` (the same draw by
-            Chebyshev series in AᵀA, any operator; the K steps where the series would be longer) or ``"loop"``
-            (K explicit steps).
+            Chebyshev series in AᵀA, any operator but a mask whose weights differ per sample; the K steps where
+            the series would be longer) or ``"loop"`` (K explicit steps).
         discrepancy: end with a residual y's noise explains, neither below σ√(m/2) nor beyond the noise (module
             docstring); False: the paper's result.
     Returns:
@@ -338,11 +345,22 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     sub_alpha = [[float(table[t]) for t in ts] + [1.0] for ts in sub_t]
     device = y.device
     sub_t_dev = torch.tensor(sub_t, dtype=torch.int64, device=device)  # (N, K)
-    gram = operator_gain(operator, y.new_zeros(shape[1:]).unsqueeze(0))  # L >= ||A^T A|| (host float)
+    gram = operator_gain(operator, y.new_zeros(shape[1:]).unsqueeze(0))  # L >= ||A^T A|| (host float), every sample
+    # a mask whose weights differ per sample: each sample's own L_b >= ||A_b^T A_b|| sets its own steps
+    gains = sample_gains(operator, y.new_zeros(shape)) if getattr(operator, "structure", None) == "diagonal" else None
+    own_gains = gains is not None and bool((gains != gains[0]).any())
+    if own_gains and langevin == "chebyshev":
+        raise ValueError("langevin='chebyshev' builds one series per level for the whole batch, but this mask's "
+                         f"weights differ per sample (L per sample: {[round(g, 4) for g in gains.tolist()]}); use "
+                         "langevin='exact' (the default for masks) or 'loop', which take each sample's own step")
     tau = sigma * (LIKELIHOOD_RATIO if lr is None else 1.0)  # the Langevin likelihood's std
     stiff = [1 / r**2 + gram / tau**2 for r in level_sigmas]  # the largest curvature of each level's target
+    per_sample: list[Any] = [None] * len(level_sigmas)  # per level: (B, 1, 1, 1) steps where the samples' L differ
     if lr is None:  # the default rule: a fraction of the stability bound, capped by the noise budget
         rates = langevin_rates(level_sigmas, gram, tau, langevin_steps)
+        if own_gains:
+            own = [langevin_rates(level_sigmas, g, tau, langevin_steps) for g in gains.tolist()]
+            per_sample = [torch.tensor(level, dtype=y.dtype).view(-1, 1, 1, 1).to(y.device) for level in zip(*own)]
     else:
         rates = [lr * (1 + i / n * (lr_min_ratio - 1)) for i in range(n)]
     worst = max(rate * c for rate, c in zip(rates, stiff))
@@ -373,7 +391,7 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             if sampling.return_info:
                 info.add("residual", residual_norm(operator, x0_hat, y))
             # 2. Langevin on x0 around x̂0 with the likelihood: per-pixel step η_i, noise √(2η_i) z
-            rate, inv_r2 = rates[i], 1 / level_sigmas[i] ** 2
+            rate, inv_r2 = rates[i] if per_sample[i] is None else per_sample[i], 1 / level_sigmas[i] ** 2
             x0 = x0_hat
             if svd is not None and langevin_steps > 0:  # the K steps in one draw (module docstring)
                 zeta = _draw(shape, generator, y.dtype, device)
@@ -383,7 +401,8 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                 x0 = series_langevin(operator, x0_hat, y, zeta, inv_r2, tau**2, series[i])
             for _ in range(langevin_steps if svd is None and series[i] is None else 0):
                 grad = (x0 - x0_hat) * inv_r2 + operator.A_adjoint(operator.A(x0) - y) / tau**2
-                x0 = x0 - rate * grad + math.sqrt(2 * rate) * _draw(shape, generator, y.dtype, device)
+                noise_scale = (2 * rate).sqrt() if torch.is_tensor(rate) else math.sqrt(2 * rate)
+                x0 = x0 - rate * grad + noise_scale * _draw(shape, generator, y.dtype, device)
             # 3. re-noise to the next level (none after the last: the result is x0)
             a_next = loop.alpha_s[i] if i + 1 < n else 1.0
             if i + 1 < n:
