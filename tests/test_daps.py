@@ -348,8 +348,8 @@ def test_a_small_noise_level_is_not_fitted_below_its_floor():
 @pytest.mark.parametrize("langevin", ["auto", "loop", "chebyshev"])
 def test_a_per_sample_mask_keeps_each_sample_independent_of_its_batch(langevin):
     """A mask whose weights differ per sample (1 and 0.3): each sample's L, and with it its Langevin step η_i, is its
-    own, so sample 1 in the batch equals sample 1 alone (with the batch's L they differed by 0.13 in the exact mode);
-    the Chebyshev series, one per level for the batch, refuses such a mask with the modes that take it."""
+    own, so sample 1 in the batch equals sample 1 alone (with the batch's L they differed by 0.2); the Chebyshev
+    series, one per level for the batch, refuses such a mask and names the modes that take it."""
     pr = correlated_prior(8)
     gen = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
     keep = (torch.rand(1, 1, 8, 8, generator=gen(4), dtype=D) > 0.4).to(D)
@@ -359,9 +359,27 @@ def test_a_per_sample_mask_keeps_each_sample_independent_of_its_batch(langevin):
     y = op.A(x) + 0.3 * torch.randn(op.A(x).shape, generator=gen(2), dtype=D)
     kw = dict(steps=5, sigma=0.3, langevin=langevin, langevin_steps=20)
     if langevin == "chebyshev":
-        with pytest.raises(ValueError, match="weights differ per sample.*'exact'.*'loop'"):
+        with pytest.raises(ValueError, match="weights differ per sample.*'loop' or 'exact'"):
             daps(pr, op, y, generator=[gen(5), gen(6)], **kw)
         return
     both = daps(pr, op, y, generator=[gen(5), gen(6)], **kw)
     alone = daps(pr, Inpainting(weights[1:]), y[1:], generator=[gen(6)], **kw)
     torch.testing.assert_close(both[1:], alone, rtol=0, atol=1e-12)
+
+
+def test_a_per_sample_mask_without_an_svd_is_refused_not_pooled():
+    """A diagonal operator without an SVD hook takes the series under langevin="auto": with weights that differ per
+    sample it is refused (naming 'loop'); with a given lr, or no Langevin steps, every sample shares the step and it
+    runs."""
+    class NoSVD(Inpainting):
+        svd = None
+
+    pr = correlated_prior(8)
+    keep = (torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(4), dtype=D) > 0.4).to(D)
+    op = NoSVD(torch.cat([keep, 0.3 * keep]))
+    y = op.A(pr.sample(2, generator=torch.Generator().manual_seed(1)))
+    with pytest.raises(ValueError, match="langevin='auto'.*use langevin='loop'$"):
+        daps(pr, op, y, steps=5, sigma=0.3, generator=torch.Generator().manual_seed(2))
+    for options in ({"lr": 1e-3}, {"langevin_steps": 0}):
+        out = daps(pr, op, y, steps=5, sigma=0.3, generator=torch.Generator().manual_seed(2), **options)
+        assert bool(out.isfinite().all())

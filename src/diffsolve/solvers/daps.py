@@ -346,13 +346,10 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     device = y.device
     sub_t_dev = torch.tensor(sub_t, dtype=torch.int64, device=device)  # (N, K)
     gram = operator_gain(operator, y.new_zeros(shape[1:]).unsqueeze(0))  # L >= ||A^T A|| (host float), every sample
-    # a mask whose weights differ per sample: each sample's own L_b >= ||A_b^T A_b|| sets its own steps
-    gains = sample_gains(operator, y.new_zeros(shape)) if getattr(operator, "structure", None) == "diagonal" else None
+    # a mask whose weights differ per sample: each sample's own L_b >= ||A_b^T A_b|| sets its own default steps
+    diagonal = getattr(operator, "structure", None) == "diagonal" and lr is None and langevin_steps > 0
+    gains = sample_gains(operator, y.new_zeros(shape)) if diagonal else None
     own_gains = gains is not None and bool((gains != gains[0]).any())
-    if own_gains and langevin == "chebyshev":
-        raise ValueError("langevin='chebyshev' builds one series per level for the whole batch, but this mask's "
-                         f"weights differ per sample (L per sample: {[round(g, 4) for g in gains.tolist()]}); use "
-                         "langevin='exact' (the default for masks) or 'loop', which take each sample's own step")
     tau = sigma * (LIKELIHOOD_RATIO if lr is None else 1.0)  # the Langevin likelihood's std
     stiff = [1 / r**2 + gram / tau**2 for r in level_sigmas]  # the largest curvature of each level's target
     per_sample: list[Any] = [None] * len(level_sigmas)  # per level: (B, 1, 1, 1) steps where the samples' L differ
@@ -368,6 +365,11 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         raise ValueError(f"lr={lr:g} makes the Langevin steps unstable (η·(1/r² + ‖AᵀA‖/σ²) = {worst:.3g} >= 2 with "
                          f"sigma={sigma:g}); use lr < {2 * lr / worst:.3g} or a larger sigma")
     svd = _langevin_svd(operator, shape[-2:], langevin)  # None: the series or the explicit loop
+    if own_gains and svd is None and langevin != "loop":
+        other = " or 'exact'" if _langevin_svd(operator, shape[-2:], "auto") is not None else ""
+        raise ValueError(f"langevin={langevin!r} runs the Chebyshev series here, one per level for the whole batch, but "
+                         f"this mask's weights differ per sample (L per sample: {[round(g, 4) for g in gains.tolist()]}"
+                         f"), so each sample needs its own step; use langevin='loop'{other}")
     if svd is not None:
         s_dev, y_bar = svd.singulars(y), svd.Ut(y)  # s and U_rᵀy, once
     series: list[Any] = [None] * n  # per level: the Chebyshev series, or None (the K steps one by one)
