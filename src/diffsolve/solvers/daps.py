@@ -367,9 +367,10 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     svd = _langevin_svd(operator, shape[-2:], langevin)  # None: the series or the explicit loop
     if own_gains and svd is None and langevin != "loop":
         other = " or 'exact'" if _langevin_svd(operator, shape[-2:], "auto") is not None else ""
-        raise ValueError(f"langevin={langevin!r} runs the Chebyshev series here, one per level for the whole batch, but "
-                         f"this mask's weights differ per sample (L per sample: {[round(g, 4) for g in gains.tolist()]}"
-                         f"), so each sample needs its own step; use langevin='loop'{other}")
+        raise ValueError(f"langevin={langevin!r} runs the Chebyshev series here, one per level for the whole batch, "
+                         "but this mask's weights differ per sample (L per sample: "
+                         f"{[round(g, 4) for g in gains.tolist()]}), so each sample needs its own step; use "
+                         f"langevin='loop'{other}")
     if svd is not None:
         s_dev, y_bar = svd.singulars(y), svd.Ut(y)  # s and U_rᵀy, once
     series: list[Any] = [None] * n  # per level: the Chebyshev series, or None (the K steps one by one)
