@@ -1,15 +1,20 @@
 """The closing discrepancy pull's CG where A has no exact solve: variants applied to the same pre-pull results.
 
     python benchmarks/bench_pull_cg.py                                 # writes results/pull-cg.{md,json}
-    python benchmarks/bench_pull_cg.py --size 128 --images hopper camera --sigmas 0.001 0.05 --kernels --tag _128
+    python benchmarks/bench_pull_cg.py --size 128 --images hopper camera --sigmas 0.001 0.05 --no-kernels --tag _128
+    python benchmarks/bench_pull_cg.py --cost                          # writes results/pull-cg_cost.{md,json}
 
 Each method runs once per problem at its defaults given σ (one draw per photo, generator i); the result it hands to
 ``_inverse.discrepancy_pull`` (and that call's v) is kept, and each variant of the pull's CG is applied to that same
 result, so a column differs from another only by the pull. Variants: ten iterations preconditioned by the blur's
 circulant version (the default before), ten and thirty plain iterations, plain CG to a relative residual of 1e-3
 (the default, ``_inverse.PULL_CG_TOL``, at most ``PULL_CG_ITERS``) and 1e-4. Problems: the task's motion blur (reflect
-boundary) at each σ of ``--sigmas``, and the unnormalised kernels of ``bench_pull_rounds.py`` at σ = 0.05
-(``--kernels`` off: none). Writes ``results/pull-cg{tag}.{md,json}``.
+boundary) at each σ of ``--sigmas``, and the unnormalised kernels of ``bench_pull_rounds.py`` at σ = 0.05 (none with
+``--no-kernels``). Writes ``results/pull-cg{tag}.{md,json}``.
+
+``--cost``: the pull's seconds for each variant on ``bench_method_cost.py``'s problems (4×3×256², a 61-tap reflect
+motion blur, a Gaussian blur, box inpainting, SR ×4; from x = 0, so every sample misfits y and every round runs; two
+threads, best of three), the figure that benchmark reports under its tables.
 """
 
 from __future__ import annotations
@@ -80,6 +85,32 @@ def pre_pull(method: str, model, op, y: torch.Tensor, sigma: float, steps: int) 
     return seen[0] if seen else None
 
 
+def cost(repeat: int = 3) -> None:
+    """``--cost`` (module docstring): writes ``results/pull-cg_cost.{md,json}``."""
+    import bench_method_cost
+
+    torch.set_num_threads(2)
+    rows, start = [], time.perf_counter()
+    for name in ("motion", "gaussian", "inpaint", "sr4"):
+        shape, op, y, _ = bench_method_cost._problem(name, 4, 256)
+        inputs = (op, torch.zeros(shape), y, bench_method_cost.SIGMA, 0.01)
+        row = {"operator": name}
+        for label, variant in VARIANTS.items():
+            row[label] = min(pulled(inputs, variant)[1] for _ in range(repeat))
+        rows.append(row)
+        print(row, flush=True)
+    labels = list(VARIANTS)
+    lines = ["# The closing discrepancy pull's cost with each CG variant", "",
+             f"`python benchmarks/bench_pull_cg.py --cost` ({machine()}, {time.perf_counter() - start:.0f} s). "
+             "bench_method_cost.py's problems (4×3×256², σ = "
+             f"{bench_method_cost.SIGMA:g}, v = 0.01), the pull from x = 0 (every sample misfits y, every round runs), "
+             f"two threads, best of {repeat}. Only the motion blur (reflect boundary) runs CG; the others solve "
+             "exactly, so their columns differ by timing noise only. Cell: ms.", "",
+             f"| operator | {' | '.join(labels)} |", "|---|" + "---|" * len(labels)]
+    lines += [f"| {r['operator']} | " + " | ".join(f"{1e3 * r[k]:.0f}" for k in labels) + " |" for r in rows]
+    write_results("pull-cg_cost", {"machine": machine(), "repeat": repeat, "rows": rows}, "\n".join(lines) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=64)
@@ -89,7 +120,10 @@ def main() -> None:
     parser.add_argument("--sigmas", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.05])
     parser.add_argument("--no-kernels", dest="kernels", action="store_false")
     parser.add_argument("--tag", default="")
+    parser.add_argument("--cost", action="store_true", help="time the pull's variants instead (module docstring)")
     args = parser.parse_args()
+    if args.cost:
+        return cost()
     from diffsolve.data import photo
     from diffsolve.metrics import data_consistency, scores
     from diffsolve.models import PaddedDenoiser, load_default
@@ -125,11 +159,13 @@ def main() -> None:
     lines = ["# The closing discrepancy pull's CG on blurs without an exact solve", "",
              f"`python benchmarks/bench_pull_cg.py --size {args.size} --steps {args.steps} --images "
              f"{' '.join(args.images)} --sigmas {' '.join(f'{s:g}' for s in args.sigmas)}"
+             f"{'' if args.methods == inverse_methods() else ' --methods ' + ' '.join(args.methods)}"
              f"{'' if args.kernels else ' --no-kernels'}{f' --tag {args.tag}' if args.tag else ''}` ({machine()}, "
              f"{seconds:.0f} s). Each method at its defaults given σ, {args.steps} steps, one draw per photo; every "
              "variant pulls the same pre-pull result (the method's own run, captured), so columns differ only by the "
-             "pull's CG. The motion blur is the task's (reflect boundary); the other kernels are "
-             f"bench_pull_rounds.py's unnormalised ones at σ = {KERNEL_SIGMA:g}.", "",
+             "pull's CG. The motion blur is the task's (reflect boundary)"
+             + (f"; the other kernels are bench_pull_rounds.py's unnormalised ones at σ = {KERNEL_SIGMA:g}."
+                if args.kernels else "."), "",
              "Cell: mean PSNR dB / worst data consistency ‖A x̂ − y‖/(σ√m) / seconds of the pull for the batch "
              f"({len(args.images)} images). 'in': worst consistency handed to the pull.", "",
              f"| operator | σ | method | in | {' | '.join(labels)} | Δ default − before |",

@@ -61,16 +61,22 @@ def _cases(den, latent, ae):
         "cdps-diagonal": lambda y, g, **k: cdps(den, inpaint, y, steps=3, sigma=0.1, generator=g, **k),
         "cdps-exact-fresh": lambda y, g, **k: cdps(den, sr, y, steps=3, sigma=0.1, chain="fresh", generator=g, **k),
         # 10 steps: 9 CG iterations a step (3 steps would give 30, whose iterate on this random UNet amplifies
-        # the UNet's batch-size rounding 1e-15 to ~1e-4: a CG sensitivity, not a batch coupling). No closing pull:
-        # this random UNet misfits y by ~16σ, and the pull's CG rounds (κ ~ 1e3 on 192 unknowns) amplify the same
-        # rounding to ~5e-4; the pull's own batch independence is tests/test_discrepancy_pull.py's
+        # the UNet's batch-size rounding 1e-15 to ~1e-4: a CG sensitivity, not a batch coupling), without and with
+        # the closing pull: this random UNet misfits y by ~16σ, and the pull's CG rounds (κ ~ 1e3 on 192 unknowns, up
+        # to 67 iterations) amplify the same rounding to ~5e-4 (PULL_TOLERANCE below)
         "cdps-cg": lambda y, g, **k: cdps(den, motion, y, steps=10, sigma=0.1, discrepancy=False, generator=g, **k),
+        "cdps-cg-pulled": lambda y, g, **k: cdps(den, motion, y, steps=10, sigma=0.1, generator=g, **k),
     }, {"dps": blur, "mpgd-none": blur, "mpgd-kernel": blur, "mpgd-ae": sr, "mpgd-z": sr, "mpgd_ldm": sr,
-        "cdps-diagonal": inpaint, "cdps-exact-fresh": sr, "cdps-cg": motion}
+        "cdps-diagonal": inpaint, "cdps-exact-fresh": sr, "cdps-cg": motion, "cdps-cg-pulled": motion}
+
+
+#: the bound a case with the closing pull on a tiny, badly misfitting CG problem is held to (above); every other case
+#: is held to 1e-7, and every case's draw with one shared generator must differ by ten times its bound
+PULL_TOLERANCE = {"cdps-cg-pulled": 5e-3}
 
 
 CASES = ["ddim", "ddim-kernel", "ge", "dps", "mpgd-none", "mpgd-ae", "mpgd-z", "mpgd-loss", "mpgd-kernel",
-         "mpgd_ldm", "cdps-diagonal", "cdps-exact-fresh", "cdps-cg"]
+         "mpgd_ldm", "cdps-diagonal", "cdps-exact-fresh", "cdps-cg", "cdps-cg-pulled"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -84,10 +90,11 @@ def test_sample_does_not_depend_on_its_batch(models, case):
     assert full.shape[0] == B and alone.shape[0] == 1
     # float64: the UNet's batch-size rounding (1e-15) is all that differs; C-DPS's last step (κ ~ 1e3)
     # amplifies it to ~1e-9 — far below the O(1) change a different draw makes
-    torch.testing.assert_close(full[PICK:PICK + 1], alone, rtol=1e-7, atol=1e-7)
+    tol = PULL_TOLERANCE.get(case, 1e-7)
+    torch.testing.assert_close(full[PICK:PICK + 1], alone, rtol=tol, atol=tol)
     # the check has teeth: one generator for the whole batch gives sample 2 other noise
     shared = runs[case](y, torch.Generator().manual_seed(seeds[PICK]))
-    assert (shared[PICK] - alone[0]).abs().max() > 1e-3
+    assert (shared[PICK] - alone[0]).abs().max() > max(1e-3, 10 * tol)
 
 
 def test_generator_list_is_validated(models):

@@ -47,8 +47,9 @@ DISCREPANCY_SHARE = 0.5
 #: relative residual is :data:`PULL_CG_TOL` (then frozen), at most :data:`PULL_CG_ITERS` iterations; one host read
 #: every ten iterations ends it once every sample is there (the pull runs after the sampling loop). The line search
 #: along the direction it gives is exact, so the tolerance only sets how well that direction resolves A's weak
-#: directions; a tighter one runs CG, on a small problem, to where its iterate turns on rounding (a sample's result
-#: would then depend on its batch). Preconditioned by a blur's circulant version, or stopped at a fixed ten
+#: directions. A tighter one runs CG further, and long CG runs on a small problem turn on rounding, so a sample's
+#: result would follow its batch's rounding more (a tiny problem that misfits y badly already needs enough iterations
+#: for that: tests/test_per_sample_seeds.py). Preconditioned by a blur's circulant version, or stopped at a fixed ten
 #: iterations, it left results at small σ misfitting y, or short of this one (benchmarks/results/pull-cg.md).
 PULL_CG_ITERS = 200
 PULL_CG_TOL = 1e-3
