@@ -286,8 +286,9 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             lr_min_ratio: η_{N} / η_0 ∈ (0, 1] (only with a given ``lr``).
         langevin: ``"auto"`` (``"exact"`` where the operator has an SVD, else ``"chebyshev"``), ``"exact"`` (the
             K steps in one draw through A's SVD; ValueError without one), ``"chebyshev"`` (the same draw by
-            Chebyshev series in AᵀA, any operator but a mask whose weights differ per sample; the K steps where
-            the series would be longer) or ``"loop"`` (K explicit steps).
+            Chebyshev series in AᵀA, any operator; the K steps where the series would be longer) or ``"loop"``
+            (K explicit steps). A mask whose weights differ per sample, at the default step (each sample its own
+            η_i), takes "exact" or "loop" only: a series is one per level for the batch (ValueError).
         discrepancy: end with a residual y's noise explains, neither below σ√(m/2) nor beyond the noise (module
             docstring); False: the paper's result.
     Returns:
