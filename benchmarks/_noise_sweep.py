@@ -26,6 +26,16 @@ def noisy_measurements(runs, tasks, sigmas) -> Iterator[tuple[list[str], int, st
                 yield list(names), size, task, sigma, op, x, y
 
 
+def sweep(runs, tasks, sigmas, cells) -> list[dict]:
+    """One row per problem of :func:`noisy_measurements`: {"images", "size", "task", "sigma"} and the cells
+    ``cells(op, x, y, sigma)`` returns (column label → cell), each row printed as it is done."""
+    rows = []
+    for names, size, task, sigma, op, x, y in noisy_measurements(runs, tasks, sigmas):
+        rows.append({"images": names, "size": size, "task": task, "sigma": sigma, **cells(op, x, y, sigma)})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def score_with(module, constant: str, value, method: str, model, op, x: torch.Tensor, y: torch.Tensor, sigma: float,
                steps: int) -> tuple[float, float]:
     """(mean PSNR dB, worst data consistency) of ``method`` at its defaults given σ, one draw per image (generator i),

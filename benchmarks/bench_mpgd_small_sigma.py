@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _noise_sweep import noisy_measurements, run_and_write, score_with  # noqa: E402
+from _noise_sweep import run_and_write, score_with, sweep  # noqa: E402
 from bench_few_steps import TASKS  # noqa: E402
 from bench_methods import machine  # noqa: E402
 
@@ -31,14 +31,9 @@ def run() -> list[dict]:
     module = importlib.import_module("diffsolve.solvers.mpgd")
     floor = module.RHO_SIGMA_FLOOR
     model = load_default("patches")
-    rows = []
-    for names, size, task, sigma, op, x, y in noisy_measurements(RUNS, TASKS, SIGMAS):
-        row = {"images": names, "size": size, "task": task, "sigma": sigma}
-        for label, method, rho_floor in (("before", "mpgd", 0.0), ("now", "mpgd", floor), ("cdps", "cdps", floor)):
-            row[label] = score_with(module, "RHO_SIGMA_FLOOR", rho_floor, method, model, op, x, y, sigma, STEPS)
-        rows.append(row)
-        print(row, flush=True)
-    return rows
+    return sweep(RUNS, TASKS, SIGMAS, lambda op, x, y, sigma: {
+        label: score_with(module, "RHO_SIGMA_FLOOR", rho_floor, method, model, op, x, y, sigma, STEPS)
+        for label, method, rho_floor in (("before", "mpgd", 0.0), ("now", "mpgd", floor), ("cdps", "cdps", floor))})
 
 
 def markdown(rows: list[dict], seconds: float) -> str:

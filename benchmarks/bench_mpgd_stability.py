@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _noise_sweep import noisy_measurements, run_and_write, score_with  # noqa: E402
+from _noise_sweep import run_and_write, score_with, sweep  # noqa: E402
 from bench_few_steps import TASKS  # noqa: E402
 from bench_methods import machine  # noqa: E402
 
@@ -33,14 +33,9 @@ def run() -> list[dict]:
 
     module = importlib.import_module("diffsolve.solvers.mpgd")
     model = load_default("patches")
-    rows = []
-    for names, size, task, sigma, op, x, y in noisy_measurements(RUNS, TASKS, SIGMAS):
-        row = {"images": names, "size": size, "task": task, "sigma": sigma}
-        for label, method, q0 in VARIANTS:
-            row[label] = score_with(module, "LANDWEBER_BELOW", q0, method, model, op, x, y, sigma, STEPS)
-        rows.append(row)
-        print(row, flush=True)
-    return rows
+    return sweep(RUNS, TASKS, SIGMAS, lambda op, x, y, sigma: {
+        label: score_with(module, "LANDWEBER_BELOW", q0, method, model, op, x, y, sigma, STEPS)
+        for label, method, q0 in VARIANTS})
 
 
 def column(label: str) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _noise_sweep import noisy_measurements  # noqa: E402
+from _noise_sweep import sweep  # noqa: E402
 from bench_dps import write_results  # noqa: E402
 from bench_few_steps import TASKS  # noqa: E402
 from bench_methods import machine  # noqa: E402
@@ -63,17 +63,17 @@ def run() -> list[dict]:
 
     module = importlib.import_module("diffsolve.solvers.reddiff")
     model = load_default("patches")
-    rows = []
-    for names, size, task, sigma, op, x, y in noisy_measurements(RUNS, TASKS, SIGMAS):
-        row = {"images": names, "size": size, "task": task, "sigma": sigma}
+
+    def cells(op, x, y, sigma) -> dict:
+        out = {}
         for variant in VARIANTS:
-            gens = [torch.Generator().manual_seed(i) for i in range(len(names))]
-            out = solve_variant(module, variant, model, op, y, sigma, gens)
-            dc = data_consistency(op, out, y, sigma)
-            row[variant] = (float(scores(out, x)["psnr"].mean()), float(dc.max()))
-        rows.append(row)
-        print(row, flush=True)
-    return rows
+            gens = [torch.Generator().manual_seed(i) for i in range(x.shape[0])]
+            result = solve_variant(module, variant, model, op, y, sigma, gens)
+            dc = data_consistency(op, result, y, sigma)
+            out[variant] = (float(scores(result, x)["psnr"].mean()), float(dc.max()))
+        return out
+
+    return sweep(RUNS, TASKS, SIGMAS, cells)
 
 
 def run_exact() -> list[dict]:
