@@ -28,7 +28,7 @@ from bench_methods import machine  # noqa: E402
 
 import diffsolve  # noqa: E402
 from diffsolve.models import load_default  # noqa: E402
-from diffsolve.solvers.mpgd import operator_gain  # noqa: E402
+from diffsolve.solvers._inverse import operator_gain  # noqa: E402
 from diffsolve.tasks import make_operator  # noqa: E402
 
 daps_module = importlib.import_module("diffsolve.solvers.daps")

@@ -341,7 +341,7 @@ def _daps_plan(den, op, steps, shape, sigma):
     """DAPS's levels, ODE sub-levels and Langevin step sizes, as diffsolve's ``daps`` builds them (setup)."""
     from diffsolve.solvers.daps import (LANGEVIN_FRACTION, ODE_SIGMA_MIN, SIGMA_MAX, SIGMA_MIN, _fits, _levels,
                                         edm_sigmas, nearest_timesteps)
-    from diffsolve.solvers.mpgd import operator_gain
+    from diffsolve.solvers._inverse import operator_gain
 
     table = den.alphas_cumprod.detach().double()
     tsig = ((1 - table) / table).sqrt()

@@ -10,6 +10,8 @@
 - :func:`warn_if_unfit`: after the loop, a :class:`DataConsistencyWarning` where the result ignores y (every solver
   ends with :func:`finish_run`, which calls it and assembles ``return_info``);
 - :func:`route`: the solver's backend reaches the operator's kernels;
+- :func:`operator_gain` / :func:`sample_gains`: L ≥ ‖AᵀA‖ for the step sizes (one host float; a (B,) tensor where a
+  mask's weights differ per sample);
 - :func:`pinv_of`: A⁺ for the noiseless steps, with a separable A's negligible singular values counted as zero.
 """
 
@@ -25,12 +27,12 @@ from ..kernels._checks import plain_number
 from ..kernels._dispatch import BackendUnavailableError
 from ._loop import check_finite_tensor
 
-__all__ = ["DISCREPANCY_SHARE", "PULL_CG_ITERS", "PULL_CG_TOL", "PULL_GROWTH", "PULL_MAX_ROUNDS",
-           "PULL_ROUNDS", "SIGMA_MIN", "UNFIT_CONSISTENCY", "check_problem", "check_sigma", "data_part",
-           "DataConsistencyWarning", "Diagnostics", "discrepancy_floor", "discrepancy_pull", "discrepancy_weight",
-           "final_residual", "measured_entries", "measurement_grad", "noise_ceiling", "pull_rounds", "residual_norm",
+__all__ = ["DISCREPANCY_SHARE", "PULL_CG_ITERS", "PULL_CG_TOL", "PULL_GROWTH", "PULL_MAX_ROUNDS", "PULL_ROUNDS",
+           "SIGMA_MIN", "UNFIT_CONSISTENCY", "check_problem", "check_sigma", "data_part", "DataConsistencyWarning",
+           "Diagnostics", "discrepancy_floor", "discrepancy_pull", "discrepancy_weight", "final_residual",
+           "measured_entries", "measurement_grad", "noise_ceiling", "operator_gain", "pull_rounds", "residual_norm",
            "route", "SINGULAR_CUTOFF", "counted_singulars", "exact_pinv", "finish_run", "pinv_of", "range_solve",
-           "range_svd", "solver_of", "spectral_step", "warn_if_unfit"]
+           "range_svd", "sample_gains", "solver_of", "spectral_step", "warn_if_unfit"]
 
 #: DDRM's reference code (``functions/svd_replacement.py``, ``ZERO = 3e-2``; DDNM's and ΠGDM's code share it): a
 #: separable A's per-axis singular values below this share of their axis's largest count as zero, in DDRM's spectral
@@ -194,6 +196,40 @@ def measured_entries(operator: object, y: torch.Tensor) -> torch.Tensor:
 
 #: the smallest positive σ a method takes ([-1, 1] units): 1/σ² and σ⁻¹-scaled steps stay finite in float32 above it
 SIGMA_MIN = 1e-15
+
+
+def operator_gain(operator: Any, x: torch.Tensor, iters: int = 30) -> float:
+    """L ≥ ‖AᵀA‖ for images shaped like x[:1]: the operator's ``gram_norm_bound`` where it has one; for a diagonal
+    A = diag(d) (a mask, also one per sample or channel) max d² with the estimate's 1 % margin; else power iteration
+    from a fixed start (host floats, before the loop)."""
+    bound_fn = getattr(operator, "gram_norm_bound", None)
+    bound = bound_fn(tuple(x.shape[-2:])) if callable(bound_fn) else None
+    if bound is not None:
+        return float(bound)
+    if getattr(operator, "structure", None) == "diagonal" and callable(getattr(operator, "diagonal", None)):
+        top = float(operator.diagonal().abs().max()) ** 2  # what the iteration below converges to, from below
+        return top * 1.01 if top > 0 else 1.0
+    v = torch.randn(x[:1].shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype).to(x.device)
+    lam = 0.0
+    with torch.no_grad():
+        for _ in range(iters):
+            w = operator.A_adjoint(operator.A(v))
+            lam = float(w.norm())  # ‖AᵀA v‖ with ‖v‖ = 1
+            if lam == 0:
+                break
+            v = w / lam
+    return lam * 1.01 if lam > 0 else 1.0  # a Rayleigh estimate from below: 1 % margin
+
+
+def sample_gains(operator: Any, x: torch.Tensor) -> torch.Tensor:
+    """(B,) L_b ≥ ‖A_bᵀA_b‖ for the B images shaped like x, in x's dtype and device: for a diagonal A whose weights
+    differ per sample (a mask of shape (B, …)) each sample's own max d² with :func:`operator_gain`'s 1 % margin, so
+    a sample's steps do not depend on its batch; :func:`operator_gain` for every sample otherwise."""
+    diagonal = getattr(operator, "diagonal", None)
+    if getattr(operator, "structure", None) == "diagonal" and callable(diagonal) and diagonal().shape[0] > 1:
+        top = diagonal().to(device=x.device, dtype=x.dtype).abs().flatten(1).amax(1).pow(2)
+        return torch.where(top > 0, top * 1.01, torch.ones_like(top)).expand(x.shape[0]).clone()
+    return torch.full((x.shape[0],), operator_gain(operator, x), dtype=x.dtype, device=x.device)
 
 
 def check_sigma(sigma: object, *, positive: bool = True, why: str = "for noiseless data use a small positive value"

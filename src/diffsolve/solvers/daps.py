@@ -96,9 +96,8 @@ from ..models.denoiser import as_denoiser
 from ..operators.svd import SVD, operator_svd
 from ._chebyshev import chebyshev_apply, chebyshev_series
 from ._inverse import (Diagnostics, check_problem, check_sigma, data_part, discrepancy_floor, discrepancy_pull,
-                       discrepancy_weight, finish_run, residual_norm, route)
+                       discrepancy_weight, finish_run, operator_gain, residual_norm, route, sample_gains)
 from ._loop import Sampling, _draw, check_flag, check_int, check_number, check_steps, prepare, takes_sampling
-from .mpgd import operator_gain, sample_gains
 
 __all__ = ["LANGEVIN_MODES", "daps", "edm_sigmas", "exact_langevin", "langevin_rates", "langevin_series",
            "nearest_timesteps", "series_langevin", "series_tolerance"]

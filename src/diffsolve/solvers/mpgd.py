@@ -68,11 +68,11 @@ from ..kernels import mpgd_step
 from ..kernels._checks import plain_numbers
 from ..models.denoiser import check_sample_shape
 from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, check_sigma, data_part, discrepancy_pull,
-                       finish_run, measured_entries, measurement_grad, route)
+                       finish_run, measured_entries, measurement_grad, route, sample_gains)
 from ._loop import Sampling, check_device, check_flag, check_number, check_steps, prepare, takes_sampling
 
 __all__ = ["LANDWEBER_BELOW", "RHO_SIGMA_FLOOR", "SPACES", "Projection", "capped_grad", "default_rho", "mpgd",
-           "noise_rho", "operator_gain", "sample_gains"]
+           "noise_rho"]
 
 SPACES = ("ae", "z")
 _PROJ_SCALE = {"ae": 0.0075, "z": 0.01}
@@ -101,40 +101,6 @@ def noise_rho(steps: int, sigma: float, measured: torch.Tensor, gain: float | to
     power 3/4 (rather than 1) keeps the blurs' fit as N grows (benchmarks/results/mpgd-eta.md)."""
     scale = sigma if y_rms is None else torch.clamp(RHO_SIGMA_FLOOR * y_rms, min=sigma)
     return 4.0 * (30.0 / steps) ** 0.75 * scale * measured.sqrt() / gain
-
-
-def operator_gain(operator: Any, x: torch.Tensor, iters: int = 30) -> float:
-    """L ≥ ‖AᵀA‖ for images shaped like x[:1]: the operator's ``gram_norm_bound`` where it has one; for a diagonal
-    A = diag(d) (a mask, also one per sample or channel) max d² with the estimate's 1 % margin; else power iteration
-    from a fixed start (host floats, before the loop)."""
-    bound_fn = getattr(operator, "gram_norm_bound", None)
-    bound = bound_fn(tuple(x.shape[-2:])) if callable(bound_fn) else None
-    if bound is not None:
-        return float(bound)
-    if getattr(operator, "structure", None) == "diagonal" and callable(getattr(operator, "diagonal", None)):
-        top = float(operator.diagonal().abs().max()) ** 2  # what the iteration below converges to, from below
-        return top * 1.01 if top > 0 else 1.0
-    v = torch.randn(x[:1].shape, generator=torch.Generator().manual_seed(0), dtype=x.dtype).to(x.device)
-    lam = 0.0
-    with torch.no_grad():
-        for _ in range(iters):
-            w = operator.A_adjoint(operator.A(v))
-            lam = float(w.norm())  # ‖AᵀA v‖ with ‖v‖ = 1
-            if lam == 0:
-                break
-            v = w / lam
-    return lam * 1.01 if lam > 0 else 1.0  # a Rayleigh estimate from below: 1 % margin
-
-
-def sample_gains(operator: Any, x: torch.Tensor) -> torch.Tensor:
-    """(B,) L_b ≥ ‖A_bᵀA_b‖ for the B images shaped like x, in x's dtype and device: for a diagonal A whose weights
-    differ per sample (a mask of shape (B, …)) each sample's own max d² with :func:`operator_gain`'s 1 % margin, so
-    a sample's steps do not depend on its batch; :func:`operator_gain` for every sample otherwise."""
-    diagonal = getattr(operator, "diagonal", None)
-    if getattr(operator, "structure", None) == "diagonal" and callable(diagonal) and diagonal().shape[0] > 1:
-        top = diagonal().to(device=x.device, dtype=x.dtype).abs().flatten(1).amax(1).pow(2)
-        return torch.where(top > 0, top * 1.01, torch.ones_like(top)).expand(x.shape[0]).clone()
-    return torch.full((x.shape[0],), operator_gain(operator, x), dtype=x.dtype, device=x.device)
 
 
 def capped_grad(operator: Any, x0: torch.Tensor, y: torch.Tensor, limit: torch.Tensor, floor: torch.Tensor,
