@@ -23,7 +23,7 @@ from ._triton_util import INTERPRET
 
 __all__ = ["avg_pool", "avg_pool_adjoint", "resample", "resample_adjoint"]
 
-# resample measured at 0.3–0.6× torch's matmul reference on an H100 (benchmarks/results/gpu-kernels.md):
+# resample measured slower than torch's matmul reference on an H100 (benchmarks/results/gpu-kernels.md):
 # backend="auto" uses torch for it (``auto_skip`` in _dispatch.TABLE); backend="triton" still runs it.
 
 

@@ -5,9 +5,9 @@ i.e. A x = M_h x M_wᵀ with M_h (h, H), M_w (w, W). With M = U S Vᵀ (thin SVD
 λ = S²), AᵀA = (V_h ⊗ V_w) diag(λ_h ⊗ λ_w) (V_h ⊗ V_w)ᵀ and AᵀA = 0 off the range of V_h ⊗ V_w, so
     (shift·I + scale·AᵀA)⁻¹ r = V_h [ (V_hᵀ r V_w) / (shift + scale·λ_h λ_wᵀ) ] V_wᵀ          (r = H, W: a blur)
                               = r/shift + V_h [ (V_hᵀ r V_w) ⊙ (1/(shift + scale·λ_h λ_wᵀ) − 1/shift) ] V_wᵀ
-(a down-sampling, r < H: the products shrink with the range, ~5× faster for ×4; the null-space part costs one
-division), four dense matrix products per image (BLAS ``matmul``: the eigenbases are dense, so the banded
-``resample`` kernels would be the wrong tool), and A⁺ = M_h⁺ ⊗ M_w⁺.
+(a down-sampling, r < H: the products shrink with the range; the null-space part costs one division), four dense
+matrix products per image (BLAS ``matmul``: the eigenbases are dense, so the banded ``resample`` kernels would be
+the wrong tool), and A⁺ = M_h⁺ ⊗ M_w⁺.
 
 Circular correlation with k is diagonal in the DFT: A x = F⁻¹(conj(K̂) · F x), K̂ the DFT of the
 kernel wrapped onto the H×W grid, so AᵀA has eigenvalues |K̂|².

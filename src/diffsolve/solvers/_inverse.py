@@ -42,8 +42,8 @@ SINGULAR_CUTOFF = 3e-2
 
 #: κ of the discrepancy rule the guided methods share when σ is given (DPS's step factor, MPGD's step cap): a step
 #: stops fitting y once ‖A x̂0 − y‖² ≤ κ m σ², m the measured entries. κ < 1: x̂0 estimates a mean, which should
-#: fit the directions the data determines well below the noise level; κ = 1 cost DPS up to 2.4 dB and MPGD up to
-#: 0.9 dB on blurs (benchmarks/results/dps-steps-power.md, mpgd-floor.md; chosen on the tuning photos).
+#: fit the directions the data determines well below the noise level; κ = 1 lost PSNR for DPS and MPGD on the blurs
+#: (benchmarks/results/dps-steps-power.md, mpgd-floor.md; chosen on the tuning photos).
 DISCREPANCY_SHARE = 0.5
 #: CG of :func:`discrepancy_pull`'s solve where A has no exact one: plain (no preconditioner), each sample until its
 #: relative residual is :data:`PULL_CG_TOL` (then frozen), at most :data:`PULL_CG_ITERS` iterations; one host read

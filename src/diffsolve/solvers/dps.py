@@ -39,7 +39,7 @@ normalised by the RMS n/√d.
 fades as x̂0 nears y's noise level and stops once ‖r‖ ≤ σ√(κm) (the discrepancy principle; MPGD caps its step
 at the same ‖r‖). Without it the fixed-length steps go on fitting y's noise in long runs (SR ×4 and random
 inpainting). κ = 1 (stop at the noise level itself) also stopped that, but x̂0, an estimate of a mean, should
-fit the well-determined directions below the noise level: on the blurs κ = 1 lost up to 2.4 dB at N = 100;
+fit the well-determined directions below the noise level, and κ = 1 lost PSNR on the blurs at long runs;
 κ = 1/2 was chosen on the tuning photos (benchmarks/results/dps-steps-power.md). Without ``sigma`` no factor
 is applied. Below :data:`MIN_STEPS` steps ``dps`` warns
 (:class:`DPSStepsWarning`). The step is taken per sample (the reference code takes one norm over the
@@ -79,7 +79,7 @@ STEP_POWER = 0.75
 
 
 class DPSStepsWarning(UserWarning):
-    """DPS was asked for fewer than :data:`MIN_STEPS` steps, where it was measured not to work."""
+    """DPS was asked for fewer than :data:`MIN_STEPS` steps, where its own steps were measured to leave y unfit."""
 
 
 def step_size(rule: str, zeta: float, steps: int, train_steps: int, numel: int = REFERENCE_NUMEL) -> float:
@@ -132,8 +132,9 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
     loop = prepare(denoiser, shape, sampling, like=y, name="dps")
     if len(loop.schedule) < MIN_STEPS:
         warnings.warn(DPSStepsWarning(
-            f"dps: steps={len(loop.schedule)} < {MIN_STEPS}; DPS was measured to fall far below a Tikhonov "
-            f"restoration at 10 steps (SR x4: 11.6 vs 25.0 dB); use steps >= {MIN_STEPS}, or mpgd/cdps for few steps"),
+            f"dps: steps={len(loop.schedule)} < {MIN_STEPS}; at so few steps DPS's own steps leave y unfit (the "
+            f"closing pull then makes the fit), and at 5 or fewer it falls far below a Tikhonov restoration on blurs "
+            f"(benchmarks/results/few-steps.md); use steps >= {MIN_STEPS}, or mpgd/cdps for few steps"),
             stacklevel=3)
     step = step_size(step_rule, zeta, len(loop.schedule), int(loop.denoiser.alphas_cumprod.numel()),
                      math.prod(shape[1:]))

@@ -33,8 +33,8 @@ discrepancy principle:
 κ_σ the smallest κ ≥ 0 with ‖r − κ A u‖ = σ√(κ_d m) (the line minimum ⟨r, Au⟩/‖Au‖² where the residual never
 gets that low along u; 0 where ‖r‖ is that low already), κ_d = ``_inverse.DISCREPANCY_SHARE`` = 1/2, DPS's: no
 step fits y below √κ_d of its noise level (one extra A per step). x̂0 estimates a mean, which should fit the
-well-determined directions below the noise; a floor at σ√m itself (κ_d = 1) cost up to 0.9 dB on blurs and
-0.1–0.3 dB on SR ×4 and random inpainting, and gained at most 0.03 dB in any cell (benchmarks/results/mpgd-floor.md).
+well-determined directions below the noise; a floor at σ√m itself (κ_d = 1) lost PSNR on the blurs, SR ×4 and
+random inpainting and gained nothing measurable elsewhere (benchmarks/results/mpgd-floor.md).
 
 κ_L = ‖r‖/L (Landweber's step) where ‖r‖ ≤ σ√m (:data:`LANDWEBER_BELOW` = 1), else ∞, bounds the overshoot. In
 A's singular directions the step multiplies r_j by 1 − (κ/‖r‖) s_j²; κ ≤ ‖r‖/L overshoots none, and the line minimum
@@ -47,7 +47,7 @@ Given σ, DDIM η = 1 by default, not the reference code's 0.5. Where the cap bi
 and 4ρ give the same result) η = 0.5 lost PSNR as N grew, and η = 1 does not; it also gains on random and box
 inpainting and costs a little on motion blur (benchmarks/results/mpgd-eta.md); on the exact priors its mean
 gap rises a little on the inpaintings and blurs and falls on SR ×4 (methods_posterior.md). Without σ (no cap,
-the reference code's ρ) η stays 0.5: there η = 1 cost 1–3 dB on the blurs and SR ×4 (mpgd-eta.md). Both were
+the reference code's ρ) η stays 0.5: there η = 1 lost PSNR on the blurs and SR ×4 (mpgd-eta.md). Both were
 measured without a projection; the AE/Z variants take the same rule (pass ``eta`` to choose).
 
 Without σ (a black-box ``loss``, or σ unknown): the reference code's settings for 3×256×256 images (17.5,

@@ -10,10 +10,9 @@ paper's r_t² = σ_t²/(1+σ_t²) = 1 − ᾱ_t (the VE σ_t² = (1−ᾱ_t)/ᾱ
        identity; where A declares an SVD (masks, SR, circular / separable blur, a dense matrix) exactly as
        r_t² V diag(s/(σ² + r_t² s²)) Uᵀ r (``_inverse.range_solve``: a solve of Aᵀr would divide its rounding on
        A's null space by σ²), else ``operator.solve(Aᵀr, shift=σ², scale=r_t²)`` (exact where A's structure
-       allows; otherwise :data:`CG_ITERS` plain CG iterations from 0. Twenty preconditioned iterations
-       were within 0.02 dB of 200 on motion-blurred photos at 64² and 128², N = 20…100, at a tenth of the cost;
-       plain ones are level with those on that blur and better on kernels of gain 4, where the truncated circulant
-       preconditioner keeps boundary errors: results/plain-cg.md). σ = 0: v = A⁺ r
+       allows; otherwise :data:`CG_ITERS` plain CG iterations from 0: as good as 200 on motion-blurred photos
+       at a fraction of the cost, results/pigdm-cg.md; a circulant preconditioner keeps the boundary errors of
+       a reflect blur, results/plain-cg.md). σ = 0: v = A⁺ r
        (the paper's noiseless h†(y) − h†(h(x̂0)); a separable A's negligible singular values count as zero, as in
        the code's H_pinv: ``_inverse.pinv_of``).
     3. g = (∂x̂0/∂x_t)ᵀ v, one vector-Jacobian product through the denoiser          (B, C, H, W)
