@@ -368,6 +368,15 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
                       "reject"))
     cases.append(Case("solve", "steps", "0 (mpgd)", lambda: solve("mpgd", den, op, y, steps=0), "reject"))
     cases.append(Case("solve", "y", "NaN (dps)", lambda: solve("dps", prior, op, _nan_like(y), steps=2), "reject"))
+    cases.append(Case("solve", "sigma", "1e6 (mpgd)", lambda: solve("mpgd", den, op, y, steps=2, sigma=1e6),
+                      "reject"))
+    for base in ("pinv", "tikhonov"):  # the baselines check y as every method does
+        cases.append(Case("solve", "y", f"0-255 ({base})", lambda base=base: solve(base, None, op, (y + 1) * 127.5),
+                          "reject"))
+    cases.append(Case("solve", "timesteps", "2-D (mpgd)", lambda: solve("mpgd", den, op, y, timesteps=[[1, 0]]),
+                      "reject"))
+    cases.append(Case("solve", "return_trajectory", "with return_info (ddim)", lambda: solve(
+        "ddim", den, None, None, shape=x.shape, steps=2, return_info=True, return_trajectory=True), "reject"))
     cases.append(Case("solve", "generator", "list of 2 (cdps)", lambda: solve(
         "cdps", den, op, y, steps=2, sigma=0.05, generator=[_gen(1), _gen(2)]), "accept", F64))
     return cases

@@ -154,3 +154,22 @@ def test_latent_folder_whose_unet_does_not_take_the_vae_latents_is_refused(tmp_p
                                                                           **SCHEDULER}))
     with pytest.raises(ValueError, match="UNet takes 3 input channels but the VAE's latents have 2"):
         load_latent_diffusion(root)
+
+
+def test_mpgd_ldm_given_sigma_reports_the_data_consistency_and_warns_when_unfit():
+    """σ is optional: given, return_info has "data_consistency" = final_residual/σ, and a result far outside y's noise
+    warns (DataConsistencyWarning); the steps do not use σ (the same result with and without it)."""
+    from diffsolve.solvers import DataConsistencyWarning
+
+    den, ae = _latent_setup()
+    op = Inpainting.random(16, missing=0.5, seed=0)
+    y = op.A(torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    run = lambda **k: mpgd_ldm(den, ae, op, y, steps=3, generator=torch.Generator().manual_seed(1), **k)  # noqa: E731
+    x, info = run(return_info=True)
+    assert "data_consistency" not in info and info["final_residual"].shape == (2,)
+    with pytest.warns(DataConsistencyWarning, match="mpgd_ldm: the result does not fit y"):
+        x_s, info_s = run(return_info=True, sigma=1e-3)  # a random tiny VAE fits no y to 1e-3
+    torch.testing.assert_close(x_s, x, rtol=0, atol=0)
+    torch.testing.assert_close(info_s["data_consistency"], info_s["final_residual"] / 1e-3)
+    with pytest.raises(ValueError, match="sigma is the noise std of the measurement y"):
+        mpgd_ldm(den, ae, None, None, loss=_colour, shape=(1, 3, 16, 16), steps=2, sigma=0.05)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from diffsolve.operators import GaussianBlur, Inpainting, MotionBlur, SuperResolution
+from diffsolve.operators._validate import SolveNotConvergedWarning
 
 from _operator_cases import dense_matrix, operator_cases
 
@@ -75,6 +76,21 @@ def test_pseudo_inverse_of_ill_conditioned_blur_is_a_least_squares_solution():
     torch.testing.assert_close(op.A(op.pseudo_inverse(y)), y, rtol=1e-7, atol=1e-7)
 
 
+def test_pseudo_inverse_of_a_dense_kernel_runs_cg_in_float64_and_says_when_it_stops_short():
+    """CG on AᵀA squares A's condition number: in float32 it stopped at float32's tolerance with A⁺y of this blur off
+    by the image's range. A float32 y now gets the float64 solve, cast back; a CG that stops short warns."""
+    op = MotionBlur(5, 0.5)  # reflect boundary, dense kernel: no SVD, A⁺ by CG
+    x = torch.randn(2, 3, 16, 24, generator=torch.Generator().manual_seed(8), dtype=F64)
+    y = op.A(x).float()
+    got = op.pseudo_inverse(y)
+    assert got.dtype == torch.float32
+    wide = op.pseudo_inverse(y.double())
+    torch.testing.assert_close(got, wide.float(), rtol=0, atol=0)
+    torch.testing.assert_close(op.A(wide), y.double(), rtol=0, atol=1e-6)  # a least-squares solution: A A⁺ y = y
+    with pytest.warns(SolveNotConvergedWarning, match=r"pseudo_inverse: CG on AᵀA stopped .* after 3 iterations"):
+        op.pseudo_inverse(y, max_iters=3)
+
+
 @pytest.mark.parametrize("name", ["inpaint_box", "sr_bicubic_2", "motion_reflect", "dense_zero"])
 def test_tikhonov_matches_dense_regularized_least_squares(name, dense):
     op, m = CASES[name], dense[name]
@@ -95,7 +111,7 @@ def test_singular_gram_refuses_zero_shift_and_unknown_methods():
         MotionBlur(7, 0.5).solve(rhs, 1.0, 1.0, method="exact")
     with pytest.raises(ValueError, match="method must be"):
         GaussianBlur(9, 1.2).solve(rhs, 1.0, 1.0, method="lu")
-    with pytest.raises(ValueError, match="lam must be > 0"):
+    with pytest.raises(ValueError, match="lam must be finite and > 0"):
         GaussianBlur(9, 1.2).tikhonov(rhs, 0.0)
 
 

@@ -77,6 +77,9 @@ def _optional_sigma(problem: Problem) -> dict[str, Any]:
 
 def _pinv(denoiser: Any, operator: Any, y: torch.Tensor) -> torch.Tensor:
     """A⁺ y, the minimum-norm least-squares solution (the operator's exact or CG solve)."""
+    from .solvers._inverse import check_problem
+
+    check_problem(operator, y, data=False)  # y checked as every method checks it (a 0–255 y is refused)
     return operator.pseudo_inverse(y)
 
 
@@ -85,6 +88,9 @@ def _tikhonov(denoiser: Any, operator: Any, y: torch.Tensor, *, lam: float = 1e-
     and returns float32: one cheap solve, which at the small λ of a sweep float32 rounding leaves above its tol."""
     import torch
 
+    from .solvers._inverse import check_problem
+
+    check_problem(operator, y, data=False)  # y checked as every method checks it (a 0–255 y is refused)
     if y.dtype == torch.float32 and getattr(operator, "exact_solve", False):
         return operator.tikhonov(y.double(), lam).to(y.dtype)
     return operator.tikhonov(y, lam)

@@ -153,13 +153,24 @@ class LinearOperator:
     def _solve_exact(self, rhs: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _pinv(self, y: torch.Tensor, tol: float, max_iters: int) -> torch.Tensor:
-        """A⁺y; default: CG on the normal equations AᵀA x = Aᵀy from x = 0 (the minimum-norm
-        least-squares solution)."""
+    def _pinv(self, y: torch.Tensor, tol: float | None, max_iters: int, report: bool = False) -> torch.Tensor:
+        """A⁺y (B, C, H, W) for y (B, ...); default: CG on the normal equations AᵀA x = Aᵀy from x = 0 (the
+        minimum-norm least-squares solution) to relative residual ``tol`` (None: the dtype's default), reading its
+        convergence every ten iterations; ``report``: warn (``SolveNotConvergedWarning``) where a sample stopped
+        short. Overrides that solve exactly ignore ``tol``, ``max_iters`` and ``report``."""
         rhs = self._adjoint(y)
         zero = torch.zeros(rhs.shape[0], dtype=rhs.dtype, device=rhs.device)
-        run = self._solve_runner(False, tol, max_iters, 10, info=False)  # differentiable (exact backward)
-        return _differentiable_solve(self, run, rhs, zero, zero + 1, None)[0]
+        tol = _default_tol(rhs.dtype) if tol is None else tol
+        run = self._solve_runner(False, tol, max_iters, 10, info=report)  # differentiable (exact backward)
+        x, info = _differentiable_solve(self, run, rhs, zero, zero + 1, None)
+        if report and not bool(info.converged.all()):  # one host read, after the solve
+            worst = int(info.residual.argmax())
+            warnings.warn(SolveNotConvergedWarning(
+                f"{type(self).__name__}.pseudo_inverse: CG on AᵀA stopped at relative residual "
+                f"{float(info.residual[worst]):.3g} (tol {tol:g}) after {int(info.iterations[worst])} iterations for "
+                f"sample {worst}: A is ill-conditioned here and A⁺y is not resolved; pass a larger max_iters, or use "
+                "tikhonov(y, lam) for a regularised inverse"), stacklevel=3)
+        return x
 
     def diagonal(self) -> torch.Tensor:
         """d of a ``structure = "diagonal"`` operator as (1|B, 1|C, H, W) (A x = d ⊙ x)."""
@@ -367,12 +378,14 @@ class LinearOperator:
         return run
 
     def pseudo_inverse(self, y: torch.Tensor, *, tol: float | None = None, max_iters: int = 500) -> torch.Tensor:
-        """A⁺ y, the minimum-norm least-squares solution (exact where the structure allows; singular
-        values below the dtype's rounding level count as zero). Checks y is finite (one sync)."""
+        """A⁺ y, the minimum-norm least-squares solution: exact where the structure allows (singular values below
+        the dtype's rounding level count as zero), else CG on AᵀA to relative residual ``tol`` (None: the default of
+        the dtype it runs in; a blur's runs in float64) within ``max_iters`` iterations, warning
+        (``SolveNotConvergedWarning``) where it stops short. Checks y is finite (one sync)."""
         self._check_y(y)
         self._check_output(y)
         check_finite("y", y)
-        return self._pinv(y, _default_tol(y.dtype) if tol is None else tol, max_iters)
+        return self._pinv(y, tol, max_iters, report=True)
 
     def tikhonov(self, y: torch.Tensor, lam: float | torch.Tensor, **solve_options) -> torch.Tensor:
         """argmin_x ‖A x − y‖² + lam·‖x‖² = (lam·I + AᵀA)⁻¹ Aᵀ y (Wiener filter for blurs);
@@ -382,9 +395,10 @@ class LinearOperator:
         self._check_output(y)
         check_finite("y", y)
         lam = plain_number(lam)
+        if isinstance(lam, (int, float)) and not isinstance(lam, bool) and not 0 < lam < float("inf"):
+            raise ValueError(f"lam must be finite and > 0, got {lam!r} (lam = 0 is the pseudo-inverse: use "
+                             "pseudo_inverse(y))")
         lam_t = per_sample("lam", lam, y)  # checks type, shape, dtype and device under its own name
-        if isinstance(lam, (int, float)) and lam == 0:
-            raise ValueError("lam must be > 0 (lam = 0 is the pseudo-inverse: use pseudo_inverse(y))")
         if isinstance(lam, torch.Tensor):  # one sync: finite and > 0
             bad = ~torch.isfinite(lam_t.detach()) | (lam_t.detach() <= 0)
             if bool(bad.any()):

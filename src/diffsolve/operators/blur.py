@@ -219,13 +219,15 @@ class Blur(LinearOperator):
         v_h, lam_h, v_w, lam_w, _, _ = self._kron(rhs)
         return kron_solve(rhs, v_h, lam_h, v_w, lam_w, shift, scale)
 
-    def _pinv(self, y: torch.Tensor, tol: float, max_iters: int) -> torch.Tensor:
+    def _pinv(self, y: torch.Tensor, tol: float | None, max_iters: int, report: bool = False) -> torch.Tensor:
         if self.boundary == "circular":
             return fft_pinv(y, self._spectrum(y))
         if self.taps is not None:
             *_, p_h, p_w = self._kron(y)
             return kron_apply(y, p_h, p_w)
-        return super()._pinv(y, tol, max_iters)
+        # CG on AᵀA squares A's condition number: in float32 a dense kernel's CG stopped at float32's tolerance with
+        # A⁺y off by the image's range, and its result followed the batch's rounding. It runs in float64.
+        return super()._pinv(y.to(torch.float64), tol, max_iters, report).to(y.dtype)
 
     def svd(self, size: tuple[int, int]) -> "object":
         """A = U S Vᵀ for images of ``size`` (``operators.svd``: KroneckerSVD for separable kernels, FourierSVD

@@ -247,6 +247,9 @@ def check_sigma(sigma: object, *, positive: bool = True, why: str = "for noisele
         raise ValueError(f"sigma must be a positive finite noise std in [-1, 1] units, got {sigma!r} ({why})")
     if not 0 <= sigma < float("inf"):
         raise ValueError(f"sigma must be a finite noise std >= 0 in [-1, 1] units (0: noiseless), got {sigma!r}")
+    if sigma > Y_LIMIT:
+        raise ValueError(f"sigma={sigma!r} is above {Y_LIMIT:g}, the largest |y| a measurement of images in [-1, 1] "
+                         "may have: sigma is the noise std in those units; for a 0–255 noise level use sigma / 127.5")
     if 0 < sigma < SIGMA_MIN:
         zero = "" if positive else "sigma=0 (noiseless) or "
         raise ValueError(f"sigma={sigma!r} is below {SIGMA_MIN:g}, beneath float64's resolution of a pixel value: the "
@@ -398,13 +401,12 @@ def spectral_step(svd: Any, operator: Any, m: torch.Tensor, t: torch.Tensor, c: 
 
 
 def exact_pinv(operator: Any, r: torch.Tensor, max_iters: int = 500) -> torch.Tensor:
-    """A⁺ r without ``pseudo_inverse``'s finiteness check (no host sync): the operator's ``_pinv`` (exact
-    where the structure allows, CG otherwise); operators without one fall back to ``pseudo_inverse``."""
-    from ..operators.base import _default_tol
-
+    """A⁺ r without ``pseudo_inverse``'s finiteness check and convergence warning: the operator's ``_pinv`` (exact
+    where the structure allows, no host sync; otherwise CG, which reads its convergence every ten iterations);
+    operators without one fall back to ``pseudo_inverse``."""
     inner = getattr(operator, "_pinv", None)
     if callable(inner):
-        return inner(r, _default_tol(r.dtype), max_iters)
+        return inner(r, None, max_iters)
     return operator.pseudo_inverse(r)
 
 
@@ -565,7 +567,7 @@ class DataConsistencyWarning(UserWarning):
 
 
 def warn_if_unfit(name: str, operator: object, x: torch.Tensor, y: torch.Tensor, sigma: float | None,
-                  steps: int, final: torch.Tensor | None = None) -> None:
+                  steps: int, final: torch.Tensor | None = None, stacklevel: int = 5) -> None:
     """After the loop (one host sync): warn, naming the worst sample, its consistency and the fixes, where the
     result x (B, C, H, W) is further from y than :data:`UNFIT_CONSISTENCY` noise levels (``final``: its
     :func:`final_residual`, where the caller has it). No σ (or σ = 0): no check. A NaN result is the loop's own
@@ -581,7 +583,7 @@ def warn_if_unfit(name: str, operator: object, x: torch.Tensor, y: torch.Tensor,
         f"{name}: the result does not fit y: data consistency ‖A x̂ − y‖/(σ√m) = {float(worst):.2f} for sample "
         f"{int(dc.argmax())} (1 = the noise level sigma={sigma:g}; above {UNFIT_CONSISTENCY:g} y is largely ignored) "
         f"with steps={steps}: use more steps, or check sigma (y's noise std on the model's [-1, 1] scale)"),
-        stacklevel=5)  # warn_if_unfit < finish_run < the solver < takes_sampling's wrapper < its caller
+        stacklevel=stacklevel)  # 5: warn_if_unfit < finish_run < the solver < takes_sampling's wrapper < its caller
 
 
 def finish_run(name: str, loop: Any, operator: object, x: torch.Tensor, y: torch.Tensor, sigma: float | None,

@@ -361,13 +361,17 @@ def split_options(name: str, fn: Callable[..., Any], options: dict[str, Any],
 
 def count_timesteps(timesteps: object) -> int:
     """N for an explicit ``timesteps`` list given without ``steps`` (its entries are checked with the schedule)."""
-    if isinstance(timesteps, torch.Tensor):
-        return timesteps.numel()
-    if isinstance(timesteps, np.ndarray):
-        return int(timesteps.size)
-    if isinstance(timesteps, (list, tuple, range)):
-        return len(timesteps)
-    raise TypeError(f"timesteps must be a 1-D sequence or tensor of descending ints, got {type(timesteps).__name__}")
+    if isinstance(timesteps, (torch.Tensor, np.ndarray)):
+        shape = tuple(timesteps.shape)
+    elif isinstance(timesteps, (list, tuple, range)):
+        nested = any(isinstance(t, (list, tuple, range)) or getattr(t, "ndim", 0) > 0 for t in timesteps)
+        shape = (len(timesteps), "...") if nested else (len(timesteps),)
+    else:
+        raise TypeError(f"timesteps must be a 1-D sequence or tensor of descending ints, got {type(timesteps).__name__}")
+    if len(shape) != 1:
+        raise ValueError(f"timesteps must be a 1-D sequence or tensor of descending ints, got one of shape "
+                         f"{shape}: give the N timesteps as one flat list, e.g. [900, 600, 300, 0]")
+    return shape[0]
 
 
 def takes_sampling(fn: Callable[..., Any]) -> Callable[..., Any]:

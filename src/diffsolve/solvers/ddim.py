@@ -83,6 +83,9 @@ def ddim(denoiser: Any, shape: Sequence[int], sampling: Sampling, *, eta: float 
     if clipped_model_output is not None and not isinstance(clipped_model_output, bool):
         raise TypeError(f"clipped_model_output must be True, False or None, got "
                         f"{type(clipped_model_output).__name__} {clipped_model_output!r}")
+    if return_trajectory and sampling.return_info:
+        raise ValueError("return_trajectory=True and return_info=True ask for two return values: give one "
+                         "(return_info's dict holds the trajectory as info['x0'])")
     loop = prepare(denoiser, shape, sampling, return_trajectory=return_trajectory or sampling.return_info,
                    name="ddim")
     if step_rule == "diffusers":

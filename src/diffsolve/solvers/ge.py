@@ -47,6 +47,9 @@ def ge(denoiser: Any, shape: Sequence[int], sampling: Sampling, *, gamma: float 
     """
     gamma = check_number("gamma", gamma, 0.0)
     mu = check_number("mu", mu, 0.0, 1.0, high_open=True)
+    if return_trajectory and sampling.return_info:
+        raise ValueError("return_trajectory=True and return_info=True ask for two return values: give one "
+                         "(return_info's dict holds the trajectory as info['x0'])")
     loop = prepare(denoiser, shape, sampling, spacing="loglinear",
                    return_trajectory=return_trajectory or sampling.return_info, name="ge")
     if loop.x.dtype == torch.float32 and loop.alpha_t[0] < FLOAT32_ALPHA_MIN:

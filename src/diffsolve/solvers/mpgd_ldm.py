@@ -24,7 +24,7 @@ import torch
 from ..kernels import mpgd_step
 from ..kernels._checks import plain_numbers
 from ..models.denoiser import check_sample_shape
-from ._inverse import Diagnostics, check_problem, route
+from ._inverse import Diagnostics, check_problem, check_sigma, final_residual, route, warn_if_unfit
 from ._loop import Sampling, check_device, check_number, check_steps, prepare, takes_sampling
 from .mpgd import Loss, check_round_trip, default_rho, loss_grad, measurement_loss
 
@@ -53,7 +53,8 @@ def _check_latent_multiple(denoiser: Any, image_shape: Sequence[int], latent_sha
 @takes_sampling
 def mpgd_ldm(latent_denoiser: Any, autoencoder: Any, operator: Any, y: torch.Tensor | None, sampling: Sampling, *,
              rho: float | None = None, eta: float = 0.5, loss: Loss | None = None,
-             shape: Sequence[int] | None = None, latent_shape: Sequence[int] | None = None) -> Any:
+             shape: Sequence[int] | None = None, latent_shape: Sequence[int] | None = None,
+             sigma: float | None = None) -> Any:
     """Reconstruct x from y = A x + n with a latent diffusion model and its autoencoder (module docstring).
 
     Args:
@@ -67,9 +68,14 @@ def mpgd_ldm(latent_denoiser: Any, autoencoder: Any, operator: Any, y: torch.Ten
             the autoencoder does not give back at their own size, sides off its factor, are refused).
         rho: ρ > 0 (default ``default_rho(steps, latent numel)``); eta: DDIM η ∈ [0, 1].
         loss: ``loss(x) -> (B,)`` of the decoded image replacing ‖y − A x‖.
+        sigma: y's noise std σ > 0 (optional; not with ``loss``): the result's data consistency ‖A x − y‖/(σ√m) is
+            reported, and a result the noise cannot explain warns (``DataConsistencyWarning``), as for every method
+            given σ. The steps do not use it (the paper's ρ), and no closing pull moves D(z_0) off the decoder's
+            images.
     Returns:
         images x = D(z_0) (B, C, H, W), or (x, info) with ``return_info``: {"residual": (N, B) loss at
-        D(ẑ0), "timesteps": (N,)}.
+        D(ẑ0), "timesteps": (N,), with y also "final_residual": (B,) ‖A x − y‖/√m, and given σ
+        "data_consistency": (B,) that over σ}.
     """
     if not (callable(getattr(autoencoder, "encode", None)) and callable(getattr(autoencoder, "decode", None))):
         raise TypeError(f"autoencoder must have encode(x) and decode(z), got {type(autoencoder).__name__}")
@@ -77,6 +83,9 @@ def mpgd_ldm(latent_denoiser: Any, autoencoder: Any, operator: Any, y: torch.Ten
         raise TypeError(f"loss must be callable as loss(x) -> (B,), got {type(loss).__name__}")
     if loss is None and (operator is None or y is None):
         raise ValueError("give operator and y (the measurement), or loss= (a black-box guidance loss)")
+    if sigma is not None and y is None:
+        raise ValueError("sigma is the noise std of the measurement y; without y (guidance by loss=) leave it out")
+    sigma = None if sigma is None else check_sigma(sigma)
     check_steps(sampling.steps)  # before any step size is derived from it
     eta = check_number("eta", eta, 0.0, 1.0)
     z_T, dtype = sampling.x_T, sampling.dtype
@@ -131,8 +140,10 @@ def mpgd_ldm(latent_denoiser: Any, autoencoder: Any, operator: Any, y: torch.Ten
     z = loop.finish(z)
     with torch.no_grad():
         x = autoencoder.decode(z)
+    if y is None:  # guidance by a loss: no measurement to be consistent with
+        return (x, info.stacked(timesteps=loop.schedule.timesteps.clone())) if sampling.return_info else x
+    final = final_residual(operator, x, y) if sigma is not None or sampling.return_info else None
+    warn_if_unfit("mpgd_ldm", operator, x, y, sigma, len(loop.schedule), final=final, stacklevel=4)  # after the loop
     if sampling.return_info:
-        if y is None:  # guidance by a loss: no measurement to be consistent with
-            return x, info.stacked(timesteps=loop.schedule.timesteps.clone())
-        return x, info.finish(operator, x, y, loop.schedule.timesteps)
+        return x, info.finish(operator, x, y, loop.schedule.timesteps, sigma=sigma, final=final)
     return x
