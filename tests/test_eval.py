@@ -317,6 +317,25 @@ def test_no_discrepancy_reaches_the_model_based_methods_and_is_pinned(tmp_path, 
     assert "--no-discrepancy" in capsys.readouterr().err
 
 
+def test_task_parameters_reach_the_operators_and_are_pinned(tmp_path, capsys):
+    """--missing / --factor (as demo and restore take them) change eval's operators, appear in summary.md and are
+    pinned: a resume with another value is refused. eval once had none, and its `sr` ran sr4's ×4."""
+    common = ("--data", "digits16", "--limit", "1", "--methods", "pinv", "--steps", "2", "--no-progress")
+    runs = {"default": (), "missing": ("--missing", "0.3"), "sr2": ("--factor", "2")}
+    psnr = {}
+    for name, extra in runs.items():
+        tasks = "random,sr" if name != "missing" else "random"
+        assert eval_cli.run(parse(*common, "--tasks", tasks, *extra, "--out", str(tmp_path / name))) == 0
+        psnr[name] = {r["task"]: r["psnr"] for r in records(tmp_path / name)}
+    capsys.readouterr()
+    assert psnr["missing"]["random"] > psnr["default"]["random"] + 3  # 30 % of the pixels lost, not 70 %
+    assert psnr["sr2"]["sr"] > psnr["default"]["sr"] + 3 and psnr["sr2"]["random"] == psnr["default"]["random"]
+    assert json.loads((tmp_path / "missing" / "config.json").read_text())["params"]["missing"] == 0.3
+    assert "Task parameters: --missing 0.3." in (tmp_path / "missing" / "summary.md").read_text()
+    assert eval_cli.run(parse(*common, "--tasks", "random", "--missing", "0.5", "--out", str(tmp_path / "missing"))) == 2
+    assert "holds records made with params=" in capsys.readouterr().err
+
+
 CONFIG = dict(data="photos", size=16, tasks=["box"], methods=["pinv"], steps=3, seeds=[0], model="patches",
               channels=3)
 
@@ -325,7 +344,8 @@ CONFIG = dict(data="photos", size=16, tasks=["box"], methods=["pinv"], steps=3, 
     ("size", 0), ("size", True), ("steps", 0), ("batch", 0), ("draws", 0), ("limit", 0), ("threads", 0),
     ("channels", 2), ("data", "nope"), ("tasks", []), ("tasks", "box"), ("tasks", ["box", "box"]),
     ("tasks", ["nope"]), ("methods", ["ddim"]), ("seeds", []), ("seeds", [1, 1]), ("seeds", [-1]),
-    ("sigma", -1.0), ("sigma", float("nan")), ("out", 3)])
+    ("sigma", -1.0), ("sigma", float("nan")), ("out", 3), ("params", {}), ("params", {"factor": 2}),
+    ("params", {**evaluate.DEFAULT_PARAMS, "missing": 1.5})])
 def test_a_config_built_directly_checks_every_field(tmp_path, field, value):
     """The library side (no command line in front of it) refuses a bad field at construction, naming it."""
     fields = {**CONFIG, "out": tmp_path, field: value}

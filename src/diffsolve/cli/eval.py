@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..tasks import DEMO_TASKS
+from ..tasks import DEMO_TASKS, TASKS
 from .common import (BUNDLED_ABOUT, BUNDLED_SETS, IMAGE_SUFFIXES, NO_DISCREPANCY_HELP, HelpFormatter, UsageError,
-                     check_device, check_sigma, check_steps, check_writable, image_info, int_at_least, name_list,
-                     not_offered, number, padding_note, print_error, require_device, split_names)
+                     add_measurement_args, check_device, check_sigma, check_steps, check_writable, image_info, int_at_least, name_list,
+                     not_offered, padding_note, print_error, require_device, split_names, task_parameters)
 
 __all__ = ["DEFAULT_TASKS", "add_parser", "check", "run", "run_config"]
 
@@ -49,9 +50,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         + " (an existing folder of that name wins)")
     e.add_argument("--size", type=int_at_least(1), default=None,
                    help="image side S in pixels (default: digits16 16, photos and heldout 256; required for a folder)")
-    e.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS, help="tasks (diffsolve.tasks)")
+    e.add_argument("--tasks", nargs="+", default=DEFAULT_TASKS, help=f"tasks, of {', '.join(TASKS)}")
     e.add_argument("--methods", nargs="+", default=_default_methods(),
-                   help="methods (diffsolve.methods.CLI_METHODS)")
+                   help="methods, of " + ", ".join(_default_methods()))
     e.add_argument("--steps", type=int_at_least(1), default=30, help="sampling steps")
     e.add_argument("--seeds", nargs="+", default=["0"], help="seeds, e.g. 0,1 or 0 1")
     e.add_argument("--out", required=True, help="output folder (results.jsonl, summary.md, summary.csv, plot)")
@@ -71,9 +72,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="also write OUT/images/TASK/METHOD/seedS/NAME.png (the image's stem; its full name + .png "
                         "where two images share a stem) for the records this run computes (a resumed run says how "
                         "many finished records have no image)")
-    e.add_argument("--sigma", type=number(0.0), default=0.05, help="measurement noise std, in --sigma-unit")
-    e.add_argument("--sigma-unit", choices=("[-1,1]", "[0,1]"), default="[-1,1]",
-                   help="the pixel range --sigma is measured in")
     e.add_argument("--limit", type=int_at_least(1), default=None, help="only the first N images (sorted by name)")
     e.add_argument("--head-channels", type=int_at_least(1), default=64,
                    help="ADM checkpoints: channels per attention head (num_head_channels; 64 for the FFHQ and "
@@ -81,6 +79,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int_at_least(1), default=None,
                    help="torch CPU threads per process (default: torch's; torchrun sets 1 per process)")
     e.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add_measurement_args(e, 0.05)  # pinned in config.json with the other settings
     return e
 
 
@@ -162,6 +161,7 @@ def check(args: argparse.Namespace):
     refused = {m: not_offered(m) for m, spec in METHODS.items() if not spec.cli}
     methods = name_list(args.methods, "--methods", tuple(m for m in METHODS if METHODS[m].cli), refused)
     seeds = _seeds(args.seeds)
+    params = task_parameters(args, tasks)
     check_sigma(args.sigma, args.sigma_unit)
     sigma = sigma_in_data_range(args.sigma, args.sigma_unit)
     if any(get_method(m).required == ("sigma",) or "sigma" in get_method(m).required for m in methods) \
@@ -213,12 +213,12 @@ def check(args: argparse.Namespace):
             notes = [*notes, padded]
     digits = model == "digits16"
     for task in tasks:
-        f = required_multiple(task)
+        f = required_multiple(task, params)
         if size % f:
             raise UsageError("--size", f"{size} but task {task} needs multiples of {f}",
                              f"use --size {max(f, size // f * f)}")
         try:
-            make_operator(task, (size, size), seed=seeds[0], digits=digits)
+            make_operator(task, (size, size), seed=seeds[0], digits=digits, params=params)
         except ValueError as err:
             raise UsageError("--tasks", f"{task} at {size}x{size}: {err}", "use a larger --size") from None
     check_device(args.device)
@@ -242,7 +242,7 @@ def check(args: argparse.Namespace):
                                   save_images=args.save_images, sigma=float(sigma), head_channels=args.head_channels,
                                   digits=digits, image_paths=paths, limit=args.limit if paths is None else None,
                                   progress=args.progress, threads=args.threads, draws=args.draws,
-                                  discrepancy=args.discrepancy, notes=notes)
+                                  discrepancy=args.discrepancy, params=asdict(params), notes=notes)
     except ValueError as err:
         raise UsageError(str(err)) from None
     names = ([p.name for p in paths] if paths is not None

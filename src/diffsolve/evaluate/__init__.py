@@ -8,6 +8,8 @@ of its batch's wall time), ``dc`` (data consistency ‖A x̂ − y‖/(σ√m), 
 noise level; null when σ = 0), ``steps``, ``model``, ``size``, ``sigma`` (and ``lam`` for Tikhonov; ``draws``
 with ``--draws`` K > 1, where a model-based record scores the mean of K draws; ``discrepancy: false`` with
 ``--no-discrepancy``, on the records of the methods it switches to the paper's result).
+The task parameters (``--blur-std``, ``--motion-size``, ``--box``, ``--missing``, ``--factor``; :class:`EvalConfig`
+``params``) are pinned with the other settings and listed in summary.md where they differ from the defaults.
 Each process appends its records to ``OUT/parts/rank-R.jsonl`` and flushes after every record, so a
 killed run loses at most the batch in flight; a rerun with the same OUT skips every record already
 in results.jsonl or a part file. One run at a time writes an OUT: rank 0 holds a lock on it
@@ -52,13 +54,13 @@ that diffsolve never downloads; they are not computed (the summary says so).
 from .distributed import Dist, RankDeviceError, setup_distributed
 from .images import (BUNDLED, ImageSet, bundled_images, bundled_names, bundled_photos, data_hashes, file_sha256,
                      folder_images, saved_names)
-from .records import (CONFIG, LOCK, MODEL_FILES, PARTS, PINNED, RESULTS, EvalConfig, OutInUseError, PartWriter,
+from .records import (CONFIG, DEFAULT_PARAMS, LOCK, MODEL_FILES, PARTS, PINNED, RESULTS, EvalConfig, OutInUseError, PartWriter,
                       check_resume, json_line, lock_out, merge, model_fingerprint, read_pinned, read_records,
                       record_key, write_config)
 from .run import EvalPlan, plan_eval, run_batch, run_eval, stream_seed, summarise, unsupported_pairs
 from .summary import METRICS, plot_quality_vs_time, summarize, time_axis, unfit_lines, write_summary
 
-__all__ = ["BUNDLED", "CONFIG", "LOCK", "METRICS", "MODEL_FILES", "PARTS", "PINNED", "RESULTS", "Dist", "EvalConfig",
+__all__ = ["BUNDLED", "CONFIG", "DEFAULT_PARAMS", "LOCK", "METRICS", "MODEL_FILES", "PARTS", "PINNED", "RESULTS", "Dist", "EvalConfig",
            "EvalPlan", "ImageSet", "OutInUseError", "PartWriter", "bundled_images", "bundled_names", "bundled_photos",
            "check_resume", "data_hashes", "file_sha256", "folder_images", "json_line", "lock_out", "merge",
            "model_fingerprint", "plan_eval", "plot_quality_vs_time", "read_pinned", "read_records", "record_key",

@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CONFIG", "LOCK", "MODEL_FILES", "PARTS", "PINNED", "RESULTS", "EvalConfig", "OutInUseError", "PartWriter",
+__all__ = ["CONFIG", "DEFAULT_PARAMS", "LOCK", "MODEL_FILES", "PARTS", "PINNED", "RESULTS", "EvalConfig", "OutInUseError", "PartWriter",
            "check_resume", "json_line", "lock_out", "merge", "model_fingerprint", "read_pinned", "read_records",
            "record_key", "write_config"]
 
@@ -22,10 +22,12 @@ PARTS = "parts"
 CONFIG = "config.json"
 LOCK = ".lock"
 #: The settings a record depends on besides its key: a rerun into the same OUT must match them.
-PINNED = ("size", "steps", "model", "sigma", "channels", "draws", "discrepancy")
+PINNED = ("size", "steps", "model", "sigma", "channels", "draws", "discrepancy", "params")
+#: the task parameters (:class:`diffsolve.tasks.TaskParameters`) of a run that gives none: every task's default
+DEFAULT_PARAMS = {"blur_std": None, "motion_size": None, "box": None, "missing": 0.7, "factor": 4}
 #: what a pinned setting was before config.json recorded it (runs made before ``draws`` existed drew once, before
-#: ``discrepancy`` existed every method ended as its default did then)
-PINNED_BEFORE = {"draws": 1, "discrepancy": True}
+#: ``discrepancy`` existed every method ended as its default did then, before ``params`` every task had its default)
+PINNED_BEFORE = {"draws": 1, "discrepancy": True, "params": DEFAULT_PARAMS}
 #: the files of a model folder that :func:`model_fingerprint` pins: its JSON configs and its weights
 MODEL_FILES = (".json", ".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 _WHOLE = 64 << 20  # model files up to this size are hashed whole; larger ones by their first and last MiB
@@ -97,6 +99,7 @@ class EvalConfig:
     threads: int | None = None
     draws: int = 1  # model-based methods: each record scores the mean of this many draws
     discrepancy: bool = True  # False: the paper's result for the methods that end within the noise by default
+    params: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PARAMS))  # the tasks' TaskParameters fields
     hashes: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -136,6 +139,14 @@ class EvalConfig:
         if (not isinstance(self.sigma, (int, float)) or isinstance(self.sigma, bool) or not math.isfinite(self.sigma)
                 or self.sigma < 0):
             fail("sigma", "a finite number >= 0 (the noise std on the model's [-1, 1] scale)")
+        from ..tasks import TaskParameters, check_parameters
+
+        if not isinstance(self.params, dict) or set(self.params) != set(DEFAULT_PARAMS):
+            fail("params", f"a dict with the TaskParameters fields {', '.join(DEFAULT_PARAMS)}")
+        try:
+            check_parameters(TaskParameters(**self.params))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"EvalConfig.params must be valid task parameters: {err}") from None
         if not isinstance(self.out, (str, Path)):
             fail("out", "a folder path (str or Path)")
         self.out = Path(self.out)
@@ -148,6 +159,12 @@ class EvalConfig:
     def model_files(self) -> dict[str, str] | None:
         """:func:`model_fingerprint` of ``model``, read once: the files that are checked are the files pinned."""
         return model_fingerprint(self.model, self.head_channels)
+
+    def task_parameters(self) -> Any:
+        """``params`` as the :class:`diffsolve.tasks.TaskParameters` that ``make_operator`` takes."""
+        from ..tasks import TaskParameters
+
+        return TaskParameters(**self.params)
 
     def describe_data(self) -> str:
         """Which data this run uses: the folder's path or the bundled set's name, and how many images."""

@@ -67,7 +67,8 @@ def unsupported_pairs(cfg: EvalConfig) -> dict[tuple[str, str], str]:
             if not spec.svd:
                 continue
             if op is None:
-                op = make_operator(task, (cfg.size, cfg.size), seed=cfg.seeds[0], digits=cfg.digits)
+                op = make_operator(task, (cfg.size, cfg.size), seed=cfg.seeds[0], digits=cfg.digits,
+                                   params=cfg.task_parameters())
             why = spec.unsupported(op, (cfg.size, cfg.size), cfg.sigma)
             if why is not None:
                 out[(task, method)] = why
@@ -228,7 +229,8 @@ def run_eval(cfg: EvalConfig, *, load_model: Callable[[torch.device], Any] | Non
                 if loaded is None or loaded[0] != tuple(b):
                     loaded = (tuple(b), images.load(b).to(device))
                 if (seed, task) not in ops:
-                    ops[(seed, task)] = make_operator(task, (cfg.size, cfg.size), seed=seed, digits=cfg.digits)
+                    ops[(seed, task)] = make_operator(task, (cfg.size, cfg.size), seed=seed, digits=cfg.digits,
+                                                      params=cfg.task_parameters())
                 records, xr = run_batch(cfg, plan, item, loaded[1], ops[(seed, task)], model, device)
                 for j, rec in enumerate(records):
                     writer.write(rec)

@@ -71,7 +71,8 @@ def write_summary(out: Path, rows: list[dict], cfg: EvalConfig, *, log: Callable
              + (f" Each model-based record scores the mean of {cfg.draws} draws (the model-free methods are "
                 "deterministic: one solve)." if cfg.draws > 1 else "")
              + (" `--no-discrepancy`: the model-based methods return the paper's result (no final pull of a result "
-                "the noise cannot explain towards y)." if not cfg.discrepancy else ""),
+                "the noise cannot explain towards y)." if not cfg.discrepancy else "")
+             + _params_line(cfg),
              "",
              "DC is the data consistency ‖A x̂ − y‖/(σ√m), m = measurement entries per sample: 1 means the "
              "residual matches the noise level.",
@@ -163,6 +164,15 @@ def plot_quality_vs_time(rows: list[dict], tasks: Sequence[str], title: str) -> 
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _params_line(cfg: EvalConfig) -> str:
+    """The task parameters that differ from the defaults, as the command line's flags (empty: none)."""
+    from .records import DEFAULT_PARAMS
+
+    changed = {k: v for k, v in cfg.params.items() if v != DEFAULT_PARAMS[k]}
+    return (" Task parameters: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in changed.items()) + "."
+            if changed else "")
 
 
 def _plot(path: Path, rows: list[dict], cfg: EvalConfig, *, log: Callable[[str], None]) -> None:
