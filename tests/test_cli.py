@@ -240,3 +240,26 @@ def test_mask_is_resized_by_nearest_neighbour_at_mid_grey(tmp_path, capsys, monk
     assert abs(float(got.mean()) - observed.mean()) < 0.02  # the observed fraction is kept
     nearest = Image.fromarray(observed.astype(np.uint8) * 255).resize((48, 48), Image.NEAREST)
     assert torch.equal(got, torch.from_numpy(np.asarray(nearest) >= 128).double())  # no grey pixel observed
+
+
+def test_a_grey_input_gives_a_grey_result_and_y_is_written_losslessly(tmp_path, capsys):
+    """A grey photo run by the colour model: the result file is grey (the channels' mean; they were written as RGB
+    with a tint before), the printed PSNR is of that file, and with a .jpg --out the measurement is still a PNG
+    (a JPEG's error exceeded y's noise)."""
+    grey = _png(tmp_path / "grey.png", np.random.default_rng(3).integers(0, 255, (16, 16)))
+    assert main(["restore", "--input", grey, "--task", "gaussian_blur", "--method", "mpgd", "--model", "patches",
+                 "--steps", "2", "--simulate", "--out", str(tmp_path / "r.jpg")]) == 0
+    captured = capsys.readouterr()
+    assert "the result is written grey" in captured.err + captured.out
+    assert Image.open(tmp_path / "r.jpg").mode == "L"
+    assert (tmp_path / "r_measurement.png").is_file() and not (tmp_path / "r_measurement.jpg").exists()
+
+
+def test_the_default_model_follows_the_restored_size_not_the_input_size(tmp_path, capsys):
+    """A 16x16 grey input for SR x4 restores a 64x64 image: the default is `patches`; it was `digits16` (16x16 only),
+    whose error then advised the --size the input already had."""
+    low = _png(tmp_path / "low.png", np.random.default_rng(4).integers(0, 255, (16, 16)))
+    assert main(["restore", "--input", low, "--task", "sr4", "--method", "mpgd", "--steps", "2",
+                 "--out", str(tmp_path / "up.png")]) == 0
+    assert "model patches" in capsys.readouterr().out
+    assert Image.open(tmp_path / "up.png").size == (64, 64)

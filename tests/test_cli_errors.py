@@ -331,7 +331,7 @@ def test_unconditional_samplers_are_named_as_such(tmp_path, capsys, no_compute, 
     assert f"{method} is an unconditional sampler" in line and "autoencoder" not in line
 
 
-@pytest.mark.parametrize("argv", [["eval", "--data", "photos", "--factor", "2", "--out", "o"],
+@pytest.mark.parametrize("argv", [["eval", "--data", "photos", "--frobnicate", "2", "--out", "o"],
                                   ["restore", "--input", "x.png", "--task", "box", "--method", "mpgd", "--out",
                                    "o.png", "--frobnicate"],
                                   ["info", "--verbose"]])

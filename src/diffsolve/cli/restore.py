@@ -81,9 +81,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="treat --input as the clean image: measure it (noise --sigma) and report PSNR/SSIM")
     r.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N")
     r.add_argument("--out", required=True,
-                   help=f"output image, one of {', '.join(common.IMAGE_SUFFIXES)} (with --simulate also "
-                        "OUT_measurement.EXT, y itself: restore takes it back with the same --task; with --draws "
-                        "K > 1 also OUT_std.EXT)")
+                   help=f"output image, one of {', '.join(common.IMAGE_SUFFIXES)} (a grey --input gives a grey "
+                        "result; with --simulate also OUT_measurement.png, y itself in a lossless 8-bit file: restore "
+                        "takes it back with the same --task; with --draws K > 1 also OUT_std.EXT)")
     add_measurement_args(r, SIGMA)
     return r
 
@@ -99,6 +99,7 @@ class RestorePlan:
     digits: bool
     input_wh: tuple[int, int]  # after --size
     x_wh: tuple[int, int]  # the work (restored) image
+    grey_input: bool = False  # a grey --input run by a colour model: the result is written grey
 
     def describe(self, a: argparse.Namespace) -> str:
         w, h = self.x_wh
@@ -136,13 +137,18 @@ def plan(a: argparse.Namespace) -> RestorePlan:
                          "your image")
     info = image_info(a.input, "--input")
     wh = a.size or info.size
+    from ..tasks import required_multiple
+
+    factor = required_multiple(a.task, params) if a.task != "inpaint" else 1
+    w, h = wh
+    x_wh = (w, h) if a.simulate else (w * factor, h * factor)  # SR: the input is the low-resolution measurement
     # the colour questions first: a grey photo is converted for a colour model before any size complaint
     if info.alpha:
         note(f"--input {Path(a.input).name} has an alpha channel (transparency): it is dropped")
     model_spec = None
     geo = None
     if spec.uses_model:
-        model_spec = a.model or ("digits16" if info.grey and wh == (16, 16) else "patches")
+        model_spec = a.model or ("digits16" if info.grey and x_wh == (16, 16) else "patches")
         geo = model_geometry(model_spec)
         channels = geo["channels"] if geo is not None else 3
         if channels not in (1, 3):
@@ -156,7 +162,7 @@ def plan(a: argparse.Namespace) -> RestorePlan:
                              f"{a.input!r} is in colour; convert it to grey first or choose another --model")
         if channels == 3 and info.grey:
             note(f"--input {Path(a.input).name} is grayscale: converted it to RGB for --model {model_spec} "
-                 "(a colour model)")
+                 "(a colour model); the result is written grey (the mean of its channels)")
         if geo is not None:
             check_steps(a.steps, geo["timesteps"], model_spec)
     else:
@@ -176,11 +182,6 @@ def plan(a: argparse.Namespace) -> RestorePlan:
         if not a.simulate and a.task in ("box", "random"):
             raise UsageError(f"--task {a.task} draws its mask from --seed, so it needs --simulate; to restore "
                              "your own masked image use --task inpaint --mask MASK")
-    from ..tasks import required_multiple
-
-    factor = required_multiple(a.task, params) if a.task != "inpaint" else 1
-    w, h = wh
-    x_wh = (w, h) if a.simulate else (w * factor, h * factor)  # SR: the input is the low-resolution measurement
     if x_wh[0] * x_wh[1] > MAX_PIXELS:
         side = int((MAX_PIXELS / (factor * factor if not a.simulate else 1)) ** 0.5) // 8 * 8
         raise UsageError(f"--input: the work image would be {x_wh[0]}x{x_wh[1]} = {x_wh[0] * x_wh[1]:,} pixels, "
@@ -195,7 +196,8 @@ def plan(a: argparse.Namespace) -> RestorePlan:
         if padded is not None:
             note(padded)
     return RestorePlan(out=out, device=device, params=params, sigma=sigma, channels=channels, model=model_spec,
-                       digits=model_spec == "digits16", input_wh=(w, h), x_wh=x_wh)
+                       digits=model_spec == "digits16", input_wh=(w, h), x_wh=x_wh,
+                       grey_input=bool(info.grey and channels == 3))
 
 
 def run(a: argparse.Namespace) -> dict:
@@ -249,20 +251,21 @@ def run(a: argparse.Namespace) -> dict:
     stack = torch.cat(draws)  # (K, C, H, W)
     x = stack.mean(0, keepdim=True)
     # every number first, every file after: a failure leaves no partial output
+    as_file = (lambda v: v.mean(-3, keepdim=True)) if p.grey_input else (lambda v: v)  # grey in, grey out
     dc = dc_draws = score = score_draws = None
     if p.sigma > 0:
         dc = float(data_consistency(op, x, y, p.sigma)[0])
         dc_draws = data_consistency(op, stack, y.expand(a.draws, *y.shape[1:]), p.sigma) if a.draws > 1 else None
-    if x_true is not None:
-        score = scores(x, x_true)
-        score_draws = scores(stack, x_true.expand_as(stack))["psnr"] if a.draws > 1 else None
+    if x_true is not None:  # of the images as written (a grey input's: the channels' mean)
+        score = scores(as_file(x), as_file(x_true))
+        score_draws = scores(as_file(stack), as_file(x_true.expand_as(stack)))["psnr"] if a.draws > 1 else None
     out = p.out
-    common.save_image(out, x[0])
+    common.save_image(out, as_file(x[0]))
     result: dict = {"out": str(out)}
     if a.draws > 1:
         std_path = out.with_name(out.stem + "_std" + out.suffix)
         spread = stack.std(0, unbiased=True)  # per-pixel, [-1, 1] units
-        common.save_image(std_path, (4 * spread - 1).clamp(-1, 1))  # 0 → black, 0.5 → white
+        common.save_image(std_path, as_file((4 * spread - 1).clamp(-1, 1)))  # 0 → black, 0.5 → white
         result.update(std=str(std_path), draws=a.draws, mean_std=round(float(spread.mean()), 4))
         print(f"per-pixel std of the {a.draws} draws: mean {result['mean_std']:.4f} in [-1,1] units "
               f"(wrote {std_path})")
@@ -274,8 +277,12 @@ def run(a: argparse.Namespace) -> dict:
             result["dc_draws"] = round(float(dc_draws.mean()), 4)
             print(f"data consistency of the draws: {result['dc_draws']:.3f} on average")
     if score is not None:
-        meas = out.with_name(out.stem + "_measurement" + out.suffix)
+        meas = out.with_name(out.stem + "_measurement.png")  # lossless: a JPEG's error would exceed y's noise
         common.save_image(meas, y[0])  # y itself (SR: the small image), so restore --task TASK can take it back
+        clipped = float((y[0].abs() > 1).float().mean())
+        if clipped > 0:
+            note(f"{clipped:.1%} of y's entries lie outside [-1, 1] (its noise) and are clipped in {meas.name}, an "
+                 "8-bit file; a restore from that file sees them at the range's edge")
         result.update(psnr=round(float(score["psnr"][0]), 2), ssim=round(float(score["ssim"][0]), 4),
                       measurement=str(meas))
         print(f"PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f}" + (" (of the mean)" if a.draws > 1 else ""))

@@ -84,7 +84,7 @@ def _eight_bit_scale(img, file_format, path):  # noqa: ANN001, ANN202 - PIL imag
 
 def write_image(path: str | os.PathLike[str], img: torch.Tensor) -> None:
     """Write a ``(C, H, W)`` tensor in [-1, 1] (clamped: an 8-bit file holds no more) as an image file (C = 1 or
-    3), the format by ``path``'s extension; creates the folder. TypeError / ValueError, before anything is written,
+    3), the format by ``path``'s extension (JPEG at quality 95, WebP lossless); creates the folder. TypeError / ValueError, before anything is written,
     for another shape, a NaN or infinite value (no pixel value stands for it) or an extension PIL cannot write."""
     from pathlib import Path
 
@@ -107,7 +107,9 @@ def write_image(path: str | os.PathLike[str], img: torch.Tensor) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     img = img.detach().float().cpu().clamp(-1, 1)
     arr = ((img + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(path)
+    fmt = Image.registered_extensions()[path.suffix.lower()]
+    options = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}.get(fmt, {})  # PIL's defaults: quality 75, lossy
+    Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(path, **options)
 
 
 def _centre_box(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int, int, int]:
