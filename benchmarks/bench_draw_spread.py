@@ -35,6 +35,7 @@ from bench_methods import RESULTS, SIGMA, machine, measure  # noqa: E402
 
 from diffsolve.data import photo  # noqa: E402
 from diffsolve.methods import restore  # noqa: E402
+from diffsolve.metrics import colour_cast  # noqa: E402
 from diffsolve.models import load_default  # noqa: E402
 from diffsolve.tasks import make_operator  # noqa: E402
 
@@ -47,9 +48,7 @@ def _psnr(x: torch.Tensor, x_true: torch.Tensor, where: torch.Tensor) -> torch.T
     return -10 * torch.log10(mse)
 
 
-def _cast(x: torch.Tensor, x_true: torch.Tensor) -> torch.Tensor:
-    """Per-image colour cast (B,): the worst per-channel mean shift in [0, 1] units (the methods tables')."""
-    return ((x.clamp(-1, 1) - x_true) / 2).mean((2, 3)).abs().amax(1)
+_cast = colour_cast  # per-image colour cast (B,): the worst per-channel mean shift in [0, 1] units
 
 
 def run(task: str, sizes: list[int], images: list[str], methods: list[str], draws: int, steps: int) -> list[dict]:

@@ -38,7 +38,7 @@ import torch
 from diffsolve.data import photo
 from diffsolve.tasks import DEMO_TASKS as TASKS
 from diffsolve.cli.demo import save_grid
-from diffsolve.metrics import scores
+from diffsolve.metrics import colour_cast, scores
 from diffsolve.tasks import SIGMA, make_operator, measurement_view
 from diffsolve.models import load_default
 from diffsolve.solvers import cdps
@@ -72,11 +72,7 @@ def crops(count: int) -> tuple[torch.Tensor, list[str]]:
     return torch.stack(out).contiguous(), labels
 
 
-def cast(x: torch.Tensor, x_true: torch.Tensor) -> torch.Tensor:
-    """Per image: max over channels of |mean(x̂) − mean(x)| in [0, 1] units, (B,)."""
-    a = (x.detach().double().clamp(-1, 1) + 1) / 2
-    b = (x_true.double() + 1) / 2
-    return (a.mean((2, 3)) - b.mean((2, 3))).abs().amax(1).float()
+cast = colour_cast  # max_c |mean(x̂_c) − mean(x_c)| in [0, 1] units (diffsolve.metrics)
 
 
 def run(count: int, seeds: int, steps: int, out: Path, tasks: tuple[str, ...] = TASKS,

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from diffsolve.methods import restore
-from diffsolve.metrics import scores
+from diffsolve.metrics import colour_cast, scores
 from diffsolve.models import load_default
 from diffsolve.operators import Inpainting
 from diffsolve.tasks import DEMO_TASKS, SIGMA, make_operator
@@ -178,10 +178,7 @@ def measure(task: str, op, x: torch.Tensor, seed: int) -> torch.Tensor:
     return ax + SIGMA * n
 
 
-def cast(x: torch.Tensor, x_true: torch.Tensor) -> torch.Tensor:
-    a = (x.detach().double().clamp(-1, 1) + 1) / 2
-    b = (x_true.double() + 1) / 2
-    return (a.mean((2, 3)) - b.mean((2, 3))).abs().amax(1).float()
+cast = colour_cast  # max_c |mean(x̂_c) − mean(x_c)| in [0, 1] units (diffsolve.metrics)
 
 
 def observed_psnr(op, x: torch.Tensor, x_true: torch.Tensor) -> list[float | None]:

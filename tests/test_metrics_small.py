@@ -32,3 +32,16 @@ def test_sides_of_six_or_more_keep_torchmetrics_default(h, w):
     x, truth = _pair(h, w, seed=1)
     plain = structural_similarity_index_measure((x + 1) / 2, (truth + 1) / 2, data_range=1.0, reduction="none")
     assert torch.equal(scores(x, truth)["ssim"], plain.float())
+
+
+def test_colour_cast_is_the_largest_channel_mean_shift_and_eval_reports_it():
+    from diffsolve.evaluate.summary import METRICS
+    from diffsolve.metrics import colour_cast, scores
+
+    x_true = torch.zeros(2, 3, 8, 8)
+    x = x_true.clone()
+    x[0, 2] += 0.2  # sample 0: blue up by 0.2 in [-1, 1], 0.1 in [0, 1]
+    x[1] = 1.5  # sample 1: past the range, clamped to 1 first (as for PSNR): every channel 0.5 up
+    torch.testing.assert_close(colour_cast(x, x_true), torch.tensor([0.1, 0.5]))
+    torch.testing.assert_close(scores(x, x_true)["cast"], colour_cast(x, x_true))
+    assert "cast" in METRICS  # eval's records and summary carry it

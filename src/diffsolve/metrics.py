@@ -7,6 +7,9 @@
   short to reflect-pad by 5) the window shrinks to the image: radius side − 1, σ = radius / 3.5 (torchmetrics
   cuts its window at 3.5 σ); a side of 1 gets a one-pixel window (SSIM's luminance term alone).
 - :func:`psnr` ``(x, x_true) -> (B,)``: the PSNR alone.
+- :func:`colour_cast` ``(x, x_true) -> (B,)``: the largest shift of a channel's mean, max_c |mean(x̂_c) − mean(x_c)|,
+  in [0, 1] units (x clamped as for PSNR): a tint over the whole image that PSNR alone does not single out.
+  :func:`scores` returns it as "cast".
 - :func:`data_consistency` ``(operator, x, y, sigma) -> (B,)``: ‖A x − y‖ / (σ √m) per sample; 1 means
   the residual matches the noise level.
 """
@@ -17,7 +20,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["data_consistency", "psnr", "scores"]
+__all__ = ["colour_cast", "data_consistency", "psnr", "scores"]
 
 
 def _unit(x: torch.Tensor, clamp: bool) -> torch.Tensor:
@@ -42,8 +45,14 @@ def psnr(x: torch.Tensor, x_true: torch.Tensor) -> torch.Tensor:
                                    dim=(1, 2, 3)).float()
 
 
+def colour_cast(x: torch.Tensor, x_true: torch.Tensor) -> torch.Tensor:
+    """Per-image colour cast (B,): max over channels of |mean(x̂_c) − mean(x_c)| in [0, 1] units (module docstring)."""
+    _check(x, x_true)
+    return (_unit(x, True).mean((2, 3)) - _unit(x_true, False).mean((2, 3))).abs().amax(1).float()
+
+
 def scores(x: torch.Tensor, x_true: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-image PSNR (dB) and SSIM (B,) of ``x`` against ``x_true`` (module docstring)."""
+    """Per-image PSNR (dB), SSIM and colour cast (B,) of ``x`` against ``x_true`` (module docstring)."""
     _check(x, x_true)
     from torchmetrics.functional.image import structural_similarity_index_measure
 
@@ -51,7 +60,7 @@ def scores(x: torch.Tensor, x_true: torch.Tensor) -> dict[str, torch.Tensor]:
     radii = [min(5, side - 1) for side in a.shape[-2:]]  # the reflect padding must stay below the side
     sigma = [1.5 if r == 5 else max(r, 0.25) / 3.5 for r in radii]  # torchmetrics' window: radius int(3.5 σ + 0.5)
     ssim = structural_similarity_index_measure(a, b, data_range=1.0, reduction="none", sigma=sigma)
-    return {"psnr": psnr(x, x_true), "ssim": ssim.float()}
+    return {"psnr": psnr(x, x_true), "ssim": ssim.float(), "cast": colour_cast(x, x_true)}
 
 
 def data_consistency(operator: Any, x: torch.Tensor, y: torch.Tensor, sigma: float) -> torch.Tensor:

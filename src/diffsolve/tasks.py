@@ -105,7 +105,7 @@ def _box(size: tuple[int, int], side: int, digits: bool, seed: int, p: TaskParam
     box = p.box if p.box is not None else (6 if digits else side // 2)
     margin = max(1, side // 16)
     if box + 2 * margin > side:
-        fix = (f"use box <= {side - 2 * margin}" if side - 2 * margin >= 1
+        fix = (f"use box <= {side - 2 * margin} (--box on the command line)" if side - 2 * margin >= 1
                else f"use images of side >= {2 * margin + 1}")
         raise ValueError(f"box {box} plus margins 2x{margin} does not fit the image side {side}; {fix}")
     return Inpainting.box(size, box=box, margin=margin, seed=seed)

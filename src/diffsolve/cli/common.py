@@ -570,8 +570,8 @@ def check_writable(folder: Path, text: str, flag: str = "--out") -> None:
 def check_out_file(text: str) -> Path:
     out = Path(text)
     if out.is_dir():
-        raise UsageError(f"--out {text!r} is a directory; give an image file name such as "
-                         f"{text.rstrip('/')}/restored.png")
+        example = f"{text.rstrip('/')}/restored.png" if text.strip() else "restored.png"
+        raise UsageError(f"--out {text!r} is a directory; give an image file name such as {example}")
     if out.suffix.lower() not in IMAGE_SUFFIXES:
         raise UsageError(f"--out {text!r} has no image extension; use one of {', '.join(IMAGE_SUFFIXES)} "
                          f"(e.g. {out.with_suffix('.png')})")

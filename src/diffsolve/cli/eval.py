@@ -94,8 +94,10 @@ def _seeds(values: Any) -> list[int]:
     return seeds
 
 
-def _folder_images(folder: Path, limit: int | None, channels_wanted: int | None) -> tuple[list[Path], list[str]]:
-    """The folder's image files (sorted, limited), every one readable; notices for converted ones."""
+def _folder_images(folder: Path, limit: int | None, channels_wanted: int | None,
+                   size: int | None = None) -> tuple[list[Path], list[str]]:
+    """The folder's image files (sorted, limited), every one readable; notices for converted ones (colour, alpha,
+    and with ``size`` the ones centre-cropped to a square or enlarged to size × size)."""
     from PIL import Image
 
     files = sorted(p for p in folder.iterdir() if p.is_file())
@@ -129,6 +131,18 @@ def _folder_images(folder: Path, limit: int | None, channels_wanted: int | None)
     if channels_wanted == 3 and grey:
         notes.append(f"{len(grey)} grayscale image(s) converted to RGB for the colour model: "
                      + ", ".join(Path(i.path).name for i in grey[:5]) + (" ..." if len(grey) > 5 else ""))
+    if size is not None:
+        cropped = [i for i in infos if i.size[0] != i.size[1]]
+        if cropped:
+            notes.append(f"{len(cropped)} non-square image(s) centre-cropped to a square before resizing: "
+                         + ", ".join(f"{Path(i.path).name} ({i.size[0]}x{i.size[1]})" for i in cropped[:5])
+                         + (" ..." if len(cropped) > 5 else ""))
+        small = [i for i in infos if min(i.size) < size]
+        if small:
+            notes.append(f"{len(small)} image(s) smaller than --size {size}, enlarged (the truth they are scored "
+                         "against is then an interpolation): " + ", ".join(
+                             f"{Path(i.path).name} ({i.size[0]}x{i.size[1]})" for i in small[:5])
+                         + (" ..." if len(small) > 5 else ""))
     colour = [i for i in infos if not i.grey]
     if channels_wanted == 1 and colour:
         notes.append(f"{len(colour)} colour image(s) converted to grey for the grey model: "
@@ -193,7 +207,7 @@ def check(args: argparse.Namespace):
                              f"the bundled photos are resized to at least {least}x{least}: use --size {least} or more")
     else:
         try:
-            paths, notes = _folder_images(path, args.limit, channels)
+            paths, notes = _folder_images(path, args.limit, channels, args.size)
             if args.size is None:
                 raise UsageError("--size", "missing for a folder of images",
                                  "give the side the images are centre-cropped and resized to, e.g. --size 256")

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from .. import __version__
-from .common import BUNDLED_ABOUT, BUNDLED_SETS, HelpFormatter
+from .common import BUNDLED_ABOUT, BUNDLED_SETS, HelpFormatter, model_geometry
 
 __all__ = ["add_parser", "info", "run"]
 
@@ -69,7 +69,9 @@ def info(out=None) -> dict:
                                    "required": list(m.required), "steps": m.steps}
         req = f" [needs {', '.join(o + '=' for o in m.required)}]" if m.required else ""
         steps = f"; best at {m.steps}" if m.steps else ""
-        print(f"  {name:9s} {m.needs}; {m.nfe} per step{steps}{req}", file=out)
+        api = "" if m.cli else " (Python API only: " + ("an unconditional sampler)" if m.kind == "sampler"
+                                                       else "needs an autoencoder the CLI cannot build)")
+        print(f"  {name:9s} {m.needs}; {m.nfe} per step{steps}{req}{api}", file=out)
     print("  given σ, every inverse method ends with a residual y's noise explains, ‖A x̂ − y‖² ≤ σ²(m + 3√(2m)) "
           "(discrepancy=False, --no-discrepancy: the paper's result)", file=out)
     print("shipped models:", file=out)
@@ -82,10 +84,12 @@ def info(out=None) -> dict:
             continue
         result["models"][name] = m
         c, s = m["in_channels"], m["sample_size"]
-        shape = f"(B, {c}, {s}, {s})" if name == "digits16" else f"(B, {c}, H, W), trained on {s}x{s} crops"
+        geo = model_geometry(name)
+        shape = (f"(B, {c}, {s}, {s})" if geo["fixed"] is not None
+                 else f"(B, {c}, H, W), H and W multiples of {geo['multiple']}, trained on {s}x{s} crops")
         params = f"{m['params'] / 1e6:.2f}M params" if m["params"] else "? params"
-        print(f"  {name:9s} {shape}, {params}, {m['bytes'] / 1e6:.1f} MB, {m['steps']} steps on {m['device']}",
-              file=out)
+        print(f"  {name:9s} {shape}, {params}, {m['bytes'] / 1e6:.1f} MB, T = {geo['timesteps']} diffusion timesteps "
+              f"(sampling steps <= T); trained {m['steps']} optimiser steps on {m['device']}", file=out)
     from ..evaluate import bundled_names
 
     print("bundled image sets (eval --data NAME):", file=out)

@@ -3,7 +3,8 @@ or many (torchrun), resumable.
 
 Records. ``OUT/results.jsonl`` holds one JSON object per (image, task, method, seed) with ``image``
 (file name), ``task``, ``method``, ``seed``, ``psnr`` (dB; the string ``"inf"`` for an exact recovery, so
-every line is valid JSON: :func:`json_line`), ``ssim``, ``seconds`` (the record's share
+every line is valid JSON: :func:`json_line`), ``ssim``, ``cast`` (the colour cast,
+:func:`diffsolve.metrics.colour_cast`), ``seconds`` (the record's share
 of its batch's wall time), ``dc`` (data consistency ‖A x̂ − y‖/(σ√m), 1 = the residual matches the
 noise level; null when σ = 0), ``steps``, ``model``, ``size``, ``sigma`` (and ``lam`` for Tikhonov; ``draws``
 with ``--draws`` K > 1, where a model-based record scores the mean of K draws; ``discrepancy: false`` with

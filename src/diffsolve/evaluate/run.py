@@ -140,6 +140,7 @@ def run_batch(cfg: EvalConfig, plan: EvalPlan, item: tuple[list[int], int, str, 
     for j, i in enumerate(pending):
         records.append({"image": names[i], "task": task, "method": method, "seed": seed,
                         "psnr": round(float(sc["psnr"][j]), 4), "ssim": round(float(sc["ssim"][j]), 5),
+                        "cast": round(float(sc["cast"][j]), 5),
                         "dc": None if dc is None else round(float(dc[j]), 5),
                         "seconds": round(seconds, 5), "steps": cfg.steps, "model": cfg.model, "size": cfg.size,
                         "sigma": cfg.sigma, **({"draws": len(draws)} if len(draws) > 1 else {}),
@@ -176,10 +177,12 @@ def run_eval(cfg: EvalConfig, *, load_model: Callable[[torch.device], Any] | Non
     "seconds"}. ValueError when ``cfg.out`` holds records of other settings or data; :class:`OutInUseError` (a
     ValueError) when another run is writing it."""
     from ..methods import get_method
+    from ..metrics import scores
     from ..tasks import make_operator
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     t_start = time.perf_counter()
+    scores(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8))  # loads torchmetrics now: no record's seconds pay it
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     notices = check_resume(cfg)

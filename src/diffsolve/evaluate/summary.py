@@ -16,7 +16,7 @@ from .records import EvalConfig
 
 __all__ = ["METRICS", "plot_quality_vs_time", "summarize", "time_axis", "unfit_lines", "write_summary"]
 
-METRICS = ("psnr", "ssim", "dc", "seconds")
+METRICS = ("psnr", "ssim", "dc", "cast", "seconds")
 
 
 def summarize(records: Sequence[dict[str, Any]], tasks: Sequence[str], methods: Sequence[str]) -> list[dict]:
@@ -41,7 +41,7 @@ def summarize(records: Sequence[dict[str, Any]], tasks: Sequence[str], methods: 
                 t = torch.tensor(vals, dtype=torch.float64)
                 mean = float(t.mean())
                 row[f"{key}_mean"] = mean
-                row[f"{key}_std"] = None if not math.isfinite(mean) else float(t.std()) if len(t) > 1 else 0.0
+                row[f"{key}_std"] = None if not math.isfinite(mean) or len(t) < 2 else float(t.std())  # n = 1: none
             rows.append(row)
     return rows
 
@@ -79,12 +79,14 @@ def write_summary(out: Path, rows: list[dict], cfg: EvalConfig, *, log: Callable
              "",
              "LPIPS and FID: not computed (they need network weights; diffsolve never downloads them).",
              "",
-             "| task | method | n | PSNR (dB) | SSIM | DC | seconds |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "Cast is the colour cast max_c |mean(x̂_c) − mean(x_c)| in [0, 1] units (a tint over the whole image).",
+             "",
+             "| task | method | n | PSNR (dB) | SSIM | DC | cast | seconds |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['task']} | {r['method']} | {r['n']} | {_cell(r, 'psnr', '.2f', '.2f')} | "
                      f"{_cell(r, 'ssim', '.4f', '.4f')} | {_cell(r, 'dc', '.3f', '.3f')} | "
-                     f"{_cell(r, 'seconds', '.3g', '.2g')} |")
+                     f"{_cell(r, 'cast', '.3f', '.3f')} | {_cell(r, 'seconds', '.3g', '.2g')} |")
     if any(r["psnr_mean"] == math.inf for r in rows):
         lines += ["", "PSNR inf: some x̂ equal x exactly (no noise to undo, e.g. sigma 0), and a mean over them is "
                   "inf; results.jsonl writes that PSNR as the string \"inf\"."]
