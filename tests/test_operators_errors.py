@@ -30,7 +30,7 @@ def test_wrong_rank_and_dtype(op):
 
 def test_mask_channel_batch_and_size_mismatch():
     op = Inpainting(torch.ones(2, 16, 16))
-    with pytest.raises(ValueError, match="the mask has 2 channels but the images have 3; expected 1 or 3"):
+    with pytest.raises(ValueError, match="the mask has 2 channels but the images have 3: give images with 2 channels"):
         op.A(X)
     with pytest.raises(ValueError, match="does not match the mask size"):
         Inpainting(torch.ones(16, 15)).A(X)
@@ -119,3 +119,40 @@ def test_noise_checks():
         GaussianNoise(-0.1)
     with pytest.raises(ValueError, match="from_unit must be one of"):
         GaussianNoise(0.1, unit="0-255")
+
+
+def test_a_blur_singular_at_this_size_refuses_shift_zero_instead_of_dividing_by_zero():
+    """A 3×3 box kernel has DFT zeros on a 6×6 image (AᵀA of rank 16 of 36): an exact solve at shift = 0 divided by
+    0 (NaN) with a warning blaming rounding. Now it is refused by name, as for the other singular operators; a size
+    where the same kernel's spectrum has no zero still solves at shift = 0."""
+    from diffsolve.operators import MatrixOperator
+
+    box = torch.ones(3, 3, dtype=F64) / 9
+    rhs = torch.randn(1, 1, 6, 6, generator=torch.Generator().manual_seed(0), dtype=F64)
+    for op in (Blur(box, boundary="circular"), Blur.separable(box[0] * 3, box[0] * 3, boundary="circular")):
+        assert op.singular_gram((6, 6))
+        with pytest.raises(ValueError, match="shift must be > 0 for Blur: AᵀA is singular"):
+            op.solve(rhs, 0.0, 1.0)
+        with pytest.raises(ValueError, match="shift must be > 0 for Blur: AᵀA is singular"):
+            op.solve(rhs, torch.zeros(1, dtype=F64), 1.0)
+    assert not GaussianBlur(5, 1.0).singular_gram((6, 6))
+    assert bool(torch.isfinite(Blur(box, boundary="circular").solve(rhs[..., :5, :5], 0.0, 1.0)).all())  # no zero
+    with pytest.raises(ValueError, match="matrix is all zeros"):
+        MatrixOperator(torch.zeros(5, 12, dtype=F64), (3, 2, 2))
+    with pytest.raises(ValueError, match="mask is all zeros: it observes no pixel"):
+        Inpainting(torch.zeros(4, 4))
+
+
+def test_messages_name_a_fix_that_exists():
+    """Per-sample mask mismatches name the two fixes (no 'expected 1 or 1'); tol is checked on the exact path too;
+    an average-pooling SR refuses an input_size its factor does not divide when it is built, not at first use."""
+    mask = torch.ones(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="give images with 3 channels, or a mask with 1 channel"):
+        Inpainting(mask).A(torch.zeros(2, 1, 8, 8))
+    with pytest.raises(ValueError, match="give 2 images, or a mask of batch 1"):
+        Inpainting(mask).A(torch.zeros(1, 3, 8, 8))
+    for tol in (-1.0, float("nan"), 0.0):
+        with pytest.raises(ValueError, match="tol must be a positive finite number"):
+            Identity().solve(torch.zeros(1, 1, 4, 4), 1.0, 1.0, tol=tol)
+    with pytest.raises(ValueError, match=r"input_size \(8, 8\) is not divisible by factor 3"):
+        SuperResolution(3, "average", input_size=(8, 8))

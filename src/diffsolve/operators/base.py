@@ -11,6 +11,7 @@ are built on the same pieces.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from typing import Any, Callable, NamedTuple
 
@@ -172,6 +173,11 @@ class LinearOperator:
                 "tikhonov(y, lam) for a regularised inverse"), stacklevel=3)
         return x
 
+    def singular_gram(self, size: tuple[int, int]) -> bool:
+        """Whether AᵀA is singular on images of spatial ``size`` (H, W), so that shift = 0 has no unique solution
+        and :meth:`solve` refuses it: the class's ``gram_singular`` unless the operator can tell per size."""
+        return self.gram_singular
+
     def diagonal(self) -> torch.Tensor:
         """d of a ``structure = "diagonal"`` operator as (1|B, 1|C, H, W) (A x = d ⊙ x)."""
         raise NotImplementedError(f"{type(self).__name__} declares structure={self.structure!r}, not 'diagonal'")
@@ -328,7 +334,8 @@ class LinearOperator:
             raise ValueError(f"method must be 'auto', 'exact' or 'cg', got {method!r}")
         if method == "exact" and not self.exact_solve:
             raise ValueError(f"method='exact': {type(self).__name__} has no exact solve here; use 'cg' or 'auto'")
-        if self.gram_singular and isinstance(shift, (int, float)) and shift == 0:
+        if (isinstance(shift, (int, float)) and not isinstance(shift, bool) and shift == 0
+                and self.singular_gram(tuple(rhs.shape[-2:]))):
             raise ValueError(
                 f"{names[0]} must be > 0 for {type(self).__name__}: AᵀA is singular, so {names[0]}=0 has no "
                 "unique solution (use pseudo_inverse(y) for the minimum-norm least-squares one)"
@@ -337,10 +344,13 @@ class LinearOperator:
                 and shift == 0 and scale == 0):
             raise ValueError(f"{names[0]} = {names[1]} = 0 makes K = shift·I + scale·AᵀA zero: there is nothing to "
                              f"invert; give {names[0]} > 0 or {names[1]} > 0")
+        if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < math.inf):
+            raise ValueError(f"tol must be a positive finite number (a relative residual), got {tol!r}")
         tol = _default_tol(rhs.dtype) if tol is None else tol
         shift_t, scale_t = per_sample(names[0], shift, rhs), per_sample(names[1], scale, rhs)
         if checked:  # one host sync, only for tensor values
-            _check_solve_values(names, shift, scale, shift_t, scale_t, self.gram_singular, type(self).__name__)
+            singular = isinstance(shift, torch.Tensor) and self.singular_gram(tuple(rhs.shape[-2:]))
+            _check_solve_values(names, shift, scale, shift_t, scale_t, singular, type(self).__name__)
         exact = self.exact_solve and method != "cg"
         # checked exact solves verify their residual (one AᵀA product, one sync): rounding can leave it above tol
         if not isinstance(precondition, bool):

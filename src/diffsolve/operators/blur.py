@@ -213,6 +213,25 @@ class Blur(LinearOperator):
 
         return self._cached(("kron", h, w), like, build)
 
+    def singular_gram(self, size: tuple[int, int]) -> bool:
+        """AᵀA singular on H×W images (``size``): where the solve is exact, its smallest eigenvalue (|K̂|² in the DFT,
+        or λ_h λ_w of the separable factors) below 1e-12 of its largest — a kernel with a spectral zero at this size,
+        e.g. a box; cached per size. Without an exact solve: False (CG at shift = 0 stops short and says so)."""
+        if not self.exact_solve:
+            return False
+        cache = self.__dict__.setdefault("_singular", {})
+        key = (int(size[0]), int(size[1]))
+        if key not in cache:
+            like = torch.zeros(1, 1, *key, dtype=torch.float64)
+            if self.boundary == "circular":
+                power = self._spectrum(like).abs().square()
+                low, high = float(power.min()), float(power.max())
+            else:
+                _, lam_h, _, lam_w, _, _ = self._kron(like)
+                low, high = float(lam_h.min() * lam_w.min()), float(lam_h.max() * lam_w.max())
+            cache[key] = low <= 1e-12 * high
+        return cache[key]
+
     def _solve_exact(self, rhs: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         if self.boundary == "circular":
             return fft_solve(rhs, self._spectrum(rhs), shift, scale)

@@ -43,6 +43,9 @@ class Inpainting(LinearOperator):
         mask = mask.detach().to(torch.float64)
         if not bool(torch.isfinite(mask).all()):
             raise ValueError("mask contains NaN or Inf values")
+        if not bool(mask.ne(0).any()):
+            raise ValueError("mask is all zeros: it observes no pixel, so y holds no data; pass a mask with at least "
+                             "one observed (non-zero) pixel (missing < 1 for Inpainting.random)")
         self.mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape)).cpu()
         self.gram_singular = bool((self.mask == 0).any())
 
@@ -121,9 +124,11 @@ class Inpainting(LinearOperator):
         if x.shape[-2:] != (h, w):
             raise ValueError(f"image size {tuple(x.shape[-2:])} does not match the mask size {(h, w)}")
         if c not in (1, x.shape[1]):
-            raise ValueError(f"the mask has {c} channels but the images have {x.shape[1]}; expected 1 or {x.shape[1]}")
+            raise ValueError(f"the mask has {c} channels but the images have {x.shape[1]}: give images with {c} "
+                             "channels, or a mask with 1 channel (shared by every channel) or one per channel")
         if n not in (1, x.shape[0]):
-            raise ValueError(f"the mask has batch {n} but the images have batch {x.shape[0]}; expected 1 or {x.shape[0]}")
+            raise ValueError(f"the mask has batch {n} (one mask per sample) but the images have batch {x.shape[0]}: "
+                             f"give {n} images, or a mask of batch 1 (shared by every sample)")
 
     _check_output = _check_input
 

@@ -68,6 +68,9 @@ class MatrixOperator(LinearOperator):
             raise ValueError(f"matrix is empty (shape {tuple(matrix.shape)})")
         if not bool(torch.isfinite(matrix).all()):
             raise ValueError("matrix contains NaN or Inf entries")
+        if not bool(matrix.ne(0).any()):
+            raise ValueError("matrix is all zeros, so A = 0 maps every image to 0 (y holds no data); pass a matrix "
+                             "with at least one non-zero entry")
         m, n = matrix.shape
         self.input_shape = _shape("input_shape", _image_shape(input_shape), n)
         self.output_shape = _shape("output_shape", (m,) if output_shape is None else output_shape, m)

@@ -48,6 +48,9 @@ class SuperResolution(LinearOperator):
                     or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in input_size)):
                 raise ValueError(f"input_size must be None or (H, W) positive ints, got {input_size!r}")
             input_size = (int(input_size[0]), int(input_size[1]))
+            if kernel == "average" and (input_size[0] % factor or input_size[1] % factor):
+                raise ValueError(f"input_size {input_size} is not divisible by factor {factor}, which average pooling "
+                                 f"needs; use ({input_size[0] // factor * factor}, {input_size[1] // factor * factor})")
         self.input_size = input_size
 
     def output_size(self, size: tuple[int, int]) -> tuple[int, int]:

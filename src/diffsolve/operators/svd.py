@@ -10,8 +10,9 @@ An operator declares it with one hook, ``operator.svd(size) -> SVD`` for images 
 - ``U(z)``: z-shaped → measurement (uses only the slots of the measurement directions), U(Ut(y)) = y;
 - ``singulars(like)``: s ≥ 0 broadcastable to z (real, like's device and dtype); ``s`` the float64 CPU copy;
 
-so that A x = U(s · Vt(x)) and Aᵀ y = V(s · Ut(y)). The spectral space always has the image's numel
-(null directions carry s = 0). ``range()`` returns the same protocol restricted to a set of directions V_r that
+so that A x = U(s · Vt(x)) and Aᵀ y = V(s · Ut(y)). The spectral space has the image's numel (null directions
+carry s = 0) for every structure but :class:`DenseSVD`, which is thin (V's r columns span A's row space: V Vᵀ is the
+projector onto it, not I; its docstring). ``range()`` returns the same protocol restricted to a set of directions V_r that
 contains every s > 0 (V_r V_rᵀ the projector onto it; itself by default): a solver whose update is the same
 on every null direction works on the image and V_r alone, which for ×f super-resolution is f²× fewer
 coefficients (the Kronecker factors' first h, w columns; the block means). Structures:
