@@ -558,6 +558,8 @@ def _operator_cases(x, ops, ys) -> list[Case]:
         add(f"{name}.solve", "shift", "float32 tensor", "reject",
             lambda op=op: op.solve(x, torch.full((2,), 0.5), 1.0))
         add(f"{name}.solve", "method", "'bogus'", "reject", lambda op=op: op.solve(x, 0.5, 1.0, method="bogus"))
+        for label, v in [("nan", NAN), ("-1", -1.0), ("0", 0.0)]:
+            add(f"{name}.solve", "tol", label, "reject", lambda op=op, v=v: op.solve(x, 0.5, 1.0, tol=v))
         add(f"{name}.solve", "shift", "0.5", "accept", lambda op=op: op.solve(x, 0.5, 1.0))
         add(f"{name}.pseudo_inverse", "y", "NaN", "reject", lambda op=op, y=y: op.pseudo_inverse(_nan_like(y)))
         for label, v in [("0", 0.0), ("-1", -1.0), ("nan", NAN)]:
