@@ -318,8 +318,9 @@ def operator_svd(operator: object, size: tuple[int, int], method: str = "this me
     try:
         out = hook(tuple(size))
     except ValueError as err:  # the operator says why it has none: name the argument, keep its reason
+        reason = str(err).replace(f"{operator!r} has", "it has", 1)  # the operator is named once
         raise ValueError(f"{method} needs the SVD of A (A = U S Vᵀ), which operator={operator!r} cannot give here: "
-                         f"{err}; on small images "
+                         f"{reason}; on small images "
                          "MatrixOperator.from_operator(operator, (C, H, W)) gives it one (its dense matrix)") from None
     if not isinstance(out, SVD):
         raise TypeError(f"{type(operator).__name__}.svd(size) must return a diffsolve.operators.svd.SVD, got "
