@@ -135,30 +135,54 @@ def _config_dict(config: Any) -> Mapping[str, Any]:
     raise TypeError(f"expected a diffusers scheduler or its config (a mapping), got {type(config).__name__}")
 
 
+def _config_value(cfg: Mapping[str, Any], key: str, default: Any, kind: str) -> Any:
+    """``cfg[key]`` (``default`` when absent) of the JSON type diffusers writes, converted to nothing else:
+    ``kind`` "int" (not a bool, not 999.7, not "1000"), "real" (an int or float, not a bool or a string) or "bool"
+    (True / False, not "false" or 0). NumPy scalars count as the Python value they equal."""
+    value = cfg.get(key, default)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if kind == "bool":
+        ok, want = isinstance(value, bool), "true or false (a JSON boolean)"
+    elif kind == "int":
+        ok, want = isinstance(value, int) and not isinstance(value, bool), "an int (e.g. 1000)"
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        want = "a finite real number (e.g. 0.0001)"
+    if not ok:
+        raise ValueError(f"the scheduler config's {key} must be {want}, got {type(value).__name__} {value!r}; "
+                         f"fix it in the config (nothing is converted silently)")
+    return value
+
+
 def alphas_cumprod_from_config(config: Any) -> torch.Tensor:
-    """ᾱ (T,) float64 from a diffusers scheduler or scheduler config (dict / ``scheduler.config``)."""
+    """ᾱ (T,) float64 from a diffusers scheduler or scheduler config (dict / ``scheduler.config``); every value
+    must have the JSON type diffusers writes (:func:`_config_value`)."""
     cfg = _config_dict(config)
     return make_alphas_cumprod(
-        num_train_timesteps=int(cfg.get("num_train_timesteps", 1000)),
-        beta_start=float(cfg.get("beta_start", 0.0001)),
-        beta_end=float(cfg.get("beta_end", 0.02)),
+        num_train_timesteps=_config_value(cfg, "num_train_timesteps", 1000, "int"),
+        beta_start=float(_config_value(cfg, "beta_start", 0.0001, "real")),
+        beta_end=float(_config_value(cfg, "beta_end", 0.02, "real")),
         beta_schedule=cfg.get("beta_schedule", "linear"),
         trained_betas=cfg.get("trained_betas"),
-        rescale_betas_zero_snr=bool(cfg.get("rescale_betas_zero_snr", False)),
+        rescale_betas_zero_snr=_config_value(cfg, "rescale_betas_zero_snr", False, "bool"),
     )
 
 
 def final_alpha_cumprod_from_config(config: Any, alphas_cumprod: torch.Tensor | None = None) -> float:
     """The ᾱ after the last step: 1.0, or ᾱ_0 when the config says ``set_alpha_to_one=False``."""
     cfg = _config_dict(config)
-    if cfg.get("set_alpha_to_one", True):
+    if _config_value(cfg, "set_alpha_to_one", True, "bool"):
         return 1.0
     table = alphas_cumprod_from_config(cfg) if alphas_cumprod is None else alphas_cumprod
     return float(table[0])
 
 
 def validate_alphas_cumprod(alphas_cumprod: Any, *, allow_zero_last: bool = False) -> torch.Tensor:
-    """Check a table ᾱ: 1-D, float, in (0, 1], non-increasing. Returns it as float64 (CPU kept as given)."""
+    """Check a table ᾱ: 1-D, float, in (0, 1), non-increasing. Returns it as float64 (CPU kept as given).
+
+    ᾱ_t = 1 is zero noise, where ε is undefined (ε̂ = (x − √ᾱ x̂0)/√(1−ᾱ) divides by 0): refused; the ᾱ after the
+    last step (``final_alpha_cumprod``) may be 1, the table may not."""
     if not isinstance(alphas_cumprod, torch.Tensor):
         raise TypeError(f"alphas_cumprod must be a torch.Tensor of shape (T,), got {type(alphas_cumprod).__name__}")
     if alphas_cumprod.dim() != 1 or alphas_cumprod.numel() < 1:
@@ -168,7 +192,7 @@ def validate_alphas_cumprod(alphas_cumprod: Any, *, allow_zero_last: bool = Fals
     a = alphas_cumprod.detach().double()
     # in (0, 1] and non-increasing ⇔ a[0] ≤ 1, a[-1] > 0 (≥ 0 if allowed) and every a[t+1] ≤ a[t]: one pass
     # (NaN fails every comparison; the table is validated on every solve)
-    in_range = bool(a[0] <= 1) and (bool(a[-1] >= 0) if allow_zero_last else bool(a[-1] > 0))
+    in_range = bool(a[0] < 1) and (bool(a[-1] >= 0) if allow_zero_last else bool(a[-1] > 0))
     if in_range and (a.numel() == 1 or bool((a[1:] <= a[:-1]).all())):
         return a
     if (not allow_zero_last and a.numel() > 1 and bool(a[-1] == 0) and bool((a[:-1] > 0).all()) and bool(a[0] <= 1)
@@ -179,7 +203,13 @@ def validate_alphas_cumprod(alphas_cumprod: Any, *, allow_zero_last: bool = Fals
                          "(diffusers' Euler and DPM-Solver schedulers use 2**-24; DiffusersDenoiser does this for v- "
                          "and x0-prediction models)")
     if not ((a >= 0) if allow_zero_last else (a > 0)).all() or not (a <= 1).all():
-        raise ValueError("alphas_cumprod must lie in (0, 1] (the cumulative product of 1 − β)")
+        raise ValueError("alphas_cumprod must lie in (0, 1] (the cumulative product of 1 − β), and below 1: "
+                         "ᾱ = 1 only as final_alpha_cumprod, not in the table")
+    if bool((a == 1).any()):
+        where = [int(i) for i in torch.nonzero(a == 1).flatten()[:4]]
+        raise ValueError(f"alphas_cumprod is 1 at t = {where} (zero noise, e.g. beta_start = 0): ε is undefined at "
+                         "zero noise (ε̂ = (x − √ᾱ x̂0)/√(1−ᾱ) divides by 0); give a table with every ᾱ_t < 1 "
+                         "(beta_start > 0)")
     raise ValueError("alphas_cumprod must be non-increasing in t (more noise at larger t)")
 
 

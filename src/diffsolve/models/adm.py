@@ -47,6 +47,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..kernels._checks import check_device
+
 if TYPE_CHECKING:  # diffusers loads on first use
     from diffusers import UNet2DModel
 
@@ -319,8 +321,11 @@ def load_adm(path: str | Path, *, device: str | torch.device | None = None, num_
              torch_dtype: torch.dtype = torch.float32) -> DiffusersDenoiser:
     """A guided-diffusion checkpoint file as a :class:`DiffusersDenoiser` (ε̂(x, t), the ε half of a
     learned-variance output), with the DDPM linear schedule :data:`ADM_SCHEDULER_CONFIG`."""
-    from .diffusers_adapter import DiffusersDenoiser
+    from .diffusers_adapter import DiffusersDenoiser, check_torch_dtype
 
+    device = check_device(device)  # both before the checkpoint is read and converted
+    if check_torch_dtype(torch_dtype) is None:
+        raise TypeError("torch_dtype must be a floating torch.dtype, got None; pass torch.float32 (the default)")
     unet = adm_unet(read_state_dict(path), num_head_channels=num_head_channels, image_size=image_size,
                     new_attention_order=new_attention_order, torch_dtype=torch_dtype)
     if device is not None:

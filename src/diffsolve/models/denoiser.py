@@ -19,6 +19,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from ..kernels._checks import plain_number
 from ..schedules import make_alphas_cumprod, validate_alphas_cumprod
 
 __all__ = ["Denoiser", "EpsDenoiser", "as_denoiser", "check_sample_shape", "check_timesteps", "timestep_alphas"]
@@ -47,6 +48,7 @@ class EpsDenoiser:
         self.eps_fn = eps_fn
         self.alphas_cumprod = (make_alphas_cumprod() if alphas_cumprod is None
                                else validate_alphas_cumprod(alphas_cumprod))
+        final_alpha_cumprod = plain_number(final_alpha_cumprod)
         if (isinstance(final_alpha_cumprod, bool) or not isinstance(final_alpha_cumprod, (int, float))
                 or not 0 < final_alpha_cumprod <= 1):
             raise ValueError(f"final_alpha_cumprod must be a number in (0, 1], got {final_alpha_cumprod!r}")
@@ -105,6 +107,7 @@ def check_timesteps(t: object, total: int, ref: torch.Tensor, name: str = "t") -
     is not read back (that would sync inside sampling loops, which pass only schedule timesteps).
     """
     batch = ref.shape[0]
+    t = plain_number(t)  # np.int64(5) is 5; np.float64(5.0) stays a float and is refused below
     if isinstance(t, bool) or not isinstance(t, (int, torch.Tensor)):
         raise TypeError(f"{name} must be an int or an integer tensor of training timesteps in [0, {total}), got "
                         f"{type(t).__name__} {t!r}")
@@ -127,6 +130,7 @@ def check_timesteps(t: object, total: int, ref: torch.Tensor, name: str = "t") -
 
 def timestep_alphas(alphas_cumprod: torch.Tensor, t: torch.Tensor | int, ref: torch.Tensor) -> torch.Tensor:
     """ᾱ_t for each sample as a (B,) tensor in ref's dtype/device; t an int or (B,)/() int tensor
-    in [0, T) (:func:`check_timesteps`)."""
+    in [0, T) (:func:`check_timesteps`). For half-precision x pass a float32 ``ref``: float16 rounds ᾱ_t near 1
+    to 1.0, and 1 − ᾱ_t to 0."""
     t = check_timesteps(t, alphas_cumprod.numel(), ref)
     return alphas_cumprod.to(device=ref.device, dtype=torch.float64)[t].to(ref.dtype)

@@ -34,17 +34,18 @@ the direction), True otherwise (DDPM: x̂0 alone). ``diffsolve.solvers.ddim`` fo
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..kernels._checks import check_device
+from ..kernels._checks import check_device, plain_number
 from ..schedules import alphas_cumprod_from_config, final_alpha_cumprod_from_config
 from .denoiser import check_timesteps, timestep_alphas
 from .x0_clip import X0Clip, clipped_epsilon, to_x0
 
-__all__ = ["DiffusersDenoiser", "to_epsilon"]
+__all__ = ["DiffusersDenoiser", "check_guidance_scale", "check_torch_dtype", "to_epsilon"]
 
 _PREDICTIONS = ("epsilon", "v_prediction", "sample")
 # the weight files diffusers' ModelMixin.from_pretrained reads from a local folder (no variant)
@@ -104,6 +105,75 @@ def _weights_file(unet_dir: Path, variant: str | None) -> tuple[Path, str | None
                                 f"(from_pretrained(path, variant={found[0]!r}))")
     raise FileNotFoundError(f"{unet_dir} has a config.json but no weights (expected one of {', '.join(names)});"
                             f" {_RESAVE}")
+
+
+def check_guidance_scale(value: object) -> float:
+    """The CFG weight w as a float: a real number (a NumPy scalar too), finite; a bool or a string is refused."""
+    value = plain_number(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"guidance_scale must be a real number (the CFG weight w, e.g. 7.5; 1 turns guidance off), "
+                        f"got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"guidance_scale must be finite (every ε̂ would be NaN/Inf), got {value!r}; give the CFG "
+                         "weight w as a finite number, e.g. 7.5 (1 turns guidance off)")
+    return float(value)
+
+
+def check_torch_dtype(torch_dtype: object) -> torch.dtype | None:
+    """``torch_dtype`` as a floating torch.dtype (None: the weights' own); a string such as "float16" is refused
+    with the torch.dtype to pass (diffusers would only log it and load float32 weights)."""
+    if torch_dtype is None:
+        return None
+    if isinstance(torch_dtype, str):
+        name = torch_dtype.removeprefix("torch.")
+        fix = f"torch_dtype=torch.{name}" if isinstance(getattr(torch, name, None), torch.dtype) else \
+            "torch_dtype=torch.float32 (or torch.float16)"
+        raise TypeError(f"torch_dtype must be a floating torch.dtype, got the string {torch_dtype!r}; pass {fix}")
+    if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
+        raise TypeError(f"torch_dtype must be a floating torch.dtype (torch.float32, torch.float16, torch.bfloat16, "
+                        f"torch.float64), got {torch_dtype!r}")
+    return torch_dtype
+
+
+def _unet_kind(unet: torch.nn.Module) -> str | None:
+    """"UNet2DConditionModel" or "UNet2DModel" when ``unet`` is (a subclass of) that diffusers class, else None."""
+    for cls in type(unet).__mro__:
+        if cls.__name__ in ("UNet2DConditionModel", "UNet2DModel") and cls.__module__.startswith("diffusers"):
+            return cls.__name__
+    return None
+
+
+def check_states(name: str, value: object, width: object, fix: str = "") -> torch.Tensor:
+    """Encoder states: a finite floating (1 | B, L, D) tensor, D = ``width`` (the UNet's ``cross_attention_dim``)
+    when that is an int; nothing is cast. ``fix``: how to get such states, appended to a width error."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a floating (1|B, L, D) torch.Tensor (text-encoder hidden states), got "
+                        f"{type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating (1|B, L, D) tensor, got dtype {value.dtype}; text-encoder states "
+                        f"are floats (nothing is cast silently): pass {name}.float() if these are the states you mean")
+    if value.dim() == 2:
+        raise ValueError(f"{name} has shape {tuple(value.shape)}, read as (L, D) with no batch dimension; add it: "
+                         f"{name}[None] of shape {(1, *value.shape)}")
+    if value.dim() != 3 or value.numel() == 0:
+        raise ValueError(f"{name} must have shape (1|B, L, D) with positive sizes, got {tuple(value.shape)}")
+    if isinstance(width, int) and not isinstance(width, bool) and value.shape[-1] != width:
+        raise ValueError(f"{name} has width D = {value.shape[-1]} but the UNet's cross_attention_dim is {width}; "
+                         f"give states from the text encoder the UNet was trained with{fix}")
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name} must be finite, got NaN/Inf entries; check the text encoder's output")
+    return value
+
+
+def _check_state_pair(cond: torch.Tensor, neg: torch.Tensor, names: tuple[str, str]) -> None:
+    """CFG runs both branches in one batch: the same L, and batch sizes 1 or one common B."""
+    if neg.shape[1] != cond.shape[1]:
+        raise ValueError(f"{names[1]} has L = {neg.shape[1]} tokens but {names[0]} has L = {cond.shape[1]}; both go "
+                         "through the UNet in one batch: encode them with the same tokenizer padding "
+                         "(padding='max_length')")
+    if neg.shape[0] != cond.shape[0] and 1 not in (neg.shape[0], cond.shape[0]):
+        raise ValueError(f"{names[1]} has batch {neg.shape[0]} and {names[0]} batch {cond.shape[0]}; give each "
+                         "batch 1 (shared by all samples) or the same B")
 
 
 def to_epsilon(output: torch.Tensor, x: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str) -> torch.Tensor:
@@ -172,6 +242,16 @@ def _check_class_labels(labels: Any, ucfg: Any) -> torch.Tensor | None:
     return labels
 
 
+def _working(x: object) -> torch.Tensor:
+    """x for the ε̂ arithmetic: a floating tensor, float16/bfloat16 as float32; an int or bool x is a TypeError."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a floating torch.Tensor (B, C, H, W), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating tensor (B, C, H, W), got dtype {x.dtype}; convert it with x.float() "
+                        "(nothing is cast silently)")
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 class DiffusersDenoiser(torch.nn.Module):
     """ε̂(x, t) from a diffusers UNet and the scheduler config it was trained with.
 
@@ -222,17 +302,31 @@ class DiffusersDenoiser(torch.nn.Module):
         self.x0_clip = X0Clip.from_config(cfg, clip_sample=clip_sample, thresholding=thresholding)
         self.scheduler_class = _scheduler_class(scheduler_or_config, cfg)
         self.clipped_model_output = _clipped_model_output(self.scheduler_class, cfg)
-        if not isinstance(guidance_scale, (int, float)) or isinstance(guidance_scale, bool):
-            raise TypeError(f"guidance_scale must be a number, got {type(guidance_scale).__name__}")
+        guidance_scale = check_guidance_scale(guidance_scale)
         if guidance_scale != 1.0 and negative_encoder_hidden_states is None:
             raise ValueError(f"guidance_scale={guidance_scale} needs negative_encoder_hidden_states "
                              "(the unconditional embedding) for classifier-free guidance")
         if negative_encoder_hidden_states is not None and encoder_hidden_states is None:
             raise ValueError("negative_encoder_hidden_states given without encoder_hidden_states")
+        ucfg = getattr(unet, "config", {})
+        kind = _unet_kind(unet)
+        if kind == "UNet2DModel" and encoder_hidden_states is not None:
+            raise ValueError("encoder_hidden_states given but the UNet is an unconditional UNet2DModel (it takes no "
+                             "text conditioning); leave encoder_hidden_states and negative_encoder_hidden_states out")
+        if kind == "UNet2DConditionModel" and encoder_hidden_states is None:
+            raise ValueError("the UNet is a text-conditioned UNet2DConditionModel: pass encoder_hidden_states= its "
+                             "(1|B, L, D) text-encoder states, or load the whole folder with "
+                             "diffsolve.models.latent_folder.load_latent_diffusion(path, prompt=...)")
+        width = ucfg.get("cross_attention_dim") if hasattr(ucfg, "get") else None
+        if encoder_hidden_states is not None:
+            check_states("encoder_hidden_states", encoder_hidden_states, width)
+        if negative_encoder_hidden_states is not None:
+            check_states("negative_encoder_hidden_states", negative_encoder_hidden_states, width)
+            _check_state_pair(encoder_hidden_states, negative_encoder_hidden_states,
+                              ("encoder_hidden_states", "negative_encoder_hidden_states"))
         self.encoder_hidden_states = encoder_hidden_states
         self.negative_encoder_hidden_states = negative_encoder_hidden_states
-        self.guidance_scale = float(guidance_scale)
-        ucfg = getattr(unet, "config", {})
+        self.guidance_scale = guidance_scale
         self.class_labels = _check_class_labels(class_labels, ucfg)
         extra = ucfg.get("addition_embed_type") if hasattr(ucfg, "get") else None
         if extra is not None:  # SDXL's text_time, Kandinsky's image / text_image: inputs this wrapper does not pass
@@ -260,6 +354,7 @@ class DiffusersDenoiser(torch.nn.Module):
             raise ValueError(f"path must be a local diffusers folder, got {str(path)!r} (not a directory); "
                              "download the model first, diffsolve never reaches the network")
         device = check_device(device)  # before any file is read: 'mps', 'banana', CUDA without a GPU
+        torch_dtype = check_torch_dtype(torch_dtype)  # "float16" would load float32 weights with a log line only
         if variant is not None and (not isinstance(variant, str) or not variant or "." in variant):
             raise ValueError(f"variant must be a weight-file variant such as 'fp16', got {variant!r}")
         if (root / "unet" / "config.json").is_file():
@@ -324,24 +419,29 @@ class DiffusersDenoiser(torch.nn.Module):
         raise ValueError(f"{name} have batch {states.shape[0]}, expected 1 or {batch}")
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
-        """ε̂ (B, C, H, W) in x's dtype; x (B, C, H, W), t (B,) int64 training timesteps (or an int)."""
-        out, t = self._output(x, t)
+        """ε̂ (B, C, H, W) in x's dtype; x (B, C, H, W) floating, t (B,) int64 training timesteps (or an int).
+        Half-precision x: the ᾱ_t arithmetic runs in float32 (float16 rounds ᾱ_t near 1 to 1), ε̂ is cast at the end."""
+        xw = _working(x)
+        out, t = self._output(xw, t)
         if self.x0_clip.active:
-            return clipped_epsilon(out, x, timestep_alphas(self.alphas_cumprod, t, x), self.prediction_type,
-                                   self.x0_clip)
-        if self.prediction_type == "epsilon":
-            return out
-        return to_epsilon(out, x, timestep_alphas(self.alphas_cumprod, t, x), self.prediction_type)
+            eps = clipped_epsilon(out, xw, timestep_alphas(self.alphas_cumprod, t, xw), self.prediction_type,
+                                  self.x0_clip)
+        elif self.prediction_type == "epsilon":
+            eps = out
+        else:
+            eps = to_epsilon(out, xw, timestep_alphas(self.alphas_cumprod, t, xw), self.prediction_type)
+        return eps.to(x.dtype)
 
     def x0_and_eps(self, x: torch.Tensor, t: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
         """(the processed x̂0, the raw model's ε̂) from one model call, shapes as ``forward``: what
         ``DDIMScheduler.step`` combines by default. The x̂0 itself, not an ε̂ recomputed from it, so a step
         need not divide by √ᾱ_t again (float32 round-off × 1/√ᾱ_t ≈ 160 at t = T − 1)."""
-        out, t = self._output(x, t)
-        alpha = timestep_alphas(self.alphas_cumprod, t, x)
-        x0 = to_x0(out, x, alpha, self.prediction_type)
-        return self.x0_clip(x0), (out if self.prediction_type == "epsilon" else to_epsilon(out, x, alpha,
-                                                                                            self.prediction_type))
+        xw = _working(x)
+        out, t = self._output(xw, t)
+        alpha = timestep_alphas(self.alphas_cumprod, t, xw)
+        x0 = self.x0_clip(to_x0(out, xw, alpha, self.prediction_type))
+        eps = out if self.prediction_type == "epsilon" else to_epsilon(out, xw, alpha, self.prediction_type)
+        return x0.to(x.dtype), eps.to(x.dtype)
 
     def _moved(self, value: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """``value`` on ``device`` in ``dtype``, copied once (not at every model call: a host-to-device copy of CPU

@@ -25,9 +25,11 @@ from typing import Any
 
 import torch
 
+from ..kernels._checks import check_device
 from ..schedules import SPACINGS, spaced_timesteps
 from .autoencoder import Autoencoder
-from .diffusers_adapter import DiffusersDenoiser
+from .diffusers_adapter import (DiffusersDenoiser, _check_state_pair, check_guidance_scale, check_states,
+                                check_torch_dtype)
 
 __all__ = ["LatentDiffusion", "encode_prompt", "load_latent_diffusion"]
 
@@ -144,8 +146,9 @@ def load_latent_diffusion(path: str | Path, *, prompt: str | list[str] | None = 
         raise ValueError("give prompt or prompt_embeds, not both")
     if negative_prompt is not None and negative_prompt_embeds is not None:
         raise ValueError("give negative_prompt or negative_prompt_embeds, not both")
-    if not isinstance(guidance_scale, (int, float)) or isinstance(guidance_scale, bool):
-        raise TypeError(f"guidance_scale must be a number, got {type(guidance_scale).__name__}")
+    guidance_scale = check_guidance_scale(guidance_scale)
+    torch_dtype = check_torch_dtype(torch_dtype)  # "float16" would load float32 weights with a log line only
+    dev = check_device(device)  # before any weights are read: 'banana', 'mps', CUDA without a GPU
     unet_class, vae_class = _class_name(root / "unet", _UNETS), _class_name(root / "vae", _VAES)
     _check_latent_channels(root)
     conditional = unet_class == "UNet2DConditionModel"
@@ -155,9 +158,15 @@ def load_latent_diffusion(path: str | Path, *, prompt: str | list[str] | None = 
     if conditional and prompt is None and prompt_embeds is None:
         raise ValueError(f"{root / 'unet'} is text-conditioned (UNet2DConditionModel): give prompt= or "
                          "prompt_embeds=(1|B, L, D)")
+    if conditional:  # precomputed states are checked before any weights are read (encoded ones by the denoiser)
+        width = json.loads((root / "unet" / "config.json").read_text()).get("cross_attention_dim")
+        for name, value in (("prompt_embeds", prompt_embeds), ("negative_prompt_embeds", negative_prompt_embeds)):
+            if value is not None:
+                check_states(name, value, width, " (or pass prompt= to encode it with the folder's text encoder)")
+        if prompt_embeds is not None and negative_prompt_embeds is not None:
+            _check_state_pair(prompt_embeds, negative_prompt_embeds, ("prompt_embeds", "negative_prompt_embeds"))
     import diffusers
 
-    dev = torch.device(device) if device is not None else None
     unet = getattr(diffusers, unet_class).from_pretrained(root / "unet", local_files_only=True,
                                                           torch_dtype=torch_dtype)
     vae = getattr(diffusers, vae_class).from_pretrained(root / "vae", local_files_only=True, torch_dtype=torch_dtype)
@@ -178,12 +187,6 @@ def load_latent_diffusion(path: str | Path, *, prompt: str | list[str] | None = 
                 neg = encode_prompt(negative_prompt if negative_prompt is not None else "", tok, enc, dev)
         elif negative_prompt is not None or negative_prompt_embeds is not None:
             raise ValueError("a negative prompt acts only with classifier-free guidance: set guidance_scale != 1")
-        for name, value in (("prompt_embeds", cond), ("negative_prompt_embeds", neg)):
-            if value is not None and (not isinstance(value, torch.Tensor) or value.dim() != 3):
-                raise ValueError(f"{name} must be a (1|B, L, D) tensor, got {getattr(value, 'shape', type(value))}")
-        dim = unet.config.get("cross_attention_dim")
-        if isinstance(dim, int) and cond.shape[-1] != dim:
-            raise ValueError(f"prompt_embeds has width {cond.shape[-1]} but the UNet's cross_attention_dim is {dim}")
     denoiser = DiffusersDenoiser(unet, sched_cfg, encoder_hidden_states=cond, negative_encoder_hidden_states=neg,
-                                 guidance_scale=float(guidance_scale), **denoiser_kwargs)
+                                 guidance_scale=guidance_scale, **denoiser_kwargs)
     return LatentDiffusion(denoiser=denoiser, autoencoder=Autoencoder(vae), scheduler_config=sched_cfg)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..kernels._checks import plain_number
 from .denoiser import as_denoiser
 
 __all__ = ["MODES", "PaddedDenoiser", "padding_for"]
@@ -45,7 +46,8 @@ class PaddedDenoiser:
         mode: ``"reflect"`` (default: mirrored without repeating the edge), ``"replicate"`` or ``"circular"``.
     Inputs whose sides are already multiples pass through unchanged. ``x0_and_eps`` (diffusers' clipped
     x̂0, used by ``ddim``) is padded the same way where the inner denoiser has it; every other attribute
-    (``alphas_cumprod``, ``final_alpha_cumprod``, ``x0_clip``, …) is the inner denoiser's.
+    (``alphas_cumprod``, ``final_alpha_cumprod``, ``x0_clip``, …) is the inner denoiser's. ``to``, ``eval``,
+    ``train``, ``float``, ``double``, ``half``, ``cuda`` and ``cpu`` act on the inner denoiser and return the wrapper.
     """
 
     def __init__(self, denoiser: Any, multiple: int | None = None, mode: str = "reflect") -> None:
@@ -55,7 +57,11 @@ class PaddedDenoiser:
         self.mode = mode
         if multiple is None:
             multiple = int(getattr(denoiser, "spatial_multiple", 1) or 1)
-        if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+        multiple = plain_number(multiple)
+        if isinstance(multiple, bool) or not isinstance(multiple, int):
+            raise TypeError(f"multiple must be an int >= 1 (the side multiple the model needs), got "
+                            f"{type(multiple).__name__} {multiple!r}")
+        if multiple < 1:
             raise ValueError(f"multiple must be an int >= 1 (the side multiple the model needs), got {multiple!r}")
         self.multiple = multiple
         self.spatial_multiple = 1  # what this wrapper asks of its inputs: any side ...
@@ -67,6 +73,40 @@ class PaddedDenoiser:
         if name == "inner":
             raise AttributeError(name)
         return getattr(self.inner, name)
+
+    def _inner_then_self(self, method: str, *args: Any, **kwargs: Any) -> "PaddedDenoiser":
+        """Apply the torch.nn.Module ``method`` (``to``, ``eval``, ...) to the inner denoiser and return this wrapper
+        (forwarding it would return the inner model and drop the padding)."""
+        fn = getattr(self.inner, method, None)
+        if not callable(fn):
+            raise AttributeError(f"the inner denoiser ({type(self.inner).__name__}) has no .{method}(); "
+                                 f"call it on a torch.nn.Module denoiser")
+        fn(*args, **kwargs)
+        return self
+
+    def to(self, *args: Any, **kwargs: Any) -> "PaddedDenoiser":
+        return self._inner_then_self("to", *args, **kwargs)
+
+    def eval(self) -> "PaddedDenoiser":
+        return self._inner_then_self("eval")
+
+    def train(self, mode: bool = True) -> "PaddedDenoiser":
+        return self._inner_then_self("train", mode)
+
+    def float(self) -> "PaddedDenoiser":
+        return self._inner_then_self("float")
+
+    def double(self) -> "PaddedDenoiser":
+        return self._inner_then_self("double")
+
+    def half(self) -> "PaddedDenoiser":
+        return self._inner_then_self("half")
+
+    def cuda(self, *args: Any, **kwargs: Any) -> "PaddedDenoiser":
+        return self._inner_then_self("cuda", *args, **kwargs)
+
+    def cpu(self) -> "PaddedDenoiser":
+        return self._inner_then_self("cpu")
 
     def _padded(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[slice, slice] | None]:
         if x.dim() != 4:  # (B, C, H, W) only; anything else goes to the model as it is

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..kernels._checks import plain_number
 from ..schedules import make_alphas_cumprod, validate_alphas_cumprod
 from .denoiser import timestep_alphas
 
@@ -35,11 +36,35 @@ _EPS64 = torch.finfo(torch.float64).eps
 
 
 def _tensor(name: str, value: object) -> torch.Tensor:
+    value = plain_number(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return torch.tensor(float(value), dtype=torch.float64)
     if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-        raise TypeError(f"{name} must be a floating torch.Tensor or a number, got {type(value).__name__}")
+        shown = f"a {value.dtype} tensor" if isinstance(value, torch.Tensor) else type(value).__name__
+        raise TypeError(f"{name} must be a floating torch.Tensor or a number, got {shown}; convert it with "
+                        f"{name}.double() (nothing is cast silently)")
     return value.detach().to(torch.float64)
+
+
+def _count(name: str, value: object) -> int:
+    """A positive int (a NumPy integer too); a bool, float or string is a TypeError."""
+    value = plain_number(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _level(name: str, value: object, alternative: str = "") -> float:
+    """A noise level ᾱ in (0, 1] given as a real number (a NumPy scalar too); a bool or string is a TypeError.
+    ``alternative``: the other accepted form, for the message (" or a (B,) tensor")."""
+    value = plain_number(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number in (0, 1]{alternative}, got {type(value).__name__} {value!r}")
+    if not 0 < value <= 1:  # NaN fails too
+        raise ValueError(f"{name} must be in (0, 1]{alternative}, got {value!r}")
+    return float(value)
 
 
 def _principal_root(vec: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -192,6 +217,8 @@ class GaussianMixturePrior:
             linear, T = 1000); ``final_alpha_cumprod`` the ᾱ after the last step (default 1).
     """
 
+    _vars_name = "vars"  # the argument's name in error messages (GaussianPrior's is ``var``)
+
     #: ∂x̂0/∂x_t is a posterior covariance up to a scale (symmetric PSD), so MMPS's CG solves its system exactly
     symmetric_jacobian = True
 
@@ -204,7 +231,7 @@ class GaussianMixturePrior:
             raise ValueError(f"means must have shape (K, *sample_shape), got {tuple(means.shape)}")
         k, shape = means.shape[0], tuple(means.shape[1:])
         n = math.prod(shape)
-        v = _tensor("vars", vars)
+        v = _tensor(self._vars_name, vars)
         self.full = False
         if v.dim() == 0 or v.shape == (k,):
             diag = v.reshape(-1, 1).expand(k, n).clone()
@@ -213,18 +240,21 @@ class GaussianMixturePrior:
         elif v.shape == (k, n, n):
             self.full = True
         else:
-            raise ValueError(f"vars must be a number, ({k},), ({k}, *{shape}) or ({k}, {n}, {n}); "
+            raise ValueError(f"{self._vars_name} must be a number, ({k},), ({k}, *{shape}) or ({k}, {n}, {n}); "
                              f"got {tuple(v.shape)}")
         if self.full:
-            self.eigvals, self.eigvecs = _psd_eigh("vars", v)
+            self.eigvals, self.eigvecs = _psd_eigh(self._vars_name, v)
         else:
             if not bool((diag >= 0).all()) or not bool(torch.isfinite(diag).all()):
-                raise ValueError("vars must be finite and non-negative (NaN/Inf/negative variances given)")
+                raise ValueError(f"{self._vars_name} must be finite and non-negative (NaN/Inf/negative variances "
+                                 "given)")
             self.eigvals, self.eigvecs = diag, None
         if weights is None:
             w = torch.full((k,), 1.0 / k, dtype=torch.float64)
         else:
             w = _tensor("weights", weights)
+            if w.shape == (k,) and not bool(torch.isfinite(w).all()):
+                raise ValueError(f"weights must be finite, got {w.tolist()}; give ({k},) positive weights summing to 1")
             if w.shape != (k,) or bool((w <= 0).any()) or abs(float(w.sum()) - 1) > 1e-6:
                 raise ValueError(f"weights must be ({k},) positive and sum to 1, got shape {tuple(w.shape)} "
                                  f"sum {float(w.sum()):.6g}")
@@ -233,7 +263,9 @@ class GaussianMixturePrior:
         self.sample_shape = shape
         self.alphas_cumprod = make_alphas_cumprod() if alphas_cumprod is None else validate_alphas_cumprod(
             alphas_cumprod)
-        if not isinstance(final_alpha_cumprod, (int, float)) or not 0 < final_alpha_cumprod <= 1:
+        final_alpha_cumprod = plain_number(final_alpha_cumprod)
+        if (isinstance(final_alpha_cumprod, bool) or not isinstance(final_alpha_cumprod, (int, float))
+                or not 0 < final_alpha_cumprod <= 1):
             raise ValueError(f"final_alpha_cumprod must be a number in (0, 1], got {final_alpha_cumprod!r}")
         self.final_alpha_cumprod = float(final_alpha_cumprod)
         self._cache: dict[tuple, tuple] = {}
@@ -266,15 +298,19 @@ class GaussianMixturePrior:
 
     def _alpha(self, alpha_bar: float | torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         if isinstance(alpha_bar, torch.Tensor):
+            if not alpha_bar.is_floating_point():
+                raise TypeError(f"alpha_bar must be a floating tensor (or a number), got dtype {alpha_bar.dtype}")
+            if alpha_bar.numel() not in (1, ref.shape[0]):
+                raise ValueError(f"alpha_bar must be a number or hold 1 or B = {ref.shape[0]} values (one per sample "
+                                 f"of x), got shape {tuple(alpha_bar.shape)}")
             # checked where it costs no device sync (the sampling loop's ᾱ come from the validated table)
             if alpha_bar.device.type == "cpu" and not bool(((alpha_bar > 0) & (alpha_bar <= 1)).all()):
                 raise ValueError(f"alpha_bar must lie in (0, 1], got a tensor with values outside: "
                                  f"{alpha_bar.flatten()[:4].tolist()}")
             a = alpha_bar.to(device=ref.device, dtype=ref.dtype)
             return a.reshape(-1).expand(ref.shape[0]) if a.numel() == 1 else a.reshape(ref.shape[0])
-        if not isinstance(alpha_bar, (int, float)) or not 0 < alpha_bar <= 1:
-            raise ValueError(f"alpha_bar must be in (0, 1] or a (B,) tensor, got {alpha_bar!r}")
-        return torch.full((ref.shape[0],), float(alpha_bar), device=ref.device, dtype=ref.dtype)
+        level = _level("alpha_bar", alpha_bar, " or a (B,) tensor")
+        return torch.full((ref.shape[0],), level, device=ref.device, dtype=ref.dtype)
 
     def _terms(self, x: torch.Tensor, alpha_bar: float | torch.Tensor):
         """Responsibility logits (B, K) and C_k⁻¹ r_k (B, K, n) at level ᾱ."""
@@ -313,11 +349,8 @@ class GaussianMixturePrior:
     def sample(self, num: int, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64,
                alpha_bar: float = 1.0) -> torch.Tensor:
         """``num`` exact draws (num, *shape) of x_t at level ᾱ (default 1: clean data)."""
-        if not isinstance(num, int) or num < 1:
-            raise ValueError(f"num must be a positive int, got {num!r}")
-        a = float(alpha_bar)
-        if not 0 < a <= 1:
-            raise ValueError(f"alpha_bar must be in (0, 1], got {alpha_bar!r}")
+        num = _count("num", num)
+        a = _level("alpha_bar", alpha_bar)
         idx = torch.multinomial(self.weights, num, replacement=True, generator=generator)
         z = torch.randn(num, self.eigvals.shape[-1], generator=generator, dtype=torch.float64)
         mu = self.means.reshape(self.num_components, -1)
@@ -341,10 +374,18 @@ class GaussianMixturePrior:
         """
         mat = operator_matrix(A, self.sample_shape)
         m = mat.shape[0]
+        if not bool(torch.isfinite(mat).all()):
+            raise ValueError("A must be finite: its matrix holds NaN/Inf entries; check the operator (or matrix) given")
         if not isinstance(y, torch.Tensor) or y.numel() != m:
             raise ValueError(f"y must be a tensor with m = {m} entries (A's rows), got "
                              f"{tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}")
+        if not y.is_floating_point():
+            raise TypeError(f"y must be a floating tensor, got dtype {y.dtype}; convert it with y.double() "
+                            "(nothing is cast silently)")
         yv = y.detach().reshape(-1).to(torch.float64)
+        if not bool(torch.isfinite(yv).all()):
+            raise ValueError(f"y must be finite, got NaN/Inf entries ({yv[~torch.isfinite(yv)][:4].tolist()}); "
+                             "drop or fill those measurements")
         sn = _noise_cov(m, sigma, noise_cov)
         covs = self.covs
         mus = self.means.reshape(self.num_components, -1)
@@ -378,6 +419,8 @@ class GaussianPrior(GaussianMixturePrior):
     """p(x) = N(mean, var): var a number (isotropic), a tensor of mean's shape (diagonal) or
     (n, n) (full). A one-component :class:`GaussianMixturePrior`; ``posterior`` returns a
     :class:`GaussianPosterior` (mean, cov)."""
+
+    _vars_name = "var"
 
     def __init__(self, mean: torch.Tensor, var: torch.Tensor | float, *, alphas_cumprod: torch.Tensor | None = None,
                  final_alpha_cumprod: float = 1.0) -> None:

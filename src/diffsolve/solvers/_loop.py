@@ -240,11 +240,21 @@ class LoopSetup:
         return self.timesteps[i].expand(self.x.shape[0])
 
     def eps(self, x: torch.Tensor, i: int) -> torch.Tensor:
-        """ε̂ = denoiser(x, t_i) in x's dtype; the shape is checked (no sync)."""
-        out = self.denoiser(x, self.model_t(i))
-        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-            raise ValueError(f"denoiser returned {getattr(out, 'shape', type(out).__name__)}, expected ε of "
-                             f"shape {tuple(x.shape)}")
+        """ε̂ = denoiser(x, t_i) in x's dtype; its type, dtype and shape are checked (no sync)."""
+        return self.check_eps(self.denoiser(x, self.model_t(i)), x)
+
+    @staticmethod
+    def check_eps(out: object, x: torch.Tensor) -> torch.Tensor:
+        """The denoiser's output ``out`` as ε̂ in x's dtype: a real floating tensor of x's shape (no sync); an integer,
+        bool or complex ε̂ is refused, not cast (a cast would drop its imaginary part or hide a broken model)."""
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"the denoiser returned a {type(out).__name__}, expected a torch.Tensor ε̂ of shape "
+                            f"{tuple(x.shape)}; return torch.as_tensor(...) on x's device from the model")
+        if not out.is_floating_point():
+            raise TypeError(f"the denoiser's output ε̂ has dtype {out.dtype}, expected a real floating tensor "
+                            f"(float32/float64); nothing is cast silently: fix the model's return value")
+        if out.shape != x.shape:
+            raise ValueError(f"denoiser returned {tuple(out.shape)}, expected ε of shape {tuple(x.shape)}")
         return out.to(x.dtype)
 
     def step_noise(self, i: int, stochastic: bool) -> dict[str, Any]:
@@ -367,7 +377,8 @@ def count_timesteps(timesteps: object) -> int:
         nested = any(isinstance(t, (list, tuple, range)) or getattr(t, "ndim", 0) > 0 for t in timesteps)
         shape = (len(timesteps), "...") if nested else (len(timesteps),)
     else:
-        raise TypeError(f"timesteps must be a 1-D sequence or tensor of descending ints, got {type(timesteps).__name__}")
+        raise TypeError("timesteps must be a 1-D sequence or tensor of descending ints, got "
+                        f"{type(timesteps).__name__}")
     if len(shape) != 1:
         raise ValueError(f"timesteps must be a 1-D sequence or tensor of descending ints, got one of shape "
                          f"{shape}: give the N timesteps as one flat list, e.g. [900, 600, 300, 0]")

@@ -388,7 +388,7 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             # 1. x̂0 by the PF-ODE: ode_steps Euler (= DDIM η = 0) steps down to ᾱ = 1
             z = x
             for k in range(ode_steps):
-                eps = loop.eps(z, i) if k == 0 else den(z, sub_t_dev[i, k].expand(shape[0])).to(z.dtype)
+                eps = loop.eps(z, i) if k == 0 else loop.check_eps(den(z, sub_t_dev[i, k].expand(shape[0])), z)
                 z = ddim_step(z, eps, sub_alpha[i][k], sub_alpha[i][k + 1], eta=0.0, backend=backend, check=False)
             x0_hat = z
             if sampling.return_info:
