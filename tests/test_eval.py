@@ -175,12 +175,27 @@ def test_bad_input_is_one_line_and_exit_2(folder, tmp_path, capsys, no_model):
 
 def test_resume_with_other_settings_is_refused(tmp_path, capsys):
     out = tmp_path / "o"
-    assert eval_cli.run(parse("--data", "digits16", "--limit", "1", "--tasks", "box", "--methods", "pinv",
+    assert eval_cli.run(parse("--data", "digits16", "--limit", "1", "--tasks", "box", "--methods", "mpgd",
                               "--steps", "2", "--no-progress", "--out", str(out))) == 0
     capsys.readouterr()
-    line = _error(capsys, "--data", "digits16", "--limit", "1", "--tasks", "box", "--methods", "pinv", "--steps", "3",
+    line = _error(capsys, "--data", "digits16", "--limit", "1", "--tasks", "box", "--methods", "mpgd", "--steps", "3",
                   "--out", str(out))
     assert "steps=2" in line and "another --out" in line
+
+
+def test_model_free_records_do_not_pin_the_model_settings(tmp_path, capsys):
+    """A Tikhonov / pinv record is the same at any --steps: an OUT holding only those takes a rerun with other steps;
+    once a model-based record is there its steps are pinned, and a model-free run in between keeps them."""
+    out = str(tmp_path / "o")
+    common = ("--data", "digits16", "--limit", "1", "--tasks", "box", "--no-progress", "--out", out)
+    assert eval_cli.run(parse(*common, "--methods", "pinv", "--steps", "3")) == 0
+    assert eval_cli.run(parse(*common, "--methods", "pinv,tikhonov", "--steps", "30")) == 0
+    assert eval_cli.run(parse(*common, "--methods", "mpgd", "--steps", "2")) == 0
+    assert eval_cli.run(parse(*common, "--methods", "tikhonov", "--steps", "9")) == 0
+    assert json.loads((tmp_path / "o" / "config.json").read_text())["steps"] == 2
+    capsys.readouterr()
+    assert eval_cli.run(parse(*common, "--methods", "mpgd", "--steps", "9")) == 2
+    assert "holds records made with steps=2" in capsys.readouterr().err
 
 
 def test_cli_module_is_light_and_errors_exit_2(tmp_path):

@@ -37,12 +37,14 @@ def save(path: Path, seed: int) -> None:
 
 # pinv needs no model call, so these runs are quick; the model's files are pinned all the same
 PINV = ("--size", "16", "--tasks", "denoise", "--methods", "pinv")
+#: a model-based method: only its records pin the model's settings and files (a pinv record is the same at any)
+MPGD = ("--size", "16", "--tasks", "denoise", "--methods", "mpgd")
 
 
 def test_a_changed_model_folder_is_refused_and_an_old_config_resumes(tmp_path, capsys):
     model, out = tmp_path / "model", tmp_path / "out"
     shutil.copytree(default_model_path("patches"), model)
-    common = ("--data", "photos", *PINV, "--model", str(model), "--out", str(out))
+    common = ("--data", "photos", *MPGD, "--steps", "2", "--model", str(model), "--out", str(out))
     assert run(*common) == 0
     scheduler = model / "scheduler" / "scheduler_config.json"
     original = scheduler.read_text()
@@ -52,10 +54,13 @@ def test_a_changed_model_folder_is_refused_and_an_old_config_resumes(tmp_path, c
     err = capsys.readouterr().err
     assert "--model:" in err and "scheduler/scheduler_config.json changed" in err and "new --out" in err
     scheduler.write_text(original)
-    with open(model / "unet" / "diffusion_pytorch_model.safetensors", "ab") as f:
+    weights = model / "unet" / "diffusion_pytorch_model.safetensors"
+    original_weights = weights.read_bytes()
+    with open(weights, "ab") as f:
         f.write(b"\0")  # another weight file: its size is pinned
     assert run(*common, "--seeds", "0,1") == 2
     assert "unet/diffusion_pytorch_model.safetensors changed" in capsys.readouterr().err
+    weights.write_bytes(original_weights)
     # an OUT written before config.json pinned the model's files resumes with a notice, and pins them from then on
     cfg = json.loads((out / "config.json").read_text())
     del cfg["model_files"]
@@ -87,16 +92,16 @@ def test_an_out_without_records_takes_the_new_settings(tmp_path, capsys):
     """A run that ended before its first record leaves config.json and an empty part file: a rerun with other
     settings replaces config.json with a notice, where an OUT with records refuses it."""
     out = tmp_path / "out"
-    assert run("--data", "heldout", *PINV, "--steps", "5000", "--out", str(out)) == 0
+    assert run("--data", "heldout", *MPGD, "--steps", "3", "--out", str(out)) == 0
     (out / "results.jsonl").unlink()
     (out / "parts").mkdir(exist_ok=True)
     (out / "parts" / "rank-0.jsonl").write_text("")
     capsys.readouterr()
-    assert run("--data", "photos", *PINV, "--steps", "5", "--out", str(out)) == 0
+    assert run("--data", "photos", *MPGD, "--steps", "5", "--out", str(out)) == 0
     assert "holds no records" in capsys.readouterr().err
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["steps"] == 5 and sorted(cfg["data"]) == ["chelsea.png", "coffee.png"]  # heldout's hashes gone
-    assert run("--data", "photos", *PINV, "--steps", "6", "--out", str(out)) == 2
+    assert run("--data", "photos", *MPGD, "--steps", "6", "--out", str(out)) == 2
     assert "steps=5" in capsys.readouterr().err
 
 

@@ -23,6 +23,9 @@ CONFIG = "config.json"
 LOCK = ".lock"
 #: The settings a record depends on besides its key: a rerun into the same OUT must match them.
 PINNED = ("size", "steps", "model", "sigma", "channels", "draws", "discrepancy", "params")
+#: the pinned settings only the model-based methods' records depend on (and the model's files): checked where both the
+#: records in OUT and this run have a model-based method (a Tikhonov / pinv record is the same at any --steps)
+MODEL_PINNED = ("steps", "model", "draws", "discrepancy")
 #: the task parameters (:class:`diffsolve.tasks.TaskParameters`) of a run that gives none: every task's default
 DEFAULT_PARAMS = {"blur_std": None, "motion_size": None, "box": None, "missing": 0.7, "factor": 4}
 #: what a pinned setting was before config.json recorded it (runs made before ``draws`` existed drew once, before
@@ -155,6 +158,13 @@ class EvalConfig:
         """The settings config.json pins (without the model files and the data hashes)."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k in PINNED}
 
+    @property
+    def uses_model(self) -> bool:
+        """Whether a method of this run calls the model (the model settings then matter)."""
+        from ..methods import get_method
+
+        return any(get_method(m).uses_model for m in self.methods)
+
     @cached_property
     def model_files(self) -> dict[str, str] | None:
         """:func:`model_fingerprint` of ``model``, read once: the files that are checked are the files pinned."""
@@ -186,28 +196,41 @@ def check_resume(cfg: EvalConfig) -> list[str]:
     pinned = read_pinned(cfg.out)
     if pinned is None:
         return []
-    why = _mismatch(cfg, pinned)
-    if not read_records(cfg.out):
+    records = read_records(cfg.out)
+    why = _mismatch(cfg, pinned, _model_records(records))
+    if not records:
         return [] if why is None else [f"{str(cfg.out)!r} holds no records: its config.json, made by a run that "
                                        "ended before its first record, is replaced by this run's settings"]
     if why is not None:
         raise ValueError(why)
-    if "model_files" not in pinned:
+    if "model_files" not in pinned and cfg.uses_model and _model_records(records):
         return [f"{str(cfg.out)!r} was written before config.json pinned the model's files: the records' model "
                 f"cannot be checked against --model {cfg.model}; its files are pinned from this run on"]
     return []
 
 
-def _mismatch(cfg: EvalConfig, pinned: dict[str, Any]) -> str | None:
-    """The error for the first way config.json (``pinned``) differs from ``cfg`` (:func:`check_resume`), or None."""
+def _model_records(records: list[dict[str, Any]]) -> bool:
+    """Whether any record was made by a model-based method."""
+    from ..methods import METHODS
+
+    return any(METHODS[r["method"]].uses_model for r in records if r.get("method") in METHODS)
+
+
+def _mismatch(cfg: EvalConfig, pinned: dict[str, Any], model_records: bool = True) -> str | None:
+    """The error for the first way config.json (``pinned``) differs from ``cfg`` (:func:`check_resume`), or None.
+    The model settings (:data:`MODEL_PINNED`, the model's files) count only where ``model_records`` (OUT holds a
+    model-based record) and this run has a model-based method."""
     out = repr(str(cfg.out))
+    model_matters = model_records and cfg.uses_model
     for key, value in cfg.pinned().items():
+        if key in MODEL_PINNED and not model_matters:
+            continue
         then = pinned.get(key, PINNED_BEFORE.get(key, value))
         if then != value:
             return (f"--out: {out} holds records made with {key}={then!r}, this run has {key}={value!r}; use the "
                     "same settings to resume, or another --out")
     then_files, now_files = pinned.get("model_files") or {}, cfg.model_files or {}
-    if "model_files" in pinned and then_files != now_files:
+    if model_matters and "model_files" in pinned and then_files != now_files:
         name = next(k for k in sorted({*then_files, *now_files}) if then_files.get(k) != now_files.get(k))
         how = "added" if name not in then_files else "removed" if name not in now_files else "changed"
         return (f"--model: {cfg.model!r} is not the model the records in {out} were made with ({name} {how}); "
@@ -235,11 +258,15 @@ def _sources(hashes: dict[str, str]) -> set[str]:
 
 def write_config(cfg: EvalConfig) -> None:
     """config.json: the pinned settings, the model's files and the data hashes (the union over the runs into this
-    OUT; only this run's where OUT holds no records)."""
-    pinned = (read_pinned(cfg.out) if read_records(cfg.out) else None) or {}
+    OUT; only this run's where OUT holds no records). A run without a model-based method keeps the model settings
+    that OUT's model-based records were made with."""
+    records = read_records(cfg.out)
+    pinned = (read_pinned(cfg.out) if records else None) or {}
     data = {**(pinned.get("data") or {}), **cfg.hashes}
-    _write_atomic(cfg.out / CONFIG, json.dumps({**cfg.pinned(), "model_files": cfg.model_files, "data": data},
-                                               indent=1) + "\n")
+    settings = {**cfg.pinned(), "model_files": cfg.model_files}
+    if not cfg.uses_model and _model_records(records):  # keep the model settings the model-based records pin
+        settings.update({k: pinned[k] for k in (*MODEL_PINNED, "model_files") if k in pinned})
+    _write_atomic(cfg.out / CONFIG, json.dumps({**settings, "data": data}, indent=1) + "\n")
 
 
 def read_pinned(out: Path) -> dict[str, Any] | None:
