@@ -33,8 +33,8 @@ API for the command line (``diffsolve.cli``: demo, restore, eval):
   ``ANY_OPERATOR`` (the model-based ones that need no SVD), ``get_method(name) -> Method`` (ValueError
   listing the names), ``Method.unsupported(operator, size, sigma) -> reason | None`` (``Method.brief``: in one line);
 - ``restore(method, denoiser, operator, y, *, steps, sigma, generator=None, x_true=None,
-  progress=False, callback=None) -> (x (B, C, H, W), info dict)``: one reconstruction with the CLI options,
-  under no_grad unless the method needs the model's backward.
+  progress=False, callback=None, discrepancy=True)`` -> (x (B, C, H, W), info dict): one reconstruction with the
+  CLI options, under no_grad unless the method needs the model's backward.
 - ``solve`` (:mod:`diffsolve.solve`) is the library entry point with the solver's own options.
 """
 

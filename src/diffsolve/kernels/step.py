@@ -5,8 +5,9 @@ Every update here is one affine map of the inputs, so one fused op serves them a
 
     x_s = c_x x_t + c_e ē + c_g g + c_z z,        x̂0 = d_x x_t + d_e ē + d_g g.
 
-The wrappers below only compute the (B, 8) coefficient table ``[γ, c_x, c_e, c_g, c_z, d_x, d_e, d_g]``
-on the device (per sample, no host sync); the backends do the one pass over the pixels.
+The wrappers below only compute the (B, 8) coefficient table ``[γ, c_x, c_e, c_g, c_z, d_x, d_e, d_g]`` (on the host
+from Python floats and copied asynchronously, on the device from (B,) tensors; per sample, no host sync); the
+backends do the one pass over the pixels.
 
 - DDIM (Song et al. 2021, eq. 12): x̂0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t,
   σ = η √((1−ᾱ_s)/(1−ᾱ_t)) √(1 − ᾱ_t/ᾱ_s), x_s = √ᾱ_s x̂0 + √(1−ᾱ_s−σ²) ε̂ + σ z.

@@ -1,7 +1,8 @@
 """The linear measurement operator interface: A, Aᵀ, AᵀA and solves with shift·I + scale·AᵀA.
 
 Images are NCHW tensors x (B, C, H, W), float32 or float64, on any device; measurements y = A x
-have the shape the operator defines (B, C, h, w). ``solve`` inverts K = shift·I + scale·AᵀA per
+have the shape the operator defines, (B, *output_shape): an image (B, C, h, w), or a vector (B, m) for a
+``MatrixOperator``. ``solve`` inverts K = shift·I + scale·AᵀA per
 sample (shift, scale: numbers or (B,) tensors), exactly where the operator's structure allows
 (``exact_solve``), else by batched conjugate gradients (``diffsolve.kernels.batched_cg``).
 The classical baselines ``pseudo_inverse`` (A⁺y) and ``tikhonov`` (argmin ‖Ax − y‖² + λ‖x‖²)

@@ -67,10 +67,11 @@ PULL_ROUNDS = 3
 PULL_MAX_ROUNDS = 16
 PULL_GROWTH = 10.0
 #: a result whose data consistency ‖A x̂ − y‖/(σ√m) exceeds this for some sample draws a DataConsistencyWarning:
-#: a residual 3× the noise level (9× its squared norm). With the discrepancy principle on (every method's default,
-#: :func:`discrepancy_pull`) a result ends within the noise unless even its last round misfits y; the warning is for
-#: ``discrepancy=False`` runs (the papers' results: a real under-fit at 20 steps on random inpainting for some,
-#: y largely ignored at 1–5 steps; benchmarks/results/discrepancy.md) and for results x* cannot bring to y.
+#: a residual 3× the noise level (9× its squared norm). With the discrepancy principle on (every pixel-space
+#: method's default, :func:`discrepancy_pull`) a result ends within the noise unless even its last round misfits
+#: y; the warning is for ``discrepancy=False`` runs (the papers' results: a real under-fit at 20 steps on random
+#: inpainting for some, y largely ignored at 1–5 steps; benchmarks/results/discrepancy.md) and for results x* cannot
+#: bring to y.
 UNFIT_CONSISTENCY = 3.0
 
 
@@ -470,9 +471,9 @@ def discrepancy_pull(operator: object, x: torch.Tensor, y: torch.Tensor, sigma: 
     ‖A x − y‖² ≤ σ²(m + 3√(2m)) (:func:`noise_ceiling`; Morozov's discrepancy principle with a χ² band, m the
     measured entries); x itself, bit for bit, where it already is.
 
-    Every method given σ ends with it (their ``discrepancy`` option; False: the paper's result), with v = 1 − ᾱ_t of
-    the last model call (ΠGDM's r_t², the x̂0 error variance of a unit prior). Why: the last model call sees x_t at
-    noise √(1−ᾱ_t) ≫ σ when N is small, so the result's measured part (a mask's observed pixels, a blur's well-
+    Every pixel-space inverse method given σ ends with it (not ``mpgd_ldm``; their ``discrepancy`` option; False:
+    the paper's result), with v = 1 − ᾱ_t of the last model call (ΠGDM's r_t², the x̂0 error variance of a unit
+    prior). Why: the last model call sees x_t at noise √(1−ᾱ_t) ≫ σ when N is small, so the result's measured part (a mask's observed pixels, a blur's well-
     measured frequencies) comes out of the denoiser, not y, and can misfit y well beyond the noise
     (benchmarks/results/discrepancy.md).
 
