@@ -20,6 +20,8 @@ Everything runs on tiny CPU shapes with a cheap ε-model (ε = 0.1 x) in well un
 
 from __future__ import annotations
 
+import re
+
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,6 +74,11 @@ def _unconverged(out: Any) -> bool:
     return isinstance(conv, torch.Tensor) and not bool(conv.all())
 
 
+def names_argument(arg: str, msg: str) -> bool:
+    """Whether ``msg`` names ``arg`` as a word (``t`` in "t must be", not the t of "must"; case-insensitive)."""
+    return re.search(rf"(?<![A-Za-z0-9_]){re.escape(arg)}(?![A-Za-z0-9_])", msg, re.IGNORECASE) is not None
+
+
 def judge(case: Case) -> tuple[str, str]:
     """(outcome, detail) of running ``case`` (module docstring)."""
     with warnings.catch_warnings(record=True) as caught:
@@ -80,7 +87,7 @@ def judge(case: Case) -> tuple[str, str]:
             out = case.call()
         except (ValueError, TypeError, FileNotFoundError) as err:
             msg = str(err)
-            if case.arg.lower() in msg.lower():
+            if names_argument(case.arg, msg):
                 return "rejected", f"{type(err).__name__}: {msg[:160]}"
             return "raw", f"{type(err).__name__} not naming {case.arg!r}: {msg[:160]}"
         except Exception as err:  # noqa: BLE001 - classifying is the point

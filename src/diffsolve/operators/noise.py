@@ -34,6 +34,8 @@ class GaussianNoise:
         sigma = plain_number(sigma)
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma < float("inf"):
             raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
+        if unit not in UNITS:
+            raise ValueError(f"unit must be one of {UNITS} (the pixel range sigma is measured in), got {unit!r}")
         self.sigma = convert_sigma(sigma, unit, "[-1,1]")
         self.unit = unit
 
