@@ -117,8 +117,12 @@ def test_noise_checks():
         GaussianNoise(0.05)(X)
     with pytest.raises(ValueError, match="sigma must be a finite number >= 0"):
         GaussianNoise(-0.1)
-    with pytest.raises(ValueError, match="from_unit must be one of"):
+    with pytest.raises(ValueError, match=r"^unit must be one of"):  # the argument the user passed, not from_unit
         GaussianNoise(0.1, unit="0-255")
+    from diffsolve.operators import convert_sigma
+
+    with pytest.raises(ValueError, match="from_unit must be one of"):
+        convert_sigma(0.1, "0-255", "[0,1]")
 
 
 def test_a_blur_singular_at_this_size_refuses_shift_zero_instead_of_dividing_by_zero():
