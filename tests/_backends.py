@@ -7,10 +7,11 @@ import pytest
 from diffsolve.kernels import _dispatch
 
 
-def fast_backends() -> list:
-    """["cpp", "triton"], each a skipped param where ``_dispatch.backends()`` says it is unavailable (and why)."""
+def fast_backends(names: tuple[str, ...] = ("cpp", "triton")) -> list:
+    """``names`` (default ["cpp", "triton"]), each a skipped param where ``_dispatch.backends()`` says it is
+    unavailable (and why): filter by ``names``, not the returned list, so an unavailable one shows as skipped."""
     out = []
-    for name in ("cpp", "triton"):
+    for name in names:
         ok, why = _dispatch.backends()[name]
         out.append(name if ok else pytest.param(name, marks=pytest.mark.skip(reason=f"{name} unavailable: {why}")))
     return out
