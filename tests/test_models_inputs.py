@@ -305,3 +305,14 @@ def test_prior_inputs_are_checked():
                                         "tensor"):
         GaussianPrior(torch.zeros(2, 2, dtype=D), torch.ones(2, 2, dtype=torch.int64))
     assert math.isfinite(float(prior.log_prob(torch.zeros(1, 2, 2, dtype=D))))
+
+
+def test_autoencoder_quantize_must_be_a_bool():
+    """quantize="no" was read as True (bool of a non-empty string)."""
+    from _tiny_models import tiny_kl
+
+    from diffsolve.models import Autoencoder
+
+    with pytest.raises(TypeError, match="quantize must be True or False, got str 'no'"):
+        Autoencoder(tiny_kl(), quantize="no")
+    assert Autoencoder(tiny_kl(), quantize=False).quantize is False

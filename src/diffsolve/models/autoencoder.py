@@ -58,7 +58,9 @@ class Autoencoder(torch.nn.Module):
         if not scale > 0:
             raise ValueError(f"scaling_factor must be positive, got {scale!r}")
         self.scaling_factor, self.shift_factor = float(scale), float(shift)
-        self.quantize = bool(quantize)
+        if not isinstance(quantize, bool):  # bool("no") is True: nothing is read by truthiness
+            raise TypeError(f"quantize must be True or False, got {type(quantize).__name__} {quantize!r}")
+        self.quantize = quantize
         blocks, channels = get("block_out_channels"), get("in_channels")
         #: images' sides must be multiples of this (None: unknown, not checked)
         self.spatial_factor = 2 ** (len(blocks) - 1) if isinstance(blocks, (list, tuple)) and blocks else None
