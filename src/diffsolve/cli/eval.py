@@ -279,12 +279,11 @@ def check(args: argparse.Namespace):
 def run_config(cfg: Any, *, log: Any = None) -> dict[str, Any]:
     """Run a checked request, the model loaded (and its size checked) by the command line's loader."""
     from .. import evaluate
-    from ..methods import get_method
     from .common import check_loaded_size, load_model
 
     def loader(device: Any) -> Any:
         model = load_model(cfg.model, device, head_channels=cfg.head_channels)
-        steps = cfg.steps if any(get_method(m).uses_model for m in cfg.methods) else None
+        steps = cfg.steps if cfg.uses_model else None
         return check_loaded_size(model, cfg.model, (1, cfg.channels, cfg.size, cfg.size), steps=steps)
 
     return evaluate.run_eval(cfg, load_model=loader, log=log)

@@ -197,13 +197,14 @@ def check_resume(cfg: EvalConfig) -> list[str]:
     if pinned is None:
         return []
     records = read_records(cfg.out)
-    why = _mismatch(cfg, pinned, _model_records(records))
+    model_records = _model_records(records)
+    why = _mismatch(cfg, pinned, model_records)
     if not records:
         return [] if why is None else [f"{str(cfg.out)!r} holds no records: its config.json, made by a run that "
                                        "ended before its first record, is replaced by this run's settings"]
     if why is not None:
         raise ValueError(why)
-    if "model_files" not in pinned and cfg.uses_model and _model_records(records):
+    if "model_files" not in pinned and cfg.uses_model and model_records:
         return [f"{str(cfg.out)!r} was written before config.json pinned the model's files: the records' model "
                 f"cannot be checked against --model {cfg.model}; its files are pinned from this run on"]
     return []

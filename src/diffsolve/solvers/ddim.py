@@ -28,6 +28,13 @@ STEP_RULES = ("listed", "diffusers")
 Step = Callable[[LoopSetup, int, torch.Tensor, torch.Tensor, "torch.Tensor | None", bool], Any]
 
 
+def check_returns(return_trajectory: bool, sampling: Sampling) -> None:
+    """ValueError for ``return_trajectory`` with ``return_info`` (ddim, ge): two return values asked for one slot."""
+    if return_trajectory and sampling.return_info:
+        raise ValueError("return_trajectory=True and return_info=True ask for two return values: give one "
+                         "(return_info's dict holds the trajectory as info['x0'])")
+
+
 def sample(loop: LoopSetup, step: Step, return_info: bool,
            model: Callable[[torch.Tensor, int], Any] | None = None) -> Any:
     """The unconditional loop DDIM and GE share (as smalldiffusion's ``samples``): ε̂ → ``step`` → record.
@@ -83,9 +90,7 @@ def ddim(denoiser: Any, shape: Sequence[int], sampling: Sampling, *, eta: float 
     if clipped_model_output is not None and not isinstance(clipped_model_output, bool):
         raise TypeError(f"clipped_model_output must be True, False or None, got "
                         f"{type(clipped_model_output).__name__} {clipped_model_output!r}")
-    if return_trajectory and sampling.return_info:
-        raise ValueError("return_trajectory=True and return_info=True ask for two return values: give one "
-                         "(return_info's dict holds the trajectory as info['x0'])")
+    check_returns(return_trajectory, sampling)
     loop = prepare(denoiser, shape, sampling, return_trajectory=return_trajectory or sampling.return_info,
                    name="ddim")
     if step_rule == "diffusers":

@@ -20,7 +20,7 @@ import torch
 
 from ..kernels import ge_step
 from ._loop import LoopSetup, Sampling, check_number, prepare, takes_sampling
-from .ddim import sample
+from .ddim import check_returns, sample
 
 __all__ = ["ge"]
 
@@ -47,9 +47,7 @@ def ge(denoiser: Any, shape: Sequence[int], sampling: Sampling, *, gamma: float 
     """
     gamma = check_number("gamma", gamma, 0.0)
     mu = check_number("mu", mu, 0.0, 1.0, high_open=True)
-    if return_trajectory and sampling.return_info:
-        raise ValueError("return_trajectory=True and return_info=True ask for two return values: give one "
-                         "(return_info's dict holds the trajectory as info['x0'])")
+    check_returns(return_trajectory, sampling)
     loop = prepare(denoiser, shape, sampling, spacing="loglinear",
                    return_trajectory=return_trajectory or sampling.return_info, name="ge")
     if loop.x.dtype == torch.float32 and loop.alpha_t[0] < FLOAT32_ALPHA_MIN:
