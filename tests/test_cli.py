@@ -170,6 +170,14 @@ def test_tiny_demo(tmp_path, capsys):
     assert len(list(out.glob("*.png"))) == 10
     assert Image.open(out / "photos_box.png").size[0] > 6 * 32
 
+    # a rerun into the same folder with fewer tasks leaves no grid its metrics.json does not describe; others' files stay
+    (out / "mine.png").write_bytes((out / "photos_box.png").read_bytes())
+    capsys.readouterr()
+    assert main(["demo", "--quick", "--steps", "2", "--size", "32", "--out", str(out), "--tasks", "box",
+                 "--methods", "mpgd"]) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["digits16_box.png", "mine.png", "photos_box.png"]
+    assert "removed 8 grid(s) of an earlier demo" in capsys.readouterr().out
+
 
 def test_restore_no_discrepancy_returns_the_papers_result(tmp_path, digit_png, capsys):
     """--no-discrepancy: the method's paper result (no final pull towards y); 2 MPGD steps under-fit y, so the

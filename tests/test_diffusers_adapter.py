@@ -150,10 +150,18 @@ def test_denoiser_rejects_bad_arguments():
 
 def test_shape_mismatch_with_the_model():
     den = DiffusersDenoiser(_unet(), DDIMScheduler())
-    with pytest.raises(ValueError, match=r"per-sample shape must be \(1, '\*', '\*'\)"):
+    with pytest.raises(ValueError, match=r"per-sample shape must be \(1, \*, \*\)"):
         ddim(den, (1, 3, 8, 8), steps=2)
     with pytest.raises(ValueError, match="multiples of 2"):
         ddim(den, (1, 1, 7, 8), steps=2)
+    # called directly, the adapter names the same faults (not the UNet's raw convolution error)
+    t = torch.tensor([3])
+    with pytest.raises(ValueError, match=r"x=\(1, 3, 8, 8\) does not fit the model: per-sample shape must be \(1, \*"):
+        den(torch.randn(1, 3, 8, 8), t)
+    with pytest.raises(ValueError, match="multiples of 2"):
+        den.x0_and_eps(torch.randn(1, 1, 7, 8), t)
+    with pytest.raises(ValueError, match=r"x must be \(B, C, H, W\), got shape \(1, 8, 8\)"):
+        den(torch.randn(1, 8, 8), t)
 
 
 def _vae_kwargs():

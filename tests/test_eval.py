@@ -65,6 +65,8 @@ def test_eval_end_to_end_records_summary_and_resume(folder, tmp_path, capsys):
         assert {"image", "task", "method", "seed", "psnr", "ssim", "seconds"} <= set(r)
         assert np.isfinite(r["psnr"]) and -1 <= r["ssim"] <= 1 and r["seconds"] >= 0
     assert all("lam" in r for r in recs if r["method"] == "tikhonov")
+    # a model-free record is the same at any --steps and with any model: it does not claim either
+    assert all(("steps" in r and "model" in r) == (r["method"] == "mpgd") for r in recs)
     # every method saw the same measurement: pinv and tikhonov differ, but both are deterministic
     rows = list((out / "summary.csv").read_text().splitlines())
     assert rows[0].startswith("task,method,n,psnr_mean") and len(rows) == 1 + 2 * 3
@@ -189,6 +191,8 @@ def test_model_free_records_do_not_pin_the_model_settings(tmp_path, capsys):
     out = str(tmp_path / "o")
     common = ("--data", "digits16", "--limit", "1", "--tasks", "box", "--no-progress", "--out", out)
     assert eval_cli.run(parse(*common, "--methods", "pinv", "--steps", "3")) == 0
+    md = (tmp_path / "o" / "summary.md").read_text()
+    assert "model-free methods (no model, no steps)" in md and "3 steps" not in md
     assert eval_cli.run(parse(*common, "--methods", "pinv,tikhonov", "--steps", "30")) == 0
     assert eval_cli.run(parse(*common, "--methods", "mpgd", "--steps", "2")) == 0
     assert eval_cli.run(parse(*common, "--methods", "tikhonov", "--steps", "9")) == 0

@@ -219,5 +219,24 @@ def run_demo(out: str | Path, *, steps: int = 30, quick: bool = False, seed: int
             save_grid(out / f"{suite['name']}_{task}.png", rows, labels, scale=suite["scale"])
         metrics["suites"][suite["name"]] = res
     bar.close()
+    stale = _stale_grids(out, [f"{s['name']}_{t}.png" for s in suites for t in tasks])
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    if stale:
+        for path in stale:
+            path.unlink()
+        line = f"removed {len(stale)} grid(s) of an earlier demo in {out} ({', '.join(p.name for p in stale)})"
+        if log is not None:
+            log(line)
+        elif progress:
+            print(line, flush=True)
     return metrics
+
+
+def _stale_grids(out: Path, written: list[str]) -> list[Path]:
+    """The grids an earlier demo wrote to ``out`` for tasks this run did not run: removed, so the folder holds
+    what its metrics.json describes. Only in a demo's folder (one holding metrics.json) and only the demo's own
+    grid names (``{suite}_{task}.png``)."""
+    if not (out / "metrics.json").is_file():
+        return []
+    names = {f"{suite}_{task}.png" for suite in ("photos", "digits16") for task in TASKS} - set(written)
+    return sorted(p for p in out.iterdir() if p.name in names and p.is_file())

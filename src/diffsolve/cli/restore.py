@@ -63,7 +63,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("--size", type=size_spec, default=None,
                    help="centre-crop and resize --input to S x S (or WxH) pixels first (default: as it is); "
                         f"needed for inputs whose work image exceeds {MAX_PIXELS:,} pixels")
-    r.add_argument("--steps", type=positive_int, default=50, help="sampling steps")
+    r.add_argument("--steps", type=positive_int, default=30,
+                   help="sampling steps (default 30, as in demo and eval: the step count the methods' defaults are checked at)")
     r.add_argument("--seed", type=seed, default=0,
                    help="seeds the sampler and the operator (--seed) and --simulate's noise (--seed + 1)")
     r.add_argument("--draws", type=positive_int, default=1,

@@ -142,8 +142,9 @@ def run_batch(cfg: EvalConfig, plan: EvalPlan, item: tuple[list[int], int, str, 
                         "psnr": round(float(sc["psnr"][j]), 4), "ssim": round(float(sc["ssim"][j]), 5),
                         "cast": round(float(sc["cast"][j]), 5),
                         "dc": None if dc is None else round(float(dc[j]), 5),
-                        "seconds": round(seconds, 5), "steps": cfg.steps, "model": cfg.model, "size": cfg.size,
-                        "sigma": cfg.sigma, **({"draws": len(draws)} if len(draws) > 1 else {}),
+                        "seconds": round(seconds, 5), "size": cfg.size, "sigma": cfg.sigma,
+                        **({"steps": cfg.steps, "model": cfg.model} if uses_model else {}),  # Tikhonov / pinv: neither
+                        **({"draws": len(draws)} if len(draws) > 1 else {}),
                         **({"discrepancy": False} if paper else {}), **info})
     return records, xr
 

@@ -66,7 +66,9 @@ def write_summary(out: Path, rows: list[dict], cfg: EvalConfig, *, log: Callable
              "",
              f"data: {cfg.describe_data()}.",
              "",
-             f"model `{cfg.model}`, {cfg.size}x{cfg.size}, {cfg.steps} steps, sigma {cfg.sigma} (in [-1, 1]), "
+             (f"model `{cfg.model}`, {cfg.size}x{cfg.size}, {cfg.steps} steps, " if cfg.uses_model
+              else f"model-free methods (no model, no steps), {cfg.size}x{cfg.size}, ")
+             + f"sigma {cfg.sigma} (in [-1, 1]), "
              f"seeds {','.join(map(str, cfg.seeds))}. Mean ± std over images × seeds; seconds per record."
              + (f" Each model-based record scores the mean of {cfg.draws} draws (the model-free methods are "
                 "deterministic: one solve)." if cfg.draws > 1 else "")
@@ -188,6 +190,7 @@ def _plot(path: Path, rows: list[dict], cfg: EvalConfig, *, log: Callable[[str],
         return
     import matplotlib.pyplot as plt
 
-    fig = plot_quality_vs_time(rows, tasks, f"{cfg.model}, {cfg.size}x{cfg.size}, {cfg.steps} steps")
+    title = f"{cfg.model}, {cfg.size}x{cfg.size}, {cfg.steps} steps" if cfg.uses_model else f"{cfg.size}x{cfg.size}"
+    fig = plot_quality_vs_time(rows, tasks, title)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -83,7 +83,7 @@ def check_sample_shape(denoiser: object, shape: Sequence[int], name: str = "shap
     if expected is not None:
         expected = tuple(expected)
         if len(expected) != len(shape) - 1 or any(e is not None and e != s for e, s in zip(expected, shape[1:])):
-            shown = tuple("*" if e is None else e for e in expected)
+            shown = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
             raise ValueError(f"{name}={shape} does not fit the model: per-sample shape must be {shown}")
     multiple = int(getattr(denoiser, "spatial_multiple", 1) or 1)
     if multiple > 1 and len(shape) >= 4 and any(s % multiple for s in shape[2:]):

@@ -42,7 +42,7 @@ import torch
 
 from ..kernels._checks import check_device, plain_number
 from ..schedules import alphas_cumprod_from_config, final_alpha_cumprod_from_config
-from .denoiser import check_timesteps, timestep_alphas
+from .denoiser import check_sample_shape, check_timesteps, timestep_alphas
 from .x0_clip import X0Clip, clipped_epsilon, to_x0
 
 __all__ = ["DiffusersDenoiser", "check_guidance_scale", "check_torch_dtype", "to_epsilon"]
@@ -454,6 +454,9 @@ class DiffusersDenoiser(torch.nn.Module):
 
     def _output(self, x: torch.Tensor, t: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
         """The model output (B, C, H, W) in x's dtype (CFG applied) and the checked (B,) timesteps."""
+        if x.dim() != 4:
+            raise ValueError(f"x must be (B, C, H, W), got shape {tuple(x.shape)}; add the batch axis with x[None]")
+        check_sample_shape(self, tuple(x.shape), "x")  # channels and side multiple, named (not the UNet's raw error)
         batch = x.shape[0]
         dtype = next(self.unet.parameters()).dtype
         t = check_timesteps(t, self.alphas_cumprod.numel(), x)  # ints in [0, T): 5000, -1, 5.5 are errors
