@@ -122,3 +122,19 @@ def test_a_default_backend_from_the_environment_is_named(monkeypatch):
     monkeypatch.setattr(_dispatch, "_env_default", lambda: "triton")
     with pytest.raises(BackendUnavailableError, match="DIFFSOLVE_BACKEND=triton .*unset DIFFSOLVE_BACKEND"):
         _dispatch.check_backend("auto", torch.device("cpu"), torch.float32)
+
+
+@pytest.mark.parametrize("method, options", [
+    ("dps", {"sigma": 0.05}), ("pigdm", {"sigma": 0.05}), ("mmps", {"sigma": 0.05}),
+    ("mpgd", {"loss": lambda x0: x0.pow(2).mean(dim=(1, 2, 3)), "shape": (2, 3, 8, 8), "dtype": D})])
+def test_methods_that_differentiate_refuse_inference_mode_before_any_model_call(method, options):
+    """inference_mode cannot be left inside the loop: autograd failed after the first model call with a raw error.
+    no_grad is fine: the methods turn gradients on where they need them."""
+    prior = _prior()
+    operator, y = (None, None) if "loss" in options else (GaussianBlur(3, 0.8), torch.zeros(2, 3, 8, 8, dtype=D))
+    with torch.inference_mode(), pytest.raises(ValueError, match=rf"{method} differentiates through .* outside "
+                                                                 "inference_mode"):
+        diffsolve.solve(method, prior, operator, y, steps=2, **options)
+    assert prior.calls == 0
+    with torch.no_grad():
+        assert torch.isfinite(diffsolve.solve(method, prior, operator, y, steps=2, **options)).all()

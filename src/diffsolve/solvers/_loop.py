@@ -45,7 +45,7 @@ from ..models.denoiser import as_denoiser, check_sample_shape
 from ..schedules import (SPACINGS, SamplingSchedule, loglinear_timesteps, sampling_schedule, spaced_timesteps)
 
 __all__ = ["NOISE_SOURCES", "SAMPLING_FIELDS", "Generators", "LoopSetup", "Sampling", "check_device",
-           "check_finite_tensor", "check_generator", "check_number", "check_steps", "draw", "prepare",
+           "check_autograd", "check_finite_tensor", "check_generator", "check_number", "check_steps", "draw", "prepare",
            "select_schedule", "split_options", "takes_sampling"]
 
 NOISE_SOURCES = ("generator", "kernel")
@@ -90,6 +90,16 @@ def check_steps(steps: object) -> int:
     if steps < 1:
         raise ValueError(f"steps must be in [1, T] (model evaluations, at most the training timesteps T), got {steps}")
     return steps
+
+
+def check_autograd(name: str, through: str = "the denoiser") -> None:
+    """Refuse, before the loop, a method that differentiates (through ``through``) when called inside
+    ``torch.inference_mode()``: there a gradient cannot be switched back on and autograd fails after the first model
+    call. ``torch.no_grad()`` is fine (the method turns gradients on where it needs them)."""
+    if torch.is_inference_mode_enabled():
+        raise ValueError(f"{name} differentiates through {through} (autograd), which torch.inference_mode() "
+                         "forbids: call it outside inference_mode (torch.no_grad() is fine: the method turns "
+                         "gradients on where it needs them)")
 
 
 def check_flag(name: str, value: object) -> bool:

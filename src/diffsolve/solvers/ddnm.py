@@ -109,7 +109,8 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         operator: a ``diffsolve.operators`` linear operator (needs ``pseudo_inverse``; with σ > 0 ``svd``).
         y: measurement (B, ...) float32/float64; one sample per measurement.
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords).
-        sigma: measurement noise std σ ≥ 0; None or 0: DDNM (A x̂0' = y exactly), > 0: DDNM+.
+        sigma: measurement noise std σ ≥ 0; None or 0: DDNM (A x̂0' = y on the directions ``singular_cutoff``
+            keeps: all of them for masks, SR and dense matrices; 0 for a blur's exact A⁺), > 0: DDNM+.
         eta: η ∈ [0, 1], the share of fresh noise in the re-noising (0.85: the code's).
         travel_length: time-travel length l ≥ 0 (0: off, the default); travel_repeat: r ≥ 1 passes.
         singular_cutoff: ∈ [0, 1); a separable A's per-axis singular values below this share of their axis's

@@ -59,7 +59,7 @@ import torch
 from ..kernels import ddim_step
 from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, check_sigma, data_part, discrepancy_floor,
                        discrepancy_pull, finish_run, route)
-from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
+from ._loop import Sampling, check_autograd, check_flag, check_number, prepare, takes_sampling
 
 __all__ = ["DISCREPANCY_SHARE", "MIN_STEPS", "NORMALIZATIONS", "REFERENCE_NUMEL", "REFERENCE_STEPS", "STEP_POWER",
            "STEP_RULES", "DPSStepsWarning", "dps", "step_size"]
@@ -129,6 +129,7 @@ def dps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, ze
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     # a non-linear A is differentiated by autograd; only the closing pull (σ given) needs A linear
     shape = check_problem(operator, y, sampling.x_T, linear=sigma is not None and discrepancy)
+    check_autograd("dps")
     loop = prepare(denoiser, shape, sampling, like=y, name="dps")
     if len(loop.schedule) < MIN_STEPS:
         warnings.warn(DPSStepsWarning(

@@ -56,7 +56,7 @@ from ..kernels import ddim_step
 from ._inverse import (Diagnostics, check_problem, check_sigma, data_part, discrepancy_pull, finish_run, residual_norm,
                        route)
 from ._krylov import measurement_cg, measurement_gmres, per_sample, shares_memory
-from ._loop import Sampling, check_flag, check_int, check_number, prepare, takes_sampling
+from ._loop import Sampling, check_autograd, check_flag, check_int, check_number, prepare, takes_sampling
 
 __all__ = ["SOLVERS", "mmps", "posterior_mean"]
 
@@ -145,6 +145,7 @@ def mmps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
     discrepancy = check_flag("discrepancy", discrepancy)
     operator = route(operator, sampling.backend)  # 1. the backend reaches A, Aᵀ (the shape check's included)
     shape = check_problem(operator, y, sampling.x_T)  # 2. (operator, y) → image shape
+    check_autograd("mmps")
     loop = prepare(denoiser, shape, sampling, like=y, name="mmps")  # 3. schedule, x_T, generator
     info = Diagnostics(sampling.return_info)
     x = loop.x

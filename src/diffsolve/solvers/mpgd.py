@@ -69,7 +69,7 @@ from ..kernels._checks import plain_numbers
 from ..models.denoiser import check_sample_shape
 from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, check_sigma, data_part, discrepancy_pull,
                        finish_run, measured_entries, measurement_grad, route, sample_gains)
-from ._loop import Sampling, check_device, check_flag, check_number, check_steps, prepare, takes_sampling
+from ._loop import Sampling, check_autograd, check_device, check_flag, check_number, check_steps, prepare, takes_sampling
 
 __all__ = ["LANDWEBER_BELOW", "RHO_SIGMA_FLOOR", "SPACES", "Projection", "capped_grad", "default_rho", "mpgd",
            "noise_rho"]
@@ -237,6 +237,8 @@ def mpgd(denoiser: Any, operator: Any, y: torch.Tensor | None, sampling: Samplin
     """
     check_steps(sampling.steps)  # before any step size is derived from it
     _validate(projection, loss, operator, y)
+    if projection is not None or loss is not None:  # ∇ by autograd (plain MPGD's is closed-form)
+        check_autograd("mpgd", "the autoencoder" if projection is not None else "the loss")
     eta = (SIGMA_ETA if sigma is not None else REFERENCE_ETA) if eta is None else check_number("eta", eta, 0.0, 1.0)
     x_T = sampling.x_T
     discrepancy = check_flag("discrepancy", discrepancy)

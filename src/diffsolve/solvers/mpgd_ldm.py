@@ -25,7 +25,7 @@ from ..kernels import mpgd_step
 from ..kernels._checks import plain_numbers
 from ..models.denoiser import check_sample_shape
 from ._inverse import Diagnostics, check_problem, check_sigma, final_residual, route, warn_if_unfit
-from ._loop import Sampling, check_device, check_number, check_steps, prepare, takes_sampling
+from ._loop import Sampling, check_autograd, check_device, check_number, check_steps, prepare, takes_sampling
 from .mpgd import Loss, check_round_trip, default_rho, loss_grad, measurement_loss
 
 __all__ = ["mpgd_ldm"]
@@ -87,6 +87,7 @@ def mpgd_ldm(latent_denoiser: Any, autoencoder: Any, operator: Any, y: torch.Ten
         raise ValueError("sigma is the noise std of the measurement y; without y (guidance by loss=) leave it out")
     sigma = None if sigma is None else check_sigma(sigma)
     check_steps(sampling.steps)  # before any step size is derived from it
+    check_autograd("mpgd_ldm", "the decoder")
     eta = check_number("eta", eta, 0.0, 1.0)
     z_T, dtype = sampling.x_T, sampling.dtype
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included

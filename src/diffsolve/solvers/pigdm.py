@@ -45,7 +45,7 @@ import torch
 from ..kernels import ddim_step
 from ._inverse import (Diagnostics, check_problem, check_sigma, data_part, discrepancy_pull, exact_pinv, finish_run,
                        pinv_of, range_solve, range_svd, route, solver_of)
-from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
+from ._loop import Sampling, check_autograd, check_flag, check_number, prepare, takes_sampling
 from .diffpir import check_operator_solves
 
 __all__ = ["CG_ITERS", "guidance_vector", "pigdm"]
@@ -92,6 +92,7 @@ def pigdm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, 
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     shape = check_problem(operator, y, sampling.x_T)
     check_operator_solves(operator, sigma, "pigdm")
+    check_autograd("pigdm")
     loop = prepare(denoiser, shape, sampling, like=y, name="pigdm")
     spectral = range_svd(operator, shape[-2:], "pigdm") if sigma > 0 else None  # A's SVD where it declares one
     solve = solver_of(operator, CG_ITERS, precondition=False) if sigma > 0 and spectral is None else None  # or CG
