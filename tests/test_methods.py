@@ -94,13 +94,18 @@ def test_baselines_through_solve_and_restore(problem):
         solve("mpgd", prior, op, y)
     # Tikhonov's λ: the default without the truth, the best-PSNR candidate with it
     _, info = restore("tikhonov", None, op, y, steps=3, sigma=0.05)
-    assert info == {"lam": 1e-2}
+    assert info == {"lam": [1e-2] * len(y)}
     xr, info = restore("tikhonov", None, op, y, steps=3, sigma=0.05, x_true=x)
     from diffsolve.metrics import psnr
 
-    best = max((1e-3, 1e-2, 1e-1), key=lambda lam: float(psnr(op.tikhonov(y, lam), x).mean()))
+    # per sample: each record's λ is its own best, whatever else is in the batch
+    best = [max((1e-3, 1e-2, 1e-1), key=lambda lam: float(psnr(op.tikhonov(y[b:b + 1], lam), x[b:b + 1])))
+            for b in range(len(y))]
     assert info == {"lam": best}
-    torch.testing.assert_close(xr, op.tikhonov(y, best))
+    for b in range(len(y)):
+        torch.testing.assert_close(xr[b:b + 1], op.tikhonov(y[b:b + 1], best[b]))
+        alone = restore("tikhonov", None, op, y[b:b + 1], steps=3, sigma=0.05, x_true=x[b:b + 1])
+        assert alone[1] == {"lam": [best[b]]}
 
 
 def test_required_options_are_named(problem):
@@ -125,3 +130,19 @@ def test_info_lists_every_method_with_what_it_needs():
         assert ("; best at " in line) == bool(m.steps) and f"; best at {m.steps}" in line + "; best at "
         assert result["methods"][name]["steps"] == m.steps
     assert {n for n, m in METHODS.items() if m.steps} == {"cdps", "pigdm", "ddrm", "ddnm", "daps"}
+
+
+def test_tikhonov_lambda_is_picked_per_sample_not_per_batch():
+    """eval picked one λ for a batch by its mean PSNR, so a record's λ, consistency and PSNR moved with its batch-mates:
+    a smooth image's best λ here is 0.1, a rough one's 0.01; each keeps its own in a batch of both."""
+    from diffsolve.operators import GaussianBlur
+
+    op = GaussianBlur(5, 1.0)
+    smooth = torch.linspace(-0.5, 0.5, 12, dtype=D).view(1, 1, 1, 12).expand(1, 1, 12, 12)
+    x = torch.cat([smooth, torch.randn(1, 1, 12, 12, generator=gen(0), dtype=D) * 0.5])
+    y = op.A(x) + 0.05 * torch.randn(op.A(x).shape, generator=gen(5), dtype=D)
+    xr, info = restore("tikhonov", None, op, y, steps=3, sigma=0.05, x_true=x)
+    assert info == {"lam": [1e-1, 1e-2]}
+    for b, lam in enumerate((1e-1, 1e-2)):
+        torch.testing.assert_close(xr[b:b + 1], op.tikhonov(y[b:b + 1], lam))
+        assert restore("tikhonov", None, op, y[b:b + 1], steps=3, sigma=0.05, x_true=x[b:b + 1])[1] == {"lam": [lam]}

@@ -15,7 +15,7 @@ field          meaning
 ``kind``       ``"sampler"`` (ignores y), ``"inverse"``, ``"latent"`` (needs an autoencoder), ``"baseline"``
 ``cli_options`` ``cli_options(problem) -> dict``: the options ``demo`` / ``restore`` / ``eval`` pass
                (C-DPS's σ is the measurement noise; MPGD's ρ is rescaled for ×s down-sampling)
-``tune``       ``(option, candidates)`` picked by PSNR against the truth when ``restore`` gets x_true
+``tune``       ``(option, candidates)`` picked per sample by PSNR against the truth when ``restore`` gets x_true
                (an oracle that favours the baseline: Tikhonov's λ)
 ``cli``        whether the command line offers it (MPGD-LDM needs an autoencoder the CLI cannot build)
 ``svd``        when it needs A's SVD: ``"always"`` (DDRM), ``"noisy"`` (DDNM+, σ > 0) or ``""``;
@@ -315,12 +315,13 @@ def restore(method: str, denoiser: Any, operator: Any, y: torch.Tensor, *, steps
         operator, y: the linear operator and the measurement (B, ...);
         steps: N (unused by baselines); sigma: the measurement noise std in [-1, 1] units;
         generator: a torch.Generator or one per sample (:class:`diffsolve.solvers.Sampling`);
-        x_true: (B, C, H, W) truth; only used to pick ``tune`` options by mean PSNR (Tikhonov's λ);
+        x_true: (B, C, H, W) truth; only used to pick ``tune`` options by each sample's PSNR (Tikhonov's λ);
         progress / callback: as :class:`diffsolve.solvers.Sampling` (model-based methods only);
         discrepancy: False runs the paper's result for the methods that end within the noise by default
             (:func:`takes_discrepancy`; ``_inverse.discrepancy_pull``); True leaves every method at its default.
     Returns:
-        (x (B, C, H, W) detached, info) — info holds the tuned option's value when one was picked.
+        (x (B, C, H, W) detached, info) — info holds a tuned option's per-sample values (a list of B; the
+        default's without ``x_true``).
     """
     import torch
 
@@ -338,15 +339,15 @@ def restore(method: str, denoiser: Any, operator: Any, y: torch.Tensor, *, steps
         options.update(steps=steps, generator=generator, progress=progress)
         if callback is not None:
             options["callback"] = callback
-    if spec.tune is not None:
+    if spec.tune is not None:  # per sample: a record must not depend on the other images of its batch
         key, candidates = spec.tune
         if x_true is None:
-            return spec(denoiser, operator, y, **options).detach(), {key: spec.defaults()[key]}
+            return spec(denoiser, operator, y, **options).detach(), {key: [spec.defaults()[key]] * y.shape[0]}
         from .metrics import psnr
 
-        best = max(((spec(denoiser, operator, y, **options, **{key: c}), c) for c in candidates),
-                   key=lambda r: float(psnr(r[0], x_true).mean()))
-        return best[0].detach(), {key: best[1]}
+        results = torch.stack([spec(denoiser, operator, y, **options, **{key: c}).detach() for c in candidates])
+        best = torch.stack([psnr(r, x_true) for r in results]).argmax(0).tolist()  # (B,) after the solves
+        return results[best, range(len(best))], {key: [candidates[k] for k in best]}
     with torch.enable_grad() if spec.backward else torch.no_grad():
         x = spec(denoiser, operator, y, **options)
     return x.detach(), {}

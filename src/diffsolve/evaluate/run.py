@@ -145,7 +145,7 @@ def run_batch(cfg: EvalConfig, plan: EvalPlan, item: tuple[list[int], int, str, 
                         "seconds": round(seconds, 5), "size": cfg.size, "sigma": cfg.sigma,
                         **({"steps": cfg.steps, "model": cfg.model} if uses_model else {}),  # Tikhonov / pinv: neither
                         **({"draws": len(draws)} if len(draws) > 1 else {}),
-                        **({"discrepancy": False} if paper else {}), **info})
+                        **({"discrepancy": False} if paper else {}), **{k: v[j] for k, v in info.items()}})
     return records, xr
 
 
