@@ -338,27 +338,34 @@ DS_INLINE void normal_blocks(u64 seed, u64 b0, int nb, float z[4][kGroup]) {
   }
 }
 
-// out[i] = element (start + i) of the stream for `seed`, i < count.
+// out[i] = element (start + i) mod 2^64 of the stream for `seed`, i < count: the counter wraps as the torch and Triton
+// streams' do (a `stop = start + count` bound wrapped past 2^64 and left out[] unwritten).
 template <class T>
 DS_INLINE void fill_normal(T* out, u64 start, i64 count, u64 seed) {
-  if (count <= 0) return;
-  const u64 stop = start + static_cast<u64>(count);
   alignas(64) float z[4][kGroup];
-  for (u64 b0 = start >> 2; b0 * 4 < stop; b0 += kGroup) {
-    const int nb = static_cast<int>(std::min<u64>(kGroup, (stop + 3) / 4 - b0));
+  constexpr u64 kBlocks = u64(1) << 62;  // blocks of 4 elements in one turn of the counter
+  for (i64 i = 0; i < count;) {
+    const u64 n = start + static_cast<u64>(i);  // wraps mod 2^64
+    const u64 b0 = n >> 2, head = n & 3;
+    const u64 need = (static_cast<u64>(count - i) + head + 3) / 4;  // blocks covering the rest
+    const int nb = static_cast<int>(std::min<u64>(std::min<u64>(kGroup, kBlocks - b0), need));
     normal_blocks(seed, b0, nb, z);
-    const u64 lo = std::max(start, b0 * 4), hi = std::min(stop, (b0 + nb) * 4);
-    const u64 full_lo = (lo + 3) / 4, full_hi = hi / 4;  // blocks lying wholly inside [lo, hi)
-    if (full_lo >= full_hi) {
-      for (u64 n = lo; n < hi; ++n) out[n - start] = static_cast<T>(z[n & 3][(n >> 2) - b0]);
-      continue;
+    const i64 len = std::min<i64>(static_cast<i64>(4 * static_cast<u64>(nb) - head), count - i);
+    T* __restrict dst = out + i;  // element j is lane (head + j) & 3 of block (head + j) >> 2 of these nb
+    i64 j = 0;
+    for (; j < len && ((head + static_cast<u64>(j)) & 3); ++j) {
+      const u64 m = head + static_cast<u64>(j);
+      dst[j] = static_cast<T>(z[m & 3][m >> 2]);
     }
-    for (u64 n = lo; n < 4 * full_lo; ++n) out[n - start] = static_cast<T>(z[n & 3][(n >> 2) - b0]);
-    T* __restrict dst = out + (4 * full_lo - start);
-    const i64 k0 = static_cast<i64>(full_lo - b0), k1 = static_cast<i64>(full_hi - b0);
-    for (i64 k = k0; k < k1; ++k)
-      for (int lane = 0; lane < 4; ++lane) dst[4 * (k - k0) + lane] = static_cast<T>(z[lane][k]);
-    for (u64 n = 4 * full_hi; n < hi; ++n) out[n - start] = static_cast<T>(z[n & 3][(n >> 2) - b0]);
+    const i64 k0 = static_cast<i64>((head + static_cast<u64>(j)) >> 2), full = (len - j) / 4;
+    T* __restrict whole = dst + j;  // whole blocks: four lanes each, a transposed copy
+    for (i64 k = 0; k < full; ++k)
+      for (int lane = 0; lane < 4; ++lane) whole[4 * k + lane] = static_cast<T>(z[lane][k0 + k]);
+    for (j += 4 * full; j < len; ++j) {
+      const u64 m = head + static_cast<u64>(j);
+      dst[j] = static_cast<T>(z[m & 3][m >> 2]);
+    }
+    i += len;
   }
 }
 

@@ -125,6 +125,19 @@ def test_noise_reproducible_per_seed_and_offset_with_normal_moments():
     same_for_1_and_2_threads(_noise, (3, 9000), 1, 17)
 
 
+@pytest.mark.parametrize("offset", [2**64 - 3, 2**64 - 8, 2**64 - 4 * 4096 - 1])
+def test_noise_counter_wraps_modulo_2_64(offset):
+    """offset + i past 2**64 is element (offset + i) mod 2**64 of the stream; the wrapped bound left the noise buffer
+    unwritten (stack garbage, the same for every seed)."""
+    n = 5 * 4096 + 37  # crosses blocks, groups and the wrap
+    head = 2**64 - offset
+    z = _noise((1, n), 11, offset)
+    assert torch.equal(z[0, :head], _noise((1, head), 11, offset)[0])
+    assert torch.equal(z[0, head:], _noise((1, n - head), 11, 0)[0])
+    assert torch.equal(z[0, :head][1:], _noise((1, head - 1), 11, offset + 1)[0])
+    assert not torch.equal(z, _noise((1, n), 12, offset))
+
+
 def test_public_ddim_step_on_cpp_uses_the_seeded_stream():
     x, eps = randn(2, 3, 8, 8, seed=1), randn(2, 3, 8, 8, seed=2)
     out = step.ddim_step(x, eps, 0.5, 0.7, eta=1.0, seed=3, offset=11, backend="cpp")
