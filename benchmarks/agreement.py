@@ -211,11 +211,11 @@ def run_azula() -> None:
         for lam in (1.75, 7.0):
             dp = DiffPIRDenoiser(den, y_vec, A_vec, var_y=SIGMA**2, lmbda=lam, solver="cg", iterations=4)
             ref = DDIMSampler(dp, eta=0.0, **samp)(P["x_T"].clone())
-            mine = ds("diffpir", model, sigma=SIGMA, lam=lam, zeta=0.0, discrepancy=False)
+            mine = ds("diffpir", model, sigma=SIGMA, lam=lam, zeta=0.0, discrepancy=False, x0_variance_cap=None)
             row("azula", "diffpir", f"{model}: λ={lam}, ζ=0 / η=0, azula CG×4 (exact)", rel(mine, ref))
         dp = DiffPIRDenoiser(den, y_vec, A_vec, var_y=SIGMA**2, lmbda=1.75)
         ref = DDIMSampler(dp, eta=0.0, **samp)(P["x_T"].clone())
-        mine = ds("diffpir", model, sigma=SIGMA, lam=1.75, zeta=0.0, discrepancy=False)
+        mine = ds("diffpir", model, sigma=SIGMA, lam=1.75, zeta=0.0, discrepancy=False, x0_variance_cap=None)
         row("azula", "diffpir", f"{model}: azula default GMRES×1, ζ=0", rel(mine, ref),
             "azula's default solver (exact on a mask)")
     # a non-diagonal operator (Gaussian blur, 5×5, std 1, reflect): here the solvers' iteration counts matter
@@ -246,7 +246,8 @@ def run_azula() -> None:
         row("azula", "mmps", f"{model}, blur: GMRES×4 vs diffsolve's default, η=0", rel(mine, ref))
         dp = DiffPIRDenoiser(den, yb_vec, A_blur, var_y=SIGMA**2, lmbda=1.75, solver="cg", iterations=CG_IT)
         ref = DDIMSampler(dp, eta=0.0, **samp)(x_T_flat.clone()).view(SHAPE)
-        mine = ds("diffpir", model, op=blur, y=yb, sigma=SIGMA, lam=1.75, zeta=0.0, discrepancy=False)
+        mine = ds("diffpir", model, op=blur, y=yb, sigma=SIGMA, lam=1.75, zeta=0.0, discrepancy=False,
+                  x0_variance_cap=None)
         row("azula", "diffpir", f"{model}, blur: λ=1.75, ζ=0, azula CG×{CG_IT} (not converged)", rel(mine, ref))
         dp = DiffPIRDenoiser(den, yb_vec, A_blur, var_y=SIGMA**2, lmbda=1.75)
         dp.solve = dense_solve  # azula's data step with an exact solve in place of its iterative one
@@ -326,13 +327,15 @@ def run_deepinv_diffpir(dinv, DiffPIR) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             mine = diffsolve.solve("diffpir", den, P["op"], P["y"], steps=steps, timesteps=seq_ts[:-1],
-                                   x_T=x_T, sigma=SIGMA, lam=lam_d / 2, zeta=0.0, discrepancy=False, backend="torch")
+                                   x_T=x_T, sigma=SIGMA, lam=lam_d / 2, zeta=0.0, discrepancy=False, backend="torch",
+                                   x0_variance_cap=None)
         row("deepinv", "diffpir", f"{model}: ζ=0, λ_dinv={lam_d} ↔ lam={lam_d / 2}, dinv timesteps/table",
             rel(mine, ref), f"{steps + 1} dinv iterations")
         row("deepinv", "diffpir", f"{model}: same, deepinv's clamp of x̂0 to [−1, 1] removed",
             rel(mine, ref_noclamp), "patched copy of DiffPIR.forward")
         mine4 = diffsolve.solve("diffpir", den, P["op"], P["y"], steps=steps, timesteps=seq_ts[:-1], x_T=x_T,
-                                sigma=SIGMA, lam=lam_d / 4, zeta=0.0, discrepancy=False, backend="torch")
+                                sigma=SIGMA, lam=lam_d / 4, zeta=0.0, discrepancy=False, backend="torch",
+                                x0_variance_cap=None)
         row("deepinv", "diffpir", f"{model}: unclamped, lam=λ/4 (diffsolve's reading of the ref. code)",
             rel(mine4, ref_noclamp), "ρ differs by 2×")
 

@@ -278,7 +278,7 @@ def eager_diffpir(den, ctx, x_T, steps, gen, lam=1.75, zeta=1.0):
         for t, a_t, a_s in _schedule(den, steps):
             eps = den(x, torch.full((x.shape[0],), t))
             x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
-            x0 = prox(x0, lam * SIGMA**2 * a_t / (1 - a_t))
+            x0 = prox(x0, lam * SIGMA**2 / min((1 - a_t) / a_t, 1.0))  # σ̄_t² capped at 1, as diffsolve's default
             eps_p = (x - math.sqrt(a_t) * x0) / math.sqrt(1 - a_t)
             k_z = math.sqrt((1 - a_s) * zeta)
             x = math.sqrt(a_s) * x0 + math.sqrt((1 - a_s) * (1 - zeta)) * eps_p

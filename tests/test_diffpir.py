@@ -35,9 +35,9 @@ def gated(op, y, x0, x0p, sigma):
     return torch.stack(out)
 
 
-def dense_loop(pr, a, y, x_T, steps, sigma, lam, zeta_noise=None, op=None):
-    """ζ = 0 (or ζ = 1 with the given per-step noise): Algorithm 1 with dense solves; with ``op`` the last step's
-    x̂0' passes the discrepancy gate (:func:`gated`)."""
+def dense_loop(pr, a, y, x_T, steps, sigma, lam, zeta_noise=None, op=None, cap=1.0):
+    """ζ = 0 (or ζ = 1 with the given per-step noise): Algorithm 1 with dense solves, x̂0's error variance σ̄_t² capped
+    at ``cap`` (None: the paper's); with ``op`` the last step's x̂0' passes the discrepancy gate (:func:`gated`)."""
     sched = select_schedule(pr, steps, "trailing")
     x = x_T.clone()
     for i, (a_t, a_s) in enumerate(zip(sched.alpha_t.tolist(), sched.alpha_s.tolist())):
@@ -45,7 +45,7 @@ def dense_loop(pr, a, y, x_T, steps, sigma, lam, zeta_noise=None, op=None):
         eps = pr(x, t)
         x0 = (x - math.sqrt(1 - a_t) * eps) / math.sqrt(a_t)
         if sigma > 0:
-            rho = lam * sigma**2 / ((1 - a_t) / a_t)
+            rho = lam * sigma**2 / ((1 - a_t) / a_t if cap is None else min((1 - a_t) / a_t, cap))
             k = rho * torch.eye(16, dtype=D) + a.T @ a
             x0p = torch.linalg.solve(k, (y.flatten(1) @ a + rho * x0.flatten(1)).T).T.view_as(x)
             if op is not None and i == steps - 1:
@@ -99,6 +99,22 @@ def test_reproject_step_algebra():
 
 def test_rho_rule():
     assert data_rho(2.0, 0.1, 0.5) == pytest.approx(2.0 * 0.01 / 1.0)
+    assert data_rho(2.0, 0.1, 0.8) == pytest.approx(2.0 * 0.01 / 0.25)
+    assert data_rho(2.0, 0.1, 0.2) == pytest.approx(2.0 * 0.01 / 1.0)  # σ̄_t² = 4 capped at 1
+    assert data_rho(2.0, 0.1, 0.2, None) == pytest.approx(2.0 * 0.01 / 4.0)  # the paper's
+
+
+@pytest.mark.parametrize("cap", [None, 0.5])
+def test_the_variance_cap_option_matches_dense(cap):
+    """x0_variance_cap=None is the paper's ρ_t (the peers' agreement runs it); another cap changes only the steps whose
+    σ̄_t² exceeds it."""
+    pr, op = prior(), OPS["blur"]()
+    y = measure(op)
+    x_T = torch.randn(2, *SHAPE, generator=gen(7), dtype=D)
+    out = diffpir(pr, op, y, steps=4, x_T=x_T, sigma=0.05, zeta=0.0, x0_variance_cap=cap)
+    ref = dense_loop(pr, operator_matrix(op, SHAPE), y, x_T, 4, 0.05, DEFAULT_LAM, op=op, cap=cap)
+    assert torch.allclose(out, ref, atol=1e-8)
+    assert not torch.allclose(out, diffpir(pr, op, y, steps=4, x_T=x_T, sigma=0.05, zeta=0.0), atol=1e-6)
 
 
 def test_return_info_and_scale_free():
@@ -138,6 +154,10 @@ def test_bad_inputs():
         diffpir(pr, op, y, steps=3, sigma=0.1, lam=0.0)
     with pytest.raises(ValueError, match="zeta"):
         diffpir(pr, op, y, steps=3, sigma=0.1, zeta=1.5)
+    with pytest.raises(ValueError, match="x0_variance_cap must be > 0 or None"):
+        diffpir(pr, op, y, steps=3, sigma=0.1, x0_variance_cap=0)
+    with pytest.raises(TypeError, match="x0_variance_cap must be a number"):
+        diffpir(pr, op, y, steps=3, sigma=0.1, x0_variance_cap="1")
     with pytest.raises(TypeError, match="zeta"):
         diffpir(pr, op, y, steps=3, sigma=0.1, zeta=True)
 

@@ -2,7 +2,7 @@
 Timofte & Van Gool 2023, CVPR workshops, Algorithm 1), on the shared schedule.
 
 Per step t → s, with x_t (B, C, H, W), y (B, ...), ε̂ = ε_θ(x_t, t), x̂0 = (x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t,
-σ̄_t² = (1−ᾱ_t)/ᾱ_t and ρ_t = λ σ²/σ̄_t² (σ the measurement noise std):
+σ̄_t² = (1−ᾱ_t)/ᾱ_t and ρ_t = λ σ²/min(σ̄_t², v) (σ the measurement noise std; v = 1, below):
 
     1. x̂0' = argmin_z ‖y − A z‖² + ρ_t ‖z − x̂0‖²  =  (ρ_t I + AᵀA)⁻¹ (Aᵀy + ρ_t x̂0)      (B, C, H, W)
        (where A declares an SVD — masks, SR, separable or circular blur, a dense matrix — exactly, as
@@ -28,7 +28,13 @@ x_s as if it were the diffusion's; with few steps σ̄_s ≪ σ̄_t and the next
 better on the photos' blurs and SR at every step count measured and nearer the exact priors' posterior mean, with
 draws tighter than the posterior's; ζ = 0.3 over-disperses a mask's draws: benchmarks/results/diffpir-zeta.md.
 Differences from the reference code: the shared timestep spacing (``trailing``) instead of its quadratic
-one, and the data step also at the last step (where x_s = x̂0', ᾱ_s = 1: the result), as the paper's Algorithm 1.
+one, the data step also at the last step (where x_s = x̂0', ᾱ_s = 1: the result), as the paper's Algorithm 1, and
+**x̂0's error variance capped at v** (``x0_variance_cap``, :data:`DEFAULT_X0_VARIANCE_CAP` = 1, the largest variance
+data on [−1, 1] can have; None: the paper's ρ_t). The paper's σ̄_t² is the noise of x_t/√ᾱ_t, which overstates the
+error of x̂0 = E[x0 | x_t] where ᾱ_t < 1/2 (σ̄_t² > 1; ΠGDM's r_t² = σ̄_t²/(1 + σ̄_t²) stays below 1 for the
+same reason): there ρ_t → 0 and x̂0' is A⁺ y's noise-amplified least-squares fit. With many steps the re-noising
+hides that; with 1–3 steps a step of that kind is the result, pseudo-inverse-like on a blur. The cap changes only
+those early steps: benchmarks/results/diffpir-cap.md.
 
 **The discrepancy principle at the last step** (diffsolve's; ``discrepancy=False`` is the paper's last step): there
 ρ_t is still small and x̂0' would keep most of y's noise on the directions y determines (a mask's observed pixels),
@@ -51,10 +57,13 @@ from ._inverse import (Diagnostics, check_problem, check_sigma, data_part, discr
                        discrepancy_weight, finish_run, pinv_of, range_svd, route, solver_of, spectral_step)
 from ._loop import Sampling, check_flag, check_number, prepare, takes_sampling
 
-__all__ = ["CG_ITERS", "DEFAULT_LAM", "DEFAULT_ZETA", "data_rho", "diffpir", "reproject_step"]
+__all__ = ["CG_ITERS", "DEFAULT_LAM", "DEFAULT_X0_VARIANCE_CAP", "DEFAULT_ZETA", "data_rho", "diffpir",
+           "reproject_step"]
 
 #: λ of ρ_t = λσ²/σ̄_t² with σ and σ̄_t on one scale (the reference code's 7, module docstring)
 DEFAULT_LAM = 7.0 / 4.0
+#: v, the cap on x̂0's error variance σ̄_t² in ρ_t (the largest variance of data on [−1, 1]; module docstring)
+DEFAULT_X0_VARIANCE_CAP = 1.0
 #: ζ, the share of fresh noise in the re-noising (the reference code's inpainting value, on every operator)
 DEFAULT_ZETA = 1.0
 #: plain-CG iterations of the data step where the operator has no exact solve, started at x̂0 (the prox centre,
@@ -62,9 +71,10 @@ DEFAULT_ZETA = 1.0
 CG_ITERS = 20
 
 
-def data_rho(lam: float, sigma: float, alpha_bar_t: float) -> float:
-    """ρ_t = λ σ²/σ̄_t² with σ̄_t² = (1−ᾱ_t)/ᾱ_t (host float)."""
-    return lam * sigma**2 * alpha_bar_t / (1 - alpha_bar_t)
+def data_rho(lam: float, sigma: float, alpha_bar_t: float, cap: float | None = DEFAULT_X0_VARIANCE_CAP) -> float:
+    """ρ_t = λ σ²/min(σ̄_t², cap) with σ̄_t² = (1−ᾱ_t)/ᾱ_t (host float; ``cap`` None: the paper's λ σ²/σ̄_t²)."""
+    var = (1 - alpha_bar_t) / alpha_bar_t
+    return lam * sigma**2 / (var if cap is None else min(var, cap))
 
 
 def reproject_step(x: torch.Tensor, eps: torch.Tensor, correction: torch.Tensor, alpha_bar_t: float,
@@ -104,7 +114,8 @@ def check_operator_solves(operator: Any, sigma: float | None, name: str) -> None
 
 @takes_sampling
 def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, sigma: float,
-            lam: float = DEFAULT_LAM, zeta: float = DEFAULT_ZETA, discrepancy: bool = True) -> Any:
+            lam: float = DEFAULT_LAM, zeta: float = DEFAULT_ZETA,
+            x0_variance_cap: float | None = DEFAULT_X0_VARIANCE_CAP, discrepancy: bool = True) -> Any:
     """Reconstruct x from y = A x + n, n ~ N(0, σ² I), with N = ``sampling.steps`` DiffPIR steps (module docstring).
 
     Args:
@@ -113,8 +124,8 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         y: measurement (B, ...) float32/float64 on the model's scale; one sample per measurement.
         sampling: the shared options (:class:`~diffsolve.solvers.Sampling`; or pass them as keywords).
         sigma: σ ≥ 0, the measurement noise std (required; 0: hard data consistency).
-        lam: λ > 0 of ρ_t = λσ²/σ̄_t²; zeta: ζ ∈ [0, 1], the fresh-noise share of the re-noising (module
-            docstring).
+        lam: λ > 0 of ρ_t = λσ²/min(σ̄_t², v); zeta: ζ ∈ [0, 1], the fresh-noise share of the re-noising;
+            x0_variance_cap: v > 0, the cap on x̂0's error variance σ̄_t² (None: the paper's ρ_t; module docstring).
         discrepancy: the last step's result neither below σ√(m/2) from y nor beyond what the noise explains
             (module docstring); False: the paper's last step.
     Returns:
@@ -128,6 +139,11 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
         raise ValueError("lam must be > 0 (ρ_t = λσ²/σ̄_t²; λ = 0 ignores the prior step); the default is "
                          f"{DEFAULT_LAM}")
     zeta = check_number("zeta", zeta, 0.0, 1.0)
+    if x0_variance_cap is not None:
+        x0_variance_cap = check_number("x0_variance_cap", x0_variance_cap, 0.0)
+        if x0_variance_cap == 0:
+            raise ValueError("x0_variance_cap must be > 0 or None (None: the paper's ρ_t = λσ²/σ̄_t²); the default is "
+                             f"{DEFAULT_X0_VARIANCE_CAP}")
     discrepancy = check_flag("discrepancy", discrepancy)
     operator = route(operator, sampling.backend)  # before any kernel runs, the shape check's included
     shape = check_problem(operator, y, sampling.x_T)
@@ -149,7 +165,7 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
             # ‖y − A x̂0‖ for return_info; σ = 0's correction needs it anyway
             resid = data_part(operator, operator.A(x0) - y) if sigma == 0 or info.enabled else None
             if sigma > 0:  # 2. the proximal data step (ρ_t I + AᵀA) x̂0' = Aᵀy + ρ_t x̂0
-                rho = data_rho(lam, sigma, a_t)
+                rho = data_rho(lam, sigma, a_t, x0_variance_cap)
                 if spectral is not None:  # x̂0' − x̂0 = V diag(s/(ρ_t + s²)) Uᵀ(y − A x̂0)
                     step = spectral_step(spectral, operator, x0, y, rho, 1.0)
                 else:
