@@ -123,7 +123,8 @@ def test_restore_draws_writes_mean_and_spread(tmp_path, digit_png, capsys):
     from diffsolve.cli.restore import draw_seed
 
     assert "mean of 3 draws" in out and f"draw 3/3 (seed {draw_seed(0, 2)})" in out
-    assert "data consistency of the draws" in out and "PSNR of the draws" in out and "(of the mean)" in out
+    assert "data consistency of the draws" in out and "PSNR of the draws" in out
+    assert "(of the mean, out.png as written)" in out
     mean = np.asarray(Image.open(tmp_path / "out.png"), dtype=float)
     std = np.asarray(Image.open(tmp_path / "out_std.png"), dtype=float)
     assert mean.shape == single.shape == std.shape[:2] and np.abs(mean - single).max() > 0

@@ -168,6 +168,23 @@ def test_demo_size_rules(tmp_path, capsys, no_compute):
     assert "is a file" in _error(capsys, ["demo", "--out", str(f)])
 
 
+@pytest.mark.parametrize("argv, flag, best", [
+    (["--quick", "--tasks", "box", "--box", "40"], "--box", "14"),  # fits the 64x64 photos, not the 16x16 digits
+    (["--size", "32", "--tasks", "motion_blur", "--motion-size", "17"], "--motion-size", "15"),
+])
+def test_demo_checks_task_parameters_on_both_suites(tmp_path, capsys, no_compute, argv, flag, best):
+    """A --box / --motion-size the photos take but the 16x16 digits do not: the demo ran the photos, then stopped
+    with a traceback. Now one line before any run names the flag and the largest value both suites take."""
+    line = _error(capsys, ["demo", *argv, "--methods", "mpgd", "--out", str(tmp_path / "d")])
+    assert line.startswith(f"diffsolve demo: error: {flag}: ") and "16x16 digits" in line
+    assert f"use {flag} {best} at most" in line
+    assert not (tmp_path / "d").exists()
+    from diffsolve.cli import demo, parser
+
+    argv[argv.index(flag) + 1] = best  # the advised value passes every check
+    assert demo.plan(parser().parse_args(["demo", *argv, "--out", str(tmp_path / "d")]))["tasks"]
+
+
 def _run_cli(*argv: str) -> subprocess.CompletedProcess:
     code = ("import sys; from diffsolve.cli import main\n"
             "try:\n    rc = main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\n"
@@ -380,4 +397,4 @@ def test_a_latent_folder_is_named_as_such(tmp_path, rgb16, capsys, no_compute):
 
 def test_out_that_is_the_input_is_refused(tmp_path, rgb16, capsys, no_compute):
     argv = ["restore", "--input", rgb16, "--out", rgb16, "--task", "box", "--method", "tikhonov", "--simulate"]
-    assert "would overwrite it" in _error(capsys, argv)
+    assert "would overwrite the --input file" in _error(capsys, argv)

@@ -6,8 +6,9 @@
 - argument types (:func:`int_at_least`, :func:`number`, :func:`seed`, :func:`name_list` — lists are
   accepted comma- or space-separated everywhere), :func:`not_offered` and the :class:`HelpFormatter`;
 - images: :data:`IMAGE_SUFFIXES` (the one list of accepted files), :func:`image_info` (size after the EXIF
-  orientation and colour kind without decoding), :func:`read_image` (grey/RGBA handled with a notice, optional
-  centre-crop + resize to a work size), :func:`read_mask` (nearest-neighbour, mid-grey threshold) and
+  orientation, colour kind, alpha, colour space and frames, with the notices for them), :func:`read_image`
+  (grey/RGBA/other colour spaces handled with a notice, optional centre-crop + resize to a work size),
+  :func:`read_mask` (nearest-neighbour, mid-grey threshold) and
   :func:`save_image`;
 - models: :func:`model_geometry` (torch-free size rules and training timesteps), :func:`check_steps`,
   :func:`load_model` (shipped name, diffusers folder, or an ADM ``.pt`` checkpoint — everywhere a model is
@@ -29,14 +30,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 __all__ = [
-    "BUNDLED_ABOUT", "BUNDLED_SETS", "CHECKPOINT_SUFFIXES", "DEVICE_PATTERN", "HelpFormatter", "IMAGE_SUFFIXES", "ImageInfo",
-    "MAX_PIXELS", "Parser", "SHIPPED_MODELS", "UsageError", "add_measurement_args", "check_device",
-    "check_loaded_size", "check_model_size", "check_out_dir", "check_out_file", "check_writable", "crop_hint",
-    "image_info",
-    "check_sigma", "check_steps", "int_at_least", "load_model", "measure", "model_geometry", "name_list",
-    "not_offered", "note", "number", "padding_note", "positive_int", "print_error", "read_image", "read_mask",
-    "require_device", "save_image", "seed", "sigma_in_data_range", "size_spec", "split_names", "SubcommandParser",
-    "task_parameters",
+    "BUNDLED_ABOUT", "BUNDLED_SETS", "CHECKPOINT_SUFFIXES", "DEVICE_PATTERN", "HelpFormatter", "IMAGE_SUFFIXES",
+    "ImageInfo", "MAX_PIXELS", "OTHER_COLOUR_SPACES", "Parser", "SHIPPED_MODELS", "UsageError", "add_measurement_args",
+    "check_device", "check_loaded_size", "check_model_size", "check_out_dir", "check_out_file", "check_writable",
+    "crop_hint", "image_info", "check_sigma", "check_steps", "int_at_least", "load_model", "measure", "model_geometry",
+    "name_list", "not_offered", "note", "number", "padding_note", "positive_int", "print_error", "read_image",
+    "read_mask", "require_device", "save_image", "seed", "sigma_in_data_range", "size_spec", "split_names",
+    "SubcommandParser", "task_parameters",
 ]
 
 #: the image files every subcommand reads and writes
@@ -196,22 +196,60 @@ def name_list(values: str | Sequence[str], flag: str, allowed: Sequence[str],
 # --------------------------------------------------------------------------- images
 
 
+#: colour spaces PIL converts to RGB by its own formula (no colour profile): a notice where the CLI reads one
+OTHER_COLOUR_SPACES = ("CMYK", "YCbCr", "LAB", "HSV")
+
+
 @dataclass(frozen=True)
 class ImageInfo:
-    """An image file's size (width, height), whether it is grey, and whether it has an alpha channel."""
+    """An image file's size (width, height), whether it is grey, whether it has an alpha channel, its PIL mode
+    and its number of frames (pages, animation: only the first is read)."""
 
     path: str
     size: tuple[int, int]
     grey: bool
     alpha: bool
+    mode: str = "RGB"
+    frames: int = 1
 
     @property
     def channels(self) -> int:
         return 1 if self.grey else 3
 
+    def notices(self, flag: str) -> list[str]:
+        """What reading the file does to it, beyond grey/colour: alpha dropped, another colour space converted,
+        frames after the first ignored."""
+        name, out = Path(self.path).name, []
+        if self.alpha:
+            out.append(f"{flag} {name} has an alpha channel (transparency): it is dropped")
+        if self.mode in OTHER_COLOUR_SPACES:
+            out.append(f"{flag} {name} is in the {self.mode} colour space: PIL converts it to RGB by its own formula "
+                       "(no colour profile)")
+        if self.frames > 1:
+            out.append(f"{flag} {name} has {self.frames} frames (pages or animation): only the first is read")
+        return out
+
+
+def _is_grey(img: Any, path: str | Path) -> bool:
+    """Whether an open PIL image is grey: by its mode; a palette image by its pixels (the palette may be all grey);
+    a PNG by its header's colour type, since PIL widens 16-bit grey + alpha to RGBA."""
+    import numpy as np
+
+    if img.mode in ("1", "L", "LA", "I", "F") or img.mode.startswith("I;16"):
+        return True
+    if img.mode in ("P", "PA"):
+        rgb = np.asarray(img.convert("RGBA"))[..., :3]
+        return bool((rgb == rgb[..., :1]).all())
+    if img.format == "PNG" and img.mode == "RGBA":
+        with open(path, "rb") as f:
+            head = f.read(26)  # signature, IHDR length and type, width, height, bit depth, colour type
+        return head[12:16] == b"IHDR" and head[25] == 4  # 4: grey + alpha
+    return False
+
 
 def image_info(path: str | Path, flag: str) -> ImageInfo:
-    """Size and colour kind of an image file without decoding its pixels (no torch)."""
+    """Size, colour kind, alpha, PIL mode and frames of an image file (no torch; pixels are decoded only for a
+    palette image's greyness). UsageError for a file that cannot be read as RGB."""
     from PIL import Image
 
     p = Path(path)
@@ -220,13 +258,12 @@ def image_info(path: str | Path, flag: str) -> ImageInfo:
                          "convert it to PNG")
     try:
         with Image.open(path) as img:
-            bands = img.getbands()
-            alpha = "A" in bands or (img.mode == "P" and "transparency" in img.info)
-            grey = (img.mode in ("1", "L", "LA", "I", "F") or img.mode.startswith("I;16")
-                    or bands in (("L",), ("L", "A")))
+            alpha = img.has_transparency_data  # by the mode (RGBA, LA, PA, ...) or a transparent colour; not LAB's A
+            grey = _is_grey(img, path)
             size = img.size[::-1] if img.getexif().get(0x0112) in (5, 6, 7, 8) else img.size  # EXIF: turned 90°
             unscaled = img.mode == "F" or (img.mode == "I" and img.format != "PNG")
-            mode = img.mode
+            mode, frames = img.mode, int(getattr(img, "n_frames", 1))
+            frames = 1 if img.format == "MPO" else frames  # a phone photo's extra frames are previews, not pages
     except Image.DecompressionBombError as err:  # not an OSError: PIL's guard against decompression bombs
         raise UsageError(flag, f"cannot read image {str(path)!r}: {str(err).rstrip('.')}",
                          "downscale it first") from None
@@ -236,7 +273,12 @@ def image_info(path: str | Path, flag: str) -> ImageInfo:
         raise UsageError(flag, f"{str(path)!r} has {'floating-point' if mode == 'F' else '32-bit integer'} pixels "
                          f"(PIL mode {mode}) with no known white level", "save it as an 8- or 16-bit PNG scaled to "
                          "its full range")
-    return ImageInfo(str(path), size, grey, alpha)
+    try:  # the reader goes through RGB where PIL has no direct conversion (LAB to grey)
+        Image.new(mode, (1, 1)).convert("RGB")
+    except ValueError:
+        raise UsageError(flag, f"{str(path)!r} is PIL mode {mode}, which PIL cannot convert to RGB",
+                         "save it as an RGB or grey PNG first") from None
+    return ImageInfo(str(path), size, grey, alpha, mode, frames)
 
 
 def read_image(path: str | Path, *, channels: int, size: tuple[int, int] | None = None, flag: str = "--input",
@@ -244,16 +286,17 @@ def read_image(path: str | Path, *, channels: int, size: tuple[int, int] | None 
     """An image file as ``(C, H, W)`` float32 in [−1, 1], C = ``channels`` (1 or 3)
     (:func:`diffsolve.data.read_image`, the one pixel reader).
 
-    A grey file read as RGB is converted and an alpha channel dropped, each with a notice to
-    ``notify(message)`` (default :func:`note`); ``size`` = (W, H): centre-crop to its aspect, then resize.
+    A grey file read as RGB is converted, an alpha channel dropped, another colour space converted and frames
+    after the first ignored, each with a notice to ``notify(message)`` (default :func:`note`); ``size`` = (W, H):
+    centre-crop to its aspect, then resize.
     A file that cannot be read is a :class:`UsageError`.
     """
     from ..data import read_image as read_pixels
 
     notify = notify or note
     info = image_info(path, flag)
-    if info.alpha:
-        notify(f"{flag} {Path(path).name} has an alpha channel (transparency): it was dropped")
+    for line in info.notices(flag):
+        notify(line)
     if info.grey and channels == 3:
         notify(f"{flag} {Path(path).name} is grayscale: converted it to RGB for this colour model")
     try:

@@ -54,7 +54,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def plan(a: argparse.Namespace) -> dict:
-    """Every check of ``demo`` (no torch)."""
+    """Every check of ``demo``: the torch-free ones, then the tasks' operators at both suites' sizes."""
     from .. import methods
     from ..tasks import required_multiple
 
@@ -87,7 +87,42 @@ def plan(a: argparse.Namespace) -> dict:
     needs_sigma = [m for m in meths if "sigma" in methods.METHODS[m].required]
     if needs_sigma and sigma <= 0:
         raise UsageError(f"--sigma 0: {','.join(needs_sigma)} needs a measurement noise level > 0")
+    _check_fit(tasks, params, side, a.seed)  # last: it builds the operators (imports torch)
     return {"out": out, "params": params, "sigma": sigma, "tasks": tasks, "methods": meths}
+
+
+def _check_fit(tasks: list[str], params: TaskParameters, side: int, seed: int) -> None:
+    """UsageError where a task's parameter does not fit both suites (side x side photos, 16x16 digits), naming its
+    flag and the largest value both take. The rules are :func:`diffsolve.tasks.make_operator`'s: it is asked."""
+    from dataclasses import replace
+
+    from ..tasks import TASK_PARAMETERS, make_operator
+
+    suites = ((f"{side}x{side} photos", side, False), (f"{DIGIT_SIDE}x{DIGIT_SIDE} digits", DIGIT_SIDE, True))
+
+    def problem(task: str, p: TaskParameters) -> str | None:
+        for what, s, digits in suites:
+            try:
+                make_operator(task, (s, s), seed=seed, digits=digits, params=p)
+            except ValueError as err:  # "problem; fix": the fix is for that one size, so it is left off
+                return f"the {what}: {str(err).split('; ')[0]}"
+        return None
+
+    for task in tasks:
+        why = problem(task, params)
+        if why is None:
+            continue
+        field = next((f for f in TASK_PARAMETERS[task] if getattr(params, f) is not None), None)
+        value = getattr(params, field) if field else None
+        if not isinstance(value, int):  # a default, or a float parameter: no smaller value to offer
+            raise UsageError(f"--tasks {task} does not fit {why}")
+        flag = "--" + field.replace("_", "-")
+        fits = (v for v in range(min(value, side, DIGIT_SIDE) - 1, 0, -1)
+                if problem(task, replace(params, **{field: v})) is None)
+        best = next(fits, None)
+        fix = (f"use {flag} {best} at most, the largest value both the {suites[0][0]} and the {suites[1][0]} take"
+               if best else f"drop {flag}")
+        raise UsageError(flag, f"{value} does not fit {why}", fix)
 
 
 def run(a: argparse.Namespace) -> dict:

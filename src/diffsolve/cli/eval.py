@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ..tasks import DEMO_TASKS, TASKS
-from .common import (BUNDLED_ABOUT, BUNDLED_SETS, IMAGE_SUFFIXES, NO_DISCREPANCY_HELP, HelpFormatter, UsageError,
-                     add_measurement_args, check_device, check_sigma, check_steps, check_writable, image_info, int_at_least, name_list,
-                     not_offered, padding_note, print_error, require_device, split_names, task_parameters)
+from .common import (BUNDLED_ABOUT, BUNDLED_SETS, IMAGE_SUFFIXES, NO_DISCREPANCY_HELP, OTHER_COLOUR_SPACES,
+                     HelpFormatter, UsageError, add_measurement_args, check_device, check_sigma, check_steps,
+                     check_writable, image_info, int_at_least, name_list, not_offered, padding_note, print_error,
+                     require_device, split_names, task_parameters)
 
 __all__ = ["DEFAULT_TASKS", "add_parser", "check", "run", "run_config"]
 
@@ -94,20 +95,31 @@ def _seeds(values: Any) -> list[int]:
     return seeds
 
 
+def _some(names: list[str]) -> str:
+    """The first five names, and "..." where there are more."""
+    return ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+
+
 def _folder_images(folder: Path, limit: int | None, channels_wanted: int | None,
                    size: int | None = None) -> tuple[list[Path], list[str]]:
-    """The folder's image files (sorted, limited), every one readable; notices for converted ones (colour, alpha,
-    and with ``size`` the ones centre-cropped to a square or enlarged to size × size)."""
+    """The folder's own image files (sorted, limited; not hidden ones, not sub-folders'), every one readable;
+    notices for what is skipped and what is converted (colour, alpha, colour space, frames, and with ``size`` the
+    ones centre-cropped to a square or enlarged to size × size)."""
     from PIL import Image
 
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    found = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
-    others = [p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith(".")]
-    paths = [p for p in found if not p.name.startswith("._")]  # macOS's AppleDouble metadata, not images
-    skipped = len(found) - len(paths)
+    entries = sorted(folder.iterdir())
+    files = [p for p in entries if p.is_file() and not p.name.startswith(".")]
+    paths = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    others = [p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+    apple = [p.name for p in entries if p.is_file() and p.name.startswith("._")]  # macOS's AppleDouble metadata
+    hidden = [p.name for p in entries if p.is_file() and p.name.startswith(".") and not p.name.startswith("._")]
+    subfolders = [p.name + "/" for p in entries if p.is_dir() and not p.name.startswith(".")]
     if not paths:
-        raise UsageError("--data", f"{str(folder)!r} holds no image ({', '.join(IMAGE_SUFFIXES)})",
-                         f"put images in it or name a bundled set ({', '.join(BUNDLED_SETS)})")
+        fix = f"put images in it or name a bundled set ({', '.join(BUNDLED_SETS)})"
+        if subfolders:
+            fix = (f"put images in it, name a bundled set ({', '.join(BUNDLED_SETS)}) or name one of its sub-folders, "
+                   f"which eval does not search ({_some(subfolders)}), as --data")
+        raise UsageError("--data", f"{str(folder)!r} holds no image ({', '.join(IMAGE_SUFFIXES)})", fix)
     paths = paths[:limit] if limit is not None else paths
     for p in paths:
         try:
@@ -117,36 +129,46 @@ def _folder_images(folder: Path, limit: int | None, channels_wanted: int | None,
             raise UsageError("--data", f"cannot read image {p.name!r} ({type(err).__name__}: {err})",
                              "remove or replace that file") from None
     infos = [image_info(p, "--data") for p in paths]
+
+    def named(kind: list, sizes: bool = False) -> str:
+        return _some([Path(i.path).name + (f" ({i.size[0]}x{i.size[1]})" if sizes else "") for i in kind])
+
     notes = []
-    if skipped:
-        notes.append(f"{skipped} file(s) named ._* skipped: macOS metadata (AppleDouble), not images")
+    if subfolders:
+        notes.append(f"{len(subfolders)} sub-folder(s) not searched (eval reads the folder's own files): "
+                     f"{_some(subfolders)}")
+    if apple:
+        notes.append(f"{len(apple)} file(s) named ._* skipped: macOS metadata (AppleDouble), not images")
+    if hidden:
+        notes.append(f"{len(hidden)} hidden file(s) skipped (names starting with '.'): {_some(hidden)}")
     if others:
-        notes.append(f"{len(others)} file(s) skipped, not {'/'.join(IMAGE_SUFFIXES)}: "
-                     + ", ".join(others[:5]) + (" ..." if len(others) > 5 else ""))
+        notes.append(f"{len(others)} file(s) skipped, not {'/'.join(IMAGE_SUFFIXES)}: {_some(others)}")
     alpha = [i for i in infos if i.alpha]
     if alpha:
-        notes.append(f"{len(alpha)} image(s) have an alpha channel; it was dropped: "
-                     + ", ".join(Path(i.path).name for i in alpha[:5]) + (" ..." if len(alpha) > 5 else ""))
+        notes.append(f"{len(alpha)} image(s) have an alpha channel; it was dropped: {named(alpha)}")
+    spaces = [i for i in infos if i.mode in OTHER_COLOUR_SPACES]
+    if spaces:
+        notes.append(f"{len(spaces)} image(s) in another colour space ({'/'.join(sorted({i.mode for i in spaces}))}),"
+                     f" converted to RGB by PIL's own formula (no colour profile): {named(spaces)}")
+    frames = [i for i in infos if i.frames > 1]
+    if frames:
+        notes.append(f"{len(frames)} image(s) with several frames (pages or animation), only the first read: "
+                     + _some([f"{Path(i.path).name} ({i.frames} frames)" for i in frames]))
     grey = [i for i in infos if i.grey]
     if channels_wanted == 3 and grey:
-        notes.append(f"{len(grey)} grayscale image(s) converted to RGB for the colour model: "
-                     + ", ".join(Path(i.path).name for i in grey[:5]) + (" ..." if len(grey) > 5 else ""))
+        notes.append(f"{len(grey)} grayscale image(s) converted to RGB for the colour model: {named(grey)}")
     if size is not None:
         cropped = [i for i in infos if i.size[0] != i.size[1]]
         if cropped:
             notes.append(f"{len(cropped)} non-square image(s) centre-cropped to a square before resizing: "
-                         + ", ".join(f"{Path(i.path).name} ({i.size[0]}x{i.size[1]})" for i in cropped[:5])
-                         + (" ..." if len(cropped) > 5 else ""))
+                         + named(cropped, sizes=True))
         small = [i for i in infos if min(i.size) < size]
         if small:
             notes.append(f"{len(small)} image(s) smaller than --size {size}, enlarged (the truth they are scored "
-                         "against is then an interpolation): " + ", ".join(
-                             f"{Path(i.path).name} ({i.size[0]}x{i.size[1]})" for i in small[:5])
-                         + (" ..." if len(small) > 5 else ""))
+                         f"against is then an interpolation): {named(small, sizes=True)}")
     colour = [i for i in infos if not i.grey]
     if channels_wanted == 1 and colour:
-        notes.append(f"{len(colour)} colour image(s) converted to grey for the grey model: "
-                     + ", ".join(Path(i.path).name for i in colour[:5]) + (" ..." if len(colour) > 5 else ""))
+        notes.append(f"{len(colour)} colour image(s) converted to grey for the grey model: {named(colour)}")
     return paths, notes
 
 

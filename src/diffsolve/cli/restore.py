@@ -61,10 +61,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("--head-channels", type=positive_int, default=64,
                    help="ADM checkpoints: channels per attention head")
     r.add_argument("--size", type=size_spec, default=None,
-                   help="centre-crop and resize --input to S x S (or WxH) pixels first (default: as it is); "
-                        f"needed for inputs whose work image exceeds {MAX_PIXELS:,} pixels")
+                   help="centre-crop and resize --input to S x S (or WxH) pixels first (default: as it is; a note "
+                        f"says when it crops or enlarges); needed for inputs whose work image exceeds {MAX_PIXELS:,} "
+                        "pixels")
     r.add_argument("--steps", type=positive_int, default=30,
-                   help="sampling steps (default 30, as in demo and eval: the step count the methods' defaults are checked at)")
+                   help="sampling steps (default 30, as in demo and eval: the step count the methods' defaults are "
+                        "checked at)")
     r.add_argument("--seed", type=seed, default=0,
                    help="seeds the sampler and the operator (--seed) and --simulate's noise (--seed + 1)")
     r.add_argument("--draws", type=positive_int, default=1,
@@ -84,7 +86,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     r.add_argument("--out", required=True,
                    help=f"output image, one of {', '.join(common.IMAGE_SUFFIXES)} (a grey --input gives a grey "
                         "result; with --simulate also OUT_measurement.png, y itself in a lossless 8-bit file: restore "
-                        "takes it back with the same --task; with --draws K > 1 also OUT_std.EXT)")
+                        "takes it back with the same --task; with --draws K > 1 also OUT_std.EXT; none of them may be "
+                        "the --input or --mask file). The printed scores are of the file as written (8-bit; JPEG "
+                        "compressed)")
     add_measurement_args(r, SIGMA)
     return r
 
@@ -101,6 +105,8 @@ class RestorePlan:
     input_wh: tuple[int, int]  # after --size
     x_wh: tuple[int, int]  # the work (restored) image
     grey_input: bool = False  # a grey --input run by a colour model: the result is written grey
+    measurement: Path | None = None  # --simulate: OUT_measurement.png
+    std: Path | None = None  # --draws > 1: OUT_std.EXT
 
     def describe(self, a: argparse.Namespace) -> str:
         w, h = self.x_wh
@@ -119,8 +125,10 @@ def plan(a: argparse.Namespace) -> RestorePlan:
     from .. import methods
 
     out = check_out_file(a.out)
-    if Path(a.input).exists() and out.exists() and out.resolve() == Path(a.input).resolve():
-        raise UsageError(f"--out {a.out!r} is the --input file: the result would overwrite it; give another --out")
+    measurement = out.with_name(out.stem + "_measurement.png") if a.simulate else None  # lossless: y itself
+    std = out.with_name(out.stem + "_std" + out.suffix) if a.draws > 1 else None
+    _check_overwrites(a, [("the result", out), ("the measurement (--simulate)", measurement),
+                          ("the per-pixel std (--draws)", std)])
     device = check_device(a.device)
     tasks = [a.task]
     params = task_parameters(a, tasks)
@@ -144,8 +152,8 @@ def plan(a: argparse.Namespace) -> RestorePlan:
     w, h = wh
     x_wh = (w, h) if a.simulate else (w * factor, h * factor)  # SR: the input is the low-resolution measurement
     # the colour questions first: a grey photo is converted for a colour model before any size complaint
-    if info.alpha:
-        note(f"--input {Path(a.input).name} has an alpha channel (transparency): it is dropped")
+    for line in info.notices("--input"):
+        note(line)
     model_spec = None
     geo = None
     if spec.uses_model:
@@ -163,7 +171,9 @@ def plan(a: argparse.Namespace) -> RestorePlan:
                              f"{a.input!r} is in colour; convert it to grey first or choose another --model")
         if channels == 3 and info.grey:
             note(f"--input {Path(a.input).name} is grayscale: converted it to RGB for --model {model_spec} "
-                 "(a colour model); the result is written grey (the mean of its channels)")
+                 "(a colour model); the result is written grey (the mean of its channels)"
+                 + ("; --simulate measures the grey image once and gives the model that y in each channel"
+                    if a.simulate else ""))
         if geo is not None:
             check_steps(a.steps, geo["timesteps"], model_spec)
     else:
@@ -184,9 +194,10 @@ def plan(a: argparse.Namespace) -> RestorePlan:
             raise UsageError(f"--task {a.task} draws its mask from --seed, so it needs --simulate; to restore "
                              "your own masked image use --task inpaint --mask MASK")
     if x_wh[0] * x_wh[1] > MAX_PIXELS:
-        side = int((MAX_PIXELS / (factor * factor if not a.simulate else 1)) ** 0.5) // 8 * 8
+        fw, fh = _fitting_size(w, h, 1 if a.simulate else factor)
         raise UsageError(f"--input: the work image would be {x_wh[0]}x{x_wh[1]} = {x_wh[0] * x_wh[1]:,} pixels, "
-                         f"above the limit of {MAX_PIXELS:,}; pass --size {side} (or smaller) to resize it")
+                         f"above the limit of {MAX_PIXELS:,}; pass --size {fw}x{fh} (width x height, the input's "
+                         "aspect; or smaller) to resize it")
     if a.simulate and factor > 1 and (w % factor or h % factor):  # SR measures the input itself
         raise UsageError(f"--task {a.task} with --simulate needs image sides that are multiples of {factor}, "
                          f"--input is {w}x{h} (width x height); {crop_hint(w, h, factor)} (or pass --size)")
@@ -196,9 +207,62 @@ def plan(a: argparse.Namespace) -> RestorePlan:
         padded = padding_note(model_spec, geo, x_wh, what)
         if padded is not None:
             note(padded)
+    if a.size is not None:  # last: the crop rule is the reader's (diffsolve.data imports torch)
+        resized = _size_note(info.size, a.size, Path(a.input).name, a.mask is not None, a.simulate)
+        if resized is not None:
+            note(resized)
     return RestorePlan(out=out, device=device, params=params, sigma=sigma, channels=channels, model=model_spec,
                        digits=model_spec == "digits16", input_wh=(w, h), x_wh=x_wh,
-                       grey_input=bool(info.grey and channels == 3))
+                       grey_input=bool(info.grey and channels == 3), measurement=measurement, std=std)
+
+
+def _check_overwrites(a: argparse.Namespace, written: list[tuple[str, Path | None]]) -> None:
+    """UsageError where a file the run writes is the --input or the --mask file (symbolic links and relative
+    paths resolved)."""
+    import os
+
+    for flag, given in (("--input", a.input), ("--mask", a.mask)):
+        if given is None or not Path(given).is_file():
+            continue  # a missing input is image_info's error
+        for what, path in written:
+            if path is not None and path.exists() and os.path.samefile(path, given):
+                raise UsageError("--out", f"{a.out!r} would overwrite the {flag} file: {what} is written to "
+                                 f"{str(path)!r}", "give another --out")
+
+
+def _fitting_size(w: int, h: int, factor: int) -> tuple[int, int]:
+    """The largest --size W x H of a w x h input's aspect, sides multiples of 8 (the patches model's), whose work
+    image (x ``factor`` per side) has at most MAX_PIXELS pixels: the exact aspect where such sides keep at least
+    three quarters of the pixels, else the nearest (--size then crops a sliver, with a note)."""
+    import math
+
+    budget = MAX_PIXELS // (factor * factor)
+    p, q = w // math.gcd(w, h), h // math.gcd(w, h)  # the aspect in lowest terms
+    k = math.isqrt(budget // (p * q)) // 8 * 8
+    scale = (budget / (w * h)) ** 0.5
+    fw, fh = (max(8, int(n * scale) // 8 * 8) for n in (w, h))
+    fh = min(fh, budget // fw)  # an extreme aspect, whose short side was raised to 8
+    return (k * p, k * q) if 4 * (k * p) * (k * q) >= 3 * fw * fh else (fw, fh)
+
+
+def _size_note(wh: tuple[int, int], size: tuple[int, int], name: str, mask: bool, simulate: bool) -> str | None:
+    """The notice for what --size does to the input beyond shrinking it: a centre crop to its aspect, enlarging."""
+    from ..data import _centre_box
+
+    left, top, right, bottom = _centre_box(wh, size)
+    crop = (right - left, bottom - top)
+    if crop == tuple(wh) and crop[0] >= size[0] and crop[1] >= size[1]:
+        return None
+    steps = []
+    if crop != tuple(wh):
+        steps.append(f"centre-cropped to {crop[0]}x{crop[1]} (the aspect of {size[0]}x{size[1]})")
+    if crop[0] < size[0] or crop[1] < size[1]:
+        steps.append(f"enlarged to {size[0]}x{size[1]} by interpolation"
+                     + (" (the truth it is scored against is then an interpolation)" if simulate else ""))
+    else:
+        steps.append(f"resized to {size[0]}x{size[1]}")
+    return (f"--size {size[0]}x{size[1]}: --input {name} ({wh[0]}x{wh[1]}) is {', then '.join(steps)}"
+            + ("; --mask likewise (nearest neighbour)" if mask else ""))
 
 
 def run(a: argparse.Namespace) -> dict:
@@ -235,7 +299,9 @@ def run(a: argparse.Namespace) -> dict:
     x_true = None
     if a.simulate:
         x_true = img
-        y = common.measure(op, img, a.sigma, a.sigma_unit, generator=torch.Generator(device).manual_seed(a.seed + 1))
+        clean = img[:, :1] if p.grey_input else img  # a grey image is measured once, as a grey measurement would be
+        y = common.measure(op, clean, a.sigma, a.sigma_unit, generator=torch.Generator(device).manual_seed(a.seed + 1))
+        y = y.expand(-1, p.channels, -1, -1).contiguous()  # the model's channels, each the same y
     else:
         y = img
     if not spec.uses_model:
@@ -249,47 +315,69 @@ def run(a: argparse.Namespace) -> dict:
         xk, _ = methods.restore(a.method, model, op, y, steps=a.steps, sigma=p.sigma, generator=generator,
                                 x_true=None, progress=spec.uses_model, discrepancy=a.discrepancy)
         draws.append(xk)
-    stack = torch.cat(draws)  # (K, C, H, W)
+    # every number first, every file after: a failure leaves no partial output. The numbers are of the images as
+    # written: a grey input's result is grey (the channels' mean), and --out is scored as its file reads back
+    def as_file(v: torch.Tensor) -> torch.Tensor:  # grey in, grey out
+        return v.mean(-3, keepdim=True) if p.grey_input else v
+
+    def as_model(v: torch.Tensor) -> torch.Tensor:  # a grey image in each of the model's channels
+        return v.expand(-1, p.channels, -1, -1)
+
+    stack = as_file(torch.cat(draws))  # (K, C, H, W), as the files hold them
     x = stack.mean(0, keepdim=True)
-    # every number first, every file after: a failure leaves no partial output
-    as_file = (lambda v: v.mean(-3, keepdim=True)) if p.grey_input else (lambda v: v)  # grey in, grey out
+    out_bytes, written = _encoded(x[0], p.out.suffix)
+    written = written[None].to(x)
     dc = dc_draws = score = score_draws = None
     if p.sigma > 0:
-        dc = float(data_consistency(op, x, y, p.sigma)[0])
-        dc_draws = data_consistency(op, stack, y.expand(a.draws, *y.shape[1:]), p.sigma) if a.draws > 1 else None
-    if x_true is not None:  # of the images as written (a grey input's: the channels' mean)
-        score = scores(as_file(x), as_file(x_true))
-        score_draws = scores(as_file(stack), as_file(x_true.expand_as(stack)))["psnr"] if a.draws > 1 else None
+        dc = float(data_consistency(op, as_model(written), y, p.sigma)[0])
+        dc_draws = data_consistency(op, as_model(stack), y.expand(a.draws, *y.shape[1:]), p.sigma) \
+            if a.draws > 1 else None
+    if x_true is not None:
+        score = scores(written, as_file(x_true))
+        score_draws = scores(stack, as_file(x_true).expand_as(stack))["psnr"] if a.draws > 1 else None
     out = p.out
-    common.save_image(out, as_file(x[0]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(out_bytes)
+    of = f"(of {'the mean, ' if a.draws > 1 else ''}{out.name} as written)"
     result: dict = {"out": str(out)}
-    if a.draws > 1:
-        std_path = out.with_name(out.stem + "_std" + out.suffix)
+    if p.std is not None:
         spread = stack.std(0, unbiased=True)  # per-pixel, [-1, 1] units
-        common.save_image(std_path, as_file((4 * spread - 1).clamp(-1, 1)))  # 0 → black, 0.5 → white
-        result.update(std=str(std_path), draws=a.draws, mean_std=round(float(spread.mean()), 4))
+        common.save_image(p.std, (4 * spread - 1).clamp(-1, 1))  # 0 → black, 0.5 → white
+        result.update(std=str(p.std), draws=a.draws, mean_std=round(float(spread.mean()), 4))
         print(f"per-pixel std of the {a.draws} draws: mean {result['mean_std']:.4f} in [-1,1] units "
-              f"(wrote {std_path})")
+              f"(wrote {p.std})")
     if dc is not None:
         result["dc"] = round(dc, 4)
-        print(f"data consistency ||A x - y|| / (sigma sqrt(m)) = {dc:.3f} (1 = residual at the noise level)"
-              + (" (of the mean)" if a.draws > 1 else ""))
+        print(f"data consistency ||A x - y|| / (sigma sqrt(m)) = {dc:.3f} (1 = residual at the noise level) {of}")
         if dc_draws is not None:
             result["dc_draws"] = round(float(dc_draws.mean()), 4)
             print(f"data consistency of the draws: {result['dc_draws']:.3f} on average")
     if score is not None:
-        meas = out.with_name(out.stem + "_measurement.png")  # lossless: a JPEG's error would exceed y's noise
-        common.save_image(meas, y[0])  # y itself (SR: the small image), so restore --task TASK can take it back
-        clipped = float((y[0].abs() > 1).float().mean())
+        y_file = as_file(y[0])  # y itself (SR: the small image), so restore --task TASK can take it back
+        common.save_image(p.measurement, y_file)
+        clipped = float((y_file.abs() > 1).float().mean())
         if clipped > 0:
-            note(f"{clipped:.1%} of y's entries lie outside [-1, 1] (its noise) and are clipped in {meas.name}, an "
-                 "8-bit file; a restore from that file sees them at the range's edge")
+            note(f"{clipped:.1%} of y's entries lie outside [-1, 1] (its noise) and are clipped in "
+                 f"{p.measurement.name}, an 8-bit file; a restore from that file sees them at the range's edge")
         result.update(psnr=round(float(score["psnr"][0]), 2), ssim=round(float(score["ssim"][0]), 4),
-                      measurement=str(meas))
-        print(f"PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f}" + (" (of the mean)" if a.draws > 1 else ""))
+                      measurement=str(p.measurement))
+        print(f"PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f} {of}")
         if score_draws is not None:
             result.update(psnr_draws=round(float(score_draws.mean()), 2),
                           psnr_draws_std=round(float(score_draws.std()), 2))
             print(f"PSNR of the draws: {result['psnr_draws']:.2f} ± {result['psnr_draws_std']:.2f} dB")
     print(f"wrote {out}")
     return result
+
+
+def _encoded(img: Any, suffix: str) -> tuple[bytes, Any]:
+    """The bytes :func:`diffsolve.data.write_image` writes for ``img`` as a ``suffix`` file (8-bit; JPEG
+    compressed), and the image those bytes read back as."""
+    import tempfile
+
+    from ..data import read_image, write_image
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"result{suffix}"
+        write_image(path, img)
+        return path.read_bytes(), read_image(path, "L" if img.shape[0] == 1 else "RGB")

@@ -35,7 +35,8 @@ def read_image(path: str | os.PathLike[str], mode: str = "RGB", size: tuple[int,
     """Read an image file into a ``(C, H, W)`` float32 tensor in [-1, 1] (C = 3 for RGB, 1 for L).
 
     The EXIF orientation (a phone photo's rotation) is applied. Grey files read as RGB are replicated; an alpha
-    channel is dropped (the command line says so). 16-bit grey (PIL modes ``I;16*``, and ``I`` from a PNG) is
+    channel is dropped (the command line says so); a mode PIL cannot convert directly (LAB to grey) goes through
+    RGB; a multi-frame file gives its first frame. 16-bit grey (PIL modes ``I;16*``, and ``I`` from a PNG) is
     scaled by its full range 65535; 32-bit integer (``I`` from other formats) and float (``F``) files, whose white
     level is not known, are refused. ``size`` = (W, H): centre-crop to that aspect ratio, then resize to it
     (``resample``: "bicubic", or "nearest" for masks). Raises ``ValueError`` naming the file when it cannot be
@@ -53,7 +54,7 @@ def read_image(path: str | os.PathLike[str], mode: str = "RGB", size: tuple[int,
             img = _eight_bit_scale(ImageOps.exif_transpose(src), src.format, path)
             if img.mode == "P" and "transparency" in img.info:  # the same colours, without PIL's UserWarning
                 img = img.convert("RGBA")
-            img = img if img.mode == "F" else img.convert(mode)  # "F": 16-bit grey, already on the 0-255 scale
+            img = img if img.mode == "F" else _convert(img, mode, path)  # "F": 16-bit grey, on the 0-255 scale
             if size is not None and img.size != tuple(size):
                 img = img.crop(_centre_box(img.size, size))
                 if img.size != tuple(size):
@@ -66,6 +67,18 @@ def read_image(path: str | os.PathLike[str], mode: str = "RGB", size: tuple[int,
     if arr.ndim == 2:
         arr = arr[:, :, None]
     return torch.from_numpy(arr / 127.5 - 1.0).permute(2, 0, 1).contiguous()
+
+
+def _convert(img, mode, path):  # noqa: ANN001, ANN202 - PIL images
+    """``img`` in ``mode``, through RGB where PIL has no direct conversion (LAB to grey); ValueError naming the file
+    where it has none to RGB either."""
+    try:
+        return img.convert(mode)
+    except ValueError:
+        try:
+            return img.convert("RGB").convert(mode)
+        except ValueError as err:
+            raise ValueError(f"cannot read image {str(path)!r}: {err}") from None
 
 
 def _eight_bit_scale(img, file_format, path):  # noqa: ANN001, ANN202 - PIL images
@@ -84,8 +97,9 @@ def _eight_bit_scale(img, file_format, path):  # noqa: ANN001, ANN202 - PIL imag
 
 def write_image(path: str | os.PathLike[str], img: torch.Tensor) -> None:
     """Write a ``(C, H, W)`` tensor in [-1, 1] (clamped: an 8-bit file holds no more) as an image file (C = 1 or
-    3), the format by ``path``'s extension (JPEG at quality 95, WebP lossless); creates the folder. TypeError / ValueError, before anything is written,
-    for another shape, a NaN or infinite value (no pixel value stands for it) or an extension PIL cannot write."""
+    3), the format by ``path``'s extension (JPEG at quality 95 without chroma subsampling, WebP lossless); creates
+    the folder. TypeError / ValueError, before anything is written, for another shape, a NaN or infinite value (no
+    pixel value stands for it) or an extension PIL cannot write."""
     from pathlib import Path
 
     from PIL import Image
@@ -108,7 +122,8 @@ def write_image(path: str | os.PathLike[str], img: torch.Tensor) -> None:
     img = img.detach().float().cpu().clamp(-1, 1)
     arr = ((img + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     fmt = Image.registered_extensions()[path.suffix.lower()]
-    options = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}.get(fmt, {})  # PIL's defaults: quality 75, lossy
+    # PIL's defaults: JPEG quality 75 with 4:2:0 chroma (colour at half resolution), WebP lossy
+    options = {"JPEG": {"quality": 95, "subsampling": 0}, "WEBP": {"lossless": True}}.get(fmt, {})
     Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(path, **options)
 
 
