@@ -126,7 +126,7 @@ def test_unsupported_dtype_raises_at_resolution():
         _dispatch.resolve("correlate2d", "torch", CPU, torch.float16)
 
 
-@pytest.mark.parametrize("bad", ["cuda", "Torch", "", None, 3])
+@pytest.mark.parametrize("bad", ["cuda", "Torch", "", None, 3, ["cpp"], {"torch": 1}])
 def test_unknown_backend_is_value_error(bad):
     with pytest.raises(ValueError, match="backend must be one of"):
         _dispatch.resolve("fused_step", bad, CPU, F32)

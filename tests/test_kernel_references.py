@@ -233,6 +233,29 @@ def test_public_functions_reject_bad_input():
         K.batched_cg(lambda v: v, x, torch.zeros(1, device="meta"))
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_cg_update_checks_dots_and_state(backend):
+    """The public cg_update took any dots/state: Triton then stored 5 values per sample into a (B, 3) state."""
+    x = torch.randn(2, 1, 4, 4, dtype=F64)
+    r = p = s = gr = x.clone()
+    dots, state = torch.ones(2, 2, dtype=F64), torch.zeros(2, 5, dtype=F64)
+    for bad_dots, bad_state, match in ((torch.ones(2, 1, dtype=F64), state, r"dots must be \(2, 2\)"),
+                                       (torch.ones(1, 2, dtype=F64), state, r"dots must be \(2, 2\)"),
+                                       (dots, torch.zeros(2, 3, dtype=F64), r"state must be \(2, 5\)"),
+                                       (dots, state.float(), r"state must be \(2, 5\) in x's dtype"),
+                                       (dots.tolist(), state, "dots must be a torch.Tensor")):
+        with pytest.raises((ValueError, TypeError), match=match):
+            K.cg_update(x, r, p, s, gr, 1.0, 1.0, bad_dots, bad_state, 1e-12, backend=backend)
+    with pytest.raises(ValueError, match=r"dots must be \(2, 3\)"):  # preconditioned: (r, z), (gr, z), (r, r)
+        K.cg_update(x, r, p, s, gr, 1.0, 1.0, dots, state, 1e-12, z=x.clone(), backend=backend)
+
+
+def test_a_per_sample_seed_list_holds_ints():
+    x = torch.zeros(2, 1, 4, 4)
+    with pytest.raises(TypeError, match=r"seed\[0\] must be an int"):
+        K.fused_step(x, x, torch.zeros(2, 8), seed=[[5], [6]])
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_the_posterior_step_refuses_half_precision_on_every_backend(dtype):
     """As every step kernel: fp16/bf16 state is a TypeError naming the dtype, not a backend's own result (the

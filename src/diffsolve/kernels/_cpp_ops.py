@@ -216,11 +216,19 @@ def resample(x, m_h, m_w):
     """See ``resample.resample_reference``: y = M_h x M_wᵀ with the matrices' non-zeros only.
     Dense matrices (more than a quarter non-zero, e.g. the SVD factors of exact solves) go to
     torch's BLAS product instead, which is faster for them."""
+    if m_h.dim() == m_w.dim() == 2 and not _banded(m_h, m_w):
+        from .resample import resample_reference
+
+        return resample_reference(x, m_h, m_w)
     return _resample("resample", x, m_h, m_w, False)
 
 
 def resample_adjoint(y, m_h, m_w):
     """See ``resample.resample_adjoint_reference``: x = M_hᵀ y M_w (dense matrices: as ``resample``)."""
+    if m_h.dim() == m_w.dim() == 2 and not _banded(m_h, m_w):
+        from .resample import resample_adjoint_reference
+
+        return resample_adjoint_reference(y, m_h, m_w)
     return _resample("resample_adjoint", y, m_h, m_w, True)
 
 

@@ -287,6 +287,8 @@ def _no_backward(op: str, backend: str, fn: Callable) -> Callable:
 
 def resolve(op: str, backend: str, device: torch.device, dtype: torch.dtype) -> Impl:
     """The implementation of ``op`` for tensors on ``device`` of ``dtype`` (cached; module docstring)."""
+    if not isinstance(backend, str):  # before the cache lookup: a list is unhashable
+        _check_choice(backend)
     key = (op, backend, device.type, dtype)
     impl = _CACHE.get(key)
     if impl is not None:

@@ -146,6 +146,14 @@ def cg_update(x, r, p, s, gr, shift, scale, dots, state, tol2: float, *, z: torc
     x = _check_cg_tensor("x", x, x)
     r, p, s, gr = (_check_cg_tensor(n, t, x) for n, t in (("r", r), ("p", p), ("s", s), ("gr", gr)))
     shift, scale = per_sample("shift", shift, x), per_sample("scale", scale, x)
+    b = x.shape[0]
+    for name, t, shape in (("dots", dots, (b, 2 if z is None else 3)), ("state", state, (b, 5))):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor {shape}, got {type(t).__name__}")
+        if tuple(t.shape) != shape or t.dtype != x.dtype or t.device != x.device:
+            raise ValueError(f"{name} must be {shape} in x's dtype {x.dtype} on {x.device} (as cg_dots"
+                             f"{'' if name == 'dots' else ' / the previous cg_update'} return it), got shape "
+                             f"{tuple(t.shape)}, {t.dtype}, {t.device}")
     impl = _dispatch.resolve("cg_update", backend, x.device, x.dtype).fn
     args = (x, r, p, s, gr, shift, scale, dots.contiguous(), state.contiguous(), float(tol2))
     return impl(*args) if z is None else impl(*args, _check_cg_tensor("z", z, x))

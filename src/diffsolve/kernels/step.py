@@ -132,7 +132,7 @@ def check_seeds(seed: object, batch: int) -> int | list[int] | None:
         if len(seed) != batch:
             raise ValueError(f"seed is a list of {len(seed)} seeds but the batch has {batch} samples; give one "
                              "per sample (or a single int)")
-        return [check_seeds(s, 1) for s in seed]  # type: ignore[misc]
+        return [check_seed(f"seed[{i}]", s) for i, s in enumerate(seed)]
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int in [0, 2**64) or a list of B of them, got {type(seed).__name__} "
                         f"{seed!r}")
