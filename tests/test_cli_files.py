@@ -268,3 +268,26 @@ def test_a_lab_image_in_data_is_noted_and_read_by_a_grey_model(tmp_path, capsys)
                  "--methods", "pinv", "--no-progress", "--out", str(tmp_path / "o")]) == 0
     err = capsys.readouterr().err
     assert "in another colour space (LAB), converted to RGB" in err and "lab.tif" in err
+
+
+def test_a_bright_image_is_no_unit_mistake_on_the_command_line(tmp_path, capsys):
+    """The CLI puts the files on [-1, 1] itself, so y inside [0, 1] (a bright photo) is no [0, 1]-units mistake: the
+    library's warning (a raw UserWarning with a source line, advising 2 * y - 1) is not shown there."""
+    import warnings
+
+    import diffsolve
+    from diffsolve.operators import Identity
+    from diffsolve.solvers import MeasurementRangeWarning
+
+    bright = _png(tmp_path / "bright.png", np.random.default_rng(0).integers(170, 255, (16, 16)))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main(["restore", "--input", bright, "--task", "gaussian_blur", "--method", "tikhonov",
+                     "--out", str(tmp_path / "o.png")]) == 0
+    assert not [w for w in seen if "y lies in" in str(w.message)]
+    with pytest.warns(MeasurementRangeWarning, match=r"y lies in \[.*\] ⊂ \[0, 1\]"):  # the library still says so
+        diffsolve.solve("tikhonov", None, Identity(), torch.full((1, 1, 16, 16), 0.5), lam=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and the command line's filter did not outlive its run
+        with pytest.raises(MeasurementRangeWarning):
+            diffsolve.solve("tikhonov", None, Identity(), torch.full((1, 1, 16, 16), 0.5), lam=0.1)

@@ -69,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     plain = _one_line_warnings(args.command)
     try:
-        return _run(args)
+        with warnings.catch_warnings():
+            # the CLI reads y from image files onto [-1, 1] itself: a bright image's y inside [0, 1] is no unit mistake
+            warnings.filterwarnings("ignore", message=r"y lies in \[.*\] ⊂ \[0, 1\]")
+            return _run(args)
     except KeyboardInterrupt:  # Ctrl-C: one line, no traceback; 130 as a shell reports SIGINT
         _interrupted(args)
         return 130

@@ -2,7 +2,7 @@
 sampling, *, own options)`` with the shared options in one :class:`Sampling` (see _loop.py)."""
 
 from ._loop import SAMPLING_FIELDS, Sampling
-from ._inverse import UNFIT_CONSISTENCY, DataConsistencyWarning
+from ._inverse import UNFIT_CONSISTENCY, DataConsistencyWarning, MeasurementRangeWarning
 
 from .ddim import ddim
 from .ge import ge
@@ -19,8 +19,8 @@ from .reddiff import reddiff
 from .mmps import mmps
 
 __all__ = ["SAMPLING_FIELDS", "UNFIT_CONSISTENCY", "CG", "CGNotConvergedWarning", "DataConsistencyWarning",
-           "Projection", "Sampling", "GEScheduler", "cdps", "daps", "ddim", "ddnm", "ddrm", "diffpir", "dps", "ge",
-           "mmps", "mpgd", "mpgd_ldm", "pigdm", "reddiff"]
+           "MeasurementRangeWarning", "Projection", "Sampling", "GEScheduler", "cdps", "daps", "ddim", "ddnm", "ddrm",
+           "diffpir", "dps", "ge", "mmps", "mpgd", "mpgd_ldm", "pigdm", "reddiff"]
 
 
 def __getattr__(name: str):

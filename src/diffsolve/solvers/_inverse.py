@@ -262,6 +262,10 @@ def check_sigma(sigma: object, *, positive: bool = True, why: str = "for noisele
 Y_LIMIT = 50.0
 
 
+class MeasurementRangeWarning(UserWarning):
+    """y lies inside [0, 1], as a measurement of [0, 1] images would: the images' units are [−1, 1]."""
+
+
 def _check_range(y: torch.Tensor) -> None:
     """Measurements of images in [-1, 1]: refuse |y| > Y_LIMIT (a 0–255 image), warn on y inside [0, 1] (one
     host sync, before the loop)."""
@@ -272,8 +276,9 @@ def _check_range(y: torch.Tensor) -> None:
     if 0 <= low and high <= 1 and y[0].numel() >= 64:
         import warnings
 
-        warnings.warn(f"y lies in [{low:.3g}, {high:.3g}] ⊂ [0, 1]: measurements are expected in the images' [-1, 1] "
-                      "units; if y came from [0, 1] images, use 2 * y - 1 (and 2 * sigma)", stacklevel=4)
+        warnings.warn(MeasurementRangeWarning(
+            f"y lies in [{low:.3g}, {high:.3g}] ⊂ [0, 1]: measurements are expected in the images' [-1, 1] units; if y "
+            "came from [0, 1] images, use 2 * y - 1 (and 2 * sigma)"), stacklevel=4)
 
 
 def _channel_last_hint(y: torch.Tensor) -> str:
