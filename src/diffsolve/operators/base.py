@@ -155,15 +155,17 @@ class LinearOperator:
     def _solve_exact(self, rhs: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _pinv(self, y: torch.Tensor, tol: float | None, max_iters: int, report: bool = False) -> torch.Tensor:
+    def _pinv(self, y: torch.Tensor, tol: float | None, max_iters: int, report: bool = False,
+              check_every: int | None = 10) -> torch.Tensor:
         """A⁺y (B, C, H, W) for y (B, ...); default: CG on the normal equations AᵀA x = Aᵀy from x = 0 (the
         minimum-norm least-squares solution) to relative residual ``tol`` (None: the dtype's default), reading its
-        convergence every ten iterations; ``report``: warn (``SolveNotConvergedWarning``) where a sample stopped
-        short. Overrides that solve exactly ignore ``tol``, ``max_iters`` and ``report``."""
+        convergence every ``check_every`` iterations (None: all ``max_iters``, no host sync: inside sampling
+        loops); ``report``: warn (``SolveNotConvergedWarning``) where a sample stopped short. Overrides that solve
+        exactly ignore ``tol``, ``max_iters``, ``report`` and ``check_every``."""
         rhs = self._adjoint(y)
         zero = torch.zeros(rhs.shape[0], dtype=rhs.dtype, device=rhs.device)
         tol = _default_tol(rhs.dtype) if tol is None else tol
-        run = self._solve_runner(False, tol, max_iters, 10, info=report)  # differentiable (exact backward)
+        run = self._solve_runner(False, tol, max_iters, check_every, info=report)  # differentiable (exact backward)
         x, info = _differentiable_solve(self, run, rhs, zero, zero + 1, None)
         if report and not bool(info.converged.all()):  # one host read, after the solve
             worst = int(info.residual.argmax())
@@ -173,6 +175,21 @@ class LinearOperator:
                 f"sample {worst}: A is ill-conditioned here and A⁺y is not resolved; pass a larger max_iters, or use "
                 "tikhonov(y, lam) for a regularised inverse"), stacklevel=3)
         return x
+
+    def _pinv_iterations(self, y: torch.Tensor, max_iters: int) -> int | None:
+        """The CG iterations :meth:`_pinv` takes on y, at most ``max_iters`` (one host sync), to size a fixed budget
+        before a sampling loop; None where ``_pinv`` is exact (a subclass that overrides it with another CG path
+        overrides this too)."""
+        if type(self)._pinv is not LinearOperator._pinv:
+            return None
+        return self._cg_pinv_iterations(y, max_iters)
+
+    def _cg_pinv_iterations(self, y: torch.Tensor, max_iters: int) -> int:
+        rhs = self._adjoint(y)
+        zero = torch.zeros(rhs.shape[0], dtype=rhs.dtype, device=rhs.device)
+        run = self._solve_runner(False, _default_tol(rhs.dtype), max_iters, 10, info=True)
+        with torch.no_grad():
+            return int(run(rhs, zero, zero + 1, None)[1].iterations.max())
 
     def singular_gram(self, size: tuple[int, int]) -> bool:
         """Whether AᵀA is singular on images of spatial ``size`` (H, W), so that shift = 0 has no unique solution

@@ -238,7 +238,8 @@ class Blur(LinearOperator):
         v_h, lam_h, v_w, lam_w, _, _ = self._kron(rhs)
         return kron_solve(rhs, v_h, lam_h, v_w, lam_w, shift, scale)
 
-    def _pinv(self, y: torch.Tensor, tol: float | None, max_iters: int, report: bool = False) -> torch.Tensor:
+    def _pinv(self, y: torch.Tensor, tol: float | None, max_iters: int, report: bool = False,
+              check_every: int | None = 10) -> torch.Tensor:
         if self.boundary == "circular":
             return fft_pinv(y, self._spectrum(y))
         if self.taps is not None:
@@ -246,7 +247,12 @@ class Blur(LinearOperator):
             return kron_apply(y, p_h, p_w)
         # CG on AᵀA squares A's condition number: in float32 a dense kernel's CG stopped at float32's tolerance with
         # A⁺y off by the image's range, and its result followed the batch's rounding. It runs in float64.
-        return super()._pinv(y.to(torch.float64), tol, max_iters, report).to(y.dtype)
+        return super()._pinv(y.to(torch.float64), tol, max_iters, report, check_every).to(y.dtype)
+
+    def _pinv_iterations(self, y: torch.Tensor, max_iters: int) -> int | None:
+        if self.boundary == "circular" or self.taps is not None:
+            return None  # exact (FFT, Kronecker)
+        return self._cg_pinv_iterations(y.to(torch.float64), max_iters)  # as _pinv: in float64
 
     def svd(self, size: tuple[int, int]) -> "object":
         """A = U S Vᵀ for images of ``size`` (``operators.svd``: KroneckerSVD for separable kernels, FourierSVD

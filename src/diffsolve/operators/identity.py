@@ -27,7 +27,8 @@ class Identity(LinearOperator):
     def _solve_exact(self, rhs: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         return rhs / (shift + scale).view(-1, 1, 1, 1)
 
-    def _pinv(self, y: torch.Tensor, tol: float | None, max_iters: int, report: bool = False) -> torch.Tensor:
+    def _pinv(self, y: torch.Tensor, tol: float | None, max_iters: int, report: bool = False,
+              check_every: int | None = 10) -> torch.Tensor:
         return y.clone()
 
     def svd(self, size: tuple[int, int]) -> "object":

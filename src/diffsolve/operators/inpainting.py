@@ -145,7 +145,8 @@ class Inpainting(LinearOperator):
         m = self._mask(rhs)
         return rhs / (shift.view(-1, 1, 1, 1) + scale.view(-1, 1, 1, 1) * m * m)
 
-    def _pinv(self, y: torch.Tensor, tol: float | None, max_iters: int, report: bool = False) -> torch.Tensor:
+    def _pinv(self, y: torch.Tensor, tol: float | None, max_iters: int, report: bool = False,
+              check_every: int | None = 10) -> torch.Tensor:
         return y * self._observed(y)[1]  # A⁺ = diag(1/m) on the observed pixels, 0 elsewhere (y finite)
 
     def __repr__(self) -> str:

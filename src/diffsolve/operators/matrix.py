@@ -171,7 +171,8 @@ class MatrixOperator(LinearOperator):
         outside = (b - coef @ v.T) / shift[:, None]
         return (inside + outside).view_as(rhs)
 
-    def _pinv(self, y: torch.Tensor, tol: float | None, max_iters: int, report: bool = False) -> torch.Tensor:
+    def _pinv(self, y: torch.Tensor, tol: float | None, max_iters: int, report: bool = False,
+              check_every: int | None = 10) -> torch.Tensor:
         _, u, s, v = self._factors(y)
         return ((y.flatten(1) @ u / s) @ v.T).view(y.shape[0], *self.input_shape)
 

@@ -125,7 +125,8 @@ class SuperResolution(LinearOperator):
         v_h, lam_h, _, v_w, lam_w, _ = self._kron(rhs, tuple(rhs.shape[-2:]))
         return kron_solve(rhs, v_h, lam_h, v_w, lam_w, shift, scale)
 
-    def _pinv(self, y: torch.Tensor, tol: float | None, max_iters: int, report: bool = False) -> torch.Tensor:
+    def _pinv(self, y: torch.Tensor, tol: float | None, max_iters: int, report: bool = False,
+              check_every: int | None = 10) -> torch.Tensor:
         if self.kernel == "average":
             return avg_pool_adjoint(y, self.factor, backend=self.backend) * float(self.factor**2)
         _, _, p_h, _, _, p_w = self._kron(y, self._image_size(y))

@@ -406,14 +406,33 @@ def spectral_step(svd: Any, operator: Any, m: torch.Tensor, t: torch.Tensor, c: 
     return w * range_solve(svd, operator, t - operator.A(m), c, w, m)
 
 
-def exact_pinv(operator: Any, r: torch.Tensor, max_iters: int = 500) -> torch.Tensor:
+#: the most CG iterations of a pseudo-inverse without an exact solve
+PINV_ITERS = 500
+
+
+def exact_pinv(operator: Any, r: torch.Tensor, max_iters: int = PINV_ITERS) -> torch.Tensor:
     """A⁺ r without ``pseudo_inverse``'s finiteness check and convergence warning: the operator's ``_pinv`` (exact
-    where the structure allows, no host sync; otherwise CG, which reads its convergence every ten iterations);
-    operators without one fall back to ``pseudo_inverse``."""
+    where the structure allows, no host sync; otherwise CG, which reads its convergence every ten iterations: use
+    :func:`loop_pinv` inside a sampling loop); operators without one fall back to ``pseudo_inverse``."""
     inner = getattr(operator, "_pinv", None)
     if callable(inner):
         return inner(r, None, max_iters)
     return operator.pseudo_inverse(r)
+
+
+def loop_pinv(operator: Any, probe: torch.Tensor):
+    """``pinv(r)`` = A⁺ r for a sampling loop, with no host sync inside it: exact where the operator's ``_pinv`` is;
+    where it runs CG, a fixed budget of twice the iterations A⁺ ``probe`` (y) takes, plus ten (at most
+    :data:`PINV_ITERS`), sized before the loop with one sync; converged samples are masked, not stopped."""
+    inner = getattr(operator, "_pinv", None)
+    if not callable(inner):
+        return operator.pseudo_inverse
+    count = getattr(operator, "_pinv_iterations", None)
+    iters = count(probe, PINV_ITERS) if callable(count) else None
+    if iters is None:
+        return lambda r: inner(r, None, PINV_ITERS)
+    budget = min(PINV_ITERS, 2 * iters + 10)
+    return lambda r: inner(r, None, budget, check_every=None)
 
 
 def counted_singulars(svd: Any, s: torch.Tensor, cutoff: float) -> torch.Tensor:
@@ -424,12 +443,12 @@ def counted_singulars(svd: Any, s: torch.Tensor, cutoff: float) -> torch.Tensor:
     return s if small is None else torch.where(small.to(s.device), torch.zeros_like(s), s)
 
 
-def pinv_of(operator: Any, size: tuple[int, int], cutoff: float = SINGULAR_CUTOFF):
+def pinv_of(operator: Any, size: tuple[int, int], cutoff: float = SINGULAR_CUTOFF, probe: torch.Tensor | None = None):
     """``pinv(r)``: r (B, ...) ↦ A⁺ r (B, C, H, W) for the noiseless (σ = 0) steps, no host sync. Where A is separable
     (its SVD a Kronecker product, ``operators.svd``) with per-axis singular values below ``cutoff`` of their axis's
     largest, the pseudo-inverse with those counted as zero (the reference codes' ``H_pinv``; a Gaussian blur's exact
-    A⁺ at 128² and up scales y's float rounding past the image's own range); elsewhere :func:`exact_pinv`. Built
-    once, before the loop."""
+    A⁺ at 128² and up scales y's float rounding past the image's own range); elsewhere :func:`exact_pinv`, or with
+    ``probe`` (the loop's y) :func:`loop_pinv`. Built once, before the loop."""
     svd = None
     if cutoff > 0 and callable(getattr(operator, "svd", None)):
         try:
@@ -437,8 +456,8 @@ def pinv_of(operator: Any, size: tuple[int, int], cutoff: float = SINGULAR_CUTOF
         except ValueError:  # no cheap SVD (a dense kernel, reflect boundary): nothing to cut
             svd = None
     s = counted_singulars(svd, svd.s, cutoff) if svd is not None else None
-    if s is None or torch.equal(s, svd.s):
-        return lambda r: exact_pinv(operator, r)
+    if s is None or torch.equal(s, svd.s):  # exact, or CG: inside a loop (``probe``: y) with a budget sized before it
+        return (lambda r: exact_pinv(operator, r)) if probe is None else loop_pinv(operator, probe)
     inv = torch.where(s > 0, 1 / torch.where(s > 0, s, 1.0), 0.0)
     cache: dict = {}
 

@@ -151,7 +151,7 @@ def ddnm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
                               travel_length=travel_length, discrepancy=discrepancy, singular_cutoff=singular_cutoff)
     else:
         x = _ddnm_loop(loop, operator, y, eta, plan, travel_length, info, sampling.backend,
-                       pinv_of(operator, shape[-2:], singular_cutoff))
+                       pinv_of(operator, shape[-2:], singular_cutoff, probe=y))
     extra = {}
     if sampling.return_info:  # the reported λ_t: DDNM+'s mean over the s_i > 0 the loop counts (host, after it)
         lambdas = [1.0] * len(run)

@@ -151,7 +151,7 @@ def diffpir(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *
     loop = prepare(denoiser, shape, sampling, like=y, name="diffpir")
     spectral = range_svd(operator, shape[-2:], "diffpir") if sigma > 0 else None
     solve = solver_of(operator, CG_ITERS, precondition=False) if sigma > 0 and spectral is None else None
-    pinv = pinv_of(operator, shape[-2:]) if sigma == 0 else None
+    pinv = pinv_of(operator, shape[-2:], probe=y) if sigma == 0 else None
     aty = operator.A_adjoint(y) if sigma > 0 and spectral is None else None
     last = len(loop.schedule) - 1 if sigma > 0 and discrepancy else -1  # the step whose x̂0' is the result (ᾱ_s = 1)
     floor = discrepancy_floor(operator, y, sigma) if last >= 0 else None

@@ -96,7 +96,7 @@ def pigdm(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, 
     loop = prepare(denoiser, shape, sampling, like=y, name="pigdm")
     spectral = range_svd(operator, shape[-2:], "pigdm") if sigma > 0 else None  # A's SVD where it declares one
     solve = solver_of(operator, CG_ITERS, precondition=False) if sigma > 0 and spectral is None else None  # or CG
-    pinv = pinv_of(operator, shape[-2:]) if sigma == 0 else None
+    pinv = pinv_of(operator, shape[-2:], probe=y) if sigma == 0 else None
     info = Diagnostics(sampling.return_info)
     x = loop.x
     for i in loop.steps():
