@@ -121,7 +121,7 @@ def test_return_info_and_scale_free():
     pr, op = prior(), OPS["sr"]()
     y = measure(op)
     x, info = diffpir(pr, op, y, steps=3, sigma=0.05, generator=gen(0), return_info=True)
-    assert set(info) == {"residual", "timesteps", "final_residual", "data_consistency"}
+    assert set(info) == {"residual", "timesteps", "final_residual", "data_consistency", "nfe"}
     assert info["residual"].shape == (3, 2)
     # A → kA, y → ky, σ → kσ: the same samples
     k = 3.0

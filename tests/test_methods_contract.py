@@ -191,7 +191,19 @@ def test_the_result_is_checked_against_y_after_the_loop(name, monkeypatch):
 def test_return_info_has_per_step_residuals(name):
     prior, op = smooth_prior(), operators()["inpaint"]
     y = measurement(op, prior, batch=2)
-    x, info = run(name, prior, op, y, steps=5, generator=gen(3), return_info=True)
+
+    class Counted:  # the model calls the method makes, against the NFE it reports
+        calls = 0
+
+        def __getattr__(self, key):
+            return getattr(prior, key)
+
+        def __call__(self, x, t):
+            Counted.calls += 1
+            return prior(x, t)
+
+    x, info = run(name, Counted(), op, y, steps=5, generator=gen(3), return_info=True)
+    assert info["nfe"] == Counted.calls >= 5
     assert x.shape == (2, 1, SIZE, SIZE)
     assert info["residual"].shape[1:] == (2,) and info["timesteps"].shape == (info["residual"].shape[0],)
     assert torch.isfinite(info["residual"]).all()

@@ -65,7 +65,7 @@ def test_return_info_and_callback():
     seen = []
     x, info = pigdm(prior(), op, measure(op), steps=3, sigma=0.05, generator=gen(0), return_info=True,
                     callback=lambda i, t, xs, x0: seen.append(i))
-    assert set(info) == {"residual", "timesteps", "final_residual", "data_consistency"}
+    assert set(info) == {"residual", "timesteps", "final_residual", "data_consistency", "nfe"}
     assert info["residual"].shape == (3, 2) and seen == [0, 1, 2]
 
 

@@ -577,8 +577,8 @@ class Diagnostics:
                **extra: torch.Tensor) -> dict[str, torch.Tensor]:
         """:meth:`stacked` plus the result's data consistency: "final_residual" (B,) ‖A x̂ − y‖/√m (m the
         measured entries per sample, ``operator.measured_entries``: a mask's observed pixels; ``final`` where the
-        caller has it) and, where the method knows σ, "data_consistency" (B,) that over σ (1: the residual
-        matches the noise level)."""
+        caller has it), where the method knows σ, "data_consistency" (B,) that over σ (1: the residual
+        matches the noise level), and what the caller adds (:func:`finish_run`: "nfe", the forward model calls)."""
         final = final_residual(operator, x, y) if final is None else final
         out = self.stacked(timesteps=timesteps.clone(), final_residual=final, **extra)
         if sigma is not None:
@@ -624,5 +624,5 @@ def finish_run(name: str, loop: Any, operator: object, x: torch.Tensor, y: torch
     if not info.enabled:
         return x
     steps_run = loop.schedule.timesteps if timesteps is None else timesteps
-    return x, info.finish(operator, x, y, steps_run, sigma=sigma, final=final, **extra)
+    return x, info.finish(operator, x, y, steps_run, sigma=sigma, final=final, nfe=loop.model_calls, **extra)
 

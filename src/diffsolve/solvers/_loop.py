@@ -227,6 +227,7 @@ class LoopSetup:
     progress: bool
     name: str
     trajectory: list[torch.Tensor] = field(default_factory=list)
+    model_calls: int = 0  # forward denoiser calls so far (the NFE return_info reports; a host count, no sync)
 
     @property
     def want_x0(self) -> bool:
@@ -251,7 +252,12 @@ class LoopSetup:
 
     def eps(self, x: torch.Tensor, i: int) -> torch.Tensor:
         """ε̂ = denoiser(x, t_i) in x's dtype; its type, dtype and shape are checked (no sync)."""
-        return self.check_eps(self.denoiser(x, self.model_t(i)), x)
+        return self.eps_at(x, self.model_t(i))
+
+    def eps_at(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """ε̂ = denoiser(x, t) at training timesteps t (B,) (DAPS's inner ODE), checked as :meth:`eps`; counted."""
+        self.model_calls += 1
+        return self.check_eps(self.denoiser(x, t), x)
 
     @staticmethod
     def check_eps(out: object, x: torch.Tensor) -> torch.Tensor:

@@ -379,7 +379,6 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
         series = [langevin_series(1 / r**2, tau**2, rate, langevin_steps, gram, tol)
                   for r, rate in zip(level_sigmas, rates)]
     generator, backend = sampling.generator, sampling.backend
-    den = loop.denoiser
     floor = discrepancy_floor(operator, y, sigma) if discrepancy else None  # κmσ² per sample
     info = Diagnostics(sampling.return_info)
     x = loop.x
@@ -388,7 +387,7 @@ def daps(denoiser: Any, operator: Any, y: torch.Tensor, sampling: Sampling, *, s
             # 1. x̂0 by the PF-ODE: ode_steps Euler (= DDIM η = 0) steps down to ᾱ = 1
             z = x
             for k in range(ode_steps):
-                eps = loop.eps(z, i) if k == 0 else loop.check_eps(den(z, sub_t_dev[i, k].expand(shape[0])), z)
+                eps = loop.eps(z, i) if k == 0 else loop.eps_at(z, sub_t_dev[i, k].expand(shape[0]))
                 z = ddim_step(z, eps, sub_alpha[i][k], sub_alpha[i][k + 1], eta=0.0, backend=backend, check=False)
             x0_hat = z
             if sampling.return_info:
