@@ -146,3 +146,24 @@ def test_tikhonov_lambda_is_picked_per_sample_not_per_batch():
     for b, lam in enumerate((1e-1, 1e-2)):
         torch.testing.assert_close(xr[b:b + 1], op.tikhonov(y[b:b + 1], lam))
         assert restore("tikhonov", None, op, y[b:b + 1], steps=3, sigma=0.05, x_true=x[b:b + 1])[1] == {"lam": [lam]}
+
+
+@pytest.mark.parametrize("method", ["tikhonov", "pinv"])
+def test_the_baselines_take_backend_and_route_it_to_the_operator(method, monkeypatch):
+    """They run the operator's kernels (CG on a dense blur) but refused backend= as a sampling option."""
+    from diffsolve.kernels import _dispatch
+    from diffsolve.operators import Blur
+
+    kernel = torch.full((3, 3), 0.1, dtype=D)
+    kernel[1, 1] = 1.0  # dense, reflect: A's solves run CG (well conditioned: converged on every backend)
+    op = Blur(kernel, "reflect")
+    y = op.A(torch.rand(1, 1, 12, 12, generator=gen(0), dtype=D) * 2 - 1)
+    seen = []
+    plain = type(op).with_backend
+    monkeypatch.setattr(type(op), "with_backend", lambda self, b: seen.append(b) or plain(self, b))
+    a = solve(method, None, op, y, backend="torch")
+    b = solve(method, None, op, y, backend="cpp" if _dispatch.backends()["cpp"][0] else "torch")
+    assert seen and seen[0] == "torch"
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        solve(method, None, op, y, backend="cuda")

@@ -75,21 +75,26 @@ def _optional_sigma(problem: Problem) -> dict[str, Any]:
     return {"sigma": problem.sigma} if problem.sigma > 0 else {}
 
 
-def _pinv(denoiser: Any, operator: Any, y: torch.Tensor) -> torch.Tensor:
-    """A⁺ y, the minimum-norm least-squares solution (the operator's exact or CG solve)."""
-    from .solvers._inverse import check_problem
+def _pinv(denoiser: Any, operator: Any, y: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
+    """A⁺ y, the minimum-norm least-squares solution (the operator's exact or CG solve); ``backend``: the kernels'
+    (:class:`~diffsolve.solvers.Sampling`'s meaning), routed to the operator."""
+    from .solvers._inverse import check_problem, route
 
+    operator = route(operator, backend)
     check_problem(operator, y, data=False)  # y checked as every method checks it (a 0–255 y is refused)
     return operator.pseudo_inverse(y)
 
 
-def _tikhonov(denoiser: Any, operator: Any, y: torch.Tensor, *, lam: float = 1e-2) -> torch.Tensor:
-    """argmin_x ‖A x − y‖² + λ‖x‖² (the operator's exact or CG solve). An exact solve of float32 y runs in float64
-    and returns float32: one cheap solve, which at the small λ of a sweep float32 rounding leaves above its tol."""
+def _tikhonov(denoiser: Any, operator: Any, y: torch.Tensor, *, lam: float = 1e-2,
+              backend: str = "auto") -> torch.Tensor:
+    """argmin_x ‖A x − y‖² + λ‖x‖² (the operator's exact or CG solve; ``backend`` as :func:`_pinv`). An exact
+    solve of float32 y runs in float64 and returns float32: one cheap solve, which at the small λ of a sweep float32
+    rounding leaves above its tol."""
     import torch
 
-    from .solvers._inverse import check_problem
+    from .solvers._inverse import check_problem, route
 
+    operator = route(operator, backend)
     check_problem(operator, y, data=False)  # y checked as every method checks it (a 0–255 y is refused)
     if y.dtype == torch.float32 and getattr(operator, "exact_solve", False):
         return operator.tikhonov(y.double(), lam).to(y.dtype)
@@ -170,21 +175,26 @@ class Method:
 
     def defaults(self) -> dict[str, Any]:
         """The method's own keyword defaults (from the solver's signature; the shared ones are Sampling's)."""
+        from .solvers import SAMPLING_FIELDS
+
         params = inspect.signature(self.signature_function()).parameters.values()
-        return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.default is not p.empty}
+        return {p.name: p.default for p in params
+                if p.kind is p.KEYWORD_ONLY and p.default is not p.empty and p.name not in SAMPLING_FIELDS}
 
     def own_options(self) -> tuple[str, ...]:
         """The names of the method's own options (keyword-only in its function, plus the wrapper's)."""
+        from .solvers import SAMPLING_FIELDS
         from .solvers._loop import own_options
 
-        return own_options(self.signature_function()) + self.extra
+        own = own_options(self.signature_function()) + self.extra
+        return own if self.uses_model else tuple(k for k in own if k not in SAMPLING_FIELDS)  # a baseline's backend
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         """One TypeError naming the method's options where ``options`` holds a name it does not take."""
         from .solvers import SAMPLING_FIELDS
 
         own = self.own_options()
-        shared = SAMPLING_FIELDS + ("sampling",) if self.uses_model else ()
+        shared = SAMPLING_FIELDS + ("sampling",) if self.uses_model else ("backend",)  # the kernels', for every method
         unknown = [k for k in options if k not in own and k not in shared]
         if not unknown:
             return
