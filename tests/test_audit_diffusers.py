@@ -168,3 +168,27 @@ def test_leading_spacing_past_t_with_the_configs_offset_names_the_fix():
     denoiser = DiffusersDenoiser(_unet(), sched)
     with pytest.raises(ValueError, match=r"steps_offset=1 .*e\.g\. steps=999, or spacing='trailing'"):
         ddim(denoiser, SHAPE, steps=1000, spacing="leading", dtype=D)
+
+
+@pytest.mark.parametrize("spacing", [None, "trailing", "leading"])
+def test_ge_scheduler_takes_a_zero_snr_config_as_solve_does(spacing):
+    """GEScheduler kept ᾱ_{T−1} = 0: loglinear refused the config with advice a scheduler user cannot follow, and
+    trailing failed inside the loop's first step. It now patches the table as DiffusersDenoiser does."""
+    from diffsolve.solvers import GEScheduler
+
+    base = DDIMScheduler(rescale_betas_zero_snr=True, prediction_type="v_prediction", clip_sample=False)
+    unet = _unet()
+    den = DiffusersDenoiser(unet, base.config)
+    sched = GEScheduler.from_config(base.config, **({} if spacing is None else {"timestep_spacing": spacing}))
+    torch.testing.assert_close(sched.alphas_cumprod, den.alphas_cumprod.double())
+    sched.set_timesteps(6)
+    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0), dtype=D)
+    with torch.no_grad():
+        for t in sched.timesteps:
+            x = sched.step(unet(x, t).sample, t, x).prev_sample
+    ref = diffsolve.solve("ge", den, None, None, shape=SHAPE, steps=6, spacing=spacing, dtype=D,
+                          generator=torch.Generator().manual_seed(0))
+    assert bool(torch.isfinite(x).all())
+    torch.testing.assert_close(x, ref)
+    with pytest.raises(ValueError, match="prediction_type='epsilon'.*rescale_betas_zero_snr"):
+        GEScheduler.from_config(DDIMScheduler(rescale_betas_zero_snr=True).config)

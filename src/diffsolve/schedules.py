@@ -41,6 +41,7 @@ __all__ = [
     "sigmas_from_alphas_cumprod",
     "spaced_timesteps",
     "validate_alphas_cumprod",
+    "zero_snr_patched",
 ]
 
 SPACINGS = ("leading", "trailing", "linspace")
@@ -211,6 +212,26 @@ def validate_alphas_cumprod(alphas_cumprod: Any, *, allow_zero_last: bool = Fals
                          "zero noise (ε̂ = (x − √ᾱ x̂0)/√(1−ᾱ) divides by 0); give a table with every ᾱ_t < 1 "
                          "(beta_start > 0)")
     raise ValueError("alphas_cumprod must be non-increasing in t (more noise at larger t)")
+
+
+#: ᾱ_{T−1} of a zero-terminal-SNR table, as diffusers' Euler / DPM-Solver schedulers
+ZERO_SNR_ALPHA = 2.0**-24
+
+
+def zero_snr_patched(table: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """A zero-terminal-SNR table (``rescale_betas_zero_snr=True``: ᾱ_{T−1} = 0) with its last entry set to
+    min(2⁻²⁴, ᾱ_{T−2}/2), so that x̂0 and ε are defined at t = T−1; ``table`` itself otherwise. ValueError for
+    ε-prediction, which gives no x̂0 there (such models are trained with v-prediction)."""
+    if table.numel() < 2 or float(table[-1]) != 0.0:
+        return table
+    if prediction_type == "epsilon":
+        raise ValueError("prediction_type='epsilon' with a zero-terminal-SNR schedule (rescale_betas_zero_snr=True: "
+                         "ᾱ_{T−1} = 0) gives no x̂0 at t = T−1; such models are trained with v_prediction: pass "
+                         "prediction_type='v_prediction' (or 'sample') if the model predicts that, else use the "
+                         "config without rescale_betas_zero_snr")
+    table = table.clone()
+    table[-1] = min(ZERO_SNR_ALPHA, float(table[-2]) / 2)
+    return table
 
 
 def sigmas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:

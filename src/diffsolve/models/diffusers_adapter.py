@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from ..kernels._checks import check_device, plain_number
-from ..schedules import alphas_cumprod_from_config, final_alpha_cumprod_from_config
+from ..schedules import alphas_cumprod_from_config, final_alpha_cumprod_from_config, zero_snr_patched
 from .denoiser import check_sample_shape, check_timesteps, timestep_alphas
 from .x0_clip import X0Clip, clipped_epsilon, to_x0
 
@@ -52,7 +52,6 @@ _PREDICTIONS = ("epsilon", "v_prediction", "sample")
 _WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json",
                  "diffusion_pytorch_model.bin", "diffusion_pytorch_model.bin.index.json")
 _RESAVE = "re-save the model with save_pretrained or download it again"
-_ZERO_SNR_ALPHA = 2.0**-24  # ᾱ_{T−1} of a zero-terminal-SNR table, as diffusers' Euler / DPM-Solver schedulers
 
 
 def _variant_name(name: str, variant: str) -> str:
@@ -288,15 +287,7 @@ class DiffusersDenoiser(torch.nn.Module):
         if pred not in _PREDICTIONS:
             raise ValueError(f"prediction_type must be one of {_PREDICTIONS}, got {pred!r}")
         self.prediction_type = pred
-        table = alphas_cumprod_from_config(cfg)
-        if table.numel() > 1 and float(table[-1]) == 0.0:  # rescale_betas_zero_snr=True (module docstring)
-            if pred == "epsilon":
-                raise ValueError("prediction_type='epsilon' with a zero-terminal-SNR schedule (rescale_betas_zero_snr="
-                                 "True: ᾱ_{T−1} = 0) gives no x̂0 at t = T−1; such models are trained with "
-                                 "v_prediction: pass prediction_type='v_prediction' (or 'sample') if the model "
-                                 "predicts that, else use the config without rescale_betas_zero_snr")
-            table = table.clone()
-            table[-1] = min(_ZERO_SNR_ALPHA, float(table[-2]) / 2)
+        table = zero_snr_patched(alphas_cumprod_from_config(cfg), pred)  # rescale_betas_zero_snr (module docstring)
         self.register_buffer("alphas_cumprod", table, persistent=False)
         self.final_alpha_cumprod = final_alpha_cumprod_from_config(cfg, table)
         self.x0_clip = X0Clip.from_config(cfg, clip_sample=clip_sample, thresholding=thresholding)

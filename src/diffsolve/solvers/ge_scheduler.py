@@ -49,7 +49,7 @@ from ..kernels._checks import plain_number
 from ..models.x0_clip import X0Clip, clipped_epsilon
 from ..models.diffusers_adapter import to_epsilon
 from ..schedules import (SPACINGS, final_alpha_cumprod_from_config, loglinear_timesteps, make_betas,
-                         spaced_timesteps, validate_alphas_cumprod)
+                         spaced_timesteps, validate_alphas_cumprod, zero_snr_patched)
 
 __all__ = ["GEScheduler", "GESchedulerOutput"]
 
@@ -95,8 +95,10 @@ class GEScheduler(SchedulerMixin, ConfigMixin):
         self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas,
                                 rescale_betas_zero_snr)
         self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = validate_alphas_cumprod(torch.cumprod(self.alphas, dim=0).double(),
-                                                      allow_zero_last=rescale_betas_zero_snr)
+        # a zero-terminal-SNR table's ᾱ_{T−1} = 0 set to 2⁻²⁴ as DiffusersDenoiser does (ε-prediction refused), so
+        # that every spacing and step works (DDIMScheduler takes such configs)
+        self.alphas_cumprod = zero_snr_patched(validate_alphas_cumprod(
+            torch.cumprod(self.alphas, dim=0).double(), allow_zero_last=rescale_betas_zero_snr), prediction_type)
         self.final_alpha_cumprod = final_alpha_cumprod_from_config(self.config, self.alphas_cumprod)
         self.x0_clip = X0Clip.from_config(self.config)
         self.init_noise_sigma = 1.0
