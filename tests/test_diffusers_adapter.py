@@ -105,6 +105,11 @@ def test_conditional_unet_with_classifier_free_guidance():
     torch.testing.assert_close(cfg(x[:1], torch.tensor(700)), cfg(x[:1], 700), rtol=0, atol=0)
     with pytest.raises(ValueError, match="negative_encoder_hidden_states"):
         DiffusersDenoiser(unet, DDIMScheduler(), encoder_hidden_states=cond, guidance_scale=3.0)
+    # diffusers' pipelines guide only for w > 1: w ≤ 1 (SD-Turbo's 0.0) is the conditional branch, not a mix
+    for w in (0.0, 0.5, 1.0):
+        off = DiffusersDenoiser(unet, sched, encoder_hidden_states=cond, negative_encoder_hidden_states=uncond,
+                                guidance_scale=w)
+        torch.testing.assert_close(off(x, t), eps_c, rtol=1e-10, atol=1e-12)
 
 
 @torch.no_grad()

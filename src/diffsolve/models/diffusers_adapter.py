@@ -110,11 +110,11 @@ def check_guidance_scale(value: object) -> float:
     """The CFG weight w as a float: a real number (a NumPy scalar too), finite; a bool or a string is refused."""
     value = plain_number(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"guidance_scale must be a real number (the CFG weight w, e.g. 7.5; 1 turns guidance off), "
+        raise TypeError(f"guidance_scale must be a real number (the CFG weight w, e.g. 7.5; w ≤ 1 turns guidance off), "
                         f"got {type(value).__name__} {value!r}")
     if not math.isfinite(value):
         raise ValueError(f"guidance_scale must be finite (every ε̂ would be NaN/Inf), got {value!r}; give the CFG "
-                         "weight w as a finite number, e.g. 7.5 (1 turns guidance off)")
+                         "weight w as a finite number, e.g. 7.5 (w ≤ 1 turns guidance off)")
     return float(value)
 
 
@@ -261,7 +261,8 @@ class DiffusersDenoiser(torch.nn.Module):
             ``final_alpha_cumprod`` (``set_alpha_to_one``) and ``prediction_type``.
         encoder_hidden_states: (1 | B, L, D) conditioning for ``UNet2DConditionModel``.
         negative_encoder_hidden_states: (1 | B, L, D) unconditional states for CFG.
-        guidance_scale: CFG weight w; w = 1 (default) runs the conditional branch only.
+        guidance_scale: CFG weight w: ε̂_u + w (ε̂_c − ε̂_u) for w > 1; w ≤ 1 (default 1) runs the conditional
+            branch only, as diffusers' pipelines do (``guidance_scale > 1`` turns guidance on; SD-Turbo's 0.0).
         prediction_type: overrides the config's.
         clip_sample, thresholding: override the config's x̂0 clip / dynamic thresholding (None: the
             config's; module docstring). ``self.x0_clip`` holds what is applied.
@@ -294,7 +295,7 @@ class DiffusersDenoiser(torch.nn.Module):
         self.scheduler_class = _scheduler_class(scheduler_or_config, cfg)
         self.clipped_model_output = _clipped_model_output(self.scheduler_class, cfg)
         guidance_scale = check_guidance_scale(guidance_scale)
-        if guidance_scale != 1.0 and negative_encoder_hidden_states is None:
+        if guidance_scale > 1.0 and negative_encoder_hidden_states is None:
             raise ValueError(f"guidance_scale={guidance_scale} needs negative_encoder_hidden_states "
                              "(the unconditional embedding) for classifier-free guidance")
         if negative_encoder_hidden_states is not None and encoder_hidden_states is None:
@@ -458,7 +459,7 @@ class DiffusersDenoiser(torch.nn.Module):
         cond = self.encoder_hidden_states
         if cond is not None:
             cond = self._batched(self._moved(cond, x.device, dtype), batch)
-        if self.negative_encoder_hidden_states is not None and self.guidance_scale != 1.0:
+        if self.negative_encoder_hidden_states is not None and self.guidance_scale > 1.0:  # diffusers' rule
             neg = self._batched(self._moved(self.negative_encoder_hidden_states, x.device, dtype), batch)
             both = self._unet(torch.cat([xin, xin]), torch.cat([t, t]), torch.cat([neg, cond]),
                               None if labels is None else torch.cat([labels, labels]))

@@ -128,7 +128,8 @@ def load_latent_diffusion(path: str | Path, *, prompt: str | list[str] | None = 
         prompt / negative_prompt: text (needs text_encoder/ + tokenizer/ and ``transformers``, or the
             ``tokenizer``/``text_encoder`` objects given here); negative "" when guidance needs one.
         prompt_embeds / negative_prompt_embeds: precomputed (1 | B, L, D) conditioning instead of text.
-        guidance_scale: CFG weight w (1: conditional branch only; Stable Diffusion uses 7.5).
+        guidance_scale: CFG weight w (w ≤ 1: the conditional branch only, as diffusers' pipelines; Stable Diffusion
+            uses 7.5).
         torch_dtype, device: for all components. denoiser_kwargs: to :class:`DiffusersDenoiser`
             (e.g. ``clip_sample=False``, ``prediction_type``).
     """
@@ -152,7 +153,7 @@ def load_latent_diffusion(path: str | Path, *, prompt: str | list[str] | None = 
     unet_class, vae_class = _class_name(root / "unet", _UNETS), _class_name(root / "vae", _VAES)
     _check_latent_channels(root)
     conditional = unet_class == "UNet2DConditionModel"
-    if not conditional and (prompt is not None or prompt_embeds is not None or guidance_scale != 1.0):
+    if not conditional and (prompt is not None or prompt_embeds is not None or guidance_scale > 1.0):
         raise ValueError(f"{root / 'unet'} holds an unconditional UNet2DModel: prompt, prompt_embeds and "
                          "guidance_scale do not apply")
     if conditional and prompt is None and prompt_embeds is None:
@@ -177,16 +178,16 @@ def load_latent_diffusion(path: str | Path, *, prompt: str | list[str] | None = 
     sched_cfg = json.loads(sched_file.read_text())
     cond = neg = None
     if conditional:
-        needs_text = prompt is not None or (guidance_scale != 1.0 and negative_prompt_embeds is None)
+        needs_text = prompt is not None or (guidance_scale > 1.0 and negative_prompt_embeds is None)
         if needs_text:
             tok, enc = _text_components(root, tokenizer, text_encoder, torch_dtype, dev)
         cond = encode_prompt(prompt, tok, enc, dev) if prompt is not None else prompt_embeds
-        if guidance_scale != 1.0:
+        if guidance_scale > 1.0:  # diffusers' rule: w ≤ 1 is the conditional branch only
             neg = negative_prompt_embeds
             if neg is None:
                 neg = encode_prompt(negative_prompt if negative_prompt is not None else "", tok, enc, dev)
         elif negative_prompt is not None or negative_prompt_embeds is not None:
-            raise ValueError("a negative prompt acts only with classifier-free guidance: set guidance_scale != 1")
+            raise ValueError("a negative prompt acts only with classifier-free guidance: set guidance_scale > 1")
     denoiser = DiffusersDenoiser(unet, sched_cfg, encoder_hidden_states=cond, negative_encoder_hidden_states=neg,
                                  guidance_scale=guidance_scale, **denoiser_kwargs)
     return LatentDiffusion(denoiser=denoiser, autoencoder=Autoencoder(vae), scheduler_config=sched_cfg)
