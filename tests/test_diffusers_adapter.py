@@ -191,6 +191,10 @@ def test_autoencoder_kl_scaling():
     torch.testing.assert_close(s1, s2, rtol=0, atol=0)
     assert not torch.equal(s1, z)
     torch.testing.assert_close(ae(x), ae.decode(z), rtol=0, atol=0)
+    # an SDXL-family VAE's per-channel latents_mean/std (which diffusers' pipelines apply) is refused, not ignored
+    norm = AutoencoderKL(**_vae_kwargs(), latents_mean=[0.1, 0.2], latents_std=[1.0, 2.0]).to(D).eval()
+    with pytest.raises(ValueError, match="latents_mean/latents_std"):
+        Autoencoder(norm)
 
 
 def test_autoencoder_vq_and_gradients():

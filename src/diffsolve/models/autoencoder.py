@@ -48,6 +48,10 @@ class Autoencoder(torch.nn.Module):
         cfg = getattr(vae, "config", {})
         get = cfg.get if hasattr(cfg, "get") else (lambda key, default=None: default)
         self.is_vq = kind == "VQModel" or get("num_vq_embeddings") is not None
+        if get("latents_mean") is not None or get("latents_std") is not None:  # SDXL-family VAEs' per-channel norm
+            raise ValueError(f"the vae config has latents_mean/latents_std (diffusers' pipelines decode "
+                             "z·std/scaling_factor + mean with them): Autoencoder applies scaling_factor and "
+                             "shift_factor only; use a VAE without them")
         scale = scaling_factor if scaling_factor is not None else get("scaling_factor", 1.0)
         shift = shift_factor if shift_factor is not None else get("shift_factor", None)
         shift = 0.0 if shift is None else shift
