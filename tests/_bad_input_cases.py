@@ -290,6 +290,9 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
         for task in ("inpaint", "sr"):
             add(name, "sigma", f"0 ({task})", "accept", sigma=0.0, operator=ops[task], y=ys[task])
         add(name, "sigma", "1e-30 (sr)", "reject", sigma=1e-30, operator=ops["sr"], y=ys["sr"])
+    for label, v in [("0", 0.0), ("-1", -1.0)] + BAD_NUMBERS[:5]:  # None is the paper's ρ_t: accepted below
+        add("diffpir", "x0_variance_cap", label, "reject", x0_variance_cap=v)
+    add("diffpir", "x0_variance_cap", "None (the paper's ρ_t)", "accept", x0_variance_cap=None)
     for label, v in [("2", 2.0), ("1.5", 1.5), ("1", 1.0)]:
         add("ddrm", "singular_cutoff", label, "reject", singular_cutoff=v)
         add("ddnm", "singular_cutoff", f"{label} with sigma > 0", "reject", singular_cutoff=v, sigma=0.05)
@@ -377,9 +380,13 @@ def _solver_cases(den, prior, ops, x, ys) -> list[Case]:
     cases.append(Case("solve", "y", "NaN (dps)", lambda: solve("dps", prior, op, _nan_like(y), steps=2), "reject"))
     cases.append(Case("solve", "sigma", "1e6 (mpgd)", lambda: solve("mpgd", den, op, y, steps=2, sigma=1e6),
                       "reject"))
-    for base in ("pinv", "tikhonov"):  # the baselines check y as every method does
+    for base in ("pinv", "tikhonov"):  # the baselines check y as every method does, and take backend
         cases.append(Case("solve", "y", f"0-255 ({base})", lambda base=base: solve(base, None, op, (y + 1) * 127.5),
                           "reject"))
+        cases.append(Case("solve", "backend", f"'cuda' ({base})", lambda base=base: solve(base, None, op, y,
+                                                                                         backend="cuda"), "reject"))
+        cases.append(Case("solve", "backend", f"'torch' ({base})", lambda base=base: solve(base, None, op, y,
+                                                                                          backend="torch"), "accept"))
     cases.append(Case("solve", "timesteps", "2-D (mpgd)", lambda: solve("mpgd", den, op, y, timesteps=[[1, 0]]),
                       "reject"))
     cases.append(Case("solve", "return_trajectory", "with return_info (ddim)", lambda: solve(
