@@ -21,22 +21,6 @@ def rgb16(tmp_path):
     return _png(tmp_path / "rgb16.png", np.random.default_rng(0).integers(0, 255, (16, 16, 3)))
 
 
-@pytest.fixture
-def no_compute(monkeypatch):
-    """Any model load or restoration fails the test: errors must come first."""
-
-    def boom(*args, **kwargs):
-        raise AssertionError("a model was loaded or a solve ran before the argument error")
-
-    import diffsolve.cli.common
-    import diffsolve.cli.demo
-    import diffsolve.methods
-
-    monkeypatch.setattr(diffsolve.cli.common, "load_model", boom)
-    monkeypatch.setattr(diffsolve.methods, "restore", boom)
-    monkeypatch.setattr(diffsolve.cli.demo, "run_demo", boom)
-
-
 def _error(capsys, argv) -> str:
     assert cli.main(argv) == 2
     err = capsys.readouterr().err

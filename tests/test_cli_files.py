@@ -30,18 +30,6 @@ def _rgb(path, h=16, w=16, seed=0):
 
 
 @pytest.fixture
-def no_compute(monkeypatch):
-    def boom(*args, **kwargs):
-        raise AssertionError("a model was loaded or a solve ran before the argument error")
-
-    import diffsolve.cli.common
-    import diffsolve.methods
-
-    monkeypatch.setattr(diffsolve.cli.common, "load_model", boom)
-    monkeypatch.setattr(diffsolve.methods, "restore", boom)
-
-
-@pytest.fixture
 def fake_model(monkeypatch):
     """mpgd without a model: each draw is A⁺y plus noise that differs per channel (so a grey input's channels
     differ), from the draw's generator; the draws and y are kept."""

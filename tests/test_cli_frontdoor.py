@@ -36,18 +36,6 @@ def parse_eval(*argv: str) -> argparse.Namespace:
     return p.parse_args(["eval", *argv])
 
 
-@pytest.fixture
-def no_compute(monkeypatch):
-    def boom(*args, **kwargs):
-        raise AssertionError("a model was loaded or a solve ran before the argument error")
-
-    import diffsolve.cli.common
-    import diffsolve.methods
-
-    monkeypatch.setattr(diffsolve.cli.common, "load_model", boom)
-    monkeypatch.setattr(diffsolve.methods, "restore", boom)
-
-
 def _one_line_error(capsys, argv) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
