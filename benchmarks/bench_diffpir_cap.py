@@ -1,5 +1,5 @@
-"""DiffPIR's cap on x̂0's error variance (``x0_variance_cap``, v = 1) against the paper's ρ_t (v = None), on the held-out
-photos at few and many steps (a report, not a test).
+"""DiffPIR's cap on x̂0's error variance (``x0_variance_cap``, v = 1) against the paper's ρ_t (v = None), on the
+held-out photos at few and many steps (a report, not a test).
 
     python benchmarks/bench_diffpir_cap.py [--size 64] [--steps 1 2 3 5 10 30 50] [--images camera grass hopper raccoon]
 

@@ -171,7 +171,8 @@ def test_tiny_demo(tmp_path, capsys):
     assert len(list(out.glob("*.png"))) == 10
     assert Image.open(out / "photos_box.png").size[0] > 6 * 32
 
-    # a rerun into the same folder with fewer tasks leaves no grid its metrics.json does not describe; others' files stay
+    # a rerun into the same folder with fewer tasks leaves no grid its metrics.json does not describe (others' files
+    # stay)
     (out / "mine.png").write_bytes((out / "photos_box.png").read_bytes())
     capsys.readouterr()
     assert main(["demo", "--quick", "--steps", "2", "--size", "32", "--out", str(out), "--tasks", "box",

@@ -218,7 +218,8 @@ def test_cli_method_lists_follow_the_registry(monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("command, needles", [
-    ("restore", ["(default 30, as in demo and eval", "(default: 0)", "(default: cpu)", "(default: 0.05)", "(default: 0.7)"]),
+    ("restore", ["(default 30, as in demo and eval", "(default: 0)", "(default: cpu)", "(default: 0.05)",
+                 "(default: 0.7)"]),
     ("demo", ["(default: diffsolve-demo)", "(default: 0)"]),
     ("eval", ["(default: 1)", "(default: 30)"]),
 ])

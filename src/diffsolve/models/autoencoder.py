@@ -49,7 +49,7 @@ class Autoencoder(torch.nn.Module):
         get = cfg.get if hasattr(cfg, "get") else (lambda key, default=None: default)
         self.is_vq = kind == "VQModel" or get("num_vq_embeddings") is not None
         if get("latents_mean") is not None or get("latents_std") is not None:  # SDXL-family VAEs' per-channel norm
-            raise ValueError(f"the vae config has latents_mean/latents_std (diffusers' pipelines decode "
+            raise ValueError("the vae config has latents_mean/latents_std (diffusers' pipelines decode "
                              "z·std/scaling_factor + mean with them): Autoencoder applies scaling_factor and "
                              "shift_factor only; use a VAE without them")
         scale = scaling_factor if scaling_factor is not None else get("scaling_factor", 1.0)

@@ -5,9 +5,9 @@ x_s = √ᾱ_s x̂0 + √(1−ᾱ_s−σ²) ε̂ + σ z — the fused ``diffsolv
 With the same settings and generator it reproduces diffusers' ``DDIMPipeline`` step by step
 (``timestep_spacing`` = ``spacing``) for a DDIMScheduler config; for a DDPMScheduler config that clips x̂0
 (``clip_sample=True``, the google/ddpm-* checkpoints) pass ``clipped_model_output=False`` to match it, since the
-pipeline steps with the raw ε̂ where the default follows the config's own (DDPM) step. ``step_rule="listed"`` (default) steps to the next listed timestep;
-``step_rule="diffusers"`` steps t → t − T//N as ``DDIMScheduler.step`` does, equal to diffusers for
-every spacing and N (the two rules differ for ``linspace``, and ``trailing`` when N does not divide T).
+pipeline steps with the raw ε̂ where the default follows the config's own (DDPM) step.
+``step_rule="listed"`` (default) steps to the next listed timestep; ``step_rule="diffusers"`` steps t → t − T//N
+as ``DDIMScheduler.step`` does, equal to diffusers for every spacing and N (the two rules differ for ``linspace``, and ``trailing`` when N does not divide T).
 A config's ``clip_sample``/``thresholding`` reach the step through the denoiser (``diffsolve.models.x0_clip``);
 which ε̂ then drives the direction term is ddim's ``clipped_model_output`` (see :func:`ddim`).
 """

@@ -69,7 +69,8 @@ from ..kernels._checks import plain_numbers
 from ..models.denoiser import check_sample_shape
 from ._inverse import (DISCREPANCY_SHARE, Diagnostics, check_problem, check_sigma, data_part, discrepancy_pull,
                        finish_run, measured_entries, measurement_grad, route, sample_gains)
-from ._loop import Sampling, check_autograd, check_device, check_flag, check_number, check_steps, prepare, takes_sampling
+from ._loop import (Sampling, check_autograd, check_device, check_flag, check_number, check_steps, prepare,
+                    takes_sampling)
 
 __all__ = ["LANDWEBER_BELOW", "RHO_SIGMA_FLOOR", "SPACES", "Projection", "capped_grad", "default_rho", "mpgd",
            "noise_rho"]
