@@ -96,7 +96,8 @@ def markdown(res: dict) -> str:
     head = [heads.get(label, label.replace("@", " N = ")) for label in labels]
     cmd = f"--samples {res['samples']}" + ("" if res["methods"] == ["cdps"] else
                                            f" --methods {' '.join(res['methods'])} --tasks {res['tasks']} "
-                                           f"--priors {' '.join(res['priors'] or ['all'])} --out {res['out']}")
+                                           + (f"--priors {' '.join(res['priors'])} " if res["priors"] else "")
+                                           + f"--out {res['out']}")
     lines = [f"# {', '.join(res['methods'])} at N = 50 against the DPS-at-100 bar, {res['samples']} draws "
              "(benchmarks/bench_cdps_bar.py)", "",
              f"`python benchmarks/bench_cdps_bar.py {cmd}` ({res['machine']}, {res['wall_s']:.0f} s). "
@@ -129,7 +130,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=["cdps"])
     parser.add_argument("--tasks", default="cdps", help="'cdps' (box inpainting and both blurs) or 'all'")
-    parser.add_argument("--priors", nargs="+", default=None, help="gaussian and/or gmm (default both)")
+    parser.add_argument("--priors", nargs="+", default=None, choices=["gaussian", "gmm"],
+                        help="gaussian and/or gmm (default both)")
     parser.add_argument("--out", default="cdps-bar")
     args = parser.parse_args()
     torch.set_num_threads(1)

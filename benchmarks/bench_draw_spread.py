@@ -110,7 +110,9 @@ def render(rows: list[dict], args, elapsed: float, where_run: str | None = None)
     region = "hole" if box else "image"
     out = [f"# {TITLES.get(task, task)}: a draw's spread against the bar (benchmarks/bench_draw_spread.py)", "",
            f"`python benchmarks/bench_draw_spread.py --task {task} --sizes {' '.join(map(str, args.sizes))} --images "
-           f"{' '.join(args.images)} --draws {args.draws} --methods {' '.join(args.methods)} --steps {args.steps}` "
+           f"{' '.join(args.images)} --draws {args.draws} --methods {' '.join(args.methods)} --steps {args.steps}"
+           f"{'' if getattr(args, 'out', 'box-spread') == 'box-spread' else ' --out ' + args.out}"
+           f"{' --merge' if getattr(args, 'merge', False) else ''}` "
            f"({where_run or machine()}, {elapsed / 60:.0f} min). Held-out photos {', '.join(args.images)}, "
            f"the demo's {task} task, σ = {SIGMA}, the `patches` model, one y per photo, each method at its defaults, "
            f"K = {args.draws} draws. PSNR in dB, mean over the images; bar = Tikhonov − 0.5 dB (Tikhonov's λ picked "

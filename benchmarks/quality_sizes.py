@@ -255,7 +255,7 @@ def run(sizes, images, tasks, methods, steps, seed, log=print, partial: Path | N
                     rows.append(dict(size=size, task=task, method=method, image=name, psnr=float(s["psnr"][i]),
                                      ssim=float(s["ssim"][i]), residual=res[i], cast=float(c[i]),
                                      observed_psnr=obs[i], sec_per_image=sec,
-                                     **{k: float(v) for k, v in info.items()}))
+                                     **{k: float(v[i] if isinstance(v, list) else v) for k, v in info.items()}))
                 log(f"{size:4d} {task:13s} {method:11s} PSNR {float(s['psnr'].mean()):6.2f} "
                     f"SSIM {float(s['ssim'].mean()):.3f} resid {np.mean(res):5.2f} cast {float(c.mean()):.3f} "
                     f"obs {'' if obs[0] is None else f'{np.mean(obs):.2f}'} {info} {sec:.1f} s/img", flush=True)
