@@ -116,3 +116,18 @@ def test_cuda_matches_cpu_for_every_operator():
         torch.testing.assert_close(op.A_adjoint(y.cuda()).cpu(), op.A_adjoint(y), rtol=1e-10, atol=1e-10, msg=name)
         got = op.solve(x.cuda(), 0.5, 1.0, check_every=10).cpu()
         torch.testing.assert_close(got, op.solve(x, 0.5, 1.0, check_every=10), rtol=1e-8, atol=1e-8, msg=name)
+
+
+@pytest.mark.parametrize("name", ["mask", "matrix"])
+def test_an_operator_first_used_in_inference_mode_still_differentiates(name):
+    """Its cache (the float mask, the matrix's factors) was built as inference tensors, and every later backward
+    through the operator failed with torch's raw error (DPS after a measurement simulated under inference_mode)."""
+    from diffsolve.operators import Inpainting, MatrixOperator
+
+    op = Inpainting.random(8, missing=0.5, seed=0) if name == "mask" else MatrixOperator.gaussian(20, (1, 8, 8), seed=0)
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float32)
+    with torch.inference_mode():
+        op.A(x)
+    xx = x.clone().requires_grad_()
+    op.A(xx).sum().backward()
+    assert xx.grad is not None and torch.isfinite(xx.grad).all()

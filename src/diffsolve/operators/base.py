@@ -238,16 +238,19 @@ class LinearOperator:
 
     # ------------------------------------------------------------------ helpers
     def _cached(self, key: tuple, like: torch.Tensor, build: Callable[[], tuple[torch.Tensor, ...]]):
-        """Tensors from ``build()`` (float64 or complex128, CPU), cached per device and dtype of ``like``."""
+        """Tensors from ``build()`` (float64 or complex128, CPU), cached per device and dtype of ``like``. Built
+        outside inference mode even when first asked for inside it: an inference tensor in the cache would break
+        every later backward through the operator (DPS after a measurement simulated under inference_mode)."""
         full = key + (like.device, like.dtype)
         if full not in self._cache:
-            base = key + ("cpu-float64",)
-            if base not in self._cache:
-                self._cache[base] = tuple(build())
-            real, cplx = like.dtype, (torch.complex64 if like.dtype == torch.float32 else torch.complex128)
-            self._cache[full] = tuple(
-                t.to(device=like.device, dtype=cplx if t.is_complex() else real) for t in self._cache[base]
-            )
+            with torch.inference_mode(False):
+                base = key + ("cpu-float64",)
+                if base not in self._cache:
+                    self._cache[base] = tuple(build())
+                real, cplx = like.dtype, (torch.complex64 if like.dtype == torch.float32 else torch.complex128)
+                self._cache[full] = tuple(
+                    t.to(device=like.device, dtype=cplx if t.is_complex() else real) for t in self._cache[base]
+                )
         return self._cache[full]
 
     # ------------------------------------------------------------------ public API
