@@ -2,9 +2,9 @@
 
 ``method`` is a name in the registry :data:`diffsolve.methods.METHODS`, which describes each method
 once (function, required options, whether it uses the model or its backward; ``diffsolve info`` lists them):
-``"ddim"`` and ``"ge"`` (unconditional; y only fixes the batch/image shape, or pass ``shape=``), the guided solvers
-``"dps"``, ``"mpgd"``, ``"mpgd_ldm"`` (needs ``autoencoder=``; the denoiser runs on latents) and ``"cdps"``,
-the comparison methods ``"pigdm"``, ``"ddrm"``, ``"ddnm"``, ``"diffpir"``, ``"daps"``, ``"reddiff"`` and
+``"ddim"`` and ``"ge"`` (unconditional; the operator and y fix the batch/image shape, or pass ``shape=``), the
+guided solvers ``"dps"``, ``"mpgd"``, ``"mpgd_ldm"`` (needs ``autoencoder=``; the denoiser runs on latents) and
+``"cdps"``, the comparison methods ``"pigdm"``, ``"ddrm"``, ``"ddnm"``, ``"diffpir"``, ``"daps"``, ``"reddiff"`` and
 ``"mmps"`` (``cdps``, ``pigdm``, ``diffpir``, ``ddrm``, ``daps`` and ``mmps`` need ``sigma=``), and the
 baselines ``"tikhonov"`` (``lam=``) and ``"pinv"`` (no model, no steps). ``options`` go to the method's
 function in ``diffsolve.solvers`` (see each docstring; the shared sampling options are the fields of

@@ -5,6 +5,7 @@ Every operator has ``A(x)``, ``A_adjoint(y)``, ``gram(x)`` = AᵀA x, ``solve(rh
 ``pseudo_inverse(y)`` and ``tikhonov(y, lam)``. Images are NCHW float32/float64 on any device.
 """
 
+from ._validate import SolveNotConvergedWarning
 from .base import LinearOperator, Operator, SolveInfo
 from .blur import Blur, GaussianBlur, MotionBlur
 from .blur_kernels import gaussian_taps, motion_kernel
@@ -27,6 +28,7 @@ __all__ = [
     "MotionBlur",
     "Operator",
     "SolveInfo",
+    "SolveNotConvergedWarning",
     "SuperResolution",
     "convert_sigma",
     "gaussian_taps",

@@ -6,7 +6,7 @@ from ._inverse import UNFIT_CONSISTENCY, DataConsistencyWarning, MeasurementRang
 
 from .ddim import ddim
 from .ge import ge
-from .dps import dps
+from .dps import DPSStepsWarning, dps
 from .mpgd import Projection, mpgd
 from .mpgd_ldm import mpgd_ldm
 from .cdps import CG, CGNotConvergedWarning, cdps
@@ -19,8 +19,8 @@ from .reddiff import reddiff
 from .mmps import mmps
 
 __all__ = ["SAMPLING_FIELDS", "UNFIT_CONSISTENCY", "CG", "CGNotConvergedWarning", "DataConsistencyWarning",
-           "MeasurementRangeWarning", "Projection", "Sampling", "GEScheduler", "cdps", "daps", "ddim", "ddnm", "ddrm",
-           "diffpir", "dps", "ge", "mmps", "mpgd", "mpgd_ldm", "pigdm", "reddiff"]
+           "DPSStepsWarning", "MeasurementRangeWarning", "Projection", "Sampling", "GEScheduler", "cdps", "daps",
+           "ddim", "ddnm", "ddrm", "diffpir", "dps", "ge", "mmps", "mpgd", "mpgd_ldm", "pigdm", "reddiff"]
 
 
 def __getattr__(name: str):
