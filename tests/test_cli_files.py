@@ -279,3 +279,19 @@ def test_a_bright_image_is_no_unit_mistake_on_the_command_line(tmp_path, capsys)
         warnings.simplefilter("error")  # and the command line's filter did not outlive its run
         with pytest.raises(MeasurementRangeWarning):
             diffsolve.solve("tikhonov", None, Identity(), torch.full((1, 1, 16, 16), 0.5), lam=0.1)
+
+
+def test_restore_notes_a_result_it_clips_and_its_consistency_before(tmp_path, capsys):
+    """A real photo that does not fit the operator's model can restore beyond [-1, 1]; the 8-bit file clips it, and the
+    printed consistency (of the file) then rose with no word of why. Rounding at the edge is not noted."""
+    rng = np.random.default_rng(0)
+    sharp = _png(tmp_path / "sharp.png", rng.integers(0, 2, (32, 32, 3)) * 255)
+    assert main(["restore", "--input", sharp, "--task", "motion_blur", "--method", "tikhonov",
+                 "--out", str(tmp_path / "o.png")]) == 0
+    err = "".join(capsys.readouterr())
+    assert re.search(r"\d+\.\d% of the result's values lie outside \[-1, 1\] and are clipped in o\.png .* its data "
+                     r"consistency is \d+\.\d+ before the clipping", err)
+    grey = _png(tmp_path / "grey.png", rng.integers(0, 2, (16, 16)) * 255)  # pinv fits it: |x| exceeds 1 by rounding
+    assert main(["restore", "--input", grey, "--task", "gaussian_blur", "--method", "pinv",
+                 "--out", str(tmp_path / "g.png")]) == 0
+    assert "clipped in g.png" not in "".join(capsys.readouterr())

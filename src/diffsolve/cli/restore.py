@@ -328,8 +328,15 @@ def run(a: argparse.Namespace) -> dict:
     out_bytes, written = _encoded(x[0], p.out.suffix)
     written = written[None].to(x)
     dc = dc_draws = score = score_draws = None
+    # an 8-bit file holds [-1, 1] only: values beyond its edge by more than half a level (1/255) are clipped
+    outside = float((x.abs() > 1 + 1 / 255).float().mean())
     if p.sigma > 0:
         dc = float(data_consistency(op, as_model(written), y, p.sigma)[0])
+        if outside > 0:
+            raw = float(data_consistency(op, as_model(x), y, p.sigma)[0])
+            note(f"{max(outside, 1e-3):.1%}{'' if outside >= 1e-3 else ' or fewer'} of the result's values lie outside "
+                 f"[-1, 1] and are clipped in {p.out.name} (an 8-bit file); its data consistency is {raw:.3f} before "
+                 "the clipping")
         dc_draws = data_consistency(op, as_model(stack), y.expand(a.draws, *y.shape[1:]), p.sigma) \
             if a.draws > 1 else None
     if x_true is not None:
@@ -357,7 +364,8 @@ def run(a: argparse.Namespace) -> dict:
         common.save_image(p.measurement, y_file)
         clipped = float((y_file.abs() > 1).float().mean())
         if clipped > 0:
-            note(f"{clipped:.1%} of y's entries lie outside [-1, 1] (its noise) and are clipped in "
+            note(f"{max(clipped, 1e-3):.1%}{'' if clipped >= 1e-3 else ' or fewer'} of y's entries lie outside [-1, 1] "
+                 f"(its noise) and are clipped in "
                  f"{p.measurement.name}, an 8-bit file; a restore from that file sees them at the range's edge")
         result.update(psnr=round(float(score["psnr"][0]), 2), ssim=round(float(score["ssim"][0]), 4),
                       measurement=str(p.measurement))
